@@ -1,0 +1,407 @@
+//! Layered configuration: built-in defaults → `ffleet.toml` (or `--config FILE`) → `FFLEET_*`
+//! environment (nested keys joined by `__`, e.g. `FFLEET_ENCODER__SLOTS=4`) → command-line flags
+//! (applied by the binary), then `validate()` once.
+
+use crate::profiles::{self, Profile, ProfileError};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("configuration: {0}")]
+    Profile(#[from] ProfileError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub storage: StorageConfig,
+    pub ffmpeg: FfmpegConfig,
+    pub limits: LimitsConfig,
+    pub streams: StreamsConfig,
+    pub splitter: SplitterConfig,
+    pub scheduler: SchedulerConfig,
+    pub encoder: EncoderConfig,
+    pub merger: MergerConfig,
+    pub log: LogConfig,
+    /// Profile used when a job names none.
+    pub default_profile: String,
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nats: NatsConfig::default(),
+            storage: StorageConfig::default(),
+            ffmpeg: FfmpegConfig::default(),
+            limits: LimitsConfig::default(),
+            streams: StreamsConfig::default(),
+            splitter: SplitterConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            encoder: EncoderConfig::default(),
+            merger: MergerConfig::default(),
+            log: LogConfig::default(),
+            default_profile: "h264".into(),
+            profiles: profiles::builtin(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// One URL or several, comma-separated (cluster seeds). `NATS_URL` and `-s` override it.
+    pub url: String,
+    /// NATS credentials file (JWT + nkey seed) for this service.
+    pub creds_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// Refuse to connect without TLS.
+    pub tls_required: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// JetStream API request timeout.
+    pub request_timeout_secs: f64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            creds_file: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            request_timeout_secs: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Scratch directory shared by every node (a compose volume, NFS): cuts and encoded segments.
+    pub scratch: PathBuf,
+    /// Directories inputs must resolve into (after following symlinks).
+    pub input_roots: Vec<PathBuf>,
+    /// Directories outputs must resolve into.
+    pub output_roots: Vec<PathBuf>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            scratch: std::env::temp_dir().join("ffleet-scratch"),
+            input_roots: Vec::new(),
+            output_roots: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FfmpegConfig {
+    pub ffmpeg: PathBuf,
+    pub ffprobe: PathBuf,
+}
+
+impl Default for FfmpegConfig {
+    fn default() -> Self {
+        Self {
+            ffmpeg: "ffmpeg".into(),
+            ffprobe: "ffprobe".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_duration_secs: f64,
+    pub max_frame_rate: f64,
+    pub max_input_bytes: u64,
+    /// Bound on every ffprobe run (hostile files can make probing slow).
+    pub probe_timeout_secs: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_width: 8192,
+            max_height: 8192,
+            max_duration_secs: 12.0 * 3600.0,
+            max_frame_rate: 300.0,
+            max_input_bytes: 512 * 1024 * 1024 * 1024,
+            probe_timeout_secs: 60.0,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.probe_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Stream and KV replicas (1 for a single server, 3 for a cluster).
+    pub replicas: usize,
+    /// How long job events stay readable.
+    pub events_max_age_hours: f64,
+    /// Window in which a repeated Nats-Msg-Id (job id, task attempt) is dropped.
+    pub duplicate_window_secs: f64,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            events_max_age_hours: 72.0,
+            duplicate_window_secs: 120.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitterConfig {
+    /// Jobs split at the same time by one splitter.
+    pub concurrency: usize,
+    /// Segment length when the job does not ask for one.
+    pub default_segment_secs: f64,
+}
+
+impl Default for SplitterConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            default_segment_secs: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// A heartbeat older than this marks its node as gone from the pool.
+    pub heartbeat_ttl_secs: f64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ttl_secs: 3.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Stable node id; generated from the host name when absent.
+    pub node_id: Option<String>,
+    /// Concurrent segment encodes; default: CPU cores / the profile threads (1).
+    pub slots: Option<u32>,
+    /// Restrict or label capabilities; default: detected.
+    pub capabilities: Option<Vec<String>>,
+    pub heartbeat_interval_secs: f64,
+    /// Kill an ffmpeg that reports no progress for this long.
+    pub stall_timeout_secs: f64,
+    /// Hard limit per unit: max(min_timeout_secs, media duration × this factor).
+    pub timeout_factor: f64,
+    pub min_timeout_secs: f64,
+    /// How long one pull waits for a task before asking again.
+    pub fetch_wait_secs: f64,
+    /// Deliveries after which a unit that keeps failing transiently is failed for good.
+    pub max_attempts: u32,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            slots: None,
+            capabilities: None,
+            heartbeat_interval_secs: 1.0,
+            stall_timeout_secs: 30.0,
+            timeout_factor: 30.0,
+            min_timeout_secs: 300.0,
+            fetch_wait_secs: 2.0,
+            max_attempts: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MergerConfig {
+    /// Merges run at the same time by one merger.
+    pub concurrency: usize,
+    /// Keep scratch media of failed jobs for inspection.
+    pub keep_failed_scratch: bool,
+}
+
+impl Default for MergerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            keep_failed_scratch: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults → TOML file → environment. `file` is `--config`; without it,
+    /// `ffleet.toml` in the working directory is read when present.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(f) if !f.exists() => return Err(ConfigError::MissingFile(f.to_path_buf())),
+            Some(f) => fig = fig.merge(Toml::file(f)),
+            None => fig = fig.merge(Toml::file("ffleet.toml")),
+        }
+        fig = fig.merge(Env::prefixed("FFLEET_").split("__").ignore(&["config"]));
+        fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Checks what no type can: profiles, bounds, consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, p) in &self.profiles {
+            crate::ids::Capability::new(name.replace('.', "_"))
+                .map_err(|e| ConfigError::Invalid(format!("profile name {name:?}: {e}")))?;
+            p.validate(name)?;
+            for cap in p.variants.keys() {
+                crate::ids::Capability::new(cap.as_str()).map_err(|e| {
+                    ConfigError::Invalid(format!("profile {name:?} variant {cap:?}: {e}"))
+                })?;
+            }
+        }
+        if !self.profiles.contains_key(&self.default_profile) {
+            return Err(ConfigError::Invalid(format!(
+                "default_profile {:?} is not among the profiles ({})",
+                self.default_profile,
+                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let positive = [
+            ("encoder.heartbeat_interval_secs", self.encoder.heartbeat_interval_secs),
+            ("encoder.stall_timeout_secs", self.encoder.stall_timeout_secs),
+            ("encoder.fetch_wait_secs", self.encoder.fetch_wait_secs),
+            ("encoder.timeout_factor", self.encoder.timeout_factor),
+            ("splitter.default_segment_secs", self.splitter.default_segment_secs),
+            ("limits.probe_timeout_secs", self.limits.probe_timeout_secs),
+            ("scheduler.heartbeat_ttl_secs", self.scheduler.heartbeat_ttl_secs),
+            ("nats.request_timeout_secs", self.nats.request_timeout_secs),
+        ];
+        for (name, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::Invalid(format!("{name} must be > 0 (got {v})")));
+            }
+        }
+        if self.splitter.concurrency == 0 || self.merger.concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "splitter.concurrency and merger.concurrency must be >= 1".into(),
+            ));
+        }
+        if self.encoder.slots == Some(0) {
+            return Err(ConfigError::Invalid("encoder.slots must be >= 1".into()));
+        }
+        if self.encoder.max_attempts == 0 {
+            return Err(ConfigError::Invalid("encoder.max_attempts must be >= 1".into()));
+        }
+        if !(1..=5).contains(&self.streams.replicas) {
+            return Err(ConfigError::Invalid("streams.replicas must be 1..=5".into()));
+        }
+        Ok(())
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_layers_apply_in_order() {
+        Config::default().validate().unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ffleet.toml",
+                r#"
+                default_profile = "mine"
+                [encoder]
+                slots = 3
+                [profiles.mine.cpu]
+                args = ["-c:v", "libx264", "-qp", "20"]
+                quality_flag = "-qp"
+                "#,
+            )?;
+            jail.set_env("FFLEET_ENCODER__SLOTS", "5");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.encoder.slots, Some(5));
+            assert_eq!(c.default_profile, "mine");
+            assert!(c.profiles.contains_key("h264"), "built-ins stay");
+            assert_eq!(c.profiles["mine"].variants["cpu"].threads, 1);
+            c.validate().expect("valid");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_key_named() {
+        let mut c = Config::default();
+        c.default_profile = "nope".into();
+        assert!(c.validate().unwrap_err().to_string().contains("default_profile"));
+        let mut c = Config::default();
+        c.encoder.stall_timeout_secs = 0.0;
+        assert!(c.validate().unwrap_err().to_string().contains("stall_timeout"));
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ffleet.toml", "[encoder]\nslotz = 3\n")?;
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+}

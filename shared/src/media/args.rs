@@ -1,0 +1,207 @@
+//! Every ffmpeg command line ffleet runs. Inputs are always `file:` URLs under a protocol and
+//! demuxer whitelist; nothing here goes through a shell.
+
+use super::probe::file_arg;
+use super::rational::micros_to_secs_string;
+use super::{INTERMEDIATE_FORMAT, PROTOCOLS, SOURCE_FORMATS};
+use crate::messages::records::Container;
+use std::ffi::OsString;
+use std::path::Path;
+
+fn os<I, S>(items: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    items.into_iter().map(Into::into).collect()
+}
+
+fn common() -> Vec<OsString> {
+    os([
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-protocol_whitelist",
+        PROTOCOLS,
+    ])
+}
+
+/// File name pattern of the cut segments inside their directory.
+pub const CUT_PATTERN: &str = "v%05d.nut";
+
+/// Name of cut segment `index`, matching [`CUT_PATTERN`].
+pub fn cut_name(index: u32) -> String {
+    format!("v{index:05}.nut")
+}
+
+/// Stream-copies the first video stream into NUT segments that start at the given decode-order
+/// packet indices (each a safe keyframe, see `cuts`).
+pub fn cut(source: &Path, cut_at: &[u64], out_dir: &Path) -> Vec<OsString> {
+    let mut a = common();
+    a.extend(os(["-format_whitelist", SOURCE_FORMATS, "-i"]));
+    a.push(file_arg(source));
+    a.extend(os([
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-fflags",
+        "+bitexact",
+    ]));
+    if cut_at.is_empty() {
+        a.extend(os(["-f", INTERMEDIATE_FORMAT, "-y"]));
+        a.push(file_arg(&out_dir.join(cut_name(0))));
+    } else {
+        let frames: Vec<String> = cut_at.iter().map(u64::to_string).collect();
+        a.extend(os(["-f", "segment", "-segment_format", INTERMEDIATE_FORMAT]));
+        a.push("-segment_frames".into());
+        a.push(frames.join(",").into());
+        a.extend(os(["-reset_timestamps", "0", "-y"]));
+        a.push(file_arg(&out_dir.join(CUT_PATTERN)));
+    }
+    a
+}
+
+/// Encodes one cut segment with the given video settings (see `profiles::video_settings`).
+pub fn encode_video(input: &Path, video_settings: &[String], output: &Path) -> Vec<OsString> {
+    let mut a = common();
+    a.extend(os(["-format_whitelist", INTERMEDIATE_FORMAT, "-i"]));
+    a.push(file_arg(input));
+    a.extend(os(["-map", "0:v:0", "-an", "-sn", "-dn"]));
+    a.extend(os(video_settings));
+    a.extend(os([
+        "-fflags",
+        "+bitexact",
+        "-progress",
+        "pipe:1",
+        "-f",
+        INTERMEDIATE_FORMAT,
+        "-y",
+    ]));
+    a.push(file_arg(output));
+    a
+}
+
+/// Encodes the source's first audio stream once, for the whole file, keeping its timestamps
+/// relative to the source's start as a single ffmpeg process would.
+pub fn encode_audio(
+    source: &Path,
+    audio_args: &[String],
+    container: Container,
+    output: &Path,
+) -> Vec<OsString> {
+    let mut a = common();
+    a.extend(os(["-format_whitelist", SOURCE_FORMATS, "-i"]));
+    a.push(file_arg(source));
+    a.extend(os(["-map", "0:a:0", "-vn", "-sn", "-dn"]));
+    a.extend(os(audio_args));
+    let muxer = match container.audio_intermediate_ext() {
+        "m4a" => "mp4",
+        _ => "matroska",
+    };
+    a.extend(os([
+        "-fflags",
+        "+bitexact",
+        "-progress",
+        "pipe:1",
+        "-f",
+        muxer,
+        "-y",
+    ]));
+    a.push(file_arg(output));
+    a
+}
+
+/// One entry of the concat list: a file name relative to the list, and its exact duration.
+pub struct ConcatEntry {
+    pub file_name: String,
+    pub duration_us: i64,
+}
+
+/// ffconcat list text. Durations come from the source's timestamps, so the concat demuxer
+/// places every segment exactly where its frames were in the source.
+pub fn concat_list(entries: &[ConcatEntry]) -> String {
+    let mut s = String::from("ffconcat version 1.0\n");
+    for e in entries {
+        s.push_str(&format!(
+            "file {}\nduration {}\n",
+            e.file_name,
+            micros_to_secs_string(e.duration_us)
+        ));
+    }
+    s
+}
+
+/// Concatenates the encoded segments (stream copy), adds the encoded audio, and writes the
+/// output. `video_offset_us` places the first frame where it was relative to the source's start,
+/// which keeps audio in sync when the streams did not start together.
+pub fn merge(
+    list: &Path,
+    audio: Option<&Path>,
+    video_offset_us: i64,
+    container: Container,
+    output: &Path,
+) -> Vec<OsString> {
+    let mut a = common();
+    a.extend(os(["-copyts", "-itsoffset"]));
+    a.push(micros_to_secs_string(video_offset_us).into());
+    a.extend(os([
+        "-f",
+        "concat",
+        "-safe",
+        "1",
+        "-format_whitelist",
+        "concat,nut",
+        "-i",
+    ]));
+    a.push(file_arg(list));
+    if let Some(audio) = audio {
+        a.extend(os(["-format_whitelist", "mov,mp4,m4a,matroska", "-i"]));
+        a.push(file_arg(audio));
+    }
+    a.extend(os(["-map", "0:v:0"]));
+    if audio.is_some() {
+        a.extend(os(["-map", "1:a:0"]));
+    }
+    a.extend(os(["-c", "copy", "-map_metadata", "-1", "-fflags", "+bitexact"]));
+    if matches!(container, Container::Mp4 | Container::Mov) {
+        a.extend(os(["-movflags", "+faststart"]));
+    }
+    a.extend(os(["-progress", "pipe:1", "-f", container.muxer(), "-y"]));
+    a.push(file_arg(output));
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concat_list_has_exact_durations() {
+        let text = concat_list(&[
+            ConcatEntry {
+                file_name: "v00000.a1.nut".into(),
+                duration_us: 4_804_800,
+            },
+            ConcatEntry {
+                file_name: "v00001.a2.nut".into(),
+                duration_us: 5_572_233,
+            },
+        ]);
+        assert_eq!(
+            text,
+            "ffconcat version 1.0\nfile v00000.a1.nut\nduration 4.804800\nfile v00001.a2.nut\nduration 5.572233\n"
+        );
+    }
+
+    #[test]
+    fn inputs_are_forced_to_the_file_protocol() {
+        let a = cut(Path::new("/in/concat:x|y.mp4"), &[10, 20], Path::new("/s"));
+        let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
+        assert!(s.contains(&"file:/in/concat:x|y.mp4".to_string()));
+        assert!(s.contains(&"10,20".to_string()));
+        assert!(s.windows(2).any(|w| w[0] == "-protocol_whitelist" && w[1] == "file,pipe"));
+    }
+}

@@ -1,0 +1,343 @@
+//! Runs ffmpeg and ffprobe as children: no shell, stdin closed, killed when dropped, bounded in
+//! time, with only the tail of stderr kept for error reports (never streamed into the logs).
+
+use super::progress::{ProgressBlock, ProgressParser};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Lines of stderr kept for an error report.
+const STDERR_TAIL_LINES: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} ran past its {limit:?} limit")]
+    TimedOut {
+        program: String,
+        limit: Duration,
+        stderr_tail: String,
+    },
+    #[error("{program} made no progress for {limit:?}")]
+    Stalled {
+        program: String,
+        limit: Duration,
+        stderr_tail: String,
+    },
+    #[error("{program} was stopped by shutdown")]
+    Cancelled { program: String },
+    #[error("{program} failed ({status}): {stderr_tail}")]
+    Failed {
+        program: String,
+        status: String,
+        /// True when a signal ended it (OOM killer, operator): worth retrying elsewhere.
+        signalled: bool,
+        stderr_tail: String,
+    },
+    #[error("i/o with {program}: {source}")]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// Whether the same command could succeed on another try (as opposed to failing on this
+    /// input every time).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Spawn { .. }
+            | RunError::Cancelled { .. }
+            | RunError::Io { .. }
+            | RunError::Stalled { .. } => true,
+            RunError::Failed { signalled, .. } => *signalled,
+            RunError::TimedOut { .. } => false,
+        }
+    }
+
+    pub fn stderr_tail(&self) -> &str {
+        match self {
+            RunError::TimedOut { stderr_tail, .. }
+            | RunError::Stalled { stderr_tail, .. }
+            | RunError::Failed { stderr_tail, .. } => stderr_tail,
+            _ => "",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RunOutput {
+    pub stdout: Vec<u8>,
+    pub stderr_tail: String,
+}
+
+/// Limits for a supervised run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Hard wall-clock limit.
+    pub timeout: Duration,
+    /// Longest time without a progress block; `None` disables stall detection.
+    pub stall: Option<Duration>,
+}
+
+fn program_name(program: &Path) -> String {
+    program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| program.display().to_string())
+}
+
+fn spawn(program: &Path, args: &[OsString]) -> Result<Child, RunError> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| RunError::Spawn {
+            program: program_name(program),
+            source,
+        })
+}
+
+/// Collects the last lines of a stream, bounded in lines and line length.
+async fn tail_of(stream: impl AsyncRead + Unpin) -> String {
+    let mut lines = BufReader::new(stream).lines();
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.chars().take(300).collect());
+    }
+    Vec::from(tail).join("\n")
+}
+
+fn describe(status: ExitStatus) -> (String, bool) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (format!("exit code {code}"), false),
+        (None, Some(sig)) => (format!("killed by signal {sig}"), true),
+        _ => ("unknown status".into(), false),
+    }
+}
+
+/// Runs a command to completion and returns its whole stdout (ffprobe).
+pub async fn capture(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<RunOutput, RunError> {
+    let name = program_name(program);
+    let mut child = spawn(program, args)?;
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let stderr = tokio::spawn(tail_of(child.stderr.take().expect("stderr piped")));
+    let work = async {
+        let mut out = Vec::new();
+        stdout
+            .read_to_end(&mut out)
+            .await
+            .map_err(|source| RunError::Io {
+                program: name.clone(),
+                source,
+            })?;
+        let status = child.wait().await.map_err(|source| RunError::Io {
+            program: name.clone(),
+            source,
+        })?;
+        Ok::<_, RunError>((out, status))
+    };
+    let (out, status) = match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(RunError::TimedOut {
+                program: name,
+                limit: timeout,
+                stderr_tail: String::new(),
+            });
+        }
+    };
+    let stderr_tail = stderr.await.unwrap_or_default();
+    if !status.success() {
+        let (status, signalled) = describe(status);
+        return Err(RunError::Failed {
+            program: name,
+            status,
+            signalled,
+            stderr_tail,
+        });
+    }
+    Ok(RunOutput {
+        stdout: out,
+        stderr_tail,
+    })
+}
+
+/// Runs ffmpeg with `-progress pipe:1`, calling `on_progress` for every block, and kills it on
+/// stall, timeout or cancellation.
+pub async fn run_with_progress(
+    program: &Path,
+    args: &[OsString],
+    limits: Limits,
+    cancel: &CancellationToken,
+    mut on_progress: impl FnMut(&ProgressBlock),
+) -> Result<RunOutput, RunError> {
+    let name = program_name(program);
+    let mut child = spawn(program, args)?;
+    let stderr = tokio::spawn(tail_of(child.stderr.take().expect("stderr piped")));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut parser = ProgressParser::default();
+    let hard_deadline = Instant::now() + limits.timeout;
+    let stall = limits.stall.unwrap_or(limits.timeout);
+    let mut stall_deadline = Instant::now() + stall;
+
+    let killed = loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    if let Some(block) = parser.push_line(&line) {
+                        stall_deadline = Instant::now() + stall;
+                        on_progress(&block);
+                    }
+                }
+                Ok(None) => break None,
+                Err(source) => return Err(RunError::Io { program: name, source }),
+            },
+            _ = tokio::time::sleep_until(stall_deadline), if limits.stall.is_some() => break Some("stall"),
+            _ = tokio::time::sleep_until(hard_deadline) => break Some("timeout"),
+            _ = cancel.cancelled() => break Some("cancel"),
+        }
+    };
+    if let Some(why) = killed {
+        let _ = child.kill().await;
+        let stderr_tail = stderr.await.unwrap_or_default();
+        return Err(match why {
+            "stall" => RunError::Stalled {
+                program: name,
+                limit: stall,
+                stderr_tail,
+            },
+            "timeout" => RunError::TimedOut {
+                program: name,
+                limit: limits.timeout,
+                stderr_tail,
+            },
+            _ => RunError::Cancelled { program: name },
+        });
+    }
+    // stdout closed: ffmpeg is exiting. Bound the wait in case it hangs on the way out.
+    let status = tokio::select! {
+        s = child.wait() => s.map_err(|source| RunError::Io { program: name.clone(), source })?,
+        _ = tokio::time::sleep_until(hard_deadline) => {
+            let _ = child.kill().await;
+            return Err(RunError::TimedOut { program: name, limit: limits.timeout, stderr_tail: String::new() });
+        }
+    };
+    let stderr_tail = stderr.await.unwrap_or_default();
+    if !status.success() {
+        let (status, signalled) = describe(status);
+        return Err(RunError::Failed {
+            program: name,
+            status,
+            signalled,
+            stderr_tail,
+        });
+    }
+    Ok(RunOutput {
+        stdout: Vec::new(),
+        stderr_tail,
+    })
+}
+
+/// Resolves a program name on PATH (for clear "not installed" errors at startup).
+pub fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[tokio::test]
+    async fn capture_reports_the_exit_status_and_stderr_tail() {
+        let err = capture(
+            Path::new("sh"),
+            &os(&["-c", "echo one >&2; echo two >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        match err {
+            RunError::Failed {
+                status,
+                stderr_tail,
+                signalled,
+                ..
+            } => {
+                assert_eq!(status, "exit code 3");
+                assert_eq!(stderr_tail, "one\ntwo");
+                assert!(!signalled);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_child_is_killed_as_stalled() {
+        let started = std::time::Instant::now();
+        let err = run_with_progress(
+            Path::new("sleep"),
+            &os(&["30"]),
+            Limits {
+                timeout: Duration::from_secs(20),
+                stall: Some(Duration::from_millis(300)),
+            },
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, RunError::Stalled { .. }), "{err:?}");
+        assert!(err.is_transient());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn missing_programs_fail_to_spawn() {
+        let err = capture(
+            Path::new("/nonexistent/ffmpeg"),
+            &[],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, RunError::Spawn { .. }));
+    }
+}

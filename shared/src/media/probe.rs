@@ -1,0 +1,291 @@
+//! ffprobe: stream facts (`-show_format -show_streams`), per-packet timing of one stream, and
+//! the span of a stream (first pts to last pts + duration), all from JSON/compact output.
+
+use super::command::{self, RunError};
+use super::rational::Rational;
+use super::{PROTOCOLS, SOURCE_FORMATS};
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("ffprobe output did not parse: {0}")]
+    Output(String),
+}
+
+/// `file:` prefix forces the file protocol, so a name like `concat:a|b` is a file name.
+pub fn file_arg(path: &Path) -> OsString {
+    let mut s = OsString::from("file:");
+    s.push(path.as_os_str());
+    s
+}
+
+fn base_args(formats: Option<&str>) -> Vec<OsString> {
+    let mut v: Vec<OsString> = ["-v", "error", "-hide_banner", "-protocol_whitelist", PROTOCOLS]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    if let Some(f) = formats {
+        v.push("-format_whitelist".into());
+        v.push(f.into());
+    }
+    v
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProbeFormat {
+    #[serde(default)]
+    pub format_name: String,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProbeStream {
+    pub index: u32,
+    #[serde(default)]
+    pub codec_type: Option<String>,
+    #[serde(default)]
+    pub codec_name: Option<String>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub pix_fmt: Option<String>,
+    #[serde(default)]
+    pub r_frame_rate: Option<String>,
+    #[serde(default)]
+    pub avg_frame_rate: Option<String>,
+    #[serde(default)]
+    pub time_base: Option<String>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub channels: Option<u32>,
+    #[serde(default)]
+    pub sample_rate: Option<String>,
+    #[serde(default)]
+    pub disposition: Option<serde_json::Value>,
+}
+
+impl ProbeStream {
+    pub fn is(&self, kind: &str) -> bool {
+        self.codec_type.as_deref() == Some(kind)
+    }
+
+    /// Cover art is a "video" stream holding one picture; it is not the video.
+    pub fn is_attached_picture(&self) -> bool {
+        self.disposition
+            .as_ref()
+            .and_then(|d| d.get("attached_pic"))
+            .and_then(serde_json::Value::as_i64)
+            == Some(1)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Probe {
+    pub format: ProbeFormat,
+    #[serde(default)]
+    pub streams: Vec<ProbeStream>,
+}
+
+impl Probe {
+    /// The first real video stream (what `-map 0:v:0` selects, unless it is cover art).
+    pub fn video(&self) -> Option<&ProbeStream> {
+        self.streams
+            .iter()
+            .find(|s| s.is("video") && !s.is_attached_picture())
+    }
+
+    pub fn audio(&self) -> Option<&ProbeStream> {
+        self.streams.iter().find(|s| s.is("audio"))
+    }
+}
+
+pub fn parse_f64(s: &Option<String>) -> Option<f64> {
+    s.as_deref().and_then(|v| v.parse().ok())
+}
+
+/// Stream and format facts of a source, restricted to the accepted demuxers.
+pub async fn probe(ffprobe: &Path, path: &Path, timeout: Duration) -> Result<Probe, ProbeError> {
+    let mut args = base_args(Some(SOURCE_FORMATS));
+    args.extend(
+        ["-print_format", "json", "-show_format", "-show_streams"]
+            .iter()
+            .map(OsString::from),
+    );
+    args.push(file_arg(path));
+    let out = command::capture(ffprobe, &args, timeout).await?;
+    serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))
+}
+
+/// One packet of a stream, in decode order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    pub pts: Option<i64>,
+    pub dts: Option<i64>,
+    pub duration: Option<i64>,
+    pub key: bool,
+}
+
+/// Parses ffprobe's `-of compact=p=0` packet lines (`pts=..|dts=..|duration=..|flags=K_`).
+pub fn parse_packets(text: &str) -> Vec<Packet> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut p = Packet {
+                pts: None,
+                dts: None,
+                duration: None,
+                key: false,
+            };
+            for field in line.split('|') {
+                let Some((k, v)) = field.split_once('=') else {
+                    continue;
+                };
+                match k {
+                    "pts" => p.pts = v.parse().ok(),
+                    "dts" => p.dts = v.parse().ok(),
+                    "duration" => p.duration = v.parse().ok(),
+                    "flags" => p.key = v.starts_with('K'),
+                    _ => {}
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+/// Every packet of `stream` (an ffprobe stream specifier like `v:0`), in decode order.
+pub async fn packets(
+    ffprobe: &Path,
+    path: &Path,
+    stream: &str,
+    formats: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<Packet>, ProbeError> {
+    let mut args = base_args(formats);
+    args.extend(
+        [
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "packet=pts,dts,duration,flags",
+            "-of",
+            "compact=p=0",
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    args.push(file_arg(path));
+    let out = command::capture(ffprobe, &args, timeout).await?;
+    Ok(parse_packets(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Count and presentation span of one stream, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Span {
+    pub count: u64,
+    pub start: f64,
+    pub end: f64,
+}
+
+impl Span {
+    pub fn duration(&self) -> f64 {
+        self.end - self.start
+    }
+}
+
+/// Span of a stream: the first presentation time to the last one plus its duration.
+pub fn span_of(packets: &[Packet], time_base: Rational) -> Option<Span> {
+    let timed: Vec<&Packet> = packets.iter().filter(|p| p.pts.is_some()).collect();
+    let first = timed.iter().filter_map(|p| p.pts).min()?;
+    let last = timed.iter().max_by_key(|p| p.pts)?;
+    let end = last.pts? + last.duration.unwrap_or(0);
+    Some(Span {
+        count: packets.len() as u64,
+        start: time_base.seconds(first),
+        end: time_base.seconds(end),
+    })
+}
+
+/// Time base of a stream of a file, for reading its packets.
+pub async fn time_base_of(
+    ffprobe: &Path,
+    path: &Path,
+    stream: &str,
+    formats: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<Rational>, ProbeError> {
+    let mut args = base_args(formats);
+    args.extend(
+        [
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "stream=time_base",
+            "-of",
+            "csv=p=0",
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    args.push(file_arg(path));
+    let out = command::capture(ffprobe, &args, timeout).await?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok()))
+}
+
+/// Span of one stream of a file (verification of outputs and intermediates).
+pub async fn stream_span(
+    ffprobe: &Path,
+    path: &Path,
+    stream: &str,
+    formats: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<Span>, ProbeError> {
+    let Some(tb) = time_base_of(ffprobe, path, stream, formats, timeout).await? else {
+        return Ok(None);
+    };
+    let packets = packets(ffprobe, path, stream, formats, timeout).await?;
+    Ok(span_of(&packets, tb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_compact_packet_lines() {
+        let p = parse_packets("pts=3003|dts=-1001|duration=1001|flags=K_\npts=N/A|dts=0|duration=1001|flags=__\n");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].pts, Some(3003));
+        assert!(p[0].key);
+        assert_eq!(p[1].pts, None);
+        assert!(!p[1].key);
+    }
+
+    #[test]
+    fn span_uses_the_last_presented_packet() {
+        let p = parse_packets(
+            "pts=0|dts=-2|duration=1|flags=K_\npts=3|dts=-1|duration=1|flags=__\npts=1|dts=0|duration=1|flags=__\npts=2|dts=1|duration=1|flags=__\n",
+        );
+        let s = span_of(&p, Rational::new(1, 10)).unwrap();
+        assert_eq!(s.count, 4);
+        assert!((s.duration() - 0.4).abs() < 1e-9);
+    }
+}

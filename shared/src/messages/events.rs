@@ -1,0 +1,216 @@
+//! Lifecycle events (`accepted`, `progress`, `completed`, `failed`) for other systems, and the
+//! internal `segment_done`, all published as CloudEvents under `ffleet.events.<job>.<kind>`.
+
+use super::CURRENT;
+use super::cloudevent::CloudEvent;
+use crate::ids::{JobId, NodeId, Unit};
+use crate::reason::{Failure, Reason};
+use crate::subjects::{EventKind, msg_id};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub version: u32,
+    pub job_id: JobId,
+    pub input: String,
+    pub output: String,
+    pub profile: String,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub version: u32,
+    pub job_id: JobId,
+    pub units_done: usize,
+    pub units_total: usize,
+    pub frames_done: u64,
+    pub frames_total: u64,
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completed {
+    pub version: u32,
+    pub job_id: JobId,
+    pub output: String,
+    pub frames: u64,
+    pub duration_secs: f64,
+    pub wall_secs: f64,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failed {
+    pub version: u32,
+    /// Absent only when the request carried no usable job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    pub reason: Reason,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SegmentOutcome {
+    Encoded {
+        result_key: String,
+        frames: u64,
+        encode_secs: f64,
+    },
+    Failed {
+        #[serde(flatten)]
+        failure: Failure,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentDone {
+    pub version: u32,
+    pub job_id: JobId,
+    pub unit: Unit,
+    pub attempt: u32,
+    pub node: NodeId,
+    pub outcome: SegmentOutcome,
+}
+
+/// Any event ffleet publishes about a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    Accepted(Accepted),
+    Progress(Progress),
+    Completed(Completed),
+    Failed(Failed),
+    SegmentDone(SegmentDone),
+}
+
+impl JobEvent {
+    pub fn failed(job_id: Option<JobId>, failure: &Failure) -> Self {
+        JobEvent::Failed(Failed {
+            version: CURRENT,
+            job_id,
+            reason: failure.reason,
+            message: failure.message.clone(),
+        })
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match self {
+            JobEvent::Accepted(_) => EventKind::Accepted,
+            JobEvent::Progress(_) => EventKind::Progress,
+            JobEvent::Completed(_) => EventKind::Completed,
+            JobEvent::Failed(_) => EventKind::Failed,
+            JobEvent::SegmentDone(_) => EventKind::SegmentDone,
+        }
+    }
+
+    pub fn job_id(&self) -> Option<&JobId> {
+        match self {
+            JobEvent::Accepted(e) => Some(&e.job_id),
+            JobEvent::Progress(e) => Some(&e.job_id),
+            JobEvent::Completed(e) => Some(&e.job_id),
+            JobEvent::Failed(e) => e.job_id.as_ref(),
+            JobEvent::SegmentDone(e) => Some(&e.job_id),
+        }
+    }
+
+    /// CloudEvents `type`.
+    pub fn ce_type(&self) -> &'static str {
+        match self {
+            JobEvent::Accepted(_) => "io.ffleet.job.accepted",
+            JobEvent::Progress(_) => "io.ffleet.job.progress",
+            JobEvent::Completed(_) => "io.ffleet.job.completed",
+            JobEvent::Failed(_) => "io.ffleet.job.failed",
+            JobEvent::SegmentDone(_) => "io.ffleet.segment.done",
+        }
+    }
+
+    /// Stable message id: a republished event is dropped by the stream's duplicate window, and
+    /// it doubles as the CloudEvent id so consumers can de-duplicate too.
+    pub fn message_id(&self) -> String {
+        let Some(job) = self.job_id() else {
+            return format!("unnamed-{}", uuid::Uuid::new_v4());
+        };
+        match self {
+            JobEvent::Progress(p) => msg_id::progress(job, p.units_done),
+            JobEvent::SegmentDone(s) => msg_id::segment_done(job, s.unit, s.attempt),
+            // One terminal event per job, whichever it is.
+            JobEvent::Completed(_) | JobEvent::Failed(_) => format!("{job}.terminal"),
+            JobEvent::Accepted(_) => msg_id::lifecycle(job, self.kind()),
+        }
+    }
+
+    fn data(&self) -> serde_json::Value {
+        match self {
+            JobEvent::Accepted(e) => serde_json::to_value(e),
+            JobEvent::Progress(e) => serde_json::to_value(e),
+            JobEvent::Completed(e) => serde_json::to_value(e),
+            JobEvent::Failed(e) => serde_json::to_value(e),
+            JobEvent::SegmentDone(e) => serde_json::to_value(e),
+        }
+        .expect("event payloads serialise")
+    }
+
+    pub fn to_cloudevent(&self, service: &str) -> CloudEvent {
+        let subject = self
+            .job_id()
+            .map_or(crate::subjects::UNNAMED_JOB, JobId::as_str);
+        CloudEvent::new(
+            self.message_id(),
+            service,
+            self.ce_type(),
+            subject,
+            self.data(),
+        )
+    }
+
+    /// Reads an event back from a CloudEvent (clients, the merger, tests).
+    pub fn from_cloudevent(ce: &CloudEvent) -> Result<Self, serde_json::Error> {
+        let data = ce.data.clone().unwrap_or(serde_json::Value::Null);
+        Ok(match ce.ty.as_str() {
+            "io.ffleet.job.accepted" => JobEvent::Accepted(serde_json::from_value(data)?),
+            "io.ffleet.job.progress" => JobEvent::Progress(serde_json::from_value(data)?),
+            "io.ffleet.job.completed" => JobEvent::Completed(serde_json::from_value(data)?),
+            "io.ffleet.job.failed" => JobEvent::Failed(serde_json::from_value(data)?),
+            "io.ffleet.segment.done" => JobEvent::SegmentDone(serde_json::from_value(data)?),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown event type {other:?}"
+                )));
+            }
+        })
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobEvent::Completed(_) | JobEvent::Failed(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_cloudevents() {
+        let job = JobId::new("j").unwrap();
+        let ev = JobEvent::SegmentDone(SegmentDone {
+            version: CURRENT,
+            job_id: job.clone(),
+            unit: Unit::Video(3),
+            attempt: 2,
+            node: NodeId::new("n").unwrap(),
+            outcome: SegmentOutcome::Failed {
+                failure: Failure::new(Reason::EncodeFailed, "boom"),
+            },
+        });
+        let ce = ev.to_cloudevent("encoder");
+        assert_eq!(ce.specversion, "1.0");
+        assert_eq!(ce.id, "j.v00003.2.done");
+        let json = serde_json::to_string(&ce).unwrap();
+        let back: CloudEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(JobEvent::from_cloudevent(&back).unwrap(), ev);
+        let failed = JobEvent::failed(Some(job), &Failure::new(Reason::InputMissing, "x"));
+        assert_eq!(failed.message_id(), "j.terminal");
+    }
+}

@@ -1,0 +1,270 @@
+//! `JobRequest` v1: what other systems send on `ffleet.jobs.submit`, plain or inside a
+//! CloudEvent. The JSON Schema in `schemas/job-request.v1.json` describes the same shape.
+//!
+//! Parsing is strict (unknown fields are refused) and split in two: `parse` checks what needs no
+//! configuration; the splitter then checks profile, overrides and paths against its config.
+
+use super::cloudevent::{self, CloudEvent};
+use crate::ids::JobId;
+use crate::reason::{Failure, Reason};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Bounds on `segment_seconds` accepted from a request.
+pub const SEGMENT_SECONDS_RANGE: (f64, f64) = (1.0, 600.0);
+/// Bounds on `priority`.
+pub const PRIORITY_RANGE: (i32, i32) = (-100, 100);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub version: u32,
+    pub job_id: JobId,
+    /// `file:///abs/path` or `/abs/path`, inside one of the configured input roots.
+    pub input: String,
+    /// Same forms, inside an output root; the extension picks the container.
+    pub output: String,
+    /// A server-side profile name; the configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    pub overrides: Overrides,
+    /// Wanted segment length; cuts land on the nearest usable keyframes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_seconds: Option<f64>,
+    /// Higher runs first; 0 by default.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// The only knobs a job may turn, each bounded by the profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Quality level on the profile's own scale (QP/CRF/CQ), within the profile's range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<i32>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.quality.is_none()
+    }
+}
+
+/// A request that cannot be accepted, with whatever job id could be recovered from it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{failure}")]
+pub struct RequestError {
+    pub job_id: Option<JobId>,
+    pub failure: Failure,
+}
+
+impl super::Versioned for JobRequest {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl JobRequest {
+    /// Decodes a submit payload. `msg_id` is the `Nats-Msg-Id` header, which names the job when
+    /// the body is too broken to.
+    pub fn parse(payload: &[u8], msg_id: Option<&str>) -> Result<JobRequest, RequestError> {
+        let header_id = msg_id.and_then(|m| JobId::new(m).ok());
+        let fail = |job_id: Option<JobId>, reason, msg: String| RequestError {
+            job_id,
+            failure: Failure::new(reason, msg),
+        };
+        let value: Value = serde_json::from_slice(payload).map_err(|e| {
+            fail(
+                header_id.clone(),
+                Reason::MalformedRequest,
+                format!("request is not valid JSON: {e}"),
+            )
+        })?;
+        let (mut body, ce_id) = if CloudEvent::is_envelope(&value) {
+            let ce: CloudEvent = serde_json::from_value(value).map_err(|e| {
+                fail(
+                    header_id.clone(),
+                    Reason::InvalidRequest,
+                    format!("malformed CloudEvent envelope: {e}"),
+                )
+            })?;
+            if ce.specversion != cloudevent::SPEC_VERSION {
+                return Err(fail(
+                    header_id,
+                    Reason::UnsupportedVersion,
+                    format!("CloudEvents specversion {:?} is not 1.0", ce.specversion),
+                ));
+            }
+            if ce.ty != cloudevent::TYPE_JOB_SUBMIT {
+                return Err(fail(
+                    header_id,
+                    Reason::InvalidRequest,
+                    format!(
+                        "CloudEvent type {:?} is not {:?}",
+                        ce.ty,
+                        cloudevent::TYPE_JOB_SUBMIT
+                    ),
+                ));
+            }
+            let data = ce.data.unwrap_or(Value::Null);
+            (data, Some(ce.id))
+        } else {
+            (value, None)
+        };
+        let Some(obj) = body.as_object_mut() else {
+            return Err(fail(
+                header_id,
+                Reason::MalformedRequest,
+                "request must be a JSON object".into(),
+            ));
+        };
+        // A CloudEvent's id names the job when the data does not.
+        if !obj.contains_key("job_id") {
+            if let Some(id) = ce_id.or_else(|| msg_id.map(str::to_owned)) {
+                obj.insert("job_id".into(), Value::String(id));
+            }
+        }
+        let body_id = obj
+            .get("job_id")
+            .and_then(Value::as_str)
+            .and_then(|s| JobId::new(s).ok());
+        let job_id = body_id.or(header_id);
+        match obj.get("version") {
+            None => {
+                return Err(fail(
+                    job_id,
+                    Reason::InvalidRequest,
+                    "missing field `version` (this ffleet reads version 1)".into(),
+                ));
+            }
+            Some(v) if v.as_u64() != Some(u64::from(super::CURRENT)) => {
+                return Err(fail(
+                    job_id,
+                    Reason::UnsupportedVersion,
+                    format!("schema version {v} is not supported; this ffleet reads version 1"),
+                ));
+            }
+            Some(_) => {}
+        }
+        let req: JobRequest = serde_json::from_value(body).map_err(|e| {
+            fail(
+                job_id.clone(),
+                Reason::InvalidRequest,
+                format!("request does not match the JobRequest v1 schema: {e}"),
+            )
+        })?;
+        req.check_ranges()
+            .map_err(|failure| RequestError { job_id, failure })?;
+        Ok(req)
+    }
+
+    fn check_ranges(&self) -> Result<(), Failure> {
+        if let Some(s) = self.segment_seconds {
+            let (lo, hi) = SEGMENT_SECONDS_RANGE;
+            if !(lo..=hi).contains(&s) {
+                return Err(Failure::new(
+                    Reason::OverrideOutOfRange,
+                    format!("segment_seconds {s} is outside {lo}..={hi}"),
+                ));
+            }
+        }
+        let (lo, hi) = PRIORITY_RANGE;
+        if !(lo..=hi).contains(&self.priority) {
+            return Err(Failure::new(
+                Reason::OverrideOutOfRange,
+                format!("priority {} is outside {lo}..={hi}", self.priority),
+            ));
+        }
+        for (what, uri) in [("input", &self.input), ("output", &self.output)] {
+            if uri.is_empty() || uri.len() > 4096 {
+                return Err(Failure::new(
+                    Reason::InvalidRequest,
+                    format!("{what} must be a non-empty URI of at most 4096 bytes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A CloudEvent wrapping this request, as another system would send it.
+    pub fn to_cloudevent(&self, source: &str) -> CloudEvent {
+        CloudEvent {
+            specversion: cloudevent::SPEC_VERSION.into(),
+            id: self.job_id.to_string(),
+            source: source.into(),
+            ty: cloudevent::TYPE_JOB_SUBMIT.into(),
+            subject: None,
+            time: Some(crate::time::now_rfc3339()),
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            data: Some(serde_json::to_value(self).expect("request serialises")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Value {
+        serde_json::json!({"version": 1, "job_id": "j1", "input": "/in/a.mp4", "output": "/out/a.mp4"})
+    }
+
+    fn parse(v: &Value) -> Result<JobRequest, RequestError> {
+        JobRequest::parse(&serde_json::to_vec(v).unwrap(), None)
+    }
+
+    #[test]
+    fn plain_and_cloudevent_requests_parse_to_the_same_thing() {
+        let plain = parse(&body()).unwrap();
+        let ce = plain.to_cloudevent("test");
+        let wrapped = parse(&serde_json::to_value(ce).unwrap()).unwrap();
+        assert_eq!(plain, wrapped);
+        assert_eq!(plain.priority, 0);
+    }
+
+    #[test]
+    fn a_cloudevent_id_names_the_job_when_data_does_not() {
+        let mut data = body();
+        data.as_object_mut().unwrap().remove("job_id");
+        let ce = serde_json::json!({"specversion": "1.0", "id": "from-ce", "source": "x",
+            "type": cloudevent::TYPE_JOB_SUBMIT, "data": data});
+        assert_eq!(parse(&ce).unwrap().job_id.as_str(), "from-ce");
+    }
+
+    #[test]
+    fn broken_requests_name_a_reason_and_keep_the_job_id_when_they_can() {
+        let e = JobRequest::parse(b"{not json", Some("hdr")).unwrap_err();
+        assert_eq!(e.failure.reason, Reason::MalformedRequest);
+        assert_eq!(e.job_id.unwrap().as_str(), "hdr");
+
+        let mut v = body();
+        v["version"] = 2.into();
+        let e = parse(&v).unwrap_err();
+        assert_eq!(e.failure.reason, Reason::UnsupportedVersion);
+        assert_eq!(e.job_id.unwrap().as_str(), "j1");
+
+        let mut v = body();
+        v["ffmpeg_args"] = serde_json::json!(["-i", "x"]);
+        let e = parse(&v).unwrap_err();
+        assert_eq!(e.failure.reason, Reason::InvalidRequest);
+        assert!(e.failure.message.contains("ffmpeg_args"), "{}", e.failure.message);
+
+        let mut v = body();
+        v["segment_seconds"] = 0.1.into();
+        assert_eq!(parse(&v).unwrap_err().failure.reason, Reason::OverrideOutOfRange);
+
+        let mut v = body();
+        v["job_id"] = "a.b".into();
+        let e = parse(&v).unwrap_err();
+        assert_eq!(e.failure.reason, Reason::InvalidRequest);
+        assert!(e.job_id.is_none());
+
+        assert_eq!(
+            JobRequest::parse(b"[1,2]", None).unwrap_err().failure.reason,
+            Reason::MalformedRequest
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Publishing with stable `Nats-Msg-Id`s and awaited server acks: a message either is stored
+//! (once, however often it is republished within the duplicate window) or the caller gets an
+//! error and retries.
+
+use super::NatsError;
+use crate::messages::cloudevent::CONTENT_TYPE;
+use crate::messages::{self, JobEvent, Task};
+use async_nats::HeaderMap;
+use async_nats::jetstream::Context;
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+
+/// Outcome of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub sequence: u64,
+    /// The stream already had a message with this id: nothing new was stored.
+    pub duplicate: bool,
+}
+
+async fn send(
+    js: &Context,
+    subject: String,
+    payload: Bytes,
+    headers: HeaderMap,
+) -> Result<Stored, NatsError> {
+    let fut: PublishAckFuture = js
+        .send_publish(subject, PublishMessage::build().payload(payload).headers(headers))
+        .await
+        .map_err(|e| NatsError::op("publish", e))?;
+    let ack = fut.await.map_err(|e| NatsError::op("publish ack", e))?;
+    Ok(Stored {
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}
+
+/// Publishes a job event as a structured-mode CloudEvent.
+pub async fn event(js: &Context, service: &str, ev: &JobEvent) -> Result<Stored, NatsError> {
+    let subject = crate::subjects::event(ev.job_id(), ev.kind());
+    let ce = ev.to_cloudevent(service);
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, ce.id.as_str());
+    headers.insert("Content-Type", CONTENT_TYPE);
+    send(js, subject, messages::encode(&ce), headers).await
+}
+
+/// Publishes a task on `subject`, de-duplicated per job, unit, attempt and `stage`.
+pub async fn task(
+    js: &Context,
+    subject: String,
+    task: &Task,
+    stage: &str,
+) -> Result<Stored, NatsError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        crate::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage).as_str(),
+    );
+    send(js, subject, messages::encode(task), headers).await
+}
+
+/// Publishes raw bytes with a message id (job submission by clients).
+pub async fn raw(
+    js: &Context,
+    subject: String,
+    payload: Bytes,
+    msg_id: &str,
+) -> Result<Stored, NatsError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    send(js, subject, payload, headers).await
+}

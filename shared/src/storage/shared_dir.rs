@@ -1,0 +1,127 @@
+//! `SharedDir`: storage as a directory tree every node mounts (compose volume, NFS). Commits are
+//! renames within the tree, so readers never see half-written media.
+
+use super::{Storage, StorageError, check_key};
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct SharedDir {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl SharedDir {
+    /// Opens (and creates) the root directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(io(&root))?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    async fn ensure_parent(path: &Path) -> Result<(), StorageError> {
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Storage for SharedDir {
+    async fn read_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        let p = self.path(key)?;
+        match tokio::fs::metadata(&p).await {
+            Ok(_) => Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::Missing(key.into()))
+            }
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    async fn staging_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        let p = self.path(key)?;
+        Self::ensure_parent(&p).await?;
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple());
+        Ok(p.with_file_name(tmp))
+    }
+
+    async fn commit(&self, staged: &Path, key: &str) -> Result<(), StorageError> {
+        let p = self.path(key)?;
+        Self::ensure_parent(&p).await?;
+        // A directory cannot be renamed over a non-empty one: clear a previous commit first.
+        if tokio::fs::metadata(staged).await.map_err(io(staged))?.is_dir() {
+            match tokio::fs::remove_dir_all(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        tokio::fs::rename(staged, &p).await.map_err(io(&p))
+    }
+
+    async fn write(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let staged = self.staging_path(key).await?;
+        tokio::fs::write(&staged, bytes).await.map_err(io(&staged))?;
+        self.commit(&staged, key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let p = self.path(key)?;
+        tokio::fs::try_exists(&p).await.map_err(io(&p))
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        let p = self.path(prefix)?;
+        match tokio::fs::remove_dir_all(&p).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                tokio::fs::remove_file(&p).await.map_err(io(&p))
+            }
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn staged_writes_appear_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SharedDir::open(dir.path()).unwrap();
+        let staged = s.staging_path("jobs/j/enc/a.nut").await.unwrap();
+        tokio::fs::write(&staged, b"x").await.unwrap();
+        assert!(!s.exists("jobs/j/enc/a.nut").await.unwrap());
+        s.commit(&staged, "jobs/j/enc/a.nut").await.unwrap();
+        assert_eq!(std::fs::read(s.read_path("jobs/j/enc/a.nut").await.unwrap()).unwrap(), b"x");
+        s.delete_prefix("jobs/j").await.unwrap();
+        assert!(matches!(
+            s.read_path("jobs/j/enc/a.nut").await,
+            Err(StorageError::Missing(_))
+        ));
+        s.delete_prefix("jobs/j").await.unwrap();
+    }
+}

@@ -1,0 +1,156 @@
+//! Every subject, stream, consumer and bucket name ffleet uses, in one place.
+//!
+//! No other module writes a subject string: they call these functions, so a rename is one edit
+//! and a typo is a compile error.
+
+use crate::ids::{Capability, JobId};
+
+/// Work-queue stream of job requests.
+pub const STREAM_JOBS: &str = "FFLEET_JOBS";
+/// Work-queue stream of tasks: the plan queue and one encode queue per capability.
+pub const STREAM_TASKS: &str = "FFLEET_TASKS";
+/// Limits stream of CloudEvents about jobs, kept for days for other systems to read.
+pub const STREAM_EVENTS: &str = "FFLEET_EVENTS";
+
+/// Job state and plan, one key per job.
+pub const BUCKET_JOBS: &str = "ffleet-jobs";
+/// Per-unit ownership records (`<job>.<unit>`), changed only by revision-checked updates.
+pub const BUCKET_SEGMENTS: &str = "ffleet-segments";
+/// Encoder heartbeats, one key per node, expiring with the bucket's max age.
+pub const BUCKET_WORKERS: &str = "ffleet-workers";
+
+/// Where other systems (and `ffleet submit`) publish job requests.
+pub const JOBS_SUBMIT: &str = "ffleet.jobs.submit";
+/// Tasks waiting for the scheduler to route them.
+pub const TASKS_PLAN: &str = "ffleet.tasks.plan";
+
+/// Durable consumer names.
+pub const CONSUMER_SPLITTER: &str = "splitter";
+pub const CONSUMER_SCHEDULER: &str = "scheduler";
+pub const CONSUMER_MERGER: &str = "merger";
+
+pub fn jobs_wildcard() -> String {
+    "ffleet.jobs.>".into()
+}
+
+pub fn tasks_wildcard() -> String {
+    "ffleet.tasks.>".into()
+}
+
+pub fn events_wildcard() -> String {
+    "ffleet.events.>".into()
+}
+
+/// The queue that encoders with `cap` pull from.
+pub fn tasks_encode(cap: &Capability) -> String {
+    format!("ffleet.tasks.encode.{cap}")
+}
+
+/// The durable consumer shared by every encoder of one capability (work-queue filters must not
+/// overlap, so it is one per capability, not one per worker).
+pub fn encode_consumer(cap: &Capability) -> String {
+    format!("encode-{cap}")
+}
+
+/// Kinds of events published under `ffleet.events.<job>.<kind>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Accepted,
+    Progress,
+    Completed,
+    Failed,
+    /// An encoder finished with a unit (either outcome); consumed by the merger.
+    SegmentDone,
+}
+
+impl EventKind {
+    pub fn token(self) -> &'static str {
+        match self {
+            EventKind::Accepted => "accepted",
+            EventKind::Progress => "progress",
+            EventKind::Completed => "completed",
+            EventKind::Failed => "failed",
+            EventKind::SegmentDone => "segment_done",
+        }
+    }
+
+    pub fn from_token(s: &str) -> Option<Self> {
+        [
+            EventKind::Accepted,
+            EventKind::Progress,
+            EventKind::Completed,
+            EventKind::Failed,
+            EventKind::SegmentDone,
+        ]
+        .into_iter()
+        .find(|k| k.token() == s)
+    }
+}
+
+/// Token used in place of a job id when a request was too broken to name its job.
+pub const UNNAMED_JOB: &str = "_unnamed";
+
+/// `ffleet.events.<job>.<kind>`; `job` is `None` for requests that carried no usable id.
+pub fn event(job: Option<&JobId>, kind: EventKind) -> String {
+    let job = job.map(JobId::as_str).unwrap_or(UNNAMED_JOB);
+    format!("ffleet.events.{job}.{}", kind.token())
+}
+
+/// Every event about one job.
+pub fn job_events(job: &JobId) -> String {
+    format!("ffleet.events.{job}.>")
+}
+
+/// What the merger consumes: every job's segment-done events.
+pub fn segment_done_wildcard() -> String {
+    format!("ffleet.events.*.{}", EventKind::SegmentDone.token())
+}
+
+/// Core-NATS (not stored) live progress of a job's running encodes, for progress bars.
+pub fn live_progress(job: &JobId) -> String {
+    format!("ffleet.live.{job}")
+}
+
+/// KV key of one unit's ownership record.
+pub fn segment_key(job: &JobId, unit: crate::Unit) -> String {
+    format!("{job}.{unit}")
+}
+
+/// Nats-Msg-Id values: stable per logical message, so a republish after a crash is dropped by
+/// the stream's duplicate window instead of doing the work twice.
+pub mod msg_id {
+    use crate::ids::{JobId, Unit};
+
+    pub fn task(job: &JobId, unit: Unit, attempt: u32, stage: &str) -> String {
+        format!("{job}.{unit}.{attempt}.{stage}")
+    }
+
+    pub fn segment_done(job: &JobId, unit: Unit, attempt: u32) -> String {
+        format!("{job}.{unit}.{attempt}.done")
+    }
+
+    pub fn lifecycle(job: &JobId, kind: super::EventKind) -> String {
+        format!("{job}.{}", kind.token())
+    }
+
+    pub fn progress(job: &JobId, done: usize) -> String {
+        format!("{job}.progress.{done}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_have_the_documented_shape() {
+        let job = JobId::new("j1").unwrap();
+        assert_eq!(event(Some(&job), EventKind::Completed), "ffleet.events.j1.completed");
+        assert_eq!(event(None, EventKind::Failed), "ffleet.events._unnamed.failed");
+        assert_eq!(tasks_encode(&Capability::cpu()), "ffleet.tasks.encode.cpu");
+        assert_eq!(segment_done_wildcard(), "ffleet.events.*.segment_done");
+        for k in ["accepted", "progress", "completed", "failed", "segment_done"] {
+            assert_eq!(EventKind::from_token(k).unwrap().token(), k);
+        }
+    }
+}
