@@ -7,11 +7,13 @@
 
 pub mod config;
 pub mod ids;
+pub mod jobs;
 pub mod media;
 pub mod messages;
 pub mod nats;
 pub mod profiles;
 pub mod reason;
+pub mod runtime;
 pub mod shutdown;
 pub mod storage;
 pub mod subjects;

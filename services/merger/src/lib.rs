@@ -1,1 +1,50 @@
-//! merger
+//! The merger: collects `segment_done` reports into the job record, publishes progress, and when
+//! every unit is in, concatenates the segments in plan order, muxes the audio, verifies the
+//! result against the source, moves it into place atomically and ends the job.
+
+mod collect;
+mod handler;
+mod merge;
+mod verify;
+
+use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::subjects;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "merger";
+
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// Runs the merger until `shutdown` fires, finishing merges in progress first.
+pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
+    let consumer = ensure_consumer(
+        &ctx.js,
+        ConsumerSpec {
+            stream: subjects::STREAM_EVENTS,
+            durable: subjects::CONSUMER_MERGER,
+            filter: subjects::segment_done_wildcard(),
+            ack_wait: ACK_WAIT,
+            max_deliver: -1,
+            max_ack_pending: 10_000,
+        },
+    )
+    .await?;
+    tracing::info!(concurrency = ctx.config.merger.concurrency, "merger running");
+    let loops = ctx.config.merger.concurrency;
+    ffleet_shared::nats::worker::run(consumer, loops, Duration::from_secs(2), shutdown, move |msg| {
+        let ctx = ctx.clone();
+        async move { handler::handle(&ctx, msg).await }
+    })
+    .await;
+    tracing::info!("merger stopped");
+    Ok(())
+}

@@ -1,1 +1,16 @@
-fn main() {}
+//! `ffleet-merger`: config → telemetry → connect → run until SIGTERM → drain.
+
+use anyhow::Context;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ffleet_shared::config::Config::load(None)?;
+    config.validate()?;
+    let _log = ffleet_shared::telemetry::init(&config.log);
+    let ctx = ffleet_shared::runtime::Ctx::connect(Arc::new(config), ffleet_merger::SERVICE, true)
+        .await
+        .context("connecting")?;
+    ffleet_merger::run(ctx, ffleet_shared::shutdown::on_signals()).await?;
+    Ok(())
+}

@@ -1,1 +1,51 @@
-//! splitter
+//! The splitter: takes job requests from `ffleet.jobs.submit`, validates them, probes the source,
+//! plans keyframe-aligned cuts, stream-copies the segments into scratch storage, records the plan
+//! in KV and publishes one task per segment plus one audio task to `ffleet.tasks.plan`.
+
+mod handler;
+mod inspect;
+mod split;
+mod validate;
+
+use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::subjects;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "splitter";
+
+/// AckWait of the submit consumer; work in progress extends it every third of it.
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// Runs the splitter until `shutdown` fires, finishing jobs in progress first.
+pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
+    let consumer = ensure_consumer(
+        &ctx.js,
+        ConsumerSpec {
+            stream: subjects::STREAM_JOBS,
+            durable: subjects::CONSUMER_SPLITTER,
+            filter: subjects::JOBS_SUBMIT.into(),
+            ack_wait: ACK_WAIT,
+            max_deliver: 10,
+            max_ack_pending: 1000,
+        },
+    )
+    .await?;
+    tracing::info!(concurrency = ctx.config.splitter.concurrency, "splitter running");
+    let loops = ctx.config.splitter.concurrency;
+    ffleet_shared::nats::worker::run(consumer, loops, Duration::from_secs(2), shutdown, move |msg| {
+        let ctx = ctx.clone();
+        async move { handler::handle(&ctx, msg).await }
+    })
+    .await;
+    tracing::info!("splitter stopped");
+    Ok(())
+}

@@ -36,20 +36,13 @@ pub fn cut_name(index: u32) -> String {
     format!("v{index:05}.nut")
 }
 
-/// Stream-copies the first video stream into NUT segments that start at the given decode-order
-/// packet indices (each a safe keyframe, see `cuts`).
-pub fn cut(source: &Path, cut_at: &[u64], out_dir: &Path) -> Vec<OsString> {
+/// Stream-copies one video stream (`map`, e.g. `0:v:0`) into NUT segments that start at the
+/// given decode-order packet indices (each a safe keyframe, see `cuts`).
+pub fn cut(source: &Path, map: &str, cut_at: &[u64], out_dir: &Path) -> Vec<OsString> {
     let mut a = common();
     a.extend(os(["-format_whitelist", SOURCE_FORMATS, "-i"]));
     a.push(file_arg(source));
-    a.extend(os([
-        "-map",
-        "0:v:0",
-        "-c",
-        "copy",
-        "-fflags",
-        "+bitexact",
-    ]));
+    a.extend(os(["-map", map, "-c", "copy", "-fflags", "+bitexact"]));
     if cut_at.is_empty() {
         a.extend(os(["-f", INTERMEDIATE_FORMAT, "-y"]));
         a.push(file_arg(&out_dir.join(cut_name(0))));
@@ -198,7 +191,7 @@ mod tests {
 
     #[test]
     fn inputs_are_forced_to_the_file_protocol() {
-        let a = cut(Path::new("/in/concat:x|y.mp4"), &[10, 20], Path::new("/s"));
+        let a = cut(Path::new("/in/concat:x|y.mp4"), "0:v:0", &[10, 20], Path::new("/s"));
         let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
         assert!(s.contains(&"file:/in/concat:x|y.mp4".to_string()));
         assert!(s.contains(&"10,20".to_string()));

@@ -5,6 +5,7 @@ pub mod cloudevent;
 pub mod events;
 pub mod heartbeat;
 pub mod job;
+pub mod live;
 pub mod records;
 pub mod task;
 
@@ -12,6 +13,7 @@ pub use cloudevent::CloudEvent;
 pub use events::{Accepted, Completed, Failed, JobEvent, Progress, SegmentDone, SegmentOutcome};
 pub use heartbeat::Heartbeat;
 pub use job::{JobRequest, Overrides, RequestError};
+pub use live::LiveProgress;
 pub use records::{JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo};
 pub use task::{Task, TaskInput};
 

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod kv;
 pub mod provision;
 pub mod publish;
+pub mod worker;
 
 pub use connect::connect;
 pub use provision::{Buckets, provision};

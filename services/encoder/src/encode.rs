@@ -1,0 +1,107 @@
+//! Running one unit's ffmpeg: the command from the profile, limits from the unit's duration,
+//! progress forwarded to the caller, and a check that the result holds what it must.
+
+use ffleet_shared::config::Config;
+use ffleet_shared::media::command::{self, Limits, RunError};
+use ffleet_shared::media::probe;
+use ffleet_shared::media::progress::ProgressBlock;
+use ffleet_shared::media::{INTERMEDIATE_FORMAT, args};
+use ffleet_shared::messages::Task;
+use ffleet_shared::messages::records::Container;
+use ffleet_shared::profiles::{self, Profile};
+use ffleet_shared::reason::{Failure, Reason};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug)]
+pub enum EncodeError {
+    /// Worth another try, here or elsewhere.
+    Transient(String),
+    /// Will fail again on this input.
+    Permanent(Failure),
+    Cancelled,
+}
+
+pub struct Encoded {
+    pub frames: u64,
+    pub secs: f64,
+}
+
+fn classify(e: RunError, task: &Task) -> EncodeError {
+    match e {
+        RunError::Cancelled { .. } => EncodeError::Cancelled,
+        e if e.is_transient() => EncodeError::Transient(e.to_string()),
+        e => EncodeError::Permanent(Failure::new(
+            Reason::EncodeFailed,
+            format!("{} of job {} failed: {e}", task.unit, task.job_id),
+        )),
+    }
+}
+
+pub async fn run(
+    cfg: &Config,
+    task: &Task,
+    profile: &Profile,
+    variant: &profiles::Variant,
+    input: &Path,
+    output: &Path,
+    cancel: &CancellationToken,
+    on_progress: impl FnMut(&ProgressBlock),
+) -> Result<Encoded, EncodeError> {
+    let cmd = if task.unit.is_audio() {
+        let container = if task.result_ext == "mka" {
+            Container::Matroska
+        } else {
+            Container::Mp4
+        };
+        args::encode_audio(input, &profile.audio, container, output)
+    } else {
+        let settings = profiles::video_settings(variant, task.quality);
+        args::encode_video(input, &settings, output)
+    };
+    let e = &cfg.encoder;
+    let limits = Limits {
+        timeout: Duration::from_secs_f64(e.min_timeout_secs.max(task.duration_secs * e.timeout_factor)),
+        stall: Some(Duration::from_secs_f64(e.stall_timeout_secs)),
+    };
+    let started = Instant::now();
+    command::run_with_progress(&cfg.ffmpeg.ffmpeg, &cmd, limits, cancel, on_progress)
+        .await
+        .map_err(|e| classify(e, task))?;
+    let secs = started.elapsed().as_secs_f64();
+
+    let probe_timeout = cfg.limits.probe_timeout();
+    let check = |what: String| {
+        EncodeError::Permanent(Failure::new(
+            Reason::EncodeFailed,
+            format!("{} of job {}: {what}", task.unit, task.job_id),
+        ))
+    };
+    if task.unit.is_audio() {
+        let span = probe::stream_span(&cfg.ffmpeg.ffprobe, output, "a:0", None, probe_timeout)
+            .await
+            .map_err(|e| EncodeError::Transient(e.to_string()))?;
+        match span {
+            Some(s) if s.count > 0 => Ok(Encoded { frames: 0, secs }),
+            _ => Err(check("encoded audio holds no audio".into())),
+        }
+    } else {
+        let frames = probe::packets(
+            &cfg.ffmpeg.ffprobe,
+            output,
+            "v:0",
+            Some(INTERMEDIATE_FORMAT),
+            probe_timeout,
+        )
+        .await
+        .map_err(|e| EncodeError::Transient(e.to_string()))?
+        .len() as u64;
+        match task.expected_frames {
+            Some(want) if want != frames => Err(check(format!(
+                "encoded {frames} frames, the segment has {want} (undecodable source frames?)"
+            ))),
+            _ => Ok(Encoded { frames, secs }),
+        }
+    }
+}

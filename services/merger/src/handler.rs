@@ -1,0 +1,122 @@
+//! One `segment_done` report: a failure ends the job; a result is collected, progress is
+//! published, and the report that completes the set merges the job while the message is kept
+//! alive. A redelivered report of a job left merging (its merger died) merges it again: the merge
+//! writes to a temporary name and renames, so running it twice is harmless.
+
+use crate::collect::{Collect, collect};
+use crate::{ACK_WAIT, merge};
+use async_nats::jetstream::Message;
+use ffleet_shared::messages::events::{Progress, SegmentOutcome};
+use ffleet_shared::messages::{CURRENT, CloudEvent, JobEvent, JobState};
+use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
+use ffleet_shared::nats::publish;
+use ffleet_shared::reason::Failure;
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::{JobId, jobs};
+use std::time::Duration;
+
+const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
+
+pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
+    let ev = serde_json::from_slice::<CloudEvent>(&msg.payload)
+        .ok()
+        .and_then(|ce| JobEvent::from_cloudevent(&ce).ok());
+    let Some(JobEvent::SegmentDone(done)) = ev else {
+        tracing::error!(subject = %msg.subject, "undecodable segment report dropped");
+        return Disposition::Term;
+    };
+    let job = &done.job_id;
+    let result = match &done.outcome {
+        SegmentOutcome::Failed { failure } => {
+            let f = Failure::new(
+                failure.reason,
+                format!("{} (node {}, attempt {})", failure.message, done.node, done.attempt),
+            );
+            jobs::fail(ctx, job, &f).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        SegmentOutcome::Encoded { result_key, .. } => {
+            match collect(ctx, job, done.unit, done.attempt, result_key).await {
+                Err(e) => Err(e.to_string()),
+                Ok(Collect::Ignored) => resume_if_orphaned(ctx, job, &msg).await,
+                Ok(Collect::Progress {
+                    done: d,
+                    total,
+                    frames_done,
+                    frames_total,
+                }) => publish_progress(ctx, job, d, total, frames_done, frames_total).await,
+                Ok(Collect::Merge) => run_merge(ctx, job, &msg).await,
+            }
+        }
+    };
+    match result {
+        Ok(()) => Disposition::Ack,
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "segment report not processed, will retry");
+            RETRY
+        }
+    }
+}
+
+async fn publish_progress(
+    ctx: &Ctx,
+    job: &JobId,
+    done: usize,
+    total: usize,
+    frames_done: u64,
+    frames_total: u64,
+) -> Result<(), String> {
+    let percent = if frames_total > 0 {
+        100.0 * frames_done as f64 / frames_total as f64
+    } else {
+        100.0 * done as f64 / total.max(1) as f64
+    };
+    let ev = JobEvent::Progress(Progress {
+        version: CURRENT,
+        job_id: job.clone(),
+        units_done: done,
+        units_total: total,
+        frames_done,
+        frames_total,
+        percent,
+    });
+    publish::event(&ctx.js, ctx.service, &ev)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A report that did not count may still be the redelivery of the one that started a merge
+/// whose merger died; or the job may have ended without its event getting out.
+async fn resume_if_orphaned(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
+    if ack::delivered(msg) <= 1 {
+        return Ok(());
+    }
+    let Some((rec, _)) = ctx.jobs.get(job.as_str()).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    match rec.state {
+        JobState::Merging => run_merge(ctx, job, msg).await,
+        s if s.is_terminal() => jobs::republish_terminal(ctx, &rec)
+            .await
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
+    let _keep = KeepAlive::start(msg, ACK_WAIT / 3);
+    let Some((rec, _)) = ctx.jobs.get(job.as_str()).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if rec.state != JobState::Merging {
+        return Ok(());
+    }
+    tracing::info!(job = %job, units = rec.collected.len(), "merging");
+    match merge::merge(ctx, &rec).await {
+        Ok(out) => {
+            tracing::info!(job = %job, output = %out.uri, frames = out.frames, wall_secs = out.wall_secs, "job completed");
+            jobs::complete(ctx, job, out).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        Err(f) => jobs::fail(ctx, job, &f).await.map(|_| ()).map_err(|e| e.to_string()),
+    }
+}

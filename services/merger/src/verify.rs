@@ -1,0 +1,48 @@
+//! Verifying a merged output against the source before it is moved into place: the same number
+//! of video frames, the same duration within one frame, and audio present with the source
+//! audio's duration within one frame.
+
+use ffleet_shared::config::Config;
+use ffleet_shared::media::probe::{self, Span};
+use ffleet_shared::messages::records::SourceInfo;
+use std::path::Path;
+
+/// Returns the output's video span, or what did not match.
+pub async fn verify(cfg: &Config, src: &SourceInfo, path: &Path) -> Result<Span, String> {
+    let timeout = cfg.limits.probe_timeout() * 4;
+    let ffprobe = &cfg.ffmpeg.ffprobe;
+    let video = probe::stream_span(ffprobe, path, "v:0", None, timeout)
+        .await
+        .map_err(|e| format!("cannot read the output: {e}"))?
+        .ok_or("the output has no video stream")?;
+    let v = &src.video;
+    if video.count != v.frames {
+        return Err(format!(
+            "output has {} video frames, the source {}",
+            video.count, v.frames
+        ));
+    }
+    let frame = v.frame_secs();
+    let tolerance = frame * 1.01 + 1e-3;
+    if (video.duration() - v.duration_secs()).abs() > tolerance {
+        return Err(format!(
+            "output video lasts {:.3} s, the source {:.3} s",
+            video.duration(),
+            v.duration_secs()
+        ));
+    }
+    if let Some(a) = &src.audio {
+        let span = probe::stream_span(ffprobe, path, "a:0", None, timeout)
+            .await
+            .map_err(|e| format!("cannot read the output's audio: {e}"))?
+            .ok_or("the output lost the source's audio")?;
+        if a.duration_secs > 0.0 && (span.duration() - a.duration_secs).abs() > tolerance {
+            return Err(format!(
+                "output audio lasts {:.3} s, the source {:.3} s",
+                span.duration(),
+                a.duration_secs
+            ));
+        }
+    }
+    Ok(video)
+}

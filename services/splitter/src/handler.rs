@@ -1,0 +1,233 @@
+//! One submit message, start to finish: parse, validate, record the job, probe, cut, plan,
+//! publish tasks. Every outcome maps to one disposition of the message.
+//!
+//! Redelivery is safe at every step: the job record is created only once, a redelivered request
+//! for a job still splitting resumes it, one already planned only republishes its tasks (which
+//! the stream de-duplicates), and anything else is a duplicate and is dropped.
+
+use crate::{ACK_WAIT, inspect, split, validate};
+use async_nats::jetstream::Message;
+use ffleet_shared::media::INTERMEDIATE_FORMAT;
+use ffleet_shared::messages::events::Accepted;
+use ffleet_shared::messages::records::Plan;
+use ffleet_shared::messages::{
+    CURRENT, JobEvent, JobRecord, JobRequest, JobState, SegmentRecord, Task, TaskInput,
+};
+use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
+use ffleet_shared::nats::kv::Change;
+use ffleet_shared::nats::publish;
+use ffleet_shared::reason::Failure;
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::{JobId, Unit, jobs, subjects};
+use std::time::Duration;
+
+const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
+
+pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
+    let msg_id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned());
+    let req = match JobRequest::parse(&msg.payload, msg_id.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(job = ?e.job_id, reason = %e.failure.reason, message = %e.failure.message, "request refused");
+            let ev = JobEvent::failed(e.job_id, &e.failure);
+            return match publish::event(&ctx.js, ctx.service, &ev).await {
+                Ok(_) => Disposition::Term,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not publish failed event");
+                    RETRY
+                }
+            };
+        }
+    };
+    let _keep = KeepAlive::start(&msg, ACK_WAIT / 3);
+    match process(ctx, &req, ack::delivered(&msg)).await {
+        Ok(()) => Disposition::Ack,
+        Err(Step::Retry(why)) => {
+            tracing::warn!(job = %req.job_id, error = %why, "splitting interrupted, will retry");
+            RETRY
+        }
+    }
+}
+
+/// Errors that leave the job where it is, to be retried on redelivery.
+enum Step {
+    Retry(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Step {
+    fn from(e: E) -> Self {
+        Step::Retry(e.to_string())
+    }
+}
+
+async fn process(ctx: &Ctx, req: &JobRequest, delivered: i64) -> Result<(), Step> {
+    let job = &req.job_id;
+    let valid = validate::validate(&ctx.config, req);
+    let profile = valid
+        .as_ref()
+        .map(|v| v.profile.clone())
+        .unwrap_or_else(|_| req.profile.clone().unwrap_or_default());
+    let record = JobRecord::new(req.clone(), profile);
+    if ctx.jobs.create(job.as_str(), &record).await?.is_none() {
+        return existing(ctx, job, delivered).await;
+    }
+    let valid = match valid {
+        Ok(v) => v,
+        Err(failure) => return fail(ctx, job, &failure).await,
+    };
+    tracing::info!(job = %job, input = %valid.input.display(), profile = %valid.profile, "job accepted");
+    publish::event(
+        &ctx.js,
+        ctx.service,
+        &JobEvent::Accepted(Accepted {
+            version: CURRENT,
+            job_id: job.clone(),
+            input: req.input.clone(),
+            output: req.output.clone(),
+            profile: valid.profile.clone(),
+            priority: req.priority,
+        }),
+    )
+    .await?;
+    split_and_plan(ctx, req, &valid).await
+}
+
+/// A record exists: resume, republish, or drop a duplicate.
+async fn existing(ctx: &Ctx, job: &JobId, delivered: i64) -> Result<(), Step> {
+    let Some((rec, _)) = ctx.jobs.get(job.as_str()).await? else {
+        return Ok(());
+    };
+    if delivered <= 1 {
+        tracing::info!(job = %job, state = ?rec.state, "duplicate job request dropped");
+        return Ok(());
+    }
+    match rec.state {
+        JobState::Splitting => {
+            tracing::info!(job = %job, "resuming split after redelivery");
+            match validate::validate(&ctx.config, &rec.request) {
+                Ok(v) => split_and_plan(ctx, &rec.request, &v).await,
+                Err(f) => fail(ctx, job, &f).await,
+            }
+        }
+        JobState::Encoding => publish_tasks(ctx, &rec).await,
+        _ if rec.state.is_terminal() => Ok(jobs::republish_terminal(ctx, &rec).await?),
+        _ => Ok(()),
+    }
+}
+
+async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Step> {
+    jobs::fail(ctx, job, failure).await?;
+    Ok(())
+}
+
+async fn split_and_plan(
+    ctx: &Ctx,
+    req: &JobRequest,
+    valid: &validate::Validated,
+) -> Result<(), Step> {
+    let job = &req.job_id;
+    let src = match inspect::inspect(&ctx.config, &valid.input).await {
+        Ok(s) => s,
+        Err(f) => return fail(ctx, job, &f).await,
+    };
+    let secs = req
+        .segment_seconds
+        .unwrap_or(ctx.config.splitter.default_segment_secs);
+    let segments =
+        match split::split(ctx, job, &valid.input, &src.video_map, &src, secs).await {
+            Ok(s) => s,
+            Err(f) => return fail(ctx, job, &f).await,
+        };
+    tracing::info!(job = %job, frames = src.info.video.frames, segments = segments.len(), "split done");
+    let plan = Plan {
+        audio: src.info.audio.is_some(),
+        segments,
+        container: valid.container,
+        source_path: valid.input.display().to_string(),
+        output_path: valid.output.display().to_string(),
+    };
+    for unit in plan.units() {
+        let key = subjects::segment_key(job, unit);
+        ctx.segments.create(&key, &SegmentRecord::planned()).await?;
+    }
+    let info = src.info;
+    let rec = ctx
+        .jobs
+        .modify(job.as_str(), |r| match r {
+            Some(r) if r.state == JobState::Splitting => {
+                let mut r = r.clone();
+                r.state = JobState::Encoding;
+                r.source = Some(info.clone());
+                r.plan = Some(plan.clone());
+                r.touch();
+                Change::Write(r.clone(), Some(r))
+            }
+            _ => Change::Keep(None),
+        })
+        .await?;
+    match rec {
+        Some(rec) => publish_tasks(ctx, &rec).await,
+        None => Ok(()),
+    }
+}
+
+/// Publishes the first attempt of every unit to the plan queue (de-duplicated by id).
+async fn publish_tasks(ctx: &Ctx, rec: &JobRecord) -> Result<(), Step> {
+    let (Some(plan), Some(src)) = (&rec.plan, &rec.source) else {
+        return Ok(());
+    };
+    let tb = src.video.time_base;
+    let base = |unit, input, expected_frames, duration_secs, result_ext: &str| Task {
+        version: CURRENT,
+        job_id: rec.job_id.clone(),
+        unit,
+        attempt: 1,
+        profile: rec.profile.clone(),
+        quality: rec.request.overrides.quality,
+        input,
+        expected_frames,
+        duration_secs,
+        result_ext: result_ext.into(),
+        priority: rec.request.priority,
+        capability: None,
+    };
+    let mut tasks: Vec<Task> = plan
+        .segments
+        .iter()
+        .map(|s| {
+            base(
+                Unit::Video(s.index),
+                TaskInput::Scratch {
+                    key: s.source_key.clone(),
+                },
+                Some(s.frames),
+                tb.seconds(s.duration_ticks),
+                INTERMEDIATE_FORMAT,
+            )
+        })
+        .collect();
+    if plan.audio {
+        // Audio first: it is one long task, so starting it early shortens the job.
+        tasks.insert(
+            0,
+            base(
+                Unit::Audio,
+                TaskInput::Source {
+                    path: plan.source_path.clone(),
+                },
+                None,
+                src.audio.as_ref().map_or(0.0, |a| a.duration_secs),
+                plan.container.audio_intermediate_ext(),
+            ),
+        );
+    }
+    for t in &tasks {
+        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), t, "plan").await?;
+    }
+    tracing::debug!(job = %rec.job_id, tasks = tasks.len(), "tasks published");
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Cutting: plan keyframe-aligned segments, stream-copy them into scratch storage in one ffmpeg
+//! pass, and check every segment holds exactly the frames the plan says.
+
+use crate::inspect::Inspected;
+use ffleet_shared::media::{INTERMEDIATE_FORMAT, args, command, cuts, probe};
+use ffleet_shared::messages::records::SegmentPlan;
+use ffleet_shared::reason::{Failure, Reason};
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::{JobId, storage};
+use std::path::Path;
+use std::time::Duration;
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::new(Reason::Internal, e.to_string())
+}
+
+pub async fn split(
+    ctx: &Ctx,
+    job: &JobId,
+    source: &Path,
+    video_map: &str,
+    src: &Inspected,
+    segment_secs: f64,
+) -> Result<Vec<SegmentPlan>, Failure> {
+    let v = &src.info.video;
+    let tb = v.time_base;
+    let target_ticks = (segment_secs * tb.den as f64 / tb.num as f64).round() as i64;
+    let plan = cuts::plan(&src.packets, target_ticks)
+        .map_err(|e| Failure::new(Reason::UnsupportedInput, e.to_string()))?;
+
+    let prefix = format!("{}/src", storage::job_prefix(job));
+    let staging = ctx.storage.staging_path(&prefix).await.map_err(internal)?;
+    tokio::fs::create_dir_all(&staging).await.map_err(internal)?;
+    let cut_at: Vec<u64> = plan.iter().skip(1).map(|c| c.first).collect();
+    let cmd = args::cut(source, video_map, &cut_at, &staging);
+    // Stream copy runs far faster than real time; the bound only catches a hung child.
+    let limit = Duration::from_secs_f64(600.0_f64.max(v.duration_secs()));
+    let result = command::capture(&ctx.config.ffmpeg.ffmpeg, &cmd, limit).await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        let reason = if e.is_transient() { Reason::Internal } else { Reason::SplitFailed };
+        return Err(Failure::new(reason, format!("cutting failed: {e}")));
+    }
+    for (i, c) in plan.iter().enumerate() {
+        let file = staging.join(args::cut_name(i as u32));
+        let got = probe::packets(
+            &ctx.config.ffmpeg.ffprobe,
+            &file,
+            "v:0",
+            Some(INTERMEDIATE_FORMAT),
+            ctx.config.limits.probe_timeout(),
+        )
+        .await
+        .map(|p| p.len() as u64)
+        .unwrap_or(0);
+        if got != c.frames {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(Failure::new(
+                Reason::SplitFailed,
+                format!(
+                    "segment {i} holds {got} frames after cutting, the plan says {}",
+                    c.frames
+                ),
+            ));
+        }
+    }
+    ctx.storage.commit(&staging, &prefix).await.map_err(internal)?;
+    Ok(plan
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| SegmentPlan {
+            index: i as u32,
+            first_frame: c.first,
+            frames: c.frames,
+            start_pts: c.start_pts,
+            duration_ticks: c.duration_ticks,
+            source_key: format!("{prefix}/{}", args::cut_name(i as u32)),
+        })
+        .collect())
+}

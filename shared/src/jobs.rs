@@ -1,0 +1,103 @@
+//! Terminal job transitions shared by the services that can end a job: a revision-checked move
+//! to `failed`/`completed` in the jobs bucket, then exactly one terminal event, then scratch
+//! cleanup. Only the caller whose update wins publishes, so a job never gets two terminal events.
+
+use crate::messages::events::Completed;
+use crate::messages::records::OutputInfo;
+use crate::messages::{CURRENT, JobEvent, JobRecord, JobState};
+use crate::nats::kv::{Change, KvError};
+use crate::nats::{NatsError, publish};
+use crate::reason::Failure;
+use crate::runtime::Ctx;
+use crate::{JobId, storage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// Fails the job unless it already ended. Returns whether this call failed it.
+pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, JobError> {
+    let won = ctx
+        .jobs
+        .modify(job.as_str(), |rec| match rec {
+            Some(r) if r.state.is_terminal() => Change::Keep(false),
+            Some(r) => {
+                let mut r = r.clone();
+                r.state = JobState::Failed;
+                r.failure = Some(failure.clone());
+                r.touch();
+                Change::Write(r, true)
+            }
+            None => Change::Keep(false),
+        })
+        .await?;
+    if won {
+        tracing::warn!(job = %job, reason = %failure.reason, message = %failure.message, "job failed");
+        publish::event(&ctx.js, ctx.service, &JobEvent::failed(Some(job.clone()), failure)).await?;
+        if !ctx.config.merger.keep_failed_scratch {
+            clean_scratch(ctx, job).await;
+        }
+    }
+    Ok(won)
+}
+
+/// Completes a job that is merging. Returns whether this call completed it.
+pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, JobError> {
+    let segments = ctx
+        .jobs
+        .modify(job.as_str(), |rec| match rec {
+            Some(r) if r.state == JobState::Merging => {
+                let mut r = r.clone();
+                r.state = JobState::Completed;
+                r.output = Some(out.clone());
+                r.touch();
+                let n = r.plan.as_ref().map_or(0, |p| p.segments.len());
+                Change::Write(r, Some(n))
+            }
+            _ => Change::Keep(None),
+        })
+        .await?;
+    let Some(segments) = segments else {
+        return Ok(false);
+    };
+    publish::event(&ctx.js, ctx.service, &completed_event(job, &out, segments)).await?;
+    clean_scratch(ctx, job).await;
+    Ok(true)
+}
+
+fn completed_event(job: &JobId, out: &OutputInfo, segments: usize) -> JobEvent {
+    JobEvent::Completed(Completed {
+        version: CURRENT,
+        job_id: job.clone(),
+        output: out.uri.clone(),
+        frames: out.frames,
+        duration_secs: out.duration_secs,
+        wall_secs: out.wall_secs,
+        segments,
+        bytes: out.bytes,
+    })
+}
+
+/// Re-publishes a finished job's terminal event. The stable message id makes this a no-op when
+/// the first publish got through; it repairs a crash between the state change and the publish.
+pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobError> {
+    let ev = match (&rec.state, &rec.output, &rec.failure) {
+        (JobState::Completed, Some(out), _) => {
+            completed_event(&rec.job_id, out, rec.plan.as_ref().map_or(0, |p| p.segments.len()))
+        }
+        (JobState::Failed, _, Some(f)) => JobEvent::failed(Some(rec.job_id.clone()), f),
+        _ => return Ok(()),
+    };
+    publish::event(&ctx.js, ctx.service, &ev).await?;
+    Ok(())
+}
+
+async fn clean_scratch(ctx: &Ctx, job: &JobId) {
+    if let Err(e) = ctx.storage.delete_prefix(&storage::job_prefix(job)).await {
+        tracing::warn!(job = %job, error = %e, "could not remove scratch media");
+    }
+}

@@ -1,0 +1,94 @@
+//! The pull loop every service runs: `loops` independent workers, each asking for one message at
+//! a time (so no message waits in a client buffer while its AckWait runs), handing it to the
+//! handler and applying the disposition the handler returns.
+
+use super::ack::{self, Disposition};
+use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::PullConsumer;
+use futures::StreamExt;
+use std::future::Future;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `shutdown` fires and every in-flight message is finished.
+pub async fn run<H, F>(
+    consumer: PullConsumer,
+    loops: usize,
+    wait: Duration,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Message) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Disposition> + Send,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..loops.max(1) {
+        let consumer = consumer.clone();
+        let shutdown = shutdown.clone();
+        let handler = handler.clone();
+        set.spawn(async move {
+            while let Some(msg) = next(&consumer, wait, &shutdown).await {
+                let d = handler(msg.clone()).await;
+                ack::finish(&msg, d).await;
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Waits for the next message; `None` once shutdown fires.
+pub async fn next(
+    consumer: &PullConsumer,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Option<Message> {
+    loop {
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        if let Some(m) = try_next(consumer, wait, shutdown).await {
+            return Some(m);
+        }
+    }
+}
+
+/// One long poll of up to `wait`; `None` when nothing came (or on shutdown / a fetch error,
+/// after a short pause).
+pub async fn try_next(
+    consumer: &PullConsumer,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Option<Message> {
+    let batch = tokio::select! {
+        b = consumer.batch().max_messages(1).expires(wait).messages() => b,
+        _ = shutdown.cancelled() => return None,
+    };
+    let mut batch = match batch {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "fetch failed, retrying");
+            pause(shutdown).await;
+            return None;
+        }
+    };
+    let item = tokio::select! {
+        m = batch.next() => m,
+        _ = shutdown.cancelled() => return None,
+    };
+    match item {
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "fetch ended without a message");
+            pause(shutdown).await;
+            None
+        }
+        None => None,
+    }
+}
+
+async fn pause(shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+        _ = shutdown.cancelled() => {},
+    }
+}

@@ -1,0 +1,77 @@
+//! What every service runs with: configuration, a NATS connection with JetStream, the KV
+//! buckets, and media storage. Built once in `main` (or by an in-process cluster) and cloned
+//! into each service.
+
+use crate::config::Config;
+use crate::messages::{Heartbeat, JobRecord, SegmentRecord};
+use crate::nats::{self, Buckets, NatsError, kv::Typed};
+use crate::storage::{SharedDir, Storage, StorageError};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtxError {
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("scratch storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Clone)]
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub jobs: Typed<JobRecord>,
+    pub segments: Typed<SegmentRecord>,
+    pub workers: Typed<Heartbeat>,
+    pub storage: Arc<dyn Storage>,
+    /// Service name, for CloudEvent sources and logs.
+    pub service: &'static str,
+}
+
+impl Ctx {
+    /// Connects, provisions streams and buckets, and opens scratch storage.
+    pub async fn connect(
+        config: Arc<Config>,
+        service: &'static str,
+        wait_for_server: bool,
+    ) -> Result<Ctx, CtxError> {
+        let client = nats::connect(&config.nats, &format!("ffleet-{service}"), wait_for_server).await?;
+        Self::with_client(config, service, client).await
+    }
+
+    /// Like `connect`, over an existing client (one connection shared by in-process services).
+    pub async fn with_client(
+        config: Arc<Config>,
+        service: &'static str,
+        client: async_nats::Client,
+    ) -> Result<Ctx, CtxError> {
+        let js = nats::connect::jetstream(client.clone(), &config.nats);
+        let ttl = Duration::from_secs_f64(config.scheduler.heartbeat_ttl_secs);
+        let Buckets {
+            jobs,
+            segments,
+            workers,
+        } = nats::provision(&js, &config.streams, ttl).await?;
+        let storage: Arc<dyn Storage> = Arc::new(SharedDir::open(&config.storage.scratch)?);
+        Ok(Ctx {
+            client,
+            js,
+            jobs: Typed::new(jobs, "job record"),
+            segments: Typed::new(segments, "segment record"),
+            workers: Typed::new(workers, "heartbeat"),
+            storage,
+            service,
+            config,
+        })
+    }
+
+    /// The same connection and handles under another service's name.
+    pub fn for_service(&self, service: &'static str) -> Ctx {
+        Ctx {
+            service,
+            ..self.clone()
+        }
+    }
+}

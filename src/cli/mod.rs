@@ -1,0 +1,84 @@
+//! The `ffleet` command line. Connections find the server as the nats CLI does: `-s/--server`,
+//! else `NATS_URL`, else the configuration, else `nats://127.0.0.1:4222`.
+
+mod follow;
+mod status;
+mod submit;
+mod transcode;
+mod up;
+
+pub use follow::{Outcome, follow};
+pub use submit::{SubmitArgs, build_request};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ffleet_shared::config::Config;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "ffleet", version, about = "Chunked FFmpeg transcoding across a fleet, over NATS JetStream")]
+pub struct Cli {
+    /// Configuration file (default: ./ffleet.toml when present).
+    #[arg(long, global = true, env = "FFLEET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// NATS server URL(s), comma-separated.
+    #[arg(short = 's', long = "server", global = true, env = "NATS_URL")]
+    pub server: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Transcode one file on this machine: private NATS, all services in-process, no setup.
+    Transcode(transcode::TranscodeArgs),
+    /// Run a local cluster (nats-server + every service) until interrupted.
+    Up(up::UpArgs),
+    /// Run one service against an existing NATS server.
+    Run {
+        #[arg(value_enum)]
+        service: up::Service,
+    },
+    /// Submit a job to a running cluster.
+    Submit(submit::SubmitArgs),
+    /// Show jobs, or one job.
+    Status {
+        /// Job id.
+        job: Option<String>,
+    },
+    /// Show the live encoder pool.
+    Workers,
+}
+
+impl Cli {
+    /// Configuration layers, with `-s/NATS_URL` on top.
+    pub fn load_config(&self) -> Result<Config> {
+        let mut cfg = Config::load(self.config.as_deref())?;
+        if let Some(url) = &self.server {
+            cfg.nats.url = url.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Transcode(a) => transcode::run(&cli, a).await,
+        Command::Up(a) => up::up(&cli, a).await,
+        Command::Run { service } => up::run_service(&cli, *service).await,
+        Command::Submit(a) => submit::run(&cli, a).await,
+        Command::Status { job } => status::status(&cli, job.as_deref()).await,
+        Command::Workers => status::workers(&cli).await,
+    }
+}
+
+/// Connects a client context (no waiting: a missing server is reported at once).
+pub(crate) async fn client(cli: &Cli) -> Result<ffleet_shared::runtime::Ctx> {
+    let cfg = cli.load_config()?;
+    cfg.validate()?;
+    let url = cfg.nats.url.clone();
+    ffleet_shared::runtime::Ctx::connect(std::sync::Arc::new(cfg), "client", false)
+        .await
+        .with_context(|| format!("cannot reach ffleet's NATS server at {url}"))
+}

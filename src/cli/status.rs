@@ -1,0 +1,85 @@
+//! `ffleet status [JOB]` and `ffleet workers`: read-only views of the jobs and workers buckets.
+
+use super::Cli;
+use anyhow::{Result, bail};
+use ffleet_shared::messages::JobState;
+
+pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
+    let ctx = super::client(cli).await?;
+    match job {
+        Some(id) => {
+            let Some((rec, rev)) = ctx.jobs.get(id).await? else {
+                bail!("no job {id:?}");
+            };
+            let (done, total) = rec.frame_progress();
+            println!("job:      {}", rec.job_id);
+            println!("state:    {:?} (revision {rev})", rec.state);
+            println!("input:    {}", rec.request.input);
+            println!("output:   {}", rec.request.output);
+            println!("profile:  {}", rec.profile);
+            if let Some(plan) = &rec.plan {
+                println!(
+                    "units:    {}/{} done, {done}/{total} frames",
+                    rec.collected.len(),
+                    plan.unit_count()
+                );
+            }
+            if let Some(f) = &rec.failure {
+                println!("failure:  {}: {}", f.reason, f.message);
+            }
+            if let Some(o) = &rec.output {
+                println!(
+                    "result:   {} frames, {:.2} s, {} bytes, {:.1} s wall",
+                    o.frames, o.duration_secs, o.bytes, o.wall_secs
+                );
+            }
+            println!("accepted: {}", rec.accepted_at);
+            println!("updated:  {}", rec.updated_at);
+            Ok(if rec.state == JobState::Failed { 1 } else { 0 })
+        }
+        None => {
+            let mut keys = ctx.jobs.keys().await?;
+            keys.sort();
+            println!("{:<40} {:<10} {:>9} {:<10} updated", "job", "state", "progress", "profile");
+            for k in keys {
+                if let Some((rec, _)) = ctx.jobs.get(&k).await? {
+                    let (done, total) = rec.frame_progress();
+                    let pct = if total > 0 { 100.0 * done as f64 / total as f64 } else { 0.0 };
+                    println!(
+                        "{:<40} {:<10} {:>8.1}% {:<10} {}",
+                        rec.job_id,
+                        format!("{:?}", rec.state).to_lowercase(),
+                        pct,
+                        rec.profile,
+                        rec.updated_at
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub async fn workers(cli: &Cli) -> Result<i32> {
+    let ctx = super::client(cli).await?;
+    let mut keys = ctx.workers.keys().await?;
+    keys.sort();
+    println!("{:<32} {:<16} {:<14} {:>5} {:>7}  holding", "node", "host", "capabilities", "slots", "age");
+    for k in keys {
+        if let Some((hb, _)) = ctx.workers.get(&k).await? {
+            let age = ffleet_shared::time::age_secs(&hb.at).unwrap_or(f64::NAN);
+            let caps: Vec<String> = hb.capabilities.iter().map(ToString::to_string).collect();
+            println!(
+                "{:<32} {:<16} {:<14} {:>2}/{:<2} {:>6.1}s  {}",
+                hb.node_id,
+                hb.host,
+                caps.join(","),
+                hb.slots_busy,
+                hb.slots_total,
+                age,
+                hb.holding.join(" ")
+            );
+        }
+    }
+    Ok(0)
+}

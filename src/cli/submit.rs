@@ -1,0 +1,100 @@
+//! `ffleet submit`: build a JobRequest from arguments and publish it with its job id as the
+//! `Nats-Msg-Id`; `--wait` follows it to the end.
+
+use super::Cli;
+use anyhow::{Context, Result};
+use clap::Args;
+use ffleet_shared::messages::{self, CURRENT, JobRequest, Overrides};
+use ffleet_shared::nats::publish;
+use ffleet_shared::{JobId, subjects};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// Input file (as the services see it).
+    pub input: PathBuf,
+    /// Output file (as the services see it).
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Encode profile (default: the server's default).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Quality override, within the profile's range.
+    #[arg(long)]
+    pub quality: Option<i32>,
+    /// Target segment length in seconds.
+    #[arg(long)]
+    pub segment_seconds: Option<f64>,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Job id (default: generated).
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// Follow the job and exit with its outcome.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn file_uri(p: &Path) -> Result<String> {
+    url::Url::from_file_path(absolute(p)?)
+        .map(|u| u.to_string())
+        .map_err(|_| anyhow::anyhow!("{} cannot be expressed as a file URI", p.display()))
+}
+
+/// A request for `args`, with a fresh job id unless one is given.
+pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
+    let id = match &args.job_id {
+        Some(id) => JobId::new(id.as_str())?,
+        None => JobId::new(format!("job-{}", uuid::Uuid::new_v4().simple()))?,
+    };
+    Ok(JobRequest {
+        version: CURRENT,
+        job_id: id,
+        input: file_uri(&args.input)?,
+        output: file_uri(&args.output)?,
+        profile: args.profile.clone(),
+        overrides: Overrides {
+            quality: args.quality,
+        },
+        segment_seconds: args.segment_seconds,
+        priority: args.priority,
+    })
+}
+
+pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
+    let req = build_request(args)?;
+    let ctx = super::client(cli).await?;
+    // Subscribe before publishing so no event can slip past.
+    let events = if args.wait {
+        Some(super::follow::subscribe(&ctx, &req.job_id).await?)
+    } else {
+        None
+    };
+    let stored = publish::raw(
+        &ctx.js,
+        subjects::JOBS_SUBMIT.into(),
+        messages::encode(&req),
+        req.job_id.as_str(),
+    )
+    .await
+    .context("submitting the job")?;
+    if stored.duplicate {
+        eprintln!("note: a job with id {} was already submitted; this one was dropped", req.job_id);
+    }
+    println!("{}", req.job_id);
+    match events {
+        None => Ok(0),
+        Some(sub) => {
+            let outcome = super::follow::follow(&ctx, &req.job_id, sub, true).await?;
+            Ok(outcome.report())
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `ffleet transcode IN -o OUT`: the whole system on one machine with zero setup. A private
+//! nats-server on a free port with a temporary store, every service in-process (encoders sized to
+//! the machine), a progress bar, a one-line summary, exit 0 only for a verified output.
+
+use super::Cli;
+use super::submit::{SubmitArgs, build_request};
+use crate::local::{Cluster, ClusterSpec, NatsServer};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ffleet_shared::messages;
+use ffleet_shared::nats::publish;
+use ffleet_shared::subjects;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+pub struct TranscodeArgs {
+    pub input: PathBuf,
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Quality override, within the profile's range.
+    #[arg(long)]
+    pub quality: Option<i32>,
+    /// Target segment length in seconds.
+    #[arg(long)]
+    pub segment_seconds: Option<f64>,
+    /// Encoder nodes to run in-process.
+    #[arg(long, default_value_t = 1)]
+    pub encoders: usize,
+    /// Slots per encoder (default: CPU cores shared among the encoders).
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write wall time and CPU accounting as JSON here (for benchmarks).
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+}
+
+pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
+    let input = std::fs::canonicalize(&a.input)
+        .with_context(|| format!("input {} does not exist", a.input.display()))?;
+    if !input.is_file() {
+        bail!("input {} is not a file", input.display());
+    }
+    let output = if a.output.is_absolute() {
+        a.output.clone()
+    } else {
+        std::env::current_dir()?.join(&a.output)
+    };
+    let out_dir = output
+        .parent()
+        .filter(|d| d.is_dir())
+        .with_context(|| format!("the directory of output {} does not exist", output.display()))?
+        .to_path_buf();
+    let in_dir = input.parent().context("input has no directory")?.to_path_buf();
+
+    let started = Instant::now();
+    let scratch = tempfile::Builder::new().prefix("ffleet-scratch-").tempdir()?;
+    let server = NatsServer::start_temp()?;
+    let mut cfg = cli.load_config()?;
+    cfg.nats.url = server.url.clone();
+    cfg.storage.scratch = scratch.path().to_path_buf();
+    cfg.storage.input_roots = vec![in_dir];
+    cfg.storage.output_roots = vec![std::fs::canonicalize(&out_dir)?];
+    if std::env::var_os("RUST_LOG").is_none() && cfg.log.level == "info" {
+        cfg.log.level = "warn".into();
+    }
+    cfg.validate()?;
+    let _log = ffleet_shared::telemetry::init(&cfg.log);
+
+    let cluster = Cluster::start(
+        Arc::new(cfg),
+        ClusterSpec {
+            encoders: a.encoders.max(1),
+            slots: a.slots,
+            control_plane: true,
+        },
+    )
+    .await?;
+    let req = build_request(&SubmitArgs {
+        input: input.clone(),
+        output: output.clone(),
+        profile: a.profile.clone(),
+        quality: a.quality,
+        segment_seconds: a.segment_seconds,
+        priority: 0,
+        job_id: None,
+        wait: true,
+    })?;
+    let subs = super::follow::subscribe(&cluster.ctx, &req.job_id).await?;
+    publish::raw(
+        &cluster.ctx.js,
+        subjects::JOBS_SUBMIT.into(),
+        messages::encode(&req),
+        req.job_id.as_str(),
+    )
+    .await?;
+
+    let followed = tokio::select! {
+        o = super::follow::follow(&cluster.ctx, &req.job_id, subs, !a.quiet) => Some(o?),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let nats_cpu = server.cpu_secs().unwrap_or(0.0);
+    let self_cpu = cpu_secs(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    let child_cpu = cpu_secs(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
+    cluster.stop().await;
+    drop(server);
+    let Some(outcome) = followed else {
+        eprintln!("ffleet: interrupted");
+        return Ok(130);
+    };
+    if let Some(path) = &a.stats {
+        let stats = serde_json::json!({
+            "wall_secs": wall,
+            "ffleet_cpu_secs": self_cpu,
+            "nats_cpu_secs": nats_cpu,
+            "ffmpeg_cpu_secs": child_cpu,
+            "completed": matches!(outcome, super::Outcome::Completed(_)),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&stats)?)?;
+    }
+    Ok(outcome.report())
+}
+
+fn cpu_secs(who: nix::sys::resource::UsageWho) -> f64 {
+    nix::sys::resource::getrusage(who)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,119 @@
+//! All four services in one process, each with its own NATS connection, under one cancellation
+//! token: what `ffleet transcode` and `ffleet up` run, and what tests start.
+
+use anyhow::{Context, Result};
+use ffleet_encoder::Node;
+use ffleet_shared::config::Config;
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::NodeId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Encoder nodes to start.
+    pub encoders: usize,
+    /// Slots per encoder; default: the machine's cores shared among the encoders.
+    pub slots: Option<u32>,
+    /// Run the splitter, scheduler and merger too (false: encoders only).
+    pub control_plane: bool,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            encoders: 1,
+            slots: None,
+            control_plane: true,
+        }
+    }
+}
+
+pub struct Cluster {
+    shutdown: CancellationToken,
+    tasks: JoinSet<(String, Result<()>)>,
+    /// A connection for clients in the same process (submit, watch events).
+    pub ctx: Ctx,
+    pub node_ids: Vec<NodeId>,
+}
+
+impl Cluster {
+    pub async fn start(config: Arc<Config>, spec: ClusterSpec) -> Result<Cluster> {
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let client_ctx = Ctx::connect(config.clone(), "client", false)
+            .await
+            .context("connecting to NATS")?;
+        if spec.control_plane {
+            let c = Ctx::connect(config.clone(), ffleet_splitter::SERVICE, false).await?;
+            let t = shutdown.child_token();
+            tasks.spawn(async move { ("splitter".into(), ffleet_splitter::run(c, t).await.map_err(Into::into)) });
+            let c = Ctx::connect(config.clone(), ffleet_scheduler::SERVICE, false).await?;
+            let t = shutdown.child_token();
+            tasks.spawn(async move { ("scheduler".into(), ffleet_scheduler::run(c, t).await.map_err(Into::into)) });
+            let c = Ctx::connect(config.clone(), ffleet_merger::SERVICE, false).await?;
+            let t = shutdown.child_token();
+            tasks.spawn(async move { ("merger".into(), ffleet_merger::run(c, t).await.map_err(Into::into)) });
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let per_encoder = spec
+            .slots
+            .or(config.encoder.slots)
+            .unwrap_or_else(|| (cores / spec.encoders.max(1) as u32).max(1));
+        let mut node_ids = Vec::new();
+        for _ in 0..spec.encoders {
+            let c = Ctx::connect(config.clone(), ffleet_encoder::SERVICE, false).await?;
+            let mut node = Node::from_config(&c).await?;
+            if spec.encoders > 1 || config.encoder.node_id.is_none() {
+                node.id = NodeId::generate();
+            }
+            node.slots = per_encoder;
+            node_ids.push(node.id.clone());
+            let t = shutdown.child_token();
+            tasks.spawn(async move { ("encoder".into(), ffleet_encoder::run(c, node, t).await.map_err(Into::into)) });
+        }
+        Ok(Cluster {
+            shutdown,
+            tasks,
+            ctx: client_ctx,
+            node_ids,
+        })
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Fails if any service has stopped on its own: services only return when told to.
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.tasks.try_join_next() {
+            None => Ok(()),
+            Some(Ok((name, Ok(())))) => anyhow::bail!("{name} stopped"),
+            Some(Ok((name, Err(e)))) => anyhow::bail!("{name} failed: {e:#}"),
+            Some(Err(e)) => anyhow::bail!("a service panicked: {e}"),
+        }
+    }
+
+    /// Waits until some service stops on its own (an error) or `stop` is requested elsewhere.
+    pub async fn join_next(&mut self) -> Option<(String, Result<()>)> {
+        self.tasks.join_next().await.and_then(Result::ok)
+    }
+
+    /// Stops every service and waits for them to drain (bounded).
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let drain = async {
+            while let Some(r) = self.tasks.join_next().await {
+                if let Ok((name, Err(e))) = r {
+                    tracing::warn!(service = %name, error = %e, "service stopped with an error");
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+            tracing::warn!("services did not drain within 30 s");
+        }
+    }
+}
