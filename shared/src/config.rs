@@ -1,6 +1,7 @@
 //! Layered configuration: built-in defaults → `ffleet.toml` (or `--config FILE`) → `FFLEET_*`
 //! environment (nested keys joined by `__`, e.g. `FFLEET_ENCODER__SLOTS=4`) → command-line flags
-//! (applied by the binary), then `validate()` once.
+//! (applied by the binary), then `validate()` once. `FFLEET_CONFIG` (the file) and
+//! `FFLEET_NATS_SERVER` (the nats-server binary for local clusters) are not configuration keys.
 
 use crate::profiles::{self, Profile, ProfileError};
 use figment::Figment;
@@ -300,7 +301,7 @@ impl Config {
             Some(f) => fig = fig.merge(Toml::file(f)),
             None => fig = fig.merge(Toml::file("ffleet.toml")),
         }
-        fig = fig.merge(Env::prefixed("FFLEET_").split("__").ignore(&["config"]));
+        fig = fig.merge(Env::prefixed("FFLEET_").split("__").ignore(&["config", "nats_server"]));
         fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
     }
 

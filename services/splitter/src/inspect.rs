@@ -2,7 +2,7 @@
 //! it has a usable video stream, and every video packet's timing for the cut planner.
 
 use ffleet_shared::config::Config;
-use ffleet_shared::media::probe::{self, Packet, Probe, ProbeError, parse_f64};
+use ffleet_shared::media::probe::{self, Packet, Probe, ProbeError, ProbeStream, parse_f64};
 use ffleet_shared::media::{Rational, SOURCE_FORMATS, cuts};
 use ffleet_shared::messages::records::{AudioInfo, SourceInfo, VideoInfo};
 use ffleet_shared::reason::{Failure, Reason};
@@ -147,17 +147,10 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
         ));
     }
 
-    let audio = probe.audio().map(|a| AudioInfo {
-        codec: a.codec_name.clone().unwrap_or_default(),
-        channels: a.channels.unwrap_or(0),
-        sample_rate: a
-            .sample_rate
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        start_secs: parse_f64(&a.start_time).unwrap_or(0.0),
-        duration_secs: parse_f64(&a.duration).unwrap_or(0.0),
-    });
+    let audio = match probe.audio() {
+        None => None,
+        Some(a) => Some(audio_info(cfg, path, &probe, a).await?),
+    };
     let info = SourceInfo {
         format: probe.format.format_name.clone(),
         size_bytes: size,
@@ -179,6 +172,49 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
         info,
         packets,
         video_map: format!("0:v:{ordinal}"),
+    })
+}
+
+/// Audio facts, with start and duration measured from packets (as the output will be), not
+/// taken from container tags.
+async fn audio_info(
+    cfg: &Config,
+    path: &Path,
+    probe: &Probe,
+    a: &ProbeStream,
+) -> Result<AudioInfo, Failure> {
+    let ordinal = probe
+        .streams
+        .iter()
+        .filter(|s| s.is("audio"))
+        .position(|s| s.index == a.index)
+        .unwrap_or(0);
+    let tb: Option<Rational> = a.time_base.as_deref().and_then(|t| t.parse().ok());
+    let span = match tb.filter(Rational::is_valid) {
+        Some(tb) => {
+            let packets = probe::packets(
+                &cfg.ffmpeg.ffprobe,
+                path,
+                &format!("a:{ordinal}"),
+                Some(SOURCE_FORMATS),
+                cfg.limits.probe_timeout() * 4,
+            )
+            .await
+            .map_err(unreadable)?;
+            probe::span_of(&packets, tb)
+        }
+        None => None,
+    };
+    Ok(AudioInfo {
+        codec: a.codec_name.clone().unwrap_or_default(),
+        channels: a.channels.unwrap_or(0),
+        sample_rate: a
+            .sample_rate
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        start_secs: span.map_or_else(|| parse_f64(&a.start_time).unwrap_or(0.0), |s| s.start),
+        duration_secs: span.map_or_else(|| parse_f64(&a.duration).unwrap_or(0.0), |s| s.duration()),
     })
 }
 

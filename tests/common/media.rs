@@ -1,0 +1,98 @@
+//! Test media: synthetic sources made with ffmpeg's lavfi generators, the real 720p sample from
+//! `../shared/media` when it is there (a generated 720p stand-in when not), and broken files.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn ffmpeg(args: &[&str]) -> Result<()> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .context("running ffmpeg")?;
+    if !out.status.success() {
+        bail!("ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A 29.97 fps H.264 source with B-frames and AAC audio, keyframes every 48 frames.
+pub fn ntsc_source(dir: &Path, name: &str, secs: u32, size: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    ffmpeg(&[
+        "-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30000/1001"),
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", &secs.to_string(),
+        "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "48", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "96k",
+        p.to_str().expect("utf-8 path"),
+    ])?;
+    Ok(p)
+}
+
+/// A tiny, quick job: 2 s at 160x120, 25 fps, with audio.
+pub fn tiny_source(dir: &Path, name: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    ffmpeg(&[
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100",
+        "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+        "-c:a", "aac", p.to_str().expect("utf-8 path"),
+    ])?;
+    Ok(p)
+}
+
+/// `../shared/media/bigbuckbunny.mp4` (one keyframe, 132 frames) played `loops` times by stream
+/// copy, so each loop starts on a keyframe; where that folder is absent, a generated 720p 25 fps
+/// H.264 + AAC clip of the same length and keyframe spacing.
+pub fn sample_720p(dir: &Path, loops: u32) -> Result<PathBuf> {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media/bigbuckbunny.mp4");
+    let p = dir.join("sample720.mp4");
+    if shared.is_file() {
+        ffmpeg(&[
+            "-stream_loop", &(loops - 1).to_string(), "-i", shared.to_str().expect("utf-8 path"),
+            "-c", "copy", p.to_str().expect("utf-8 path"),
+        ])?;
+    } else {
+        ffmpeg(&[
+            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=500:sample_rate=48000",
+            "-t", &format!("{:.2}", 5.28 * f64::from(loops)), "-c:v", "libx264", "-preset", "veryfast", "-g", "132",
+            "-c:a", "aac", p.to_str().expect("utf-8 path"),
+        ])?;
+    }
+    Ok(p)
+}
+
+/// Frames and span of one stream of a file, via ffprobe.
+pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::probe::Span>> {
+    let tb = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-show_entries", "stream=time_base", "-of", "csv=p=0"])
+        .arg(path)
+        .output()?;
+    let tb = String::from_utf8_lossy(&tb.stdout);
+    let Some(tb) = tb.lines().next().and_then(|l| l.trim().parse().ok()) else {
+        return Ok(None);
+    };
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-show_entries", "packet=pts,dts,duration,flags", "-of", "compact=p=0"])
+        .arg(path)
+        .output()?;
+    let packets = ffleet_shared::media::probe::parse_packets(&String::from_utf8_lossy(&out.stdout));
+    Ok(ffleet_shared::media::probe::span_of(&packets, tb))
+}
+
+pub fn frame_rate(path: &Path) -> Result<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate", "-of", "csv=p=0"])
+        .arg(path)
+        .output()?;
+    let r: ffleet_shared::media::Rational = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .context("no frame rate")?
+        .trim()
+        .parse()?;
+    Ok(r.as_f64())
+}
