@@ -13,7 +13,13 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Submits `bad` (a request body and message id), expects a failed event for `job` (or for the
 /// unnamed-request subject when `None`) with `reason`, then proves the fleet still works.
-async fn refused(fleet: &mut TestFleet, body: &[u8], msg_id: Option<&str>, job: Option<&str>, reason: Reason) -> Result<String> {
+async fn refused(
+    fleet: &mut TestFleet,
+    body: &[u8],
+    msg_id: Option<&str>,
+    job: Option<&str>,
+    reason: Reason,
+) -> Result<String> {
     fleet.submit_raw(body, msg_id).await?;
     let failed = match job {
         Some(j) => fleet.wait_failed(j, TIMEOUT).await?,
@@ -23,7 +29,10 @@ async fn refused(fleet: &mut TestFleet, body: &[u8], msg_id: Option<&str>, job: 
                 if let Some(JobEvent::Failed(f)) = fleet.events(None).await?.into_iter().next() {
                     break f;
                 }
-                assert!(tokio::time::Instant::now() < deadline, "no failed event for the unnamed request");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no failed event for the unnamed request"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -32,7 +41,12 @@ async fn refused(fleet: &mut TestFleet, body: &[u8], msg_id: Option<&str>, job: 
     assert!(!failed.message.is_empty());
     println!("{reason}: {}", failed.message);
     if let Some(j) = job {
-        let terminal = fleet.events(Some(j)).await?.into_iter().filter(JobEvent::is_terminal).count();
+        let terminal = fleet
+            .events(Some(j))
+            .await?
+            .into_iter()
+            .filter(JobEvent::is_terminal)
+            .count();
         assert_eq!(terminal, 1, "exactly one terminal event");
     }
     still_works(fleet).await?;
@@ -43,7 +57,9 @@ async fn refused(fleet: &mut TestFleet, body: &[u8], msg_id: Option<&str>, job: 
 async fn still_works(fleet: &mut TestFleet) -> Result<()> {
     let good = media::tiny_source(fleet.media.path(), "good.mp4")?;
     let id = format!("good-{}", uuid::Uuid::new_v4().simple());
-    fleet.submit(&fleet.request(&id, &good, &format!("{id}.mp4"))).await?;
+    fleet
+        .submit(&fleet.request(&id, &good, &format!("{id}.mp4")))
+        .await?;
     fleet.wait_completed(&id, TIMEOUT).await?;
     fleet.assert_running()
 }
@@ -54,7 +70,10 @@ async fn bad_file(name: &str, contents: &[u8], reason: Reason) -> Result<String>
     std::fs::write(&path, contents)?;
     let body = serde_json::to_vec(&fleet.request("bad", &path, "bad.mp4"))?;
     let msg = refused(&mut fleet, &body, Some("bad"), Some("bad"), reason).await?;
-    assert!(!fleet.out_path("bad.mp4").exists(), "no output for a failed job");
+    assert!(
+        !fleet.out_path("bad.mp4").exists(),
+        "no output for a failed job"
+    );
     fleet.stop().await;
     Ok(msg)
 }
@@ -64,7 +83,14 @@ async fn missing_file() -> Result<()> {
     let mut fleet = TestFleet::spawn().await?;
     let path = fleet.media.path().join("nope.mp4");
     let body = serde_json::to_vec(&fleet.request("bad", &path, "bad.mp4"))?;
-    let msg = refused(&mut fleet, &body, Some("bad"), Some("bad"), Reason::InputMissing).await?;
+    let msg = refused(
+        &mut fleet,
+        &body,
+        Some("bad"),
+        Some("bad"),
+        Reason::InputMissing,
+    )
+    .await?;
     assert!(msg.contains("does not exist"), "{msg}");
     fleet.stop().await;
     Ok(())
@@ -72,12 +98,19 @@ async fn missing_file() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn empty_file() -> Result<()> {
-    bad_file("empty.mp4", b"", Reason::InputEmpty).await.map(drop)
+    bad_file("empty.mp4", b"", Reason::InputEmpty)
+        .await
+        .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn text_file_named_mp4() -> Result<()> {
-    let msg = bad_file("notes.mp4", b"these are my notes, not a video\nline two\n", Reason::InputUnreadable).await?;
+    let msg = bad_file(
+        "notes.mp4",
+        b"these are my notes, not a video\nline two\n",
+        Reason::InputUnreadable,
+    )
+    .await?;
     assert!(msg.contains("ffprobe"), "{msg}");
     Ok(())
 }
@@ -87,7 +120,13 @@ async fn truncated_mp4() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let src = media::ntsc_source(dir.path(), "whole.mp4", 4, "160x120")?;
     let bytes = std::fs::read(src)?;
-    bad_file("truncated.mp4", &bytes[..bytes.len() / 2], Reason::InputUnreadable).await.map(drop)
+    bad_file(
+        "truncated.mp4",
+        &bytes[..bytes.len() / 2],
+        Reason::InputUnreadable,
+    )
+    .await
+    .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -97,19 +136,37 @@ async fn truncated_faststart_mp4_fails_or_completes_consistently() -> Result<()>
     let dir = tempfile::tempdir()?;
     let whole = dir.path().join("fs.mp4");
     media::ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-t", "4", "-c:v", "libx264",
-        "-preset", "ultrafast", "-g", "25", "-movflags", "+faststart", whole.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-movflags",
+        "+faststart",
+        whole.to_str().unwrap(),
     ])?;
     let bytes = std::fs::read(&whole)?;
     let mut fleet = TestFleet::spawn().await?;
     let path = fleet.media.path().join("cut.mp4");
     std::fs::write(&path, &bytes[..bytes.len() * 2 / 3])?;
-    fleet.submit(&fleet.request("cut", &path, "cut.mp4")).await?;
+    fleet
+        .submit(&fleet.request("cut", &path, "cut.mp4"))
+        .await?;
     match fleet.wait_terminal("cut", TIMEOUT).await? {
         JobEvent::Failed(f) => println!("{}: {}", f.reason, f.message),
         JobEvent::Completed(c) => {
             let span = media::span(&fleet.out_path("cut.mp4"), "v:0")?.expect("video");
-            assert_eq!(span.count, c.frames, "the completed event must describe the output");
+            assert_eq!(
+                span.count, c.frames,
+                "the completed event must describe the output"
+            );
             println!("completed with the {} readable frames", c.frames);
         }
         other => panic!("unexpected {other:?}"),
@@ -123,7 +180,17 @@ async fn truncated_faststart_mp4_fails_or_completes_consistently() -> Result<()>
 async fn audio_only_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let a = dir.path().join("a.m4a");
-    media::ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440", "-t", "2", "-c:a", "aac", a.to_str().unwrap()])?;
+    media::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-t",
+        "2",
+        "-c:a",
+        "aac",
+        a.to_str().unwrap(),
+    ])?;
     let msg = bad_file("audio.mp4", &std::fs::read(a)?, Reason::NoVideoStream).await?;
     assert!(msg.contains("audio"), "{msg}");
     Ok(())
@@ -139,7 +206,9 @@ async fn playlist_pointing_elsewhere() -> Result<()> {
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{}\n#EXT-X-ENDLIST\n",
         target.display()
     );
-    bad_file("list.mp4", playlist.as_bytes(), Reason::InputUnreadable).await.map(drop)
+    bad_file("list.mp4", playlist.as_bytes(), Reason::InputUnreadable)
+        .await
+        .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -148,7 +217,14 @@ async fn unknown_profile() -> Result<()> {
     let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
     let mut req = fleet.request("bad", &src, "bad.mp4");
     req.profile = Some("h266-ultra".into());
-    let msg = refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad"), Some("bad"), Reason::UnknownProfile).await?;
+    let msg = refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad"),
+        Some("bad"),
+        Reason::UnknownProfile,
+    )
+    .await?;
     assert!(msg.contains("h264"), "lists the available profiles: {msg}");
     fleet.stop().await;
     Ok(())
@@ -160,7 +236,14 @@ async fn quality_override_out_of_range() -> Result<()> {
     let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
     let mut req = fleet.request("bad", &src, "bad.mp4");
     req.overrides.quality = Some(99);
-    let msg = refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad"), Some("bad"), Reason::OverrideOutOfRange).await?;
+    let msg = refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad"),
+        Some("bad"),
+        Reason::OverrideOutOfRange,
+    )
+    .await?;
     assert!(msg.contains("10..=40"), "{msg}");
     fleet.stop().await;
     Ok(())
@@ -172,7 +255,14 @@ async fn segment_length_out_of_range() -> Result<()> {
     let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
     let mut req = fleet.request("bad", &src, "bad.mp4");
     req.segment_seconds = Some(0.01);
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad"), Some("bad"), Reason::OverrideOutOfRange).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad"),
+        Some("bad"),
+        Reason::OverrideOutOfRange,
+    )
+    .await?;
     fleet.stop().await;
     Ok(())
 }
@@ -183,7 +273,14 @@ async fn input_outside_the_roots() -> Result<()> {
     let outside = tempfile::tempdir()?;
     let src = media::tiny_source(outside.path(), "elsewhere.mp4")?;
     let req = fleet.request("bad1", &src, "bad.mp4");
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad1"), Some("bad1"), Reason::InputNotAllowed).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad1"),
+        Some("bad1"),
+        Reason::InputNotAllowed,
+    )
+    .await?;
     // Climbing out with ../ from inside the root.
     let climb = format!(
         "{}/../{}/elsewhere.mp4",
@@ -192,13 +289,34 @@ async fn input_outside_the_roots() -> Result<()> {
     );
     let mut req = fleet.request("bad2", &src, "bad.mp4");
     req.input = climb;
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad2"), Some("bad2"), Reason::InputNotAllowed).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad2"),
+        Some("bad2"),
+        Reason::InputNotAllowed,
+    )
+    .await?;
     // ffmpeg protocol tricks.
-    for (i, uri) in ["concat:/etc/passwd|/etc/hosts", "http://127.0.0.1:1/x.mp4", "pipe:0"].iter().enumerate() {
+    for (i, uri) in [
+        "concat:/etc/passwd|/etc/hosts",
+        "http://127.0.0.1:1/x.mp4",
+        "pipe:0",
+    ]
+    .iter()
+    .enumerate()
+    {
         let id = format!("bad-proto-{i}");
         let mut req = fleet.request(&id, &src, "bad.mp4");
         req.input = (*uri).into();
-        refused(&mut fleet, &serde_json::to_vec(&req)?, Some(&id), Some(&id), Reason::InputNotAllowed).await?;
+        refused(
+            &mut fleet,
+            &serde_json::to_vec(&req)?,
+            Some(&id),
+            Some(&id),
+            Reason::InputNotAllowed,
+        )
+        .await?;
     }
     fleet.stop().await;
     Ok(())
@@ -210,13 +328,39 @@ async fn output_outside_the_roots() -> Result<()> {
     let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
     let mut req = fleet.request("bad1", &src, "x.mp4");
     req.output = format!("{}/../escaped.mp4", fleet.out.path().display());
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad1"), Some("bad1"), Reason::OutputNotAllowed).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad1"),
+        Some("bad1"),
+        Reason::OutputNotAllowed,
+    )
+    .await?;
     let mut req = fleet.request("bad2", &src, "x.mp4");
-    req.output = fleet.media.path().join("into-the-input-root.mp4").display().to_string();
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad2"), Some("bad2"), Reason::OutputNotAllowed).await?;
+    req.output = fleet
+        .media
+        .path()
+        .join("into-the-input-root.mp4")
+        .display()
+        .to_string();
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad2"),
+        Some("bad2"),
+        Reason::OutputNotAllowed,
+    )
+    .await?;
     let mut req = fleet.request("bad3", &src, "x.avi");
     req.output = fleet.out_path("x.avi").display().to_string();
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("bad3"), Some("bad3"), Reason::OutputNotAllowed).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("bad3"),
+        Some("bad3"),
+        Reason::OutputNotAllowed,
+    )
+    .await?;
     fleet.stop().await;
     Ok(())
 }
@@ -225,9 +369,23 @@ async fn output_outside_the_roots() -> Result<()> {
 async fn malformed_json() -> Result<()> {
     let mut fleet = TestFleet::spawn().await?;
     // Named by its Nats-Msg-Id...
-    refused(&mut fleet, b"{\"version\": 1, \"job_id\": ", Some("broken"), Some("broken"), Reason::MalformedRequest).await?;
+    refused(
+        &mut fleet,
+        b"{\"version\": 1, \"job_id\": ",
+        Some("broken"),
+        Some("broken"),
+        Reason::MalformedRequest,
+    )
+    .await?;
     // ... and with no usable name at all.
-    refused(&mut fleet, b"\x00\xffnot json", Some("has.dots"), None, Reason::MalformedRequest).await?;
+    refused(
+        &mut fleet,
+        b"\x00\xffnot json",
+        Some("has.dots"),
+        None,
+        Reason::MalformedRequest,
+    )
+    .await?;
     fleet.stop().await;
     Ok(())
 }
@@ -238,7 +396,14 @@ async fn wrong_schema_version() -> Result<()> {
     let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
     let mut v = serde_json::to_value(fleet.request("v9", &src, "bad.mp4"))?;
     v["version"] = 9.into();
-    let msg = refused(&mut fleet, &serde_json::to_vec(&v)?, Some("v9"), Some("v9"), Reason::UnsupportedVersion).await?;
+    let msg = refused(
+        &mut fleet,
+        &serde_json::to_vec(&v)?,
+        Some("v9"),
+        Some("v9"),
+        Reason::UnsupportedVersion,
+    )
+    .await?;
     assert!(msg.contains("version 1"), "{msg}");
     fleet.stop().await;
     Ok(())
@@ -250,7 +415,14 @@ async fn raw_ffmpeg_arguments_are_refused() -> Result<()> {
     let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
     let mut v = serde_json::to_value(fleet.request("args", &src, "bad.mp4"))?;
     v["overrides"]["args"] = serde_json::json!(["-vf", "movie=/etc/passwd"]);
-    refused(&mut fleet, &serde_json::to_vec(&v)?, Some("args"), Some("args"), Reason::InvalidRequest).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&v)?,
+        Some("args"),
+        Some("args"),
+        Reason::InvalidRequest,
+    )
+    .await?;
     fleet.stop().await;
     Ok(())
 }
@@ -267,10 +439,24 @@ async fn absurd_dimensions_and_duration() -> Result<()> {
     .await?;
     let wide = media::ntsc_source(fleet.media.path(), "wide.mp4", 1, "640x360")?;
     let req = fleet.request("wide", &wide, "wide.mp4");
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("wide"), Some("wide"), Reason::LimitsExceeded).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("wide"),
+        Some("wide"),
+        Reason::LimitsExceeded,
+    )
+    .await?;
     let long = media::ntsc_source(fleet.media.path(), "long.mp4", 5, "160x120")?;
     let req = fleet.request("long", &long, "long.mp4");
-    refused(&mut fleet, &serde_json::to_vec(&req)?, Some("long"), Some("long"), Reason::LimitsExceeded).await?;
+    refused(
+        &mut fleet,
+        &serde_json::to_vec(&req)?,
+        Some("long"),
+        Some("long"),
+        Reason::LimitsExceeded,
+    )
+    .await?;
     fleet.stop().await;
     Ok(())
 }

@@ -19,7 +19,14 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 fn single_process_baseline(fleet: &TestFleet, src: &Path, out: &Path) -> Result<()> {
     let profile = &fleet.config.profiles[&fleet.config.default_profile];
     let video = profiles::video_settings(&profile.variants["cpu"], None);
-    let mut args: Vec<&str> = vec!["-i", src.to_str().unwrap(), "-map", "0:v:0", "-map", "0:a:0?"];
+    let mut args: Vec<&str> = vec![
+        "-i",
+        src.to_str().unwrap(),
+        "-map",
+        "0:v:0",
+        "-map",
+        "0:a:0?",
+    ];
     args.extend(video.iter().map(String::as_str));
     args.extend(profile.audio.iter().map(String::as_str));
     args.push(out.to_str().unwrap());
@@ -35,7 +42,10 @@ fn assert_frame_exact(fleet: &TestFleet, src: &Path, out: &Path) -> Result<()> {
     let ov = media::span(out, "v:0")?.expect("output video");
     assert_eq!(ov.count, sv.count, "frame count");
     let dv = (ov.duration() - sv.duration()).abs();
-    assert!(dv <= frame + 1e-3, "video duration off by {dv:.4} s (one frame is {frame:.4} s)");
+    assert!(
+        dv <= frame + 1e-3,
+        "video duration off by {dv:.4} s (one frame is {frame:.4} s)"
+    );
 
     let sa = media::span(src, "a:0")?.expect("source audio");
     let oa = media::span(out, "a:0")?.expect("output must keep the audio");
@@ -58,7 +68,10 @@ fn assert_frame_exact(fleet: &TestFleet, src: &Path, out: &Path) -> Result<()> {
         .zip(single)
         .map(|(o, s)| o - s)
         .enumerate()
-        .fold((0, f64::INFINITY), |a, (i, d)| if d < a.1 { (i, d) } else { a });
+        .fold(
+            (0, f64::INFINITY),
+            |a, (i, d)| if d < a.1 { (i, d) } else { a },
+        );
     let min = ours.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
         "{}: frames {}/{}, video dur Δ {dv:.4} s, audio dur Δ {da:.4} s, A/V offset Δ {offset:.4} s, \
@@ -96,11 +109,18 @@ async fn ntsc_source_with_b_frames_is_frame_exact() -> Result<()> {
     req.segment_seconds = Some(4.0);
     fleet.submit(&req).await?;
     let done = fleet.wait_completed("ntsc", JOB_TIMEOUT).await?;
-    assert!(done.segments >= 4, "expected several segments, got {}", done.segments);
+    assert!(
+        done.segments >= 4,
+        "expected several segments, got {}",
+        done.segments
+    );
     assert_eq!(done.frames, 599);
     let events = fleet.events(Some("ntsc")).await?;
     let nodes = nodes_used(&events);
-    assert!(nodes.len() >= 2, "work should spread over the encoders: {nodes:?}");
+    assert!(
+        nodes.len() >= 2,
+        "work should spread over the encoders: {nodes:?}"
+    );
     assert_frame_exact(&fleet, &src, &fleet.out_path("ntsc_out.mp4"))?;
     fleet.stop().await;
     Ok(())
@@ -114,9 +134,15 @@ async fn sample_720p_is_frame_exact() -> Result<()> {
     req.segment_seconds = Some(4.0);
     fleet.submit(&req).await?;
     let done = fleet.wait_completed("hd", JOB_TIMEOUT).await?;
-    assert_eq!(done.segments, 3, "one segment per keyframe of the looped sample");
+    assert_eq!(
+        done.segments, 3,
+        "one segment per keyframe of the looped sample"
+    );
     let nodes = nodes_used(&fleet.events(Some("hd")).await?);
-    assert!(nodes.len() >= 2, "work should spread over the encoders: {nodes:?}");
+    assert!(
+        nodes.len() >= 2,
+        "work should spread over the encoders: {nodes:?}"
+    );
     assert_frame_exact(&fleet, &src, &fleet.out_path("hd_out.mp4"))?;
     fleet.stop().await;
     Ok(())
@@ -155,9 +181,18 @@ async fn a_duplicate_job_event_yields_one_output_and_one_completed_event() -> Re
     fleet.submit_raw(&body, Some("dup-again")).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = fleet.events(Some("dup")).await?;
-    let completed = events.iter().filter(|e| matches!(e, JobEvent::Completed(_))).count();
-    let failed = events.iter().filter(|e| matches!(e, JobEvent::Failed(_))).count();
-    let accepted = events.iter().filter(|e| matches!(e, JobEvent::Accepted(_))).count();
+    let completed = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Completed(_)))
+        .count();
+    let failed = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Failed(_)))
+        .count();
+    let accepted = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Accepted(_)))
+        .count();
     assert_eq!((completed, failed, accepted), (1, 0, 1), "{events:#?}");
     let outputs: Vec<_> = std::fs::read_dir(fleet.out.path())?.collect();
     assert_eq!(outputs.len(), 1, "exactly one output file, no leftovers");

@@ -301,7 +301,11 @@ impl Config {
             Some(f) => fig = fig.merge(Toml::file(f)),
             None => fig = fig.merge(Toml::file("ffleet.toml")),
         }
-        fig = fig.merge(Env::prefixed("FFLEET_").split("__").ignore(&["config", "nats_server"]));
+        fig = fig.merge(
+            Env::prefixed("FFLEET_")
+                .split("__")
+                .ignore(&["config", "nats_server"]),
+        );
         fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
     }
 
@@ -325,18 +329,32 @@ impl Config {
             )));
         }
         let positive = [
-            ("encoder.heartbeat_interval_secs", self.encoder.heartbeat_interval_secs),
-            ("encoder.stall_timeout_secs", self.encoder.stall_timeout_secs),
+            (
+                "encoder.heartbeat_interval_secs",
+                self.encoder.heartbeat_interval_secs,
+            ),
+            (
+                "encoder.stall_timeout_secs",
+                self.encoder.stall_timeout_secs,
+            ),
             ("encoder.fetch_wait_secs", self.encoder.fetch_wait_secs),
             ("encoder.timeout_factor", self.encoder.timeout_factor),
-            ("splitter.default_segment_secs", self.splitter.default_segment_secs),
+            (
+                "splitter.default_segment_secs",
+                self.splitter.default_segment_secs,
+            ),
             ("limits.probe_timeout_secs", self.limits.probe_timeout_secs),
-            ("scheduler.heartbeat_ttl_secs", self.scheduler.heartbeat_ttl_secs),
+            (
+                "scheduler.heartbeat_ttl_secs",
+                self.scheduler.heartbeat_ttl_secs,
+            ),
             ("nats.request_timeout_secs", self.nats.request_timeout_secs),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
-                return Err(ConfigError::Invalid(format!("{name} must be > 0 (got {v})")));
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be > 0 (got {v})"
+                )));
             }
         }
         if self.splitter.concurrency == 0 || self.merger.concurrency == 0 {
@@ -348,10 +366,14 @@ impl Config {
             return Err(ConfigError::Invalid("encoder.slots must be >= 1".into()));
         }
         if self.encoder.max_attempts == 0 {
-            return Err(ConfigError::Invalid("encoder.max_attempts must be >= 1".into()));
+            return Err(ConfigError::Invalid(
+                "encoder.max_attempts must be >= 1".into(),
+            ));
         }
         if !(1..=5).contains(&self.streams.replicas) {
-            return Err(ConfigError::Invalid("streams.replicas must be 1..=5".into()));
+            return Err(ConfigError::Invalid(
+                "streams.replicas must be 1..=5".into(),
+            ));
         }
         Ok(())
     }
@@ -395,10 +417,20 @@ mod tests {
     fn bad_configs_are_refused_with_the_key_named() {
         let mut c = Config::default();
         c.default_profile = "nope".into();
-        assert!(c.validate().unwrap_err().to_string().contains("default_profile"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("default_profile")
+        );
         let mut c = Config::default();
         c.encoder.stall_timeout_secs = 0.0;
-        assert!(c.validate().unwrap_err().to_string().contains("stall_timeout"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("stall_timeout")
+        );
         figment::Jail::expect_with(|jail| {
             jail.create_file("ffleet.toml", "[encoder]\nslotz = 3\n")?;
             assert!(Config::load(None).is_err());

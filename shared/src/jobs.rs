@@ -37,7 +37,12 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
         .await?;
     if won {
         tracing::warn!(job = %job, reason = %failure.reason, message = %failure.message, "job failed");
-        publish::event(&ctx.js, ctx.service, &JobEvent::failed(Some(job.clone()), failure)).await?;
+        publish::event(
+            &ctx.js,
+            ctx.service,
+            &JobEvent::failed(Some(job.clone()), failure),
+        )
+        .await?;
         if !ctx.config.merger.keep_failed_scratch {
             clean_scratch(ctx, job).await;
         }
@@ -86,9 +91,11 @@ fn completed_event(job: &JobId, out: &OutputInfo, segments: usize) -> JobEvent {
 /// the first publish got through; it repairs a crash between the state change and the publish.
 pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobError> {
     let ev = match (&rec.state, &rec.output, &rec.failure) {
-        (JobState::Completed, Some(out), _) => {
-            completed_event(&rec.job_id, out, rec.plan.as_ref().map_or(0, |p| p.segments.len()))
-        }
+        (JobState::Completed, Some(out), _) => completed_event(
+            &rec.job_id,
+            out,
+            rec.plan.as_ref().map_or(0, |p| p.segments.len()),
+        ),
         (JobState::Failed, _, Some(f)) => JobEvent::failed(Some(rec.job_id.clone()), f),
         _ => return Ok(()),
     };

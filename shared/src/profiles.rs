@@ -58,7 +58,9 @@ pub struct Profile {
 pub enum ProfileError {
     #[error("profile {profile:?} has no variants (add e.g. [profiles.{profile}.cpu])")]
     NoVariants { profile: String },
-    #[error("profile {profile:?} variant {variant:?}: argument {arg:?} is not allowed in a profile ({why})")]
+    #[error(
+        "profile {profile:?} variant {variant:?}: argument {arg:?} is not allowed in a profile ({why})"
+    )]
     ForbiddenArg {
         profile: String,
         variant: String,
@@ -205,7 +207,12 @@ fn strings(s: &[&str]) -> Vec<String> {
 fn x264(preset: &str, rc: &[&str], quality_flag: &str) -> Variant {
     let mut args = strings(&["-c:v", "libx264", "-preset", preset]);
     args.extend(strings(rc));
-    args.extend(strings(&["-pix_fmt", "yuv420p", "-x264-params", "stitchable=1"]));
+    args.extend(strings(&[
+        "-pix_fmt",
+        "yuv420p",
+        "-x264-params",
+        "stitchable=1",
+    ]));
     Variant {
         args,
         quality_flag: Some(quality_flag.into()),
@@ -278,8 +285,15 @@ mod tests {
     #[test]
     fn profiles_cannot_name_files() {
         let mut p = builtin()["h264"].clone();
-        p.variants.get_mut("cpu").unwrap().args.push("-filter_complex".into());
-        assert!(matches!(p.validate("x"), Err(ProfileError::ForbiddenArg { .. })));
+        p.variants
+            .get_mut("cpu")
+            .unwrap()
+            .args
+            .push("-filter_complex".into());
+        assert!(matches!(
+            p.validate("x"),
+            Err(ProfileError::ForbiddenArg { .. })
+        ));
         let mut p = builtin()["h264"].clone();
         p.variants
             .get_mut("cpu")

@@ -37,7 +37,8 @@ impl Ctx {
         service: &'static str,
         wait_for_server: bool,
     ) -> Result<Ctx, CtxError> {
-        let client = nats::connect(&config.nats, &format!("ffleet-{service}"), wait_for_server).await?;
+        let client =
+            nats::connect(&config.nats, &format!("ffleet-{service}"), wait_for_server).await?;
         Self::with_client(config, service, client).await
     }
 

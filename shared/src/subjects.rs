@@ -145,11 +145,23 @@ mod tests {
     #[test]
     fn subjects_have_the_documented_shape() {
         let job = JobId::new("j1").unwrap();
-        assert_eq!(event(Some(&job), EventKind::Completed), "ffleet.events.j1.completed");
-        assert_eq!(event(None, EventKind::Failed), "ffleet.events._unnamed.failed");
+        assert_eq!(
+            event(Some(&job), EventKind::Completed),
+            "ffleet.events.j1.completed"
+        );
+        assert_eq!(
+            event(None, EventKind::Failed),
+            "ffleet.events._unnamed.failed"
+        );
         assert_eq!(tasks_encode(&Capability::cpu()), "ffleet.tasks.encode.cpu");
         assert_eq!(segment_done_wildcard(), "ffleet.events.*.segment_done");
-        for k in ["accepted", "progress", "completed", "failed", "segment_done"] {
+        for k in [
+            "accepted",
+            "progress",
+            "completed",
+            "failed",
+            "segment_done",
+        ] {
             assert_eq!(EventKind::from_token(k).unwrap().token(), k);
         }
     }

@@ -36,7 +36,11 @@ impl Outcome {
     pub fn report(&self) -> i32 {
         match self {
             Outcome::Completed(c) => {
-                let speed = if c.wall_secs > 0.0 { c.duration_secs / c.wall_secs } else { 0.0 };
+                let speed = if c.wall_secs > 0.0 {
+                    c.duration_secs / c.wall_secs
+                } else {
+                    0.0
+                };
                 println!(
                     "{}: {} frames, {:.2} s, {:.1} MB, {} segments, in {:.1} s ({:.2}x realtime)",
                     c.output.trim_start_matches("file://"),
@@ -75,7 +79,12 @@ fn bar(show: bool) -> ProgressBar {
 }
 
 /// Follows `job` until it completes or fails.
-pub async fn follow(ctx: &Ctx, job: &JobId, mut subs: Subscriptions, show_bar: bool) -> Result<Outcome> {
+pub async fn follow(
+    ctx: &Ctx,
+    job: &JobId,
+    mut subs: Subscriptions,
+    show_bar: bool,
+) -> Result<Outcome> {
     let pb = bar(show_bar);
     let mut live_frames: HashMap<Unit, u64> = HashMap::new();
     let mut total_known = false;

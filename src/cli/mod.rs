@@ -16,7 +16,11 @@ use ffleet_shared::config::Config;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "ffleet", version, about = "Chunked FFmpeg transcoding across a fleet, over NATS JetStream")]
+#[command(
+    name = "ffleet",
+    version,
+    about = "Chunked FFmpeg transcoding across a fleet, over NATS JetStream"
+)]
 pub struct Cli {
     /// Configuration file (default: ./ffleet.toml when present).
     #[arg(long, global = true, env = "FFLEET_CONFIG")]

@@ -40,11 +40,18 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
         None => {
             let mut keys = ctx.jobs.keys().await?;
             keys.sort();
-            println!("{:<40} {:<10} {:>9} {:<10} updated", "job", "state", "progress", "profile");
+            println!(
+                "{:<40} {:<10} {:>9} {:<10} updated",
+                "job", "state", "progress", "profile"
+            );
             for k in keys {
                 if let Some((rec, _)) = ctx.jobs.get(&k).await? {
                     let (done, total) = rec.frame_progress();
-                    let pct = if total > 0 { 100.0 * done as f64 / total as f64 } else { 0.0 };
+                    let pct = if total > 0 {
+                        100.0 * done as f64 / total as f64
+                    } else {
+                        0.0
+                    };
                     println!(
                         "{:<40} {:<10} {:>8.1}% {:<10} {}",
                         rec.job_id,
@@ -64,7 +71,10 @@ pub async fn workers(cli: &Cli) -> Result<i32> {
     let ctx = super::client(cli).await?;
     let mut keys = ctx.workers.keys().await?;
     keys.sort();
-    println!("{:<32} {:<16} {:<14} {:>5} {:>7}  holding", "node", "host", "capabilities", "slots", "age");
+    println!(
+        "{:<32} {:<16} {:<14} {:>5} {:>7}  holding",
+        "node", "host", "capabilities", "slots", "age"
+    );
     for k in keys {
         if let Some((hb, _)) = ctx.workers.get(&k).await? {
             let age = ffleet_shared::time::age_secs(&hb.at).unwrap_or(f64::NAN);

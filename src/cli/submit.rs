@@ -87,7 +87,10 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     .await
     .context("submitting the job")?;
     if stored.duplicate {
-        eprintln!("note: a job with id {} was already submitted; this one was dropped", req.job_id);
+        eprintln!(
+            "note: a job with id {} was already submitted; this one was dropped",
+            req.job_id
+        );
     }
     println!("{}", req.job_id);
     match events {

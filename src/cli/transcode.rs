@@ -55,12 +55,22 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     let out_dir = output
         .parent()
         .filter(|d| d.is_dir())
-        .with_context(|| format!("the directory of output {} does not exist", output.display()))?
+        .with_context(|| {
+            format!(
+                "the directory of output {} does not exist",
+                output.display()
+            )
+        })?
         .to_path_buf();
-    let in_dir = input.parent().context("input has no directory")?.to_path_buf();
+    let in_dir = input
+        .parent()
+        .context("input has no directory")?
+        .to_path_buf();
 
     let started = Instant::now();
-    let scratch = tempfile::Builder::new().prefix("ffleet-scratch-").tempdir()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("ffleet-scratch-")
+        .tempdir()?;
     let server = NatsServer::start_temp()?;
     let mut cfg = cli.load_config()?;
     cfg.nats.url = server.url.clone();

@@ -73,7 +73,10 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("submit with: ffleet -s {} submit IN -o OUT --wait", server.url);
+    println!(
+        "submit with: ffleet -s {} submit IN -o OUT --wait",
+        server.url
+    );
     let code = tokio::select! {
         _ = shutdown.cancelled() => 0,
         ended = cluster.join_next() => {

@@ -3,9 +3,9 @@
 
 use anyhow::{Context, Result};
 use ffleet_encoder::Node;
+use ffleet_shared::NodeId;
 use ffleet_shared::config::Config;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::NodeId;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -50,13 +50,28 @@ impl Cluster {
         if spec.control_plane {
             let c = Ctx::connect(config.clone(), ffleet_splitter::SERVICE, false).await?;
             let t = shutdown.child_token();
-            tasks.spawn(async move { ("splitter".into(), ffleet_splitter::run(c, t).await.map_err(Into::into)) });
+            tasks.spawn(async move {
+                (
+                    "splitter".into(),
+                    ffleet_splitter::run(c, t).await.map_err(Into::into),
+                )
+            });
             let c = Ctx::connect(config.clone(), ffleet_scheduler::SERVICE, false).await?;
             let t = shutdown.child_token();
-            tasks.spawn(async move { ("scheduler".into(), ffleet_scheduler::run(c, t).await.map_err(Into::into)) });
+            tasks.spawn(async move {
+                (
+                    "scheduler".into(),
+                    ffleet_scheduler::run(c, t).await.map_err(Into::into),
+                )
+            });
             let c = Ctx::connect(config.clone(), ffleet_merger::SERVICE, false).await?;
             let t = shutdown.child_token();
-            tasks.spawn(async move { ("merger".into(), ffleet_merger::run(c, t).await.map_err(Into::into)) });
+            tasks.spawn(async move {
+                (
+                    "merger".into(),
+                    ffleet_merger::run(c, t).await.map_err(Into::into),
+                )
+            });
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let per_encoder = spec
@@ -73,7 +88,12 @@ impl Cluster {
             node.slots = per_encoder;
             node_ids.push(node.id.clone());
             let t = shutdown.child_token();
-            tasks.spawn(async move { ("encoder".into(), ffleet_encoder::run(c, node, t).await.map_err(Into::into)) });
+            tasks.spawn(async move {
+                (
+                    "encoder".into(),
+                    ffleet_encoder::run(c, node, t).await.map_err(Into::into),
+                )
+            });
         }
         Ok(Cluster {
             shutdown,
@@ -112,7 +132,10 @@ impl Cluster {
                 }
             }
         };
-        if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("services did not drain within 30 s");
         }
     }

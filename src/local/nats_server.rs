@@ -56,7 +56,11 @@ impl NatsServer {
         for e in std::fs::read_dir(self.ports_dir.path())? {
             let _ = std::fs::remove_file(e?.path());
         }
-        let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new(&self.binary)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&self.store)
@@ -95,7 +99,11 @@ impl NatsServer {
                 self.url = url;
                 break;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("nats-server exited at start ({status}); is the port free?");
             }
             if Instant::now() > deadline {
@@ -149,7 +157,11 @@ impl NatsServer {
 
 fn parse_ports(text: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    v.get("nats")?.as_array()?.first()?.as_str().map(str::to_owned)
+    v.get("nats")?
+        .as_array()?
+        .first()?
+        .as_str()
+        .map(str::to_owned)
 }
 
 impl Drop for NatsServer {

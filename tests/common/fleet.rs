@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use ffleet::local::{Cluster, ClusterSpec, NatsServer};
 use ffleet_shared::config::Config;
-use ffleet_shared::messages::{self, CloudEvent, JobEvent, JobRequest, Overrides, CURRENT};
+use ffleet_shared::messages::{self, CURRENT, CloudEvent, JobEvent, JobRequest, Overrides};
 use ffleet_shared::nats::publish;
 use ffleet_shared::{JobId, subjects};
 use futures::StreamExt;
@@ -48,7 +48,9 @@ impl TestFleet {
         let server = NatsServer::start_temp()?;
         let media = tempfile::Builder::new().prefix("ffleet-media-").tempdir()?;
         let out = tempfile::Builder::new().prefix("ffleet-out-").tempdir()?;
-        let scratch = tempfile::Builder::new().prefix("ffleet-scratch-").tempdir()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("ffleet-scratch-")
+            .tempdir()?;
         let mut cfg = Config::default();
         cfg.nats.url = server.url.clone();
         cfg.storage.scratch = scratch.path().to_path_buf();
@@ -180,7 +182,11 @@ impl TestFleet {
     }
 
     /// Waits for a failure and returns it; fails if the job completed.
-    pub async fn wait_failed(&self, job: &str, timeout: Duration) -> Result<messages::events::Failed> {
+    pub async fn wait_failed(
+        &self,
+        job: &str,
+        timeout: Duration,
+    ) -> Result<messages::events::Failed> {
         match self.wait_terminal(job, timeout).await? {
             JobEvent::Failed(f) => Ok(f),
             other => bail!("expected job {job} to fail, got {other:?}"),

@@ -12,7 +12,10 @@ pub fn ffmpeg(args: &[&str]) -> Result<()> {
         .output()
         .context("running ffmpeg")?;
     if !out.status.success() {
-        bail!("ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ffmpeg {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -21,11 +24,30 @@ pub fn ffmpeg(args: &[&str]) -> Result<()> {
 pub fn ntsc_source(dir: &Path, name: &str, secs: u32, size: &str) -> Result<PathBuf> {
     let p = dir.join(name);
     ffmpeg(&[
-        "-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30000/1001"),
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", &secs.to_string(),
-        "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "48", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "96k",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=30000/1001"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        &secs.to_string(),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-bf",
+        "3",
+        "-g",
+        "48",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
         p.to_str().expect("utf-8 path"),
     ])?;
     Ok(p)
@@ -35,10 +57,25 @@ pub fn ntsc_source(dir: &Path, name: &str, secs: u32, size: &str) -> Result<Path
 pub fn tiny_source(dir: &Path, name: &str) -> Result<PathBuf> {
     let p = dir.join(name);
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
-        "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100",
-        "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
-        "-c:a", "aac", p.to_str().expect("utf-8 path"),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:sample_rate=44100",
+        "-t",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        p.to_str().expect("utf-8 path"),
     ])?;
     Ok(p)
 }
@@ -51,15 +88,35 @@ pub fn sample_720p(dir: &Path, loops: u32) -> Result<PathBuf> {
     let p = dir.join("sample720.mp4");
     if shared.is_file() {
         ffmpeg(&[
-            "-stream_loop", &(loops - 1).to_string(), "-i", shared.to_str().expect("utf-8 path"),
-            "-c", "copy", p.to_str().expect("utf-8 path"),
+            "-stream_loop",
+            &(loops - 1).to_string(),
+            "-i",
+            shared.to_str().expect("utf-8 path"),
+            "-c",
+            "copy",
+            p.to_str().expect("utf-8 path"),
         ])?;
     } else {
         ffmpeg(&[
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
-            "-f", "lavfi", "-i", "sine=frequency=500:sample_rate=48000",
-            "-t", &format!("{:.2}", 5.28 * f64::from(loops)), "-c:v", "libx264", "-preset", "veryfast", "-g", "132",
-            "-c:a", "aac", p.to_str().expect("utf-8 path"),
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=500:sample_rate=48000",
+            "-t",
+            &format!("{:.2}", 5.28 * f64::from(loops)),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "132",
+            "-c:a",
+            "aac",
+            p.to_str().expect("utf-8 path"),
         ])?;
     }
     Ok(p)
@@ -68,7 +125,16 @@ pub fn sample_720p(dir: &Path, loops: u32) -> Result<PathBuf> {
 /// Frames and span of one stream of a file, via ffprobe.
 pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::probe::Span>> {
     let tb = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", stream, "-show_entries", "stream=time_base", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "stream=time_base",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()?;
     let tb = String::from_utf8_lossy(&tb.stdout);
@@ -76,7 +142,16 @@ pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::pr
         return Ok(None);
     };
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", stream, "-show_entries", "packet=pts,dts,duration,flags", "-of", "compact=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "packet=pts,dts,duration,flags",
+            "-of",
+            "compact=p=0",
+        ])
         .arg(path)
         .output()?;
     let packets = ffleet_shared::media::probe::parse_packets(&String::from_utf8_lossy(&out.stdout));
@@ -85,7 +160,16 @@ pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::pr
 
 pub fn frame_rate(path: &Path) -> Result<f64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=r_frame_rate",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()?;
     let r: ffleet_shared::media::Rational = String::from_utf8_lossy(&out.stdout)

@@ -8,4 +8,5 @@ pub mod fleet;
 pub mod media;
 pub mod quality;
 
+#[allow(unused_imports)]
 pub use fleet::{FleetOptions, TestFleet};

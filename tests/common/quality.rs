@@ -9,7 +9,16 @@ use std::process::{Child, Command, Stdio};
 
 fn size(path: &Path) -> Result<(usize, usize)> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -40,7 +49,11 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
         })
         .sum::<f64>()
         / a.len() as f64;
-    if mse == 0.0 { 99.0 } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
+    if mse == 0.0 {
+        99.0
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
 }
 
 /// Luma PSNR of each frame of every `outputs[i]` against `source`, by position. Fails if any
@@ -49,7 +62,10 @@ pub fn per_frame_psnr(source: &Path, outputs: &[&Path]) -> Result<Vec<Vec<f64>>>
     let (w, h) = size(source)?;
     let n = w * h;
     let mut src = decoder(source, w, h)?;
-    let mut outs: Vec<Child> = outputs.iter().map(|o| decoder(o, w, h)).collect::<Result<_>>()?;
+    let mut outs: Vec<Child> = outputs
+        .iter()
+        .map(|o| decoder(o, w, h))
+        .collect::<Result<_>>()?;
     let mut result = vec![Vec::new(); outputs.len()];
     let mut frame = vec![0u8; n];
     let mut other = vec![0u8; n];

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 /// Encoders `ffmpeg` lists, by name.
 pub async fn encoders(ffmpeg: &Path) -> Vec<String> {
-    let args: Vec<OsString> = ["-hide_banner", "-encoders"].iter().map(OsString::from).collect();
+    let args: Vec<OsString> = ["-hide_banner", "-encoders"]
+        .iter()
+        .map(OsString::from)
+        .collect();
     match command::capture(ffmpeg, &args, Duration::from_secs(20)).await {
         Ok(out) => parse_encoders(&String::from_utf8_lossy(&out.stdout)),
         Err(e) => {

@@ -62,7 +62,10 @@ pub async fn run(
     };
     let e = &cfg.encoder;
     let limits = Limits {
-        timeout: Duration::from_secs_f64(e.min_timeout_secs.max(task.duration_secs * e.timeout_factor)),
+        timeout: Duration::from_secs_f64(
+            e.min_timeout_secs
+                .max(task.duration_secs * e.timeout_factor),
+        ),
         stall: Some(Duration::from_secs_f64(e.stall_timeout_secs)),
     };
     let started = Instant::now();

@@ -5,12 +5,14 @@
 //! attempt is never recorded as the unit's result. A redelivered task whose unit is already done
 //! only republishes its (de-duplicated) report.
 
+use crate::ACK_WAIT;
 use crate::encode::{self, EncodeError};
 use crate::heartbeat::State;
-use crate::ACK_WAIT;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
-use ffleet_shared::messages::{self, CURRENT, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput};
+use ffleet_shared::messages::{
+    self, CURRENT, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
+};
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
@@ -114,7 +116,10 @@ async fn encode_claimed(
     let Some(variant) = profile.variants.get(cap.as_str()) else {
         let f = Failure::new(
             Reason::UnknownProfile,
-            format!("profile {:?} has no {cap} variant on encoder {node}", task.profile),
+            format!(
+                "profile {:?} has no {cap} variant on encoder {node}",
+                task.profile
+            ),
         );
         return fail(ctx, node, task, key, f).await;
     };
@@ -234,7 +239,16 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
             RETRY
         }
         Ok(false) => Disposition::Ack,
-        Ok(true) => report(ctx, node, task, SegmentOutcome::Failed { failure: f }, Disposition::Term).await,
+        Ok(true) => {
+            report(
+                ctx,
+                node,
+                task,
+                SegmentOutcome::Failed { failure: f },
+                Disposition::Term,
+            )
+            .await
+        }
     }
 }
 

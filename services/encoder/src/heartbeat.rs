@@ -32,7 +32,13 @@ impl State {
     }
 
     fn snapshot(&self) -> Heartbeat {
-        let holding: Vec<String> = self.holding.lock().expect("hb lock").iter().cloned().collect();
+        let holding: Vec<String> = self
+            .holding
+            .lock()
+            .expect("hb lock")
+            .iter()
+            .cloned()
+            .collect();
         Heartbeat {
             slots_busy: holding.len() as u32,
             holding,

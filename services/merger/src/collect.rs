@@ -12,7 +12,12 @@ use ffleet_shared::{JobId, Unit, subjects};
 #[derive(Debug, PartialEq)]
 pub enum Collect {
     /// Counted; `done` of `total` units are in.
-    Progress { done: usize, total: usize, frames_done: u64, frames_total: u64 },
+    Progress {
+        done: usize,
+        total: usize,
+        frames_done: u64,
+        frames_total: u64,
+    },
     /// Counted, and it was the last one: this caller merges.
     Merge,
     /// Not counted (superseded attempt, job gone or already ended).

@@ -30,9 +30,15 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
         SegmentOutcome::Failed { failure } => {
             let f = Failure::new(
                 failure.reason,
-                format!("{} (node {}, attempt {})", failure.message, done.node, done.attempt),
+                format!(
+                    "{} (node {}, attempt {})",
+                    failure.message, done.node, done.attempt
+                ),
             );
-            jobs::fail(ctx, job, &f).await.map(|_| ()).map_err(|e| e.to_string())
+            jobs::fail(ctx, job, &f)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
         SegmentOutcome::Encoded { result_key, .. } => {
             match collect(ctx, job, done.unit, done.attempt, result_key).await {
@@ -91,7 +97,12 @@ async fn resume_if_orphaned(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(),
     if ack::delivered(msg) <= 1 {
         return Ok(());
     }
-    let Some((rec, _)) = ctx.jobs.get(job.as_str()).await.map_err(|e| e.to_string())? else {
+    let Some((rec, _)) = ctx
+        .jobs
+        .get(job.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(());
     };
     match rec.state {
@@ -105,7 +116,12 @@ async fn resume_if_orphaned(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(),
 
 async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
     let _keep = KeepAlive::start(msg, ACK_WAIT / 3);
-    let Some((rec, _)) = ctx.jobs.get(job.as_str()).await.map_err(|e| e.to_string())? else {
+    let Some((rec, _)) = ctx
+        .jobs
+        .get(job.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(());
     };
     if rec.state != JobState::Merging {
@@ -115,8 +131,14 @@ async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> 
     match merge::merge(ctx, &rec).await {
         Ok(out) => {
             tracing::info!(job = %job, output = %out.uri, frames = out.frames, wall_secs = out.wall_secs, "job completed");
-            jobs::complete(ctx, job, out).await.map(|_| ()).map_err(|e| e.to_string())
+            jobs::complete(ctx, job, out)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
-        Err(f) => jobs::fail(ctx, job, &f).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(f) => jobs::fail(ctx, job, &f)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
     }
 }

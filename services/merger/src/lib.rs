@@ -38,12 +38,21 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
         },
     )
     .await?;
-    tracing::info!(concurrency = ctx.config.merger.concurrency, "merger running");
+    tracing::info!(
+        concurrency = ctx.config.merger.concurrency,
+        "merger running"
+    );
     let loops = ctx.config.merger.concurrency;
-    ffleet_shared::nats::worker::run(consumer, loops, Duration::from_secs(2), shutdown, move |msg| {
-        let ctx = ctx.clone();
-        async move { handler::handle(&ctx, msg).await }
-    })
+    ffleet_shared::nats::worker::run(
+        consumer,
+        loops,
+        Duration::from_secs(2),
+        shutdown,
+        move |msg| {
+            let ctx = ctx.clone();
+            async move { handler::handle(&ctx, msg).await }
+        },
+    )
     .await;
     tracing::info!("merger stopped");
     Ok(())

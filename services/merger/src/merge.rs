@@ -3,13 +3,13 @@
 //! verification, then an atomic rename onto the output path.
 
 use crate::verify;
-use ffleet_shared::media::command::{self, Limits};
+use ffleet_shared::Unit;
 use ffleet_shared::media::args::{self, ConcatEntry};
+use ffleet_shared::media::command::{self, Limits};
 use ffleet_shared::messages::JobRecord;
 use ffleet_shared::messages::records::OutputInfo;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::Unit;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +60,12 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
         .map_err(internal)?;
     let list = ctx.storage.read_path(&list_key).await.map_err(internal)?;
     let audio = match rec.collected.get(&Unit::Audio) {
-        Some(c) if plan.audio => Some(ctx.storage.read_path(&c.result_key).await.map_err(internal)?),
+        Some(c) if plan.audio => Some(
+            ctx.storage
+                .read_path(&c.result_key)
+                .await
+                .map_err(internal)?,
+        ),
         _ if plan.audio => return Err(internal("audio missing at merge")),
         _ => None,
     };
@@ -70,10 +75,18 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
     // Where the first frame sat relative to the source's start, which is where a single ffmpeg
     // run would put it relative to the audio.
     let video_offset_us = ((src.video.start_secs() - src.format_start_secs) * 1e6).round() as i64;
-    let cmd = args::merge(&list, audio.as_deref(), video_offset_us, plan.container, &tmp);
+    let cmd = args::merge(
+        &list,
+        audio.as_deref(),
+        video_offset_us,
+        plan.container,
+        &tmp,
+    );
     let limits = Limits {
         timeout: Duration::from_secs_f64(600.0_f64.max(src.video.duration_secs())),
-        stall: Some(Duration::from_secs_f64(ctx.config.encoder.stall_timeout_secs)),
+        stall: Some(Duration::from_secs_f64(
+            ctx.config.encoder.stall_timeout_secs,
+        )),
     };
     let ran = command::run_with_progress(
         &ctx.config.ffmpeg.ffmpeg,
@@ -85,7 +98,10 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
     .await;
     if let Err(e) = ran {
         let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(Failure::new(Reason::MergeFailed, format!("merging failed: {e}")));
+        return Err(Failure::new(
+            Reason::MergeFailed,
+            format!("merging failed: {e}"),
+        ));
     }
     let checked = verify::verify(&ctx.config, src, &tmp).await;
     let verified = match checked {
@@ -99,7 +115,10 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
     tokio::fs::rename(&tmp, &output).await.map_err(|e| {
         Failure::new(
             Reason::MergeFailed,
-            format!("cannot move the output into place at {}: {e}", output.display()),
+            format!(
+                "cannot move the output into place at {}: {e}",
+                output.display()
+            ),
         )
     })?;
     let wall_secs = ffleet_shared::time::age_secs(&rec.accepted_at).unwrap_or(0.0);

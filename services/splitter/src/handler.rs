@@ -137,11 +137,10 @@ async fn split_and_plan(
     let secs = req
         .segment_seconds
         .unwrap_or(ctx.config.splitter.default_segment_secs);
-    let segments =
-        match split::split(ctx, job, &valid.input, &src.video_map, &src, secs).await {
-            Ok(s) => s,
-            Err(f) => return fail(ctx, job, &f).await,
-        };
+    let segments = match split::split(ctx, job, &valid.input, &src.video_map, &src, secs).await {
+        Ok(s) => s,
+        Err(f) => return fail(ctx, job, &f).await,
+    };
     tracing::info!(job = %job, frames = src.info.video.frames, segments = segments.len(), "split done");
     let plan = Plan {
         audio: src.info.audio.is_some(),

@@ -42,7 +42,10 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
     if size > limits.max_input_bytes {
         return Err(Failure::new(
             Reason::LimitsExceeded,
-            format!("input is {size} bytes; the limit is {}", limits.max_input_bytes),
+            format!(
+                "input is {size} bytes; the limit is {}",
+                limits.max_input_bytes
+            ),
         ));
     }
     let ffprobe = &cfg.ffmpeg.ffprobe;
@@ -59,7 +62,11 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
             Reason::NoVideoStream,
             format!(
                 "input has no video stream (found: {})",
-                if kinds.is_empty() { "no streams".into() } else { kinds.join(", ") }
+                if kinds.is_empty() {
+                    "no streams".into()
+                } else {
+                    kinds.join(", ")
+                }
             ),
         ));
     };

@@ -39,12 +39,21 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
         },
     )
     .await?;
-    tracing::info!(concurrency = ctx.config.splitter.concurrency, "splitter running");
+    tracing::info!(
+        concurrency = ctx.config.splitter.concurrency,
+        "splitter running"
+    );
     let loops = ctx.config.splitter.concurrency;
-    ffleet_shared::nats::worker::run(consumer, loops, Duration::from_secs(2), shutdown, move |msg| {
-        let ctx = ctx.clone();
-        async move { handler::handle(&ctx, msg).await }
-    })
+    ffleet_shared::nats::worker::run(
+        consumer,
+        loops,
+        Duration::from_secs(2),
+        shutdown,
+        move |msg| {
+            let ctx = ctx.clone();
+            async move { handler::handle(&ctx, msg).await }
+        },
+    )
     .await;
     tracing::info!("splitter stopped");
     Ok(())

@@ -8,9 +8,10 @@ async fn main() -> anyhow::Result<()> {
     let config = ffleet_shared::config::Config::load(None)?;
     config.validate()?;
     let _log = ffleet_shared::telemetry::init(&config.log);
-    let ctx = ffleet_shared::runtime::Ctx::connect(Arc::new(config), ffleet_splitter::SERVICE, true)
-        .await
-        .context("connecting")?;
+    let ctx =
+        ffleet_shared::runtime::Ctx::connect(Arc::new(config), ffleet_splitter::SERVICE, true)
+            .await
+            .context("connecting")?;
     ffleet_splitter::run(ctx, ffleet_shared::shutdown::on_signals()).await?;
     Ok(())
 }

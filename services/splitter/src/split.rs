@@ -30,7 +30,9 @@ pub async fn split(
 
     let prefix = format!("{}/src", storage::job_prefix(job));
     let staging = ctx.storage.staging_path(&prefix).await.map_err(internal)?;
-    tokio::fs::create_dir_all(&staging).await.map_err(internal)?;
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(internal)?;
     let cut_at: Vec<u64> = plan.iter().skip(1).map(|c| c.first).collect();
     let cmd = args::cut(source, video_map, &cut_at, &staging);
     // Stream copy runs far faster than real time; the bound only catches a hung child.
@@ -38,7 +40,11 @@ pub async fn split(
     let result = command::capture(&ctx.config.ffmpeg.ffmpeg, &cmd, limit).await;
     if let Err(e) = result {
         let _ = tokio::fs::remove_dir_all(&staging).await;
-        let reason = if e.is_transient() { Reason::Internal } else { Reason::SplitFailed };
+        let reason = if e.is_transient() {
+            Reason::Internal
+        } else {
+            Reason::SplitFailed
+        };
         return Err(Failure::new(reason, format!("cutting failed: {e}")));
     }
     for (i, c) in plan.iter().enumerate() {
@@ -64,7 +70,10 @@ pub async fn split(
             ));
         }
     }
-    ctx.storage.commit(&staging, &prefix).await.map_err(internal)?;
+    ctx.storage
+        .commit(&staging, &prefix)
+        .await
+        .map_err(internal)?;
     Ok(plan
         .into_iter()
         .enumerate()

@@ -1,11 +1,11 @@
 //! Checks that need configuration but no media: profile, quality override, input and output
 //! locations. Failures here end the job before anything is read.
 
+use ffleet_shared::config::Config;
 use ffleet_shared::messages::JobRequest;
 use ffleet_shared::messages::records::Container;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::storage::{self, PathError};
-use ffleet_shared::config::Config;
 use std::path::PathBuf;
 
 /// A request that passed every static check.

@@ -48,7 +48,12 @@ pub fn cut(source: &Path, map: &str, cut_at: &[u64], out_dir: &Path) -> Vec<OsSt
         a.push(file_arg(&out_dir.join(cut_name(0))));
     } else {
         let frames: Vec<String> = cut_at.iter().map(u64::to_string).collect();
-        a.extend(os(["-f", "segment", "-segment_format", INTERMEDIATE_FORMAT]));
+        a.extend(os([
+            "-f",
+            "segment",
+            "-segment_format",
+            INTERMEDIATE_FORMAT,
+        ]));
         a.push("-segment_frames".into());
         a.push(frames.join(",").into());
         a.extend(os(["-reset_timestamps", "0", "-y"]));
@@ -158,7 +163,14 @@ pub fn merge(
     if audio.is_some() {
         a.extend(os(["-map", "1:a:0"]));
     }
-    a.extend(os(["-c", "copy", "-map_metadata", "-1", "-fflags", "+bitexact"]));
+    a.extend(os([
+        "-c",
+        "copy",
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+    ]));
     if matches!(container, Container::Mp4 | Container::Mov) {
         a.extend(os(["-movflags", "+faststart"]));
     }
@@ -191,10 +203,18 @@ mod tests {
 
     #[test]
     fn inputs_are_forced_to_the_file_protocol() {
-        let a = cut(Path::new("/in/concat:x|y.mp4"), "0:v:0", &[10, 20], Path::new("/s"));
+        let a = cut(
+            Path::new("/in/concat:x|y.mp4"),
+            "0:v:0",
+            &[10, 20],
+            Path::new("/s"),
+        );
         let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
         assert!(s.contains(&"file:/in/concat:x|y.mp4".to_string()));
         assert!(s.contains(&"10,20".to_string()));
-        assert!(s.windows(2).any(|w| w[0] == "-protocol_whitelist" && w[1] == "file,pipe"));
+        assert!(
+            s.windows(2)
+                .any(|w| w[0] == "-protocol_whitelist" && w[1] == "file,pipe")
+        );
     }
 }

@@ -159,13 +159,28 @@ mod tests {
         let mut g = 0;
         while g < frames {
             let len = gop.min(frames - g);
-            out.push(Packet { pts: Some(g), dts: None, duration: Some(1), key: true });
+            out.push(Packet {
+                pts: Some(g),
+                dts: None,
+                duration: Some(1),
+                key: true,
+            });
             let mut i = 1;
             while i < len {
                 let p = (i + 2).min(len - 1);
-                out.push(Packet { pts: Some(g + p), dts: None, duration: Some(1), key: false });
+                out.push(Packet {
+                    pts: Some(g + p),
+                    dts: None,
+                    duration: Some(1),
+                    key: false,
+                });
                 for b in i..p {
-                    out.push(Packet { pts: Some(g + b), dts: None, duration: Some(1), key: false });
+                    out.push(Packet {
+                        pts: Some(g + b),
+                        dts: None,
+                        duration: Some(1),
+                        key: false,
+                    });
                 }
                 i = p + 1;
             }
@@ -193,10 +208,22 @@ mod tests {
     #[test]
     fn open_gop_keyframes_are_not_safe() {
         // I(4) B(2) B(3) | I(8) B(6) B(7) with the Bs of the second GOP before its I: open GOP.
-        let p: Vec<Packet> = [(0, true), (1, false), (4, true), (2, false), (3, false), (5, false)]
-            .iter()
-            .map(|&(pts, key)| Packet { pts: Some(pts), dts: None, duration: Some(1), key })
-            .collect();
+        let p: Vec<Packet> = [
+            (0, true),
+            (1, false),
+            (4, true),
+            (2, false),
+            (3, false),
+            (5, false),
+        ]
+        .iter()
+        .map(|&(pts, key)| Packet {
+            pts: Some(pts),
+            dts: None,
+            duration: Some(1),
+            key,
+        })
+        .collect();
         assert_eq!(safe_cut_points(&p).unwrap(), Vec::<usize>::new());
         assert_eq!(plan(&p, 2).unwrap().len(), 1);
     }
@@ -214,12 +241,20 @@ mod tests {
     fn tiny_tails_join_the_previous_segment() {
         let p = closed_gop(105, 10);
         let cuts = plan(&p, 50).unwrap();
-        assert_eq!(cuts.iter().map(|c| c.frames).collect::<Vec<_>>(), vec![50, 55]);
+        assert_eq!(
+            cuts.iter().map(|c| c.frames).collect::<Vec<_>>(),
+            vec![50, 55]
+        );
     }
 
     #[test]
     fn missing_timestamps_are_refused() {
-        let p = vec![Packet { pts: None, dts: Some(0), duration: None, key: true }];
+        let p = vec![Packet {
+            pts: None,
+            dts: Some(0),
+            duration: None,
+            key: true,
+        }];
         assert_eq!(plan(&p, 10), Err(CutError::MissingTimestamps(1)));
         assert_eq!(plan(&[], 10), Err(CutError::Empty));
     }

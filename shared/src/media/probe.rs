@@ -25,10 +25,16 @@ pub fn file_arg(path: &Path) -> OsString {
 }
 
 fn base_args(formats: Option<&str>) -> Vec<OsString> {
-    let mut v: Vec<OsString> = ["-v", "error", "-hide_banner", "-protocol_whitelist", PROTOCOLS]
-        .iter()
-        .map(OsString::from)
-        .collect();
+    let mut v: Vec<OsString> = [
+        "-v",
+        "error",
+        "-hide_banner",
+        "-protocol_whitelist",
+        PROTOCOLS,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
     if let Some(f) = formats {
         v.push("-format_whitelist".into());
         v.push(f.into());
@@ -271,7 +277,9 @@ mod tests {
 
     #[test]
     fn parses_compact_packet_lines() {
-        let p = parse_packets("pts=3003|dts=-1001|duration=1001|flags=K_\npts=N/A|dts=0|duration=1001|flags=__\n");
+        let p = parse_packets(
+            "pts=3003|dts=-1001|duration=1001|flags=K_\npts=N/A|dts=0|duration=1001|flags=__\n",
+        );
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].pts, Some(3003));
         assert!(p[0].key);

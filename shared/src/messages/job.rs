@@ -250,11 +250,18 @@ mod tests {
         v["ffmpeg_args"] = serde_json::json!(["-i", "x"]);
         let e = parse(&v).unwrap_err();
         assert_eq!(e.failure.reason, Reason::InvalidRequest);
-        assert!(e.failure.message.contains("ffmpeg_args"), "{}", e.failure.message);
+        assert!(
+            e.failure.message.contains("ffmpeg_args"),
+            "{}",
+            e.failure.message
+        );
 
         let mut v = body();
         v["segment_seconds"] = 0.1.into();
-        assert_eq!(parse(&v).unwrap_err().failure.reason, Reason::OverrideOutOfRange);
+        assert_eq!(
+            parse(&v).unwrap_err().failure.reason,
+            Reason::OverrideOutOfRange
+        );
 
         let mut v = body();
         v["job_id"] = "a.b".into();
@@ -263,7 +270,10 @@ mod tests {
         assert!(e.job_id.is_none());
 
         assert_eq!(
-            JobRequest::parse(b"[1,2]", None).unwrap_err().failure.reason,
+            JobRequest::parse(b"[1,2]", None)
+                .unwrap_err()
+                .failure
+                .reason,
             Reason::MalformedRequest
         );
     }

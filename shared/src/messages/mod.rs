@@ -14,7 +14,9 @@ pub use events::{Accepted, Completed, Failed, JobEvent, Progress, SegmentDone, S
 pub use heartbeat::Heartbeat;
 pub use job::{JobRequest, Overrides, RequestError};
 pub use live::LiveProgress;
-pub use records::{JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo};
+pub use records::{
+    JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo,
+};
 pub use task::{Task, TaskInput};
 
 /// Version of every message schema this build writes.
@@ -41,7 +43,8 @@ pub fn decode<T: serde::de::DeserializeOwned + Versioned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
-    let v: T = serde_json::from_slice(bytes).map_err(|source| DecodeError::Json { what, source })?;
+    let v: T =
+        serde_json::from_slice(bytes).map_err(|source| DecodeError::Json { what, source })?;
     let found = v.version();
     if !(MIN_SUPPORTED..=CURRENT).contains(&found) {
         return Err(DecodeError::Version { what, found });

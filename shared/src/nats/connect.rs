@@ -75,12 +75,10 @@ pub async fn connect(
     if wait {
         opts = opts.retry_on_initial_connect();
     }
-    opts.connect(addrs)
-        .await
-        .map_err(|e| NatsError::Connect {
-            url: cfg.url.clone(),
-            message: e.to_string(),
-        })
+    opts.connect(addrs).await.map_err(|e| NatsError::Connect {
+        url: cfg.url.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// A JetStream context with the configured API timeout.

@@ -81,8 +81,17 @@ where
     }
 
     /// Writes if the key is still at `revision`; `None` if someone wrote in between.
-    pub async fn update(&self, key: &str, value: &T, revision: u64) -> Result<Option<u64>, KvError> {
-        match self.store.update(key, messages::encode(value), revision).await {
+    pub async fn update(
+        &self,
+        key: &str,
+        value: &T,
+        revision: u64,
+    ) -> Result<Option<u64>, KvError> {
+        match self
+            .store
+            .update(key, messages::encode(value), revision)
+            .await
+        {
             Ok(rev) => Ok(Some(rev)),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) => Err(NatsError::op("kv update", e).into()),
@@ -132,7 +141,10 @@ where
             }
             // Lost a race: back off a little, with jitter, and look again.
             let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
-            tokio::time::sleep(Duration::from_millis(2 * u64::from(attempt.min(10)) + jitter)).await;
+            tokio::time::sleep(Duration::from_millis(
+                2 * u64::from(attempt.min(10)) + jitter,
+            ))
+            .await;
         }
         Err(KvError::Contended {
             what: self.what,

@@ -7,10 +7,10 @@
 use super::NatsError;
 use crate::config::StreamsConfig;
 use crate::subjects;
+use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
-use async_nats::jetstream::Context;
 use std::time::Duration;
 
 /// Handles to ffleet's KV buckets.
@@ -40,8 +40,16 @@ pub async fn provision(
         duplicate_window: dup,
         ..Default::default()
     };
-    ensure_stream(js, work_queue(subjects::STREAM_JOBS, subjects::jobs_wildcard())).await?;
-    ensure_stream(js, work_queue(subjects::STREAM_TASKS, subjects::tasks_wildcard())).await?;
+    ensure_stream(
+        js,
+        work_queue(subjects::STREAM_JOBS, subjects::jobs_wildcard()),
+    )
+    .await?;
+    ensure_stream(
+        js,
+        work_queue(subjects::STREAM_TASKS, subjects::tasks_wildcard()),
+    )
+    .await?;
     ensure_stream(
         js,
         stream::Config {
@@ -58,7 +66,14 @@ pub async fn provision(
     .await?;
     Ok(Buckets {
         jobs: ensure_kv(js, subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE, cfg.replicas).await?,
-        segments: ensure_kv(js, subjects::BUCKET_SEGMENTS, 5, RECORD_MAX_AGE, cfg.replicas).await?,
+        segments: ensure_kv(
+            js,
+            subjects::BUCKET_SEGMENTS,
+            5,
+            RECORD_MAX_AGE,
+            cfg.replicas,
+        )
+        .await?,
         workers: ensure_kv(
             js,
             subjects::BUCKET_WORKERS,
@@ -117,7 +132,10 @@ pub struct ConsumerSpec<'a> {
 }
 
 /// Gets or creates a durable pull consumer.
-pub async fn ensure_consumer(js: &Context, spec: ConsumerSpec<'_>) -> Result<PullConsumer, NatsError> {
+pub async fn ensure_consumer(
+    js: &Context,
+    spec: ConsumerSpec<'_>,
+) -> Result<PullConsumer, NatsError> {
     let stream = js
         .get_stream(spec.stream)
         .await

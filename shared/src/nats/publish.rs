@@ -26,7 +26,10 @@ async fn send(
     headers: HeaderMap,
 ) -> Result<Stored, NatsError> {
     let fut: PublishAckFuture = js
-        .send_publish(subject, PublishMessage::build().payload(payload).headers(headers))
+        .send_publish(
+            subject,
+            PublishMessage::build().payload(payload).headers(headers),
+        )
         .await
         .map_err(|e| NatsError::op("publish", e))?;
     let ack = fut.await.map_err(|e| NatsError::op("publish ack", e))?;

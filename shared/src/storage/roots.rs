@@ -54,7 +54,11 @@ fn to_path(what: &'static str, uri: &str) -> Result<PathBuf, PathError> {
         })?
     } else if uri.starts_with('/') {
         PathBuf::from(uri)
-    } else if uri.split('/').next().is_some_and(|first| first.contains(':')) {
+    } else if uri
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'))
+    {
         return Err(PathError::Scheme {
             what,
             uri: uri.into(),
@@ -192,26 +196,65 @@ mod tests {
 
         let uri = url::Url::from_file_path(&f).unwrap().to_string();
         assert!(uri.contains("%20"));
-        assert_eq!(resolve_input(&uri, &roots).unwrap(), f.canonicalize().unwrap());
-        assert_eq!(resolve_input(f.to_str().unwrap(), &roots).unwrap(), f.canonicalize().unwrap());
+        assert_eq!(
+            resolve_input(&uri, &roots).unwrap(),
+            f.canonicalize().unwrap()
+        );
+        assert_eq!(
+            resolve_input(f.to_str().unwrap(), &roots).unwrap(),
+            f.canonicalize().unwrap()
+        );
 
-        let climb = format!("{}/../{}/secret.mp4", root.path().display(),
-            outside.path().file_name().unwrap().to_str().unwrap());
-        assert!(matches!(resolve_input(&climb, &roots), Err(PathError::OutsideRoots { .. })));
+        let climb = format!(
+            "{}/../{}/secret.mp4",
+            root.path().display(),
+            outside.path().file_name().unwrap().to_str().unwrap()
+        );
+        assert!(matches!(
+            resolve_input(&climb, &roots),
+            Err(PathError::OutsideRoots { .. })
+        ));
         let link = root.path().join("link.mp4");
         std::os::unix::fs::symlink(outside.path().join("secret.mp4"), &link).unwrap();
-        assert!(matches!(resolve_input(link.to_str().unwrap(), &roots), Err(PathError::OutsideRoots { .. })));
+        assert!(matches!(
+            resolve_input(link.to_str().unwrap(), &roots),
+            Err(PathError::OutsideRoots { .. })
+        ));
 
-        for scheme in ["http://example.com/a.mp4", "concat:/a|/b", "pipe:0", "file:a.mp4", "file://host/a.mp4"] {
-            assert!(matches!(resolve_input(scheme, &roots), Err(PathError::Scheme { .. })), "{scheme}");
+        for scheme in [
+            "http://example.com/a.mp4",
+            "concat:/a|/b",
+            "pipe:0",
+            "file:a.mp4",
+            "file://host/a.mp4",
+        ] {
+            assert!(
+                matches!(resolve_input(scheme, &roots), Err(PathError::Scheme { .. })),
+                "{scheme}"
+            );
         }
-        assert!(matches!(resolve_input("a.mp4", &roots), Err(PathError::Relative { .. })));
+        assert!(matches!(
+            resolve_input("a.mp4", &roots),
+            Err(PathError::Relative { .. })
+        ));
         let missing = root.path().join("missing.mp4");
-        assert!(matches!(resolve_input(missing.to_str().unwrap(), &roots), Err(PathError::Missing(_))));
+        assert!(matches!(
+            resolve_input(missing.to_str().unwrap(), &roots),
+            Err(PathError::Missing(_))
+        ));
         let empty = root.path().join("empty.mp4");
-        assert!(matches!(resolve_input(empty.to_str().unwrap(), &roots), Err(PathError::Empty(_))));
-        assert!(matches!(resolve_input(root.path().to_str().unwrap(), &roots), Err(PathError::NotAFile(_))));
-        assert!(matches!(resolve_input(f.to_str().unwrap(), &[]), Err(PathError::NoRoots { .. })));
+        assert!(matches!(
+            resolve_input(empty.to_str().unwrap(), &roots),
+            Err(PathError::Empty(_))
+        ));
+        assert!(matches!(
+            resolve_input(root.path().to_str().unwrap(), &roots),
+            Err(PathError::NotAFile(_))
+        ));
+        assert!(matches!(
+            resolve_input(f.to_str().unwrap(), &[]),
+            Err(PathError::NoRoots { .. })
+        ));
     }
 
     #[test]
@@ -219,11 +262,23 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let roots = vec![root.path().to_path_buf()];
         let ok = root.path().join("out.mp4");
-        assert_eq!(resolve_output(ok.to_str().unwrap(), &roots).unwrap(), root.path().canonicalize().unwrap().join("out.mp4"));
+        assert_eq!(
+            resolve_output(ok.to_str().unwrap(), &roots).unwrap(),
+            root.path().canonicalize().unwrap().join("out.mp4")
+        );
         let up = format!("{}/../out.mp4", root.path().display());
-        assert!(matches!(resolve_output(&up, &roots), Err(PathError::OutsideRoots { .. })));
+        assert!(matches!(
+            resolve_output(&up, &roots),
+            Err(PathError::OutsideRoots { .. })
+        ));
         let nodir = root.path().join("nope/out.mp4");
-        assert!(matches!(resolve_output(nodir.to_str().unwrap(), &roots), Err(PathError::BadOutput { .. })));
-        assert!(matches!(resolve_output(root.path().to_str().unwrap(), &roots), Err(PathError::BadOutput { .. } | PathError::OutsideRoots { .. })));
+        assert!(matches!(
+            resolve_output(nodir.to_str().unwrap(), &roots),
+            Err(PathError::BadOutput { .. })
+        ));
+        assert!(matches!(
+            resolve_output(root.path().to_str().unwrap(), &roots),
+            Err(PathError::BadOutput { .. } | PathError::OutsideRoots { .. })
+        ));
     }
 }

@@ -36,7 +36,9 @@ impl SharedDir {
 
     async fn ensure_parent(path: &Path) -> Result<(), StorageError> {
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io(parent))?;
         }
         Ok(())
     }
@@ -70,7 +72,11 @@ impl Storage for SharedDir {
         let p = self.path(key)?;
         Self::ensure_parent(&p).await?;
         // A directory cannot be renamed over a non-empty one: clear a previous commit first.
-        if tokio::fs::metadata(staged).await.map_err(io(staged))?.is_dir() {
+        if tokio::fs::metadata(staged)
+            .await
+            .map_err(io(staged))?
+            .is_dir()
+        {
             match tokio::fs::remove_dir_all(&p).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -82,7 +88,9 @@ impl Storage for SharedDir {
 
     async fn write(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let staged = self.staging_path(key).await?;
-        tokio::fs::write(&staged, bytes).await.map_err(io(&staged))?;
+        tokio::fs::write(&staged, bytes)
+            .await
+            .map_err(io(&staged))?;
         self.commit(&staged, key).await
     }
 
@@ -116,7 +124,10 @@ mod tests {
         tokio::fs::write(&staged, b"x").await.unwrap();
         assert!(!s.exists("jobs/j/enc/a.nut").await.unwrap());
         s.commit(&staged, "jobs/j/enc/a.nut").await.unwrap();
-        assert_eq!(std::fs::read(s.read_path("jobs/j/enc/a.nut").await.unwrap()).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read(s.read_path("jobs/j/enc/a.nut").await.unwrap()).unwrap(),
+            b"x"
+        );
         s.delete_prefix("jobs/j").await.unwrap();
         assert!(matches!(
             s.read_path("jobs/j/enc/a.nut").await,

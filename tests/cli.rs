@@ -1,0 +1,220 @@
+//! The `ffleet` binary: `transcode` with zero setup, its errors and exit codes, and a cluster
+//! of separate processes (`up`, `run <service>`) driven by `submit`, `status` and `workers`.
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::media;
+use ffleet::local::NatsServer;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ffleet() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
+    c.env_remove("NATS_URL")
+        .env_remove("FFLEET_CONFIG")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().context("running ffleet")?;
+    println!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+#[test]
+fn transcode_works_with_no_configuration() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let src = media::ntsc_source(dir.path(), "in.mp4", 4, "160x120")?;
+    let out = run(ffleet().current_dir(dir.path()).args([
+        "transcode",
+        "in.mp4",
+        "-o",
+        "out.mp4",
+        "--segment-seconds",
+        "1",
+    ]))?;
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("120 frames"), "summary line: {stdout}");
+    let span = media::span(&dir.path().join("out.mp4"), "v:0")?.expect("video");
+    assert_eq!(span.count, media::span(&src, "v:0")?.unwrap().count);
+    assert!(
+        media::span(&dir.path().join("out.mp4"), "a:0")?.is_some(),
+        "audio kept"
+    );
+    // Nothing left behind beside the output.
+    let names: Vec<String> = std::fs::read_dir(dir.path())?
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    Ok(())
+}
+
+#[test]
+fn transcode_reports_bad_input_with_a_reason_and_nonzero_exit() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = run(ffleet()
+        .args(["transcode", "/definitely/not/here.mp4", "-o"])
+        .arg(dir.path().join("o.mp4")))?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    std::fs::write(dir.path().join("notes.mp4"), "not a video")?;
+    let out = run(ffleet()
+        .args(["transcode"])
+        .arg(dir.path().join("notes.mp4"))
+        .arg("-o")
+        .arg(dir.path().join("o.mp4")))?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("input_unreadable"));
+
+    let src = media::tiny_source(dir.path(), "in.mp4")?;
+    let out = run(ffleet()
+        .args(["transcode", "--profile", "nope"])
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.path().join("o.mp4")))?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_profile"));
+    assert!(!dir.path().join("o.mp4").exists());
+    Ok(())
+}
+
+/// Kills (SIGTERM, then SIGKILL) a child on drop.
+struct Proc(Child);
+
+impl Proc {
+    fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn submit_wait(url: &str, input: &Path, output: &Path, id: &str) -> Result<Output> {
+    run(ffleet()
+        .args([
+            "-s",
+            url,
+            "submit",
+            "--wait",
+            "--segment-seconds",
+            "1",
+            "--job-id",
+            id,
+        ])
+        .arg(input)
+        .arg("-o")
+        .arg(output))
+}
+
+#[test]
+fn up_submit_status_and_workers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let src = media::tiny_source(dir.path(), "in.mp4")?;
+    let port = free_port();
+    let mut up = Proc(
+        ffleet()
+            .current_dir(dir.path())
+            .args(["up", "--port", &port.to_string(), "--data"])
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut lines = BufReader::new(up.0.stdout.take().unwrap()).lines();
+    let first = lines.next().context("up printed nothing")??;
+    assert!(first.starts_with("ffleet is up"), "{first}");
+    let url = format!("nats://127.0.0.1:{port}");
+
+    let out = submit_wait(&url, &src, &dir.path().join("out.mp4"), "cli-job")?;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("50 frames"));
+
+    let out = run(ffleet().args(["-s", &url, "status"]))?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-job"));
+    let out = run(ffleet().args(["-s", &url, "status", "cli-job"]))?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Completed"));
+    let out = run(ffleet().args(["-s", &url, "workers"]))?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cpu"));
+
+    let out = run(ffleet().args(["-s", &url, "status", "no-such-job"]))?;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(up.terminate(), Some(0), "up exits cleanly on SIGTERM");
+    Ok(())
+}
+
+#[test]
+fn services_as_separate_processes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let media_dir = dir.path().join("media");
+    std::fs::create_dir(&media_dir)?;
+    let src = media::ntsc_source(&media_dir, "in.mp4", 3, "160x120")?;
+    let server = NatsServer::start_temp()?;
+    let env = |c: &mut Command| {
+        c.env("NATS_URL", &server.url)
+            .env("FFLEET_STORAGE__SCRATCH", dir.path().join("scratch"))
+            .env(
+                "FFLEET_STORAGE__INPUT_ROOTS",
+                format!("[{}]", media_dir.display()),
+            )
+            .env(
+                "FFLEET_STORAGE__OUTPUT_ROOTS",
+                format!("[{}]", media_dir.display()),
+            )
+            .env("FFLEET_ENCODER__SLOTS", "1");
+    };
+    let mut procs = Vec::new();
+    for svc in ["splitter", "scheduler", "merger", "encoder", "encoder"] {
+        let mut c = ffleet();
+        env(&mut c);
+        c.env_remove("NATS_URL")
+            .args(["-s", &server.url, "run", svc]);
+        procs.push(Proc(c.spawn()?));
+    }
+    let out = submit_wait(&server.url, &src, &media_dir.join("out.mp4"), "procs")?;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        media::span(&media_dir.join("out.mp4"), "v:0")?
+            .unwrap()
+            .count,
+        90
+    );
+    for p in &mut procs {
+        assert_eq!(p.terminate(), Some(0), "clean exit on SIGTERM");
+    }
+    Ok(())
+}
