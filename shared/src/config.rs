@@ -384,6 +384,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's test jail returns its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -415,8 +417,10 @@ mod tests {
 
     #[test]
     fn bad_configs_are_refused_with_the_key_named() {
-        let mut c = Config::default();
-        c.default_profile = "nope".into();
+        let c = Config {
+            default_profile: "nope".into(),
+            ..Default::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()

@@ -143,14 +143,14 @@ impl Profile {
             }
         }
         check_args(name, "audio", &self.audio)?;
-        if let Some(q) = &self.quality {
-            if q.min > q.max {
-                return Err(ProfileError::QualityRange {
-                    profile: name.into(),
-                    min: q.min,
-                    max: q.max,
-                });
-            }
+        if let Some(q) = &self.quality
+            && q.min > q.max
+        {
+            return Err(ProfileError::QualityRange {
+                profile: name.into(),
+                min: q.min,
+                max: q.max,
+            });
         }
         Ok(())
     }

@@ -110,14 +110,12 @@ pub async fn follow(
             }
             Some(m) = subs.live.next() => {
                 let Ok(p) = messages::decode::<LiveProgress>("live progress", &m.payload) else { continue };
-                if !total_known {
-                    if let Ok(Some((rec, _))) = ctx.jobs.get(job.as_str()).await {
-                        if let Some(src) = rec.source {
+                if !total_known
+                    && let Ok(Some((rec, _))) = ctx.jobs.get(job.as_str()).await
+                        && let Some(src) = rec.source {
                             pb.set_length(src.video.frames);
                             total_known = true;
                         }
-                    }
-                }
                 pb.set_message("encoding");
                 if !p.unit.is_audio() {
                     live_frames.insert(p.unit, p.frame);

@@ -39,16 +39,26 @@ fn classify(e: RunError, task: &Task) -> EncodeError {
     }
 }
 
+/// What to encode and with which settings.
+pub struct Unit<'a> {
+    pub task: &'a Task,
+    pub profile: &'a Profile,
+    pub variant: &'a profiles::Variant,
+}
+
 pub async fn run(
     cfg: &Config,
-    task: &Task,
-    profile: &Profile,
-    variant: &profiles::Variant,
+    unit: Unit<'_>,
     input: &Path,
     output: &Path,
     cancel: &CancellationToken,
     on_progress: impl FnMut(&ProgressBlock),
 ) -> Result<Encoded, EncodeError> {
+    let Unit {
+        task,
+        profile,
+        variant,
+    } = unit;
     let cmd = if task.unit.is_audio() {
         let container = if task.result_ext == "mka" {
             Container::Matroska

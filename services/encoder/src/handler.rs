@@ -145,17 +145,12 @@ async fn encode_claimed(
     let _keep = KeepAlive::start(msg, ACK_WAIT / 3);
     let live = live_publisher(ctx, node, task);
     tracing::debug!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "encoding");
-    let result = encode::run(
-        &ctx.config,
+    let unit = encode::Unit {
         task,
         profile,
         variant,
-        &input,
-        &staged,
-        shutdown,
-        live,
-    )
-    .await;
+    };
+    let result = encode::run(&ctx.config, unit, &input, &staged, shutdown, live).await;
     let encoded = match result {
         Ok(e) => e,
         Err(err) => {

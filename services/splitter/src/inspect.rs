@@ -108,16 +108,16 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
             ),
         ));
     }
-    if let Some(d) = parse_f64(&probe.format.duration) {
-        if d > limits.max_duration_secs {
-            return Err(Failure::new(
-                Reason::LimitsExceeded,
-                format!(
-                    "duration {d:.0} s exceeds the limit {} s",
-                    limits.max_duration_secs
-                ),
-            ));
-        }
+    if let Some(d) = parse_f64(&probe.format.duration)
+        && d > limits.max_duration_secs
+    {
+        return Err(Failure::new(
+            Reason::LimitsExceeded,
+            format!(
+                "duration {d:.0} s exceeds the limit {} s",
+                limits.max_duration_secs
+            ),
+        ));
     }
 
     let ordinal = video_ordinal(&probe, v.index);

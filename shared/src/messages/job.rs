@@ -121,10 +121,10 @@ impl JobRequest {
             ));
         };
         // A CloudEvent's id names the job when the data does not.
-        if !obj.contains_key("job_id") {
-            if let Some(id) = ce_id.or_else(|| msg_id.map(str::to_owned)) {
-                obj.insert("job_id".into(), Value::String(id));
-            }
+        if !obj.contains_key("job_id")
+            && let Some(id) = ce_id.or_else(|| msg_id.map(str::to_owned))
+        {
+            obj.insert("job_id".into(), Value::String(id));
         }
         let body_id = obj
             .get("job_id")
