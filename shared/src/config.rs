@@ -1,7 +1,8 @@
 //! Layered configuration: built-in defaults → `ffleet.toml` (or `--config FILE`) → `FFLEET_*`
 //! environment (nested keys joined by `__`, e.g. `FFLEET_ENCODER__SLOTS=4`) → command-line flags
-//! (applied by the binary), then `validate()` once. `FFLEET_CONFIG` (the file) and
-//! `FFLEET_NATS_SERVER` (the nats-server binary for local clusters) are not configuration keys.
+//! (applied by the binary), then `validate()` once. Only `FFLEET_*` variables that
+//! name a configuration section are read, so `FFLEET_CONFIG` (the file) or `FFLEET_NATS_SERVER`
+//! (the nats-server binary for local clusters) never trip the unknown-key check.
 
 use crate::profiles::{self, Profile, ProfileError};
 use figment::Figment;
@@ -291,6 +292,23 @@ impl Default for LogConfig {
     }
 }
 
+/// Top-level keys read from `FFLEET_*` variables; other `FFLEET_` variables (the config file,
+/// the nats-server binary, benchmark knobs) are not configuration and are left alone.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "nats",
+    "storage",
+    "ffmpeg",
+    "limits",
+    "streams",
+    "splitter",
+    "scheduler",
+    "encoder",
+    "merger",
+    "log",
+    "default_profile",
+    "profiles",
+];
+
 impl Config {
     /// Loads defaults → TOML file → environment. `file` is `--config`; without it,
     /// `ffleet.toml` in the working directory is read when present.
@@ -303,8 +321,11 @@ impl Config {
         }
         fig = fig.merge(
             Env::prefixed("FFLEET_")
-                .split("__")
-                .ignore(&["config", "nats_server"]),
+                .filter(|k| {
+                    let top = k.as_str().split("__").next().unwrap_or_default();
+                    TOP_LEVEL_KEYS.iter().any(|t| top.eq_ignore_ascii_case(t))
+                })
+                .split("__"),
         );
         fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
     }
@@ -405,6 +426,7 @@ mod tests {
                 "#,
             )?;
             jail.set_env("FFLEET_ENCODER__SLOTS", "5");
+            jail.set_env("FFLEET_NATS_SERVER", "/usr/bin/nats-server");
             let c = Config::load(None).expect("loads");
             assert_eq!(c.encoder.slots, Some(5));
             assert_eq!(c.default_profile, "mine");
