@@ -29,12 +29,39 @@ fn source(dir: &Path, secs: u32) -> PathBuf {
     if sample.is_file() {
         // Real content, a keyframe every 5.28 s (each loop of the clip starts on one).
         let loops = (secs as f64 / 5.28).ceil() as u32;
-        ffmpeg(&["-stream_loop", &(loops - 1).to_string(), "-i", sample.to_str().unwrap(),
-            "-t", &t, "-c", "copy", out.to_str().unwrap()]);
+        ffmpeg(&[
+            "-stream_loop",
+            &(loops - 1).to_string(),
+            "-i",
+            sample.to_str().unwrap(),
+            "-t",
+            &t,
+            "-c",
+            "copy",
+            out.to_str().unwrap(),
+        ]);
     } else {
-        ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-f", "lavfi", "-i",
-            "sine=frequency=440:sample_rate=48000", "-t", &t, "-c:v", "libx264", "-preset",
-            "veryfast", "-g", "132", "-c:a", "aac", out.to_str().unwrap()]);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            &t,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "132",
+            "-c:a",
+            "aac",
+            out.to_str().unwrap(),
+        ]);
     }
     out
 }
@@ -42,15 +69,25 @@ fn source(dir: &Path, secs: u32) -> PathBuf {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rounds: usize = std::env::var("FFLEET_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let secs: u32 = std::env::var("FFLEET_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let rounds: usize = std::env::var("FFLEET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let secs: u32 = std::env::var("FFLEET_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     let dir = tempfile::tempdir().expect("tempdir");
     let src = source(dir.path(), secs);
 
@@ -61,7 +98,14 @@ fn main() {
         video.drain(i..i + 2);
     }
     let single_out = dir.path().join("single.mp4");
-    let mut single: Vec<String> = vec!["-i".into(), src.display().to_string(), "-map".into(), "0:v:0".into(), "-map".into(), "0:a:0".into()];
+    let mut single: Vec<String> = vec![
+        "-i".into(),
+        src.display().to_string(),
+        "-map".into(),
+        "0:v:0".into(),
+        "-map".into(),
+        "0:a:0".into(),
+    ];
     single.extend(video);
     single.extend(profile.audio.iter().cloned());
     single.push(single_out.display().to_string());
@@ -71,10 +115,17 @@ fn main() {
     let stats = dir.path().join("stats.json");
     let ffleet_out = dir.path().join("ffleet.mp4");
 
-    println!("source: {} ({secs} s, 1280x720), {rounds} rounds, {} cores", src.display(),
-        std::thread::available_parallelism().map_or(1, |n| n.get()));
-    println!("{:>5} {:>12} {:>12} {:>8} {:>10} {:>10} {:>10}", "round", "ffmpeg s", "ffleet s", "ratio", "ffmpeg cpu", "ffleet cpu", "nats cpu");
-    let (mut a, mut b, mut overhead, mut ffmpeg_cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    println!(
+        "source: {} ({secs} s, 1280x720), {rounds} rounds, {} cores",
+        src.display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:>5} {:>12} {:>12} {:>8} {:>10} {:>10} {:>10}",
+        "round", "ffmpeg s", "ffleet s", "ratio", "ffmpeg cpu", "ffleet cpu", "nats cpu"
+    );
+    let (mut a, mut b, mut overhead, mut ffmpeg_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
         let run_single = || {
             let t = Instant::now();
@@ -104,11 +155,16 @@ fn main() {
             let f = run_ffleet();
             (run_single(), f)
         };
-        let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+        let st: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
         let own = st["ffleet_cpu_secs"].as_f64().unwrap();
         let nats = st["nats_cpu_secs"].as_f64().unwrap();
         let children = st["ffmpeg_cpu_secs"].as_f64().unwrap();
-        println!("{:>5} {s:>12.2} {f:>12.2} {:>8.3} {children:>10.1} {own:>10.2} {nats:>10.2}", r + 1, f / s);
+        println!(
+            "{:>5} {s:>12.2} {f:>12.2} {:>8.3} {children:>10.1} {own:>10.2} {nats:>10.2}",
+            r + 1,
+            f / s
+        );
         a.push(s);
         b.push(f);
         overhead.push(own + nats);
@@ -117,6 +173,12 @@ fn main() {
     let (ms, mf) = (median(&mut a), median(&mut b));
     let (mo, mc) = (median(&mut overhead), median(&mut ffmpeg_cpu));
     println!();
-    println!("median wall: ffmpeg {ms:.2} s, ffleet {mf:.2} s, ratio ffleet/ffmpeg {:.3} (target <= 1.05)", mf / ms);
-    println!("median cpu: ffmpeg/ffprobe children {mc:.1} s, ffleet itself + nats-server {mo:.2} s = {:.2}% (target <= 1%)", 100.0 * mo / mc);
+    println!(
+        "median wall: ffmpeg {ms:.2} s, ffleet {mf:.2} s, ratio ffleet/ffmpeg {:.3} (target <= 1.05)",
+        mf / ms
+    );
+    println!(
+        "median cpu: ffmpeg/ffprobe children {mc:.1} s, ffleet itself + nats-server {mo:.2} s = {:.2}% (target <= 1%)",
+        100.0 * mo / mc
+    );
 }

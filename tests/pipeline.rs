@@ -222,8 +222,13 @@ async fn five_jobs_submitted_at_once_all_complete() -> Result<()> {
         assert_eq!(terminal, 1, "{id}: one terminal event");
     }
     let left = fleet.scratch.path().join("jobs");
-    let leftovers: Vec<_> = std::fs::read_dir(&left).map(|d| d.collect()).unwrap_or_default();
-    assert!(leftovers.is_empty(), "scratch media removed after the jobs: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&left)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "scratch media removed after the jobs: {leftovers:?}"
+    );
     fleet.stop().await;
     Ok(())
 }

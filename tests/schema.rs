@@ -6,8 +6,11 @@ use ffleet_shared::messages::JobRequest;
 use serde_json::{Value, json};
 
 fn schema() -> jsonschema::Validator {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/job-request.v1.json"))
-        .expect("schema file");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/job-request.v1.json"
+    ))
+    .expect("schema file");
     let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
     jsonschema::validator_for(&schema).expect("schema compiles")
 }
@@ -44,7 +47,8 @@ fn schema_and_parser_agree() {
     let mut missing = base();
     missing.as_object_mut().unwrap().remove("output");
     cases.push((missing, false));
-    let wrong_type = json!({"specversion": "1.0", "id": "x", "source": "/s", "type": "other", "data": base()});
+    let wrong_type =
+        json!({"specversion": "1.0", "id": "x", "source": "/s", "type": "other", "data": base()});
     cases.push((wrong_type, false));
 
     for (case, ok) in cases {
