@@ -22,15 +22,13 @@ pub async fn encoders(ffmpeg: &Path) -> Vec<String> {
     }
 }
 
-/// Lines look like ` V....D libx264              libx264 H.264 / AVC ...`.
+/// The table follows a legend and a `------` line; rows look like
+/// ` V....D libx264              libx264 H.264 / AVC ...`.
 fn parse_encoders(text: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            let flags = parts.next()?;
-            let name = parts.next()?;
-            (flags.len() == 6 && !flags.contains('=')).then(|| name.to_owned())
-        })
+        .skip_while(|l| l.trim() != "------")
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
         .collect()
 }
 

@@ -80,12 +80,22 @@ async fn process(ctx: &Ctx, req: &JobRequest, delivered: i64) -> Result<(), Step
         Err(failure) => return fail(ctx, job, &failure).await,
     };
     tracing::info!(job = %job, input = %valid.input.display(), profile = %valid.profile, "job accepted");
+    accept_and_split(ctx, req, &valid).await
+}
+
+/// Announces the job (again, after a crash: the stable message id makes a repeat a no-op) and
+/// splits it.
+async fn accept_and_split(
+    ctx: &Ctx,
+    req: &JobRequest,
+    valid: &validate::Validated,
+) -> Result<(), Step> {
     publish::event(
         &ctx.js,
         ctx.service,
         &JobEvent::Accepted(Accepted {
             version: CURRENT,
-            job_id: job.clone(),
+            job_id: req.job_id.clone(),
             input: req.input.clone(),
             output: req.output.clone(),
             profile: valid.profile.clone(),
@@ -93,7 +103,7 @@ async fn process(ctx: &Ctx, req: &JobRequest, delivered: i64) -> Result<(), Step
         }),
     )
     .await?;
-    split_and_plan(ctx, req, &valid).await
+    split_and_plan(ctx, req, valid).await
 }
 
 /// A record exists: resume, republish, or drop a duplicate.
@@ -109,7 +119,7 @@ async fn existing(ctx: &Ctx, job: &JobId, delivered: i64) -> Result<(), Step> {
         JobState::Splitting => {
             tracing::info!(job = %job, "resuming split after redelivery");
             match validate::validate(&ctx.config, &rec.request) {
-                Ok(v) => split_and_plan(ctx, &rec.request, &v).await,
+                Ok(v) => accept_and_split(ctx, &rec.request, &v).await,
                 Err(f) => fail(ctx, job, &f).await,
             }
         }
