@@ -7,6 +7,7 @@ use anyhow::Result;
 use common::{FleetOptions, TestFleet, media};
 use ffleet_shared::messages::JobEvent;
 use ffleet_shared::reason::Reason;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -211,92 +212,90 @@ async fn playlist_pointing_elsewhere() -> Result<()> {
         .map(drop)
 }
 
+/// Submits a good request for a tiny source, edited by `edit`, as job `id`; expects `reason`.
+async fn refuse_edited(
+    fleet: &mut TestFleet,
+    id: &str,
+    edit: impl FnOnce(&TestFleet, &mut Value),
+    reason: Reason,
+) -> Result<String> {
+    let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
+    let mut req = serde_json::to_value(fleet.request(id, &src, "bad.mp4"))?;
+    edit(fleet, &mut req);
+    refused(
+        fleet,
+        &serde_json::to_vec(&req)?,
+        Some(id),
+        Some(id),
+        reason,
+    )
+    .await
+}
+
+/// `refuse_edited` on a fleet of its own.
+async fn bad_request(edit: impl FnOnce(&TestFleet, &mut Value), reason: Reason) -> Result<String> {
+    let mut fleet = TestFleet::spawn().await?;
+    let msg = refuse_edited(&mut fleet, "bad", edit, reason).await?;
+    fleet.stop().await;
+    Ok(msg)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unknown_profile() -> Result<()> {
-    let mut fleet = TestFleet::spawn().await?;
-    let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
-    let mut req = fleet.request("bad", &src, "bad.mp4");
-    req.profile = Some("h266-ultra".into());
-    let msg = refused(
-        &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad"),
-        Some("bad"),
+    let msg = bad_request(
+        |_, r| r["profile"] = "h266-ultra".into(),
         Reason::UnknownProfile,
     )
     .await?;
     assert!(msg.contains("h264"), "lists the available profiles: {msg}");
-    fleet.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quality_override_out_of_range() -> Result<()> {
-    let mut fleet = TestFleet::spawn().await?;
-    let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
-    let mut req = fleet.request("bad", &src, "bad.mp4");
-    req.overrides.quality = Some(99);
-    let msg = refused(
-        &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad"),
-        Some("bad"),
+    let msg = bad_request(
+        |_, r| r["overrides"] = json!({"quality": 99}),
         Reason::OverrideOutOfRange,
     )
     .await?;
     assert!(msg.contains("10..=40"), "{msg}");
-    fleet.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn segment_length_out_of_range() -> Result<()> {
-    let mut fleet = TestFleet::spawn().await?;
-    let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
-    let mut req = fleet.request("bad", &src, "bad.mp4");
-    req.segment_seconds = Some(0.01);
-    refused(
-        &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad"),
-        Some("bad"),
+    bad_request(
+        |_, r| r["segment_seconds"] = json!(0.01),
         Reason::OverrideOutOfRange,
     )
-    .await?;
-    fleet.stop().await;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn input_outside_the_roots() -> Result<()> {
     let mut fleet = TestFleet::spawn().await?;
     let outside = tempfile::tempdir()?;
-    let src = media::tiny_source(outside.path(), "elsewhere.mp4")?;
-    let req = fleet.request("bad1", &src, "bad.mp4");
-    refused(
+    let elsewhere = media::tiny_source(outside.path(), "elsewhere.mp4")?;
+    let direct = elsewhere.display().to_string();
+    refuse_edited(
         &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad1"),
-        Some("bad1"),
+        "bad1",
+        |_, r| r["input"] = direct.into(),
         Reason::InputNotAllowed,
     )
     .await?;
     // Climbing out with ../ from inside the root.
-    let climb = format!(
-        "{}/../{}/elsewhere.mp4",
-        fleet.media.path().display(),
-        outside.path().file_name().unwrap().to_string_lossy()
-    );
-    let mut req = fleet.request("bad2", &src, "bad.mp4");
-    req.input = climb;
-    refused(
-        &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad2"),
-        Some("bad2"),
-        Reason::InputNotAllowed,
-    )
-    .await?;
+    let dir = outside
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let climb = |f: &TestFleet, r: &mut Value| {
+        r["input"] = format!("{}/../{dir}/elsewhere.mp4", f.media.path().display()).into()
+    };
+    refuse_edited(&mut fleet, "bad2", climb, Reason::InputNotAllowed).await?;
     // ffmpeg protocol tricks.
     for (i, uri) in [
         "concat:/etc/passwd|/etc/hosts",
@@ -307,13 +306,10 @@ async fn input_outside_the_roots() -> Result<()> {
     .enumerate()
     {
         let id = format!("bad-proto-{i}");
-        let mut req = fleet.request(&id, &src, "bad.mp4");
-        req.input = (*uri).into();
-        refused(
+        refuse_edited(
             &mut fleet,
-            &serde_json::to_vec(&req)?,
-            Some(&id),
-            Some(&id),
+            &id,
+            |_, r| r["input"] = (*uri).into(),
             Reason::InputNotAllowed,
         )
         .await?;
@@ -325,42 +321,24 @@ async fn input_outside_the_roots() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn output_outside_the_roots() -> Result<()> {
     let mut fleet = TestFleet::spawn().await?;
-    let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
-    let mut req = fleet.request("bad1", &src, "x.mp4");
-    req.output = format!("{}/../escaped.mp4", fleet.out.path().display());
-    refused(
-        &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad1"),
-        Some("bad1"),
-        Reason::OutputNotAllowed,
-    )
-    .await?;
-    let mut req = fleet.request("bad2", &src, "x.mp4");
-    req.output = fleet
-        .media
-        .path()
-        .join("into-the-input-root.mp4")
-        .display()
-        .to_string();
-    refused(
-        &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad2"),
-        Some("bad2"),
-        Reason::OutputNotAllowed,
-    )
-    .await?;
-    let mut req = fleet.request("bad3", &src, "x.avi");
-    req.output = fleet.out_path("x.avi").display().to_string();
-    refused(
-        &mut fleet,
-        &serde_json::to_vec(&req)?,
-        Some("bad3"),
-        Some("bad3"),
-        Reason::OutputNotAllowed,
-    )
-    .await?;
+    let up = |f: &TestFleet, r: &mut Value| {
+        r["output"] = format!("{}/../escaped.mp4", f.out.path().display()).into()
+    };
+    refuse_edited(&mut fleet, "bad1", up, Reason::OutputNotAllowed).await?;
+    let into_input = |f: &TestFleet, r: &mut Value| {
+        r["output"] = f
+            .media
+            .path()
+            .join("into-the-input-root.mp4")
+            .display()
+            .to_string()
+            .into()
+    };
+    refuse_edited(&mut fleet, "bad2", into_input, Reason::OutputNotAllowed).await?;
+    let avi = |f: &TestFleet, r: &mut Value| {
+        r["output"] = f.out_path("x.avi").display().to_string().into()
+    };
+    refuse_edited(&mut fleet, "bad3", avi, Reason::OutputNotAllowed).await?;
     fleet.stop().await;
     Ok(())
 }
@@ -392,39 +370,17 @@ async fn malformed_json() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_schema_version() -> Result<()> {
-    let mut fleet = TestFleet::spawn().await?;
-    let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
-    let mut v = serde_json::to_value(fleet.request("v9", &src, "bad.mp4"))?;
-    v["version"] = 9.into();
-    let msg = refused(
-        &mut fleet,
-        &serde_json::to_vec(&v)?,
-        Some("v9"),
-        Some("v9"),
-        Reason::UnsupportedVersion,
-    )
-    .await?;
+    let msg = bad_request(|_, r| r["version"] = 9.into(), Reason::UnsupportedVersion).await?;
     assert!(msg.contains("version 1"), "{msg}");
-    fleet.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn raw_ffmpeg_arguments_are_refused() -> Result<()> {
-    let mut fleet = TestFleet::spawn().await?;
-    let src = media::tiny_source(fleet.media.path(), "in.mp4")?;
-    let mut v = serde_json::to_value(fleet.request("args", &src, "bad.mp4"))?;
-    v["overrides"]["args"] = serde_json::json!(["-vf", "movie=/etc/passwd"]);
-    refused(
-        &mut fleet,
-        &serde_json::to_vec(&v)?,
-        Some("args"),
-        Some("args"),
-        Reason::InvalidRequest,
-    )
-    .await?;
-    fleet.stop().await;
-    Ok(())
+    let edit = |_: &TestFleet, r: &mut Value| {
+        r["overrides"] = json!({"args": ["-vf", "movie=/etc/passwd"]})
+    };
+    bad_request(edit, Reason::InvalidRequest).await.map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

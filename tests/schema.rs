@@ -1,7 +1,7 @@
 //! The published JSON Schema (`schemas/job-request.v1.json`) and the parser agree: whatever one
 //! accepts the other accepts, and requests ffleet itself builds are valid.
 
-use ffleet::cli::{SubmitArgs, build_request};
+use ffleet::cli::{JobArgs, SubmitArgs, build_request};
 use ffleet_shared::messages::JobRequest;
 use serde_json::{Value, json};
 
@@ -62,11 +62,13 @@ fn schema_and_parser_agree() {
 #[test]
 fn requests_built_by_the_cli_are_valid() {
     let req = build_request(&SubmitArgs {
-        input: "/media/a b.mp4".into(),
-        output: "/media/out.mp4".into(),
-        profile: Some("h264".into()),
-        quality: Some(22),
-        segment_seconds: Some(4.0),
+        job: JobArgs {
+            input: "/media/a b.mp4".into(),
+            output: "/media/out.mp4".into(),
+            profile: Some("h264".into()),
+            quality: Some(22),
+            segment_seconds: Some(4.0),
+        },
         priority: 5,
         job_id: None,
         wait: false,

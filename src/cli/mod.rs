@@ -8,7 +8,7 @@ mod transcode;
 mod up;
 
 pub use follow::{Outcome, follow};
-pub use submit::{SubmitArgs, build_request};
+pub use submit::{JobArgs, SubmitArgs, build_request};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

@@ -9,11 +9,12 @@ use ffleet_shared::nats::publish;
 use ffleet_shared::{JobId, subjects};
 use std::path::{Path, PathBuf};
 
+/// What a job is: shared by `submit` and `transcode`.
 #[derive(Debug, Clone, Args)]
-pub struct SubmitArgs {
+pub struct JobArgs {
     /// Input file (as the services see it).
     pub input: PathBuf,
-    /// Output file (as the services see it).
+    /// Output file (as the services see it); the extension picks the container.
     #[arg(short = 'o', long)]
     pub output: PathBuf,
     /// Encode profile (default: the server's default).
@@ -25,6 +26,12 @@ pub struct SubmitArgs {
     /// Target segment length in seconds.
     #[arg(long)]
     pub segment_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
     /// Job id (default: generated).
@@ -58,13 +65,13 @@ pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
     Ok(JobRequest {
         version: CURRENT,
         job_id: id,
-        input: file_uri(&args.input)?,
-        output: file_uri(&args.output)?,
-        profile: args.profile.clone(),
+        input: file_uri(&args.job.input)?,
+        output: file_uri(&args.job.output)?,
+        profile: args.job.profile.clone(),
         overrides: Overrides {
-            quality: args.quality,
+            quality: args.job.quality,
         },
-        segment_seconds: args.segment_seconds,
+        segment_seconds: args.job.segment_seconds,
         priority: args.priority,
     })
 }

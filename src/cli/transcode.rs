@@ -3,7 +3,7 @@
 //! the machine), a progress bar, a one-line summary, exit 0 only for a verified output.
 
 use super::Cli;
-use super::submit::{SubmitArgs, build_request};
+use super::submit::{JobArgs, SubmitArgs, build_request};
 use crate::local::{Cluster, ClusterSpec, NatsServer};
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -16,17 +16,8 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, Args)]
 pub struct TranscodeArgs {
-    pub input: PathBuf,
-    #[arg(short = 'o', long)]
-    pub output: PathBuf,
-    #[arg(long)]
-    pub profile: Option<String>,
-    /// Quality override, within the profile's range.
-    #[arg(long)]
-    pub quality: Option<i32>,
-    /// Target segment length in seconds.
-    #[arg(long)]
-    pub segment_seconds: Option<f64>,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Encoder nodes to run in-process.
     #[arg(long, default_value_t = 1)]
     pub encoders: usize,
@@ -42,15 +33,15 @@ pub struct TranscodeArgs {
 }
 
 pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
-    let input = std::fs::canonicalize(&a.input)
-        .with_context(|| format!("input {} does not exist", a.input.display()))?;
+    let input = std::fs::canonicalize(&a.job.input)
+        .with_context(|| format!("input {} does not exist", a.job.input.display()))?;
     if !input.is_file() {
         bail!("input {} is not a file", input.display());
     }
-    let output = if a.output.is_absolute() {
-        a.output.clone()
+    let output = if a.job.output.is_absolute() {
+        a.job.output.clone()
     } else {
-        std::env::current_dir()?.join(&a.output)
+        std::env::current_dir()?.join(&a.job.output)
     };
     let out_dir = output
         .parent()
@@ -93,11 +84,11 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     )
     .await?;
     let req = build_request(&SubmitArgs {
-        input: input.clone(),
-        output: output.clone(),
-        profile: a.profile.clone(),
-        quality: a.quality,
-        segment_seconds: a.segment_seconds,
+        job: JobArgs {
+            input: input.clone(),
+            output: output.clone(),
+            ..a.job.clone()
+        },
         priority: 0,
         job_id: None,
         wait: true,

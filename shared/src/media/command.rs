@@ -129,13 +129,31 @@ async fn tail_of(stream: impl AsyncRead + Unpin) -> String {
     Vec::from(tail).join("\n")
 }
 
-fn describe(status: ExitStatus) -> (String, bool) {
+/// Turns a child's exit into the run's result.
+fn finished(
+    program: String,
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr_tail: String,
+) -> Result<RunOutput, RunError> {
     use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
+    if status.success() {
+        return Ok(RunOutput {
+            stdout,
+            stderr_tail,
+        });
+    }
+    let (status, signalled) = match (status.code(), status.signal()) {
         (Some(code), _) => (format!("exit code {code}"), false),
         (None, Some(sig)) => (format!("killed by signal {sig}"), true),
         _ => ("unknown status".into(), false),
-    }
+    };
+    Err(RunError::Failed {
+        program,
+        status,
+        signalled,
+        stderr_tail,
+    })
 }
 
 /// Runs a command to completion and returns its whole stdout (ffprobe).
@@ -173,20 +191,7 @@ pub async fn capture(
             });
         }
     };
-    let stderr_tail = stderr.await.unwrap_or_default();
-    if !status.success() {
-        let (status, signalled) = describe(status);
-        return Err(RunError::Failed {
-            program: name,
-            status,
-            signalled,
-            stderr_tail,
-        });
-    }
-    Ok(RunOutput {
-        stdout: out,
-        stderr_tail,
-    })
+    finished(name, status, out, stderr.await.unwrap_or_default())
 }
 
 /// Runs ffmpeg with `-progress pipe:1`, calling `on_progress` for every block, and kills it on
@@ -249,20 +254,7 @@ pub async fn run_with_progress(
             return Err(RunError::TimedOut { program: name, limit: limits.timeout, stderr_tail: String::new() });
         }
     };
-    let stderr_tail = stderr.await.unwrap_or_default();
-    if !status.success() {
-        let (status, signalled) = describe(status);
-        return Err(RunError::Failed {
-            program: name,
-            status,
-            signalled,
-            stderr_tail,
-        });
-    }
-    Ok(RunOutput {
-        stdout: Vec::new(),
-        stderr_tail,
-    })
+    finished(name, status, Vec::new(), stderr.await.unwrap_or_default())
 }
 
 /// Resolves a program name on PATH (for clear "not installed" errors at startup).

@@ -1,0 +1,60 @@
+//! Shipped configuration files parse: the deployment nats-server config (on servers that know
+//! its options, 2.10+) and the example `ffleet.toml` from the README.
+
+use ffleet::local::NatsServer;
+use std::process::Command;
+
+fn server_version() -> (u32, u32) {
+    let out = Command::new(NatsServer::binary())
+        .arg("--version")
+        .output()
+        .expect("nats-server runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .trim()
+        .rsplit('v')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[test]
+fn deployment_nats_config_is_valid() {
+    let version = server_version();
+    if version < (2, 10) {
+        println!(
+            "skipped on nats-server {version:?}: sync_interval needs 2.10 (see the file's comment)"
+        );
+        return;
+    }
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/nats/nats-server.conf");
+    let out = Command::new(NatsServer::binary())
+        .args(["-t", "-c", conf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn readme_example_config_loads_and_validates() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let toml = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a toml example");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ffleet.toml");
+    std::fs::write(&path, toml).unwrap();
+    let cfg = ffleet_shared::config::Config::load(Some(&path)).expect("example loads");
+    cfg.validate().expect("example validates");
+    assert_eq!(cfg.encoder.slots, Some(8));
+}
