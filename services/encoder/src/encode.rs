@@ -1,11 +1,11 @@
 //! Running one unit's ffmpeg: the command from the profile, limits from the unit's duration,
-//! progress forwarded to the caller, and a check that the result holds what it must.
+//! progress forwarded to the caller, and a check (from ffmpeg's final progress report) that the
+//! result holds what it must.
 
 use ffleet_shared::config::Config;
+use ffleet_shared::media::args;
 use ffleet_shared::media::command::{self, Limits, RunError};
-use ffleet_shared::media::probe;
 use ffleet_shared::media::progress::ProgressBlock;
-use ffleet_shared::media::{INTERMEDIATE_FORMAT, args};
 use ffleet_shared::messages::Task;
 use ffleet_shared::messages::records::Container;
 use ffleet_shared::profiles::{self, Profile};
@@ -79,42 +79,40 @@ pub async fn run(
         stall: Some(Duration::from_secs_f64(e.stall_timeout_secs)),
     };
     let started = Instant::now();
-    command::run_with_progress(&cfg.ffmpeg.ffmpeg, &cmd, limits, cancel, on_progress)
-        .await
-        .map_err(|e| classify(e, task))?;
+    // ffmpeg's last progress block counts what it encoded: checking it costs no ffprobe run.
+    let mut last = ProgressBlock::default();
+    let mut on_progress = on_progress;
+    command::run_with_progress(&cfg.ffmpeg.ffmpeg, &cmd, limits, cancel, |b| {
+        last = b.clone();
+        on_progress(b);
+    })
+    .await
+    .map_err(|e| classify(e, task))?;
     let secs = started.elapsed().as_secs_f64();
 
-    let probe_timeout = cfg.limits.probe_timeout();
     let check = |what: String| {
         EncodeError::Permanent(Failure::new(
             Reason::EncodeFailed,
             format!("{} of job {}: {what}", task.unit, task.job_id),
         ))
     };
+    if !last.end {
+        return Err(EncodeError::Transient(
+            "ffmpeg exited without its final progress report".into(),
+        ));
+    }
     if task.unit.is_audio() {
-        let span = probe::stream_span(&cfg.ffmpeg.ffprobe, output, "a:0", None, probe_timeout)
-            .await
-            .map_err(|e| EncodeError::Transient(e.to_string()))?;
-        match span {
-            Some(s) if s.count > 0 => Ok(Encoded { frames: 0, secs }),
-            _ => Err(check("encoded audio holds no audio".into())),
+        if last.out_time_us.unwrap_or(0) <= 0 {
+            return Err(check("encoded audio holds no audio".into()));
         }
-    } else {
-        let frames = probe::packets(
-            &cfg.ffmpeg.ffprobe,
-            output,
-            "v:0",
-            Some(INTERMEDIATE_FORMAT),
-            probe_timeout,
-        )
-        .await
-        .map_err(|e| EncodeError::Transient(e.to_string()))?
-        .len() as u64;
-        match task.expected_frames {
-            Some(want) if want != frames => Err(check(format!(
-                "encoded {frames} frames, the segment has {want} (undecodable source frames?)"
-            ))),
-            _ => Ok(Encoded { frames, secs }),
-        }
+        return Ok(Encoded { frames: 0, secs });
+    }
+    let frames = last.frame.unwrap_or(0);
+    match task.expected_frames {
+        Some(want) if want != frames => Err(check(format!(
+            "encoded {frames} frames, the segment should hold {want} (undecodable or missing \
+             source frames?)"
+        ))),
+        _ => Ok(Encoded { frames, secs }),
     }
 }

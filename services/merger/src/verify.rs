@@ -7,13 +7,15 @@ use ffleet_shared::media::probe::{self, Span};
 use ffleet_shared::messages::records::SourceInfo;
 use std::path::Path;
 
-/// Returns the output's video span, or what did not match.
+/// Returns the output's video span, or what did not match. One ffprobe run reads both streams.
 pub async fn verify(cfg: &Config, src: &SourceInfo, path: &Path) -> Result<Span, String> {
     let timeout = cfg.limits.probe_timeout() * 4;
-    let ffprobe = &cfg.ffmpeg.ffprobe;
-    let video = probe::stream_span(ffprobe, path, "v:0", None, timeout)
+    let out = probe::probe(&cfg.ffmpeg.ffprobe, path, None, true, timeout)
         .await
-        .map_err(|e| format!("cannot read the output: {e}"))?
+        .map_err(|e| format!("cannot read the output: {e}"))?;
+    let video = out
+        .video()
+        .and_then(|v| out.span(v))
         .ok_or("the output has no video stream")?;
     let v = &src.video;
     if video.count != v.frames {
@@ -32,9 +34,9 @@ pub async fn verify(cfg: &Config, src: &SourceInfo, path: &Path) -> Result<Span,
         ));
     }
     if let Some(a) = &src.audio {
-        let span = probe::stream_span(ffprobe, path, "a:0", None, timeout)
-            .await
-            .map_err(|e| format!("cannot read the output's audio: {e}"))?
+        let span = out
+            .audio()
+            .and_then(|s| out.span(s))
             .ok_or("the output lost the source's audio")?;
         if a.duration_secs > 0.0 && (span.duration() - a.duration_secs).abs() > tolerance {
             return Err(format!(

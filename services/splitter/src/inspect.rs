@@ -49,9 +49,16 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
         ));
     }
     let ffprobe = &cfg.ffmpeg.ffprobe;
-    let probe: Probe = probe::probe(ffprobe, path, limits.probe_timeout())
-        .await
-        .map_err(unreadable)?;
+    // One ffprobe run for streams and every packet: cheaper than one run per question.
+    let probe: Probe = probe::probe(
+        ffprobe,
+        path,
+        Some(SOURCE_FORMATS),
+        true,
+        limits.probe_timeout(),
+    )
+    .await
+    .map_err(unreadable)?;
     let Some(v) = probe.video() else {
         let kinds: Vec<&str> = probe
             .streams
@@ -121,16 +128,7 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
     }
 
     let ordinal = video_ordinal(&probe, v.index);
-    let spec = format!("v:{ordinal}");
-    let packets = probe::packets(
-        ffprobe,
-        path,
-        &spec,
-        Some(SOURCE_FORMATS),
-        limits.probe_timeout() * 4,
-    )
-    .await
-    .map_err(unreadable)?;
+    let packets = probe.packets_of(v);
     let first = packets.iter().filter_map(|p| p.pts).min();
     let end = cuts::stream_end(&packets);
     let (Some(start_pts), Ok(end)) = (first, end) else {
@@ -154,10 +152,7 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
         ));
     }
 
-    let audio = match probe.audio() {
-        None => None,
-        Some(a) => Some(audio_info(cfg, path, &probe, a).await?),
-    };
+    let audio = probe.audio().map(|a| audio_info(&probe, a));
     let info = SourceInfo {
         format: probe.format.format_name.clone(),
         size_bytes: size,
@@ -182,37 +177,11 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
     })
 }
 
-/// Audio facts, with start and duration measured from packets (as the output will be), not
+/// Audio facts, with start and duration measured from packets (as the output's will be), not
 /// taken from container tags.
-async fn audio_info(
-    cfg: &Config,
-    path: &Path,
-    probe: &Probe,
-    a: &ProbeStream,
-) -> Result<AudioInfo, Failure> {
-    let ordinal = probe
-        .streams
-        .iter()
-        .filter(|s| s.is("audio"))
-        .position(|s| s.index == a.index)
-        .unwrap_or(0);
-    let tb: Option<Rational> = a.time_base.as_deref().and_then(|t| t.parse().ok());
-    let span = match tb.filter(Rational::is_valid) {
-        Some(tb) => {
-            let packets = probe::packets(
-                &cfg.ffmpeg.ffprobe,
-                path,
-                &format!("a:{ordinal}"),
-                Some(SOURCE_FORMATS),
-                cfg.limits.probe_timeout() * 4,
-            )
-            .await
-            .map_err(unreadable)?;
-            probe::span_of(&packets, tb)
-        }
-        None => None,
-    };
-    Ok(AudioInfo {
+fn audio_info(probe: &Probe, a: &ProbeStream) -> AudioInfo {
+    let span = probe.span(a);
+    AudioInfo {
         codec: a.codec_name.clone().unwrap_or_default(),
         channels: a.channels.unwrap_or(0),
         sample_rate: a
@@ -222,7 +191,7 @@ async fn audio_info(
             .unwrap_or(0),
         start_secs: span.map_or_else(|| parse_f64(&a.start_time).unwrap_or(0.0), |s| s.start),
         duration_secs: span.map_or_else(|| parse_f64(&a.duration).unwrap_or(0.0), |s| s.duration()),
-    })
+    }
 }
 
 /// Position of stream `index` among the video streams (`v:N` counts cover art too).

@@ -1,8 +1,9 @@
-//! Cutting: plan keyframe-aligned segments, stream-copy them into scratch storage in one ffmpeg
-//! pass, and check every segment holds exactly the frames the plan says.
+//! Cutting: plan keyframe-aligned segments and stream-copy them into scratch storage in one
+//! ffmpeg pass. Frame counts are checked where it costs no extra ffprobe run (~0.2 s each): the
+//! encoder compares what it encoded with the plan, and the merger verifies the whole output.
 
 use crate::inspect::Inspected;
-use ffleet_shared::media::{INTERMEDIATE_FORMAT, args, command, cuts, probe};
+use ffleet_shared::media::{args, command, cuts};
 use ffleet_shared::messages::records::SegmentPlan;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
@@ -47,25 +48,16 @@ pub async fn split(
         };
         return Err(Failure::new(reason, format!("cutting failed: {e}")));
     }
-    for (i, c) in plan.iter().enumerate() {
-        let file = staging.join(args::cut_name(i as u32));
-        let got = probe::packets(
-            &ctx.config.ffmpeg.ffprobe,
-            &file,
-            "v:0",
-            Some(INTERMEDIATE_FORMAT),
-            ctx.config.limits.probe_timeout(),
-        )
-        .await
-        .map(|p| p.len() as u64)
-        .unwrap_or(0);
-        if got != c.frames {
+    // The muxer must have written exactly one non-empty file per planned segment.
+    for i in 0..=plan.len() {
+        let size = std::fs::metadata(staging.join(args::cut_name(i as u32))).map_or(0, |m| m.len());
+        if (i < plan.len()) != (size > 0) {
             let _ = tokio::fs::remove_dir_all(&staging).await;
             return Err(Failure::new(
                 Reason::SplitFailed,
                 format!(
-                    "segment {i} holds {got} frames after cutting, the plan says {}",
-                    c.frames
+                    "cutting produced a different set of segments than the {} planned",
+                    plan.len()
                 ),
             ));
         }

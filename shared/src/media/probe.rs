@@ -1,9 +1,10 @@
-//! ffprobe: stream facts (`-show_format -show_streams`), per-packet timing of one stream, and
-//! the span of a stream (first pts to last pts + duration), all from JSON/compact output.
+//! ffprobe: format, stream facts and (optionally) every packet's timing, all from one JSON run.
+//! Each ffprobe start costs ~0.2 s on a small machine (it loads every codec library), so a file
+//! is probed once, not once per question.
 
+use super::PROTOCOLS;
 use super::command::{self, RunError};
 use super::rational::Rational;
-use super::{PROTOCOLS, SOURCE_FORMATS};
 use serde::Deserialize;
 use std::ffi::OsString;
 use std::path::Path;
@@ -100,11 +101,28 @@ impl ProbeStream {
     }
 }
 
+/// A packet as ffprobe's JSON lists it (absent fields are N/A).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProbePacket {
+    pub stream_index: u32,
+    #[serde(default)]
+    pub pts: Option<i64>,
+    #[serde(default)]
+    pub dts: Option<i64>,
+    #[serde(default)]
+    pub duration: Option<i64>,
+    #[serde(default)]
+    pub flags: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Probe {
     pub format: ProbeFormat,
     #[serde(default)]
     pub streams: Vec<ProbeStream>,
+    /// Every packet of every stream, in file order, when asked for.
+    #[serde(default)]
+    pub packets: Vec<ProbePacket>,
 }
 
 impl Probe {
@@ -118,20 +136,51 @@ impl Probe {
     pub fn audio(&self) -> Option<&ProbeStream> {
         self.streams.iter().find(|s| s.is("audio"))
     }
+
+    /// Packets of one stream, in decode order.
+    pub fn packets_of(&self, stream: &ProbeStream) -> Vec<Packet> {
+        self.packets
+            .iter()
+            .filter(|p| p.stream_index == stream.index)
+            .map(|p| Packet {
+                pts: p.pts,
+                dts: p.dts,
+                duration: p.duration,
+                key: p.flags.starts_with('K'),
+            })
+            .collect()
+    }
+
+    /// Count and presentation span of one stream, from its packets.
+    pub fn span(&self, stream: &ProbeStream) -> Option<Span> {
+        let tb: Rational = stream.time_base.as_deref()?.parse().ok()?;
+        span_of(&self.packets_of(stream), tb)
+    }
 }
 
 pub fn parse_f64(s: &Option<String>) -> Option<f64> {
     s.as_deref().and_then(|v| v.parse().ok())
 }
 
-/// Stream and format facts of a source, restricted to the accepted demuxers.
-pub async fn probe(ffprobe: &Path, path: &Path, timeout: Duration) -> Result<Probe, ProbeError> {
-    let mut args = base_args(Some(SOURCE_FORMATS));
+/// Format and stream facts of a file, and with `packets` every packet's timing, in one ffprobe
+/// run. `formats` restricts the demuxers (untrusted sources); `None` for ffleet's own files.
+pub async fn probe(
+    ffprobe: &Path,
+    path: &Path,
+    formats: Option<&str>,
+    packets: bool,
+    timeout: Duration,
+) -> Result<Probe, ProbeError> {
+    let mut args = base_args(formats);
     args.extend(
         ["-print_format", "json", "-show_format", "-show_streams"]
             .iter()
             .map(OsString::from),
     );
+    if packets {
+        args.push("-show_entries".into());
+        args.push("packet=stream_index,pts,dts,duration,flags".into());
+    }
     args.push(file_arg(path));
     let out = command::capture(ffprobe, &args, timeout).await?;
     serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))
@@ -174,32 +223,6 @@ pub fn parse_packets(text: &str) -> Vec<Packet> {
         .collect()
 }
 
-/// Every packet of `stream` (an ffprobe stream specifier like `v:0`), in decode order.
-pub async fn packets(
-    ffprobe: &Path,
-    path: &Path,
-    stream: &str,
-    formats: Option<&str>,
-    timeout: Duration,
-) -> Result<Vec<Packet>, ProbeError> {
-    let mut args = base_args(formats);
-    args.extend(
-        [
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "packet=pts,dts,duration,flags",
-            "-of",
-            "compact=p=0",
-        ]
-        .iter()
-        .map(OsString::from),
-    );
-    args.push(file_arg(path));
-    let out = command::capture(ffprobe, &args, timeout).await?;
-    Ok(parse_packets(&String::from_utf8_lossy(&out.stdout)))
-}
-
 /// Count and presentation span of one stream, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Span {
@@ -225,50 +248,6 @@ pub fn span_of(packets: &[Packet], time_base: Rational) -> Option<Span> {
         start: time_base.seconds(first),
         end: time_base.seconds(end),
     })
-}
-
-/// Time base of a stream of a file, for reading its packets.
-pub async fn time_base_of(
-    ffprobe: &Path,
-    path: &Path,
-    stream: &str,
-    formats: Option<&str>,
-    timeout: Duration,
-) -> Result<Option<Rational>, ProbeError> {
-    let mut args = base_args(formats);
-    args.extend(
-        [
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "stream=time_base",
-            "-of",
-            "csv=p=0",
-        ]
-        .iter()
-        .map(OsString::from),
-    );
-    args.push(file_arg(path));
-    let out = command::capture(ffprobe, &args, timeout).await?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok()))
-}
-
-/// Span of one stream of a file (verification of outputs and intermediates).
-pub async fn stream_span(
-    ffprobe: &Path,
-    path: &Path,
-    stream: &str,
-    formats: Option<&str>,
-    timeout: Duration,
-) -> Result<Option<Span>, ProbeError> {
-    let Some(tb) = time_base_of(ffprobe, path, stream, formats, timeout).await? else {
-        return Ok(None);
-    };
-    let packets = packets(ffprobe, path, stream, formats, timeout).await?;
-    Ok(span_of(&packets, tb))
 }
 
 #[cfg(test)]
