@@ -8,7 +8,8 @@ mod merge;
 mod verify;
 
 use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::nats::provision::ConsumerSpec;
+use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
 use std::time::Duration;
@@ -26,8 +27,12 @@ pub enum Error {
 
 /// Runs the merger until `shutdown` fires, finishing merges in progress first.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
-    let consumer = ensure_consumer(
-        &ctx.js,
+    tracing::info!(
+        concurrency = ctx.config.merger.concurrency,
+        "merger running"
+    );
+    worker::serve(
+        &ctx,
         ConsumerSpec {
             stream: subjects::STREAM_EVENTS,
             durable: subjects::CONSUMER_MERGER,
@@ -36,24 +41,11 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
             max_deliver: -1,
             max_ack_pending: 10_000,
         },
+        ctx.config.merger.concurrency,
+        shutdown,
+        |ctx, msg| async move { handler::handle(&ctx, msg).await },
     )
     .await?;
-    tracing::info!(
-        concurrency = ctx.config.merger.concurrency,
-        "merger running"
-    );
-    let loops = ctx.config.merger.concurrency;
-    ffleet_shared::nats::worker::run(
-        consumer,
-        loops,
-        Duration::from_secs(2),
-        shutdown,
-        move |msg| {
-            let ctx = ctx.clone();
-            async move { handler::handle(&ctx, msg).await }
-        },
-    )
-    .await;
     tracing::info!("merger stopped");
     Ok(())
 }

@@ -9,7 +9,8 @@ mod route;
 pub use pool::Pool;
 
 use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::nats::provision::ConsumerSpec;
+use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
 use std::time::Duration;
@@ -25,8 +26,11 @@ pub enum Error {
 
 /// Runs the scheduler until `shutdown` fires.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
-    let consumer = ensure_consumer(
-        &ctx.js,
+    let ttl = Duration::from_secs_f64(ctx.config.scheduler.heartbeat_ttl_secs);
+    let pool = Pool::watch(ctx.workers.clone(), ttl, shutdown.clone()).await?;
+    tracing::info!("scheduler running");
+    worker::serve(
+        &ctx,
         ConsumerSpec {
             stream: subjects::STREAM_TASKS,
             durable: subjects::CONSUMER_SCHEDULER,
@@ -35,17 +39,14 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
             max_deliver: -1,
             max_ack_pending: 10_000,
         },
+        4,
+        shutdown,
+        move |ctx, msg| {
+            let pool = pool.clone();
+            async move { handler::handle(&ctx, &pool, msg).await }
+        },
     )
     .await?;
-    let ttl = Duration::from_secs_f64(ctx.config.scheduler.heartbeat_ttl_secs);
-    let pool = Pool::watch(ctx.workers.clone(), ttl, shutdown.clone()).await?;
-    tracing::info!("scheduler running");
-    ffleet_shared::nats::worker::run(consumer, 4, Duration::from_secs(2), shutdown, move |msg| {
-        let ctx = ctx.clone();
-        let pool = pool.clone();
-        async move { handler::handle(&ctx, &pool, msg).await }
-    })
-    .await;
     tracing::info!("scheduler stopped");
     Ok(())
 }

@@ -8,7 +8,8 @@ mod split;
 mod validate;
 
 use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::nats::provision::ConsumerSpec;
+use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
 use std::time::Duration;
@@ -27,8 +28,12 @@ pub enum Error {
 
 /// Runs the splitter until `shutdown` fires, finishing jobs in progress first.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
-    let consumer = ensure_consumer(
-        &ctx.js,
+    tracing::info!(
+        concurrency = ctx.config.splitter.concurrency,
+        "splitter running"
+    );
+    worker::serve(
+        &ctx,
         ConsumerSpec {
             stream: subjects::STREAM_JOBS,
             durable: subjects::CONSUMER_SPLITTER,
@@ -37,24 +42,11 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
             max_deliver: 10,
             max_ack_pending: 1000,
         },
+        ctx.config.splitter.concurrency,
+        shutdown,
+        |ctx, msg| async move { handler::handle(&ctx, msg).await },
     )
     .await?;
-    tracing::info!(
-        concurrency = ctx.config.splitter.concurrency,
-        "splitter running"
-    );
-    let loops = ctx.config.splitter.concurrency;
-    ffleet_shared::nats::worker::run(
-        consumer,
-        loops,
-        Duration::from_secs(2),
-        shutdown,
-        move |msg| {
-            let ctx = ctx.clone();
-            async move { handler::handle(&ctx, msg).await }
-        },
-    )
-    .await;
     tracing::info!("splitter stopped");
     Ok(())
 }

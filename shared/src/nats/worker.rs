@@ -2,13 +2,41 @@
 //! a time (so no message waits in a client buffer while its AckWait runs), handing it to the
 //! handler and applying the disposition the handler returns.
 
+use super::NatsError;
 use super::ack::{self, Disposition};
+use super::provision::{ConsumerSpec, ensure_consumer};
+use crate::runtime::Ctx;
 use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long one pull waits for a message before asking again.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// Ensures the durable consumer `spec` and serves it with `loops` workers until `shutdown` fires
+/// and every in-flight message is finished: the whole main loop of a service.
+pub async fn serve<H, F>(
+    ctx: &Ctx,
+    spec: ConsumerSpec<'_>,
+    loops: usize,
+    shutdown: CancellationToken,
+    handler: H,
+) -> Result<(), NatsError>
+where
+    H: Fn(Ctx, Message) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Disposition> + Send,
+{
+    let consumer = ensure_consumer(&ctx.js, spec).await?;
+    let ctx = ctx.clone();
+    run(consumer, loops, POLL, shutdown, move |msg| {
+        handler(ctx.clone(), msg)
+    })
+    .await;
+    Ok(())
+}
 
 /// Runs until `shutdown` fires and every in-flight message is finished.
 pub async fn run<H, F>(
