@@ -80,13 +80,19 @@ pub fn tiny_source(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The real sample clip, unless absent or `FFLEET_TEST_NO_SHARED` is set (to exercise the
+/// fallback that machines without `../shared` take).
+pub fn shared_sample() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media/bigbuckbunny.mp4");
+    (p.is_file() && std::env::var_os("FFLEET_TEST_NO_SHARED").is_none()).then_some(p)
+}
+
 /// `../shared/media/bigbuckbunny.mp4` (one keyframe, 132 frames) played `loops` times by stream
 /// copy, so each loop starts on a keyframe; where that folder is absent, a generated 720p 25 fps
 /// H.264 + AAC clip of the same length and keyframe spacing.
 pub fn sample_720p(dir: &Path, loops: u32) -> Result<PathBuf> {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media/bigbuckbunny.mp4");
     let p = dir.join("sample720.mp4");
-    if shared.is_file() {
+    if let Some(shared) = shared_sample() {
         ffmpeg(&[
             "-stream_loop",
             &(loops - 1).to_string(),
@@ -114,6 +120,8 @@ pub fn sample_720p(dir: &Path, loops: u32) -> Result<PathBuf> {
             "veryfast",
             "-g",
             "132",
+            "-x264-params",
+            "scenecut=0",
             "-c:a",
             "aac",
             p.to_str().expect("utf-8 path"),
