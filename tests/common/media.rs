@@ -130,25 +130,8 @@ pub fn sample_720p(dir: &Path, loops: u32) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Frames and span of one stream of a file, via ffprobe.
-pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::probe::Span>> {
-    let tb = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "stream=time_base",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()?;
-    let tb = String::from_utf8_lossy(&tb.stdout);
-    let Some(tb) = tb.lines().next().and_then(|l| l.trim().parse().ok()) else {
-        return Ok(None);
-    };
+/// ffprobe's text for `entries` of `stream` in output format `format`.
+pub fn ffprobe_text(path: &Path, stream: &str, entries: &str, format: &str) -> Result<String> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -156,35 +139,36 @@ pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::pr
             "-select_streams",
             stream,
             "-show_entries",
-            "packet=pts,dts,duration,flags",
+            entries,
             "-of",
-            "compact=p=0",
+            format,
         ])
         .arg(path)
-        .output()?;
-    let packets = ffleet_shared::media::probe::parse_packets(&String::from_utf8_lossy(&out.stdout));
+        .output()
+        .context("running ffprobe")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// First line of ffprobe's CSV answer for `entries` of `stream`.
+pub fn ffprobe_value(path: &Path, stream: &str, entries: &str) -> Result<Option<String>> {
+    let text = ffprobe_text(path, stream, entries, "csv=p=0")?;
+    Ok(text.lines().next().map(|l| l.trim().to_owned()))
+}
+
+/// Frames and span of one stream of a file, via ffprobe.
+pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::probe::Span>> {
+    let Some(tb) = ffprobe_value(path, stream, "stream=time_base")?.and_then(|t| t.parse().ok())
+    else {
+        return Ok(None);
+    };
+    let text = ffprobe_text(path, stream, "packet=pts,dts,duration,flags", "compact=p=0")?;
+    let packets = ffleet_shared::media::probe::parse_packets(&text);
     Ok(ffleet_shared::media::probe::span_of(&packets, tb))
 }
 
 pub fn frame_rate(path: &Path) -> Result<f64> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=r_frame_rate",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()?;
-    let r: ffleet_shared::media::Rational = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
+    let r: ffleet_shared::media::Rational = ffprobe_value(path, "v:0", "stream=r_frame_rate")?
         .context("no frame rate")?
-        .trim()
         .parse()?;
     Ok(r.as_f64())
 }

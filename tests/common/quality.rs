@@ -8,21 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 fn size(path: &Path) -> Result<(usize, usize)> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().context("no video size")?;
+    let line = super::media::ffprobe_value(path, "v:0", "stream=width,height")?
+        .context("no video size")?;
     let (w, h) = line.split_once(',').context("bad size")?;
     Ok((w.trim().parse()?, h.trim().parse()?))
 }

@@ -7,7 +7,7 @@ use crate::collect::{Collect, collect};
 use crate::{ACK_WAIT, merge};
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{Progress, SegmentOutcome};
-use ffleet_shared::messages::{CURRENT, CloudEvent, JobEvent, JobState};
+use ffleet_shared::messages::{CURRENT, CloudEvent, JobEvent, JobRecord, JobState};
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::Failure;
@@ -97,12 +97,7 @@ async fn resume_if_orphaned(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(),
     if ack::delivered(msg) <= 1 {
         return Ok(());
     }
-    let Some((rec, _)) = ctx
-        .jobs
-        .get(job.as_str())
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+    let Some(rec) = record(ctx, job).await? else {
         return Ok(());
     };
     match rec.state {
@@ -114,14 +109,18 @@ async fn resume_if_orphaned(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(),
     }
 }
 
-async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
-    let _keep = KeepAlive::start(msg, ACK_WAIT / 3);
-    let Some((rec, _)) = ctx
+async fn record(ctx: &Ctx, job: &JobId) -> Result<Option<JobRecord>, String> {
+    Ok(ctx
         .jobs
         .get(job.as_str())
         .await
         .map_err(|e| e.to_string())?
-    else {
+        .map(|(rec, _)| rec))
+}
+
+async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
+    let _keep = KeepAlive::start(msg, ACK_WAIT / 3);
+    let Some(rec) = record(ctx, job).await? else {
         return Ok(());
     };
     if rec.state != JobState::Merging {
