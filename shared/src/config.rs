@@ -174,6 +174,10 @@ pub struct StreamsConfig {
     pub events_max_age_hours: f64,
     /// Window in which a repeated Nats-Msg-Id (job id, task attempt) is dropped.
     pub duplicate_window_secs: f64,
+    /// AckWait of every work-queue consumer: the backstop that redelivers a message whose
+    /// holder died while the scheduler (which reacts in seconds) was down too. Holders keep
+    /// their messages alive every third of it.
+    pub ack_wait_secs: f64,
 }
 
 impl Default for StreamsConfig {
@@ -182,7 +186,14 @@ impl Default for StreamsConfig {
             replicas: 1,
             events_max_age_hours: 72.0,
             duplicate_window_secs: 120.0,
+            ack_wait_secs: 30.0,
         }
+    }
+}
+
+impl StreamsConfig {
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs_f64(self.ack_wait_secs)
     }
 }
 
@@ -207,15 +218,38 @@ impl Default for SplitterConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulerConfig {
-    /// A heartbeat older than this marks its node as gone from the pool.
+    /// A heartbeat older than this marks its node as dead: its units are handed to others.
     pub heartbeat_ttl_secs: f64,
+    /// The leader's lease: a follower takes over within this long of the leader dying.
+    pub lease_ttl_secs: f64,
+    /// How often the leader compares every active job's units with the live pool and the
+    /// queues, re-issuing what went missing (the slow path behind heartbeat staleness).
+    pub reconcile_interval_secs: f64,
+    /// A unit queued this long whose queue holds no message is re-issued (a lost message).
+    pub lost_task_secs: f64,
+    /// A job still unfinished this long after it was accepted fails.
+    pub job_deadline_secs: f64,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             heartbeat_ttl_secs: 3.0,
+            lease_ttl_secs: 3.0,
+            reconcile_interval_secs: 5.0,
+            lost_task_secs: 30.0,
+            job_deadline_secs: 24.0 * 3600.0,
         }
+    }
+}
+
+impl SchedulerConfig {
+    pub fn heartbeat_ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_ttl_secs)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_ttl_secs)
     }
 }
 
@@ -236,8 +270,13 @@ pub struct EncoderConfig {
     pub min_timeout_secs: f64,
     /// How long one pull waits for a task before asking again.
     pub fetch_wait_secs: f64,
-    /// Deliveries after which a unit that keeps failing transiently is failed for good.
+    /// Attempts after which a unit that keeps failing is failed for good, however few nodes
+    /// it failed on (a fleet of one node never reaches `retry_nodes`).
     pub max_attempts: u32,
+    /// A unit that failed on this many distinct nodes fails its job.
+    pub retry_nodes: u32,
+    /// On SIGTERM: how long held units may run on before they are handed back.
+    pub stop_grace_secs: f64,
 }
 
 impl Default for EncoderConfig {
@@ -252,6 +291,8 @@ impl Default for EncoderConfig {
             min_timeout_secs: 300.0,
             fetch_wait_secs: 2.0,
             max_attempts: 5,
+            retry_nodes: 3,
+            stop_grace_secs: 30.0,
         }
     }
 }
@@ -370,6 +411,17 @@ impl Config {
                 self.scheduler.heartbeat_ttl_secs,
             ),
             ("nats.request_timeout_secs", self.nats.request_timeout_secs),
+            ("scheduler.lease_ttl_secs", self.scheduler.lease_ttl_secs),
+            (
+                "scheduler.reconcile_interval_secs",
+                self.scheduler.reconcile_interval_secs,
+            ),
+            ("scheduler.lost_task_secs", self.scheduler.lost_task_secs),
+            (
+                "scheduler.job_deadline_secs",
+                self.scheduler.job_deadline_secs,
+            ),
+            ("streams.ack_wait_secs", self.streams.ack_wait_secs),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
@@ -385,6 +437,16 @@ impl Config {
         }
         if self.encoder.slots == Some(0) {
             return Err(ConfigError::Invalid("encoder.slots must be >= 1".into()));
+        }
+        if !(self.encoder.stop_grace_secs.is_finite() && self.encoder.stop_grace_secs >= 0.0) {
+            return Err(ConfigError::Invalid(
+                "encoder.stop_grace_secs must be >= 0".into(),
+            ));
+        }
+        if self.encoder.retry_nodes == 0 {
+            return Err(ConfigError::Invalid(
+                "encoder.retry_nodes must be >= 1".into(),
+            ));
         }
         if self.encoder.max_attempts == 0 {
             return Err(ConfigError::Invalid(

@@ -34,6 +34,8 @@ pub enum Reason {
     MergeFailed,
     /// The merged output did not match the source (frames, duration, audio).
     VerifyFailed,
+    /// The job was still unfinished at its deadline.
+    DeadlineExceeded,
     Internal,
 }
 
@@ -57,6 +59,7 @@ impl Reason {
             Reason::EncodeFailed => "encode_failed",
             Reason::MergeFailed => "merge_failed",
             Reason::VerifyFailed => "verify_failed",
+            Reason::DeadlineExceeded => "deadline_exceeded",
             Reason::Internal => "internal",
         }
     }

@@ -7,7 +7,6 @@ use crate::messages::{Heartbeat, JobRecord, SegmentRecord};
 use crate::nats::{self, Buckets, NatsError, kv::Typed};
 use crate::storage::{SharedDir, Storage, StorageError};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtxError {
@@ -25,6 +24,8 @@ pub struct Ctx {
     pub jobs: Typed<JobRecord>,
     pub segments: Typed<SegmentRecord>,
     pub workers: Typed<Heartbeat>,
+    /// Raw store: lease values are opaque holder names.
+    pub leases: async_nats::jetstream::kv::Store,
     pub storage: Arc<dyn Storage>,
     /// Service name, for CloudEvent sources and logs.
     pub service: &'static str,
@@ -49,12 +50,12 @@ impl Ctx {
         client: async_nats::Client,
     ) -> Result<Ctx, CtxError> {
         let js = nats::connect::jetstream(client.clone(), &config.nats);
-        let ttl = Duration::from_secs_f64(config.scheduler.heartbeat_ttl_secs);
         let Buckets {
             jobs,
             segments,
             workers,
-        } = nats::provision(&js, &config.streams, ttl).await?;
+            leases,
+        } = nats::provision(&js, &config).await?;
         let storage: Arc<dyn Storage> = Arc::new(SharedDir::open(&config.storage.scratch)?);
         Ok(Ctx {
             client,
@@ -62,6 +63,7 @@ impl Ctx {
             jobs: Typed::new(jobs, "job record"),
             segments: Typed::new(segments, "segment record"),
             workers: Typed::new(workers, "heartbeat"),
+            leases,
             storage,
             service,
             config,

@@ -12,12 +12,20 @@ pub const STREAM_TASKS: &str = "FFLEET_TASKS";
 /// Limits stream of CloudEvents about jobs, kept for days for other systems to read.
 pub const STREAM_EVENTS: &str = "FFLEET_EVENTS";
 
+/// Limits stream of units that exhausted their retry budget, kept for inspection.
+pub const STREAM_DEAD: &str = "FFLEET_DEAD";
+
 /// Job state and plan, one key per job.
 pub const BUCKET_JOBS: &str = "ffleet-jobs";
 /// Per-unit ownership records (`<job>.<unit>`), changed only by revision-checked updates.
 pub const BUCKET_SEGMENTS: &str = "ffleet-segments";
 /// Encoder heartbeats, one key per node, expiring with the bucket's max age.
 pub const BUCKET_WORKERS: &str = "ffleet-workers";
+
+/// Leases (leader election), one key per role, expiring unless renewed.
+pub const BUCKET_LEASES: &str = "ffleet-leases";
+/// The scheduler leader's lease key.
+pub const LEASE_SCHEDULER: &str = "scheduler";
 
 /// Where other systems (and `ffleet submit`) publish job requests.
 pub const JOBS_SUBMIT: &str = "ffleet.jobs.submit";
@@ -39,6 +47,15 @@ pub fn tasks_wildcard() -> String {
 
 pub fn events_wildcard() -> String {
     "ffleet.events.>".into()
+}
+
+pub fn dead_wildcard() -> String {
+    "ffleet.dead.>".into()
+}
+
+/// Where a unit that exhausted its retry budget is kept: the task and why it failed.
+pub fn dead_letter(job: &JobId, unit: crate::Unit) -> String {
+    format!("ffleet.dead.{job}.{unit}")
 }
 
 /// The queue that encoders with `cap` pull from.
@@ -123,6 +140,10 @@ pub mod msg_id {
 
     pub fn task(job: &JobId, unit: Unit, attempt: u32, stage: &str) -> String {
         format!("{job}.{unit}.{attempt}.{stage}")
+    }
+
+    pub fn dead_letter(job: &JobId, unit: Unit) -> String {
+        format!("{job}.{unit}.dead")
     }
 
     pub fn segment_done(job: &JobId, unit: Unit, attempt: u32) -> String {

@@ -72,22 +72,30 @@ pub async fn workers(cli: &Cli) -> Result<i32> {
     let mut keys = ctx.workers.keys().await?;
     keys.sort();
     println!(
-        "{:<32} {:<16} {:<14} {:>5} {:>7}  holding",
-        "node", "host", "capabilities", "slots", "age"
+        "{:<32} {:<16} {:<14} {:>5} {:>5} {:>7}  holding (frame, speed)",
+        "node", "host", "capabilities", "slots", "load", "age"
     );
     for k in keys {
         if let Some((hb, _)) = ctx.workers.get(&k).await? {
             let age = ffleet_shared::time::age_secs(&hb.at).unwrap_or(f64::NAN);
             let caps: Vec<String> = hb.capabilities.iter().map(ToString::to_string).collect();
+            let holding: Vec<String> = hb
+                .holding
+                .iter()
+                .map(|h| format!("{} ({}, {:.2}x)", h.tag(), h.frame, h.speed))
+                .collect();
+            let state = if hb.draining { " draining" } else { "" };
             println!(
-                "{:<32} {:<16} {:<14} {:>2}/{:<2} {:>6.1}s  {}",
+                "{:<32} {:<16} {:<14} {:>2}/{:<2} {:>5.2} {:>6.1}s  {}{}",
                 hb.node_id,
                 hb.host,
                 caps.join(","),
                 hb.slots_busy,
                 hb.slots_total,
+                hb.load1,
                 age,
-                hb.holding.join(" ")
+                holding.join(" "),
+                state
             );
         }
     }

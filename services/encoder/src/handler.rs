@@ -5,13 +5,14 @@
 //! attempt is never recorded as the unit's result. A redelivered task whose unit is already done
 //! only republishes its (de-duplicated) report.
 
-use crate::ACK_WAIT;
 use crate::encode::{self, EncodeError};
 use crate::heartbeat::State;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
+use ffleet_shared::messages::heartbeat::Held;
+use ffleet_shared::messages::records::AttemptFailure;
 use ffleet_shared::messages::{
-    self, CURRENT, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
+    self, CURRENT, DeadLetter, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
@@ -27,19 +28,15 @@ const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
 
 enum Claim {
     Mine,
+    /// This node failed the unit before: leave it to another node for a moment.
+    Avoid,
     /// Gone, superseded or failed: nothing to do.
     Stale,
     /// Done or failed by this attempt already: republish the report.
     Reported(SegmentRecord),
 }
 
-pub async fn handle(
-    ctx: &Ctx,
-    node: &NodeId,
-    state: &State,
-    msg: &Message,
-    shutdown: &CancellationToken,
-) -> Disposition {
+pub async fn handle(ctx: &Ctx, node: &NodeId, state: &State, msg: &Message) -> Disposition {
     let task: Task = match messages::decode("task", &msg.payload) {
         Ok(t) => t,
         Err(e) => {
@@ -48,6 +45,7 @@ pub async fn handle(
         }
     };
     let key = subjects::segment_key(&task.job_id, task.unit);
+    let delivered = ack::delivered(msg);
     let claim = ctx
         .segments
         .modify(&key, |rec| match rec {
@@ -55,6 +53,9 @@ pub async fn handle(
             Some(r) if r.attempt != task.attempt => Change::Keep(Claim::Stale),
             Some(r) if matches!(r.state, SegmentState::Done | SegmentState::Failed) => {
                 Change::Keep(Claim::Reported(r.clone()))
+            }
+            Some(r) if delivered <= 2 && r.failures.iter().any(|f| &f.node == node) => {
+                Change::Keep(Claim::Avoid)
             }
             Some(r) => {
                 let mut r = r.clone();
@@ -75,10 +76,10 @@ pub async fn handle(
             return Disposition::Ack;
         }
         Ok(Claim::Reported(rec)) => return republish(ctx, node, &task, &rec).await,
+        Ok(Claim::Avoid) => return Disposition::Retry(Duration::from_secs(1)),
         Ok(Claim::Mine) => {}
     }
 
-    let delivered = ack::delivered(msg);
     if delivered > i64::from(ctx.config.encoder.max_attempts) {
         let f = Failure::new(
             Reason::EncodeFailed,
@@ -87,23 +88,26 @@ pub async fn handle(
                 task.unit, task.job_id
             ),
         );
-        return fail(ctx, node, &task, &key, f).await;
+        return give_up(ctx, node, &task, &key, f).await;
     }
 
-    let tag = format!("{key}#{}", task.attempt);
-    state.hold(tag.clone());
-    let d = encode_claimed(ctx, node, &task, &key, msg, shutdown).await;
-    state.release(&tag);
+    let cancel = state.hold(
+        &key,
+        Held::new(task.job_id.clone(), task.unit, task.attempt),
+    );
+    let d = encode_claimed(ctx, node, state, &task, &key, msg, &cancel).await;
+    state.release(&key);
     d
 }
 
 async fn encode_claimed(
     ctx: &Ctx,
     node: &NodeId,
+    state: &State,
     task: &Task,
     key: &str,
     msg: &Message,
-    shutdown: &CancellationToken,
+    cancel: &CancellationToken,
 ) -> Disposition {
     let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
     let Some(profile) = ctx.config.profile(&task.profile) else {
@@ -142,21 +146,30 @@ async fn encode_claimed(
         }
     };
 
-    let _keep = KeepAlive::start(msg, ACK_WAIT / 3);
-    let live = live_publisher(ctx, node, task);
+    let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
+    let mut live = live_publisher(ctx, node, task);
+    let on_progress = |b: &ffleet_shared::media::progress::ProgressBlock| {
+        state.progress(
+            key,
+            b.frame.unwrap_or(0),
+            b.fps.unwrap_or(0.0),
+            b.speed.unwrap_or(0.0),
+        );
+        live(b);
+    };
     tracing::debug!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "encoding");
     let unit = encode::Unit {
         task,
         profile,
         variant,
     };
-    let result = encode::run(&ctx.config, unit, &input, &staged, shutdown, live).await;
+    let result = encode::run(&ctx.config, unit, &input, &staged, cancel, on_progress).await;
     let encoded = match result {
         Ok(e) => e,
         Err(err) => {
             let _ = tokio::fs::remove_file(&staged).await;
             return match err {
-                EncodeError::Cancelled => Disposition::Retry(Duration::ZERO),
+                EncodeError::Cancelled => cancelled(ctx, node, task, key).await,
                 EncodeError::Transient(why) => {
                     tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted, will retry");
                     Disposition::Retry(Duration::from_secs(5))
@@ -211,9 +224,89 @@ async fn encode_claimed(
     report(ctx, node, task, outcome, Disposition::Ack).await
 }
 
-/// Records a permanent failure for this attempt and reports it; the message is terminated.
+/// Why an encode was cancelled decides what happens to the unit: if this node still owns it,
+/// the node is stopping and hands it back at once; if not, it was handed to another node while
+/// this one looked dead, and the work is dropped.
+async fn cancelled(ctx: &Ctx, node: &NodeId, task: &Task, key: &str) -> Disposition {
+    match ctx.segments.get(key).await {
+        Ok(Some((r, _))) if r.attempt == task.attempt && r.owner.as_ref() == Some(node) => {
+            tracing::info!(job = %task.job_id, unit = %task.unit, "unit handed back");
+            Disposition::Retry(Duration::ZERO)
+        }
+        Ok(_) => {
+            tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "superseded unit dropped");
+            Disposition::Ack
+        }
+        Err(_) => Disposition::Retry(Duration::ZERO),
+    }
+}
+
+enum Budget {
+    /// Re-issued as this attempt, for another node.
+    Retry(u32),
+    /// Budget spent: the unit failed for good with this record.
+    Exhausted(SegmentRecord),
+    /// The record moved on meanwhile: nothing to do.
+    Gone,
+}
+
+/// Records this node's failure of the unit and re-issues it for another node, or, when the
+/// retry budget is spent, fails it for good.
 async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
-    tracing::warn!(job = %task.job_id, unit = %task.unit, reason = %f.reason, message = %f.message, "unit failed");
+    tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
+    let cfg = &ctx.config.encoder;
+    let attempt = task.attempt;
+    let decided = ctx
+        .segments
+        .modify(key, |rec| match rec {
+            Some(r)
+                if r.attempt == attempt
+                    && !matches!(r.state, SegmentState::Done | SegmentState::Failed) =>
+            {
+                let mut r = r.clone();
+                r.failures.push(AttemptFailure {
+                    attempt,
+                    node: node.clone(),
+                    message: f.message.clone(),
+                });
+                let nodes = r.failed_nodes().len() as u32;
+                if nodes >= cfg.retry_nodes || r.failures.len() as u32 >= cfg.max_attempts {
+                    r.state = SegmentState::Failed;
+                    r.failure = Some(exhausted(task, &r, &f));
+                    r.updated_at = ffleet_shared::time::now_rfc3339();
+                    Change::Write(r.clone(), Budget::Exhausted(r))
+                } else {
+                    let n = r.next_attempt();
+                    Change::Write(n, Budget::Retry(attempt + 1))
+                }
+            }
+            _ => Change::Keep(Budget::Gone),
+        })
+        .await;
+    match decided {
+        Err(e) => {
+            tracing::warn!(error = %e, "recording failure failed");
+            RETRY
+        }
+        Ok(Budget::Gone) => Disposition::Ack,
+        Ok(Budget::Retry(next)) => {
+            let t = Task {
+                attempt: next,
+                capability: None,
+                ..task.clone()
+            };
+            // Lost here, the planned attempt is re-issued by the scheduler's reconciler.
+            if let Err(e) = publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, "plan").await {
+                tracing::warn!(error = %e, "re-issuing a failed unit failed");
+            }
+            Disposition::Ack
+        }
+        Ok(Budget::Exhausted(rec)) => dead_letter(ctx, node, task, &rec).await,
+    }
+}
+
+/// Fails the unit for good without another attempt (it went round too often).
+async fn give_up(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
     let attempt = task.attempt;
     let recorded = ctx
         .segments
@@ -223,9 +316,9 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
                 r.state = SegmentState::Failed;
                 r.failure = Some(f.clone());
                 r.updated_at = ffleet_shared::time::now_rfc3339();
-                Change::Write(r, true)
+                Change::Write(r.clone(), Some(r))
             }
-            _ => Change::Keep(false),
+            _ => Change::Keep(None),
         })
         .await;
     match recorded {
@@ -233,18 +326,63 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
             tracing::warn!(error = %e, "recording failure failed");
             RETRY
         }
-        Ok(false) => Disposition::Ack,
-        Ok(true) => {
-            report(
-                ctx,
-                node,
-                task,
-                SegmentOutcome::Failed { failure: f },
-                Disposition::Term,
-            )
-            .await
-        }
+        Ok(None) => Disposition::Ack,
+        Ok(Some(rec)) => dead_letter(ctx, node, task, &rec).await,
     }
+}
+
+/// The job-level failure of a unit whose budget is spent: which unit, on which nodes, and the
+/// last ffmpeg error lines.
+fn exhausted(task: &Task, rec: &SegmentRecord, last: &Failure) -> Failure {
+    let nodes: Vec<String> = rec.failed_nodes().iter().map(|n| n.to_string()).collect();
+    Failure::new(
+        last.reason,
+        format!(
+            "{} of job {} failed {} times on {} node(s) ({}); last error: {}",
+            task.unit,
+            task.job_id,
+            rec.failures.len(),
+            nodes.len(),
+            nodes.join(", "),
+            last.message
+        ),
+    )
+}
+
+/// Keeps the task on the dead-letter subject, then reports the failure (which fails the job)
+/// and terminates the message.
+async fn dead_letter(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord) -> Disposition {
+    let failure = rec
+        .failure
+        .clone()
+        .unwrap_or_else(|| Failure::new(Reason::EncodeFailed, "unit failed"));
+    let letter = DeadLetter {
+        version: CURRENT,
+        task: task.clone(),
+        failure: failure.clone(),
+        failures: rec.failures.clone(),
+        at: ffleet_shared::time::now_rfc3339(),
+    };
+    if let Err(e) = publish::raw(
+        &ctx.js,
+        subjects::dead_letter(&task.job_id, task.unit),
+        messages::encode(&letter),
+        &subjects::msg_id::dead_letter(&task.job_id, task.unit),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "dead letter not stored, will retry");
+        return RETRY;
+    }
+    tracing::error!(job = %task.job_id, unit = %task.unit, message = %failure.message, "unit failed for good");
+    report(
+        ctx,
+        node,
+        task,
+        SegmentOutcome::Failed { failure },
+        Disposition::Term,
+    )
+    .await
 }
 
 async fn republish(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord) -> Disposition {

@@ -1,68 +1,170 @@
-//! Heartbeats: this node's capabilities, slots and held units, written to the workers bucket
-//! every interval and deleted on a clean stop.
+//! Heartbeats: this node's capabilities, slots, load and held units (with live progress),
+//! written to the workers bucket every interval, at once when a unit is taken or let go, and
+//! deleted on a clean stop.
+//!
+//! The same loop guards ownership. After every write it reads the records of the units it
+//! holds; a unit whose record moved to another attempt or owner (the scheduler judged this
+//! node dead, say after it was frozen) has its ffmpeg cancelled at once, so a node that wakes
+//! up late drops its work instead of finishing it for nothing.
 
 use crate::Node;
-use ffleet_shared::messages::Heartbeat;
+use ffleet_shared::messages::SegmentState;
+use ffleet_shared::messages::heartbeat::{Heartbeat, Held};
 use ffleet_shared::runtime::Ctx;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What the heartbeat reports, updated by the slots.
 pub struct State {
     base: Heartbeat,
-    holding: Mutex<BTreeSet<String>>,
+    held: Mutex<BTreeMap<String, (Held, CancellationToken)>>,
+    draining: AtomicBool,
+    changed: Notify,
 }
 
 impl State {
     pub fn new(node: &Node) -> Self {
         Self {
             base: Heartbeat::new(node.id.clone(), node.capabilities.clone(), node.slots),
-            holding: Mutex::default(),
+            held: Mutex::default(),
+            draining: AtomicBool::new(false),
+            changed: Notify::new(),
         }
     }
 
-    pub fn hold(&self, what: String) {
-        self.holding.lock().expect("hb lock").insert(what);
+    /// Records a claimed unit under its segment key; the token cancels its encode.
+    pub fn hold(&self, key: &str, held: Held) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.held
+            .lock()
+            .expect("hb lock")
+            .insert(key.to_owned(), (held, token.clone()));
+        self.changed.notify_one();
+        token
     }
 
-    pub fn release(&self, what: &str) {
-        self.holding.lock().expect("hb lock").remove(what);
+    pub fn release(&self, key: &str) {
+        self.held.lock().expect("hb lock").remove(key);
+        self.changed.notify_one();
+    }
+
+    pub fn progress(&self, key: &str, frame: u64, fps: f64, speed: f64) {
+        if let Some((h, _)) = self.held.lock().expect("hb lock").get_mut(key) {
+            h.frame = frame;
+            h.fps = fps;
+            h.speed = speed;
+        }
+    }
+
+    /// Stops taking work: heartbeats say so from now on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    /// Cancels every held encode (the end of a stop's grace period).
+    pub fn cancel_all(&self) {
+        for (_, t) in self.held.lock().expect("hb lock").values() {
+            t.cancel();
+        }
     }
 
     fn snapshot(&self) -> Heartbeat {
-        let holding: Vec<String> = self
-            .holding
+        let holding: Vec<Held> = self
+            .held
             .lock()
             .expect("hb lock")
-            .iter()
-            .cloned()
+            .values()
+            .map(|(h, _)| h.clone())
             .collect();
+        let (load1, mem_total_bytes, mem_available_bytes) = host_load();
         Heartbeat {
             slots_busy: holding.len() as u32,
             holding,
+            load1,
+            mem_total_bytes,
+            mem_available_bytes,
+            draining: self.draining.load(Ordering::SeqCst),
             at: ffleet_shared::time::now_rfc3339(),
             ..self.base.clone()
         }
     }
+
+    fn held_keys(&self) -> Vec<(String, Held, CancellationToken)> {
+        self.held
+            .lock()
+            .expect("hb lock")
+            .iter()
+            .map(|(k, (h, t))| (k.clone(), h.clone(), t.clone()))
+            .collect()
+    }
 }
 
-pub async fn run(ctx: Ctx, state: std::sync::Arc<State>, shutdown: CancellationToken) {
+/// Writes heartbeats until `stop` fires, then deletes this node's key.
+pub async fn run(ctx: Ctx, state: std::sync::Arc<State>, stop: CancellationToken) {
     let every = Duration::from_secs_f64(ctx.config.encoder.heartbeat_interval_secs);
     let key = state.base.node_id.to_string();
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = ctx.workers.put(&key, &state.snapshot()).await {
-                    tracing::warn!(error = %e, "heartbeat not written");
-                }
-            }
-            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            _ = state.changed.notified() => {}
+            _ = stop.cancelled() => break,
         }
+        if let Err(e) = ctx.workers.put(&key, &state.snapshot()).await {
+            tracing::warn!(error = %e, "heartbeat not written");
+        }
+        check_ownership(&ctx, &state).await;
     }
     if let Err(e) = ctx.workers.delete(&key).await {
         tracing::debug!(error = %e, "heartbeat not deleted");
     }
+}
+
+async fn check_ownership(ctx: &Ctx, state: &State) {
+    let me = &state.base.node_id;
+    for (key, held, token) in state.held_keys() {
+        if token.is_cancelled() {
+            continue;
+        }
+        let Ok(Some((rec, _))) = ctx.segments.get(&key).await else {
+            continue;
+        };
+        let mine = rec.attempt == held.attempt
+            && rec.owner.as_ref() == Some(me)
+            && rec.state == SegmentState::Running;
+        if !mine {
+            tracing::warn!(
+                job = %held.job_id,
+                unit = %held.unit,
+                attempt = held.attempt,
+                now_attempt = rec.attempt,
+                "unit was handed to another node, dropping it"
+            );
+            token.cancel();
+        }
+    }
+}
+
+/// One-minute load average and memory, from /proc (zeros where it is unavailable).
+fn host_load() -> (f64, u64, u64) {
+    let load1 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (load1, kib("MemTotal:"), kib("MemAvailable:"))
 }

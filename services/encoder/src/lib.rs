@@ -20,9 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "encoder";
 
-/// AckWait of encode consumers; keep-alives go out every third of it.
-pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -70,8 +67,9 @@ impl Node {
     }
 }
 
-/// Runs the encoder until `shutdown` fires. In-flight units are handed back (nak) on shutdown
-/// so another node picks them up at once.
+/// Runs the encoder until `shutdown` fires, then drains: no new work is taken, held units may
+/// finish within `stop_grace_secs`, what is still running after that is handed back (nak) so
+/// another node picks it up at once, and the heartbeat key is deleted last.
 pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<(), Error> {
     let mut consumers = Vec::new();
     for cap in &node.capabilities {
@@ -81,7 +79,7 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
                 stream: subjects::STREAM_TASKS,
                 durable: &subjects::encode_consumer(cap),
                 filter: subjects::tasks_encode(cap),
-                ack_wait: ACK_WAIT,
+                ack_wait: ctx.config.streams.ack_wait(),
                 max_deliver: -1,
                 max_ack_pending: 10_000,
             },
@@ -90,8 +88,21 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
         consumers.push(c);
     }
     let state = Arc::new(heartbeat::State::new(&node));
-    let hb = tokio::spawn(heartbeat::run(ctx.clone(), state.clone(), shutdown.clone()));
+    let hb_stop = CancellationToken::new();
+    let hb = tokio::spawn(heartbeat::run(ctx.clone(), state.clone(), hb_stop.clone()));
     tracing::info!(node = %node.id, slots = node.slots, capabilities = ?node.capabilities, "encoder running");
+
+    let grace = Duration::from_secs_f64(ctx.config.encoder.stop_grace_secs);
+    let drain = {
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            state.drain();
+            tracing::info!(grace_secs = grace.as_secs_f64(), "encoder draining");
+            tokio::time::sleep(grace).await;
+            state.cancel_all();
+        })
+    };
 
     let wait = Duration::from_secs_f64(ctx.config.encoder.fetch_wait_secs);
     let mut set = tokio::task::JoinSet::new();
@@ -113,7 +124,7 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
                     else {
                         continue;
                     };
-                    let d = handler::handle(&ctx, &node_id, &state, &msg, &shutdown).await;
+                    let d = handler::handle(&ctx, &node_id, &state, &msg).await;
                     ffleet_shared::nats::ack::finish(&msg, d).await;
                     break;
                 }
@@ -121,6 +132,8 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
         });
     }
     while set.join_next().await.is_some() {}
+    drain.abort();
+    hb_stop.cancel();
     let _ = hb.await;
     tracing::info!(node = %node.id, "encoder stopped");
     Ok(())

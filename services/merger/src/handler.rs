@@ -4,7 +4,7 @@
 //! writes to a temporary name and renames, so running it twice is harmless.
 
 use crate::collect::{Collect, collect};
-use crate::{ACK_WAIT, merge};
+use crate::merge;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{Progress, SegmentOutcome};
 use ffleet_shared::messages::{CURRENT, CloudEvent, JobEvent, JobRecord, JobState};
@@ -119,7 +119,7 @@ async fn record(ctx: &Ctx, job: &JobId) -> Result<Option<JobRecord>, String> {
 }
 
 async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
-    let _keep = KeepAlive::start(msg, ACK_WAIT / 3);
+    let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
     let Some(rec) = record(ctx, job).await? else {
         return Ok(());
     };

@@ -12,12 +12,9 @@ use ffleet_shared::nats::provision::ConsumerSpec;
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "merger";
-
-pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,7 +34,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
             stream: subjects::STREAM_EVENTS,
             durable: subjects::CONSUMER_MERGER,
             filter: subjects::segment_done_wildcard(),
-            ack_wait: ACK_WAIT,
+            ack_wait: ctx.config.streams.ack_wait(),
             max_deliver: -1,
             max_ack_pending: 10_000,
         },

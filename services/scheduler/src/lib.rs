@@ -1,14 +1,24 @@
 //! The scheduler: routes each planned task to the capability queue that should run it
 //! (`ffleet.tasks.encode.<capability>`), recording the attempt and capability in the unit's
-//! ownership record first. It keeps a live view of the encoder pool from the heartbeats bucket.
+//! ownership record first; watches encoder heartbeats and hands a dead node's units to others
+//! within seconds; reconciles unfinished jobs against their records. Several replicas may run:
+//! one leads through a KV lease and does all of that, the others keep their views warm and take
+//! over within one lease TTL.
 
 mod handler;
+mod jobs_view;
+mod lease;
 mod pool;
+mod reconcile;
+mod reissue;
 mod route;
+mod sweep;
 
+pub use jobs_view::JobsView;
 pub use pool::Pool;
 
 use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::kv::KvError;
 use ffleet_shared::nats::provision::ConsumerSpec;
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
@@ -22,31 +32,81 @@ pub const SERVICE: &str = "scheduler";
 pub enum Error {
     #[error(transparent)]
     Nats(#[from] NatsError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+/// This replica's name in the lease: host and process, so operators can tell who leads.
+pub fn holder_name() -> String {
+    format!(
+        "{}:{}:{}",
+        ffleet_shared::ids::hostname(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Runs the scheduler until `shutdown` fires.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
-    let ttl = Duration::from_secs_f64(ctx.config.scheduler.heartbeat_ttl_secs);
-    let pool = Pool::watch(ctx.workers.clone(), ttl, shutdown.clone()).await?;
-    tracing::info!("scheduler running");
-    worker::serve(
-        &ctx,
-        ConsumerSpec {
-            stream: subjects::STREAM_TASKS,
-            durable: subjects::CONSUMER_SCHEDULER,
-            filter: subjects::TASKS_PLAN.into(),
-            ack_wait: Duration::from_secs(30),
-            max_deliver: -1,
-            max_ack_pending: 10_000,
-        },
-        4,
+    let cfg = &ctx.config.scheduler;
+    let pool = Pool::watch(ctx.workers.clone(), cfg.heartbeat_ttl(), shutdown.clone()).await?;
+    let jobs = JobsView::watch(ctx.jobs.clone(), shutdown.clone()).await?;
+    let holder = holder_name();
+    tracing::info!(holder = %holder, "scheduler running");
+    lease::run(
+        ctx.leases.clone(),
+        holder,
+        cfg.lease_ttl(),
         shutdown,
-        move |ctx, msg| {
-            let pool = pool.clone();
-            async move { handler::handle(&ctx, &pool, msg).await }
-        },
+        |term| lead(ctx.clone(), pool.clone(), jobs.clone(), term),
     )
-    .await?;
+    .await;
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// Everything the leader does, until `term` fires.
+async fn lead(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) {
+    let sweep = tokio::spawn(sweep::run(
+        ctx.clone(),
+        pool.clone(),
+        jobs.clone(),
+        term.clone(),
+    ));
+    let reconcile = tokio::spawn(reconcile::run(
+        ctx.clone(),
+        pool.clone(),
+        jobs,
+        term.clone(),
+    ));
+    while !term.is_cancelled() {
+        let p = pool.clone();
+        let served = worker::serve(
+            &ctx,
+            ConsumerSpec {
+                stream: subjects::STREAM_TASKS,
+                durable: subjects::CONSUMER_SCHEDULER,
+                filter: subjects::TASKS_PLAN.into(),
+                ack_wait: ctx.config.streams.ack_wait(),
+                max_deliver: -1,
+                max_ack_pending: 10_000,
+            },
+            4,
+            term.clone(),
+            move |ctx, msg| {
+                let pool = p.clone();
+                async move { handler::handle(&ctx, &pool, msg).await }
+            },
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "plan queue unavailable, retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = term.cancelled() => {}
+            }
+        }
+    }
+    let _ = sweep.await;
+    let _ = reconcile.await;
 }

@@ -1,5 +1,9 @@
-//! The live encoder pool, built from `watch_all()` on the heartbeats bucket. Expired keys send no
-//! watch event on nats-server 2.9, so liveness is judged by each entry's age, not by deletes.
+//! The live encoder pool, built from `watch_all()` on the heartbeats bucket.
+//!
+//! Expired keys send no watch event on nats-server 2.9, so liveness is judged by how long ago
+//! each node's heartbeat last changed, on this process's clock (a replayed old entry starts out
+//! as old as its server timestamp says). A node whose heartbeat went quiet for longer than the
+//! TTL is reported dead once, so its units are handed on once.
 
 use ffleet_shared::messages::{self, Heartbeat};
 use ffleet_shared::nats::NatsError;
@@ -11,10 +15,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+struct Seen {
+    hb: Heartbeat,
+    revision: u64,
+    at: Instant,
+    /// Already reported dead; reset by a newer heartbeat.
+    reported: bool,
+}
+
 #[derive(Clone)]
 pub struct Pool {
-    inner: Arc<Mutex<HashMap<NodeId, (Heartbeat, Instant)>>>,
+    inner: Arc<Mutex<HashMap<NodeId, Seen>>>,
     ttl: Duration,
+    started: Instant,
+}
+
+/// A node whose heartbeat stopped: what it last said it held.
+#[derive(Debug, Clone)]
+pub struct Dead {
+    pub heartbeat: Heartbeat,
+    pub revision: u64,
+    pub silent_for: Duration,
 }
 
 impl Pool {
@@ -27,6 +48,7 @@ impl Pool {
         let pool = Pool {
             inner: Arc::default(),
             ttl,
+            started: Instant::now(),
         };
         let mut watch = workers
             .store()
@@ -62,15 +84,25 @@ impl Pool {
         match e.operation {
             Operation::Put => match messages::decode::<Heartbeat>("heartbeat", &e.value) {
                 Ok(hb) => {
-                    // Age from the server's timestamp, so a replayed old entry starts out old.
+                    // A replayed entry is as old as the server says; a live one is new now.
                     let age = (time::OffsetDateTime::now_utc() - e.created)
                         .try_into()
-                        .unwrap_or(Duration::ZERO);
-                    let seen = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                    map.insert(node, (hb, seen));
+                        .unwrap_or(Duration::ZERO)
+                        .min(self.ttl * 10);
+                    let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                    map.insert(
+                        node,
+                        Seen {
+                            hb,
+                            revision: e.revision,
+                            at,
+                            reported: false,
+                        },
+                    );
                 }
                 Err(err) => tracing::warn!(node = %node, error = %err, "bad heartbeat ignored"),
             },
+            // A clean stop: the node handed its units back itself.
             Operation::Delete | Operation::Purge => {
                 map.remove(&node);
             }
@@ -79,16 +111,57 @@ impl Pool {
 
     /// Heartbeats of nodes seen within the TTL.
     pub fn live(&self) -> Vec<Heartbeat> {
-        let mut map = self.inner.lock().expect("pool lock");
-        map.retain(|_, (_, seen)| seen.elapsed() <= self.ttl * 10);
+        let map = self.inner.lock().expect("pool lock");
         map.values()
-            .filter(|(_, seen)| seen.elapsed() <= self.ttl)
-            .map(|(hb, _)| hb.clone())
+            .filter(|s| s.at.elapsed() <= self.ttl)
+            .map(|s| s.hb.clone())
             .collect()
+    }
+
+    pub fn is_live(&self, node: &NodeId) -> bool {
+        let map = self.inner.lock().expect("pool lock");
+        map.get(node).is_some_and(|s| s.at.elapsed() <= self.ttl)
     }
 
     /// Whether any live node offers `cap`.
     pub fn has(&self, cap: &Capability) -> bool {
         self.live().iter().any(|hb| hb.capabilities.contains(cap))
+    }
+
+    /// Whether the view has been watched long enough that a node missing from it is gone.
+    pub fn settled(&self) -> bool {
+        self.started.elapsed() > self.ttl
+    }
+
+    /// Nodes silent for longer than the TTL and not reported yet. Each is reported once; nodes
+    /// silent for ten TTLs are forgotten.
+    pub fn newly_dead(&self) -> Vec<Dead> {
+        let mut map = self.inner.lock().expect("pool lock");
+        map.retain(|_, s| s.at.elapsed() <= self.ttl * 10);
+        map.values_mut()
+            .filter(|s| !s.reported && s.at.elapsed() > self.ttl)
+            .map(|s| {
+                s.reported = true;
+                Dead {
+                    heartbeat: s.hb.clone(),
+                    revision: s.revision,
+                    silent_for: s.at.elapsed(),
+                }
+            })
+            .collect()
+    }
+
+    /// A dead report turned out wrong (the node wrote since): take the newer heartbeat.
+    pub fn revive(&self, node: &NodeId, hb: Heartbeat, revision: u64) {
+        let mut map = self.inner.lock().expect("pool lock");
+        map.insert(
+            node.clone(),
+            Seen {
+                hb,
+                revision,
+                at: Instant::now(),
+                reported: false,
+            },
+        );
     }
 }

@@ -5,20 +5,19 @@
 //! for a job still splitting resumes it, one already planned only republishes its tasks (which
 //! the stream de-duplicates), and anything else is a duplicate and is dropped.
 
-use crate::{ACK_WAIT, inspect, split, validate};
+use crate::{inspect, split, validate};
 use async_nats::jetstream::Message;
-use ffleet_shared::media::INTERMEDIATE_FORMAT;
 use ffleet_shared::messages::events::Accepted;
 use ffleet_shared::messages::records::Plan;
 use ffleet_shared::messages::{
-    CURRENT, JobEvent, JobRecord, JobRequest, JobState, SegmentRecord, Task, TaskInput,
+    CURRENT, JobEvent, JobRecord, JobRequest, JobState, SegmentRecord, Task,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::Failure;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, Unit, jobs, subjects};
+use ffleet_shared::{JobId, jobs, subjects};
 use std::time::Duration;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
@@ -43,7 +42,7 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             };
         }
     };
-    let _keep = KeepAlive::start(&msg, ACK_WAIT / 3);
+    let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     match process(ctx, &req, ack::delivered(&msg)).await {
         Ok(()) => Disposition::Ack,
         Err(Step::Retry(why)) => {
@@ -186,54 +185,7 @@ async fn split_and_plan(
 
 /// Publishes the first attempt of every unit to the plan queue (de-duplicated by id).
 async fn publish_tasks(ctx: &Ctx, rec: &JobRecord) -> Result<(), Step> {
-    let (Some(plan), Some(src)) = (&rec.plan, &rec.source) else {
-        return Ok(());
-    };
-    let tb = src.video.time_base;
-    let base = |unit, input, expected_frames, duration_secs, result_ext: &str| Task {
-        version: CURRENT,
-        job_id: rec.job_id.clone(),
-        unit,
-        attempt: 1,
-        profile: rec.profile.clone(),
-        quality: rec.request.overrides.quality,
-        input,
-        expected_frames,
-        duration_secs,
-        result_ext: result_ext.into(),
-        priority: rec.request.priority,
-        capability: None,
-    };
-    let mut tasks: Vec<Task> = plan
-        .segments
-        .iter()
-        .map(|s| {
-            base(
-                Unit::Video(s.index),
-                TaskInput::Scratch {
-                    key: s.source_key.clone(),
-                },
-                Some(s.frames),
-                tb.seconds(s.duration_ticks),
-                INTERMEDIATE_FORMAT,
-            )
-        })
-        .collect();
-    if plan.audio {
-        // Audio first: it is one long task, so starting it early shortens the job.
-        tasks.insert(
-            0,
-            base(
-                Unit::Audio,
-                TaskInput::Source {
-                    path: plan.source_path.clone(),
-                },
-                None,
-                src.audio.as_ref().map_or(0.0, |a| a.duration_secs),
-                plan.container.audio_intermediate_ext(),
-            ),
-        );
-    }
+    let tasks = Task::first_attempts(rec);
     for t in &tasks {
         publish::task(&ctx.js, subjects::TASKS_PLAN.into(), t, "plan").await?;
     }

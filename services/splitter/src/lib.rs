@@ -12,13 +12,9 @@ use ffleet_shared::nats::provision::ConsumerSpec;
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "splitter";
-
-/// AckWait of the submit consumer; work in progress extends it every third of it.
-pub(crate) const ACK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,7 +34,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
             stream: subjects::STREAM_JOBS,
             durable: subjects::CONSUMER_SPLITTER,
             filter: subjects::JOBS_SUBMIT.into(),
-            ack_wait: ACK_WAIT,
+            ack_wait: ctx.config.streams.ack_wait(),
             max_deliver: 10,
             max_ack_pending: 1000,
         },

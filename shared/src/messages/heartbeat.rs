@@ -1,7 +1,9 @@
-//! `Heartbeat`: what each encoder writes to the workers bucket every interval.
+//! `Heartbeat`: what each encoder writes to the workers bucket every interval: who it is, what
+//! it can do, how loaded it is, and which units it holds with their live progress. The
+//! scheduler's pool view and `ffleet workers` read nothing else.
 
 use super::{CURRENT, Versioned};
-use crate::ids::{Capability, NodeId};
+use crate::ids::{Capability, JobId, NodeId, Unit};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,10 +14,52 @@ pub struct Heartbeat {
     pub capabilities: Vec<Capability>,
     pub slots_total: u32,
     pub slots_busy: u32,
-    /// Units this node holds, as `<job>.<unit>#<attempt>`.
+    /// Units this node is encoding.
     #[serde(default)]
-    pub holding: Vec<String>,
+    pub holding: Vec<Held>,
+    /// One-minute load average of the host.
+    #[serde(default)]
+    pub load1: f64,
+    #[serde(default)]
+    pub mem_total_bytes: u64,
+    #[serde(default)]
+    pub mem_available_bytes: u64,
+    /// Draining (SIGTERM): takes no new work.
+    #[serde(default)]
+    pub draining: bool,
     pub at: String,
+}
+
+/// One unit a node holds, with ffmpeg's latest progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    pub job_id: JobId,
+    pub unit: Unit,
+    pub attempt: u32,
+    #[serde(default)]
+    pub frame: u64,
+    #[serde(default)]
+    pub fps: f64,
+    #[serde(default)]
+    pub speed: f64,
+}
+
+impl Held {
+    pub fn new(job_id: JobId, unit: Unit, attempt: u32) -> Self {
+        Self {
+            job_id,
+            unit,
+            attempt,
+            frame: 0,
+            fps: 0.0,
+            speed: 0.0,
+        }
+    }
+
+    /// `<job>.<unit>#<attempt>`, as shown by `ffleet workers`.
+    pub fn tag(&self) -> String {
+        format!("{}.{}#{}", self.job_id, self.unit, self.attempt)
+    }
 }
 
 impl Heartbeat {
@@ -28,6 +72,10 @@ impl Heartbeat {
             slots_total,
             slots_busy: 0,
             holding: Vec::new(),
+            load1: 0.0,
+            mem_total_bytes: 0,
+            mem_available_bytes: 0,
+            draining: false,
             at: crate::time::now_rfc3339(),
         }
     }

@@ -17,7 +17,7 @@ pub use live::LiveProgress;
 pub use records::{
     JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo,
 };
-pub use task::{Task, TaskInput};
+pub use task::{DeadLetter, Task, TaskInput};
 
 /// Version of every message schema this build writes.
 pub const CURRENT: u32 = 1;

@@ -273,10 +273,42 @@ pub struct SegmentRecord {
     pub frames: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// Every attempt that failed on a node, oldest first: the retry budget counts its nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<AttemptFailure>,
     pub updated_at: String,
 }
 
+/// One failed attempt of a unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptFailure {
+    pub attempt: u32,
+    pub node: NodeId,
+    pub message: String,
+}
+
 impl SegmentRecord {
+    /// Distinct nodes this unit failed on.
+    pub fn failed_nodes(&self) -> Vec<&NodeId> {
+        let mut nodes: Vec<&NodeId> = self.failures.iter().map(|f| &f.node).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Moves the unit to a fresh attempt, owned by nobody, waiting to be routed again: a result
+    /// of any earlier attempt will no longer be accepted.
+    pub fn next_attempt(&self) -> SegmentRecord {
+        SegmentRecord {
+            state: SegmentState::Planned,
+            attempt: self.attempt + 1,
+            capability: None,
+            owner: None,
+            updated_at: crate::time::now_rfc3339(),
+            ..self.clone()
+        }
+    }
+
     pub fn planned() -> Self {
         Self {
             version: CURRENT,
@@ -287,6 +319,7 @@ impl SegmentRecord {
             result_key: None,
             frames: None,
             failure: None,
+            failures: Vec::new(),
             updated_at: crate::time::now_rfc3339(),
         }
     }

@@ -4,8 +4,10 @@
 //! A task names a server-side profile, never ffmpeg arguments: each encoder builds its command
 //! from its own configuration.
 
-use super::Versioned;
+use super::records::{AttemptFailure, JobRecord};
+use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, Unit};
+use crate::reason::Failure;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +43,63 @@ pub struct Task {
 }
 
 impl Task {
+    /// Attempt `attempt` of `unit`, built from the job's plan: the splitter issues attempt 1 of
+    /// every unit this way, and the scheduler re-issues later attempts the same way. `None` when
+    /// the job has no plan yet or the plan has no such unit.
+    pub fn for_unit(rec: &JobRecord, unit: Unit, attempt: u32) -> Option<Task> {
+        let (plan, src) = (rec.plan.as_ref()?, rec.source.as_ref()?);
+        let (input, expected_frames, duration_secs, result_ext) = match unit {
+            Unit::Video(i) => {
+                let s = plan.segments.iter().find(|s| s.index == i)?;
+                (
+                    TaskInput::Scratch {
+                        key: s.source_key.clone(),
+                    },
+                    Some(s.frames),
+                    src.video.time_base.seconds(s.duration_ticks),
+                    crate::media::INTERMEDIATE_FORMAT,
+                )
+            }
+            Unit::Audio if plan.audio => (
+                TaskInput::Source {
+                    path: plan.source_path.clone(),
+                },
+                None,
+                src.audio.as_ref().map_or(0.0, |a| a.duration_secs),
+                plan.container.audio_intermediate_ext(),
+            ),
+            Unit::Audio => return None,
+        };
+        Some(Task {
+            version: CURRENT,
+            job_id: rec.job_id.clone(),
+            unit,
+            attempt,
+            profile: rec.profile.clone(),
+            quality: rec.request.overrides.quality,
+            input,
+            expected_frames,
+            duration_secs,
+            result_ext: result_ext.into(),
+            priority: rec.request.priority,
+            capability: None,
+        })
+    }
+
+    /// Attempt 1 of every unit of the job. Audio comes first: it is one long task, so starting
+    /// it early shortens the job.
+    pub fn first_attempts(rec: &JobRecord) -> Vec<Task> {
+        let Some(plan) = &rec.plan else {
+            return Vec::new();
+        };
+        let audio = plan.audio.then_some(Unit::Audio);
+        audio
+            .into_iter()
+            .chain(plan.segments.iter().map(|s| Unit::Video(s.index)))
+            .filter_map(|u| Task::for_unit(rec, u, 1))
+            .collect()
+    }
+
     /// Scratch key of this attempt's result: attempts never overwrite each other.
     pub fn result_key(&self) -> String {
         format!(
@@ -51,6 +110,23 @@ impl Task {
 }
 
 impl Versioned for Task {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// What `ffleet.dead.<job>.<unit>` keeps about a unit that exhausted its retry budget: the task
+/// as last issued, the failure that ended its job, and every failed attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub version: u32,
+    pub task: Task,
+    pub failure: Failure,
+    pub failures: Vec<AttemptFailure>,
+    pub at: String,
+}
+
+impl Versioned for DeadLetter {
     fn version(&self) -> u32 {
         self.version
     }

@@ -5,7 +5,7 @@
 //! with the KV settings and then calling `get_key_value` works on 2.9 and on current servers.
 
 use super::NatsError;
-use crate::config::StreamsConfig;
+use crate::config::Config;
 use crate::subjects;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
@@ -19,17 +19,16 @@ pub struct Buckets {
     pub jobs: Store,
     pub segments: Store,
     pub workers: Store,
+    pub leases: Store,
 }
 
 /// Retention of job and segment records.
 const RECORD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Ensures every stream and bucket exists and returns the bucket handles.
-pub async fn provision(
-    js: &Context,
-    cfg: &StreamsConfig,
-    heartbeat_ttl: Duration,
-) -> Result<Buckets, NatsError> {
+pub async fn provision(js: &Context, config: &Config) -> Result<Buckets, NatsError> {
+    let cfg = &config.streams;
+    let heartbeat_ttl = config.scheduler.heartbeat_ttl();
     let dup = Duration::from_secs_f64(cfg.duplicate_window_secs);
     let work_queue = |name: &str, subject: String| stream::Config {
         name: name.into(),
@@ -64,6 +63,20 @@ pub async fn provision(
         },
     )
     .await?;
+    ensure_stream(
+        js,
+        stream::Config {
+            name: subjects::STREAM_DEAD.into(),
+            subjects: vec![subjects::dead_wildcard()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: cfg.replicas,
+            duplicate_window: dup,
+            max_age: Duration::from_secs_f64(cfg.events_max_age_hours * 3600.0),
+            ..Default::default()
+        },
+    )
+    .await?;
     Ok(Buckets {
         jobs: ensure_kv(js, subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE, cfg.replicas).await?,
         segments: ensure_kv(
@@ -79,6 +92,15 @@ pub async fn provision(
             subjects::BUCKET_WORKERS,
             1,
             heartbeat_ttl.max(Duration::from_secs(2)) * 2,
+            cfg.replicas,
+        )
+        .await?,
+        // History 1 and max age = the lease: an unrenewed lease vanishes by itself.
+        leases: ensure_kv(
+            js,
+            subjects::BUCKET_LEASES,
+            1,
+            config.scheduler.lease_ttl(),
             cfg.replicas,
         )
         .await?,

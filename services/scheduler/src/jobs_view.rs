@@ -1,0 +1,82 @@
+//! The scheduler's view of unfinished jobs, kept from a watch on the jobs bucket, so the
+//! reconciler walks only live work instead of listing every job ever run.
+
+use ffleet_shared::JobId;
+use ffleet_shared::messages::{self, JobRecord};
+use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::kv::Typed;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Default)]
+pub struct JobsView {
+    active: Arc<Mutex<HashMap<JobId, JobRecord>>>,
+}
+
+impl JobsView {
+    pub async fn watch(
+        jobs: Typed<JobRecord>,
+        shutdown: CancellationToken,
+    ) -> Result<JobsView, NatsError> {
+        let view = JobsView::default();
+        let mut watch = jobs
+            .store()
+            .watch_all()
+            .await
+            .map_err(|e| NatsError::op("kv watch", e))?;
+        let v = view.clone();
+        tokio::spawn(async move {
+            loop {
+                let entry = tokio::select! {
+                    e = watch.next() => e,
+                    _ = shutdown.cancelled() => return,
+                };
+                match entry {
+                    Some(Ok(e)) => v.apply(&e),
+                    Some(Err(err)) => tracing::warn!(error = %err, "jobs watch error"),
+                    None => {
+                        tracing::warn!("jobs watch ended");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(view)
+    }
+
+    fn apply(&self, e: &async_nats::jetstream::kv::Entry) {
+        use async_nats::jetstream::kv::Operation;
+        let Ok(id) = JobId::new(e.key.as_str()) else {
+            return;
+        };
+        let mut map = self.active.lock().expect("jobs lock");
+        let rec = match e.operation {
+            Operation::Put => messages::decode::<JobRecord>("job record", &e.value).ok(),
+            Operation::Delete | Operation::Purge => None,
+        };
+        match rec {
+            Some(r) if !r.state.is_terminal() => {
+                map.insert(id, r);
+            }
+            _ => {
+                map.remove(&id);
+            }
+        }
+    }
+
+    /// Unfinished jobs as last seen.
+    pub fn active(&self) -> Vec<JobRecord> {
+        self.active
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, job: &JobId) -> Option<JobRecord> {
+        self.active.lock().expect("jobs lock").get(job).cloned()
+    }
+}

@@ -1,0 +1,136 @@
+//! The slow path: every `reconcile_interval`, each unfinished job is compared with its unit
+//! records, the live pool and the queues, and whatever fell through the cracks is repaired:
+//! units owned by a node that is gone (it died before its heartbeat named them, or while no
+//! scheduler was running), units whose task message was lost, a failed unit whose report never
+//! ended the job, and jobs past their deadline.
+
+use crate::jobs_view::JobsView;
+use crate::pool::Pool;
+use crate::reissue::reissue;
+use ffleet_shared::messages::{JobRecord, JobState, SegmentRecord, SegmentState};
+use ffleet_shared::reason::{Failure, Reason};
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::time::age_secs;
+use ffleet_shared::{Capability, jobs, subjects};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) {
+    let every = Duration::from_secs_f64(ctx.config.scheduler.reconcile_interval_secs);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = term.cancelled() => return,
+        }
+        let mut queues = Queues::default();
+        for job in jobs.active() {
+            if term.is_cancelled() {
+                return;
+            }
+            reconcile(&ctx, &pool, &mut queues, &job).await;
+        }
+    }
+}
+
+async fn reconcile(ctx: &Ctx, pool: &Pool, queues: &mut Queues, job: &JobRecord) {
+    let cfg = &ctx.config.scheduler;
+    let age = age_secs(&job.accepted_at).unwrap_or(0.0);
+    if age > cfg.job_deadline_secs {
+        let f = Failure::new(
+            Reason::DeadlineExceeded,
+            format!(
+                "job {} was still {:?} {:.0} s after it was accepted (deadline {} s)",
+                job.job_id, job.state, age, cfg.job_deadline_secs
+            ),
+        );
+        if let Err(e) = jobs::fail(ctx, &job.job_id, &f).await {
+            tracing::warn!(job = %job.job_id, error = %e, "failing an overdue job failed");
+        }
+        return;
+    }
+    if job.state != JobState::Encoding {
+        return;
+    }
+    let Some(plan) = &job.plan else { return };
+    for unit in plan.units() {
+        if job.collected.contains_key(&unit) {
+            continue;
+        }
+        let key = subjects::segment_key(&job.job_id, unit);
+        let rec = match ctx.segments.get(&key).await {
+            Ok(Some((r, _))) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "reconcile read failed");
+                return;
+            }
+        };
+        let stale = |secs: f64| age_secs(&rec.updated_at).is_some_and(|a| a > secs);
+        let repair = match rec.state {
+            SegmentState::Running => {
+                let orphaned = pool.settled()
+                    && stale(cfg.heartbeat_ttl_secs)
+                    && rec.owner.as_ref().is_some_and(|o| !pool.is_live(o));
+                orphaned.then_some("owner is gone")
+            }
+            SegmentState::Planned | SegmentState::Queued => {
+                let lost = stale(cfg.lost_task_secs) && queues.empty(ctx, &rec).await;
+                lost.then_some("task message lost")
+            }
+            SegmentState::Failed => {
+                if let Some(f) = &rec.failure
+                    && let Err(e) = jobs::fail(ctx, &job.job_id, f).await
+                {
+                    tracing::warn!(job = %job.job_id, error = %e, "failing a job failed");
+                }
+                return;
+            }
+            SegmentState::Done => None,
+        };
+        let Some(why) = repair else { continue };
+        let seen = rec.clone();
+        match reissue(ctx, job, unit, |r| same(r, &seen)).await {
+            Ok(Some(attempt)) => {
+                tracing::warn!(job = %job.job_id, unit = %unit, attempt, why, "unit re-issued by reconciler")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job = %job.job_id, unit = %unit, error = %e, "re-issue failed")
+            }
+        }
+    }
+}
+
+fn same(a: &SegmentRecord, b: &SegmentRecord) -> bool {
+    a.attempt == b.attempt && a.state == b.state && a.owner == b.owner
+}
+
+/// Whether a queue holds any message, asked once per queue per round.
+#[derive(Default)]
+struct Queues {
+    empty: HashMap<String, bool>,
+}
+
+impl Queues {
+    async fn empty(&mut self, ctx: &Ctx, rec: &SegmentRecord) -> bool {
+        let consumer = match (&rec.state, &rec.capability) {
+            (SegmentState::Queued, Some(cap)) => subjects::encode_consumer(cap),
+            (SegmentState::Queued, None) => subjects::encode_consumer(&Capability::cpu()),
+            _ => subjects::CONSUMER_SCHEDULER.to_owned(),
+        };
+        if let Some(e) = self.empty.get(&consumer) {
+            return *e;
+        }
+        let empty = match ctx.js.get_stream(subjects::STREAM_TASKS).await {
+            Ok(s) => match s.consumer_info(&consumer).await {
+                Ok(i) => i.num_pending == 0 && i.num_ack_pending == 0,
+                // No consumer yet: nobody could have taken the message, so it is not lost.
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        self.empty.insert(consumer, empty);
+        empty
+    }
+}

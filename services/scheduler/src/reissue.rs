@@ -1,0 +1,41 @@
+//! Handing a unit to a new attempt: the ownership record moves to attempt + 1 (revision-checked,
+//! and only if it still is what the caller saw), then the new attempt goes to the plan queue to
+//! be routed like any other task. From that write on, a result of the old attempt is refused
+//! everywhere, so a node that comes back late cannot get its work merged.
+
+use crate::Error;
+use ffleet_shared::messages::{JobRecord, SegmentRecord, Task};
+use ffleet_shared::nats::kv::Change;
+use ffleet_shared::nats::publish;
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::{Unit, subjects};
+
+/// Re-issues `unit` of `job` if its record still satisfies `expect`. Returns the new attempt,
+/// or `None` when the record had moved on (someone else handled it).
+pub async fn reissue(
+    ctx: &Ctx,
+    job: &JobRecord,
+    unit: Unit,
+    expect: impl Fn(&SegmentRecord) -> bool,
+) -> Result<Option<u32>, Error> {
+    let key = subjects::segment_key(&job.job_id, unit);
+    let next = ctx
+        .segments
+        .modify(&key, |rec| match rec {
+            Some(r) if expect(r) => {
+                let n = r.next_attempt();
+                let attempt = n.attempt;
+                Change::Write(n, Some(attempt))
+            }
+            _ => Change::Keep(None),
+        })
+        .await?;
+    let Some(attempt) = next else {
+        return Ok(None);
+    };
+    // A publish lost here leaves the unit planned with no task: the reconciler re-issues it.
+    if let Some(task) = Task::for_unit(job, unit, attempt) {
+        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;
+    }
+    Ok(Some(attempt))
+}
