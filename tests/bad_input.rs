@@ -4,7 +4,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{FleetOptions, TestFleet, media};
+use common::{FleetOptions, JobClient, TestFleet, media};
 use ffleet_shared::messages::JobEvent;
 use ffleet_shared::reason::Reason;
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{TestFleet, media, quality};
+use common::{JobClient, TestFleet, media, quality};
 use ffleet_shared::messages::JobEvent;
 use ffleet_shared::messages::events::SegmentOutcome;
 use ffleet_shared::profiles;

@@ -172,3 +172,38 @@ pub fn frame_rate(path: &Path) -> Result<f64> {
         .parse()?;
     Ok(r.as_f64())
 }
+
+/// A 4 s 160x120 25 fps clip whose third second (one whole GOP) has its packet payloads zeroed:
+/// it probes and cuts like any file, but that segment decodes to no frames, so ffmpeg fails it
+/// on every node, every time.
+pub fn poison_source(dir: &Path, name: &str) -> Result<PathBuf> {
+    let good = dir.join(format!("{name}.good.mp4"));
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        good.to_str().expect("utf-8 path"),
+    ])?;
+    let text = ffprobe_text(&good, "v:0", "packet=pos,size", "csv=p=0")?;
+    let mut data = std::fs::read(&good)?;
+    for line in text.lines().skip(50).take(25) {
+        let (pos, size) = line.trim().split_once(',').context("packet line")?;
+        let (pos, size): (usize, usize) = (pos.parse()?, size.parse()?);
+        data[pos..pos + size].fill(0);
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, data)?;
+    std::fs::remove_file(good)?;
+    Ok(p)
+}

@@ -4,9 +4,13 @@
 
 #![allow(dead_code)]
 
+pub mod client;
 pub mod fleet;
 pub mod media;
+pub mod procs;
 pub mod quality;
 
+#[allow(unused_imports)]
+pub use client::JobClient;
 #[allow(unused_imports)]
 pub use fleet::{FleetOptions, TestFleet};

@@ -169,10 +169,10 @@ async fn encode_claimed(
         Err(err) => {
             let _ = tokio::fs::remove_file(&staged).await;
             return match err {
-                EncodeError::Cancelled => cancelled(ctx, node, task, key).await,
+                EncodeError::Cancelled => give_back(ctx, node, task, key, Duration::ZERO).await,
                 EncodeError::Transient(why) => {
-                    tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted, will retry");
-                    Disposition::Retry(Duration::from_secs(5))
+                    tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted");
+                    give_back(ctx, node, task, key, Duration::from_secs(1)).await
                 }
                 EncodeError::Permanent(f) => fail(ctx, node, task, key, f).await,
             };
@@ -224,20 +224,26 @@ async fn encode_claimed(
     report(ctx, node, task, outcome, Disposition::Ack).await
 }
 
-/// Why an encode was cancelled decides what happens to the unit: if this node still owns it,
-/// the node is stopping and hands it back at once; if not, it was handed to another node while
-/// this one looked dead, and the work is dropped.
-async fn cancelled(ctx: &Ctx, node: &NodeId, task: &Task, key: &str) -> Disposition {
+/// An encode that was cancelled or interrupted (stall, signal): if this node still owns the
+/// unit, it is handed back for the next free node after `delay`; if not, it was handed to
+/// another node while this one looked dead (frozen, cut off), and the work is dropped.
+async fn give_back(
+    ctx: &Ctx,
+    node: &NodeId,
+    task: &Task,
+    key: &str,
+    delay: Duration,
+) -> Disposition {
     match ctx.segments.get(key).await {
         Ok(Some((r, _))) if r.attempt == task.attempt && r.owner.as_ref() == Some(node) => {
             tracing::info!(job = %task.job_id, unit = %task.unit, "unit handed back");
-            Disposition::Retry(Duration::ZERO)
+            Disposition::Retry(delay)
         }
         Ok(_) => {
             tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "superseded unit dropped");
             Disposition::Ack
         }
-        Err(_) => Disposition::Retry(Duration::ZERO),
+        Err(_) => Disposition::Retry(delay),
     }
 }
 

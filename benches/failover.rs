@@ -1,0 +1,199 @@
+//! `cargo bench --bench failover`: how fast a dead encoder's segment runs elsewhere.
+//!
+//! For each heartbeat interval (0.5, 1 and 2 s; the TTL is three intervals, the default ratio)
+//! it runs the services as separate processes around a private nats-server, keeps a long job
+//! busy on three encoders, and repeatedly SIGKILLs the node running a segment, timing kill →
+//! that segment running on another node under a new attempt. The killed node is started again
+//! so the pool stays at three. Prints median and max per interval against the 2 × TTL target.
+//!
+//! Environment: `FFLEET_BENCH_KILLS` (per interval, default 5).
+
+use ffleet::local::NatsServer;
+use ffleet_shared::config::Config;
+use ffleet_shared::messages::SegmentState;
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::{JobId, subjects};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Procs(Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(url: &str, dir: &Path, svc: &str, node: Option<&str>, interval: f64) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
+    c.args(["-s", url, "run", svc])
+        .env_remove("NATS_URL")
+        .env("FFLEET_STORAGE__SCRATCH", dir.join("scratch"))
+        .env(
+            "FFLEET_STORAGE__INPUT_ROOTS",
+            format!("[{}]", dir.display()),
+        )
+        .env(
+            "FFLEET_STORAGE__OUTPUT_ROOTS",
+            format!("[{}]", dir.display()),
+        )
+        .env("FFLEET_ENCODER__SLOTS", "1")
+        .env(
+            "FFLEET_ENCODER__HEARTBEAT_INTERVAL_SECS",
+            interval.to_string(),
+        )
+        .env(
+            "FFLEET_SCHEDULER__HEARTBEAT_TTL_SECS",
+            (3.0 * interval).to_string(),
+        )
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(n) = node {
+        c.env("FFLEET_ENCODER__NODE_ID", n);
+    }
+    c.spawn().expect("ffleet runs")
+}
+
+fn source(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("long.mp4");
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=640x360:rate=25")
+        .args([
+            "-t",
+            "120",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+        ])
+        .arg(&p)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(st.success());
+    p
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A video unit running now: (key, owner, attempt).
+async fn running(ctx: &Ctx, job: &JobId, units: u32) -> (String, String, u32) {
+    loop {
+        for i in 0..units {
+            let key = subjects::segment_key(job, ffleet_shared::Unit::Video(i));
+            if let Ok(Some((r, _))) = ctx.segments.get(&key).await
+                && r.state == SegmentState::Running
+                && let Some(o) = r.owner
+            {
+                return (key, o.to_string(), r.attempt);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn measure(interval: f64, kills: usize, dir: &Path, src: &Path) -> Vec<f64> {
+    let server = NatsServer::start_temp().expect("nats-server starts");
+    let url = server.url.clone();
+    let mut cfg = Config::default();
+    cfg.nats.url = url.clone();
+    cfg.storage.scratch = dir.join("scratch");
+    let ctx = Ctx::connect(Arc::new(cfg), "bench", true)
+        .await
+        .expect("connects");
+    let mut procs = Procs(Vec::new());
+    for svc in ["splitter", "scheduler", "merger"] {
+        procs
+            .0
+            .push((svc.into(), spawn(&url, dir, svc, None, interval)));
+    }
+    for i in 1..=3 {
+        let n = format!("enc-{i}");
+        let c = spawn(&url, dir, "encoder", Some(&n), interval);
+        procs.0.push((n, c));
+    }
+    let job = JobId::new(format!("bench-{}", (interval * 10.0) as u32)).unwrap();
+    let req = serde_json::json!({
+        "version": 1, "job_id": job.as_str(), "input": src.display().to_string(),
+        "output": dir.join(format!("{job}.mp4")).display().to_string(), "segment_seconds": 2.0
+    });
+    ffleet_shared::nats::publish::raw(
+        &ctx.js,
+        subjects::JOBS_SUBMIT.into(),
+        serde_json::to_vec(&req).unwrap().into(),
+        job.as_str(),
+    )
+    .await
+    .expect("submitted");
+    let mut out = Vec::new();
+    for _ in 0..kills {
+        let (key, owner, attempt) = running(&ctx, &job, 60).await;
+        let idx = procs.0.iter().position(|(n, _)| *n == owner).unwrap();
+        let (_, mut child) = procs.0.remove(idx);
+        let _ = child.kill();
+        let killed = Instant::now();
+        let _ = child.wait();
+        loop {
+            if let Ok(Some((r, _))) = ctx.segments.get(&key).await
+                && r.attempt > attempt
+                && r.owner.as_ref().is_some_and(|o| o.as_str() != owner)
+            {
+                break;
+            }
+            assert!(killed.elapsed() < Duration::from_secs(60), "no failover");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        out.push(killed.elapsed().as_secs_f64());
+        let c = spawn(&url, dir, "encoder", Some(&owner), interval);
+        procs.0.push((owner, c));
+        // Let the restarted node join before the next kill.
+        tokio::time::sleep(Duration::from_secs_f64(interval * 2.0)).await;
+    }
+    drop(procs);
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let kills: usize = std::env::var("FFLEET_BENCH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = source(dir.path());
+    println!("failover: SIGKILL the encoder running a segment -> that segment running elsewhere");
+    println!(
+        "{:>12} {:>8} {:>6} {:>10} {:>10} {:>12}",
+        "heartbeat s", "ttl s", "kills", "median s", "max s", "target <= s"
+    );
+    for interval in [0.5, 1.0, 2.0] {
+        let mut t = measure(interval, kills, dir.path(), &src).await;
+        let max = t.iter().cloned().fold(0.0, f64::max);
+        let ttl = 3.0 * interval;
+        println!(
+            "{interval:>12.1} {ttl:>8.1} {:>6} {:>10.2} {max:>10.2} {:>12.1}",
+            t.len(),
+            median(&mut t),
+            2.0 * ttl
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! `ProcFleet`: the services as separate `ffleet run <service>` processes around one test's
+//! nats-server, so faults are real signals (SIGKILL, SIGSTOP, SIGTERM) to real processes. Each
+//! process logs to a file in the fleet's directory; the logs are printed when a test fails.
+
+use super::client::JobClient;
+use anyhow::{Context, Result, bail};
+use ffleet::local::NatsServer;
+use ffleet_shared::config::Config;
+use ffleet_shared::messages::{JobRecord, SegmentRecord};
+use ffleet_shared::runtime::Ctx;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Service {
+    /// `splitter`, `scheduler`, `merger` or `encoder`.
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub struct ProcFleet {
+    pub server: NatsServer,
+    pub dir: tempfile::TempDir,
+    pub services: Vec<Service>,
+    env: Vec<(String, String)>,
+    client: Option<Ctx>,
+    out: PathBuf,
+    /// Set by `passed()`: otherwise the logs are printed on drop.
+    ok: bool,
+}
+
+/// Settings every fault test runs with: real heartbeat timing (1 s interval, 3 s TTL, 3 s
+/// lease), with the backstops shortened so restarts of the splitter and merger show within
+/// seconds.
+pub const DEFAULT_ENV: &[(&str, &str)] = &[
+    ("FFLEET_ENCODER__SLOTS", "1"),
+    ("FFLEET_STREAMS__ACK_WAIT_SECS", "6"),
+    ("FFLEET_ENCODER__STALL_TIMEOUT_SECS", "3"),
+    ("FFLEET_ENCODER__STOP_GRACE_SECS", "0"),
+    ("FFLEET_SCHEDULER__RECONCILE_INTERVAL_SECS", "1"),
+    ("FFLEET_LOG__LEVEL", "info"),
+];
+
+impl ProcFleet {
+    /// A server and no services yet; `extra` settings override `DEFAULT_ENV`.
+    pub async fn start(extra: &[(&str, &str)]) -> Result<ProcFleet> {
+        let server = NatsServer::start_temp()?;
+        let dir = tempfile::Builder::new().prefix("ffleet-procs-").tempdir()?;
+        for d in ["media", "out", "scratch", "logs"] {
+            std::fs::create_dir_all(dir.path().join(d))?;
+        }
+        let mut env: Vec<(String, String)> = DEFAULT_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let root = |d: &str| dir.path().join(d).display().to_string();
+        env.push(("FFLEET_STORAGE__SCRATCH".into(), root("scratch")));
+        env.push((
+            "FFLEET_STORAGE__INPUT_ROOTS".into(),
+            format!("[{}]", root("media")),
+        ));
+        env.push((
+            "FFLEET_STORAGE__OUTPUT_ROOTS".into(),
+            format!("[{}]", root("out")),
+        ));
+        let out = dir.path().join("out");
+        let mut fleet = ProcFleet {
+            server,
+            dir,
+            services: Vec::new(),
+            env,
+            client: None,
+            out,
+            ok: false,
+        };
+        let mut cfg = Config::default();
+        cfg.nats.url = fleet.server.url.clone();
+        cfg.storage.scratch = fleet.dir.path().join("scratch");
+        for (k, v) in &fleet.env {
+            // The client only needs the settings that shape streams and buckets.
+            if k == "FFLEET_STREAMS__ACK_WAIT_SECS" {
+                cfg.streams.ack_wait_secs = v.parse()?;
+            }
+        }
+        fleet.client = Some(Ctx::connect(Arc::new(cfg), "client", true).await?);
+        Ok(fleet)
+    }
+
+    /// The usual shape: one splitter, scheduler and merger, and `encoders` encoders named
+    /// `enc-1`, `enc-2`, ...
+    pub async fn standard(encoders: usize, extra: &[(&str, &str)]) -> Result<ProcFleet> {
+        let mut f = Self::start(extra).await?;
+        for svc in ["splitter", "scheduler", "merger"] {
+            f.spawn(svc, &[])?;
+        }
+        for i in 1..=encoders {
+            f.spawn_encoder(&format!("enc-{i}"))?;
+        }
+        f.wait_encoders(encoders, Duration::from_secs(30)).await?;
+        Ok(f)
+    }
+
+    /// The test passed: no need to print the services' logs.
+    pub fn passed(&mut self) {
+        self.ok = true;
+    }
+
+    pub fn media(&self) -> PathBuf {
+        self.dir.path().join("media")
+    }
+
+    /// Starts `ffleet run <svc>`; returns its index in `services`.
+    pub fn spawn(&mut self, svc: &str, env: &[(&str, &str)]) -> Result<usize> {
+        let idx = self.services.len();
+        let log = self
+            .dir
+            .path()
+            .join("logs")
+            .join(format!("{idx:02}-{svc}.log"));
+        let file = std::fs::File::create(&log)?;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
+        c.args(["-s", &self.server.url, "run", svc])
+            .env_remove("NATS_URL")
+            .env_remove("FFLEET_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().with_context(|| format!("starting {svc}"))?;
+        self.services.push(Service {
+            name: svc.into(),
+            child: Some(child),
+            log,
+        });
+        Ok(idx)
+    }
+
+    pub fn spawn_encoder(&mut self, node: &str) -> Result<usize> {
+        self.spawn("encoder", &[("FFLEET_ENCODER__NODE_ID", node)])
+    }
+
+    /// Index of the running encoder named `node`.
+    pub fn encoder(&self, node: &str) -> Result<usize> {
+        let want = format!("FFLEET_ENCODER__NODE_ID={node}");
+        self.services
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, s)| {
+                s.child.is_some()
+                    && s.name == "encoder"
+                    && std::fs::read(format!("/proc/{}/environ", self.pid(s)))
+                        .map(|e| e.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
+                        .unwrap_or(false)
+            })
+            .map(|(i, _)| i)
+            .with_context(|| format!("no running encoder {node}"))
+    }
+
+    fn pid(&self, s: &Service) -> u32 {
+        s.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn pid_of(&self, idx: usize) -> u32 {
+        self.pid(&self.services[idx])
+    }
+
+    pub fn signal(&self, idx: usize, sig: &str) -> Result<()> {
+        signal_pid(self.pid_of(idx), sig)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self, idx: usize) {
+        if let Some(mut c) = self.services[idx].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; the exit code once it exits (within `timeout`), else it is killed.
+    pub fn terminate(&mut self, idx: usize, timeout: Duration) -> Option<i32> {
+        let _ = self.signal(idx, "TERM");
+        let mut child = self.services[idx].child.take()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Whether the service is still running (not exited).
+    pub fn running(&mut self, idx: usize) -> bool {
+        match self.services[idx].child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Direct children of a service (its ffmpeg processes).
+    pub fn children(&self, idx: usize) -> Vec<u32> {
+        let pid = self.pid_of(idx);
+        let mut out = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                    out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn log_text(&self, idx: usize) -> String {
+        std::fs::read_to_string(&self.services[idx].log).unwrap_or_default()
+    }
+
+    /// Waits until `n` encoders heartbeat.
+    pub async fn wait_encoders(&self, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let keys = self.ctx().workers.keys().await.unwrap_or_default();
+            if keys.len() >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} of {n} encoders came up", keys.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn job(&self, job: &str) -> Option<JobRecord> {
+        self.ctx()
+            .jobs
+            .get(job)
+            .await
+            .ok()
+            .flatten()
+            .map(|(r, _)| r)
+    }
+
+    /// Every unit record of a job (needs its plan).
+    pub async fn units(&self, job: &str) -> Vec<(String, SegmentRecord)> {
+        let Some(rec) = self.job(job).await else {
+            return Vec::new();
+        };
+        let Some(plan) = &rec.plan else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for u in plan.units() {
+            let key = ffleet_shared::subjects::segment_key(&rec.job_id, u);
+            if let Ok(Some((r, _))) = self.ctx().segments.get(&key).await {
+                out.push((key, r));
+            }
+        }
+        out
+    }
+
+    /// Polls (every 20 ms) until `pick` finds something among the job's unit records.
+    pub async fn wait_unit<T>(
+        &self,
+        job: &str,
+        timeout: Duration,
+        pick: impl Fn(&str, &SegmentRecord) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (k, r) in self.units(job).await {
+                if let Some(t) = pick(&k, &r) {
+                    return Ok(t);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no unit of {job} matched within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl JobClient for ProcFleet {
+    fn ctx(&self) -> &Ctx {
+        self.client.as_ref().expect("client connected")
+    }
+
+    fn out_dir(&self) -> &Path {
+        &self.out
+    }
+}
+
+impl Drop for ProcFleet {
+    fn drop(&mut self) {
+        for s in &mut self.services {
+            if let Some(c) = s.child.as_mut() {
+                let _ = signal_pid(c.id(), "CONT");
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if !self.ok {
+            for s in &self.services {
+                let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("----- {} ({}) -----", s.name, s.log.display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+pub fn signal_pid(pid: u32, sig: &str) -> Result<()> {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !st.success() {
+        bail!("kill -{sig} {pid} failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,537 @@
+//! Fault injection: the services run as separate processes and the faults are real signals.
+//! For each fault the job completes, exactly one terminal event is stored, and the output is
+//! byte-identical to a fault-free run of the same job in the same fleet. Each test prints the
+//! recovery time it measured (run with `--no-capture` to see them).
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::procs::ProcFleet;
+use common::{JobClient, media};
+use ffleet_shared::messages::{DeadLetter, JobState, SegmentState};
+use ffleet_shared::{Unit, subjects};
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// 8 s of 640x360 with B-frames and audio, keyframes every 1.6 s: five video segments that
+/// take a second or so each to encode, so a fault lands mid-segment.
+fn source(fleet: &ProcFleet) -> Result<PathBuf> {
+    media::ntsc_source(&fleet.media(), "src.mp4", 8, "640x360")
+}
+
+async fn submit(fleet: &ProcFleet, id: &str, src: &std::path::Path) -> Result<()> {
+    let mut req = fleet.request(id, src, &format!("{id}.mp4"));
+    req.segment_seconds = Some(1.6);
+    fleet.submit(&req).await
+}
+
+/// The fault-free output of the job, run first in the same fleet.
+async fn reference(fleet: &ProcFleet, src: &std::path::Path) -> Result<Vec<u8>> {
+    submit(fleet, "reference", src).await?;
+    fleet.wait_completed("reference", JOB_TIMEOUT).await?;
+    Ok(std::fs::read(fleet.out_path("reference.mp4"))?)
+}
+
+/// The job completed exactly once and its output equals the reference, byte for byte.
+async fn check(fleet: &ProcFleet, job: &str, reference: &[u8]) -> Result<()> {
+    let done = fleet.wait_completed(job, JOB_TIMEOUT).await?;
+    // Give a duplicate time to show up before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(
+        fleet.terminal_count(job).await? == 1,
+        "job {job} has more than one terminal event"
+    );
+    let out = std::fs::read(fleet.out_path(&format!("{job}.mp4")))?;
+    ensure!(
+        out == reference,
+        "output of {job} ({} bytes, {} frames) differs from the fault-free run ({} bytes)",
+        out.len(),
+        done.frames,
+        reference.len()
+    );
+    Ok(())
+}
+
+/// A video unit running on some node: (unit key, owner, attempt).
+async fn running(fleet: &ProcFleet, job: &str) -> Result<(String, String, u32)> {
+    fleet
+        .wait_unit(job, Duration::from_secs(60), |k, r| {
+            (r.state == SegmentState::Running && !k.ends_with(".audio"))
+                .then(|| Some((k.to_owned(), r.owner.clone()?.to_string(), r.attempt)))
+                .flatten()
+        })
+        .await
+}
+
+/// Waits until `key` runs again under a newer attempt on another node; returns how long after
+/// `since` that was seen.
+async fn moved(
+    fleet: &ProcFleet,
+    job: &str,
+    key: &str,
+    attempt: u32,
+    from: &[&str],
+    since: Instant,
+) -> Result<Duration> {
+    fleet
+        .wait_unit(job, Duration::from_secs(60), |k, r| {
+            let elsewhere = r
+                .owner
+                .as_ref()
+                .is_some_and(|o| !from.contains(&o.as_str()));
+            (k == key
+                && r.attempt > attempt
+                && elsewhere
+                && matches!(r.state, SegmentState::Running | SegmentState::Done))
+            .then_some(())
+        })
+        .await?;
+    Ok(since.elapsed())
+}
+
+#[tokio::test]
+async fn encoder_killed_mid_segment() -> Result<()> {
+    let mut fleet = ProcFleet::standard(3, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    submit(&fleet, "job", &src).await?;
+    let (key, owner, attempt) = running(&fleet, "job").await?;
+    let victim = fleet.encoder(&owner)?;
+    fleet.kill(victim);
+    let killed = Instant::now();
+    let took = moved(&fleet, "job", &key, attempt, &[&owner], killed).await?;
+    println!(
+        "recovery: encoder {owner} killed (SIGKILL) -> {key} running elsewhere in {:.2} s",
+        took.as_secs_f64()
+    );
+    check(&fleet, "job", &reference).await?;
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_of_three_encoders_killed_at_once() -> Result<()> {
+    let mut fleet = ProcFleet::standard(3, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    submit(&fleet, "job", &src).await?;
+    let (key, owner, attempt) = running(&fleet, "job").await?;
+    let other = ["enc-1", "enc-2", "enc-3"]
+        .into_iter()
+        .find(|n| *n != owner)
+        .context("another encoder")?;
+    let (a, b) = (fleet.encoder(&owner)?, fleet.encoder(other)?);
+    fleet.kill(a);
+    fleet.kill(b);
+    let killed = Instant::now();
+    let took = moved(&fleet, "job", &key, attempt, &[&owner, other], killed).await?;
+    println!(
+        "recovery: encoders {owner} and {other} killed -> {key} running on the survivor in {:.2} s",
+        took.as_secs_f64()
+    );
+    check(&fleet, "job", &reference).await?;
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn encoder_frozen_then_resumed_late_drops_its_work() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    submit(&fleet, "job", &src).await?;
+    let (key, owner, attempt) = running(&fleet, "job").await?;
+    let victim = fleet.encoder(&owner)?;
+    fleet.signal(victim, "STOP")?;
+    let frozen = Instant::now();
+    let took = moved(&fleet, "job", &key, attempt, &[&owner], frozen).await?;
+    println!(
+        "recovery: encoder {owner} frozen (SIGSTOP) -> {key} running elsewhere in {:.2} s",
+        took.as_secs_f64()
+    );
+    check(&fleet, "job", &reference).await?;
+
+    // Woken long after it lost the unit: it must notice, drop the work, and carry on.
+    fleet.signal(victim, "CONT")?;
+    let woke = Instant::now();
+    loop {
+        let log = fleet.log_text(victim);
+        if log.contains("superseded unit dropped")
+            || log.contains("result of a superseded attempt discarded")
+        {
+            break;
+        }
+        if woke.elapsed() > Duration::from_secs(20) {
+            bail!("the woken encoder never noticed it lost {key}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(fleet.running(victim), "the woken encoder exited");
+    // Its late result was not merged and did not produce a second completion.
+    ensure!(fleet.terminal_count("job").await? == 1);
+    ensure!(std::fs::read(fleet.out_path("job.mp4"))? == reference);
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn frozen_ffmpeg_child_is_killed_and_its_segment_given_back() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    submit(&fleet, "job", &src).await?;
+    let (key, owner, _) = running(&fleet, "job").await?;
+    let enc = fleet.encoder(&owner)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let child = loop {
+        if let Some(c) = fleet.children(enc).first() {
+            break *c;
+        }
+        ensure!(Instant::now() < deadline, "no ffmpeg child appeared");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    common::procs::signal_pid(child, "STOP")?;
+    let frozen = Instant::now();
+    // The encoder kills it after the stall timeout and hands the unit back; whoever takes it
+    // next (possibly the same node) finishes it.
+    fleet
+        .wait_unit("job", Duration::from_secs(60), |k, r| {
+            (k == key && r.state == SegmentState::Done).then_some(())
+        })
+        .await?;
+    println!(
+        "recovery: ffmpeg child frozen (SIGSTOP) -> {key} encoded again and done in {:.2} s (stall timeout 3 s)",
+        frozen.elapsed().as_secs_f64()
+    );
+    ensure!(
+        fleet.log_text(enc).contains("made no progress"),
+        "the stall was not reported"
+    );
+    check(&fleet, "job", &reference).await?;
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn scheduler_leader_killed_a_replica_takes_over() -> Result<()> {
+    let mut fleet = ProcFleet::start(&[]).await?;
+    for svc in ["splitter", "merger", "scheduler", "scheduler"] {
+        fleet.spawn(svc, &[])?;
+    }
+    for n in ["enc-1", "enc-2"] {
+        fleet.spawn_encoder(n)?;
+    }
+    fleet.wait_encoders(2, Duration::from_secs(30)).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    let leases = fleet.ctx().leases.clone();
+    let holder = || async {
+        leases
+            .get(subjects::LEASE_SCHEDULER)
+            .await
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let leader = holder().await.context("no scheduler holds the lease")?;
+    let pid: u32 = leader.split(':').nth(1).context("holder pid")?.parse()?;
+    let idx = (0..fleet.services.len())
+        .find(|i| fleet.pid_of(*i) == pid)
+        .context("leader process")?;
+
+    submit(&fleet, "job", &src).await?;
+    running(&fleet, "job").await?;
+    fleet.kill(idx);
+    let killed = Instant::now();
+    let takeover = loop {
+        if let Some(h) = holder().await
+            && h != leader
+        {
+            break killed.elapsed();
+        }
+        ensure!(killed.elapsed() < Duration::from_secs(20), "no takeover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "recovery: scheduler leader killed -> replica took the lease in {:.2} s (lease TTL 3 s)",
+        takeover.as_secs_f64()
+    );
+    // The new leader must also do the leader's failover work.
+    let (key, owner, attempt) = running(&fleet, "job").await?;
+    let victim = fleet.encoder(&owner)?;
+    fleet.kill(victim);
+    let took = moved(&fleet, "job", &key, attempt, &[&owner], Instant::now()).await?;
+    println!(
+        "recovery: then encoder {owner} killed -> {key} moved by the new leader in {:.2} s",
+        took.as_secs_f64()
+    );
+    check(&fleet, "job", &reference).await?;
+    fleet.passed();
+    Ok(())
+}
+
+/// Waits (through a KV watch, so no state is missed) until the job record reaches `state`.
+async fn on_state(fleet: &ProcFleet, job: &str, state: JobState) -> Result<()> {
+    let mut watch = fleet.ctx().jobs.store().watch(job).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Some(e) = tokio::time::timeout_at(deadline, watch.next())
+        .await
+        .context("state not reached")?
+    {
+        let e = e?;
+        if let Ok(rec) =
+            ffleet_shared::messages::decode::<ffleet_shared::messages::JobRecord>("job", &e.value)
+            && rec.state == state
+        {
+            return Ok(());
+        }
+    }
+    bail!("watch ended")
+}
+
+#[tokio::test]
+async fn splitter_killed_mid_split() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    let splitting = on_state(&fleet, "job", JobState::Splitting);
+    submit(&fleet, "job", &src).await?;
+    splitting.await?;
+    fleet.kill(0);
+    let killed = Instant::now();
+    fleet.spawn("splitter", &[])?;
+    fleet
+        .wait_unit("job", Duration::from_secs(60), |_, _| Some(()))
+        .await?;
+    println!(
+        "recovery: splitter killed while splitting -> restarted one planned the job {:.2} s later (AckWait 6 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    check(&fleet, "job", &reference).await?;
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn merger_killed_mid_merge() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    let merging = on_state(&fleet, "job", JobState::Merging);
+    submit(&fleet, "job", &src).await?;
+    merging.await?;
+    fleet.kill(2);
+    let killed = Instant::now();
+    fleet.spawn("merger", &[])?;
+    check(&fleet, "job", &reference).await?;
+    println!(
+        "recovery: merger killed while merging -> restarted one completed the job {:.2} s later (AckWait 6 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn nats_server_killed_and_restarted_mid_job() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    submit(&fleet, "job", &src).await?;
+    running(&fleet, "job").await?;
+    fleet.server.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.server.restart()?;
+    check(&fleet, "job", &reference).await?;
+    println!(
+        "recovery: nats-server killed and restarted on its store -> job completed {:.2} s later",
+        killed.elapsed().as_secs_f64()
+    );
+    for i in 0..fleet.services.len() {
+        ensure!(
+            fleet.running(i),
+            "{} exited after the restart",
+            fleet.services[i].name
+        );
+    }
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn poison_segment_fails_its_job_within_the_budget_while_others_complete() -> Result<()> {
+    let mut fleet = ProcFleet::standard(3, &[]).await?;
+    let poison = media::poison_source(&fleet.media(), "poison.mp4")?;
+    let good = media::tiny_source(&fleet.media(), "good.mp4")?;
+    let mut req = fleet.request("poisoned", &poison, "poisoned.mp4");
+    req.segment_seconds = Some(1.0);
+    fleet.submit(&req).await?;
+    let mut req = fleet.request("healthy", &good, "healthy.mp4");
+    req.segment_seconds = Some(1.0);
+    fleet.submit(&req).await?;
+
+    let started = Instant::now();
+    let failed = fleet.wait_failed("poisoned", JOB_TIMEOUT).await?;
+    println!(
+        "poison: failed in {:.2} s: {}: {}",
+        started.elapsed().as_secs_f64(),
+        failed.reason,
+        failed.message
+    );
+    ensure!(failed.reason.code() == "encode_failed", "{failed:?}");
+    // The reason names the unit first, then the nodes and the last ffmpeg error lines.
+    let unit: Unit = failed
+        .message
+        .split_whitespace()
+        .next()
+        .context("unit in the reason")?
+        .parse()?;
+    ensure!(
+        failed.message.contains("Invalid NAL unit size")
+            || failed.message.contains("Error splitting the input"),
+        "no ffmpeg error lines: {failed:?}"
+    );
+    ensure!(failed.message.contains("3 node(s)"), "{failed:?}");
+    for n in ["enc-1", "enc-2", "enc-3"] {
+        ensure!(failed.message.contains(n), "node {n} not named: {failed:?}");
+    }
+    fleet.wait_completed("healthy", JOB_TIMEOUT).await?;
+
+    // The poisoned task waits on the dead-letter subject, once.
+    let job = ffleet_shared::JobId::new("poisoned")?;
+    let stream = fleet.ctx().js.get_stream(subjects::STREAM_DEAD).await?;
+    let msg = stream
+        .get_last_raw_message_by_subject(&subjects::dead_letter(&job, unit))
+        .await?;
+    let letter: DeadLetter = serde_json::from_slice(&msg.payload)?;
+    ensure!(letter.failures.len() == 3, "{letter:?}");
+    ensure!(stream.get_info().await?.state.messages == 1);
+    // No task of it is left looping in the queues.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tasks = fleet.ctx().js.get_stream(subjects::STREAM_TASKS).await?;
+    ensure!(
+        tasks.get_info().await?.state.messages == 0,
+        "tasks left in the queues"
+    );
+    ensure!(fleet.terminal_count("poisoned").await? == 1);
+    for i in 0..fleet.services.len() {
+        ensure!(fleet.running(i), "{} exited", fleet.services[i].name);
+    }
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_fails_with_that_reason() -> Result<()> {
+    let mut fleet = ProcFleet::standard(1, &[("FFLEET_SCHEDULER__JOB_DEADLINE_SECS", "2")]).await?;
+    let src = source(&fleet)?;
+    submit(&fleet, "late", &src).await?;
+    let failed = fleet.wait_failed("late", JOB_TIMEOUT).await?;
+    ensure!(failed.reason.code() == "deadline_exceeded", "{failed:?}");
+    ensure!(!fleet.out_path("late.mp4").exists());
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_encoder_and_hands_its_unit_back() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    submit(&fleet, "job", &src).await?;
+    let (key, owner, _) = running(&fleet, "job").await?;
+    let enc = fleet.encoder(&owner)?;
+    let stopping = Instant::now();
+    let code = fleet.terminate(enc, Duration::from_secs(20));
+    ensure!(code == Some(0), "encoder exit code {code:?}");
+    println!(
+        "graceful stop: encoder {owner} exited {:.2} s after SIGTERM (grace 0 s)",
+        stopping.elapsed().as_secs_f64()
+    );
+    ensure!(
+        fleet.ctx().workers.get(&owner).await?.is_none(),
+        "heartbeat left behind"
+    );
+    fleet
+        .wait_unit("job", Duration::from_secs(60), |k, r| {
+            (k == key && r.owner.as_ref().is_some_and(|o| o.as_str() != owner)).then_some(())
+        })
+        .await?;
+    check(&fleet, "job", &reference).await?;
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn soak_100_jobs_with_an_encoder_killed_every_few_seconds() -> Result<()> {
+    let mut fleet = ProcFleet::standard(3, &[]).await?;
+    let src = media::tiny_source(&fleet.media(), "tiny.mp4")?;
+    let ids: Vec<String> = (0..100).map(|i| format!("soak-{i:03}")).collect();
+    for id in &ids {
+        let mut req = fleet.request(id, &src, &format!("{id}.mp4"));
+        req.segment_seconds = Some(1.0);
+        fleet.submit(&req).await?;
+    }
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut next = 0usize;
+    let mut pending: Vec<&String> = ids.iter().collect();
+    while !pending.is_empty() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "{} jobs unfinished",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Kill one encoder and start it again under the same name.
+        let node = format!("enc-{}", next % 3 + 1);
+        next += 1;
+        let idx = fleet.encoder(&node)?;
+        fleet.kill(idx);
+        fleet.spawn_encoder(&node)?;
+        kills += 1;
+        let mut still = Vec::new();
+        for id in pending {
+            let evs = fleet.events(Some(id)).await.unwrap_or_default();
+            if !evs.iter().any(|e| e.is_terminal()) {
+                still.push(id);
+            }
+        }
+        pending = still;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &ids {
+        let evs = fleet.events(Some(id)).await?;
+        let terminal: Vec<_> = evs.iter().filter(|e| e.is_terminal()).collect();
+        ensure!(
+            terminal.len() == 1,
+            "{id}: {} terminal events",
+            terminal.len()
+        );
+        ensure!(
+            matches!(terminal[0], ffleet_shared::messages::JobEvent::Completed(_)),
+            "{id}: {:?}",
+            terminal[0]
+        );
+        ensure!(fleet.out_path(&format!("{id}.mp4")).is_file());
+    }
+    println!(
+        "soak: 100 jobs completed, none lost or duplicated, in {:.1} s with {kills} encoder kills",
+        started.elapsed().as_secs_f64()
+    );
+    fleet.passed();
+    Ok(())
+}
