@@ -92,20 +92,50 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// A video unit running now: (key, owner, attempt).
-async fn running(ctx: &Ctx, job: &JobId, units: u32) -> (String, String, u32) {
+/// A video unit running now, in any of `jobs`: (key, owner, attempt). Submits another job
+/// when none runs for a while (the last one finished).
+async fn running(
+    ctx: &Ctx,
+    dir: &Path,
+    src: &Path,
+    jobs: &mut Vec<JobId>,
+) -> (String, String, u32) {
+    let mut idle = Instant::now();
     loop {
-        for i in 0..units {
-            let key = subjects::segment_key(job, ffleet_shared::Unit::Video(i));
-            if let Ok(Some((r, _))) = ctx.segments.get(&key).await
-                && r.state == SegmentState::Running
-                && let Some(o) = r.owner
-            {
-                return (key, o.to_string(), r.attempt);
+        for job in jobs.iter() {
+            for i in 0..60 {
+                let key = subjects::segment_key(job, ffleet_shared::Unit::Video(i));
+                if let Ok(Some((r, _))) = ctx.segments.get(&key).await
+                    && r.state == SegmentState::Running
+                    && let Some(o) = r.owner
+                {
+                    return (key, o.to_string(), r.attempt);
+                }
             }
+        }
+        if jobs.is_empty() || idle.elapsed() > Duration::from_secs(3) {
+            jobs.push(submit(ctx, dir, src, jobs.len()).await);
+            idle = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn submit(ctx: &Ctx, dir: &Path, src: &Path, n: usize) -> JobId {
+    let job = JobId::new(format!("bench-{}-{n}", uuid::Uuid::new_v4().simple())).unwrap();
+    let req = serde_json::json!({
+        "version": 1, "job_id": job.as_str(), "input": src.display().to_string(),
+        "output": dir.join(format!("{job}.mp4")).display().to_string(), "segment_seconds": 2.0
+    });
+    ffleet_shared::nats::publish::raw(
+        &ctx.js,
+        subjects::JOBS_SUBMIT.into(),
+        serde_json::to_vec(&req).unwrap().into(),
+        job.as_str(),
+    )
+    .await
+    .expect("submitted");
+    job
 }
 
 async fn measure(interval: f64, kills: usize, dir: &Path, src: &Path) -> Vec<f64> {
@@ -128,22 +158,10 @@ async fn measure(interval: f64, kills: usize, dir: &Path, src: &Path) -> Vec<f64
         let c = spawn(&url, dir, "encoder", Some(&n), interval);
         procs.0.push((n, c));
     }
-    let job = JobId::new(format!("bench-{}", (interval * 10.0) as u32)).unwrap();
-    let req = serde_json::json!({
-        "version": 1, "job_id": job.as_str(), "input": src.display().to_string(),
-        "output": dir.join(format!("{job}.mp4")).display().to_string(), "segment_seconds": 2.0
-    });
-    ffleet_shared::nats::publish::raw(
-        &ctx.js,
-        subjects::JOBS_SUBMIT.into(),
-        serde_json::to_vec(&req).unwrap().into(),
-        job.as_str(),
-    )
-    .await
-    .expect("submitted");
+    let mut jobs = Vec::new();
     let mut out = Vec::new();
     for _ in 0..kills {
-        let (key, owner, attempt) = running(&ctx, &job, 60).await;
+        let (key, owner, attempt) = running(&ctx, dir, src, &mut jobs).await;
         let idx = procs.0.iter().position(|(n, _)| *n == owner).unwrap();
         let (_, mut child) = procs.0.remove(idx);
         let _ = child.kill();

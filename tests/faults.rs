@@ -35,6 +35,14 @@ async fn reference(fleet: &ProcFleet, src: &std::path::Path) -> Result<Vec<u8>> 
     Ok(std::fs::read(fleet.out_path("reference.mp4"))?)
 }
 
+/// A standard fleet of `encoders`, the source, and its fault-free output.
+async fn prepared(encoders: usize) -> Result<(ProcFleet, PathBuf, Vec<u8>)> {
+    let fleet = ProcFleet::standard(encoders, &[]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+    Ok((fleet, src, reference))
+}
+
 /// The job completed exactly once and its output equals the reference, byte for byte.
 async fn check(fleet: &ProcFleet, job: &str, reference: &[u8]) -> Result<()> {
     let done = fleet.wait_completed(job, JOB_TIMEOUT).await?;
@@ -94,9 +102,7 @@ async fn moved(
 
 #[tokio::test]
 async fn encoder_killed_mid_segment() -> Result<()> {
-    let mut fleet = ProcFleet::standard(3, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(3).await?;
 
     submit(&fleet, "job", &src).await?;
     let (key, owner, attempt) = running(&fleet, "job").await?;
@@ -115,9 +121,7 @@ async fn encoder_killed_mid_segment() -> Result<()> {
 
 #[tokio::test]
 async fn two_of_three_encoders_killed_at_once() -> Result<()> {
-    let mut fleet = ProcFleet::standard(3, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(3).await?;
 
     submit(&fleet, "job", &src).await?;
     let (key, owner, attempt) = running(&fleet, "job").await?;
@@ -141,9 +145,7 @@ async fn two_of_three_encoders_killed_at_once() -> Result<()> {
 
 #[tokio::test]
 async fn encoder_frozen_then_resumed_late_drops_its_work() -> Result<()> {
-    let mut fleet = ProcFleet::standard(2, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(2).await?;
 
     submit(&fleet, "job", &src).await?;
     let (key, owner, attempt) = running(&fleet, "job").await?;
@@ -182,9 +184,7 @@ async fn encoder_frozen_then_resumed_late_drops_its_work() -> Result<()> {
 
 #[tokio::test]
 async fn frozen_ffmpeg_child_is_killed_and_its_segment_given_back() -> Result<()> {
-    let mut fleet = ProcFleet::standard(2, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(2).await?;
 
     submit(&fleet, "job", &src).await?;
     let (key, owner, _) = running(&fleet, "job").await?;
@@ -298,9 +298,7 @@ async fn on_state(fleet: &ProcFleet, job: &str, state: JobState) -> Result<()> {
 
 #[tokio::test]
 async fn splitter_killed_mid_split() -> Result<()> {
-    let mut fleet = ProcFleet::standard(2, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(2).await?;
 
     let splitting = on_state(&fleet, "job", JobState::Splitting);
     submit(&fleet, "job", &src).await?;
@@ -322,9 +320,7 @@ async fn splitter_killed_mid_split() -> Result<()> {
 
 #[tokio::test]
 async fn merger_killed_mid_merge() -> Result<()> {
-    let mut fleet = ProcFleet::standard(2, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(2).await?;
 
     let merging = on_state(&fleet, "job", JobState::Merging);
     submit(&fleet, "job", &src).await?;
@@ -343,9 +339,7 @@ async fn merger_killed_mid_merge() -> Result<()> {
 
 #[tokio::test]
 async fn nats_server_killed_and_restarted_mid_job() -> Result<()> {
-    let mut fleet = ProcFleet::standard(2, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(2).await?;
 
     submit(&fleet, "job", &src).await?;
     running(&fleet, "job").await?;
@@ -446,9 +440,7 @@ async fn a_job_past_its_deadline_fails_with_that_reason() -> Result<()> {
 
 #[tokio::test]
 async fn sigterm_drains_an_encoder_and_hands_its_unit_back() -> Result<()> {
-    let mut fleet = ProcFleet::standard(2, &[]).await?;
-    let src = source(&fleet)?;
-    let reference = reference(&fleet, &src).await?;
+    let (mut fleet, src, reference) = prepared(2).await?;
 
     submit(&fleet, "job", &src).await?;
     let (key, owner, _) = running(&fleet, "job").await?;

@@ -4,8 +4,7 @@
 use ffleet_shared::JobId;
 use ffleet_shared::messages::{self, JobRecord};
 use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::kv::Typed;
-use futures::StreamExt;
+use ffleet_shared::nats::kv::{self, Typed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -21,28 +20,8 @@ impl JobsView {
         shutdown: CancellationToken,
     ) -> Result<JobsView, NatsError> {
         let view = JobsView::default();
-        let mut watch = jobs
-            .store()
-            .watch_all()
-            .await
-            .map_err(|e| NatsError::op("kv watch", e))?;
         let v = view.clone();
-        tokio::spawn(async move {
-            loop {
-                let entry = tokio::select! {
-                    e = watch.next() => e,
-                    _ = shutdown.cancelled() => return,
-                };
-                match entry {
-                    Some(Ok(e)) => v.apply(&e),
-                    Some(Err(err)) => tracing::warn!(error = %err, "jobs watch error"),
-                    None => {
-                        tracing::warn!("jobs watch ended");
-                        return;
-                    }
-                }
-            }
-        });
+        kv::follow(jobs.store(), shutdown, "jobs", move |e| v.apply(e)).await?;
         Ok(view)
     }
 

@@ -7,9 +7,8 @@
 
 use ffleet_shared::messages::{self, Heartbeat};
 use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::kv::Typed;
+use ffleet_shared::nats::kv::{self, Typed};
 use ffleet_shared::{Capability, NodeId};
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,28 +49,8 @@ impl Pool {
             ttl,
             started: Instant::now(),
         };
-        let mut watch = workers
-            .store()
-            .watch_all()
-            .await
-            .map_err(|e| NatsError::op("kv watch", e))?;
         let view = pool.clone();
-        tokio::spawn(async move {
-            loop {
-                let entry = tokio::select! {
-                    e = watch.next() => e,
-                    _ = shutdown.cancelled() => return,
-                };
-                match entry {
-                    Some(Ok(e)) => view.apply(&e),
-                    Some(Err(err)) => tracing::warn!(error = %err, "heartbeat watch error"),
-                    None => {
-                        tracing::warn!("heartbeat watch ended");
-                        return;
-                    }
-                }
-            }
-        });
+        kv::follow(workers.store(), shutdown, "workers", move |e| view.apply(e)).await?;
         Ok(pool)
     }
 

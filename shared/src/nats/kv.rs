@@ -166,3 +166,35 @@ where
             .map_err(|e| NatsError::op("kv keys", e).into())
     }
 }
+
+/// Follows every key of `store` from its current values on, calling `apply` for each entry,
+/// until `shutdown` fires: how services keep a live view of a bucket.
+pub async fn follow(
+    store: &Store,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: &'static str,
+    mut apply: impl FnMut(&async_nats::jetstream::kv::Entry) + Send + 'static,
+) -> Result<(), NatsError> {
+    use futures::StreamExt;
+    let mut watch = store
+        .watch_all()
+        .await
+        .map_err(|e| NatsError::op("kv watch", e))?;
+    tokio::spawn(async move {
+        loop {
+            let entry = tokio::select! {
+                e = watch.next() => e,
+                _ = shutdown.cancelled() => return,
+            };
+            match entry {
+                Some(Ok(e)) => apply(&e),
+                Some(Err(err)) => tracing::warn!(bucket = what, error = %err, "kv watch error"),
+                None => {
+                    tracing::warn!(bucket = what, "kv watch ended");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(())
+}

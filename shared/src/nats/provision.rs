@@ -49,32 +49,25 @@ pub async fn provision(js: &Context, config: &Config) -> Result<Buckets, NatsErr
         work_queue(subjects::STREAM_TASKS, subjects::tasks_wildcard()),
     )
     .await?;
+    // Kept for days for other systems (events) and operators (dead letters) to read.
+    let retained = |name: &str, subject: String| stream::Config {
+        name: name.into(),
+        subjects: vec![subject],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        num_replicas: cfg.replicas,
+        duplicate_window: dup,
+        max_age: Duration::from_secs_f64(cfg.events_max_age_hours * 3600.0),
+        ..Default::default()
+    };
     ensure_stream(
         js,
-        stream::Config {
-            name: subjects::STREAM_EVENTS.into(),
-            subjects: vec![subjects::events_wildcard()],
-            retention: RetentionPolicy::Limits,
-            storage: StorageType::File,
-            num_replicas: cfg.replicas,
-            duplicate_window: dup,
-            max_age: Duration::from_secs_f64(cfg.events_max_age_hours * 3600.0),
-            ..Default::default()
-        },
+        retained(subjects::STREAM_EVENTS, subjects::events_wildcard()),
     )
     .await?;
     ensure_stream(
         js,
-        stream::Config {
-            name: subjects::STREAM_DEAD.into(),
-            subjects: vec![subjects::dead_wildcard()],
-            retention: RetentionPolicy::Limits,
-            storage: StorageType::File,
-            num_replicas: cfg.replicas,
-            duplicate_window: dup,
-            max_age: Duration::from_secs_f64(cfg.events_max_age_hours * 3600.0),
-            ..Default::default()
-        },
+        retained(subjects::STREAM_DEAD, subjects::dead_wildcard()),
     )
     .await?;
     Ok(Buckets {
