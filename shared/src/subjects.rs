@@ -63,6 +63,17 @@ pub fn tasks_encode(cap: &Capability) -> String {
     format!("ffleet.tasks.encode.{cap}")
 }
 
+/// Re-issued attempts for `cap`: a unit handed on from a dead, stalled or failing node is on its
+/// job's critical path, so encoders take from this queue before the backlog in `tasks_encode`.
+pub fn tasks_retry(cap: &Capability) -> String {
+    format!("ffleet.tasks.retry.{cap}")
+}
+
+/// The durable consumer of `tasks_retry(cap)`, shared like `encode_consumer`.
+pub fn retry_consumer(cap: &Capability) -> String {
+    format!("retry-{cap}")
+}
+
 /// The durable consumer shared by every encoder of one capability (work-queue filters must not
 /// overlap, so it is one per capability, not one per worker).
 pub fn encode_consumer(cap: &Capability) -> String {

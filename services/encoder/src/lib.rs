@@ -12,6 +12,7 @@ pub use capabilities::detect;
 
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, NodeId, subjects};
 use std::sync::Arc;
@@ -71,21 +72,34 @@ impl Node {
 /// finish within `stop_grace_secs`, what is still running after that is handed back (nak) so
 /// another node picks it up at once, and the heartbeat key is deleted last.
 pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<(), Error> {
-    let mut consumers = Vec::new();
+    let (mut retries, mut consumers) = (Vec::new(), Vec::new());
     for cap in &node.capabilities {
-        let c = ensure_consumer(
-            &ctx.js,
-            ConsumerSpec {
-                stream: subjects::STREAM_TASKS,
-                durable: &subjects::encode_consumer(cap),
-                filter: subjects::tasks_encode(cap),
-                ack_wait: ctx.config.streams.ack_wait(),
-                max_deliver: -1,
-                max_ack_pending: 10_000,
-            },
-        )
-        .await?;
-        consumers.push(c);
+        for (durable, filter, into) in [
+            (
+                subjects::retry_consumer(cap),
+                subjects::tasks_retry(cap),
+                &mut retries,
+            ),
+            (
+                subjects::encode_consumer(cap),
+                subjects::tasks_encode(cap),
+                &mut consumers,
+            ),
+        ] {
+            let c = ensure_consumer(
+                &ctx.js,
+                ConsumerSpec {
+                    stream: subjects::STREAM_TASKS,
+                    durable: &durable,
+                    filter,
+                    ack_wait: ctx.config.streams.ack_wait(),
+                    max_deliver: -1,
+                    max_ack_pending: 10_000,
+                },
+            )
+            .await?;
+            into.push(c);
+        }
     }
     let state = Arc::new(heartbeat::State::new(&node));
     let hb_stop = CancellationToken::new();
@@ -107,26 +121,37 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
     let wait = Duration::from_secs_f64(ctx.config.encoder.fetch_wait_secs);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..node.slots {
-        let (ctx, consumers, shutdown, state, node_id) = (
+        let (ctx, retries, consumers, shutdown, state, node_id) = (
             ctx.clone(),
+            retries.clone(),
             consumers.clone(),
             shutdown.clone(),
             state.clone(),
             node.id.clone(),
         );
         set.spawn(async move {
-            // One slot: take one unit at a time from the first queue that has work.
-            let per_queue = wait / consumers.len().max(1) as u32;
+            // One slot: one unit at a time; re-issued units first, then the backlog, long-polling
+            // in short turns so a re-issued unit waits at most one turn on an idle slot.
+            let turn = (wait / consumers.len().max(1) as u32).min(Duration::from_secs(1));
             while !shutdown.is_cancelled() {
-                for consumer in &consumers {
-                    let Some(msg) =
-                        ffleet_shared::nats::worker::try_next(consumer, per_queue, &shutdown).await
-                    else {
-                        continue;
-                    };
+                let mut next = None;
+                for c in &retries {
+                    next = worker::try_now(c).await;
+                    if next.is_some() {
+                        break;
+                    }
+                }
+                if next.is_none() {
+                    for c in &consumers {
+                        next = worker::try_next(c, turn, &shutdown).await;
+                        if next.is_some() {
+                            break;
+                        }
+                    }
+                }
+                if let Some(msg) = next {
                     let d = handler::handle(&ctx, &node_id, &state, &msg).await;
                     ffleet_shared::nats::ack::finish(&msg, d).await;
-                    break;
                 }
             }
         });

@@ -64,7 +64,13 @@ pub async fn handle(ctx: &Ctx, pool: &Pool, msg: Message) -> Disposition {
         Ok(Some(false)) => Disposition::Ack,
         Ok(Some(true)) => {
             task.capability = Some(cap.clone());
-            match publish::task(&ctx.js, subjects::tasks_encode(&cap), &task, "encode").await {
+            // A later attempt is on its job's critical path: it goes ahead of the backlog.
+            let subject = if task.attempt > 1 {
+                subjects::tasks_retry(&cap)
+            } else {
+                subjects::tasks_encode(&cap)
+            };
+            match publish::task(&ctx.js, subject, &task, "encode").await {
                 Ok(_) => {
                     tracing::debug!(job = %task.job_id, unit = %task.unit, capability = %cap, "task routed");
                     Disposition::Ack

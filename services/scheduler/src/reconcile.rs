@@ -114,11 +114,25 @@ struct Queues {
 
 impl Queues {
     async fn empty(&mut self, ctx: &Ctx, rec: &SegmentRecord) -> bool {
-        let consumer = match (&rec.state, &rec.capability) {
-            (SegmentState::Queued, Some(cap)) => subjects::encode_consumer(cap),
-            (SegmentState::Queued, None) => subjects::encode_consumer(&Capability::cpu()),
-            _ => subjects::CONSUMER_SCHEDULER.to_owned(),
+        let consumers = match (&rec.state, &rec.capability) {
+            (SegmentState::Queued, cap) => {
+                let cap = cap.clone().unwrap_or_else(Capability::cpu);
+                vec![
+                    subjects::encode_consumer(&cap),
+                    subjects::retry_consumer(&cap),
+                ]
+            }
+            _ => vec![subjects::CONSUMER_SCHEDULER.to_owned()],
         };
+        for c in consumers {
+            if !self.consumer_empty(ctx, c).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn consumer_empty(&mut self, ctx: &Ctx, consumer: String) -> bool {
         if let Some(e) = self.empty.get(&consumer) {
             return *e;
         }

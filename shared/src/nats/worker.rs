@@ -114,6 +114,15 @@ pub async fn try_next(
     }
 }
 
+/// One message if one is waiting right now; `None` at once otherwise.
+pub async fn try_now(consumer: &PullConsumer) -> Option<Message> {
+    let mut batch = consumer.fetch().max_messages(1).messages().await.ok()?;
+    match batch.next().await {
+        Some(Ok(m)) => Some(m),
+        _ => None,
+    }
+}
+
 async fn pause(shutdown: &CancellationToken) {
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_millis(500)) => {},
