@@ -277,9 +277,13 @@ async fn scheduler_leader_killed_a_replica_takes_over() -> Result<()> {
     Ok(())
 }
 
-/// Waits (through a KV watch, so no state is missed) until the job record reaches `state`.
-async fn on_state(fleet: &ProcFleet, job: &str, state: JobState) -> Result<()> {
-    let mut watch = fleet.ctx().jobs.store().watch(job).await?;
+/// Starts watching a job record (before the job is submitted, so no state is missed).
+async fn watch_job(fleet: &ProcFleet, job: &str) -> Result<async_nats::jetstream::kv::Watch> {
+    Ok(fleet.ctx().jobs.store().watch(job).await?)
+}
+
+/// Waits until the watched job record reaches `state`.
+async fn reached(mut watch: async_nats::jetstream::kv::Watch, state: JobState) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while let Some(e) = tokio::time::timeout_at(deadline, watch.next())
         .await
@@ -300,9 +304,9 @@ async fn on_state(fleet: &ProcFleet, job: &str, state: JobState) -> Result<()> {
 async fn splitter_killed_mid_split() -> Result<()> {
     let (mut fleet, src, reference) = prepared(2).await?;
 
-    let splitting = on_state(&fleet, "job", JobState::Splitting);
+    let watch = watch_job(&fleet, "job").await?;
     submit(&fleet, "job", &src).await?;
-    splitting.await?;
+    reached(watch, JobState::Splitting).await?;
     fleet.kill(0);
     let killed = Instant::now();
     fleet.spawn("splitter", &[])?;
@@ -322,9 +326,9 @@ async fn splitter_killed_mid_split() -> Result<()> {
 async fn merger_killed_mid_merge() -> Result<()> {
     let (mut fleet, src, reference) = prepared(2).await?;
 
-    let merging = on_state(&fleet, "job", JobState::Merging);
+    let watch = watch_job(&fleet, "job").await?;
     submit(&fleet, "job", &src).await?;
-    merging.await?;
+    reached(watch, JobState::Merging).await?;
     fleet.kill(2);
     let killed = Instant::now();
     fleet.spawn("merger", &[])?;
