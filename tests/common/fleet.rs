@@ -37,6 +37,8 @@ pub struct TestFleet {
     /// Outputs go here (the only output root).
     pub out: tempfile::TempDir,
     pub scratch: tempfile::TempDir,
+    /// Flushes this process's telemetry when the fleet is dropped.
+    pub telemetry: ffleet_shared::telemetry::Guard,
 }
 
 impl TestFleet {
@@ -59,7 +61,8 @@ impl TestFleet {
         cfg.log.level = "warn".into();
         (opts.tweak)(&mut cfg);
         cfg.validate()?;
-        let _ = ffleet_shared::telemetry::init(&cfg.log);
+        let telemetry =
+            ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
         let config = Arc::new(cfg);
         let cluster = Cluster::start(
             config.clone(),
@@ -77,6 +80,7 @@ impl TestFleet {
             media,
             out,
             scratch,
+            telemetry,
         })
     }
 
