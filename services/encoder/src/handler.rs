@@ -18,7 +18,7 @@ use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{Capability, NodeId, subjects};
+use ffleet_shared::{Capability, NodeId, subjects, telemetry};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,7 @@ pub async fn handle(
             return Disposition::Term;
         }
     };
+    telemetry::spans::encode_task(&task, msg);
     let key = subjects::segment_key(&task.job_id, task.unit);
     let claim = ctx
         .segments
@@ -214,6 +215,7 @@ async fn encode_claimed(
 /// Records a permanent failure for this attempt and reports it; the message is terminated.
 async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
     tracing::warn!(job = %task.job_id, unit = %task.unit, reason = %f.reason, message = %f.message, "unit failed");
+    telemetry::spans::fail(&tracing::Span::current(), &f);
     let attempt = task.attempt;
     let recorded = ctx
         .segments

@@ -17,6 +17,7 @@ use ffleet_shared::{Capability, NodeId, subjects};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub const SERVICE: &str = "encoder";
 
@@ -113,7 +114,10 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
                     else {
                         continue;
                     };
-                    let d = handler::handle(&ctx, &node_id, &state, &msg, &shutdown).await;
+                    let span = ffleet_shared::telemetry::spans::encode(&msg, &node_id);
+                    let d = handler::handle(&ctx, &node_id, &state, &msg, &shutdown)
+                        .instrument(span)
+                        .await;
                     ffleet_shared::nats::ack::finish(&msg, d).await;
                     break;
                 }

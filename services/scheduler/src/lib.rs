@@ -2,6 +2,7 @@
 //! (`ffleet.tasks.encode.<capability>`), recording the attempt and capability in the unit's
 //! ownership record first. It keeps a live view of the encoder pool from the heartbeats bucket.
 
+mod gauges;
 mod handler;
 mod pool;
 mod route;
@@ -28,6 +29,9 @@ pub enum Error {
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let ttl = Duration::from_secs_f64(ctx.config.scheduler.heartbeat_ttl_secs);
     let pool = Pool::watch(ctx.workers.clone(), ttl, shutdown.clone()).await?;
+    if ffleet_shared::telemetry::enabled() {
+        tokio::spawn(gauges::run(ctx.clone(), shutdown.clone()));
+    }
     tracing::info!("scheduler running");
     worker::serve(
         &ctx,

@@ -18,7 +18,7 @@ use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::Failure;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, Unit, jobs, subjects};
+use ffleet_shared::{JobId, Unit, jobs, subjects, telemetry};
 use std::time::Duration;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
@@ -43,6 +43,7 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             };
         }
     };
+    telemetry::spans::job(&req.job_id);
     let _keep = KeepAlive::start(&msg, ACK_WAIT / 3);
     match process(ctx, &req, ack::delivered(&msg)).await {
         Ok(()) => Disposition::Ack,
@@ -80,6 +81,7 @@ async fn process(ctx: &Ctx, req: &JobRequest, delivered: i64) -> Result<(), Step
         Err(failure) => return fail(ctx, job, &failure).await,
     };
     tracing::info!(job = %job, input = %valid.input.display(), profile = %valid.profile, "job accepted");
+    telemetry::metrics::job_accepted();
     accept_and_split(ctx, req, &valid).await
 }
 
