@@ -344,10 +344,11 @@ async fn an_outside_traceparent_is_joined_by_the_in_process_cluster() -> Result<
         .stdout(Stdio::piped())
         .spawn()?;
     let url = format!("nats://127.0.0.1:{port}");
-    let mut first = String::new();
     let stdout = up.stdout.take().context("stdout")?;
-    tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut first)
-        .await?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let first = lines.next_line().await?.context("up printed nothing")?;
+    // Keep reading: `up` prints more, and a closed pipe would kill it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     assert!(first.starts_with("ffleet is up"), "{first}");
 
     // Another system publishes jobs inside its own traces: a good one and one that must fail.
