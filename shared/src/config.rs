@@ -318,7 +318,8 @@ impl Default for MergerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// `text` or `json`.
+    /// `auto` (JSON lines on stdout for a service process, text on stderr for commands run by a
+    /// person), `text` or `json`.
     pub format: String,
     /// An `EnvFilter` directive; `RUST_LOG` overrides it.
     pub level: String,
@@ -327,7 +328,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: "text".into(),
+            format: "auto".into(),
             level: "info".into(),
         }
     }
@@ -373,6 +374,12 @@ impl Config {
 
     /// Checks what no type can: profiles, bounds, consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "log.format {:?}: expected auto, text or json",
+                self.log.format
+            )));
+        }
         for (name, p) in &self.profiles {
             crate::ids::Capability::new(name.replace('.', "_"))
                 .map_err(|e| ConfigError::Invalid(format!("profile name {name:?}: {e}")))?;

@@ -9,7 +9,7 @@ use crate::nats::kv::{Change, KvError};
 use crate::nats::{NatsError, publish};
 use crate::reason::Failure;
 use crate::runtime::Ctx;
-use crate::{JobId, storage};
+use crate::{JobId, storage, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -37,6 +37,8 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
         .await?;
     if won {
         tracing::warn!(job = %job, reason = %failure.reason, message = %failure.message, "job failed");
+        telemetry::metrics::job_failed(failure.reason);
+        telemetry::spans::fail(&tracing::Span::current(), failure);
         publish::event(
             &ctx.js,
             ctx.service,
@@ -69,6 +71,7 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
     let Some(segments) = segments else {
         return Ok(false);
     };
+    telemetry::metrics::job_completed();
     publish::event(&ctx.js, ctx.service, &completed_event(job, &out, segments)).await?;
     clean_scratch(ctx, job).await;
     Ok(true)

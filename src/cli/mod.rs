@@ -77,6 +77,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// Logging and telemetry for a command run by a person: warnings only unless asked for more.
+pub(crate) fn telemetry(cli: &Cli) -> Result<ffleet_shared::telemetry::Guard> {
+    let mut log = cli.load_config()?.log;
+    if std::env::var_os("RUST_LOG").is_none() && log.level == "info" {
+        log.level = "warn".into();
+    }
+    Ok(ffleet_shared::telemetry::init(
+        &log,
+        ffleet_shared::telemetry::Role::Command,
+    ))
+}
+
 /// Connects a client context (no waiting: a missing server is reported at once).
 pub(crate) async fn client(cli: &Cli) -> Result<ffleet_shared::runtime::Ctx> {
     let cfg = cli.load_config()?;

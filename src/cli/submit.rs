@@ -8,6 +8,7 @@ use ffleet_shared::messages::{self, CURRENT, JobRequest, Overrides};
 use ffleet_shared::nats::publish;
 use ffleet_shared::{JobId, subjects};
 use std::path::{Path, PathBuf};
+use tracing::Instrument;
 
 /// What a job is: shared by `submit` and `transcode`.
 #[derive(Debug, Clone, Args)]
@@ -76,8 +77,19 @@ pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
     })
 }
 
+/// The root of a job's trace when ffleet itself submits it.
+pub(crate) fn submit_span(job: &JobId) -> tracing::Span {
+    tracing::info_span!(
+        "submit",
+        otel.kind = "producer",
+        ffleet.service = "client",
+        ffleet.job = %job,
+    )
+}
+
 pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     let req = build_request(args)?;
+    let _telemetry = super::telemetry(cli)?;
     let ctx = super::client(cli).await?;
     // Subscribe before publishing so no event can slip past.
     let events = if args.wait {
@@ -91,6 +103,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
         messages::encode(&req),
         req.job_id.as_str(),
     )
+    .instrument(submit_span(&req.job_id))
     .await
     .context("submitting the job")?;
     if stored.duplicate {

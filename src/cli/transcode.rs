@@ -13,6 +13,7 @@ use ffleet_shared::subjects;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 #[derive(Debug, Clone, Args)]
 pub struct TranscodeArgs {
@@ -72,7 +73,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         cfg.log.level = "warn".into();
     }
     cfg.validate()?;
-    let _log = ffleet_shared::telemetry::init(&cfg.log);
+    let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
 
     let cluster = Cluster::start(
         Arc::new(cfg),
@@ -100,6 +101,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         messages::encode(&req),
         req.job_id.as_str(),
     )
+    .instrument(super::submit::submit_span(&req.job_id))
     .await?;
 
     let followed = tokio::select! {

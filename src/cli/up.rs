@@ -52,7 +52,7 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
         cfg.storage.output_roots = roots;
     }
     cfg.validate()?;
-    let _log = ffleet_shared::telemetry::init(&cfg.log);
+    let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
     let shutdown = ffleet_shared::shutdown::on_signals();
     let mut cluster = Cluster::start(
         Arc::new(cfg.clone()),
@@ -93,15 +93,16 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
 pub async fn run_service(cli: &Cli, service: Service) -> Result<i32> {
     let cfg = cli.load_config()?;
     cfg.validate()?;
-    let _log = ffleet_shared::telemetry::init(&cfg.log);
-    let shutdown = ffleet_shared::shutdown::on_signals();
-    let cfg = Arc::new(cfg);
     let name = match service {
         Service::Splitter => ffleet_splitter::SERVICE,
         Service::Scheduler => ffleet_scheduler::SERVICE,
         Service::Encoder => ffleet_encoder::SERVICE,
         Service::Merger => ffleet_merger::SERVICE,
     };
+    let _log =
+        ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Service(name));
+    let shutdown = ffleet_shared::shutdown::on_signals();
+    let cfg = Arc::new(cfg);
     let ctx = Ctx::connect(cfg, name, true)
         .await
         .context("connecting to NATS")?;

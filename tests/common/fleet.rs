@@ -34,6 +34,8 @@ pub struct TestFleet {
     /// Outputs go here (the only output root).
     pub out: tempfile::TempDir,
     pub scratch: tempfile::TempDir,
+    /// Flushes this process's telemetry when the fleet is dropped.
+    pub telemetry: ffleet_shared::telemetry::Guard,
 }
 
 impl JobClient for TestFleet {
@@ -66,7 +68,8 @@ impl TestFleet {
         cfg.log.level = "warn".into();
         (opts.tweak)(&mut cfg);
         cfg.validate()?;
-        let _ = ffleet_shared::telemetry::init(&cfg.log);
+        let telemetry =
+            ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
         let config = Arc::new(cfg);
         let cluster = Cluster::start(
             config.clone(),
@@ -84,6 +87,7 @@ impl TestFleet {
             media,
             out,
             scratch,
+            telemetry,
         })
     }
 

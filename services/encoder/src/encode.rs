@@ -10,6 +10,7 @@ use ffleet_shared::messages::Task;
 use ffleet_shared::messages::records::Container;
 use ffleet_shared::profiles::{self, Profile};
 use ffleet_shared::reason::{Failure, Reason};
+use ffleet_shared::{Capability, telemetry};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,11 @@ pub async fn run(
     .await
     .map_err(|e| classify(e, task))?;
     let secs = started.elapsed().as_secs_f64();
+    if last.end {
+        let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
+        let video = !task.unit.is_audio();
+        telemetry::spans::encoded(&cap, &cmd, &last, task.duration_secs, secs, video);
+    }
 
     let check = |what: String| {
         EncodeError::Permanent(Failure::new(

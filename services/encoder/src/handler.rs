@@ -19,7 +19,7 @@ use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{Capability, NodeId, subjects};
+use ffleet_shared::{Capability, NodeId, subjects, telemetry};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,7 @@ pub async fn handle(ctx: &Ctx, node: &NodeId, state: &State, msg: &Message) -> D
             return Disposition::Term;
         }
     };
+    telemetry::spans::encode_task(&task, msg);
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
     let claim = ctx
@@ -260,6 +261,7 @@ enum Budget {
 /// retry budget is spent, fails it for good.
 async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
     tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
+    telemetry::spans::fail(&tracing::Span::current(), &f);
     let cfg = &ctx.config.encoder;
     let attempt = task.attempt;
     let decided = ctx

@@ -18,6 +18,7 @@ use ffleet_shared::{Capability, NodeId, subjects};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub const SERVICE: &str = "encoder";
 
@@ -150,7 +151,10 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
                     }
                 }
                 if let Some(msg) = next {
-                    let d = handler::handle(&ctx, &node_id, &state, &msg).await;
+                    let span = ffleet_shared::telemetry::spans::encode(&msg, &node_id);
+                    let d = handler::handle(&ctx, &node_id, &state, &msg)
+                        .instrument(span)
+                        .await;
                     ffleet_shared::nats::ack::finish(&msg, d).await;
                 }
             }

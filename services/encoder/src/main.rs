@@ -7,7 +7,10 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     let config = ffleet_shared::config::Config::load(None)?;
     config.validate()?;
-    let _log = ffleet_shared::telemetry::init(&config.log);
+    let _log = ffleet_shared::telemetry::init(
+        &config.log,
+        ffleet_shared::telemetry::Role::Service(ffleet_encoder::SERVICE),
+    );
     let ctx = ffleet_shared::runtime::Ctx::connect(Arc::new(config), ffleet_encoder::SERVICE, true)
         .await
         .context("connecting")?;

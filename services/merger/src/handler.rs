@@ -12,7 +12,7 @@ use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::Failure;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, jobs};
+use ffleet_shared::{JobId, jobs, telemetry};
 use std::time::Duration;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
@@ -26,6 +26,7 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
         return Disposition::Term;
     };
     let job = &done.job_id;
+    telemetry::spans::job(job);
     let result = match &done.outcome {
         SegmentOutcome::Failed { failure } => {
             let f = Failure::new(

@@ -23,6 +23,7 @@ fn file_name(key: &str) -> &str {
 }
 
 /// Merges a job whose every unit is collected; returns what was written.
+#[tracing::instrument(name = "merge", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %rec.job_id))]
 pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
     let (Some(plan), Some(src)) = (&rec.plan, &rec.source) else {
         return Err(internal("job has no plan"));

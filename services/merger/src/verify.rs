@@ -8,6 +8,7 @@ use ffleet_shared::messages::records::SourceInfo;
 use std::path::Path;
 
 /// Returns the output's video span, or what did not match. One ffprobe run reads both streams.
+#[tracing::instrument(name = "verify", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE))]
 pub async fn verify(cfg: &Config, src: &SourceInfo, path: &Path) -> Result<Span, String> {
     let timeout = cfg.limits.probe_timeout() * 4;
     let out = probe::probe(&cfg.ffmpeg.ffprobe, path, None, true, timeout)

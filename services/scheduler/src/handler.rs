@@ -9,7 +9,7 @@ use ffleet_shared::nats::ack::Disposition;
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::subjects;
+use ffleet_shared::{subjects, telemetry};
 use std::time::Duration;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(1));
@@ -22,6 +22,7 @@ pub async fn handle(ctx: &Ctx, pool: &Pool, msg: Message) -> Disposition {
             return Disposition::Term;
         }
     };
+    telemetry::spans::task(&task);
     let Some(profile) = ctx.config.profile(&task.profile) else {
         // The splitter validated the profile against its own config; ours differs.
         tracing::error!(job = %task.job_id, profile = %task.profile, "profile unknown to this scheduler");
@@ -64,6 +65,7 @@ pub async fn handle(ctx: &Ctx, pool: &Pool, msg: Message) -> Disposition {
         Ok(Some(false)) => Disposition::Ack,
         Ok(Some(true)) => {
             task.capability = Some(cap.clone());
+            telemetry::spans::task(&task);
             // A later attempt is on its job's critical path: it goes ahead of the backlog.
             let subject = if task.attempt > 1 {
                 subjects::tasks_retry(&cap)

@@ -5,6 +5,7 @@
 //! one leads through a KV lease and does all of that, the others keep their views warm and take
 //! over within one lease TTL.
 
+mod gauges;
 mod handler;
 mod jobs_view;
 mod lease;
@@ -51,6 +52,9 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let cfg = &ctx.config.scheduler;
     let pool = Pool::watch(ctx.workers.clone(), cfg.heartbeat_ttl(), shutdown.clone()).await?;
     let jobs = JobsView::watch(ctx.jobs.clone(), shutdown.clone()).await?;
+    if ffleet_shared::telemetry::enabled() {
+        tokio::spawn(gauges::run(ctx.clone(), shutdown.clone()));
+    }
     let holder = holder_name();
     tracing::info!(holder = %holder, "scheduler running");
     lease::run(

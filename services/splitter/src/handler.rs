@@ -17,7 +17,7 @@ use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::Failure;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, jobs, subjects};
+use ffleet_shared::{JobId, jobs, subjects, telemetry};
 use std::time::Duration;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
@@ -42,6 +42,7 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             };
         }
     };
+    telemetry::spans::job(&req.job_id);
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     match process(ctx, &req, ack::delivered(&msg)).await {
         Ok(()) => Disposition::Ack,
@@ -79,6 +80,7 @@ async fn process(ctx: &Ctx, req: &JobRequest, delivered: i64) -> Result<(), Step
         Err(failure) => return fail(ctx, job, &failure).await,
     };
     tracing::info!(job = %job, input = %valid.input.display(), profile = %valid.profile, "job accepted");
+    telemetry::metrics::job_accepted();
     accept_and_split(ctx, req, &valid).await
 }
 

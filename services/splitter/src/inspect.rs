@@ -31,6 +31,7 @@ fn unreadable(e: ProbeError) -> Failure {
     )
 }
 
+#[tracing::instrument(name = "probe", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE))]
 pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
     let limits = &cfg.limits;
     let size = std::fs::metadata(path)

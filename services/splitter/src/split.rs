@@ -15,6 +15,7 @@ fn internal(e: impl std::fmt::Display) -> Failure {
     Failure::new(Reason::Internal, e.to_string())
 }
 
+#[tracing::instrument(name = "split", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %job))]
 pub async fn split(
     ctx: &Ctx,
     job: &JobId,

@@ -27,6 +27,7 @@ fn path_failure(e: PathError, input: bool) -> Failure {
     Failure::new(reason, e.to_string())
 }
 
+#[tracing::instrument(name = "validate", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE))]
 pub fn validate(cfg: &Config, req: &JobRequest) -> Result<Validated, Failure> {
     let profile = req
         .profile

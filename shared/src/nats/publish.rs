@@ -1,6 +1,6 @@
 //! Publishing with stable `Nats-Msg-Id`s and awaited server acks: a message either is stored
 //! (once, however often it is republished within the duplicate window) or the caller gets an
-//! error and retries.
+//! error and retries. Every message carries the sender's trace context (`traceparent`).
 
 use super::NatsError;
 use crate::messages::cloudevent::CONTENT_TYPE;
@@ -23,8 +23,9 @@ async fn send(
     js: &Context,
     subject: String,
     payload: Bytes,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
 ) -> Result<Stored, NatsError> {
+    crate::telemetry::inject(&mut headers);
     let fut: PublishAckFuture = js
         .send_publish(
             subject,

@@ -1,17 +1,20 @@
 //! The pull loop every service runs: `loops` independent workers, each asking for one message at
 //! a time (so no message waits in a client buffer while its AckWait runs), handing it to the
-//! handler and applying the disposition the handler returns.
+//! handler and applying the disposition the handler returns. Each message is handled inside a
+//! consumer span continuing the trace the message carries.
 
 use super::NatsError;
 use super::ack::{self, Disposition};
 use super::provision::{ConsumerSpec, ensure_consumer};
 use crate::runtime::Ctx;
+use crate::telemetry;
 use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long one pull waits for a message before asking again.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -32,7 +35,8 @@ where
     let consumer = ensure_consumer(&ctx.js, spec).await?;
     let ctx = ctx.clone();
     run(consumer, loops, POLL, shutdown, move |msg| {
-        handler(ctx.clone(), msg)
+        let span = telemetry::spans::consume(ctx.service, &msg);
+        handler(ctx.clone(), msg).instrument(span)
     })
     .await;
     Ok(())

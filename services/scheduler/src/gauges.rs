@@ -1,0 +1,64 @@
+//! The pool and queue gauges: encode slots total/busy per capability, each encoder's heartbeat
+//! age, and the depth of the plan queue and of every capability queue. Sampled by the scheduler
+//! (it watches the pool anyway) only while telemetry is exported.
+
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::telemetry::metrics;
+use ffleet_shared::{Capability, subjects};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Often enough for a dashboard, rare enough to cost the broker nothing.
+const EVERY: Duration = Duration::from_secs(5);
+
+pub async fn run(ctx: Ctx, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => sample(&ctx).await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn sample(ctx: &Ctx) {
+    let mut slots: BTreeMap<Capability, (u64, u64)> = BTreeMap::new();
+    let keys = match ctx.workers.keys().await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::debug!(error = %e, "gauges: heartbeats not listed");
+            return;
+        }
+    };
+    for key in keys {
+        let Ok(Some((hb, _))) = ctx.workers.get(&key).await else {
+            continue;
+        };
+        if let Some(age) = ffleet_shared::time::age_secs(&hb.at) {
+            metrics::heartbeat_age(hb.node_id.as_str(), age.max(0.0));
+        }
+        for cap in &hb.capabilities {
+            let s = slots.entry(cap.clone()).or_default();
+            s.0 += u64::from(hb.slots_total);
+            s.1 += u64::from(hb.slots_busy);
+        }
+    }
+    let Ok(stream) = ctx.js.get_stream(subjects::STREAM_TASKS).await else {
+        return;
+    };
+    let mut queues = vec![(
+        subjects::TASKS_PLAN.to_owned(),
+        subjects::CONSUMER_SCHEDULER.to_owned(),
+    )];
+    for (cap, (total, busy)) in &slots {
+        metrics::pool_slots(cap.as_str(), *total, *busy);
+        queues.push((subjects::tasks_encode(cap), subjects::encode_consumer(cap)));
+        queues.push((subjects::tasks_retry(cap), subjects::retry_consumer(cap)));
+    }
+    for (subject, consumer) in queues {
+        if let Ok(info) = stream.consumer_info(&consumer).await {
+            metrics::queue_depth(&subject, info.num_pending + info.num_ack_pending as u64);
+        }
+    }
+}
