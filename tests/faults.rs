@@ -413,7 +413,12 @@ async fn poison_segment_fails_its_job_within_the_budget_while_others_complete() 
         .get_last_raw_message_by_subject(&subjects::dead_letter(&job, unit))
         .await?;
     let letter: DeadLetter = serde_json::from_slice(&msg.payload)?;
-    ensure!(letter.failures.len() == 3, "{letter:?}");
+    // Three distinct nodes end it; a node may take it twice meanwhile, within max_attempts.
+    let mut nodes: Vec<_> = letter.failures.iter().map(|f| f.node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    ensure!(nodes.len() == 3, "{letter:?}");
+    ensure!((3..=5).contains(&letter.failures.len()), "{letter:?}");
     ensure!(stream.get_info().await?.state.messages == 1);
     // No task of it is left looping in the queues.
     tokio::time::sleep(Duration::from_secs(3)).await;
