@@ -31,10 +31,16 @@ pub struct State {
 
 impl State {
     pub fn new(node: &Node) -> Self {
+        // A node without a CPU capability takes no CPU work: it advertises no cores.
+        let cores = if node.capabilities.iter().any(|c| !c.is_gpu()) {
+            node.slots
+        } else {
+            0
+        };
         let base = Heartbeat {
             gpu_slots_total: node.gpu_slots,
             encoders: node.encoders.clone(),
-            ..Heartbeat::new(node.id.clone(), node.capabilities.clone(), node.slots)
+            ..Heartbeat::new(node.id.clone(), node.capabilities.clone(), cores)
         };
         Self {
             gpus: node.gpus.clone(),
