@@ -85,9 +85,12 @@ async fn submit(
     f.submit(&req).await
 }
 
+/// Per node: peak busy cores, cores advertised, peak busy GPU sessions, sessions advertised.
+type Peak = (u32, u32, u32, u32);
+
 /// The most slots (cores, GPU sessions) each node ever reported busy, with what it advertised.
 #[derive(Default, Clone)]
-struct Peaks(Arc<Mutex<HashMap<String, (u32, u32, u32, u32)>>>);
+struct Peaks(Arc<Mutex<HashMap<String, Peak>>>);
 
 impl Peaks {
     async fn watch(f: &ProcFleet) -> Result<Peaks> {

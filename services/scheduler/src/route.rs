@@ -66,10 +66,10 @@ pub fn decide(profile: &Profile, task: &Task, view: &impl View, spill_depth: u32
     }
     let primary_live = primary.iter().any(|c| view.live(c));
     let queued: u32 = primary.iter().map(|c| view.waiting(c)).sum();
-    if !primary_live || queued >= spill_depth {
-        if let Some(c) = secondary.iter().find(|c| view.budget(c) > 0) {
-            return Decision::Release(c.clone());
-        }
+    if (!primary_live || queued >= spill_depth)
+        && let Some(c) = secondary.iter().find(|c| view.budget(c) > 0)
+    {
+        return Decision::Release(c.clone());
     }
     let no_node = !primary_live && !secondary.iter().any(|c| view.live(c));
     let wants = if primary.is_empty() {
