@@ -151,9 +151,11 @@ async fn gpu_preferred_work_spills_past_the_depth_and_cpu_required_work_never_to
     encoder(&mut f, "enc-cpu", "[cpu]", "1")?;
     f.wait_encoders(2, Duration::from_secs(30)).await?;
     let src = source(&f, "src.mp4", 8)?;
+    // One after the other: queued together, the earlier job's CPU work would (rightly) take the
+    // CPU slot first and leave nothing to spill into.
     submit(&f, "gpu-pref", &src, Preference::Gpu, false, 0).await?;
-    submit(&f, "cpu-only", &src, Preference::Cpu, true, 0).await?;
     f.wait_completed("gpu-pref", JOB_TIMEOUT).await?;
+    submit(&f, "cpu-only", &src, Preference::Cpu, true, 0).await?;
     f.wait_completed("cpu-only", JOB_TIMEOUT).await?;
 
     let gpu = placed(&f, "gpu-pref").await;

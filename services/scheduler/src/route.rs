@@ -2,7 +2,8 @@
 //! the job's preferred kind first (`gpu`: accelerators, `cpu`: software, `any`: accelerators
 //! then CPU, whichever has room); the other kind only when the job allows it and either the
 //! preferred kind has no live node or more than `spill_queue_depth` tasks already wait for it.
-//! Audio goes to CPU when it can (NVENC does no audio; the variant only names the queue).
+//! Audio goes to CPU, and to an accelerator node only when no CPU node lives: NVENC encodes no
+//! audio, so audio on a GPU node would hold a GPU session for CPU work.
 
 use ffleet_shared::Capability;
 use ffleet_shared::messages::{Preference, Task};
@@ -37,8 +38,9 @@ pub fn decide(profile: &Profile, task: &Task, view: &impl View, spill_depth: u32
         .filter_map(|k| Capability::new(k.as_str()).ok())
         .collect();
     let (gpu, cpu): (Vec<_>, Vec<_>) = caps.iter().cloned().partition(Capability::is_gpu);
-    let (primary, secondary) = if task.unit.is_audio() {
-        (cpu.into_iter().chain(gpu).collect(), Vec::new())
+    let audio = task.unit.is_audio();
+    let (primary, secondary) = if audio {
+        (cpu, gpu)
     } else {
         match (task.prefer, task.require) {
             (Preference::Gpu, true) => (gpu, Vec::new()),
@@ -66,7 +68,7 @@ pub fn decide(profile: &Profile, task: &Task, view: &impl View, spill_depth: u32
     }
     let primary_live = primary.iter().any(|c| view.live(c));
     let queued: u32 = primary.iter().map(|c| view.waiting(c)).sum();
-    if (!primary_live || queued >= spill_depth)
+    if (!primary_live || (!audio && queued >= spill_depth))
         && let Some(c) = secondary.iter().find(|c| view.budget(c) > 0)
     {
         return Decision::Release(c.clone());
