@@ -12,10 +12,11 @@
 
 use crate::handler::{Released, release};
 use crate::pool::Pool;
-use crate::route::{self, Decision, View};
+use crate::room::Room;
+use crate::route::{self, Decision};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use ffleet_shared::messages::{self, Heartbeat, Task};
+use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
 use ffleet_shared::reason::{Failure, Reason};
@@ -161,7 +162,7 @@ impl Backlog {
             return;
         }
         let cfg = &self.ctx.config.scheduler;
-        let mut view = PoolView::new(&self.ctx, self.pool.live(), cfg.release_buffer).await;
+        let mut view = Room::new(&self.ctx, self.pool.live(), cfg.release_buffer).await;
         let mut order: Vec<(i32, u64, bool, i64, String)> = self
             .held
             .iter()
@@ -281,76 +282,5 @@ impl Backlog {
         if n > 0 {
             tracing::info!(tasks = n, "backlog handed back");
         }
-    }
-}
-
-/// Per-capability room, from the live heartbeats and the queues' undelivered counts, updated
-/// as the round releases and holds tasks.
-struct PoolView {
-    live: Vec<Heartbeat>,
-    buffer: i64,
-    /// Undelivered messages in the capability's queue, then + releases this round.
-    queued: HashMap<Capability, i64>,
-    /// Tasks held this round waiting for the capability.
-    holding: HashMap<Capability, u32>,
-    released: HashMap<Capability, i64>,
-}
-
-impl PoolView {
-    async fn new(ctx: &Ctx, live: Vec<Heartbeat>, buffer: u32) -> PoolView {
-        let mut queued = HashMap::new();
-        let mut caps: Vec<&Capability> = live.iter().flat_map(|h| &h.capabilities).collect();
-        caps.sort();
-        caps.dedup();
-        if let Ok(stream) = ctx.js.get_stream(subjects::STREAM_TASKS).await {
-            for c in caps {
-                let n = match stream.consumer_info(subjects::encode_consumer(c)).await {
-                    Ok(i) => i.num_pending as i64,
-                    Err(_) => 0,
-                };
-                queued.insert(c.clone(), n);
-            }
-        }
-        PoolView {
-            live,
-            buffer: i64::from(buffer),
-            queued,
-            holding: HashMap::new(),
-            released: HashMap::new(),
-        }
-    }
-
-    fn released(&mut self, cap: &Capability) {
-        *self.released.entry(cap.clone()).or_default() += 1;
-    }
-
-    fn held(&mut self, wants: &[Capability]) {
-        for c in wants {
-            *self.holding.entry(c.clone()).or_default() += 1;
-        }
-    }
-}
-
-impl View for PoolView {
-    fn budget(&self, cap: &Capability) -> i64 {
-        if !self.live(cap) {
-            return 0;
-        }
-        let free: i64 = self.live.iter().map(|h| i64::from(h.free_for(cap))).sum();
-        let queued = self.queued.get(cap).copied().unwrap_or(0);
-        let released = self.released.get(cap).copied().unwrap_or(0);
-        free + self.buffer - queued - released
-    }
-
-    fn live(&self, cap: &Capability) -> bool {
-        self.live
-            .iter()
-            .any(|h| !h.draining && h.capabilities.contains(cap))
-    }
-
-    fn waiting(&self, cap: &Capability) -> u32 {
-        let queued = self.queued.get(cap).copied().unwrap_or(0)
-            + self.released.get(cap).copied().unwrap_or(0);
-        queued.max(0) as u32 + self.holding.get(cap).copied().unwrap_or(0)
     }
 }

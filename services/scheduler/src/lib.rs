@@ -13,6 +13,7 @@ mod lease;
 mod pool;
 mod reconcile;
 mod reissue;
+mod room;
 mod route;
 mod sweep;
 
