@@ -278,22 +278,31 @@ async fn scheduler_leader_killed_a_replica_takes_over() -> Result<()> {
 }
 
 /// Waits (through a KV watch, so no state is missed) until the job record reaches `state`.
-async fn on_state(fleet: &ProcFleet, job: &str, state: JobState) -> Result<()> {
+/// Starts watching the job's record now (before the caller submits, so a quick transition is
+/// not missed: a key watch starts from the latest value); the returned future ends once the
+/// record reaches `state`.
+async fn on_state(
+    fleet: &ProcFleet,
+    job: &str,
+    state: JobState,
+) -> Result<impl std::future::Future<Output = Result<()>> + use<>> {
     let mut watch = fleet.ctx().jobs.store().watch(job).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while let Some(e) = tokio::time::timeout_at(deadline, watch.next())
-        .await
-        .context("state not reached")?
-    {
-        let e = e?;
-        if let Ok(rec) =
-            ffleet_shared::messages::decode::<ffleet_shared::messages::JobRecord>("job", &e.value)
-            && rec.state == state
+    Ok(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Some(e) = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .context("state not reached")?
         {
-            return Ok(());
+            let e = e?;
+            if let Ok(rec) = ffleet_shared::messages::decode::<ffleet_shared::messages::JobRecord>(
+                "job", &e.value,
+            ) && rec.state == state
+            {
+                return Ok(());
+            }
         }
-    }
-    bail!("watch ended")
+        bail!("watch ended")
+    })
 }
 
 #[tokio::test]
@@ -302,7 +311,7 @@ async fn splitter_killed_mid_split() -> Result<()> {
     let src = source(&fleet)?;
     let reference = reference(&fleet, &src).await?;
 
-    let splitting = on_state(&fleet, "job", JobState::Splitting);
+    let splitting = on_state(&fleet, "job", JobState::Splitting).await?;
     submit(&fleet, "job", &src).await?;
     splitting.await?;
     fleet.kill(0);
@@ -326,7 +335,7 @@ async fn merger_killed_mid_merge() -> Result<()> {
     let src = source(&fleet)?;
     let reference = reference(&fleet, &src).await?;
 
-    let merging = on_state(&fleet, "job", JobState::Merging);
+    let merging = on_state(&fleet, "job", JobState::Merging).await?;
     submit(&fleet, "job", &src).await?;
     merging.await?;
     fleet.kill(2);
