@@ -24,7 +24,8 @@ fn schema_and_parser_agree() {
     let v = schema();
     let mut cases: Vec<(Value, bool)> = vec![(base(), true)];
     let full = json!({"version": 1, "job_id": "j_2", "input": "/a.mp4", "output": "/b.mp4",
-        "profile": "h264", "overrides": {"quality": 20}, "segment_seconds": 5.5, "priority": -3});
+        "profile": "h264", "overrides": {"quality": 20}, "segment_seconds": 5.5, "priority": -3,
+        "prefer": "gpu", "require": true});
     cases.push((full, true));
     let ce = json!({"specversion": "1.0", "id": "ce-7", "source": "/cms", "type": "io.ffleet.job.submit",
         "datacontenttype": "application/json",
@@ -39,6 +40,10 @@ fn schema_and_parser_agree() {
         ("ffmpeg_args", json!(["-i", "x"])),
         ("overrides", json!({"args": "-vf movie=x"})),
         ("input", json!("")),
+        ("prefer", json!("tpu")),
+        ("require", json!("yes")),
+        // A requirement needs a kind: "any" (also the default) cannot be required.
+        ("require", json!(true)),
     ] {
         let mut c = base();
         c[field] = value;
@@ -47,6 +52,13 @@ fn schema_and_parser_agree() {
     let mut missing = base();
     missing.as_object_mut().unwrap().remove("output");
     cases.push((missing, false));
+    let mut any_required = base();
+    any_required["prefer"] = json!("any");
+    any_required["require"] = json!(true);
+    cases.push((any_required, false));
+    let mut cpu_preferred = base();
+    cpu_preferred["prefer"] = json!("cpu");
+    cases.push((cpu_preferred, true));
     let wrong_type =
         json!({"specversion": "1.0", "id": "x", "source": "/s", "type": "other", "data": base()});
     cases.push((wrong_type, false));
@@ -70,6 +82,8 @@ fn requests_built_by_the_cli_are_valid() {
             segment_seconds: Some(4.0),
         },
         priority: 5,
+        prefer: ffleet_shared::messages::Preference::Gpu,
+        require: true,
         job_id: None,
         wait: false,
     })

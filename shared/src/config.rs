@@ -229,6 +229,15 @@ pub struct SchedulerConfig {
     pub lost_task_secs: f64,
     /// A job still unfinished this long after it was accepted fails.
     pub job_deadline_secs: f64,
+    /// Tasks released into a capability queue beyond the pool's free slots, so a node that
+    /// frees a slot finds its next task waiting instead of a round trip away.
+    pub release_buffer: u32,
+    /// A GPU-preferring task spills to CPU (if its job allows it) once more than this many
+    /// tasks wait for GPU capacity.
+    pub spill_queue_depth: u32,
+    /// A task whose allowed capabilities have no live node at all waits this long for one,
+    /// then fails its job (`no_capable_node`).
+    pub capability_wait_secs: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -239,6 +248,9 @@ impl Default for SchedulerConfig {
             reconcile_interval_secs: 5.0,
             lost_task_secs: 30.0,
             job_deadline_secs: 24.0 * 3600.0,
+            release_buffer: 1,
+            spill_queue_depth: 4,
+            capability_wait_secs: 60.0,
         }
     }
 }
@@ -260,8 +272,12 @@ pub struct EncoderConfig {
     pub node_id: Option<String>,
     /// Concurrent segment encodes; default: CPU cores / the profile threads (1).
     pub slots: Option<u32>,
-    /// Restrict or label capabilities; default: detected.
+    /// Restrict or label capabilities; default: detected (`cpu` from `ffmpeg -encoders`,
+    /// `nvenc` when NVML finds an NVIDIA GPU and ffmpeg has h264_nvenc).
     pub capabilities: Option<Vec<String>>,
+    /// Concurrent accelerator encodes (GPU sessions); default: 3 per detected GPU (the NVENC
+    /// session limit of consumer cards), or `slots` for a node labelled with an accelerator.
+    pub gpu_slots: Option<u32>,
     pub heartbeat_interval_secs: f64,
     /// Kill an ffmpeg that reports no progress for this long.
     pub stall_timeout_secs: f64,
@@ -285,6 +301,7 @@ impl Default for EncoderConfig {
             node_id: None,
             slots: None,
             capabilities: None,
+            gpu_slots: None,
             heartbeat_interval_secs: 1.0,
             stall_timeout_secs: 30.0,
             timeout_factor: 30.0,
@@ -429,6 +446,10 @@ impl Config {
                 self.scheduler.job_deadline_secs,
             ),
             ("streams.ack_wait_secs", self.streams.ack_wait_secs),
+            (
+                "scheduler.capability_wait_secs",
+                self.scheduler.capability_wait_secs,
+            ),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
@@ -444,6 +465,11 @@ impl Config {
         }
         if self.encoder.slots == Some(0) {
             return Err(ConfigError::Invalid("encoder.slots must be >= 1".into()));
+        }
+        if self.encoder.gpu_slots == Some(0) {
+            return Err(ConfigError::Invalid(
+                "encoder.gpu_slots must be >= 1".into(),
+            ));
         }
         if !(self.encoder.stop_grace_secs.is_finite() && self.encoder.stop_grace_secs >= 0.0) {
             return Err(ConfigError::Invalid(

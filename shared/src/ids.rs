@@ -106,6 +106,12 @@ impl Capability {
     pub fn cpu() -> Self {
         Self("cpu".to_owned())
     }
+
+    /// Every capability but `cpu` is an accelerator (`nvenc`, `qsv`, `vaapi`...): its tasks
+    /// take GPU sessions, not cores, and a job's `prefer = "gpu"` means these.
+    pub fn is_gpu(&self) -> bool {
+        self.0 != "cpu"
+    }
 }
 
 impl NodeId {

@@ -6,6 +6,7 @@
 //! Dependencies point one way: services depend on this crate, never on each other.
 
 pub mod config;
+pub mod cost;
 pub mod ids;
 pub mod jobs;
 pub mod media;

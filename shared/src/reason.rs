@@ -36,6 +36,8 @@ pub enum Reason {
     VerifyFailed,
     /// The job was still unfinished at its deadline.
     DeadlineExceeded,
+    /// The job required a kind of encoder (e.g. `gpu`) that no live node offered in time.
+    NoCapableNode,
     Internal,
 }
 
@@ -60,6 +62,7 @@ impl Reason {
             Reason::MergeFailed => "merge_failed",
             Reason::VerifyFailed => "verify_failed",
             Reason::DeadlineExceeded => "deadline_exceeded",
+            Reason::NoCapableNode => "no_capable_node",
             Reason::Internal => "internal",
         }
     }

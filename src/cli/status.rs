@@ -67,13 +67,15 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
     }
 }
 
+/// The live pool: one line per node (capabilities, core and GPU slots, load, GPU utilisation,
+/// the units it holds), then one line per NVIDIA GPU it reported.
 pub async fn workers(cli: &Cli) -> Result<i32> {
     let ctx = super::client(cli).await?;
     let mut keys = ctx.workers.keys().await?;
     keys.sort();
     println!(
-        "{:<32} {:<16} {:<14} {:>5} {:>5} {:>7}  holding (frame, speed)",
-        "node", "host", "capabilities", "slots", "load", "age"
+        "{:<24} {:<12} {:<12} {:>5} {:>5} {:>5} {:>5} {:>6}  segments (frame, speed)",
+        "node", "host", "capabilities", "slots", "gpu", "load", "gpu%", "age"
     );
     for k in keys {
         if let Some((hb, _)) = ctx.workers.get(&k).await? {
@@ -85,18 +87,39 @@ pub async fn workers(cli: &Cli) -> Result<i32> {
                 .map(|h| format!("{} ({}, {:.2}x)", h.tag(), h.frame, h.speed))
                 .collect();
             let state = if hb.draining { " draining" } else { "" };
+            let gpu_util = hb
+                .gpus
+                .iter()
+                .map(|g| g.utilization_pct)
+                .max()
+                .map_or("-".to_owned(), |u| u.to_string());
             println!(
-                "{:<32} {:<16} {:<14} {:>2}/{:<2} {:>5.2} {:>6.1}s  {}{}",
+                "{:<24} {:<12} {:<12} {:>2}/{:<2} {:>2}/{:<2} {:>5.2} {:>5} {:>5.1}s  {}{}",
                 hb.node_id,
                 hb.host,
                 caps.join(","),
                 hb.slots_busy,
                 hb.slots_total,
+                hb.gpu_slots_busy,
+                hb.gpu_slots_total,
                 hb.load1,
+                gpu_util,
                 age,
                 holding.join(" "),
                 state
             );
+            for g in &hb.gpus {
+                println!(
+                    "  gpu{} {}: {}% busy, encoder {}% with {} sessions, memory {}/{} MiB",
+                    g.index,
+                    g.name,
+                    g.utilization_pct,
+                    g.encoder_utilization_pct,
+                    g.encoder_sessions,
+                    g.memory_used_bytes >> 20,
+                    g.memory_total_bytes >> 20
+                );
+            }
         }
     }
     Ok(0)

@@ -4,7 +4,7 @@
 use super::Cli;
 use anyhow::{Context, Result};
 use clap::Args;
-use ffleet_shared::messages::{self, CURRENT, JobRequest, Overrides};
+use ffleet_shared::messages::{self, CURRENT, JobRequest, Overrides, Preference};
 use ffleet_shared::nats::publish;
 use ffleet_shared::{JobId, subjects};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,12 @@ pub struct SubmitArgs {
     pub job: JobArgs,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
+    /// Kind of encoder wanted: gpu, cpu or any.
+    #[arg(long, default_value = "any", value_parser = parse_preference)]
+    pub prefer: Preference,
+    /// Make --prefer a requirement (never spill to the other kind).
+    #[arg(long)]
+    pub require: bool,
     /// Job id (default: generated).
     #[arg(long)]
     pub job_id: Option<String>,
@@ -74,6 +80,8 @@ pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
         },
         segment_seconds: args.job.segment_seconds,
         priority: args.priority,
+        prefer: args.prefer,
+        require: args.require,
     })
 }
 
@@ -85,6 +93,11 @@ pub(crate) fn submit_span(job: &JobId) -> tracing::Span {
         ffleet.service = "client",
         ffleet.job = %job,
     )
+}
+
+fn parse_preference(s: &str) -> Result<Preference, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("{s:?} is not one of gpu, cpu, any"))
 }
 
 pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {

@@ -91,6 +91,8 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
             ..a.job.clone()
         },
         priority: 0,
+        prefer: Default::default(),
+        require: false,
         job_id: None,
         wait: true,
     })?;

@@ -86,6 +86,9 @@ impl Cluster {
                 node.id = NodeId::generate();
             }
             node.slots = per_encoder;
+            if node.gpu_slots > 0 && config.encoder.gpu_slots.is_none() && node.gpus.count() == 0 {
+                node.gpu_slots = per_encoder;
+            }
             node_ids.push(node.id.clone());
             let t = shutdown.child_token();
             tasks.spawn(async move {

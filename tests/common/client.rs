@@ -34,6 +34,8 @@ pub trait JobClient {
             overrides: Overrides::default(),
             segment_seconds: None,
             priority: 0,
+            prefer: Default::default(),
+            require: false,
         }
     }
 

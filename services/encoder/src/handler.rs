@@ -36,7 +36,14 @@ enum Claim {
     Reported(SegmentRecord),
 }
 
-pub async fn handle(ctx: &Ctx, node: &NodeId, state: &State, msg: &Message) -> Disposition {
+/// `slots`: how many of this node's slots the caller holds for the task.
+pub async fn handle(
+    ctx: &Ctx,
+    node: &NodeId,
+    state: &State,
+    msg: &Message,
+    slots: u32,
+) -> Disposition {
     let task: Task = match messages::decode("task", &msg.payload) {
         Ok(t) => t,
         Err(e) => {
@@ -92,10 +99,12 @@ pub async fn handle(ctx: &Ctx, node: &NodeId, state: &State, msg: &Message) -> D
         return give_up(ctx, node, &task, &key, f).await;
     }
 
-    let cancel = state.hold(
-        &key,
-        Held::new(task.job_id.clone(), task.unit, task.attempt),
-    );
+    let held = Held {
+        slots,
+        capability: task.capability.clone(),
+        ..Held::new(task.job_id.clone(), task.unit, task.attempt)
+    };
+    let cancel = state.hold(&key, held);
     let d = encode_claimed(ctx, node, state, &task, &key, msg, &cancel).await;
     state.release(&key);
     d

@@ -8,12 +8,14 @@
 //! up late drops its work instead of finishing it for nothing.
 
 use crate::Node;
+use crate::gpu::Gpus;
+use ffleet_shared::Capability;
 use ffleet_shared::messages::SegmentState;
 use ffleet_shared::messages::heartbeat::{Heartbeat, Held};
 use ffleet_shared::runtime::Ctx;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 /// What the heartbeat reports, updated by the slots.
 pub struct State {
     base: Heartbeat,
+    gpus: Arc<Gpus>,
     held: Mutex<BTreeMap<String, (Held, CancellationToken)>>,
     draining: AtomicBool,
     changed: Notify,
@@ -28,8 +31,20 @@ pub struct State {
 
 impl State {
     pub fn new(node: &Node) -> Self {
+        // A node without a CPU capability takes no CPU work: it advertises no cores.
+        let cores = if node.capabilities.iter().any(|c| !c.is_gpu()) {
+            node.slots
+        } else {
+            0
+        };
+        let base = Heartbeat {
+            gpu_slots_total: node.gpu_slots,
+            encoders: node.encoders.clone(),
+            ..Heartbeat::new(node.id.clone(), node.capabilities.clone(), cores)
+        };
         Self {
-            base: Heartbeat::new(node.id.clone(), node.capabilities.clone(), node.slots),
+            gpus: node.gpus.clone(),
+            base,
             held: Mutex::default(),
             draining: AtomicBool::new(false),
             changed: Notify::new(),
@@ -82,8 +97,17 @@ impl State {
             .map(|(h, _)| h.clone())
             .collect();
         let (load1, mem_total_bytes, mem_available_bytes) = host_load();
+        let busy = |gpu: bool| -> u32 {
+            holding
+                .iter()
+                .filter(|h| h.capability.as_ref().is_some_and(Capability::is_gpu) == gpu)
+                .map(|h| h.slots)
+                .sum()
+        };
         Heartbeat {
-            slots_busy: holding.len() as u32,
+            slots_busy: busy(false),
+            gpu_slots_busy: busy(true),
+            gpus: self.gpus.sample(),
             holding,
             load1,
             mem_total_bytes,
@@ -105,7 +129,7 @@ impl State {
 }
 
 /// Writes heartbeats until `stop` fires, then deletes this node's key.
-pub async fn run(ctx: Ctx, state: std::sync::Arc<State>, stop: CancellationToken) {
+pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
     let every = Duration::from_secs_f64(ctx.config.encoder.heartbeat_interval_secs);
     let key = state.base.node_id.to_string();
     let mut tick = tokio::time::interval(every);

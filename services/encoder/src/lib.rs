@@ -1,22 +1,32 @@
-//! The encoder: detects what it can encode, heartbeats into the workers bucket, and runs one pull
-//! loop per slot on its capability queues. Each task is claimed in the unit's ownership record,
-//! encoded by an ffmpeg child with progress-driven keep-alives, checked, stored, and reported
-//! with a `segment_done` event.
+//! The encoder: detects what it can encode, heartbeats into the workers bucket, and pulls from
+//! its capability queues only while it has free slots for the next task: one pull loop per slot
+//! pool (cores for `cpu`, GPU sessions for accelerators), each taking a task only after a slot
+//! is free and running it only once all the slots it needs are held, so the node is never
+//! over-committed. Each task is claimed in the unit's ownership record, encoded by an ffmpeg
+//! child with progress-driven keep-alives, checked, stored, and reported with a `segment_done`
+//! event.
 
 mod capabilities;
 mod encode;
+mod gpu;
 mod handler;
 mod heartbeat;
 
 pub use capabilities::detect;
+pub use gpu::Gpus;
 
+use async_nats::jetstream::consumer::PullConsumer;
+use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::ack::KeepAlive;
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, NodeId, subjects};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -31,11 +41,17 @@ pub enum Error {
 }
 
 /// This node's identity and size.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Node {
     pub id: NodeId,
     pub capabilities: Vec<Capability>,
+    /// Cores for `cpu` tasks.
     pub slots: u32,
+    /// Sessions for accelerator tasks (0 without an accelerator capability).
+    pub gpu_slots: u32,
+    /// Notable encoders ffmpeg offers here, for heartbeats.
+    pub encoders: Vec<String>,
+    pub gpus: Arc<Gpus>,
 }
 
 impl Node {
@@ -46,13 +62,15 @@ impl Node {
             Some(id) => NodeId::new(id.as_str()).map_err(|e| Error::NoCapability(e.to_string()))?,
             None => NodeId::generate(),
         };
+        let gpus = Arc::new(Gpus::init());
+        let detected = detect(&ctx.config.ffmpeg.ffmpeg, &gpus).await;
         let capabilities = match &cfg.capabilities {
             Some(list) => list
                 .iter()
                 .map(|c| Capability::new(c.as_str()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::NoCapability(e.to_string()))?,
-            None => detect(&ctx.config.ffmpeg.ffmpeg).await,
+            None => detected.capabilities,
         };
         if capabilities.is_empty() {
             return Err(Error::NoCapability(format!(
@@ -61,10 +79,21 @@ impl Node {
             )));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let slots = cfg.slots.unwrap_or(cores);
+        // Consumer NVIDIA boards open 3 NVENC sessions at once (newer drivers more): 3 per GPU
+        // is safe. A node labelled with an accelerator but without one gets its core count.
+        let gpu_slots = match (capabilities.iter().any(Capability::is_gpu), gpus.count()) {
+            (false, _) => 0,
+            (true, 0) => cfg.gpu_slots.unwrap_or(slots),
+            (true, n) => cfg.gpu_slots.unwrap_or(3 * n),
+        };
         Ok(Node {
             id,
             capabilities,
-            slots: cfg.slots.unwrap_or(cores),
+            slots,
+            gpu_slots,
+            encoders: detected.encoders,
+            gpus,
         })
     }
 }
@@ -120,45 +149,31 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
     };
 
     let wait = Duration::from_secs_f64(ctx.config.encoder.fetch_wait_secs);
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..node.slots {
-        let (ctx, retries, consumers, shutdown, state, node_id) = (
-            ctx.clone(),
-            retries.clone(),
-            consumers.clone(),
-            shutdown.clone(),
-            state.clone(),
-            node.id.clone(),
-        );
-        set.spawn(async move {
-            // One slot: one unit at a time; re-issued units first, then the backlog, long-polling
-            // in short turns so a re-issued unit waits at most one turn on an idle slot.
-            let turn = (wait / consumers.len().max(1) as u32).min(Duration::from_secs(1));
-            while !shutdown.is_cancelled() {
-                let mut next = None;
-                for c in &retries {
-                    next = worker::try_now(c).await;
-                    if next.is_some() {
-                        break;
-                    }
-                }
-                if next.is_none() {
-                    for c in &consumers {
-                        next = worker::try_next(c, turn, &shutdown).await;
-                        if next.is_some() {
-                            break;
-                        }
-                    }
-                }
-                if let Some(msg) = next {
-                    let span = ffleet_shared::telemetry::spans::encode(&msg, &node_id);
-                    let d = handler::handle(&ctx, &node_id, &state, &msg)
-                        .instrument(span)
-                        .await;
-                    ffleet_shared::nats::ack::finish(&msg, d).await;
-                }
-            }
-        });
+    let mut set = JoinSet::new();
+    for gpu in [true, false] {
+        let of_kind = |all: &Vec<PullConsumer>| -> Vec<PullConsumer> {
+            node.capabilities
+                .iter()
+                .zip(all)
+                .filter(|(c, _)| c.is_gpu() == gpu)
+                .map(|(_, q)| q.clone())
+                .collect()
+        };
+        let (retries, queues) = (of_kind(&retries), of_kind(&consumers));
+        let total = if gpu { node.gpu_slots } else { node.slots };
+        if queues.is_empty() || total == 0 {
+            continue;
+        }
+        let pull = Pull {
+            ctx: ctx.clone(),
+            node: node.id.clone(),
+            state: state.clone(),
+            retries,
+            queues,
+            total,
+            wait,
+        };
+        set.spawn(pull.run(shutdown.clone()));
     }
     while set.join_next().await.is_some() {}
     drain.abort();
@@ -166,4 +181,72 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
     let _ = hb.await;
     tracing::info!(node = %node.id, "encoder stopped");
     Ok(())
+}
+
+/// One slot pool's pull loop: waits for a free slot, takes one task from the first of its
+/// queues that has one, waits until every slot the task needs is free (keeping the message
+/// alive meanwhile), and runs it holding those slots.
+struct Pull {
+    ctx: Ctx,
+    node: NodeId,
+    state: Arc<heartbeat::State>,
+    /// Re-issued attempts, taken before the backlog in `queues`.
+    retries: Vec<PullConsumer>,
+    queues: Vec<PullConsumer>,
+    total: u32,
+    wait: Duration,
+}
+
+impl Pull {
+    async fn run(self, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.total as usize));
+        // Long-poll the backlog in short turns, so a re-issued unit waits at most one turn.
+        let turn = (self.wait / self.queues.len().max(1) as u32).min(Duration::from_secs(1));
+        let mut running = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = shutdown.cancelled() => break,
+            };
+            let mut msg = None;
+            for q in &self.retries {
+                msg = worker::try_now(q).await;
+                if msg.is_some() {
+                    break;
+                }
+            }
+            if msg.is_none() {
+                for q in &self.queues {
+                    msg = worker::try_next(q, turn, &shutdown).await;
+                    if msg.is_some() {
+                        break;
+                    }
+                }
+            }
+            let Some(msg) = msg else { continue };
+            // An undecodable task takes one slot; the handler terminates it.
+            let need = messages::decode::<Task>("task", &msg.payload)
+                .map_or(1, |t| t.slots)
+                .clamp(1, self.total);
+            let rest = if need > 1 {
+                let _keep = KeepAlive::start(&msg, self.ctx.config.streams.ack_wait() / 3);
+                let more = slots.clone().acquire_many_owned(need - 1);
+                Some(more.await.expect("semaphore open"))
+            } else {
+                None
+            };
+            let (ctx, node, state) = (self.ctx.clone(), self.node.clone(), self.state.clone());
+            running.spawn(async move {
+                let span = ffleet_shared::telemetry::spans::encode(&msg, &node);
+                let d = handler::handle(&ctx, &node, &state, &msg, need)
+                    .instrument(span)
+                    .await;
+                ffleet_shared::nats::ack::finish(&msg, d).await;
+                drop((first, rest));
+            });
+            // Reap finished encodes so the set does not grow without bound.
+            while running.try_join_next().is_some() {}
+        }
+        while running.join_next().await.is_some() {}
+    }
 }

@@ -1,40 +1,26 @@
-//! One planned task: check it is current, route it, record the routing in the unit's ownership
-//! record (revision-checked), publish it to the capability queue, ack.
+//! Releasing one routed task: check it is current, record the routing in the unit's ownership
+//! record (revision-checked), publish it to the capability queue. The backlog acks its plan
+//! message once this says the task went out or is no longer wanted.
 
-use crate::pool::Pool;
-use crate::route::route;
-use async_nats::jetstream::Message;
-use ffleet_shared::messages::{self, SegmentState, Task};
-use ffleet_shared::nats::ack::Disposition;
+use ffleet_shared::messages::{SegmentState, Task};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{subjects, telemetry};
-use std::time::Duration;
+use ffleet_shared::{Capability, subjects, telemetry};
 
-const RETRY: Disposition = Disposition::Retry(Duration::from_secs(1));
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Published to the capability queue.
+    Published,
+    /// Superseded, orphaned or already claimed: nothing to publish.
+    Dropped,
+    /// KV or JetStream trouble: keep the task and try again next round.
+    Retry,
+}
 
-pub async fn handle(ctx: &Ctx, pool: &Pool, msg: Message) -> Disposition {
-    let mut task: Task = match messages::decode("task", &msg.payload) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "undecodable task dropped");
-            return Disposition::Term;
-        }
-    };
-    telemetry::spans::task(&task);
-    let Some(profile) = ctx.config.profile(&task.profile) else {
-        // The splitter validated the profile against its own config; ours differs.
-        tracing::error!(job = %task.job_id, profile = %task.profile, "profile unknown to this scheduler");
-        return RETRY;
-    };
-    let Some(cap) = route(profile, |c| pool.has(c)) else {
-        tracing::error!(job = %task.job_id, profile = %task.profile, "profile has no variants");
-        return RETRY;
-    };
+pub async fn release(ctx: &Ctx, task: &Task, cap: &Capability, slots: u32) -> Released {
     let key = subjects::segment_key(&task.job_id, task.unit);
     let attempt = task.attempt;
-    let c = cap.clone();
     let routed = ctx
         .segments
         .modify(&key, |rec| match rec {
@@ -44,7 +30,7 @@ pub async fn handle(ctx: &Ctx, pool: &Pool, msg: Message) -> Disposition {
                 SegmentState::Planned | SegmentState::Queued => {
                     let mut r = r.clone();
                     r.state = SegmentState::Queued;
-                    r.capability = Some(c.clone());
+                    r.capability = Some(cap.clone());
                     r.updated_at = ffleet_shared::time::now_rfc3339();
                     Change::Write(r, Some(true))
                 }
@@ -56,30 +42,34 @@ pub async fn handle(ctx: &Ctx, pool: &Pool, msg: Message) -> Disposition {
     match routed {
         Err(e) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "routing record update failed");
-            RETRY
+            Released::Retry
         }
         Ok(None) => {
             tracing::debug!(job = %task.job_id, unit = %task.unit, "stale or orphaned task dropped");
-            Disposition::Ack
+            Released::Dropped
         }
-        Ok(Some(false)) => Disposition::Ack,
+        Ok(Some(false)) => Released::Dropped,
         Ok(Some(true)) => {
-            task.capability = Some(cap.clone());
+            let task = Task {
+                capability: Some(cap.clone()),
+                slots,
+                ..task.clone()
+            };
             telemetry::spans::task(&task);
             // A later attempt is on its job's critical path: it goes ahead of the backlog.
             let subject = if task.attempt > 1 {
-                subjects::tasks_retry(&cap)
+                subjects::tasks_retry(cap)
             } else {
-                subjects::tasks_encode(&cap)
+                subjects::tasks_encode(cap)
             };
             match publish::task(&ctx.js, subject, &task, "encode").await {
                 Ok(_) => {
                     tracing::debug!(job = %task.job_id, unit = %task.unit, capability = %cap, "task routed");
-                    Disposition::Ack
+                    Released::Published
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "publishing routed task failed");
-                    RETRY
+                    Released::Retry
                 }
             }
         }

@@ -1,10 +1,12 @@
-//! The scheduler: routes each planned task to the capability queue that should run it
-//! (`ffleet.tasks.encode.<capability>`), recording the attempt and capability in the unit's
-//! ownership record first; watches encoder heartbeats and hands a dead node's units to others
+//! The scheduler: holds planned tasks in a backlog and releases each, highest priority first,
+//! into the capability queue that should run it (`ffleet.tasks.encode.<capability>`) once the
+//! pool has room there, recording the attempt and capability in the unit's ownership record
+//! first; watches encoder heartbeats and hands a dead node's units to others
 //! within seconds; reconciles unfinished jobs against their records. Several replicas may run:
 //! one leads through a KV lease and does all of that, the others keep their views warm and take
 //! over within one lease TTL.
 
+mod backlog;
 mod gauges;
 mod handler;
 mod jobs_view;
@@ -12,6 +14,7 @@ mod lease;
 mod pool;
 mod reconcile;
 mod reissue;
+mod room;
 mod route;
 mod sweep;
 
@@ -20,10 +23,7 @@ pub use pool::Pool;
 
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::kv::KvError;
-use ffleet_shared::nats::provision::ConsumerSpec;
-use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::subjects;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -84,26 +84,7 @@ async fn lead(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) {
         term.clone(),
     ));
     while !term.is_cancelled() {
-        let p = pool.clone();
-        let served = worker::serve(
-            &ctx,
-            ConsumerSpec {
-                stream: subjects::STREAM_TASKS,
-                durable: subjects::CONSUMER_SCHEDULER,
-                filter: subjects::TASKS_PLAN.into(),
-                ack_wait: ctx.config.streams.ack_wait(),
-                max_deliver: -1,
-                max_ack_pending: 10_000,
-            },
-            4,
-            term.clone(),
-            move |ctx, msg| {
-                let pool = p.clone();
-                async move { handler::handle(&ctx, &pool, msg).await }
-            },
-        )
-        .await;
-        if let Err(e) = served {
+        if let Err(e) = backlog::run(ctx.clone(), pool.clone(), term.clone()).await {
             tracing::warn!(error = %e, "plan queue unavailable, retrying");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -27,7 +27,48 @@ pub struct Heartbeat {
     /// Draining (SIGTERM): takes no new work.
     #[serde(default)]
     pub draining: bool,
+    /// Accelerator sessions (tasks of non-`cpu` capabilities); `slots_*` count cores.
+    #[serde(default)]
+    pub gpu_slots_total: u32,
+    #[serde(default)]
+    pub gpu_slots_busy: u32,
+    /// NVIDIA GPUs as NVML last reported them (empty without a driver or GPU).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<Gpu>,
+    /// Hardware and notable software encoders ffmpeg offers on this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encoders: Vec<String>,
     pub at: String,
+}
+
+/// One NVIDIA GPU, refreshed with every heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub index: u32,
+    pub name: String,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    /// Percent of time a kernel ran, over the driver's last sample period.
+    pub utilization_pct: u32,
+    /// Percent of time the video encoder (NVENC) was busy.
+    pub encoder_utilization_pct: u32,
+    /// Encoder sessions open on the GPU (all processes).
+    pub encoder_sessions: u32,
+}
+
+impl Heartbeat {
+    /// Free slots for tasks of `cap` (cores for `cpu`, sessions for accelerators); none while
+    /// draining.
+    pub fn free_for(&self, cap: &Capability) -> u32 {
+        if self.draining || !self.capabilities.contains(cap) {
+            return 0;
+        }
+        if cap.is_gpu() {
+            self.gpu_slots_total.saturating_sub(self.gpu_slots_busy)
+        } else {
+            self.slots_total.saturating_sub(self.slots_busy)
+        }
+    }
 }
 
 /// One unit a node holds, with ffmpeg's latest progress.
@@ -42,6 +83,15 @@ pub struct Held {
     pub fps: f64,
     #[serde(default)]
     pub speed: f64,
+    /// Slots the unit takes, and of which kind (its capability).
+    #[serde(default = "one")]
+    pub slots: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<Capability>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Held {
@@ -53,6 +103,8 @@ impl Held {
             frame: 0,
             fps: 0.0,
             speed: 0.0,
+            slots: 1,
+            capability: None,
         }
     }
 
@@ -76,6 +128,10 @@ impl Heartbeat {
             mem_total_bytes: 0,
             mem_available_bytes: 0,
             draining: false,
+            gpu_slots_total: 0,
+            gpu_slots_busy: 0,
+            gpus: Vec::new(),
+            encoders: Vec::new(),
             at: crate::time::now_rfc3339(),
         }
     }

@@ -35,6 +35,38 @@ pub struct JobRequest {
     /// Higher runs first; 0 by default.
     #[serde(default)]
     pub priority: i32,
+    /// Which kind of encoder the job would like: `gpu`, `cpu` or `any` (the default).
+    #[serde(default, skip_serializing_if = "Preference::is_any")]
+    pub prefer: Preference,
+    /// The preference is a requirement: never spill to the other kind; with no live encoder of
+    /// the wanted kind the job fails after `scheduler.capability_wait_secs`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require: bool,
+}
+
+/// The kind of encoder a job asks for. `gpu` means any accelerator capability (`nvenc`, `qsv`,
+/// `vaapi`...), `cpu` the software encoders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preference {
+    Gpu,
+    Cpu,
+    #[default]
+    Any,
+}
+
+impl Preference {
+    pub fn is_any(&self) -> bool {
+        *self == Preference::Any
+    }
+
+    pub fn token(self) -> &'static str {
+        match self {
+            Preference::Gpu => "gpu",
+            Preference::Cpu => "cpu",
+            Preference::Any => "any",
+        }
+    }
 }
 
 /// The only knobs a job may turn, each bounded by the profile.
@@ -177,6 +209,12 @@ impl JobRequest {
                 format!("priority {} is outside {lo}..={hi}", self.priority),
             ));
         }
+        if self.require && self.prefer.is_any() {
+            return Err(Failure::new(
+                Reason::InvalidRequest,
+                "require needs prefer = \"gpu\" or \"cpu\" (\"any\" cannot be required)",
+            ));
+        }
         for (what, uri) in [("input", &self.input), ("output", &self.output)] {
             if uri.is_empty() || uri.len() > 4096 {
                 return Err(Failure::new(
@@ -262,6 +300,22 @@ mod tests {
             parse(&v).unwrap_err().failure.reason,
             Reason::OverrideOutOfRange
         );
+
+        let mut v = body();
+        v["prefer"] = "tpu".into();
+        let e = parse(&v).unwrap_err();
+        assert_eq!(e.failure.reason, Reason::InvalidRequest);
+        assert!(e.failure.message.contains("tpu"), "{}", e.failure.message);
+
+        let mut v = body();
+        v["require"] = true.into();
+        assert_eq!(
+            parse(&v).unwrap_err().failure.reason,
+            Reason::InvalidRequest
+        );
+        v["prefer"] = "gpu".into();
+        let r = parse(&v).unwrap();
+        assert_eq!((r.prefer, r.require), (Preference::Gpu, true));
 
         let mut v = body();
         v["job_id"] = "a.b".into();

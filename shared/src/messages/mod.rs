@@ -12,7 +12,7 @@ pub mod task;
 pub use cloudevent::CloudEvent;
 pub use events::{Accepted, Completed, Failed, JobEvent, Progress, SegmentDone, SegmentOutcome};
 pub use heartbeat::Heartbeat;
-pub use job::{JobRequest, Overrides, RequestError};
+pub use job::{JobRequest, Overrides, Preference, RequestError};
 pub use live::LiveProgress;
 pub use records::{
     JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo,

@@ -4,6 +4,7 @@
 //! A task names a server-side profile, never ffmpeg arguments: each encoder builds its command
 //! from its own configuration.
 
+use super::job::Preference;
 use super::records::{AttemptFailure, JobRecord};
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, Unit};
@@ -40,6 +41,22 @@ pub struct Task {
     /// Set by the scheduler when it routes the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<Capability>,
+    /// The job's preference and whether it is a requirement (copied from the request).
+    #[serde(default, skip_serializing_if = "Preference::is_any")]
+    pub prefer: Preference,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require: bool,
+    /// Estimated work (see `cost`): orders the backlog within a job, largest first.
+    #[serde(default)]
+    pub work: f64,
+    /// Slots the task takes on its node (cores for `cpu`, sessions for accelerators); set by
+    /// the scheduler from the routed variant.
+    #[serde(default = "one")]
+    pub slots: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Task {
@@ -48,6 +65,7 @@ impl Task {
     /// the job has no plan yet or the plan has no such unit.
     pub fn for_unit(rec: &JobRecord, unit: Unit, attempt: u32) -> Option<Task> {
         let (plan, src) = (rec.plan.as_ref()?, rec.source.as_ref()?);
+        let work = crate::cost::work(src, unit, plan);
         let (input, expected_frames, duration_secs, result_ext) = match unit {
             Unit::Video(i) => {
                 let s = plan.segments.iter().find(|s| s.index == i)?;
@@ -83,6 +101,10 @@ impl Task {
             result_ext: result_ext.into(),
             priority: rec.request.priority,
             capability: None,
+            prefer: rec.request.prefer,
+            require: rec.request.require,
+            work,
+            slots: 1,
         })
     }
 

@@ -1,0 +1,301 @@
+//! The leader's backlog: every planned task waits here, its plan-queue message held un-acked
+//! (kept alive with in-progress acks), until the pool has room for it. Each round the tasks are
+//! ordered (priority, then re-issued attempts, then job arrival, audio first, then largest estimated work) and released
+//! into `ffleet.tasks.encode.<capability>` only up to each capability's free slots plus
+//! `release_buffer`: priorities take effect at release time, no encoder digs through a deep
+//! queue, and a node that joins gets work on the next round.
+//!
+//! Nothing here outlives leadership: when it ends, every held message is nak'ed so the next
+//! leader receives the whole backlog at once (after a crash, JetStream redelivers it after
+//! AckWait). A task whose allowed capabilities have no live node for `capability_wait_secs`
+//! fails its job with `no_capable_node`.
+
+use crate::handler::{Released, release};
+use crate::pool::Pool;
+use crate::room::Room;
+use crate::route::{self, Decision};
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{AckKind, Message};
+use ffleet_shared::messages::{self, Task};
+use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::reason::{Failure, Reason};
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::{Capability, JobId, cost, jobs, subjects, telemetry};
+use futures::StreamExt;
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How long one pull for new plan messages waits: also the release round's period.
+const ROUND: Duration = Duration::from_millis(50);
+/// Plan messages taken per pull.
+const BATCH: usize = 256;
+/// Held plan messages, at most (the consumer's max ack pending): the rest wait in the stream.
+pub const MAX_HELD: i64 = 10_000;
+
+struct Held {
+    task: Task,
+    msg: Message,
+    /// Since when no live node offers any capability the task may use.
+    no_node_since: Option<Instant>,
+}
+
+pub async fn run(ctx: Ctx, pool: Pool, term: CancellationToken) -> Result<(), NatsError> {
+    let consumer = ensure_consumer(
+        &ctx.js,
+        ConsumerSpec {
+            stream: subjects::STREAM_TASKS,
+            durable: subjects::CONSUMER_SCHEDULER,
+            filter: subjects::TASKS_PLAN.into(),
+            ack_wait: ctx.config.streams.ack_wait(),
+            max_deliver: -1,
+            max_ack_pending: MAX_HELD,
+        },
+    )
+    .await?;
+    let mut b = Backlog {
+        ctx,
+        pool,
+        held: HashMap::new(),
+        job_seq: HashMap::new(),
+        next_seq: 0,
+    };
+    let keep_every = b.ctx.config.streams.ack_wait() / 3;
+    let mut kept = Instant::now();
+    while !term.is_cancelled() {
+        b.pull(&consumer, &term).await;
+        b.round().await;
+        if kept.elapsed() >= keep_every {
+            b.keep_alive().await;
+            kept = Instant::now();
+        }
+    }
+    b.give_back().await;
+    Ok(())
+}
+
+struct Backlog {
+    ctx: Ctx,
+    pool: Pool,
+    /// By segment key: one entry per unit, its newest attempt.
+    held: HashMap<String, Held>,
+    /// Order of first arrival per job: FIFO among jobs of equal priority.
+    job_seq: HashMap<JobId, u64>,
+    next_seq: u64,
+}
+
+impl Backlog {
+    /// Takes whatever plan messages arrived (waits up to one round).
+    async fn pull(&mut self, consumer: &PullConsumer, term: &CancellationToken) {
+        let batch = consumer
+            .batch()
+            .max_messages(BATCH)
+            .expires(ROUND)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "plan queue fetch failed");
+                tokio::time::sleep(ROUND).await;
+                return;
+            }
+        };
+        loop {
+            let m = tokio::select! {
+                m = batch.next() => m,
+                _ = term.cancelled() => return,
+            };
+            match m {
+                Some(Ok(msg)) => self.admit(msg).await,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "plan fetch ended");
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    async fn admit(&mut self, msg: Message) {
+        let task: Task = match messages::decode("task", &msg.payload) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable task dropped");
+                let _ = msg.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let key = subjects::segment_key(&task.job_id, task.unit);
+        if let Some(old) = self.held.get(&key)
+            && old.task.attempt > task.attempt
+        {
+            let _ = msg.ack().await;
+            return;
+        }
+        let next = &mut self.next_seq;
+        self.job_seq.entry(task.job_id.clone()).or_insert_with(|| {
+            *next += 1;
+            *next
+        });
+        // A redelivery of a held message replaces the entry (same stream sequence: nothing to
+        // ack); a newer attempt's message retires the older one's.
+        let seq = |m: &Message| m.info().ok().map(|i| i.stream_sequence);
+        let new_seq = seq(&msg);
+        let held = Held {
+            task,
+            msg,
+            no_node_since: None,
+        };
+        if let Some(old) = self.held.insert(key, held)
+            && seq(&old.msg) != new_seq
+        {
+            let _ = old.msg.ack().await;
+        }
+    }
+
+    /// Releases what the pool has room for, in priority order.
+    async fn round(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let cfg = &self.ctx.config.scheduler;
+        let mut view = Room::new(&self.ctx, self.pool.live(), cfg.release_buffer).await;
+        // A re-issued attempt is on its job's critical path: first among equal priorities.
+        let mut order: Vec<(i32, bool, u64, bool, i64, String)> = self
+            .held
+            .iter()
+            .map(|(k, h)| {
+                let t = &h.task;
+                (
+                    t.priority,
+                    t.attempt > 1,
+                    self.job_seq.get(&t.job_id).copied().unwrap_or(u64::MAX),
+                    t.unit.is_audio(),
+                    (t.work * 1000.0) as i64,
+                    k.clone(),
+                )
+            })
+            .collect();
+        order.sort_by_key(|(p, retry, seq, audio, work, k)| {
+            (
+                Reverse(*p),
+                !*retry,
+                *seq,
+                !*audio,
+                Reverse(*work),
+                k.clone(),
+            )
+        });
+        let wait = Duration::from_secs_f64(cfg.capability_wait_secs);
+        let mut failed: Vec<(JobId, Failure)> = Vec::new();
+        for (.., key) in order {
+            let Some(h) = self.held.get_mut(&key) else {
+                continue;
+            };
+            if failed.iter().any(|(j, _)| *j == h.task.job_id) {
+                continue;
+            }
+            let Some(profile) = self.ctx.config.profile(&h.task.profile) else {
+                // The splitter validated the profile against its own config; ours differs.
+                tracing::error!(job = %h.task.job_id, profile = %h.task.profile, "profile unknown to this scheduler");
+                continue;
+            };
+            match route::decide(profile, &h.task, &view, cfg.spill_queue_depth) {
+                Decision::Release(cap) => {
+                    let variant = &profile.variants[cap.as_str()];
+                    let slots = cost::slots(&cap, variant);
+                    // The route span continues the job's trace; the encode task carries it on.
+                    let span = telemetry::spans::consume(self.ctx.service, &h.msg);
+                    match release(&self.ctx, &h.task, &cap, slots)
+                        .instrument(span)
+                        .await
+                    {
+                        Released::Published => view.released(&cap),
+                        Released::Dropped => {}
+                        Released::Retry => continue,
+                    }
+                    if let Some(h) = self.held.remove(&key) {
+                        let _ = h.msg.ack().await;
+                    }
+                }
+                Decision::Hold { wants, no_node } => {
+                    view.held(&wants);
+                    if !no_node {
+                        h.no_node_since = None;
+                        continue;
+                    }
+                    let since = *h.no_node_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= wait {
+                        let names: Vec<&str> = wants.iter().map(Capability::as_str).collect();
+                        let msg = format!(
+                            "job {} requires {} encoders ({}) and no live node offered one for {:.0} s (scheduler.capability_wait_secs)",
+                            h.task.job_id,
+                            h.task.prefer.token(),
+                            names.join(", "),
+                            wait.as_secs_f64()
+                        );
+                        failed.push((
+                            h.task.job_id.clone(),
+                            Failure::new(Reason::NoCapableNode, msg),
+                        ));
+                    }
+                }
+                Decision::Impossible(why) => {
+                    let f = Failure::new(Reason::UnknownProfile, why);
+                    failed.push((h.task.job_id.clone(), f));
+                }
+            }
+        }
+        for (job, f) in failed {
+            self.fail_job(&job, &f).await;
+        }
+    }
+
+    /// Fails a job whose tasks cannot run, and drops all of its held tasks.
+    async fn fail_job(&mut self, job: &JobId, f: &Failure) {
+        tracing::warn!(job = %job, reason = %f.reason, message = %f.message, "job cannot be placed");
+        if let Err(e) = jobs::fail(&self.ctx, job, f).await {
+            tracing::warn!(job = %job, error = %e, "failing an unplaceable job failed; will retry");
+            return;
+        }
+        let keys: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.task.job_id == *job)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(h) = self.held.remove(&k) {
+                let _ = h.msg.ack().await;
+            }
+        }
+        self.job_seq.remove(job);
+    }
+
+    async fn keep_alive(&mut self) {
+        for h in self.held.values() {
+            if let Err(e) = h.msg.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %e, "in-progress ack of a held task failed");
+            }
+        }
+        // Forget the arrival order of jobs with nothing left here.
+        let held = &self.held;
+        self.job_seq
+            .retain(|j, _| held.values().any(|h| h.task.job_id == *j));
+    }
+
+    /// Leadership ended: hand every held task back for the next leader at once.
+    async fn give_back(&mut self) {
+        let n = self.held.len();
+        for (_, h) in self.held.drain() {
+            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
+        }
+        if n > 0 {
+            tracing::info!(tasks = n, "backlog handed back");
+        }
+    }
+}
