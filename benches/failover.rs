@@ -10,56 +10,32 @@
 //!
 //! Environment: `FFLEET_BENCH_KILLS` (per interval, default 5).
 
+mod common;
+
+use common::*;
+
 use ffleet::local::NatsServer;
 use ffleet_shared::config::Config;
 use ffleet_shared::messages::SegmentState;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, subjects};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Procs(Vec<(String, Child)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(url: &str, dir: &Path, svc: &str, node: Option<&str>, interval: f64) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
-    c.args(["-s", url, "run", svc])
-        .env_remove("NATS_URL")
-        .env("FFLEET_STORAGE__SCRATCH", dir.join("scratch"))
-        .env(
-            "FFLEET_STORAGE__INPUT_ROOTS",
-            format!("[{}]", dir.display()),
-        )
-        .env(
-            "FFLEET_STORAGE__OUTPUT_ROOTS",
-            format!("[{}]", dir.display()),
-        )
-        .env("FFLEET_ENCODER__SLOTS", "1")
-        .env(
+/// Heartbeat every `interval`, TTL three intervals (the default ratio).
+fn heartbeat(interval: f64) -> Vec<(&'static str, String)> {
+    vec![
+        (
             "FFLEET_ENCODER__HEARTBEAT_INTERVAL_SECS",
             interval.to_string(),
-        )
-        .env(
+        ),
+        (
             "FFLEET_SCHEDULER__HEARTBEAT_TTL_SECS",
             (3.0 * interval).to_string(),
-        )
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(n) = node {
-        c.env("FFLEET_ENCODER__NODE_ID", n);
-    }
-    c.spawn().expect("ffleet runs")
+        ),
+    ]
 }
 
 fn source(dir: &Path) -> std::path::PathBuf {
@@ -82,16 +58,6 @@ fn source(dir: &Path) -> std::path::PathBuf {
         .expect("ffmpeg runs");
     assert!(st.success());
     p
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// A video unit running now, in any of `jobs`: (key, owner, attempt). Submits another job
@@ -152,13 +118,14 @@ async fn measure(interval: f64, kills: usize, dir: &Path, src: &Path) -> Vec<(f6
         .expect("connects");
     let mut procs = Procs(Vec::new());
     for svc in ["splitter", "scheduler", "merger"] {
-        procs
-            .0
-            .push((svc.into(), spawn(&url, dir, svc, None, interval)));
+        procs.0.push((
+            svc.into(),
+            spawn(&url, dir, svc, None, &heartbeat(interval)),
+        ));
     }
     for i in 1..=3 {
         let n = format!("enc-{i}");
-        let c = spawn(&url, dir, "encoder", Some(&n), interval);
+        let c = spawn(&url, dir, "encoder", Some(&n), &heartbeat(interval));
         procs.0.push((n, c));
     }
     let mut jobs = Vec::new();
@@ -184,7 +151,7 @@ async fn measure(interval: f64, kills: usize, dir: &Path, src: &Path) -> Vec<(f6
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         out.push((reissued.unwrap_or(0.0), killed.elapsed().as_secs_f64()));
-        let c = spawn(&url, dir, "encoder", Some(&owner), interval);
+        let c = spawn(&url, dir, "encoder", Some(&owner), &heartbeat(interval));
         procs.0.push((owner, c));
         // Let the restarted node join before the next kill.
         tokio::time::sleep(Duration::from_secs_f64(interval * 2.0)).await;

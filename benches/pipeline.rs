@@ -8,73 +8,13 @@
 //!
 //! Environment: `FFLEET_BENCH_ROUNDS` (default 3), `FFLEET_BENCH_SECS` (default 60).
 
+mod common;
+
+use common::*;
+
 use ffleet_shared::profiles;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(st.success(), "ffmpeg {args:?} failed");
-}
-
-fn source(dir: &Path, secs: u32) -> PathBuf {
-    let out = dir.join("bench-720p.mp4");
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media/bigbuckbunny.mp4");
-    let t = secs.to_string();
-    if sample.is_file() {
-        // Real content, a keyframe every 5.28 s (each loop of the clip starts on one).
-        let loops = (secs as f64 / 5.28).ceil() as u32;
-        ffmpeg(&[
-            "-stream_loop",
-            &(loops - 1).to_string(),
-            "-i",
-            sample.to_str().unwrap(),
-            "-t",
-            &t,
-            "-c",
-            "copy",
-            out.to_str().unwrap(),
-        ]);
-    } else {
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            &t,
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "132",
-            "-c:a",
-            "aac",
-            out.to_str().unwrap(),
-        ]);
-    }
-    out
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -89,7 +29,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let dir = tempfile::tempdir().expect("tempdir");
-    let src = source(dir.path(), secs);
+    let src = source_720p(dir.path(), secs);
 
     let profile = &profiles::builtin()["h264"];
     let mut video = profiles::video_settings(&profile.variants["cpu"], None);

@@ -14,6 +14,10 @@
 //! Environment: `FFLEET_BENCH_SECS` (source length, default 40), `FFLEET_BENCH_ENCODERS`
 //! (default `1,2,4`).
 
+mod common;
+
+use common::*;
+
 use ffleet::local::NatsServer;
 use ffleet_shared::config::Config;
 use ffleet_shared::messages::{self, JobRecord, JobState, SegmentRecord, SegmentState};
@@ -22,45 +26,10 @@ use ffleet_shared::{JobId, subjects};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-
-struct Procs(Vec<(String, Child)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(url: &str, dir: &Path, svc: &str, node: Option<&str>) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
-    c.args(["-s", url, "run", svc])
-        .env_remove("NATS_URL")
-        .env_remove("FFLEET_CONFIG")
-        .env("FFLEET_STORAGE__SCRATCH", dir.join("scratch"))
-        .env(
-            "FFLEET_STORAGE__INPUT_ROOTS",
-            format!("[{}]", dir.display()),
-        )
-        .env(
-            "FFLEET_STORAGE__OUTPUT_ROOTS",
-            format!("[{}]", dir.display()),
-        )
-        .env("FFLEET_ENCODER__SLOTS", "1")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(n) = node {
-        c.env("FFLEET_ENCODER__NODE_ID", n);
-    }
-    c.spawn().expect("ffleet runs")
-}
 
 /// 640x360 at 25 fps with a keyframe every 2 s and audio: one 2 s segment per keyframe.
 fn source(dir: &Path, secs: u32) -> std::path::PathBuf {
@@ -89,19 +58,6 @@ fn cpu_secs(pid: u32) -> f64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (t(11) + t(12)) / 100.0
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Server timestamps of every state a unit record went through, and who claimed it.
@@ -134,11 +90,11 @@ async fn measure(encoders: usize, dir: &Path, src: &Path) -> Run {
         .expect("connects");
     let mut procs = Procs(Vec::new());
     for svc in ["splitter", "scheduler", "merger"] {
-        procs.0.push((svc.into(), spawn(&url, dir, svc, None)));
+        procs.0.push((svc.into(), spawn(&url, dir, svc, None, &[])));
     }
     for i in 1..=encoders {
         let n = format!("enc-{i}");
-        let c = spawn(&url, dir, "encoder", Some(&n));
+        let c = spawn(&url, dir, "encoder", Some(&n), &[]);
         procs.0.push((n, c));
     }
     while ctx.workers.keys().await.unwrap_or_default().len() < encoders {

@@ -7,85 +7,16 @@
 //! Environment: `FFLEET_BENCH_ROUNDS` (default 1), `FFLEET_BENCH_SECS` (default 60),
 //! `FFLEET_BENCH_LOG_RECORDS` (default 200000).
 
+mod common;
+
+use common::*;
+
 #[path = "../tests/common/otlp.rs"]
 #[allow(dead_code)]
 mod otlp;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(st.success(), "ffmpeg {args:?} failed");
-}
-
-/// The pipeline benchmark's source: the shared Big Buck Bunny sample looped, else a generated
-/// 720p clip with the same keyframe spacing.
-fn source(dir: &Path, secs: u32) -> PathBuf {
-    let out = dir.join("bench-720p.mp4");
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media/bigbuckbunny.mp4");
-    let t = secs.to_string();
-    if sample.is_file() {
-        let loops = (secs as f64 / 5.28).ceil() as u32;
-        let (loops, sample) = ((loops - 1).to_string(), sample.display().to_string());
-        ffmpeg(&[
-            "-stream_loop",
-            &loops,
-            "-i",
-            &sample,
-            "-t",
-            &t,
-            "-c",
-            "copy",
-            out.to_str().unwrap(),
-        ]);
-    } else {
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            &t,
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "132",
-            "-c:a",
-            "aac",
-            out.to_str().unwrap(),
-        ]);
-    }
-    out
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 /// Wall seconds, and CPU seconds of ffleet itself (its own process, not ffmpeg or nats-server):
 /// the CPU figure is what telemetry adds, and stays readable on a machine busy with other work.
@@ -163,7 +94,7 @@ async fn main() {
     logging(records);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let src = source(dir.path(), secs);
+    let src = source_720p(dir.path(), secs);
     let receiver = otlp::Receiver::start().await.expect("receiver");
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");

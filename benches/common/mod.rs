@@ -1,0 +1,132 @@
+//! What the benchmarks share: knobs from the environment, ffmpeg runs, the 720p source of the
+//! pipeline benchmark, medians, and the services as separate processes around a private
+//! nats-server (killed when dropped).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// An `FFLEET_BENCH_*` knob, or its default.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn ffmpeg(args: &[&str]) {
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(st.success(), "ffmpeg {args:?} failed");
+}
+
+/// `secs` of 1280x720: the shared Big Buck Bunny sample looped (real content, a keyframe every
+/// 5.28 s, each loop starting on one), else a generated clip with the same keyframe spacing.
+pub fn source_720p(dir: &Path, secs: u32) -> PathBuf {
+    let out = dir.join("bench-720p.mp4");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media/bigbuckbunny.mp4");
+    let t = secs.to_string();
+    if sample.is_file() {
+        let loops = (secs as f64 / 5.28).ceil() as u32;
+        let (loops, sample) = ((loops - 1).to_string(), sample.display().to_string());
+        ffmpeg(&[
+            "-stream_loop",
+            &loops,
+            "-i",
+            &sample,
+            "-t",
+            &t,
+            "-c",
+            "copy",
+            out.to_str().unwrap(),
+        ]);
+    } else {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            &t,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "132",
+            "-c:a",
+            "aac",
+            out.to_str().unwrap(),
+        ]);
+    }
+    out
+}
+
+/// NaN for no samples.
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Service processes, killed when dropped.
+pub struct Procs(pub Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `ffleet run <svc>` against `url`, with `dir` as scratch, input and output root, one slot per
+/// encoder, quiet logs, and `env` on top.
+pub fn spawn(
+    url: &str,
+    dir: &Path,
+    svc: &str,
+    node: Option<&str>,
+    env: &[(&str, String)],
+) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
+    c.args(["-s", url, "run", svc])
+        .env_remove("NATS_URL")
+        .env_remove("FFLEET_CONFIG")
+        .env("FFLEET_STORAGE__SCRATCH", dir.join("scratch"))
+        .env(
+            "FFLEET_STORAGE__INPUT_ROOTS",
+            format!("[{}]", dir.display()),
+        )
+        .env(
+            "FFLEET_STORAGE__OUTPUT_ROOTS",
+            format!("[{}]", dir.display()),
+        )
+        .env("FFLEET_ENCODER__SLOTS", "1")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if let Some(n) = node {
+        c.env("FFLEET_ENCODER__NODE_ID", n);
+    }
+    c.spawn().expect("ffleet runs")
+}
