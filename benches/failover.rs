@@ -14,14 +14,11 @@ mod common;
 
 use common::*;
 
-use ffleet::local::NatsServer;
-use ffleet_shared::config::Config;
 use ffleet_shared::messages::SegmentState;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, subjects};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Heartbeat every `interval`, TTL three intervals (the default ratio).
@@ -108,26 +105,13 @@ async fn submit(ctx: &Ctx, dir: &Path, src: &Path, n: usize) -> JobId {
 
 /// Per kill: (seconds to the new attempt, seconds to it running on another node).
 async fn measure(interval: f64, kills: usize, dir: &Path, src: &Path) -> Vec<(f64, f64)> {
-    let server = NatsServer::start_temp().expect("nats-server starts");
-    let url = server.url.clone();
-    let mut cfg = Config::default();
-    cfg.nats.url = url.clone();
-    cfg.storage.scratch = dir.join("scratch");
-    let ctx = Ctx::connect(Arc::new(cfg), "bench", true)
-        .await
-        .expect("connects");
-    let mut procs = Procs(Vec::new());
-    for svc in ["splitter", "scheduler", "merger"] {
-        procs.0.push((
-            svc.into(),
-            spawn(&url, dir, svc, None, &heartbeat(interval)),
-        ));
-    }
-    for i in 1..=3 {
-        let n = format!("enc-{i}");
-        let c = spawn(&url, dir, "encoder", Some(&n), &heartbeat(interval));
-        procs.0.push((n, c));
-    }
+    let env = heartbeat(interval);
+    let Fleet {
+        mut procs,
+        ctx,
+        url,
+        server: _server,
+    } = start_fleet(dir, 3, &env).await;
     let mut jobs = Vec::new();
     let mut out = Vec::new();
     for _ in 0..kills {
@@ -151,7 +135,7 @@ async fn measure(interval: f64, kills: usize, dir: &Path, src: &Path) -> Vec<(f6
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         out.push((reissued.unwrap_or(0.0), killed.elapsed().as_secs_f64()));
-        let c = spawn(&url, dir, "encoder", Some(&owner), &heartbeat(interval));
+        let c = spawn(&url, dir, "encoder", Some(&owner), &env);
         procs.0.push((owner, c));
         // Let the restarted node join before the next kill.
         tokio::time::sleep(Duration::from_secs_f64(interval * 2.0)).await;

@@ -18,10 +18,7 @@ mod common;
 
 use common::*;
 
-use ffleet::local::NatsServer;
-use ffleet_shared::config::Config;
 use ffleet_shared::messages::{self, JobRecord, JobState, SegmentRecord, SegmentState};
-use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, subjects};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -80,23 +77,9 @@ struct Run {
 }
 
 async fn measure(encoders: usize, dir: &Path, src: &Path) -> Run {
-    let server = NatsServer::start_temp().expect("nats-server starts");
-    let url = server.url.clone();
-    let mut cfg = Config::default();
-    cfg.nats.url = url.clone();
-    cfg.storage.scratch = dir.join("scratch");
-    let ctx = Ctx::connect(Arc::new(cfg), "bench", true)
-        .await
-        .expect("connects");
-    let mut procs = Procs(Vec::new());
-    for svc in ["splitter", "scheduler", "merger"] {
-        procs.0.push((svc.into(), spawn(&url, dir, svc, None, &[])));
-    }
-    for i in 1..=encoders {
-        let n = format!("enc-{i}");
-        let c = spawn(&url, dir, "encoder", Some(&n), &[]);
-        procs.0.push((n, c));
-    }
+    let Fleet {
+        procs, ctx, server, ..
+    } = start_fleet(dir, encoders, &[]).await;
     while ctx.workers.keys().await.unwrap_or_default().len() < encoders {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -130,3 +130,40 @@ pub fn spawn(
     }
     c.spawn().expect("ffleet runs")
 }
+
+/// A private nats-server, a client connection to it, and the services as processes.
+pub struct Fleet {
+    /// Declared first so the services stop before their server.
+    pub procs: Procs,
+    pub ctx: ffleet_shared::runtime::Ctx,
+    pub url: String,
+    pub server: ffleet::local::NatsServer,
+}
+
+/// Starts a server, the splitter, scheduler and merger, and encoders `enc-1`..`enc-<encoders>`,
+/// each with `env`.
+pub async fn start_fleet(dir: &Path, encoders: usize, env: &[(&str, String)]) -> Fleet {
+    let server = ffleet::local::NatsServer::start_temp().expect("nats-server starts");
+    let url = server.url.clone();
+    let mut cfg = ffleet_shared::config::Config::default();
+    cfg.nats.url = url.clone();
+    cfg.storage.scratch = dir.join("scratch");
+    let ctx = ffleet_shared::runtime::Ctx::connect(std::sync::Arc::new(cfg), "bench", true)
+        .await
+        .expect("connects");
+    let mut procs = Procs(Vec::new());
+    for svc in ["splitter", "scheduler", "merger"] {
+        procs.0.push((svc.into(), spawn(&url, dir, svc, None, env)));
+    }
+    for i in 1..=encoders {
+        let n = format!("enc-{i}");
+        let c = spawn(&url, dir, "encoder", Some(&n), env);
+        procs.0.push((n, c));
+    }
+    Fleet {
+        procs,
+        ctx,
+        url,
+        server,
+    }
+}
