@@ -78,7 +78,12 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
 }
 
 fn completed_event(job: &JobId, out: &OutputInfo, segments: usize) -> JobEvent {
-    JobEvent::Completed(Completed {
+    JobEvent::Completed(completed(job, out, segments))
+}
+
+/// The completed event's data for a finished output.
+pub fn completed(job: &JobId, out: &OutputInfo, segments: usize) -> Completed {
+    Completed {
         version: CURRENT,
         job_id: job.clone(),
         output: out.uri.clone(),
@@ -87,7 +92,9 @@ fn completed_event(job: &JobId, out: &OutputInfo, segments: usize) -> JobEvent {
         wall_secs: out.wall_secs,
         segments,
         bytes: out.bytes,
-    })
+        decode_errors: out.decode_errors,
+        warnings: out.warnings.clone(),
+    }
 }
 
 /// Re-publishes a finished job's terminal event. The stable message id makes this a no-op when

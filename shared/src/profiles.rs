@@ -35,6 +35,16 @@ fn one() -> u32 {
     1
 }
 
+impl Variant {
+    /// The output pixel format the variant states (`-pix_fmt`), if any.
+    pub fn pix_fmt(&self) -> Option<&str> {
+        self.args
+            .windows(2)
+            .find(|w| w[0] == "-pix_fmt" || w[0] == "-pix_fmt:v")
+            .map(|w| w[1].as_str())
+    }
+}
+
 fn default_audio() -> Vec<String> {
     strings(&["-c:a", "aac", "-b:a", "128k"])
 }

@@ -31,6 +31,9 @@ pub enum Reason {
     UnsupportedInput,
     SplitFailed,
     EncodeFailed,
+    /// A unit of the input failed the same way on two nodes: the input is damaged there beyond
+    /// what the decoder conceals (the message names the unit and its time range).
+    InputDamaged,
     MergeFailed,
     /// The merged output did not match the source (frames, duration, audio).
     VerifyFailed,
@@ -59,6 +62,7 @@ impl Reason {
             Reason::UnsupportedInput => "unsupported_input",
             Reason::SplitFailed => "split_failed",
             Reason::EncodeFailed => "encode_failed",
+            Reason::InputDamaged => "input_damaged",
             Reason::MergeFailed => "merge_failed",
             Reason::VerifyFailed => "verify_failed",
             Reason::DeadlineExceeded => "deadline_exceeded",

@@ -141,16 +141,13 @@ pub async fn follow(
 
 fn outcome_from_record(rec: &ffleet_shared::messages::JobRecord) -> Option<Outcome> {
     match (&rec.state, &rec.output, &rec.failure) {
-        (JobState::Completed, Some(o), _) => Some(Outcome::Completed(Completed {
-            version: messages::CURRENT,
-            job_id: rec.job_id.clone(),
-            output: o.uri.clone(),
-            frames: o.frames,
-            duration_secs: o.duration_secs,
-            wall_secs: o.wall_secs,
-            segments: rec.plan.as_ref().map_or(0, |p| p.segments.len()),
-            bytes: o.bytes,
-        })),
+        (JobState::Completed, Some(o), _) => {
+            Some(Outcome::Completed(ffleet_shared::jobs::completed(
+                &rec.job_id,
+                o,
+                rec.plan.as_ref().map_or(0, |p| p.segments.len()),
+            )))
+        }
         (JobState::Failed, _, Some(f)) => Some(Outcome::Failed(Failed {
             version: messages::CURRENT,
             job_id: Some(rec.job_id.clone()),

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod media;
 pub mod procs;
 pub mod quality;
+pub mod sources;
 
 #[allow(unused_imports)]
 pub use client::JobClient;

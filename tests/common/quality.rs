@@ -7,11 +7,18 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-fn size(path: &Path) -> Result<(usize, usize)> {
+/// The size as displayed: ffmpeg's decoder applies a display matrix's rotation (autorotate).
+pub fn size(path: &Path) -> Result<(usize, usize)> {
     let line = super::media::ffprobe_value(path, "v:0", "stream=width,height")?
         .context("no video size")?;
     let (w, h) = line.split_once(',').context("bad size")?;
-    Ok((w.trim().parse()?, h.trim().parse()?))
+    let (w, h) = (w.trim().parse()?, h.trim().parse()?);
+    let rotation = super::media::ffprobe_text(path, "v:0", "stream_side_data=rotation", "csv=p=0")?;
+    let quarter = rotation
+        .lines()
+        .filter_map(|l| l.trim().trim_matches(',').parse::<i64>().ok())
+        .any(|r| r.rem_euclid(180) == 90);
+    Ok(if quarter { (h, w) } else { (w, h) })
 }
 
 fn decoder(path: &Path, w: usize, h: usize) -> Result<Child> {

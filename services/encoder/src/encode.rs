@@ -27,6 +27,8 @@ pub enum EncodeError {
 pub struct Encoded {
     pub frames: u64,
     pub secs: f64,
+    /// Error lines the decoder wrote (damaged input it concealed or skipped).
+    pub decode_errors: u64,
 }
 
 fn classify(e: RunError, task: &Task) -> EncodeError {
@@ -66,10 +68,19 @@ pub async fn run(
         } else {
             Container::Mp4
         };
-        args::encode_audio(input, &profile.audio, container, output)
+        args::encode_tracks(input, &profile.audio, &task.tracks, container, output)
     } else {
         let settings = profiles::video_settings(variant, task.quality);
-        args::encode_video(input, &settings, output)
+        let conversion = match &task.picture {
+            Some(p) => Some(p.conversion(variant.pix_fmt()).ok_or_else(|| {
+                EncodeError::Permanent(Failure::new(
+                    Reason::UnsupportedInput,
+                    format!("{}x{} pictures cannot be converted", p.width, p.height),
+                ))
+            })?),
+            None => None,
+        };
+        args::encode_video(input, &settings, conversion.as_ref(), output)
     };
     let e = &cfg.encoder;
     let limits = Limits {
@@ -83,12 +94,13 @@ pub async fn run(
     // ffmpeg's last progress block counts what it encoded: checking it costs no ffprobe run.
     let mut last = ProgressBlock::default();
     let mut on_progress = on_progress;
-    command::run_with_progress(&cfg.ffmpeg.ffmpeg, &cmd, limits, cancel, |b| {
+    let ran = command::run_with_progress(&cfg.ffmpeg.ffmpeg, &cmd, limits, cancel, |b| {
         last = b.clone();
         on_progress(b);
     })
     .await
     .map_err(|e| classify(e, task))?;
+    let decode_errors = ran.stderr_lines;
     let secs = started.elapsed().as_secs_f64();
     if last.end {
         let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
@@ -111,14 +123,29 @@ pub async fn run(
         if last.out_time_us.unwrap_or(0) <= 0 {
             return Err(check("encoded audio holds no audio".into()));
         }
-        return Ok(Encoded { frames: 0, secs });
+        return Ok(Encoded {
+            frames: 0,
+            secs,
+            decode_errors,
+        });
     }
     let frames = last.frame.unwrap_or(0);
+    let encoded = Encoded {
+        frames,
+        secs,
+        decode_errors,
+    };
     match task.expected_frames {
+        // Damaged input: the decoder dropped frames it could not conceal, exactly as a single
+        // ffmpeg decoding the file drops them. What it could not decode at all is an error.
+        Some(want) if frames < want && frames > 0 && decode_errors > 0 => {
+            tracing::warn!(job = %task.job_id, unit = %task.unit, frames, want, decode_errors, "damaged input: decoder dropped frames");
+            Ok(encoded)
+        }
         Some(want) if want != frames => Err(check(format!(
             "encoded {frames} frames, the segment should hold {want} (undecodable or missing \
              source frames?)"
         ))),
-        _ => Ok(Encoded { frames, secs }),
+        _ => Ok(encoded),
     }
 }

@@ -195,6 +195,7 @@ async fn encode_claimed(
 
     let attempt = task.attempt;
     let frames = encoded.frames;
+    let decode_errors = encoded.decode_errors;
     let rk = result_key.clone();
     let recorded = ctx
         .segments
@@ -208,6 +209,7 @@ async fn encode_claimed(
                 r.state = SegmentState::Done;
                 r.result_key = Some(rk.clone());
                 r.frames = Some(frames);
+                r.decode_errors = decode_errors;
                 r.updated_at = ffleet_shared::time::now_rfc3339();
                 Change::Write(r, true)
             }
@@ -287,7 +289,17 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
                     message: f.message.clone(),
                 });
                 let nodes = r.failed_nodes().len() as u32;
-                if nodes >= cfg.retry_nodes || r.failures.len() as u32 >= cfg.max_attempts {
+                // Only ffmpeg's verdict on the media says something about the input.
+                let repeated = f.reason == Reason::EncodeFailed
+                    && r.failures
+                        .iter()
+                        .any(|p| &p.node != node && same_failure(&p.message, &f.message));
+                if repeated {
+                    r.state = SegmentState::Failed;
+                    r.failure = Some(input_damaged(task, &r, &f));
+                    r.updated_at = ffleet_shared::time::now_rfc3339();
+                    Change::Write(r.clone(), Budget::Exhausted(r))
+                } else if nodes >= cfg.retry_nodes || r.failures.len() as u32 >= cfg.max_attempts {
                     r.state = SegmentState::Failed;
                     r.failure = Some(exhausted(task, &r, &f));
                     r.updated_at = ffleet_shared::time::now_rfc3339();
@@ -359,6 +371,40 @@ fn exhausted(task: &Task, rec: &SegmentRecord, last: &Failure) -> Failure {
             task.unit,
             task.job_id,
             rec.failures.len(),
+            nodes.len(),
+            nodes.join(", "),
+            last.message
+        ),
+    )
+}
+
+/// Whether two failure reports say the same thing, ignoring what differs between processes
+/// (addresses in ffmpeg's `[h264 @ 0x55d0...]` prefixes).
+fn same_failure(a: &str, b: &str) -> bool {
+    fn normalise(s: &str) -> String {
+        s.split_whitespace()
+            .map(|w| match w.find("0x") {
+                Some(i) if w[i + 2..].starts_with(|c: char| c.is_ascii_hexdigit()) => &w[..i],
+                _ => w,
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    normalise(a) == normalise(b)
+}
+
+/// The job-level failure of a unit that failed the same way on two nodes: a property of the
+/// input, not of a node, so no budget is spent on more nodes.
+fn input_damaged(task: &Task, rec: &SegmentRecord, last: &Failure) -> Failure {
+    let nodes: Vec<String> = rec.failed_nodes().iter().map(|n| n.to_string()).collect();
+    Failure::new(
+        Reason::InputDamaged,
+        format!(
+            "{} of job {} (input {:.3}-{:.3} s) failed the same way on {} nodes ({}): {}",
+            task.unit,
+            task.job_id,
+            task.start_secs,
+            task.start_secs + task.duration_secs,
             nodes.len(),
             nodes.join(", "),
             last.message
@@ -477,5 +523,18 @@ fn live_publisher(
         tokio::spawn(async move {
             let _ = client.publish(subject, messages::encode(&p)).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_failure;
+
+    #[test]
+    fn failures_compare_without_process_addresses() {
+        let a = "v00002 of job j failed: [h264 @ 0x55d0c3a1b2c0] Invalid NAL unit size";
+        let b = "v00002 of job j failed: [h264 @ 0x5611aa00ff10] Invalid NAL unit size";
+        assert!(same_failure(a, b));
+        assert!(!same_failure(a, "v00002 of job j failed: exit code 1"));
     }
 }

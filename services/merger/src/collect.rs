@@ -39,11 +39,13 @@ pub async fn collect(
     if !current {
         return Ok(Collect::Ignored);
     }
-    let frames = seg.and_then(|(r, _)| r.frames).unwrap_or(0);
+    let (frames, decode_errors) =
+        seg.map_or((0, 0), |(r, _)| (r.frames.unwrap_or(0), r.decode_errors));
     let entry = Collected {
         attempt,
         result_key: result_key.to_owned(),
         frames,
+        decode_errors,
     };
     ctx.jobs
         .modify(job.as_str(), |rec| {

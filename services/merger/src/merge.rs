@@ -104,7 +104,18 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
             format!("merging failed: {e}"),
         ));
     }
-    let checked = verify::verify(&ctx.config, src, &tmp).await;
+    // Frames the decoder dropped from damaged input are missing from the output as they are
+    // from a single ffmpeg's: the encoded units say how many frames there are.
+    let expected = verify::Expected {
+        frames: plan
+            .segments
+            .iter()
+            .filter_map(|s| rec.collected.get(&Unit::Video(s.index)))
+            .map(|c| c.frames)
+            .sum(),
+        tracks: &plan.tracks,
+    };
+    let checked = verify::verify(&ctx.config, src, &expected, &tmp).await;
     let verified = match checked {
         Ok(v) => v,
         Err(why) => {
@@ -129,6 +140,8 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
         duration_secs: verified.duration(),
         bytes,
         wall_secs,
+        decode_errors: rec.collected.values().map(|c| c.decode_errors).sum(),
+        warnings: plan.warnings.clone(),
     })
 }
 

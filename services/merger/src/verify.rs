@@ -4,12 +4,26 @@
 
 use ffleet_shared::config::Config;
 use ffleet_shared::media::probe::{self, Span};
+use ffleet_shared::media::tracks::{TrackKind, TrackPlan};
 use ffleet_shared::messages::records::SourceInfo;
 use std::path::Path;
 
-/// Returns the output's video span, or what did not match. One ffprobe run reads both streams.
+/// What the output must hold beyond the source's facts.
+pub struct Expected<'a> {
+    /// Video frames: the source's, less any the decoder dropped from damaged input.
+    pub frames: u64,
+    /// Every track beside the video that the plan keeps.
+    pub tracks: &'a [TrackPlan],
+}
+
+/// Returns the output's video span, or what did not match. One ffprobe run reads every stream.
 #[tracing::instrument(name = "verify", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE))]
-pub async fn verify(cfg: &Config, src: &SourceInfo, path: &Path) -> Result<Span, String> {
+pub async fn verify(
+    cfg: &Config,
+    src: &SourceInfo,
+    expected: &Expected<'_>,
+    path: &Path,
+) -> Result<Span, String> {
     let timeout = cfg.limits.probe_timeout() * 4;
     let out = probe::probe(&cfg.ffmpeg.ffprobe, path, None, true, timeout)
         .await
@@ -19,11 +33,21 @@ pub async fn verify(cfg: &Config, src: &SourceInfo, path: &Path) -> Result<Span,
         .and_then(|v| out.span(v))
         .ok_or("the output has no video stream")?;
     let v = &src.video;
-    if video.count != v.frames {
+    if video.count != expected.frames {
         return Err(format!(
-            "output has {} video frames, the source {}",
-            video.count, v.frames
+            "output has {} video frames, the encoded segments {} (source {})",
+            video.count, expected.frames, v.frames
         ));
+    }
+    for (kind, name) in [
+        (TrackKind::Audio, "audio"),
+        (TrackKind::Subtitle, "subtitle"),
+    ] {
+        let want = expected.tracks.iter().filter(|t| t.kind == kind).count();
+        let got = out.streams.iter().filter(|s| s.is(name)).count();
+        if got != want {
+            return Err(format!("output has {got} {name} tracks, the plan {want}"));
+        }
     }
     let frame = v.frame_secs();
     let tolerance = frame * 1.01 + 1e-3;

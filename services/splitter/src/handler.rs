@@ -15,7 +15,7 @@ use ffleet_shared::messages::{
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
-use ffleet_shared::reason::Failure;
+use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, jobs, subjects, telemetry};
 use std::time::Duration;
@@ -141,10 +141,13 @@ async fn split_and_plan(
     valid: &validate::Validated,
 ) -> Result<(), Step> {
     let job = &req.job_id;
-    let src = match inspect::inspect(&ctx.config, &valid.input).await {
+    let src = match inspect::inspect(&ctx.config, &valid.input, valid.container).await {
         Ok(s) => s,
         Err(f) => return fail(ctx, job, &f).await,
     };
+    if let Err(f) = convertible(ctx, &valid.profile, &src) {
+        return fail(ctx, job, &f).await;
+    }
     let secs = req
         .segment_seconds
         .unwrap_or(ctx.config.splitter.default_segment_secs);
@@ -153,8 +156,16 @@ async fn split_and_plan(
         Err(f) => return fail(ctx, job, &f).await,
     };
     tracing::info!(job = %job, frames = src.info.video.frames, segments = segments.len(), "split done");
+    let mut warnings = src.tracks.warnings.clone();
+    if src.tracks.tracks.is_empty() && src.extras {
+        // The tracks unit carries chapters and metadata, and ffmpeg writes no file without a
+        // stream: a video-only source's extras have nothing to travel in.
+        warnings.push("chapters and container metadata of a source with no audio or subtitle track are not kept".into());
+    }
     let plan = Plan {
-        audio: src.info.audio.is_some(),
+        audio: !src.tracks.tracks.is_empty(),
+        tracks: src.tracks.tracks.clone(),
+        warnings,
         segments,
         container: valid.container,
         source_path: valid.input.display().to_string(),
@@ -183,6 +194,29 @@ async fn split_and_plan(
         Some(rec) => publish_tasks(ctx, &rec).await,
         None => Ok(()),
     }
+}
+
+/// Refuses at submit what no variant of the profile could encode, instead of failing every
+/// attempt later: pictures too small to hold one chroma block of the output format.
+fn convertible(ctx: &Ctx, profile: &str, src: &inspect::Inspected) -> Result<(), Failure> {
+    let picture = src.info.video.picture();
+    let Some(p) = ctx.config.profile(profile) else {
+        return Ok(());
+    };
+    for (name, variant) in &p.variants {
+        if picture.conversion(variant.pix_fmt()).is_none() {
+            return Err(Failure::new(
+                Reason::UnsupportedInput,
+                format!(
+                    "a {}x{} video cannot be encoded by profile {profile:?} ({name}: pixel format {})",
+                    picture.width,
+                    picture.height,
+                    variant.pix_fmt().unwrap_or("of the source")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Publishes the first attempt of every unit to the plan queue (de-duplicated by id).

@@ -3,14 +3,19 @@
 
 use ffleet_shared::config::Config;
 use ffleet_shared::media::probe::{self, Packet, Probe, ProbeError, ProbeStream, parse_f64};
+use ffleet_shared::media::tracks::{self, TrackChoice};
 use ffleet_shared::media::{Rational, SOURCE_FORMATS, cuts};
-use ffleet_shared::messages::records::{AudioInfo, SourceInfo, VideoInfo};
+use ffleet_shared::messages::records::{AudioInfo, Container, SourceInfo, VideoInfo};
 use ffleet_shared::reason::{Failure, Reason};
 use std::path::Path;
 
 /// The source's facts and its video packets in decode order.
 pub struct Inspected {
     pub info: SourceInfo,
+    /// The tracks beside the video that the output keeps, and warnings for those it cannot.
+    pub tracks: TrackChoice,
+    /// Chapters or descriptive container metadata to keep.
+    pub extras: bool,
     pub packets: Vec<Packet>,
     /// ffmpeg `-map` of the video stream (cover art is skipped).
     pub video_map: String,
@@ -32,7 +37,11 @@ fn unreadable(e: ProbeError) -> Failure {
 }
 
 #[tracing::instrument(name = "probe", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE))]
-pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
+pub async fn inspect(
+    cfg: &Config,
+    path: &Path,
+    container: Container,
+) -> Result<Inspected, Failure> {
     let limits = &cfg.limits;
     let size = std::fs::metadata(path)
         .map_err(|e| Failure::new(Reason::InputMissing, format!("cannot stat input: {e}")))?
@@ -79,6 +88,15 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
         ));
     };
     let (width, height) = (v.width.unwrap_or(0), v.height.unwrap_or(0));
+    if v.pix_fmt.is_none() {
+        return Err(Failure::new(
+            Reason::UnsupportedInput,
+            format!(
+                "the video stream ({}) has no pixel format ffmpeg can decode",
+                v.codec_name.as_deref().unwrap_or("unknown codec")
+            ),
+        ));
+    }
     if width == 0 || height == 0 {
         return Err(Failure::new(
             Reason::InputUnreadable,
@@ -168,11 +186,15 @@ pub async fn inspect(cfg: &Config, path: &Path) -> Result<Inspected, Failure> {
             frames: packets.len() as u64,
             start_pts,
             duration_ticks,
+            display_matrix: v.display_matrix(),
+            color: v.color(),
         },
         audio,
     };
     Ok(Inspected {
         info,
+        tracks: tracks::choose(&probe, container),
+        extras: tracks::has_container_extras(&probe),
         packets,
         video_map: format!("0:v:{ordinal}"),
     })

@@ -1,8 +1,10 @@
 //! Every ffmpeg command line ffleet runs. Inputs are always `file:` URLs under a protocol and
 //! demuxer whitelist; nothing here goes through a shell.
 
+use super::picture::Conversion;
 use super::probe::file_arg;
 use super::rational::micros_to_secs_string;
+use super::tracks::{TrackAction, TrackKind, TrackPlan};
 use super::{INTERMEDIATE_FORMAT, PROTOCOLS, SOURCE_FORMATS};
 use crate::messages::records::Container;
 use std::ffi::OsString;
@@ -62,13 +64,20 @@ pub fn cut(source: &Path, map: &str, cut_at: &[u64], out_dir: &Path) -> Vec<OsSt
     a
 }
 
-/// Encodes one cut segment with the given video settings (see `profiles::video_settings`).
-pub fn encode_video(input: &Path, video_settings: &[String], output: &Path) -> Vec<OsString> {
+/// Encodes one cut segment with the given video settings (see `profiles::video_settings`),
+/// converting its pictures as `conversion` says (orientation, chroma grid, colour; see
+/// `picture`). The conversion's filters run before any filter the profile has.
+pub fn encode_video(
+    input: &Path,
+    video_settings: &[String],
+    conversion: Option<&Conversion>,
+    output: &Path,
+) -> Vec<OsString> {
     let mut a = common();
     a.extend(os(["-format_whitelist", INTERMEDIATE_FORMAT, "-i"]));
     a.push(file_arg(input));
     a.extend(os(["-map", "0:v:0", "-an", "-sn", "-dn"]));
-    a.extend(os(video_settings));
+    a.extend(os(with_filters(video_settings, conversion)));
     a.extend(os([
         "-fflags",
         "+bitexact",
@@ -82,19 +91,65 @@ pub fn encode_video(input: &Path, video_settings: &[String], output: &Path) -> V
     a
 }
 
-/// Encodes the source's first audio stream once, for the whole file, keeping its timestamps
-/// relative to the source's start as a single ffmpeg process would.
-pub fn encode_audio(
+/// The video settings with the conversion's filters joined in front of the profile's own `-vf`
+/// (ffmpeg takes one filter chain per stream) and its colour tags added.
+fn with_filters(settings: &[String], conversion: Option<&Conversion>) -> Vec<String> {
+    let Some(c) = conversion else {
+        return settings.to_vec();
+    };
+    let mut out = settings.to_vec();
+    let vf = out
+        .iter()
+        .position(|a| a == "-vf" || a == "-filter:v" || a == "-filter:v:0");
+    match vf {
+        Some(i) if i + 1 < out.len() && !c.filters.is_empty() => {
+            out[i + 1] = format!("{},{}", c.filters.join(","), out[i + 1]);
+        }
+        Some(_) => {}
+        None if !c.filters.is_empty() => {
+            out.push("-vf".into());
+            out.push(c.filters.join(","));
+        }
+        None => {}
+    }
+    out.extend(c.output_args.iter().cloned());
+    out
+}
+
+/// Encodes every non-video track the plan keeps, once, for the whole file, keeping timestamps
+/// relative to the source's start as a single ffmpeg process would: audio with the profile's
+/// audio settings, subtitles copied or converted, attachments copied, and the source's chapters
+/// and container metadata (the merger takes them from here).
+pub fn encode_tracks(
     source: &Path,
     audio_args: &[String],
+    tracks: &[TrackPlan],
     container: Container,
     output: &Path,
 ) -> Vec<OsString> {
     let mut a = common();
     a.extend(os(["-format_whitelist", SOURCE_FORMATS, "-i"]));
     a.push(file_arg(source));
-    a.extend(os(["-map", "0:a:0", "-vn", "-sn", "-dn"]));
-    a.extend(os(audio_args));
+    a.extend(os(["-map_metadata", "0", "-map_chapters", "0"]));
+    for t in tracks {
+        a.push("-map".into());
+        a.push(format!("0:{}", t.index).into());
+    }
+    a.extend(os(["-vn", "-dn"]));
+    if tracks.iter().any(|t| t.kind == TrackKind::Audio) {
+        a.extend(os(audio_args));
+    }
+    let subtitles = tracks.iter().filter(|t| t.kind == TrackKind::Subtitle);
+    for (n, t) in subtitles.enumerate() {
+        a.push(format!("-c:s:{n}").into());
+        a.push(match &t.action {
+            TrackAction::Convert(codec) => codec.into(),
+            _ => "copy".into(),
+        });
+    }
+    if tracks.iter().any(|t| t.kind == TrackKind::Attachment) {
+        a.extend(os(["-c:t", "copy"]));
+    }
     let muxer = match container.audio_intermediate_ext() {
         "m4a" => "mp4",
         _ => "matroska",
@@ -160,14 +215,18 @@ pub fn merge(
         a.push(file_arg(audio));
     }
     a.extend(os(["-map", "0:v:0"]));
+    // Every track, the chapters and the container metadata come from the tracks intermediate.
+    let extras = if audio.is_some() { "1" } else { "-1" };
     if audio.is_some() {
-        a.extend(os(["-map", "1:a:0"]));
+        a.extend(os(["-map", "1"]));
     }
     a.extend(os([
         "-c",
         "copy",
         "-map_metadata",
-        "-1",
+        extras,
+        "-map_chapters",
+        extras,
         "-fflags",
         "+bitexact",
     ]));

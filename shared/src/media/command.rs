@@ -81,6 +81,16 @@ impl RunError {
 pub struct RunOutput {
     pub stdout: Vec<u8>,
     pub stderr_tail: String,
+    /// Lines the child wrote to stderr. ffleet runs ffmpeg at `-loglevel error`, where a clean
+    /// run writes none: for a decode these are the decoder's errors (concealed or not).
+    pub stderr_lines: u64,
+}
+
+/// The end of a child's stderr: its last lines, and how many there were.
+#[derive(Debug, Default)]
+struct Tail {
+    text: String,
+    lines: u64,
 }
 
 /// Limits for a supervised run.
@@ -113,20 +123,25 @@ fn spawn(program: &Path, args: &[OsString]) -> Result<Child, RunError> {
         })
 }
 
-/// Collects the last lines of a stream, bounded in lines and line length.
-async fn tail_of(stream: impl AsyncRead + Unpin) -> String {
+/// Collects the last lines of a stream, bounded in lines and line length, and counts them all.
+async fn tail_of(stream: impl AsyncRead + Unpin) -> Tail {
     let mut lines = BufReader::new(stream).lines();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
+    let mut count = 0;
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim().is_empty() {
             continue;
         }
+        count += 1;
         if tail.len() == STDERR_TAIL_LINES {
             tail.pop_front();
         }
         tail.push_back(line.chars().take(300).collect());
     }
-    Vec::from(tail).join("\n")
+    Tail {
+        text: Vec::from(tail).join("\n"),
+        lines: count,
+    }
 }
 
 /// Turns a child's exit into the run's result.
@@ -134,14 +149,16 @@ fn finished(
     program: String,
     status: ExitStatus,
     stdout: Vec<u8>,
-    stderr_tail: String,
+    tail: Tail,
 ) -> Result<RunOutput, RunError> {
     use std::os::unix::process::ExitStatusExt;
+    let stderr_tail = tail.text;
     if status.success() {
         crate::telemetry::spans::child_exit(&program, "exit code 0", None);
         return Ok(RunOutput {
             stdout,
             stderr_tail,
+            stderr_lines: tail.lines,
         });
     }
     let (status, signalled) = match (status.code(), status.signal()) {
@@ -233,7 +250,7 @@ pub async fn run_with_progress(
     };
     if let Some(why) = killed {
         let _ = child.kill().await;
-        let stderr_tail = stderr.await.unwrap_or_default();
+        let stderr_tail = stderr.await.unwrap_or_default().text;
         crate::telemetry::spans::child_exit(&name, &format!("killed ({why})"), Some(&stderr_tail));
         return Err(match why {
             "stall" => RunError::Stalled {

@@ -7,9 +7,11 @@
 pub mod args;
 pub mod command;
 pub mod cuts;
+pub mod picture;
 pub mod probe;
 pub mod progress;
 pub mod rational;
+pub mod tracks;
 
 pub use command::{RunError, RunOutput};
 pub use rational::Rational;

@@ -6,6 +6,7 @@ use super::PROTOCOLS;
 use super::command::{self, RunError};
 use super::rational::Rational;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -53,6 +54,9 @@ pub struct ProbeFormat {
     pub duration: Option<String>,
     #[serde(default)]
     pub size: Option<String>,
+    /// Container metadata (title, artist, creation_time, ...).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,11 +88,48 @@ pub struct ProbeStream {
     pub sample_rate: Option<String>,
     #[serde(default)]
     pub disposition: Option<serde_json::Value>,
+    #[serde(default)]
+    pub color_range: Option<String>,
+    #[serde(default)]
+    pub color_space: Option<String>,
+    #[serde(default)]
+    pub color_transfer: Option<String>,
+    #[serde(default)]
+    pub color_primaries: Option<String>,
+    /// Stream metadata (language, title, ...).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Side data: the display matrix among others.
+    #[serde(default)]
+    pub side_data_list: Vec<serde_json::Value>,
 }
 
 impl ProbeStream {
     pub fn is(&self, kind: &str) -> bool {
         self.codec_type.as_deref() == Some(kind)
+    }
+
+    /// The display matrix, when the container gives the stream one.
+    pub fn display_matrix(&self) -> Option<super::picture::DisplayMatrix> {
+        self.side_data_list
+            .iter()
+            .filter(|d| d.get("side_data_type").and_then(|t| t.as_str()) == Some("Display Matrix"))
+            .find_map(|d| {
+                d.get("displaymatrix")?
+                    .as_str()
+                    .and_then(super::picture::parse_display_matrix)
+            })
+    }
+
+    /// Colour tags as the output should carry them.
+    pub fn color(&self) -> super::picture::ColorTags {
+        use super::picture::ColorTags;
+        ColorTags {
+            primaries: ColorTags::tag(self.color_primaries.as_deref()),
+            transfer: ColorTags::tag(self.color_transfer.as_deref()),
+            matrix: ColorTags::tag(self.color_space.as_deref()),
+            range: ColorTags::tag(self.color_range.as_deref()),
+        }
     }
 
     /// Cover art is a "video" stream holding one picture; it is not the video.
@@ -123,6 +164,8 @@ pub struct Probe {
     /// Every packet of every stream, in file order, when asked for.
     #[serde(default)]
     pub packets: Vec<ProbePacket>,
+    #[serde(default)]
+    pub chapters: Vec<serde_json::Value>,
 }
 
 impl Probe {
@@ -173,9 +216,15 @@ pub async fn probe(
 ) -> Result<Probe, ProbeError> {
     let mut args = base_args(formats);
     args.extend(
-        ["-print_format", "json", "-show_format", "-show_streams"]
-            .iter()
-            .map(OsString::from),
+        [
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            "-show_chapters",
+        ]
+        .iter()
+        .map(OsString::from),
     );
     if packets {
         args.push("-show_entries".into());

@@ -39,6 +39,13 @@ pub struct Completed {
     pub wall_secs: f64,
     pub segments: usize,
     pub bytes: u64,
+    /// Decoder errors in the source (damaged packets), concealed or dropped as a single ffmpeg
+    /// would: 0 for an intact source.
+    #[serde(default)]
+    pub decode_errors: u64,
+    /// Source streams the output could not hold (e.g. bitmap subtitles in MP4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,9 @@
 use super::job::JobRequest;
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, NodeId, Unit};
+use crate::media::picture::{ColorTags, DisplayMatrix, Picture};
 use crate::media::rational::Rational;
+use crate::media::tracks::TrackPlan;
 use crate::reason::Failure;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,9 +61,25 @@ pub struct VideoInfo {
     pub start_pts: i64,
     /// Last pts + last duration − first pts, in ticks.
     pub duration_ticks: i64,
+    /// The container's display matrix (rotation, mirroring), applied as ffmpeg's autorotate does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_matrix: Option<DisplayMatrix>,
+    #[serde(default)]
+    pub color: ColorTags,
 }
 
 impl VideoInfo {
+    /// What the encoder needs to convert this stream's pictures the same way on every node.
+    pub fn picture(&self) -> Picture {
+        Picture {
+            width: self.width,
+            height: self.height,
+            pix_fmt: self.pix_fmt.clone(),
+            display_matrix: self.display_matrix,
+            color: self.color.clone(),
+        }
+    }
+
     pub fn start_secs(&self) -> f64 {
         self.time_base.seconds(self.start_pts)
     }
@@ -140,8 +158,15 @@ pub struct SegmentPlan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub segments: Vec<SegmentPlan>,
-    /// Whether an audio unit exists (the source has audio).
+    /// Whether the audio unit exists: it carries every track beside the video (audio,
+    /// subtitles, attachments) and the source's chapters and metadata.
     pub audio: bool,
+    /// What the audio unit carries, stream by stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackPlan>,
+    /// Source streams the output cannot hold, reported in the completed event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub container: Container,
     /// Absolute path of the source, read directly by the audio task.
     pub source_path: String,
@@ -168,6 +193,13 @@ pub struct Collected {
     pub attempt: u32,
     pub result_key: String,
     pub frames: u64,
+    /// Decoder errors seen while encoding the unit (damaged input).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decode_errors: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Summary of a finished output, kept in the record and sent in the completed event.
@@ -178,6 +210,13 @@ pub struct OutputInfo {
     pub duration_secs: f64,
     pub bytes: u64,
     pub wall_secs: f64,
+    /// Decoder errors over all units: damaged input that was concealed, or whose undecodable
+    /// frames were dropped as a single ffmpeg drops them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decode_errors: u64,
+    /// What the output could not keep of the source (see `Plan::warnings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +310,9 @@ pub struct SegmentRecord {
     pub result_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames: Option<u64>,
+    /// Decoder errors of the attempt that produced the result.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decode_errors: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     /// Every attempt that failed on a node, oldest first: the retry budget counts its nodes.
@@ -318,6 +360,7 @@ impl SegmentRecord {
             owner: None,
             result_key: None,
             frames: None,
+            decode_errors: 0,
             failure: None,
             failures: Vec::new(),
             updated_at: crate::time::now_rfc3339(),

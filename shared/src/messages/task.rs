@@ -8,6 +8,8 @@ use super::job::Preference;
 use super::records::{AttemptFailure, JobRecord};
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, Unit};
+use crate::media::picture::Picture;
+use crate::media::tracks::TrackPlan;
 use crate::reason::Failure;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,16 @@ pub struct Task {
     pub expected_frames: Option<u64>,
     /// Media duration of the unit, for progress and time limits.
     pub duration_secs: f64,
+    /// Where the unit starts in the source, in seconds from the video's first frame (for
+    /// failure reports that name the input's time range).
+    #[serde(default)]
+    pub start_secs: f64,
+    /// The source's picture facts (video units): every node converts them the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<Picture>,
+    /// Which source streams the audio unit carries and how (audio unit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackPlan>,
     /// Extension of the result intermediate (`nut` for video, `m4a`/`mka` for audio).
     pub result_ext: String,
     pub priority: i32,
@@ -66,7 +78,8 @@ impl Task {
     pub fn for_unit(rec: &JobRecord, unit: Unit, attempt: u32) -> Option<Task> {
         let (plan, src) = (rec.plan.as_ref()?, rec.source.as_ref()?);
         let work = crate::cost::work(src, unit, plan);
-        let (input, expected_frames, duration_secs, result_ext) = match unit {
+        let tb = src.video.time_base;
+        let (input, expected_frames, duration_secs, start_secs, result_ext) = match unit {
             Unit::Video(i) => {
                 let s = plan.segments.iter().find(|s| s.index == i)?;
                 (
@@ -74,7 +87,8 @@ impl Task {
                         key: s.source_key.clone(),
                     },
                     Some(s.frames),
-                    src.video.time_base.seconds(s.duration_ticks),
+                    tb.seconds(s.duration_ticks),
+                    tb.seconds(s.start_pts - src.video.start_pts),
                     crate::media::INTERMEDIATE_FORMAT,
                 )
             }
@@ -83,10 +97,17 @@ impl Task {
                     path: plan.source_path.clone(),
                 },
                 None,
-                src.audio.as_ref().map_or(0.0, |a| a.duration_secs),
+                src.audio
+                    .as_ref()
+                    .map_or(src.video.duration_secs(), |a| a.duration_secs),
+                0.0,
                 plan.container.audio_intermediate_ext(),
             ),
             Unit::Audio => return None,
+        };
+        let (picture, tracks) = match unit {
+            Unit::Video(_) => (Some(src.video.picture()), Vec::new()),
+            Unit::Audio => (None, plan.tracks.clone()),
         };
         Some(Task {
             version: CURRENT,
@@ -98,6 +119,9 @@ impl Task {
             input,
             expected_frames,
             duration_secs,
+            start_secs,
+            picture,
+            tracks,
             result_ext: result_ext.into(),
             priority: rec.request.priority,
             capability: None,

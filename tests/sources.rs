@@ -1,0 +1,285 @@
+//! Sources as users have them, end to end on real nats-server and ffmpeg: rotated and mirrored
+//! phone video, odd sizes and chroma layouts, colour tags and full range, several audio and
+//! subtitle tracks with chapters, and damaged packets. Every output is compared frame by frame
+//! with the source as displayed (and with `../shared/tools/check-output.py` where present).
+
+mod common;
+
+use anyhow::{Context, Result, ensure};
+use common::{JobClient, TestFleet, media, quality, sources};
+use ffleet_shared::profiles;
+use std::path::Path;
+use std::time::Duration;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Submits every `(id, source, output)` at once, with short segments so each job has several.
+async fn run_all(fleet: &TestFleet, jobs: &[(&str, &Path, &str)]) -> Result<()> {
+    for (id, src, out) in jobs {
+        let mut req = fleet.request(id, src, out);
+        req.segment_seconds = Some(0.4);
+        fleet.submit(&req).await?;
+    }
+    for (id, ..) in jobs {
+        let done = fleet.wait_completed(id, JOB_TIMEOUT).await?;
+        ensure!(done.segments >= 3, "{id}: only {} segments", done.segments);
+    }
+    Ok(())
+}
+
+/// The judge's checks: same frame count, every frame within 30 dB of the source as displayed,
+/// and check-output.py where it can run.
+fn assert_displays_like(src: &Path, out: &Path) -> Result<()> {
+    let psnr = quality::per_frame_psnr(src, &[out])?;
+    let min = psnr[0].iter().copied().fold(f64::INFINITY, f64::min);
+    let frames = media::span(src, "v:0")?.context("source video")?.count;
+    ensure!(
+        psnr[0].len() as u64 == frames,
+        "{} frames of {frames}",
+        psnr[0].len()
+    );
+    ensure!(min >= 30.0, "{}: min PSNR {min:.2} dB", out.display());
+    if let Some(verdict) = sources::check_output_tool(src, out) {
+        println!("{}", verdict?);
+    }
+    Ok(())
+}
+
+fn probe(path: &Path, entries: &str) -> Result<String> {
+    media::ffprobe_value(path, "v:0", entries)?.context("no video stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotated_and_mirrored_sources_display_as_a_single_ffmpeg_shows_them() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let dir = fleet.media.path();
+    let base = sources::clip(dir, "upright.mp4", "192x108", "", &["-pix_fmt", "yuv420p"])?;
+    let cases = [
+        ("rot90", [0, -1, 1, 0]),
+        ("rot180", [-1, 0, 0, -1]),
+        ("rot270", [0, 1, -1, 0]),
+        ("mirror", [-1, 0, 0, 1]),
+        ("mirror90", [0, 1, 1, 0]),
+    ];
+    let mut jobs = Vec::new();
+    for (id, m) in &cases {
+        let src = dir.join(format!("{id}.mp4"));
+        sources::with_display_matrix(&base, &src, *m)?;
+        jobs.push((*id, src, format!("{id}_out.mp4")));
+    }
+    let refs: Vec<(&str, &Path, &str)> = jobs
+        .iter()
+        .map(|(i, s, o)| (*i, s.as_path(), o.as_str()))
+        .collect();
+    run_all(&fleet, &refs).await?;
+
+    let profile = &fleet.config.profiles[&fleet.config.default_profile];
+    let video = profiles::video_settings(&profile.variants["cpu"], None);
+    for (id, src, out) in &jobs {
+        let out = fleet.out_path(out);
+        // A single ffmpeg with the same settings: it autorotates as it decodes.
+        let single = fleet.out_path(&format!("{id}_single.mp4"));
+        let mut args = vec!["-i", src.to_str().unwrap()];
+        args.extend(video.iter().map(String::as_str));
+        args.push(single.to_str().unwrap());
+        media::ffmpeg(&args)?;
+        ensure!(
+            quality::size(&out)? == quality::size(&single)?,
+            "{id}: displayed size differs from a single ffmpeg's"
+        );
+        let psnr = quality::per_frame_psnr(src, &[&out, &single])?;
+        for (i, (o, s)) in psnr[0].iter().zip(&psnr[1]).enumerate() {
+            ensure!(
+                *o >= s - 0.5,
+                "{id} frame {i}: {o:.2} dB, single ffmpeg {s:.2} dB"
+            );
+        }
+        assert_displays_like(src, &out)?;
+    }
+    fleet.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn odd_sizes_and_chroma_layouts_are_converted_the_same_way_on_every_segment() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let dir = fleet.media.path();
+    let odd444 = sources::clip(
+        dir,
+        "odd444.mp4",
+        "320x180",
+        "format=yuv444p,crop=319:179:0:0",
+        &["-pix_fmt", "yuv444p"],
+    )?;
+    let p422 = sources::clip(dir, "p422.mp4", "318x178", "", &["-pix_fmt", "yuv422p10le"])?;
+    let oddw = dir.join("oddw.mkv");
+    media::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=322x180:rate=25",
+        "-t",
+        "2",
+        "-vf",
+        "format=rgb24,crop=321:180:0:0,format=yuv420p",
+        "-c:v",
+        "ffv1",
+        oddw.to_str().unwrap(),
+    ])?;
+    let cases = [
+        ("odd444", odd444.as_path(), "odd444_out.mp4", "318,178"),
+        ("p422", p422.as_path(), "p422_out.mp4", "318,178"),
+        ("oddw", oddw.as_path(), "oddw_out.mkv", "320,180"),
+    ];
+    let jobs: Vec<(&str, &Path, &str)> = cases.iter().map(|(i, s, o, _)| (*i, *s, *o)).collect();
+    run_all(&fleet, &jobs).await?;
+    for (id, src, out, size) in cases {
+        let out = fleet.out_path(out);
+        ensure!(probe(&out, "stream=width,height")? == size, "{id}: size");
+        ensure!(
+            probe(&out, "stream=pix_fmt")? == "yuv420p",
+            "{id}: pixel format"
+        );
+        assert_displays_like(src, &out)?;
+    }
+    fleet.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn colour_tags_and_full_range_are_kept() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let dir = fleet.media.path();
+    let tags = |p: &str, t: &str, m: &str| {
+        [
+            "-color_primaries".to_owned(),
+            p.to_owned(),
+            "-color_trc".to_owned(),
+            t.to_owned(),
+            "-colorspace".to_owned(),
+            m.to_owned(),
+        ]
+    };
+    let bt709 = tags("bt709", "bt709", "bt709");
+    let mut extra: Vec<&str> = vec!["-pix_fmt", "yuv420p"];
+    extra.extend(bt709.iter().map(String::as_str));
+    let sdr = sources::clip(dir, "bt709.mp4", "192x108", "", &extra)?;
+    let pq = tags("bt2020", "smpte2084", "bt2020nc");
+    let mut extra: Vec<&str> = vec!["-pix_fmt", "yuv420p10le"];
+    extra.extend(pq.iter().map(String::as_str));
+    let hdr = sources::clip(dir, "pq.mkv", "192x108", "", &extra)?;
+    let full = sources::clip(dir, "full.mp4", "192x108", "", &["-pix_fmt", "yuvj420p"])?;
+    let cases = [
+        (
+            "bt709",
+            sdr.as_path(),
+            "bt709_out.mp4",
+            "tv,bt709,bt709,bt709",
+        ),
+        (
+            "pq",
+            hdr.as_path(),
+            "pq_out.mkv",
+            "tv,bt2020nc,smpte2084,bt2020",
+        ),
+        ("full", full.as_path(), "full_out.mp4", "pc"),
+    ];
+    let jobs: Vec<(&str, &Path, &str)> = cases.iter().map(|(i, s, o, _)| (*i, *s, *o)).collect();
+    run_all(&fleet, &jobs).await?;
+    let entries = "stream=color_range,color_space,color_transfer,color_primaries";
+    for (id, src, out, want) in cases {
+        let out = fleet.out_path(out);
+        let got = probe(&out, entries)?;
+        ensure!(got.starts_with(want), "{id}: tags {got:?}, want {want:?}");
+        let source_tags = probe(src, entries)?;
+        println!("{id}: source {source_tags}, output {got}");
+        assert_displays_like(src, &out)?;
+    }
+    fleet.stop().await;
+    Ok(())
+}
+
+/// `(codec, language, title)` of every stream of `kind` (`a`, `s`).
+fn tracks(path: &Path, kind: &str) -> Result<Vec<String>> {
+    let text = media::ffprobe_text(
+        path,
+        kind,
+        "stream=codec_name:stream_tags=language,title",
+        "csv=p=0",
+    )?;
+    Ok(text.lines().map(|l| l.trim().to_owned()).collect())
+}
+
+fn chapters(path: &Path) -> Result<usize> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_chapters", "-of", "csv=p=0"])
+        .arg(path)
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_audio_and_subtitle_track_chapters_and_metadata_are_kept() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let src = sources::multitrack(fleet.media.path(), "multi.mkv")?;
+    let jobs = [
+        ("tracks-mkv", src.as_path(), "multi_out.mkv"),
+        ("tracks-mp4", src.as_path(), "multi_out.mp4"),
+    ];
+    run_all(&fleet, &jobs).await?;
+    for (id, subtitle) in [("mkv", "subrip"), ("mp4", "mov_text")] {
+        let out = fleet.out_path(&format!("multi_out.{id}"));
+        let audio = tracks(&out, "a")?;
+        ensure!(audio.len() == 2, "{id}: audio tracks {audio:?}");
+        ensure!(
+            audio[0].contains("eng") && audio[0].contains("English"),
+            "{id}: {audio:?}"
+        );
+        ensure!(
+            audio[1].contains("fra") && audio[1].contains("Français"),
+            "{id}: {audio:?}"
+        );
+        let subs = tracks(&out, "s")?;
+        ensure!(
+            subs.len() == 1 && subs[0].starts_with(subtitle),
+            "{id}: subtitles {subs:?}"
+        );
+        ensure!(
+            subs[0].contains("eng"),
+            "{id}: subtitle language lost: {subs:?}"
+        );
+        ensure!(chapters(&out)? == 2, "{id}: chapters");
+        let title = media::ffprobe_text(&out, "v:0", "format_tags=title", "csv=p=0")?;
+        ensure!(title.contains("A test film"), "{id}: title {title:?}");
+        assert_displays_like(&src, &out)?;
+    }
+    let done = fleet.wait_completed("tracks-mp4", JOB_TIMEOUT).await?;
+    ensure!(done.warnings.is_empty(), "{:?}", done.warnings);
+    fleet.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_packets_are_concealed_as_a_single_ffmpeg_conceals_them() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let src = sources::damaged(fleet.media.path(), "damaged.mp4")?;
+    let mut req = fleet.request("damaged", &src, "damaged_out.mkv");
+    req.segment_seconds = Some(1.0);
+    fleet.submit(&req).await?;
+    let done = fleet.wait_completed("damaged", JOB_TIMEOUT).await?;
+    let single = sources::decoded_frames(&src)?;
+    let out = fleet.out_path("damaged_out.mkv");
+    let ours = media::span(&out, "v:0")?.context("output video")?.count;
+    println!(
+        "damaged: {} decode errors, {ours} frames out, a single ffmpeg decodes {single}",
+        done.decode_errors
+    );
+    ensure!(done.decode_errors > 0, "no decode errors reported");
+    ensure!(
+        ours == single && done.frames == single,
+        "{ours} frames, single ffmpeg {single}"
+    );
+    ensure!(media::span(&out, "a:0")?.is_some(), "audio lost");
+    fleet.stop().await;
+    Ok(())
+}
