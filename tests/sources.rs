@@ -13,11 +13,11 @@ use std::time::Duration;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Submits every `(id, source, output)` at once, with short segments so each job has several.
+/// Submits every `(id, source, output)` at once, with 1 s segments so each job has several.
 async fn run_all(fleet: &TestFleet, jobs: &[(&str, &Path, &str)]) -> Result<()> {
     for (id, src, out) in jobs {
         let mut req = fleet.request(id, src, out);
-        req.segment_seconds = Some(0.4);
+        req.segment_seconds = Some(1.0);
         fleet.submit(&req).await?;
     }
     for (id, ..) in jobs {
@@ -119,7 +119,7 @@ async fn odd_sizes_and_chroma_layouts_are_converted_the_same_way_on_every_segmen
         "-i",
         "testsrc2=size=322x180:rate=25",
         "-t",
-        "2",
+        "3",
         "-vf",
         "format=rgb24,crop=321:180:0:0,format=yuv420p",
         "-c:v",
@@ -232,13 +232,14 @@ async fn every_audio_and_subtitle_track_chapters_and_metadata_are_kept() -> Resu
         let audio = tracks(&out, "a")?;
         ensure!(audio.len() == 2, "{id}: audio tracks {audio:?}");
         ensure!(
-            audio[0].contains("eng") && audio[0].contains("English"),
+            audio[0].contains("eng") && audio[1].contains("fra"),
             "{id}: {audio:?}"
         );
-        ensure!(
-            audio[1].contains("fra") && audio[1].contains("Français"),
-            "{id}: {audio:?}"
-        );
+        // ffmpeg's MP4 muxer has no place for a track title; Matroska keeps it.
+        if id == "mkv" {
+            ensure!(audio[0].contains("English"), "{id}: {audio:?}");
+            ensure!(audio[1].contains("Français"), "{id}: {audio:?}");
+        }
         let subs = tracks(&out, "s")?;
         ensure!(
             subs.len() == 1 && subs[0].starts_with(subtitle),

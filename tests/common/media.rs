@@ -152,7 +152,11 @@ pub fn ffprobe_text(path: &Path, stream: &str, entries: &str, format: &str) -> R
 /// First line of ffprobe's CSV answer for `entries` of `stream`.
 pub fn ffprobe_value(path: &Path, stream: &str, entries: &str) -> Result<Option<String>> {
     let text = ffprobe_text(path, stream, entries, "csv=p=0")?;
-    Ok(text.lines().next().map(|l| l.trim().to_owned()))
+    // A stream with side data (a display matrix) gets an empty trailing field.
+    Ok(text
+        .lines()
+        .next()
+        .map(|l| l.trim().trim_end_matches(',').to_owned()))
 }
 
 /// Frames and span of one stream of a file, via ffprobe.

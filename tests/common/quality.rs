@@ -11,8 +11,12 @@ use std::process::{Child, Command, Stdio};
 pub fn size(path: &Path) -> Result<(usize, usize)> {
     let line = super::media::ffprobe_value(path, "v:0", "stream=width,height")?
         .context("no video size")?;
-    let (w, h) = line.split_once(',').context("bad size")?;
-    let (w, h) = (w.trim().parse()?, h.trim().parse()?);
+    let mut fields = line.split(',').map(str::trim);
+    let (w, h) = (
+        fields.next().context("no width")?,
+        fields.next().context("no height")?,
+    );
+    let (w, h) = (w.parse()?, h.parse()?);
     let rotation = super::media::ffprobe_text(path, "v:0", "stream_side_data=rotation", "csv=p=0")?;
     let quarter = rotation
         .lines()

@@ -1,7 +1,7 @@
 //! Real-world source shapes made in the test: display-matrix rotation and mirroring, odd sizes
 //! and chroma layouts, colour tags, several audio and subtitle tracks with chapters, and
-//! damaged packets. Each is small and short, with keyframes every 10 frames so a 2 s clip cuts
-//! into several segments.
+//! damaged packets. Each is small and short, with a keyframe every second so a 3 s clip cuts
+//! into three 1 s segments.
 
 use super::media::{ffmpeg, ffprobe_text};
 use anyhow::{Context, Result, bail};
@@ -12,17 +12,17 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// A 2 s 25 fps H.264 clip of `size`, made from `filters` (after the test pattern), with extra
+/// A 3 s 25 fps H.264 clip of `size`, made from `filters` (after the test pattern), with extra
 /// encoder options.
 pub fn clip(dir: &Path, name: &str, size: &str, filters: &str, extra: &[&str]) -> Result<PathBuf> {
     let p = dir.join(name);
     let pattern = format!("testsrc2=size={size}:rate=25");
-    let mut args = vec!["-f", "lavfi", "-i", &pattern, "-t", "2"];
+    let mut args = vec!["-f", "lavfi", "-i", &pattern, "-t", "3"];
     if !filters.is_empty() {
         args.extend(["-vf", filters]);
     }
     args.extend([
-        "-c:v", "libx264", "-preset", "veryfast", "-g", "10", "-bf", "2",
+        "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "2",
     ]);
     args.extend(extra);
     args.push(s(&p));
@@ -102,13 +102,13 @@ pub fn multitrack(dir: &Path, name: &str) -> Result<PathBuf> {
         "-map_chapters",
         "4",
         "-t",
-        "2",
+        "3",
         "-c:v",
         "libx264",
         "-preset",
         "veryfast",
         "-g",
-        "10",
+        "25",
         "-c:a",
         "aac",
         "-c:s",

@@ -218,7 +218,9 @@ pub fn merge(
     // Every track, the chapters and the container metadata come from the tracks intermediate.
     let extras = if audio.is_some() { "1" } else { "-1" };
     if audio.is_some() {
-        a.extend(os(["-map", "1"]));
+        // Not `-map 1`: an MP4 intermediate with chapters exposes its chapter track as a data
+        // stream, which the output writes anew from the chapters.
+        a.extend(os(["-map", "1:a?", "-map", "1:s?", "-map", "1:t?"]));
     }
     a.extend(os([
         "-c",

@@ -24,7 +24,7 @@ pub enum TrackKind {
 
 /// What happens to one source stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", content = "codec", rename_all = "snake_case")]
+#[serde(tag = "action", content = "to", rename_all = "snake_case")]
 pub enum TrackAction {
     /// Audio: encoded with the profile's audio settings.
     Encode,
@@ -172,6 +172,14 @@ mod tests {
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("stream #4 (hdmv_pgs_subtitle)"));
         assert!(c.warnings[1].contains("attachment"));
+    }
+
+    #[test]
+    fn track_plans_round_trip_through_json() {
+        let c = choose(&probe(SOURCE), Container::Mp4);
+        let json = serde_json::to_string(&c.tracks).unwrap();
+        let back: Vec<TrackPlan> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c.tracks);
     }
 
     #[test]
