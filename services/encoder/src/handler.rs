@@ -5,11 +5,13 @@
 //! attempt is never recorded as the unit's result. A redelivered task whose unit is already done
 //! only republishes its (de-duplicated) report.
 
+use crate::demote::Verdict;
 use crate::encode::{self, EncodeError};
 use crate::heartbeat::State;
+use crate::probe;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
-use ffleet_shared::messages::heartbeat::Held;
+use ffleet_shared::messages::heartbeat::{GpuClass, Held};
 use ffleet_shared::messages::records::AttemptFailure;
 use ffleet_shared::messages::{
     self, CURRENT, DeadLetter, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
@@ -17,6 +19,7 @@ use ffleet_shared::messages::{
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
+use ffleet_shared::profiles::Variant;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, NodeId, subjects, telemetry};
@@ -52,8 +55,17 @@ pub async fn handle(
         }
     };
     telemetry::spans::encode_task(&task, msg);
+    if let Some(cap) = task
+        .capability
+        .as_ref()
+        .filter(|c| state.demotions.is_demoted(c))
+    {
+        return bounce(ctx, &task, cap, msg).await;
+    }
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
+    let my_class = state.gpu_class().cloned();
+    let on_gpu = task.capability.as_ref().is_some_and(Capability::is_gpu);
     let claim = ctx
         .segments
         .modify(&key, |rec| match rec {
@@ -65,10 +77,16 @@ pub async fn handle(
             Some(r) if delivered <= 2 && r.failures.iter().any(|f| &f.node == node) => {
                 Change::Keep(Claim::Avoid)
             }
+            Some(_) if steps_aside(&task, my_class.as_ref(), delivered) => {
+                Change::Keep(Claim::Avoid)
+            }
             Some(r) => {
                 let mut r = r.clone();
                 r.state = SegmentState::Running;
                 r.owner = Some(node.clone());
+                if on_gpu && my_class.is_some() {
+                    r.gpu_class = my_class.clone();
+                }
                 r.updated_at = ffleet_shared::time::now_rfc3339();
                 Change::Write(r, Claim::Mine)
             }
@@ -184,10 +202,14 @@ async fn encode_claimed(
                     tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted");
                     give_back(ctx, node, task, key, Duration::from_secs(1)).await
                 }
-                EncodeError::Permanent(f) => fail(ctx, node, task, key, f).await,
+                EncodeError::Permanent(f) => {
+                    judge_failure(ctx, state, &cap, variant).await;
+                    fail(ctx, node, task, key, f).await
+                }
             };
         }
     };
+    state.demotions.succeeded(&cap);
     if let Err(e) = ctx.storage.commit(&staged, &result_key).await {
         tracing::warn!(error = %e, "storing result failed");
         return RETRY;
@@ -232,6 +254,63 @@ async fn encode_claimed(
         encode_secs: encoded.secs,
     };
     report(ctx, node, task, outcome, Disposition::Ack).await
+}
+
+/// A re-issued accelerator attempt that prefers another GPU class (model and driver) than
+/// this node's: step aside for its first two deliveries, so a node of that class, whose NVENC
+/// gives the same bytes, takes it if one is free; after that anyone may.
+fn steps_aside(task: &Task, mine: Option<&GpuClass>, delivered: i64) -> bool {
+    delivered <= 2
+        && task
+            .prefer_class
+            .as_ref()
+            .is_some_and(|want| Some(want) != mine)
+}
+
+/// After an accelerator encode failed: test the variant again on a generated picture and let
+/// the demotion rules decide whether this node keeps the capability.
+async fn judge_failure(ctx: &Ctx, state: &State, cap: &Capability, variant: &Variant) {
+    if !cap.is_gpu() || state.demotions.is_demoted(cap) {
+        return;
+    }
+    let timeout = Duration::from_secs_f64(ctx.config.encoder.proof_timeout_secs);
+    let proof = probe::variant(&ctx.config.ffmpeg.ffmpeg, variant, timeout).await;
+    if state.demotions.failed(cap, proof.ok) == Verdict::Demoted {
+        let why = if proof.ok {
+            format!(
+                "{} accelerator encodes failed in a row",
+                ctx.config.encoder.demote_after_failures
+            )
+        } else {
+            format!("the variant fails a test encode too: {}", proof.detail)
+        };
+        state.demoted(cap, &why);
+    }
+}
+
+/// A task routed to a capability this node gave up: back to the scheduler as it is (same
+/// attempt, no failure recorded), to be routed to a node that still offers it or spilled.
+async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability, msg: &Message) -> Disposition {
+    let t = Task {
+        capability: None,
+        slots: 1,
+        prefer_class: None,
+        ..task.clone()
+    };
+    // Its own dedup id (the attempt's plan message id was used already): one per bounced
+    // message, so a retry of this bounce is dropped and a later bounce is not.
+    let seq = msg.info().map_or(0, |i| i.stream_sequence);
+    let stage = format!("bounce{seq}");
+    match publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, &stage).await {
+        Ok(_) => {
+            tracing::info!(job = %task.job_id, unit = %task.unit, capability = %cap, "task for a demoted capability handed back to the scheduler");
+            Disposition::Ack
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "handing back a task failed, will retry");
+            RETRY
+        }
+    }
 }
 
 /// An encode that was cancelled or interrupted (stall, signal): if this node still owns the
@@ -477,5 +556,31 @@ fn live_publisher(
         tokio::spawn(async move {
             let _ = client.publish(subject, messages::encode(&p)).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_of_another_gpu_class_step_aside_for_a_reissued_attempt_twice() {
+        let class = |m: &str| GpuClass {
+            model: m.into(),
+            driver: "550.54.15".into(),
+        };
+        let mut task: Task = serde_json::from_value(serde_json::json!({"version": 1,
+            "job_id": "j", "unit": "v00001", "attempt": 2, "profile": "h264",
+            "input": {"kind": "scratch", "key": "k"}, "duration_secs": 1.0,
+            "result_ext": "nut", "priority": 0}))
+        .unwrap();
+        // No preference: nobody steps aside.
+        assert!(!steps_aside(&task, None, 1));
+        task.prefer_class = Some(class("NVIDIA L4"));
+        assert!(!steps_aside(&task, Some(&class("NVIDIA L4")), 1));
+        assert!(steps_aside(&task, Some(&class("NVIDIA T4")), 1));
+        assert!(steps_aside(&task, None, 2));
+        // From the third delivery on, any node takes it.
+        assert!(!steps_aside(&task, Some(&class("NVIDIA T4")), 3));
     }
 }
