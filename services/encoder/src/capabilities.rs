@@ -315,8 +315,8 @@ mod tests {
         assert_eq!(
             checks(&f),
             vec![
-                Check::Decode("h264_cuvid".into()),
-                Check::Encode("h264_nvenc".into())
+                Check::Encode("h264_nvenc".into()),
+                Check::Decode("h264_cuvid".into())
             ]
         );
         let d = decide(
