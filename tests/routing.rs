@@ -417,8 +417,9 @@ async fn a_gpu_node_whose_encodes_fail_is_demoted_and_gpu_preferring_work_spills
         "{:?}",
         hb.proofs
     );
-    let src = source(&f, "src.mp4", 8)?;
+    let src = source(&f, "src.mp4", 4)?;
     for id in ["fail-1", "fail-2"] {
+        let t = Instant::now();
         let mut req = f.request(id, &src, &format!("{id}.mp4"));
         req.profile = Some("gpufail".into());
         req.segment_seconds = Some(1.6);
@@ -427,7 +428,10 @@ async fn a_gpu_node_whose_encodes_fail_is_demoted_and_gpu_preferring_work_spills
         f.wait_completed(id, JOB_TIMEOUT).await?;
         let units = f.units(id).await;
         let failures: usize = units.iter().map(|(_, r)| r.failures.len()).sum();
-        println!("{id}: {failures} failed attempt(s) on the GPU node before it was demoted");
+        println!(
+            "{id}: completed in {:.1} s; {failures} failed attempt(s) on the GPU node",
+            t.elapsed().as_secs_f64()
+        );
         for (k, r) in &units {
             ensure!(
                 r.state == SegmentState::Done

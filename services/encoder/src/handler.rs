@@ -60,7 +60,7 @@ pub async fn handle(
         .as_ref()
         .filter(|c| state.demotions.is_demoted(c))
     {
-        return bounce(ctx, &task, cap, msg).await;
+        return bounce(ctx, &task, cap).await;
     }
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
@@ -288,27 +288,44 @@ async fn judge_failure(ctx: &Ctx, state: &State, cap: &Capability, variant: &Var
     }
 }
 
-/// A task routed to a capability this node gave up: back to the scheduler as it is (same
-/// attempt, no failure recorded), to be routed to a node that still offers it or spilled.
-async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability, msg: &Message) -> Disposition {
-    let t = Task {
-        capability: None,
-        slots: 1,
-        prefer_class: None,
-        ..task.clone()
-    };
-    // Its own dedup id (the attempt's plan message id was used already): one per bounced
-    // message, so a retry of this bounce is dropped and a later bounce is not.
-    let seq = msg.info().map_or(0, |i| i.stream_sequence);
-    let stage = format!("bounce{seq}");
-    match publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, &stage).await {
-        Ok(_) => {
-            tracing::info!(job = %task.job_id, unit = %task.unit, capability = %cap, "task for a demoted capability handed back to the scheduler");
-            Disposition::Ack
-        }
+/// A task routed to a capability this node gave up: back to the scheduler unencoded, as the
+/// next attempt with no failure recorded (a new attempt, so its messages get fresh dedup ids),
+/// to be routed to a node that still offers the capability, or spilled.
+async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
+    let key = subjects::segment_key(&task.job_id, task.unit);
+    let attempt = task.attempt;
+    let moved = ctx
+        .segments
+        .modify(&key, |rec| match rec {
+            Some(r)
+                if r.attempt == attempt
+                    && matches!(r.state, SegmentState::Planned | SegmentState::Queued) =>
+            {
+                Change::Write(r.next_attempt(), true)
+            }
+            _ => Change::Keep(false),
+        })
+        .await;
+    match moved {
         Err(e) => {
             tracing::warn!(error = %e, "handing back a task failed, will retry");
             RETRY
+        }
+        Ok(false) => Disposition::Ack,
+        Ok(true) => {
+            let t = Task {
+                attempt: attempt + 1,
+                capability: None,
+                slots: 1,
+                prefer_class: None,
+                ..task.clone()
+            };
+            // Lost here, the planned attempt is re-issued by the scheduler's reconciler.
+            if let Err(e) = publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, "plan").await {
+                tracing::warn!(error = %e, "handing back a task failed");
+            }
+            tracing::info!(job = %task.job_id, unit = %task.unit, capability = %cap, "task for a demoted capability handed back to the scheduler");
+            Disposition::Ack
         }
     }
 }
