@@ -36,7 +36,7 @@ enum Claim {
     /// Gone, superseded or failed: nothing to do.
     Stale,
     /// Done or failed by this attempt already: republish the report.
-    Reported(SegmentRecord),
+    Reported(Box<SegmentRecord>),
 }
 
 /// `slots`: how many of this node's slots the caller holds for the task.
@@ -72,7 +72,7 @@ pub async fn handle(
             None => Change::Keep(Claim::Stale),
             Some(r) if r.attempt != task.attempt => Change::Keep(Claim::Stale),
             Some(r) if matches!(r.state, SegmentState::Done | SegmentState::Failed) => {
-                Change::Keep(Claim::Reported(r.clone()))
+                Change::Keep(Claim::Reported(Box::new(r.clone())))
             }
             Some(r) if delivered <= 2 && r.failures.iter().any(|f| &f.node == node) => {
                 Change::Keep(Claim::Avoid)
@@ -357,7 +357,7 @@ enum Budget {
     /// Re-issued as this attempt, for another node.
     Retry(u32),
     /// Budget spent: the unit failed for good with this record.
-    Exhausted(SegmentRecord),
+    Exhausted(Box<SegmentRecord>),
     /// The record moved on meanwhile: nothing to do.
     Gone,
 }
@@ -387,7 +387,7 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
                     r.state = SegmentState::Failed;
                     r.failure = Some(exhausted(task, &r, &f));
                     r.updated_at = ffleet_shared::time::now_rfc3339();
-                    Change::Write(r.clone(), Budget::Exhausted(r))
+                    Change::Write(r.clone(), Budget::Exhausted(Box::new(r)))
                 } else {
                     let n = r.next_attempt();
                     Change::Write(n, Budget::Retry(attempt + 1))
