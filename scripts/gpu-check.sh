@@ -19,10 +19,12 @@ profile=${GPU_CHECK_PROFILE:-h264}
 out=${GPU_CHECK_OUT:-$(mktemp -d -t ffleet-gpu-check-XXXXXX)}
 mkdir -p "$out"
 
+# $FFLEET, else the newer of this checkout's release and debug builds, else the one on PATH.
 ffleet=${FFLEET:-}
-for c in target/release/ffleet target/debug/ffleet "$(command -v ffleet || true)"; do
-    [[ -z $ffleet && -n $c && -x $c ]] && ffleet=$c
+for c in target/release/ffleet target/debug/ffleet; do
+    [[ -z ${FFLEET:-} && -x $c && ( -z $ffleet || $c -nt $ffleet ) ]] && ffleet=$c
 done
+[[ -z $ffleet ]] && ffleet=$(command -v ffleet || true)
 if [[ -z $ffleet ]]; then
     echo "gpu-check: no ffleet binary (cargo build --release, or set FFLEET)" >&2
     exit 2
@@ -45,9 +47,10 @@ else
 fi
 
 section "what the encoder detects (ffleet capabilities)"
-"$ffleet" capabilities 2>"$out/capabilities.err"
-"$ffleet" capabilities --json >"$out/capabilities.json" 2>>"$out/capabilities.err"
-caps=$(sed -n 's/^capabilities: *//p' < <("$ffleet" capabilities 2>/dev/null))
+echo "($ffleet)"
+"$ffleet" capabilities | tee "$out/capabilities.txt"
+"$ffleet" capabilities --json >"$out/capabilities.json"
+caps=$(sed -n 's/^capabilities: *//p' "$out/capabilities.txt")
 row "encoder offers" "${caps:-none}" "start-up test encodes decide; NVML is only the hint"
 
 # One ffmpeg run per accelerator, each bounded; prints outcome and seconds.
@@ -58,7 +61,8 @@ try() {
         printf '%-22s ok      %3ss\n' "$name" $((SECONDS - t0))
         row "$name" "ok" ""
     else
-        err=$(head -1 <<<"$err")
+        # First line, without ffmpeg's "[h264_nvenc @ 0x55d8...] " context prefix.
+        err=$(head -1 <<<"$err" | sed 's/^\[[^]]* @ 0x[0-9a-f]*\] //')
         printf '%-22s failed  %3ss  %s\n' "$name" $((SECONDS - t0)) "$err"
         row "$name" "failed" "$err"
     fi
@@ -86,7 +90,7 @@ for run in 1 2; do
     if "$ffleet" transcode "$src" -o "$out/out$run.mp4" --profile "$profile" --prefer gpu \
         --segment-seconds 2 --stats "$out/stats$run.json" -q; then
         wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-        placed=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(", ".join(f"{k}: {v}" for k, v in s["units_by_capability"].items()), "| failed attempts:", s["failed_attempts"])' "$out/stats$run.json" 2>/dev/null)
+        placed=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(", ".join(f"{k}: {v}" for k, v in s["units_by_capability"].items()) + "; failed attempts:", s["failed_attempts"])' "$out/stats$run.json" 2>/dev/null)
         echo "run $run: completed in ${wall} s; units by capability: $placed"
         row "transcode run $run" "completed" "${wall} s; $placed"
     else
@@ -100,7 +104,7 @@ if [[ $job_ok == yes ]]; then
     frames_out=$(ffprobe -v error -select_streams v:0 -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$out/out1.mp4")
     row "frames source/output" "$([[ $frames_in == "$frames_out" ]] && echo same || echo DIFFERENT)" "$frames_in / $frames_out"
     if cmp -s "$out/out1.mp4" "$out/out2.mp4"; then
-        row "two runs" "byte-identical" "same node, same GPU class"
+        row "two runs" "byte-identical" "same node$([[ $gpu == yes ]] && echo ', same GPU class')"
     else
         row "two runs" "differ" "not byte-identical on the same node"
     fi
