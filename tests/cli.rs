@@ -218,3 +218,49 @@ fn services_as_separate_processes() -> Result<()> {
     }
     Ok(())
 }
+
+/// `ffleet capabilities` runs the encoder's detection with its real test encodes. A node
+/// labelled `nvenc` (shipped profiles only: the label needs h264_nvenc) offers it exactly when
+/// the h264_nvenc test encode passed; on a machine without NVIDIA (as here) it says so and
+/// offers only `cpu`.
+#[test]
+fn capabilities_offers_nvenc_only_when_its_test_encode_passed() -> Result<()> {
+    let out = run(ffleet()
+        .env("FFLEET_ENCODER__CAPABILITIES", "[cpu,nvenc]")
+        .args(["capabilities", "--json"]))?;
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let proof = v["proofs"]
+        .as_array()
+        .context("proofs")?
+        .iter()
+        .find(|p| p["kind"] == "encode" && p["name"] == "h264_nvenc")
+        .context("h264_nvenc was tested")?
+        .clone();
+    let caps: Vec<&str> = v["capabilities"]
+        .as_array()
+        .context("capabilities")?
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert!(caps.contains(&"cpu"));
+    let nvenc_proven = proof["ok"] == true;
+    assert_eq!(caps.contains(&"nvenc"), nvenc_proven, "{v}");
+    if !nvenc_proven {
+        assert!(proof["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        assert_eq!(v["not_offered"][0]["capability"], "nvenc");
+        assert_eq!(v["gpu_slots"], 0);
+    }
+    // The table says the same in words.
+    let out = run(ffleet().args(["capabilities"]))?;
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("capabilities:") && text.contains("cpu"),
+        "{text}"
+    );
+    if v["nvml"].is_null() {
+        assert!(text.contains("no NVIDIA GPU"), "{text}");
+    }
+    Ok(())
+}

@@ -2,7 +2,9 @@
 //!
 //! No GPU is needed: a "GPU node" is an encoder labelled `nvenc` by configuration, and the test
 //! profile's `nvenc` variant runs libx264. The routing decision (which queue, which node) is
-//! real; only the codec is not. Every test also records, from the heartbeats, the most slots
+//! real; only the codec is not. The `gpufail` profile's `nvenc` variant names a preset x264
+//! refuses, so every encode with it fails, as NVENC does on a board without it, while its
+//! start-up test encode (libx264 alone) passes. Every test also records, from the heartbeats, the most slots
 //! each node ever held and checks it never exceeded what the node advertises.
 
 mod common;
@@ -29,6 +31,10 @@ quality_flag = "-qp"
 [profiles.route.nvenc]
 args = ["-c:v", "libx264", "-preset", "veryfast", "-qp", "23", "-pix_fmt", "yuv420p"]
 quality_flag = "-qp"
+[profiles.gpufail.cpu]
+args = ["-c:v", "libx264", "-preset", "veryfast", "-qp", "23", "-pix_fmt", "yuv420p"]
+[profiles.gpufail.nvenc]
+args = ["-c:v", "libx264", "-preset", "no-such-preset", "-qp", "23", "-pix_fmt", "yuv420p"]
 "#;
 
 /// A fleet (splitter, scheduler, merger; no encoders yet) reading the `route` profile.
@@ -383,6 +389,86 @@ async fn a_high_priority_job_behind_20_bulk_jobs_starts_its_segments_first() -> 
         f.wait_completed(&format!("bulk-{i:02}"), JOB_TIMEOUT)
             .await?;
     }
+    f.passed();
+    Ok(())
+}
+
+/// The live heartbeat of `node`.
+async fn heartbeat(f: &ProcFleet, node: &str) -> Result<Heartbeat> {
+    let hb = f.ctx().workers.get(node).await?;
+    hb.map(|(h, _)| h)
+        .ok_or_else(|| anyhow::anyhow!("no heartbeat from {node}"))
+}
+
+#[tokio::test]
+async fn a_gpu_node_whose_encodes_fail_is_demoted_and_gpu_preferring_work_spills_to_cpu()
+-> Result<()> {
+    let mut f = fleet(&[]).await?;
+    let gpu = encoder(&mut f, "enc-gpu", "[nvenc]", "1")?;
+    encoder(&mut f, "enc-cpu", "[cpu]", "1")?;
+    f.wait_encoders(2, Duration::from_secs(30)).await?;
+    let hb = heartbeat(&f, "enc-gpu").await?;
+    ensure!(
+        hb.capabilities.iter().any(|c| c.as_str() == "nvenc"),
+        "the labelled node should pass its start-up test: {hb:?}"
+    );
+    ensure!(
+        hb.proofs.iter().any(|p| p.name == "libx264" && p.ok),
+        "{:?}",
+        hb.proofs
+    );
+    let src = source(&f, "src.mp4", 4)?;
+    for id in ["fail-1", "fail-2"] {
+        let t = Instant::now();
+        let mut req = f.request(id, &src, &format!("{id}.mp4"));
+        req.profile = Some("gpufail".into());
+        req.segment_seconds = Some(1.6);
+        req.prefer = Preference::Gpu;
+        f.submit(&req).await?;
+        f.wait_completed(id, JOB_TIMEOUT).await?;
+        let units = f.units(id).await;
+        let failures: usize = units.iter().map(|(_, r)| r.failures.len()).sum();
+        println!(
+            "{id}: completed in {:.1} s; {failures} failed attempt(s) on the GPU node",
+            t.elapsed().as_secs_f64()
+        );
+        for (k, r) in &units {
+            ensure!(
+                r.state == SegmentState::Done
+                    && r.owner.as_ref().is_some_and(|o| o.as_str() == "enc-cpu"),
+                "{id} {k}: {:?} on {:?}",
+                r.state,
+                r.owner
+            );
+            ensure!(
+                r.failures.iter().all(|x| x.node.as_str() == "enc-gpu"),
+                "{k}: {:?}",
+                r.failures
+            );
+        }
+        // Demoted after its first failure(s); nothing is routed to it afterwards.
+        let most = if id == "fail-1" { 2 } else { 0 };
+        ensure!(
+            failures <= most,
+            "{id}: {failures} failed GPU attempts (at most {most} expected)"
+        );
+        if id == "fail-1" {
+            ensure!(failures >= 1, "the GPU node never tried");
+        }
+    }
+    let hb = heartbeat(&f, "enc-gpu").await?;
+    ensure!(
+        !hb.capabilities.iter().any(|c| c.as_str() == "nvenc")
+            && hb.demoted.iter().any(|c| c.as_str() == "nvenc"),
+        "enc-gpu still offers nvenc: {:?} (demoted {:?})",
+        hb.capabilities,
+        hb.demoted
+    );
+    ensure!(f.running(gpu), "the demoted encoder keeps running");
+    ensure!(
+        f.log_text(gpu).contains("capability given up"),
+        "one clear log line"
+    );
     f.passed();
     Ok(())
 }

@@ -273,11 +273,19 @@ pub struct EncoderConfig {
     /// Concurrent segment encodes; default: CPU cores / the profile threads (1).
     pub slots: Option<u32>,
     /// Restrict or label capabilities; default: detected (`cpu` from `ffmpeg -encoders`,
-    /// `nvenc` when NVML finds an NVIDIA GPU and ffmpeg has h264_nvenc).
+    /// `nvenc` when NVML finds an NVIDIA GPU and ffmpeg has h264_nvenc). Either way an
+    /// accelerator capability is offered only once a test encode with an encoder its profile
+    /// variants use succeeded.
     pub capabilities: Option<Vec<String>>,
-    /// Concurrent accelerator encodes (GPU sessions); default: 3 per detected GPU (the NVENC
-    /// session limit of consumer cards), or `slots` for a node labelled with an accelerator.
+    /// Concurrent accelerator encodes (GPU sessions); default: what the driver allows per
+    /// GPU (consumer boards 3/5/8 by driver version, less the sessions already open; 8 for
+    /// professional and data-center boards), or `slots` for a labelled node without a GPU.
     pub gpu_slots: Option<u32>,
+    /// Limit for each start-up test encode/decode (and the re-test after a GPU failure).
+    pub proof_timeout_secs: f64,
+    /// Accelerator encodes failing in a row after which the node gives the capability up even
+    /// though its variant still passes a test encode (a failing variant demotes at once).
+    pub demote_after_failures: u32,
     pub heartbeat_interval_secs: f64,
     /// Kill an ffmpeg that reports no progress for this long.
     pub stall_timeout_secs: f64,
@@ -302,6 +310,8 @@ impl Default for EncoderConfig {
             slots: None,
             capabilities: None,
             gpu_slots: None,
+            proof_timeout_secs: 15.0,
+            demote_after_failures: 3,
             heartbeat_interval_secs: 1.0,
             stall_timeout_secs: 30.0,
             timeout_factor: 30.0,
@@ -469,6 +479,14 @@ impl Config {
         if self.encoder.gpu_slots == Some(0) {
             return Err(ConfigError::Invalid(
                 "encoder.gpu_slots must be >= 1".into(),
+            ));
+        }
+        if !(self.encoder.proof_timeout_secs.is_finite() && self.encoder.proof_timeout_secs > 0.0)
+            || self.encoder.demote_after_failures == 0
+        {
+            return Err(ConfigError::Invalid(
+                "encoder.proof_timeout_secs must be > 0 and encoder.demote_after_failures >= 1"
+                    .into(),
             ));
         }
         if !(self.encoder.stop_grace_secs.is_finite() && self.encoder.stop_grace_secs >= 0.0) {

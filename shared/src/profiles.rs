@@ -6,6 +6,13 @@
 //! a different quality than a single-process encode would (measured up to ~6 dB on the first
 //! frames). Constant QP has no such memory: with cuts on source keyframes and `-force_key_frames
 //! source`, every frame comes out as a single process would encode it.
+//!
+//! NVENC variants follow the same segment rules: constant QP (`-rc constqp`), every forced
+//! keyframe an IDR (`-forced-idr 1`, added by `video_settings` to any `*_nvenc` variant that
+//! lacks it: without it NVENC's forced keyframes are plain I-frames and a segment would not
+//! start cleanly), closed GOPs (NVENC's periodic keyframes are IDRs: `idrPeriod` = `-g`), and
+//! every setting that could vary with ffmpeg's defaults fixed (preset, tune, B-frames, GOP,
+//! look-ahead, adaptive quantisation), so nodes of one GPU class give the same bytes.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -199,6 +206,11 @@ pub fn video_settings(variant: &Variant, quality: Option<i32>) -> Vec<String> {
             }
         }
     }
+    if video_encoder(&args).is_some_and(|e| e.ends_with("_nvenc"))
+        && !args.iter().any(|a| a == "-forced-idr")
+    {
+        args.extend(strings(&["-forced-idr", "1"]));
+    }
     args.extend(strings(&["-threads"]));
     args.push(variant.threads.to_string());
     args.extend(strings(&[
@@ -208,6 +220,14 @@ pub fn video_settings(variant: &Variant, quality: Option<i32>) -> Vec<String> {
         "passthrough",
     ]));
     args
+}
+
+/// The video encoder a variant's arguments name (`-c:v`, `-codec:v` or `-vcodec`).
+pub fn video_encoder(args: &[String]) -> Option<&str> {
+    args.windows(2)
+        .rev()
+        .find(|w| matches!(w[0].as_str(), "-c:v" | "-codec:v" | "-vcodec"))
+        .map(|w| w[1].as_str())
 }
 
 fn strings(s: &[&str]) -> Vec<String> {
@@ -230,6 +250,47 @@ fn x264(preset: &str, rc: &[&str], quality_flag: &str) -> Variant {
     }
 }
 
+/// H.264 on NVENC with the segment rules above: constant QP, forced keyframes as IDRs, closed
+/// GOPs, and everything else fixed rather than left to the preset, whose defaults (B-frames
+/// above all) differ between ffmpeg versions and GPU generations. `-bf 0`: P-frames only, so
+/// decode order is presentation order and no frame near a cut waits on a later one.
+fn h264_nvenc(preset: &str) -> Variant {
+    Variant {
+        args: strings(&[
+            "-c:v",
+            "h264_nvenc",
+            "-preset",
+            preset,
+            "-tune",
+            "hq",
+            "-profile:v",
+            "high",
+            "-rc",
+            "constqp",
+            "-qp",
+            "23",
+            "-g",
+            "250",
+            "-bf",
+            "0",
+            "-rc-lookahead",
+            "0",
+            "-no-scenecut",
+            "1",
+            "-spatial-aq",
+            "0",
+            "-temporal-aq",
+            "0",
+            "-forced-idr",
+            "1",
+            "-pix_fmt",
+            "yuv420p",
+        ]),
+        quality_flag: Some("-qp".into()),
+        threads: 1,
+    }
+}
+
 /// Profiles that ship with ffleet.
 pub fn builtin() -> BTreeMap<String, Profile> {
     let mut m = BTreeMap::new();
@@ -242,7 +303,10 @@ pub fn builtin() -> BTreeMap<String, Profile> {
                 .into(),
             quality: cqp_range.clone(),
             audio: default_audio(),
-            variants: BTreeMap::from([("cpu".into(), x264("medium", &["-qp", "23"], "-qp"))]),
+            variants: BTreeMap::from([
+                ("cpu".into(), x264("medium", &["-qp", "23"], "-qp")),
+                ("nvenc".into(), h264_nvenc("p5")),
+            ]),
         },
     );
     m.insert(
@@ -251,7 +315,10 @@ pub fn builtin() -> BTreeMap<String, Profile> {
             description: "H.264 (x264 veryfast), constant QP 23, AAC 128k.".into(),
             quality: cqp_range,
             audio: default_audio(),
-            variants: BTreeMap::from([("cpu".into(), x264("veryfast", &["-qp", "23"], "-qp"))]),
+            variants: BTreeMap::from([
+                ("cpu".into(), x264("veryfast", &["-qp", "23"], "-qp")),
+                ("nvenc".into(), h264_nvenc("p2")),
+            ]),
         },
     );
     m.insert(
@@ -290,6 +357,34 @@ mod tests {
         assert!(s.windows(2).any(|w| w[0] == "-threads" && w[1] == "1"));
         assert!(p.check_quality("h264", Some(41)).is_err());
         assert!(p.check_quality("h264", Some(40)).is_ok());
+    }
+
+    #[test]
+    fn nvenc_variants_start_segments_on_idr_frames_at_constant_qp() {
+        for (name, p) in builtin() {
+            let Some(v) = p.variants.get("nvenc") else {
+                continue;
+            };
+            let s = video_settings(v, Some(30));
+            let pair = |k: &str, val: &str| s.windows(2).any(|w| w[0] == k && w[1] == val);
+            assert!(pair("-rc", "constqp") && pair("-qp", "30"), "{name}: {s:?}");
+            assert!(pair("-forced-idr", "1") && pair("-force_key_frames", "source"));
+            assert_eq!(s.iter().filter(|a| *a == "-forced-idr").count(), 1);
+        }
+        // A configured nvenc variant that forgot `-forced-idr` still gets it.
+        let v = Variant {
+            args: strings(&["-c:v", "hevc_nvenc", "-rc", "constqp", "-qp", "25"]),
+            quality_flag: None,
+            threads: 1,
+        };
+        let s = video_settings(&v, None);
+        assert!(s.windows(2).any(|w| w[0] == "-forced-idr" && w[1] == "1"));
+        assert_eq!(video_encoder(&v.args), Some("hevc_nvenc"));
+        let x = video_settings(&builtin()["h264"].variants["cpu"], None);
+        assert!(
+            !x.iter().any(|a| a == "-forced-idr"),
+            "x264 has no such option"
+        );
     }
 
     #[test]

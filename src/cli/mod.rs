@@ -1,6 +1,7 @@
 //! The `ffleet` command line. Connections find the server as the nats CLI does: `-s/--server`,
 //! else `NATS_URL`, else the configuration, else `nats://127.0.0.1:4222`.
 
+mod capabilities;
 mod follow;
 mod status;
 mod submit;
@@ -52,6 +53,9 @@ pub enum Command {
     },
     /// Show the live encoder pool.
     Workers,
+    /// Show what an encoder on this machine would offer: NVML readings, test encodes and
+    /// decodes with their outcomes, capabilities (no NATS needed).
+    Capabilities(capabilities::CapabilitiesArgs),
 }
 
 impl Cli {
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Submit(a) => submit::run(&cli, a).await,
         Command::Status { job } => status::status(&cli, job.as_deref()).await,
         Command::Workers => status::workers(&cli).await,
+        Command::Capabilities(a) => capabilities::run(&cli, a).await,
     }
 }
 

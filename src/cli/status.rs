@@ -120,6 +120,13 @@ pub async fn workers(cli: &Cli) -> Result<i32> {
                     g.memory_total_bytes >> 20
                 );
             }
+            if let Some(c) = &hb.gpu_class {
+                println!("  class {c}");
+            }
+            if !hb.demoted.is_empty() {
+                let d: Vec<String> = hb.demoted.iter().map(ToString::to_string).collect();
+                println!("  demoted (its encodes failed): {}", d.join(","));
+            }
         }
     }
     Ok(0)

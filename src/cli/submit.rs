@@ -95,7 +95,7 @@ pub(crate) fn submit_span(job: &JobId) -> tracing::Span {
     )
 }
 
-fn parse_preference(s: &str) -> Result<Preference, String> {
+pub(crate) fn parse_preference(s: &str) -> Result<Preference, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map_err(|_| format!("{s:?} is not one of gpu, cpu, any"))
 }

@@ -28,9 +28,14 @@ pub struct TranscodeArgs {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Write wall time and CPU accounting as JSON here (for benchmarks).
+    /// Write wall time, CPU accounting and where the units ran as JSON here (benchmarks,
+    /// scripts/gpu-check.sh).
     #[arg(long)]
     pub stats: Option<PathBuf>,
+    /// Kind of encoder wanted: gpu, cpu or any (GPU-preferring work spills to CPU when no
+    /// node offers a GPU capability, e.g. on a GPU without NVENC).
+    #[arg(long, default_value = "any", value_parser = super::submit::parse_preference)]
+    pub prefer: ffleet_shared::messages::Preference,
 }
 
 pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
@@ -91,7 +96,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
             ..a.job.clone()
         },
         priority: 0,
-        prefer: Default::default(),
+        prefer: a.prefer,
         require: false,
         job_id: None,
         wait: true,
@@ -111,6 +116,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         _ = tokio::signal::ctrl_c() => None,
     };
     let wall = started.elapsed().as_secs_f64();
+    let placed = placement(&cluster.ctx, &req.job_id).await;
     let nats_cpu = server.cpu_secs().unwrap_or(0.0);
     let self_cpu = cpu_secs(nix::sys::resource::UsageWho::RUSAGE_SELF);
     let child_cpu = cpu_secs(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
@@ -127,10 +133,33 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
             "nats_cpu_secs": nats_cpu,
             "ffmpeg_cpu_secs": child_cpu,
             "completed": matches!(outcome, super::Outcome::Completed(_)),
+            "units_by_capability": placed.0,
+            "failed_attempts": placed.1,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&stats)?)?;
     }
     Ok(outcome.report())
+}
+
+/// Where the job's units ran: count per capability, and failed attempts in all.
+async fn placement(
+    ctx: &ffleet_shared::runtime::Ctx,
+    job: &ffleet_shared::JobId,
+) -> (std::collections::BTreeMap<String, u32>, usize) {
+    let mut by_cap = std::collections::BTreeMap::new();
+    let mut failed = 0;
+    let Ok(Some((rec, _))) = ctx.jobs.get(job.as_str()).await else {
+        return (by_cap, failed);
+    };
+    for unit in rec.plan.iter().flat_map(|p| p.units()) {
+        let key = subjects::segment_key(job, unit);
+        if let Ok(Some((r, _))) = ctx.segments.get(&key).await {
+            failed += r.failures.len();
+            let cap = r.capability.map_or("-".into(), |c| c.to_string());
+            *by_cap.entry(cap).or_insert(0) += 1;
+        }
+    }
+    (by_cap, failed)
 }
 
 fn cpu_secs(who: nix::sys::resource::UsageWho) -> f64 {

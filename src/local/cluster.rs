@@ -79,9 +79,18 @@ impl Cluster {
             .or(config.encoder.slots)
             .unwrap_or_else(|| (cores / spec.encoders.max(1) as u32).max(1));
         let mut node_ids = Vec::new();
+        // Detect (and run the test encodes) once: every encoder here shares the machine.
+        let mut detected: Option<Node> = None;
         for _ in 0..spec.encoders {
             let c = Ctx::connect(config.clone(), ffleet_encoder::SERVICE, false).await?;
-            let mut node = Node::from_config(&c).await?;
+            let mut node = match &detected {
+                Some(n) => n.clone(),
+                None => {
+                    let n = Node::from_config(&c).await?;
+                    detected = Some(n.clone());
+                    n
+                }
+            };
             if spec.encoders > 1 || config.encoder.node_id.is_none() {
                 node.id = NodeId::generate();
             }

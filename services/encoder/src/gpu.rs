@@ -2,12 +2,19 @@
 //! a node without the driver, or with the driver and no GPU, simply has no GPUs: that is logged
 //! once at start and is never an error. Sampled again for every heartbeat, so the scheduler and
 //! `ffleet workers` see live utilisation and encoder sessions.
+//!
+//! NVML is the hint and the gauge, never the proof: it reports boards without NVENC (A100,
+//! H100, H200) like any other, so capabilities rest on test encodes (`capabilities`, `probe`).
 
+use crate::capabilities::NvmlFacts;
 use ffleet_shared::messages::heartbeat::Gpu;
 use nvml_wrapper::Nvml;
+use nvml_wrapper::enum_wrappers::device::EncoderType;
 
 pub struct Gpus {
     nvml: Option<Nvml>,
+    /// Why NVML is not there (for `ffleet capabilities`).
+    why_not: Option<String>,
 }
 
 impl Gpus {
@@ -15,7 +22,10 @@ impl Gpus {
     pub fn init() -> Gpus {
         match Nvml::init() {
             Ok(nvml) => {
-                let gpus = Gpus { nvml: Some(nvml) };
+                let gpus = Gpus {
+                    nvml: Some(nvml),
+                    why_not: None,
+                };
                 let found = gpus.sample();
                 if found.is_empty() {
                     tracing::info!("nvml loaded but reports no gpu: no gpu capability");
@@ -27,7 +37,10 @@ impl Gpus {
             }
             Err(e) => {
                 tracing::info!(error = %e, "nvml unavailable (no nvidia driver): no gpu capability");
-                Gpus { nvml: None }
+                Gpus {
+                    nvml: None,
+                    why_not: Some(e.to_string()),
+                }
             }
         }
     }
@@ -56,6 +69,11 @@ impl Gpus {
                             .encoder_utilization()
                             .map_or(0, |u| u.utilization),
                         encoder_sessions: d.encoder_stats().map_or(0, |s| s.session_count),
+                        encoder_capacity_pct: d.encoder_capacity(EncoderType::H264).ok(),
+                        decoder_utilization_pct: d
+                            .decoder_utilization()
+                            .map_or(0, |u| u.utilization),
+                        brand: d.brand().map(|b| format!("{b:?}")).unwrap_or_default(),
                     })
                 };
                 read()
@@ -63,6 +81,20 @@ impl Gpus {
                     .ok()
             })
             .collect()
+    }
+
+    /// Driver version and GPUs, for detection; `None` without NVML.
+    pub fn facts(&self) -> Option<NvmlFacts> {
+        let nvml = self.nvml.as_ref()?;
+        Some(NvmlFacts {
+            driver: nvml.sys_driver_version().unwrap_or_default(),
+            gpus: self.sample(),
+        })
+    }
+
+    /// Why NVML could not be loaded, if it could not.
+    pub fn why_not(&self) -> Option<&str> {
+        self.why_not.as_deref()
     }
 
     pub fn count(&self) -> u32 {

@@ -5,11 +5,13 @@
 //! attempt is never recorded as the unit's result. A redelivered task whose unit is already done
 //! only republishes its (de-duplicated) report.
 
+use crate::demote::Verdict;
 use crate::encode::{self, EncodeError};
 use crate::heartbeat::State;
+use crate::probe;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
-use ffleet_shared::messages::heartbeat::Held;
+use ffleet_shared::messages::heartbeat::{GpuClass, Held};
 use ffleet_shared::messages::records::AttemptFailure;
 use ffleet_shared::messages::{
     self, CURRENT, DeadLetter, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
@@ -17,6 +19,7 @@ use ffleet_shared::messages::{
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
+use ffleet_shared::profiles::Variant;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, NodeId, subjects, telemetry};
@@ -33,7 +36,7 @@ enum Claim {
     /// Gone, superseded or failed: nothing to do.
     Stale,
     /// Done or failed by this attempt already: republish the report.
-    Reported(SegmentRecord),
+    Reported(Box<SegmentRecord>),
 }
 
 /// `slots`: how many of this node's slots the caller holds for the task.
@@ -52,23 +55,38 @@ pub async fn handle(
         }
     };
     telemetry::spans::encode_task(&task, msg);
+    if let Some(cap) = task
+        .capability
+        .as_ref()
+        .filter(|c| state.demotions.is_demoted(c))
+    {
+        return bounce(ctx, &task, cap).await;
+    }
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
+    let my_class = state.gpu_class().cloned();
+    let on_gpu = task.capability.as_ref().is_some_and(Capability::is_gpu);
     let claim = ctx
         .segments
         .modify(&key, |rec| match rec {
             None => Change::Keep(Claim::Stale),
             Some(r) if r.attempt != task.attempt => Change::Keep(Claim::Stale),
             Some(r) if matches!(r.state, SegmentState::Done | SegmentState::Failed) => {
-                Change::Keep(Claim::Reported(r.clone()))
+                Change::Keep(Claim::Reported(Box::new(r.clone())))
             }
             Some(r) if delivered <= 2 && r.failures.iter().any(|f| &f.node == node) => {
+                Change::Keep(Claim::Avoid)
+            }
+            Some(_) if steps_aside(&task, my_class.as_ref(), delivered) => {
                 Change::Keep(Claim::Avoid)
             }
             Some(r) => {
                 let mut r = r.clone();
                 r.state = SegmentState::Running;
                 r.owner = Some(node.clone());
+                if on_gpu && my_class.is_some() {
+                    r.gpu_class = my_class.clone();
+                }
                 r.updated_at = ffleet_shared::time::now_rfc3339();
                 Change::Write(r, Claim::Mine)
             }
@@ -184,10 +202,14 @@ async fn encode_claimed(
                     tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted");
                     give_back(ctx, node, task, key, Duration::from_secs(1)).await
                 }
-                EncodeError::Permanent(f) => fail(ctx, node, task, key, f).await,
+                EncodeError::Permanent(f) => {
+                    judge_failure(ctx, state, &cap, variant).await;
+                    fail(ctx, node, task, key, f).await
+                }
             };
         }
     };
+    state.demotions.succeeded(&cap);
     if let Err(e) = ctx.storage.commit(&staged, &result_key).await {
         tracing::warn!(error = %e, "storing result failed");
         return RETRY;
@@ -236,6 +258,80 @@ async fn encode_claimed(
     report(ctx, node, task, outcome, Disposition::Ack).await
 }
 
+/// A re-issued accelerator attempt that prefers another GPU class (model and driver) than
+/// this node's: step aside for its first two deliveries, so a node of that class, whose NVENC
+/// gives the same bytes, takes it if one is free; after that anyone may.
+fn steps_aside(task: &Task, mine: Option<&GpuClass>, delivered: i64) -> bool {
+    delivered <= 2
+        && task
+            .prefer_class
+            .as_ref()
+            .is_some_and(|want| Some(want) != mine)
+}
+
+/// After an accelerator encode failed: test the variant again on a generated picture and let
+/// the demotion rules decide whether this node keeps the capability.
+async fn judge_failure(ctx: &Ctx, state: &State, cap: &Capability, variant: &Variant) {
+    if !cap.is_gpu() || state.demotions.is_demoted(cap) {
+        return;
+    }
+    let timeout = Duration::from_secs_f64(ctx.config.encoder.proof_timeout_secs);
+    let proof = probe::variant(&ctx.config.ffmpeg.ffmpeg, variant, timeout).await;
+    if state.demotions.failed(cap, proof.ok) == Verdict::Demoted {
+        let why = if proof.ok {
+            format!(
+                "{} accelerator encodes failed in a row",
+                ctx.config.encoder.demote_after_failures
+            )
+        } else {
+            format!("the variant fails a test encode too: {}", proof.detail)
+        };
+        state.demoted(cap, &why);
+    }
+}
+
+/// A task routed to a capability this node gave up: back to the scheduler unencoded, as the
+/// next attempt with no failure recorded (a new attempt, so its messages get fresh dedup ids),
+/// to be routed to a node that still offers the capability, or spilled.
+async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
+    let key = subjects::segment_key(&task.job_id, task.unit);
+    let attempt = task.attempt;
+    let moved = ctx
+        .segments
+        .modify(&key, |rec| match rec {
+            Some(r)
+                if r.attempt == attempt
+                    && matches!(r.state, SegmentState::Planned | SegmentState::Queued) =>
+            {
+                Change::Write(r.next_attempt(), true)
+            }
+            _ => Change::Keep(false),
+        })
+        .await;
+    match moved {
+        Err(e) => {
+            tracing::warn!(error = %e, "handing back a task failed, will retry");
+            RETRY
+        }
+        Ok(false) => Disposition::Ack,
+        Ok(true) => {
+            let t = Task {
+                attempt: attempt + 1,
+                capability: None,
+                slots: 1,
+                prefer_class: None,
+                ..task.clone()
+            };
+            // Lost here, the planned attempt is re-issued by the scheduler's reconciler.
+            if let Err(e) = publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, "plan").await {
+                tracing::warn!(error = %e, "handing back a task failed");
+            }
+            tracing::info!(job = %task.job_id, unit = %task.unit, capability = %cap, "task for a demoted capability handed back to the scheduler");
+            Disposition::Ack
+        }
+    }
+}
+
 /// An encode that was cancelled or interrupted (stall, signal): if this node still owns the
 /// unit, it is handed back for the next free node after `delay`; if not, it was handed to
 /// another node while this one looked dead (frozen, cut off), and the work is dropped.
@@ -263,7 +359,7 @@ enum Budget {
     /// Re-issued as this attempt, for another node.
     Retry(u32),
     /// Budget spent: the unit failed for good with this record.
-    Exhausted(SegmentRecord),
+    Exhausted(Box<SegmentRecord>),
     /// The record moved on meanwhile: nothing to do.
     Gone,
 }
@@ -289,8 +385,11 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
                     message: f.message.clone(),
                 });
                 let nodes = r.failed_nodes().len() as u32;
-                // Only ffmpeg's verdict on the media says something about the input.
+                // Only ffmpeg's verdict on the media says something about the input, and only on
+                // CPU: two GPU nodes of one class can fail alike for their driver's sake.
+                let on_cpu = task.capability.as_ref().is_none_or(|c| !c.is_gpu());
                 let repeated = f.reason == Reason::EncodeFailed
+                    && on_cpu
                     && r.failures
                         .iter()
                         .any(|p| &p.node != node && same_failure(&p.message, &f.message));
@@ -298,12 +397,12 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
                     r.state = SegmentState::Failed;
                     r.failure = Some(input_damaged(task, &r, &f));
                     r.updated_at = ffleet_shared::time::now_rfc3339();
-                    Change::Write(r.clone(), Budget::Exhausted(r))
+                    Change::Write(r.clone(), Budget::Exhausted(Box::new(r)))
                 } else if nodes >= cfg.retry_nodes || r.failures.len() as u32 >= cfg.max_attempts {
                     r.state = SegmentState::Failed;
                     r.failure = Some(exhausted(task, &r, &f));
                     r.updated_at = ffleet_shared::time::now_rfc3339();
-                    Change::Write(r.clone(), Budget::Exhausted(r))
+                    Change::Write(r.clone(), Budget::Exhausted(Box::new(r)))
                 } else {
                     let n = r.next_attempt();
                     Change::Write(n, Budget::Retry(attempt + 1))
@@ -528,7 +627,28 @@ fn live_publisher(
 
 #[cfg(test)]
 mod tests {
-    use super::same_failure;
+    use super::*;
+
+    #[test]
+    fn nodes_of_another_gpu_class_step_aside_for_a_reissued_attempt_twice() {
+        let class = |m: &str| GpuClass {
+            model: m.into(),
+            driver: "550.54.15".into(),
+        };
+        let mut task: Task = serde_json::from_value(serde_json::json!({"version": 1,
+            "job_id": "j", "unit": "v00001", "attempt": 2, "profile": "h264",
+            "input": {"kind": "scratch", "key": "k"}, "duration_secs": 1.0,
+            "result_ext": "nut", "priority": 0}))
+        .unwrap();
+        // No preference: nobody steps aside.
+        assert!(!steps_aside(&task, None, 1));
+        task.prefer_class = Some(class("NVIDIA L4"));
+        assert!(!steps_aside(&task, Some(&class("NVIDIA L4")), 1));
+        assert!(steps_aside(&task, Some(&class("NVIDIA T4")), 1));
+        assert!(steps_aside(&task, None, 2));
+        // From the third delivery on, any node takes it.
+        assert!(!steps_aside(&task, Some(&class("NVIDIA T4")), 3));
+    }
 
     #[test]
     fn failures_compare_without_process_addresses() {

@@ -8,6 +8,7 @@
 //! up late drops its work instead of finishing it for nothing.
 
 use crate::Node;
+use crate::demote::Demotions;
 use crate::gpu::Gpus;
 use ffleet_shared::Capability;
 use ffleet_shared::messages::SegmentState;
@@ -27,10 +28,12 @@ pub struct State {
     held: Mutex<BTreeMap<String, (Held, CancellationToken)>>,
     draining: AtomicBool,
     changed: Notify,
+    /// Capabilities given up after failed encodes: left out of every heartbeat from then on.
+    pub demotions: Demotions,
 }
 
 impl State {
-    pub fn new(node: &Node) -> Self {
+    pub fn new(node: &Node, demote_after: u32) -> Self {
         // A node without a CPU capability takes no CPU work: it advertises no cores.
         let cores = if node.capabilities.iter().any(|c| !c.is_gpu()) {
             node.slots
@@ -40,6 +43,8 @@ impl State {
         let base = Heartbeat {
             gpu_slots_total: node.gpu_slots,
             encoders: node.encoders.clone(),
+            gpu_class: node.gpu_class.clone(),
+            proofs: node.proofs.clone(),
             ..Heartbeat::new(node.id.clone(), node.capabilities.clone(), cores)
         };
         Self {
@@ -48,6 +53,7 @@ impl State {
             held: Mutex::default(),
             draining: AtomicBool::new(false),
             changed: Notify::new(),
+            demotions: Demotions::new(demote_after),
         }
     }
 
@@ -81,6 +87,17 @@ impl State {
         self.changed.notify_one();
     }
 
+    /// This node's GPU class (model and driver), if it has an NVIDIA GPU.
+    pub fn gpu_class(&self) -> Option<&ffleet_shared::messages::heartbeat::GpuClass> {
+        self.base.gpu_class.as_ref()
+    }
+
+    /// Gives `cap` up: the next heartbeat (written at once) no longer offers it.
+    pub fn demoted(&self, cap: &Capability, why: &str) {
+        tracing::error!(capability = %cap, why = %why, "accelerator encodes fail here: capability given up until restart");
+        self.changed.notify_one();
+    }
+
     /// Cancels every held encode (the end of a stop's grace period).
     pub fn cancel_all(&self) {
         for (_, t) in self.held.lock().expect("hb lock").values() {
@@ -104,7 +121,20 @@ impl State {
                 .map(|h| h.slots)
                 .sum()
         };
+        let demoted = self.demotions.demoted();
+        let capabilities: Vec<Capability> = (self.base.capabilities.iter())
+            .filter(|c| !demoted.contains(c))
+            .cloned()
+            .collect();
+        let gpu_slots_total = if capabilities.iter().any(Capability::is_gpu) {
+            self.base.gpu_slots_total
+        } else {
+            0
+        };
         Heartbeat {
+            capabilities,
+            demoted,
+            gpu_slots_total,
             slots_busy: busy(false),
             gpu_slots_busy: busy(true),
             gpus: self.gpus.sample(),

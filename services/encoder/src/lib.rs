@@ -6,16 +6,18 @@
 //! child with progress-driven keep-alives, checked, stored, and reported with a `segment_done`
 //! event.
 
-mod capabilities;
+pub mod capabilities;
+mod demote;
 mod encode;
 mod gpu;
 mod handler;
 mod heartbeat;
+pub mod probe;
 
-pub use capabilities::detect;
 pub use gpu::Gpus;
 
 use async_nats::jetstream::consumer::PullConsumer;
+use ffleet_shared::messages::heartbeat::{GpuClass, Proof};
 use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::ack::KeepAlive;
@@ -52,10 +54,14 @@ pub struct Node {
     /// Notable encoders ffmpeg offers here, for heartbeats.
     pub encoders: Vec<String>,
     pub gpus: Arc<Gpus>,
+    /// Model and driver of the GPU, when NVML reports one.
+    pub gpu_class: Option<GpuClass>,
+    /// The start-up tests and their outcomes.
+    pub proofs: Vec<Proof>,
 }
 
 impl Node {
-    /// From config, detecting what config leaves open.
+    /// From config, detecting (and proving) what config leaves open.
     pub async fn from_config(ctx: &Ctx) -> Result<Node, Error> {
         let cfg = &ctx.config.encoder;
         let id = match &cfg.node_id {
@@ -63,30 +69,20 @@ impl Node {
             None => NodeId::generate(),
         };
         let gpus = Arc::new(Gpus::init());
-        let detected = detect(&ctx.config.ffmpeg.ffmpeg, &gpus).await;
-        let capabilities = match &cfg.capabilities {
-            Some(list) => list
-                .iter()
-                .map(|c| Capability::new(c.as_str()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Error::NoCapability(e.to_string()))?,
-            None => detected.capabilities,
-        };
+        let (facts, detected) = probe::detect(&ctx.config, &gpus)
+            .await
+            .map_err(Error::NoCapability)?;
+        let capabilities = detected.capabilities;
         if capabilities.is_empty() {
             return Err(Error::NoCapability(format!(
-                "{} offers none of the encoders ffleet uses (is it installed, with libx264?)",
+                "{} offers none of the encoders ffleet uses, or none passed its test encode \
+                 (is it installed, with libx264?)",
                 ctx.config.ffmpeg.ffmpeg.display()
             )));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let slots = cfg.slots.unwrap_or(cores);
-        // Consumer NVIDIA boards open 3 NVENC sessions at once (newer drivers more): 3 per GPU
-        // is safe. A node labelled with an accelerator but without one gets its core count.
-        let gpu_slots = match (capabilities.iter().any(Capability::is_gpu), gpus.count()) {
-            (false, _) => 0,
-            (true, 0) => cfg.gpu_slots.unwrap_or(slots),
-            (true, n) => cfg.gpu_slots.unwrap_or(3 * n),
-        };
+        let gpu_slots = gpu_slots(cfg, &capabilities, facts.nvml.as_ref(), slots);
         Ok(Node {
             id,
             capabilities,
@@ -94,7 +90,26 @@ impl Node {
             gpu_slots,
             encoders: detected.encoders,
             gpus,
+            gpu_class: detected.gpu_class,
+            proofs: detected.proofs,
         })
+    }
+}
+
+/// Accelerator sessions: configured, else as the driver allows them; a node labelled with an
+/// accelerator but without an NVIDIA GPU (tests) gets its core slots; none without one.
+pub fn gpu_slots(
+    cfg: &ffleet_shared::config::EncoderConfig,
+    caps: &[Capability],
+    nvml: Option<&capabilities::NvmlFacts>,
+    slots: u32,
+) -> u32 {
+    match (caps.iter().any(Capability::is_gpu), nvml) {
+        (false, _) => 0,
+        (true, Some(n)) if !n.gpus.is_empty() => cfg
+            .gpu_slots
+            .unwrap_or_else(|| capabilities::default_gpu_sessions(n)),
+        (true, _) => cfg.gpu_slots.unwrap_or(slots),
     }
 }
 
@@ -131,7 +146,10 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
             into.push(c);
         }
     }
-    let state = Arc::new(heartbeat::State::new(&node));
+    let state = Arc::new(heartbeat::State::new(
+        &node,
+        ctx.config.encoder.demote_after_failures,
+    ));
     let hb_stop = CancellationToken::new();
     let hb = tokio::spawn(heartbeat::run(ctx.clone(), state.clone(), hb_stop.clone()));
     tracing::info!(node = %node.id, slots = node.slots, capabilities = ?node.capabilities, "encoder running");

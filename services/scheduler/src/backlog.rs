@@ -210,7 +210,8 @@ impl Backlog {
                     let slots = cost::slots(&cap, variant);
                     // The route span continues the job's trace; the encode task carries it on.
                     let span = telemetry::spans::consume(self.ctx.service, &h.msg);
-                    match release(&self.ctx, &h.task, &cap, slots)
+                    let classes = view.classes(&cap);
+                    match release(&self.ctx, &h.task, &cap, slots, &classes)
                         .instrument(span)
                         .await
                     {

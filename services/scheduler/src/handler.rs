@@ -2,6 +2,7 @@
 //! record (revision-checked), publish it to the capability queue. The backlog acks its plan
 //! message once this says the task went out or is no longer wanted.
 
+use ffleet_shared::messages::heartbeat::GpuClass;
 use ffleet_shared::messages::{SegmentState, Task};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
@@ -18,7 +19,28 @@ pub enum Released {
     Retry,
 }
 
-pub async fn release(ctx: &Ctx, task: &Task, cap: &Capability, slots: u32) -> Released {
+/// The GPU class a re-issued accelerator attempt should prefer: the class of the node that ran
+/// the unit before, if a live node of that class offers the capability (otherwise preferring
+/// it would only delay the task). First attempts and CPU work prefer nothing: x264 gives the
+/// same bytes on every node.
+pub fn preferred_class(
+    last: Option<&GpuClass>,
+    attempt: u32,
+    cap: &Capability,
+    live: &[GpuClass],
+) -> Option<GpuClass> {
+    let last = last?;
+    (attempt > 1 && cap.is_gpu() && live.contains(last)).then(|| last.clone())
+}
+
+/// `live_classes`: GPU classes of the live nodes that offer `cap`.
+pub async fn release(
+    ctx: &Ctx,
+    task: &Task,
+    cap: &Capability,
+    slots: u32,
+    live_classes: &[GpuClass],
+) -> Released {
     let key = subjects::segment_key(&task.job_id, task.unit);
     let attempt = task.attempt;
     let routed = ctx
@@ -28,14 +50,15 @@ pub async fn release(ctx: &Ctx, task: &Task, cap: &Capability, slots: u32) -> Re
             Some(r) if r.attempt != attempt => Change::Keep(None),
             Some(r) => match r.state {
                 SegmentState::Planned | SegmentState::Queued => {
+                    let class = preferred_class(r.gpu_class.as_ref(), attempt, cap, live_classes);
                     let mut r = r.clone();
                     r.state = SegmentState::Queued;
                     r.capability = Some(cap.clone());
                     r.updated_at = ffleet_shared::time::now_rfc3339();
-                    Change::Write(r, Some(true))
+                    Change::Write(r, Some(Ok(class)))
                 }
                 // Already claimed: this is a redelivery of a task that went out.
-                _ => Change::Keep(Some(false)),
+                _ => Change::Keep(Some(Err(()))),
             },
         })
         .await;
@@ -48,11 +71,12 @@ pub async fn release(ctx: &Ctx, task: &Task, cap: &Capability, slots: u32) -> Re
             tracing::debug!(job = %task.job_id, unit = %task.unit, "stale or orphaned task dropped");
             Released::Dropped
         }
-        Ok(Some(false)) => Released::Dropped,
-        Ok(Some(true)) => {
+        Ok(Some(Err(()))) => Released::Dropped,
+        Ok(Some(Ok(prefer_class))) => {
             let task = Task {
                 capability: Some(cap.clone()),
                 slots,
+                prefer_class,
                 ..task.clone()
             };
             telemetry::spans::task(&task);
@@ -73,5 +97,36 @@ pub async fn release(ctx: &Ctx, task: &Task, cap: &Capability, slots: u32) -> Re
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reissued_gpu_attempt_prefers_the_class_that_ran_it_when_one_is_live() {
+        let class = |m: &str| GpuClass {
+            model: m.into(),
+            driver: "550.54.15".into(),
+        };
+        let (nvenc, cpu) = (Capability::new("nvenc").unwrap(), Capability::cpu());
+        let l4 = class("NVIDIA L4");
+        let live = [class("NVIDIA T4"), l4.clone()];
+        assert_eq!(
+            preferred_class(Some(&l4), 2, &nvenc, &live),
+            Some(l4.clone())
+        );
+        // First attempts, CPU work, no record of a class, or no such node alive: no preference.
+        assert_eq!(preferred_class(Some(&l4), 1, &nvenc, &live), None);
+        assert_eq!(preferred_class(Some(&l4), 2, &cpu, &live), None);
+        assert_eq!(preferred_class(None, 2, &nvenc, &live), None);
+        assert_eq!(preferred_class(Some(&l4), 2, &nvenc, &live[..1]), None);
+        // The same model on another driver is another class.
+        let newer = GpuClass {
+            driver: "570.86.15".into(),
+            ..l4.clone()
+        };
+        assert_eq!(preferred_class(Some(&newer), 2, &nvenc, &live), None);
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::route::View;
 use ffleet_shared::messages::Heartbeat;
+use ffleet_shared::messages::heartbeat::GpuClass;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, subjects};
 use std::collections::HashMap;
@@ -47,6 +48,15 @@ impl Room {
 
     pub fn released(&mut self, cap: &Capability) {
         *self.released.entry(cap.clone()).or_default() += 1;
+    }
+
+    /// GPU classes of the live, non-draining nodes offering `cap`.
+    pub fn classes(&self, cap: &Capability) -> Vec<GpuClass> {
+        self.live
+            .iter()
+            .filter(|h| !h.draining && h.capabilities.contains(cap))
+            .filter_map(|h| h.gpu_class.clone())
+            .collect()
     }
 
     pub fn held(&mut self, wants: &[Capability]) {

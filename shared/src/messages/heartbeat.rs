@@ -38,7 +38,45 @@ pub struct Heartbeat {
     /// Hardware and notable software encoders ffmpeg offers on this node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub encoders: Vec<String>,
+    /// Model and driver of the node's NVIDIA GPU: NVENC output is byte-identical only between
+    /// nodes of the same class, so re-issued attempts prefer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_class: Option<GpuClass>,
+    /// Start-up test encodes and decodes and their outcomes: what the capabilities rest on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proofs: Vec<Proof>,
+    /// Capabilities this node gave up after its encodes failed (taken out of routing until it
+    /// restarts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demoted: Vec<Capability>,
     pub at: String,
+}
+
+/// A GPU model with a driver version: the unit of NVENC determinism.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GpuClass {
+    pub model: String,
+    pub driver: String,
+}
+
+impl std::fmt::Display for GpuClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (driver {})", self.model, self.driver)
+    }
+}
+
+/// One start-up check: a one-frame test encode with an encoder, or a test decode through a
+/// hardware decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proof {
+    /// `encode` or `decode`.
+    pub kind: String,
+    /// The ffmpeg encoder or decoder tried (`h264_nvenc`, `h264_cuvid`).
+    pub name: String,
+    pub ok: bool,
+    /// Why it failed (ffmpeg's last error line), empty on success.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 /// One NVIDIA GPU, refreshed with every heartbeat.
@@ -54,6 +92,16 @@ pub struct Gpu {
     pub encoder_utilization_pct: u32,
     /// Encoder sessions open on the GPU (all processes).
     pub encoder_sessions: u32,
+    /// Percent of the NVENC capacity still free for H.264 (absent where NVML has no figure,
+    /// e.g. boards without NVENC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_capacity_pct: Option<u32>,
+    /// Percent of time the video decoder (NVDEC) was busy.
+    #[serde(default)]
+    pub decoder_utilization_pct: u32,
+    /// NVML's brand (`GeForce`, `Tesla`, ...): consumer brands cap NVENC sessions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub brand: String,
 }
 
 impl Heartbeat {
@@ -132,6 +180,9 @@ impl Heartbeat {
             gpu_slots_busy: 0,
             gpus: Vec::new(),
             encoders: Vec::new(),
+            gpu_class: None,
+            proofs: Vec::new(),
+            demoted: Vec::new(),
             at: crate::time::now_rfc3339(),
         }
     }
@@ -140,5 +191,33 @@ impl Heartbeat {
 impl Versioned for Heartbeat {
     fn version(&self) -> u32 {
         self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_of_older_nodes_still_decode_and_new_fields_round_trip() {
+        let old = r#"{"version":1,"node_id":"n1","host":"h","capabilities":["cpu"],
+            "slots_total":2,"slots_busy":0,"at":"2026-01-01T00:00:00Z"}"#;
+        let hb: Heartbeat = crate::messages::decode("heartbeat", old.as_bytes()).unwrap();
+        assert_eq!(hb.gpu_class, None);
+        assert!(hb.proofs.is_empty() && hb.demoted.is_empty());
+        let mut hb = hb;
+        hb.gpu_class = Some(GpuClass {
+            model: "NVIDIA H200".into(),
+            driver: "570.86.15".into(),
+        });
+        hb.proofs.push(Proof {
+            kind: "encode".into(),
+            name: "h264_nvenc".into(),
+            ok: false,
+            detail: "no nvenc capable devices found".into(),
+        });
+        let back: Heartbeat =
+            crate::messages::decode("heartbeat", &crate::messages::encode(&hb)).unwrap();
+        assert_eq!(back, hb);
     }
 }

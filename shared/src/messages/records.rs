@@ -4,6 +4,7 @@
 //! Both change only through revision-checked updates (`nats::kv::Typed::update`), so two
 //! services racing on the same record cannot both win.
 
+use super::heartbeat::GpuClass;
 use super::job::JobRequest;
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, NodeId, Unit};
@@ -318,6 +319,10 @@ pub struct SegmentRecord {
     /// Every attempt that failed on a node, oldest first: the retry budget counts its nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<AttemptFailure>,
+    /// GPU class of the node that last claimed the unit for an accelerator: kept across
+    /// attempts, so a re-issued attempt can prefer a node whose NVENC gives the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_class: Option<GpuClass>,
     pub updated_at: String,
 }
 
@@ -363,6 +368,7 @@ impl SegmentRecord {
             decode_errors: 0,
             failure: None,
             failures: Vec::new(),
+            gpu_class: None,
             updated_at: crate::time::now_rfc3339(),
         }
     }

@@ -4,6 +4,7 @@
 //! A task names a server-side profile, never ffmpeg arguments: each encoder builds its command
 //! from its own configuration.
 
+use super::heartbeat::GpuClass;
 use super::job::Preference;
 use super::records::{AttemptFailure, JobRecord};
 use super::{CURRENT, Versioned};
@@ -65,6 +66,11 @@ pub struct Task {
     /// the scheduler from the routed variant.
     #[serde(default = "one")]
     pub slots: u32,
+    /// Set by the scheduler on a re-issued accelerator attempt when a live node of the GPU
+    /// class that ran the unit before offers the capability: nodes of another class step aside
+    /// for its first deliveries (NVENC bytes differ between GPU models and drivers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_class: Option<GpuClass>,
 }
 
 fn one() -> u32 {
@@ -129,6 +135,7 @@ impl Task {
             require: rec.request.require,
             work,
             slots: 1,
+            prefer_class: None,
         })
     }
 
