@@ -477,19 +477,28 @@ fn exhausted(task: &Task, rec: &SegmentRecord, last: &Failure) -> Failure {
     )
 }
 
-/// Whether two failure reports say the same thing, ignoring what differs between processes
-/// (addresses in ffmpeg's `[h264 @ 0x55d0...]` prefixes).
+/// Whether two failure reports say the same thing: the same distinct lines, ignoring what
+/// differs between two runs of one failing ffmpeg (addresses in `[h264 @ 0x55d0...]` prefixes,
+/// how often a line repeated and how many repeats ffmpeg folded into "Last message repeated").
 fn same_failure(a: &str, b: &str) -> bool {
-    fn normalise(s: &str) -> String {
-        s.split_whitespace()
-            .map(|w| match w.find("0x") {
-                Some(i) if w[i + 2..].starts_with(|c: char| c.is_ascii_hexdigit()) => &w[..i],
-                _ => w,
+    fn lines(s: &str) -> std::collections::BTreeSet<String> {
+        s.lines()
+            .filter(|l| !l.trim_start().starts_with("Last message repeated"))
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|w| match w.find("0x") {
+                        Some(i) if w[i + 2..].starts_with(|c: char| c.is_ascii_hexdigit()) => {
+                            &w[..i]
+                        }
+                        _ => w,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
             })
-            .collect::<Vec<_>>()
-            .join(" ")
+            .filter(|l| !l.is_empty())
+            .collect()
     }
-    normalise(a) == normalise(b)
+    lines(a) == lines(b)
 }
 
 /// The job-level failure of a unit that failed the same way on two nodes: a property of the
@@ -656,5 +665,9 @@ mod tests {
         let b = "v00002 of job j failed: [h264 @ 0x5611aa00ff10] Invalid NAL unit size";
         assert!(same_failure(a, b));
         assert!(!same_failure(a, "v00002 of job j failed: exit code 1"));
+        // One run folds a repeat that the other prints twice.
+        let c = "failed (exit code 69): [h264 @ 0x1a] Error splitting\nError while decoding\n    Last message repeated 1 times\n[h264 @ 0x2b] Error splitting";
+        let d = "failed (exit code 69): [h264 @ 0x3c] Error splitting\nError while decoding\nError while decoding\n[h264 @ 0x4d] Error splitting\n[h264 @ 0x5e] Error splitting";
+        assert!(same_failure(c, d));
     }
 }
