@@ -171,7 +171,10 @@ fn check_tree<'a>(trace: &'a [RSpan], job_parent: &str) -> Result<Vec<&'a RSpan>
         }
     }
     let encode_ids = ids(&encodes);
-    assert!(collects.len() >= encodes.len(), "a collect span per report");
+    // A collect span ends after the merge inside it, so it may arrive in a later export batch.
+    if collects.len() < encodes.len() || !ids(&collects).contains(&merges[0].parent_span_id) {
+        bail!("collect spans not all in yet");
+    }
     for c in &collects {
         assert!(
             encode_ids.contains(&c.parent_span_id),
@@ -569,17 +572,24 @@ async fn per_signal_protocols_and_endpoints_follow_the_specification() -> Result
     Ok(())
 }
 
+/// The three runs go side by side, so that whatever else loads the machine loads them alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_collector_costs_a_job_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let src = media::ntsc_source(dir.path(), "in.mp4", 3, "160x120")?;
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let (off, _) = transcode(&src, &dir.path().join("off.mp4"), None, &[]).await?;
-    for protocol in [HTTP_PROTOBUF, GRPC] {
-        let out = dir.path().join("dead.mp4");
-        let env = [("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned())];
-        let (with_dead, _) = transcode(&src, &out, Some(&dead), &env).await?;
-        std::fs::remove_file(&out)?;
+    let [off_out, http_out, grpc_out] =
+        ["off.mp4", "http.mp4", "grpc.mp4"].map(|n| dir.path().join(n));
+    let [http_env, grpc_env] =
+        [HTTP_PROTOBUF, GRPC].map(|p| vec![("OTEL_EXPORTER_OTLP_PROTOCOL", p.to_owned())]);
+    let (off, http, grpc) = tokio::join!(
+        transcode(&src, &off_out, None, &[]),
+        transcode(&src, &http_out, Some(&dead), &http_env),
+        transcode(&src, &grpc_out, Some(&dead), &grpc_env),
+    );
+    let off = off?.0;
+    for (protocol, run) in [(HTTP_PROTOBUF, http), (GRPC, grpc)] {
+        let with_dead = run?.0;
         println!("telemetry off: {off:.2} s, dead {protocol} collector: {with_dead:.2} s");
         assert!(
             with_dead <= off * 1.5 + 1.5,
