@@ -591,8 +591,11 @@ async fn a_dead_collector_costs_a_job_nothing() -> Result<()> {
     for (protocol, run) in [(HTTP_PROTOBUF, http), (GRPC, grpc)] {
         let with_dead = run?.0;
         println!("telemetry off: {off:.2} s, dead {protocol} collector: {with_dead:.2} s");
+        // Generous, since runs side by side on a loaded machine still differ by tens of
+        // percent: what this guards against is waiting on the collector, which costs whole
+        // export timeouts (10 s). Not waiting at exit is checked in `export`'s unit tests.
         assert!(
-            with_dead <= off * 1.5 + 1.5,
+            with_dead <= off * 2.0 + 2.0,
             "a dead {protocol} collector slowed the job: {with_dead:.2} s against {off:.2} s"
         );
     }

@@ -146,3 +146,23 @@ fn collector_reachable(endpoints: &[String]) -> bool {
         .into_iter()
         .any(|a| std::net::TcpStream::connect_timeout(&a, PROBE_WAIT).is_ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_waits_only_for_a_collector_that_accepts_connections() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open_port = open.local_addr().unwrap().port();
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dead = format!("http://127.0.0.1:{closed_port}");
+        let live = format!("http://127.0.0.1:{open_port}/v1/logs");
+        assert!(!collector_reachable(std::slice::from_ref(&dead)));
+        assert!(collector_reachable(&[dead.clone(), live]));
+        assert!(collector_reachable(&[dead, "not a url".into()]));
+    }
+}
