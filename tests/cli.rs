@@ -59,6 +59,30 @@ fn transcode_works_with_no_configuration() -> Result<()> {
     Ok(())
 }
 
+/// A quiet transcode prints one summary line that names the output as it was typed (a space and
+/// non-ASCII included, never percent-encoded) with counts in the right noun form, and nothing on
+/// stderr: no late warning from a connection outliving the private server.
+#[test]
+fn quiet_transcode_prints_the_output_as_given_and_nothing_else() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    media::tiny_source(dir.path(), "in.mp4")?;
+    let out = run(ffleet()
+        .env_remove("RUST_LOG")
+        .current_dir(dir.path())
+        .args(["transcode", "-q", "in.mp4", "-o", "out vidéo.mkv"]))?;
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout)?;
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
+    assert!(
+        stdout.starts_with("out vidéo.mkv: 50 frames, "),
+        "output as given: {stdout}"
+    );
+    assert!(stdout.contains(", 1 segment, "), "singular: {stdout}");
+    assert_eq!(String::from_utf8(out.stderr)?, "", "quiet means quiet");
+    assert!(dir.path().join("out vidéo.mkv").is_file());
+    Ok(())
+}
+
 #[test]
 fn transcode_reports_bad_input_with_a_reason_and_nonzero_exit() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -160,14 +184,26 @@ fn up_submit_status_and_workers() -> Result<()> {
     assert!(first.starts_with("ffleet is up"), "{first}");
     let url = format!("nats://127.0.0.1:{port}");
 
-    let out = submit_wait(&url, &src, &dir.path().join("out.mp4"), "cli-job")?;
+    // Paths are printed as given: no percent-encoding of the space or the non-ASCII letter.
+    let output = dir.path().join("out vidéo.mp4");
+    let out = submit_wait(&url, &src, &output, "cli-job")?;
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("50 frames"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}: 50 frames, ", output.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", 2 segments, "), "{stdout}");
 
     let out = run(ffleet().args(["-s", &url, "status"]))?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("cli-job"));
     let out = run(ffleet().args(["-s", &url, "status", "cli-job"]))?;
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Completed"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Completed"));
+    assert!(
+        stdout.contains(&format!("output:   {}\n", output.display())),
+        "{stdout}"
+    );
     let out = run(ffleet().args(["-s", &url, "workers"]))?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("cpu"));
 

@@ -2,6 +2,7 @@
 //! progress (`ffleet.live.<job>`) drive a progress bar; the job record in KV is checked every few
 //! seconds too, so a missed event (a reconnect) cannot leave the client waiting forever.
 
+use super::display;
 use anyhow::Result;
 use ffleet_shared::messages::events::{Completed, Failed};
 use ffleet_shared::messages::{self, CloudEvent, JobEvent, JobState, LiveProgress};
@@ -10,6 +11,7 @@ use ffleet_shared::{JobId, Unit, subjects};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 pub struct Subscriptions {
@@ -33,7 +35,9 @@ pub enum Outcome {
 
 impl Outcome {
     /// Prints the one-line summary (stdout) or the reason (stderr); returns the exit code.
-    pub fn report(&self) -> i32 {
+    /// `output` is the path as the user gave it, named in the summary instead of the event's
+    /// URI.
+    pub fn report(&self, output: Option<&Path>) -> i32 {
         match self {
             Outcome::Completed(c) => {
                 let speed = if c.wall_secs > 0.0 {
@@ -42,12 +46,12 @@ impl Outcome {
                     0.0
                 };
                 println!(
-                    "{}: {} frames, {:.2} s, {:.1} MB, {} segments, in {:.1} s ({:.2}x realtime)",
-                    c.output.trim_start_matches("file://"),
-                    c.frames,
+                    "{}: {}, {:.2} s, {:.1} MB, {}, in {:.1} s ({:.2}x realtime)",
+                    display::output(output, &c.output),
+                    display::count(c.frames, "frame"),
                     c.duration_secs,
                     c.bytes as f64 / 1e6,
-                    c.segments,
+                    display::count(c.segments as u64, "segment"),
                     c.wall_secs,
                     speed
                 );

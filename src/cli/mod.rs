@@ -2,6 +2,7 @@
 //! else `NATS_URL`, else the configuration, else `nats://127.0.0.1:4222`.
 
 mod capabilities;
+mod display;
 mod follow;
 mod status;
 mod submit;
@@ -82,12 +83,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Logging and telemetry for a command run by a person: warnings only unless asked for more.
+/// Logging and telemetry for a command run by a person: warnings only on the console unless
+/// asked for more (the OTLP export keeps the configured level).
 pub(crate) fn telemetry(cli: &Cli) -> Result<ffleet_shared::telemetry::Guard> {
-    let mut log = cli.load_config()?.log;
-    if std::env::var_os("RUST_LOG").is_none() && log.level == "info" {
-        log.level = "warn".into();
-    }
+    let log = cli.load_config()?.log;
     Ok(ffleet_shared::telemetry::init(
         &log,
         ffleet_shared::telemetry::Role::Command,

@@ -1,6 +1,7 @@
 //! `ffleet status [JOB]` and `ffleet workers`: read-only views of the jobs and workers buckets.
 
 use super::Cli;
+use super::display;
 use anyhow::{Result, bail};
 use ffleet_shared::messages::JobState;
 
@@ -14,14 +15,15 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
             let (done, total) = rec.frame_progress();
             println!("job:      {}", rec.job_id);
             println!("state:    {:?} (revision {rev})", rec.state);
-            println!("input:    {}", rec.request.input);
-            println!("output:   {}", rec.request.output);
+            println!("input:    {}", display::location(&rec.request.input));
+            println!("output:   {}", display::location(&rec.request.output));
             println!("profile:  {}", rec.profile);
             if let Some(plan) = &rec.plan {
                 println!(
-                    "units:    {}/{} done, {done}/{total} frames",
+                    "units:    {}/{} done, {done}/{}",
                     rec.collected.len(),
-                    plan.unit_count()
+                    plan.unit_count(),
+                    display::count(total, "frame")
                 );
             }
             if let Some(f) = &rec.failure {
@@ -29,8 +31,11 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
             }
             if let Some(o) = &rec.output {
                 println!(
-                    "result:   {} frames, {:.2} s, {} bytes, {:.1} s wall",
-                    o.frames, o.duration_secs, o.bytes, o.wall_secs
+                    "result:   {}, {:.2} s, {}, {:.1} s wall",
+                    display::count(o.frames, "frame"),
+                    o.duration_secs,
+                    display::count(o.bytes, "byte"),
+                    o.wall_secs
                 );
             }
             println!("accepted: {}", rec.accepted_at);

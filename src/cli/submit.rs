@@ -130,7 +130,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
         None => Ok(0),
         Some(sub) => {
             let outcome = super::follow::follow(&ctx, &req.job_id, sub, true).await?;
-            Ok(outcome.report())
+            Ok(outcome.report(Some(&args.job.output)))
         }
     }
 }

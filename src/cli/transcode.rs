@@ -74,9 +74,6 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     cfg.storage.scratch = scratch.path().to_path_buf();
     cfg.storage.input_roots = vec![in_dir];
     cfg.storage.output_roots = vec![std::fs::canonicalize(&out_dir)?];
-    if std::env::var_os("RUST_LOG").is_none() && cfg.log.level == "info" {
-        cfg.log.level = "warn".into();
-    }
     cfg.validate()?;
     let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
 
@@ -138,7 +135,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         });
         std::fs::write(path, serde_json::to_vec_pretty(&stats)?)?;
     }
-    Ok(outcome.report())
+    Ok(outcome.report(Some(&a.job.output)))
 }
 
 /// Where the job's units ran: count per capability, and failed attempts in all.

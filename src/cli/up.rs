@@ -52,7 +52,7 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
         cfg.storage.output_roots = roots;
     }
     cfg.validate()?;
-    let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
+    let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Cluster);
     let shutdown = ffleet_shared::shutdown::on_signals();
     let mut cluster = Cluster::start(
         Arc::new(cfg.clone()),

@@ -38,6 +38,8 @@ pub struct Cluster {
     /// A connection for clients in the same process (submit, watch events).
     pub ctx: Ctx,
     pub node_ids: Vec<NodeId>,
+    /// Every connection the cluster opened, closed on `stop`.
+    clients: Vec<async_nats::Client>,
 }
 
 impl Cluster {
@@ -47,8 +49,10 @@ impl Cluster {
         let client_ctx = Ctx::connect(config.clone(), "client", false)
             .await
             .context("connecting to NATS")?;
+        let mut clients = vec![client_ctx.client.clone()];
         if spec.control_plane {
             let c = Ctx::connect(config.clone(), ffleet_splitter::SERVICE, false).await?;
+            clients.push(c.client.clone());
             let t = shutdown.child_token();
             tasks.spawn(async move {
                 (
@@ -57,6 +61,7 @@ impl Cluster {
                 )
             });
             let c = Ctx::connect(config.clone(), ffleet_scheduler::SERVICE, false).await?;
+            clients.push(c.client.clone());
             let t = shutdown.child_token();
             tasks.spawn(async move {
                 (
@@ -65,6 +70,7 @@ impl Cluster {
                 )
             });
             let c = Ctx::connect(config.clone(), ffleet_merger::SERVICE, false).await?;
+            clients.push(c.client.clone());
             let t = shutdown.child_token();
             tasks.spawn(async move {
                 (
@@ -83,6 +89,7 @@ impl Cluster {
         let mut detected: Option<Node> = None;
         for _ in 0..spec.encoders {
             let c = Ctx::connect(config.clone(), ffleet_encoder::SERVICE, false).await?;
+            clients.push(c.client.clone());
             let mut node = match &detected {
                 Some(n) => n.clone(),
                 None => {
@@ -112,6 +119,7 @@ impl Cluster {
             tasks,
             ctx: client_ctx,
             node_ids,
+            clients,
         })
     }
 
@@ -134,7 +142,9 @@ impl Cluster {
         self.tasks.join_next().await.and_then(Result::ok)
     }
 
-    /// Stops every service and waits for them to drain (bounded).
+    /// Stops every service, waits for them to drain, then closes the cluster's connections
+    /// (each step bounded). The caller may stop a private server next: a connection still open
+    /// then would see it go and warn about a disconnect nobody needs to hear about.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let drain = async {
@@ -150,5 +160,26 @@ impl Cluster {
         {
             tracing::warn!("services did not drain within 30 s");
         }
+        close(&self.clients).await;
+    }
+}
+
+/// Drains and closes `clients`, waiting up to 2 s until each connection has closed.
+async fn close(clients: &[async_nats::Client]) {
+    let closed = futures::future::join_all(clients.iter().map(|c| async move {
+        if c.drain().await.is_err() {
+            return; // already closed
+        }
+        // Once closed, the connection task drops its end of the command channel, and every
+        // request on the client (flush included) fails at once.
+        while c.flush().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }));
+    if tokio::time::timeout(Duration::from_secs(2), closed)
+        .await
+        .is_err()
+    {
+        tracing::debug!("nats connections did not close within 2 s");
     }
 }

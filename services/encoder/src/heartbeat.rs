@@ -189,10 +189,13 @@ async fn check_ownership(ctx: &Ctx, state: &State) {
         let Ok(Some((rec, _))) = ctx.segments.get(&key).await else {
             continue;
         };
-        let mine = rec.attempt == held.attempt
-            && rec.owner.as_ref() == Some(me)
-            && rec.state == SegmentState::Running;
-        if !mine {
+        let ours = rec.attempt == held.attempt && rec.owner.as_ref() == Some(me);
+        // Ours and finished: this node has just written the result and is letting go of the
+        // unit; nothing was handed away, and a warning would be a false alarm.
+        if ours && matches!(rec.state, SegmentState::Done | SegmentState::Failed) {
+            continue;
+        }
+        if !(ours && rec.state == SegmentState::Running) {
             tracing::warn!(
                 job = %held.job_id,
                 unit = %held.unit,

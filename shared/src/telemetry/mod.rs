@@ -1,7 +1,8 @@
 //! Telemetry setup: structured logs through a non-blocking writer, and, when an OTLP endpoint is
 //! configured by the standard `OTEL_*` variables, OpenTelemetry traces, metrics and logs exported
-//! over OTLP/gRPC. Without an endpoint no exporter, span layer or meter is installed, so spans and
-//! instruments cost next to nothing.
+//! over OTLP/HTTP (protobuf, the specification's default) or OTLP/gRPC, chosen per signal by
+//! `OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL`. Without an endpoint no exporter, span layer or meter
+//! is installed, so spans and instruments cost next to nothing.
 //!
 //! Service identity: every span ffleet opens carries `ffleet.service`, because an in-process
 //! cluster (`ffleet transcode`, `up`, tests) runs all four services under one resource. A service
@@ -11,6 +12,7 @@
 mod export;
 mod logs;
 pub mod metrics;
+mod otlp_config;
 pub mod propagation;
 pub mod spans;
 
@@ -32,15 +34,19 @@ pub enum Role {
     /// One service as its own process (`ffleet run`, `ffleet-<service>`): JSON lines on stdout.
     Service(&'static str),
     /// A command run by a person (`transcode`, `up`, `submit`): text on stderr, leaving stdout
-    /// to the command's own output.
+    /// to the command's own output, and only warnings unless `RUST_LOG` or a `log.level` other
+    /// than the default asks for more. OTLP still gets records at the configured level: a quiet
+    /// terminal is no reason to leave the collector without the job's logs.
     Command,
+    /// A local cluster kept up by a person (`ffleet up`): text on stderr at the configured level.
+    Cluster,
 }
 
 impl Role {
     fn service_name(self) -> String {
         match self {
             Role::Service(s) => format!("ffleet-{s}"),
-            Role::Command => "ffleet".into(),
+            Role::Command | Role::Cluster => "ffleet".into(),
         }
     }
 }
@@ -68,7 +74,7 @@ impl Drop for Guard {
 
 /// Installs the global subscriber (and, with an OTLP endpoint, the OpenTelemetry pipeline).
 /// `RUST_LOG` overrides the configured level for logs; spans are kept at `info` whatever the log
-/// level, so a quiet service is still traced. Later calls are no-ops, which in-process clusters
+/// level, so a quiet service is still traced; a command's console is quieter still (see `Role`). Later calls are no-ops, which in-process clusters
 /// (CLI, tests) rely on. Must run inside a Tokio runtime (the gRPC exporter needs one).
 pub fn init(cfg: &LogConfig, role: Role) -> Guard {
     propagation::install();
@@ -76,6 +82,12 @@ pub fn init(cfg: &LogConfig, role: Role) -> Guard {
         EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&cfg.level))
             .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let console_level = || match role {
+        Role::Command if std::env::var_os("RUST_LOG").is_none() && cfg.level == "info" => {
+            EnvFilter::new("warn")
+        }
+        _ => level(),
     };
     let to_stdout = matches!(role, Role::Service(_));
     let json = match cfg.format.as_str() {
@@ -92,13 +104,13 @@ pub fn init(cfg: &LogConfig, role: Role) -> Guard {
         tracing_subscriber::fmt::layer()
             .event_format(JsonFormat)
             .with_writer(writer)
-            .with_filter(level())
+            .with_filter(console_level())
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_target(false)
-            .with_filter(level())
+            .with_filter(console_level())
             .boxed()
     };
     let providers = export::Providers::from_env(&role.service_name());
@@ -110,6 +122,7 @@ pub fn init(cfg: &LogConfig, role: Role) -> Guard {
             .with_target("opentelemetry_sdk", LevelFilter::OFF)
             .with_target("opentelemetry_otlp", LevelFilter::OFF)
             .with_target("tonic", LevelFilter::OFF)
+            .with_target("reqwest", LevelFilter::OFF)
             .with_target("h2", LevelFilter::OFF)
             .with_target("hyper", LevelFilter::OFF)
             .with_target("tower", LevelFilter::OFF);
