@@ -159,9 +159,11 @@ async fn check_ownership(ctx: &Ctx, state: &State) {
         let Ok(Some((rec, _))) = ctx.segments.get(&key).await else {
             continue;
         };
+        // Done by this node is still this node's until its report is out (which may take a
+        // while when the events stream is electing a leader).
         let mine = rec.attempt == held.attempt
             && rec.owner.as_ref() == Some(me)
-            && rec.state == SegmentState::Running;
+            && matches!(rec.state, SegmentState::Running | SegmentState::Done);
         if !mine {
             tracing::warn!(
                 job = %held.job_id,
