@@ -32,8 +32,10 @@ const ENV: &[(&str, &str)] = &[
 async fn fleet() -> Result<ProcFleet> {
     let cluster = NatsCluster::plan(3)?;
     let mut f = ProcFleet::prepare(Nats::Cluster(cluster), ENV)?;
+    // FFLEET_TEST_SERVICE_LOG sets the services' log level (e.g. `debug,async_nats=info`).
+    let level = std::env::var("FFLEET_TEST_SERVICE_LOG").unwrap_or_else(|_| "info".into());
     for svc in ["splitter", "scheduler", "merger"] {
-        f.spawn(svc, &[])?;
+        f.spawn(svc, &[("FFLEET_LOG__LEVEL", level.as_str())])?;
     }
     for n in ["enc-1", "enc-2"] {
         f.spawn_encoder(n)?;
