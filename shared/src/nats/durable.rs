@@ -76,7 +76,7 @@ impl Durable {
     /// A pull failed or went unanswered; after a few in a row the consumer is re-created.
     pub async fn failed(&self, why: &str) {
         let n = self.0.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % SUSPECT_AFTER != 0 {
+        if !n.is_multiple_of(SUSPECT_AFTER) {
             tracing::debug!(consumer = %self.0.name, failures = n, error = why, "pull failed");
             return;
         }
