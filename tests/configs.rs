@@ -1,4 +1,4 @@
-//! Shipped configuration files parse: the deployment nats-server config (on servers that know
+//! Shipped configuration files parse: the deployment nats-server configs (on servers that know
 //! its options, 2.10+) and the example `ffleet.toml` from the README.
 
 use ffleet::local::NatsServer;
@@ -32,6 +32,38 @@ fn deployment_nats_config_is_valid() {
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/nats/nats-server.conf");
     let out = Command::new(NatsServer::binary())
         .args(["-t", "-c", conf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The three-node cluster config is valid as shipped on 2.10+, and on 2.9 once its
+/// `sync_interval` line is dropped, as its comment says.
+#[test]
+fn cluster_nats_config_is_valid() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/nats/nats-cluster.conf");
+    let dir = tempfile::tempdir().unwrap();
+    let path = if server_version() < (2, 10) {
+        let text = std::fs::read_to_string(conf).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("sync_interval"))
+            .collect();
+        let p = dir.path().join("nats-cluster-2.9.conf");
+        std::fs::write(&p, kept.join("\n")).unwrap();
+        p
+    } else {
+        conf.into()
+    };
+    let out = Command::new(NatsServer::binary())
+        .args(["-t", "-c"])
+        .arg(&path)
+        .env("SERVER_NAME", "nats-2")
         .output()
         .unwrap();
     assert!(

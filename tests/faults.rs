@@ -347,10 +347,10 @@ async fn nats_server_killed_and_restarted_mid_job() -> Result<()> {
 
     submit(&fleet, "job", &src).await?;
     running(&fleet, "job").await?;
-    fleet.server.kill();
+    fleet.server().kill();
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    fleet.server.restart()?;
+    fleet.server().restart()?;
     check(&fleet, "job", &reference).await?;
     println!(
         "recovery: nats-server killed and restarted on its store -> job completed {:.2} s later",

@@ -66,6 +66,8 @@ impl Default for Config {
 pub struct NatsConfig {
     /// One URL or several, comma-separated (cluster seeds). `NATS_URL` and `-s` override it.
     pub url: String,
+    /// Also use the cluster members the servers advertise (beyond `url`) when reconnecting.
+    pub discover_servers: bool,
     /// NATS credentials file (JWT + nkey seed) for this service.
     pub creds_file: Option<PathBuf>,
     pub user: Option<String>,
@@ -76,14 +78,25 @@ pub struct NatsConfig {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
-    /// JetStream API request timeout.
+    /// JetStream API request timeout: bounds each try of every JetStream call.
     pub request_timeout_secs: f64,
+    /// How long one JetStream operation at run time (publish, KV read or write, consumer
+    /// creation) is retried through a leader election or a lost server before its caller sees
+    /// the error and takes its transient-failure path.
+    pub op_retry_secs: f64,
+    /// How long client commands (`submit`, `status`, `workers`) wait at start for JetStream to
+    /// be ready; services wait as long as it takes.
+    pub startup_wait_secs: f64,
+    /// File this process writes its health to (`starting`, `waiting for jetstream: ...`,
+    /// `ready`) for container healthchecks; unset: kept in the process only.
+    pub health_file: Option<PathBuf>,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".into(),
+            discover_servers: true,
             creds_file: None,
             user: None,
             password: None,
@@ -93,6 +106,9 @@ impl Default for NatsConfig {
             tls_cert_file: None,
             tls_key_file: None,
             request_timeout_secs: 10.0,
+            op_retry_secs: 60.0,
+            startup_wait_secs: 60.0,
+            health_file: None,
         }
     }
 }
@@ -170,6 +186,9 @@ impl LimitsConfig {
 pub struct StreamsConfig {
     /// Stream and KV replicas (1 for a single server, 3 for a cluster).
     pub replicas: usize,
+    /// Replicas of single streams or buckets, by name (`FFLEET_EVENTS`, `ffleet-workers`, ...),
+    /// overriding `replicas`: e.g. heartbeats at 1 where losing them on a node loss is fine.
+    pub replicas_for: BTreeMap<String, usize>,
     /// How long job events stay readable.
     pub events_max_age_hours: f64,
     /// Window in which a repeated Nats-Msg-Id (job id, task attempt) is dropped.
@@ -184,6 +203,7 @@ impl Default for StreamsConfig {
     fn default() -> Self {
         Self {
             replicas: 1,
+            replicas_for: BTreeMap::new(),
             events_max_age_hours: 72.0,
             duplicate_window_secs: 120.0,
             ack_wait_secs: 30.0,
@@ -192,6 +212,14 @@ impl Default for StreamsConfig {
 }
 
 impl StreamsConfig {
+    /// Replicas of the stream or bucket `name`.
+    pub fn replicas_of(&self, name: &str) -> usize {
+        self.replicas_for
+            .get(name)
+            .copied()
+            .unwrap_or(self.replicas)
+    }
+
     pub fn ack_wait(&self) -> Duration {
         Duration::from_secs_f64(self.ack_wait_secs)
     }
@@ -445,6 +473,8 @@ impl Config {
                 self.scheduler.heartbeat_ttl_secs,
             ),
             ("nats.request_timeout_secs", self.nats.request_timeout_secs),
+            ("nats.op_retry_secs", self.nats.op_retry_secs),
+            ("nats.startup_wait_secs", self.nats.startup_wait_secs),
             ("scheduler.lease_ttl_secs", self.scheduler.lease_ttl_secs),
             (
                 "scheduler.reconcile_interval_secs",
@@ -508,6 +538,19 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "streams.replicas must be 1..=5".into(),
             ));
+        }
+        for (name, n) in &self.streams.replicas_for {
+            if !crate::subjects::PROVISIONED.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "streams.replicas_for.{name}: no such stream or bucket (one of {})",
+                    crate::subjects::PROVISIONED.join(", ")
+                )));
+            }
+            if !(1..=5).contains(n) {
+                return Err(ConfigError::Invalid(format!(
+                    "streams.replicas_for.{name} must be 1..=5"
+                )));
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod cost;
+pub mod health;
 pub mod ids;
 pub mod jobs;
 pub mod media;

@@ -4,9 +4,11 @@
 
 use crate::config::Config;
 use crate::messages::{Heartbeat, JobRecord, SegmentRecord};
+use crate::nats::retry::Patience;
 use crate::nats::{self, Buckets, NatsError, kv::Typed};
 use crate::storage::{SharedDir, Storage, StorageError};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtxError {
@@ -32,15 +34,24 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Connects, provisions streams and buckets, and opens scratch storage.
+    /// Connects, provisions streams and buckets, and opens scratch storage. With
+    /// `wait_for_server` (services) the server and JetStream are waited for as long as it takes;
+    /// without (client commands, in-process services beside their own server) an unreachable
+    /// server is an error at once and JetStream is waited for up to `nats.startup_wait_secs`.
     pub async fn connect(
         config: Arc<Config>,
         service: &'static str,
         wait_for_server: bool,
     ) -> Result<Ctx, CtxError> {
+        nats::retry::configure(&config.nats);
         let client =
             nats::connect(&config.nats, &format!("ffleet-{service}"), wait_for_server).await?;
-        Self::with_client(config, service, client).await
+        let patience = if wait_for_server {
+            Patience::Forever
+        } else {
+            Patience::For(Duration::from_secs_f64(config.nats.startup_wait_secs))
+        };
+        Self::with_client(config, service, client, patience).await
     }
 
     /// Like `connect`, over an existing client (one connection shared by in-process services).
@@ -48,14 +59,17 @@ impl Ctx {
         config: Arc<Config>,
         service: &'static str,
         client: async_nats::Client,
+        patience: Patience,
     ) -> Result<Ctx, CtxError> {
+        nats::retry::configure(&config.nats);
         let js = nats::connect::jetstream(client.clone(), &config.nats);
         let Buckets {
             jobs,
             segments,
             workers,
             leases,
-        } = nats::provision(&js, &config).await?;
+        } = nats::provision(&js, &config, patience).await?;
+        crate::health::ready();
         let storage: Arc<dyn Storage> = Arc::new(SharedDir::open(&config.storage.scratch)?);
         Ok(Ctx {
             client,

@@ -24,6 +24,18 @@ pub const BUCKET_WORKERS: &str = "ffleet-workers";
 
 /// Leases (leader election), one key per role, expiring unless renewed.
 pub const BUCKET_LEASES: &str = "ffleet-leases";
+/// Every stream and bucket ffleet provisions (names accepted by `streams.replicas_for`).
+pub const PROVISIONED: &[&str] = &[
+    STREAM_JOBS,
+    STREAM_TASKS,
+    STREAM_EVENTS,
+    STREAM_DEAD,
+    BUCKET_JOBS,
+    BUCKET_SEGMENTS,
+    BUCKET_WORKERS,
+    BUCKET_LEASES,
+];
+
 /// The scheduler leader's lease key.
 pub const LEASE_SCHEDULER: &str = "scheduler";
 
@@ -36,6 +48,16 @@ pub const TASKS_PLAN: &str = "ffleet.tasks.plan";
 pub const CONSUMER_SPLITTER: &str = "splitter";
 pub const CONSUMER_SCHEDULER: &str = "scheduler";
 pub const CONSUMER_MERGER: &str = "merger";
+
+/// The stream backing KV bucket `bucket`.
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// Every subject of KV bucket `bucket`.
+pub fn kv_wildcard(bucket: &str) -> String {
+    format!("$KV.{bucket}.>")
+}
 
 pub fn jobs_wildcard() -> String {
     "ffleet.jobs.>".into()

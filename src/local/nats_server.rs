@@ -14,6 +14,8 @@ pub struct NatsServer {
     /// Held so the store of a temporary server lives exactly as long as it.
     _temp_store: Option<tempfile::TempDir>,
     port: u16,
+    /// More command-line arguments (cluster membership, monitoring, server name).
+    args: Vec<String>,
     pub url: String,
 }
 
@@ -36,6 +38,12 @@ impl NatsServer {
 
     /// Starts a server on `port` (0: any free port) storing JetStream data in `store`.
     pub fn start_at(store: &Path, port: u16) -> Result<Self> {
+        Self::start_with(store, port, Vec::new())
+    }
+
+    /// Like `start_at`, with more nats-server arguments (e.g. `--cluster` and `--routes` for a
+    /// member of a cluster); they are passed again on `restart`.
+    pub fn start_with(store: &Path, port: u16, args: Vec<String>) -> Result<Self> {
         let binary = Self::binary();
         let ports_dir = tempfile::Builder::new().prefix("ffleet-ports-").tempdir()?;
         let mut s = Self {
@@ -45,6 +53,7 @@ impl NatsServer {
             ports_dir,
             _temp_store: None,
             port,
+            args,
             url: String::new(),
         };
         s.spawn()?;
@@ -66,6 +75,7 @@ impl NatsServer {
             .arg(&self.store)
             .arg("--ports_file_dir")
             .arg(self.ports_dir.path())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -146,6 +156,29 @@ impl NatsServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGTERM, as an operator's restart would; waits up to `timeout` for the exit, then kills.
+    pub fn terminate(&mut self, timeout: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Starts the server again on the same port and store (after `kill`).

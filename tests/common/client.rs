@@ -59,8 +59,20 @@ pub trait JobClient {
         Ok(())
     }
 
-    /// Every event stored for `job` (or for unnamed requests when `None`), oldest first.
+    /// Every event stored for `job` (or for unnamed requests when `None`), oldest first. A read
+    /// that fails (a server restarting, a cluster electing a leader) is tried again for 30 s.
     async fn events(&self, job: Option<&str>) -> Result<Vec<JobEvent>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.events_once(job).await {
+                Ok(evs) => return Ok(evs),
+                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    async fn events_once(&self, job: Option<&str>) -> Result<Vec<JobEvent>> {
         let subject = match job {
             Some(j) => format!("ffleet.events.{j}.>"),
             None => format!("ffleet.events.{}.>", subjects::UNNAMED_JOB),

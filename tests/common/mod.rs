@@ -7,6 +7,7 @@
 pub mod client;
 pub mod fleet;
 pub mod media;
+pub mod nats_cluster;
 pub mod procs;
 pub mod quality;
 pub mod sources;

@@ -1,8 +1,9 @@
 //! `ProcFleet`: the services as separate `ffleet run <service>` processes around one test's
-//! nats-server, so faults are real signals (SIGKILL, SIGSTOP, SIGTERM) to real processes. Each
+//! nats-server (or three-node cluster, `NatsCluster`), so faults are real signals (SIGKILL, SIGSTOP, SIGTERM) to real processes. Each
 //! process logs to a file in the fleet's directory; the logs are printed when a test fails.
 
 use super::client::JobClient;
+use super::nats_cluster::NatsCluster;
 use anyhow::{Context, Result, bail};
 use ffleet::local::NatsServer;
 use ffleet_shared::config::Config;
@@ -20,8 +21,16 @@ pub struct Service {
     pub log: PathBuf,
 }
 
+/// What the fleet runs on.
+pub enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
 pub struct ProcFleet {
-    pub server: NatsServer,
+    pub nats: Nats,
+    /// The URL (or comma-separated URLs) services and the client are given.
+    url: String,
     pub dir: tempfile::TempDir,
     pub services: Vec<Service>,
     env: Vec<(String, String)>,
@@ -46,7 +55,18 @@ pub const DEFAULT_ENV: &[(&str, &str)] = &[
 impl ProcFleet {
     /// A server and no services yet; `extra` settings override `DEFAULT_ENV`.
     pub async fn start(extra: &[(&str, &str)]) -> Result<ProcFleet> {
-        let server = NatsServer::start_temp()?;
+        let mut fleet = Self::prepare(Nats::Single(NatsServer::start_temp()?), extra)?;
+        fleet.connect_client().await?;
+        Ok(fleet)
+    }
+
+    /// The fleet's directories and settings around `nats`, which need not be up yet: no
+    /// services and no client connection (`connect_client`).
+    pub fn prepare(nats: Nats, extra: &[(&str, &str)]) -> Result<ProcFleet> {
+        let url = match &nats {
+            Nats::Single(s) => s.url.clone(),
+            Nats::Cluster(c) => c.url(),
+        };
         let dir = tempfile::Builder::new().prefix("ffleet-procs-").tempdir()?;
         for d in ["media", "out", "scratch", "logs"] {
             std::fs::create_dir_all(dir.path().join(d))?;
@@ -70,26 +90,50 @@ impl ProcFleet {
             format!("[{}]", root("out")),
         ));
         let out = dir.path().join("out");
-        let mut fleet = ProcFleet {
-            server,
+        Ok(ProcFleet {
+            nats,
+            url,
             dir,
             services: Vec::new(),
             env,
             client: None,
             out,
             ok: false,
-        };
+        })
+    }
+
+    /// Connects the test's own client (waiting for the server and for JetStream).
+    pub async fn connect_client(&mut self) -> Result<()> {
         let mut cfg = Config::default();
-        cfg.nats.url = fleet.server.url.clone();
-        cfg.storage.scratch = fleet.dir.path().join("scratch");
-        for (k, v) in &fleet.env {
-            // The client only needs the settings that shape streams and buckets.
-            if k == "FFLEET_STREAMS__ACK_WAIT_SECS" {
-                cfg.streams.ack_wait_secs = v.parse()?;
+        cfg.nats.url = self.url.clone();
+        cfg.storage.scratch = self.dir.path().join("scratch");
+        for (k, v) in &self.env {
+            // The client only needs the settings that shape streams, buckets and retries.
+            match k.as_str() {
+                "FFLEET_STREAMS__ACK_WAIT_SECS" => cfg.streams.ack_wait_secs = v.parse()?,
+                "FFLEET_STREAMS__REPLICAS" => cfg.streams.replicas = v.parse()?,
+                "FFLEET_NATS__REQUEST_TIMEOUT_SECS" => cfg.nats.request_timeout_secs = v.parse()?,
+                _ => {}
             }
         }
-        fleet.client = Some(Ctx::connect(Arc::new(cfg), "client", true).await?);
-        Ok(fleet)
+        self.client = Some(Ctx::connect(Arc::new(cfg), "client", true).await?);
+        Ok(())
+    }
+
+    /// The single server (panics on a cluster fleet).
+    pub fn server(&mut self) -> &mut NatsServer {
+        match &mut self.nats {
+            Nats::Single(s) => s,
+            Nats::Cluster(_) => panic!("a cluster fleet has no single server"),
+        }
+    }
+
+    /// The cluster (panics on a single-server fleet).
+    pub fn cluster(&mut self) -> &mut NatsCluster {
+        match &mut self.nats {
+            Nats::Cluster(c) => c,
+            Nats::Single(_) => panic!("a single-server fleet has no cluster"),
+        }
     }
 
     /// The usual shape: one splitter, scheduler and merger, and `encoders` encoders named
@@ -125,7 +169,7 @@ impl ProcFleet {
             .join(format!("{idx:02}-{svc}.log"));
         let file = std::fs::File::create(&log)?;
         let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
-        c.args(["-s", &self.server.url, "run", svc])
+        c.args(["-s", &self.url, "run", svc])
             .env_remove("NATS_URL")
             .env_remove("FFLEET_CONFIG")
             .stdin(Stdio::null())
@@ -322,6 +366,17 @@ impl Drop for ProcFleet {
                 for l in tail.iter().rev() {
                     eprintln!("{l}");
                 }
+            }
+            // Whole logs for a closer look: FFLEET_TEST_KEEP_LOGS=<dir>.
+            if let Some(keep) = std::env::var_os("FFLEET_TEST_KEEP_LOGS") {
+                let to = PathBuf::from(keep).join(self.dir.path().file_name().unwrap_or_default());
+                let _ = std::fs::create_dir_all(&to);
+                for s in &self.services {
+                    if let Some(name) = s.log.file_name() {
+                        let _ = std::fs::copy(&s.log, to.join(name));
+                    }
+                }
+                eprintln!("logs kept in {}", to.display());
             }
         }
     }

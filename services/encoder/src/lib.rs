@@ -16,11 +16,11 @@ pub mod probe;
 
 pub use gpu::Gpus;
 
-use async_nats::jetstream::consumer::PullConsumer;
 use ffleet_shared::messages::heartbeat::{GpuClass, Proof};
 use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::ack::KeepAlive;
+use ffleet_shared::nats::durable::Durable;
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
@@ -169,7 +169,7 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
     let wait = Duration::from_secs_f64(ctx.config.encoder.fetch_wait_secs);
     let mut set = JoinSet::new();
     for gpu in [true, false] {
-        let of_kind = |all: &Vec<PullConsumer>| -> Vec<PullConsumer> {
+        let of_kind = |all: &Vec<Durable>| -> Vec<Durable> {
             node.capabilities
                 .iter()
                 .zip(all)
@@ -209,8 +209,8 @@ struct Pull {
     node: NodeId,
     state: Arc<heartbeat::State>,
     /// Re-issued attempts, taken before the backlog in `queues`.
-    retries: Vec<PullConsumer>,
-    queues: Vec<PullConsumer>,
+    retries: Vec<Durable>,
+    queues: Vec<Durable>,
     total: u32,
     wait: Duration,
 }

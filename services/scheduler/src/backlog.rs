@@ -14,10 +14,10 @@ use crate::handler::{Released, release};
 use crate::pool::Pool;
 use crate::room::Room;
 use crate::route::{self, Decision};
-use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::durable::Durable;
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
@@ -44,18 +44,19 @@ struct Held {
 }
 
 pub async fn run(ctx: Ctx, pool: Pool, term: CancellationToken) -> Result<(), NatsError> {
-    let consumer = ensure_consumer(
-        &ctx.js,
-        ConsumerSpec {
-            stream: subjects::STREAM_TASKS,
-            durable: subjects::CONSUMER_SCHEDULER,
-            filter: subjects::TASKS_PLAN.into(),
-            ack_wait: ctx.config.streams.ack_wait(),
-            max_deliver: -1,
-            max_ack_pending: MAX_HELD,
-        },
-    )
-    .await?;
+    let spec = ConsumerSpec {
+        stream: subjects::STREAM_TASKS,
+        durable: subjects::CONSUMER_SCHEDULER,
+        filter: subjects::TASKS_PLAN.into(),
+        ack_wait: ctx.config.streams.ack_wait(),
+        max_deliver: -1,
+        max_ack_pending: MAX_HELD,
+    };
+    // Creating it waits for JetStream as long as it takes; leadership may end meanwhile.
+    let consumer = tokio::select! {
+        c = ensure_consumer(&ctx.js, spec) => c?,
+        _ = term.cancelled() => return Ok(()),
+    };
     let mut b = Backlog {
         ctx,
         pool,
@@ -89,8 +90,9 @@ struct Backlog {
 
 impl Backlog {
     /// Takes whatever plan messages arrived (waits up to one round).
-    async fn pull(&mut self, consumer: &PullConsumer, term: &CancellationToken) {
+    async fn pull(&mut self, consumer: &Durable, term: &CancellationToken) {
         let batch = consumer
+            .consumer()
             .batch()
             .max_messages(BATCH)
             .expires(ROUND)
@@ -100,22 +102,37 @@ impl Backlog {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "plan queue fetch failed");
+                consumer.failed(&e.to_string()).await;
                 tokio::time::sleep(ROUND).await;
                 return;
             }
         };
+        let (started, mut got) = (Instant::now(), false);
         loop {
             let m = tokio::select! {
                 m = batch.next() => m,
                 _ = term.cancelled() => return,
             };
             match m {
-                Some(Ok(msg)) => self.admit(msg).await,
+                Some(Ok(msg)) => {
+                    consumer.answered();
+                    got = true;
+                    self.admit(msg).await
+                }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "plan fetch ended");
+                    consumer.failed(&e.to_string()).await;
                     return;
                 }
-                None => return,
+                // Unanswered: async-nats gives up seconds after the expiry.
+                None if !got && started.elapsed() >= ROUND + Duration::from_secs(3) => {
+                    consumer.failed("plan pull unanswered").await;
+                    return;
+                }
+                None => {
+                    consumer.answered();
+                    return;
+                }
             }
         }
     }

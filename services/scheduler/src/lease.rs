@@ -9,6 +9,8 @@
 //! lease so a follower takes over at once instead of after the TTL.
 
 use async_nats::jetstream::kv::Store;
+use ffleet_shared::nats::kv;
+use ffleet_shared::nats::retry::Patience;
 use ffleet_shared::subjects;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -35,9 +37,16 @@ pub async fn run<F, Fut>(
     let key = subjects::LEASE_SCHEDULER;
     let mut waiting_since = Instant::now();
     while !shutdown.is_cancelled() {
-        let rev = match leases.create(key, holder.clone().into()).await {
-            Ok(rev) => rev,
-            Err(_) => {
+        // A create that timed out in an election but landed is recognised as ours.
+        let tried = kv::create(
+            &leases,
+            key,
+            holder.clone().into(),
+            Patience::For(poll_every(ttl)),
+        );
+        let rev = match tried.await {
+            Ok(Some(rev)) => rev,
+            Ok(None) | Err(_) => {
                 tokio::select! {
                     _ = tokio::time::sleep(poll_every(ttl)) => {}
                     _ = shutdown.cancelled() => break,
@@ -98,13 +107,18 @@ async fn renew(
             term.cancel();
             return None;
         }
-        match leases
-            .update(subjects::LEASE_SCHEDULER, holder.clone().into(), rev)
-            .await
-        {
-            Ok(r) => {
+        // Retried through an election, but only while the lease would still be ours.
+        let patience = Patience::For((ttl * 5 / 6).saturating_sub(renewed.elapsed()));
+        let key = subjects::LEASE_SCHEDULER;
+        match kv::update(&leases, key, holder.clone().into(), rev, patience).await {
+            Ok(Some(r)) => {
                 rev = r;
                 renewed = Instant::now();
+            }
+            Ok(None) => {
+                tracing::warn!(holder = %holder, "lease taken over by another replica");
+                term.cancel();
+                return None;
             }
             Err(e) => {
                 tracing::warn!(holder = %holder, error = %e, "lease renewal failed");

@@ -1,10 +1,14 @@
-//! Connecting the way the nats CLI does: one URL or a comma-separated list, credentials file,
-//! user/password or token, optional required TLS.
+//! Connecting the way the nats CLI does: one URL or a comma-separated list (cluster seeds; the
+//! members the servers advertise are used too unless `nats.discover_servers = false`),
+//! credentials file, user/password or token, optional required TLS. A connection whose server
+//! died unannounced is noticed by pings within seconds, then moved to another server.
 
 use super::NatsError;
 use crate::config::NatsConfig;
 use async_nats::{ConnectOptions, ServerAddr};
 use std::time::Duration;
+
+const PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Connects a client named `name`. With `wait`, the first connection is retried until the server
 /// is up (services started beside it); without, an unreachable server is an error at once (CLI).
@@ -55,10 +59,16 @@ pub async fn connect(
     if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
+    if !cfg.discover_servers {
+        opts = opts.ignore_discovered_servers();
+    }
     let service = name.to_owned();
     opts = opts
         .name(name)
         .connection_timeout(Duration::from_secs(5))
+        // Two unanswered pings close the connection: a half-open one is dropped in ~20 s
+        // instead of the default two minutes.
+        .ping_interval(PING_INTERVAL)
         .max_reconnects(None)
         .event_callback(move |ev| {
             let service = service.clone();

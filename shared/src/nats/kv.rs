@@ -1,10 +1,18 @@
 //! Typed KV records: JSON values with a schema version, read with their revision and written
 //! with `create` (must not exist) or `update` (must still be at the revision read). `modify`
 //! wraps the read–decide–write loop that every state change goes through.
+//!
+//! In a cluster any of these calls can time out while a bucket's stream elects a new leader:
+//! each is retried (`retry::window()`). A create or update whose earlier try timed out may have
+//! been applied unseen; its retry then meets "already exists" or "wrong last revision", so the
+//! current entry is read back, and if it holds exactly the bytes this caller wrote, the write
+//! was this caller's. Watches (`follow`) are rebuilt from the last revision they delivered.
 
 use super::NatsError;
+use super::retry::{self, Patience};
 use crate::messages::{self, DecodeError, Versioned};
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{CreateErrorKind, Entry, Operation, Store, UpdateErrorKind};
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -58,12 +66,7 @@ where
 
     /// The value and its revision, or `None` if absent (or deleted).
     pub async fn get(&self, key: &str) -> Result<Option<(T, u64)>, KvError> {
-        let entry = self
-            .store
-            .entry(key)
-            .await
-            .map_err(|e| NatsError::op("kv get", e))?;
-        match entry {
+        match entry(&self.store, key, retry::window()).await? {
             Some(e) if e.operation == Operation::Put => {
                 Ok(Some((messages::decode(self.what, &e.value)?, e.revision)))
             }
@@ -73,11 +76,7 @@ where
 
     /// Creates the key; `None` if it already exists.
     pub async fn create(&self, key: &str, value: &T) -> Result<Option<u64>, KvError> {
-        match self.store.create(key, messages::encode(value)).await {
-            Ok(rev) => Ok(Some(rev)),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(NatsError::op("kv create", e).into()),
-        }
+        Ok(create(&self.store, key, messages::encode(value), retry::window()).await?)
     }
 
     /// Writes if the key is still at `revision`; `None` if someone wrote in between.
@@ -87,18 +86,12 @@ where
         value: &T,
         revision: u64,
     ) -> Result<Option<u64>, KvError> {
-        match self
-            .store
-            .update(key, messages::encode(value), revision)
-            .await
-        {
-            Ok(rev) => Ok(Some(rev)),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
-            Err(e) => Err(NatsError::op("kv update", e).into()),
-        }
+        let value = messages::encode(value);
+        Ok(update(&self.store, key, value, revision, retry::window()).await?)
     }
 
-    /// Unconditional write (heartbeats).
+    /// Unconditional write (heartbeats). Not retried: the next heartbeat replaces a lost one,
+    /// and a retried one would write a stale snapshot late.
     pub async fn put(&self, key: &str, value: &T) -> Result<u64, KvError> {
         self.store
             .put(key, messages::encode(value))
@@ -107,10 +100,11 @@ where
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.store
-            .delete(key)
-            .await
-            .map_err(|e| NatsError::op("kv delete", e).into())
+        retry::retry("kv delete", key, retry::window(), |_| {
+            self.store.delete(key)
+        })
+        .await
+        .map_err(Into::into)
     }
 
     /// Read–decide–write with retries on conflict. `decide` sees the current value (or `None`)
@@ -156,45 +150,161 @@ where
     /// Every key in the bucket (status listings, reconciliation).
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         use futures::TryStreamExt;
-        let keys = self
-            .store
-            .keys()
-            .await
-            .map_err(|e| NatsError::op("kv keys", e))?;
-        keys.try_collect()
-            .await
-            .map_err(|e| NatsError::op("kv keys", e).into())
+        retry::retry("kv keys", self.what, retry::window(), |_| async {
+            let keys = self.store.keys().await.map_err(|e| e.to_string())?;
+            keys.try_collect::<Vec<String>>()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(Into::into)
     }
 }
 
+/// The entry of `key` (any operation), retried for up to `patience`.
+pub async fn entry(
+    store: &Store,
+    key: &str,
+    patience: Patience,
+) -> Result<Option<Entry>, NatsError> {
+    retry::retry("kv get", key, patience, |_| store.entry(key)).await
+}
+
+/// Creates `key` with `value`; `None` if it already exists (written by someone else).
+pub async fn create(
+    store: &Store,
+    key: &str,
+    value: Bytes,
+    patience: Patience,
+) -> Result<Option<u64>, NatsError> {
+    retry::retry("kv create", key, patience, |n| {
+        let value = value.clone();
+        async move {
+            match store.create(key, value.clone()).await {
+                Ok(rev) => Ok(Some(rev)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    mine(store, key, &value, 0).await.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// Writes `value` if `key` is still at `revision`; `None` if someone else wrote in between.
+pub async fn update(
+    store: &Store,
+    key: &str,
+    value: Bytes,
+    revision: u64,
+    patience: Patience,
+) -> Result<Option<u64>, NatsError> {
+    retry::retry("kv update", key, patience, |n| {
+        let value = value.clone();
+        async move {
+            match store.update(key, value.clone(), revision).await {
+                Ok(rev) => Ok(Some(rev)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    mine(store, key, &value, revision)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// After a timed-out write: whether the entry now at `key` is that write (newer than `after`,
+/// the same bytes). Its revision if so.
+async fn mine(
+    store: &Store,
+    key: &str,
+    value: &Bytes,
+    after: u64,
+) -> Result<Option<u64>, async_nats::jetstream::kv::EntryError> {
+    Ok(store.entry(key).await?.and_then(|e| {
+        (e.operation == Operation::Put && e.revision > after && e.value == *value)
+            .then_some(e.revision)
+    }))
+}
+
 /// Follows every key of `store` from its current values on, calling `apply` for each entry,
-/// until `shutdown` fires: how services keep a live view of a bucket.
+/// until `shutdown` fires: how services keep a live view of a bucket. A watch that fails (a
+/// missed heartbeat after its server died, a consumer lost in an election) or ends is rebuilt
+/// from the revision after the last one it delivered, so no change is missed or lost; creating
+/// it waits for JetStream as long as it takes.
 pub async fn follow(
     store: &Store,
     shutdown: tokio_util::sync::CancellationToken,
     what: &'static str,
-    mut apply: impl FnMut(&async_nats::jetstream::kv::Entry) + Send + 'static,
+    apply: impl FnMut(&Entry) + Send + 'static,
 ) -> Result<(), NatsError> {
-    use futures::StreamExt;
-    let mut watch = store
-        .watch_all()
-        .await
-        .map_err(|e| NatsError::op("kv watch", e))?;
-    tokio::spawn(async move {
-        loop {
-            let entry = tokio::select! {
-                e = watch.next() => e,
-                _ = shutdown.cancelled() => return,
-            };
-            match entry {
-                Some(Ok(e)) => apply(&e),
-                Some(Err(err)) => tracing::warn!(bucket = what, error = %err, "kv watch error"),
-                None => {
-                    tracing::warn!(bucket = what, "kv watch ended");
-                    return;
-                }
-            }
-        }
-    });
+    let first = tokio::select! {
+        w = open_watch(store, what, 0) => w?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    tokio::spawn(keep_following(store.clone(), first, shutdown, what, apply));
     Ok(())
+}
+
+/// A watch of every key, from revision `from` on (0: the current values).
+async fn open_watch(
+    store: &Store,
+    what: &'static str,
+    from: u64,
+) -> Result<async_nats::jetstream::kv::Watch, NatsError> {
+    retry::retry("kv watch", what, Patience::Forever, |_| async move {
+        if from == 0 {
+            store.watch_all().await
+        } else {
+            store.watch_all_from_revision(from).await
+        }
+    })
+    .await
+}
+
+async fn keep_following(
+    store: Store,
+    mut watch: async_nats::jetstream::kv::Watch,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: &'static str,
+    mut apply: impl FnMut(&Entry) + Send + 'static,
+) {
+    use futures::StreamExt;
+    let mut last = 0u64;
+    loop {
+        let entry = tokio::select! {
+            e = watch.next() => e,
+            _ = shutdown.cancelled() => return,
+        };
+        let why = match entry {
+            Some(Ok(e)) => {
+                last = last.max(e.revision);
+                apply(&e);
+                continue;
+            }
+            Some(Err(err)) => err.to_string(),
+            None => "ended".to_owned(),
+        };
+        tracing::warn!(bucket = what, error = %why, from_revision = last + 1, "kv watch lost, rebuilding");
+        drop(watch);
+        tokio::time::sleep(retry::backoff(1)).await;
+        watch = tokio::select! {
+            w = open_watch(&store, what, last + 1) => match w {
+                Ok(w) => w,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        tracing::info!(bucket = what, from_revision = last + 1, "kv watch rebuilt");
+    }
 }

@@ -1,12 +1,15 @@
 //! NATS plumbing shared by every service: connecting, provisioning streams/KV/consumers
 //! idempotently (with the nats-server 2.9 workarounds), typed KV records with revision-checked
-//! updates, publishing with stable message ids, and message acknowledgement.
+//! updates, publishing with stable message ids, and message acknowledgement; all of it retried
+//! through the leader elections and lost servers of a JetStream cluster (`retry`).
 
 pub mod ack;
 pub mod connect;
+pub mod durable;
 pub mod kv;
 pub mod provision;
 pub mod publish;
+pub mod retry;
 pub mod worker;
 
 pub use connect::connect;

@@ -3,12 +3,19 @@
 //! KV buckets are created through their backing stream: async-nats 0.51's `create_key_value`
 //! fails against nats-server 2.9 (it reads account fields 2.9 lacks), while creating `KV_<bucket>`
 //! with the KV settings and then calling `get_key_value` works on 2.9 and on current servers.
+//!
+//! On a cluster that is still forming (or electing), creating a replicated stream times out or
+//! is refused for seconds: every step is retried with backoff under the caller's `Patience`,
+//! logging what it waits for, so a service started beside its servers waits instead of exiting.
+//! Replicated KV streams leave direct gets off: a direct get may be answered by a follower that
+//! has not applied the latest write yet, and every service reads the records it just wrote.
 
 use super::NatsError;
+use super::durable::Durable;
+use super::retry::{self, Patience};
 use crate::config::Config;
 use crate::subjects;
 use async_nats::jetstream::Context;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use std::time::Duration;
@@ -25,9 +32,15 @@ pub struct Buckets {
 /// Retention of job and segment records.
 const RECORD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Ensures every stream and bucket exists and returns the bucket handles.
-pub async fn provision(js: &Context, config: &Config) -> Result<Buckets, NatsError> {
+/// Ensures every stream and bucket exists and returns the bucket handles, retrying each step
+/// while JetStream is not ready for up to `patience`.
+pub async fn provision(
+    js: &Context,
+    config: &Config,
+    patience: Patience,
+) -> Result<Buckets, NatsError> {
     let cfg = &config.streams;
+    let p = patience;
     let heartbeat_ttl = config.scheduler.heartbeat_ttl();
     let dup = Duration::from_secs_f64(cfg.duplicate_window_secs);
     let work_queue = |name: &str, subject: String| stream::Config {
@@ -35,18 +48,20 @@ pub async fn provision(js: &Context, config: &Config) -> Result<Buckets, NatsErr
         subjects: vec![subject],
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
-        num_replicas: cfg.replicas,
+        num_replicas: cfg.replicas_of(name),
         duplicate_window: dup,
         ..Default::default()
     };
     ensure_stream(
         js,
         work_queue(subjects::STREAM_JOBS, subjects::jobs_wildcard()),
+        p,
     )
     .await?;
     ensure_stream(
         js,
         work_queue(subjects::STREAM_TASKS, subjects::tasks_wildcard()),
+        p,
     )
     .await?;
     // Kept for days for other systems (events) and operators (dead letters) to read.
@@ -55,7 +70,7 @@ pub async fn provision(js: &Context, config: &Config) -> Result<Buckets, NatsErr
         subjects: vec![subject],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
-        num_replicas: cfg.replicas,
+        num_replicas: cfg.replicas_of(name),
         duplicate_window: dup,
         max_age: Duration::from_secs_f64(cfg.events_max_age_hours * 3600.0),
         ..Default::default()
@@ -63,76 +78,87 @@ pub async fn provision(js: &Context, config: &Config) -> Result<Buckets, NatsErr
     ensure_stream(
         js,
         retained(subjects::STREAM_EVENTS, subjects::events_wildcard()),
+        p,
     )
     .await?;
     ensure_stream(
         js,
         retained(subjects::STREAM_DEAD, subjects::dead_wildcard()),
+        p,
     )
     .await?;
+    let kv = |bucket: &'static str, history: i64, max_age: Duration| KvSpec {
+        bucket,
+        history,
+        max_age,
+        replicas: cfg.replicas_of(bucket),
+    };
     Ok(Buckets {
-        jobs: ensure_kv(js, subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE, cfg.replicas).await?,
-        segments: ensure_kv(
-            js,
-            subjects::BUCKET_SEGMENTS,
-            5,
-            RECORD_MAX_AGE,
-            cfg.replicas,
-        )
-        .await?,
+        jobs: ensure_kv(js, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
+        segments: ensure_kv(js, kv(subjects::BUCKET_SEGMENTS, 5, RECORD_MAX_AGE), p).await?,
         workers: ensure_kv(
             js,
-            subjects::BUCKET_WORKERS,
-            1,
-            heartbeat_ttl.max(Duration::from_secs(2)) * 2,
-            cfg.replicas,
+            kv(
+                subjects::BUCKET_WORKERS,
+                1,
+                heartbeat_ttl.max(Duration::from_secs(2)) * 2,
+            ),
+            p,
         )
         .await?,
         // History 1 and max age = the lease: an unrenewed lease vanishes by itself.
         leases: ensure_kv(
             js,
-            subjects::BUCKET_LEASES,
-            1,
-            config.scheduler.lease_ttl(),
-            cfg.replicas,
+            kv(subjects::BUCKET_LEASES, 1, config.scheduler.lease_ttl()),
+            p,
         )
         .await?,
     })
 }
 
-async fn ensure_stream(js: &Context, config: stream::Config) -> Result<stream::Stream, NatsError> {
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| NatsError::op("create stream", e))
+async fn ensure_stream(
+    js: &Context,
+    config: stream::Config,
+    patience: Patience,
+) -> Result<stream::Stream, NatsError> {
+    let name = config.name.clone();
+    retry::retry("create stream", &name, patience, |_| {
+        js.get_or_create_stream(config.clone())
+    })
+    .await
 }
 
-async fn ensure_kv(
-    js: &Context,
-    bucket: &str,
+/// Shape of a KV bucket.
+struct KvSpec {
+    bucket: &'static str,
     history: i64,
     max_age: Duration,
     replicas: usize,
-) -> Result<Store, NatsError> {
+}
+
+async fn ensure_kv(js: &Context, spec: KvSpec, patience: Patience) -> Result<Store, NatsError> {
     ensure_stream(
         js,
         stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: history,
+            name: subjects::kv_stream(spec.bucket),
+            subjects: vec![subjects::kv_wildcard(spec.bucket)],
+            max_messages_per_subject: spec.history,
             allow_rollup: true,
             deny_delete: true,
-            allow_direct: true,
+            allow_direct: spec.replicas == 1,
             discard: DiscardPolicy::New,
-            max_age,
-            num_replicas: replicas,
+            max_age: spec.max_age,
+            num_replicas: spec.replicas,
             storage: StorageType::File,
             ..Default::default()
         },
+        patience,
     )
     .await?;
-    js.get_key_value(bucket)
-        .await
-        .map_err(|e| NatsError::op("open kv bucket", e))
+    retry::retry("open kv bucket", spec.bucket, patience, |_| {
+        js.get_key_value(spec.bucket)
+    })
+    .await
 }
 
 /// Settings of a durable pull consumer.
@@ -146,28 +172,8 @@ pub struct ConsumerSpec<'a> {
     pub max_ack_pending: i64,
 }
 
-/// Gets or creates a durable pull consumer.
-pub async fn ensure_consumer(
-    js: &Context,
-    spec: ConsumerSpec<'_>,
-) -> Result<PullConsumer, NatsError> {
-    let stream = js
-        .get_stream(spec.stream)
-        .await
-        .map_err(|e| NatsError::op("get stream", e))?;
-    stream
-        .get_or_create_consumer(
-            spec.durable,
-            pull::Config {
-                durable_name: Some(spec.durable.into()),
-                filter_subject: spec.filter,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: spec.ack_wait,
-                max_deliver: spec.max_deliver,
-                max_ack_pending: spec.max_ack_pending,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| NatsError::op("create consumer", e))
+/// Gets or creates a durable pull consumer that re-creates itself if it stops answering
+/// (`Durable`). Only services create them, and a service waits at start as long as it takes.
+pub async fn ensure_consumer(js: &Context, spec: ConsumerSpec<'_>) -> Result<Durable, NatsError> {
+    Durable::ensure(js, spec).await
 }

@@ -1,8 +1,10 @@
 //! Publishing with stable `Nats-Msg-Id`s and awaited server acks: a message either is stored
 //! (once, however often it is republished within the duplicate window) or the caller gets an
-//! error and retries. Every message carries the sender's trace context (`traceparent`).
+//! error and retries; a publish that times out while the stream elects a leader is sent again
+//! under the same id. Every message carries the sender's trace context (`traceparent`).
 
 use super::NatsError;
+use super::retry;
 use crate::messages::cloudevent::CONTENT_TYPE;
 use crate::messages::{self, JobEvent, Task};
 use async_nats::HeaderMap;
@@ -19,6 +21,9 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
+/// Stores one message, retrying through a leader election or a lost server (`retry::window()`):
+/// every message ffleet publishes carries a `Nats-Msg-Id`, so a try whose ack was lost and a
+/// later try that lands are stored once (the stream reports the second as a duplicate).
 async fn send(
     js: &Context,
     subject: String,
@@ -26,18 +31,25 @@ async fn send(
     mut headers: HeaderMap,
 ) -> Result<Stored, NatsError> {
     crate::telemetry::inject(&mut headers);
-    let fut: PublishAckFuture = js
-        .send_publish(
-            subject,
-            PublishMessage::build().payload(payload).headers(headers),
-        )
-        .await
-        .map_err(|e| NatsError::op("publish", e))?;
-    let ack = fut.await.map_err(|e| NatsError::op("publish ack", e))?;
-    Ok(Stored {
-        sequence: ack.sequence,
-        duplicate: ack.duplicate,
+    retry::retry("publish", &subject, retry::window(), |_| {
+        let msg = PublishMessage::build()
+            .payload(payload.clone())
+            .headers(headers.clone());
+        let subject = subject.clone();
+        async move {
+            let fut: PublishAckFuture = js
+                .send_publish(subject, msg)
+                .await
+                .map_err(|e| e.to_string())?;
+            fut.await
+                .map_err(|e| format!("ack: {e}"))
+                .map(|ack| Stored {
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                })
+        }
     })
+    .await
 }
 
 /// Publishes a job event as a structured-mode CloudEvent.

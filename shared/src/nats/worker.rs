@@ -1,15 +1,17 @@
 //! The pull loop every service runs: `loops` independent workers, each asking for one message at
 //! a time (so no message waits in a client buffer while its AckWait runs), handing it to the
 //! handler and applying the disposition the handler returns. Each message is handled inside a
-//! consumer span continuing the trace the message carries.
+//! consumer span continuing the trace the message carries. Every pull reports whether the
+//! consumer answered, so a consumer lost in a cluster is re-created (`Durable`) instead of
+//! being waited on forever.
 
 use super::NatsError;
 use super::ack::{self, Disposition};
+use super::durable::Durable;
 use super::provision::{ConsumerSpec, ensure_consumer};
 use crate::runtime::Ctx;
 use crate::telemetry;
 use async_nats::jetstream::Message;
-use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use std::future::Future;
 use std::time::Duration;
@@ -44,7 +46,7 @@ where
 
 /// Runs until `shutdown` fires and every in-flight message is finished.
 pub async fn run<H, F>(
-    consumer: PullConsumer,
+    consumer: Durable,
     loops: usize,
     wait: Duration,
     shutdown: CancellationToken,
@@ -70,7 +72,7 @@ pub async fn run<H, F>(
 
 /// Waits for the next message; `None` once shutdown fires.
 pub async fn next(
-    consumer: &PullConsumer,
+    consumer: &Durable,
     wait: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Message> {
@@ -87,18 +89,21 @@ pub async fn next(
 /// One long poll of up to `wait`; `None` when nothing came (or on shutdown / a fetch error,
 /// after a short pause).
 pub async fn try_next(
-    consumer: &PullConsumer,
+    consumer: &Durable,
     wait: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Message> {
+    let started = std::time::Instant::now();
+    let pull = consumer.consumer();
     let batch = tokio::select! {
-        b = consumer.batch().max_messages(1).expires(wait).messages() => b,
+        b = pull.batch().max_messages(1).expires(wait).messages() => b,
         _ = shutdown.cancelled() => return None,
     };
     let mut batch = match batch {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(error = %e, "fetch failed, retrying");
+            tracing::warn!(consumer = consumer.name(), error = %e, "fetch failed, retrying");
+            consumer.failed(&e.to_string()).await;
             pause(shutdown).await;
             return None;
         }
@@ -108,24 +113,58 @@ pub async fn try_next(
         _ = shutdown.cancelled() => return None,
     };
     match item {
-        Some(Ok(m)) => Some(m),
+        Some(Ok(m)) => {
+            consumer.answered();
+            Some(m)
+        }
         Some(Err(e)) => {
-            tracing::debug!(error = %e, "fetch ended without a message");
+            consumer.failed(&e.to_string()).await;
             pause(shutdown).await;
             None
         }
-        None => None,
+        // The server ends an idle pull at `wait`; the client gives up a few seconds later,
+        // when nobody answered at all.
+        None if started.elapsed() >= wait + UNANSWERED_AFTER => {
+            consumer.failed("pull request unanswered").await;
+            None
+        }
+        None => {
+            consumer.answered();
+            None
+        }
     }
 }
 
+/// How long past its expiry a pull may end before it counts as unanswered (async-nats gives
+/// up 5 s after the expiry when the server never replied).
+const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
+
 /// One message if one is waiting right now; `None` at once otherwise.
-pub async fn try_now(consumer: &PullConsumer) -> Option<Message> {
-    let mut batch = consumer.fetch().max_messages(1).messages().await.ok()?;
-    match batch.next().await {
-        Some(Ok(m)) => Some(m),
-        _ => None,
+pub async fn try_now(consumer: &Durable) -> Option<Message> {
+    let pull = consumer.consumer();
+    let fetched = tokio::time::timeout(FETCH_NOW_LIMIT, async {
+        let mut batch = pull.fetch().max_messages(1).messages().await?;
+        batch.next().await.transpose()
+    })
+    .await;
+    match fetched {
+        Ok(Ok(m)) => {
+            consumer.answered();
+            m
+        }
+        Ok(Err(e)) => {
+            consumer.failed(&e.to_string()).await;
+            None
+        }
+        Err(_) => {
+            consumer.failed("fetch unanswered").await;
+            None
+        }
     }
 }
+
+/// A no-wait fetch is answered at once by a live consumer.
+const FETCH_NOW_LIMIT: Duration = Duration::from_secs(5);
 
 async fn pause(shutdown: &CancellationToken) {
     tokio::select! {

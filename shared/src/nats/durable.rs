@@ -1,0 +1,123 @@
+//! A durable pull consumer that notices when it stops answering and re-creates itself.
+//!
+//! In a cluster a durable consumer can be lost: one created while the cluster formed, whose
+//! assignment the old meta leader had not replicated when it died, is simply gone after the
+//! election (seen on nats-server 2.9.10), and every pull request for it then fails or goes
+//! unanswered. A pull loop that only retried would wait forever. So every pull reports its
+//! outcome here; after a few failed or unanswered pulls in a row the consumer is looked up and
+//! created again with the same settings (`get_or_create_consumer` returns an existing one as it
+//! is). A re-created consumer starts from the stream's first message: every handler is
+//! idempotent, and work queues hold only unfinished work.
+
+use super::NatsError;
+use super::provision::ConsumerSpec;
+use super::retry::{self, Patience};
+use async_nats::jetstream::Context;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Failed or unanswered pulls in a row after which the consumer is re-created.
+const SUSPECT_AFTER: u32 = 3;
+
+/// A durable pull consumer (cheap to clone; clones share the handle).
+#[derive(Clone)]
+pub struct Durable(Arc<Inner>);
+
+struct Inner {
+    js: Context,
+    stream: String,
+    name: String,
+    config: pull::Config,
+    consumer: Mutex<PullConsumer>,
+    failures: AtomicU32,
+    recreating: tokio::sync::Mutex<()>,
+}
+
+impl Durable {
+    /// Gets or creates the consumer; waits for JetStream as long as it takes (only services
+    /// create durable consumers, and a service waits at start).
+    pub async fn ensure(js: &Context, spec: ConsumerSpec<'_>) -> Result<Durable, NatsError> {
+        let config = pull::Config {
+            durable_name: Some(spec.durable.into()),
+            filter_subject: spec.filter,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: spec.max_ack_pending,
+            ..Default::default()
+        };
+        let consumer = create(js, spec.stream, spec.durable, &config, Patience::Forever).await?;
+        Ok(Durable(Arc::new(Inner {
+            js: js.clone(),
+            stream: spec.stream.into(),
+            name: spec.durable.into(),
+            config,
+            consumer: Mutex::new(consumer),
+            failures: AtomicU32::new(0),
+            recreating: tokio::sync::Mutex::new(()),
+        })))
+    }
+
+    /// The current handle, for one pull.
+    pub fn consumer(&self) -> PullConsumer {
+        self.0.consumer.lock().expect("consumer lock").clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// A pull was answered (a message, or the server saying there was none).
+    pub fn answered(&self) {
+        self.0.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A pull failed or went unanswered; after a few in a row the consumer is re-created.
+    pub async fn failed(&self, why: &str) {
+        let n = self.0.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if !n.is_multiple_of(SUSPECT_AFTER) {
+            tracing::debug!(consumer = %self.0.name, failures = n, error = why, "pull failed");
+            return;
+        }
+        // One re-creation at a time; the other loops keep pulling meanwhile.
+        let Ok(_one) = self.0.recreating.try_lock() else {
+            return;
+        };
+        tracing::warn!(consumer = %self.0.name, failures = n, error = why, "consumer not answering, re-creating it");
+        let inner = &self.0;
+        match create(
+            &inner.js,
+            &inner.stream,
+            &inner.name,
+            &inner.config,
+            retry::window(),
+        )
+        .await
+        {
+            Ok(c) => {
+                *inner.consumer.lock().expect("consumer lock") = c;
+                tracing::info!(consumer = %inner.name, "consumer looked up or re-created");
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %inner.name, error = %e, "consumer re-creation failed")
+            }
+        }
+    }
+}
+
+async fn create(
+    js: &Context,
+    stream: &str,
+    name: &str,
+    config: &pull::Config,
+    patience: Patience,
+) -> Result<PullConsumer, NatsError> {
+    retry::retry("create consumer", name, patience, |_| async {
+        let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+        s.get_or_create_consumer(name, config.clone())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+}

@@ -1,0 +1,153 @@
+//! Riding out a JetStream leader election or a lost server: every JetStream operation that can
+//! time out while a cluster elects a new leader (or forms at start) is retried here with capped,
+//! jittered backoff, and logged while it waits, instead of failing its caller on the first
+//! timeout.
+//!
+//! How long is a policy, not a call-site choice: services wait for JetStream at start for as long
+//! as it takes (`Patience::Forever`), client commands up to `nats.startup_wait_secs`, and a single
+//! operation at run time up to `nats.op_retry_secs` (`window()`), after which the caller sees the
+//! error and takes its usual transient-failure path (a delayed nak, the next round). Nothing here
+//! waits on a dead connection: each try is bounded by the JetStream request timeout.
+
+use super::NatsError;
+use crate::config::NatsConfig;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long to keep trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Until it works (services at start: a service that gives up leaves the fleet broken).
+    Forever,
+    /// Up to this long, then the last error.
+    For(Duration),
+}
+
+/// The run-time retry window, set once per process from the config (`configure`).
+static WINDOW_MS: AtomicU64 = AtomicU64::new(60_000);
+
+/// Adopts `nats.op_retry_secs` as the window of every run-time operation in this process.
+pub fn configure(cfg: &NatsConfig) {
+    crate::health::init(cfg.health_file.clone());
+    WINDOW_MS.store((cfg.op_retry_secs * 1000.0) as u64, Ordering::Relaxed);
+}
+
+/// The run-time retry window (`nats.op_retry_secs`).
+pub fn window() -> Patience {
+    Patience::For(Duration::from_millis(WINDOW_MS.load(Ordering::Relaxed)))
+}
+
+/// First pause between tries; doubled up to `MAX_PAUSE`.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// While an operation keeps failing, one warning per this long (not one per try).
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Pause before try `n + 1` (n ≥ 1): exponential, capped, with up to 25 % jitter so that a fleet
+/// of services does not retry in lockstep against a freshly elected leader.
+pub fn backoff(n: u32) -> Duration {
+    let base = FIRST_PAUSE
+        .saturating_mul(1u32 << n.saturating_sub(1).min(10))
+        .min(MAX_PAUSE);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * base.as_millis() as u64 / 1024;
+    base + Duration::from_millis(jitter)
+}
+
+/// Runs `attempt` until it succeeds or `patience` runs out. `attempt` gets the number of the try
+/// (0 first), so an operation whose earlier try may have taken effect unseen (a timed-out create
+/// or update) can tell. `what` names what is waited for in the logs.
+pub async fn retry<T, E, F, Fut>(
+    op: &'static str,
+    what: &str,
+    patience: Patience,
+    mut attempt: F,
+) -> Result<T, NatsError>
+where
+    E: std::fmt::Display,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut logged = started;
+    let mut n = 0u32;
+    loop {
+        let err = match attempt(n).await {
+            Ok(v) => {
+                if n > 1 {
+                    crate::health::ready();
+                }
+                if n > 0 {
+                    tracing::info!(
+                        op,
+                        what,
+                        tries = n + 1,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "jetstream operation succeeded after retrying"
+                    );
+                }
+                return Ok(v);
+            }
+            Err(e) => e,
+        };
+        n += 1;
+        let pause = backoff(n);
+        if let Patience::For(limit) = patience
+            && started.elapsed() + pause > limit
+        {
+            tracing::warn!(op, what, tries = n, error = %err, "jetstream operation gave up");
+            return Err(NatsError::op(op, err));
+        }
+        if n == 1 {
+            tracing::debug!(op, what, error = %err, "jetstream operation failed, retrying");
+        } else if n == 2 {
+            crate::health::waiting_for_jetstream(&format!("{op} {what}"));
+        } else if logged.elapsed() >= LOG_EVERY {
+            logged = Instant::now();
+            tracing::warn!(
+                op,
+                what,
+                tries = n,
+                waited_secs = started.elapsed().as_secs(),
+                error = %err,
+                "waiting for jetstream"
+            );
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) >= FIRST_PAUSE && backoff(1) < FIRST_PAUSE * 2);
+        assert!(backoff(3) >= FIRST_PAUSE * 4);
+        for n in [8, 20, 1000] {
+            assert!(backoff(n) >= MAX_PAUSE && backoff(n) <= MAX_PAUSE * 5 / 4);
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_until_success_then_gives_up_after_the_window() {
+        let got = retry("test", "x", Patience::Forever, |n| async move {
+            if n < 3 { Err("not yet") } else { Ok(n) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 3);
+        let started = Instant::now();
+        let err = retry(
+            "test",
+            "x",
+            Patience::For(Duration::from_millis(300)),
+            |_| async { Err::<(), _>("down") },
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("down"), "{err}");
+        assert!(started.elapsed() <= Duration::from_millis(300));
+    }
+}

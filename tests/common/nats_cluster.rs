@@ -1,0 +1,314 @@
+//! `NatsCluster`: three (or more) nats-server processes with JetStream, clustered on loopback
+//! (client, route and monitoring ports chosen free per test, a temporary store each), killed on
+//! drop. Who leads what is read from the servers themselves: the JetStream meta leader from a
+//! node's `/jsz` monitoring endpoint, a stream's leader from its stream info.
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream;
+use ffleet::local::NatsServer;
+use ffleet_shared::subjects;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const CLUSTER_NAME: &str = "ffleet-test";
+
+pub struct Node {
+    pub name: String,
+    pub client_port: u16,
+    route_port: u16,
+    monitor_port: u16,
+    store: PathBuf,
+    /// `None` until started (and after `kill`).
+    pub server: Option<NatsServer>,
+}
+
+pub struct NatsCluster {
+    pub nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+/// `n` distinct free loopback ports (all held at once, so none is handed out twice).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    Ok(held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()?)
+}
+
+impl NatsCluster {
+    /// Chooses ports and stores for `n` nodes without starting any.
+    pub fn plan(n: usize) -> Result<NatsCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("ffleet-cluster-")
+            .tempdir()?;
+        let ports = free_ports(3 * n)?;
+        let nodes = (0..n)
+            .map(|i| Node {
+                name: format!("n{}", i + 1),
+                client_port: ports[3 * i],
+                route_port: ports[3 * i + 1],
+                monitor_port: ports[3 * i + 2],
+                store: dir.path().join(format!("n{}", i + 1)),
+                server: None,
+            })
+            .collect();
+        Ok(NatsCluster { nodes, _dir: dir })
+    }
+
+    /// Every node's client URL, comma-separated (what services are given).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn args(&self, i: usize) -> Vec<String> {
+        let me = &self.nodes[i];
+        let routes = self
+            .nodes
+            .iter()
+            .filter(|n| n.name != me.name)
+            .map(|n| format!("nats://127.0.0.1:{}", n.route_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            "--server_name".into(),
+            me.name.clone(),
+            "--cluster_name".into(),
+            CLUSTER_NAME.into(),
+            "--cluster".into(),
+            format!("nats://127.0.0.1:{}", me.route_port),
+            "--routes".into(),
+            routes,
+            "-m".into(),
+            me.monitor_port.to_string(),
+        ]
+    }
+
+    /// Starts node `i` (first start, or again on its store after a kill).
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        let args = self.args(i);
+        let node = &mut self.nodes[i];
+        if node.server.is_some() {
+            bail!("node {} is already running", node.name);
+        }
+        node.server = Some(
+            NatsServer::start_with(&node.store, node.client_port, args)
+                .with_context(|| format!("starting node {}", node.name))?,
+        );
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        (0..self.nodes.len()).try_for_each(|i| self.start(i))
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut s) = self.nodes[i].server.take() {
+            s.kill();
+        }
+    }
+
+    /// SIGTERM node `i` (a clean shutdown) and wait for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut s) = self.nodes[i].server.take() {
+            s.terminate(Duration::from_secs(20));
+        }
+    }
+
+    pub fn index(&self, name: &str) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .with_context(|| format!("no node named {name}"))
+    }
+
+    /// The JetStream meta leader, as a running node's `/jsz` reports it.
+    pub fn meta_leader(&self) -> Option<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.server.is_some())
+            .find_map(|n| {
+                let body = http_get(n.monitor_port, "/jsz").ok()?;
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                let leader = v.get("meta_cluster")?.get("leader")?.as_str()?;
+                (!leader.is_empty()).then(|| leader.to_owned())
+            })
+    }
+
+    /// Waits until every running node knows the meta leader and every ffleet stream has a leader
+    /// and all its replicas on running nodes current: a restarted node has caught up.
+    pub async fn wait_settled(&self, js: &jetstream::Context, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let running: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.server.is_some())
+            .map(|n| n.name.as_str())
+            .collect();
+        loop {
+            let mut missing = self.unsettled_meta();
+            if missing.is_none() {
+                missing = unsettled_streams(js, &running).await;
+            }
+            let Some(why) = missing else {
+                return Ok(());
+            };
+            if Instant::now() > deadline {
+                bail!("cluster not settled within {timeout:?}: {why}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn unsettled_meta(&self) -> Option<String> {
+        for n in self.nodes.iter().filter(|n| n.server.is_some()) {
+            let leader = http_get(n.monitor_port, "/jsz").ok().and_then(|b| {
+                let v: serde_json::Value = serde_json::from_str(&b).ok()?;
+                let l = v.get("meta_cluster")?.get("leader")?.as_str()?.to_owned();
+                (!l.is_empty()).then_some(l)
+            });
+            if leader.is_none() {
+                return Some(format!("{} knows no meta leader", n.name));
+            }
+        }
+        None
+    }
+}
+
+/// Every stream ffleet provisions, by its stream name.
+pub fn stream_names() -> Vec<String> {
+    subjects::PROVISIONED
+        .iter()
+        .map(|n| {
+            if n.starts_with("FFLEET_") {
+                (*n).to_owned()
+            } else {
+                subjects::kv_stream(n)
+            }
+        })
+        .collect()
+}
+
+/// The leader of `stream`, once it has one.
+pub async fn stream_leader(
+    js: &jetstream::Context,
+    stream: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(mut s) = js.get_stream(stream).await
+            && let Ok(info) = s.info().await
+            && let Some(l) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+        {
+            return Ok(l);
+        }
+        if Instant::now() > deadline {
+            bail!("stream {stream} has no leader after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Why some stream is not settled on the `running` nodes, or `None`.
+async fn unsettled_streams(js: &jetstream::Context, running: &[&str]) -> Option<String> {
+    for name in stream_names() {
+        let info = match js.get_stream(&name).await {
+            Ok(mut s) => match s.info().await {
+                Ok(i) => i.clone(),
+                Err(e) => return Some(format!("{name}: {e}")),
+            },
+            Err(e) => return Some(format!("{name}: {e}")),
+        };
+        let Some(cluster) = info.cluster else {
+            return Some(format!("{name}: no cluster info"));
+        };
+        let Some(leader) = cluster.leader else {
+            return Some(format!("{name}: no leader"));
+        };
+        for peer in running.iter().filter(|p| **p != leader) {
+            let ok = cluster
+                .replicas
+                .iter()
+                .any(|r| r.name == *peer && r.current && !r.offline);
+            if !ok {
+                return Some(format!("{name}: replica on {peer} not current"));
+            }
+        }
+    }
+    None
+}
+
+/// Prints who leads every ffleet stream and its consumers, and which replicas are current: what
+/// a failed cluster test needs to be understood.
+pub async fn dump(js: &jetstream::Context) {
+    use futures::StreamExt;
+    for name in stream_names() {
+        let Ok(stream) = js.get_stream(&name).await else {
+            eprintln!("stream {name}: unavailable");
+            continue;
+        };
+        let c = stream.cached_info().cluster.clone();
+        eprintln!("stream {name}: {}", describe(c.as_ref()));
+        let mut consumers = stream.consumers();
+        while let Ok(Some(Ok(info))) =
+            tokio::time::timeout(Duration::from_secs(3), consumers.next()).await
+        {
+            eprintln!(
+                "  consumer {}: {} pending {} ack-pending {} waiting {}",
+                info.name,
+                describe(info.cluster.as_ref()),
+                info.num_pending,
+                info.num_ack_pending,
+                info.num_waiting
+            );
+        }
+    }
+}
+
+fn describe(c: Option<&jetstream::stream::ClusterInfo>) -> String {
+    let Some(c) = c else {
+        return "no cluster info".into();
+    };
+    let peers: Vec<String> = c
+        .replicas
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{}{}",
+                r.name,
+                if r.current { "" } else { " (behind)" },
+                if r.offline { " (offline)" } else { "" }
+            )
+        })
+        .collect();
+    format!("leader {:?}, peers [{}]", c.leader, peers.join(", "))
+}
+
+/// A plain HTTP/1.0 GET on loopback (the monitoring endpoint), returning the body.
+fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (_, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
+    Ok(body.to_owned())
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
