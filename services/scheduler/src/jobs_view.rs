@@ -21,7 +21,7 @@ impl JobsView {
     ) -> Result<JobsView, NatsError> {
         let view = JobsView::default();
         let v = view.clone();
-        kv::follow(jobs.store(), shutdown, "jobs", move |e| v.apply(e)).await?;
+        kv::follow(jobs.store(), shutdown, "jobs", None, move |e| v.apply(e)).await?;
         Ok(view)
     }
 

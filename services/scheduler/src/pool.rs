@@ -50,7 +50,12 @@ impl Pool {
             started: Instant::now(),
         };
         let view = pool.clone();
-        kv::follow(workers.store(), shutdown, "workers", move |e| view.apply(e)).await?;
+        // Heartbeats arrive every second while any encoder lives: a watch quiet for a whole TTL is
+        // rebuilt, in case it went silent in an election instead of failing.
+        kv::follow(workers.store(), shutdown, "workers", Some(ttl), move |e| {
+            view.apply(e)
+        })
+        .await?;
         Ok(pool)
     }
 

@@ -242,18 +242,37 @@ async fn mine(
 /// missed heartbeat after its server died, a consumer lost in an election) or ends is rebuilt
 /// from the revision after the last one it delivered, so no change is missed or lost; creating
 /// it waits for JetStream as long as it takes.
+///
+/// `idle`: for a bucket that changes steadily (heartbeats), the longest quiet time after which
+/// the watch is rebuilt anyway. An ordered consumer whose stream moved to a new leader can stay
+/// silent without failing; rebuilding from the last revision costs one consumer creation and
+/// misses nothing.
 pub async fn follow(
     store: &Store,
     shutdown: tokio_util::sync::CancellationToken,
     what: &'static str,
+    idle: Option<std::time::Duration>,
     apply: impl FnMut(&Entry) + Send + 'static,
 ) -> Result<(), NatsError> {
     let first = tokio::select! {
         w = open_watch(store, what, 0) => w?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    tokio::spawn(keep_following(store.clone(), first, shutdown, what, apply));
+    let following = Following {
+        store: store.clone(),
+        shutdown,
+        what,
+        idle,
+    };
+    tokio::spawn(following.run(first, apply));
     Ok(())
+}
+
+struct Following {
+    store: Store,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: &'static str,
+    idle: Option<std::time::Duration>,
 }
 
 /// A watch of every key, from revision `from` on (0: the current values).
@@ -272,39 +291,53 @@ async fn open_watch(
     .await
 }
 
-async fn keep_following(
-    store: Store,
-    mut watch: async_nats::jetstream::kv::Watch,
-    shutdown: tokio_util::sync::CancellationToken,
-    what: &'static str,
-    mut apply: impl FnMut(&Entry) + Send + 'static,
-) {
-    use futures::StreamExt;
-    let mut last = 0u64;
-    loop {
-        let entry = tokio::select! {
-            e = watch.next() => e,
-            _ = shutdown.cancelled() => return,
-        };
-        let why = match entry {
-            Some(Ok(e)) => {
-                last = last.max(e.revision);
-                apply(&e);
-                continue;
+impl Following {
+    async fn run(
+        self,
+        mut watch: async_nats::jetstream::kv::Watch,
+        mut apply: impl FnMut(&Entry) + Send + 'static,
+    ) {
+        use futures::StreamExt;
+        let what = self.what;
+        let idle = self.idle.unwrap_or(std::time::Duration::MAX);
+        let mut last = 0u64;
+        loop {
+            let entry = tokio::select! {
+                e = tokio::time::timeout(idle, watch.next()) => e,
+                _ = self.shutdown.cancelled() => return,
+            };
+            let why = match entry {
+                Ok(Some(Ok(e))) => {
+                    last = last.max(e.revision);
+                    apply(&e);
+                    continue;
+                }
+                Ok(Some(Err(err))) => err.to_string(),
+                Ok(None) => "ended".to_owned(),
+                Err(_) => {
+                    tracing::debug!(
+                        bucket = what,
+                        from_revision = last + 1,
+                        "kv watch quiet, rebuilding"
+                    );
+                    String::new()
+                }
+            };
+            if !why.is_empty() {
+                tracing::warn!(bucket = what, error = %why, from_revision = last + 1, "kv watch lost, rebuilding");
+                tokio::time::sleep(retry::backoff(1)).await;
             }
-            Some(Err(err)) => err.to_string(),
-            None => "ended".to_owned(),
-        };
-        tracing::warn!(bucket = what, error = %why, from_revision = last + 1, "kv watch lost, rebuilding");
-        drop(watch);
-        tokio::time::sleep(retry::backoff(1)).await;
-        watch = tokio::select! {
-            w = open_watch(&store, what, last + 1) => match w {
-                Ok(w) => w,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        tracing::info!(bucket = what, from_revision = last + 1, "kv watch rebuilt");
+            drop(watch);
+            watch = tokio::select! {
+                w = open_watch(&self.store, what, last + 1) => match w {
+                    Ok(w) => w,
+                    Err(_) => return,
+                },
+                _ = self.shutdown.cancelled() => return,
+            };
+            if !why.is_empty() {
+                tracing::info!(bucket = what, from_revision = last + 1, "kv watch rebuilt");
+            }
+        }
     }
 }
