@@ -477,28 +477,32 @@ fn exhausted(task: &Task, rec: &SegmentRecord, last: &Failure) -> Failure {
     )
 }
 
-/// Whether two failure reports say the same thing: the same distinct lines, ignoring what
-/// differs between two runs of one failing ffmpeg (addresses in `[h264 @ 0x55d0...]` prefixes,
-/// how often a line repeated and how many repeats ffmpeg folded into "Last message repeated").
+/// Whether two failure reports say the same thing: the same verdict (the text before ffmpeg's
+/// stderr, e.g. `ffmpeg failed (exit code 69)`) and at least one error line in common. Two
+/// runs of one failing ffmpeg differ in the addresses of `[h264 @ 0x55d0...]` prefixes, in how
+/// many repeats it folds into "Last message repeated", and so in which lines the kept tail of
+/// stderr holds.
 fn same_failure(a: &str, b: &str) -> bool {
-    fn lines(s: &str) -> std::collections::BTreeSet<String> {
-        s.lines()
-            .filter(|l| !l.trim_start().starts_with("Last message repeated"))
+    fn split(s: &str) -> (&str, std::collections::BTreeSet<&str>) {
+        let (header, rest) = match s.find("): ") {
+            Some(i) => (&s[..i + 2], &s[i + 3..]),
+            None => (s, ""),
+        };
+        let lines = rest
+            .lines()
             .map(|l| {
-                l.split_whitespace()
-                    .map(|w| match w.find("0x") {
-                        Some(i) if w[i + 2..].starts_with(|c: char| c.is_ascii_hexdigit()) => {
-                            &w[..i]
-                        }
-                        _ => w,
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                let l = l.trim();
+                match (l.starts_with('['), l.find("] ")) {
+                    (true, Some(i)) => l[i + 2..].trim(),
+                    _ => l,
+                }
             })
-            .filter(|l| !l.is_empty())
-            .collect()
+            .filter(|l| !l.is_empty() && !l.starts_with("Last message repeated"))
+            .collect();
+        (header, lines)
     }
-    lines(a) == lines(b)
+    let ((ha, la), (hb, lb)) = (split(a), split(b));
+    ha == hb && ((la.is_empty() && lb.is_empty()) || !la.is_disjoint(&lb))
 }
 
 /// The job-level failure of a unit that failed the same way on two nodes: a property of the
@@ -661,13 +665,30 @@ mod tests {
 
     #[test]
     fn failures_compare_without_process_addresses() {
-        let a = "v00002 of job j failed: [h264 @ 0x55d0c3a1b2c0] Invalid NAL unit size";
-        let b = "v00002 of job j failed: [h264 @ 0x5611aa00ff10] Invalid NAL unit size";
+        let a = "v00002 of job j failed: ffmpeg failed (exit code 1): [h264 @ 0x55d0c3a1b2c0] Invalid NAL unit size";
+        let b = "v00002 of job j failed: ffmpeg failed (exit code 1): [h264 @ 0x5611aa00ff10] Invalid NAL unit size";
         assert!(same_failure(a, b));
-        assert!(!same_failure(a, "v00002 of job j failed: exit code 1"));
+        assert!(!same_failure(
+            a,
+            "v00002 of job j failed: ffmpeg failed (exit code 1): other"
+        ));
         // One run folds a repeat that the other prints twice.
         let c = "failed (exit code 69): [h264 @ 0x1a] Error splitting\nError while decoding\n    Last message repeated 1 times\n[h264 @ 0x2b] Error splitting";
         let d = "failed (exit code 69): [h264 @ 0x3c] Error splitting\nError while decoding\nError while decoding\n[h264 @ 0x4d] Error splitting\n[h264 @ 0x5e] Error splitting";
         assert!(same_failure(c, d));
+        // The kept tail may hold different lines of the same failure.
+        let e =
+            "failed (exit code 69): [h264 @ 0x1a] Error splitting\n[h264 @ 0x2a] Error splitting";
+        assert!(same_failure(c, e));
+        assert!(!same_failure(
+            e,
+            "failed (exit code 1): [h264 @ 0x1a] Error splitting"
+        ));
+        let f = "v00001 of job j: encoded 0 frames, the segment should hold 25";
+        assert!(same_failure(f, f));
+        assert!(!same_failure(
+            f,
+            "v00001 of job j: encoded 3 frames, the segment should hold 25"
+        ));
     }
 }
