@@ -6,7 +6,9 @@
 //! machine), which is the honest baseline: ffleet's per-segment thread count exists for
 //! determinism, not to handicap the comparison.
 //!
-//! Environment: `FFLEET_BENCH_ROUNDS` (default 3), `FFLEET_BENCH_SECS` (default 60).
+//! Environment: `FFLEET_BENCH_ROUNDS` (default 3), `FFLEET_BENCH_SECS` (default 60),
+//! `FFLEET_BENCH_STORAGE` (`shared-dir`, the default, or `object-store`: media through the
+//! private server's object store, as between machines).
 
 mod common;
 
@@ -28,6 +30,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
+    let storage = std::env::var("FFLEET_BENCH_STORAGE").unwrap_or_else(|_| "shared-dir".into());
     let dir = tempfile::tempdir().expect("tempdir");
     let src = source_720p(dir.path(), secs);
 
@@ -56,7 +59,7 @@ fn main() {
     let ffleet_out = dir.path().join("ffleet.mp4");
 
     println!(
-        "source: {} ({secs} s, 1280x720), {rounds} rounds, {} cores",
+        "source: {} ({secs} s, 1280x720), {rounds} rounds, {} cores, media via {storage}",
         src.display(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
@@ -75,7 +78,7 @@ fn main() {
         let run_ffleet = || {
             let t = Instant::now();
             let st = Command::new(exe)
-                .args(["transcode", "-q", "--stats"])
+                .args(["transcode", "-q", "--storage", &storage, "--stats"])
                 .arg(&stats)
                 .arg(&src)
                 .arg("-o")

@@ -108,8 +108,8 @@ async fn measure(encoders: usize, dir: &Path, src: &Path) -> Run {
                 continue;
             };
             let mut m = t.lock().unwrap();
-            for u in r.collected.keys() {
-                let key = subjects::segment_key(&r.job_id, *u);
+            for u in r.collected.iter() {
+                let key = subjects::segment_key(&r.job_id, u);
                 let tr = m.entry(key).or_default();
                 tr.collected.get_or_insert(e.created);
             }

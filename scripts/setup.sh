@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ffleet needs on a fresh Debian 12 machine and builds it:
-# system packages (ffmpeg, nats-server), a Rust toolchain if none is there, a pinned current
-# nats-server for the compatibility test run, the workspace, and the `ffleet` binary on PATH.
+# system packages (ffmpeg, nats-server, debootstrap), a Rust toolchain if none is there, a pinned
+# current nats-server for the compatibility test run, the workspace, the `ffleet` binary on PATH,
+# and, where Docker runs, the images compose.yaml uses (scripts/images.sh; kept when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,13 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   ffmpeg nats-server ca-certificates curl build-essential pkg-config \
-  python3 python3-pip python3-numpy unzip >/dev/null
+  python3 python3-pip python3-numpy unzip debootstrap >/dev/null
+# The compose tool, where Docker is installed without one (the deployment and tests/compose.rs).
+if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 \
+  && ! command -v docker-compose >/dev/null 2>&1; then
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    docker-compose >/dev/null
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -41,4 +48,9 @@ fi
 
 cargo build --release --locked --workspace
 $SUDO install -m 0755 target/release/ffleet /usr/local/bin/ffleet
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  ./scripts/images.sh
+else
+  echo "docker is not running here: compose images not built (tests/compose.rs will skip)"
+fi
 echo "setup done: $(ffleet --version), $(nats-server --version), $(ffmpeg -version | head -n1)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole gate: formatting, lints, unit tests, and the integration tests twice: against
-# Debian's nats-server (2.9) and against the pinned current release installed by setup.sh.
+# Debian's nats-server (2.9) and against the pinned current release installed by setup.sh; then,
+# once, the compose deployment in real containers (tests/compose.rs; it skips without Docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then export PATH="$HOME/.cargo/bin:$PATH"; fi
@@ -15,9 +16,19 @@ cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "== tests against $(nats-server --version) (Debian)"
-FFLEET_NATS_SERVER="$(command -v nats-server)" cargo nextest run --locked --workspace --no-fail-fast
+FFLEET_NATS_SERVER="$(command -v nats-server)" cargo nextest run --locked --workspace --no-fail-fast \
+  -E 'not binary(compose)'
 
-# This run also generates its media instead of reading ../shared, as machines without it must.
-echo "== integration tests against $("$current" --version), without ../shared media"
-FFLEET_NATS_SERVER="$PWD/$current" FFLEET_TEST_NO_SHARED=1 \
-  cargo nextest run --locked --workspace --no-fail-fast -E 'kind(test)'
+# This run also generates its media instead of reading ../shared, as machines without it must,
+# and moves every fleet's media through the JetStream Object Store instead of a shared directory.
+echo "== integration tests against $("$current" --version), without ../shared media, over the object store"
+FFLEET_NATS_SERVER="$PWD/$current" FFLEET_TEST_NO_SHARED=1 FFLEET_TEST_STORAGE=object-store \
+  cargo nextest run --locked --workspace --no-fail-fast -E 'kind(test) and not binary(compose)'
+
+# Its own nats-servers run in the containers: one pass is enough. The images take the release
+# binary setup.sh built (rebuilt from Docker's cache in seconds when it did not change).
+echo "== compose deployment (tests/compose.rs)"
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  ./scripts/images.sh
+fi
+cargo nextest run --locked --test compose --no-fail-fast --no-capture

@@ -55,6 +55,10 @@ async fn submit(f: &ProcFleet, id: &str, src: &Path, segment: f64) -> Result<()>
 async fn check(f: &ProcFleet, job: &str, reference: &[u8]) -> Result<()> {
     if let Err(e) = f.wait_completed(job, JOB_TIMEOUT).await {
         common::nats_cluster::dump(&f.ctx().js).await;
+        eprintln!("job {job}: {:?}", f.job(job).await);
+        for (key, unit) in f.units(job).await {
+            eprintln!("  unit {key}: {unit:?}");
+        }
         return Err(e);
     }
     ensure!(

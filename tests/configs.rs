@@ -1,5 +1,5 @@
 //! Shipped configuration files parse: the deployment nats-server configs (on servers that know
-//! its options, 2.10+) and the example `ffleet.toml` from the README.
+//! its options, 2.10+) and the example `ffleet.toml` from docs/configuration.md.
 
 use ffleet::local::NatsServer;
 use std::process::Command;
@@ -75,14 +75,17 @@ fn cluster_nats_config_is_valid() {
 }
 
 #[test]
-fn readme_example_config_loads_and_validates() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn documented_example_config_loads_and_validates() {
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let toml = readme
         .split("```toml\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("README has a toml example");
+        .expect("docs/configuration.md has a toml example");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ffleet.toml");
     std::fs::write(&path, toml).unwrap();

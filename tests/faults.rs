@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use common::procs::ProcFleet;
 use common::{JobClient, media};
 use ffleet_shared::messages::{DeadLetter, JobState, SegmentState};
+use ffleet_shared::subjects::EventKind;
 use ffleet_shared::{Unit, subjects};
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -43,11 +44,23 @@ async fn prepared(encoders: usize) -> Result<(ProcFleet, PathBuf, Vec<u8>)> {
     Ok((fleet, src, reference))
 }
 
+/// Waits until the splitter and merger have handled everything stored for them, so that no
+/// redelivery is still on its way to publish a second terminal event.
+async fn settled(fleet: &ProcFleet) -> Result<()> {
+    let t = Duration::from_secs(120);
+    fleet
+        .wait_idle(subjects::STREAM_JOBS, Some(subjects::CONSUMER_SPLITTER), t)
+        .await?;
+    fleet
+        .wait_idle(subjects::STREAM_EVENTS, Some(subjects::CONSUMER_MERGER), t)
+        .await
+}
+
 /// The job completed exactly once and its output equals the reference, byte for byte.
 async fn check(fleet: &ProcFleet, job: &str, reference: &[u8]) -> Result<()> {
     let done = fleet.wait_completed(job, JOB_TIMEOUT).await?;
-    // Give a duplicate time to show up before counting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every report is handled before counting: a duplicate terminal event would be out by then.
+    settled(fleet).await?;
     ensure!(
         fleet.terminal_count(job).await? == 1,
         "job {job} has more than one terminal event"
@@ -341,6 +354,54 @@ async fn merger_killed_mid_merge() -> Result<()> {
     Ok(())
 }
 
+/// Reports that never reach the merger (removed from the stream while it was down) are sent
+/// again by the scheduler's reconciler once their units have been done for `lost_task_secs`.
+#[tokio::test]
+async fn lost_segment_reports_are_sent_again() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[("FFLEET_SCHEDULER__LOST_TASK_SECS", "1")]).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+    fleet.kill(2);
+    submit(&fleet, "job", &src).await?;
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    loop {
+        let units = fleet.units("job").await;
+        let planned = fleet
+            .job("job")
+            .await
+            .and_then(|r| r.plan.map(|p| p.unit_count()));
+        if planned == Some(units.len()) && units.iter().all(|(_, r)| r.state == SegmentState::Done)
+        {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the units never got done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An encoder writes `done` before it reports: let the last report land, then lose them all.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = fleet.ctx().js.get_stream(subjects::STREAM_EVENTS).await?;
+    let job = ffleet_shared::JobId::new("job")?;
+    let purged = events
+        .purge()
+        .filter(subjects::event(Some(&job), EventKind::SegmentDone))
+        .await?;
+    ensure!(purged.purged > 0, "no report to lose");
+    let lost = Instant::now();
+    fleet.spawn("merger", &[])?;
+    check(&fleet, "job", &reference).await?;
+    println!(
+        "recovery: {} segment reports lost -> job completed {:.2} s later (lost_task_secs 1 s)",
+        purged.purged,
+        lost.elapsed().as_secs_f64()
+    );
+    ensure!(
+        fleet.log_text(1).contains("report sent again"),
+        "the scheduler never sent a report again"
+    );
+    fleet.passed();
+    Ok(())
+}
+
 #[tokio::test]
 async fn nats_server_killed_and_restarted_mid_job() -> Result<()> {
     let (mut fleet, src, reference) = prepared(2).await?;
@@ -424,8 +485,11 @@ async fn poison_segment_failing_the_same_way_twice_fails_its_job_while_others_co
     ensure!(nodes.len() == 2, "{letter:?}");
     ensure!((2..=4).contains(&letter.failures.len()), "{letter:?}");
     ensure!(stream.get_info().await?.state.messages == 1);
-    // No task of it is left looping in the queues.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // No task of it is left looping in the queues: once every queue's consumer has handled
+    // all it was given, the queues are empty.
+    fleet
+        .wait_idle(subjects::STREAM_TASKS, None, Duration::from_secs(60))
+        .await?;
     let tasks = fleet.ctx().js.get_stream(subjects::STREAM_TASKS).await?;
     ensure!(
         tasks.get_info().await?.state.messages == 0,
@@ -441,7 +505,7 @@ async fn poison_segment_failing_the_same_way_twice_fails_its_job_while_others_co
 
 #[tokio::test]
 async fn a_job_past_its_deadline_fails_with_that_reason() -> Result<()> {
-    let mut fleet = ProcFleet::standard(1, &[("FFLEET_SCHEDULER__JOB_DEADLINE_SECS", "2")]).await?;
+    let mut fleet = ProcFleet::standard(1, &[("FFLEET_SCHEDULER__JOB_DEADLINE_SECS", "1")]).await?;
     let src = source(&fleet)?;
     submit(&fleet, "late", &src).await?;
     let failed = fleet.wait_failed("late", JOB_TIMEOUT).await?;
@@ -516,7 +580,7 @@ async fn soak_100_jobs_with_an_encoder_killed_every_few_seconds() -> Result<()> 
         }
         pending = still;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    settled(&fleet).await?;
     for id in &ids {
         let evs = fleet.events(Some(id)).await?;
         let terminal: Vec<_> = evs.iter().filter(|e| e.is_terminal()).collect();

@@ -7,7 +7,7 @@ use anyhow::Result;
 use common::{JobClient, TestFleet, media, quality};
 use ffleet_shared::messages::JobEvent;
 use ffleet_shared::messages::events::SegmentOutcome;
-use ffleet_shared::profiles;
+use ffleet_shared::{profiles, subjects};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -177,9 +177,17 @@ async fn a_duplicate_job_event_yields_one_output_and_one_completed_event() -> Re
     fleet.submit_raw(&body, Some("dup")).await?;
     fleet.submit_raw(&body, Some("dup")).await?;
     fleet.wait_completed("dup", JOB_TIMEOUT).await?;
-    // ... and once more as if it came back after the window (another message id).
-    fleet.submit_raw(&body, Some("dup-again")).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ... and once more as if it came back after the window (another message id): counted once
+    // the splitter has handled it.
+    let seq = fleet.submit_raw_seq(&body, Some("dup-again")).await?;
+    fleet
+        .wait_processed(
+            subjects::STREAM_JOBS,
+            subjects::CONSUMER_SPLITTER,
+            seq,
+            Duration::from_secs(60),
+        )
+        .await?;
     let events = fleet.events(Some("dup")).await?;
     let completed = events
         .iter()
@@ -228,6 +236,46 @@ async fn five_jobs_submitted_at_once_all_complete() -> Result<()> {
     assert!(
         leftovers.is_empty(),
         "scratch media removed after the jobs: {leftovers:?}"
+    );
+    fleet.stop().await;
+    Ok(())
+}
+
+/// Units of the long job: 400 by default (about a minute on two cores);
+/// `FFLEET_TEST_LONG_UNITS=2000` (or more) runs the full-size check.
+fn long_job_units() -> u32 {
+    std::env::var("FFLEET_TEST_LONG_UNITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_of_hundreds_of_one_second_units_completes_with_small_records() -> Result<()> {
+    let units = long_job_units();
+    let fleet = TestFleet::spawn().await?;
+    let src = media::long_tiny_source(fleet.media.path(), "long.mp4", units)?;
+    let mut req = fleet.request("long", &src, "long.mp4");
+    req.segment_seconds = Some(1.0);
+    fleet.submit(&req).await?;
+    let timeout = JOB_TIMEOUT.max(Duration::from_millis(u64::from(units) * 500));
+    let done = fleet.wait_completed("long", timeout).await?;
+    assert_eq!(done.segments, units as usize, "one unit per keyframe");
+    assert_eq!(done.frames, 10 * u64::from(units));
+    // Every value in KV is small whatever the length: the job record holds one bit per unit,
+    // each unit record only its own cut and result.
+    let job = fleet
+        .ctx()
+        .jobs
+        .store()
+        .entry("long")
+        .await?
+        .expect("job record");
+    let limit = 2_000 + units as usize / 4;
+    assert!(
+        job.value.len() < limit,
+        "job record of {} bytes for {units} units",
+        job.value.len()
     );
     fleet.stop().await;
     Ok(())

@@ -88,7 +88,12 @@ async fn submit(
     req.prefer = prefer;
     req.require = require;
     req.priority = priority;
-    f.submit(&req).await
+    // Priorities above the submitter cap (0) are a privilege.
+    if priority > 0 {
+        f.submit_privileged(&req).await
+    } else {
+        f.submit(&req).await
+    }
 }
 
 /// Per node: peak busy cores, cores advertised, peak busy GPU sessions, sessions advertised.

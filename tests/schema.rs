@@ -86,6 +86,8 @@ fn requests_built_by_the_cli_are_valid() {
         require: true,
         job_id: None,
         wait: false,
+        upload: false,
+        privileged: false,
     })
     .unwrap();
     let value = serde_json::to_value(&req).unwrap();

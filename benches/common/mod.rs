@@ -109,7 +109,7 @@ pub fn spawn(
     c.args(["-s", url, "run", svc])
         .env_remove("NATS_URL")
         .env_remove("FFLEET_CONFIG")
-        .env("FFLEET_STORAGE__SCRATCH", dir.join("scratch"))
+        .env("FFLEET_STORAGE__SCRATCH", scratch_of(dir))
         .env(
             "FFLEET_STORAGE__INPUT_ROOTS",
             format!("[{}]", dir.display()),
@@ -147,7 +147,7 @@ pub async fn start_fleet(dir: &Path, encoders: usize, env: &[(&str, String)]) ->
     let url = server.url.clone();
     let mut cfg = ffleet_shared::config::Config::default();
     cfg.nats.url = url.clone();
-    cfg.storage.scratch = dir.join("scratch");
+    cfg.storage.scratch = scratch_of(dir);
     let ctx = ffleet_shared::runtime::Ctx::connect(std::sync::Arc::new(cfg), "bench", true)
         .await
         .expect("connects");
@@ -166,4 +166,13 @@ pub async fn start_fleet(dir: &Path, encoders: usize, env: &[(&str, String)]) ->
         url,
         server,
     }
+}
+
+/// Scratch beside `dir` (the root every job reads and writes), never inside it: ffleet refuses
+/// a scratch directory inside a root.
+pub fn scratch_of(dir: &Path) -> std::path::PathBuf {
+    let name = dir
+        .file_name()
+        .map_or("ffleet".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!("{name}.scratch"))
 }

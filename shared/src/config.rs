@@ -70,6 +70,15 @@ pub struct NatsConfig {
     pub discover_servers: bool,
     /// NATS credentials file (JWT + nkey seed) for this service.
     pub creds_file: Option<PathBuf>,
+    /// File holding this process's nkey seed (`SU...`), as `ffleet secrets init` writes them.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// The nkey seed itself; taken from `FFLEET_NATS_NKEY_SEED` (a secret: keep it out of
+    /// files others can read).
+    #[serde(skip_serializing)]
+    pub nkey_seed: Option<String>,
+    /// The role these credentials stand for, when known: clients then skip what the role may
+    /// not do (a submitter follows a job by its events only) instead of being refused.
+    pub role: Option<crate::security::Role>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
@@ -98,6 +107,9 @@ impl Default for NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             discover_servers: true,
             creds_file: None,
+            nkey_seed_file: None,
+            nkey_seed: None,
+            role: None,
             user: None,
             password: None,
             token: None,
@@ -113,21 +125,65 @@ impl Default for NatsConfig {
     }
 }
 
+/// Where media travels between services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageBackend {
+    /// A directory every node mounts (`storage.scratch`): zero copies, one host or NFS.
+    SharedDir,
+    /// A JetStream Object Store bucket: nodes share nothing but the NATS URL.
+    ObjectStore,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    /// `object-store` (the default for a fleet) or `shared-dir` (`ffleet transcode`).
+    pub backend: StorageBackend,
     /// Scratch directory shared by every node (a compose volume, NFS): cuts and encoded segments.
     pub scratch: PathBuf,
+    /// Private local directory for downloaded and staged media; each process takes its own
+    /// subdirectory and removes those of processes that died.
+    pub work_dir: PathBuf,
+    /// Object Store bucket holding the media.
+    pub bucket: String,
+    /// Cap on the bucket's size in bytes (0: the server's JetStream storage limit), set when
+    /// the bucket is created. JetStream reserves a stream's cap out of the server's storage,
+    /// so the default reserves nothing. A job that does not fit fails with `storage_full`.
+    pub max_bytes: u64,
+    /// Bytes per object chunk (one NATS message each): memory per transfer is a few chunks.
+    pub chunk_size: usize,
+    /// Largest file `ffleet submit --upload` sends (checked before the upload starts).
+    pub max_upload_bytes: u64,
     /// Directories inputs must resolve into (after following symlinks).
     pub input_roots: Vec<PathBuf>,
     /// Directories outputs must resolve into.
     pub output_roots: Vec<PathBuf>,
 }
 
+/// `<tmp>/ffleet-work-<uid>`: private to the user (the directory is created mode 0700, so a
+/// shared name would lock other users out).
+fn default_work_dir() -> PathBuf {
+    #[cfg(unix)]
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or_else(|_| "user".to_owned(), |m| m.uid().to_string())
+    };
+    #[cfg(not(unix))]
+    let owner = "user".to_owned();
+    std::env::temp_dir().join(format!("ffleet-work-{owner}"))
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            backend: StorageBackend::ObjectStore,
             scratch: std::env::temp_dir().join("ffleet-scratch"),
+            work_dir: default_work_dir(),
+            bucket: crate::subjects::BUCKET_MEDIA.into(),
+            max_bytes: 0,
+            chunk_size: 128 * 1024,
+            max_upload_bytes: 64 << 30,
             input_roots: Vec::new(),
             output_roots: Vec::new(),
         }
@@ -160,6 +216,21 @@ pub struct LimitsConfig {
     pub max_input_bytes: u64,
     /// Bound on every ffprobe run (hostile files can make probing slow).
     pub probe_timeout_secs: f64,
+    /// Most ffprobe output read from one run (format and streams); more is refused.
+    pub max_probe_output_bytes: usize,
+    /// Most packets the source's kept streams may have (a packet flood is refused while it is
+    /// read, before it fills memory); each is also held to what the duration and frame rate
+    /// limits allow.
+    pub max_packets: u64,
+    /// Resource limits of every ffmpeg and ffprobe child (set through `prlimit`); 0: none.
+    /// Address space in MiB, for children that use no accelerator (CUDA and other GPU runtimes
+    /// reserve more virtual memory than the machine has, so those children are exempt).
+    pub child_address_space_mb: u64,
+    /// Largest file a child may write, in MiB.
+    pub child_file_size_mb: u64,
+    pub child_open_files: u64,
+    /// CPU seconds per child.
+    pub child_cpu_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -171,6 +242,36 @@ impl Default for LimitsConfig {
             max_frame_rate: 300.0,
             max_input_bytes: 512 * 1024 * 1024 * 1024,
             probe_timeout_secs: 60.0,
+            max_probe_output_bytes: 16 * 1024 * 1024,
+            max_packets: 5_000_000,
+            child_address_space_mb: 32 * 1024,
+            child_file_size_mb: 512 * 1024,
+            child_open_files: 4096,
+            child_cpu_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// A path with symlinks resolved as far as it exists (the rest appended), for comparing
+/// directories that may not exist yet.
+fn normalized(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(c, |acc, part| acc.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return abs,
         }
     }
 }
@@ -197,6 +298,19 @@ pub struct StreamsConfig {
     /// holder died while the scheduler (which reacts in seconds) was down too. Holders keep
     /// their messages alive every third of it.
     pub ack_wait_secs: f64,
+    /// Largest message a stream stores, and largest KV value (tasks, events, job records): a
+    /// bigger publish is refused by the server instead of stored.
+    pub max_msg_bytes: i32,
+    /// Largest job request `FFLEET_JOBS` stores (a real one is a few hundred bytes).
+    pub max_request_bytes: i32,
+    /// Bytes each stream and bucket may hold (events: `events_max_bytes`); work queues then
+    /// refuse new messages, retained streams drop their oldest. -1: unlimited. The server
+    /// reserves this much of its JetStream storage per stream.
+    pub max_bytes: i64,
+    pub events_max_bytes: i64,
+    /// Messages each stream and bucket may hold (events: `events_max_msgs`); -1: unlimited.
+    pub max_msgs: i64,
+    pub events_max_msgs: i64,
 }
 
 impl Default for StreamsConfig {
@@ -207,6 +321,14 @@ impl Default for StreamsConfig {
             events_max_age_hours: 72.0,
             duplicate_window_secs: 120.0,
             ack_wait_secs: 30.0,
+            max_msg_bytes: 1024 * 1024,
+            max_request_bytes: 64 * 1024,
+            // JetStream reserves each stream's cap from the server's storage at creation: the
+            // defaults (about 2.8 GiB in all) must fit a small disk's share.
+            max_bytes: 256 * 1024 * 1024,
+            events_max_bytes: 1024 * 1024 * 1024,
+            max_msgs: 1_000_000,
+            events_max_msgs: 10_000_000,
         }
     }
 }
@@ -230,8 +352,16 @@ impl StreamsConfig {
 pub struct SplitterConfig {
     /// Jobs split at the same time by one splitter.
     pub concurrency: usize,
-    /// Segment length when the job does not ask for one.
+    /// Longest segment when the job does not ask for one (a request's `segment_seconds` takes
+    /// its place). Below it the length follows the pool: about two segments per live slot.
     pub default_segment_secs: f64,
+    /// Shortest segment the pool rule cuts, against per-segment start-up cost (a request's own
+    /// shorter `segment_seconds` is still honoured).
+    pub min_segment_secs: f64,
+    /// Highest priority a request on `ffleet.jobs.submit` may ask for; requests above it are
+    /// refused (`priority_not_allowed`). Requests on `ffleet.jobs.submit-privileged` (clients
+    /// allowed to publish there) are not capped.
+    pub max_submitter_priority: i32,
 }
 
 impl Default for SplitterConfig {
@@ -239,6 +369,8 @@ impl Default for SplitterConfig {
         Self {
             concurrency: 2,
             default_segment_secs: 10.0,
+            min_segment_secs: 1.0,
+            max_submitter_priority: 0,
         }
     }
 }
@@ -389,6 +521,9 @@ impl Default for LogConfig {
     }
 }
 
+/// The environment variable holding an nkey seed (`nats.nkey_seed`).
+pub const NKEY_SEED_ENV: &str = "FFLEET_NATS_NKEY_SEED";
+
 /// Top-level keys read from `FFLEET_*` variables; other `FFLEET_` variables (the config file,
 /// the nats-server binary, benchmark knobs) are not configuration and are left alone.
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -424,7 +559,13 @@ impl Config {
                 })
                 .split("__"),
         );
-        fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
+        let mut cfg: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        if let Ok(seed) = std::env::var(NKEY_SEED_ENV)
+            && !seed.trim().is_empty()
+        {
+            cfg.nats.nkey_seed = Some(seed.trim().to_owned());
+        }
+        Ok(cfg)
     }
 
     /// Checks what no type can: profiles, bounds, consistency.
@@ -467,6 +608,7 @@ impl Config {
                 "splitter.default_segment_secs",
                 self.splitter.default_segment_secs,
             ),
+            ("splitter.min_segment_secs", self.splitter.min_segment_secs),
             ("limits.probe_timeout_secs", self.limits.probe_timeout_secs),
             (
                 "scheduler.heartbeat_ttl_secs",
@@ -552,6 +694,91 @@ impl Config {
                 )));
             }
         }
+        self.validate_bounds()?;
+        // A chunk is one NATS message: within the servers' default 1 MiB max_payload.
+        if self.storage.chunk_size < 4096 || self.storage.chunk_size > 1000 << 10 {
+            return Err(ConfigError::Invalid(format!(
+                "storage.chunk_size must be between 4096 and 1024000 bytes (got {})",
+                self.storage.chunk_size
+            )));
+        }
+        if self.storage.bucket.is_empty()
+            || !self
+                .storage
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "storage.bucket {:?} must be letters, digits, - and _",
+                self.storage.bucket
+            )));
+        }
+        self.roots_must_not_contain(&self.storage.work_dir, "storage.work_dir")?;
+        self.roots_must_not_contain(&self.storage.scratch, "storage.scratch")
+    }
+
+    /// Stream and child-process limits: each positive, or -1 (unlimited) where allowed.
+    fn validate_bounds(&self) -> Result<(), ConfigError> {
+        let st = &self.streams;
+        for (name, v) in [
+            ("streams.max_msg_bytes", st.max_msg_bytes),
+            ("streams.max_request_bytes", st.max_request_bytes),
+        ] {
+            if v < 1024 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be >= 1024 (got {v})"
+                )));
+            }
+        }
+        for (name, v) in [
+            ("streams.max_bytes", st.max_bytes),
+            ("streams.events_max_bytes", st.events_max_bytes),
+            ("streams.max_msgs", st.max_msgs),
+            ("streams.events_max_msgs", st.events_max_msgs),
+        ] {
+            if v != -1 && v <= 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be > 0 or -1 for unlimited (got {v})"
+                )));
+            }
+        }
+        let l = &self.limits;
+        if l.max_probe_output_bytes < 64 * 1024 || l.max_packets == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_probe_output_bytes must be >= 65536 and limits.max_packets >= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a directory ffleet writes to (`what`: scratch, the NATS store) that lies inside
+    /// an input or output root, or contains one: a job could then name another job's cut, or
+    /// the server's store, as its input.
+    pub fn roots_must_not_contain(&self, dir: &Path, what: &str) -> Result<(), ConfigError> {
+        let dir = normalized(dir);
+        let roots = self
+            .storage
+            .input_roots
+            .iter()
+            .map(|r| ("storage.input_roots", r))
+            .chain(
+                self.storage
+                    .output_roots
+                    .iter()
+                    .map(|r| ("storage.output_roots", r)),
+            );
+        for (key, root) in roots {
+            let root_n = normalized(root);
+            if dir.starts_with(&root_n) || root_n.starts_with(&dir) {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} {} overlaps {key} entry {}: keep ffleet's own data outside the \
+                     directories jobs may read and write",
+                    dir.display(),
+                    root.display()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -591,6 +818,28 @@ mod tests {
             c.validate().expect("valid");
             Ok(())
         });
+    }
+
+    #[test]
+    fn scratch_or_data_inside_a_root_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.storage.input_roots = vec![root.path().to_path_buf()];
+        c.storage.scratch = root.path().join("not-yet/scratch");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("storage.scratch") && e.contains("input_roots"),
+            "{e}"
+        );
+        // A root inside the data directory is as bad.
+        c.storage.scratch = root.path().parent().unwrap().to_path_buf();
+        assert!(c.validate().is_err());
+        c.storage.scratch = tempfile::tempdir().unwrap().path().join("s");
+        c.validate().unwrap();
+        assert!(
+            c.roots_must_not_contain(&root.path().join("data"), "--data")
+                .is_err()
+        );
     }
 
     #[test]

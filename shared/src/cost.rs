@@ -9,7 +9,7 @@
 
 use crate::Capability;
 use crate::ids::Unit;
-use crate::messages::records::{Plan, SourceInfo};
+use crate::messages::records::SourceInfo;
 use crate::profiles::Variant;
 
 /// Relative decode cost of a source codec, H.264 = 1.
@@ -30,17 +30,13 @@ fn depth_factor(pix_fmt: Option<&str>) -> f64 {
     }
 }
 
-/// Estimated work of `unit`. Audio is a fixed small share of its duration: one audio encode is
-/// far cheaper than the video of the same length.
-pub fn work(src: &SourceInfo, unit: Unit, plan: &Plan) -> f64 {
+/// Estimated work of `unit`, a video segment of `frames` frames or the tracks unit. Audio is a
+/// fixed small share of its duration: one audio encode is far cheaper than the video of the
+/// same length.
+pub fn work(src: &SourceInfo, unit: Unit, frames: u64) -> f64 {
     let v = &src.video;
     match unit {
-        Unit::Video(i) => {
-            let frames = plan
-                .segments
-                .iter()
-                .find(|s| s.index == i)
-                .map_or(0, |s| s.frames);
+        Unit::Video(_) => {
             let mpix = f64::from(v.width) * f64::from(v.height) / 1e6;
             mpix * frames as f64 * codec_factor(&v.codec) * depth_factor(v.pix_fmt.as_deref())
         }

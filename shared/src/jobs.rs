@@ -62,7 +62,7 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
                 r.state = JobState::Completed;
                 r.output = Some(out.clone());
                 r.touch();
-                let n = r.plan.as_ref().map_or(0, |p| p.segments.len());
+                let n = r.plan.as_ref().map_or(0, |p| p.segments as usize);
                 Change::Write(r, Some(n))
             }
             _ => Change::Keep(None),
@@ -94,6 +94,7 @@ pub fn completed(job: &JobId, out: &OutputInfo, segments: usize) -> Completed {
         bytes: out.bytes,
         decode_errors: out.decode_errors,
         warnings: out.warnings.clone(),
+        media_bytes: out.media_bytes,
     }
 }
 
@@ -104,7 +105,7 @@ pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobErr
         (JobState::Completed, Some(out), _) => completed_event(
             &rec.job_id,
             out,
-            rec.plan.as_ref().map_or(0, |p| p.segments.len()),
+            rec.plan.as_ref().map_or(0, |p| p.segments as usize),
         ),
         (JobState::Failed, _, Some(f)) => JobEvent::failed(Some(rec.job_id.clone()), f),
         _ => return Ok(()),
@@ -114,7 +115,11 @@ pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobErr
 }
 
 async fn clean_scratch(ctx: &Ctx, job: &JobId) {
-    if let Err(e) = ctx.storage.delete_prefix(&storage::job_prefix(job)).await {
+    if let Err(e) = ctx
+        .storage
+        .delete_prefix(&storage::keys::job_prefix(job))
+        .await
+    {
         tracing::warn!(job = %job, error = %e, "could not remove scratch media");
     }
 }

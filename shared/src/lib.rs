@@ -16,11 +16,14 @@ pub mod nats;
 pub mod profiles;
 pub mod reason;
 pub mod runtime;
+pub mod security;
+pub mod service_main;
 pub mod shutdown;
 pub mod storage;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;
+pub mod unit_protocol;
 
 pub use ids::{Capability, JobId, NodeId, Unit};
 pub use reason::Reason;

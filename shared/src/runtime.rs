@@ -2,11 +2,11 @@
 //! buckets, and media storage. Built once in `main` (or by an in-process cluster) and cloned
 //! into each service.
 
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::messages::{Heartbeat, JobRecord, SegmentRecord};
 use crate::nats::retry::Patience;
 use crate::nats::{self, Buckets, NatsError, kv::Typed};
-use crate::storage::{SharedDir, Storage, StorageError};
+use crate::storage::{ObjectStore, SharedDir, Storage, StorageError, WorkDir};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,14 @@ use std::time::Duration;
 pub enum CtxError {
     #[error(transparent)]
     Nats(#[from] NatsError),
-    #[error("scratch storage: {0}")]
+    #[error("media storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("work dir {path}: {source}")]
+    WorkDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Clone)]
@@ -62,6 +68,7 @@ impl Ctx {
         patience: Patience,
     ) -> Result<Ctx, CtxError> {
         nats::retry::configure(&config.nats);
+        crate::media::sandbox::configure(&config.limits);
         let js = nats::connect::jetstream(client.clone(), &config.nats);
         let Buckets {
             jobs,
@@ -69,8 +76,8 @@ impl Ctx {
             workers,
             leases,
         } = nats::provision(&js, &config, patience).await?;
+        let storage = open_storage(&js, &config, patience).await?;
         crate::health::ready();
-        let storage: Arc<dyn Storage> = Arc::new(SharedDir::open(&config.storage.scratch)?);
         Ok(Ctx {
             client,
             js,
@@ -91,4 +98,23 @@ impl Ctx {
             ..self.clone()
         }
     }
+}
+
+/// Opens the configured media backend with a fresh private work dir.
+pub async fn open_storage(
+    js: &async_nats::jetstream::Context,
+    config: &Config,
+    patience: Patience,
+) -> Result<Arc<dyn Storage>, CtxError> {
+    let base = &config.storage.work_dir;
+    let work = Arc::new(WorkDir::open(base).map_err(|source| CtxError::WorkDir {
+        path: base.clone(),
+        source,
+    })?);
+    Ok(match config.storage.backend {
+        StorageBackend::SharedDir => Arc::new(SharedDir::open(&config.storage.scratch, work)?),
+        StorageBackend::ObjectStore => {
+            Arc::new(ObjectStore::open(js, config, work, patience).await?)
+        }
+    })
 }

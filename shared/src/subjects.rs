@@ -22,6 +22,10 @@ pub const BUCKET_SEGMENTS: &str = "ffleet-segments";
 /// Encoder heartbeats, one key per node, expiring with the bucket's max age.
 pub const BUCKET_WORKERS: &str = "ffleet-workers";
 
+/// Media between services (cuts, encoded segments, uploaded sources and outputs) when nodes share
+/// no filesystem: a JetStream Object Store bucket (default name; `storage.bucket`).
+pub const BUCKET_MEDIA: &str = "ffleet-media";
+
 /// Leases (leader election), one key per role, expiring unless renewed.
 pub const BUCKET_LEASES: &str = "ffleet-leases";
 /// Every stream and bucket ffleet provisions (names accepted by `streams.replicas_for`).
@@ -34,6 +38,7 @@ pub const PROVISIONED: &[&str] = &[
     BUCKET_SEGMENTS,
     BUCKET_WORKERS,
     BUCKET_LEASES,
+    BUCKET_MEDIA,
 ];
 
 /// The scheduler leader's lease key.
@@ -41,11 +46,18 @@ pub const LEASE_SCHEDULER: &str = "scheduler";
 
 /// Where other systems (and `ffleet submit`) publish job requests.
 pub const JOBS_SUBMIT: &str = "ffleet.jobs.submit";
+/// Job requests from privileged clients (`ffleet submit --privileged`): not held to
+/// `splitter.max_submitter_priority`. Inside `jobs_wildcard()`, so the jobs stream stores it;
+/// only credentials allowed to publish here get the privilege.
+pub const JOBS_SUBMIT_PRIVILEGED: &str = "ffleet.jobs.submit-privileged";
 /// Tasks waiting for the scheduler to route them.
 pub const TASKS_PLAN: &str = "ffleet.tasks.plan";
 
 /// Durable consumer names.
 pub const CONSUMER_SPLITTER: &str = "splitter";
+/// The splitter's consumer of `JOBS_SUBMIT_PRIVILEGED` (a second durable: nats-server 2.9 has
+/// no multi-filter consumers, and an existing `splitter` durable keeps its filter).
+pub const CONSUMER_SPLITTER_PRIVILEGED: &str = "splitter-privileged";
 pub const CONSUMER_SCHEDULER: &str = "scheduler";
 pub const CONSUMER_MERGER: &str = "merger";
 
@@ -54,10 +66,38 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
+/// The subject a put of `key` into KV bucket `bucket` is published on.
+pub fn kv_key(bucket: &str, key: &str) -> String {
+    format!("$KV.{bucket}.{key}")
+}
+
+/// The stream backing object store `bucket`.
+pub fn object_stream(bucket: &str) -> String {
+    format!("OBJ_{bucket}")
+}
+
+/// Every subject of object store `bucket` (chunks and metadata).
+pub fn object_wildcards(bucket: &str) -> Vec<String> {
+    vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")]
+}
+
+/// The chunks of one stored object (`nuid` names one version of it).
+pub fn object_chunks(bucket: &str, nuid: &str) -> String {
+    format!("$O.{bucket}.C.{nuid}")
+}
+
+/// The metadata subject of object `encoded_name` (base64url of its name, as the NATS tools do).
+pub fn object_meta(bucket: &str, encoded_name: &str) -> String {
+    format!("$O.{bucket}.M.{encoded_name}")
+}
+
 /// Every subject of KV bucket `bucket`.
 pub fn kv_wildcard(bucket: &str) -> String {
     format!("$KV.{bucket}.>")
 }
+
+/// Where request replies (JetStream API answers, publish acks, pushed consumer messages) arrive.
+pub const INBOX_WILDCARD: &str = "_INBOX.>";
 
 pub fn jobs_wildcard() -> String {
     "ffleet.jobs.>".into()
@@ -78,6 +118,16 @@ pub fn dead_wildcard() -> String {
 /// Where a unit that exhausted its retry budget is kept: the task and why it failed.
 pub fn dead_letter(job: &JobId, unit: crate::Unit) -> String {
     format!("ffleet.dead.{job}.{unit}")
+}
+
+/// Every encode queue, whatever the capability.
+pub fn tasks_encode_wildcard() -> String {
+    "ffleet.tasks.encode.*".into()
+}
+
+/// Every retry queue, whatever the capability.
+pub fn tasks_retry_wildcard() -> String {
+    "ffleet.tasks.retry.*".into()
 }
 
 /// The queue that encoders with `cap` pull from.
@@ -153,7 +203,17 @@ pub fn job_events(job: &JobId) -> String {
 
 /// What the merger consumes: every job's segment-done events.
 pub fn segment_done_wildcard() -> String {
-    format!("ffleet.events.*.{}", EventKind::SegmentDone.token())
+    event_any_job(EventKind::SegmentDone)
+}
+
+/// Events of `kind` about any job (and about requests too broken to name one).
+pub fn event_any_job(kind: EventKind) -> String {
+    format!("ffleet.events.*.{}", kind.token())
+}
+
+/// Live progress of every job.
+pub fn live_wildcard() -> String {
+    "ffleet.live.*".into()
 }
 
 /// Core-NATS (not stored) live progress of a job's running encodes, for progress bars.
@@ -164,6 +224,86 @@ pub fn live_progress(job: &JobId) -> String {
 /// KV key of one unit's ownership record.
 pub fn segment_key(job: &JobId, unit: crate::Unit) -> String {
     format!("{job}.{unit}")
+}
+
+/// JetStream API and protocol subjects, for the per-role permissions a server enforces
+/// (`security::roles`). The forms are the ones async-nats 0.51 sends; consumer creation also
+/// has the older form without a consumer name (ephemeral and ordered consumers).
+pub mod js_api {
+    /// `STREAM.INFO`: looking a stream (or KV / object store bucket) up.
+    pub fn stream_info(stream: &str) -> String {
+        format!("$JS.API.STREAM.INFO.{stream}")
+    }
+
+    pub fn stream_create(stream: &str) -> String {
+        format!("$JS.API.STREAM.CREATE.{stream}")
+    }
+
+    pub fn stream_update(stream: &str) -> String {
+        format!("$JS.API.STREAM.UPDATE.{stream}")
+    }
+
+    pub fn stream_purge(stream: &str) -> String {
+        format!("$JS.API.STREAM.PURGE.{stream}")
+    }
+
+    /// A stored message by sequence or last-by-subject (KV gets of replicated buckets).
+    pub fn stream_msg_get(stream: &str) -> String {
+        format!("$JS.API.STREAM.MSG.GET.{stream}")
+    }
+
+    /// Direct gets: the request form, and the form with the subject appended (2.9+).
+    pub fn direct_get(stream: &str) -> [String; 2] {
+        [
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}.>"),
+        ]
+    }
+
+    /// Creating an unnamed (ephemeral, ordered) consumer, and any named one (2.9+ form
+    /// `CONSUMER.CREATE.<stream>.<name>.<filter>`).
+    pub fn consumer_create_any(stream: &str) -> [String; 2] {
+        [
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        ]
+    }
+
+    /// Creating the named consumer `name` with no filter, or with several (2.10+).
+    pub fn consumer_create_unfiltered(stream: &str, name: &str) -> String {
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{name}")
+    }
+
+    /// Creating the named consumer `name` with exactly `filter`.
+    pub fn consumer_create(stream: &str, name: &str, filter: &str) -> String {
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{name}.{filter}")
+    }
+
+    pub fn consumer_info(stream: &str, name: &str) -> String {
+        format!("$JS.API.CONSUMER.INFO.{stream}.{name}")
+    }
+
+    pub fn consumer_delete(stream: &str, name: &str) -> String {
+        format!("$JS.API.CONSUMER.DELETE.{stream}.{name}")
+    }
+
+    /// Pulling from consumer `name`.
+    pub fn consumer_next(stream: &str, name: &str) -> String {
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}")
+    }
+
+    /// Acks, naks, progress and terms of messages from consumer `name`.
+    pub fn ack(stream: &str, name: &str) -> String {
+        format!("$JS.ACK.{stream}.{name}.>")
+    }
+
+    /// Flow-control replies of pushed (ordered) consumers on `stream`.
+    pub fn flow_control(stream: &str) -> String {
+        format!("$JS.FC.{stream}.>")
+    }
+
+    /// Token standing for any consumer name.
+    pub const ANY: &str = "*";
 }
 
 /// Nats-Msg-Id values: stable per logical message, so a republish after a crash is dropped by
@@ -189,6 +329,13 @@ pub mod msg_id {
 
     pub fn progress(job: &JobId, done: usize) -> String {
         format!("{job}.progress.{done}")
+    }
+
+    /// A refused request's `failed` event: its own id (the request's stream sequence), never
+    /// the job's terminal id, so a refusal cannot shadow the real job's `completed`.
+    pub fn refusal(job: Option<&JobId>, stream_sequence: u64) -> String {
+        let job = job.map(JobId::as_str).unwrap_or(super::UNNAMED_JOB);
+        format!("{job}.refused.{stream_sequence}")
     }
 }
 

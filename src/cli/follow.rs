@@ -1,12 +1,15 @@
 //! Following one job to its end: its CloudEvents (`ffleet.events.<job>.>`) and live encode
 //! progress (`ffleet.live.<job>`) drive a progress bar; the job record in KV is checked every few
-//! seconds too, so a missed event (a reconnect) cannot leave the client waiting forever.
+//! seconds too, so a missed event (a reconnect) cannot leave the client waiting forever. A
+//! client whose role may not read the jobs bucket (a submitter) follows by events only.
 
 use super::display;
 use anyhow::Result;
 use ffleet_shared::messages::events::{Completed, Failed};
-use ffleet_shared::messages::{self, CloudEvent, JobEvent, JobState, LiveProgress};
+use ffleet_shared::messages::{self, CloudEvent, JobEvent, JobRecord, JobState, LiveProgress};
+use ffleet_shared::nats::kv::Typed;
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::subjects::EventKind;
 use ffleet_shared::{JobId, Unit, subjects};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,16 +18,51 @@ use std::path::Path;
 use std::time::Duration;
 
 pub struct Subscriptions {
-    events: async_nats::Subscriber,
+    events: futures::stream::SelectAll<async_nats::Subscriber>,
     live: async_nats::Subscriber,
 }
 
-pub async fn subscribe(ctx: &Ctx, job: &JobId) -> Result<Subscriptions> {
-    let events = ctx.client.subscribe(subjects::job_events(job)).await?;
-    let live = ctx.client.subscribe(subjects::live_progress(job)).await?;
+/// What following needs: a connection, and the jobs bucket when the role may read it.
+pub struct Link {
+    pub client: async_nats::Client,
+    pub jobs: Option<Typed<JobRecord>>,
+}
+
+impl Link {
+    pub fn of(ctx: &Ctx) -> Link {
+        Link {
+            client: ctx.client.clone(),
+            jobs: Some(ctx.jobs.clone()),
+        }
+    }
+
+    async fn record(&self, job: &JobId) -> Option<JobRecord> {
+        match &self.jobs {
+            Some(jobs) => jobs.get(job.as_str()).await.ok().flatten().map(|(r, _)| r),
+            None => None,
+        }
+    }
+}
+
+pub async fn subscribe(client: &async_nats::Client, job: &JobId) -> Result<Subscriptions> {
+    // The job's public events only: `segment_done` is the fleet's own business (and a submitter
+    // may not read it).
+    let mut events = Vec::new();
+    for kind in [
+        EventKind::Accepted,
+        EventKind::Progress,
+        EventKind::Completed,
+        EventKind::Failed,
+    ] {
+        events.push(client.subscribe(subjects::event(Some(job), kind)).await?);
+    }
+    let live = client.subscribe(subjects::live_progress(job)).await?;
     // Make sure the server has the interest before anything is published.
-    ctx.client.flush().await?;
-    Ok(Subscriptions { events, live })
+    client.flush().await?;
+    Ok(Subscriptions {
+        events: futures::stream::select_all(events),
+        live,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +122,7 @@ fn bar(show: bool) -> ProgressBar {
 
 /// Follows `job` until it completes or fails.
 pub async fn follow(
-    ctx: &Ctx,
+    link: &Link,
     job: &JobId,
     mut subs: Subscriptions,
     show_bar: bool,
@@ -115,7 +153,7 @@ pub async fn follow(
             Some(m) = subs.live.next() => {
                 let Ok(p) = messages::decode::<LiveProgress>("live progress", &m.payload) else { continue };
                 if !total_known
-                    && let Ok(Some((rec, _))) = ctx.jobs.get(job.as_str()).await
+                    && let Some(rec) = link.record(job).await
                         && let Some(src) = rec.source {
                             pb.set_length(src.video.frames);
                             total_known = true;
@@ -128,7 +166,7 @@ pub async fn follow(
                 }
             }
             _ = check.tick() => {
-                if let Ok(Some((rec, _))) = ctx.jobs.get(job.as_str()).await {
+                if let Some(rec) = link.record(job).await {
                     if rec.state == JobState::Merging {
                         pb.set_message("merging");
                     }
@@ -149,7 +187,7 @@ fn outcome_from_record(rec: &ffleet_shared::messages::JobRecord) -> Option<Outco
             Some(Outcome::Completed(ffleet_shared::jobs::completed(
                 &rec.job_id,
                 o,
-                rec.plan.as_ref().map_or(0, |p| p.segments.len()),
+                rec.plan.as_ref().map_or(0, |p| p.segments as usize),
             )))
         }
         (JobState::Failed, _, Some(f)) => Some(Outcome::Failed(Failed {

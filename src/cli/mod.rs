@@ -4,10 +4,13 @@
 mod capabilities;
 mod display;
 mod follow;
+mod health;
+mod secrets;
 mod status;
 mod submit;
 mod transcode;
 mod up;
+mod upload;
 
 pub use follow::{Outcome, follow};
 pub use submit::{JobArgs, SubmitArgs, build_request};
@@ -54,6 +57,16 @@ pub enum Command {
     },
     /// Show the live encoder pool.
     Workers,
+    /// Secrets for a secured deployment (TLS and per-role NATS credentials).
+    Secrets {
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
+    /// Create the streams and buckets (with admin credentials; services only look them up).
+    Provision,
+    /// Container healthcheck: exit 0 only when the service beside it reports `ready` in its
+    /// health file (`nats.health_file`).
+    Health(health::HealthArgs),
     /// Show what an encoder on this machine would offer: NVML readings, test encodes and
     /// decodes with their outcomes, capabilities (no NATS needed).
     Capabilities(capabilities::CapabilitiesArgs),
@@ -80,6 +93,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Status { job } => status::status(&cli, job.as_deref()).await,
         Command::Workers => status::workers(&cli).await,
         Command::Capabilities(a) => capabilities::run(&cli, a).await,
+        Command::Secrets { command } => secrets::run(&cli, command),
+        Command::Provision => secrets::provision(&cli).await,
+        Command::Health(a) => health::run(&cli, a),
     }
 }
 
@@ -93,10 +109,70 @@ pub(crate) fn telemetry(cli: &Cli) -> Result<ffleet_shared::telemetry::Guard> {
     ))
 }
 
+/// A plain client connection for commands that need no provisioning (submit): the jobs bucket
+/// is opened only when the configured role may read it.
+pub(crate) struct ClientLink {
+    pub client: async_nats::Client,
+    pub config: std::sync::Arc<Config>,
+    pub follow: follow::Link,
+}
+
+impl ClientLink {
+    pub fn jetstream(&self) -> async_nats::jetstream::Context {
+        ffleet_shared::nats::connect::jetstream(self.client.clone(), &self.config.nats)
+    }
+}
+
+pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
+    let cfg = cli.load_config()?;
+    if cfg.nats.role.is_none_or(|r| r.provisions()) {
+        // Unsecured deployments (and admins) keep provisioning on first use.
+        let ctx = client(cli).await?;
+        return Ok(ClientLink {
+            client: ctx.client.clone(),
+            config: ctx.config.clone(),
+            follow: follow::Link::of(&ctx),
+        });
+    }
+    cfg.validate()?;
+    let url = cfg.nats.url.clone();
+    ffleet_shared::nats::retry::configure(&cfg.nats);
+    let client = ffleet_shared::nats::connect(&cfg.nats, "ffleet-client", false)
+        .await
+        .with_context(|| format!("cannot reach ffleet's NATS server at {url}"))?;
+    let jobs = if cfg.nats.role.is_none_or(|r| r.reads_job_records()) {
+        let js = ffleet_shared::nats::connect::jetstream(client.clone(), &cfg.nats);
+        match js.get_key_value(ffleet_shared::subjects::BUCKET_JOBS).await {
+            Ok(store) => Some(ffleet_shared::nats::kv::Typed::new(store, "job record")),
+            Err(e) => {
+                tracing::debug!(error = %e, "jobs bucket not readable, following by events only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(ClientLink {
+        follow: follow::Link {
+            client: client.clone(),
+            jobs,
+        },
+        client,
+        config: std::sync::Arc::new(cfg),
+    })
+}
+
 /// Connects a client context (no waiting: a missing server is reported at once).
 pub(crate) async fn client(cli: &Cli) -> Result<ffleet_shared::runtime::Ctx> {
     let cfg = cli.load_config()?;
     cfg.validate()?;
+    // Only the admin may read the whole fleet's state (and provision): fail at once instead of
+    // waiting on requests the server refuses.
+    if let Some(role) = cfg.nats.role
+        && role != ffleet_shared::security::Role::Admin
+    {
+        anyhow::bail!("the {role} role may not do this; use admin credentials for this command");
+    }
     let url = cfg.nats.url.clone();
     ffleet_shared::runtime::Ctx::connect(std::sync::Arc::new(cfg), "client", false)
         .await

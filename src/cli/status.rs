@@ -29,6 +29,18 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
             if let Some(f) = &rec.failure {
                 println!("failure:  {}: {}", f.reason, f.message);
             }
+            // Completed jobs count every transfer; running ones the splitter's so far (the
+            // units' own are in their records until the merge sums them).
+            let moved = rec
+                .output
+                .as_ref()
+                .map_or(rec.media_bytes, |o| o.media_bytes);
+            if moved > 0 {
+                println!(
+                    "media:    {} through the object store",
+                    display::count(moved, "byte")
+                );
+            }
             if let Some(o) = &rec.output {
                 println!(
                     "result:   {}, {:.2} s, {}, {:.1} s wall",

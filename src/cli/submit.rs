@@ -1,11 +1,12 @@
 //! `ffleet submit`: build a JobRequest from arguments and publish it with its job id as the
 //! `Nats-Msg-Id`; `--wait` follows it to the end.
 
-use super::Cli;
+use super::{Cli, upload};
 use anyhow::{Context, Result};
 use clap::Args;
 use ffleet_shared::messages::{self, CURRENT, JobRequest, Overrides, Preference};
 use ffleet_shared::nats::publish;
+use ffleet_shared::storage::MediaUri;
 use ffleet_shared::{JobId, subjects};
 use std::path::{Path, PathBuf};
 use tracing::Instrument;
@@ -47,6 +48,15 @@ pub struct SubmitArgs {
     /// Follow the job and exit with its outcome.
     #[arg(long)]
     pub wait: bool,
+    /// INPUT is a file on this machine: stream it into the fleet's media bucket first, and have
+    /// the output stored there too (fetched to OUTPUT with --wait). For fleets that cannot see
+    /// this machine's files.
+    #[arg(long)]
+    pub upload: bool,
+    /// Submit on the privileged subject, where priorities above the server's
+    /// `splitter.max_submitter_priority` are allowed (the credentials must permit it).
+    #[arg(long)]
+    pub privileged: bool,
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -63,17 +73,26 @@ fn file_uri(p: &Path) -> Result<String> {
         .map_err(|_| anyhow::anyhow!("{} cannot be expressed as a file URI", p.display()))
 }
 
-/// A request for `args`, with a fresh job id unless one is given.
+/// A request for `args`, with a fresh job id unless one is given. With `--upload`, input and
+/// output name objects in the media bucket (`jobs/<job>/in/<name>`, `outputs/<job>/<name>`).
 pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
     let id = match &args.job_id {
         Some(id) => JobId::new(id.as_str())?,
         None => JobId::new(format!("job-{}", uuid::Uuid::new_v4().simple()))?,
     };
+    let (input, output) = if args.upload {
+        (
+            MediaUri::object_uri(&upload::input_key(&id, &args.job.input)),
+            MediaUri::object_uri(&upload::output_key(&id, &args.job.output)),
+        )
+    } else {
+        (file_uri(&args.job.input)?, file_uri(&args.job.output)?)
+    };
     Ok(JobRequest {
         version: CURRENT,
         job_id: id,
-        input: file_uri(&args.job.input)?,
-        output: file_uri(&args.job.output)?,
+        input,
+        output,
         profile: args.job.profile.clone(),
         overrides: Overrides {
             quality: args.job.quality,
@@ -103,16 +122,31 @@ pub(crate) fn parse_preference(s: &str) -> Result<Preference, String> {
 pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     let req = build_request(args)?;
     let _telemetry = super::telemetry(cli)?;
-    let ctx = super::client(cli).await?;
-    // Subscribe before publishing so no event can slip past.
-    let events = if args.wait {
-        Some(super::follow::subscribe(&ctx, &req.job_id).await?)
+    // No provisioning and no KV unless the role allows: a submitter may only publish requests,
+    // read its job's events and move media through the media bucket.
+    let link = super::connect_link(cli).await?;
+    let js = link.jetstream();
+    let store = if args.upload {
+        let store = upload::open(&js, &link.config).await?;
+        upload::send(&link.config, &store, &args.job.input, &req).await?;
+        Some(store)
     } else {
         None
     };
+    // Subscribe before publishing so no event can slip past.
+    let events = if args.wait {
+        Some(super::follow::subscribe(&link.client, &req.job_id).await?)
+    } else {
+        None
+    };
+    let subject = if args.privileged {
+        subjects::JOBS_SUBMIT_PRIVILEGED
+    } else {
+        subjects::JOBS_SUBMIT
+    };
     let stored = publish::raw(
-        &ctx.js,
-        subjects::JOBS_SUBMIT.into(),
+        &js,
+        subject.into(),
         messages::encode(&req),
         req.job_id.as_str(),
     )
@@ -129,7 +163,10 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     match events {
         None => Ok(0),
         Some(sub) => {
-            let outcome = super::follow::follow(&ctx, &req.job_id, sub, true).await?;
+            let outcome = super::follow::follow(&link.follow, &req.job_id, sub, true).await?;
+            if let (Some(store), super::follow::Outcome::Completed(_)) = (&store, &outcome) {
+                upload::receive(&link.config, store, &req, &args.job.output).await?;
+            }
             Ok(outcome.report(Some(&args.job.output)))
         }
     }

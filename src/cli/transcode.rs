@@ -7,6 +7,7 @@ use super::submit::{JobArgs, SubmitArgs, build_request};
 use crate::local::{Cluster, ClusterSpec, NatsServer};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use ffleet_shared::config::StorageBackend;
 use ffleet_shared::messages;
 use ffleet_shared::nats::publish;
 use ffleet_shared::subjects;
@@ -36,6 +37,16 @@ pub struct TranscodeArgs {
     /// node offers a GPU capability, e.g. on a GPU without NVENC).
     #[arg(long, default_value = "any", value_parser = super::submit::parse_preference)]
     pub prefer: ffleet_shared::messages::Preference,
+    /// How media moves between the in-process services: shared-dir (no copies) or
+    /// object-store (through the private server, as a fleet of separate machines would; for
+    /// measuring what the copies cost).
+    #[arg(long, default_value = "shared-dir", value_parser = parse_backend)]
+    pub storage: StorageBackend,
+}
+
+fn parse_backend(s: &str) -> Result<StorageBackend, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("{s:?} is not one of shared-dir, object-store"))
 }
 
 pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
@@ -65,15 +76,16 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         .to_path_buf();
 
     let started = Instant::now();
-    let scratch = tempfile::Builder::new()
-        .prefix("ffleet-scratch-")
-        .tempdir()?;
-    let server = NatsServer::start_temp()?;
     let mut cfg = cli.load_config()?;
-    cfg.nats.url = server.url.clone();
-    cfg.storage.scratch = scratch.path().to_path_buf();
     cfg.storage.input_roots = vec![in_dir];
     cfg.storage.output_roots = vec![std::fs::canonicalize(&out_dir)?];
+    let scratch = private_scratch(&cfg)?;
+    let server = NatsServer::start_temp()?;
+    cfg.nats.url = server.url.clone();
+    // One host: the shared directory moves media with no copies (unless asked otherwise).
+    cfg.storage.backend = a.storage;
+    cfg.storage.scratch = scratch.path().join("media");
+    cfg.storage.work_dir = scratch.path().join("work");
     cfg.validate()?;
     let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
 
@@ -97,8 +109,10 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         require: false,
         job_id: None,
         wait: true,
+        upload: false,
+        privileged: false,
     })?;
-    let subs = super::follow::subscribe(&cluster.ctx, &req.job_id).await?;
+    let subs = super::follow::subscribe(&cluster.ctx.client, &req.job_id).await?;
     publish::raw(
         &cluster.ctx.js,
         subjects::JOBS_SUBMIT.into(),
@@ -108,8 +122,9 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     .instrument(super::submit::submit_span(&req.job_id))
     .await?;
 
+    let link = super::follow::Link::of(&cluster.ctx);
     let followed = tokio::select! {
-        o = super::follow::follow(&cluster.ctx, &req.job_id, subs, !a.quiet) => Some(o?),
+        o = super::follow::follow(&link, &req.job_id, subs, !a.quiet) => Some(o?),
         _ = tokio::signal::ctrl_c() => None,
     };
     let wall = started.elapsed().as_secs_f64();
@@ -166,4 +181,25 @@ fn cpu_secs(who: nix::sys::resource::UsageWho) -> f64 {
             t(u.user_time()) + t(u.system_time())
         })
         .unwrap_or(0.0)
+}
+
+/// A scratch directory outside the roots: the system temp directory, or the user's cache when
+/// the input or output lies in the temp directory itself.
+fn private_scratch(cfg: &ffleet_shared::config::Config) -> Result<tempfile::TempDir> {
+    let mut candidates = vec![std::env::temp_dir()];
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(std::path::PathBuf::from(home).join(".cache"));
+    }
+    for base in candidates {
+        let probe = base.join("ffleet-scratch-probe");
+        if cfg.roots_must_not_contain(&probe, "scratch").is_ok() {
+            std::fs::create_dir_all(&base)?;
+            return Ok(tempfile::Builder::new()
+                .prefix("ffleet-scratch-")
+                .tempdir_in(base)?);
+        }
+    }
+    bail!(
+        "no scratch directory outside the input and output directories; move them out of the temp directory"
+    )
 }

@@ -1,19 +1,21 @@
-//! `ffleet up` (a local cluster that stays up) and `ffleet run <service>` (one service, for
-//! containers and real deployments).
+//! `ffleet up` (a local cluster that stays up; `--secure`: TLS and per-role credentials, made
+//! in the data directory on first use) and `ffleet run <service>` (one service, for containers
+//! and real deployments).
 
 use super::Cli;
 use crate::local::{Cluster, ClusterSpec, NatsServer};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use ffleet_shared::runtime::Ctx;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
-    /// Directory for the NATS store and scratch media.
-    #[arg(long, default_value = "ffleet-data")]
-    pub data: PathBuf,
+    /// Directory for the NATS store and scratch media (default: `$XDG_STATE_HOME/ffleet`,
+    /// else `~/.local/state/ffleet`). It must lie outside every root: a job could otherwise
+    /// read another job's cut, or the server's store, as its input.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Port of the NATS server.
     #[arg(long, default_value_t = 4222)]
     pub port: u16,
@@ -23,6 +25,10 @@ pub struct UpArgs {
     /// Directories jobs may read from and write to (default: the working directory).
     #[arg(long = "root")]
     pub roots: Vec<PathBuf>,
+    /// TLS for every connection and one NATS identity per role, with the secrets in
+    /// DATA/secrets (made on first use).
+    #[arg(long)]
+    pub secure: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -33,13 +39,23 @@ pub enum Service {
     Merger,
 }
 
+/// Where `ffleet up` keeps its data unless told: a per-user state directory, away from the
+/// working directory that serves as the default root.
+fn default_data_dir() -> Result<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .context("no --data given and neither XDG_STATE_HOME nor HOME is set")?;
+    Ok(state.join("ffleet"))
+}
+
 pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
-    std::fs::create_dir_all(&a.data)?;
-    let data = std::fs::canonicalize(&a.data)?;
-    let server = NatsServer::start_at(&data.join("nats"), a.port)?;
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => default_data_dir()?,
+    };
     let mut cfg = cli.load_config()?;
-    cfg.nats.url = server.url.clone();
-    cfg.storage.scratch = data.join("scratch");
     let roots = if a.roots.is_empty() {
         vec![std::env::current_dir()?]
     } else {
@@ -51,19 +67,48 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
     if cfg.storage.output_roots.is_empty() {
         cfg.storage.output_roots = roots;
     }
+    // Checked before anything is created inside a root.
+    cfg.roots_must_not_contain(&data, "the data directory (--data)")?;
+    std::fs::create_dir_all(&data)?;
+    let data = std::fs::canonicalize(&data)?;
+    cfg.storage.scratch = data.join("scratch");
+    cfg.storage.work_dir = data.join("work");
     cfg.validate()?;
+    let secrets = if a.secure {
+        Some(crate::secrets::Secrets::open_or_init(
+            &data.join("secrets"),
+            &[],
+            &cfg.storage.bucket,
+        )?)
+    } else {
+        None
+    };
+    let server = match &secrets {
+        Some(s) => NatsServer::start_with(
+            &data.join("nats"),
+            a.port,
+            vec!["-c".into(), s.server_conf().display().to_string()],
+        )?,
+        None => NatsServer::start_at(&data.join("nats"), a.port)?,
+    };
+    let url = match &secrets {
+        Some(_) => crate::secrets::tls_url(&server.url),
+        None => server.url.clone(),
+    };
+    cfg.nats.url = url.clone();
     let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Cluster);
     let shutdown = ffleet_shared::shutdown::on_signals();
-    let mut cluster = Cluster::start(
+    let mut cluster = Cluster::start_as(
         Arc::new(cfg.clone()),
         ClusterSpec {
             encoders: a.encoders.max(1),
             slots: None,
             control_plane: true,
         },
+        secrets.as_ref(),
     )
     .await?;
-    println!("ffleet is up: NATS at {}", server.url);
+    println!("ffleet is up: NATS at {url}");
     println!(
         "roots: {}",
         cfg.storage
@@ -73,10 +118,18 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "submit with: ffleet -s {} submit IN -o OUT --wait",
-        server.url
-    );
+    match &secrets {
+        None => println!("submit with: ffleet -s {url} submit IN -o OUT --wait"),
+        Some(s) => println!(
+            "submit with: FFLEET_NATS__ROLE=submitter FFLEET_NATS__NKEY_SEED_FILE={} \
+             FFLEET_NATS__TLS_CA_FILE={} FFLEET_NATS__TLS_CERT_FILE={} \
+             FFLEET_NATS__TLS_KEY_FILE={} ffleet -s {url} submit IN -o OUT --wait",
+            s.seed(ffleet_shared::security::Role::Submitter).display(),
+            s.ca().display(),
+            s.client_cert().display(),
+            s.client_key().display()
+        ),
+    }
     let code = tokio::select! {
         _ = shutdown.cancelled() => 0,
         ended = cluster.join_next() => {
@@ -91,29 +144,13 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
 }
 
 pub async fn run_service(cli: &Cli, service: Service) -> Result<i32> {
+    use ffleet_shared::service_main::serve;
     let cfg = cli.load_config()?;
-    cfg.validate()?;
-    let name = match service {
-        Service::Splitter => ffleet_splitter::SERVICE,
-        Service::Scheduler => ffleet_scheduler::SERVICE,
-        Service::Encoder => ffleet_encoder::SERVICE,
-        Service::Merger => ffleet_merger::SERVICE,
-    };
-    let _log =
-        ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Service(name));
-    let shutdown = ffleet_shared::shutdown::on_signals();
-    let cfg = Arc::new(cfg);
-    let ctx = Ctx::connect(cfg, name, true)
-        .await
-        .context("connecting to NATS")?;
     match service {
-        Service::Splitter => ffleet_splitter::run(ctx, shutdown).await?,
-        Service::Scheduler => ffleet_scheduler::run(ctx, shutdown).await?,
-        Service::Merger => ffleet_merger::run(ctx, shutdown).await?,
-        Service::Encoder => {
-            let node = ffleet_encoder::Node::from_config(&ctx).await?;
-            ffleet_encoder::run(ctx, node, shutdown).await?
-        }
+        Service::Splitter => serve(cfg, ffleet_splitter::SERVICE, ffleet_splitter::run).await?,
+        Service::Scheduler => serve(cfg, ffleet_scheduler::SERVICE, ffleet_scheduler::run).await?,
+        Service::Merger => serve(cfg, ffleet_merger::SERVICE, ffleet_merger::run).await?,
+        Service::Encoder => serve(cfg, ffleet_encoder::SERVICE, ffleet_encoder::start).await?,
     }
     Ok(0)
 }

@@ -1,11 +1,14 @@
 //! All four services in one process, each with its own NATS connection, under one cancellation
-//! token: what `ffleet transcode` and `ffleet up` run, and what tests start.
+//! token: what `ffleet transcode` and `ffleet up` run, and what tests start. With secrets
+//! (`start_as`), each connection uses its own role's credentials and the client connection is
+//! the admin, which provisions before any service looks the streams up.
 
 use anyhow::{Context, Result};
 use ffleet_encoder::Node;
 use ffleet_shared::NodeId;
 use ffleet_shared::config::Config;
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::security::Role;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -44,14 +47,32 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(config: Arc<Config>, spec: ClusterSpec) -> Result<Cluster> {
+        Self::start_as(config, spec, None).await
+    }
+
+    /// Like `start`; with `secrets`, every connection uses its role's credentials over TLS.
+    pub async fn start_as(
+        config: Arc<Config>,
+        spec: ClusterSpec,
+        secrets: Option<&crate::secrets::Secrets>,
+    ) -> Result<Cluster> {
+        let as_role = |role: Role| -> Arc<Config> {
+            match secrets {
+                Some(s) => Arc::new(Config {
+                    nats: s.nats_config(&config.nats, role),
+                    ..(*config).clone()
+                }),
+                None => config.clone(),
+            }
+        };
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let client_ctx = Ctx::connect(config.clone(), "client", false)
+        let client_ctx = Ctx::connect(as_role(Role::Admin), "client", false)
             .await
             .context("connecting to NATS")?;
         let mut clients = vec![client_ctx.client.clone()];
         if spec.control_plane {
-            let c = Ctx::connect(config.clone(), ffleet_splitter::SERVICE, false).await?;
+            let c = Ctx::connect(as_role(Role::Splitter), ffleet_splitter::SERVICE, false).await?;
             clients.push(c.client.clone());
             let t = shutdown.child_token();
             tasks.spawn(async move {
@@ -60,7 +81,8 @@ impl Cluster {
                     ffleet_splitter::run(c, t).await.map_err(Into::into),
                 )
             });
-            let c = Ctx::connect(config.clone(), ffleet_scheduler::SERVICE, false).await?;
+            let c =
+                Ctx::connect(as_role(Role::Scheduler), ffleet_scheduler::SERVICE, false).await?;
             clients.push(c.client.clone());
             let t = shutdown.child_token();
             tasks.spawn(async move {
@@ -69,7 +91,7 @@ impl Cluster {
                     ffleet_scheduler::run(c, t).await.map_err(Into::into),
                 )
             });
-            let c = Ctx::connect(config.clone(), ffleet_merger::SERVICE, false).await?;
+            let c = Ctx::connect(as_role(Role::Merger), ffleet_merger::SERVICE, false).await?;
             clients.push(c.client.clone());
             let t = shutdown.child_token();
             tasks.spawn(async move {
@@ -88,7 +110,7 @@ impl Cluster {
         // Detect (and run the test encodes) once: every encoder here shares the machine.
         let mut detected: Option<Node> = None;
         for _ in 0..spec.encoders {
-            let c = Ctx::connect(config.clone(), ffleet_encoder::SERVICE, false).await?;
+            let c = Ctx::connect(as_role(Role::Encoder), ffleet_encoder::SERVICE, false).await?;
             clients.push(c.client.clone());
             let mut node = match &detected {
                 Some(n) => n.clone(),

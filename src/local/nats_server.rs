@@ -36,6 +36,15 @@ impl NatsServer {
         Ok(s)
     }
 
+    /// Like `start_temp`, with more nats-server arguments (`-c` a config, `-l` a log file).
+    pub fn start_temp_with(args: Vec<String>) -> Result<Self> {
+        let temp = tempfile::Builder::new().prefix("ffleet-nats-").tempdir()?;
+        let store = temp.path().to_path_buf();
+        let mut s = Self::start_with(&store, 0, args)?;
+        s._temp_store = Some(temp);
+        Ok(s)
+    }
+
     /// Starts a server on `port` (0: any free port) storing JetStream data in `store`.
     pub fn start_at(store: &Path, port: u16) -> Result<Self> {
         Self::start_with(store, port, Vec::new())

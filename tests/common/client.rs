@@ -44,19 +44,87 @@ pub trait JobClient {
             .await
     }
 
+    /// Submits on the privileged subject, where priorities above the submitter cap are allowed.
+    async fn submit_privileged(&self, req: &JobRequest) -> Result<()> {
+        publish::raw(
+            &self.ctx().js,
+            subjects::JOBS_SUBMIT_PRIVILEGED.into(),
+            serde_json::to_vec(req)?.into(),
+            req.job_id.as_str(),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Publishes arbitrary bytes on the submit subject, as another system might.
     async fn submit_raw(&self, payload: &[u8], msg_id: Option<&str>) -> Result<()> {
+        self.submit_raw_seq(payload, msg_id).await.map(|_| ())
+    }
+
+    /// `submit_raw`, returning the jobs stream's sequence of the stored message (for
+    /// `wait_processed`).
+    async fn submit_raw_seq(&self, payload: &[u8], msg_id: Option<&str>) -> Result<u64> {
         let id = msg_id
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        publish::raw(
+        let stored = publish::raw(
             &self.ctx().js,
             subjects::JOBS_SUBMIT.into(),
             payload.to_vec().into(),
             &id,
         )
         .await?;
-        Ok(())
+        Ok(stored.sequence)
+    }
+
+    /// Waits until the durable `consumer` of `stream` has acknowledged (or terminated) every
+    /// message up to stream sequence `seq`: the message was handled, and whatever its handler
+    /// publishes before acking is out. Tests wait for this before asserting that a message
+    /// changed nothing, instead of sleeping and hoping it was handled by then.
+    async fn wait_processed(
+        &self,
+        stream: &str,
+        consumer: &str,
+        seq: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let floor = consumer_state(self.ctx(), stream, consumer)
+                .await
+                .map(|c| c.ack_floor.stream_sequence);
+            match floor {
+                Ok(f) if f >= seq => return Ok(()),
+                _ if tokio::time::Instant::now() > deadline => {
+                    bail!(
+                        "{consumer} on {stream} did not process message {seq} within {timeout:?} (ack floor {floor:?})"
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Waits until the durable `consumer` of `stream` (every durable of it: `None`) has nothing
+    /// left to deliver and nothing awaiting its ack: everything stored so far was handled (a
+    /// redelivery that would publish a duplicate event has happened by then, or never will).
+    async fn wait_idle(
+        &self,
+        stream: &str,
+        consumer: Option<&str>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let busy = busy_consumers(self.ctx(), stream, consumer).await;
+            match busy {
+                Ok(b) if b.is_empty() => return Ok(()),
+                _ if tokio::time::Instant::now() > deadline => {
+                    bail!("consumers of {stream} still busy after {timeout:?}: {busy:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Every event stored for `job` (or for unnamed requests when `None`), oldest first. A read
@@ -152,4 +220,30 @@ pub trait JobClient {
             .filter(|e| e.is_terminal())
             .count())
     }
+}
+
+async fn consumer_state(
+    ctx: &Ctx,
+    stream: &str,
+    consumer: &str,
+) -> Result<async_nats::jetstream::consumer::Info> {
+    let s = ctx.js.get_stream(stream).await?;
+    Ok(s.consumer_info(consumer).await?)
+}
+
+/// Durable consumers of `stream` (only `consumer`, if named) with messages pending or awaiting
+/// their ack, by name.
+async fn busy_consumers(ctx: &Ctx, stream: &str, consumer: Option<&str>) -> Result<Vec<String>> {
+    let s = ctx.js.get_stream(stream).await?;
+    let mut infos = s.consumers();
+    let mut busy = Vec::new();
+    while let Some(info) = infos.next().await {
+        let info = info?;
+        let durable = info.config.durable_name.is_some();
+        let named = consumer.is_none_or(|c| c == info.name);
+        if durable && named && (info.num_pending > 0 || info.num_ack_pending > 0) {
+            busy.push(info.name.clone());
+        }
+    }
+    Ok(busy)
 }

@@ -1,5 +1,6 @@
 //! `TestFleet`: one test's private NATS server, scratch and media directories, and the four
-//! services in-process.
+//! services in-process. `secure`: the server requires TLS and per-role credentials, and every
+//! service connects as its own role (the test's client as the admin).
 
 use super::client::JobClient;
 use anyhow::Result;
@@ -13,6 +14,7 @@ pub struct FleetOptions {
     pub encoders: usize,
     pub slots: Option<u32>,
     pub tweak: Box<dyn FnOnce(&mut Config)>,
+    pub secure: bool,
 }
 
 impl Default for FleetOptions {
@@ -21,6 +23,7 @@ impl Default for FleetOptions {
             encoders: 2,
             slots: Some(1),
             tweak: Box::new(|_| {}),
+            secure: false,
         }
     }
 }
@@ -28,6 +31,8 @@ impl Default for FleetOptions {
 pub struct TestFleet {
     pub cluster: Option<Cluster>,
     pub server: NatsServer,
+    /// With `secure`: the secrets and the server's log.
+    pub secure: Option<super::secure::SecureServer>,
     pub config: Arc<Config>,
     /// Inputs live here (the only input root).
     pub media: tempfile::TempDir,
@@ -54,15 +59,25 @@ impl TestFleet {
     }
 
     pub async fn spawn_with(opts: FleetOptions) -> Result<TestFleet> {
-        let server = NatsServer::start_temp()?;
+        let (secure, server) = if opts.secure {
+            let (s, server) = super::secure::SecureServer::start()?;
+            (Some(s), server)
+        } else {
+            (None, NatsServer::start_temp()?)
+        };
         let media = tempfile::Builder::new().prefix("ffleet-media-").tempdir()?;
         let out = tempfile::Builder::new().prefix("ffleet-out-").tempdir()?;
         let scratch = tempfile::Builder::new()
             .prefix("ffleet-scratch-")
             .tempdir()?;
         let mut cfg = Config::default();
-        cfg.nats.url = server.url.clone();
-        cfg.storage.scratch = scratch.path().to_path_buf();
+        cfg.nats.url = match &secure {
+            Some(s) => s.url(),
+            None => server.url.clone(),
+        };
+        cfg.storage.backend = super::backend();
+        cfg.storage.scratch = scratch.path().join("media");
+        cfg.storage.work_dir = scratch.path().join("work");
         cfg.storage.input_roots = vec![media.path().to_path_buf()];
         cfg.storage.output_roots = vec![out.path().to_path_buf()];
         cfg.log.level = "warn".into();
@@ -71,18 +86,20 @@ impl TestFleet {
         let telemetry =
             ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
         let config = Arc::new(cfg);
-        let cluster = Cluster::start(
+        let cluster = Cluster::start_as(
             config.clone(),
             ClusterSpec {
                 encoders: opts.encoders,
                 slots: opts.slots,
                 control_plane: true,
             },
+            secure.as_ref().map(|s| &s.secrets),
         )
         .await?;
         Ok(TestFleet {
             cluster: Some(cluster),
             server,
+            secure,
             config,
             media,
             out,

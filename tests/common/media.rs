@@ -80,6 +80,31 @@ pub fn tiny_source(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// A long but tiny video-only source: `secs` seconds of 64x64 at 10 fps, a keyframe every
+/// second, so 1 s segments make `secs` units at almost no encode cost. (At 1 or 2 fps the
+/// merged output comes out twice as long: a separate, known defect.)
+pub fn long_tiny_source(dir: &Path, name: &str, secs: u32) -> Result<PathBuf> {
+    let p = dir.join(name);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x64:rate=10",
+        "-t",
+        &secs.to_string(),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "10",
+        "-pix_fmt",
+        "yuv420p",
+        p.to_str().expect("utf-8 path"),
+    ])?;
+    Ok(p)
+}
+
 /// The real sample clip, unless absent or `FFLEET_TEST_NO_SHARED` is set (to exercise the
 /// fallback that machines without `../shared` take).
 pub fn shared_sample() -> Option<PathBuf> {

@@ -8,11 +8,31 @@ pub mod client;
 pub mod fleet;
 pub mod media;
 pub mod nats_cluster;
+pub mod objects;
 pub mod procs;
 pub mod quality;
+pub mod secure;
 pub mod sources;
 
 #[allow(unused_imports)]
 pub use client::JobClient;
 #[allow(unused_imports)]
 pub use fleet::{FleetOptions, TestFleet};
+
+/// The media backend the fleets of this test run use: `FFLEET_TEST_STORAGE=object-store` runs
+/// the whole suite over the JetStream Object Store, anything else over the shared directory.
+pub fn backend() -> ffleet_shared::config::StorageBackend {
+    use ffleet_shared::config::StorageBackend;
+    match std::env::var("FFLEET_TEST_STORAGE").as_deref() {
+        Ok("object-store") => StorageBackend::ObjectStore,
+        _ => StorageBackend::SharedDir,
+    }
+}
+
+/// The backend's name as configuration spells it.
+pub fn backend_name() -> &'static str {
+    match backend() {
+        ffleet_shared::config::StorageBackend::ObjectStore => "object-store",
+        ffleet_shared::config::StorageBackend::SharedDir => "shared-dir",
+    }
+}

@@ -1,14 +1,17 @@
 //! `ProcFleet`: the services as separate `ffleet run <service>` processes around one test's
 //! nats-server (or three-node cluster, `NatsCluster`), so faults are real signals (SIGKILL, SIGSTOP, SIGTERM) to real processes. Each
 //! process logs to a file in the fleet's directory; the logs are printed when a test fails.
+//! `start_secure`: the server requires TLS and per-role credentials, and each process gets its
+//! own role's seed (the test's client is the admin).
 
 use super::client::JobClient;
 use super::nats_cluster::NatsCluster;
 use anyhow::{Context, Result, bail};
 use ffleet::local::NatsServer;
-use ffleet_shared::config::Config;
+use ffleet_shared::config::{Config, StorageBackend};
 use ffleet_shared::messages::{JobRecord, SegmentRecord};
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::security::Role;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -38,6 +41,10 @@ pub struct ProcFleet {
     out: PathBuf,
     /// Set by `passed()`: otherwise the logs are printed on drop.
     ok: bool,
+    /// With `start_secure`: the secrets and the server's log.
+    pub secure: Option<super::secure::SecureServer>,
+    /// Where media travels (`FFLEET_STORAGE__BACKEND`, else the run's `FFLEET_TEST_STORAGE`).
+    pub backend: StorageBackend,
 }
 
 /// Settings every fault test runs with: real heartbeat timing (1 s interval, 3 s TTL, 3 s
@@ -56,6 +63,31 @@ impl ProcFleet {
     /// A server and no services yet; `extra` settings override `DEFAULT_ENV`.
     pub async fn start(extra: &[(&str, &str)]) -> Result<ProcFleet> {
         let mut fleet = Self::prepare(Nats::Single(NatsServer::start_temp()?), extra)?;
+        fleet.connect_client().await?;
+        Ok(fleet)
+    }
+
+    /// Like `start`, on a secured server: TLS and one nkey per role for every process.
+    pub async fn start_secure(extra: &[(&str, &str)]) -> Result<ProcFleet> {
+        let (secure, server) = super::secure::SecureServer::start()?;
+        let mut fleet = Self::prepare(Nats::Single(server), extra)?;
+        fleet.url = secure.url();
+        let s = &secure.secrets;
+        for (k, v) in [
+            ("FFLEET_NATS__TLS_REQUIRED", "true".to_owned()),
+            ("FFLEET_NATS__TLS_CA_FILE", s.ca().display().to_string()),
+            (
+                "FFLEET_NATS__TLS_CERT_FILE",
+                s.client_cert().display().to_string(),
+            ),
+            (
+                "FFLEET_NATS__TLS_KEY_FILE",
+                s.client_key().display().to_string(),
+            ),
+        ] {
+            fleet.env.push((k.into(), v));
+        }
+        fleet.secure = Some(secure);
         fleet.connect_client().await?;
         Ok(fleet)
     }
@@ -80,6 +112,16 @@ impl ProcFleet {
             env.push((k.to_string(), v.to_string()));
         }
         let root = |d: &str| dir.path().join(d).display().to_string();
+        if !env.iter().any(|(k, _)| k == "FFLEET_STORAGE__BACKEND") {
+            env.push((
+                "FFLEET_STORAGE__BACKEND".into(),
+                super::backend_name().into(),
+            ));
+        }
+        let backend = match env.iter().find(|(k, _)| k == "FFLEET_STORAGE__BACKEND") {
+            Some((_, v)) if v == "object-store" => StorageBackend::ObjectStore,
+            _ => StorageBackend::SharedDir,
+        };
         env.push(("FFLEET_STORAGE__SCRATCH".into(), root("scratch")));
         env.push((
             "FFLEET_STORAGE__INPUT_ROOTS".into(),
@@ -99,6 +141,8 @@ impl ProcFleet {
             client: None,
             out,
             ok: false,
+            secure: None,
+            backend,
         })
     }
 
@@ -106,15 +150,23 @@ impl ProcFleet {
     pub async fn connect_client(&mut self) -> Result<()> {
         let mut cfg = Config::default();
         cfg.nats.url = self.url.clone();
+        cfg.storage.backend = self.backend;
         cfg.storage.scratch = self.dir.path().join("scratch");
+        cfg.storage.work_dir = self.dir.path().join("work").join("client");
         for (k, v) in &self.env {
             // The client only needs the settings that shape streams, buckets and retries.
             match k.as_str() {
                 "FFLEET_STREAMS__ACK_WAIT_SECS" => cfg.streams.ack_wait_secs = v.parse()?,
                 "FFLEET_STREAMS__REPLICAS" => cfg.streams.replicas = v.parse()?,
                 "FFLEET_NATS__REQUEST_TIMEOUT_SECS" => cfg.nats.request_timeout_secs = v.parse()?,
+                // The first to connect creates the media bucket: with the fleet's settings.
+                "FFLEET_STORAGE__MAX_BYTES" => cfg.storage.max_bytes = v.parse()?,
+                "FFLEET_STORAGE__CHUNK_SIZE" => cfg.storage.chunk_size = v.parse()?,
                 _ => {}
             }
+        }
+        if let Some(s) = &self.secure {
+            cfg.nats = s.secrets.nats_config(&cfg.nats, Role::Admin);
         }
         self.client = Some(Ctx::connect(Arc::new(cfg), "client", true).await?);
         Ok(())
@@ -139,15 +191,26 @@ impl ProcFleet {
     /// The usual shape: one splitter, scheduler and merger, and `encoders` encoders named
     /// `enc-1`, `enc-2`, ...
     pub async fn standard(encoders: usize, extra: &[(&str, &str)]) -> Result<ProcFleet> {
-        let mut f = Self::start(extra).await?;
+        let f = Self::start(extra).await?;
+        f.with_services(encoders).await
+    }
+
+    /// `standard` on a secured server (`start_secure`).
+    pub async fn standard_secure(encoders: usize, extra: &[(&str, &str)]) -> Result<ProcFleet> {
+        let f = Self::start_secure(extra).await?;
+        f.with_services(encoders).await
+    }
+
+    async fn with_services(mut self, encoders: usize) -> Result<ProcFleet> {
         for svc in ["splitter", "scheduler", "merger"] {
-            f.spawn(svc, &[])?;
+            self.spawn(svc, &[])?;
         }
         for i in 1..=encoders {
-            f.spawn_encoder(&format!("enc-{i}"))?;
+            self.spawn_encoder(&format!("enc-{i}"))?;
         }
-        f.wait_encoders(encoders, Duration::from_secs(30)).await?;
-        Ok(f)
+        self.wait_encoders(encoders, Duration::from_secs(30))
+            .await?;
+        Ok(self)
     }
 
     /// The test passed: no need to print the services' logs.
@@ -178,6 +241,22 @@ impl ProcFleet {
         for (k, v) in &self.env {
             c.env(k, v);
         }
+        if let (Some(s), Some(role)) = (&self.secure, Role::of_service(svc)) {
+            c.env("FFLEET_NATS__NKEY_SEED_FILE", s.secrets.seed(role))
+                .env("FFLEET_NATS__ROLE", role.name());
+        }
+        // Each service (each encoder node) has a private work dir that survives its restarts,
+        // so a restarted node's cleanup of what its killed predecessor left can be checked.
+        c.env("FFLEET_STORAGE__WORK_DIR", self.work_dir(svc, env));
+        if self.backend == StorageBackend::ObjectStore && svc == "encoder" {
+            // Over the object store an encoder needs nothing but NATS: no roots, no scratch.
+            c.env("FFLEET_STORAGE__INPUT_ROOTS", "[]")
+                .env("FFLEET_STORAGE__OUTPUT_ROOTS", "[]")
+                .env(
+                    "FFLEET_STORAGE__SCRATCH",
+                    self.dir.path().join("no-such-dir"),
+                );
+        }
         for (k, v) in env {
             c.env(k, v);
         }
@@ -188,6 +267,30 @@ impl ProcFleet {
             log,
         });
         Ok(idx)
+    }
+
+    /// The private work dir of service `svc` (of encoder node `NODE_ID` when `env` names one).
+    pub fn work_dir(&self, svc: &str, env: &[(&str, &str)]) -> PathBuf {
+        let tag = env
+            .iter()
+            .find(|(k, _)| *k == "FFLEET_ENCODER__NODE_ID")
+            .map_or(svc.to_owned(), |(_, v)| format!("{svc}-{v}"));
+        self.dir.path().join("work").join(tag)
+    }
+
+    /// The NATS URL the services use.
+    pub fn url_of(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Indexes of the running services named `svc`.
+    pub fn services_named(&self, svc: &str) -> Vec<usize> {
+        self.services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.name == svc && s.child.is_some())
+            .map(|(i, _)| i)
+            .collect()
     }
 
     pub fn spawn_encoder(&mut self, node: &str) -> Result<usize> {

@@ -47,6 +47,8 @@ pub struct Unit<'a> {
     pub task: &'a Task,
     pub profile: &'a Profile,
     pub variant: &'a profiles::Variant,
+    /// When the task message was stored in its queue (its release), if the server said.
+    pub released: Option<time::OffsetDateTime>,
 }
 
 pub async fn run(
@@ -57,31 +59,8 @@ pub async fn run(
     cancel: &CancellationToken,
     on_progress: impl FnMut(&ProgressBlock),
 ) -> Result<Encoded, EncodeError> {
-    let Unit {
-        task,
-        profile,
-        variant,
-    } = unit;
-    let cmd = if task.unit.is_audio() {
-        let container = if task.result_ext == "mka" {
-            Container::Matroska
-        } else {
-            Container::Mp4
-        };
-        args::encode_tracks(input, &profile.audio, &task.tracks, container, output)
-    } else {
-        let settings = profiles::video_settings(variant, task.quality);
-        let conversion = match &task.picture {
-            Some(p) => Some(p.conversion(variant.pix_fmt()).ok_or_else(|| {
-                EncodeError::Permanent(Failure::new(
-                    Reason::UnsupportedInput,
-                    format!("{}x{} pictures cannot be converted", p.width, p.height),
-                ))
-            })?),
-            None => None,
-        };
-        args::encode_video(input, &settings, conversion.as_ref(), output)
-    };
+    let task = unit.task;
+    let cmd = command_for(&unit, input, output)?;
     let e = &cfg.encoder;
     let limits = Limits {
         timeout: Duration::from_secs_f64(
@@ -102,39 +81,87 @@ pub async fn run(
     .map_err(|e| classify(e, task))?;
     let decode_errors = ran.stderr_lines;
     let secs = started.elapsed().as_secs_f64();
-    if last.end {
-        let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
-        let video = !task.unit.is_audio();
-        telemetry::spans::encoded(&cap, &cmd, &last, task.duration_secs, secs, video);
+    if !last.end {
+        return Err(EncodeError::Transient(
+            "ffmpeg exited without its final progress report".into(),
+        ));
     }
+    let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
+    let video = !task.unit.is_audio();
+    telemetry::spans::encoded(&cap, &cmd, &last, task.duration_secs, secs, video);
+    let encoded = Encoded {
+        frames: if task.unit.is_audio() {
+            0
+        } else {
+            last.frame.unwrap_or(0)
+        },
+        secs,
+        decode_errors,
+    };
+    check_result(task, &last, encoded)
+}
 
+/// The ffmpeg command for the unit: the tracks unit's audio (and other tracks) encode, or a
+/// video segment's encode with the picture conversion the profile needs.
+fn command_for(
+    unit: &Unit<'_>,
+    input: &Path,
+    output: &Path,
+) -> Result<Vec<std::ffi::OsString>, EncodeError> {
+    let (task, profile, variant) = (unit.task, unit.profile, unit.variant);
+    if task.unit.is_audio() {
+        let container = if task.result_ext == "mka" {
+            Container::Matroska
+        } else {
+            Container::Mp4
+        };
+        return Ok(args::encode_tracks(
+            input,
+            &profile.audio,
+            &task.tracks,
+            container,
+            output,
+        ));
+    }
+    let settings = profiles::video_settings(variant, task.quality);
+    let conversion = match &task.picture {
+        Some(p) => Some(p.conversion(variant.pix_fmt()).ok_or_else(|| {
+            EncodeError::Permanent(Failure::new(
+                Reason::UnsupportedInput,
+                format!("{}x{} pictures cannot be converted", p.width, p.height),
+            ))
+        })?),
+        None => None,
+    };
+    Ok(args::encode_video(
+        input,
+        &settings,
+        conversion.as_ref(),
+        output,
+    ))
+}
+
+/// Checks a finished encode against what the unit should hold, from ffmpeg's final progress
+/// report: audio that holds audio, a segment with its planned frame count (fewer only when the
+/// decoder dropped damaged frames, as a single ffmpeg does).
+fn check_result(
+    task: &Task,
+    last: &ProgressBlock,
+    encoded: Encoded,
+) -> Result<Encoded, EncodeError> {
     let check = |what: String| {
         EncodeError::Permanent(Failure::new(
             Reason::EncodeFailed,
             format!("{} of job {}: {what}", task.unit, task.job_id),
         ))
     };
-    if !last.end {
-        return Err(EncodeError::Transient(
-            "ffmpeg exited without its final progress report".into(),
-        ));
-    }
     if task.unit.is_audio() {
         if last.out_time_us.unwrap_or(0) <= 0 {
             return Err(check("encoded audio holds no audio".into()));
         }
-        return Ok(Encoded {
-            frames: 0,
-            secs,
-            decode_errors,
-        });
+        return Ok(encoded);
     }
-    let frames = last.frame.unwrap_or(0);
-    let encoded = Encoded {
-        frames,
-        secs,
-        decode_errors,
-    };
+    let (frames, decode_errors) = (encoded.frames, encoded.decode_errors);
     match task.expected_frames {
         // Damaged input: the decoder dropped frames it could not conceal, exactly as a single
         // ffmpeg decoding the file drops them. What it could not decode at all is an error.

@@ -5,6 +5,7 @@
 //! attempt is never recorded as the unit's result. A redelivered task whose unit is already done
 //! only republishes its (de-duplicated) report.
 
+use crate::Executor;
 use crate::demote::Verdict;
 use crate::encode::{self, EncodeError};
 use crate::heartbeat::State;
@@ -12,18 +13,19 @@ use crate::probe;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
 use ffleet_shared::messages::heartbeat::{GpuClass, Held};
-use ffleet_shared::messages::records::AttemptFailure;
 use ffleet_shared::messages::{
     self, CURRENT, DeadLetter, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
-use ffleet_shared::profiles::Variant;
+use ffleet_shared::profiles::{Profile, Variant};
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::storage::{Local, Roots, open_input_link};
+use ffleet_shared::time::now_rfc3339;
+use ffleet_shared::unit_protocol::{self, Applied, Failing, Final, Refused, Step, UnitResult};
 use ffleet_shared::{Capability, NodeId, subjects, telemetry};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +48,7 @@ pub async fn handle(
     state: &State,
     msg: &Message,
     slots: u32,
+    exec: &dyn Executor,
 ) -> Disposition {
     let task: Task = match messages::decode("task", &msg.payload) {
         Ok(t) => t,
@@ -64,34 +67,7 @@ pub async fn handle(
     }
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
-    let my_class = state.gpu_class().cloned();
-    let on_gpu = task.capability.as_ref().is_some_and(Capability::is_gpu);
-    let claim = ctx
-        .segments
-        .modify(&key, |rec| match rec {
-            None => Change::Keep(Claim::Stale),
-            Some(r) if r.attempt != task.attempt => Change::Keep(Claim::Stale),
-            Some(r) if matches!(r.state, SegmentState::Done | SegmentState::Failed) => {
-                Change::Keep(Claim::Reported(Box::new(r.clone())))
-            }
-            Some(r) if delivered <= 2 && r.failures.iter().any(|f| &f.node == node) => {
-                Change::Keep(Claim::Avoid)
-            }
-            Some(_) if steps_aside(&task, my_class.as_ref(), delivered) => {
-                Change::Keep(Claim::Avoid)
-            }
-            Some(r) => {
-                let mut r = r.clone();
-                r.state = SegmentState::Running;
-                r.owner = Some(node.clone());
-                if on_gpu && my_class.is_some() {
-                    r.gpu_class = my_class.clone();
-                }
-                r.updated_at = ffleet_shared::time::now_rfc3339();
-                Change::Write(r, Claim::Mine)
-            }
-        })
-        .await;
+    let claim = claim(ctx, node, state, &task, &key, delivered).await;
     match claim {
         Err(e) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "claim failed");
@@ -123,47 +99,54 @@ pub async fn handle(
         ..Held::new(task.job_id.clone(), task.unit, task.attempt)
     };
     let cancel = state.hold(&key, held);
-    let d = encode_claimed(ctx, node, state, &task, &key, msg, &cancel).await;
+    let claimed = Claimed {
+        ctx,
+        node,
+        state,
+        task: &task,
+        key: &key,
+    };
+    let d = encode_claimed(&claimed, msg, &cancel, exec).await;
     state.release(&key);
     d
 }
 
+/// A unit this node claimed, and what every step of its encode needs.
+struct Claimed<'a> {
+    ctx: &'a Ctx,
+    node: &'a NodeId,
+    state: &'a State,
+    task: &'a Task,
+    key: &'a str,
+}
+
+impl Claimed<'_> {
+    async fn fail(&self, f: Failure) -> Disposition {
+        fail(self.ctx, self.node, self.task, self.key, f).await
+    }
+
+    async fn give_back(&self, delay: Duration) -> Disposition {
+        give_back(self.ctx, self.node, self.task, self.key, delay).await
+    }
+}
+
 async fn encode_claimed(
-    ctx: &Ctx,
-    node: &NodeId,
-    state: &State,
-    task: &Task,
-    key: &str,
+    c: &Claimed<'_>,
     msg: &Message,
     cancel: &CancellationToken,
+    exec: &dyn Executor,
 ) -> Disposition {
+    let (ctx, task) = (c.ctx, c.task);
     let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
-    let Some(profile) = ctx.config.profile(&task.profile) else {
-        let f = Failure::new(
-            Reason::UnknownProfile,
-            format!("encoder {node} has no profile {:?}", task.profile),
-        );
-        return fail(ctx, node, task, key, f).await;
+    let (profile, variant) = match variant_of(c, &cap) {
+        Ok(v) => v,
+        Err(f) => return c.fail(f).await,
     };
-    let Some(variant) = profile.variants.get(cap.as_str()) else {
-        let f = Failure::new(
-            Reason::UnknownProfile,
-            format!(
-                "profile {:?} has no {cap} variant on encoder {node}",
-                task.profile
-            ),
-        );
-        return fail(ctx, node, task, key, f).await;
-    };
-    let input: PathBuf = match &task.input {
-        TaskInput::Scratch { key: k } => match ctx.storage.read_path(k).await {
-            Ok(p) => p,
-            Err(e) => {
-                let f = Failure::new(Reason::Internal, format!("segment source unavailable: {e}"));
-                return fail(ctx, node, task, key, f).await;
-            }
-        },
-        TaskInput::Source { path } => PathBuf::from(path),
+    let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
+    // A fetched copy lives in this node's work dir until `local` drops (any return below).
+    let local = match fetch_input(c).await {
+        Ok(l) => l,
+        Err(d) => return d,
     };
     let result_key = task.result_key();
     let staged = match ctx.storage.staging_path(&result_key).await {
@@ -173,16 +156,10 @@ async fn encode_claimed(
             return RETRY;
         }
     };
-
-    let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
-    let mut live = live_publisher(ctx, node, task);
-    let on_progress = |b: &ffleet_shared::media::progress::ProgressBlock| {
-        state.progress(
-            key,
-            b.frame.unwrap_or(0),
-            b.fps.unwrap_or(0.0),
-            b.speed.unwrap_or(0.0),
-        );
+    let mut live = live_publisher(ctx, c.node, task);
+    let mut on_progress = |b: &ffleet_shared::media::progress::ProgressBlock| {
+        let (frame, fps, speed) = (b.frame.unwrap_or(0), b.fps.unwrap_or(0.0), b.speed);
+        c.state.progress(c.key, frame, fps, speed.unwrap_or(0.0));
         live(b);
     };
     tracing::debug!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "encoding");
@@ -190,52 +167,120 @@ async fn encode_claimed(
         task,
         profile,
         variant,
+        released: msg.info().ok().map(|i| i.published),
     };
-    let result = encode::run(&ctx.config, unit, &input, &staged, cancel, on_progress).await;
+    let result = exec
+        .run(
+            &ctx.config,
+            unit,
+            local.path(),
+            &staged,
+            cancel,
+            &mut on_progress,
+        )
+        .await;
     let encoded = match result {
         Ok(e) => e,
         Err(err) => {
             let _ = tokio::fs::remove_file(&staged).await;
             return match err {
-                EncodeError::Cancelled => give_back(ctx, node, task, key, Duration::ZERO).await,
+                EncodeError::Cancelled => c.give_back(Duration::ZERO).await,
                 EncodeError::Transient(why) => {
                     tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted");
-                    give_back(ctx, node, task, key, Duration::from_secs(1)).await
+                    c.give_back(Duration::from_secs(1)).await
                 }
                 EncodeError::Permanent(f) => {
-                    judge_failure(ctx, state, &cap, variant).await;
-                    fail(ctx, node, task, key, f).await
+                    judge_failure(ctx, c.state, &cap, variant).await;
+                    c.fail(f).await
                 }
             };
         }
     };
-    state.demotions.succeeded(&cap);
-    if let Err(e) = ctx.storage.commit(&staged, &result_key).await {
-        tracing::warn!(error = %e, "storing result failed");
-        return RETRY;
-    }
+    c.state.demotions.succeeded(&cap);
+    let stored = match ctx.storage.commit(&staged, &result_key).await {
+        Ok(s) => s,
+        Err(e) if e.is_transient() => {
+            tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "storing result failed");
+            return c.give_back(Duration::from_secs(1)).await;
+        }
+        Err(e) => return c.fail(e.failure("storing the encoded unit")).await,
+    };
+    let result = UnitResult {
+        key: result_key,
+        frames: encoded.frames,
+        decode_errors: encoded.decode_errors,
+        digest: stored.digest.clone(),
+        bytes_moved: local.bytes_moved + stored.bytes_moved,
+    };
+    drop(local);
+    record_result(c, result, encoded.secs).await
+}
 
-    let attempt = task.attempt;
-    let frames = encoded.frames;
-    let decode_errors = encoded.decode_errors;
-    let rk = result_key.clone();
-    let recorded = ctx
-        .segments
-        .modify(key, |rec| match rec {
-            Some(r)
-                if r.attempt == attempt
-                    && r.state == SegmentState::Running
-                    && r.owner.as_ref() == Some(node) =>
-            {
-                let mut r = r.clone();
-                r.state = SegmentState::Done;
-                r.result_key = Some(rk.clone());
-                r.frames = Some(frames);
-                r.decode_errors = decode_errors;
-                r.updated_at = ffleet_shared::time::now_rfc3339();
-                Change::Write(r, true)
+/// The task's profile and its variant for the capability it was routed to.
+fn variant_of<'p>(
+    c: &'p Claimed<'_>,
+    cap: &Capability,
+) -> Result<(&'p Profile, &'p Variant), Failure> {
+    let task = c.task;
+    let Some(profile) = c.ctx.config.profile(&task.profile) else {
+        return Err(Failure::new(
+            Reason::UnknownProfile,
+            format!("encoder {} has no profile {:?}", c.node, task.profile),
+        ));
+    };
+    let Some(variant) = profile.variants.get(cap.as_str()) else {
+        return Err(Failure::new(
+            Reason::UnknownProfile,
+            format!(
+                "profile {:?} has no {cap} variant on encoder {}",
+                task.profile, c.node
+            ),
+        ));
+    };
+    Ok((profile, variant))
+}
+
+/// The unit's input on this node: its cut fetched from storage, or the source opened inside
+/// this node's roots (the tracks unit). On failure, what to do with the message.
+async fn fetch_input(c: &Claimed<'_>) -> Result<Local, Disposition> {
+    let task = c.task;
+    match &task.input {
+        TaskInput::Scratch { key: k } => match c.ctx.storage.fetch(k, None).await {
+            Ok(l) => Ok(l),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "segment source fetch failed");
+                Err(c.give_back(Duration::from_secs(1)).await)
             }
-            _ => Change::Keep(false),
+            Err(e) => {
+                let f = Failure::new(Reason::Internal, format!("segment source unavailable: {e}"));
+                Err(c.fail(f).await)
+            }
+        },
+        TaskInput::Source { uri } => match open_source(c.ctx, uri) {
+            Ok(l) => Ok(l),
+            Err(f) => Err(c.fail(f).await),
+        },
+    }
+}
+
+/// Records the stored result through the unit protocol (refused if the attempt was superseded
+/// meanwhile) and reports it.
+async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Disposition {
+    let task = c.task;
+    let attempt = task.attempt;
+    let step = Step::Encoded {
+        attempt,
+        node: c.node,
+        result: &result,
+    };
+    let recorded = c
+        .ctx
+        .segments
+        .modify(c.key, |rec| {
+            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((r, _)) => Change::Write(r, true),
+                Err(_) => Change::Keep(false),
+            }
         })
         .await;
     match recorded {
@@ -249,13 +294,52 @@ async fn encode_claimed(
         }
         Ok(true) => {}
     }
-    tracing::debug!(job = %task.job_id, unit = %task.unit, frames, secs = encoded.secs, "unit encoded");
+    tracing::debug!(job = %task.job_id, unit = %task.unit, frames = result.frames, secs, "unit encoded");
     let outcome = SegmentOutcome::Encoded {
-        result_key,
-        frames,
-        encode_secs: encoded.secs,
+        result_key: result.key,
+        frames: result.frames,
+        encode_secs: secs,
     };
-    report(ctx, node, task, outcome, Disposition::Ack).await
+    report(c.ctx, c.node, task, outcome, Disposition::Ack).await
+}
+
+/// Takes the unit for this node through the unit protocol, unless this node should leave it to
+/// others for a moment (it failed the unit before, or the attempt prefers another GPU class).
+async fn claim(
+    ctx: &Ctx,
+    node: &NodeId,
+    state: &State,
+    task: &Task,
+    key: &str,
+    delivered: i64,
+) -> Result<Claim, ffleet_shared::nats::kv::KvError> {
+    let my_class = state.gpu_class().cloned();
+    let on_gpu = task.capability.as_ref().is_some_and(Capability::is_gpu);
+    let step = Step::Claim {
+        attempt: task.attempt,
+        node,
+        gpu_class: if on_gpu { my_class.as_ref() } else { None },
+    };
+    ctx.segments
+        .modify(key, |rec| {
+            if let Some(r) = rec
+                && r.attempt == task.attempt
+                && !matches!(r.state, SegmentState::Done | SegmentState::Failed)
+                && ((delivered <= 2 && r.failures.iter().any(|f| &f.node == node))
+                    || steps_aside(task, my_class.as_ref(), delivered))
+            {
+                return Change::Keep(Claim::Avoid);
+            }
+            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((r, _)) => Change::Write(r, Claim::Mine),
+                Err(Refused::Finished(_)) => match rec {
+                    Some(r) => Change::Keep(Claim::Reported(Box::new(r.clone()))),
+                    None => Change::Keep(Claim::Stale),
+                },
+                Err(_) => Change::Keep(Claim::Stale),
+            }
+        })
+        .await
 }
 
 /// A re-issued accelerator attempt that prefers another GPU class (model and driver) than
@@ -296,16 +380,14 @@ async fn judge_failure(ctx: &Ctx, state: &State, cap: &Capability, variant: &Var
 async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
     let key = subjects::segment_key(&task.job_id, task.unit);
     let attempt = task.attempt;
+    let step = Step::HandBack { attempt };
     let moved = ctx
         .segments
-        .modify(&key, |rec| match rec {
-            Some(r)
-                if r.attempt == attempt
-                    && matches!(r.state, SegmentState::Planned | SegmentState::Queued) =>
-            {
-                Change::Write(r.next_attempt(), true)
+        .modify(&key, |rec| {
+            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((r, _)) => Change::Write(r, true),
+                Err(_) => Change::Keep(false),
             }
-            _ => Change::Keep(false),
         })
         .await;
     match moved {
@@ -342,14 +424,23 @@ async fn give_back(
     key: &str,
     delay: Duration,
 ) -> Disposition {
+    // Only a record that is certainly past this attempt lets the message go: a read taken
+    // while a JetStream node restarts can come back older than this node's claim, and
+    // acking on it would leave the unit running on this node for good.
+    let finished = |s: SegmentState| matches!(s, SegmentState::Done | SegmentState::Failed);
     match ctx.segments.get(key).await {
-        Ok(Some((r, _))) if r.attempt == task.attempt && r.owner.as_ref() == Some(node) => {
-            tracing::info!(job = %task.job_id, unit = %task.unit, "unit handed back");
-            Disposition::Retry(delay)
-        }
-        Ok(_) => {
+        Ok(Some((r, _))) if r.attempt > task.attempt || finished(r.state) => {
             tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "superseded unit dropped");
             Disposition::Ack
+        }
+        Ok(None) => Disposition::Ack,
+        Ok(Some((r, _))) => {
+            if r.owner.as_ref() != Some(node) || r.attempt != task.attempt {
+                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit record does not show this node's claim (a lagging read?); handed back");
+            } else {
+                tracing::info!(job = %task.job_id, unit = %task.unit, "unit handed back");
+            }
+            Disposition::Retry(delay)
         }
         Err(_) => Disposition::Retry(delay),
     }
@@ -366,49 +457,50 @@ enum Budget {
 
 /// Records this node's failure of the unit and re-issues it for another node, or, when the
 /// retry budget is spent, fails it for good.
+/// Opens the source a task names, inside this node's own input roots (a task is not trusted
+/// for a path: it names the request's URI, resolved here at the moment of use).
+fn open_source(ctx: &Ctx, uri: &str) -> Result<Local, Failure> {
+    let roots = Roots::open("input", &ctx.config.storage.input_roots);
+    let file = roots.open_input(uri).map_err(|e| {
+        Failure::new(
+            Reason::InputNotAllowed,
+            format!("task source refused on this node: {e}"),
+        )
+    })?;
+    let name = uri.rsplit('/').next().unwrap_or("source");
+    open_input_link(file, ctx.storage.work_dir(), name)
+        .map_err(|e| Failure::new(Reason::Internal, format!("task source: {e}")))
+}
+
 async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
     tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
     telemetry::spans::fail(&tracing::Span::current(), &f);
     let cfg = &ctx.config.encoder;
     let attempt = task.attempt;
+    let describe = |v: Final, r: &SegmentRecord| match v {
+        Final::InputDamaged => input_damaged(task, r, &f),
+        Final::StorageFull => f.clone(),
+        Final::Exhausted => exhausted(task, r, &f),
+    };
+    let step = Step::Failed(Failing {
+        attempt,
+        node,
+        failure: &f,
+        on_gpu: task.capability.as_ref().is_some_and(Capability::is_gpu),
+        budget: unit_protocol::Budget {
+            retry_nodes: cfg.retry_nodes,
+            max_attempts: cfg.max_attempts,
+        },
+        describe: &describe,
+    });
     let decided = ctx
         .segments
-        .modify(key, |rec| match rec {
-            Some(r)
-                if r.attempt == attempt
-                    && !matches!(r.state, SegmentState::Done | SegmentState::Failed) =>
-            {
-                let mut r = r.clone();
-                r.failures.push(AttemptFailure {
-                    attempt,
-                    node: node.clone(),
-                    message: f.message.clone(),
-                });
-                let nodes = r.failed_nodes().len() as u32;
-                // Only ffmpeg's verdict on the media says something about the input, and only on
-                // CPU: two GPU nodes of one class can fail alike for their driver's sake.
-                let on_cpu = task.capability.as_ref().is_none_or(|c| !c.is_gpu());
-                let repeated = f.reason == Reason::EncodeFailed
-                    && on_cpu
-                    && r.failures
-                        .iter()
-                        .any(|p| &p.node != node && same_failure(&p.message, &f.message));
-                if repeated {
-                    r.state = SegmentState::Failed;
-                    r.failure = Some(input_damaged(task, &r, &f));
-                    r.updated_at = ffleet_shared::time::now_rfc3339();
-                    Change::Write(r.clone(), Budget::Exhausted(Box::new(r)))
-                } else if nodes >= cfg.retry_nodes || r.failures.len() as u32 >= cfg.max_attempts {
-                    r.state = SegmentState::Failed;
-                    r.failure = Some(exhausted(task, &r, &f));
-                    r.updated_at = ffleet_shared::time::now_rfc3339();
-                    Change::Write(r.clone(), Budget::Exhausted(Box::new(r)))
-                } else {
-                    let n = r.next_attempt();
-                    Change::Write(n, Budget::Retry(attempt + 1))
-                }
+        .modify(key, |rec| {
+            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((r, Applied::Reissued(next))) => Change::Write(r, Budget::Retry(next)),
+                Ok((r, _)) => Change::Write(r.clone(), Budget::Exhausted(Box::new(r))),
+                Err(_) => Change::Keep(Budget::Gone),
             }
-            _ => Change::Keep(Budget::Gone),
         })
         .await;
     match decided {
@@ -436,17 +528,17 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
 /// Fails the unit for good without another attempt (it went round too often).
 async fn give_up(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
     let attempt = task.attempt;
+    let step = Step::GiveUp {
+        attempt,
+        failure: &f,
+    };
     let recorded = ctx
         .segments
-        .modify(key, |rec| match rec {
-            Some(r) if r.attempt == attempt && r.state != SegmentState::Done => {
-                let mut r = r.clone();
-                r.state = SegmentState::Failed;
-                r.failure = Some(f.clone());
-                r.updated_at = ffleet_shared::time::now_rfc3339();
-                Change::Write(r.clone(), Some(r))
+        .modify(key, |rec| {
+            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((r, _)) => Change::Write(r.clone(), Some(r)),
+                Err(_) => Change::Keep(None),
             }
-            _ => Change::Keep(None),
         })
         .await;
     match recorded {
@@ -475,34 +567,6 @@ fn exhausted(task: &Task, rec: &SegmentRecord, last: &Failure) -> Failure {
             last.message
         ),
     )
-}
-
-/// Whether two failure reports say the same thing: the same verdict (the text before ffmpeg's
-/// stderr, e.g. `ffmpeg failed (exit code 69)`) and at least one error line in common. Two
-/// runs of one failing ffmpeg differ in the addresses of `[h264 @ 0x55d0...]` prefixes, in how
-/// many repeats it folds into "Last message repeated", and so in which lines the kept tail of
-/// stderr holds.
-fn same_failure(a: &str, b: &str) -> bool {
-    fn split(s: &str) -> (&str, std::collections::BTreeSet<&str>) {
-        let (header, rest) = match s.find("): ") {
-            Some(i) => (&s[..i + 2], &s[i + 3..]),
-            None => (s, ""),
-        };
-        let lines = rest
-            .lines()
-            .map(|l| {
-                let l = l.trim();
-                match (l.starts_with('['), l.find("] ")) {
-                    (true, Some(i)) => l[i + 2..].trim(),
-                    _ => l,
-                }
-            })
-            .filter(|l| !l.is_empty() && !l.starts_with("Last message repeated"))
-            .collect();
-        (header, lines)
-    }
-    let ((ha, la), (hb, lb)) = (split(a), split(b));
-    ha == hb && ((la.is_empty() && lb.is_empty()) || !la.is_disjoint(&lb))
 }
 
 /// The job-level failure of a unit that failed the same way on two nodes: a property of the
@@ -536,7 +600,7 @@ async fn dead_letter(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord)
         task: task.clone(),
         failure: failure.clone(),
         failures: rec.failures.clone(),
-        at: ffleet_shared::time::now_rfc3339(),
+        at: now_rfc3339(),
     };
     if let Err(e) = publish::raw(
         &ctx.js,
@@ -632,6 +696,7 @@ fn live_publisher(
         };
         let client = client.clone();
         let subject = subject.clone();
+        ffleet_shared::nats::ops::count(ffleet_shared::nats::ops::Op::CorePublish);
         tokio::spawn(async move {
             let _ = client.publish(subject, messages::encode(&p)).await;
         });
@@ -661,34 +726,5 @@ mod tests {
         assert!(steps_aside(&task, None, 2));
         // From the third delivery on, any node takes it.
         assert!(!steps_aside(&task, Some(&class("NVIDIA T4")), 3));
-    }
-
-    #[test]
-    fn failures_compare_without_process_addresses() {
-        let a = "v00002 of job j failed: ffmpeg failed (exit code 1): [h264 @ 0x55d0c3a1b2c0] Invalid NAL unit size";
-        let b = "v00002 of job j failed: ffmpeg failed (exit code 1): [h264 @ 0x5611aa00ff10] Invalid NAL unit size";
-        assert!(same_failure(a, b));
-        assert!(!same_failure(
-            a,
-            "v00002 of job j failed: ffmpeg failed (exit code 1): other"
-        ));
-        // One run folds a repeat that the other prints twice.
-        let c = "failed (exit code 69): [h264 @ 0x1a] Error splitting\nError while decoding\n    Last message repeated 1 times\n[h264 @ 0x2b] Error splitting";
-        let d = "failed (exit code 69): [h264 @ 0x3c] Error splitting\nError while decoding\nError while decoding\n[h264 @ 0x4d] Error splitting\n[h264 @ 0x5e] Error splitting";
-        assert!(same_failure(c, d));
-        // The kept tail may hold different lines of the same failure.
-        let e =
-            "failed (exit code 69): [h264 @ 0x1a] Error splitting\n[h264 @ 0x2a] Error splitting";
-        assert!(same_failure(c, e));
-        assert!(!same_failure(
-            e,
-            "failed (exit code 1): [h264 @ 0x1a] Error splitting"
-        ));
-        let f = "v00001 of job j: encoded 0 frames, the segment should hold 25";
-        assert!(same_failure(f, f));
-        assert!(!same_failure(
-            f,
-            "v00001 of job j: encoded 3 frames, the segment should hold 25"
-        ));
     }
 }

@@ -1,11 +1,15 @@
 //! Heartbeats: this node's capabilities, slots, load and held units (with live progress),
-//! written to the workers bucket every interval, at once when a unit is taken or let go, and
-//! deleted on a clean stop.
+//! written to the workers bucket every interval, soon after a unit is taken or let go, and
+//! deleted on a clean stop. A change after a quiet spell is written at once; changes that
+//! follow within `COALESCE` of a write are written together at its end, so a node turning
+//! over hundreds of short units a second writes (and every scheduler replica receives) at most
+//! one heartbeat per `COALESCE`, not two per unit.
 //!
-//! The same loop guards ownership. After every write it reads the records of the units it
-//! holds; a unit whose record moved to another attempt or owner (the scheduler judged this
+//! The same loop guards ownership. After every periodic write it reads the records of the units
+//! it holds; a unit whose record moved to another attempt or owner (the scheduler judged this
 //! node dead, say after it was frozen) has its ffmpeg cancelled at once, so a node that wakes
-//! up late drops its work instead of finishing it for nothing.
+//! up late drops its work instead of finishing it for nothing. A unit just taken needs no such
+//! read: its claim was a revision-checked write.
 
 use crate::Node;
 use crate::demote::Demotions;
@@ -17,8 +21,11 @@ use ffleet_shared::runtime::Ctx;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// The shortest gap between two heartbeats written for changes (taken or let-go units).
+const COALESCE: Duration = Duration::from_millis(100);
 use tokio_util::sync::CancellationToken;
 
 /// What the heartbeat reports, updated by the slots.
@@ -164,16 +171,28 @@ pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
     let key = state.base.node_id.to_string();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now() - COALESCE;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = state.changed.notified() => {}
+        let periodic = tokio::select! {
+            _ = tick.tick() => true,
+            _ = state.changed.notified() => false,
             _ = stop.cancelled() => break,
+        };
+        if !periodic {
+            // Changes that arrive while this waits are in the snapshot taken after it.
+            let rest = COALESCE.saturating_sub(last.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = stop.cancelled() => break,
+            }
         }
+        last = Instant::now();
         if let Err(e) = ctx.workers.put(&key, &state.snapshot()).await {
             tracing::warn!(error = %e, "heartbeat not written");
         }
-        check_ownership(&ctx, &state).await;
+        if periodic {
+            check_ownership(&ctx, &state).await;
+        }
     }
     if let Err(e) = ctx.workers.delete(&key).await {
         tracing::debug!(error = %e, "heartbeat not deleted");

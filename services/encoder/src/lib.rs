@@ -8,12 +8,14 @@
 
 pub mod capabilities;
 mod demote;
-mod encode;
+pub mod encode;
+pub mod executor;
 mod gpu;
 mod handler;
 mod heartbeat;
 pub mod probe;
 
+pub use executor::{Executor, Ffmpeg};
 pub use gpu::Gpus;
 
 use ffleet_shared::messages::heartbeat::{GpuClass, Proof};
@@ -26,7 +28,7 @@ use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, NodeId, subjects};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -116,36 +118,24 @@ pub fn gpu_slots(
 /// Runs the encoder until `shutdown` fires, then drains: no new work is taken, held units may
 /// finish within `stop_grace_secs`, what is still running after that is handed back (nak) so
 /// another node picks it up at once, and the heartbeat key is deleted last.
+/// Probes this node's capabilities and runs it (what the service binary does).
+pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
+    let node = Node::from_config(&ctx).await?;
+    run(ctx, node, shutdown).await
+}
+
 pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<(), Error> {
-    let (mut retries, mut consumers) = (Vec::new(), Vec::new());
-    for cap in &node.capabilities {
-        for (durable, filter, into) in [
-            (
-                subjects::retry_consumer(cap),
-                subjects::tasks_retry(cap),
-                &mut retries,
-            ),
-            (
-                subjects::encode_consumer(cap),
-                subjects::tasks_encode(cap),
-                &mut consumers,
-            ),
-        ] {
-            let c = ensure_consumer(
-                &ctx.js,
-                ConsumerSpec {
-                    stream: subjects::STREAM_TASKS,
-                    durable: &durable,
-                    filter,
-                    ack_wait: ctx.config.streams.ack_wait(),
-                    max_deliver: -1,
-                    max_ack_pending: 10_000,
-                },
-            )
-            .await?;
-            into.push(c);
-        }
-    }
+    run_with(ctx, node, Arc::new(Ffmpeg), shutdown).await
+}
+
+/// `run` with another executor than the ffmpeg child (a program embedding the library).
+pub async fn run_with(
+    ctx: Ctx,
+    node: Node,
+    exec: Arc<dyn Executor>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let (retries, consumers) = durables(&ctx, &node).await?;
     let state = Arc::new(heartbeat::State::new(
         &node,
         ctx.config.encoder.demote_after_failures,
@@ -190,6 +180,7 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
             queues,
             total,
             wait,
+            exec: exec.clone(),
         };
         set.spawn(pull.run(shutdown.clone()));
     }
@@ -200,6 +191,44 @@ pub async fn run(ctx: Ctx, node: Node, shutdown: CancellationToken) -> Result<()
     tracing::info!(node = %node.id, "encoder stopped");
     Ok(())
 }
+
+/// Each capability's retry and encode consumers (shared durables, created if missing), in the
+/// order of `node.capabilities`.
+async fn durables(ctx: &Ctx, node: &Node) -> Result<(Vec<Durable>, Vec<Durable>), Error> {
+    let (mut retries, mut consumers) = (Vec::new(), Vec::new());
+    for cap in &node.capabilities {
+        for (durable, filter, into) in [
+            (
+                subjects::retry_consumer(cap),
+                subjects::tasks_retry(cap),
+                &mut retries,
+            ),
+            (
+                subjects::encode_consumer(cap),
+                subjects::tasks_encode(cap),
+                &mut consumers,
+            ),
+        ] {
+            let c = ensure_consumer(
+                &ctx.js,
+                ConsumerSpec {
+                    stream: subjects::STREAM_TASKS,
+                    durable: &durable,
+                    filter,
+                    ack_wait: ctx.config.streams.ack_wait(),
+                    max_deliver: -1,
+                    max_ack_pending: 10_000,
+                },
+            )
+            .await?;
+            into.push(c);
+        }
+    }
+    Ok((retries, consumers))
+}
+
+/// How often a busy pull loop looks for re-issued attempts.
+const RETRY_CHECK: Duration = Duration::from_millis(100);
 
 /// One slot pool's pull loop: waits for a free slot, takes one task from the first of its
 /// queues that has one, waits until every slot the task needs is free (keeping the message
@@ -213,6 +242,7 @@ struct Pull {
     queues: Vec<Durable>,
     total: u32,
     wait: Duration,
+    exec: Arc<dyn Executor>,
 }
 
 impl Pull {
@@ -221,16 +251,25 @@ impl Pull {
         // Long-poll the backlog in short turns, so a re-issued unit waits at most one turn.
         let turn = (self.wait / self.queues.len().max(1) as u32).min(Duration::from_secs(1));
         let mut running = JoinSet::new();
+        // Re-issued attempts are looked for before each long poll, but at most once per
+        // `RETRY_CHECK` while the backlog keeps every poll busy: a no-wait fetch per unit would
+        // double the pull requests of a node turning over many short units.
+        let mut retries_checked: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("semaphore open"),
                 _ = shutdown.cancelled() => break,
             };
             let mut msg = None;
-            for q in &self.retries {
-                msg = worker::try_now(q).await;
-                if msg.is_some() {
-                    break;
+            if retries_checked.is_none_or(|t| t.elapsed() >= RETRY_CHECK) {
+                retries_checked = Some(Instant::now());
+                for q in &self.retries {
+                    msg = worker::try_now(q).await;
+                    if msg.is_some() {
+                        // More may be waiting: look again next time.
+                        retries_checked = None;
+                        break;
+                    }
                 }
             }
             if msg.is_none() {
@@ -254,9 +293,10 @@ impl Pull {
                 None
             };
             let (ctx, node, state) = (self.ctx.clone(), self.node.clone(), self.state.clone());
+            let exec = self.exec.clone();
             running.spawn(async move {
                 let span = ffleet_shared::telemetry::spans::encode(&msg, &node);
-                let d = handler::handle(&ctx, &node, &state, &msg, need)
+                let d = handler::handle(&ctx, &node, &state, &msg, need, &*exec)
                     .instrument(span)
                     .await;
                 ffleet_shared::nats::ack::finish(&msg, d).await;

@@ -1,20 +1,9 @@
 //! `ffleet-encoder`: config → telemetry → connect → run until SIGTERM → drain.
 
-use anyhow::Context;
-use std::sync::Arc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ffleet_shared::config::Config::load(None)?;
-    config.validate()?;
-    let _log = ffleet_shared::telemetry::init(
-        &config.log,
-        ffleet_shared::telemetry::Role::Service(ffleet_encoder::SERVICE),
-    );
-    let ctx = ffleet_shared::runtime::Ctx::connect(Arc::new(config), ffleet_encoder::SERVICE, true)
-        .await
-        .context("connecting")?;
-    let node = ffleet_encoder::Node::from_config(&ctx).await?;
-    ffleet_encoder::run(ctx, node, ffleet_shared::shutdown::on_signals()).await?;
+    ffleet_shared::service_main::serve(config, ffleet_encoder::SERVICE, ffleet_encoder::start)
+        .await?;
     Ok(())
 }

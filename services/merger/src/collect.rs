@@ -1,10 +1,10 @@
-//! Adding a unit's result to the job record. The unit's ownership record is the authority: a
-//! report counts only if that record says the same attempt is done with the same result. The job
-//! moves to `merging` in the same revision-checked write that adds its last unit, so exactly one
-//! merger starts the merge.
+//! Counting a unit's result into the job record. The unit's ownership record is the authority
+//! and keeps the result itself (key, digest, frames): a report counts only if that record says
+//! the same attempt is done with the same result, and the job record only marks the unit
+//! collected (one bit) and adds its planned frames. The job moves to `merging` in the same
+//! revision-checked write that marks its last unit, so exactly one merger starts the merge.
 
-use ffleet_shared::messages::records::Collected;
-use ffleet_shared::messages::{JobState, SegmentState};
+use ffleet_shared::messages::{JobState, SegmentRecord, SegmentState};
 use ffleet_shared::nats::kv::{Change, KvError};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, Unit, subjects};
@@ -22,6 +22,10 @@ pub enum Collect {
     Merge,
     /// Not counted (superseded attempt, job gone or already ended).
     Ignored,
+    /// The unit record read is older than the report: the encoder writes `done` before it
+    /// reports, so this read came from a replica or leader that has not caught up (seen after a
+    /// JetStream node restart). Dropping the report here would lose the unit for good.
+    Behind,
 }
 
 pub async fn collect(
@@ -31,22 +35,13 @@ pub async fn collect(
     attempt: u32,
     result_key: &str,
 ) -> Result<Collect, KvError> {
-    let seg = ctx.segments.get(&subjects::segment_key(job, unit)).await?;
-    let current = matches!(&seg, Some((r, _))
-        if r.attempt == attempt
-            && r.state == SegmentState::Done
-            && r.result_key.as_deref() == Some(result_key));
-    if !current {
+    let Some((seg, _)) = ctx.segments.get(&subjects::segment_key(job, unit)).await? else {
         return Ok(Collect::Ignored);
-    }
-    let (frames, decode_errors) =
-        seg.map_or((0, 0), |(r, _)| (r.frames.unwrap_or(0), r.decode_errors));
-    let entry = Collected {
-        attempt,
-        result_key: result_key.to_owned(),
-        frames,
-        decode_errors,
     };
+    if let Some(not_counted) = judge(&seg, attempt, result_key) {
+        return Ok(not_counted);
+    }
+    let frames = seg.cut.as_ref().map_or(0, |c| c.frames);
     ctx.jobs
         .modify(job.as_str(), |rec| {
             let Some(rec) = rec else {
@@ -60,8 +55,10 @@ pub async fn collect(
             }
             let mut rec = rec.clone();
             let total = plan.unit_count();
-            if rec.collected.get(&unit) == Some(&entry) {
-                // A repeated report: nothing new, but say where the job stands.
+            if rec.collected.contains(unit) {
+                // A repeated report (the unit is collected only from its done attempt, which
+                // does not change until the unit is re-issued and uncollected): nothing new,
+                // but say where the job stands.
                 let (frames_done, frames_total) = rec.frame_progress();
                 return Change::Keep(Collect::Progress {
                     done: rec.collected.len(),
@@ -70,7 +67,8 @@ pub async fn collect(
                     frames_total,
                 });
             }
-            rec.collected.insert(unit, entry.clone());
+            rec.collected.insert(unit);
+            rec.frames_collected += frames;
             rec.touch();
             if rec.collected.len() == total {
                 rec.state = JobState::Merging;
@@ -90,4 +88,67 @@ pub async fn collect(
             }
         })
         .await
+}
+
+/// What the unit record says about a report of `attempt` with `result_key`: `None` when it is
+/// the record's current result (count it), `Behind` when the record cannot have been read after
+/// the report was sent, `Ignored` when the unit moved on.
+fn judge(seg: &SegmentRecord, attempt: u32, result_key: &str) -> Option<Collect> {
+    let unfinished = matches!(
+        seg.state,
+        SegmentState::Planned | SegmentState::Queued | SegmentState::Running
+    );
+    if seg.attempt < attempt || (seg.attempt == attempt && unfinished) {
+        Some(Collect::Behind)
+    } else if seg.attempt == attempt
+        && seg.state == SegmentState::Done
+        && seg.result_key.as_deref() == Some(result_key)
+    {
+        None
+    } else {
+        Some(Collect::Ignored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(attempt: u32, state: SegmentState, result_key: Option<&str>) -> SegmentRecord {
+        let mut r = SegmentRecord::planned(None);
+        r.attempt = attempt;
+        r.state = state;
+        r.result_key = result_key.map(str::to_owned);
+        r
+    }
+
+    #[test]
+    fn a_record_older_than_the_report_is_read_again_not_dropped() {
+        for state in [
+            SegmentState::Planned,
+            SegmentState::Queued,
+            SegmentState::Running,
+        ] {
+            assert_eq!(
+                judge(&record(2, state, None), 2, "k2"),
+                Some(Collect::Behind)
+            );
+        }
+        assert_eq!(
+            judge(&record(1, SegmentState::Done, Some("k1")), 2, "k2"),
+            Some(Collect::Behind)
+        );
+    }
+
+    #[test]
+    fn only_the_current_attempts_result_counts() {
+        let done = record(2, SegmentState::Done, Some("k2"));
+        assert_eq!(judge(&done, 2, "k2"), None);
+        assert_eq!(judge(&done, 2, "other"), Some(Collect::Ignored));
+        assert_eq!(judge(&done, 1, "k1"), Some(Collect::Ignored));
+        let moved_on = record(3, SegmentState::Running, None);
+        assert_eq!(judge(&moved_on, 2, "k2"), Some(Collect::Ignored));
+        let failed = record(2, SegmentState::Failed, None);
+        assert_eq!(judge(&failed, 2, "k2"), Some(Collect::Ignored));
+    }
 }

@@ -4,7 +4,9 @@
 //! writes to a temporary name and renames, so running it twice is harmless.
 
 use crate::collect::{Collect, collect};
-use crate::merge;
+use crate::media::Media;
+use crate::merge::MergeError;
+use crate::reissue;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{Progress, SegmentOutcome};
 use ffleet_shared::messages::{CURRENT, CloudEvent, JobEvent, JobRecord, JobState};
@@ -13,11 +15,20 @@ use ffleet_shared::nats::publish;
 use ffleet_shared::reason::Failure;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, jobs, telemetry};
+use std::sync::Arc;
 use std::time::Duration;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
+/// Deliveries of a report whose unit record reads older than the report, before it is let go.
+const BEHIND_TRIES: i64 = 30;
 
-pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
+/// The media work of merges and how many may run at once.
+pub struct Merges {
+    pub media: Arc<dyn Media>,
+    pub slots: tokio::sync::Semaphore,
+}
+
+pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
     let ev = serde_json::from_slice::<CloudEvent>(&msg.payload)
         .ok()
         .and_then(|ce| JobEvent::from_cloudevent(&ce).ok());
@@ -44,14 +55,24 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
         SegmentOutcome::Encoded { result_key, .. } => {
             match collect(ctx, job, done.unit, done.attempt, result_key).await {
                 Err(e) => Err(e.to_string()),
-                Ok(Collect::Ignored) => resume_if_orphaned(ctx, job, &msg).await,
+                Ok(Collect::Ignored) => resume_if_orphaned(ctx, media, job, &msg).await,
+                Ok(Collect::Behind) if ack::delivered(&msg) < BEHIND_TRIES => {
+                    tracing::info!(job = %job, unit = %done.unit, attempt = done.attempt, "unit record read is older than its report, reading again");
+                    return Disposition::Retry(Duration::from_secs(1));
+                }
+                Ok(Collect::Behind) => {
+                    // The scheduler's reconciler sends the report again once the record
+                    // settles, so nothing is lost by letting this copy go.
+                    tracing::warn!(job = %job, unit = %done.unit, attempt = done.attempt, "unit record still older than its report, report left to the reconciler");
+                    Ok(())
+                }
                 Ok(Collect::Progress {
                     done: d,
                     total,
                     frames_done,
                     frames_total,
                 }) => publish_progress(ctx, job, d, total, frames_done, frames_total).await,
-                Ok(Collect::Merge) => run_merge(ctx, job, &msg).await,
+                Ok(Collect::Merge) => run_merge(ctx, media, job, &msg).await,
             }
         }
     };
@@ -72,6 +93,9 @@ async fn publish_progress(
     frames_done: u64,
     frames_total: u64,
 ) -> Result<(), String> {
+    if !crate::throttle::due(job, done, total) {
+        return Ok(());
+    }
     let percent = if frames_total > 0 {
         100.0 * frames_done as f64 / frames_total as f64
     } else {
@@ -94,7 +118,12 @@ async fn publish_progress(
 
 /// A report that did not count may still be the redelivery of the one that started a merge
 /// whose merger died; or the job may have ended without its event getting out.
-async fn resume_if_orphaned(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
+async fn resume_if_orphaned(
+    ctx: &Ctx,
+    media: &Merges,
+    job: &JobId,
+    msg: &Message,
+) -> Result<(), String> {
     if ack::delivered(msg) <= 1 {
         return Ok(());
     }
@@ -102,7 +131,7 @@ async fn resume_if_orphaned(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(),
         return Ok(());
     };
     match rec.state {
-        JobState::Merging => run_merge(ctx, job, msg).await,
+        JobState::Merging => run_merge(ctx, media, job, msg).await,
         s if s.is_terminal() => jobs::republish_terminal(ctx, &rec)
             .await
             .map_err(|e| e.to_string()),
@@ -119,7 +148,7 @@ async fn record(ctx: &Ctx, job: &JobId) -> Result<Option<JobRecord>, String> {
         .map(|(rec, _)| rec))
 }
 
-async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> {
+async fn run_merge(ctx: &Ctx, media: &Merges, job: &JobId, msg: &Message) -> Result<(), String> {
     let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
     let Some(rec) = record(ctx, job).await? else {
         return Ok(());
@@ -128,7 +157,8 @@ async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> 
         return Ok(());
     }
     tracing::info!(job = %job, units = rec.collected.len(), "merging");
-    match merge::merge(ctx, &rec).await {
+    let _slot = media.slots.acquire().await.map_err(|e| e.to_string())?;
+    match media.media.merge(ctx, &rec).await {
         Ok(out) => {
             tracing::info!(job = %job, output = %out.uri, frames = out.frames, wall_secs = out.wall_secs, "job completed");
             jobs::complete(ctx, job, out)
@@ -136,9 +166,11 @@ async fn run_merge(ctx: &Ctx, job: &JobId, msg: &Message) -> Result<(), String> 
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
-        Err(f) => jobs::fail(ctx, job, &f)
+        Err(MergeError::Fail(f)) => jobs::fail(ctx, job, &f)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
+        Err(MergeError::Retry(why)) => Err(why),
+        Err(MergeError::Reissue(units)) => reissue::reissue(ctx, &rec, &units).await,
     }
 }

@@ -4,7 +4,10 @@
 
 mod collect;
 mod handler;
-mod merge;
+pub mod media;
+pub mod merge;
+mod reissue;
+mod throttle;
 mod verify;
 
 use ffleet_shared::nats::NatsError;
@@ -12,9 +15,13 @@ use ffleet_shared::nats::provision::ConsumerSpec;
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "merger";
+
+/// Segment reports handled at once.
+const REPORT_LOOPS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,6 +31,15 @@ pub enum Error {
 
 /// Runs the merger until `shutdown` fires, finishing merges in progress first.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
+    run_with(ctx, Arc::new(media::Ffmpeg), shutdown).await
+}
+
+/// `run` with other media work than ffmpeg (a program embedding the library).
+pub async fn run_with(
+    ctx: Ctx,
+    media: Arc<dyn media::Media>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     tracing::info!(
         concurrency = ctx.config.merger.concurrency,
         "merger running"
@@ -38,9 +54,20 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
             max_deliver: -1,
             max_ack_pending: 10_000,
         },
-        ctx.config.merger.concurrency,
+        // Reports are small KV updates, taken by many loops at once; the merges they start are
+        // held to `concurrency` at a time (each runs ffmpeg over a whole output).
+        ctx.config.merger.concurrency.max(REPORT_LOOPS),
         shutdown,
-        |ctx, msg| async move { handler::handle(&ctx, msg).await },
+        {
+            let merges = Arc::new(handler::Merges {
+                media,
+                slots: tokio::sync::Semaphore::new(ctx.config.merger.concurrency),
+            });
+            move |ctx, msg| {
+                let merges = merges.clone();
+                async move { handler::handle(&ctx, &merges, msg).await }
+            }
+        },
     )
     .await?;
     tracing::info!("merger stopped");

@@ -1,15 +1,22 @@
-//! The merge itself: an ffconcat list with exact per-segment durations, one stream-copy ffmpeg
-//! run that concatenates and muxes the audio into a hidden temporary file beside the output,
-//! verification, then an atomic rename onto the output path.
+//! The merge itself: the units' records read (each holds its cut and its accepted result), the
+//! encoded units fetched into a private work dir (each checked against the
+//! digest its encoder recorded), an ffconcat list with exact per-segment durations, one
+//! stream-copy ffmpeg run that concatenates and muxes the tracks there, verification, then the
+//! output stored: as an object, or copied into a confined temporary file beside the output path
+//! (re-resolved from the request against this merger's roots) and renamed into place.
 
 use crate::verify;
 use ffleet_shared::Unit;
+use ffleet_shared::media::Rational;
 use ffleet_shared::media::args::{self, ConcatEntry};
 use ffleet_shared::media::command::{self, Limits};
-use ffleet_shared::messages::JobRecord;
 use ffleet_shared::messages::records::OutputInfo;
+use ffleet_shared::messages::{JobRecord, Plan, SegmentRecord, SegmentState, SourceInfo};
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::storage::{Roots, StorageError};
+use ffleet_shared::subjects;
+use futures::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -18,71 +25,185 @@ fn internal(e: impl std::fmt::Display) -> Failure {
     Failure::new(Reason::Internal, e.to_string())
 }
 
+/// Why a merge did not produce the output.
+#[derive(Debug)]
+pub enum MergeError {
+    /// The job fails.
+    Fail(Failure),
+    /// Media storage is unreachable for now: try again on redelivery.
+    Retry(String),
+    /// These units' stored results are missing or not the bytes their encoders recorded: they
+    /// are encoded again and the job merges when they are back.
+    Reissue(Vec<Unit>),
+}
+
+impl From<Failure> for MergeError {
+    fn from(f: Failure) -> Self {
+        MergeError::Fail(f)
+    }
+}
+
 fn file_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
 /// Merges a job whose every unit is collected; returns what was written.
-#[tracing::instrument(name = "merge", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %rec.job_id))]
-pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
+#[tracing::instrument(name = "merge", skip_all, err(Debug, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %rec.job_id))]
+pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError> {
     let (Some(plan), Some(src)) = (&rec.plan, &rec.source) else {
-        return Err(internal("job has no plan"));
+        return Err(internal("job has no plan").into());
     };
-    let tb = src.video.time_base;
-    let mut entries = Vec::with_capacity(plan.segments.len());
+    // Everything this merge reads or writes locally lives here and goes when it drops.
+    let dir = tempfile::Builder::new()
+        .prefix("merge-")
+        .tempdir_in(ctx.storage.work_dir())
+        .map_err(internal)?;
+    let units = results(ctx, rec).await?;
+    let segments = plan.segments as usize;
+    let fetched = fetch_all(ctx, rec, &units, segments, src.video.time_base, dir.path()).await?;
+    if fetched.entries.is_empty() {
+        return Err(internal("plan has no segments").into());
+    }
+    let list = dir.path().join("list.ffconcat");
+    tokio::fs::write(&list, args::concat_list(&fetched.entries))
+        .await
+        .map_err(internal)?;
+
+    // The output is written in the private dir first; a file output then goes into its
+    // directory through the output roots' handles (`place`), re-resolved from the request now.
+    let name = plan
+        .output_key
+        .as_deref()
+        .unwrap_or(&rec.request.output)
+        .rsplit('/')
+        .next()
+        .unwrap_or("output");
+    let tmp = dir.path().join(format!(
+        "out-{}",
+        ffleet_shared::storage::keys::sanitize_name(name)
+    ));
+    concat(ctx, src, plan, &list, fetched.tracks.as_deref(), &tmp).await?;
+    // Frames the decoder dropped from damaged input are missing from the output as they are
+    // from a single ffmpeg's: the encoded units say how many frames there are.
+    let expected = verify::Expected {
+        frames: units[..segments].iter().map(|c| c.frames).sum(),
+        tracks: &plan.tracks,
+    };
+    let checked = verify::verify(&ctx.config, src, &expected, &tmp).await;
+    let verified = match checked {
+        Ok(v) => v,
+        Err(why) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(Failure::new(Reason::VerifyFailed, why).into());
+        }
+    };
+    let bytes = tokio::fs::metadata(&tmp).await.map_err(internal)?.len();
+    let moved = fetched.moved + store_output(ctx, rec, plan, &tmp).await?;
+    let wall_secs = ffleet_shared::time::age_secs(&rec.accepted_at).unwrap_or(0.0);
+    Ok(OutputInfo {
+        uri: rec.request.output.clone(),
+        frames: verified.count,
+        duration_secs: verified.duration(),
+        bytes,
+        wall_secs,
+        decode_errors: units.iter().map(|c| c.decode_errors).sum(),
+        warnings: plan.warnings.clone(),
+        media_bytes: rec.media_bytes + units.iter().map(|c| c.bytes_moved).sum::<u64>() + moved,
+    })
+}
+
+/// What a merge fetched: the concat list's entries, the tracks unit's file, bytes moved.
+struct Fetched {
+    entries: Vec<ConcatEntry>,
+    tracks: Option<PathBuf>,
+    moved: u64,
+}
+
+/// Fetches every unit's result into `dir`, each checked against the digest its attempt
+/// recorded; the units whose result is missing or not those bytes come back in one `Reissue`.
+async fn fetch_all(
+    ctx: &Ctx,
+    rec: &JobRecord,
+    units: &[UnitResult],
+    segments: usize,
+    tb: Rational,
+    dir: &Path,
+) -> Result<Fetched, MergeError> {
+    let mut fetched = Fetched {
+        entries: Vec::with_capacity(segments),
+        tracks: None,
+        moved: 0,
+    };
+    let mut bad = Vec::new();
+    let (video, tracks) = units.split_at(segments);
     let mut offset_ticks = 0_i64;
-    let mut list_dir: Option<String> = None;
-    for s in &plan.segments {
-        let c = rec
-            .collected
-            .get(&Unit::Video(s.index))
-            .ok_or_else(|| internal(format!("segment {} missing at merge", s.index)))?;
-        let dir = c.result_key.rsplit_once('/').map(|(d, _)| d.to_owned());
-        if list_dir.is_none() {
-            list_dir = dir.clone();
-        }
-        if dir != list_dir {
-            return Err(internal("encoded segments are not in one directory"));
-        }
+    for c in video {
+        let name = file_name(&c.result_key).to_owned();
+        fetch_one(ctx, rec, c, &dir.join(&name), &mut fetched.moved, &mut bad).await?;
         // Durations from cumulative source time, rounded once per boundary, so microsecond
         // rounding never accumulates across segments.
         let start_us = tb.micros(offset_ticks);
-        offset_ticks += s.duration_ticks;
-        entries.push(ConcatEntry {
-            file_name: file_name(&c.result_key).to_owned(),
+        offset_ticks += c.duration_ticks;
+        fetched.entries.push(ConcatEntry {
+            file_name: name,
             duration_us: tb.micros(offset_ticks) - start_us,
         });
     }
-    let list_dir = list_dir.ok_or_else(|| internal("plan has no segments"))?;
-    let list_key = format!("{list_dir}/list.ffconcat");
-    ctx.storage
-        .write(&list_key, args::concat_list(&entries).as_bytes())
-        .await
-        .map_err(internal)?;
-    let list = ctx.storage.read_path(&list_key).await.map_err(internal)?;
-    let audio = match rec.collected.get(&Unit::Audio) {
-        Some(c) if plan.audio => Some(
-            ctx.storage
-                .read_path(&c.result_key)
-                .await
-                .map_err(internal)?,
-        ),
-        _ if plan.audio => return Err(internal("audio missing at merge")),
-        _ => None,
-    };
+    if let Some(c) = tracks.first() {
+        let dest = dir.join(format!("tracks-{}", file_name(&c.result_key)));
+        if fetch_one(ctx, rec, c, &dest, &mut fetched.moved, &mut bad).await? {
+            fetched.tracks = Some(dest);
+        }
+    }
+    if !bad.is_empty() {
+        return Err(MergeError::Reissue(bad));
+    }
+    Ok(fetched)
+}
 
-    let output = PathBuf::from(&plan.output_path);
-    let tmp = temp_beside(&output, rec);
+/// Fetches one result to `dest`: `true` when it is there, `false` (and its unit added to
+/// `bad`) when the stored result was refused.
+async fn fetch_one(
+    ctx: &Ctx,
+    rec: &JobRecord,
+    c: &UnitResult,
+    dest: &Path,
+    moved: &mut u64,
+    bad: &mut Vec<Unit>,
+) -> Result<bool, MergeError> {
+    match ctx
+        .storage
+        .fetch_to(&c.result_key, c.digest.as_deref(), dest)
+        .await
+    {
+        Ok(n) => {
+            *moved += n;
+            Ok(true)
+        }
+        Err(e @ (StorageError::Corrupt { .. } | StorageError::Missing(_))) => {
+            tracing::warn!(job = %rec.job_id, unit = %c.unit, attempt = c.attempt, error = %e, "stored result refused, unit goes back to encoding");
+            bad.push(c.unit);
+            Ok(false)
+        }
+        Err(e) if e.is_transient() => Err(MergeError::Retry(e.to_string())),
+        Err(e) => Err(e.failure("fetching an encoded unit").into()),
+    }
+}
+
+/// Concatenates the segments listed in `list` and muxes the tracks into `tmp`, in one
+/// stream-copy ffmpeg run.
+async fn concat(
+    ctx: &Ctx,
+    src: &SourceInfo,
+    plan: &Plan,
+    list: &Path,
+    tracks: Option<&Path>,
+    tmp: &Path,
+) -> Result<(), MergeError> {
     // Where the first frame sat relative to the source's start, which is where a single ffmpeg
     // run would put it relative to the audio.
     let video_offset_us = ((src.video.start_secs() - src.format_start_secs) * 1e6).round() as i64;
-    let cmd = args::merge(
-        &list,
-        audio.as_deref(),
-        video_offset_us,
-        plan.container,
-        &tmp,
-    );
+    let cmd = args::merge(list, tracks, video_offset_us, plan.container, tmp);
     let limits = Limits {
         timeout: Duration::from_secs_f64(600.0_f64.max(src.video.duration_secs())),
         stall: Some(Duration::from_secs_f64(
@@ -98,58 +219,113 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, Failure> {
     )
     .await;
     if let Err(e) = ran {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(Failure::new(
-            Reason::MergeFailed,
-            format!("merging failed: {e}"),
-        ));
+        let _ = tokio::fs::remove_file(tmp).await;
+        return Err(Failure::new(Reason::MergeFailed, format!("merging failed: {e}")).into());
     }
-    // Frames the decoder dropped from damaged input are missing from the output as they are
-    // from a single ffmpeg's: the encoded units say how many frames there are.
-    let expected = verify::Expected {
-        frames: plan
-            .segments
-            .iter()
-            .filter_map(|s| rec.collected.get(&Unit::Video(s.index)))
-            .map(|c| c.frames)
-            .sum(),
-        tracks: &plan.tracks,
-    };
-    let checked = verify::verify(&ctx.config, src, &expected, &tmp).await;
-    let verified = match checked {
-        Ok(v) => v,
-        Err(why) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(Failure::new(Reason::VerifyFailed, why));
+    Ok(())
+}
+
+/// Puts the verified output where the request asked for it: a file through this merger's
+/// output roots, or an object. Returns the bytes moved through the storage.
+async fn store_output(
+    ctx: &Ctx,
+    rec: &JobRecord,
+    plan: &Plan,
+    tmp: &Path,
+) -> Result<u64, MergeError> {
+    match &plan.output_key {
+        None => {
+            place(ctx, rec, tmp).await?;
+            Ok(0)
         }
+        Some(key) => match ctx.storage.put_file(tmp, key).await {
+            Ok(stored) => Ok(stored.bytes_moved),
+            Err(e) if e.is_transient() => Err(MergeError::Retry(e.to_string())),
+            Err(e) => Err(e.failure("storing the output").into()),
+        },
+    }
+}
+
+/// A unit's accepted result, as its record keeps it.
+struct UnitResult {
+    unit: Unit,
+    attempt: u32,
+    result_key: String,
+    digest: Option<String>,
+    frames: u64,
+    decode_errors: u64,
+    bytes_moved: u64,
+    /// The video segment's planned length, in source ticks (0 for the tracks unit).
+    duration_ticks: i64,
+}
+
+/// Units read from the segments bucket at once, a bounded number at a time.
+const READ_AHEAD: usize = 32;
+
+/// Every unit's accepted result, video segments in order and then the tracks unit. Each must be
+/// collected and its record done: anything else is a bug (collect marks only done units, and
+/// only a re-issue, which uncollects first, moves a done unit on).
+async fn results(ctx: &Ctx, rec: &JobRecord) -> Result<Vec<UnitResult>, MergeError> {
+    let Some(plan) = &rec.plan else {
+        return Err(internal("job has no plan").into());
     };
-    let bytes = tokio::fs::metadata(&tmp).await.map_err(internal)?.len();
-    tokio::fs::rename(&tmp, &output).await.map_err(|e| {
-        Failure::new(
-            Reason::MergeFailed,
-            format!(
-                "cannot move the output into place at {}: {e}",
-                output.display()
-            ),
-        )
-    })?;
-    let wall_secs = ffleet_shared::time::age_secs(&rec.accepted_at).unwrap_or(0.0);
-    Ok(OutputInfo {
-        uri: rec.request.output.clone(),
-        frames: verified.count,
-        duration_secs: verified.duration(),
-        bytes,
-        wall_secs,
-        decode_errors: rec.collected.values().map(|c| c.decode_errors).sum(),
-        warnings: plan.warnings.clone(),
+    let job = &rec.job_id;
+    futures::stream::iter(plan.units())
+        .map(|unit| async move {
+            if !rec.collected.contains(unit) {
+                return Err(internal(format!("unit {unit} missing at merge")).into());
+            }
+            let key = subjects::segment_key(job, unit);
+            let read = ctx.segments.get(&key).await;
+            let seg = read.map_err(|e| MergeError::Retry(e.to_string()))?;
+            match seg {
+                Some((r, _)) => accepted(unit, r),
+                None => Err(internal(format!("unit {unit} has no record at merge")).into()),
+            }
+        })
+        .buffered(READ_AHEAD)
+        .try_collect()
+        .await
+}
+
+fn accepted(unit: Unit, r: SegmentRecord) -> Result<UnitResult, MergeError> {
+    let key = r.result_key.filter(|_| r.state == SegmentState::Done);
+    let Some(result_key) = key else {
+        return Err(internal(format!("unit {unit} is collected but not done at merge")).into());
+    };
+    Ok(UnitResult {
+        unit,
+        attempt: r.attempt,
+        result_key,
+        digest: r.digest,
+        frames: r.frames.unwrap_or(0),
+        decode_errors: r.decode_errors,
+        bytes_moved: r.bytes_moved,
+        duration_ticks: r.cut.map_or(0, |c| c.duration_ticks),
     })
 }
 
-/// A hidden temporary name in the output's directory, so the final rename is atomic.
-fn temp_beside(output: &Path, rec: &JobRecord) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!(".{name}.ffleet-{}.tmp", rec.job_id))
+/// Copies the merged file into a fresh temporary beside the output (created inside the output
+/// roots, `O_EXCL`, random name) and renames it into place once it is checked to be the same file.
+async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<(), Failure> {
+    let roots = ctx.config.storage.output_roots.clone();
+    let uri = rec.request.output.clone();
+    let merged = merged.to_path_buf();
+    let placed = tokio::task::spawn_blocking(move || {
+        let out = Roots::open("output", &roots)
+            .create_output(&uri)
+            .map_err(|e| Failure::new(Reason::OutputNotAllowed, e.to_string()))?;
+        let shown = out.shown().to_owned();
+        let fail = |e: std::io::Error| {
+            Failure::new(
+                Reason::MergeFailed,
+                format!("cannot move the output into place at {shown}: {e}"),
+            )
+        };
+        let mut from = std::fs::File::open(&merged).map_err(fail)?;
+        std::io::copy(&mut from, &mut out.file()).map_err(fail)?;
+        out.commit().map_err(fail)
+    })
+    .await;
+    placed.map_err(internal)?
 }

@@ -15,22 +15,28 @@ use crate::pool::Pool;
 use crate::room::Room;
 use crate::route::{self, Decision};
 use async_nats::jetstream::{AckKind, Message};
+use ffleet_shared::messages::heartbeat::GpuClass;
 use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::durable::Durable;
+use ffleet_shared::nats::ops::{self, Op};
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, JobId, cost, jobs, subjects, telemetry};
 use futures::StreamExt;
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// How long one pull for new plan messages waits: also the release round's period.
-const ROUND: Duration = Duration::from_millis(50);
+/// How long one pull for new plan messages waits while tasks are held: the longest gap between
+/// release rounds, so room that opens (units finished, queues drained) is used within it.
+const ROUND: Duration = Duration::from_millis(10);
+/// How long one pull waits with nothing held: a plan message ends it at once anyway.
+const IDLE: Duration = Duration::from_millis(250);
 /// Plan messages taken per pull.
 const BATCH: usize = 256;
 /// Held plan messages, at most (the consumer's max ack pending): the rest wait in the stream.
@@ -43,7 +49,17 @@ struct Held {
     no_node_since: Option<Instant>,
 }
 
-pub async fn run(ctx: Ctx, pool: Pool, term: CancellationToken) -> Result<(), NatsError> {
+/// The segment keys whose plan message the leader's backlog holds, shared with the reconciler:
+/// a held unit's task is neither lost nor running, so the reconciler need not read its record,
+/// and a pass costs reads in proportion to the work out in the pool, not to the backlog.
+pub type HeldKeys = Arc<Mutex<HashSet<String>>>;
+
+pub async fn run(
+    ctx: Ctx,
+    pool: Pool,
+    keys: HeldKeys,
+    term: CancellationToken,
+) -> Result<(), NatsError> {
     let spec = ConsumerSpec {
         stream: subjects::STREAM_TASKS,
         durable: subjects::CONSUMER_SCHEDULER,
@@ -61,8 +77,11 @@ pub async fn run(ctx: Ctx, pool: Pool, term: CancellationToken) -> Result<(), Na
         ctx,
         pool,
         held: HashMap::new(),
+        keys,
         job_seq: HashMap::new(),
         next_seq: 0,
+        stream: None,
+        last_walk: Instant::now(),
     };
     let keep_every = b.ctx.config.streams.ack_wait() / 3;
     let mut kept = Instant::now();
@@ -83,35 +102,67 @@ struct Backlog {
     pool: Pool,
     /// By segment key: one entry per unit, its newest attempt.
     held: HashMap<String, Held>,
+    /// The keys of `held`, for the reconciler.
+    keys: HeldKeys,
     /// Order of first arrival per job: FIFO among jobs of equal priority.
     job_seq: HashMap<JobId, u64>,
     next_seq: u64,
+    /// The tasks stream, for its queues' depths (fetched once, again after a failure).
+    stream: Option<async_nats::jetstream::stream::Stream>,
+    /// When the backlog was last ordered and walked.
+    last_walk: Instant,
 }
 
 impl Backlog {
-    /// Takes whatever plan messages arrived (waits up to one round).
+    /// Waits for the first plan message (up to one round, longer with nothing held), then
+    /// takes whatever else is waiting without waiting for more: a round starts as soon as there
+    /// is something to release.
     async fn pull(&mut self, consumer: &Durable, term: &CancellationToken) {
-        let batch = consumer
-            .consumer()
-            .batch()
-            .max_messages(BATCH)
-            .expires(ROUND)
-            .messages()
-            .await;
+        let wait = if self.held.is_empty() { IDLE } else { ROUND };
+        // At the consumer's max ack pending the server refuses every pull at once: wait for
+        // room to open instead of asking in a tight loop.
+        if self.held.len() as i64 >= MAX_HELD {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = term.cancelled() => {}
+            }
+            return;
+        }
+        if self.take(consumer, 1, Some(wait), term).await {
+            self.take(consumer, BATCH, None, term).await;
+        }
+    }
+
+    /// One pull of up to `max` messages, a long poll of `wait` or (`None`) only those waiting
+    /// now; whether any came.
+    async fn take(
+        &mut self,
+        consumer: &Durable,
+        max: usize,
+        wait: Option<Duration>,
+        term: &CancellationToken,
+    ) -> bool {
+        ops::count(Op::Fetch);
+        let pull = consumer.consumer();
+        let batch = match wait {
+            Some(w) => pull.batch().max_messages(max).expires(w).messages().await,
+            None => pull.fetch().max_messages(max).messages().await,
+        };
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "plan queue fetch failed");
                 consumer.failed(&e.to_string()).await;
                 tokio::time::sleep(ROUND).await;
-                return;
+                return false;
             }
         };
         let (started, mut got) = (Instant::now(), false);
+        let wait = wait.unwrap_or_default();
         loop {
             let m = tokio::select! {
                 m = batch.next() => m,
-                _ = term.cancelled() => return,
+                _ = term.cancelled() => return got,
             };
             match m {
                 Some(Ok(msg)) => {
@@ -122,16 +173,19 @@ impl Backlog {
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "plan fetch ended");
                     consumer.failed(&e.to_string()).await;
-                    return;
+                    if !got {
+                        tokio::time::sleep(ROUND).await;
+                    }
+                    return got;
                 }
                 // Unanswered: async-nats gives up seconds after the expiry.
-                None if !got && started.elapsed() >= ROUND + Duration::from_secs(3) => {
+                None if !got && started.elapsed() >= wait + Duration::from_secs(3) => {
                     consumer.failed("plan pull unanswered").await;
-                    return;
+                    return false;
                 }
                 None => {
                     consumer.answered();
-                    return;
+                    return got;
                 }
             }
         }
@@ -142,6 +196,7 @@ impl Backlog {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable task dropped");
+                ops::count(Op::Ack);
                 let _ = msg.ack_with(AckKind::Term).await;
                 return;
             }
@@ -150,6 +205,7 @@ impl Backlog {
         if let Some(old) = self.held.get(&key)
             && old.task.attempt > task.attempt
         {
+            ops::count(Op::Ack);
             let _ = msg.ack().await;
             return;
         }
@@ -167,22 +223,20 @@ impl Backlog {
             msg,
             no_node_since: None,
         };
+        self.keys.lock().expect("held keys").insert(key.clone());
         if let Some(old) = self.held.insert(key, held)
             && seq(&old.msg) != new_seq
         {
+            ops::count(Op::Ack);
             let _ = old.msg.ack().await;
         }
     }
 
     /// Releases what the pool has room for, in priority order.
-    async fn round(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
-        let cfg = &self.ctx.config.scheduler;
-        let mut view = Room::new(&self.ctx, self.pool.live(), cfg.release_buffer).await;
-        // A re-issued attempt is on its job's critical path: first among equal priorities.
-        let mut order: Vec<(i32, bool, u64, bool, i64, String)> = self
+    /// The held tasks' keys in the order they may go out: priority, then re-issued attempts
+    /// (on their job's critical path), then older jobs, the tracks unit, and longer units first.
+    fn release_order(&self) -> Vec<String> {
+        let mut order: Vec<(i32, bool, u64, bool, i64, &String)> = self
             .held
             .iter()
             .map(|(k, h)| {
@@ -193,23 +247,39 @@ impl Backlog {
                     self.job_seq.get(&t.job_id).copied().unwrap_or(u64::MAX),
                     t.unit.is_audio(),
                     (t.work * 1000.0) as i64,
-                    k.clone(),
+                    k,
                 )
             })
             .collect();
-        order.sort_by_key(|(p, retry, seq, audio, work, k)| {
-            (
-                Reverse(*p),
-                !*retry,
-                *seq,
-                !*audio,
-                Reverse(*work),
-                k.clone(),
-            )
+        order.sort_by_key(|&(p, retry, seq, audio, work, k)| {
+            (Reverse(p), !retry, seq, !audio, Reverse(work), k)
         });
+        order.into_iter().map(|(.., k)| k.clone()).collect()
+    }
+
+    async fn round(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let cfg = &self.ctx.config.scheduler;
+        if self.stream.is_none() {
+            ops::count(Op::Api);
+            self.stream = self.ctx.js.get_stream(subjects::STREAM_TASKS).await.ok();
+        }
+        let mut view = Room::new(self.stream.as_ref(), self.pool.live(), cfg.release_buffer).await;
+        // Nothing can go out: order and walk the backlog only now and then, for the tasks
+        // waiting on a capability no live node offers.
+        if !view.any_room() && self.last_walk.elapsed() < IDLE {
+            return;
+        }
+        self.last_walk = Instant::now();
+        let order = self.release_order();
         let wait = Duration::from_secs_f64(cfg.capability_wait_secs);
         let mut failed: Vec<(JobId, Failure)> = Vec::new();
-        for (.., key) in order {
+        // Decided in order; released together below (each release is a few round trips to
+        // the server, which one after another would cap the rate at about a thousand a second).
+        let mut releases: Vec<(String, Capability, u32, Vec<GpuClass>)> = Vec::new();
+        for key in order {
             let Some(h) = self.held.get_mut(&key) else {
                 continue;
             };
@@ -225,20 +295,10 @@ impl Backlog {
                 Decision::Release(cap) => {
                     let variant = &profile.variants[cap.as_str()];
                     let slots = cost::slots(&cap, variant);
-                    // The route span continues the job's trace; the encode task carries it on.
-                    let span = telemetry::spans::consume(self.ctx.service, &h.msg);
                     let classes = view.classes(&cap);
-                    match release(&self.ctx, &h.task, &cap, slots, &classes)
-                        .instrument(span)
-                        .await
-                    {
-                        Released::Published => view.released(&cap),
-                        Released::Dropped => {}
-                        Released::Retry => continue,
-                    }
-                    if let Some(h) = self.held.remove(&key) {
-                        let _ = h.msg.ack().await;
-                    }
+                    // Counted as released now, so the rest of the round sees the room it takes.
+                    view.released(&cap);
+                    releases.push((key, cap, slots, classes));
                 }
                 Decision::Hold { wants, no_node } => {
                     view.held(&wants);
@@ -268,8 +328,40 @@ impl Backlog {
                 }
             }
         }
+        self.release_all(releases).await;
         for (job, f) in failed {
             self.fail_job(&job, &f).await;
+        }
+    }
+
+    /// Releases the round's decisions concurrently (at most `PARALLEL` at once) and retires
+    /// the plan messages of those that went out or are no longer wanted.
+    async fn release_all(&mut self, releases: Vec<(String, Capability, u32, Vec<GpuClass>)>) {
+        const PARALLEL: usize = 64;
+        let ctx = &self.ctx;
+        let held = &self.held;
+        let done: Vec<Option<(String, Released)>> = futures::stream::iter(releases)
+            .map(|(key, cap, slots, classes)| async move {
+                let h = held.get(&key)?;
+                // The route span continues the job's trace; the encode task carries it on.
+                let span = telemetry::spans::consume(ctx.service, &h.msg);
+                let r = release(ctx, &h.task, &cap, slots, &classes)
+                    .instrument(span)
+                    .await;
+                Some((key, r))
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        for (key, r) in done.into_iter().flatten() {
+            if r == Released::Retry {
+                continue;
+            }
+            if let Some(h) = self.held.remove(&key) {
+                self.keys.lock().expect("held keys").remove(&key);
+                ops::count(Op::Ack);
+                let _ = h.msg.ack().await;
+            }
         }
     }
 
@@ -288,6 +380,8 @@ impl Backlog {
             .collect();
         for k in keys {
             if let Some(h) = self.held.remove(&k) {
+                self.keys.lock().expect("held keys").remove(&k);
+                ops::count(Op::Ack);
                 let _ = h.msg.ack().await;
             }
         }
@@ -296,6 +390,7 @@ impl Backlog {
 
     async fn keep_alive(&mut self) {
         for h in self.held.values() {
+            ops::count(Op::Progress);
             if let Err(e) = h.msg.ack_with(AckKind::Progress).await {
                 tracing::debug!(error = %e, "in-progress ack of a held task failed");
             }
@@ -309,7 +404,9 @@ impl Backlog {
     /// Leadership ended: hand every held task back for the next leader at once.
     async fn give_back(&mut self) {
         let n = self.held.len();
+        self.keys.lock().expect("held keys").clear();
         for (_, h) in self.held.drain() {
+            ops::count(Op::Ack);
             let _ = h.msg.ack_with(AckKind::Nak(None)).await;
         }
         if n > 0 {

@@ -2,11 +2,13 @@
 //! record (revision-checked), publish it to the capability queue. The backlog acks its plan
 //! message once this says the task went out or is no longer wanted.
 
+use ffleet_shared::messages::Task;
 use ffleet_shared::messages::heartbeat::GpuClass;
-use ffleet_shared::messages::{SegmentState, Task};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::time::now_rfc3339;
+use ffleet_shared::unit_protocol::{self, Refused, Step};
 use ffleet_shared::{Capability, subjects, telemetry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,23 +45,22 @@ pub async fn release(
 ) -> Released {
     let key = subjects::segment_key(&task.job_id, task.unit);
     let attempt = task.attempt;
+    let step = Step::Route {
+        attempt,
+        capability: cap,
+    };
     let routed = ctx
         .segments
-        .modify(&key, |rec| match rec {
-            None => Change::Keep(None),
-            Some(r) if r.attempt != attempt => Change::Keep(None),
-            Some(r) => match r.state {
-                SegmentState::Planned | SegmentState::Queued => {
+        .modify(&key, |rec| {
+            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((r, _)) => {
                     let class = preferred_class(r.gpu_class.as_ref(), attempt, cap, live_classes);
-                    let mut r = r.clone();
-                    r.state = SegmentState::Queued;
-                    r.capability = Some(cap.clone());
-                    r.updated_at = ffleet_shared::time::now_rfc3339();
                     Change::Write(r, Some(Ok(class)))
                 }
                 // Already claimed: this is a redelivery of a task that went out.
-                _ => Change::Keep(Some(Err(()))),
-            },
+                Err(Refused::State(_) | Refused::Finished(_)) => Change::Keep(Some(Err(()))),
+                Err(_) => Change::Keep(None),
+            }
         })
         .await;
     match routed {

@@ -77,14 +77,16 @@ async fn lead(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) {
         jobs.clone(),
         term.clone(),
     ));
+    let held = backlog::HeldKeys::default();
     let reconcile = tokio::spawn(reconcile::run(
         ctx.clone(),
         pool.clone(),
         jobs,
+        held.clone(),
         term.clone(),
     ));
     while !term.is_cancelled() {
-        if let Err(e) = backlog::run(ctx.clone(), pool.clone(), term.clone()).await {
+        if let Err(e) = backlog::run(ctx.clone(), pool.clone(), held.clone(), term.clone()).await {
             tracing::warn!(error = %e, "plan queue unavailable, retrying");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

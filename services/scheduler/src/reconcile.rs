@@ -2,21 +2,28 @@
 //! records, the live pool and the queues, and whatever fell through the cracks is repaired:
 //! units owned by a node that is gone (it died before its heartbeat named them, or while no
 //! scheduler was running), units whose task message was lost, a failed unit whose report never
-//! ended the job, and jobs past their deadline.
+//! ended the job, a done unit whose report never got into the job record (its report is sent
+//! again), and jobs past their deadline.
 
+use crate::backlog::HeldKeys;
 use crate::jobs_view::JobsView;
 use crate::pool::Pool;
 use crate::reissue::reissue;
-use ffleet_shared::messages::{JobRecord, JobState, SegmentRecord, SegmentState};
+use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
+use ffleet_shared::messages::{
+    CURRENT, JobEvent, JobRecord, JobState, SegmentRecord, SegmentState,
+};
+use ffleet_shared::nats::publish;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::time::age_secs;
-use ffleet_shared::{Capability, jobs, subjects};
+use ffleet_shared::unit_protocol::Seen;
+use ffleet_shared::{Capability, Unit, jobs, subjects};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) {
+pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, held: HeldKeys, term: CancellationToken) {
     let every = Duration::from_secs_f64(ctx.config.scheduler.reconcile_interval_secs);
     loop {
         tokio::select! {
@@ -28,12 +35,12 @@ pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) 
             if term.is_cancelled() {
                 return;
             }
-            reconcile(&ctx, &pool, &mut queues, &job).await;
+            reconcile(&ctx, &pool, &held, &mut queues, &job).await;
         }
     }
 }
 
-async fn reconcile(ctx: &Ctx, pool: &Pool, queues: &mut Queues, job: &JobRecord) {
+async fn reconcile(ctx: &Ctx, pool: &Pool, held: &HeldKeys, queues: &mut Queues, job: &JobRecord) {
     let cfg = &ctx.config.scheduler;
     let age = age_secs(&job.accepted_at).unwrap_or(0.0);
     if age > cfg.job_deadline_secs {
@@ -54,10 +61,14 @@ async fn reconcile(ctx: &Ctx, pool: &Pool, queues: &mut Queues, job: &JobRecord)
     }
     let Some(plan) = &job.plan else { return };
     for unit in plan.units() {
-        if job.collected.contains_key(&unit) {
+        if job.collected.contains(unit) {
             continue;
         }
         let key = subjects::segment_key(&job.job_id, unit);
+        // Waiting in this leader's backlog: its task is neither lost nor out on a node.
+        if held.lock().expect("held keys").contains(&key) {
+            continue;
+        }
         let rec = match ctx.segments.get(&key).await {
             Ok(Some((r, _))) => r,
             Ok(None) => continue,
@@ -86,11 +97,19 @@ async fn reconcile(ctx: &Ctx, pool: &Pool, queues: &mut Queues, job: &JobRecord)
                 }
                 return;
             }
-            SegmentState::Done => None,
+            SegmentState::Done => {
+                if stale(cfg.lost_task_secs) && queues.merger_idle(ctx).await {
+                    report_again(ctx, job, unit, &rec).await;
+                }
+                continue;
+            }
         };
         let Some(why) = repair else { continue };
-        let seen = rec.clone();
-        match reissue(ctx, job, unit, |r| same(r, &seen)).await {
+        let seen = Seen {
+            state: rec.state,
+            owner: rec.owner.as_ref(),
+        };
+        match reissue(ctx, job, unit, rec.attempt, seen).await {
             Ok(Some(attempt)) => {
                 tracing::warn!(job = %job.job_id, unit = %unit, attempt, why, "unit re-issued by reconciler")
             }
@@ -102,17 +121,61 @@ async fn reconcile(ctx: &Ctx, pool: &Pool, queues: &mut Queues, job: &JobRecord)
     }
 }
 
-fn same(a: &SegmentRecord, b: &SegmentRecord) -> bool {
-    a.attempt == b.attempt && a.state == b.state && a.owner == b.owner
+/// Sends a done unit's report again, under an id of its own: the original id may still be in
+/// the stream's duplicate window. The merger checks it against the unit record like any report,
+/// so a repeated one costs a read and changes nothing.
+async fn report_again(ctx: &Ctx, job: &JobRecord, unit: Unit, rec: &SegmentRecord) {
+    let (Some(result_key), Some(node)) = (rec.result_key.clone(), rec.owner.clone()) else {
+        return;
+    };
+    let ev = JobEvent::SegmentDone(SegmentDone {
+        version: CURRENT,
+        job_id: job.job_id.clone(),
+        unit,
+        attempt: rec.attempt,
+        node,
+        outcome: SegmentOutcome::Encoded {
+            result_key,
+            frames: rec.frames.unwrap_or(0),
+            encode_secs: 0.0,
+        },
+    });
+    let id = format!("{}.again.{}", ev.message_id(), uuid::Uuid::new_v4());
+    match publish::event_as(&ctx.js, ctx.service, &ev, id).await {
+        Ok(_) => {
+            tracing::warn!(job = %job.job_id, unit = %unit, attempt = rec.attempt, "done unit never collected, report sent again")
+        }
+        Err(e) => {
+            tracing::warn!(job = %job.job_id, unit = %unit, error = %e, "sending a report again failed")
+        }
+    }
 }
 
 /// Whether a queue holds any message, asked once per queue per round.
 #[derive(Default)]
 struct Queues {
     empty: HashMap<String, bool>,
+    merger_idle: Option<bool>,
 }
 
 impl Queues {
+    /// Whether the merger has no report waiting or in hand: a done unit still uncollected then
+    /// lost its report, rather than waiting behind others.
+    async fn merger_idle(&mut self, ctx: &Ctx) -> bool {
+        if let Some(idle) = self.merger_idle {
+            return idle;
+        }
+        let idle = match ctx.js.get_stream(subjects::STREAM_EVENTS).await {
+            Ok(s) => match s.consumer_info(subjects::CONSUMER_MERGER).await {
+                Ok(i) => i.num_pending == 0 && i.num_ack_pending == 0,
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        self.merger_idle = Some(idle);
+        idle
+    }
+
     async fn empty(&mut self, ctx: &Ctx, rec: &SegmentRecord) -> bool {
         let consumers = match (&rec.state, &rec.capability) {
             (SegmentState::Queued, cap) => {

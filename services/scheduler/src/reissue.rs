@@ -4,37 +4,40 @@
 //! everywhere, so a node that comes back late cannot get its work merged.
 
 use crate::Error;
-use ffleet_shared::messages::{JobRecord, SegmentRecord, Task};
+use ffleet_shared::messages::{JobRecord, Task};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::time::now_rfc3339;
+use ffleet_shared::unit_protocol::{self, Seen, Step};
 use ffleet_shared::{Unit, subjects};
 
-/// Re-issues `unit` of `job` if its record still satisfies `expect`. Returns the new attempt,
-/// or `None` when the record had moved on (someone else handled it).
+/// Re-issues `attempt` of `unit` of `job` if its record is still as `seen`. Returns the new
+/// attempt, or `None` when the record had moved on (someone else handled it).
 pub async fn reissue(
     ctx: &Ctx,
     job: &JobRecord,
     unit: Unit,
-    expect: impl Fn(&SegmentRecord) -> bool,
+    attempt: u32,
+    seen: Seen<'_>,
 ) -> Result<Option<u32>, Error> {
     let key = subjects::segment_key(&job.job_id, unit);
+    let step = Step::Reissue { attempt, seen };
     let next = ctx
         .segments
-        .modify(&key, |rec| match rec {
-            Some(r) if expect(r) => {
-                let n = r.next_attempt();
-                let attempt = n.attempt;
-                Change::Write(n, Some(attempt))
+        .modify(&key, |rec| {
+            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((n, _)) => Change::Write(n.clone(), Some(n)),
+                Err(_) => Change::Keep(None),
             }
-            _ => Change::Keep(None),
         })
         .await?;
-    let Some(attempt) = next else {
+    let Some(next) = next else {
         return Ok(None);
     };
+    let attempt = next.attempt;
     // A publish lost here leaves the unit planned with no task: the reconciler re-issues it.
-    if let Some(task) = Task::for_unit(job, unit, attempt) {
+    if let Some(task) = Task::for_unit(job, unit, next.cut.as_ref(), attempt) {
         publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;
     }
     Ok(Some(attempt))

@@ -4,9 +4,10 @@
 //! held earlier in the same round.
 
 use crate::route::View;
+use async_nats::jetstream::stream::Stream;
 use ffleet_shared::messages::Heartbeat;
 use ffleet_shared::messages::heartbeat::GpuClass;
-use ffleet_shared::runtime::Ctx;
+use ffleet_shared::nats::ops::{self, Op};
 use ffleet_shared::{Capability, subjects};
 use std::collections::HashMap;
 
@@ -14,6 +15,8 @@ use std::collections::HashMap;
 /// as the round releases and holds tasks.
 pub struct Room {
     live: Vec<Heartbeat>,
+    /// Free slots of the live, non-draining nodes offering each capability.
+    free: HashMap<Capability, i64>,
     buffer: i64,
     /// Undelivered messages in the capability's queue, then + releases this round.
     queued: HashMap<Capability, i64>,
@@ -23,13 +26,21 @@ pub struct Room {
 }
 
 impl Room {
-    pub async fn new(ctx: &Ctx, live: Vec<Heartbeat>, buffer: u32) -> Room {
+    /// `stream`: the tasks stream, whose consumers say how deep each queue is (none: unknown,
+    /// counted as empty).
+    pub async fn new(stream: Option<&Stream>, live: Vec<Heartbeat>, buffer: u32) -> Room {
         let mut queued = HashMap::new();
-        let mut caps: Vec<&Capability> = live.iter().flat_map(|h| &h.capabilities).collect();
-        caps.sort();
-        caps.dedup();
-        if let Ok(stream) = ctx.js.get_stream(subjects::STREAM_TASKS).await {
-            for c in caps {
+        // Totals per capability once per round: a round asks for them once per held task, and
+        // a fleet has thousands of nodes.
+        let mut free: HashMap<Capability, i64> = HashMap::new();
+        for h in live.iter().filter(|h| !h.draining) {
+            for c in &h.capabilities {
+                *free.entry(c.clone()).or_default() += i64::from(h.free_for(c));
+            }
+        }
+        if let Some(stream) = stream {
+            for c in free.keys() {
+                ops::count(Op::Api);
                 let n = match stream.consumer_info(subjects::encode_consumer(c)).await {
                     Ok(i) => i.num_pending as i64,
                     Err(_) => 0,
@@ -39,11 +50,17 @@ impl Room {
         }
         Room {
             live,
+            free,
             buffer: i64::from(buffer),
             queued,
             holding: HashMap::new(),
             released: HashMap::new(),
         }
+    }
+
+    /// Whether any capability has room for one more task.
+    pub fn any_room(&self) -> bool {
+        self.free.keys().any(|c| self.budget(c) > 0)
     }
 
     pub fn released(&mut self, cap: &Capability) {
@@ -68,19 +85,16 @@ impl Room {
 
 impl View for Room {
     fn budget(&self, cap: &Capability) -> i64 {
-        if !self.live(cap) {
+        let Some(free) = self.free.get(cap).copied() else {
             return 0;
-        }
-        let free: i64 = self.live.iter().map(|h| i64::from(h.free_for(cap))).sum();
+        };
         let queued = self.queued.get(cap).copied().unwrap_or(0);
         let released = self.released.get(cap).copied().unwrap_or(0);
         free + self.buffer - queued - released
     }
 
     fn live(&self, cap: &Capability) -> bool {
-        self.live
-            .iter()
-            .any(|h| !h.draining && h.capabilities.contains(cap))
+        self.free.contains_key(cap)
     }
 
     fn waiting(&self, cap: &Capability) -> u32 {

@@ -8,6 +8,7 @@ use crate::pool::{Dead, Pool};
 use crate::reissue::reissue;
 use ffleet_shared::messages::{self, SegmentState};
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::unit_protocol::Seen;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -59,12 +60,11 @@ async fn hand_on(ctx: &Ctx, pool: &Pool, jobs: &JobsView, dead: Dead) {
                 _ => continue,
             },
         };
-        let moved = reissue(ctx, &job, held.unit, |r| {
-            r.attempt == held.attempt
-                && r.state == SegmentState::Running
-                && r.owner.as_ref() == Some(&node)
-        })
-        .await;
+        let seen = Seen {
+            state: SegmentState::Running,
+            owner: Some(&node),
+        };
+        let moved = reissue(ctx, &job, held.unit, held.attempt, seen).await;
         match moved {
             Ok(Some(attempt)) => tracing::info!(
                 node = %node,

@@ -5,49 +5,160 @@
 //! for a job still splitting resumes it, one already planned only republishes its tasks (which
 //! the stream de-duplicates), and anything else is a duplicate and is dropped.
 
-use crate::{inspect, split, validate};
+use crate::media::Media;
+use crate::split::SplitError;
+use crate::validate::{Input, Output};
+use crate::{inspect, sizing, validate};
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::Accepted;
-use ffleet_shared::messages::records::Plan;
+use ffleet_shared::messages::records::{Plan, SegmentPlan};
 use ffleet_shared::messages::{
-    CURRENT, JobEvent, JobRecord, JobRequest, JobState, SegmentRecord, Task,
+    CURRENT, JobEvent, JobRecord, JobRequest, JobState, RequestError, SegmentRecord, Task,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, jobs, subjects, telemetry};
+use ffleet_shared::storage::{self, Local, Roots, StorageError, open_input_link};
+use ffleet_shared::{JobId, Unit, jobs, subjects, telemetry};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
 
-pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
+/// Deliveries of a request whose split keeps failing on transient errors (storage or JetStream
+/// unreachable) before the job is failed. With the backoff of [`retry_delay`] this is about
+/// eleven minutes: a cluster that lost quorum or a leader has long recovered by then, and a job
+/// must end with an event rather than wait forever.
+const SPLIT_TRIES: i64 = 25;
+
+/// The wait before a request is delivered again after its `delivered`-th try failed: short at
+/// first (a leader election takes seconds), doubling to half a minute.
+fn retry_delay(delivered: i64) -> Duration {
+    let doublings = delivered.saturating_sub(1).clamp(0, 4) as u32;
+    Duration::from_secs((2u64 << doublings).min(30))
+}
+
+/// Tries at publishing a refusal before the request is dropped anyway (logged): a refused
+/// request is never retried to exhaustion.
+const REFUSAL_TRIES: i64 = 3;
+
+pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
     let msg_id = msg
         .headers
         .as_ref()
         .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_owned());
-    let req = match JobRequest::parse(&msg.payload, msg_id.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(job = ?e.job_id, reason = %e.failure.reason, message = %e.failure.message, "request refused");
-            let ev = JobEvent::failed(e.job_id, &e.failure);
-            return match publish::event(&ctx.js, ctx.service, &ev).await {
-                Ok(_) => Disposition::Term,
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not publish failed event");
-                    RETRY
-                }
-            };
+    let privileged = msg.subject.as_str() == subjects::JOBS_SUBMIT_PRIVILEGED;
+    let delivered = ack::delivered(&msg);
+    let sequence = msg.info().map_or(0, |i| i.stream_sequence);
+    let parsed = JobRequest::parse(&msg.payload, msg_id.as_deref()).and_then(|r| {
+        if privileged {
+            return Ok(r);
         }
+        match r.check_priority(ctx.config.splitter.max_submitter_priority) {
+            Ok(()) => Ok(r),
+            Err(failure) => Err(RequestError {
+                job_id: Some(r.job_id),
+                failure,
+            }),
+        }
+    });
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return refuse(ctx, e, sequence, delivered).await,
     };
     telemetry::spans::job(&req.job_id);
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
-    match process(ctx, &req, ack::delivered(&msg)).await {
+    match process(ctx, media, &req, delivered, sequence).await {
         Ok(()) => Disposition::Ack,
+        Err(Step::Retry(why)) if delivered >= SPLIT_TRIES => {
+            give_up(ctx, &req.job_id, &why, delivered, sequence).await
+        }
         Err(Step::Retry(why)) => {
-            tracing::warn!(job = %req.job_id, error = %why, "splitting interrupted, will retry");
+            tracing::warn!(job = %req.job_id, error = %why, tries = delivered, "splitting interrupted, will retry");
+            Disposition::Retry(retry_delay(delivered))
+        }
+    }
+}
+
+/// Fails a job whose split failed on transient errors at every try. The failure is told even
+/// when the job record was never written (the cluster refused it each time), so whoever
+/// submitted the job hears of it; while JetStream cannot take the event, the request stays.
+async fn give_up(ctx: &Ctx, job: &JobId, why: &str, delivered: i64, sequence: u64) -> Disposition {
+    let failure = Failure::new(
+        Reason::SplitFailed,
+        format!(
+            "splitting failed on transient errors at each of {delivered} tries; the last: {why}"
+        ),
+    );
+    let told = match jobs::fail(ctx, job, &failure).await {
+        Ok(true) => Ok(()),
+        Ok(false) => match ctx.jobs.get(job.as_str()).await {
+            // Another delivery or service ended it meanwhile.
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                let id = subjects::msg_id::refusal(Some(job), sequence);
+                let ev = JobEvent::failed(Some(job.clone()), &failure);
+                publish::event_as(&ctx.js, ctx.service, &ev, id)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match told {
+        Ok(()) => Disposition::Term,
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "could not fail a job that cannot be split; will retry");
+            Disposition::Retry(retry_delay(delivered))
+        }
+    }
+}
+
+/// Answers a request refused before any job record was made for it: one `failed` event under
+/// the request's own message id, then the message is terminated. A request naming a job that
+/// already exists speaks for no job: its refusal goes out unnamed, so the real job's events
+/// (and whoever waits on them) are untouched.
+async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Disposition {
+    tracing::warn!(job = ?e.job_id, reason = %e.failure.reason, message = %e.failure.message, "request refused");
+    let give_up = delivered >= REFUSAL_TRIES;
+    let (owner, failure) = match &e.job_id {
+        None => (None, e.failure.clone()),
+        Some(job) => match ctx.jobs.get(job.as_str()).await {
+            Ok(None) => (Some(job.clone()), e.failure.clone()),
+            Ok(Some(_)) => (
+                None,
+                Failure::new(
+                    e.failure.reason,
+                    format!(
+                        "a request reusing the id of job {job} (which exists and is not \
+                         affected) was refused: {}",
+                        e.failure.message
+                    ),
+                ),
+            ),
+            Err(err) if !give_up => {
+                tracing::warn!(job = %job, error = %err, "cannot read the job record to refuse a request");
+                return RETRY;
+            }
+            // Unknown: speaking for no job is the safe side.
+            Err(_) => (None, e.failure.clone()),
+        },
+    };
+    let ev = JobEvent::failed(owner, &failure);
+    let id = subjects::msg_id::refusal(e.job_id.as_ref(), sequence);
+    match publish::event_as(&ctx.js, ctx.service, &ev, id).await {
+        Ok(_) => Disposition::Term,
+        Err(err) if give_up => {
+            tracing::error!(job = ?e.job_id, error = %err, "refusal not published; request dropped");
+            Disposition::Term
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not publish failed event");
             RETRY
         }
     }
@@ -64,7 +175,13 @@ impl<E: std::fmt::Display> From<E> for Step {
     }
 }
 
-async fn process(ctx: &Ctx, req: &JobRequest, delivered: i64) -> Result<(), Step> {
+async fn process(
+    ctx: &Ctx,
+    media: &dyn Media,
+    req: &JobRequest,
+    delivered: i64,
+    sequence: u64,
+) -> Result<(), Step> {
     let job = &req.job_id;
     let valid = validate::validate(&ctx.config, req);
     let profile = valid
@@ -73,21 +190,22 @@ async fn process(ctx: &Ctx, req: &JobRequest, delivered: i64) -> Result<(), Step
         .unwrap_or_else(|_| req.profile.clone().unwrap_or_default());
     let record = JobRecord::new(req.clone(), profile);
     if ctx.jobs.create(job.as_str(), &record).await?.is_none() {
-        return existing(ctx, job, delivered).await;
+        return existing(ctx, media, job, delivered, sequence).await;
     }
     let valid = match valid {
         Ok(v) => v,
         Err(failure) => return fail(ctx, job, &failure).await,
     };
-    tracing::info!(job = %job, input = %valid.input.display(), profile = %valid.profile, "job accepted");
+    tracing::info!(job = %job, input = %valid.input.shown(), profile = %valid.profile, "job accepted");
     telemetry::metrics::job_accepted();
-    accept_and_split(ctx, req, &valid).await
+    accept_and_split(ctx, media, req, &valid).await
 }
 
 /// Announces the job (again, after a crash: the stable message id makes a repeat a no-op) and
 /// splits it.
 async fn accept_and_split(
     ctx: &Ctx,
+    media: &dyn Media,
     req: &JobRequest,
     valid: &validate::Validated,
 ) -> Result<(), Step> {
@@ -104,30 +222,64 @@ async fn accept_and_split(
         }),
     )
     .await?;
-    split_and_plan(ctx, req, valid).await
+    split_and_plan(ctx, media, req, valid).await
 }
 
 /// A record exists: resume, republish, or drop a duplicate.
-async fn existing(ctx: &Ctx, job: &JobId, delivered: i64) -> Result<(), Step> {
+async fn existing(
+    ctx: &Ctx,
+    media: &dyn Media,
+    job: &JobId,
+    delivered: i64,
+    sequence: u64,
+) -> Result<(), Step> {
     let Some((rec, _)) = ctx.jobs.get(job.as_str()).await? else {
         return Ok(());
     };
     if delivered <= 1 {
+        // Another request under a taken id: answered, but unnamed and under its own message id,
+        // so the job that owns the id keeps its events.
         tracing::info!(job = %job, state = ?rec.state, "duplicate job request dropped");
+        let failure = Failure::new(
+            Reason::DuplicateJob,
+            format!("job id {job} is already taken; this request was dropped"),
+        );
+        let id = subjects::msg_id::refusal(Some(job), sequence);
+        // Best effort: a redelivered duplicate would look like a crashed split of the real job
+        // and resume it, so the message is acked whether or not the answer went out.
+        if let Err(e) =
+            publish::event_as(&ctx.js, ctx.service, &JobEvent::failed(None, &failure), id).await
+        {
+            tracing::warn!(job = %job, error = %e, "could not answer a duplicate request");
+        }
         return Ok(());
     }
     match rec.state {
         JobState::Splitting => {
             tracing::info!(job = %job, "resuming split after redelivery");
             match validate::validate(&ctx.config, &rec.request) {
-                Ok(v) => accept_and_split(ctx, &rec.request, &v).await,
+                Ok(v) => accept_and_split(ctx, media, &rec.request, &v).await,
                 Err(f) => fail(ctx, job, &f).await,
             }
         }
-        JobState::Encoding => publish_tasks(ctx, &rec).await,
+        JobState::Encoding => publish_tasks(ctx, &rec, None).await,
         _ if rec.state.is_terminal() => Ok(jobs::republish_terminal(ctx, &rec).await?),
         _ => Ok(()),
     }
+}
+
+/// Fetches an object-store source, refusing an oversize one before a byte moves.
+async fn fetch_input(ctx: &Ctx, key: &str) -> Result<storage::Local, StorageError> {
+    let size = ctx.storage.size(key).await?;
+    let limit = ctx.config.limits.max_input_bytes;
+    if size > limit {
+        return Err(StorageError::TooLarge {
+            what: format!("input object {key}"),
+            bytes: size,
+            limit,
+        });
+    }
+    ctx.storage.fetch(key, None).await
 }
 
 async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Step> {
@@ -137,23 +289,36 @@ async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Step> {
 
 async fn split_and_plan(
     ctx: &Ctx,
+    media: &dyn Media,
     req: &JobRequest,
     valid: &validate::Validated,
 ) -> Result<(), Step> {
     let job = &req.job_id;
-    let src = match inspect::inspect(&ctx.config, &valid.input, valid.container).await {
-        Ok(s) => s,
-        Err(f) => return fail(ctx, job, &f).await,
+    // An object-store source is fetched into this splitter's work dir for probing and cutting;
+    // the copy goes when `_fetched` drops.
+    let (source, _fetched) = match open_source(ctx, req, valid).await {
+        Ok(opened) => opened,
+        Err(done) => return done,
     };
-    if let Err(f) = convertible(ctx, &valid.profile, &src) {
-        return fail(ctx, job, &f).await;
-    }
-    let secs = req
-        .segment_seconds
-        .unwrap_or(ctx.config.splitter.default_segment_secs);
-    let segments = match split::split(ctx, job, &valid.input, &src.video_map, &src, secs).await {
+    let mut moved = _fetched.as_ref().map_or(0, |l| l.bytes_moved);
+    let sizing = sizing_for(ctx, req).await;
+    let prepared = media
+        .prepare(ctx, job, &source, valid.container, &valid.profile, sizing)
+        .await;
+    let src = match prepared {
         Ok(s) => s,
-        Err(f) => return fail(ctx, job, &f).await,
+        Err(SplitError::Fail(f)) => return fail(ctx, job, &f).await,
+        Err(SplitError::Retry(why)) => return Err(Step::Retry(why)),
+    };
+    let segments = src.segments;
+    moved += src.bytes_moved;
+    let audio = !src.tracks.tracks.is_empty();
+    let source_key = match store_source(ctx, job, valid, &source, audio).await {
+        Ok((key, n)) => {
+            moved += n;
+            key
+        }
+        Err(done) => return done,
     };
     tracing::info!(job = %job, frames = src.info.video.frames, segments = segments.len(), "split done");
     let mut warnings = src.tracks.warnings.clone();
@@ -162,19 +327,23 @@ async fn split_and_plan(
         // stream: a video-only source's extras have nothing to travel in.
         warnings.push("chapters and container metadata of a source with no audio or subtitle track are not kept".into());
     }
+    let (output_path, output_key) = match &valid.output {
+        Output::File(p) => (p.display().to_string(), None),
+        Output::Object(k) => (String::new(), Some(k.clone())),
+    };
     let plan = Plan {
-        audio: !src.tracks.tracks.is_empty(),
+        audio,
         tracks: src.tracks.tracks.clone(),
         warnings,
-        segments,
+        segments: segments.len() as u32,
         container: valid.container,
-        source_path: valid.input.display().to_string(),
-        output_path: valid.output.display().to_string(),
+        source_path: valid.input.shown(),
+        output_path,
+        source_key,
+        output_key,
     };
-    for unit in plan.units() {
-        let key = subjects::segment_key(job, unit);
-        ctx.segments.create(&key, &SegmentRecord::planned()).await?;
-    }
+    let planned = segments.clone();
+    write_unit_records(ctx, job, &plan, segments).await?;
     let info = src.info;
     let rec = ctx
         .jobs
@@ -184,6 +353,7 @@ async fn split_and_plan(
                 r.state = JobState::Encoding;
                 r.source = Some(info.clone());
                 r.plan = Some(plan.clone());
+                r.media_bytes += moved;
                 r.touch();
                 Change::Write(r.clone(), Some(r))
             }
@@ -191,14 +361,127 @@ async fn split_and_plan(
         })
         .await?;
     match rec {
-        Some(rec) => publish_tasks(ctx, &rec).await,
+        Some(rec) => publish_tasks(ctx, &rec, Some(&planned)).await,
         None => Ok(()),
     }
 }
 
+/// What ends a split early: the job failed (its event is out), or the message is retried.
+type Ended = Result<(), Step>;
+
+/// The source to probe and cut: a file opened once, inside the roots, now (what was checked at
+/// submit may have changed, and ffmpeg reads exactly the file opened here), or an object
+/// fetched into this splitter's work dir. The `Local` holds the link or the copy.
+async fn open_source(
+    ctx: &Ctx,
+    req: &JobRequest,
+    valid: &validate::Validated,
+) -> Result<(PathBuf, Option<Local>), Ended> {
+    let job = &req.job_id;
+    match &valid.input {
+        Input::File(p) => {
+            let roots = Roots::open("input", &ctx.config.storage.input_roots);
+            let file = match roots.open_input(&req.input) {
+                Ok(f) => f,
+                Err(e) => return Err(fail(ctx, job, &validate::path_failure(e, true)).await),
+            };
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            match open_input_link(
+                file,
+                ctx.storage.work_dir(),
+                name.as_deref().unwrap_or("source"),
+            ) {
+                Ok(l) => Ok((l.path().to_path_buf(), Some(l))),
+                Err(e) => Err(Err(Step::Retry(format!("linking the input: {e}")))),
+            }
+        }
+        Input::Object(key) => match fetch_input(ctx, key).await {
+            Ok(l) => Ok((l.path().to_path_buf(), Some(l))),
+            Err(StorageError::Missing(_)) => {
+                let f = Failure::new(
+                    Reason::InputMissing,
+                    format!("input object {} does not exist", valid.input.shown()),
+                );
+                Err(fail(ctx, job, &f).await)
+            }
+            Err(e) if e.is_transient() => Err(Err(Step::Retry(e.to_string()))),
+            Err(e) => Err(fail(ctx, job, &e.failure("fetching the input")).await),
+        },
+    }
+}
+
+/// Where the tracks unit reads the source: nodes that share no files read it from the store,
+/// so a file source with tracks is uploaded there. Returns its key and the bytes moved.
+async fn store_source(
+    ctx: &Ctx,
+    job: &JobId,
+    valid: &validate::Validated,
+    source: &Path,
+    audio: bool,
+) -> Result<(Option<String>, u64), Ended> {
+    match &valid.input {
+        _ if !audio || ctx.storage.is_shared() => Ok((None, 0)),
+        Input::Object(key) => Ok((Some(key.clone()), 0)),
+        Input::File(p) => {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let key = storage::keys::job_input(job, name.as_deref().unwrap_or("source"));
+            match ctx.storage.put_file(source, &key).await {
+                Ok(stored) => Ok((Some(key), stored.bytes_moved)),
+                Err(e) if e.is_transient() => Err(Err(Step::Retry(e.to_string()))),
+                Err(e) => Err(fail(ctx, job, &e.failure("storing the source")).await),
+            }
+        }
+    }
+}
+
+/// Each cut goes into its unit's own record, so the job record stays small for any length.
+/// While the job is splitting no task of it exists, so a record left by an interrupted split
+/// (cut for another pool, perhaps) is this split's to replace.
+async fn write_unit_records(
+    ctx: &Ctx,
+    job: &JobId,
+    plan: &Plan,
+    segments: Vec<SegmentPlan>,
+) -> Result<(), Step> {
+    let cuts = segments
+        .into_iter()
+        .map(Some)
+        .chain(plan.audio.then_some(None));
+    for (unit, cut) in plan.units().zip(cuts) {
+        let key = subjects::segment_key(job, unit);
+        let fresh = SegmentRecord::planned(cut);
+        if ctx.segments.create(&key, &fresh).await?.is_none() {
+            ctx.segments
+                .modify(&key, |_| Change::Write(fresh.clone(), ()))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The segment length for this job: the pool rule (`sizing`), capped by the request's
+/// `segment_seconds` or the configured default. An unreadable pool counts as one slot: the job
+/// is still cut, only more coarsely.
+async fn sizing_for(ctx: &Ctx, req: &JobRequest) -> sizing::Sizing {
+    let cfg = &ctx.config.splitter;
+    let rule = sizing::Rule {
+        max_secs: req.segment_seconds.unwrap_or(cfg.default_segment_secs),
+        min_secs: cfg.min_segment_secs,
+    };
+    let slots = sizing::live_slots(ctx).await.unwrap_or_else(|e| {
+        tracing::warn!(job = %req.job_id, error = %e, "cannot read the pool; sizing for one slot");
+        0
+    });
+    sizing::Sizing { rule, slots }
+}
+
 /// Refuses at submit what no variant of the profile could encode, instead of failing every
 /// attempt later: pictures too small to hold one chroma block of the output format.
-fn convertible(ctx: &Ctx, profile: &str, src: &inspect::Inspected) -> Result<(), Failure> {
+pub(crate) fn convertible(
+    ctx: &Ctx,
+    profile: &str,
+    src: &inspect::Inspected,
+) -> Result<(), Failure> {
     let picture = src.info.video.picture();
     let Some(p) = ctx.config.profile(profile) else {
         return Ok(());
@@ -219,12 +502,60 @@ fn convertible(ctx: &Ctx, profile: &str, src: &inspect::Inspected) -> Result<(),
     Ok(())
 }
 
-/// Publishes the first attempt of every unit to the plan queue (de-duplicated by id).
-async fn publish_tasks(ctx: &Ctx, rec: &JobRecord) -> Result<(), Step> {
-    let tasks = Task::first_attempts(rec);
-    for t in &tasks {
-        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), t, "plan").await?;
+/// Publishes the first attempt of every unit to the plan queue (de-duplicated by id). Audio
+/// goes first: it is one long task, so starting it early shortens the job. The cuts are the ones
+/// just planned, or (a redelivered request) read back from the unit records.
+async fn publish_tasks(
+    ctx: &Ctx,
+    rec: &JobRecord,
+    planned: Option<&[SegmentPlan]>,
+) -> Result<(), Step> {
+    let Some(plan) = &rec.plan else {
+        return Ok(());
+    };
+    let job = &rec.job_id;
+    let mut published = 0usize;
+    let units = plan
+        .audio
+        .then_some(Unit::Audio)
+        .into_iter()
+        .chain((0..plan.segments).map(Unit::Video));
+    for unit in units {
+        let read;
+        let cut = match (unit, planned) {
+            (Unit::Audio, _) => None,
+            (Unit::Video(i), Some(cuts)) => cuts.get(i as usize),
+            (Unit::Video(_), None) => {
+                read = ctx.segments.get(&subjects::segment_key(job, unit)).await?;
+                read.as_ref().and_then(|(r, _)| r.cut.as_ref())
+            }
+        };
+        let Some(task) = Task::for_unit(rec, unit, cut, 1) else {
+            return Err(Step::Retry(format!(
+                "unit {unit} of job {job} has no cut recorded"
+            )));
+        };
+        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;
+        published += 1;
     }
-    tracing::debug!(job = %rec.job_id, tasks = tasks.len(), "tasks published");
+    tracing::debug!(job = %job, tasks = published, "tasks published");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_half_a_minute_and_give_up_after_minutes() {
+        assert_eq!(retry_delay(1), Duration::from_secs(2));
+        assert_eq!(retry_delay(2), Duration::from_secs(4));
+        assert_eq!(retry_delay(4), Duration::from_secs(16));
+        assert_eq!(retry_delay(5), Duration::from_secs(30));
+        assert_eq!(retry_delay(i64::MAX), Duration::from_secs(30));
+        assert_eq!(retry_delay(0), Duration::from_secs(2));
+        let patience: Duration = (1..SPLIT_TRIES).map(retry_delay).sum();
+        // Long enough for any election or restart, short enough that a job still ends.
+        assert!(patience > Duration::from_secs(300) && patience < Duration::from_secs(1200));
+    }
 }

@@ -1,12 +1,18 @@
 //! Probing the source and holding it to the configured limits: what kind of file it is, whether
 //! it has a usable video stream, and every video packet's timing for the cut planner.
+//!
+//! A cheap probe (format and streams) is checked against the limits before any packet is read;
+//! the packet listing is then scanned with a bound per stream derived from those facts.
 
 use ffleet_shared::config::Config;
-use ffleet_shared::media::probe::{self, Packet, Probe, ProbeError, ProbeStream, parse_f64};
+use ffleet_shared::media::probe::{
+    self, Keep, Packet, Probe, ProbeError, ProbeStream, Scanned, parse_f64,
+};
 use ffleet_shared::media::tracks::{self, TrackChoice};
 use ffleet_shared::media::{Rational, SOURCE_FORMATS, cuts};
 use ffleet_shared::messages::records::{AudioInfo, Container, SourceInfo, VideoInfo};
 use ffleet_shared::reason::{Failure, Reason};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The source's facts and its video packets in decode order.
@@ -42,49 +48,93 @@ pub async fn inspect(
     path: &Path,
     container: Container,
 ) -> Result<Inspected, Failure> {
-    let limits = &cfg.limits;
+    let size = input_size(cfg, path)?;
+    let probe: Probe = probe::probe_head(
+        &cfg.ffmpeg.ffprobe,
+        path,
+        Some(SOURCE_FORMATS),
+        cfg.limits.probe_timeout(),
+        cfg.limits.max_probe_output_bytes,
+    )
+    .await
+    .map_err(unreadable)?;
+    let (v, head) = check_head(cfg, &probe)?;
+    let mut scanned = scan(cfg, path, &probe, v, head.rate).await?;
+    let packets = scanned.remove(&v.index).unwrap_or_default().packets;
+    let (start_pts, duration_ticks) = extent(cfg, &packets, head.time_base)?;
+    let audio = probe.audio().map(|a| audio_info(a, scanned.get(&a.index)));
+    let info = SourceInfo {
+        format: probe.format.format_name.clone(),
+        size_bytes: size,
+        format_start_secs: parse_f64(&probe.format.start_time).unwrap_or(0.0),
+        video: VideoInfo {
+            codec: v.codec_name.clone().unwrap_or_default(),
+            width: head.width,
+            height: head.height,
+            pix_fmt: v.pix_fmt.clone(),
+            frame_rate: head.rate,
+            time_base: head.time_base,
+            frames: packets.len() as u64,
+            start_pts,
+            duration_ticks,
+            display_matrix: v.display_matrix(),
+            color: v.color(),
+        },
+        audio,
+    };
+    Ok(Inspected {
+        info,
+        tracks: tracks::choose(&probe, container),
+        extras: tracks::has_container_extras(&probe),
+        packets,
+        video_map: format!("0:v:{}", video_ordinal(&probe, v.index)),
+    })
+}
+
+/// The input's size, refused when empty or over the limit before ffprobe reads any of it.
+fn input_size(cfg: &Config, path: &Path) -> Result<u64, Failure> {
     let size = std::fs::metadata(path)
         .map_err(|e| Failure::new(Reason::InputMissing, format!("cannot stat input: {e}")))?
         .len();
     if size == 0 {
         return Err(Failure::new(Reason::InputEmpty, "input file is empty"));
     }
-    if size > limits.max_input_bytes {
+    let limit = cfg.limits.max_input_bytes;
+    if size > limit {
         return Err(Failure::new(
             Reason::LimitsExceeded,
-            format!(
-                "input is {size} bytes; the limit is {}",
-                limits.max_input_bytes
-            ),
+            format!("input is {size} bytes; the limit is {limit}"),
         ));
     }
-    let ffprobe = &cfg.ffmpeg.ffprobe;
-    // One ffprobe run for streams and every packet: cheaper than one run per question.
-    let probe: Probe = probe::probe(
-        ffprobe,
-        path,
-        Some(SOURCE_FORMATS),
-        true,
-        limits.probe_timeout(),
-    )
-    .await
-    .map_err(unreadable)?;
+    Ok(size)
+}
+
+/// What the probe's head says of the video stream, once held to the limits.
+struct Head {
+    width: u32,
+    height: u32,
+    time_base: Rational,
+    rate: Rational,
+}
+
+/// The video stream to cut and its facts from the head, or why the input is refused: checked
+/// before a single packet is listed.
+fn check_head<'p>(cfg: &Config, probe: &'p Probe) -> Result<(&'p ProbeStream, Head), Failure> {
+    let limits = &cfg.limits;
     let Some(v) = probe.video() else {
         let kinds: Vec<&str> = probe
             .streams
             .iter()
             .filter_map(|s| s.codec_type.as_deref())
             .collect();
+        let found = if kinds.is_empty() {
+            "no streams".into()
+        } else {
+            kinds.join(", ")
+        };
         return Err(Failure::new(
             Reason::NoVideoStream,
-            format!(
-                "input has no video stream (found: {})",
-                if kinds.is_empty() {
-                    "no streams".into()
-                } else {
-                    kinds.join(", ")
-                }
-            ),
+            format!("input has no video stream (found: {found})"),
         ));
     };
     let (width, height) = (v.width.unwrap_or(0), v.height.unwrap_or(0));
@@ -145,65 +195,110 @@ pub async fn inspect(
             ),
         ));
     }
+    let head = Head {
+        width,
+        height,
+        time_base,
+        rate,
+    };
+    Ok((v, head))
+}
 
-    let ordinal = video_ordinal(&probe, v.index);
-    let packets = probe.packets_of(v);
+/// Lists the video packets (and spans the audio), each stream bounded by what its head allows.
+async fn scan(
+    cfg: &Config,
+    path: &Path,
+    probe: &Probe,
+    v: &ProbeStream,
+    rate: Rational,
+) -> Result<BTreeMap<u32, Scanned>, Failure> {
+    let mut wanted = BTreeMap::new();
+    let bound = packet_bound(cfg, probe, v, rate.as_f64());
+    wanted.insert(v.index, Keep::Packets { limit: bound });
+    if let Some(a) = probe.audio() {
+        // Audio packets are only counted: their rate (up to one per few samples) says nothing
+        // a video rate would, so they get the overall bound.
+        wanted.insert(
+            a.index,
+            Keep::Span {
+                limit: cfg.limits.max_packets,
+            },
+        );
+    }
+    probe::scan_packets(
+        &cfg.ffmpeg.ffprobe,
+        path,
+        Some(SOURCE_FORMATS),
+        cfg.limits.probe_timeout(),
+        &wanted,
+    )
+    .await
+    .map_err(|e| match e {
+        ProbeError::TooManyPackets { stream, limit } => Failure::new(
+            Reason::LimitsExceeded,
+            format!(
+                "stream {stream} has more than {limit} packets, more than its duration and frame \
+                 rate (or limits.max_packets) allow"
+            ),
+        ),
+        other => unreadable(other),
+    })
+}
+
+/// The video's first timestamp and its length in ticks, measured from the packets, refused
+/// when it cannot be cut exactly or lasts longer than the limit.
+fn extent(cfg: &Config, packets: &[Packet], time_base: Rational) -> Result<(i64, i64), Failure> {
     let first = packets.iter().filter_map(|p| p.pts).min();
-    let end = cuts::stream_end(&packets);
+    let end = cuts::stream_end(packets);
     let (Some(start_pts), Ok(end)) = (first, end) else {
         return Err(Failure::new(
             Reason::InputUnreadable,
             "the video stream has no readable frames",
         ));
     };
-    if let Err(e) = cuts::safe_cut_points(&packets) {
+    if let Err(e) = cuts::safe_cut_points(packets) {
         return Err(Failure::new(Reason::UnsupportedInput, e.to_string()));
     }
     let duration_ticks = end - start_pts;
-    if time_base.seconds(duration_ticks) > limits.max_duration_secs {
+    let secs = time_base.seconds(duration_ticks);
+    let limit = cfg.limits.max_duration_secs;
+    if secs > limit {
         return Err(Failure::new(
             Reason::LimitsExceeded,
-            format!(
-                "video lasts {:.0} s; the limit is {} s",
-                time_base.seconds(duration_ticks),
-                limits.max_duration_secs
-            ),
+            format!("video lasts {secs:.0} s; the limit is {limit} s"),
         ));
     }
+    Ok((start_pts, duration_ticks))
+}
 
-    let audio = probe.audio().map(|a| audio_info(&probe, a));
-    let info = SourceInfo {
-        format: probe.format.format_name.clone(),
-        size_bytes: size,
-        format_start_secs: parse_f64(&probe.format.start_time).unwrap_or(0.0),
-        video: VideoInfo {
-            codec: v.codec_name.clone().unwrap_or_default(),
-            width,
-            height,
-            pix_fmt: v.pix_fmt.clone(),
-            frame_rate: rate,
-            time_base,
-            frames: packets.len() as u64,
-            start_pts,
-            duration_ticks,
-            display_matrix: v.display_matrix(),
-            color: v.color(),
-        },
-        audio,
-    };
-    Ok(Inspected {
-        info,
-        tracks: tracks::choose(&probe, container),
-        extras: tracks::has_container_extras(&probe),
-        packets,
-        video_map: format!("0:v:{ordinal}"),
-    })
+/// Most video packets the scan keeps: what the longest duration the head claims (or, without
+/// one, the duration limit) holds at the stream's frame rate, with slack for rounding and
+/// variable frame rates, and never more than `limits.max_packets`.
+fn packet_bound(cfg: &Config, probe: &Probe, v: &ProbeStream, rate: f64) -> u64 {
+    let limits = &cfg.limits;
+    let claimed = [parse_f64(&probe.format.duration), parse_f64(&v.duration)]
+        .into_iter()
+        .flatten()
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
+    let secs = claimed
+        .unwrap_or(limits.max_duration_secs)
+        .min(limits.max_duration_secs);
+    let frames = secs * rate.clamp(1.0, limits.max_frame_rate);
+    ((frames * 2.0) as u64)
+        .saturating_add(1000)
+        .min(limits.max_packets)
 }
 
 /// Audio facts, with start and duration measured from packets (as the output's will be), not
 /// taken from container tags.
-fn audio_info(probe: &Probe, a: &ProbeStream) -> AudioInfo {
-    let span = probe.span(a);
+fn audio_info(a: &ProbeStream, scanned: Option<&Scanned>) -> AudioInfo {
+    let span = a
+        .time_base
+        .as_deref()
+        .and_then(|t| t.parse::<Rational>().ok())
+        .filter(Rational::is_valid)
+        .and_then(|tb| scanned.and_then(|s| s.span.span(tb)));
     AudioInfo {
         codec: a.codec_name.clone().unwrap_or_default(),
         channels: a.channels.unwrap_or(0),

@@ -4,7 +4,9 @@
 
 mod handler;
 mod inspect;
-mod split;
+pub mod media;
+pub mod sizing;
+pub mod split;
 mod validate;
 
 use ffleet_shared::nats::NatsError;
@@ -12,6 +14,7 @@ use ffleet_shared::nats::provision::ConsumerSpec;
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "splitter";
@@ -24,25 +27,52 @@ pub enum Error {
 
 /// Runs the splitter until `shutdown` fires, finishing jobs in progress first.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
+    run_with(ctx, Arc::new(media::Ffmpeg), shutdown).await
+}
+
+/// `run` with other media work than ffprobe and ffmpeg (a program embedding the library).
+pub async fn run_with(
+    ctx: Ctx,
+    media: Arc<dyn media::Media>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     tracing::info!(
         concurrency = ctx.config.splitter.concurrency,
         "splitter running"
     );
-    worker::serve(
-        &ctx,
-        ConsumerSpec {
-            stream: subjects::STREAM_JOBS,
-            durable: subjects::CONSUMER_SPLITTER,
-            filter: subjects::JOBS_SUBMIT.into(),
-            ack_wait: ctx.config.streams.ack_wait(),
-            max_deliver: 10,
-            max_ack_pending: 1000,
-        },
-        ctx.config.splitter.concurrency,
-        shutdown,
-        |ctx, msg| async move { handler::handle(&ctx, msg).await },
-    )
-    .await?;
+    // Two durables, one per submit subject: the privileged one is not held to the priority cap.
+    let consumer = |durable, filter: &str| ConsumerSpec {
+        stream: subjects::STREAM_JOBS,
+        durable,
+        filter: filter.into(),
+        ack_wait: ctx.config.streams.ack_wait(),
+        // Unbounded: the handler fails a job after its own budget of transient failures
+        // (a message past max_deliver would vanish and leave its job splitting forever).
+        max_deliver: -1,
+        max_ack_pending: 1000,
+    };
+    let serve = |spec| {
+        worker::serve(
+            &ctx,
+            spec,
+            ctx.config.splitter.concurrency,
+            shutdown.clone(),
+            {
+                let media = media.clone();
+                move |ctx, msg| {
+                    let media = media.clone();
+                    async move { handler::handle(&ctx, &*media, msg).await }
+                }
+            },
+        )
+    };
+    tokio::try_join!(
+        serve(consumer(subjects::CONSUMER_SPLITTER, subjects::JOBS_SUBMIT)),
+        serve(consumer(
+            subjects::CONSUMER_SPLITTER_PRIVILEGED,
+            subjects::JOBS_SUBMIT_PRIVILEGED
+        )),
+    )?;
     tracing::info!("splitter stopped");
     Ok(())
 }

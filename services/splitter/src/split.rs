@@ -11,11 +11,26 @@ use ffleet_shared::{JobId, storage};
 use std::path::Path;
 use std::time::Duration;
 
+/// Why a split produced no plan.
+#[derive(Debug)]
+pub enum SplitError {
+    /// The job fails.
+    Fail(Failure),
+    /// Media storage is unreachable for now: split again on redelivery.
+    Retry(String),
+}
+
+impl From<Failure> for SplitError {
+    fn from(f: Failure) -> Self {
+        SplitError::Fail(f)
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Failure {
     Failure::new(Reason::Internal, e.to_string())
 }
 
-#[tracing::instrument(name = "split", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %job))]
+#[tracing::instrument(name = "split", skip_all, err(Debug, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %job))]
 pub async fn split(
     ctx: &Ctx,
     job: &JobId,
@@ -23,14 +38,16 @@ pub async fn split(
     video_map: &str,
     src: &Inspected,
     segment_secs: f64,
-) -> Result<Vec<SegmentPlan>, Failure> {
+) -> Result<(Vec<SegmentPlan>, u64), SplitError> {
     let v = &src.info.video;
     let tb = v.time_base;
     let target_ticks = (segment_secs * tb.den as f64 / tb.num as f64).round() as i64;
     let plan = cuts::plan(&src.packets, target_ticks)
         .map_err(|e| Failure::new(Reason::UnsupportedInput, e.to_string()))?;
+    // Refused before a byte is cut: more units than one job may have.
+    crate::sizing::check_count(plan.len(), v.duration_secs(), segment_secs)?;
 
-    let prefix = format!("{}/src", storage::job_prefix(job));
+    let prefix = storage::keys::cuts_prefix(job);
     let staging = ctx.storage.staging_path(&prefix).await.map_err(internal)?;
     tokio::fs::create_dir_all(&staging)
         .await
@@ -47,7 +64,7 @@ pub async fn split(
         } else {
             Reason::SplitFailed
         };
-        return Err(Failure::new(reason, format!("cutting failed: {e}")));
+        return Err(Failure::new(reason, format!("cutting failed: {e}")).into());
     }
     // The muxer must have written exactly one non-empty file per planned segment.
     for i in 0..=plan.len() {
@@ -60,14 +77,20 @@ pub async fn split(
                     "cutting produced a different set of segments than the {} planned",
                     plan.len()
                 ),
-            ));
+            )
+            .into());
         }
     }
-    ctx.storage
-        .commit(&staging, &prefix)
-        .await
-        .map_err(internal)?;
-    Ok(plan
+    let stored = ctx.storage.commit(&staging, &prefix).await.map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staging);
+        if e.is_transient() {
+            // A leader election or a lost server: the split runs again on redelivery.
+            SplitError::Retry(format!("storing the cuts: {e}"))
+        } else {
+            SplitError::Fail(e.failure("storing the cuts"))
+        }
+    })?;
+    let segments = plan
         .into_iter()
         .enumerate()
         .map(|(i, c)| SegmentPlan {
@@ -76,7 +99,8 @@ pub async fn split(
             frames: c.frames,
             start_pts: c.start_pts,
             duration_ticks: c.duration_ticks,
-            source_key: format!("{prefix}/{}", args::cut_name(i as u32)),
+            source_key: storage::keys::cut(job, &args::cut_name(i as u32)),
         })
-        .collect())
+        .collect();
+    Ok((segments, stored.bytes_moved))
 }

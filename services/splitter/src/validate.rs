@@ -2,22 +2,50 @@
 //! locations. Failures here end the job before anything is read.
 
 use ffleet_shared::config::Config;
+use ffleet_shared::config::StorageBackend;
 use ffleet_shared::messages::JobRequest;
 use ffleet_shared::messages::records::Container;
 use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::storage::{self, PathError};
+use ffleet_shared::storage::{self, MediaUri, PathError};
 use std::path::PathBuf;
+
+/// Where the source is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A file inside this splitter's input roots.
+    File(PathBuf),
+    /// An object in the media bucket (fetched when the job is split).
+    Object(String),
+}
+
+/// Where the output goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A path inside the merger's output roots (checked against this machine's roots here).
+    File(PathBuf),
+    /// An object in the media bucket.
+    Object(String),
+}
+
+impl Input {
+    pub fn shown(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::Object(k) => MediaUri::object_uri(k),
+        }
+    }
+}
 
 /// A request that passed every static check.
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub profile: String,
-    pub input: PathBuf,
-    pub output: PathBuf,
+    pub input: Input,
+    pub output: Output,
     pub container: Container,
 }
 
-fn path_failure(e: PathError, input: bool) -> Failure {
+pub(crate) fn path_failure(e: PathError, input: bool) -> Failure {
     let reason = match &e {
         PathError::Missing(_) | PathError::NotAFile(_) => Reason::InputMissing,
         PathError::Empty(_) => Reason::InputEmpty,
@@ -45,24 +73,64 @@ pub fn validate(cfg: &Config, req: &JobRequest) -> Result<Validated, Failure> {
     p.check_quality(&profile, req.overrides.quality)
         .map_err(|e| Failure::new(Reason::OverrideOutOfRange, e.to_string()))?;
 
-    let input = storage::resolve_input(&req.input, &cfg.storage.input_roots)
-        .map_err(|e| path_failure(e, true))?;
-    let output = storage::resolve_output(&req.output, &cfg.storage.output_roots)
-        .map_err(|e| path_failure(e, false))?;
-    let ext = output
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let object_store = cfg.storage.backend == StorageBackend::ObjectStore;
+    let no_store = |what: &str| {
+        Failure::new(
+            if what == "input" {
+                Reason::InputNotAllowed
+            } else {
+                Reason::OutputNotAllowed
+            },
+            format!("object-store {what}s need `storage.backend = \"object-store\"` on this fleet"),
+        )
+    };
+    let input = match MediaUri::input(&req.input, &req.job_id)
+        .map_err(|e| Failure::new(Reason::InputNotAllowed, e.to_string()))?
+    {
+        MediaUri::Object(_) if !object_store => return Err(no_store("input")),
+        MediaUri::Object(key) => Input::Object(key),
+        MediaUri::File(uri) => Input::File(
+            storage::resolve_input(&uri, &cfg.storage.input_roots)
+                .map_err(|e| path_failure(e, true))?,
+        ),
+    };
+    let output = match MediaUri::output(&req.output)
+        .map_err(|e| Failure::new(Reason::OutputNotAllowed, e.to_string()))?
+    {
+        MediaUri::Object(_) if !object_store => return Err(no_store("output")),
+        MediaUri::Object(key) => Output::Object(key),
+        MediaUri::File(uri) => Output::File(
+            storage::resolve_output(&uri, &cfg.storage.output_roots)
+                .map_err(|e| path_failure(e, false))?,
+        ),
+    };
+    let (ext, shown) = match &output {
+        Output::File(p) => (
+            p.extension()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            p.display().to_string(),
+        ),
+        Output::Object(k) => (
+            k.rsplit_once('.')
+                .map(|(_, e)| e.to_owned())
+                .filter(|e| !e.contains('/'))
+                .unwrap_or_default(),
+            MediaUri::object_uri(k),
+        ),
+    };
     let container = Container::from_extension(&ext).ok_or_else(|| {
         Failure::new(
             Reason::OutputNotAllowed,
-            format!(
-                "output {} must end in .mp4, .m4v, .mov or .mkv",
-                output.display()
-            ),
+            format!("output {shown} must end in .mp4, .m4v, .mov or .mkv"),
         )
     })?;
-    if output == input {
+    let same = match (&input, &output) {
+        (Input::File(i), Output::File(o)) => i == o,
+        (Input::Object(i), Output::Object(o)) => i == o,
+        _ => false,
+    };
+    if same {
         return Err(Failure::new(
             Reason::OutputNotAllowed,
             "output would overwrite the input",

@@ -1,5 +1,6 @@
 //! Runs ffmpeg and ffprobe as children: no shell, stdin closed, killed when dropped, bounded in
-//! time, with only the tail of stderr kept for error reports (never streamed into the logs).
+//! time and resources (`sandbox`), stdout read up to a cap, with only the tail of stderr kept for
+//! error reports (never streamed into the logs).
 
 use super::progress::{ProgressBlock, ProgressParser};
 use std::collections::VecDeque;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,11 @@ pub enum RunError {
         signalled: bool,
         stderr_tail: String,
     },
+    #[error("{program} wrote more than {limit} bytes of output")]
+    OutputTooLarge { program: String, limit: usize },
+    /// The reader of its output stopped it (a limit on what it reports).
+    #[error("{program} stopped: {reason}")]
+    Stopped { program: String, reason: String },
     #[error("i/o with {program}: {source}")]
     Io {
         program: String,
@@ -63,7 +69,9 @@ impl RunError {
             | RunError::Io { .. }
             | RunError::Stalled { .. } => true,
             RunError::Failed { signalled, .. } => *signalled,
-            RunError::TimedOut { .. } => false,
+            RunError::TimedOut { .. }
+            | RunError::OutputTooLarge { .. }
+            | RunError::Stopped { .. } => false,
         }
     }
 
@@ -110,8 +118,7 @@ fn program_name(program: &Path) -> String {
 }
 
 fn spawn(program: &Path, args: &[OsString]) -> Result<Child, RunError> {
-    Command::new(program)
-        .args(args)
+    super::sandbox::command(program, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -175,25 +182,47 @@ fn finished(
     })
 }
 
-/// Runs a command to completion and returns its whole stdout (ffprobe).
+/// Most stdout `capture` keeps by default.
+pub const CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Runs a command to completion and returns its whole stdout (up to `CAPTURE_LIMIT`).
 pub async fn capture(
     program: &Path,
     args: &[OsString],
     timeout: Duration,
 ) -> Result<RunOutput, RunError> {
+    capture_at_most(program, args, timeout, CAPTURE_LIMIT).await
+}
+
+/// Runs a command to completion and returns its stdout, killing it once it writes more than
+/// `limit` bytes (a hostile input can make ffprobe print without end).
+pub async fn capture_at_most(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    limit: usize,
+) -> Result<RunOutput, RunError> {
     let name = program_name(program);
     let mut child = spawn(program, args)?;
-    let mut stdout = child.stdout.take().expect("stdout piped");
+    let stdout = child.stdout.take().expect("stdout piped");
     let stderr = tokio::spawn(tail_of(child.stderr.take().expect("stderr piped")));
     let work = async {
         let mut out = Vec::new();
-        stdout
+        let read = stdout
+            .take((limit as u64).saturating_add(1))
             .read_to_end(&mut out)
             .await
             .map_err(|source| RunError::Io {
                 program: name.clone(),
                 source,
             })?;
+        if read > limit {
+            let _ = child.kill().await;
+            return Err(RunError::OutputTooLarge {
+                program: name.clone(),
+                limit,
+            });
+        }
         let status = child.wait().await.map_err(|source| RunError::Io {
             program: name.clone(),
             source,
@@ -202,15 +231,62 @@ pub async fn capture(
     };
     let (out, status) = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r?,
-        Err(_) => {
-            return Err(RunError::TimedOut {
-                program: name,
-                limit: timeout,
-                stderr_tail: String::new(),
-            });
-        }
+        Err(_) => return Err(timed_out(name, timeout)),
     };
     finished(name, status, out, stderr.await.unwrap_or_default())
+}
+
+/// Runs a command and hands each line of its stdout to `on_line` as it comes, so memory holds
+/// one line (at most `max_line` bytes) rather than the whole output. A longer line, or an error
+/// from `on_line`, kills the child (`RunError::Stopped`).
+pub async fn each_line(
+    program: &Path,
+    args: &[OsString],
+    timeout: Duration,
+    max_line: usize,
+    mut on_line: impl FnMut(&str) -> Result<(), String>,
+) -> Result<RunOutput, RunError> {
+    use tokio::io::AsyncBufReadExt as _;
+    let name = program_name(program);
+    let mut child = spawn(program, args)?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let stderr = tokio::spawn(tail_of(child.stderr.take().expect("stderr piped")));
+    let io = |source| RunError::Io {
+        program: name.clone(),
+        source,
+    };
+    let work = async {
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            let n = (&mut stdout)
+                .take((max_line as u64).saturating_add(1))
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            let stop = if line.len() > max_line && line.last() != Some(&b'\n') {
+                Some(format!("an output line is longer than {max_line} bytes"))
+            } else {
+                on_line(String::from_utf8_lossy(&line).trim_end()).err()
+            };
+            if let Some(reason) = stop {
+                let _ = child.kill().await;
+                return Err(RunError::Stopped {
+                    program: name.clone(),
+                    reason,
+                });
+            }
+        }
+        child.wait().await.map_err(io)
+    };
+    let status = match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r?,
+        Err(_) => return Err(timed_out(name, timeout)),
+    };
+    finished(name, status, Vec::new(), stderr.await.unwrap_or_default())
 }
 
 /// Runs ffmpeg with `-progress pipe:1`, calling `on_progress` for every block, and kills it on
@@ -287,6 +363,15 @@ pub fn which(program: &Path) -> Option<PathBuf> {
             .map(|dir| dir.join(program))
             .find(|p| p.is_file())
     })
+}
+
+/// A child that ran past its limit, with nothing of stderr kept.
+fn timed_out(program: String, limit: Duration) -> RunError {
+    RunError::TimedOut {
+        program,
+        limit,
+        stderr_tail: String::new(),
+    }
 }
 
 #[cfg(test)]

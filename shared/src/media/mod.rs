@@ -11,6 +11,7 @@ pub mod picture;
 pub mod probe;
 pub mod progress;
 pub mod rational;
+pub mod sandbox;
 pub mod tracks;
 
 pub use command::{RunError, RunOutput};

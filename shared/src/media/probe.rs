@@ -1,6 +1,12 @@
 //! ffprobe: format, stream facts and (optionally) every packet's timing, all from one JSON run.
 //! Each ffprobe start costs ~0.2 s on a small machine (it loads every codec library), so a file
 //! is probed once, not once per question.
+//!
+//! Untrusted sources are probed in two runs instead: a cheap one for format and streams (no
+//! packet read, output capped), held to the limits first, then the packet listing read line by
+//! line (`scan_packets`), keeping only the wanted streams' packets and stopping once one
+//! exceeds what its duration allows: a small file with a million tiny packets costs a bounded
+//! amount of memory, never the whole listing.
 
 use super::PROTOCOLS;
 use super::command::{self, RunError};
@@ -17,6 +23,8 @@ pub enum ProbeError {
     Run(#[from] RunError),
     #[error("ffprobe output did not parse: {0}")]
     Output(String),
+    #[error("stream {stream} has more than {limit} packets")]
+    TooManyPackets { stream: u32, limit: u64 },
 }
 
 /// `file:` prefix forces the file protocol, so a name like `concat:a|b` is a file name.
@@ -205,15 +213,8 @@ pub fn parse_f64(s: &Option<String>) -> Option<f64> {
     s.as_deref().and_then(|v| v.parse().ok())
 }
 
-/// Format and stream facts of a file, and with `packets` every packet's timing, in one ffprobe
-/// run. `formats` restricts the demuxers (untrusted sources); `None` for ffleet's own files.
-pub async fn probe(
-    ffprobe: &Path,
-    path: &Path,
-    formats: Option<&str>,
-    packets: bool,
-    timeout: Duration,
-) -> Result<Probe, ProbeError> {
+/// ffprobe arguments for format, streams and chapters as JSON.
+fn head_args(formats: Option<&str>) -> Vec<OsString> {
     let mut args = base_args(formats);
     args.extend(
         [
@@ -226,13 +227,183 @@ pub async fn probe(
         .iter()
         .map(OsString::from),
     );
+    args
+}
+
+/// Format and stream facts of a file, and with `packets` every packet's timing, in one ffprobe
+/// run. `formats` restricts the demuxers (untrusted sources); `None` for ffleet's own files.
+pub async fn probe(
+    ffprobe: &Path,
+    path: &Path,
+    formats: Option<&str>,
+    packets: bool,
+    timeout: Duration,
+) -> Result<Probe, ProbeError> {
+    let mut args = head_args(formats);
     if packets {
         args.push("-show_entries".into());
         args.push("packet=stream_index,pts,dts,duration,flags".into());
     }
     args.push(file_arg(path));
-    let out = command::capture(ffprobe, &args, timeout).await?;
+    // ffleet's own outputs only: a long one's packet listing is legitimately large.
+    let limit = if packets {
+        usize::MAX
+    } else {
+        command::CAPTURE_LIMIT
+    };
+    let out = command::capture_at_most(ffprobe, &args, timeout, limit).await?;
     serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))
+}
+
+/// Format, streams and chapters of an untrusted file: no packet is read, and at most
+/// `max_output` bytes of ffprobe's output are accepted.
+pub async fn probe_head(
+    ffprobe: &Path,
+    path: &Path,
+    formats: Option<&str>,
+    timeout: Duration,
+    max_output: usize,
+) -> Result<Probe, ProbeError> {
+    let mut args = head_args(formats);
+    args.push(file_arg(path));
+    let out = command::capture_at_most(ffprobe, &args, timeout, max_output).await?;
+    serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))
+}
+
+/// Longest packet line ffprobe's compact output can legitimately have.
+const MAX_PACKET_LINE: usize = 256;
+
+/// What `scan_packets` keeps of each stream it is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Every packet, up to `limit` of them.
+    Packets { limit: u64 },
+    /// Only the span (count, first and last presentation), counting up to `limit` packets.
+    Span { limit: u64 },
+}
+
+impl Keep {
+    fn limit(self) -> u64 {
+        match self {
+            Keep::Packets { limit } | Keep::Span { limit } => limit,
+        }
+    }
+}
+
+/// The packets or running span of one scanned stream.
+#[derive(Debug, Default, Clone)]
+pub struct Scanned {
+    pub packets: Vec<Packet>,
+    pub span: SpanAcc,
+}
+
+/// Count and presentation span accumulated packet by packet (same result as `span_of`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpanAcc {
+    pub count: u64,
+    first: Option<i64>,
+    /// pts and duration of the latest-presented packet.
+    last: Option<(i64, i64)>,
+}
+
+impl SpanAcc {
+    pub fn push(&mut self, p: &Packet) {
+        self.count += 1;
+        let Some(pts) = p.pts else { return };
+        self.first = Some(self.first.map_or(pts, |f| f.min(pts)));
+        if self.last.is_none_or(|(l, _)| pts >= l) {
+            self.last = Some((pts, p.duration.unwrap_or(0)));
+        }
+    }
+
+    pub fn span(&self, time_base: Rational) -> Option<Span> {
+        let (first, (last, dur)) = (self.first?, self.last?);
+        Some(Span {
+            count: self.count,
+            start: time_base.seconds(first),
+            end: time_base.seconds(last.saturating_add(dur)),
+        })
+    }
+}
+
+/// Reads the packet listing of `path` line by line, keeping for each stream in `wanted` what
+/// its `Keep` says; packets of other streams are skipped. A stream past its limit stops
+/// ffprobe at once (`ProbeError::TooManyPackets`), so memory is bounded by the limits, not by
+/// what the file holds.
+pub async fn scan_packets(
+    ffprobe: &Path,
+    path: &Path,
+    formats: Option<&str>,
+    timeout: Duration,
+    wanted: &BTreeMap<u32, Keep>,
+) -> Result<BTreeMap<u32, Scanned>, ProbeError> {
+    let mut args = base_args(formats);
+    args.extend(
+        [
+            "-show_entries",
+            "packet=stream_index,pts,dts,duration,flags",
+            "-of",
+            "compact=p=0:nk=0",
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    args.push(file_arg(path));
+    let mut out: BTreeMap<u32, Scanned> = wanted.keys().map(|&k| (k, Scanned::default())).collect();
+    let mut over: Option<(u32, u64)> = None;
+    let ran = command::each_line(ffprobe, &args, timeout, MAX_PACKET_LINE, |line| {
+        if line.is_empty() {
+            return Ok(());
+        }
+        let (index, p) = parse_packet_line(line);
+        let Some((index, keep)) = index.and_then(|i| wanted.get(&i).map(|k| (i, *k))) else {
+            return Ok(());
+        };
+        let s = out.get_mut(&index).expect("wanted streams have an entry");
+        if s.span.count >= keep.limit() {
+            over = Some((index, keep.limit()));
+            return Err(format!(
+                "stream {index} has more than {} packets",
+                keep.limit()
+            ));
+        }
+        s.span.push(&p);
+        if let Keep::Packets { .. } = keep {
+            s.packets.push(p);
+        }
+        Ok(())
+    })
+    .await;
+    match (ran, over) {
+        (Err(_), Some((stream, limit))) => Err(ProbeError::TooManyPackets { stream, limit }),
+        (Err(e), None) => Err(e.into()),
+        (Ok(_), _) => Ok(out),
+    }
+}
+
+/// One compact packet line: its stream index and timing.
+fn parse_packet_line(line: &str) -> (Option<u32>, Packet) {
+    let mut index = None;
+    let mut p = Packet {
+        pts: None,
+        dts: None,
+        duration: None,
+        key: false,
+    };
+    for field in line.split('|') {
+        let Some((k, v)) = field.split_once('=') else {
+            continue;
+        };
+        match k {
+            "stream_index" => index = v.parse().ok(),
+            "pts" => p.pts = v.parse().ok(),
+            "dts" => p.dts = v.parse().ok(),
+            "duration" => p.duration = v.parse().ok(),
+            "flags" => p.key = v.starts_with('K'),
+            _ => {}
+        }
+    }
+    (index, p)
 }
 
 /// One packet of a stream, in decode order.
@@ -248,27 +419,7 @@ pub struct Packet {
 pub fn parse_packets(text: &str) -> Vec<Packet> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let mut p = Packet {
-                pts: None,
-                dts: None,
-                duration: None,
-                key: false,
-            };
-            for field in line.split('|') {
-                let Some((k, v)) = field.split_once('=') else {
-                    continue;
-                };
-                match k {
-                    "pts" => p.pts = v.parse().ok(),
-                    "dts" => p.dts = v.parse().ok(),
-                    "duration" => p.duration = v.parse().ok(),
-                    "flags" => p.key = v.starts_with('K'),
-                    _ => {}
-                }
-            }
-            p
-        })
+        .map(|line| parse_packet_line(line).1)
         .collect()
 }
 
@@ -313,6 +464,19 @@ mod tests {
         assert!(p[0].key);
         assert_eq!(p[1].pts, None);
         assert!(!p[1].key);
+    }
+
+    #[test]
+    fn the_running_span_matches_the_span_of_all_packets() {
+        let p = parse_packets(
+            "pts=0|dts=-2|duration=1|flags=K_\npts=3|dts=-1|duration=1|flags=__\npts=N/A|dts=0|duration=1|flags=__\npts=2|dts=1|duration=1|flags=__\n",
+        );
+        let mut acc = SpanAcc::default();
+        p.iter().for_each(|x| acc.push(x));
+        let tb = Rational::new(1, 10);
+        assert_eq!(acc.span(tb), span_of(&p, tb));
+        let (i, q) = parse_packet_line("stream_index=3|pts=7|dts=6|duration=1|flags=K__");
+        assert_eq!((i, q.pts, q.key), (Some(3), Some(7), true));
     }
 
     #[test]

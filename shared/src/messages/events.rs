@@ -46,6 +46,9 @@ pub struct Completed {
     /// Source streams the output could not hold (e.g. bitmap subtitles in MP4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Bytes moved through the object store for the job (0 over a shared directory).
+    #[serde(default)]
+    pub media_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 
 use super::cloudevent::{self, CloudEvent};
 use crate::ids::JobId;
-use crate::reason::{Failure, Reason};
+use crate::reason::{Failure, Reason, echo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,6 +14,14 @@ use serde_json::Value;
 pub const SEGMENT_SECONDS_RANGE: (f64, f64) = (1.0, 600.0);
 /// Bounds on `priority`.
 pub const PRIORITY_RANGE: (i32, i32) = (-100, 100);
+/// Largest request payload read at all: a real request is a few hundred bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Longest `input` or `output` URI, in bytes.
+pub const MAX_URI_BYTES: usize = 4096;
+/// Longest profile name; profiles are tokens of `[A-Za-z0-9._-]`.
+pub const MAX_PROFILE_LEN: usize = 64;
+/// How much of a refused value a failure message quotes.
+const ECHO: usize = 80;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +115,16 @@ impl JobRequest {
             job_id,
             failure: Failure::new(reason, msg),
         };
+        if payload.len() > MAX_REQUEST_BYTES {
+            return Err(fail(
+                header_id,
+                Reason::InvalidRequest,
+                format!(
+                    "request is {} bytes; the limit is {MAX_REQUEST_BYTES}",
+                    payload.len()
+                ),
+            ));
+        }
         let value: Value = serde_json::from_slice(payload).map_err(|e| {
             fail(
                 header_id.clone(),
@@ -115,33 +133,9 @@ impl JobRequest {
             )
         })?;
         let (mut body, ce_id) = if CloudEvent::is_envelope(&value) {
-            let ce: CloudEvent = serde_json::from_value(value).map_err(|e| {
-                fail(
-                    header_id.clone(),
-                    Reason::InvalidRequest,
-                    format!("malformed CloudEvent envelope: {e}"),
-                )
-            })?;
-            if ce.specversion != cloudevent::SPEC_VERSION {
-                return Err(fail(
-                    header_id,
-                    Reason::UnsupportedVersion,
-                    format!("CloudEvents specversion {:?} is not 1.0", ce.specversion),
-                ));
-            }
-            if ce.ty != cloudevent::TYPE_JOB_SUBMIT {
-                return Err(fail(
-                    header_id,
-                    Reason::InvalidRequest,
-                    format!(
-                        "CloudEvent type {:?} is not {:?}",
-                        ce.ty,
-                        cloudevent::TYPE_JOB_SUBMIT
-                    ),
-                ));
-            }
-            let data = ce.data.unwrap_or(Value::Null);
-            (data, Some(ce.id))
+            let (data, id) = cloudevent::open_submit(value)
+                .map_err(|(reason, msg)| fail(header_id.clone(), reason, msg))?;
+            (data, Some(id))
         } else {
             (value, None)
         };
@@ -152,7 +146,20 @@ impl JobRequest {
                 "request must be a JSON object".into(),
             ));
         };
-        // A CloudEvent's id names the job when the data does not.
+        // A CloudEvent's id names the job when the data does not; when both do, they agree.
+        if let (Some(ce), Some(body)) = (&ce_id, obj.get("job_id"))
+            && body.as_str() != Some(ce.as_str())
+        {
+            return Err(fail(
+                JobId::new(ce.as_str()).ok(),
+                Reason::InvalidRequest,
+                format!(
+                    "CloudEvent id {:?} and data.job_id {} name different jobs",
+                    echo(ce, ECHO),
+                    echo(&body.to_string(), ECHO)
+                ),
+            ));
+        }
         if !obj.contains_key("job_id")
             && let Some(id) = ce_id.or_else(|| msg_id.map(str::to_owned))
         {
@@ -171,11 +178,24 @@ impl JobRequest {
                     "missing field `version` (this ffleet reads version 1)".into(),
                 ));
             }
+            Some(v) if !v.is_number() => {
+                return Err(fail(
+                    job_id,
+                    Reason::UnsupportedVersion,
+                    format!(
+                        "`version` must be the number 1 (got {})",
+                        echo(&v.to_string(), ECHO)
+                    ),
+                ));
+            }
             Some(v) if v.as_u64() != Some(u64::from(super::CURRENT)) => {
                 return Err(fail(
                     job_id,
                     Reason::UnsupportedVersion,
-                    format!("schema version {v} is not supported; this ffleet reads version 1"),
+                    format!(
+                        "schema version {} is not supported; this ffleet reads version 1",
+                        echo(&v.to_string(), ECHO)
+                    ),
                 ));
             }
             Some(_) => {}
@@ -216,12 +236,36 @@ impl JobRequest {
             ));
         }
         for (what, uri) in [("input", &self.input), ("output", &self.output)] {
-            if uri.is_empty() || uri.len() > 4096 {
+            if uri.is_empty() || uri.len() > MAX_URI_BYTES {
                 return Err(Failure::new(
                     Reason::InvalidRequest,
-                    format!("{what} must be a non-empty URI of at most 4096 bytes"),
+                    format!("{what} must be a non-empty URI of at most {MAX_URI_BYTES} bytes"),
                 ));
             }
+            if uri.contains('\0') {
+                return Err(Failure::new(
+                    Reason::InvalidRequest,
+                    format!("{what} contains a NUL character"),
+                ));
+            }
+        }
+        if let Some(p) = &self.profile {
+            check_profile(p)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a request on the ordinary submit subject may run at this priority.
+    pub fn check_priority(&self, max: i32) -> Result<(), Failure> {
+        if self.priority > max {
+            return Err(Failure::new(
+                Reason::PriorityNotAllowed,
+                format!(
+                    "priority {} is above {max}, the most a submitter may ask for; privileged \
+                     clients submit on the privileged subject",
+                    self.priority
+                ),
+            ));
         }
         Ok(())
     }
@@ -240,6 +284,24 @@ impl JobRequest {
             data: Some(serde_json::to_value(self).expect("request serialises")),
         }
     }
+}
+
+/// A profile name is a short token: it is echoed in events and logs and looked up in config.
+fn check_profile(p: &str) -> Result<(), Failure> {
+    let ok = !p.is_empty()
+        && p.len() <= MAX_PROFILE_LEN
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::InvalidRequest,
+        format!(
+            "profile {:?} must be 1 to {MAX_PROFILE_LEN} characters of A-Z a-z 0-9 . _ -",
+            echo(p, ECHO)
+        ),
+    ))
 }
 
 #[cfg(test)]

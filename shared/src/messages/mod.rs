@@ -8,6 +8,7 @@ pub mod job;
 pub mod live;
 pub mod records;
 pub mod task;
+pub mod unit_set;
 
 pub use cloudevent::CloudEvent;
 pub use events::{Accepted, Completed, Failed, JobEvent, Progress, SegmentDone, SegmentOutcome};
@@ -18,6 +19,7 @@ pub use records::{
     JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo,
 };
 pub use task::{DeadLetter, Task, TaskInput};
+pub use unit_set::{MAX_VIDEO_UNITS, UnitSet};
 
 /// Version of every message schema this build writes.
 pub const CURRENT: u32 = 1;

@@ -1,11 +1,14 @@
-//! What ffleet keeps in KV: one `JobRecord` per job (state, source facts, plan, collected
-//! results) and one `SegmentRecord` per unit (attempt and owner).
+//! What ffleet keeps in KV: one `JobRecord` per job (state, source facts, plan, which units are
+//! collected) and one `SegmentRecord` per unit (its cut, attempt, owner and result).
 //!
 //! Both change only through revision-checked updates (`nats::kv::Typed::update`), so two
-//! services racing on the same record cannot both win.
+//! services racing on the same record cannot both win. Neither grows with the number of units
+//! beyond one bit per unit (`UnitSet`): whatever is per unit lives in the unit's own record, so a
+//! job of any length fits the server's message limit.
 
 use super::heartbeat::GpuClass;
 use super::job::JobRequest;
+use super::unit_set::UnitSet;
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, NodeId, Unit};
 use crate::media::picture::{ColorTags, DisplayMatrix, Picture};
@@ -13,7 +16,6 @@ use crate::media::rational::Rational;
 use crate::media::tracks::TrackPlan;
 use crate::reason::Failure;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -141,7 +143,8 @@ impl Container {
     }
 }
 
-/// One video segment of the plan: a keyframe-aligned run of source frames.
+/// One video segment of the plan: a keyframe-aligned run of source frames. Kept in the unit's
+/// own record (`SegmentRecord::cut`), never in the job record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentPlan {
     pub index: u32,
@@ -158,7 +161,8 @@ pub struct SegmentPlan {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    pub segments: Vec<SegmentPlan>,
+    /// Video segments `v00000`.. of the job; each one's cut is in its unit record.
+    pub segments: u32,
     /// Whether the audio unit exists: it carries every track beside the video (audio,
     /// subtitles, attachments) and the source's chapters and metadata.
     pub audio: bool,
@@ -169,34 +173,28 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub container: Container,
-    /// Absolute path of the source, read directly by the audio task.
+    /// Absolute path of the source, read directly by the audio task (shared directory).
     pub source_path: String,
-    /// Absolute path of the final output.
+    /// Absolute path of the final output (empty when it goes to the object store).
     pub output_path: String,
+    /// The source's copy in media storage, read by the audio task when nodes share no files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key: Option<String>,
+    /// Object-store key of the final output (`object:` outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_key: Option<String>,
 }
 
 impl Plan {
     pub fn units(&self) -> impl Iterator<Item = Unit> + '_ {
-        self.segments
-            .iter()
-            .map(|s| Unit::Video(s.index))
+        (0..self.segments)
+            .map(Unit::Video)
             .chain(self.audio.then_some(Unit::Audio))
     }
 
     pub fn unit_count(&self) -> usize {
-        self.segments.len() + usize::from(self.audio)
+        self.segments as usize + usize::from(self.audio)
     }
-}
-
-/// A unit's accepted result, as collected by the merger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Collected {
-    pub attempt: u32,
-    pub result_key: String,
-    pub frames: u64,
-    /// Decoder errors seen while encoding the unit (damaged input).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub decode_errors: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -218,6 +216,9 @@ pub struct OutputInfo {
     /// What the output could not keep of the source (see `Plan::warnings`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Bytes the job moved through the object store (sources, cuts, segments, output).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub media_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,12 +233,21 @@ pub struct JobRecord {
     pub source: Option<SourceInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub collected: BTreeMap<Unit, Collected>,
+    /// Units whose accepted result the merger has counted (their results are in their unit
+    /// records).
+    #[serde(default, skip_serializing_if = "UnitSet::is_empty")]
+    pub collected: UnitSet,
+    /// Planned frames of the collected video units, for progress.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frames_collected: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputInfo>,
+    /// Bytes the splitter and merger moved through the object store for this job (the units'
+    /// own transfers are in their unit records, and summed into `output`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub media_bytes: u64,
     pub accepted_at: String,
     pub updated_at: String,
 }
@@ -253,9 +263,11 @@ impl JobRecord {
             profile,
             source: None,
             plan: None,
-            collected: BTreeMap::new(),
+            collected: UnitSet::default(),
+            frames_collected: 0,
             failure: None,
             output: None,
+            media_bytes: 0,
             accepted_at: now.clone(),
             updated_at: now,
         }
@@ -264,13 +276,7 @@ impl JobRecord {
     /// Frames of the units collected so far, and the total.
     pub fn frame_progress(&self) -> (u64, u64) {
         let total = self.source.as_ref().map_or(0, |s| s.video.frames);
-        let done = self
-            .collected
-            .iter()
-            .filter(|(u, _)| !u.is_audio())
-            .map(|(_, c)| c.frames)
-            .sum();
-        (done, total)
+        (self.frames_collected, total)
     }
 
     pub fn touch(&mut self) {
@@ -301,6 +307,9 @@ pub enum SegmentState {
 pub struct SegmentRecord {
     pub version: u32,
     pub state: SegmentState,
+    /// The video segment's cut (video units; the tracks unit reads the source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<SegmentPlan>,
     /// Current attempt; only its results count.
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,6 +323,13 @@ pub struct SegmentRecord {
     /// Decoder errors of the attempt that produced the result.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub decode_errors: u64,
+    /// Digest of the result object this attempt uploaded (object store): the merger merges
+    /// only an object with this digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Bytes this attempt moved through the object store (its cut down, its result up).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_moved: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     /// Every attempt that failed on a node, oldest first: the retry budget counts its nodes.
@@ -343,29 +359,21 @@ impl SegmentRecord {
         nodes
     }
 
-    /// Moves the unit to a fresh attempt, owned by nobody, waiting to be routed again: a result
-    /// of any earlier attempt will no longer be accepted.
-    pub fn next_attempt(&self) -> SegmentRecord {
-        SegmentRecord {
-            state: SegmentState::Planned,
-            attempt: self.attempt + 1,
-            capability: None,
-            owner: None,
-            updated_at: crate::time::now_rfc3339(),
-            ..self.clone()
-        }
-    }
-
-    pub fn planned() -> Self {
+    /// Attempt 1 of a unit, not yet routed: `cut` for a video segment, `None` for the tracks
+    /// unit.
+    pub fn planned(cut: Option<SegmentPlan>) -> Self {
         Self {
             version: CURRENT,
             state: SegmentState::Planned,
+            cut,
             attempt: 1,
             capability: None,
             owner: None,
             result_key: None,
             frames: None,
             decode_errors: 0,
+            digest: None,
+            bytes_moved: 0,
             failure: None,
             failures: Vec::new(),
             gpu_class: None,
@@ -377,5 +385,117 @@ impl SegmentRecord {
 impl Versioned for SegmentRecord {
     fn version(&self) -> u32 {
         self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::MAX_VIDEO_UNITS;
+
+    /// A job of `segments` video segments and a tracks unit, every unit collected (the largest
+    /// its record gets), with the unit records it comes with.
+    fn job(segments: u32) -> (JobRecord, SegmentRecord) {
+        let req: JobRequest = serde_json::from_value(serde_json::json!({
+            "version": 1, "job_id": "long-job", "input": "file:///in/two-hours.mp4",
+            "output": "file:///out/two-hours.mp4", "segment_seconds": 1.0
+        }))
+        .unwrap();
+        let mut rec = JobRecord::new(req, "h264".into());
+        rec.state = JobState::Merging;
+        rec.source = Some(SourceInfo {
+            format: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+            size_bytes: 1 << 30,
+            format_start_secs: 0.0,
+            video: VideoInfo {
+                codec: "h264".into(),
+                width: 1920,
+                height: 1080,
+                pix_fmt: Some("yuv420p".into()),
+                frame_rate: Rational::new(25, 1),
+                time_base: Rational::new(1, 12800),
+                frames: u64::from(segments) * 25,
+                start_pts: 0,
+                duration_ticks: i64::from(segments) * 12800,
+                display_matrix: None,
+                color: ColorTags::default(),
+            },
+            audio: None,
+        });
+        let plan = Plan {
+            segments,
+            audio: true,
+            tracks: Vec::new(),
+            warnings: Vec::new(),
+            container: Container::Mp4,
+            source_path: "/in/two-hours.mp4".into(),
+            output_path: "/out/two-hours.mp4".into(),
+            source_key: None,
+            output_key: None,
+        };
+        for u in plan.units() {
+            rec.collected.insert(u);
+        }
+        rec.frames_collected = u64::from(segments) * 25;
+        rec.plan = Some(plan);
+        let last = segments - 1;
+        let mut seg = SegmentRecord::planned(Some(SegmentPlan {
+            index: last,
+            first_frame: u64::from(last) * 25,
+            frames: 25,
+            start_pts: i64::from(last) * 12800,
+            duration_ticks: 12800,
+            source_key: format!("jobs/long-job/src/seg{last:05}.nut"),
+        }));
+        seg.state = SegmentState::Done;
+        seg.result_key = Some(format!("jobs/long-job/enc/v{last:05}.a1.nut"));
+        seg.frames = Some(25);
+        seg.digest = Some("SHA-256=".to_string() + &"A".repeat(44));
+        (rec, seg)
+    }
+
+    fn size<T: Serialize>(v: &T) -> usize {
+        crate::messages::encode(v).len()
+    }
+
+    #[test]
+    fn the_job_record_does_not_grow_with_the_units_but_for_one_bit_each() {
+        let (small, small_seg) = job(10);
+        let (long, long_seg) = job(7_200);
+        let (largest, largest_seg) = job(MAX_VIDEO_UNITS);
+        // The plan is the same size whatever the number of segments (to the digits of the count).
+        let plan = |r: &JobRecord| size(r.plan.as_ref().unwrap());
+        assert!(
+            plan(&largest) - plan(&small) <= 4,
+            "{} vs {}",
+            plan(&largest),
+            plan(&small)
+        );
+        // What remains per unit is the collected bitmap: one bit (base64: 4/3 of a bit).
+        let per_unit = |a: &JobRecord, b: &JobRecord, units: u32| {
+            (size(a) - size(b)) as f64 / f64::from(units)
+        };
+        assert!(per_unit(&long, &small, 7_190) < 0.2);
+        assert!(per_unit(&largest, &small, MAX_VIDEO_UNITS - 10) < 0.2);
+        // The two-hour job of 1 s segments that used to need 1.16 MB, and the largest job there
+        // can be, are far inside the server's 1 MiB message limit.
+        assert!(size(&long) < 4_000, "{} bytes", size(&long));
+        assert!(size(&largest) < 24_000, "{} bytes", size(&largest));
+        // A unit record is the same size in any job (its cut and result are its own).
+        assert!(size(&largest_seg) - size(&small_seg) <= 20);
+        assert!(size(&long_seg) < 1_000, "{} bytes", size(&long_seg));
+    }
+
+    #[test]
+    fn a_unit_record_keeps_its_cut_across_attempts() {
+        let (_, mut seg) = job(3);
+        seg.state = SegmentState::Planned;
+        let step = crate::unit_protocol::Step::HandBack { attempt: 1 };
+        let (next, _) = crate::unit_protocol::apply(Some(&seg), &step, "t").unwrap();
+        assert_eq!(next.attempt, 2);
+        assert_eq!(next.cut, seg.cut);
+        let back: SegmentRecord =
+            crate::messages::decode("segment", &crate::messages::encode(&next)).unwrap();
+        assert_eq!(back, next);
     }
 }

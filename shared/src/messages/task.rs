@@ -6,7 +6,7 @@
 
 use super::heartbeat::GpuClass;
 use super::job::Preference;
-use super::records::{AttemptFailure, JobRecord};
+use super::records::{AttemptFailure, JobRecord, SegmentPlan};
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, Unit};
 use crate::media::picture::Picture;
@@ -17,10 +17,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskInput {
-    /// A stream-copied cut in scratch storage.
+    /// An object in media storage: a stream-copied cut, or the source's stored copy.
     Scratch { key: String },
-    /// The source file itself (audio is encoded once, from the source, as a single ffmpeg would).
-    Source { path: String },
+    /// The source itself, as the job request named it (audio is encoded once, from the source, as
+    /// a single ffmpeg would): the encoder resolves the URI against its own input roots when it
+    /// opens the file, so a task can never make it read outside them.
+    Source {
+        #[serde(alias = "path")]
+        uri: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,16 +83,22 @@ fn one() -> u32 {
 }
 
 impl Task {
-    /// Attempt `attempt` of `unit`, built from the job's plan: the splitter issues attempt 1 of
-    /// every unit this way, and the scheduler re-issues later attempts the same way. `None` when
-    /// the job has no plan yet or the plan has no such unit.
-    pub fn for_unit(rec: &JobRecord, unit: Unit, attempt: u32) -> Option<Task> {
+    /// Attempt `attempt` of `unit`, built from the job's plan and, for a video segment, its cut
+    /// (kept in the unit's record): the splitter issues attempt 1 of every unit this way, and the
+    /// scheduler and merger re-issue later attempts the same way. `None` when the job has no
+    /// plan yet, the plan has no such unit, or a video segment comes without its cut.
+    pub fn for_unit(
+        rec: &JobRecord,
+        unit: Unit,
+        cut: Option<&SegmentPlan>,
+        attempt: u32,
+    ) -> Option<Task> {
         let (plan, src) = (rec.plan.as_ref()?, rec.source.as_ref()?);
-        let work = crate::cost::work(src, unit, plan);
+        let work = crate::cost::work(src, unit, cut.map_or(0, |c| c.frames));
         let tb = src.video.time_base;
         let (input, expected_frames, duration_secs, start_secs, result_ext) = match unit {
             Unit::Video(i) => {
-                let s = plan.segments.iter().find(|s| s.index == i)?;
+                let s = cut.filter(|s| s.index == i && i < plan.segments)?;
                 (
                     TaskInput::Scratch {
                         key: s.source_key.clone(),
@@ -99,8 +110,11 @@ impl Task {
                 )
             }
             Unit::Audio if plan.audio => (
-                TaskInput::Source {
-                    path: plan.source_path.clone(),
+                match &plan.source_key {
+                    Some(key) => TaskInput::Scratch { key: key.clone() },
+                    None => TaskInput::Source {
+                        uri: rec.request.input.clone(),
+                    },
                 },
                 None,
                 src.audio
@@ -139,26 +153,9 @@ impl Task {
         })
     }
 
-    /// Attempt 1 of every unit of the job. Audio comes first: it is one long task, so starting
-    /// it early shortens the job.
-    pub fn first_attempts(rec: &JobRecord) -> Vec<Task> {
-        let Some(plan) = &rec.plan else {
-            return Vec::new();
-        };
-        let audio = plan.audio.then_some(Unit::Audio);
-        audio
-            .into_iter()
-            .chain(plan.segments.iter().map(|s| Unit::Video(s.index)))
-            .filter_map(|u| Task::for_unit(rec, u, 1))
-            .collect()
-    }
-
     /// Scratch key of this attempt's result: attempts never overwrite each other.
     pub fn result_key(&self) -> String {
-        format!(
-            "jobs/{}/enc/{}.a{}.{}",
-            self.job_id, self.unit, self.attempt, self.result_ext
-        )
+        crate::storage::keys::result(&self.job_id, self.unit, self.attempt, &self.result_ext)
     }
 }
 

@@ -24,6 +24,7 @@ pub async fn finish(msg: &Message, d: Disposition) {
         Disposition::Retry(delay) => AckKind::Nak(Some(delay)),
         Disposition::Term => AckKind::Term,
     };
+    super::ops::count(super::ops::Op::Ack);
     if let Err(e) = msg.ack_with(kind).await {
         tracing::warn!(error = %e, subject = %msg.subject, ?d, "could not acknowledge message");
     }
@@ -45,6 +46,7 @@ impl KeepAlive {
             tick.tick().await;
             loop {
                 tick.tick().await;
+                super::ops::count(super::ops::Op::Progress);
                 if let Err(e) = msg.ack_with(AckKind::Progress).await {
                     tracing::debug!(error = %e, "in-progress ack failed");
                 }

@@ -1,12 +1,24 @@
 //! Connecting the way the nats CLI does: one URL or a comma-separated list (cluster seeds; the
 //! members the servers advertise are used too unless `nats.discover_servers = false`),
-//! credentials file, user/password or token, optional required TLS. A connection whose server
-//! died unannounced is noticed by pings within seconds, then moved to another server.
+//! credentials file, nkey seed (file or `FFLEET_NATS_NKEY_SEED`), user/password or token,
+//! optional required TLS (`tls://` URLs require it too) with a private CA and a client
+//! certificate. A connection whose server died unannounced is noticed by pings within seconds,
+//! then moved to another server. Every error the server reports (a permission violation above
+//! all: something this role was refused) is logged at warn and counted.
 
 use super::NatsError;
 use crate::config::NatsConfig;
 use async_nats::{ConnectOptions, ServerAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Permission violations the server reported to this process's connections.
+static VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many permission violations the server has reported to this process so far.
+pub fn permission_violations() -> u64 {
+    VIOLATIONS.load(Ordering::Relaxed)
+}
 
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -44,6 +56,9 @@ pub async fn connect(
             })?,
         None => ConnectOptions::new(),
     };
+    if let Some(seed) = nkey_seed(cfg)? {
+        opts = opts.nkey(seed);
+    }
     if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     }
@@ -78,6 +93,7 @@ pub async fn connect(
                     async_nats::Event::Disconnected => {
                         tracing::warn!(%service, "nats disconnected, reconnecting")
                     }
+                    async_nats::Event::ServerError(e) => server_error(&service, &e),
                     other => tracing::debug!(%service, event = %other, "nats event"),
                 }
             }
@@ -89,6 +105,38 @@ pub async fn connect(
         url: cfg.url.clone(),
         message: e.to_string(),
     })
+}
+
+/// The nkey seed from `nats.nkey_seed` (the environment) or `nats.nkey_seed_file`.
+fn nkey_seed(cfg: &NatsConfig) -> Result<Option<String>, NatsError> {
+    if let Some(seed) = &cfg.nkey_seed {
+        return Ok(Some(seed.clone()));
+    }
+    let Some(path) = &cfg.nkey_seed_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| NatsError::Connect {
+        url: cfg.url.clone(),
+        message: format!("nkey seed file {}: {e}", path.display()),
+    })?;
+    let seed = text.trim();
+    if !seed.starts_with("SU") {
+        return Err(NatsError::Connect {
+            url: cfg.url.clone(),
+            message: format!("nkey seed file {}: not a user seed", path.display()),
+        });
+    }
+    Ok(Some(seed.to_owned()))
+}
+
+fn server_error(service: &str, e: &async_nats::ServerError) {
+    let text = e.to_string();
+    if text.to_lowercase().contains("permissions violation") {
+        VIOLATIONS.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%service, error = %text, "nats permission violation");
+    } else {
+        tracing::warn!(%service, error = %text, "nats server error");
+    }
 }
 
 /// A JetStream context with the configured API timeout.

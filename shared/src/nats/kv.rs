@@ -32,6 +32,9 @@ pub enum KvError {
     },
 }
 
+/// How long a key listing may go without finishing before it is started again.
+const LIST_STALL: Duration = Duration::from_secs(5);
+
 /// A bucket whose values are `T`.
 #[derive(Clone)]
 pub struct Typed<T> {
@@ -93,6 +96,7 @@ where
     /// Unconditional write (heartbeats). Not retried: the next heartbeat replaces a lost one,
     /// and a retried one would write a stale snapshot late.
     pub async fn put(&self, key: &str, value: &T) -> Result<u64, KvError> {
+        super::ops::count(super::ops::Op::KvWrite);
         self.store
             .put(key, messages::encode(value))
             .await
@@ -101,6 +105,7 @@ where
 
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
         retry::retry("kv delete", key, retry::window(), |_| {
+            super::ops::count(super::ops::Op::KvWrite);
             self.store.delete(key)
         })
         .await
@@ -147,13 +152,16 @@ where
         })
     }
 
-    /// Every key in the bucket (status listings, reconciliation).
+    /// Every key in the bucket (status listings, reconciliation). A listing that stalls (it
+    /// waits for entries that expired or were deleted after it began, as heartbeats do) is
+    /// started again.
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         use futures::TryStreamExt;
         retry::retry("kv keys", self.what, retry::window(), |_| async {
             let keys = self.store.keys().await.map_err(|e| e.to_string())?;
-            keys.try_collect::<Vec<String>>()
+            tokio::time::timeout(LIST_STALL, keys.try_collect::<Vec<String>>())
                 .await
+                .map_err(|_| format!("listing stalled for {LIST_STALL:?}"))?
                 .map_err(|e| e.to_string())
         })
         .await
@@ -167,7 +175,11 @@ pub async fn entry(
     key: &str,
     patience: Patience,
 ) -> Result<Option<Entry>, NatsError> {
-    retry::retry("kv get", key, patience, |_| store.entry(key)).await
+    retry::retry("kv get", key, patience, |_| {
+        super::ops::count(super::ops::Op::KvRead);
+        store.entry(key)
+    })
+    .await
 }
 
 /// Creates `key` with `value`; `None` if it already exists (written by someone else).
@@ -180,6 +192,7 @@ pub async fn create(
     retry::retry("kv create", key, patience, |n| {
         let value = value.clone();
         async move {
+            super::ops::count(super::ops::Op::KvWrite);
             match store.create(key, value.clone()).await {
                 Ok(rev) => Ok(Some(rev)),
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
@@ -206,6 +219,7 @@ pub async fn update(
     retry::retry("kv update", key, patience, |n| {
         let value = value.clone();
         async move {
+            super::ops::count(super::ops::Op::KvWrite);
             match store.update(key, value.clone(), revision).await {
                 Ok(rev) => Ok(Some(rev)),
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
@@ -231,6 +245,7 @@ async fn mine(
     value: &Bytes,
     after: u64,
 ) -> Result<Option<u64>, async_nats::jetstream::kv::EntryError> {
+    super::ops::count(super::ops::Op::KvRead);
     Ok(store.entry(key).await?.and_then(|e| {
         (e.operation == Operation::Put && e.revision > after && e.value == *value)
             .then_some(e.revision)
@@ -309,6 +324,7 @@ impl Following {
             let why = match entry {
                 Ok(Some(Ok(e))) => {
                     last = last.max(e.revision);
+                    super::ops::count(super::ops::Op::WatchDelivery);
                     apply(&e);
                     continue;
                 }

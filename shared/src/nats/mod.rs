@@ -7,6 +7,7 @@ pub mod ack;
 pub mod connect;
 pub mod durable;
 pub mod kv;
+pub mod ops;
 pub mod provision;
 pub mod publish;
 pub mod retry;

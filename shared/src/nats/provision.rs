@@ -7,6 +7,9 @@
 //! On a cluster that is still forming (or electing), creating a replicated stream times out or
 //! is refused for seconds: every step is retried with backoff under the caller's `Patience`,
 //! logging what it waits for, so a service started beside its servers waits instead of exiting.
+//! Under per-role credentials only the admin role may create streams: every other role looks
+//! each stream up (which needs no create right) and, when one is missing, waits for it with a
+//! clear message instead of sending a create the server would refuse.
 //! Replicated KV streams leave direct gets off: a direct get may be answered by a follower that
 //! has not applied the latest write yet, and every service reads the records it just wrote.
 
@@ -41,31 +44,48 @@ pub async fn provision(
 ) -> Result<Buckets, NatsError> {
     let cfg = &config.streams;
     let p = patience;
+    let create = config.nats.role.is_none_or(|r| r.provisions());
     let heartbeat_ttl = config.scheduler.heartbeat_ttl();
     let dup = Duration::from_secs_f64(cfg.duplicate_window_secs);
-    let work_queue = |name: &str, subject: String| stream::Config {
+    // A full work queue refuses new work (the publisher sees the error) rather than dropping
+    // accepted work.
+    let work_queue = |name: &str, subject: String, max_msg_size: i32| stream::Config {
         name: name.into(),
         subjects: vec![subject],
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
         num_replicas: cfg.replicas_of(name),
         duplicate_window: dup,
+        max_message_size: max_msg_size,
+        max_bytes: cfg.max_bytes,
+        max_messages: cfg.max_msgs,
+        discard: DiscardPolicy::New,
         ..Default::default()
     };
     ensure_stream(
         js,
-        work_queue(subjects::STREAM_JOBS, subjects::jobs_wildcard()),
+        work_queue(
+            subjects::STREAM_JOBS,
+            subjects::jobs_wildcard(),
+            cfg.max_request_bytes,
+        ),
         p,
+        create,
     )
     .await?;
     ensure_stream(
         js,
-        work_queue(subjects::STREAM_TASKS, subjects::tasks_wildcard()),
+        work_queue(
+            subjects::STREAM_TASKS,
+            subjects::tasks_wildcard(),
+            cfg.max_msg_bytes,
+        ),
         p,
+        create,
     )
     .await?;
     // Kept for days for other systems (events) and operators (dead letters) to read.
-    let retained = |name: &str, subject: String| stream::Config {
+    let retained = |name: &str, subject: String, max_bytes: i64, max_msgs: i64| stream::Config {
         name: name.into(),
         subjects: vec![subject],
         retention: RetentionPolicy::Limits,
@@ -73,18 +93,33 @@ pub async fn provision(
         num_replicas: cfg.replicas_of(name),
         duplicate_window: dup,
         max_age: Duration::from_secs_f64(cfg.events_max_age_hours * 3600.0),
+        max_message_size: cfg.max_msg_bytes,
+        max_bytes,
+        max_messages: max_msgs,
         ..Default::default()
     };
     ensure_stream(
         js,
-        retained(subjects::STREAM_EVENTS, subjects::events_wildcard()),
+        retained(
+            subjects::STREAM_EVENTS,
+            subjects::events_wildcard(),
+            cfg.events_max_bytes,
+            cfg.events_max_msgs,
+        ),
         p,
+        create,
     )
     .await?;
     ensure_stream(
         js,
-        retained(subjects::STREAM_DEAD, subjects::dead_wildcard()),
+        retained(
+            subjects::STREAM_DEAD,
+            subjects::dead_wildcard(),
+            cfg.max_bytes,
+            cfg.max_msgs,
+        ),
         p,
+        create,
     )
     .await?;
     let kv = |bucket: &'static str, history: i64, max_age: Duration| KvSpec {
@@ -92,6 +127,10 @@ pub async fn provision(
         history,
         max_age,
         replicas: cfg.replicas_of(bucket),
+        create,
+        max_value_bytes: cfg.max_msg_bytes,
+        max_bytes: cfg.max_bytes,
+        max_msgs: cfg.max_msgs,
     };
     Ok(Buckets {
         jobs: ensure_kv(js, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
@@ -116,16 +155,47 @@ pub async fn provision(
     })
 }
 
-async fn ensure_stream(
+/// Looks the stream up and, when it is missing and `create` allows, creates it.
+pub(crate) async fn ensure_stream(
     js: &Context,
     config: stream::Config,
     patience: Patience,
+    create: bool,
 ) -> Result<stream::Stream, NatsError> {
     let name = config.name.clone();
-    retry::retry("create stream", &name, patience, |_| {
-        js.get_or_create_stream(config.clone())
+    let op = if create {
+        "create stream"
+    } else {
+        "look up stream"
+    };
+    retry::retry(op, &name, patience, |_| {
+        let config = config.clone();
+        async move {
+            if create {
+                return js
+                    .get_or_create_stream(config)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+            match js.get_stream(&config.name).await {
+                Ok(s) => Ok(s),
+                Err(e) if is_not_found(&e) => Err(format!(
+                    "stream {} does not exist and these credentials may not create it; \
+                     provision it with admin credentials (`ffleet provision`)",
+                    config.name
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
     })
     .await
+}
+
+fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        async_nats::jetstream::context::GetStreamErrorKind::JetStream(j) if j.code() == 404
+    )
 }
 
 /// Shape of a KV bucket.
@@ -134,6 +204,10 @@ struct KvSpec {
     history: i64,
     max_age: Duration,
     replicas: usize,
+    create: bool,
+    max_value_bytes: i32,
+    max_bytes: i64,
+    max_msgs: i64,
 }
 
 async fn ensure_kv(js: &Context, spec: KvSpec, patience: Patience) -> Result<Store, NatsError> {
@@ -148,11 +222,15 @@ async fn ensure_kv(js: &Context, spec: KvSpec, patience: Patience) -> Result<Sto
             allow_direct: spec.replicas == 1,
             discard: DiscardPolicy::New,
             max_age: spec.max_age,
+            max_message_size: spec.max_value_bytes,
+            max_bytes: spec.max_bytes,
+            max_messages: spec.max_msgs,
             num_replicas: spec.replicas,
             storage: StorageType::File,
             ..Default::default()
         },
         patience,
+        spec.create,
     )
     .await?;
     retry::retry("open kv bucket", spec.bucket, patience, |_| {

@@ -31,31 +31,66 @@ async fn send(
     mut headers: HeaderMap,
 ) -> Result<Stored, NatsError> {
     crate::telemetry::inject(&mut headers);
-    retry::retry("publish", &subject, retry::window(), |_| {
-        let msg = PublishMessage::build()
-            .payload(payload.clone())
-            .headers(headers.clone());
-        let subject = subject.clone();
-        async move {
-            let fut: PublishAckFuture = js
-                .send_publish(subject, msg)
-                .await
-                .map_err(|e| e.to_string())?;
-            fut.await
-                .map_err(|e| format!("ack: {e}"))
-                .map(|ack| Stored {
-                    sequence: ack.sequence,
-                    duplicate: ack.duplicate,
-                })
-        }
-    })
+    retry::retry_unless(
+        "publish",
+        &subject,
+        retry::window(),
+        |_| {
+            let msg = PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers.clone());
+            let subject = subject.clone();
+            super::ops::count(super::ops::Op::Publish);
+            async move {
+                let fut: PublishAckFuture = js
+                    .send_publish(subject, msg)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                fut.await
+                    .map_err(|e| format!("ack: {e}"))
+                    .map(|ack| Stored {
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    })
+            }
+        },
+        |e: &String| refused(e),
+    )
     .await
+}
+
+/// Whether a publish error says the message itself is unacceptable (too large for the server or
+/// the stream, the stream full): retrying cannot help, and the caller should hear it at once.
+fn refused(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    [
+        "max payload",
+        "payload size limit",
+        "exceeds maximum",
+        "maximum messages",
+        "maximum bytes",
+        "10054",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
 }
 
 /// Publishes a job event as a structured-mode CloudEvent.
 pub async fn event(js: &Context, service: &str, ev: &JobEvent) -> Result<Stored, NatsError> {
+    event_as(js, service, ev, ev.message_id()).await
+}
+
+/// Publishes a job event under message id `id` instead of the event's own (a refused request's
+/// `failed`, which must not take the job's terminal id).
+pub async fn event_as(
+    js: &Context,
+    service: &str,
+    ev: &JobEvent,
+    id: String,
+) -> Result<Stored, NatsError> {
     let subject = crate::subjects::event(ev.job_id(), ev.kind());
-    let ce = ev.to_cloudevent(service);
+    let mut ce = ev.to_cloudevent(service);
+    ce.id = id;
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, ce.id.as_str());
     headers.insert("Content-Type", CONTENT_TYPE);

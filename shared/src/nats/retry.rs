@@ -61,7 +61,24 @@ pub async fn retry<T, E, F, Fut>(
     op: &'static str,
     what: &str,
     patience: Patience,
+    attempt: F,
+) -> Result<T, NatsError>
+where
+    E: std::fmt::Display,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_unless(op, what, patience, attempt, |_| false).await
+}
+
+/// Like `retry`, but an error for which `permanent` holds is returned at once: no election or
+/// reconnect will make a refused message acceptable.
+pub async fn retry_unless<T, E, F, Fut>(
+    op: &'static str,
+    what: &str,
+    patience: Patience,
     mut attempt: F,
+    permanent: impl Fn(&E) -> bool,
 ) -> Result<T, NatsError>
 where
     E: std::fmt::Display,
@@ -90,6 +107,10 @@ where
             }
             Err(e) => e,
         };
+        if permanent(&err) {
+            tracing::warn!(op, what, error = %err, "jetstream operation refused");
+            return Err(NatsError::op(op, err));
+        }
         n += 1;
         let pause = backoff(n);
         if let Patience::For(limit) = patience

@@ -95,6 +95,7 @@ pub async fn try_next(
 ) -> Option<Message> {
     let started = std::time::Instant::now();
     let pull = consumer.consumer();
+    super::ops::count(super::ops::Op::Fetch);
     let batch = tokio::select! {
         b = pull.batch().max_messages(1).expires(wait).messages() => b,
         _ = shutdown.cancelled() => return None,
@@ -142,6 +143,7 @@ const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
 /// One message if one is waiting right now; `None` at once otherwise.
 pub async fn try_now(consumer: &Durable) -> Option<Message> {
     let pull = consumer.consumer();
+    super::ops::count(super::ops::Op::Fetch);
     let fetched = tokio::time::timeout(FETCH_NOW_LIMIT, async {
         let mut batch = pull.fetch().max_messages(1).messages().await?;
         batch.next().await.transpose()

@@ -1,14 +1,27 @@
-//! Media storage behind a trait: where cuts, encoded segments and concat lists live between
+//! Media storage behind a trait: where cuts, encoded segments and uploaded sources live between
 //! services, addressed by relative keys (`jobs/<job>/enc/v00001.a1.nut`).
 //!
-//! The first backend is a directory tree shared by every node (`SharedDir`). A later object-store
-//! backend implements the same trait by staging objects in a local directory.
+//! Two backends: a directory tree every node mounts (`SharedDir`, zero-copy, one host or NFS) and
+//! a JetStream Object Store bucket (`ObjectStore`), for nodes that share nothing but a NATS URL.
+//! Callers see local files either way: `fetch` gives a readable file (the shared file itself, or
+//! a private copy that disappears with its handle) and `commit` publishes a staged one.
 
+mod confined;
+pub mod keys;
+mod local;
+mod object_store;
 mod roots;
 mod shared_dir;
+mod uri;
+mod work_dir;
 
+pub use confined::{OutputFile, Roots, fd_path, open_input_link};
+pub use local::Local;
+pub use object_store::ObjectStore;
 pub use roots::{PathError, resolve_input, resolve_output};
 pub use shared_dir::SharedDir;
+pub use uri::{MediaUri, OBJECT_SCHEME, UriError};
+pub use work_dir::WorkDir;
 
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
@@ -19,27 +32,98 @@ pub enum StorageError {
     BadKey(String),
     #[error("object {0:?} does not exist")]
     Missing(String),
+    #[error("object {key:?} is not the one recorded (digest {found}, expected {expected})")]
+    Corrupt {
+        key: String,
+        expected: String,
+        found: String,
+    },
+    #[error("media storage is full: {0}")]
+    Full(String),
+    #[error("{what} is {bytes} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("storage i/o on {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("object store {op} {key:?}: {message}")]
+    Nats {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+impl StorageError {
+    /// Whether trying again later can succeed (a broker hiccup, not a bad key or a full bucket).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Nats { .. } | StorageError::Io { .. })
+    }
+
+    /// The job failure this error means, `doing` saying what was being done.
+    pub fn failure(&self, doing: &str) -> crate::reason::Failure {
+        use crate::reason::{Failure, Reason};
+        let reason = match self {
+            StorageError::Full(_) => Reason::StorageFull,
+            StorageError::TooLarge { .. } => Reason::LimitsExceeded,
+            _ => Reason::Internal,
+        };
+        Failure::new(reason, format!("{doing}: {self}"))
+    }
+}
+
+/// Wraps an i/o error on `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a commit stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stored {
+    /// `SHA-256=<base64url>` of each stored object, for backends that keep one (object store).
+    pub digest: Option<String>,
+    /// Bytes that crossed the network (0 for a shared directory).
+    pub bytes_moved: u64,
 }
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// A local path from which the object can be read.
-    async fn read_path(&self, key: &str) -> Result<PathBuf, StorageError>;
+    /// The object at `key` as a readable local file. With `expect`, a backend that keeps digests
+    /// refuses an object whose digest differs (`Corrupt`).
+    async fn fetch(&self, key: &str, expect: Option<&str>) -> Result<Local, StorageError>;
+    /// Makes the object at `key` readable at `dest` (a new name in a private directory): a copy,
+    /// or a link to the shared file. Returns the bytes that crossed the network.
+    async fn fetch_to(
+        &self,
+        key: &str,
+        expect: Option<&str>,
+        dest: &Path,
+    ) -> Result<u64, StorageError>;
     /// A fresh local path (file or directory) to write into before `commit`.
     async fn staging_path(&self, key: &str) -> Result<PathBuf, StorageError>;
-    /// Publishes what was written at `staged` under `key`, atomically, replacing any old value.
-    async fn commit(&self, staged: &Path, key: &str) -> Result<(), StorageError>;
-    /// Writes a small object in one go.
-    async fn write(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Publishes what was written at `staged` under `key`, replacing any old value; a staged
+    /// directory's files become `key/<file name>`. The staged path is gone afterwards.
+    async fn commit(&self, staged: &Path, key: &str) -> Result<Stored, StorageError>;
+    /// Stores a copy of `file` (left in place) under `key`.
+    async fn put_file(&self, file: &Path, key: &str) -> Result<Stored, StorageError>;
     async fn exists(&self, key: &str) -> Result<bool, StorageError>;
-    /// Removes every object under `prefix` (a job's scratch media).
+    /// Size of the object at `key` in bytes.
+    async fn size(&self, key: &str) -> Result<u64, StorageError>;
+    /// Removes every object under `prefix` (a job's media).
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError>;
+    /// Whether objects are files every node sees in place (no copies, no digests).
+    fn is_shared(&self) -> bool;
+    /// The private directory for local copies and staging.
+    fn work_dir(&self) -> &Path;
 }
 
 /// Checks a key: relative, `/`-separated components of `[A-Za-z0-9._-]`, none of them `.`/`..`.
@@ -60,11 +144,6 @@ pub fn check_key(key: &str) -> Result<(), StorageError> {
     }
 }
 
-/// Scratch key prefix of everything belonging to one job.
-pub fn job_prefix(job: &crate::JobId) -> String {
-    format!("jobs/{job}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +156,18 @@ mod tests {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
         check_key("jobs/j-1/enc/v00001.a1.nut").unwrap();
+    }
+
+    #[test]
+    fn uploaded_names_become_keys_with_their_extension() {
+        use keys::sanitize_name;
+        assert_eq!(sanitize_name("my clip (1).MP4"), "my_clip__1_.MP4");
+        assert_eq!(sanitize_name("../..//x.mkv"), "_..__x.mkv");
+        assert_eq!(sanitize_name(""), "media");
+        check_key(&keys::job_input(
+            &crate::JobId::new("j1").unwrap(),
+            "../a b.mov",
+        ))
+        .unwrap();
     }
 }

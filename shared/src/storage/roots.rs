@@ -27,7 +27,7 @@ pub enum PathError {
     BadOutput { path: String, why: String },
 }
 
-fn to_path(what: &'static str, uri: &str) -> Result<PathBuf, PathError> {
+pub(super) fn to_path(what: &'static str, uri: &str) -> Result<PathBuf, PathError> {
     let path = if let Some(rest) = uri.strip_prefix("file:") {
         if !rest.starts_with("//") {
             return Err(PathError::Scheme {
@@ -79,7 +79,7 @@ fn to_path(what: &'static str, uri: &str) -> Result<PathBuf, PathError> {
 }
 
 /// Removes `.` and resolves `..` without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
+pub(super) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

@@ -1,28 +1,23 @@
 //! `SharedDir`: storage as a directory tree every node mounts (compose volume, NFS). Commits are
 //! renames within the tree, so readers never see half-written media.
 
-use super::{Storage, StorageError, check_key};
+use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct SharedDir {
     root: PathBuf,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    work: Arc<WorkDir>,
 }
 
 impl SharedDir {
     /// Opens (and creates) the root directory.
-    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+    pub fn open(root: impl Into<PathBuf>, work: Arc<WorkDir>) -> Result<Self, StorageError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(io(&root))?;
-        Ok(Self { root })
+        Ok(Self { root, work })
     }
 
     pub fn root(&self) -> &Path {
@@ -46,15 +41,28 @@ impl SharedDir {
 
 #[async_trait]
 impl Storage for SharedDir {
-    async fn read_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+    async fn fetch(&self, key: &str, _expect: Option<&str>) -> Result<Local, StorageError> {
         let p = self.path(key)?;
         match tokio::fs::metadata(&p).await {
-            Ok(_) => Ok(p),
+            Ok(_) => Ok(Local::shared(p)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StorageError::Missing(key.into()))
             }
             Err(e) => Err(io(&p)(e)),
         }
+    }
+
+    async fn fetch_to(
+        &self,
+        key: &str,
+        expect: Option<&str>,
+        dest: &Path,
+    ) -> Result<u64, StorageError> {
+        let shared = self.fetch(key, expect).await?;
+        tokio::fs::symlink(shared.path(), dest)
+            .await
+            .map_err(io(dest))?;
+        Ok(0)
     }
 
     async fn staging_path(&self, key: &str) -> Result<PathBuf, StorageError> {
@@ -68,7 +76,7 @@ impl Storage for SharedDir {
         Ok(p.with_file_name(tmp))
     }
 
-    async fn commit(&self, staged: &Path, key: &str) -> Result<(), StorageError> {
+    async fn commit(&self, staged: &Path, key: &str) -> Result<Stored, StorageError> {
         let p = self.path(key)?;
         Self::ensure_parent(&p).await?;
         // A directory cannot be renamed over a non-empty one: clear a previous commit first.
@@ -83,15 +91,25 @@ impl Storage for SharedDir {
                 Err(e) => return Err(io(&p)(e)),
             }
         }
-        tokio::fs::rename(staged, &p).await.map_err(io(&p))
+        tokio::fs::rename(staged, &p).await.map_err(io(&p))?;
+        Ok(Stored::default())
     }
 
-    async fn write(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    async fn put_file(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
         let staged = self.staging_path(key).await?;
-        tokio::fs::write(&staged, bytes)
-            .await
-            .map_err(io(&staged))?;
+        tokio::fs::copy(file, &staged).await.map_err(io(file))?;
         self.commit(&staged, key).await
+    }
+
+    async fn size(&self, key: &str) -> Result<u64, StorageError> {
+        let p = self.path(key)?;
+        match tokio::fs::metadata(&p).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::Missing(key.into()))
+            }
+            Err(e) => Err(io(&p)(e)),
+        }
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
@@ -110,6 +128,14 @@ impl Storage for SharedDir {
             Err(e) => Err(io(&p)(e)),
         }
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
 }
 
 #[cfg(test)]
@@ -119,18 +145,19 @@ mod tests {
     #[tokio::test]
     async fn staged_writes_appear_only_on_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SharedDir::open(dir.path()).unwrap();
+        let work = Arc::new(WorkDir::open(&dir.path().join("work")).unwrap());
+        let s = SharedDir::open(dir.path().join("scratch"), work).unwrap();
         let staged = s.staging_path("jobs/j/enc/a.nut").await.unwrap();
         tokio::fs::write(&staged, b"x").await.unwrap();
         assert!(!s.exists("jobs/j/enc/a.nut").await.unwrap());
         s.commit(&staged, "jobs/j/enc/a.nut").await.unwrap();
         assert_eq!(
-            std::fs::read(s.read_path("jobs/j/enc/a.nut").await.unwrap()).unwrap(),
+            std::fs::read(s.fetch("jobs/j/enc/a.nut", None).await.unwrap().path()).unwrap(),
             b"x"
         );
         s.delete_prefix("jobs/j").await.unwrap();
         assert!(matches!(
-            s.read_path("jobs/j/enc/a.nut").await,
+            s.fetch("jobs/j/enc/a.nut", None).await,
             Err(StorageError::Missing(_))
         ));
         s.delete_prefix("jobs/j").await.unwrap();

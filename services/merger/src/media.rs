@@ -1,0 +1,25 @@
+//! The merger's media work for one job whose units are all in: fetch them, concatenate, mux,
+//! verify, store the output. `Ffmpeg` is what `run` uses; a program embedding the merger library
+//! may pass another to `run_with` (the control-plane benchmark does, to measure the control
+//! plane without media work). Nothing in a job request or in configuration selects it.
+
+use crate::merge::{self, MergeError};
+use ffleet_shared::messages::JobRecord;
+use ffleet_shared::messages::records::OutputInfo;
+use ffleet_shared::runtime::Ctx;
+
+#[async_trait::async_trait]
+pub trait Media: Send + Sync + 'static {
+    /// Merges a job whose every unit is collected; returns what was written.
+    async fn merge(&self, ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>;
+}
+
+/// One stream-copy ffmpeg run, then ffprobe verification.
+pub struct Ffmpeg;
+
+#[async_trait::async_trait]
+impl Media for Ffmpeg {
+    async fn merge(&self, ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError> {
+        merge::merge(ctx, rec).await
+    }
+}

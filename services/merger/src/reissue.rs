@@ -1,0 +1,89 @@
+//! Sending units back to encoding when their stored results cannot be merged (missing, or not
+//! the bytes their encoder recorded). Each unit's ownership record moves to a new attempt first
+//! (revision-checked, only from the attempt that was collected), then the job returns from
+//! `merging` to `encoding` without those units, then the new attempts go to the plan queue.
+//! A crash between the steps is repaired by a redelivered report (the merge runs again and finds
+//! the same units) or by the scheduler's reconciler (a planned unit with no task).
+
+use ffleet_shared::messages::{JobRecord, JobState, Task};
+use ffleet_shared::nats::kv::Change;
+use ffleet_shared::nats::publish;
+use ffleet_shared::reason::{Failure, Reason};
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::time::now_rfc3339;
+use ffleet_shared::unit_protocol::{self, Step};
+use ffleet_shared::{Unit, jobs, subjects};
+
+pub async fn reissue(ctx: &Ctx, rec: &JobRecord, units: &[Unit]) -> Result<(), String> {
+    let job = &rec.job_id;
+    let budget = ctx.config.encoder.max_attempts.max(1) * 2;
+    let mut attempts = Vec::with_capacity(units.len());
+    for &unit in units {
+        let key = subjects::segment_key(job, unit);
+        // A collected unit's record is at the attempt that was collected, done, until this
+        // repair moves it on.
+        let collected = rec.collected.contains(unit);
+        let moved = ctx
+            .segments
+            .modify(&key, |r| {
+                let applied = collected
+                    .then(|| unit_protocol::apply(r, &Step::Refuse, &now_rfc3339()).ok())
+                    .flatten();
+                match (applied, r) {
+                    (Some((n, _)), _) => Change::Write(n.clone(), Some(n)),
+                    // Already moved on (a previous try of this repair): keep its attempt.
+                    (None, Some(r)) => Change::Keep(Some(r.clone())),
+                    (None, None) => Change::Keep(None),
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(next) = moved else {
+            return Err(format!("unit {unit} of job {job} has no record"));
+        };
+        let attempt = next.attempt;
+        if attempt > budget {
+            let f = Failure::new(
+                Reason::MergeFailed,
+                format!("the stored result of unit {unit} failed its check {attempt} times"),
+            );
+            return jobs::fail(ctx, job, &f)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        }
+        attempts.push((unit, next));
+    }
+    let back = ctx
+        .jobs
+        .modify(job.as_str(), |r| match r {
+            Some(r) if r.state == JobState::Merging => {
+                let mut r = r.clone();
+                for (u, next) in &attempts {
+                    if r.collected.remove(*u) {
+                        let f = next.cut.as_ref().map_or(0, |c| c.frames);
+                        r.frames_collected = r.frames_collected.saturating_sub(f);
+                    }
+                }
+                r.state = JobState::Encoding;
+                r.touch();
+                Change::Write(r.clone(), Some(r))
+            }
+            _ => Change::Keep(None),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(back) = back else {
+        return Ok(());
+    };
+    for (unit, next) in attempts {
+        let attempt = next.attempt;
+        tracing::warn!(job = %job, unit = %unit, attempt, "unit re-issued after its stored result was refused");
+        if let Some(task) = Task::for_unit(&back, unit, next.cut.as_ref(), attempt) {
+            publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}

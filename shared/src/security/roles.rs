@@ -1,0 +1,467 @@
+//! The role/permission matrix. Every subject comes from `subjects`, so the permissions follow a
+//! rename. Each role gets what its code uses and nothing more: an encoder reports
+//! `segment_done` but cannot publish `completed`/`failed`, submit jobs or write the jobs bucket;
+//! a submitter publishes requests and reads job events, with no KV, stream or consumer API except
+//! on the media object store.
+
+use crate::subjects::{self, EventKind, js_api};
+use serde::{Deserialize, Serialize};
+
+/// The identity a process connects as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Other systems and `ffleet submit`: publish job requests, read job events.
+    Submitter,
+    Splitter,
+    Scheduler,
+    Encoder,
+    Merger,
+    /// Operators: provisions streams and buckets, reads state (`ffleet status`, `workers`),
+    /// submits with uncapped priority.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Submitter,
+        Role::Splitter,
+        Role::Scheduler,
+        Role::Encoder,
+        Role::Merger,
+        Role::Admin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Submitter => "submitter",
+            Role::Splitter => "splitter",
+            Role::Scheduler => "scheduler",
+            Role::Encoder => "encoder",
+            Role::Merger => "merger",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role a service of this name runs as (`SERVICE` of each service crate).
+    pub fn of_service(service: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == service)
+    }
+
+    /// Whether this role may read the jobs bucket (clients following a job fall back on it).
+    pub fn reads_job_records(self) -> bool {
+        !matches!(self, Role::Submitter | Role::Encoder)
+    }
+
+    /// Whether this role may create streams and buckets.
+    pub fn provisions(self) -> bool {
+        self == Role::Admin
+    }
+
+    /// The permissions with the default media bucket.
+    pub fn permissions(self) -> Permissions {
+        self.permissions_for(subjects::BUCKET_MEDIA)
+    }
+
+    /// The permissions with `media` as the object store bucket (`storage.bucket`).
+    pub fn permissions_for(self, media: &str) -> Permissions {
+        let mut g = Permissions {
+            media_bucket: media.to_owned(),
+            ..Permissions::default()
+        };
+        g.sub(subjects::INBOX_WILDCARD);
+        match self {
+            Role::Submitter => {
+                g.publish(subjects::JOBS_SUBMIT);
+                for k in PUBLIC_EVENTS {
+                    g.sub(subjects::event_any_job(k));
+                }
+                g.sub(subjects::live_wildcard());
+                g.media();
+            }
+            Role::Admin => {
+                g.publish(subjects::JOBS_SUBMIT);
+                g.publish(subjects::JOBS_SUBMIT_PRIVILEGED);
+                for s in all_streams(media) {
+                    g.publish(js_api::stream_info(&s));
+                    g.publish(js_api::stream_create(&s));
+                    g.publish(js_api::stream_update(&s));
+                }
+                for b in BUCKETS {
+                    g.kv_read(b);
+                    g.kv_watch(b);
+                }
+                // Reading the retained streams (events for other systems, dead letters).
+                for s in [subjects::STREAM_EVENTS, subjects::STREAM_DEAD] {
+                    g.reader(s);
+                }
+                g.sub(subjects::events_wildcard());
+                g.sub(subjects::live_wildcard());
+                g.sub(subjects::dead_wildcard());
+                g.media();
+            }
+            Role::Splitter => {
+                g.lookup_all();
+                // The only consumer of the jobs stream (plain and privileged requests, under
+                // one filter, several or none).
+                g.durable(subjects::STREAM_JOBS, js_api::ANY, ">");
+                g.publish(js_api::consumer_create_unfiltered(
+                    subjects::STREAM_JOBS,
+                    js_api::ANY,
+                ));
+                g.kv_read(subjects::BUCKET_JOBS);
+                g.kv_write(subjects::BUCKET_JOBS);
+                g.kv_read(subjects::BUCKET_SEGMENTS);
+                g.kv_write(subjects::BUCKET_SEGMENTS);
+                // The pool's slots, which size the segments.
+                g.kv_read(subjects::BUCKET_WORKERS);
+                g.kv_watch(subjects::BUCKET_WORKERS);
+                g.publish(subjects::TASKS_PLAN);
+                for k in [EventKind::Accepted, EventKind::Completed, EventKind::Failed] {
+                    g.publish(subjects::event_any_job(k));
+                }
+                g.media();
+            }
+            Role::Scheduler => {
+                g.lookup_all();
+                g.durable(
+                    subjects::STREAM_TASKS,
+                    subjects::CONSUMER_SCHEDULER,
+                    subjects::TASKS_PLAN,
+                );
+                // Queue depths of the encoders' consumers (room to release, gauges, reconcile).
+                g.publish(js_api::consumer_info(subjects::STREAM_TASKS, js_api::ANY));
+                g.kv_read(subjects::BUCKET_JOBS);
+                g.kv_watch(subjects::BUCKET_JOBS);
+                g.kv_write(subjects::BUCKET_JOBS);
+                g.kv_read(subjects::BUCKET_SEGMENTS);
+                g.kv_write(subjects::BUCKET_SEGMENTS);
+                g.kv_read(subjects::BUCKET_WORKERS);
+                g.kv_watch(subjects::BUCKET_WORKERS);
+                g.kv_read(subjects::BUCKET_LEASES);
+                g.kv_write(subjects::BUCKET_LEASES);
+                g.publish(subjects::TASKS_PLAN);
+                g.publish(subjects::tasks_encode_wildcard());
+                g.publish(subjects::tasks_retry_wildcard());
+                g.publish(subjects::event_any_job(EventKind::Failed));
+                // A done unit whose report was lost gets it sent again, when the merger has
+                // nothing in hand. A scheduler can write unit records already, and the merger
+                // counts a report only if the record agrees, so this grants no new power.
+                g.publish(subjects::event_any_job(EventKind::SegmentDone));
+                g.publish(js_api::consumer_info(
+                    subjects::STREAM_EVENTS,
+                    subjects::CONSUMER_MERGER,
+                ));
+            }
+            Role::Encoder => {
+                g.lookup_all();
+                let tasks = subjects::STREAM_TASKS;
+                // One shared durable per capability, named after it: capabilities are not known
+                // here, so any name, but only with an encode or retry filter, and never the
+                // scheduler's plan consumer.
+                for filter in [
+                    subjects::tasks_encode_wildcard(),
+                    subjects::tasks_retry_wildcard(),
+                ] {
+                    g.publish(js_api::consumer_create(tasks, js_api::ANY, &filter));
+                }
+                g.publish(js_api::consumer_info(tasks, js_api::ANY));
+                g.publish(js_api::consumer_next(tasks, js_api::ANY));
+                g.publish(js_api::ack(tasks, js_api::ANY));
+                g.deny(js_api::consumer_next(tasks, subjects::CONSUMER_SCHEDULER));
+                g.deny(js_api::ack(tasks, subjects::CONSUMER_SCHEDULER));
+                g.kv_read(subjects::BUCKET_WORKERS);
+                g.kv_write(subjects::BUCKET_WORKERS);
+                g.kv_read(subjects::BUCKET_SEGMENTS);
+                g.kv_write(subjects::BUCKET_SEGMENTS);
+                g.publish(subjects::event_any_job(EventKind::SegmentDone));
+                g.publish(subjects::live_wildcard());
+                // Units handed back for re-planning, and units out of retries.
+                g.publish(subjects::TASKS_PLAN);
+                g.publish(subjects::dead_wildcard());
+                g.media();
+            }
+            Role::Merger => {
+                g.lookup_all();
+                g.durable(
+                    subjects::STREAM_EVENTS,
+                    subjects::CONSUMER_MERGER,
+                    &subjects::segment_done_wildcard(),
+                );
+                g.kv_read(subjects::BUCKET_JOBS);
+                g.kv_write(subjects::BUCKET_JOBS);
+                g.kv_read(subjects::BUCKET_SEGMENTS);
+                g.kv_write(subjects::BUCKET_SEGMENTS);
+                for k in [EventKind::Progress, EventKind::Completed, EventKind::Failed] {
+                    g.publish(subjects::event_any_job(k));
+                }
+                g.media();
+            }
+        }
+        g
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown role {s:?} (expected one of {})",
+                    Role::ALL.map(Role::name).join(", ")
+                )
+            })
+    }
+}
+
+/// The events other systems read (`segment_done` is internal to the fleet).
+const PUBLIC_EVENTS: [EventKind; 4] = [
+    EventKind::Accepted,
+    EventKind::Progress,
+    EventKind::Completed,
+    EventKind::Failed,
+];
+
+const STREAMS: [&str; 4] = [
+    subjects::STREAM_JOBS,
+    subjects::STREAM_TASKS,
+    subjects::STREAM_EVENTS,
+    subjects::STREAM_DEAD,
+];
+
+const BUCKETS: [&str; 4] = [
+    subjects::BUCKET_JOBS,
+    subjects::BUCKET_SEGMENTS,
+    subjects::BUCKET_WORKERS,
+    subjects::BUCKET_LEASES,
+];
+
+/// Every stream ffleet provisions, KV and object store backing streams included.
+fn all_streams(media: &str) -> Vec<String> {
+    STREAMS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(BUCKETS.iter().map(|b| subjects::kv_stream(b)))
+        .chain([subjects::object_stream(media)])
+        .collect()
+}
+
+/// Subjects a role may publish to (minus `publish_deny`) and subscribe to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub publish_deny: Vec<String>,
+    pub subscribe: Vec<String>,
+    /// The media object store bucket these permissions name.
+    pub media_bucket: String,
+}
+
+impl Permissions {
+    fn publish(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        if !self.publish.contains(&s) {
+            self.publish.push(s);
+        }
+    }
+
+    fn deny(&mut self, s: impl Into<String>) {
+        self.publish_deny.push(s.into());
+    }
+
+    fn sub(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        if !self.subscribe.contains(&s) {
+            self.subscribe.push(s);
+        }
+    }
+
+    /// Looking up every stream and bucket at start (a lookup that finds one needs no create
+    /// right).
+    fn lookup_all(&mut self) {
+        for s in all_streams(&self.media_bucket.clone()) {
+            self.publish(js_api::stream_info(&s));
+        }
+    }
+
+    /// Gets by key: direct gets on single-replica buckets, stream message gets on replicated
+    /// ones.
+    fn kv_read(&mut self, bucket: &str) {
+        let s = subjects::kv_stream(bucket);
+        self.publish(js_api::stream_info(&s));
+        self.publish(js_api::stream_msg_get(&s));
+        for d in js_api::direct_get(&s) {
+            self.publish(d);
+        }
+    }
+
+    /// Key listings and watches: ordered consumers pushed to an inbox, with flow control.
+    fn kv_watch(&mut self, bucket: &str) {
+        let s = subjects::kv_stream(bucket);
+        for c in js_api::consumer_create_any(&s) {
+            self.publish(c);
+        }
+        self.publish(js_api::flow_control(&s));
+    }
+
+    /// Puts, creates, revision-checked updates and deletes.
+    fn kv_write(&mut self, bucket: &str) {
+        self.publish(subjects::kv_wildcard(bucket));
+    }
+
+    /// A durable pull consumer `name` (or any name: `js_api::ANY`) filtered on `filter`.
+    fn durable(&mut self, stream: &str, name: &str, filter: &str) {
+        self.publish(js_api::consumer_create(stream, name, filter));
+        self.publish(js_api::consumer_info(stream, name));
+        self.publish(js_api::consumer_next(stream, name));
+        self.publish(js_api::ack(stream, name));
+    }
+
+    /// Reading a retained stream through ordered consumers.
+    fn reader(&mut self, stream: &str) {
+        for c in js_api::consumer_create_any(stream) {
+            self.publish(c);
+        }
+        self.publish(js_api::consumer_info(stream, js_api::ANY));
+        self.publish(js_api::consumer_next(stream, js_api::ANY));
+        self.publish(js_api::consumer_delete(stream, js_api::ANY));
+        self.publish(js_api::flow_control(stream));
+        self.publish(js_api::stream_msg_get(stream));
+    }
+
+    /// The media object store: chunks and metadata written and read, an object's chunks purged
+    /// when it is deleted.
+    fn media(&mut self) {
+        let b = self.media_bucket.clone();
+        let s = subjects::object_stream(&b);
+        for w in subjects::object_wildcards(&b) {
+            self.publish(w);
+        }
+        self.publish(js_api::stream_info(&s));
+        self.publish(js_api::stream_msg_get(&s));
+        for d in js_api::direct_get(&s) {
+            self.publish(d);
+        }
+        self.publish(js_api::stream_purge(&s));
+        for c in js_api::consumer_create_any(&s) {
+            self.publish(c);
+        }
+        self.publish(js_api::flow_control(&s));
+    }
+
+    /// Whether publishing to the literal subject `subject` is allowed (NATS token matching).
+    pub fn may_publish(&self, subject: &str) -> bool {
+        self.publish.iter().any(|p| matches(p, subject))
+            && !self.publish_deny.iter().any(|p| matches(p, subject))
+    }
+
+    /// Whether subscribing to the literal subject `subject` is allowed.
+    pub fn may_subscribe(&self, subject: &str) -> bool {
+        self.subscribe.iter().any(|p| matches(p, subject))
+    }
+}
+
+/// NATS subject matching: `*` is one token, a trailing `>` one or more.
+fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Capability, JobId};
+    use crate::subjects::event;
+
+    #[test]
+    fn encoder_reports_segments_but_cannot_end_jobs_or_submit() {
+        let p = Role::Encoder.permissions();
+        let job = JobId::new("j1").unwrap();
+        assert!(p.may_publish(&event(Some(&job), EventKind::SegmentDone)));
+        assert!(!p.may_publish(&event(Some(&job), EventKind::Completed)));
+        assert!(!p.may_publish(&event(Some(&job), EventKind::Failed)));
+        assert!(!p.may_publish(subjects::JOBS_SUBMIT));
+        assert!(!p.may_publish(&format!("$KV.{}.j1", subjects::BUCKET_JOBS)));
+        let cpu = Capability::cpu();
+        assert!(p.may_publish(&js_api::consumer_next(
+            subjects::STREAM_TASKS,
+            &subjects::encode_consumer(&cpu)
+        )));
+        assert!(!p.may_publish(&js_api::consumer_next(
+            subjects::STREAM_TASKS,
+            subjects::CONSUMER_SCHEDULER
+        )));
+        assert!(p.may_publish(&js_api::consumer_create(
+            subjects::STREAM_TASKS,
+            &subjects::encode_consumer(&cpu),
+            &subjects::tasks_encode(&cpu)
+        )));
+        assert!(!p.may_publish(&js_api::consumer_create(
+            subjects::STREAM_TASKS,
+            "x",
+            subjects::TASKS_PLAN
+        )));
+    }
+
+    #[test]
+    fn submitter_has_no_kv_stream_or_consumer_api_beyond_media() {
+        let p = Role::Submitter.permissions();
+        assert!(p.may_publish(subjects::JOBS_SUBMIT));
+        assert!(!p.may_publish(subjects::JOBS_SUBMIT_PRIVILEGED));
+        for s in &p.publish {
+            assert!(
+                !s.starts_with("$JS.API")
+                    || s.contains(&subjects::object_stream(subjects::BUCKET_MEDIA)),
+                "{s}"
+            );
+            assert!(!s.starts_with("$KV"), "{s}");
+        }
+        let job = JobId::new("j1").unwrap();
+        assert!(p.may_subscribe(&event(Some(&job), EventKind::Completed)));
+        assert!(!p.may_subscribe(&event(Some(&job), EventKind::SegmentDone)));
+    }
+
+    #[test]
+    fn only_admin_submits_privileged_and_provisions() {
+        for r in Role::ALL {
+            let p = r.permissions();
+            assert_eq!(
+                p.may_publish(subjects::JOBS_SUBMIT_PRIVILEGED),
+                r == Role::Admin,
+                "{r}"
+            );
+            assert_eq!(
+                p.may_publish(&js_api::stream_create(subjects::STREAM_JOBS)),
+                r.provisions(),
+                "{r}"
+            );
+        }
+    }
+
+    #[test]
+    fn matching_follows_nats_tokens() {
+        assert!(matches("a.*.c", "a.b.c"));
+        assert!(!matches("a.*.c", "a.b.d.c"));
+        assert!(matches("a.>", "a.b.c"));
+        assert!(!matches("a.>", "a"));
+        assert!(matches("a", "a"));
+    }
+}

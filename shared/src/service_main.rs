@@ -1,0 +1,47 @@
+//! The one start-up sequence every service process goes through, whether started as its own
+//! binary (`ffleet-encoder`) or as `ffleet run encoder`: checked config → telemetry → connect
+//! (waiting for the server as long as it takes) → run until SIGTERM or SIGINT → drain.
+
+use crate::config::{Config, ConfigError};
+use crate::runtime::{Ctx, CtxError};
+use crate::{security, shutdown, telemetry};
+use std::future::Future;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("connecting to NATS: {0}")]
+    Connect(#[from] CtxError),
+    #[error(transparent)]
+    Service(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Runs `service` with `config` until a signal asks it to stop and it has drained.
+pub async fn serve<F, Fut, E>(
+    mut config: Config,
+    service: &'static str,
+    run: F,
+) -> Result<(), ServeError>
+where
+    F: FnOnce(Ctx, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    config.validate()?;
+    // A service given an nkey runs as its own role unless told otherwise: it then only looks
+    // streams up instead of trying to create them.
+    if config.nats.role.is_none()
+        && (config.nats.nkey_seed.is_some() || config.nats.nkey_seed_file.is_some())
+    {
+        config.nats.role = security::Role::of_service(service);
+    }
+    let _log = telemetry::init(&config.log, telemetry::Role::Service(service));
+    let shutdown = shutdown::on_signals();
+    let ctx = Ctx::connect(Arc::new(config), service, true).await?;
+    run(ctx, shutdown)
+        .await
+        .map_err(|e| ServeError::Service(Box::new(e)))
+}

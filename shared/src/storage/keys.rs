@@ -1,0 +1,75 @@
+//! The key layout of media storage (bucket or scratch directory). Every key ffleet writes, and
+//! every prefix it checks a key against, is made here:
+//!
+//! - `jobs/<job>/in/<name>`: a job's uploaded or copied source
+//! - `jobs/<job>/src/<cut>`: the splitter's cuts
+//! - `jobs/<job>/enc/<unit>.a<attempt>.<ext>`: each attempt's encoded unit (attempts never
+//!   overwrite each other)
+//! - `outputs/<job>/<name>`: outputs kept for `submit --upload --wait` to fetch
+//!
+//! Everything under `jobs/<job>` is the job's scratch and goes when the job ends.
+
+use crate::JobId;
+use std::fmt::Display;
+
+/// The scratch space: requests may name keys here only as their own job's input.
+pub const SCRATCH: &str = "jobs/";
+
+/// Everything belonging to one job (removed when it ends).
+pub fn job_prefix(job: &JobId) -> String {
+    format!("{SCRATCH}{job}")
+}
+
+/// Where a job's uploaded or copied source lives.
+pub fn job_input(job: &JobId, name: &str) -> String {
+    format!("{}{}", job_input_prefix(job), sanitize_name(name))
+}
+
+/// The prefix of a job's own inputs, the only scratch keys its request may name.
+pub fn job_input_prefix(job: &JobId) -> String {
+    format!("{}/in/", job_prefix(job))
+}
+
+/// The prefix the splitter stages and stores a job's cuts under.
+pub fn cuts_prefix(job: &JobId) -> String {
+    format!("{}/src", job_prefix(job))
+}
+
+/// One cut, named `name` by the splitter.
+pub fn cut(job: &JobId, name: &str) -> String {
+    format!("{}/{name}", cuts_prefix(job))
+}
+
+/// One attempt's encoded unit.
+pub fn result(job: &JobId, unit: impl Display, attempt: u32, ext: &str) -> String {
+    format!("{}/enc/{unit}.a{attempt}.{ext}", job_prefix(job))
+}
+
+/// An output stored for the submitter to fetch.
+pub fn kept_output(job: &JobId, name: &str) -> String {
+    format!("outputs/{job}/{}", sanitize_name(name))
+}
+
+/// A file name reduced to key characters, keeping its extension (demuxers probe by it).
+pub fn sanitize_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches('.');
+    let s: String = s
+        .chars()
+        .rev()
+        .take(120)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if s.is_empty() { "media".into() } else { s }
+}

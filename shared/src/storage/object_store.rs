@@ -1,0 +1,542 @@
+//! `ObjectStore`: media in a JetStream Object Store bucket, for nodes that share nothing but the
+//! NATS URL. Objects stream between files and the bucket one chunk at a time (memory is a few
+//! chunks, never the file), and every download is checked against the SHA-256 digest.
+//!
+//! Uploads are written here rather than with async-nats's `put`: a failed upload (a full
+//! bucket, a lost server) must purge the chunks it already stored, which needs the chunk
+//! subject `put` keeps to itself, and chunks are acknowledged a window at a time instead of one
+//! round trip each. The layout (chunks under `$O.<bucket>.C.<nuid>`, a rolled-up metadata message
+//! under `$O.<bucket>.M.<base64url name>`) is the standard one, so the `nats object` tools and
+//! async-nats's readers see ordinary objects.
+//!
+//! The backing stream is created here (not with `create_object_store`, which fails on
+//! nats-server 2.9 as the KV creation does) with `discard: new`, so a bucket at `max_bytes`
+//! refuses the next chunk and the upload fails with `Full` instead of evicting older media.
+
+use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io};
+use crate::config::Config;
+use crate::nats::provision::ensure_stream;
+use crate::nats::retry::Patience;
+use crate::subjects;
+use async_nats::HeaderMap;
+use async_nats::jetstream::Context;
+use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions};
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE;
+use bytes::BytesMut;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Chunk acknowledgements awaited at once: throughput without unbounded buffering.
+const ACK_WINDOW: usize = 8;
+/// How long a download may go without a byte before it fails (as a transient error).
+const READ_IDLE: Duration = Duration::from_secs(30);
+/// Reads of an object whose bytes do not match its digest before it is called corrupt.
+const DIGEST_TRIES: u32 = 4;
+/// What a corrupt download found, beside the digest it expected.
+const MISMATCHED_BYTES: &str = "bytes that do not match it";
+/// A listing that delivers nothing for this long has delivered all there is (see
+/// `delete_prefix`).
+const LIST_STALL: Duration = Duration::from_secs(5);
+/// Chunks and metadata messages the bucket holds at most (bytes are bounded by `max_bytes`).
+const MEDIA_MAX_MSGS: i64 = 50_000_000;
+/// Objects nobody deleted (a crash between upload and cleanup) expire after this long.
+const MEDIA_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Clone)]
+pub struct ObjectStore {
+    js: Context,
+    store: object_store::ObjectStore,
+    stream: stream::Stream,
+    bucket: String,
+    chunk_size: usize,
+    work: Arc<WorkDir>,
+}
+
+fn nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(String) -> StorageError + 'a {
+    move |message| {
+        if is_full(&message) {
+            StorageError::Full(message)
+        } else {
+            StorageError::Nats {
+                op,
+                key: key.into(),
+                message,
+            }
+        }
+    }
+}
+
+/// Whether a JetStream error says the bucket (or the account's storage) has no room.
+fn is_full(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("maximum bytes")
+        || m.contains("insufficient resources")
+        || m.contains("storage resources exceeded")
+        || m.contains("no space")
+}
+
+impl ObjectStore {
+    /// Ensures the bucket's stream exists (retrying while JetStream is not ready) and opens it.
+    pub async fn open(
+        js: &Context,
+        config: &Config,
+        work: Arc<WorkDir>,
+        patience: Patience,
+    ) -> Result<Self, StorageError> {
+        let cfg = &config.storage;
+        let bucket = cfg.bucket.clone();
+        let name = subjects::object_stream(&bucket);
+        let replicas = config.streams.replicas_of(&bucket);
+        let spec = stream::Config {
+            name: name.clone(),
+            subjects: subjects::object_wildcards(&bucket),
+            storage: StorageType::File,
+            num_replicas: replicas,
+            discard: DiscardPolicy::New,
+            allow_rollup: true,
+            allow_direct: replicas == 1,
+            max_age: MEDIA_MAX_AGE,
+            max_bytes: if cfg.max_bytes == 0 {
+                -1
+            } else {
+                cfg.max_bytes as i64
+            },
+            // Any valid chunk size, and the metadata message.
+            max_message_size: 1 << 20,
+            max_messages: MEDIA_MAX_MSGS,
+            ..Default::default()
+        };
+        // Under per-role credentials only the admin creates the bucket; the others look it up.
+        let create = config.nats.role.is_none_or(|r| r.provisions());
+        let stream = ensure_stream(js, spec, patience, create)
+            .await
+            .map_err(|e| nats("open", &bucket)(e.to_string()))?;
+        let store = js
+            .get_object_store(&bucket)
+            .await
+            .map_err(|e| nats("open", &bucket)(e.to_string()))?;
+        Ok(Self {
+            js: js.clone(),
+            store,
+            stream,
+            bucket,
+            chunk_size: cfg.chunk_size.clamp(4096, 1000 << 10),
+            work,
+        })
+    }
+
+    /// Streams `file` into the bucket as `key`. On failure, the chunks already stored are
+    /// purged; on success, the chunks of the value it replaced.
+    pub async fn upload(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
+        check_key(key)?;
+        let previous = self.store.info(key).await.ok();
+        let nuid = uuid::Uuid::new_v4().simple().to_string();
+        let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
+        match self.send(file, key, &nuid, &chunks_subject).await {
+            Ok(stored) => {
+                if let Some(old) = previous.filter(|o| o.nuid != nuid) {
+                    let subject = subjects::object_chunks(&self.bucket, &old.nuid);
+                    if let Err(e) = self.stream.purge().filter(subject).await {
+                        tracing::warn!(key, error = %e, "old chunks of a replaced object not purged");
+                    }
+                }
+                Ok(stored)
+            }
+            Err(e) => {
+                if let Err(pe) = self.stream.purge().filter(chunks_subject).await {
+                    tracing::warn!(key, error = %pe, "chunks of a failed upload not purged");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        file: &Path,
+        key: &str,
+        nuid: &str,
+        chunks_subject: &str,
+    ) -> Result<Stored, StorageError> {
+        let mut inflight = VecDeque::with_capacity(ACK_WINDOW);
+        let sent = self
+            .send_chunks(file, key, chunks_subject, &mut inflight)
+            .await;
+        if sent.is_err() {
+            // Chunks already on their way may be stored after a purge that runs before them:
+            // wait for every answer first, so the caller's purge removes them all.
+            for ack in inflight.drain(..) {
+                let _ = ack.await;
+            }
+        }
+        let (size, chunks, sha) = sent?;
+        let digest = format!("SHA-256={}", URL_SAFE.encode(sha.finalize()));
+        let info = ObjectInfo {
+            name: key.to_owned(),
+            description: None,
+            metadata: Default::default(),
+            headers: None,
+            options: Some(ObjectOptions {
+                link: None,
+                max_chunk_size: Some(self.chunk_size),
+            }),
+            bucket: self.bucket.clone(),
+            nuid: nuid.to_owned(),
+            size,
+            chunks,
+            modified: Some(time::OffsetDateTime::now_utc()),
+            digest: Some(digest.clone()),
+            deleted: false,
+        };
+        let body = serde_json::to_vec(&info).map_err(|e| nats("upload", key)(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_ROLLUP, "sub");
+        let subject = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        self.js
+            .publish_with_headers(subject, headers, body.into())
+            .await
+            .map_err(|e| nats("upload", key)(e.to_string()))?
+            .await
+            .map_err(|e| nats("upload", key)(e.to_string()))?;
+        Ok(Stored {
+            digest: Some(digest),
+            bytes_moved: size as u64,
+        })
+    }
+
+    /// Reads `file` chunk by chunk and publishes the chunks, keeping up to `ACK_WINDOW`
+    /// acknowledgements in flight (left in `inflight` when it fails).
+    async fn send_chunks(
+        &self,
+        file: &Path,
+        key: &str,
+        chunks_subject: &str,
+        inflight: &mut VecDeque<async_nats::jetstream::context::PublishAckFuture>,
+    ) -> Result<(usize, usize, Sha256), StorageError> {
+        let mut f = tokio::fs::File::open(file).await.map_err(io(file))?;
+        let mut sha = Sha256::new();
+        let (mut size, mut chunks) = (0_usize, 0_usize);
+        let mut last = 0_u64;
+        loop {
+            let mut buf = BytesMut::with_capacity(self.chunk_size);
+            while buf.len() < self.chunk_size {
+                if f.read_buf(&mut buf).await.map_err(io(file))? == 0 {
+                    break;
+                }
+            }
+            if buf.is_empty() {
+                break;
+            }
+            sha.update(&buf);
+            size += buf.len();
+            chunks += 1;
+            let ack = self
+                .js
+                .publish(chunks_subject.to_owned(), buf.freeze())
+                .await
+                .map_err(|e| nats("upload", key)(e.to_string()))?;
+            inflight.push_back(ack);
+            if inflight.len() >= ACK_WINDOW
+                && let Some(ack) = inflight.pop_front()
+            {
+                last = stored_in_order(ack, last, key).await?;
+            }
+        }
+        while let Some(ack) = inflight.pop_front() {
+            last = stored_in_order(ack, last, key).await?;
+        }
+        Ok((size, chunks, sha))
+    }
+
+    /// Streams object `key` into `dest` (created, never overwritten), checking its digest
+    /// against `expect` before and against the bytes while reading. Returns the bytes read.
+    ///
+    /// Bytes that do not match the recorded digest are read again (`DIGEST_TRIES` in all)
+    /// before the object is called corrupt: a reader placed on a replica that is still catching
+    /// up after a server restart sees the object end early, which looks the same.
+    pub async fn download(
+        &self,
+        key: &str,
+        expect: Option<&str>,
+        dest: &Path,
+    ) -> Result<u64, StorageError> {
+        check_key(key)?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.download_once(key, expect, dest).await {
+                Err(StorageError::Corrupt { found, .. })
+                    if found == MISMATCHED_BYTES && tries < DIGEST_TRIES =>
+                {
+                    tracing::warn!(
+                        key,
+                        tries,
+                        "object bytes did not match their digest, reading again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250 << tries)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn download_once(
+        &self,
+        key: &str,
+        expect: Option<&str>,
+        dest: &Path,
+    ) -> Result<u64, StorageError> {
+        let mut obj = self.store.get(key).await.map_err(|e| match e.kind() {
+            object_store::GetErrorKind::NotFound => StorageError::Missing(key.into()),
+            _ => nats("download", key)(e.to_string()),
+        })?;
+        let found = obj.info.digest.clone().unwrap_or_default();
+        if let Some(expected) = expect
+            && expected != found
+        {
+            return Err(StorageError::Corrupt {
+                key: key.into(),
+                expected: expected.into(),
+                found,
+            });
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .await
+            .map_err(io(dest))?;
+        let mut out = tokio::io::BufWriter::with_capacity(self.chunk_size, file);
+        let copied = copy_until_quiet(&mut obj, &mut out, self.chunk_size).await;
+        let n = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                drop(out);
+                let _ = tokio::fs::remove_file(dest).await;
+                return Err(if e.kind() == std::io::ErrorKind::InvalidData {
+                    StorageError::Corrupt {
+                        key: key.into(),
+                        expected: found,
+                        found: MISMATCHED_BYTES.into(),
+                    }
+                } else {
+                    nats("download", key)(e.to_string())
+                });
+            }
+        };
+        out.flush().await.map_err(io(dest))?;
+        out.into_inner().sync_all().await.map_err(io(dest))?;
+        Ok(n)
+    }
+
+    /// Removes object `key` entirely (its chunks and its metadata, leaving no delete marker).
+    async fn remove(&self, info: &ObjectInfo) -> Result<(), StorageError> {
+        let chunks = subjects::object_chunks(&self.bucket, &info.nuid);
+        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(&info.name));
+        for subject in [chunks, meta] {
+            self.stream
+                .purge()
+                .filter(subject)
+                .await
+                .map_err(|e| nats("delete", &info.name)(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes object `key` (nothing when it does not exist): no listing needed.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        match self.store.info(key).await {
+            Ok(info) => self.remove(&info).await,
+            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(()),
+            Err(e) => Err(nats("info", key)(e.to_string())),
+        }
+    }
+
+    /// Bytes stored in the bucket now.
+    pub async fn used_bytes(&self) -> Result<u64, StorageError> {
+        let mut s = self.stream.clone();
+        let info = s
+            .info()
+            .await
+            .map_err(|e| nats("info", &self.bucket)(e.to_string()))?;
+        Ok(info.state.bytes)
+    }
+}
+
+/// Copies like `tokio::io::copy`, failing when the reader gives nothing for `READ_IDLE`: the
+/// reader waits forever for chunks that were purged under it (the object deleted while read).
+async fn copy_until_quiet(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    chunk: usize,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0_u8; chunk];
+    let mut total = 0_u64;
+    loop {
+        let n = tokio::time::timeout(READ_IDLE, from.read(&mut buf))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the object stopped arriving (deleted while read?)",
+                )
+            })??;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
+    }
+}
+
+#[async_trait]
+impl Storage for ObjectStore {
+    async fn fetch(&self, key: &str, expect: Option<&str>) -> Result<Local, StorageError> {
+        let name = key.rsplit('/').next().unwrap_or("object");
+        let dest = self.work.temp_path(name);
+        let n = self.download(key, expect, &dest).await?;
+        Ok(Local::copy(dest, n))
+    }
+
+    async fn fetch_to(
+        &self,
+        key: &str,
+        expect: Option<&str>,
+        dest: &Path,
+    ) -> Result<u64, StorageError> {
+        self.download(key, expect, dest).await
+    }
+
+    async fn staging_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        check_key(key)?;
+        let name = key.rsplit('/').next().unwrap_or("object");
+        Ok(self.work.temp_path(&format!("stage-{name}")))
+    }
+
+    async fn commit(&self, staged: &Path, key: &str) -> Result<Stored, StorageError> {
+        let meta = tokio::fs::metadata(staged).await.map_err(io(staged))?;
+        let result = if meta.is_dir() {
+            self.commit_dir(staged, key).await
+        } else {
+            self.upload(staged, key).await
+        };
+        let _ = if meta.is_dir() {
+            tokio::fs::remove_dir_all(staged).await
+        } else {
+            tokio::fs::remove_file(staged).await
+        };
+        result
+    }
+
+    async fn put_file(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
+        self.upload(file, key).await
+    }
+
+    async fn size(&self, key: &str) -> Result<u64, StorageError> {
+        check_key(key)?;
+        match self.store.info(key).await {
+            Ok(i) if !i.deleted => Ok(i.size as u64),
+            Ok(_) => Err(StorageError::Missing(key.into())),
+            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => {
+                Err(StorageError::Missing(key.into()))
+            }
+            Err(e) => Err(nats("info", key)(e.to_string())),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        check_key(key)?;
+        match self.store.info(key).await {
+            Ok(i) => Ok(!i.deleted),
+            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
+            Err(e) => Err(nats("info", key)(e.to_string())),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        check_key(prefix)?;
+        let under = format!("{prefix}/");
+        let mut list = self
+            .store
+            .list()
+            .await
+            .map_err(|e| nats("list", prefix)(e.to_string()))?;
+        let mut doomed = Vec::new();
+        loop {
+            // async-nats ends a listing when it has received as many entries as were pending
+            // when it began: entries purged meanwhile (another process removing its own
+            // objects) never arrive, and the listing would wait forever on idle heartbeats.
+            let Ok(next) = tokio::time::timeout(LIST_STALL, list.next()).await else {
+                tracing::debug!(prefix, "object listing stalled (entries removed meanwhile)");
+                break;
+            };
+            let Some(info) = next else { break };
+            let info = info.map_err(|e| nats("list", prefix)(e.to_string()))?;
+            if info.name == prefix || info.name.starts_with(&under) {
+                doomed.push(info);
+            }
+        }
+        for info in &doomed {
+            self.remove(info).await?;
+        }
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+}
+
+impl ObjectStore {
+    /// Uploads every file of a staged directory as `key/<file name>`.
+    async fn commit_dir(&self, dir: &Path, key: &str) -> Result<Stored, StorageError> {
+        let mut names = Vec::new();
+        let mut rd = tokio::fs::read_dir(dir).await.map_err(io(dir))?;
+        while let Some(e) = rd.next_entry().await.map_err(io(dir))? {
+            if e.file_type().await.map_err(io(dir))?.is_file() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        let mut total = Stored::default();
+        for name in names {
+            let s = self
+                .upload(&dir.join(&name), &format!("{key}/{name}"))
+                .await?;
+            total.bytes_moved += s.bytes_moved;
+        }
+        Ok(total)
+    }
+}
+/// Waits for one chunk's acknowledgement and checks the stream stored it after the chunk before
+/// it. Readers take chunks in stream order, and pipelined chunks can land out of order when the
+/// server they went through goes away mid-upload (one still queued on the old route arrives after
+/// later ones resent through another server): such an upload fails as transient, and is purged
+/// and sent again, instead of storing an object whose bytes are shuffled.
+async fn stored_in_order(
+    ack: async_nats::jetstream::context::PublishAckFuture,
+    last: u64,
+    key: &str,
+) -> Result<u64, StorageError> {
+    let ack = ack.await.map_err(|e| nats("upload", key)(e.to_string()))?;
+    if ack.sequence <= last {
+        return Err(nats("upload", key)(format!(
+            "chunks stored out of order (sequence {} after {last}): a server went away mid-upload",
+            ack.sequence
+        )));
+    }
+    Ok(ack.sequence)
+}

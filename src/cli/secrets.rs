@@ -1,0 +1,80 @@
+//! `ffleet secrets init DIR`: everything a secured deployment needs (see `crate::secrets`), and
+//! `ffleet provision`: creating the streams and buckets with admin credentials, so that the
+//! services, which may only look them up, find them.
+
+use super::Cli;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SecretsCommand {
+    /// Make a CA, server and client TLS certificates, one nkey per role and the server's
+    /// authorization config in DIR.
+    Init(InitArgs),
+    /// Print what each role may publish and subscribe to, as the server enforces it.
+    Permissions,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Directory to create (mode 0700; seeds and keys mode 0600).
+    pub dir: PathBuf,
+    /// Another name the server certificate is valid for (besides localhost and 127.0.0.1);
+    /// repeat for each, e.g. nats-1 nats-2 nats-3 for compose.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+}
+
+pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
+    // The object store bucket the roles may use is the configured one.
+    let media = cli.load_config()?.storage.bucket;
+    match cmd {
+        SecretsCommand::Init(a) => {
+            let s = crate::secrets::init_for(&a.dir, &a.hosts, &media)?;
+            println!("secrets written to {}", s.dir().display());
+            println!("server: nats-server -js -c {}", s.server_conf().display());
+            println!(
+                "clients: nats.url = \"tls://HOST:4222\", nats.tls_ca_file = {:?}, \
+                 nats.tls_cert_file = {:?}, nats.tls_key_file = {:?}, \
+                 nats.nkey_seed_file = \"{}/<role>.nk\", nats.role = \"<role>\"",
+                s.ca(),
+                s.client_cert(),
+                s.client_key(),
+                s.dir().display()
+            );
+            Ok(0)
+        }
+        SecretsCommand::Permissions => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`| head`) ends the listing quietly.
+            let _ = (|| -> std::io::Result<()> {
+                for (role, p) in ffleet_shared::security::auth_conf::matrix(&media) {
+                    writeln!(out, "{role}")?;
+                    for s in &p.publish {
+                        writeln!(out, "  publish    {s}")?;
+                    }
+                    for s in &p.publish_deny {
+                        writeln!(out, "  deny       {s}")?;
+                    }
+                    for s in &p.subscribe {
+                        writeln!(out, "  subscribe  {s}")?;
+                    }
+                }
+                Ok(())
+            })();
+            Ok(0)
+        }
+    }
+}
+
+/// Creates (or checks) every stream and bucket; needs credentials that may create them.
+pub async fn provision(cli: &Cli) -> Result<i32> {
+    let ctx = super::client(cli).await?;
+    println!(
+        "streams and buckets are in place on {}",
+        ctx.config.nats.url
+    );
+    Ok(0)
+}

@@ -1,0 +1,142 @@
+//! A secured deployment's files in one directory: the CA, the server's and the clients' TLS
+//! certificates, one nkey seed per role, the server's authorization include (`auth.conf`) and a
+//! server config that uses them (`server.conf`). `ffleet secrets init` makes them
+//! (`generate`), `ffleet up --secure` and the tests use them through `Secrets`.
+
+mod generate;
+
+use anyhow::{Context, Result, bail};
+use ffleet_shared::config::NatsConfig;
+use ffleet_shared::security::Role;
+use std::path::{Path, PathBuf};
+
+pub use generate::{init, init_for};
+
+/// Names every certificate carries besides the `--host`s given.
+pub const DEFAULT_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// A directory made by `init`.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    dir: PathBuf,
+}
+
+impl Secrets {
+    /// Opens a directory `init` made; fails when a file is missing.
+    pub fn open(dir: &Path) -> Result<Secrets> {
+        let dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("secrets directory {}", dir.display()))?;
+        let s = Secrets { dir };
+        let mut needed = vec![
+            s.ca(),
+            s.server_cert(),
+            s.server_key(),
+            s.client_cert(),
+            s.client_key(),
+            s.auth_conf(),
+            s.server_conf(),
+        ];
+        needed.extend(Role::ALL.map(|r| s.seed(r)));
+        for f in needed {
+            if !f.is_file() {
+                bail!("{} is missing: run `ffleet secrets init`", f.display());
+            }
+        }
+        Ok(s)
+    }
+
+    /// Opens `dir`, making it first (granting `media` as the object store bucket) when it holds
+    /// no secrets yet.
+    pub fn open_or_init(dir: &Path, hosts: &[String], media: &str) -> Result<Secrets> {
+        if dir.join(CA).is_file() {
+            Secrets::open(dir)
+        } else {
+            init_for(dir, hosts, media)
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join(CA)
+    }
+
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server-key.pem")
+    }
+
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.join("client.pem")
+    }
+
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("client-key.pem")
+    }
+
+    /// The nkey seed of `role` (mode 0600).
+    pub fn seed(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{role}.nk"))
+    }
+
+    pub fn auth_conf(&self) -> PathBuf {
+        self.dir.join("auth.conf")
+    }
+
+    /// A nats-server config with TLS (client certificates verified) and the authorization
+    /// include; listen address, JetStream and store come from the command line or a config
+    /// that includes this one.
+    pub fn server_conf(&self) -> PathBuf {
+        self.dir.join("server.conf")
+    }
+
+    /// `base` connecting as `role`: its seed, the CA, the client certificate, TLS required.
+    pub fn nats_config(&self, base: &NatsConfig, role: Role) -> NatsConfig {
+        NatsConfig {
+            nkey_seed_file: Some(self.seed(role)),
+            nkey_seed: None,
+            role: Some(role),
+            tls_required: true,
+            tls_ca_file: Some(self.ca()),
+            tls_cert_file: Some(self.client_cert()),
+            tls_key_file: Some(self.client_key()),
+            url: tls_url(&base.url),
+            ..base.clone()
+        }
+    }
+}
+
+const CA: &str = "ca.pem";
+
+/// `url` (one or several, comma-separated) with every `nats://` scheme turned into `tls://`.
+pub fn tls_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let u = u.trim();
+            match u.strip_prefix("nats://") {
+                Some(rest) => format!("tls://{rest}"),
+                None => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_urls_keep_their_hosts() {
+        assert_eq!(
+            tls_url("nats://a:4222, nats://b:4222"),
+            "tls://a:4222,tls://b:4222"
+        );
+        assert_eq!(tls_url("tls://a:1"), "tls://a:1");
+    }
+}

@@ -1,0 +1,47 @@
+//! Looking into the media bucket from tests: which objects exist, and overwriting one.
+
+use anyhow::Result;
+use ffleet_shared::runtime::Ctx;
+use futures::StreamExt;
+
+/// Names of every object in the fleet's media bucket.
+pub async fn names(ctx: &Ctx) -> Result<Vec<String>> {
+    let store = ctx.js.get_object_store(&ctx.config.storage.bucket).await?;
+    let mut list = store.list().await?;
+    let mut out = Vec::new();
+    // A listing whose last message was purged meanwhile never ends by itself.
+    while let Ok(Some(info)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), list.next()).await
+    {
+        out.push(info?.name);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Overwrites object `key` with `bytes` through the standard client (a new digest).
+pub async fn overwrite(ctx: &Ctx, key: &str, bytes: &[u8]) -> Result<()> {
+    let store = ctx.js.get_object_store(&ctx.config.storage.bucket).await?;
+    store
+        .put(key, &mut std::io::Cursor::new(bytes.to_vec()))
+        .await?;
+    Ok(())
+}
+
+/// Files left in a service's work dir base, other than the live processes' own directories.
+pub fn leftovers(base: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(base) else {
+        return out;
+    };
+    for d in dirs.flatten() {
+        match std::fs::read_dir(d.path()) {
+            Ok(files) => out.extend(files.flatten().filter_map(|f| {
+                let n = f.file_name().to_string_lossy().into_owned();
+                (n != ".lock").then(|| format!("{}/{n}", d.file_name().to_string_lossy()))
+            })),
+            Err(_) => out.push(d.file_name().to_string_lossy().into_owned()),
+        }
+    }
+    out
+}

@@ -1,0 +1,1041 @@
+//! The compose deployment (`compose.yaml`) as a real multi-host fleet: every service in its own
+//! container on its own address, a three-node JetStream cluster, TLS and per-role credentials.
+//! Jobs are submitted from the host through the published NATS ports with the submitter's
+//! credentials (`ffleet submit --upload --wait`, as a user would), and faults are real Docker
+//! operations: scaling, `docker kill`, `docker network disconnect`, rolling restarts and
+//! `docker compose down`/`up`. Every job's output must equal, byte for byte, a fault-free
+//! reference made on the host by `ffleet transcode` (itself checked frame-exact against the
+//! source), and every job must have exactly one terminal event, `completed`.
+//!
+//! One compose project serves every scenario in order (bringing up a cluster costs more than
+//! any scenario). Needs docker with `docker compose` or `docker-compose`, and the images
+//! `scripts/images.sh` builds; without docker it prints why and passes. Run alone with
+//! `cargo nextest run --test compose --no-capture` (it prints each scenario's time and each
+//! fault's recovery time). scripts/test.sh runs it once, as its own step.
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use ffleet_shared::config::{Config, NatsConfig, StorageBackend};
+use ffleet_shared::messages::{CloudEvent, JobEvent};
+use ffleet_shared::nats::retry::Patience;
+use ffleet_shared::security::Role;
+use ffleet_shared::storage::{ObjectStore, WorkDir};
+use ffleet_shared::subjects;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROJECT: &str = "ffleet-compose-test";
+/// Host ports of the three NATS nodes (off the defaults, so a user's own fleet is left alone).
+const PORTS: [u16; 3] = [14222, 14223, 14224];
+const JOB_TIMEOUT: Duration = Duration::from_secs(240);
+/// Short enough that the suite's stops and faults stay quick; the encoder's drain and the
+/// container's stop grace period keep the ratio compose.yaml has (drain + 10 s).
+const ENV: &[(&str, &str)] = &[
+    ("FFLEET_HEARTBEAT_INTERVAL_SECS", "1"),
+    ("FFLEET_HEARTBEAT_TTL_SECS", "3"),
+    ("FFLEET_LEASE_TTL_SECS", "3"),
+    ("FFLEET_ACK_WAIT_SECS", "10"),
+    ("FFLEET_ENCODER_DRAIN_SECS", "3"),
+    ("FFLEET_ENCODER_STOP_GRACE_PERIOD", "13s"),
+    ("FFLEET_ENCODER_SLOTS", "1"),
+    ("FFLEET_HEALTH_INTERVAL", "2s"),
+];
+
+/// The docker compose command this machine has: the plugin (`docker compose`, with `--wait`)
+/// or the standalone 1.x tool (`docker-compose`, whose `up` cannot wait: healthchecks are
+/// polled instead).
+#[derive(Clone, Copy)]
+enum Tool {
+    Plugin,
+    Standalone,
+}
+
+fn ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn find_tool() -> Option<Tool> {
+    if ok(Command::new("docker").args(["compose", "version"])) {
+        Some(Tool::Plugin)
+    } else if ok(Command::new("docker-compose").arg("version")) {
+        Some(Tool::Standalone)
+    } else {
+        None
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ffleet_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ffleet")
+}
+
+fn image(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Runs a command and returns its stdout; fails with its stderr.
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn docker(args: &[&str]) -> Result<String> {
+    run(Command::new("docker").args(args))
+}
+
+/// One scenario's figures, for the table printed at the end.
+struct Timing {
+    scenario: &'static str,
+    wall: Duration,
+    recovery: String,
+}
+
+struct Fleet {
+    tool: Tool,
+    dir: tempfile::TempDir,
+    secrets: ffleet::secrets::Secrets,
+    /// The admin's JetStream context over the published ports, once the cluster is up.
+    admin: Option<async_nats::jetstream::Context>,
+    /// The media bucket as the submitter sees it, for outputs of jobs not followed by the CLI.
+    media: Option<ObjectStore>,
+    timings: Vec<Timing>,
+}
+
+impl Fleet {
+    fn admin(&self) -> &async_nats::jetstream::Context {
+        self.admin
+            .as_ref()
+            .expect("connected once the cluster is up")
+    }
+
+    fn secrets_dir(&self) -> PathBuf {
+        self.dir.path().join("secrets")
+    }
+
+    fn compose_cmd(&self) -> Command {
+        let mut cmd = match self.tool {
+            Tool::Plugin => {
+                let mut c = Command::new("docker");
+                c.arg("compose");
+                c
+            }
+            Tool::Standalone => Command::new("docker-compose"),
+        };
+        cmd.current_dir(repo())
+            .args(["-p", PROJECT, "-f"])
+            .arg(repo().join("compose.yaml"))
+            .envs(ENV.iter().copied())
+            .env("FFLEET_SECRETS_DIR", self.secrets_dir())
+            .env("FFLEET_IMAGE", image("FFLEET_IMAGE", "ffleet:local"))
+            .env(
+                "FFLEET_NATS_IMAGE",
+                image("FFLEET_NATS_IMAGE", "ffleet-nats:2.15.1"),
+            );
+        for (i, p) in PORTS.iter().enumerate() {
+            cmd.env(format!("FFLEET_NATS_PORT_{}", i + 1), p.to_string());
+        }
+        cmd
+    }
+
+    fn compose(&self, args: &[&str]) -> Result<String> {
+        run(self.compose_cmd().args(args))
+    }
+
+    /// `up -d` with `args`, then every container of the project running and healthy (the
+    /// one-shot provision having exited 0): `--wait` with the plugin, polled with 1.x.
+    async fn up_wait(&self, args: &[&str]) -> Result<Duration> {
+        let started = Instant::now();
+        let mut all = vec!["up", "-d"];
+        all.extend_from_slice(args);
+        if matches!(self.tool, Tool::Plugin) {
+            all.push("--wait");
+        }
+        self.compose(&all)?;
+        self.wait_healthy(Duration::from_secs(180)).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Every container of the project (stopped ones too): (name, state, health).
+    fn containers(&self) -> Result<Vec<(String, String, String)>> {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={PROJECT}"),
+        ])?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![
+            "inspect",
+            "-f",
+            "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}}",
+        ];
+        args.extend(ids);
+        Ok(docker(&args)?
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4).then(|| {
+                    let state = if f[1] == "exited" {
+                        format!("exited({})", f[3])
+                    } else {
+                        f[1].to_owned()
+                    };
+                    (
+                        f[0].trim_start_matches('/').to_owned(),
+                        state,
+                        f[2].to_owned(),
+                    )
+                })
+            })
+            .collect())
+    }
+
+    async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let cs = self.containers()?;
+            let pending: Vec<_> = cs
+                .iter()
+                .filter(|(name, state, health)| {
+                    if name.contains("provision") {
+                        state != "exited(0)"
+                    } else {
+                        state != "running" || health != "healthy"
+                    }
+                })
+                .collect();
+            if !cs.is_empty() && pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("containers not healthy after {timeout:?}: {pending:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Names of the running containers of `service`, in replica order.
+    fn service(&self, service: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = docker(&[
+            "ps",
+            "--filter",
+            &format!("label=com.docker.compose.project={PROJECT}"),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+            "--format",
+            "{{.Names}}",
+        ])?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The container an encoder node id belongs to (node ids start with the host name, which
+    /// Docker sets to the container's short id).
+    fn container_of_node(&self, node: &str) -> Result<String> {
+        let short = node.rsplit_once('-').map_or(node, |(h, _)| h);
+        Ok(docker(&["inspect", "-f", "{{.Name}}", short])?
+            .trim()
+            .trim_start_matches('/')
+            .to_owned())
+    }
+
+    fn network(&self) -> String {
+        format!("{}_default", PROJECT)
+    }
+
+    fn submitter_env(&self) -> Vec<(String, String)> {
+        let s = &self.secrets;
+        vec![
+            ("FFLEET_NATS__ROLE".into(), "submitter".into()),
+            (
+                "FFLEET_NATS__NKEY_SEED_FILE".into(),
+                s.seed(Role::Submitter).display().to_string(),
+            ),
+            (
+                "FFLEET_NATS__TLS_CA_FILE".into(),
+                s.ca().display().to_string(),
+            ),
+            (
+                "FFLEET_NATS__TLS_CERT_FILE".into(),
+                s.client_cert().display().to_string(),
+            ),
+            (
+                "FFLEET_NATS__TLS_KEY_FILE".into(),
+                s.client_key().display().to_string(),
+            ),
+            // A job waits through a whole `down`/`up`: the CLI keeps reconnecting meanwhile.
+            ("FFLEET_NATS__STARTUP_WAIT_SECS".into(), "120".into()),
+        ]
+    }
+
+    /// `ffleet submit --upload --wait` from the host as the submitter, in the background.
+    fn submit_wait(&self, job: &str, clip: &Clip) -> Result<Submitted> {
+        self.submit_with(job, clip, true)
+    }
+
+    /// `ffleet submit --upload` from the host as the submitter: the command returns once the
+    /// job is submitted; the test follows it through the events stream (as the admin, which
+    /// sees every stored event even across a reconnect) and fetches the output from the media
+    /// bucket as the submitter.
+    fn submit(&self, job: &str, clip: &Clip) -> Result<Submitted> {
+        self.submit_with(job, clip, false)
+    }
+
+    fn submit_with(&self, job: &str, clip: &Clip, wait: bool) -> Result<Submitted> {
+        let out = self.dir.path().join(format!("{job}.mp4"));
+        let log = self.dir.path().join(format!("{job}.log"));
+        let child = Command::new(ffleet_bin())
+            .current_dir(self.dir.path())
+            .env_remove("FFLEET_CONFIG")
+            .envs(self.submitter_env())
+            .args(["-s", &host_url(), "submit", "--upload", "--job-id", job])
+            .args(wait.then_some("--wait"))
+            .args(["--segment-seconds", &clip.segment_seconds.to_string()])
+            .arg(&clip.path)
+            .arg("-o")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log.with_extension("err"))?)
+            .spawn()
+            .context("starting ffleet submit")?;
+        Ok(Submitted {
+            job: job.to_owned(),
+            wait,
+            child,
+            out,
+            log,
+            reference: clip.reference.clone(),
+        })
+    }
+
+    /// Every event stored for `job`, oldest first, read as the admin from the events stream
+    /// (so a duplicate terminal event would show). Retried through elections.
+    async fn events(&self, job: &str) -> Result<Vec<JobEvent>> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match events_once(self.admin(), job).await {
+                Ok(e) => return Ok(e),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+
+    /// The job's command exited 0, its output equals the reference byte for byte, and it has
+    /// exactly one terminal event, `completed`.
+    async fn check(&self, s: &mut Submitted) -> Result<()> {
+        let status = wait_child(&mut s.child, JOB_TIMEOUT).await?;
+        let said = std::fs::read_to_string(&s.log).unwrap_or_default()
+            + &std::fs::read_to_string(s.log.with_extension("err")).unwrap_or_default();
+        ensure!(status.success(), "job {} exited {status}: {said}", s.job);
+        if !s.wait {
+            self.wait_terminal(&s.job).await?;
+            if let Some(JobEvent::Failed(f)) = self
+                .events(&s.job)
+                .await?
+                .into_iter()
+                .find(JobEvent::is_terminal)
+            {
+                bail!("job {} failed: {}: {}", s.job, f.reason, f.message);
+            }
+            let key = format!("outputs/{}/{}.mp4", s.job, s.job);
+            let media = self.media.as_ref().expect("opened with the cluster");
+            media
+                .download(&key, None, &s.out)
+                .await
+                .with_context(|| format!("fetching the output of {}", s.job))?;
+            media.delete(&key).await?;
+        }
+        let out = std::fs::read(&s.out).with_context(|| format!("output of {}", s.job))?;
+        ensure!(
+            out == s.reference.bytes,
+            "output of {} ({} bytes) differs from the fault-free reference ({} bytes)",
+            s.job,
+            out.len(),
+            s.reference.bytes.len()
+        );
+        let events = self.events(&s.job).await?;
+        let terminal: Vec<&JobEvent> = events.iter().filter(|e| e.is_terminal()).collect();
+        ensure!(
+            terminal.len() == 1 && matches!(terminal[0], JobEvent::Completed(_)),
+            "job {} must have exactly one terminal event, completed; it has {terminal:?}",
+            s.job
+        );
+        Ok(())
+    }
+
+    /// Waits for the job's first terminal event in the events stream.
+    async fn wait_terminal(&self, job: &str) -> Result<()> {
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        loop {
+            if let Ok(evs) = events_once(self.admin(), job).await
+                && evs.iter().any(JobEvent::is_terminal)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("job {job} did not end within {JOB_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The media bucket with the submitter's credentials.
+    async fn open_media(&self) -> Result<ObjectStore> {
+        let mut cfg = Config {
+            nats: self.secrets.nats_config(
+                &NatsConfig {
+                    url: host_url(),
+                    discover_servers: false,
+                    ..NatsConfig::default()
+                },
+                Role::Submitter,
+            ),
+            ..Config::default()
+        };
+        cfg.storage.backend = StorageBackend::ObjectStore;
+        cfg.storage.work_dir = self.dir.path().join("work");
+        let client =
+            ffleet_shared::nats::connect(&cfg.nats, "compose-test-submitter", false).await?;
+        let js = ffleet_shared::nats::connect::jetstream(client, &cfg.nats);
+        let work = std::sync::Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
+        Ok(ObjectStore::open(&js, &cfg, work, Patience::For(Duration::from_secs(60))).await?)
+    }
+
+    /// Waits until every `ffleet submit` (without --wait) has exited 0: its input is in the
+    /// media bucket and its job submitted.
+    async fn submitted(&self, jobs: &mut [Submitted]) -> Result<()> {
+        for s in jobs.iter_mut().filter(|s| !s.wait) {
+            let status = wait_child(&mut s.child, JOB_TIMEOUT).await?;
+            let said = std::fs::read_to_string(s.log.with_extension("err")).unwrap_or_default();
+            ensure!(
+                status.success(),
+                "submitting {} exited {status}: {said}",
+                s.job
+            );
+        }
+        Ok(())
+    }
+
+    async fn check_all(&self, jobs: &mut [Submitted]) -> Result<()> {
+        for s in jobs.iter_mut() {
+            self.check(s).await?;
+        }
+        Ok(())
+    }
+
+    /// segment_done events of `job` so far: (unit, attempt, node).
+    async fn segments_done(&self, job: &str) -> Result<Vec<(String, u32, String)>> {
+        Ok(self
+            .events(job)
+            .await?
+            .into_iter()
+            .filter_map(|e| match e {
+                JobEvent::SegmentDone(d) => {
+                    Some((format!("{:?}", d.unit), d.attempt, d.node.to_string()))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The segment records of `job` (admin may read the bucket): unit key → (state, attempt,
+    /// owner).
+    async fn units(&self, job: &str) -> Result<BTreeMap<String, (String, u32, Option<String>)>> {
+        let kv = self
+            .admin()
+            .get_key_value(subjects::BUCKET_SEGMENTS)
+            .await
+            .context("segments bucket")?;
+        let mut keys = kv.keys().await?;
+        let mut out = BTreeMap::new();
+        while let Some(k) = keys.next().await {
+            let k = k?;
+            if !k.starts_with(&format!("{job}.")) {
+                continue;
+            }
+            if let Some(v) = kv.get(&k).await? {
+                let r: ffleet_shared::messages::SegmentRecord = serde_json::from_slice(&v)?;
+                out.insert(
+                    k,
+                    (
+                        format!("{:?}", r.state),
+                        r.attempt,
+                        r.owner.map(|o| o.to_string()),
+                    ),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until some unit of `job` is running on an encoder; returns (unit key, attempt,
+    /// node).
+    async fn running_unit(&self, job: &str, timeout: Duration) -> Result<(String, u32, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(units) = self.units(job).await {
+                let running = units.into_iter().find_map(|(k, (state, attempt, owner))| {
+                    (state.to_lowercase().contains("running"))
+                        .then_some(())
+                        .and(owner.map(|o| (k, attempt, o)))
+                });
+                if let Some(r) = running {
+                    return Ok(r);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no unit of {job} ran on an encoder within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `unit` of `job` has moved past `attempt` (re-issued for another node).
+    async fn moved_on(&self, job: &str, unit: &str, attempt: u32) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if let Ok(units) = self.units(job).await
+                && units.get(unit).is_some_and(|(_, a, _)| *a > attempt)
+            {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("{unit} of {job} still at attempt {attempt} after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The monitoring endpoint of a NATS node, read inside its container.
+    fn nats_monitor(&self, container: &str, path: &str) -> Result<String> {
+        docker(&[
+            "exec",
+            container,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://127.0.0.1:8222{path}"),
+        ])
+    }
+
+    /// last_seq of every ffleet stream on one node, from its own view (`/jsz`).
+    fn node_streams(&self, container: &str) -> Result<BTreeMap<String, u64>> {
+        let text = self.nats_monitor(container, "/jsz?accounts=true&streams=true")?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let mut out = BTreeMap::new();
+        for acc in v["account_details"].as_array().into_iter().flatten() {
+            for s in acc["stream_detail"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(last)) =
+                    (s["name"].as_str(), s["state"]["last_seq"].as_u64())
+                {
+                    out.insert(name.to_owned(), last);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn record(&mut self, scenario: &'static str, wall: Duration, recovery: String) {
+        println!(
+            "compose: {scenario}: {:.1} s; {recovery}",
+            wall.as_secs_f64()
+        );
+        self.timings.push(Timing {
+            scenario,
+            wall,
+            recovery,
+        });
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::env::var_os("FFLEET_COMPOSE_KEEP").is_some() {
+            return;
+        }
+        // Logs of a failed run first, then everything goes, volumes included.
+        if (std::thread::panicking() || !self.timings.iter().any(|t| t.scenario == "done"))
+            && let Ok(logs) = self.compose(&["logs", "--no-color", "--tail", "40"])
+        {
+            let keep = self.dir.path().with_extension("log");
+            let _ = std::fs::write(&keep, logs);
+            eprintln!("compose logs kept in {}", keep.display());
+        }
+        let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
+    }
+}
+
+fn host_url() -> String {
+    PORTS
+        .iter()
+        .map(|p| format!("tls://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn events_once(js: &async_nats::jetstream::Context, job: &str) -> Result<Vec<JobEvent>> {
+    let stream = js.get_stream(subjects::STREAM_EVENTS).await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("ffleet.events.{job}.>"),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.cached_info().num_pending;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut msgs = consumer.messages().await?;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(5), msgs.next())
+        .await
+        .context("reading events")?
+    {
+        let ce: CloudEvent = serde_json::from_slice(&m?.payload)?;
+        out.push(JobEvent::from_cloudevent(&ce)?);
+        if out.len() as u64 >= pending {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+async fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("ffleet submit still running after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A source clip and its fault-free reference output.
+struct Clip {
+    path: PathBuf,
+    segment_seconds: f64,
+    reference: std::sync::Arc<Reference>,
+}
+
+struct Reference {
+    bytes: Vec<u8>,
+}
+
+struct Submitted {
+    job: String,
+    /// Followed to its end by `ffleet submit --wait`, which fetched the output.
+    wait: bool,
+    child: Child,
+    out: PathBuf,
+    log: PathBuf,
+    reference: std::sync::Arc<Reference>,
+}
+
+impl Drop for Submitted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A clip made with ffmpeg, and its reference: `ffleet transcode` on the host with the same
+/// segment length, checked frame-exact against the source.
+fn clip(dir: &Path, name: &str, secs: u32, size: &str, segment_seconds: f64) -> Result<Clip> {
+    let path = common::media::ntsc_source(dir, &format!("{name}.mp4"), secs, size)?;
+    let reference = dir.join(format!("{name}-reference.mp4"));
+    run(Command::new(ffleet_bin())
+        .current_dir(dir)
+        .env_remove("FFLEET_CONFIG")
+        .env_remove("NATS_URL")
+        .args(["transcode", "-q", "--segment-seconds"])
+        .arg(segment_seconds.to_string())
+        .arg(&path)
+        .arg("-o")
+        .arg(&reference))?;
+    let sv = common::media::span(&path, "v:0")?.context("source video")?;
+    let rv = common::media::span(&reference, "v:0")?.context("reference video")?;
+    let frame = 1.0 / common::media::frame_rate(&path)?;
+    ensure!(
+        rv.count == sv.count,
+        "reference frame count {} != source {}",
+        rv.count,
+        sv.count
+    );
+    ensure!(
+        (rv.duration() - sv.duration()).abs() <= frame + 1e-3,
+        "reference duration {} != source {}",
+        rv.duration(),
+        sv.duration()
+    );
+    Ok(Clip {
+        path,
+        segment_seconds,
+        reference: std::sync::Arc::new(Reference {
+            bytes: std::fs::read(&reference)?,
+        }),
+    })
+}
+
+fn images_present() -> Result<()> {
+    for (var, default) in [
+        ("FFLEET_IMAGE", "ffleet:local"),
+        ("FFLEET_NATS_IMAGE", "ffleet-nats:2.15.1"),
+    ] {
+        let name = image(var, default);
+        if !ok(Command::new("docker").args(["image", "inspect", &name])) {
+            bail!(
+                "image {name} is missing: build it with scripts/images.sh (scripts/setup.sh does)"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down() -> Result<()> {
+    if !ok(Command::new("docker").arg("info")) {
+        println!("SKIPPED compose tests: docker is not available (docker info failed)");
+        return Ok(());
+    }
+    let Some(tool) = find_tool() else {
+        println!(
+            "SKIPPED compose tests: neither `docker compose` nor `docker-compose` is installed"
+        );
+        return Ok(());
+    };
+    images_present()?;
+    let suite = Instant::now();
+
+    let dir = tempfile::Builder::new()
+        .prefix("ffleet-compose-")
+        .tempdir()?;
+    // Leftovers of an interrupted run of this suite would hold the ports and volumes.
+    let secrets_dir = dir.path().join("secrets");
+    run(Command::new(ffleet_bin())
+        .args(["secrets", "init"])
+        .arg(&secrets_dir)
+        .args(["--host", "nats-1", "--host", "nats-2", "--host", "nats-3"]))?;
+    let secrets = ffleet::secrets::Secrets::open(&secrets_dir)?;
+
+    // The clips and their references, made while nothing else runs.
+    let started = Instant::now();
+    let tiny = clip(dir.path(), "tiny", 4, "320x240", 1.0)?;
+    // Segments that take a few seconds each, so a fault lands in the middle of one.
+    let slow = clip(dir.path(), "slow", 8, "1280x720", 2.0)?;
+    println!(
+        "compose: clips and references made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut fleet = {
+        let admin_cfg = secrets.nats_config(
+            &NatsConfig {
+                url: host_url(),
+                discover_servers: false,
+                ..NatsConfig::default()
+            },
+            Role::Admin,
+        );
+        let f = Fleet {
+            tool,
+            secrets,
+            admin: None,
+            media: None,
+            dir,
+            timings: Vec::new(),
+        };
+        let _ = f.compose(&["down", "-v", "--remove-orphans", "-t", "1"]);
+        let took = f.up_wait(&[]).await?;
+        let client = ffleet_shared::nats::connect(&admin_cfg, "compose-test", false).await?;
+        let mut f = f;
+        f.admin = Some(ffleet_shared::nats::connect::jetstream(client, &admin_cfg));
+        f.media = Some(f.open_media().await?);
+        f.record("up from nothing (healthy)", took, String::new());
+        f
+    };
+
+    // Every stream and bucket (the media object store included) at 3 replicas.
+    for name in subjects::PROVISIONED.iter().map(|n| {
+        if n.starts_with("FFLEET_") {
+            (*n).to_owned()
+        } else if *n == subjects::BUCKET_MEDIA {
+            subjects::object_stream(n)
+        } else {
+            subjects::kv_stream(n)
+        }
+    }) {
+        let mut stream = fleet
+            .admin()
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("stream {name}"))?;
+        let info = stream.info().await?;
+        ensure!(
+            info.config.num_replicas == 3,
+            "{name} has {} replicas",
+            info.config.num_replicas
+        );
+    }
+
+    // 1. Five jobs at once.
+    let started = Instant::now();
+    let mut jobs = (0..5)
+        .map(|i| fleet.submit_wait(&format!("five-{i}"), &tiny))
+        .collect::<Result<Vec<_>>>()?;
+    fleet.check_all(&mut jobs).await?;
+    fleet.record("five jobs at once", started.elapsed(), String::new());
+
+    // 2. Scale encoders 1 -> 4 while a job runs: the new ones take segments of it.
+    fleet.up_wait(&["--scale", "encoder=1"]).await?;
+    let before: BTreeSet<String> = fleet.service("encoder")?.into_iter().collect();
+    let started = Instant::now();
+    let mut job = fleet.submit("scale", &slow)?;
+    fleet.running_unit("scale", Duration::from_secs(60)).await?;
+    let scaled = Instant::now();
+    fleet.up_wait(&["--scale", "encoder=4"]).await?;
+    let healthy = scaled.elapsed();
+    fleet.check(&mut job).await?;
+    let mut new_nodes = BTreeSet::new();
+    for (_, _, node) in fleet.segments_done("scale").await? {
+        let c = fleet.container_of_node(&node)?;
+        if !before.contains(&c) {
+            new_nodes.insert(c);
+        }
+    }
+    ensure!(
+        !new_nodes.is_empty(),
+        "no new encoder took a segment of the running job (before: {before:?})"
+    );
+    fleet.record(
+        "scale encoders 1 -> 4 mid-job",
+        started.elapsed(),
+        format!(
+            "3 new encoders healthy {:.1} s after the scale; {} of them encoded segments of the running job",
+            healthy.as_secs_f64(),
+            new_nodes.len()
+        ),
+    );
+
+    // 3. Kill one NATS node mid-job: the job completes; the node rejoins and catches up.
+    let started = Instant::now();
+    let mut job = fleet.submit("nats-kill", &slow)?;
+    fleet
+        .running_unit("nats-kill", Duration::from_secs(60))
+        .await?;
+    let victim = fleet.service("nats-2")?.pop().context("nats-2 container")?;
+    docker(&["kill", &victim])?;
+    let killed = Instant::now();
+    fleet.check(&mut job).await?;
+    let completed_after = killed.elapsed();
+    // `restart: unless-stopped` brings it back; start it if the engine did not.
+    let _ = docker(&["start", &victim]);
+    let survivor = fleet.service("nats-1")?.pop().context("nats-1 container")?;
+    let caught_up = loop {
+        let healthy = fleet
+            .containers()?
+            .iter()
+            .any(|(n, s, h)| n == &victim && s == "running" && h == "healthy");
+        if healthy
+            && let (Ok(a), Ok(b)) = (fleet.node_streams(&victim), fleet.node_streams(&survivor))
+            && !a.is_empty()
+            && a == b
+        {
+            break killed.elapsed();
+        }
+        ensure!(
+            killed.elapsed() < Duration::from_secs(120),
+            "{victim} did not catch up within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    fleet.record(
+        "docker kill a NATS node mid-job",
+        started.elapsed(),
+        format!(
+            "job completed {:.1} s after the kill; node back, healthy and level with the others {:.1} s after it",
+            completed_after.as_secs_f64(),
+            caught_up.as_secs_f64()
+        ),
+    );
+
+    // 4. Kill an encoder mid-segment: its segment moves on.
+    let started = Instant::now();
+    let mut job = fleet.submit("encoder-kill", &slow)?;
+    let (unit, attempt, node) = fleet
+        .running_unit("encoder-kill", Duration::from_secs(60))
+        .await?;
+    let victim = fleet.container_of_node(&node)?;
+    docker(&["kill", &victim])?;
+    let moved = fleet.moved_on("encoder-kill", &unit, attempt).await?;
+    fleet.check(&mut job).await?;
+    let _ = docker(&["start", &victim]);
+    fleet.record(
+        "docker kill an encoder mid-segment",
+        started.elapsed(),
+        format!(
+            "its segment re-issued {:.1} s after the kill",
+            moved.as_secs_f64()
+        ),
+    );
+    fleet.wait_healthy(Duration::from_secs(120)).await?;
+
+    // 5. Cut an encoder off the network past the heartbeat TTL, then reconnect it.
+    let started = Instant::now();
+    let mut job = fleet.submit("partition", &slow)?;
+    let (unit, attempt, node) = fleet
+        .running_unit("partition", Duration::from_secs(60))
+        .await?;
+    let victim = fleet.container_of_node(&node)?;
+    let net = fleet.network();
+    docker(&["network", "disconnect", &net, &victim])?;
+    let cut = Instant::now();
+    let moved = fleet.moved_on("partition", &unit, attempt).await?;
+    // Past the TTL (3 s) with room to spare, then back.
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(cut.elapsed())).await;
+    docker(&["network", "connect", &net, &victim])?;
+    fleet.check(&mut job).await?;
+    let units = fleet.units("partition").await?;
+    let (_, final_attempt, owner) = units.get(&unit).context("the cut-off unit's record")?;
+    // The re-issued attempt may land on any encoder, the cut-off one too once it is back: what
+    // matters is that the attempt it held was superseded, so its result of that one is refused.
+    ensure!(
+        *final_attempt > attempt,
+        "{unit} was finished by attempt {final_attempt} of {owner:?}; the cut-off node held attempt {attempt}"
+    );
+    let finisher = if owner.as_deref() == Some(node.as_str()) {
+        "the cut-off node itself, back on the network"
+    } else {
+        "another node"
+    };
+    // Whatever the cut-off node reports late is refused: the merged result is the new attempt's
+    // (checked above through the record and the byte-identical output).
+    let late: Vec<_> = fleet
+        .segments_done("partition")
+        .await?
+        .into_iter()
+        .filter(|(_, a, n)| *a == attempt && n == &node)
+        .collect();
+    fleet.wait_healthy(Duration::from_secs(120)).await?;
+    fleet.record(
+        "docker network disconnect an encoder past the TTL, reconnect",
+        started.elapsed(),
+        format!(
+            "its segment re-issued {:.1} s after the cut, attempt {final_attempt} finished by {finisher}; {} late report(s) of the old attempt, none merged",
+            moved.as_secs_f64(),
+            late.len()
+        ),
+    );
+
+    // 6. Rolling restart of every container, one at a time, while 20 jobs flow.
+    let started = Instant::now();
+    let mut jobs = (0..20)
+        .map(|i| fleet.submit(&format!("rolling-{i:02}"), &tiny))
+        .collect::<Result<Vec<_>>>()?;
+    // The inputs are uploaded before the first restart: an upload from the host that a NATS
+    // node restart cuts short can store a damaged object (see docs/compose.md); the jobs
+    // themselves (split, encode, merge, their object store traffic) flow through the restarts.
+    fleet.submitted(&mut jobs).await?;
+    let mut slowest = (String::new(), Duration::ZERO);
+    for service in [
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "splitter",
+        "scheduler",
+        "merger",
+        "encoder",
+    ] {
+        for c in fleet.service(service)? {
+            let t = Instant::now();
+            docker(&["restart", "-t", "15", &c])?;
+            fleet.wait_healthy(Duration::from_secs(120)).await?;
+            if t.elapsed() > slowest.1 {
+                slowest = (c.clone(), t.elapsed());
+            }
+        }
+    }
+    fleet.check_all(&mut jobs).await?;
+    fleet.record(
+        "rolling restart of every container while 20 jobs flow",
+        started.elapsed(),
+        format!(
+            "20 of 20 completed; slowest container back healthy in {:.1} s ({})",
+            slowest.1.as_secs_f64(),
+            slowest.0
+        ),
+    );
+
+    // 7. `down` (volumes kept) in the middle of jobs, then `up`: the jobs complete.
+    let started = Instant::now();
+    let mut jobs = vec![fleet.submit("down-slow", &slow)?];
+    for i in 0..3 {
+        jobs.push(fleet.submit(&format!("down-{i}"), &tiny)?);
+    }
+    fleet.submitted(&mut jobs).await?;
+    fleet
+        .running_unit("down-slow", Duration::from_secs(60))
+        .await?;
+    fleet.compose(&["down", "-t", "15"])?;
+    let down = Instant::now();
+    fleet.up_wait(&["--scale", "encoder=2"]).await?;
+    let up = down.elapsed();
+    fleet.check_all(&mut jobs).await?;
+    fleet.record(
+        "docker compose down mid-jobs, then up",
+        started.elapsed(),
+        format!(
+            "fleet healthy again {:.1} s after the down; all 4 jobs completed {:.1} s after it",
+            up.as_secs_f64(),
+            down.elapsed().as_secs_f64()
+        ),
+    );
+
+    // Also tells Drop the run passed (no logs to keep).
+    fleet.record("done", suite.elapsed(), "whole suite".into());
+    println!("| scenario | wall | recovery |\n| --- | --- | --- |");
+    for t in fleet.timings.iter().filter(|t| t.scenario != "done") {
+        println!(
+            "| {} | {:.1} s | {} |",
+            t.scenario,
+            t.wall.as_secs_f64(),
+            t.recovery
+        );
+    }
+    Ok(())
+}

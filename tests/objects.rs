@@ -1,0 +1,345 @@
+//! Media through the JetStream Object Store: services that share no filesystem (each encoder has
+//! only a private work dir and a NATS URL), uploads and downloads by `ffleet submit`, digests that
+//! keep a wrong object out of an output, kills in the middle of transfers, and a full bucket.
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::procs::ProcFleet;
+use common::{FleetOptions, JobClient, TestFleet, media, objects, sources};
+use ffleet_shared::config::StorageBackend;
+use ffleet_shared::messages::SegmentState;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+const OBJECT_STORE: (&str, &str) = ("FFLEET_STORAGE__BACKEND", "object-store");
+
+fn source(fleet: &ProcFleet, secs: u32) -> Result<PathBuf> {
+    media::ntsc_source(&fleet.media(), "src.mp4", secs, "640x360")
+}
+
+async fn run_job(fleet: &impl JobClient, id: &str, src: &Path) -> Result<Vec<u8>> {
+    let mut req = fleet.request(id, src, &format!("{id}.mp4"));
+    req.segment_seconds = Some(1.6);
+    fleet.submit(&req).await?;
+    fleet.wait_completed(id, JOB_TIMEOUT).await?;
+    Ok(std::fs::read(fleet.out_path(&format!("{id}.mp4")))?)
+}
+
+/// Objects of job `id` still in the bucket a few seconds after it ended (its media goes right
+/// after its terminal event).
+async fn job_objects(fleet: &impl JobClient, id: &str) -> Result<Vec<String>> {
+    let prefix = format!("jobs/{id}/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = objects::names(fleet.ctx())
+            .await?
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return Ok(left);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoders_with_only_a_nats_url_give_the_shared_dir_output() -> Result<()> {
+    let mut fleet = ProcFleet::standard(2, &[OBJECT_STORE]).await?;
+    let src = source(&fleet, 5)?;
+    let over_store = run_job(&fleet, "objects", &src).await?;
+    let done = fleet.wait_completed("objects", JOB_TIMEOUT).await?;
+    ensure!(
+        done.media_bytes > 0,
+        "no bytes moved through the store: {done:?}"
+    );
+    // Every unit ran on an encoder that could see nothing but its work dir.
+    let owners: Vec<_> = fleet
+        .units("objects")
+        .await
+        .into_iter()
+        .filter_map(|(_, r)| r.owner.map(|o| o.to_string()))
+        .collect();
+    ensure!(!owners.is_empty(), "no unit records");
+    for node in ["enc-1", "enc-2"] {
+        let base = fleet.work_dir("encoder", &[("FFLEET_ENCODER__NODE_ID", node)]);
+        let left = objects::leftovers(&base);
+        ensure!(left.is_empty(), "{node} left {left:?} in its work dir");
+    }
+    let left = job_objects(&fleet, "objects").await?;
+    ensure!(left.is_empty(), "job media left in the bucket: {left:?}");
+
+    // The same job over a shared directory, in a fleet of its own.
+    let shared = TestFleet::spawn_with(FleetOptions {
+        tweak: Box::new(|c| c.storage.backend = StorageBackend::SharedDir),
+        ..Default::default()
+    })
+    .await?;
+    let copy = shared.media.path().join("src.mp4");
+    std::fs::copy(&src, &copy)?;
+    let over_dir = run_job(&shared, "shared", &copy).await?;
+    ensure!(
+        over_store == over_dir,
+        "object-store output ({} bytes) differs from the shared-dir output ({} bytes)",
+        over_store.len(),
+        over_dir.len()
+    );
+    println!(
+        "object store: {} bytes moved for a {}-byte output, byte-identical to the shared dir",
+        done.media_bytes,
+        over_store.len()
+    );
+    shared.stop().await;
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_upload_wait_works_from_a_directory_the_fleet_cannot_see() -> Result<()> {
+    let mut fleet = ProcFleet::standard(1, &[OBJECT_STORE]).await?;
+    let private = tempfile::Builder::new().prefix("ffleet-user-").tempdir()?;
+    let src = media::ntsc_source(private.path(), "holiday clip.mp4", 3, "320x240")?;
+    let run = Command::new(env!("CARGO_BIN_EXE_ffleet"))
+        .current_dir(private.path())
+        .env_remove("NATS_URL")
+        .env_remove("FFLEET_CONFIG")
+        .env("FFLEET_STORAGE__WORK_DIR", private.path().join("work"))
+        .args(["-s", &fleet.url_of(), "submit", "--upload", "--wait"])
+        .args(["--job-id", "uploaded", "--segment-seconds", "1.6"])
+        .args(["holiday clip.mp4", "-o", "result.mkv"])
+        .output()?;
+    ensure!(
+        run.status.success(),
+        "submit --upload --wait failed: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = private.path().join("result.mkv");
+    ensure!(out.is_file(), "no output at {}", out.display());
+    let (want, got) = (
+        sources::decoded_frames(&src)?,
+        sources::decoded_frames(&out)?,
+    );
+    ensure!(
+        want == got,
+        "{got} frames in the output, {want} in the source"
+    );
+    if let Some(verdict) = sources::check_output_tool(&src, &out) {
+        println!("check-output.py: {}", verdict?);
+    }
+    // The upload went with the job, the output with the download.
+    let left = job_objects(&fleet, "uploaded").await?;
+    ensure!(left.is_empty(), "job media left in the bucket: {left:?}");
+    let left = objects::names(fleet.ctx()).await?;
+    ensure!(left.is_empty(), "objects left in the bucket: {left:?}");
+    // The services never saw the user's directory.
+    ensure!(!fleet.out_dir().join("result.mkv").exists());
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_over_the_size_limit_is_refused_before_sending() -> Result<()> {
+    let mut fleet = ProcFleet::start(&[OBJECT_STORE]).await?;
+    let private = tempfile::Builder::new().prefix("ffleet-user-").tempdir()?;
+    let src = media::tiny_source(private.path(), "in.mp4")?;
+    let run = Command::new(env!("CARGO_BIN_EXE_ffleet"))
+        .env_remove("NATS_URL")
+        .env_remove("FFLEET_CONFIG")
+        .env("FFLEET_STORAGE__WORK_DIR", private.path().join("work"))
+        .env("FFLEET_STORAGE__MAX_UPLOAD_BYTES", "1000")
+        .args(["-s", &fleet.url_of(), "submit", "--upload"])
+        .arg(&src)
+        .args(["-o", "out.mp4"])
+        .output()?;
+    let err = String::from_utf8_lossy(&run.stderr);
+    ensure!(!run.status.success(), "an oversize upload was accepted");
+    ensure!(err.contains("upload limit"), "unclear refusal: {err}");
+    let left = objects::names(fleet.ctx()).await?;
+    ensure!(left.is_empty(), "refused upload left {left:?}");
+    fleet.passed();
+    Ok(())
+}
+
+/// What an encoder was doing when it was killed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Download,
+    Upload,
+}
+
+/// Files in the encoder's work dirs (not the lock), with their sizes.
+fn work_files(base: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if n != ".lock" {
+                out.push((n, f.metadata().map_or(0, |m| m.len())));
+            }
+        }
+    }
+    out
+}
+
+/// Polls encoder `node` until it is in `phase` (a fetched cut growing before ffmpeg starts, or
+/// a staged result with ffmpeg gone), then SIGKILLs it. Returns whether it caught the phase.
+async fn kill_in(
+    fleet: &mut ProcFleet,
+    node: &str,
+    phase: Phase,
+    within: Duration,
+) -> Result<bool> {
+    let idx = fleet.encoder(node)?;
+    let base = fleet.work_dir("encoder", &[("FFLEET_ENCODER__NODE_ID", node)]);
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let files = work_files(&base);
+        let busy = !fleet.children(idx).is_empty();
+        let caught = match phase {
+            Phase::Download => {
+                !busy
+                    && files
+                        .iter()
+                        .any(|(n, _)| n.ends_with(".nut") && !n.contains("stage-"))
+            }
+            Phase::Upload => !busy && files.iter().any(|(n, s)| n.contains("stage-") && *s > 0),
+        };
+        if caught {
+            fleet.kill(idx);
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    Ok(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoders_killed_mid_download_and_mid_upload_leave_no_trace() -> Result<()> {
+    // Small chunks make each transfer take long enough to be caught in the middle.
+    let mut fleet =
+        ProcFleet::standard(2, &[OBJECT_STORE, ("FFLEET_STORAGE__CHUNK_SIZE", "4096")]).await?;
+    let src = source(&fleet, 8)?;
+    let reference = run_job(&fleet, "reference", &src).await?;
+    let mut caught = Vec::new();
+    for (i, phase) in [Phase::Download, Phase::Upload].into_iter().enumerate() {
+        let job = format!("killed-{i}");
+        let mut req = fleet.request(&job, &src, &format!("{job}.mp4"));
+        req.segment_seconds = Some(1.6);
+        fleet.submit(&req).await?;
+        let hit = kill_in(&mut fleet, "enc-1", phase, Duration::from_secs(60)).await?;
+        let started = Instant::now();
+        // The restarted node starts by removing what its killed predecessor left.
+        fleet.spawn_encoder("enc-1")?;
+        let out = {
+            fleet.wait_completed(&job, JOB_TIMEOUT).await?;
+            std::fs::read(fleet.out_path(&format!("{job}.mp4")))?
+        };
+        ensure!(
+            out == reference,
+            "output after a kill mid-{phase:?} differs from the fault-free run"
+        );
+        ensure!(
+            fleet.terminal_count(&job).await? == 1,
+            "{job}: terminal events"
+        );
+        let base = fleet.work_dir("encoder", &[("FFLEET_ENCODER__NODE_ID", "enc-1")]);
+        let dirs = std::fs::read_dir(&base)?.count();
+        let left = objects::leftovers(&base);
+        ensure!(
+            dirs == 1 && left.is_empty(),
+            "restarted enc-1's work dir holds {dirs} process dirs and {left:?}"
+        );
+        let left = job_objects(&fleet, &job).await?;
+        ensure!(left.is_empty(), "{job} media left in the bucket: {left:?}");
+        println!(
+            "killed mid-{phase:?} (caught in the act: {hit}); completed {:.1} s later, byte-identical",
+            started.elapsed().as_secs_f64()
+        );
+        caught.push(hit);
+    }
+    ensure!(
+        caught.iter().all(|c| *c),
+        "the kills did not land in the transfers: {caught:?}"
+    );
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_segment_overwritten_before_the_merge_is_encoded_again() -> Result<()> {
+    let mut fleet = ProcFleet::standard(1, &[OBJECT_STORE]).await?;
+    let src = source(&fleet, 5)?;
+    let reference = run_job(&fleet, "reference", &src).await?;
+    let merger = fleet
+        .services_named("merger")
+        .first()
+        .copied()
+        .context("no merger")?;
+    fleet.terminate(merger, Duration::from_secs(10));
+
+    let mut req = fleet.request("tampered", &src, "tampered.mp4");
+    req.segment_seconds = Some(1.6);
+    fleet.submit(&req).await?;
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let victim = loop {
+        let units = fleet.units("tampered").await;
+        if !units.is_empty() && units.iter().all(|(_, r)| r.state == SegmentState::Done) {
+            let (key, rec) = units.into_iter().next().context("no unit")?;
+            break (key, rec);
+        }
+        if Instant::now() > deadline {
+            bail!("units of the job did not all finish");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (unit_key, rec) = victim;
+    let result = rec.result_key.clone().context("done without a result")?;
+    objects::overwrite(fleet.ctx(), &result, b"not the encoded segment").await?;
+
+    fleet.spawn("merger", &[])?;
+    fleet.wait_completed("tampered", JOB_TIMEOUT).await?;
+    let out = std::fs::read(fleet.out_path("tampered.mp4"))?;
+    ensure!(out == reference, "output with a re-encoded unit differs");
+    let (after, _) = fleet
+        .ctx()
+        .segments
+        .get(&unit_key)
+        .await?
+        .context("unit record gone")?;
+    ensure!(
+        after.attempt > rec.attempt,
+        "the tampered unit was not encoded again (attempt {})",
+        after.attempt
+    );
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bucket_fails_the_job_and_the_next_small_job_completes() -> Result<()> {
+    let mut fleet =
+        ProcFleet::standard(1, &[OBJECT_STORE, ("FFLEET_STORAGE__MAX_BYTES", "400000")]).await?;
+    let big = media::ntsc_source(&fleet.media(), "big.mp4", 8, "960x540")?;
+    ensure!(std::fs::metadata(&big)?.len() > 400_000, "source too small");
+    let req = fleet.request("big", &big, "big.mp4");
+    fleet.submit(&req).await?;
+    let failed = fleet.wait_failed("big", JOB_TIMEOUT).await?;
+    ensure!(
+        failed.reason.code() == "storage_full",
+        "{}: {}",
+        failed.reason,
+        failed.message
+    );
+    let left = job_objects(&fleet, "big").await?;
+    ensure!(left.is_empty(), "failed job's media kept: {left:?}");
+    let small = media::tiny_source(&fleet.media(), "small.mp4")?;
+    let req = fleet.request("small", &small, "small.mp4");
+    fleet.submit(&req).await?;
+    fleet.wait_completed("small", JOB_TIMEOUT).await?;
+    fleet.passed();
+    Ok(())
+}
