@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+# A failed test's error message is the last thing it prints, not an anyhow backtrace after it
+# (panics keep theirs through RUST_BACKTRACE).
+export RUST_LIB_BACKTRACE=0
 
 current=".tools/nats-server-2.15.1/nats-server"
 if [ ! -x "$current" ]; then

@@ -589,7 +589,14 @@ impl Drop for Fleet {
             && let Ok(logs) = self.compose(&["logs", "--no-color", "--tail", "40"])
         {
             let keep = self.dir.path().with_extension("log");
-            let _ = std::fs::write(&keep, logs);
+            let _ = std::fs::write(&keep, &logs);
+            // The tail of every container's log goes to the test's output too: on a CI machine
+            // the kept file is gone with the run.
+            let tail: Vec<&str> = logs.lines().rev().take(120).collect();
+            eprintln!("compose logs (last 120 lines):");
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
             eprintln!("compose logs kept in {}", keep.display());
         }
         let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);

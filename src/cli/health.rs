@@ -49,12 +49,14 @@ mod tests {
         assert_eq!(state_of(&file).unwrap(), "not started");
         ffleet_shared::health::init(Some(file.clone()));
         assert_eq!(state_of(&file).unwrap(), "starting");
-        ffleet_shared::health::waiting_for_jetstream("info stream FFLEET_JOBS");
+        ffleet_shared::health::ready();
+        assert_eq!(state_of(&file).unwrap(), "ready");
+        let wait = ffleet_shared::health::waiting_for_jetstream("info stream FFLEET_JOBS");
         assert_eq!(
             state_of(&file).unwrap(),
             "waiting for jetstream: info stream FFLEET_JOBS"
         );
-        ffleet_shared::health::ready();
+        drop(wait);
         assert_eq!(state_of(&file).unwrap(), "ready");
     }
 }

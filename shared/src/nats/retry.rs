@@ -88,12 +88,12 @@ where
     let started = Instant::now();
     let mut logged = started;
     let mut n = 0u32;
+    // Held while this operation has failed more than once; dropped on every way out (success,
+    // refusal, giving up, or the caller dropping this future).
+    let mut _waiting = None;
     loop {
         let err = match attempt(n).await {
             Ok(v) => {
-                if n > 1 {
-                    crate::health::ready();
-                }
                 if n > 0 {
                     tracing::info!(
                         op,
@@ -122,7 +122,9 @@ where
         if n == 1 {
             tracing::debug!(op, what, error = %err, "jetstream operation failed, retrying");
         } else if n == 2 {
-            crate::health::waiting_for_jetstream(&format!("{op} {what}"));
+            _waiting = Some(crate::health::waiting_for_jetstream(&format!(
+                "{op} {what}"
+            )));
         } else if logged.elapsed() >= LOG_EVERY {
             logged = Instant::now();
             tracing::warn!(
