@@ -311,6 +311,10 @@ impl Permissions {
             self.publish(c);
         }
         self.publish(js_api::flow_control(&s));
+        // An ordered consumer rebuilt after a reconnect deletes the one it replaces; without
+        // this the old one lingers until its inactivity threshold and the server logs a
+        // violation. KV streams hold no durable consumers, so this can end only watches.
+        self.publish(js_api::consumer_delete(&s, js_api::ANY));
     }
 
     /// Puts, creates, revision-checked updates and deletes.
@@ -453,6 +457,25 @@ mod tests {
                 r.provisions(),
                 "{r}"
             );
+        }
+    }
+
+    #[test]
+    fn watchers_may_replace_their_watches_but_not_delete_durables() {
+        let p = Role::Scheduler.permissions();
+        let workers = subjects::kv_stream(subjects::BUCKET_WORKERS);
+        assert!(p.may_publish(&js_api::consumer_delete(&workers, "QalpOOCm")));
+        for r in Role::ALL {
+            let p = r.permissions();
+            for stream in [subjects::STREAM_TASKS, subjects::STREAM_JOBS] {
+                assert!(
+                    !p.may_publish(&js_api::consumer_delete(
+                        stream,
+                        subjects::CONSUMER_SCHEDULER
+                    )),
+                    "{r} may delete a consumer of {stream}"
+                );
+            }
         }
     }
 
