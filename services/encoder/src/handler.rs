@@ -183,17 +183,7 @@ async fn encode_claimed(
         Ok(e) => e,
         Err(err) => {
             let _ = tokio::fs::remove_file(&staged).await;
-            return match err {
-                EncodeError::Cancelled => c.give_back(Duration::ZERO).await,
-                EncodeError::Transient(why) => {
-                    tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted");
-                    c.give_back(Duration::from_secs(1)).await
-                }
-                EncodeError::Permanent(f) => {
-                    judge_failure(ctx, c.state, &cap, variant).await;
-                    c.fail(f).await
-                }
-            };
+            return encode_failed(c, err, &cap, variant).await;
         }
     };
     c.state.demotions.succeeded(&cap);
@@ -214,6 +204,28 @@ async fn encode_claimed(
     };
     drop(local);
     record_result(c, result, encoded.secs).await
+}
+
+/// What becomes of a unit whose encode did not finish: handed back when the run was cut short,
+/// failed (and the variant judged) when ffmpeg refused it.
+async fn encode_failed(
+    c: &Claimed<'_>,
+    err: EncodeError,
+    cap: &Capability,
+    variant: &Variant,
+) -> Disposition {
+    let task = c.task;
+    match err {
+        EncodeError::Cancelled => c.give_back(Duration::ZERO).await,
+        EncodeError::Transient(why) => {
+            tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted");
+            c.give_back(Duration::from_secs(1)).await
+        }
+        EncodeError::Permanent(f) => {
+            judge_failure(c.ctx, c.state, cap, variant).await;
+            c.fail(f).await
+        }
+    }
 }
 
 /// The task's profile and its variant for the capability it was routed to.

@@ -121,22 +121,7 @@ struct Head {
 /// before a single packet is listed.
 fn check_head<'p>(cfg: &Config, probe: &'p Probe) -> Result<(&'p ProbeStream, Head), Failure> {
     let limits = &cfg.limits;
-    let Some(v) = probe.video() else {
-        let kinds: Vec<&str> = probe
-            .streams
-            .iter()
-            .filter_map(|s| s.codec_type.as_deref())
-            .collect();
-        let found = if kinds.is_empty() {
-            "no streams".into()
-        } else {
-            kinds.join(", ")
-        };
-        return Err(Failure::new(
-            Reason::NoVideoStream,
-            format!("input has no video stream (found: {found})"),
-        ));
-    };
+    let v = video_of(probe)?;
     let (width, height) = (v.width.unwrap_or(0), v.height.unwrap_or(0));
     if v.pix_fmt.is_none() {
         return Err(Failure::new(
@@ -202,6 +187,26 @@ fn check_head<'p>(cfg: &Config, probe: &'p Probe) -> Result<(&'p ProbeStream, He
         rate,
     };
     Ok((v, head))
+}
+
+/// The stream to cut: the input's first video stream.
+fn video_of(probe: &Probe) -> Result<&ProbeStream, Failure> {
+    probe.video().ok_or_else(|| {
+        let kinds: Vec<&str> = probe
+            .streams
+            .iter()
+            .filter_map(|s| s.codec_type.as_deref())
+            .collect();
+        let found = if kinds.is_empty() {
+            "no streams".into()
+        } else {
+            kinds.join(", ")
+        };
+        Failure::new(
+            Reason::NoVideoStream,
+            format!("input has no video stream (found: {found})"),
+        )
+    })
 }
 
 /// Lists the video packets (and spans the audio), each stream bounded by what its head allows.

@@ -73,6 +73,29 @@ pub fn validate(cfg: &Config, req: &JobRequest) -> Result<Validated, Failure> {
     p.check_quality(&profile, req.overrides.quality)
         .map_err(|e| Failure::new(Reason::OverrideOutOfRange, e.to_string()))?;
 
+    let (input, output) = media_of(cfg, req)?;
+    let container = container_of(&output)?;
+    let same = match (&input, &output) {
+        (Input::File(i), Output::File(o)) => i == o,
+        (Input::Object(i), Output::Object(o)) => i == o,
+        _ => false,
+    };
+    if same {
+        return Err(Failure::new(
+            Reason::OutputNotAllowed,
+            "output would overwrite the input",
+        ));
+    }
+    Ok(Validated {
+        profile,
+        input,
+        output,
+        container,
+    })
+}
+
+/// The request's input and output, resolved inside this fleet's roots or bucket.
+fn media_of(cfg: &Config, req: &JobRequest) -> Result<(Input, Output), Failure> {
     let object_store = cfg.storage.backend == StorageBackend::ObjectStore;
     let no_store = |what: &str| {
         Failure::new(
@@ -104,7 +127,12 @@ pub fn validate(cfg: &Config, req: &JobRequest) -> Result<Validated, Failure> {
                 .map_err(|e| path_failure(e, false))?,
         ),
     };
-    let (ext, shown) = match &output {
+    Ok((input, output))
+}
+
+/// The output container, from the output's extension.
+fn container_of(output: &Output) -> Result<Container, Failure> {
+    let (ext, shown) = match output {
         Output::File(p) => (
             p.extension()
                 .map(|e| e.to_string_lossy().into_owned())
@@ -119,27 +147,10 @@ pub fn validate(cfg: &Config, req: &JobRequest) -> Result<Validated, Failure> {
             MediaUri::object_uri(k),
         ),
     };
-    let container = Container::from_extension(&ext).ok_or_else(|| {
+    Container::from_extension(&ext).ok_or_else(|| {
         Failure::new(
             Reason::OutputNotAllowed,
             format!("output {shown} must end in .mp4, .m4v, .mov or .mkv"),
         )
-    })?;
-    let same = match (&input, &output) {
-        (Input::File(i), Output::File(o)) => i == o,
-        (Input::Object(i), Output::Object(o)) => i == o,
-        _ => false,
-    };
-    if same {
-        return Err(Failure::new(
-            Reason::OutputNotAllowed,
-            "output would overwrite the input",
-        ));
-    }
-    Ok(Validated {
-        profile,
-        input,
-        output,
-        container,
     })
 }
