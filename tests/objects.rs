@@ -7,10 +7,16 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use common::procs::ProcFleet;
 use common::{FleetOptions, JobClient, TestFleet, media, objects, sources};
+use ffleet_shared::JobId;
 use ffleet_shared::config::StorageBackend;
 use ffleet_shared::messages::SegmentState;
+use ffleet_shared::nats::retry::Patience;
+use ffleet_shared::storage::{ObjectStore, Storage, WorkDir, keys};
+use ffleet_shared::subjects;
+use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
@@ -160,6 +166,73 @@ async fn upload_over_the_size_limit_is_refused_before_sending() -> Result<()> {
     ensure!(err.contains("upload limit"), "unclear refusal: {err}");
     let left = objects::names(fleet.ctx()).await?;
     ensure!(left.is_empty(), "refused upload left {left:?}");
+    fleet.passed();
+    Ok(())
+}
+
+/// A job's cleanup removes its own media, found through the bucket's job index rather than a
+/// listing of the bucket, and nothing else: not another job's (one whose id extends it
+/// included), not a kept output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
+    let mut fleet = ProcFleet::start(&[OBJECT_STORE]).await?;
+    let ctx = fleet.ctx();
+    let work = tempfile::tempdir()?;
+    let mut cfg = (*ctx.config).clone();
+    cfg.storage.backend = StorageBackend::ObjectStore;
+    cfg.storage.work_dir = work.path().join("work");
+    let dir = Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
+    let store =
+        ObjectStore::open(&ctx.js, &cfg, dir, Patience::For(Duration::from_secs(30))).await?;
+    let file = work.path().join("media.bin");
+    std::fs::write(&file, vec![7u8; 300_000])?;
+    let (a, b, ab) = (
+        JobId::new("job-a")?,
+        JobId::new("job-b")?,
+        JobId::new("job-ab")?,
+    );
+    let own = [
+        keys::job_input(&a, "in.mp4"),
+        keys::cut(&a, "c00000.nut"),
+        keys::result(&a, "v00000", 1, "nut"),
+        keys::result(&a, "v00000", 2, "nut"),
+    ];
+    let mut others = vec![
+        keys::job_input(&b, "in.mp4"),
+        keys::job_input(&ab, "in.mp4"),
+        keys::kept_output(&a, "out.mp4"),
+    ];
+    for key in own.iter().chain(&others) {
+        store.upload(&file, key).await?;
+    }
+    // A superseded attempt's result already removed: its index entry is skipped.
+    store.delete(&own[2]).await?;
+    store.delete_prefix(&keys::job_prefix(&a)).await?;
+    others.sort();
+    let left = objects::names(ctx).await?;
+    ensure!(left == others, "left {left:?}, expected {others:?}");
+    // The job's index went with it; the others' stay.
+    let index = ctx
+        .js
+        .get_stream(subjects::media_index_stream(&cfg.storage.bucket))
+        .await?;
+    for (job, expected) in [(&a, 0), (&b, 1), (&ab, 1)] {
+        let mut entries = index
+            .info_with_subjects(subjects::media_index_of_job(
+                &cfg.storage.bucket,
+                job.as_str(),
+            ))
+            .await?;
+        let mut n = 0;
+        while let Some(e) = entries.next().await {
+            e?;
+            n += 1;
+        }
+        ensure!(
+            n == expected,
+            "{job}: {n} index entries, expected {expected}"
+        );
+    }
     fleet.passed();
     Ok(())
 }

@@ -86,6 +86,29 @@ pub fn object_chunks(bucket: &str, nuid: &str) -> String {
     format!("$O.{bucket}.C.{nuid}")
 }
 
+/// The stream that records which job each object of `bucket` belongs to, so a job's media is
+/// removed without listing the whole bucket (a listing reads every object's metadata: per job,
+/// that grew with everything stored).
+pub fn media_index_stream(bucket: &str) -> String {
+    format!("IDX_{bucket}")
+}
+
+/// Every subject of `bucket`'s index.
+pub fn media_index_wildcard(bucket: &str) -> String {
+    format!("ffleet.media-index.{bucket}.>")
+}
+
+/// The index entries of one job's objects in `bucket`.
+pub fn media_index_of_job(bucket: &str, job: &str) -> String {
+    format!("ffleet.media-index.{bucket}.{job}.>")
+}
+
+/// The index entry of object `encoded_name` (base64url of its name) of `job`; its last token
+/// is the name.
+pub fn media_index_entry(bucket: &str, job: &str, encoded_name: &str) -> String {
+    format!("ffleet.media-index.{bucket}.{job}.{encoded_name}")
+}
+
 /// The metadata subject of object `encoded_name` (base64url of its name, as the NATS tools do).
 pub fn object_meta(bucket: &str, encoded_name: &str) -> String {
     format!("$O.{bucket}.M.{encoded_name}")

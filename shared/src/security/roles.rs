@@ -252,7 +252,10 @@ fn all_streams(media: &str) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .chain(BUCKETS.iter().map(|b| subjects::kv_stream(b)))
-        .chain([subjects::object_stream(media)])
+        .chain([
+            subjects::object_stream(media),
+            subjects::media_index_stream(media),
+        ])
         .collect()
 }
 
@@ -360,6 +363,12 @@ impl Permissions {
             self.publish(c);
         }
         self.publish(js_api::flow_control(&s));
+        // The index of which job each scratch object belongs to: recorded on upload, read
+        // (stream info with a subject filter) and purged at a job's cleanup.
+        let index = subjects::media_index_stream(&b);
+        self.publish(subjects::media_index_wildcard(&b));
+        self.publish(js_api::stream_info(&index));
+        self.publish(js_api::stream_purge(&index));
     }
 
     /// Whether publishing to the literal subject `subject` is allowed (NATS token matching).
@@ -433,7 +442,8 @@ mod tests {
         for s in &p.publish {
             assert!(
                 !s.starts_with("$JS.API")
-                    || s.contains(&subjects::object_stream(subjects::BUCKET_MEDIA)),
+                    || s.contains(&subjects::object_stream(subjects::BUCKET_MEDIA))
+                    || s.contains(&subjects::media_index_stream(subjects::BUCKET_MEDIA)),
                 "{s}"
             );
             assert!(!s.starts_with("$KV"), "{s}");

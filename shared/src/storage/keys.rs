@@ -15,9 +15,27 @@ use std::fmt::Display;
 /// The scratch space: requests may name keys here only as their own job's input.
 pub const SCRATCH: &str = "jobs/";
 
+/// Within a job's scratch: its inputs.
+const INPUTS: &str = "/in/";
+
 /// Everything belonging to one job (removed when it ends).
 pub fn job_prefix(job: &JobId) -> String {
     format!("{SCRATCH}{job}")
+}
+
+/// The job whose scratch holds `key` (`jobs/<job>/...`, or the prefix `jobs/<job>` itself).
+pub fn job_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(SCRATCH)?;
+    let job = rest.split('/').next()?;
+    JobId::new(job).ok().map(|_| job)
+}
+
+/// The job whose own input `key` is (`jobs/<job>/in/...`).
+pub fn input_job_of(key: &str) -> Option<&str> {
+    let job = job_of(key)?;
+    key[SCRATCH.len() + job.len()..]
+        .starts_with(INPUTS)
+        .then_some(job)
 }
 
 /// Where a job's uploaded or copied source lives.
@@ -27,7 +45,7 @@ pub fn job_input(job: &JobId, name: &str) -> String {
 
 /// The prefix of a job's own inputs, the only scratch keys its request may name.
 pub fn job_input_prefix(job: &JobId) -> String {
-    format!("{}/in/", job_prefix(job))
+    format!("{}{INPUTS}", job_prefix(job))
 }
 
 /// The prefix the splitter stages and stores a job's cuts under.
@@ -72,4 +90,22 @@ pub fn sanitize_name(name: &str) -> String {
         .rev()
         .collect();
     if s.is_empty() { "media".into() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_of_a_key_is_its_scratch_owner() {
+        let job = JobId::new("j-1").unwrap();
+        assert_eq!(job_of(&job_prefix(&job)), Some("j-1"));
+        assert_eq!(job_of(&result(&job, "v00001", 2, "nut")), Some("j-1"));
+        assert_eq!(job_of(&job_input(&job, "a b.mp4")), Some("j-1"));
+        assert_eq!(job_of(&kept_output(&job, "out.mp4")), None);
+        assert_eq!(job_of("jobs/"), None);
+        assert_eq!(job_of("jobs/bad.id/x"), None);
+        assert_eq!(input_job_of(&job_input(&job, "x.mp4")), Some("j-1"));
+        assert_eq!(input_job_of(&cut(&job, "c00000.nut")), None);
+    }
 }

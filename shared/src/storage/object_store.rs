@@ -12,8 +12,12 @@
 //! The backing stream is created here (not with `create_object_store`, which fails on
 //! nats-server 2.9 as the KV creation does) with `discard: new`, so a bucket at `max_bytes`
 //! refuses the next chunk and the upload fails with `Full` instead of evicting older media.
+//!
+//! Every object under a job's scratch (`jobs/<job>/...`) is first recorded in the bucket's index
+//! stream (`IDX_<bucket>`, one empty message per object, its name in the subject), so the job's
+//! cleanup asks the server for that job's subjects instead of listing the whole bucket.
 
-use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io};
+use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
 use crate::config::Config;
 use crate::nats::provision::ensure_stream;
 use crate::nats::retry::Patience;
@@ -55,6 +59,8 @@ pub struct ObjectStore {
     js: Context,
     store: object_store::ObjectStore,
     stream: stream::Stream,
+    /// `IDX_<bucket>`: which job each scratch object belongs to.
+    index: stream::Stream,
     bucket: String,
     chunk_size: usize,
     work: Arc<WorkDir>,
@@ -119,6 +125,9 @@ impl ObjectStore {
         let stream = ensure_stream(js, spec, patience, create)
             .await
             .map_err(|e| nats("open", &bucket)(e.to_string()))?;
+        let index = ensure_stream(js, index_spec(&bucket, replicas), patience, create)
+            .await
+            .map_err(|e| nats("open", &bucket)(e.to_string()))?;
         let store = js
             .get_object_store(&bucket)
             .await
@@ -127,6 +136,7 @@ impl ObjectStore {
             js: js.clone(),
             store,
             stream,
+            index,
             bucket,
             chunk_size: cfg.chunk_size.clamp(4096, 1000 << 10),
             work,
@@ -137,6 +147,11 @@ impl ObjectStore {
     /// purged; on success, the chunks of the value it replaced.
     pub async fn upload(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
         check_key(key)?;
+        // Recorded before a chunk is sent: a crash mid-upload leaves an index entry with no
+        // object (skipped at cleanup), never an object the cleanup cannot find.
+        if let Some(job) = keys::job_of(key) {
+            self.index_object(job, key).await?;
+        }
         let previous = self.store.info(key).await.ok();
         let nuid = uuid::Uuid::new_v4().simple().to_string();
         let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
@@ -269,6 +284,11 @@ impl ObjectStore {
         dest: &Path,
     ) -> Result<u64, StorageError> {
         check_key(key)?;
+        // A job's input may have been stored by another system with the standard tools, which
+        // know nothing of the index: the splitter's read records it, so it goes with the job.
+        if let Some(job) = keys::input_job_of(key) {
+            self.index_object(job, key).await?;
+        }
         let mut tries = 0;
         loop {
             tries += 1;
@@ -361,6 +381,55 @@ impl ObjectStore {
         }
     }
 
+    /// Records that object `key` belongs to `job` (idempotent: one message per subject).
+    async fn index_object(&self, job: &str, key: &str) -> Result<(), StorageError> {
+        let subject = subjects::media_index_entry(&self.bucket, job, &URL_SAFE.encode(key));
+        self.js
+            .publish(subject, bytes::Bytes::new())
+            .await
+            .map_err(|e| nats("index", key)(e.to_string()))?
+            .await
+            .map_err(|e| nats("index", key)(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes the objects under `prefix` (within `job`'s scratch) that the index names, then
+    /// their index entries: a few requests per object of the job, whatever the bucket holds.
+    async fn delete_job_objects(&self, job: &str, prefix: &str) -> Result<(), StorageError> {
+        let filter = subjects::media_index_of_job(&self.bucket, job);
+        let under = format!("{prefix}/");
+        let mut entries = self
+            .index
+            .info_with_subjects(&filter)
+            .await
+            .map_err(|e| nats("index", prefix)(e.to_string()))?;
+        let mut names = std::collections::BTreeSet::new();
+        while let Some(entry) = entries.next().await {
+            let (subject, _) = entry.map_err(|e| nats("index", prefix)(e.to_string()))?;
+            let name = subject
+                .rsplit('.')
+                .next()
+                .and_then(|t| URL_SAFE.decode(t).ok())
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) {
+                names.insert(name);
+            }
+        }
+        for name in &names {
+            self.delete(name).await?;
+        }
+        // A whole job's cleanup drops its index too; a narrower prefix leaves it (the entries
+        // of deleted objects are skipped when the job is cleaned).
+        if prefix.strip_prefix(keys::SCRATCH) == Some(job) {
+            self.index
+                .purge()
+                .filter(filter)
+                .await
+                .map_err(|e| nats("index", prefix)(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Bytes stored in the bucket now.
     pub async fn used_bytes(&self) -> Result<u64, StorageError> {
         let mut s = self.stream.clone();
@@ -369,6 +438,21 @@ impl ObjectStore {
             .await
             .map_err(|e| nats("info", &self.bucket)(e.to_string()))?;
         Ok(info.state.bytes)
+    }
+}
+
+/// The index stream: an entry per scratch object, kept as long as the media can be.
+fn index_spec(bucket: &str, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: subjects::media_index_stream(bucket),
+        subjects: vec![subjects::media_index_wildcard(bucket)],
+        storage: StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: 1,
+        max_age: MEDIA_MAX_AGE,
+        max_message_size: 4096,
+        max_messages: MEDIA_MAX_MSGS,
+        ..Default::default()
     }
 }
 
@@ -464,6 +548,9 @@ impl Storage for ObjectStore {
 
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         check_key(prefix)?;
+        if let Some(job) = keys::job_of(prefix) {
+            return self.delete_job_objects(job, prefix).await;
+        }
         let under = format!("{prefix}/");
         let mut list = self
             .store
