@@ -798,20 +798,7 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
     };
 
     // Every stream and bucket (the media object store and its index included) at 3 replicas.
-    let index = subjects::media_index_stream(subjects::BUCKET_MEDIA);
-    for name in subjects::PROVISIONED
-        .iter()
-        .map(|n| {
-            if n.starts_with("FFLEET_") {
-                (*n).to_owned()
-            } else if *n == subjects::BUCKET_MEDIA {
-                subjects::object_stream(n)
-            } else {
-                subjects::kv_stream(n)
-            }
-        })
-        .chain([index])
-    {
+    for name in subjects::provisioned_streams(true) {
         let mut stream = fleet
             .admin()
             .get_stream(&name)

@@ -41,6 +41,27 @@ pub const PROVISIONED: &[&str] = &[
     BUCKET_MEDIA,
 ];
 
+/// The stream behind every provisioned name (`PROVISIONED`): the media object store's and its
+/// job index's only with `media` (fleets on the object-store backend).
+pub fn provisioned_streams(media: bool) -> Vec<String> {
+    let mut out: Vec<String> = PROVISIONED
+        .iter()
+        .filter(|n| **n != BUCKET_MEDIA)
+        .map(|n| {
+            if n.starts_with("FFLEET_") {
+                (*n).to_owned()
+            } else {
+                kv_stream(n)
+            }
+        })
+        .collect();
+    if media {
+        out.push(object_stream(BUCKET_MEDIA));
+        out.push(media_index_stream(BUCKET_MEDIA));
+    }
+    out
+}
+
 /// The scheduler leader's lease key.
 pub const LEASE_SCHEDULER: &str = "scheduler";
 

@@ -187,20 +187,9 @@ impl NatsCluster {
 /// Every stream ffleet provisions, by its stream name (the media bucket only when this run's
 /// fleets use the object store).
 pub fn stream_names() -> Vec<String> {
-    let media = super::backend() == ffleet_shared::config::StorageBackend::ObjectStore;
-    subjects::PROVISIONED
-        .iter()
-        .filter(|n| media || **n != subjects::BUCKET_MEDIA)
-        .map(|n| {
-            if n.starts_with("FFLEET_") {
-                (*n).to_owned()
-            } else if *n == subjects::BUCKET_MEDIA {
-                subjects::object_stream(n)
-            } else {
-                subjects::kv_stream(n)
-            }
-        })
-        .collect()
+    subjects::provisioned_streams(
+        super::backend() == ffleet_shared::config::StorageBackend::ObjectStore,
+    )
 }
 
 /// The leader of `stream`, once it has one.
