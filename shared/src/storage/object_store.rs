@@ -20,7 +20,7 @@
 use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
 use crate::config::Config;
 use crate::nats::provision::ensure_stream;
-use crate::nats::retry::Patience;
+use crate::nats::retry::{self, Patience};
 use crate::subjects;
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
@@ -145,8 +145,31 @@ impl ObjectStore {
 
     /// Streams `file` into the bucket as `key`. On failure, the chunks already stored are
     /// purged; on success, the chunks of the value it replaced.
+    ///
+    /// A broker error (a stream leader lost in an election, a server gone) sends it again, for
+    /// up to the run-time retry window (`nats.op_retry_secs`): a unit whose result could not be
+    /// stored is handed back, and hand-backs during one election used up a unit's deliveries.
     pub async fn upload(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
         check_key(key)?;
+        let window = match retry::window() {
+            Patience::For(d) => d,
+            Patience::Forever => Duration::MAX,
+        };
+        let started = std::time::Instant::now();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.upload_once(file, key).await {
+                Err(e @ StorageError::Nats { .. }) if started.elapsed() < window => {
+                    tracing::warn!(key, tries, error = %e, "upload failed, sending it again");
+                    tokio::time::sleep(retry::backoff(tries)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn upload_once(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
         // Recorded before a chunk is sent: a crash mid-upload leaves an index entry with no
         // object (skipped at cleanup), never an object the cleanup cannot find.
         if let Some(job) = keys::job_of(key) {
@@ -286,8 +309,12 @@ impl ObjectStore {
         check_key(key)?;
         // A job's input may have been stored by another system with the standard tools, which
         // know nothing of the index: the splitter's read records it, so it goes with the job.
-        if let Some(job) = keys::input_job_of(key) {
-            self.index_object(job, key).await?;
+        if let Some(job) = keys::input_job_of(key)
+            && let Err(e) = self.index_object(job, key).await
+        {
+            // The object is there to read: without its entry it only outlives its job (until
+            // the bucket's max age).
+            tracing::warn!(key, error = %e, "job input not indexed");
         }
         let mut tries = 0;
         loop {
@@ -382,14 +409,19 @@ impl ObjectStore {
     }
 
     /// Records that object `key` belongs to `job` (idempotent: one message per subject).
+    /// Retried through elections like every other JetStream write.
     async fn index_object(&self, job: &str, key: &str) -> Result<(), StorageError> {
         let subject = subjects::media_index_entry(&self.bucket, job, &URL_SAFE.encode(key));
-        self.js
-            .publish(subject, bytes::Bytes::new())
-            .await
-            .map_err(|e| nats("index", key)(e.to_string()))?
-            .await
-            .map_err(|e| nats("index", key)(e.to_string()))?;
+        retry::retry("publish", &subject, retry::window(), |_| async {
+            self.js
+                .publish(subject.clone(), bytes::Bytes::new())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| nats("index", key)(e.to_string()))?;
         Ok(())
     }
 
