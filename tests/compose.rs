@@ -16,9 +16,8 @@
 mod common;
 
 use anyhow::{Context, Result, bail, ensure};
-use async_nats::jetstream::consumer::DeliverPolicy;
 use ffleet_shared::config::{Config, NatsConfig, StorageBackend};
-use ffleet_shared::messages::{CloudEvent, JobEvent};
+use ffleet_shared::messages::JobEvent;
 use ffleet_shared::nats::retry::Patience;
 use ffleet_shared::security::Role;
 use ffleet_shared::storage::{ObjectStore, WorkDir};
@@ -612,31 +611,7 @@ fn host_url() -> String {
 }
 
 async fn events_once(js: &async_nats::jetstream::Context, job: &str) -> Result<Vec<JobEvent>> {
-    let stream = js.get_stream(subjects::STREAM_EVENTS).await?;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("ffleet.events.{job}.>"),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let pending = consumer.cached_info().num_pending;
-    let mut out = Vec::new();
-    if pending == 0 {
-        return Ok(out);
-    }
-    let mut msgs = consumer.messages().await?;
-    while let Some(m) = tokio::time::timeout(Duration::from_secs(5), msgs.next())
-        .await
-        .context("reading events")?
-    {
-        let ce: CloudEvent = serde_json::from_slice(&m?.payload)?;
-        out.push(JobEvent::from_cloudevent(&ce)?);
-        if out.len() as u64 >= pending {
-            break;
-        }
-    }
-    Ok(out)
+    common::client::stored_events(js, Some(job)).await
 }
 
 async fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {

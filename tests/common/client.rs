@@ -141,36 +141,7 @@ pub trait JobClient {
     }
 
     async fn events_once(&self, job: Option<&str>) -> Result<Vec<JobEvent>> {
-        let subject = match job {
-            Some(j) => format!("ffleet.events.{j}.>"),
-            None => format!("ffleet.events.{}.>", subjects::UNNAMED_JOB),
-        };
-        let stream = self.ctx().js.get_stream(subjects::STREAM_EVENTS).await?;
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                filter_subject: subject,
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?;
-        let pending = consumer.cached_info().num_pending;
-        let mut out = Vec::new();
-        if pending == 0 {
-            return Ok(out);
-        }
-        let mut msgs = consumer.messages().await?;
-        while let Some(m) = tokio::time::timeout(Duration::from_secs(5), msgs.next())
-            .await
-            .context("reading events")?
-        {
-            let m = m?;
-            let ce: CloudEvent = serde_json::from_slice(&m.payload)?;
-            out.push(JobEvent::from_cloudevent(&ce)?);
-            if out.len() as u64 >= pending {
-                break;
-            }
-        }
-        Ok(out)
+        stored_events(&self.ctx().js, job).await
     }
 
     /// Waits for the job's terminal event.
@@ -246,4 +217,40 @@ async fn busy_consumers(ctx: &Ctx, stream: &str, consumer: Option<&str>) -> Resu
         }
     }
     Ok(busy)
+}
+
+/// One read of every event stored for `job` (or for unnamed requests when `None`), oldest first.
+pub async fn stored_events(
+    js: &async_nats::jetstream::Context,
+    job: Option<&str>,
+) -> Result<Vec<JobEvent>> {
+    let subject = match job {
+        Some(j) => format!("ffleet.events.{j}.>"),
+        None => format!("ffleet.events.{}.>", subjects::UNNAMED_JOB),
+    };
+    let stream = js.get_stream(subjects::STREAM_EVENTS).await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.cached_info().num_pending;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut msgs = consumer.messages().await?;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(5), msgs.next())
+        .await
+        .context("reading events")?
+    {
+        let ce: CloudEvent = serde_json::from_slice(&m?.payload)?;
+        out.push(JobEvent::from_cloudevent(&ce)?);
+        if out.len() as u64 >= pending {
+            break;
+        }
+    }
+    Ok(out)
 }
