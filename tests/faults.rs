@@ -8,9 +8,10 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use common::procs::ProcFleet;
 use common::{JobClient, media};
-use ffleet_shared::messages::{DeadLetter, JobState, SegmentState};
+use ffleet_shared::messages::{self, DeadLetter, JobState, SegmentState, Task};
+use ffleet_shared::nats::kv::Change;
 use ffleet_shared::subjects::EventKind;
-use ffleet_shared::{Unit, subjects};
+use ffleet_shared::{NodeId, Unit, subjects};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -352,6 +353,81 @@ async fn merger_killed_mid_merge() -> Result<()> {
     );
     fleet.passed();
     Ok(())
+}
+
+/// A unit whose record says it runs on a live node that does not hold it (its task was let go
+/// on a read older than the claim) is re-issued by the reconciler: that node's heartbeats no
+/// longer name it. Staged by hand: the running owner frozen, the record pointed at the other
+/// (live, idle) node, the task message removed, the frozen node killed.
+#[tokio::test]
+async fn a_unit_its_live_owner_does_not_hold_is_reissued() -> Result<()> {
+    let env = [
+        ("FFLEET_SCHEDULER__LOST_TASK_SECS", "2"),
+        ("FFLEET_SCHEDULER__RECONCILE_INTERVAL_SECS", "1"),
+    ];
+    let mut fleet = ProcFleet::standard(2, &env).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+    submit(&fleet, "job", &src).await?;
+    let (key, owner, attempt) = running(&fleet, "job").await?;
+    let victim = fleet.encoder(&owner)?;
+    fleet.signal(victim, "STOP")?;
+    let other = NodeId::new(if owner == "enc-1" { "enc-2" } else { "enc-1" })?;
+    let moved_to = other.clone();
+    let pointed = fleet
+        .ctx()
+        .segments
+        .modify(&key, |r| match r {
+            Some(r) if r.state == SegmentState::Running && r.attempt == attempt => {
+                let mut n = r.clone();
+                n.owner = Some(moved_to.clone());
+                Change::Write(n, true)
+            }
+            _ => Change::Keep(false),
+        })
+        .await?;
+    ensure!(pointed, "{key} finished before it could be staged");
+    ensure!(
+        remove_task(&fleet, &key, attempt).await? == 1,
+        "the task of {key} was not found in its queue"
+    );
+    fleet.kill(victim);
+    let staged = Instant::now();
+    let took = moved(&fleet, "job", &key, attempt, &[&owner], staged).await?;
+    check(&fleet, "job", &reference).await?;
+    println!(
+        "recovery: {key} left running on live {other} without its task -> re-issued in {:.2} s (lost_task_secs 2 s)",
+        took.as_secs_f64()
+    );
+    ensure!(
+        fleet.log_text(1).contains("owner no longer holds it"),
+        "the scheduler did not say why it re-issued {key}"
+    );
+    fleet.passed();
+    Ok(())
+}
+
+/// Deletes the encode task of `attempt` of unit `key` from the tasks stream; how many it found.
+async fn remove_task(fleet: &ProcFleet, key: &str, attempt: u32) -> Result<usize> {
+    let mut stream = fleet.ctx().js.get_stream(subjects::STREAM_TASKS).await?;
+    let (first, last) = {
+        let s = &stream.info().await?.state;
+        (s.first_sequence, s.last_sequence)
+    };
+    let mut removed = 0;
+    for seq in first..=last {
+        let Ok(msg) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let Ok(task) = messages::decode::<Task>("task", &msg.payload) else {
+            continue;
+        };
+        if subjects::segment_key(&task.job_id, task.unit) == key && task.attempt == attempt {
+            stream.delete_message(seq).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Reports that never reach the merger (removed from the stream while it was down) are sent

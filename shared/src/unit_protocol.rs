@@ -144,6 +144,21 @@ pub enum Refused {
     Changed,
 }
 
+impl Refused {
+    /// Whether this refusal of a step for `attempt`, an attempt the caller itself claimed (or
+    /// was handed), can only come from a read older than that claim or re-issue: the record
+    /// still at an earlier attempt, or not yet claimed. A read taken while a JetStream server
+    /// catches up after a restart can be that old; believing it would drop a unit the record
+    /// still shows running on the caller.
+    pub fn predates(&self, attempt: u32) -> bool {
+        match *self {
+            Refused::OtherAttempt { current } => current < attempt,
+            Refused::State(s) => matches!(s, SegmentState::Planned | SegmentState::Queued),
+            _ => false,
+        }
+    }
+}
+
 /// Applies `step` to `rec`, stamped `now`: the new record and what happened, or why not.
 pub fn apply(
     rec: Option<&SegmentRecord>,

@@ -464,9 +464,8 @@ impl Drop for ProcFleet {
         if !self.ok {
             for s in &self.services {
                 let text = std::fs::read_to_string(&s.log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 eprintln!("----- {} ({}) -----", s.name, s.log.display());
-                for l in tail.iter().rev() {
+                for l in log_digest(&text) {
                     eprintln!("{l}");
                 }
             }
@@ -483,6 +482,62 @@ impl Drop for ProcFleet {
             }
         }
     }
+}
+
+/// What of a service's log a failed test prints: its warnings and errors and its last lines,
+/// each JSON line shortened to `time level message field=value...`. CI keeps only the head and
+/// the tail of its output, so the whole dump must stay small.
+fn log_digest(text: &str) -> Vec<String> {
+    const WARNINGS: usize = 25;
+    const LAST: usize = 8;
+    const WIDTH: usize = 300;
+    let lines: Vec<&str> = text.lines().collect();
+    let last_from = lines.len().saturating_sub(LAST);
+    let picked: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| *i >= last_from || l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .map(|(i, l)| (i, *l))
+        .collect();
+    let skip = picked.len().saturating_sub(WARNINGS + LAST);
+    let mut out = Vec::new();
+    if skip > 0 {
+        out.push(format!("({skip} earlier warnings left out)"));
+    }
+    for (i, l) in picked.into_iter().skip(skip) {
+        let mut short = shorten(l);
+        if short.len() > WIDTH {
+            let mut end = WIDTH;
+            while !short.is_char_boundary(end) {
+                end -= 1;
+            }
+            short.truncate(end);
+            short.push_str("...");
+        }
+        out.push(format!("{i:>5} {short}"));
+    }
+    out
+}
+
+/// One JSON log line as `time level message field=value...` (other lines as they are).
+fn shorten(line: &str) -> String {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_owned();
+    };
+    let text = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let time = text("timestamp");
+    let time = time.get(11..23).unwrap_or(&time).to_owned();
+    let mut out = format!("{time} {} {}", text("level"), text("message"));
+    for (k, v) in &m {
+        if !matches!(
+            k.as_str(),
+            "timestamp" | "level" | "message" | "target" | "span"
+        ) {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            out.push_str(&format!(" {k}={v}"));
+        }
+    }
+    out
 }
 
 pub fn signal_pid(pid: u32, sig: &str) -> Result<()> {

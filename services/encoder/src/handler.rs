@@ -10,6 +10,7 @@ use crate::demote::Verdict;
 use crate::encode::{self, EncodeError};
 use crate::heartbeat::State;
 use crate::probe;
+use crate::record::{self, Applying};
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
 use ffleet_shared::messages::heartbeat::{GpuClass, Held};
@@ -30,6 +31,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
+/// Deliveries of a task whose unit record reads older than its attempt before the task is
+/// believed stale.
+const LAGGING_CLAIMS: i64 = 10;
 
 enum Claim {
     Mine,
@@ -37,6 +41,8 @@ enum Claim {
     Avoid,
     /// Gone, superseded or failed: nothing to do.
     Stale,
+    /// The record read is older than the task's attempt: look again in a moment.
+    Lagging,
     /// Done or failed by this attempt already: republish the report.
     Reported(Box<SegmentRecord>),
 }
@@ -79,6 +85,10 @@ pub async fn handle(
         }
         Ok(Claim::Reported(rec)) => return republish(ctx, node, &task, &rec).await,
         Ok(Claim::Avoid) => return Disposition::Retry(Duration::from_secs(1)),
+        Ok(Claim::Lagging) => {
+            tracing::debug!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit record read older than the task, handed back");
+            return Disposition::Retry(Duration::from_secs(1));
+        }
         Ok(Claim::Mine) => {}
     }
 
@@ -285,26 +295,17 @@ async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Dispos
         node: c.node,
         result: &result,
     };
-    let recorded = c
-        .ctx
-        .segments
-        .modify(c.key, |rec| {
-            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
-                Ok((r, _)) => Change::Write(r, true),
-                Err(_) => Change::Keep(false),
-            }
-        })
-        .await;
-    match recorded {
+    match record::apply(c.ctx, c.key, &step).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording result failed");
             return RETRY;
         }
-        Ok(false) => {
-            tracing::info!(job = %task.job_id, unit = %task.unit, attempt, "result of a superseded attempt discarded");
+        Ok(Applying::Lagging) => return RETRY,
+        Ok(Applying::Refused(why)) => {
+            tracing::info!(job = %task.job_id, unit = %task.unit, attempt, refused = ?why, "result of a superseded attempt discarded");
             return Disposition::Ack;
         }
-        Ok(true) => {}
+        Ok(Applying::Written(..)) => {}
     }
     tracing::debug!(job = %task.job_id, unit = %task.unit, frames = result.frames, secs, "unit encoded");
     let outcome = SegmentOutcome::Encoded {
@@ -348,6 +349,11 @@ async fn claim(
                     Some(r) => Change::Keep(Claim::Reported(Box::new(r.clone()))),
                     None => Change::Keep(Claim::Stale),
                 },
+                // The task comes from a re-issue the read does not show yet (a server
+                // catching up): it comes back in a second, unless it keeps coming back.
+                Err(why) if why.predates(task.attempt) && delivered <= LAGGING_CLAIMS => {
+                    Change::Keep(Claim::Lagging)
+                }
                 Err(_) => Change::Keep(Claim::Stale),
             }
         })
@@ -458,15 +464,6 @@ async fn give_back(
     }
 }
 
-enum Budget {
-    /// Re-issued as this attempt, for another node.
-    Retry(u32),
-    /// Budget spent: the unit failed for good with this record.
-    Exhausted(Box<SegmentRecord>),
-    /// The record moved on meanwhile: nothing to do.
-    Gone,
-}
-
 /// Records this node's failure of the unit and re-issues it for another node, or, when the
 /// retry budget is spent, fails it for good.
 /// Opens the source a task names, inside this node's own input roots (a task is not trusted
@@ -505,23 +502,14 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
         },
         describe: &describe,
     });
-    let decided = ctx
-        .segments
-        .modify(key, |rec| {
-            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
-                Ok((r, Applied::Reissued(next))) => Change::Write(r, Budget::Retry(next)),
-                Ok((r, _)) => Change::Write(r.clone(), Budget::Exhausted(Box::new(r))),
-                Err(_) => Change::Keep(Budget::Gone),
-            }
-        })
-        .await;
-    match decided {
+    match record::apply(ctx, key, &step).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording failure failed");
             RETRY
         }
-        Ok(Budget::Gone) => Disposition::Ack,
-        Ok(Budget::Retry(next)) => {
+        Ok(Applying::Lagging) => RETRY,
+        Ok(Applying::Refused(_)) => Disposition::Ack,
+        Ok(Applying::Written(_, Applied::Reissued(next))) => {
             let t = Task {
                 attempt: next,
                 capability: None,
@@ -533,7 +521,7 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
             }
             Disposition::Ack
         }
-        Ok(Budget::Exhausted(rec)) => dead_letter(ctx, node, task, &rec).await,
+        Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
     }
 }
 
@@ -544,22 +532,14 @@ async fn give_up(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -
         attempt,
         failure: &f,
     };
-    let recorded = ctx
-        .segments
-        .modify(key, |rec| {
-            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
-                Ok((r, _)) => Change::Write(r.clone(), Some(r)),
-                Err(_) => Change::Keep(None),
-            }
-        })
-        .await;
-    match recorded {
+    match record::apply(ctx, key, &step).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording failure failed");
             RETRY
         }
-        Ok(None) => Disposition::Ack,
-        Ok(Some(rec)) => dead_letter(ctx, node, task, &rec).await,
+        Ok(Applying::Lagging) => RETRY,
+        Ok(Applying::Refused(_)) => Disposition::Ack,
+        Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
     }
 }
 

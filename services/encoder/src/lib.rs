@@ -14,6 +14,7 @@ mod gpu;
 mod handler;
 mod heartbeat;
 pub mod probe;
+mod record;
 
 pub use executor::{Executor, Ffmpeg};
 pub use gpu::Gpus;

@@ -8,7 +8,7 @@
 use ffleet_shared::messages::{self, Heartbeat};
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::kv::{self, Typed};
-use ffleet_shared::{Capability, NodeId};
+use ffleet_shared::{Capability, JobId, NodeId, Unit};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,6 +105,19 @@ impl Pool {
     pub fn is_live(&self, node: &NodeId) -> bool {
         let map = self.inner.lock().expect("pool lock");
         map.get(node).is_some_and(|s| s.at.elapsed() <= self.ttl)
+    }
+
+    /// Whether live node `node`'s last heartbeat lists `attempt` of `unit` of `job` among the
+    /// units it is encoding; `None` when the node is not live.
+    pub fn holds(&self, node: &NodeId, job: &JobId, unit: Unit, attempt: u32) -> Option<bool> {
+        let map = self.inner.lock().expect("pool lock");
+        let seen = map.get(node).filter(|s| s.at.elapsed() <= self.ttl)?;
+        Some(
+            seen.hb
+                .holding
+                .iter()
+                .any(|h| &h.job_id == job && h.unit == unit && h.attempt == attempt),
+        )
     }
 
     /// Whether any live node offers `cap`.

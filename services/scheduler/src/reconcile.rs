@@ -1,7 +1,7 @@
 //! The slow path: every `reconcile_interval`, each unfinished job is compared with its unit
 //! records, the live pool and the queues, and whatever fell through the cracks is repaired:
 //! units owned by a node that is gone (it died before its heartbeat named them, or while no
-//! scheduler was running), units whose task message was lost, a failed unit whose report never
+//! scheduler was running), units a live owner no longer holds, units whose task message was lost, a failed unit whose report never
 //! ended the job, a done unit whose report never got into the job record (its report is sent
 //! again), and jobs past their deadline.
 
@@ -80,10 +80,22 @@ async fn reconcile(ctx: &Ctx, pool: &Pool, held: &HeldKeys, queues: &mut Queues,
         let stale = |secs: f64| age_secs(&rec.updated_at).is_some_and(|a| a > secs);
         let repair = match rec.state {
             SegmentState::Running => {
+                let owner = rec.owner.as_ref();
                 let orphaned = pool.settled()
                     && stale(cfg.heartbeat_ttl_secs)
-                    && rec.owner.as_ref().is_some_and(|o| !pool.is_live(o));
-                orphaned.then_some("owner is gone")
+                    && owner.is_some_and(|o| !pool.is_live(o));
+                // The owner lives but let the task go without recording an outcome (a step
+                // decided on a read older than its claim, a handed-back task nobody took): its
+                // heartbeats, sent long after the claim, no longer name the unit. A late
+                // result of that attempt is fenced off by the re-issue.
+                let dropped = stale(cfg.lost_task_secs)
+                    && owner.and_then(|o| pool.holds(o, &job.job_id, unit, rec.attempt))
+                        == Some(false);
+                if orphaned {
+                    Some("owner is gone")
+                } else {
+                    dropped.then_some("owner no longer holds it")
+                }
             }
             SegmentState::Planned | SegmentState::Queued => {
                 let lost = stale(cfg.lost_task_secs) && queues.empty(ctx, &rec).await;

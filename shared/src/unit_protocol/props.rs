@@ -346,6 +346,66 @@ fn a_late_result_of_a_superseded_attempt_is_refused() {
     assert_eq!(done.state, SegmentState::Done);
 }
 
+/// A result refused on a read taken before the node's own claim (or before the re-issue that
+/// made its attempt) says so, and no refusal on a current record does.
+#[test]
+fn refusals_only_a_read_older_than_the_claim_gives_are_told_apart() {
+    let n1 = NodeId::new("n1").unwrap();
+    let n2 = NodeId::new("n2").unwrap();
+    let cap = Capability::cpu();
+    let result = UnitResult {
+        key: "k".into(),
+        frames: 1,
+        decode_errors: 0,
+        digest: None,
+        bytes_moved: 0,
+    };
+    let encoded = |attempt, node| Step::Encoded {
+        attempt,
+        node,
+        result: &result,
+    };
+    let planned = SegmentRecord::planned(None);
+    let route = Step::Route {
+        attempt: 1,
+        capability: &cap,
+    };
+    let (queued, _) = apply(Some(&planned), &route, "t").unwrap();
+    for old in [&planned, &queued] {
+        let why = apply(Some(old), &encoded(1, &n1), "t").unwrap_err();
+        assert!(why.predates(1), "{why:?} on a {:?} record", old.state);
+    }
+    let claim = |attempt, node| Step::Claim {
+        attempt,
+        node,
+        gpu_class: None,
+    };
+    let (running, _) = apply(Some(&queued), &claim(1, &n1), "t").unwrap();
+    // Attempt 2 is n2's; a read still at attempt 1 predates it.
+    let why = apply(Some(&running), &claim(2, &n2), "t").unwrap_err();
+    assert_eq!(why, Refused::OtherAttempt { current: 1 });
+    assert!(why.predates(2));
+    // Taken over, superseded, finished: current records, believed.
+    let (taken, _) = apply(Some(&running), &claim(1, &n2), "t").unwrap();
+    let why = apply(Some(&taken), &encoded(1, &n1), "t").unwrap_err();
+    assert_eq!(why, Refused::NotOwner);
+    assert!(!why.predates(1));
+    let (done, _) = apply(Some(&taken), &encoded(1, &n2), "t").unwrap();
+    assert!(
+        !apply(Some(&done), &encoded(1, &n1), "t")
+            .unwrap_err()
+            .predates(1)
+    );
+    let mut moved_on = running.clone();
+    moved_on.attempt = 3;
+    assert!(
+        !apply(Some(&moved_on), &encoded(1, &n1), "t")
+            .unwrap_err()
+            .predates(1)
+    );
+    assert!(!apply(None, &encoded(1, &n1), "t").unwrap_err().predates(1));
+}
+
 #[test]
 fn failing_the_same_way_on_two_cpu_nodes_is_the_inputs_fault() {
     let f = failure(0);
