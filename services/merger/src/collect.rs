@@ -3,13 +3,15 @@
 //! the same attempt is done with the same result, and the job record only marks the unit
 //! collected (one bit) and adds its planned frames. The job moves to `merging` in the same
 //! revision-checked write that marks its last unit, so exactly one merger starts the merge.
+//! Reports of one job that arrive together share that write (`group`).
 
-use ffleet_shared::messages::{JobState, SegmentRecord, SegmentState};
-use ffleet_shared::nats::kv::{Change, KvError};
+use crate::group::{Collects, Outcome};
+use ffleet_shared::messages::{SegmentRecord, SegmentState};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, Unit, subjects};
+use std::sync::Arc;
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Collect {
     /// Counted; `done` of `total` units are in.
     Progress {
@@ -30,64 +32,22 @@ pub enum Collect {
 
 pub async fn collect(
     ctx: &Ctx,
+    collects: &Collects,
     job: &JobId,
     unit: Unit,
     attempt: u32,
     result_key: &str,
-) -> Result<Collect, KvError> {
-    let Some((seg, _)) = ctx.segments.get(&subjects::segment_key(job, unit)).await? else {
-        return Ok(Collect::Ignored);
+) -> Outcome {
+    let seg = match ctx.segments.get(&subjects::segment_key(job, unit)).await {
+        Ok(Some((seg, _))) => seg,
+        Ok(None) => return Ok(Collect::Ignored),
+        Err(e) => return Err(Arc::new(e)),
     };
     if let Some(not_counted) = judge(&seg, attempt, result_key) {
         return Ok(not_counted);
     }
     let frames = seg.cut.as_ref().map_or(0, |c| c.frames);
-    ctx.jobs
-        .modify(job.as_str(), |rec| {
-            let Some(rec) = rec else {
-                return Change::Keep(Collect::Ignored);
-            };
-            let Some(plan) = &rec.plan else {
-                return Change::Keep(Collect::Ignored);
-            };
-            if rec.state != JobState::Encoding {
-                return Change::Keep(Collect::Ignored);
-            }
-            let mut rec = rec.clone();
-            let total = plan.unit_count();
-            if rec.collected.contains(unit) {
-                // A repeated report (the unit is collected only from its done attempt, which
-                // does not change until the unit is re-issued and uncollected): nothing new,
-                // but say where the job stands.
-                let (frames_done, frames_total) = rec.frame_progress();
-                return Change::Keep(Collect::Progress {
-                    done: rec.collected.len(),
-                    total,
-                    frames_done,
-                    frames_total,
-                });
-            }
-            rec.collected.insert(unit);
-            rec.frames_collected += frames;
-            rec.touch();
-            if rec.collected.len() == total {
-                rec.state = JobState::Merging;
-                Change::Write(rec, Collect::Merge)
-            } else {
-                let (frames_done, frames_total) = rec.frame_progress();
-                let done = rec.collected.len();
-                Change::Write(
-                    rec,
-                    Collect::Progress {
-                        done,
-                        total,
-                        frames_done,
-                        frames_total,
-                    },
-                )
-            }
-        })
-        .await
+    collects.collect(ctx, job, unit, frames).await
 }
 
 /// What the unit record says about a report of `attempt` with `result_key`: `None` when it is

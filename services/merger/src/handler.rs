@@ -26,6 +26,8 @@ const BEHIND_TRIES: i64 = 30;
 pub struct Merges {
     pub media: Arc<dyn Media>,
     pub slots: tokio::sync::Semaphore,
+    /// Collects in flight, shared by the report loops so one job's reports share writes.
+    pub collects: crate::group::Collects,
 }
 
 pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
@@ -53,7 +55,16 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
                 .map_err(|e| e.to_string())
         }
         SegmentOutcome::Encoded { result_key, .. } => {
-            match collect(ctx, job, done.unit, done.attempt, result_key).await {
+            match collect(
+                ctx,
+                &media.collects,
+                job,
+                done.unit,
+                done.attempt,
+                result_key,
+            )
+            .await
+            {
                 Err(e) => Err(e.to_string()),
                 Ok(Collect::Ignored) => resume_if_orphaned(ctx, media, job, &msg).await,
                 Ok(Collect::Behind) if ack::delivered(&msg) < BEHIND_TRIES => {

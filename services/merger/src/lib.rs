@@ -3,6 +3,7 @@
 //! result against the source, moves it into place atomically and ends the job.
 
 mod collect;
+mod group;
 mod handler;
 pub mod media;
 pub mod merge;
@@ -62,6 +63,7 @@ pub async fn run_with(
             let merges = Arc::new(handler::Merges {
                 media,
                 slots: tokio::sync::Semaphore::new(ctx.config.merger.concurrency),
+                collects: Default::default(),
             });
             move |ctx, msg| {
                 let merges = merges.clone();

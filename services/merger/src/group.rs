@@ -1,0 +1,229 @@
+//! Group commit of collects into a job record. Reports of one job that arrive while a write of
+//! its record is in flight wait for that write, then go in together in the next one: under load
+//! a job's record is read and written once for several units instead of once per unit, and so
+//! is every watcher's delivery of it.
+//!
+//! The first report of a job with no write in flight becomes the job's writer: it writes what
+//! is waiting, batch after batch, until nothing is, and hands every report its outcome. Each
+//! write is the same revision-checked update as before, so the write that marks the last unit
+//! (and moves the job to `merging`) is still exactly one, and exactly one report of it is told
+//! to merge.
+
+use crate::collect::Collect;
+use ffleet_shared::messages::{JobRecord, JobState};
+use ffleet_shared::nats::kv::{Change, KvError};
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::{JobId, Unit};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// The outcome of one report, shared by a batch's reports when its write failed.
+pub type Outcome = Result<Collect, Arc<KvError>>;
+
+/// A report waiting for its job's next write.
+struct Waiting {
+    unit: Unit,
+    frames: u64,
+    reply: oneshot::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: HashMap<JobId, Vec<Waiting>>,
+    writing: HashSet<JobId>,
+}
+
+/// The merger's collects in flight, per job.
+#[derive(Default, Clone)]
+pub struct Collects(Arc<Mutex<State>>);
+
+impl Collects {
+    /// Counts `unit` (its planned `frames`) into `job`'s record, with whatever else of that
+    /// job is waiting.
+    pub async fn collect(&self, ctx: &Ctx, job: &JobId, unit: Unit, frames: u64) -> Outcome {
+        let (reply, outcome) = oneshot::channel();
+        let writer = {
+            let mut s = self.0.lock().expect("collects lock");
+            s.waiting.entry(job.clone()).or_default().push(Waiting {
+                unit,
+                frames,
+                reply,
+            });
+            s.writing.insert(job.clone())
+        };
+        if writer {
+            let _writing = Writing {
+                collects: self,
+                job,
+            };
+            while let Some(batch) = self.next_batch(job) {
+                let units: Vec<(Unit, u64)> = batch.iter().map(|w| (w.unit, w.frames)).collect();
+                match write(ctx, job, &units).await {
+                    Ok(outcomes) => {
+                        for (w, o) in batch.into_iter().zip(outcomes) {
+                            let _ = w.reply.send(Ok(o));
+                        }
+                    }
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        for w in batch {
+                            let _ = w.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        // A writer that stopped without answering (it panicked) dropped the reply: the report
+        // is handled again.
+        outcome.await.unwrap_or_else(|_| {
+            Err(Arc::new(KvError::Contended {
+                what: "job record",
+                key: job.to_string(),
+                tries: 0,
+            }))
+        })
+    }
+
+    /// What is waiting for `job`'s next write; `None`, and this caller is no longer the
+    /// writer, when nothing is.
+    fn next_batch(&self, job: &JobId) -> Option<Vec<Waiting>> {
+        let mut s = self.0.lock().expect("collects lock");
+        match s.waiting.remove(job) {
+            Some(batch) if !batch.is_empty() => Some(batch),
+            _ => {
+                s.writing.remove(job);
+                None
+            }
+        }
+    }
+}
+
+/// The writer's role, given up however the writer stops: what still waits then is answered
+/// with an error (its report handled again) instead of waiting for a writer that is gone.
+struct Writing<'a> {
+    collects: &'a Collects,
+    job: &'a JobId,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut s = self.collects.0.lock().expect("collects lock");
+        if s.writing.remove(self.job) {
+            s.waiting.remove(self.job);
+        }
+    }
+}
+
+/// One revision-checked write of `job`'s record counting `units`; each unit's outcome, in order.
+async fn write(ctx: &Ctx, job: &JobId, units: &[(Unit, u64)]) -> Result<Vec<Collect>, KvError> {
+    ctx.jobs
+        .modify(job.as_str(), |rec| match rec {
+            Some(rec) if rec.plan.is_some() && rec.state == JobState::Encoding => count(rec, units),
+            _ => Change::Keep(vec![Collect::Ignored; units.len()]),
+        })
+        .await
+}
+
+/// `rec` with `units` counted: the record to write (if anything changed) and each unit's
+/// outcome. The unit that completes the set is the one told to merge.
+fn count(rec: &JobRecord, units: &[(Unit, u64)]) -> Change<JobRecord, Vec<Collect>> {
+    let total = rec.plan.as_ref().map_or(0, |p| p.unit_count());
+    let mut next = rec.clone();
+    let mut changed = false;
+    let mut outcomes = Vec::with_capacity(units.len());
+    for &(unit, frames) in units {
+        // A repeated report (the unit is collected only from its done attempt, which does not
+        // change until the unit is re-issued and uncollected) changes nothing.
+        if next.collected.insert(unit) {
+            next.frames_collected += frames;
+            changed = true;
+            if next.collected.len() == total {
+                next.state = JobState::Merging;
+                outcomes.push(Collect::Merge);
+                continue;
+            }
+        }
+        let (frames_done, frames_total) = next.frame_progress();
+        outcomes.push(Collect::Progress {
+            done: next.collected.len(),
+            total,
+            frames_done,
+            frames_total,
+        });
+    }
+    if changed {
+        next.touch();
+        Change::Write(next, outcomes)
+    } else {
+        Change::Keep(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ffleet_shared::messages::records::Container;
+    use ffleet_shared::messages::{JobRequest, Plan};
+
+    fn encoding_job(segments: u32) -> JobRecord {
+        let request: JobRequest = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "job_id": "j",
+            "input": "file:///in.mp4",
+            "output": "file:///out.mp4",
+        }))
+        .expect("request");
+        let mut rec = JobRecord::new(request, "h264".into());
+        rec.state = JobState::Encoding;
+        rec.plan = Some(Plan {
+            segments,
+            audio: false,
+            tracks: Vec::new(),
+            warnings: Vec::new(),
+            container: Container::Mp4,
+            source_path: String::new(),
+            output_path: String::new(),
+            source_key: None,
+            output_key: None,
+        });
+        rec
+    }
+
+    fn progress(done: usize) -> Collect {
+        Collect::Progress {
+            done,
+            total: 3,
+            frames_done: 0,
+            frames_total: 0,
+        }
+    }
+
+    #[test]
+    fn the_unit_that_completes_the_set_merges_and_repeats_change_nothing() {
+        let mut rec = encoding_job(3);
+        let Change::Write(after, outcomes) =
+            count(&rec, &[(Unit::Video(0), 0), (Unit::Video(0), 0)])
+        else {
+            panic!("a new unit was not written");
+        };
+        assert_eq!(outcomes, vec![progress(1), progress(1)]);
+        rec = after;
+        let Change::Keep(outcomes) = count(&rec, &[(Unit::Video(0), 0)]) else {
+            panic!("a repeated report was written");
+        };
+        assert_eq!(outcomes, vec![progress(1)]);
+        let Change::Write(after, outcomes) = count(
+            &rec,
+            &[
+                (Unit::Video(1), 0),
+                (Unit::Video(2), 0),
+                (Unit::Video(1), 0),
+            ],
+        ) else {
+            panic!("new units were not written");
+        };
+        assert_eq!(outcomes, vec![progress(2), Collect::Merge, progress(3)]);
+        assert_eq!(after.state, JobState::Merging);
+    }
+}
