@@ -73,7 +73,10 @@ pub async fn handle(
     }
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
-    let claim = claim(ctx, node, state, &task, &key, delivered).await;
+    let (claim, known) = match claim(ctx, node, state, &task, &key, delivered).await {
+        Ok((c, known)) => (Ok(c), known),
+        Err(e) => (Err(e), None),
+    };
     match claim {
         Err(e) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "claim failed");
@@ -115,6 +118,7 @@ pub async fn handle(
         state,
         task: &task,
         key: &key,
+        known,
     };
     let d = encode_claimed(&claimed, msg, &cancel, exec).await;
     state.release(&key);
@@ -128,6 +132,9 @@ struct Claimed<'a> {
     state: &'a State,
     task: &'a Task,
     key: &'a str,
+    /// The record as this node's claim wrote it, and its revision: the result's write starts
+    /// from it instead of a read.
+    known: Option<(SegmentRecord, u64)>,
 }
 
 impl Claimed<'_> {
@@ -295,7 +302,7 @@ async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Dispos
         node: c.node,
         result: &result,
     };
-    match record::apply(c.ctx, c.key, &step).await {
+    match record::apply(c.ctx, c.key, &step, c.known.clone()).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording result failed");
             return RETRY;
@@ -325,7 +332,8 @@ async fn claim(
     task: &Task,
     key: &str,
     delivered: i64,
-) -> Result<Claim, ffleet_shared::nats::kv::KvError> {
+    // The claim's record and revision come back with it when it was written.
+) -> Result<(Claim, Option<(SegmentRecord, u64)>), ffleet_shared::nats::kv::KvError> {
     let my_class = state.gpu_class().cloned();
     let on_gpu = task.capability.as_ref().is_some_and(Capability::is_gpu);
     let step = Step::Claim {
@@ -334,7 +342,7 @@ async fn claim(
         gpu_class: if on_gpu { my_class.as_ref() } else { None },
     };
     ctx.segments
-        .modify(key, |rec| {
+        .modify_known(key, None, |rec| {
             if let Some(r) = rec
                 && r.attempt == task.attempt
                 && !matches!(r.state, SegmentState::Done | SegmentState::Failed)
@@ -502,7 +510,7 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
         },
         describe: &describe,
     });
-    match record::apply(ctx, key, &step).await {
+    match record::apply(ctx, key, &step, None).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording failure failed");
             RETRY
@@ -532,7 +540,7 @@ async fn give_up(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -
         attempt,
         failure: &f,
     };
-    match record::apply(ctx, key, &step).await {
+    match record::apply(ctx, key, &step, None).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording failure failed");
             RETRY

@@ -29,15 +29,21 @@ pub enum Applying {
     Lagging,
 }
 
-/// Applies `step`, an attempt this node claimed, to record `key`.
-pub async fn apply(ctx: &Ctx, key: &str, step: &Step<'_>) -> Result<Applying, KvError> {
+/// Applies `step`, an attempt this node claimed, to record `key`, starting from `known` (the
+/// record and revision this node last wrote) when it has it.
+pub async fn apply(
+    ctx: &Ctx,
+    key: &str,
+    step: &Step<'_>,
+    mut known: Option<(SegmentRecord, u64)>,
+) -> Result<Applying, KvError> {
     let attempt = step.attempt().unwrap_or(0);
     let mut reads = 0;
     loop {
         reads += 1;
-        let got = ctx
+        let (got, _) = ctx
             .segments
-            .modify(key, |rec| {
+            .modify_known(key, known.take(), |rec| {
                 match unit_protocol::apply(rec, step, &now_rfc3339()) {
                     Ok((r, applied)) => Change::Write(r.clone(), Ok((r, applied))),
                     Err(why) => Change::Keep(Err(why)),

@@ -117,24 +117,53 @@ where
     pub async fn modify<R>(
         &self,
         key: &str,
+        decide: impl FnMut(Option<&T>) -> Change<T, R>,
+    ) -> Result<R, KvError>
+    where
+        T: Clone,
+    {
+        Ok(self.modify_known(key, None, decide).await?.0)
+    }
+
+    /// `modify`, first deciding on `known` (a value and its revision the caller holds, such as
+    /// its own last write) instead of a read: a write that finds the key still at that revision
+    /// costs no read. A refusal on `known`, or a write it lost, is decided again on a read.
+    /// Returns, beside `decide`'s answer, the value written and its revision (`None` when
+    /// nothing was written).
+    pub async fn modify_known<R>(
+        &self,
+        key: &str,
+        mut known: Option<(T, u64)>,
         mut decide: impl FnMut(Option<&T>) -> Change<T, R>,
-    ) -> Result<R, KvError> {
+    ) -> Result<(R, Option<(T, u64)>), KvError>
+    where
+        T: Clone,
+    {
         const TRIES: u32 = 50;
         for attempt in 0..TRIES {
-            let current = self.get(key).await?;
+            let guessed = known.is_some();
+            let current = match known.take() {
+                Some(k) => Some(k),
+                None => self.get(key).await?,
+            };
             let (value, rev) = match current {
                 Some((v, r)) => (Some(v), Some(r)),
                 None => (None, None),
             };
             match decide(value.as_ref()) {
-                Change::Keep(r) => return Ok(r),
+                // Only a read may refuse: the caller's copy may be old.
+                Change::Keep(_) if guessed => continue,
+                Change::Keep(r) => return Ok((r, None)),
                 Change::Write(new, r) => {
                     let written = match rev {
                         Some(rev) => self.update(key, &new, rev).await?,
                         None => self.create(key, &new).await?,
                     };
-                    if written.is_some() {
-                        return Ok(r);
+                    if let Some(rev) = written {
+                        return Ok((r, Some((new, rev))));
+                    }
+                    if guessed {
+                        continue;
                     }
                 }
             }
