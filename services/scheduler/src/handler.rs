@@ -21,6 +21,18 @@ pub enum Released {
     Retry,
 }
 
+/// What the unit record said to a route.
+enum Route {
+    /// Routed; the GPU class the attempt prefers.
+    Routed(Option<GpuClass>),
+    /// Claimed or finished already: a redelivery of a task that went out.
+    Claimed,
+    /// The unit moved on, or its job is gone.
+    Stale,
+    /// The record read is older than the task's attempt.
+    Lagging,
+}
+
 /// The GPU class a re-issued accelerator attempt should prefer: the class of the node that ran
 /// the unit before, if a live node of that class offers the capability (otherwise preferring
 /// it would only delay the task). First attempts and CPU work prefer nothing: x264 gives the
@@ -55,11 +67,14 @@ pub async fn release(
             match unit_protocol::apply(rec, &step, &now_rfc3339()) {
                 Ok((r, _)) => {
                     let class = preferred_class(r.gpu_class.as_ref(), attempt, cap, live_classes);
-                    Change::Write(r, Some(Ok(class)))
+                    Change::Write(r, Route::Routed(class))
                 }
                 // Already claimed: this is a redelivery of a task that went out.
-                Err(Refused::State(_) | Refused::Finished(_)) => Change::Keep(Some(Err(()))),
-                Err(_) => Change::Keep(None),
+                Err(Refused::State(_) | Refused::Finished(_)) => Change::Keep(Route::Claimed),
+                // The record read is older than the re-issue that made this task (a server
+                // catching up): kept for the next round instead of lost.
+                Err(why) if why.predates(attempt) => Change::Keep(Route::Lagging),
+                Err(_) => Change::Keep(Route::Stale),
             }
         })
         .await;
@@ -68,12 +83,16 @@ pub async fn release(
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "routing record update failed");
             Released::Retry
         }
-        Ok(None) => {
+        Ok(Route::Stale) => {
             tracing::debug!(job = %task.job_id, unit = %task.unit, "stale or orphaned task dropped");
             Released::Dropped
         }
-        Ok(Some(Err(()))) => Released::Dropped,
-        Ok(Some(Ok(prefer_class))) => {
+        Ok(Route::Lagging) => {
+            tracing::debug!(job = %task.job_id, unit = %task.unit, attempt, "unit record read older than the task, kept");
+            Released::Retry
+        }
+        Ok(Route::Claimed) => Released::Dropped,
+        Ok(Route::Routed(prefer_class)) => {
             let task = Task {
                 capability: Some(cap.clone()),
                 slots,
