@@ -269,11 +269,8 @@ proptest! {
     }
 }
 
-#[test]
-fn a_late_result_of_a_superseded_attempt_is_refused() {
-    let n1 = NodeId::new("n1").unwrap();
-    let n2 = NodeId::new("n2").unwrap();
-    let cap = Capability::cpu();
+/// Two nodes, the CPU capability and a result: what the hand-written cases share.
+fn two_nodes() -> (NodeId, NodeId, Capability, UnitResult) {
     let result = UnitResult {
         key: "k".into(),
         frames: 1,
@@ -281,6 +278,17 @@ fn a_late_result_of_a_superseded_attempt_is_refused() {
         digest: None,
         bytes_moved: 0,
     };
+    (
+        NodeId::new("n1").unwrap(),
+        NodeId::new("n2").unwrap(),
+        Capability::cpu(),
+        result,
+    )
+}
+
+#[test]
+fn a_late_result_of_a_superseded_attempt_is_refused() {
+    let (n1, n2, cap, result) = two_nodes();
     let rec = SegmentRecord::planned(None);
     let (rec, _) = apply(
         Some(&rec),
@@ -350,16 +358,7 @@ fn a_late_result_of_a_superseded_attempt_is_refused() {
 /// made its attempt) says so, and no refusal on a current record does.
 #[test]
 fn refusals_only_a_read_older_than_the_claim_gives_are_told_apart() {
-    let n1 = NodeId::new("n1").unwrap();
-    let n2 = NodeId::new("n2").unwrap();
-    let cap = Capability::cpu();
-    let result = UnitResult {
-        key: "k".into(),
-        frames: 1,
-        decode_errors: 0,
-        digest: None,
-        bytes_moved: 0,
-    };
+    let (n1, n2, cap, result) = two_nodes();
     let encoded = |attempt, node| Step::Encoded {
         attempt,
         node,
