@@ -53,11 +53,17 @@ impl Collects {
             s.writing.insert(job.clone())
         };
         if writer {
-            let _writing = Writing {
+            let mut writing = Writing {
                 collects: self,
                 job,
+                finished: false,
             };
-            while let Some(batch) = self.next_batch(job) {
+            loop {
+                let Some(batch) = self.next_batch(job) else {
+                    // `next_batch` gave the role up: a new writer may hold it already.
+                    writing.finished = true;
+                    break;
+                };
                 let units: Vec<(Unit, u64)> = batch.iter().map(|w| (w.unit, w.frames)).collect();
                 match write(ctx, job, &units).await {
                     Ok(outcomes) => {
@@ -99,19 +105,25 @@ impl Collects {
     }
 }
 
-/// The writer's role, given up however the writer stops: what still waits then is answered
-/// with an error (its report handled again) instead of waiting for a writer that is gone.
+/// The writer's role, given up however the writer stops: a writer that stops while reports
+/// still wait (it panicked) answers them with an error (each report handled again) instead of
+/// leaving them to wait for a writer that is gone.
 struct Writing<'a> {
     collects: &'a Collects,
     job: &'a JobId,
+    /// Stopped because nothing waited: `next_batch` gave the role up, and a new writer may
+    /// hold it already.
+    finished: bool,
 }
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        let mut s = self.collects.0.lock().expect("collects lock");
-        if s.writing.remove(self.job) {
-            s.waiting.remove(self.job);
+        if self.finished {
+            return;
         }
+        let mut s = self.collects.0.lock().expect("collects lock");
+        s.writing.remove(self.job);
+        s.waiting.remove(self.job);
     }
 }
 
