@@ -325,6 +325,7 @@ async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Dispos
 
 /// Takes the unit for this node through the unit protocol, unless this node should leave it to
 /// others for a moment (it failed the unit before, or the attempt prefers another GPU class).
+/// A claim written comes back with the record and revision it wrote.
 async fn claim(
     ctx: &Ctx,
     node: &NodeId,
@@ -332,7 +333,6 @@ async fn claim(
     task: &Task,
     key: &str,
     delivered: i64,
-    // The claim's record and revision come back with it when it was written.
 ) -> Result<(Claim, Option<(SegmentRecord, u64)>), ffleet_shared::nats::kv::KvError> {
     let my_class = state.gpu_class().cloned();
     let on_gpu = task.capability.as_ref().is_some_and(Capability::is_gpu);
