@@ -847,7 +847,7 @@ async fn refusals_never_speak_for_a_running_job(fleet: &TestFleet) -> Result<()>
     let mut watch = fleet
         .ctx()
         .client
-        .subscribe(subjects::job_events(&req.job_id))
+        .subscribe(subjects::job_events(Some(&req.job_id)))
         .await?;
     fleet.ctx().client.flush().await?;
     fleet.submit(&req).await?;

@@ -240,8 +240,9 @@ pub fn event(job: Option<&JobId>, kind: EventKind) -> String {
     format!("ffleet.events.{job}.{}", kind.token())
 }
 
-/// Every event about one job.
-pub fn job_events(job: &JobId) -> String {
+/// Every event about one job (`None`: about requests that carried no usable id).
+pub fn job_events(job: Option<&JobId>) -> String {
+    let job = job.map(JobId::as_str).unwrap_or(UNNAMED_JOB);
     format!("ffleet.events.{job}.>")
 }
 

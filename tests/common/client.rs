@@ -224,10 +224,8 @@ pub async fn stored_events(
     js: &async_nats::jetstream::Context,
     job: Option<&str>,
 ) -> Result<Vec<JobEvent>> {
-    let subject = match job {
-        Some(j) => format!("ffleet.events.{j}.>"),
-        None => format!("ffleet.events.{}.>", subjects::UNNAMED_JOB),
-    };
+    let job = job.map(ffleet_shared::JobId::new).transpose()?;
+    let subject = subjects::job_events(job.as_ref());
     let stream = js.get_stream(subjects::STREAM_EVENTS).await?;
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {

@@ -1,9 +1,9 @@
 //! The slow path: every `reconcile_interval`, each unfinished job is compared with its unit
 //! records, the live pool and the queues, and whatever fell through the cracks is repaired:
 //! units owned by a node that is gone (it died before its heartbeat named them, or while no
-//! scheduler was running), units a live owner no longer holds, units whose task message was lost, a failed unit whose report never
-//! ended the job, a done unit whose report never got into the job record (its report is sent
-//! again), and jobs past their deadline.
+//! scheduler was running), units a live owner no longer holds, units whose task message was
+//! lost, a failed unit whose report never ended the job, a done unit whose report never got
+//! into the job record (its report is sent again), and jobs past their deadline.
 
 use crate::backlog::HeldKeys;
 use crate::jobs_view::JobsView;
