@@ -341,8 +341,10 @@ async fn claim(
         node,
         gpu_class: if on_gpu { my_class.as_ref() } else { None },
     };
+    // The task carries the record as the scheduler's route wrote it: when nothing wrote since,
+    // the claim costs no read.
     ctx.segments
-        .modify_known(key, None, |rec| {
+        .modify_known(key, task.known_record(), |rec| {
             if let Some(r) = rec
                 && r.attempt == task.attempt
                 && !matches!(r.state, SegmentState::Done | SegmentState::Failed)
@@ -409,13 +411,16 @@ async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
     let step = Step::HandBack { attempt };
     let moved = ctx
         .segments
-        .modify(&key, |rec| {
-            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
-                Ok((r, _)) => Change::Write(r, true),
-                Err(_) => Change::Keep(false),
-            }
+        .modify_known(&key, task.known_record(), |rec| match unit_protocol::apply(
+            rec,
+            &step,
+            &now_rfc3339(),
+        ) {
+            Ok((r, _)) => Change::Write(r, true),
+            Err(_) => Change::Keep(false),
         })
-        .await;
+        .await
+        .map(|(moved, _)| moved);
     match moved {
         Err(e) => {
             tracing::warn!(error = %e, "handing back a task failed, will retry");
@@ -428,6 +433,7 @@ async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
                 capability: None,
                 slots: 1,
                 prefer_class: None,
+                record: None,
                 ..task.clone()
             };
             // Lost here, the planned attempt is re-issued by the scheduler's reconciler.
@@ -521,6 +527,7 @@ async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> D
             let t = Task {
                 attempt: next,
                 capability: None,
+                record: None,
                 ..task.clone()
             };
             // Lost here, the planned attempt is re-issued by the scheduler's reconciler.

@@ -2,8 +2,8 @@
 //! record (revision-checked), publish it to the capability queue. The backlog acks its plan
 //! message once this says the task went out or is no longer wanted.
 
-use ffleet_shared::messages::Task;
 use ffleet_shared::messages::heartbeat::GpuClass;
+use ffleet_shared::messages::{RecordCopy, Task};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::runtime::Ctx;
@@ -61,9 +61,11 @@ pub async fn release(
         attempt,
         capability: cap,
     };
+    // The plan message carries the record as the splitter wrote it: when nothing wrote since,
+    // the route costs no read.
     let routed = ctx
         .segments
-        .modify(&key, |rec| {
+        .modify_known(&key, task.known_record(), |rec| {
             match unit_protocol::apply(rec, &step, &now_rfc3339()) {
                 Ok((r, _)) => {
                     let class = preferred_class(r.gpu_class.as_ref(), attempt, cap, live_classes);
@@ -77,26 +79,29 @@ pub async fn release(
                 Err(_) => Change::Keep(Route::Stale),
             }
         })
-        .await;
+        .await
+        .map(|(route, written)| (route, written.and_then(|(r, rev)| RecordCopy::of(r, rev))));
     match routed {
         Err(e) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "routing record update failed");
             Released::Retry
         }
-        Ok(Route::Stale) => {
+        Ok((Route::Stale, _)) => {
             tracing::debug!(job = %task.job_id, unit = %task.unit, "stale or orphaned task dropped");
             Released::Dropped
         }
-        Ok(Route::Lagging) => {
+        Ok((Route::Lagging, _)) => {
             tracing::debug!(job = %task.job_id, unit = %task.unit, attempt, "unit record read older than the task, kept");
             Released::Retry
         }
-        Ok(Route::Claimed) => Released::Dropped,
-        Ok(Route::Routed(prefer_class)) => {
+        Ok((Route::Claimed, _)) => Released::Dropped,
+        Ok((Route::Routed(prefer_class), copy)) => {
             let task = Task {
                 capability: Some(cap.clone()),
                 slots,
                 prefer_class,
+                // The encoder's claim starts from the record this route wrote.
+                record: copy,
                 ..task.clone()
             };
             telemetry::spans::task(&task);

@@ -9,6 +9,7 @@ use crate::backlog::HeldKeys;
 use crate::jobs_view::JobsView;
 use crate::pool::Pool;
 use crate::reissue::reissue;
+use ffleet_shared::config::SchedulerConfig;
 use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
 use ffleet_shared::messages::{
     CURRENT, JobEvent, JobRecord, JobState, SegmentRecord, SegmentState,
@@ -18,7 +19,7 @@ use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::time::age_secs;
 use ffleet_shared::unit_protocol::Seen;
-use ffleet_shared::{Capability, Unit, jobs, subjects};
+use ffleet_shared::{Capability, JobId, Unit, jobs, subjects};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -42,21 +43,7 @@ pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, held: HeldKeys, term: Can
 
 async fn reconcile(ctx: &Ctx, pool: &Pool, held: &HeldKeys, queues: &mut Queues, job: &JobRecord) {
     let cfg = &ctx.config.scheduler;
-    let age = age_secs(&job.accepted_at).unwrap_or(0.0);
-    if age > cfg.job_deadline_secs {
-        let f = Failure::new(
-            Reason::DeadlineExceeded,
-            format!(
-                "job {} was still {:?} {:.0} s after it was accepted (deadline {} s)",
-                job.job_id, job.state, age, cfg.job_deadline_secs
-            ),
-        );
-        if let Err(e) = jobs::fail(ctx, &job.job_id, &f).await {
-            tracing::warn!(job = %job.job_id, error = %e, "failing an overdue job failed");
-        }
-        return;
-    }
-    if job.state != JobState::Encoding {
+    if overdue(ctx, job).await || job.state != JobState::Encoding {
         return;
     }
     let Some(plan) = &job.plan else { return };
@@ -79,24 +66,7 @@ async fn reconcile(ctx: &Ctx, pool: &Pool, held: &HeldKeys, queues: &mut Queues,
         };
         let stale = |secs: f64| age_secs(&rec.updated_at).is_some_and(|a| a > secs);
         let repair = match rec.state {
-            SegmentState::Running => {
-                let owner = rec.owner.as_ref();
-                let orphaned = pool.settled()
-                    && stale(cfg.heartbeat_ttl_secs)
-                    && owner.is_some_and(|o| !pool.is_live(o));
-                // The owner lives but let the task go without recording an outcome (a step
-                // decided on a read older than its claim, a handed-back task nobody took): its
-                // heartbeats, sent long after the claim, no longer name the unit. A late
-                // result of that attempt is fenced off by the re-issue.
-                let dropped = stale(cfg.lost_task_secs)
-                    && owner.and_then(|o| pool.holds(o, &job.job_id, unit, rec.attempt))
-                        == Some(false);
-                if orphaned {
-                    Some("owner is gone")
-                } else {
-                    dropped.then_some("owner no longer holds it")
-                }
-            }
+            SegmentState::Running => running_repair(cfg, pool, &job.job_id, unit, &rec),
             SegmentState::Planned | SegmentState::Queued => {
                 let lost = stale(cfg.lost_task_secs) && queues.empty(ctx, &rec).await;
                 lost.then_some("task message lost")
@@ -130,6 +100,51 @@ async fn reconcile(ctx: &Ctx, pool: &Pool, held: &HeldKeys, queues: &mut Queues,
                 tracing::warn!(job = %job.job_id, unit = %unit, error = %e, "re-issue failed")
             }
         }
+    }
+}
+
+/// Fails a job past its deadline; whether it was.
+async fn overdue(ctx: &Ctx, job: &JobRecord) -> bool {
+    let deadline = ctx.config.scheduler.job_deadline_secs;
+    let age = age_secs(&job.accepted_at).unwrap_or(0.0);
+    if age <= deadline {
+        return false;
+    }
+    let f = Failure::new(
+        Reason::DeadlineExceeded,
+        format!(
+            "job {} was still {:?} {:.0} s after it was accepted (deadline {} s)",
+            job.job_id, job.state, age, deadline
+        ),
+    );
+    if let Err(e) = jobs::fail(ctx, &job.job_id, &f).await {
+        tracing::warn!(job = %job.job_id, error = %e, "failing an overdue job failed");
+    }
+    true
+}
+
+/// Why a running unit needs a new attempt, if it does.
+fn running_repair(
+    cfg: &SchedulerConfig,
+    pool: &Pool,
+    job: &JobId,
+    unit: Unit,
+    rec: &SegmentRecord,
+) -> Option<&'static str> {
+    let stale = |secs: f64| age_secs(&rec.updated_at).is_some_and(|a| a > secs);
+    let owner = rec.owner.as_ref();
+    let orphaned =
+        pool.settled() && stale(cfg.heartbeat_ttl_secs) && owner.is_some_and(|o| !pool.is_live(o));
+    // The owner lives but let the task go without recording an outcome (a step decided on a
+    // read older than its claim, a handed-back task nobody took): its heartbeats, sent long
+    // after the claim, no longer name the unit. A late result of that attempt is fenced off by
+    // the re-issue.
+    let dropped = stale(cfg.lost_task_secs)
+        && owner.and_then(|o| pool.holds(o, job, unit, rec.attempt)) == Some(false);
+    if orphaned {
+        Some("owner is gone")
+    } else {
+        dropped.then_some("owner no longer holds it")
     }
 }
 

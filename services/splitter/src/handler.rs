@@ -13,7 +13,8 @@ use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::Accepted;
 use ffleet_shared::messages::records::{Plan, SegmentPlan};
 use ffleet_shared::messages::{
-    CURRENT, JobEvent, JobRecord, JobRequest, JobState, RequestError, SegmentRecord, Task,
+    CURRENT, JobEvent, JobRecord, JobRequest, JobState, RecordCopy, RequestError, SegmentRecord,
+    Task,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
@@ -22,6 +23,7 @@ use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::storage::{self, Local, Roots, StorageError, open_input_link};
 use ffleet_shared::{JobId, Unit, jobs, subjects, telemetry};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -342,8 +344,7 @@ async fn split_and_plan(
         source_key,
         output_key,
     };
-    let planned = segments.clone();
-    write_unit_records(ctx, job, &plan, segments).await?;
+    let written = write_unit_records(ctx, job, &plan, segments).await?;
     let info = src.info;
     let rec = ctx
         .jobs
@@ -361,7 +362,7 @@ async fn split_and_plan(
         })
         .await?;
     match rec {
-        Some(rec) => publish_tasks(ctx, &rec, Some(&planned)).await,
+        Some(rec) => publish_tasks(ctx, &rec, Some(&written)).await,
         None => Ok(()),
     }
 }
@@ -436,27 +437,37 @@ async fn store_source(
 
 /// Each cut goes into its unit's own record, so the job record stays small for any length.
 /// While the job is splitting no task of it exists, so a record left by an interrupted split
-/// (cut for another pool, perhaps) is this split's to replace.
+/// (cut for another pool, perhaps) is this split's to replace. Returns each record as written,
+/// with its revision, for the tasks to carry.
 async fn write_unit_records(
     ctx: &Ctx,
     job: &JobId,
     plan: &Plan,
     segments: Vec<SegmentPlan>,
-) -> Result<(), Step> {
+) -> Result<HashMap<Unit, (SegmentRecord, u64)>, Step> {
     let cuts = segments
         .into_iter()
         .map(Some)
         .chain(plan.audio.then_some(None));
+    let mut written = HashMap::new();
     for (unit, cut) in plan.units().zip(cuts) {
         let key = subjects::segment_key(job, unit);
         let fresh = SegmentRecord::planned(cut);
-        if ctx.segments.create(&key, &fresh).await?.is_none() {
-            ctx.segments
-                .modify(&key, |_| Change::Write(fresh.clone(), ()))
-                .await?;
+        let revision = match ctx.segments.create(&key, &fresh).await? {
+            Some(rev) => Some(rev),
+            None => {
+                let (_, copy) = ctx
+                    .segments
+                    .modify_known(&key, None, |_| Change::Write(fresh.clone(), ()))
+                    .await?;
+                copy.map(|(_, rev)| rev)
+            }
+        };
+        if let Some(rev) = revision {
+            written.insert(unit, (fresh, rev));
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The segment length for this job: the pool rule (`sizing`), capped by the request's
@@ -504,11 +515,12 @@ pub(crate) fn convertible(
 
 /// Publishes the first attempt of every unit to the plan queue (de-duplicated by id). Audio
 /// goes first: it is one long task, so starting it early shortens the job. The cuts are the ones
-/// just planned, or (a redelivered request) read back from the unit records.
+/// just written (`written`), or (a redelivered request) read back from the unit records. Each
+/// task carries its unit's record, so the scheduler's route starts from it instead of a read.
 async fn publish_tasks(
     ctx: &Ctx,
     rec: &JobRecord,
-    planned: Option<&[SegmentPlan]>,
+    written: Option<&HashMap<Unit, (SegmentRecord, u64)>>,
 ) -> Result<(), Step> {
     let Some(plan) = &rec.plan else {
         return Ok(());
@@ -521,20 +533,17 @@ async fn publish_tasks(
         .into_iter()
         .chain((0..plan.segments).map(Unit::Video));
     for unit in units {
-        let read;
-        let cut = match (unit, planned) {
-            (Unit::Audio, _) => None,
-            (Unit::Video(i), Some(cuts)) => cuts.get(i as usize),
-            (Unit::Video(_), None) => {
-                read = ctx.segments.get(&subjects::segment_key(job, unit)).await?;
-                read.as_ref().and_then(|(r, _)| r.cut.as_ref())
-            }
+        let known = match written.and_then(|w| w.get(&unit)) {
+            Some(k) => Some(k.clone()),
+            None => ctx.segments.get(&subjects::segment_key(job, unit)).await?,
         };
-        let Some(task) = Task::for_unit(rec, unit, cut, 1) else {
+        let cut = known.as_ref().and_then(|(r, _)| r.cut.as_ref());
+        let Some(mut task) = Task::for_unit(rec, unit, cut, 1) else {
             return Err(Step::Retry(format!(
                 "unit {unit} of job {job} has no cut recorded"
             )));
         };
+        task.record = known.and_then(|(r, rev)| RecordCopy::of(r, rev));
         publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;
         published += 1;
     }

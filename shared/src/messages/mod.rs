@@ -18,7 +18,7 @@ pub use live::LiveProgress;
 pub use records::{
     JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo,
 };
-pub use task::{DeadLetter, Task, TaskInput};
+pub use task::{DeadLetter, RecordCopy, Task, TaskInput};
 pub use unit_set::{MAX_VIDEO_UNITS, UnitSet};
 
 /// Version of every message schema this build writes.

@@ -6,7 +6,7 @@
 
 use super::heartbeat::GpuClass;
 use super::job::Preference;
-use super::records::{AttemptFailure, JobRecord, SegmentPlan};
+use super::records::{AttemptFailure, JobRecord, SegmentPlan, SegmentRecord};
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, Unit};
 use crate::media::picture::Picture;
@@ -76,6 +76,38 @@ pub struct Task {
     /// for its first deliveries (NVENC bytes differ between GPU models and drivers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer_class: Option<GpuClass>,
+    /// The unit's record as the publisher of this task wrote it, and that write's revision: the
+    /// receiver's revision-checked update of the record starts from this copy instead of a read.
+    /// Only ever a guess: a copy that is no longer current (or not genuine) loses the revision
+    /// check, and the update is decided again on a read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordCopy>,
+}
+
+/// A unit record and the revision it was written at (see `Task::record`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordCopy {
+    pub revision: u64,
+    pub record: SegmentRecord,
+}
+
+/// Largest record a task carries a copy of: the copy only saves a read, so a record grown large
+/// (a long list of failed attempts) is left out, keeping the task far from the message limit.
+const COPY_MAX_BYTES: usize = 4096;
+
+impl RecordCopy {
+    /// A copy of `record` as written at `revision`, unless the record is too large to carry.
+    pub fn of(record: SegmentRecord, revision: u64) -> Option<RecordCopy> {
+        let bytes = serde_json::to_vec(&record).map_or(usize::MAX, |b| b.len());
+        (bytes <= COPY_MAX_BYTES).then_some(RecordCopy { revision, record })
+    }
+}
+
+impl Task {
+    /// The record copy this task carries, as `Typed::modify_known` takes it.
+    pub fn known_record(&self) -> Option<(SegmentRecord, u64)> {
+        self.record.as_ref().map(|c| (c.record.clone(), c.revision))
+    }
 }
 
 fn one() -> u32 {
@@ -150,6 +182,7 @@ impl Task {
             work,
             slots: 1,
             prefer_class: None,
+            record: None,
         })
     }
 
@@ -179,5 +212,35 @@ pub struct DeadLetter {
 impl Versioned for DeadLetter {
     fn version(&self) -> u32 {
         self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+
+    #[test]
+    fn a_task_carries_a_small_records_copy_and_reads_without_one() {
+        let plain = serde_json::json!({"version": 1, "job_id": "j", "unit": "v00001",
+            "attempt": 1, "profile": "h264", "input": {"kind": "scratch", "key": "k"},
+            "duration_secs": 1.0, "result_ext": "nut", "priority": 0});
+        let mut task: Task = serde_json::from_value(plain).unwrap();
+        assert_eq!(task.known_record(), None);
+        let record = SegmentRecord::planned(None);
+        task.record = RecordCopy::of(record.clone(), 42);
+        let back: Task = serde_json::from_slice(&serde_json::to_vec(&task).unwrap()).unwrap();
+        assert_eq!(back.known_record(), Some((record.clone(), 42)));
+
+        // A record grown large is not carried: the task stays far from the message limit.
+        let mut big = record;
+        big.failures = (0..100)
+            .map(|attempt| AttemptFailure {
+                attempt,
+                node: NodeId::new("enc-1").unwrap(),
+                message: "x".repeat(100),
+            })
+            .collect();
+        assert_eq!(RecordCopy::of(big, 43), None);
     }
 }
