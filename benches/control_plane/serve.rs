@@ -6,7 +6,8 @@
 //!   dispatch latency (task stored in its queue → executor started);
 //! - splitter: the real ffprobe + ffmpeg split for the first job, then, for each job, the same
 //!   plan with tiny cut files written and committed through the real storage;
-//! - merger: no concat, mux or verify: the output facts come from the collected units.
+//! - merger: no concat, mux or verify: the output facts come from the collected units (the
+//!   reads of the unit records that pick each result stay).
 //!
 //! The parent talks over stdin/stdout: `dump` answers one JSON line (operation counts, dispatch
 //! latencies since the last dump); end of stdin stops the service.
@@ -131,9 +132,12 @@ struct NoMerge;
 impl ffleet_merger::media::Media for NoMerge {
     async fn merge(
         &self,
-        _ctx: &Ctx,
+        ctx: &Ctx,
         rec: &JobRecord,
     ) -> Result<OutputInfo, ffleet_merger::merge::MergeError> {
+        // The real merge's reads of every unit's record (which result of which attempt to
+        // take) are control-plane work: they stay.
+        ffleet_merger::merge::results(ctx, rec).await?;
         Ok(OutputInfo {
             uri: rec.request.output.clone(),
             frames: rec.frames_collected,

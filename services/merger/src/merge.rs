@@ -247,7 +247,7 @@ async fn store_output(
 }
 
 /// A unit's accepted result, as its record keeps it.
-struct UnitResult {
+pub struct UnitResult {
     unit: Unit,
     attempt: u32,
     result_key: String,
@@ -265,7 +265,7 @@ const READ_AHEAD: usize = 32;
 /// Every unit's accepted result, video segments in order and then the tracks unit. Each must be
 /// collected and its record done: anything else is a bug (collect marks only done units, and
 /// only a re-issue, which uncollects first, moves a done unit on).
-async fn results(ctx: &Ctx, rec: &JobRecord) -> Result<Vec<UnitResult>, MergeError> {
+pub async fn results(ctx: &Ctx, rec: &JobRecord) -> Result<Vec<UnitResult>, MergeError> {
     let Some(plan) = &rec.plan else {
         return Err(internal("job has no plan").into());
     };
