@@ -178,7 +178,8 @@ async fn sim_nodes(ctx: Ctx, n: usize, stop: CancellationToken) {
 
 pub fn main(args: &[String]) {
     let svc = args[0].clone();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // The runtime a service binary runs on, so the bench measures what ships.
+    let rt = ffleet_shared::service_main::runtime().expect("runtime");
     rt.block_on(async move {
         let config = Config::load(None).expect("config");
         let name: &'static str = match svc.as_str() {

@@ -19,6 +19,27 @@ pub enum ServeError {
     Service(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Worker threads of a service process's runtime unless `TOKIO_WORKER_THREADS` says otherwise.
+/// A service's own work is small and message-bound (the media work runs in ffmpeg children);
+/// measured with `cargo bench --bench control_plane` on 2 cores, one worker per process cost
+/// less CPU per segment and carried more segments/s than one per core, whose tasks hand each
+/// message between threads.
+pub const WORKER_THREADS: usize = 1;
+
+/// The runtime a service process runs on: `WORKER_THREADS` workers (or `TOKIO_WORKER_THREADS`),
+/// plus tokio's blocking pool for file work.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(WORKER_THREADS);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+}
+
 /// Runs `service` with `config` until a signal asks it to stop and it has drained.
 pub async fn serve<F, Fut, E>(
     mut config: Config,

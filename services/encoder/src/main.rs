@@ -1,9 +1,15 @@
-//! `ffleet-encoder`: config → telemetry → connect → run until SIGTERM → drain.
+//! `ffleet-encoder`: config → telemetry → connect → run until SIGTERM → drain, on the service
+//! runtime (`service_main::runtime`).
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+use anyhow::Context;
+
+fn main() -> anyhow::Result<()> {
     let config = ffleet_shared::config::Config::load(None)?;
-    ffleet_shared::service_main::serve(config, ffleet_encoder::SERVICE, ffleet_encoder::start)
-        .await?;
+    let rt = ffleet_shared::service_main::runtime().context("starting the runtime")?;
+    rt.block_on(ffleet_shared::service_main::serve(
+        config,
+        ffleet_encoder::SERVICE,
+        ffleet_encoder::start,
+    ))?;
     Ok(())
 }
