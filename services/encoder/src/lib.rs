@@ -25,6 +25,7 @@ use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::ack::KeepAlive;
 use ffleet_shared::nats::durable::Durable;
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_shared::nats::pull::Puller;
 use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{Capability, NodeId, subjects};
@@ -256,6 +257,8 @@ impl Pull {
         // `RETRY_CHECK` while the backlog keeps every poll busy: a no-wait fetch per unit would
         // double the pull requests of a node turning over many short units.
         let mut retries_checked: Option<Instant> = None;
+        let mut retries: Vec<Puller> = self.retries.iter().cloned().map(Puller::new).collect();
+        let mut queues: Vec<Puller> = self.queues.iter().cloned().map(Puller::new).collect();
         while !shutdown.is_cancelled() {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("semaphore open"),
@@ -264,7 +267,7 @@ impl Pull {
             let mut msg = None;
             if retries_checked.is_none_or(|t| t.elapsed() >= RETRY_CHECK) {
                 retries_checked = Some(Instant::now());
-                for q in &self.retries {
+                for q in &mut retries {
                     msg = worker::try_now(q).await;
                     if msg.is_some() {
                         // More may be waiting: look again next time.
@@ -274,7 +277,7 @@ impl Pull {
                 }
             }
             if msg.is_none() {
-                for q in &self.queues {
+                for q in &mut queues {
                     msg = worker::try_next(q, turn, &shutdown).await;
                     if msg.is_some() {
                         break;

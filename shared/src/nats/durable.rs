@@ -64,6 +64,11 @@ impl Durable {
         self.0.consumer.lock().expect("consumer lock").clone()
     }
 
+    /// The JetStream context the consumer lives in.
+    pub fn context(&self) -> &Context {
+        &self.0.js
+    }
+
     pub fn name(&self) -> &str {
         &self.0.name
     }

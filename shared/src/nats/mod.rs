@@ -10,6 +10,7 @@ pub mod kv;
 pub mod ops;
 pub mod provision;
 pub mod publish;
+pub mod pull;
 pub mod retry;
 pub mod worker;
 

@@ -9,10 +9,10 @@ use super::NatsError;
 use super::ack::{self, Disposition};
 use super::durable::Durable;
 use super::provision::{ConsumerSpec, ensure_consumer};
+use super::pull::{Answer, Puller};
 use crate::runtime::Ctx;
 use crate::telemetry;
 use async_nats::jetstream::Message;
-use futures::StreamExt;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -57,11 +57,11 @@ pub async fn run<H, F>(
 {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..loops.max(1) {
-        let consumer = consumer.clone();
+        let mut puller = Puller::new(consumer.clone());
         let shutdown = shutdown.clone();
         let handler = handler.clone();
         set.spawn(async move {
-            while let Some(msg) = next(&consumer, wait, &shutdown).await {
+            while let Some(msg) = next(&mut puller, wait, &shutdown).await {
                 let d = handler(msg.clone()).await;
                 ack::finish(&msg, d).await;
             }
@@ -72,7 +72,7 @@ pub async fn run<H, F>(
 
 /// Waits for the next message; `None` once shutdown fires.
 pub async fn next(
-    consumer: &Durable,
+    puller: &mut Puller,
     wait: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Message> {
@@ -80,7 +80,7 @@ pub async fn next(
         if shutdown.is_cancelled() {
             return None;
         }
-        if let Some(m) = try_next(consumer, wait, shutdown).await {
+        if let Some(m) = try_next(puller, wait, shutdown).await {
             return Some(m);
         }
     }
@@ -89,76 +89,61 @@ pub async fn next(
 /// One long poll of up to `wait`; `None` when nothing came (or on shutdown / a fetch error,
 /// after a short pause).
 pub async fn try_next(
-    consumer: &Durable,
+    puller: &mut Puller,
     wait: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Message> {
-    let started = std::time::Instant::now();
-    let pull = consumer.consumer();
     super::ops::count(super::ops::Op::Fetch);
-    let batch = tokio::select! {
-        b = pull.batch().max_messages(1).expires(wait).messages() => b,
+    // The server ends an idle pull at `wait`; a pull nobody answered by a little later was lost.
+    let answer = tokio::select! {
+        a = puller.pull(Some(wait), wait + UNANSWERED_AFTER) => a,
         _ = shutdown.cancelled() => return None,
     };
-    let mut batch = match batch {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(consumer = consumer.name(), error = %e, "fetch failed, retrying");
-            consumer.failed(&e.to_string()).await;
-            pause(shutdown).await;
-            return None;
-        }
-    };
-    let item = tokio::select! {
-        m = batch.next() => m,
-        _ = shutdown.cancelled() => return None,
-    };
-    match item {
-        Some(Ok(m)) => {
+    let consumer = puller.consumer();
+    match answer {
+        Answer::Message(m) => {
             consumer.answered();
-            Some(m)
+            Some(*m)
         }
-        Some(Err(e)) => {
-            consumer.failed(&e.to_string()).await;
+        Answer::Empty => {
+            consumer.answered();
+            None
+        }
+        Answer::Refused(why) => {
+            tracing::warn!(consumer = consumer.name(), error = %why, "fetch failed, retrying");
+            consumer.failed(&why).await;
             pause(shutdown).await;
             None
         }
-        // The server ends an idle pull at `wait`; the client gives up a few seconds later,
-        // when nobody answered at all.
-        None if started.elapsed() >= wait + UNANSWERED_AFTER => {
+        Answer::Unanswered => {
             consumer.failed("pull request unanswered").await;
-            None
-        }
-        None => {
-            consumer.answered();
             None
         }
     }
 }
 
-/// How long past its expiry a pull may end before it counts as unanswered (async-nats gives
-/// up 5 s after the expiry when the server never replied).
+/// How long past its expiry a pull may stay unanswered before it counts as lost.
 const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
 
 /// One message if one is waiting right now; `None` at once otherwise.
-pub async fn try_now(consumer: &Durable) -> Option<Message> {
-    let pull = consumer.consumer();
+pub async fn try_now(puller: &mut Puller) -> Option<Message> {
     super::ops::count(super::ops::Op::Fetch);
-    let fetched = tokio::time::timeout(FETCH_NOW_LIMIT, async {
-        let mut batch = pull.fetch().max_messages(1).messages().await?;
-        batch.next().await.transpose()
-    })
-    .await;
-    match fetched {
-        Ok(Ok(m)) => {
+    let answer = puller.pull(None, FETCH_NOW_LIMIT).await;
+    let consumer = puller.consumer();
+    match answer {
+        Answer::Message(m) => {
             consumer.answered();
-            m
+            Some(*m)
         }
-        Ok(Err(e)) => {
-            consumer.failed(&e.to_string()).await;
+        Answer::Empty => {
+            consumer.answered();
             None
         }
-        Err(_) => {
+        Answer::Refused(why) => {
+            consumer.failed(&why).await;
+            None
+        }
+        Answer::Unanswered => {
             consumer.failed("fetch unanswered").await;
             None
         }

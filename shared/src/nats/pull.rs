@@ -1,0 +1,110 @@
+//! One pull loop's pull requests, one message each, over one subscription it keeps.
+//!
+//! async-nats's `fetch()` and `batch()` subscribe to a fresh inbox for every pull and unsubscribe
+//! after it: two more protocol operations, and two changes to the server's subscription table,
+//! for every message a service takes. A loop that pulls one message at a time needs only one
+//! subscription: its requests go out one after another, each with its own reply subject under
+//! the loop's inbox. A message delivered there answers the pull in flight (JetStream delivers
+//! it under its stream subject, so it names no request; a late one of an abandoned pull is as
+//! good as any). The end of a request (none waiting, expired) names its reply subject, so the end
+//! of an earlier, abandoned pull never ends the current one.
+
+use super::durable::Durable;
+use async_nats::jetstream::{self, consumer::pull::BatchConfig};
+use async_nats::{StatusCode, Subscriber};
+use futures::StreamExt;
+use std::time::Duration;
+
+/// What became of one pull request.
+pub enum Answer {
+    Message(Box<jetstream::Message>),
+    /// The server ended the request without a message: none waiting (no-wait pull) or the
+    /// request expired.
+    Empty,
+    /// The server refused or ended the request with another status (consumer deleted, a
+    /// leadership change, no responders, ...), or the request could not be sent.
+    Refused(String),
+    /// Nothing came back in time: the request or its answer was lost.
+    Unanswered,
+}
+
+/// One loop's puller of `consumer` (not shared: one request at a time).
+pub struct Puller {
+    consumer: Durable,
+    /// Subscribed at the first pull, kept for the loop's life.
+    sub: Option<(String, Subscriber)>,
+    seq: u64,
+}
+
+impl Puller {
+    pub fn new(consumer: Durable) -> Puller {
+        Puller {
+            consumer,
+            sub: None,
+            seq: 0,
+        }
+    }
+
+    pub fn consumer(&self) -> &Durable {
+        &self.consumer
+    }
+
+    /// Asks for one message: held by the server for up to `expires`, or answered at once when
+    /// `expires` is `None`. Gives up (`Unanswered`) after `limit`.
+    pub async fn pull(&mut self, expires: Option<Duration>, limit: Duration) -> Answer {
+        let js = self.consumer.context();
+        if self.sub.is_none() {
+            let client = js.client();
+            let inbox = client.new_inbox();
+            match client.subscribe(format!("{inbox}.*")).await {
+                Ok(sub) => self.sub = Some((inbox, sub)),
+                Err(e) => return Answer::Refused(format!("subscribing to a pull inbox: {e}")),
+            }
+        }
+        let Some((inbox, sub)) = self.sub.as_mut() else {
+            return Answer::Refused("no pull inbox".into());
+        };
+        self.seq += 1;
+        let reply = format!("{inbox}.{}", self.seq);
+        let config = BatchConfig {
+            batch: 1,
+            expires,
+            no_wait: expires.is_none(),
+            ..Default::default()
+        };
+        let consumer = self.consumer.consumer();
+        if let Err(e) = consumer.request_batch(config, reply.clone().into()).await {
+            return Answer::Refused(e.to_string());
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
+                Err(_) => return Answer::Unanswered,
+                Ok(None) => {
+                    self.sub = None;
+                    return Answer::Refused("the pull inbox subscription ended".into());
+                }
+                Ok(Some(m)) => m,
+            };
+            let status = match msg.status {
+                None | Some(StatusCode::OK) => {
+                    return Answer::Message(Box::new(jetstream::Message {
+                        message: msg,
+                        context: js.clone(),
+                    }));
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => continue,
+                // The end of an earlier pull this loop gave up on.
+                Some(_) if msg.subject.as_str() != reply => continue,
+                Some(s) => s,
+            };
+            return match status {
+                StatusCode::NOT_FOUND | StatusCode::TIMEOUT => Answer::Empty,
+                s => Answer::Refused(format!(
+                    "{s}: {}",
+                    msg.description.as_deref().unwrap_or("no description")
+                )),
+            };
+        }
+    }
+}
