@@ -17,6 +17,20 @@ pub enum ServeError {
     Connect(#[from] CtxError),
     #[error(transparent)]
     Service(Box<dyn std::error::Error + Send + Sync>),
+    #[error("starting the runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// The whole `main` of a service binary: config from the usual layers, the service runtime,
+/// then `serve`.
+pub fn main<F, Fut, E>(service: &'static str, run: F) -> Result<(), ServeError>
+where
+    F: FnOnce(Ctx, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let config = Config::load(None)?;
+    runtime()?.block_on(serve(config, service, run))
 }
 
 /// Worker threads of a service process's runtime unless `TOKIO_WORKER_THREADS` says otherwise.

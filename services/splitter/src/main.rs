@@ -1,15 +1,7 @@
 //! `ffleet-splitter`: config → telemetry → connect → run until SIGTERM → drain, on the service
-//! runtime (`service_main::runtime`).
-
-use anyhow::Context;
+//! runtime (`service_main::main`).
 
 fn main() -> anyhow::Result<()> {
-    let config = ffleet_shared::config::Config::load(None)?;
-    let rt = ffleet_shared::service_main::runtime().context("starting the runtime")?;
-    rt.block_on(ffleet_shared::service_main::serve(
-        config,
-        ffleet_splitter::SERVICE,
-        ffleet_splitter::run,
-    ))?;
+    ffleet_shared::service_main::main(ffleet_splitter::SERVICE, ffleet_splitter::run)?;
     Ok(())
 }

@@ -99,25 +99,39 @@ pub async fn try_next(
         a = puller.pull(Some(wait), wait + UNANSWERED_AFTER) => a,
         _ = shutdown.cancelled() => return None,
     };
-    let consumer = puller.consumer();
-    match answer {
-        Answer::Message(m) => {
-            consumer.answered();
-            Some(*m)
-        }
-        Answer::Empty => {
-            consumer.answered();
-            None
-        }
-        Answer::Refused(why) => {
-            tracing::warn!(consumer = consumer.name(), error = %why, "fetch failed, retrying");
-            consumer.failed(&why).await;
+    match settle(puller.consumer(), answer, "pull request unanswered").await {
+        Ok(m) => m,
+        Err(why) => {
+            tracing::warn!(consumer = puller.consumer().name(), error = %why, "fetch failed, retrying");
             pause(shutdown).await;
             None
         }
+    }
+}
+
+/// Tells the consumer whether its pull was answered; the message, if one came, or the
+/// refusal.
+async fn settle(
+    consumer: &Durable,
+    answer: Answer,
+    unanswered: &str,
+) -> Result<Option<Message>, String> {
+    match answer {
+        Answer::Message(m) => {
+            consumer.answered();
+            Ok(Some(*m))
+        }
+        Answer::Empty => {
+            consumer.answered();
+            Ok(None)
+        }
+        Answer::Refused(why) => {
+            consumer.failed(&why).await;
+            Err(why)
+        }
         Answer::Unanswered => {
-            consumer.failed("pull request unanswered").await;
-            None
+            consumer.failed(unanswered).await;
+            Ok(None)
         }
     }
 }
@@ -129,25 +143,9 @@ const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
 pub async fn try_now(puller: &mut Puller) -> Option<Message> {
     super::ops::count(super::ops::Op::Fetch);
     let answer = puller.pull(None, FETCH_NOW_LIMIT).await;
-    let consumer = puller.consumer();
-    match answer {
-        Answer::Message(m) => {
-            consumer.answered();
-            Some(*m)
-        }
-        Answer::Empty => {
-            consumer.answered();
-            None
-        }
-        Answer::Refused(why) => {
-            consumer.failed(&why).await;
-            None
-        }
-        Answer::Unanswered => {
-            consumer.failed("fetch unanswered").await;
-            None
-        }
-    }
+    settle(puller.consumer(), answer, "fetch unanswered")
+        .await
+        .unwrap_or(None)
 }
 
 /// A no-wait fetch is answered at once by a live consumer.
