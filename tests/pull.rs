@@ -22,6 +22,18 @@ fn what(a: &Answer) -> String {
     }
 }
 
+/// The next pull answers with the message `payload`, which is then acked.
+async fn take(puller: &mut Puller, payload: &[u8]) -> Result<()> {
+    let a = puller
+        .pull(Some(Duration::from_secs(2)), Duration::from_secs(5))
+        .await;
+    let Answer::Message(m) = a else {
+        anyhow::bail!("expected message {payload:?}, got {}", what(&a));
+    };
+    ensure!(m.payload.as_ref() == payload, "got {:?}", m.payload);
+    m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 #[tokio::test]
 async fn a_loops_pulls_share_one_subscription_and_keep_their_answers_apart() -> Result<()> {
     let fleet = TestFleet::spawn().await?;
@@ -62,12 +74,7 @@ async fn a_loops_pulls_share_one_subscription_and_keep_their_answers_apart() -> 
 
     // A message waiting is taken.
     js.publish("pulltest.a", "one".into()).await?.await?;
-    let a = puller.pull(Some(Duration::from_secs(2)), limit).await;
-    let Answer::Message(m) = a else {
-        anyhow::bail!("expected a message: {}", what(&a));
-    };
-    ensure!(m.payload.as_ref() == b"one");
-    m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    take(&mut puller, b"one").await?;
 
     // A pull given up on before its message came: the message, delivered later, is not lost;
     // the loop's next pull takes it, and the abandoned pull's own end (its expiry, which
@@ -96,11 +103,6 @@ async fn a_loops_pulls_share_one_subscription_and_keep_their_answers_apart() -> 
     .await;
     ensure!(gave_up.is_err(), "the pull should still have been waiting");
     js.publish("pulltest.b", "two".into()).await?.await?;
-    let a = puller.pull(Some(Duration::from_secs(2)), limit).await;
-    let Answer::Message(m) = a else {
-        anyhow::bail!("the message of the abandoned pull was lost: {}", what(&a));
-    };
-    ensure!(m.payload.as_ref() == b"two");
-    m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    take(&mut puller, b"two").await?;
     Ok(())
 }
