@@ -9,7 +9,7 @@ use ffleet::local::NatsServer;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn ffleet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
@@ -120,26 +120,13 @@ struct Proc(Child);
 
 impl Proc {
     fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        None
+        common::procs::stop(&mut self.0, Duration::from_secs(30))
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::procs::stop(&mut self.0, Duration::from_secs(15));
     }
 }
 

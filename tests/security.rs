@@ -387,8 +387,7 @@ struct Child(std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::procs::stop(&mut self.0, Duration::from_secs(15));
     }
 }
 

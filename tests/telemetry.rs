@@ -370,6 +370,8 @@ async fn an_outside_traceparent_is_joined_by_the_in_process_cluster() -> Result<
         .arg(data.path())
         .stdout(Stdio::piped())
         .spawn()?;
+    // Dropped before `up` (whose drop kills it): `up` stops its nats-server on SIGTERM.
+    let _stop = common::procs::TermOnDrop(up.id().context("pid")?, Duration::from_secs(15));
     let url = format!("nats://127.0.0.1:{port}");
     let stdout = up.stdout.take().context("stdout")?;
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));

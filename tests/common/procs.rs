@@ -337,18 +337,8 @@ impl ProcFleet {
 
     /// SIGTERM; the exit code once it exits (within `timeout`), else it is killed.
     pub fn terminate(&mut self, idx: usize, timeout: Duration) -> Option<i32> {
-        let _ = self.signal(idx, "TERM");
         let mut child = self.services[idx].child.take()?;
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = child.try_wait() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        stop(&mut child, timeout)
     }
 
     /// Whether the service is still running (not exited).
@@ -538,6 +528,51 @@ fn shorten(line: &str) -> String {
         }
     }
     out
+}
+
+/// SIGTERM `child`; its exit code once it exits within `grace`, else it is killed (`None`).
+/// A process that runs children of its own (`ffleet up` and its nats-server) stops them on
+/// SIGTERM; a SIGKILL would leave them running.
+pub fn stop(child: &mut std::process::Child, grace: Duration) -> Option<i32> {
+    if let Ok(Some(s)) = child.try_wait() {
+        return s.code();
+    }
+    let _ = signal_pid(child.id(), "TERM");
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Stops a process that is not this one's child handle (a `tokio::process::Child`) the same
+/// way when dropped: SIGTERM, then up to `grace` for it to go before its owner's kill.
+pub struct TermOnDrop(pub u32, pub Duration);
+
+impl Drop for TermOnDrop {
+    fn drop(&mut self) {
+        if signal_pid(self.0, "TERM").is_err() {
+            return;
+        }
+        let deadline = Instant::now() + self.1;
+        while Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0));
+            // Gone, or exited and waiting to be reaped.
+            if stat.map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            }) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 pub fn signal_pid(pid: u32, sig: &str) -> Result<()> {
