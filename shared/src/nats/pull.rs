@@ -79,7 +79,14 @@ impl Puller {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
-                Err(_) => return Answer::Unanswered,
+                // The request or its end was lost, and the server may still hold it: a message
+                // it delivers later would wait unseen in this subscription while the loop works.
+                // The next pull starts on a fresh inbox; such a message returns after its
+                // AckWait.
+                Err(_) => {
+                    self.sub = None;
+                    return Answer::Unanswered;
+                }
                 Ok(None) => {
                     self.sub = None;
                     return Answer::Refused("the pull inbox subscription ended".into());
