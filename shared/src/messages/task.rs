@@ -78,8 +78,9 @@ pub struct Task {
     pub prefer_class: Option<GpuClass>,
     /// The unit's record as the publisher of this task wrote it, and that write's revision: the
     /// receiver's revision-checked update of the record starts from this copy instead of a read.
-    /// Only ever a guess: a copy that is no longer current (or not genuine) loses the revision
-    /// check, and the update is decided again on a read.
+    /// Only ever a guess: a copy that is no longer current loses the revision check, and the
+    /// update is decided again on a read. Trusted as far as the task is: every role that may
+    /// publish tasks may write unit records itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<RecordCopy>,
 }
