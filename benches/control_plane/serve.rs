@@ -59,7 +59,7 @@ impl ffleet_encoder::Executor for NoMedia {
         }
         tokio::fs::write(output, b"bench")
             .await
-            .map_err(|e| EncodeError::Transient(e.to_string()))?;
+            .map_err(|e| EncodeError::NodeFault(e.to_string()))?;
         Ok(Encoded {
             frames: unit.task.expected_frames.unwrap_or(0),
             secs: 0.0,

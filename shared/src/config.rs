@@ -87,8 +87,12 @@ pub struct NatsConfig {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
-    /// JetStream API request timeout: bounds each try of every JetStream call.
+    /// JetStream API request timeout: bounds the longest try of every JetStream call.
     pub request_timeout_secs: f64,
+    /// How long the first try of a JetStream operation waits for an answer before it is sent
+    /// again; each further try waits twice as long, up to `request_timeout_secs`. Short, so a
+    /// request lost with a dead stream leader goes to the new one within seconds.
+    pub first_try_timeout_secs: f64,
     /// How long one JetStream operation at run time (publish, KV read or write, consumer
     /// creation) is retried through a leader election or a lost server before its caller sees
     /// the error and takes its transient-failure path.
@@ -118,6 +122,7 @@ impl Default for NatsConfig {
             tls_cert_file: None,
             tls_key_file: None,
             request_timeout_secs: 10.0,
+            first_try_timeout_secs: 2.0,
             op_retry_secs: 60.0,
             startup_wait_secs: 60.0,
             health_file: None,
@@ -615,6 +620,10 @@ impl Config {
                 self.scheduler.heartbeat_ttl_secs,
             ),
             ("nats.request_timeout_secs", self.nats.request_timeout_secs),
+            (
+                "nats.first_try_timeout_secs",
+                self.nats.first_try_timeout_secs,
+            ),
             ("nats.op_retry_secs", self.nats.op_retry_secs),
             ("nats.startup_wait_secs", self.nats.startup_wait_secs),
             ("scheduler.lease_ttl_secs", self.scheduler.lease_ttl_secs),

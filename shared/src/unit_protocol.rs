@@ -10,11 +10,17 @@
 //!
 //! ```text
 //!   planned ──Route──► queued ──Claim──► running ──Encoded──► done
-//!      ▲                 │ Claim           │ Failed (budget left), Reissue (node gone)
-//!      │                 ▼                 │           │ Refuse (stored result bad)
+//!      ▲                 │ Claim           │ Failed (budget left), Reissue (node gone),
+//!      │                 ▼                 │ Release (fleet fault) │ Refuse (stored result bad)
 //!      └────── next attempt ◄──────────────┴───────────┘
 //!   running ──Failed (budget spent, input damaged, storage full) / GiveUp──► failed
 //! ```
+//!
+//! Reads in a cluster can come back older than what the reader itself wrote (a leader catching
+//! up after an election). Revision-checked writes are safe against that: a write decided on an
+//! old read loses its revision check. Decisions that write nothing (cancel an encode, drop a
+//! report) are not, so they go through `holding` and `judge_report`, which tell such a read
+//! apart and decide nothing on it.
 
 use crate::Capability;
 use crate::ids::NodeId;
@@ -78,6 +84,10 @@ pub enum Step<'a> {
     /// A new attempt for an unclaimed unit whose task came back unencoded (its capability was
     /// given up by the node that took it).
     HandBack { attempt: u32 },
+    /// The owner lets its running attempt go for the fleet's sake, not the unit's (it drains,
+    /// a broker or storage error cut the encode short): a new attempt with no failure recorded,
+    /// so the fleet's own faults never spend the unit's budget.
+    Release { attempt: u32, node: &'a NodeId },
     /// The done unit's stored result was refused by the merger (missing, or not the recorded
     /// bytes). No attempt: the job record marks a unit collected only from its done attempt,
     /// and a done record changes through this step alone.
@@ -93,6 +103,9 @@ pub struct Failing<'a> {
     /// Whether it ran on an accelerator: two GPU nodes of one class can fail alike for their
     /// driver's sake, so only CPU failures say something about the input.
     pub on_gpu: bool,
+    /// Whether ffmpeg itself gave a verdict (it exited with an error). A run cut short (a
+    /// stall, a signal) spends the budget like any failure but says nothing about the input.
+    pub conclusive: bool,
     pub budget: Budget,
     pub describe: &'a (dyn Fn(Final, &SegmentRecord) -> Failure + Sync),
 }
@@ -230,6 +243,15 @@ pub fn apply(
             unclaimed(r)?;
             return Ok(next(r, now));
         }
+        Step::Release { node, .. } => {
+            if r.state != Running {
+                return Err(finished_or(r, Refused::State(r.state)));
+            }
+            if r.owner.as_ref() != Some(node) {
+                return Err(Refused::NotOwner);
+            }
+            return Ok(next(r, now));
+        }
         Step::Refuse => {
             if r.state != Done {
                 return Err(Refused::State(r.state));
@@ -250,7 +272,8 @@ impl Step<'_> {
             | Step::Failed(Failing { attempt, .. })
             | Step::GiveUp { attempt, .. }
             | Step::Reissue { attempt, .. }
-            | Step::HandBack { attempt } => Some(attempt),
+            | Step::HandBack { attempt }
+            | Step::Release { attempt, .. } => Some(attempt),
             Step::Refuse => None,
         }
     }
@@ -260,6 +283,7 @@ impl Step<'_> {
 /// a full storage, or a spent budget fail the unit for good; anything else re-issues it.
 fn failed(mut n: SegmentRecord, f: &Failing, now: &str) -> (SegmentRecord, Applied) {
     let repeated = f.failure.reason == Reason::EncodeFailed
+        && f.conclusive
         && !f.on_gpu
         && n.failures
             .iter()
@@ -328,6 +352,75 @@ fn finished_or(r: &SegmentRecord, otherwise: Refused) -> Refused {
     match r.state {
         SegmentState::Done | SegmentState::Failed => Refused::Finished(r.state),
         _ => otherwise,
+    }
+}
+
+/// What a read of a unit record tells the node that claimed `attempt` with a write at
+/// revision `claimed_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Still this node's running attempt: keep encoding.
+    Ours,
+    /// This node's attempt is finished (its own result or failure is in): nothing to drop.
+    Finished,
+    /// The unit moved on (another attempt or owner, or the job is gone): drop the work.
+    Moved,
+    /// The read is older than this node's own claim: it says nothing, decide nothing.
+    Behind,
+}
+
+/// Judges `read`, the record and the revision it was read at (`None`: the key was deleted at
+/// a revision no older than the claim, as a finished job's cleanup does).
+pub fn holding(
+    read: Option<(&SegmentRecord, u64)>,
+    me: &NodeId,
+    attempt: u32,
+    claimed_at: u64,
+) -> Holding {
+    let Some((rec, revision)) = read else {
+        return Holding::Moved;
+    };
+    if revision < claimed_at {
+        return Holding::Behind;
+    }
+    if rec.attempt != attempt || rec.owner.as_ref() != Some(me) {
+        return Holding::Moved;
+    }
+    match rec.state {
+        SegmentState::Running => Holding::Ours,
+        SegmentState::Done | SegmentState::Failed => Holding::Finished,
+        // Unclaimed again at this attempt, at a revision past the claim: rewritten under it.
+        SegmentState::Planned | SegmentState::Queued => Holding::Moved,
+    }
+}
+
+/// What the unit record says about a report that `attempt` stored `result_key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The record's current result: count it.
+    Count,
+    /// Not counted: the unit moved on (superseded attempt, refused result, failed unit).
+    Ignore,
+    /// The read cannot have been taken after the report was sent (the encoder writes `done`
+    /// before it reports): read again later; dropping the report would lose the unit.
+    Behind,
+}
+
+/// Judges a report of `attempt` with `result_key` against `rec`, the unit record as read.
+pub fn judge_report(rec: &SegmentRecord, attempt: u32, result_key: &str) -> Report {
+    let unfinished = matches!(
+        rec.state,
+        SegmentState::Planned | SegmentState::Queued | SegmentState::Running
+    );
+    if rec.attempt < attempt || (rec.attempt == attempt && unfinished) {
+        Report::Behind
+    } else if rec.attempt == attempt
+        && rec.state == SegmentState::Done
+        && rec.result_key.as_deref() == Some(result_key)
+    {
+        Report::Count
+    } else {
+        Report::Ignore
     }
 }
 

@@ -95,8 +95,9 @@ pub async fn workers(cli: &Cli) -> Result<i32> {
         "node", "host", "capabilities", "slots", "gpu", "load", "gpu%", "age"
     );
     for k in keys {
-        if let Some((hb, _)) = ctx.workers.get(&k).await? {
-            let age = ffleet_shared::time::age_secs(&hb.at).unwrap_or(f64::NAN);
+        if let Some((hb, _, written)) = ctx.workers.get_stamped(&k).await? {
+            // The server's timestamp: the heartbeat's own `at` is its node's clock.
+            let age = (time::OffsetDateTime::now_utc() - written).as_seconds_f64();
             let caps: Vec<String> = hb.capabilities.iter().map(ToString::to_string).collect();
             let holding: Vec<String> = hb
                 .holding

@@ -17,9 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
 pub enum EncodeError {
-    /// Worth another try, here or elsewhere.
-    Transient(String),
-    /// Will fail again on this input.
+    /// This node could not run the encode (ffmpeg would not start, i/o with it failed): the
+    /// node's fault, not the unit's; another node tries, and no budget is spent.
+    NodeFault(String),
+    /// The run was cut short (it stalled, a signal killed it, it ended without its final
+    /// report): the unit's own failure, counted against its budget, but no verdict on the input.
+    CutShort(Failure),
+    /// ffmpeg's verdict: will fail again on this input.
     Permanent(Failure),
     Cancelled,
 }
@@ -32,13 +36,17 @@ pub struct Encoded {
 }
 
 fn classify(e: RunError, task: &Task) -> EncodeError {
-    match e {
-        RunError::Cancelled { .. } => EncodeError::Cancelled,
-        e if e.is_transient() => EncodeError::Transient(e.to_string()),
-        e => EncodeError::Permanent(Failure::new(
+    let failure = |e: &dyn std::fmt::Display| {
+        Failure::new(
             Reason::EncodeFailed,
             format!("{} of job {} failed: {e}", task.unit, task.job_id),
-        )),
+        )
+    };
+    match e {
+        RunError::Cancelled { .. } => EncodeError::Cancelled,
+        RunError::Spawn { .. } | RunError::Io { .. } => EncodeError::NodeFault(e.to_string()),
+        e if e.is_transient() => EncodeError::CutShort(failure(&e)),
+        e => EncodeError::Permanent(failure(&e)),
     }
 }
 
@@ -82,9 +90,13 @@ pub async fn run(
     let decode_errors = ran.stderr_lines;
     let secs = started.elapsed().as_secs_f64();
     if !last.end {
-        return Err(EncodeError::Transient(
-            "ffmpeg exited without its final progress report".into(),
-        ));
+        return Err(EncodeError::CutShort(Failure::new(
+            Reason::EncodeFailed,
+            format!(
+                "{} of job {}: ffmpeg exited without its final progress report",
+                task.unit, task.job_id
+            ),
+        )));
     }
     let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
     let video = !task.unit.is_audio();

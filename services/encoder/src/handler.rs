@@ -18,7 +18,7 @@ use ffleet_shared::messages::{
     self, CURRENT, DeadLetter, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
-use ffleet_shared::nats::kv::Change;
+use ffleet_shared::nats::kv::{Change, KvError};
 use ffleet_shared::nats::publish;
 use ffleet_shared::profiles::{Profile, Variant};
 use ffleet_shared::reason::{Failure, Reason};
@@ -34,6 +34,12 @@ const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
 /// Deliveries of a task whose unit record reads older than its attempt before the task is
 /// believed stale.
 const LAGGING_CLAIMS: i64 = 10;
+/// Deliveries of one attempt's task after which its unit fails for good: a backstop for a task
+/// that keeps coming back with no outcome recorded. The fleet's own faults stay far below it:
+/// a hand-back for the fleet's sake releases the attempt to a new one (a new message, counted
+/// from one), and only a broker error that outlasts `nats.op_retry_secs` or a read still older
+/// than the task sends the same message back.
+const MAX_DELIVERIES: i64 = 20;
 
 enum Claim {
     Mine,
@@ -95,23 +101,6 @@ pub async fn handle(
         Ok(Claim::Mine) => {}
     }
 
-    if delivered > i64::from(ctx.config.encoder.max_attempts) {
-        let f = Failure::new(
-            Reason::EncodeFailed,
-            format!(
-                "{} of job {} was handed out {delivered} times without finishing",
-                task.unit, task.job_id
-            ),
-        );
-        return give_up(ctx, node, &task, &key, f).await;
-    }
-
-    let held = Held {
-        slots,
-        capability: task.capability.clone(),
-        ..Held::new(task.job_id.clone(), task.unit, task.attempt)
-    };
-    let cancel = state.hold(&key, held);
     let claimed = Claimed {
         ctx,
         node,
@@ -120,6 +109,24 @@ pub async fn handle(
         key: &key,
         known,
     };
+    if delivered > MAX_DELIVERIES {
+        let f = Failure::new(
+            Reason::EncodeFailed,
+            format!(
+                "{} of job {} was handed out {delivered} times without an outcome",
+                task.unit, task.job_id
+            ),
+        );
+        return claimed.give_up(f).await;
+    }
+
+    let held = Held {
+        slots,
+        capability: task.capability.clone(),
+        ..Held::new(task.job_id.clone(), task.unit, task.attempt)
+    };
+    let claimed_at = claimed.known.as_ref().map_or(0, |(_, rev)| *rev);
+    let cancel = state.hold(&key, held, claimed_at);
     let d = encode_claimed(&claimed, msg, &cancel, exec).await;
     state.release(&key);
     d
@@ -138,12 +145,9 @@ struct Claimed<'a> {
 }
 
 impl Claimed<'_> {
-    async fn fail(&self, f: Failure) -> Disposition {
-        fail(self.ctx, self.node, self.task, self.key, f).await
-    }
-
-    async fn give_back(&self, delay: Duration) -> Disposition {
-        give_back(self.ctx, self.node, self.task, self.key, delay).await
+    /// Applies `step`, a step of the attempt this node claimed, starting from its claim's copy.
+    async fn apply(&self, step: &Step<'_>) -> Result<Applying, KvError> {
+        record::apply(self.ctx, self.key, step, self.known.clone()).await
     }
 }
 
@@ -157,7 +161,7 @@ async fn encode_claimed(
     let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
     let (profile, variant) = match variant_of(c, &cap) {
         Ok(v) => v,
-        Err(f) => return c.fail(f).await,
+        Err(f) => return c.fail(f, true).await,
     };
     let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
     // A fetched copy lives in this node's work dir until `local` drops (any return below).
@@ -208,9 +212,9 @@ async fn encode_claimed(
         Ok(s) => s,
         Err(e) if e.is_transient() => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "storing result failed");
-            return c.give_back(Duration::from_secs(1)).await;
+            return c.release(Duration::from_secs(1)).await;
         }
-        Err(e) => return c.fail(e.failure("storing the encoded unit")).await,
+        Err(e) => return c.fail(e.failure("storing the encoded unit"), true).await,
     };
     let result = UnitResult {
         key: result_key,
@@ -233,14 +237,15 @@ async fn encode_failed(
 ) -> Disposition {
     let task = c.task;
     match err {
-        EncodeError::Cancelled => c.give_back(Duration::ZERO).await,
-        EncodeError::Transient(why) => {
-            tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode interrupted");
-            c.give_back(Duration::from_secs(1)).await
+        EncodeError::Cancelled => c.release(Duration::ZERO).await,
+        EncodeError::NodeFault(why) => {
+            tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode could not run here");
+            c.release(Duration::from_secs(1)).await
         }
+        EncodeError::CutShort(f) => c.fail(f, false).await,
         EncodeError::Permanent(f) => {
             judge_failure(c.ctx, c.state, cap, variant).await;
-            c.fail(f).await
+            c.fail(f, true).await
         }
     }
 }
@@ -278,16 +283,16 @@ async fn fetch_input(c: &Claimed<'_>) -> Result<Local, Disposition> {
             Ok(l) => Ok(l),
             Err(e) if e.is_transient() => {
                 tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "segment source fetch failed");
-                Err(c.give_back(Duration::from_secs(1)).await)
+                Err(c.release(Duration::from_secs(1)).await)
             }
             Err(e) => {
                 let f = Failure::new(Reason::Internal, format!("segment source unavailable: {e}"));
-                Err(c.fail(f).await)
+                Err(c.fail(f, true).await)
             }
         },
         TaskInput::Source { uri } => match open_source(c.ctx, uri) {
             Ok(l) => Ok(l),
-            Err(f) => Err(c.fail(f).await),
+            Err(f) => Err(c.fail(f, true).await),
         },
     }
 }
@@ -302,7 +307,7 @@ async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Dispos
         node: c.node,
         result: &result,
     };
-    match record::apply(c.ctx, c.key, &step, c.known.clone()).await {
+    match c.apply(&step).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording result failed");
             return RETRY;
@@ -429,57 +434,68 @@ async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
         Ok(false) => Disposition::Ack,
         Ok(true) => {
             let t = Task {
-                attempt: attempt + 1,
-                capability: None,
                 slots: 1,
                 prefer_class: None,
-                record: None,
                 ..task.clone()
             };
-            // Lost here, the planned attempt is re-issued by the scheduler's reconciler.
-            if let Err(e) = publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, "plan").await {
-                tracing::warn!(error = %e, "handing back a task failed");
-            }
+            replan(ctx, &t, attempt + 1).await;
             tracing::info!(job = %task.job_id, unit = %task.unit, capability = %cap, "task for a demoted capability handed back to the scheduler");
             Disposition::Ack
         }
     }
 }
 
-/// An encode that was cancelled or interrupted (stall, signal): if this node still owns the
-/// unit, it is handed back for the next free node after `delay`; if not, it was handed to
-/// another node while this one looked dead (frozen, cut off), and the work is dropped.
-async fn give_back(
-    ctx: &Ctx,
-    node: &NodeId,
-    task: &Task,
-    key: &str,
-    delay: Duration,
-) -> Disposition {
-    // Only a record that is certainly past this attempt lets the message go: a read taken
-    // while a JetStream node restarts can come back older than this node's claim, and
-    // acking on it would leave the unit running on this node for good.
-    let finished = |s: SegmentState| matches!(s, SegmentState::Done | SegmentState::Failed);
-    match ctx.segments.get(key).await {
-        Ok(Some((r, _))) if r.attempt > task.attempt || finished(r.state) => {
-            tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "superseded unit dropped");
-            Disposition::Ack
-        }
-        Ok(None) => Disposition::Ack,
-        Ok(Some((r, _))) => {
-            if r.owner.as_ref() != Some(node) || r.attempt != task.attempt {
-                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit record does not show this node's claim (a lagging read?); handed back");
-            } else {
-                tracing::info!(job = %task.job_id, unit = %task.unit, "unit handed back");
+impl Claimed<'_> {
+    /// An encode cut short for the fleet's sake (cancelled by a drain or a lost claim, a node,
+    /// broker or storage fault), after `pause`: if this node still owns the attempt, it is
+    /// released to a new one (no failure recorded, so the unit's budget is untouched) and
+    /// routed again at once; if not, the unit was handed on while this node looked dead
+    /// (frozen, cut off), and the work is dropped. Decided from the claim's copy, and never on
+    /// a read older than it (`record::apply`).
+    async fn release(&self, pause: Duration) -> Disposition {
+        let task = self.task;
+        tokio::time::sleep(pause).await;
+        let step = Step::Release {
+            attempt: task.attempt,
+            node: self.node,
+        };
+        match self.apply(&step).await {
+            // The record could not be read or written: the message comes back, and whoever
+            // takes it takes the running attempt over.
+            Err(e) => {
+                tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "releasing a unit failed, handed back");
+                RETRY
             }
-            Disposition::Retry(delay)
+            Ok(Applying::Lagging) => RETRY,
+            Ok(Applying::Refused(why)) => {
+                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped");
+                Disposition::Ack
+            }
+            Ok(Applying::Written(_, applied)) => {
+                if let Applied::Reissued(next) = applied {
+                    replan(self.ctx, task, next).await;
+                }
+                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit released for another node");
+                Disposition::Ack
+            }
         }
-        Err(_) => Disposition::Retry(delay),
     }
 }
 
-/// Records this node's failure of the unit and re-issues it for another node, or, when the
-/// retry budget is spent, fails it for good.
+/// Sends attempt `next` of `task`'s unit to the scheduler to be routed afresh. Lost here, the
+/// planned attempt is re-issued by the scheduler's reconciler.
+async fn replan(ctx: &Ctx, task: &Task, next: u32) {
+    let t = Task {
+        attempt: next,
+        capability: None,
+        record: None,
+        ..task.clone()
+    };
+    if let Err(e) = publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, "plan").await {
+        tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "re-issuing a unit failed; the reconciler will");
+    }
+}
+
 /// Opens the source a task names, inside this node's own input roots (a task is not trusted
 /// for a path: it names the request's URI, resolved here at the moment of use).
 fn open_source(ctx: &Ctx, uri: &str) -> Result<Local, Failure> {
@@ -495,66 +511,64 @@ fn open_source(ctx: &Ctx, uri: &str) -> Result<Local, Failure> {
         .map_err(|e| Failure::new(Reason::Internal, format!("task source: {e}")))
 }
 
-async fn fail(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
-    tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
-    telemetry::spans::fail(&tracing::Span::current(), &f);
-    let cfg = &ctx.config.encoder;
-    let attempt = task.attempt;
-    let describe = |v: Final, r: &SegmentRecord| match v {
-        Final::InputDamaged => input_damaged(task, r, &f),
-        Final::StorageFull => f.clone(),
-        Final::Exhausted => exhausted(task, r, &f),
-    };
-    let step = Step::Failed(Failing {
-        attempt,
-        node,
-        failure: &f,
-        on_gpu: task.capability.as_ref().is_some_and(Capability::is_gpu),
-        budget: unit_protocol::Budget {
-            retry_nodes: cfg.retry_nodes,
-            max_attempts: cfg.max_attempts,
-        },
-        describe: &describe,
-    });
-    match record::apply(ctx, key, &step, None).await {
-        Err(e) => {
-            tracing::warn!(error = %e, "recording failure failed");
-            RETRY
-        }
-        Ok(Applying::Lagging) => RETRY,
-        Ok(Applying::Refused(_)) => Disposition::Ack,
-        Ok(Applying::Written(_, Applied::Reissued(next))) => {
-            let t = Task {
-                attempt: next,
-                capability: None,
-                record: None,
-                ..task.clone()
-            };
-            // Lost here, the planned attempt is re-issued by the scheduler's reconciler.
-            if let Err(e) = publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, "plan").await {
-                tracing::warn!(error = %e, "re-issuing a failed unit failed");
+impl Claimed<'_> {
+    /// Records this node's failure of the unit and re-issues it for another node, or, when the
+    /// retry budget is spent, fails it for good. `conclusive`: ffmpeg's own verdict (see
+    /// `Failing::conclusive`).
+    async fn fail(&self, f: Failure, conclusive: bool) -> Disposition {
+        let (ctx, node, task) = (self.ctx, self.node, self.task);
+        tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
+        telemetry::spans::fail(&tracing::Span::current(), &f);
+        let cfg = &ctx.config.encoder;
+        let describe = |v: Final, r: &SegmentRecord| match v {
+            Final::InputDamaged => input_damaged(task, r, &f),
+            Final::StorageFull => f.clone(),
+            Final::Exhausted => exhausted(task, r, &f),
+        };
+        let step = Step::Failed(Failing {
+            attempt: task.attempt,
+            node,
+            failure: &f,
+            on_gpu: task.capability.as_ref().is_some_and(Capability::is_gpu),
+            conclusive,
+            budget: unit_protocol::Budget {
+                retry_nodes: cfg.retry_nodes,
+                max_attempts: cfg.max_attempts,
+            },
+            describe: &describe,
+        });
+        match self.apply(&step).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "recording failure failed");
+                RETRY
             }
-            Disposition::Ack
+            Ok(Applying::Lagging) => RETRY,
+            Ok(Applying::Refused(_)) => Disposition::Ack,
+            Ok(Applying::Written(_, Applied::Reissued(next))) => {
+                replan(ctx, task, next).await;
+                Disposition::Ack
+            }
+            Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
         }
-        Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
     }
-}
 
-/// Fails the unit for good without another attempt (it went round too often).
-async fn give_up(ctx: &Ctx, node: &NodeId, task: &Task, key: &str, f: Failure) -> Disposition {
-    let attempt = task.attempt;
-    let step = Step::GiveUp {
-        attempt,
-        failure: &f,
-    };
-    match record::apply(ctx, key, &step, None).await {
-        Err(e) => {
-            tracing::warn!(error = %e, "recording failure failed");
-            RETRY
+    /// Fails the unit for good without another attempt (it went round too often).
+    async fn give_up(&self, f: Failure) -> Disposition {
+        let step = Step::GiveUp {
+            attempt: self.task.attempt,
+            failure: &f,
+        };
+        match self.apply(&step).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "recording failure failed");
+                RETRY
+            }
+            Ok(Applying::Lagging) => RETRY,
+            Ok(Applying::Refused(_)) => Disposition::Ack,
+            Ok(Applying::Written(rec, _)) => {
+                dead_letter(self.ctx, self.node, self.task, &rec).await
+            }
         }
-        Ok(Applying::Lagging) => RETRY,
-        Ok(Applying::Refused(_)) => Disposition::Ack,
-        Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
     }
 }
 

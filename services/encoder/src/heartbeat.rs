@@ -9,15 +9,22 @@
 //! it holds; a unit whose record moved to another attempt or owner (the scheduler judged this
 //! node dead, say after it was frozen) has its ffmpeg cancelled at once, so a node that wakes
 //! up late drops its work instead of finishing it for nothing. A unit just taken needs no such
-//! read: its claim was a revision-checked write.
+//! read: its claim was a revision-checked write. A read older than the node's own claim (a
+//! stream leader still catching up after an election) decides nothing (`unit_protocol::holding`).
+//!
+//! Neither the write nor the reads may hold the loop up: a heartbeat late by a TTL makes the
+//! scheduler hand this node's units on. The write waits one short try at most, and each
+//! ownership read is one read.
 
 use crate::Node;
 use crate::demote::Demotions;
 use crate::gpu::Gpus;
 use ffleet_shared::Capability;
-use ffleet_shared::messages::SegmentState;
 use ffleet_shared::messages::heartbeat::{Heartbeat, Held};
+use ffleet_shared::nats::kv::KvError;
+use ffleet_shared::nats::retry;
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::unit_protocol::{self, Holding};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,11 +35,19 @@ use tokio::sync::Notify;
 const COALESCE: Duration = Duration::from_millis(100);
 use tokio_util::sync::CancellationToken;
 
+/// A unit this node holds: what the heartbeat says of it, the revision its claim wrote, and
+/// the token that cancels its encode.
+struct HeldUnit {
+    held: Held,
+    claimed_at: u64,
+    cancel: CancellationToken,
+}
+
 /// What the heartbeat reports, updated by the slots.
 pub struct State {
     base: Heartbeat,
     gpus: Arc<Gpus>,
-    held: Mutex<BTreeMap<String, (Held, CancellationToken)>>,
+    held: Mutex<BTreeMap<String, HeldUnit>>,
     draining: AtomicBool,
     changed: Notify,
     /// Capabilities given up after failed encodes: left out of every heartbeat from then on.
@@ -64,15 +79,18 @@ impl State {
         }
     }
 
-    /// Records a claimed unit under its segment key; the token cancels its encode.
-    pub fn hold(&self, key: &str, held: Held) -> CancellationToken {
-        let token = CancellationToken::new();
-        self.held
-            .lock()
-            .expect("hb lock")
-            .insert(key.to_owned(), (held, token.clone()));
+    /// Records a claimed unit under its segment key, claimed by a write at revision
+    /// `claimed_at`; the token cancels its encode.
+    pub fn hold(&self, key: &str, held: Held, claimed_at: u64) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        let h = HeldUnit {
+            held,
+            claimed_at,
+            cancel: cancel.clone(),
+        };
+        self.held.lock().expect("hb lock").insert(key.to_owned(), h);
         self.changed.notify_one();
-        token
+        cancel
     }
 
     pub fn release(&self, key: &str) {
@@ -81,10 +99,10 @@ impl State {
     }
 
     pub fn progress(&self, key: &str, frame: u64, fps: f64, speed: f64) {
-        if let Some((h, _)) = self.held.lock().expect("hb lock").get_mut(key) {
-            h.frame = frame;
-            h.fps = fps;
-            h.speed = speed;
+        if let Some(h) = self.held.lock().expect("hb lock").get_mut(key) {
+            h.held.frame = frame;
+            h.held.fps = fps;
+            h.held.speed = speed;
         }
     }
 
@@ -107,8 +125,8 @@ impl State {
 
     /// Cancels every held encode (the end of a stop's grace period).
     pub fn cancel_all(&self) {
-        for (_, t) in self.held.lock().expect("hb lock").values() {
-            t.cancel();
+        for h in self.held.lock().expect("hb lock").values() {
+            h.cancel.cancel();
         }
     }
 
@@ -118,7 +136,7 @@ impl State {
             .lock()
             .expect("hb lock")
             .values()
-            .map(|(h, _)| h.clone())
+            .map(|h| h.held.clone())
             .collect();
         let (load1, mem_total_bytes, mem_available_bytes) = host_load();
         let busy = |gpu: bool| -> u32 {
@@ -155,12 +173,12 @@ impl State {
         }
     }
 
-    fn held_keys(&self) -> Vec<(String, Held, CancellationToken)> {
+    fn held_keys(&self) -> Vec<(String, Held, u64, CancellationToken)> {
         self.held
             .lock()
             .expect("hb lock")
             .iter()
-            .map(|(k, (h, t))| (k.clone(), h.clone(), t.clone()))
+            .map(|(k, h)| (k.clone(), h.held.clone(), h.claimed_at, h.cancel.clone()))
             .collect()
     }
 }
@@ -187,8 +205,12 @@ pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
             }
         }
         last = Instant::now();
-        if let Err(e) = ctx.workers.put(&key, &state.snapshot()).await {
-            tracing::warn!(error = %e, "heartbeat not written");
+        let snapshot = state.snapshot();
+        let put = ctx.workers.put(&key, &snapshot);
+        match tokio::time::timeout(retry::try_timeout(0), put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not written"),
+            Err(_) => tracing::warn!("heartbeat not written: no answer in time"),
         }
         if periodic {
             check_ownership(&ctx, &state).await;
@@ -201,28 +223,39 @@ pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
 
 async fn check_ownership(ctx: &Ctx, state: &State) {
     let me = &state.base.node_id;
-    for (key, held, token) in state.held_keys() {
+    for (key, held, claimed_at, token) in state.held_keys() {
         if token.is_cancelled() {
             continue;
         }
-        let Ok(Some((rec, _))) = ctx.segments.get(&key).await else {
-            continue;
+        let read = ctx.segments.get_at_least(&key, claimed_at, Duration::ZERO);
+        let rec = match tokio::time::timeout(retry::try_timeout(0), read).await {
+            Ok(Ok(rec)) => rec,
+            Ok(Err(KvError::Behind { got, .. })) => {
+                tracing::debug!(
+                    key,
+                    claimed_at,
+                    read_at = got,
+                    "unit record read older than this node's claim, ignored"
+                );
+                continue;
+            }
+            Ok(Err(_)) | Err(_) => continue,
         };
-        let ours = rec.attempt == held.attempt && rec.owner.as_ref() == Some(me);
-        // Ours and finished: this node has just written the result and is letting go of the
-        // unit; nothing was handed away, and a warning would be a false alarm.
-        if ours && matches!(rec.state, SegmentState::Done | SegmentState::Failed) {
-            continue;
-        }
-        if !(ours && rec.state == SegmentState::Running) {
-            tracing::warn!(
-                job = %held.job_id,
-                unit = %held.unit,
-                attempt = held.attempt,
-                now_attempt = rec.attempt,
-                "unit was handed to another node, dropping it"
-            );
-            token.cancel();
+        let read = rec.as_ref().map(|(r, rev)| (r, *rev));
+        match unit_protocol::holding(read, me, held.attempt, claimed_at) {
+            Holding::Ours | Holding::Finished | Holding::Behind => {}
+            Holding::Moved => {
+                tracing::warn!(
+                    job = %held.job_id,
+                    unit = %held.unit,
+                    attempt = held.attempt,
+                    now_attempt = rec.as_ref().map(|(r, _)| r.attempt),
+                    read_at = rec.as_ref().map(|(_, rev)| *rev),
+                    claimed_at,
+                    "unit was handed to another node, dropping it"
+                );
+                token.cancel();
+            }
         }
     }
 }

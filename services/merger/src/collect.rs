@@ -6,8 +6,9 @@
 //! Reports of one job that arrive together share that write (`group`).
 
 use crate::group::{Collects, Outcome};
-use ffleet_shared::messages::{SegmentRecord, SegmentState};
+use ffleet_shared::messages::SegmentRecord;
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::unit_protocol::{self, Report};
 use ffleet_shared::{JobId, Unit, subjects};
 use std::sync::Arc;
 
@@ -52,27 +53,19 @@ pub async fn collect(
 
 /// What the unit record says about a report of `attempt` with `result_key`: `None` when it is
 /// the record's current result (count it), `Behind` when the record cannot have been read after
-/// the report was sent, `Ignored` when the unit moved on.
+/// the report was sent, `Ignored` when the unit moved on (`unit_protocol::judge_report`).
 fn judge(seg: &SegmentRecord, attempt: u32, result_key: &str) -> Option<Collect> {
-    let unfinished = matches!(
-        seg.state,
-        SegmentState::Planned | SegmentState::Queued | SegmentState::Running
-    );
-    if seg.attempt < attempt || (seg.attempt == attempt && unfinished) {
-        Some(Collect::Behind)
-    } else if seg.attempt == attempt
-        && seg.state == SegmentState::Done
-        && seg.result_key.as_deref() == Some(result_key)
-    {
-        None
-    } else {
-        Some(Collect::Ignored)
+    match unit_protocol::judge_report(seg, attempt, result_key) {
+        Report::Count => None,
+        Report::Behind => Some(Collect::Behind),
+        Report::Ignore => Some(Collect::Ignored),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ffleet_shared::messages::SegmentState;
 
     fn record(attempt: u32, state: SegmentState, result_key: Option<&str>) -> SegmentRecord {
         let mut r = SegmentRecord::planned(None);

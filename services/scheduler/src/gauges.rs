@@ -32,12 +32,12 @@ async fn sample(ctx: &Ctx) {
         }
     };
     for key in keys {
-        let Ok(Some((hb, _))) = ctx.workers.get(&key).await else {
+        let Ok(Some((hb, _, written))) = ctx.workers.get_stamped(&key).await else {
             continue;
         };
-        if let Some(age) = ffleet_shared::time::age_secs(&hb.at) {
-            metrics::heartbeat_age(hb.node_id.as_str(), age.max(0.0));
-        }
+        // The server's timestamp: the heartbeat's own `at` is its node's clock.
+        let age = (time::OffsetDateTime::now_utc() - written).as_seconds_f64();
+        metrics::heartbeat_age(hb.node_id.as_str(), age.max(0.0));
         for cap in &hb.capabilities {
             let s = slots.entry(cap.clone()).or_default();
             s.0 += u64::from(hb.slots_total);

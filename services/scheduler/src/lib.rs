@@ -6,6 +6,7 @@
 //! one leads through a KV lease and does all of that, the others keep their views warm and take
 //! over within one lease TTL.
 
+mod ages;
 mod backlog;
 mod gauges;
 mod handler;

@@ -148,6 +148,14 @@ impl Pool {
             .collect()
     }
 
+    /// A dead report could not be confirmed (its key read older than the pool's view): report
+    /// the node again on the next sweep.
+    pub fn revive_unread(&self, node: &NodeId) {
+        if let Some(s) = self.inner.lock().expect("pool lock").get_mut(node) {
+            s.reported = false;
+        }
+    }
+
     /// A dead report turned out wrong (the node wrote since): take the newer heartbeat.
     pub fn revive(&self, node: &NodeId, hb: Heartbeat, revision: u64) {
         let mut map = self.inner.lock().expect("pool lock");

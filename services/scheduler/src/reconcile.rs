@@ -5,6 +5,7 @@
 //! lost, a failed unit whose report never ended the job, a done unit whose report never got
 //! into the job record (its report is sent again), and jobs past their deadline.
 
+use crate::ages::Ages;
 use crate::backlog::HeldKeys;
 use crate::jobs_view::JobsView;
 use crate::pool::Pool;
@@ -21,27 +22,45 @@ use ffleet_shared::time::age_secs;
 use ffleet_shared::unit_protocol::Seen;
 use ffleet_shared::{Capability, JobId, Unit, jobs, subjects};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, held: HeldKeys, term: CancellationToken) {
     let every = Duration::from_secs_f64(ctx.config.scheduler.reconcile_interval_secs);
+    let mut ages = Ages::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = term.cancelled() => return,
         }
-        let mut queues = Queues::default();
+        let mut round = Round {
+            ctx: &ctx,
+            pool: &pool,
+            held: &held,
+            queues: Queues::default(),
+            ages: &mut ages,
+        };
         for job in jobs.active() {
             if term.is_cancelled() {
                 return;
             }
-            reconcile(&ctx, &pool, &held, &mut queues, &job).await;
+            reconcile(&mut round, &job).await;
         }
+        ages.end_round();
     }
 }
 
-async fn reconcile(ctx: &Ctx, pool: &Pool, held: &HeldKeys, queues: &mut Queues, job: &JobRecord) {
+/// What one reconcile round works with.
+struct Round<'a> {
+    ctx: &'a Ctx,
+    pool: &'a Pool,
+    held: &'a HeldKeys,
+    queues: Queues,
+    ages: &'a mut Ages,
+}
+
+async fn reconcile(round: &mut Round<'_>, job: &JobRecord) {
+    let (ctx, pool, held) = (round.ctx, round.pool, round.held);
     let cfg = &ctx.config.scheduler;
     if overdue(ctx, job).await || job.state != JobState::Encoding {
         return;
@@ -56,17 +75,19 @@ async fn reconcile(ctx: &Ctx, pool: &Pool, held: &HeldKeys, queues: &mut Queues,
         if held.lock().expect("held keys").contains(&key) {
             continue;
         }
-        let rec = match ctx.segments.get(&key).await {
-            Ok(Some((r, _))) => r,
+        let (rec, revision) = match ctx.segments.get(&key).await {
+            Ok(Some(read)) => read,
             Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "reconcile read failed");
                 return;
             }
         };
-        let stale = |secs: f64| age_secs(&rec.updated_at).is_some_and(|a| a > secs);
+        let age = round.ages.age(&key, revision, Instant::now());
+        let stale = |secs: f64| age.as_secs_f64() > secs;
+        let queues = &mut round.queues;
         let repair = match rec.state {
-            SegmentState::Running => running_repair(cfg, pool, &job.job_id, unit, &rec),
+            SegmentState::Running => running_repair(cfg, pool, &job.job_id, unit, &rec, age),
             SegmentState::Planned | SegmentState::Queued => {
                 let lost = stale(cfg.lost_task_secs) && queues.empty(ctx, &rec).await;
                 lost.then_some("task message lost")
@@ -123,15 +144,16 @@ async fn overdue(ctx: &Ctx, job: &JobRecord) -> bool {
     true
 }
 
-/// Why a running unit needs a new attempt, if it does.
+/// Why a running unit, unchanged for `age`, needs a new attempt, if it does.
 fn running_repair(
     cfg: &SchedulerConfig,
     pool: &Pool,
     job: &JobId,
     unit: Unit,
     rec: &SegmentRecord,
+    age: Duration,
 ) -> Option<&'static str> {
-    let stale = |secs: f64| age_secs(&rec.updated_at).is_some_and(|a| a > secs);
+    let stale = |secs: f64| age.as_secs_f64() > secs;
     let owner = rec.owner.as_ref();
     let orphaned =
         pool.settled() && stale(cfg.heartbeat_ttl_secs) && owner.is_some_and(|o| !pool.is_live(o));

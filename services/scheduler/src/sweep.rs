@@ -29,9 +29,16 @@ pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) 
 async fn hand_on(ctx: &Ctx, pool: &Pool, jobs: &JobsView, dead: Dead) {
     let node = dead.heartbeat.node_id.clone();
     // The watch may lag (or this process may have been paused): only the key itself is proof.
+    // A read older than the heartbeat the pool last saw says nothing about the node (revisions
+    // only grow; a stream leader catching up after an election can answer with an old one).
     match ctx.workers.store().entry(node.as_str()).await {
+        Ok(Some(e)) if e.revision < dead.revision => {
+            tracing::debug!(node = %node, read_at = e.revision, seen_at = dead.revision, "silent node's key read older than its last heartbeat; judged again later");
+            pool.revive_unread(&node);
+            return;
+        }
         Ok(Some(e))
-            if e.revision != dead.revision
+            if e.revision > dead.revision
                 && e.operation == async_nats::jetstream::kv::Operation::Put =>
         {
             if let Ok(hb) = messages::decode("heartbeat", &e.value) {

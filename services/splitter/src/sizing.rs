@@ -13,7 +13,6 @@ use ffleet_shared::messages::{Heartbeat, MAX_VIDEO_UNITS};
 use ffleet_shared::nats::kv::KvError;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::time::age_secs;
 use futures::StreamExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -138,15 +137,18 @@ pub async fn live_slots(ctx: &Ctx) -> Result<u32, KvError> {
 async fn read_slots(ctx: &Ctx) -> Result<u32, KvError> {
     let ttl = ctx.config.scheduler.heartbeat_ttl_secs;
     let keys = ctx.workers.keys().await?;
-    let beats: Vec<Result<Option<(Heartbeat, u64)>, KvError>> = futures::stream::iter(keys)
-        .map(|k| async move { ctx.workers.get(&k).await })
+    type Beat = Option<(Heartbeat, u64, time::OffsetDateTime)>;
+    let beats: Vec<Result<Beat, KvError>> = futures::stream::iter(keys)
+        .map(|k| async move { ctx.workers.get_stamped(&k).await })
         .buffer_unordered(16)
         .collect()
         .await;
+    let now = time::OffsetDateTime::now_utc();
     let mut live = Vec::with_capacity(beats.len());
     for b in beats {
-        if let Some((hb, _)) = b?
-            && age_secs(&hb.at).is_none_or(|a| a <= ttl)
+        // Aged by the server's timestamp: the heartbeat's own `at` is its node's clock.
+        if let Some((hb, _, written)) = b?
+            && (now - written).as_seconds_f64() <= ttl
         {
             live.push(hb);
         }

@@ -7,6 +7,11 @@
 //! been applied unseen; its retry then meets "already exists" or "wrong last revision", so the
 //! current entry is read back, and if it holds exactly the bytes this caller wrote, the write
 //! was this caller's. Watches (`follow`) are rebuilt from the last revision they delivered.
+//!
+//! KV revisions only grow, but a read in a cluster can come back older than what the reader
+//! knows (a new stream leader still applying its log after an election). `get_at_least` reads
+//! until the entry is at least at a revision the caller knows of, and `modify_known` never
+//! decides on a read older than the copy it started from or a revision that refused its write.
 
 use super::NatsError;
 use super::retry::{self, Patience};
@@ -30,7 +35,20 @@ pub enum KvError {
         key: String,
         tries: u32,
     },
+    /// Every read for the caller's patience came back older than a revision the caller knows
+    /// of: the server it reads from has not caught up. Nothing may be decided on such a read.
+    #[error("{what} {key}: reads stayed older than revision {floor} (last read at {got})")]
+    Behind {
+        what: &'static str,
+        key: String,
+        floor: u64,
+        /// The revision of the last read (0: no entry).
+        got: u64,
+    },
 }
+
+/// How long `modify_known` reads again while the entry reads older than what it knows.
+const BEHIND_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a key listing may go without finishing before it is started again.
 const LIST_STALL: Duration = Duration::from_secs(5);
@@ -74,6 +92,67 @@ where
                 Ok(Some((messages::decode(self.what, &e.value)?, e.revision)))
             }
             _ => Ok(None),
+        }
+    }
+
+    /// The value, its revision and when the server stored it (the server's clock: a value's
+    /// own timestamps are its writer's clock, which may be off), or `None` if absent.
+    pub async fn get_stamped(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, u64, time::OffsetDateTime)>, KvError> {
+        match entry(&self.store, key, retry::window()).await? {
+            Some(e) if e.operation == Operation::Put => Ok(Some((
+                messages::decode(self.what, &e.value)?,
+                e.revision,
+                e.created,
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The value and its revision once a read shows the entry at revision `floor` or later
+    /// (a revision the caller wrote or read itself), read again with backoff for up to
+    /// `patience` (zero: one read); `None` if the key was deleted at such a revision. An entry
+    /// that stays older is `KvError::Behind`.
+    pub async fn get_at_least(
+        &self,
+        key: &str,
+        floor: u64,
+        patience: Duration,
+    ) -> Result<Option<(T, u64)>, KvError> {
+        let started = tokio::time::Instant::now();
+        let mut tries = 0u32;
+        loop {
+            let e = entry(&self.store, key, retry::window()).await?;
+            let got = e.as_ref().map_or(0, |e| e.revision);
+            if got >= floor {
+                return match e {
+                    Some(e) if e.operation == Operation::Put => {
+                        Ok(Some((messages::decode(self.what, &e.value)?, e.revision)))
+                    }
+                    _ => Ok(None),
+                };
+            }
+            tries += 1;
+            let pause = retry::backoff(tries);
+            if started.elapsed() + pause > patience {
+                return Err(KvError::Behind {
+                    what: self.what,
+                    key: key.to_owned(),
+                    floor,
+                    got,
+                });
+            }
+            super::ops::count(super::ops::Op::BehindRead);
+            tracing::debug!(
+                what = self.what,
+                key,
+                floor,
+                got,
+                "kv read older than a known revision, reading again"
+            );
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -127,7 +206,9 @@ where
 
     /// `modify`, first deciding on `known` (a value and its revision the caller holds, such as
     /// its own last write) instead of a read: a write that finds the key still at that revision
-    /// costs no read. A refusal on `known`, or a write it lost, is decided again on a read.
+    /// costs no read. A refusal on `known`, or a write it lost, is decided again on a read, and
+    /// never on a read older than `known` or than a revision that refused a write (each read
+    /// waits, up to `BEHIND_PATIENCE`, for the entry to catch up: `KvError::Behind`).
     /// Returns, beside `decide`'s answer, the value written and its revision (`None` when
     /// nothing was written).
     pub async fn modify_known<R>(
@@ -140,11 +221,13 @@ where
         T: Clone,
     {
         const TRIES: u32 = 50;
+        // The oldest revision a read may show: the copy's, then past every refused write.
+        let mut floor = known.as_ref().map_or(0, |(_, r)| *r);
         for attempt in 0..TRIES {
             let guessed = known.is_some();
             let current = match known.take() {
                 Some(k) => Some(k),
-                None => self.get(key).await?,
+                None => self.get_at_least(key, floor, BEHIND_PATIENCE).await?,
             };
             let (value, rev) = match current {
                 Some((v, r)) => (Some(v), Some(r)),
@@ -162,6 +245,8 @@ where
                     if let Some(rev) = written {
                         return Ok((r, Some((new, rev))));
                     }
+                    // Refused: the entry is past what was decided on.
+                    floor = floor.max(rev.map_or(1, |r| r + 1));
                     if guessed {
                         continue;
                     }
@@ -186,7 +271,7 @@ where
     /// started again.
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         use futures::TryStreamExt;
-        retry::retry("kv keys", self.what, retry::window(), |_| async {
+        retry::retry_whole("kv keys", self.what, retry::window(), |_| async {
             let keys = self.store.keys().await.map_err(|e| e.to_string())?;
             tokio::time::timeout(LIST_STALL, keys.try_collect::<Vec<String>>())
                 .await

@@ -26,9 +26,13 @@ pub enum Op {
     WatchDelivery,
     /// A JetStream API request outside these (consumer or stream info).
     Api,
+    /// A KV read that came back older than a revision the reader knew of, and was read again.
+    BehindRead,
+    /// A try of a JetStream operation cut off by its own short timeout and sent again.
+    TryTimedOut,
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 11;
 static COUNTS: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
 
 /// Counts one operation of `op`.
@@ -53,6 +57,10 @@ pub struct Counts {
     pub kv_writes: u64,
     pub watch_deliveries: u64,
     pub api: u64,
+    #[serde(default)]
+    pub behind_reads: u64,
+    #[serde(default)]
+    pub tries_timed_out: u64,
 }
 
 pub fn snapshot() -> Counts {
@@ -67,6 +75,8 @@ pub fn snapshot() -> Counts {
         kv_writes: c(Op::KvWrite),
         watch_deliveries: c(Op::WatchDelivery),
         api: c(Op::Api),
+        behind_reads: c(Op::BehindRead),
+        tries_timed_out: c(Op::TryTimedOut),
     }
 }
 
@@ -83,6 +93,8 @@ impl Counts {
             kv_writes: self.kv_writes - earlier.kv_writes,
             watch_deliveries: self.watch_deliveries - earlier.watch_deliveries,
             api: self.api - earlier.api,
+            behind_reads: self.behind_reads - earlier.behind_reads,
+            tries_timed_out: self.tries_timed_out - earlier.tries_timed_out,
         }
     }
 
@@ -96,5 +108,7 @@ impl Counts {
         self.kv_writes += o.kv_writes;
         self.watch_deliveries += o.watch_deliveries;
         self.api += o.api;
+        self.behind_reads += o.behind_reads;
+        self.tries_timed_out += o.tries_timed_out;
     }
 }

@@ -168,7 +168,7 @@ pub(crate) async fn ensure_stream(
     } else {
         "look up stream"
     };
-    retry::retry(op, &name, patience, |_| {
+    retry::retry_whole(op, &name, patience, |_| {
         let config = config.clone();
         async move {
             if create {

@@ -6,8 +6,14 @@
 //! How long is a policy, not a call-site choice: services wait for JetStream at start for as long
 //! as it takes (`Patience::Forever`), client commands up to `nats.startup_wait_secs`, and a single
 //! operation at run time up to `nats.op_retry_secs` (`window()`), after which the caller sees the
-//! error and takes its usual transient-failure path (a delayed nak, the next round). Nothing here
-//! waits on a dead connection: each try is bounded by the JetStream request timeout.
+//! error and takes its usual transient-failure path (a delayed nak, the next round).
+//!
+//! Each try is bounded by a timeout of its own, short at first (`nats.first_try_timeout_secs`)
+//! and doubled on every try up to `nats.request_timeout_secs`. A request sent towards a stream
+//! leader that just died is never answered; with one long timeout every operation in flight
+//! then waited it out whole before it went to the new leader. Sending again is safe: creates
+//! and revision-checked updates recognise their own earlier write (`kv`), publishes carry
+//! message ids the stream de-duplicates, and reads change nothing.
 
 use super::NatsError;
 use crate::config::NatsConfig;
@@ -26,11 +32,28 @@ pub enum Patience {
 
 /// The run-time retry window, set once per process from the config (`configure`).
 static WINDOW_MS: AtomicU64 = AtomicU64::new(60_000);
+/// The first try's timeout and the longest one (`nats.first_try_timeout_secs`,
+/// `nats.request_timeout_secs`).
+static FIRST_TRY_MS: AtomicU64 = AtomicU64::new(2_000);
+static LAST_TRY_MS: AtomicU64 = AtomicU64::new(10_000);
 
-/// Adopts `nats.op_retry_secs` as the window of every run-time operation in this process.
+/// Adopts `nats.op_retry_secs` as the window of every run-time operation in this process, and
+/// the per-try timeouts.
 pub fn configure(cfg: &NatsConfig) {
     crate::health::init(cfg.health_file.clone());
     WINDOW_MS.store((cfg.op_retry_secs * 1000.0) as u64, Ordering::Relaxed);
+    let last = (cfg.request_timeout_secs * 1000.0).max(1.0) as u64;
+    let first = ((cfg.first_try_timeout_secs * 1000.0).max(1.0) as u64).min(last);
+    LAST_TRY_MS.store(last, Ordering::Relaxed);
+    FIRST_TRY_MS.store(first, Ordering::Relaxed);
+}
+
+/// How long try `n` (0 first) waits for an answer: the first try's timeout, doubled per try,
+/// up to the request timeout.
+pub fn try_timeout(n: u32) -> Duration {
+    let first = FIRST_TRY_MS.load(Ordering::Relaxed);
+    let last = LAST_TRY_MS.load(Ordering::Relaxed);
+    Duration::from_millis(first.saturating_mul(1u64 << n.min(16)).min(last))
 }
 
 /// The run-time retry window (`nats.op_retry_secs`).
@@ -71,14 +94,47 @@ where
     retry_unless(op, what, patience, attempt, |_| false).await
 }
 
+/// Like `retry`, for operations whose try may rightly take longer than a short timeout (a key
+/// listing, creating a replicated stream): each try is bounded by the request timeout only.
+pub async fn retry_whole<T, E, F, Fut>(
+    op: &'static str,
+    what: &str,
+    patience: Patience,
+    attempt: F,
+) -> Result<T, NatsError>
+where
+    E: std::fmt::Display,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    run(op, what, patience, attempt, |_| false, false).await
+}
+
 /// Like `retry`, but an error for which `permanent` holds is returned at once: no election or
 /// reconnect will make a refused message acceptable.
 pub async fn retry_unless<T, E, F, Fut>(
     op: &'static str,
     what: &str,
     patience: Patience,
+    attempt: F,
+    permanent: impl Fn(&E) -> bool,
+) -> Result<T, NatsError>
+where
+    E: std::fmt::Display,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    run(op, what, patience, attempt, permanent, true).await
+}
+
+/// The retry loop; `short_tries`: bound each try by `try_timeout`, else by the request timeout.
+async fn run<T, E, F, Fut>(
+    op: &'static str,
+    what: &str,
+    patience: Patience,
     mut attempt: F,
     permanent: impl Fn(&E) -> bool,
+    short_tries: bool,
 ) -> Result<T, NatsError>
 where
     E: std::fmt::Display,
@@ -92,8 +148,13 @@ where
     // refusal, giving up, or the caller dropping this future).
     let mut _waiting = None;
     loop {
-        let err = match attempt(n).await {
-            Ok(v) => {
+        let limit = if short_tries {
+            try_timeout(n)
+        } else {
+            try_timeout(u32::MAX)
+        };
+        let err = match tokio::time::timeout(limit, attempt(n)).await {
+            Ok(Ok(v)) => {
                 if n > 0 {
                     tracing::info!(
                         op,
@@ -105,12 +166,16 @@ where
                 }
                 return Ok(v);
             }
-            Err(e) => e,
+            Ok(Err(e)) if permanent(&e) => {
+                tracing::warn!(op, what, error = %e, "jetstream operation refused");
+                return Err(NatsError::op(op, e));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => {
+                super::ops::count(super::ops::Op::TryTimedOut);
+                format!("no answer within {limit:?}")
+            }
         };
-        if permanent(&err) {
-            tracing::warn!(op, what, error = %err, "jetstream operation refused");
-            return Err(NatsError::op(op, err));
-        }
         n += 1;
         let pause = backoff(n);
         if let Patience::For(limit) = patience

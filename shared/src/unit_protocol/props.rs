@@ -161,6 +161,7 @@ fn run(
                 node: &nodes[node],
                 failure: &fail,
                 on_gpu,
+                conclusive: true,
                 budget: BUDGET,
                 describe: &describe,
             })
@@ -429,6 +430,7 @@ fn failing_the_same_way_on_two_cpu_nodes_is_the_inputs_fault() {
                 node: &node,
                 failure: &f,
                 on_gpu: false,
+                conclusive: true,
                 budget: BUDGET,
                 describe: &describe,
             }),
