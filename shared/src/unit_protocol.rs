@@ -31,6 +31,8 @@ use crate::reason::{Failure, Reason};
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod stale_reads;
 
 /// How much failing a unit may do before its job fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,13 +21,15 @@ pub enum Collect {
         frames_done: u64,
         frames_total: u64,
     },
-    /// Counted, and it was the last one: this caller merges.
-    Merge,
+    /// Counted, and it was the last one: this caller merges. `at`: the revision of the job
+    /// record's write that moved it to `merging`.
+    Merge { at: u64 },
     /// Not counted (superseded attempt, job gone or already ended).
     Ignored,
-    /// The unit record read is older than the report: the encoder writes `done` before it
-    /// reports, so this read came from a replica or leader that has not caught up (seen after a
-    /// JetStream node restart). Dropping the report here would lose the unit for good.
+    /// The unit or job record read is older than the report: the encoder writes `done` before
+    /// it reports (and only an encoding job has reports), so this read came from a replica or
+    /// leader that has not caught up (seen after a JetStream node restart). Dropping the report
+    /// here would lose the unit for good.
     Behind,
 }
 

@@ -128,13 +128,30 @@ impl Drop for Writing<'_> {
 }
 
 /// One revision-checked write of `job`'s record counting `units`; each unit's outcome, in order.
+/// The unit that completes the set learns the revision of the write that moved the job to
+/// `merging`, so the merge never acts on a read of the record older than that.
 async fn write(ctx: &Ctx, job: &JobId, units: &[(Unit, u64)]) -> Result<Vec<Collect>, KvError> {
-    ctx.jobs
-        .modify(job.as_str(), |rec| match rec {
+    let (mut outcomes, written) = ctx
+        .jobs
+        .modify_known(job.as_str(), None, |rec| match rec {
             Some(rec) if rec.plan.is_some() && rec.state == JobState::Encoding => count(rec, units),
+            // A report exists only once its job is encoding: a record read still splitting
+            // (or none at all) is older than the report, not a reason to drop it.
+            None => Change::Keep(vec![Collect::Behind; units.len()]),
+            Some(rec) if rec.plan.is_none() || rec.state == JobState::Splitting => {
+                Change::Keep(vec![Collect::Behind; units.len()])
+            }
             _ => Change::Keep(vec![Collect::Ignored; units.len()]),
         })
-        .await
+        .await?;
+    if let Some((_, revision)) = written {
+        for o in &mut outcomes {
+            if let Collect::Merge { at } = o {
+                *at = revision;
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 /// `rec` with `units` counted: the record to write (if anything changed) and each unit's
@@ -152,7 +169,7 @@ fn count(rec: &JobRecord, units: &[(Unit, u64)]) -> Change<JobRecord, Vec<Collec
             changed = true;
             if next.collected.len() == total {
                 next.state = JobState::Merging;
-                outcomes.push(Collect::Merge);
+                outcomes.push(Collect::Merge { at: 0 });
                 continue;
             }
         }
@@ -235,7 +252,10 @@ mod tests {
         ) else {
             panic!("new units were not written");
         };
-        assert_eq!(outcomes, vec![progress(2), Collect::Merge, progress(3)]);
+        assert_eq!(
+            outcomes,
+            vec![progress(2), Collect::Merge { at: 0 }, progress(3)]
+        );
         assert_eq!(after.state, JobState::Merging);
     }
 }

@@ -9,7 +9,7 @@ use crate::merge::MergeError;
 use crate::reissue;
 use async_nats::jetstream::Message;
 use ffleet_shared::messages::events::{Progress, SegmentOutcome};
-use ffleet_shared::messages::{CURRENT, CloudEvent, JobEvent, JobRecord, JobState};
+use ffleet_shared::messages::{CURRENT, CloudEvent, JobEvent, JobState};
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::Failure;
@@ -21,6 +21,8 @@ use std::time::Duration;
 const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
 /// Deliveries of a report whose unit record reads older than the report, before it is let go.
 const BEHIND_TRIES: i64 = 30;
+/// How long a merge waits for the job record to read as new as the write that started it.
+const BEHIND_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The media work of merges and how many may run at once.
 pub struct Merges {
@@ -83,7 +85,7 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
                     frames_done,
                     frames_total,
                 }) => publish_progress(ctx, job, d, total, frames_done, frames_total).await,
-                Ok(Collect::Merge) => run_merge(ctx, media, job, &msg).await,
+                Ok(Collect::Merge { at }) => run_merge(ctx, media, job, &msg, at).await,
             }
         }
     };
@@ -138,11 +140,16 @@ async fn resume_if_orphaned(
     if ack::delivered(msg) <= 1 {
         return Ok(());
     }
-    let Some(rec) = record(ctx, job).await? else {
+    let read = ctx
+        .jobs
+        .get(job.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some((rec, revision)) = read else {
         return Ok(());
     };
     match rec.state {
-        JobState::Merging => run_merge(ctx, media, job, msg).await,
+        JobState::Merging => run_merge(ctx, media, job, msg, revision).await,
         s if s.is_terminal() => jobs::republish_terminal(ctx, &rec)
             .await
             .map_err(|e| e.to_string()),
@@ -150,18 +157,22 @@ async fn resume_if_orphaned(
     }
 }
 
-async fn record(ctx: &Ctx, job: &JobId) -> Result<Option<JobRecord>, String> {
-    Ok(ctx
-        .jobs
-        .get(job.as_str())
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|(rec, _)| rec))
-}
-
-async fn run_merge(ctx: &Ctx, media: &Merges, job: &JobId, msg: &Message) -> Result<(), String> {
+/// Merges `job` if its record is `merging`. `at`: the revision of the write that moved it
+/// there, when this caller made it: a read older than that (a stream leader catching up) is
+/// read again rather than taken for a job that no longer needs merging.
+async fn run_merge(
+    ctx: &Ctx,
+    media: &Merges,
+    job: &JobId,
+    msg: &Message,
+    at: u64,
+) -> Result<(), String> {
     let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
-    let Some(rec) = record(ctx, job).await? else {
+    let read = ctx
+        .jobs
+        .get_at_least(job.as_str(), at, BEHIND_PATIENCE)
+        .await;
+    let Some((rec, _)) = read.map_err(|e| e.to_string())? else {
         return Ok(());
     };
     if rec.state != JobState::Merging {

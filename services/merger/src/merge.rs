@@ -32,9 +32,10 @@ pub enum MergeError {
     Fail(Failure),
     /// Media storage is unreachable for now: try again on redelivery.
     Retry(String),
-    /// These units' stored results are missing or not the bytes their encoders recorded: they
-    /// are encoded again and the job merges when they are back.
-    Reissue(Vec<Unit>),
+    /// These units go back to encoding and the job merges when they are back: the stored
+    /// result of the attempt given is missing or not the bytes its encoder recorded, or (no
+    /// attempt) the unit's record did not read done at the merge.
+    Reissue(Vec<(Unit, Option<u32>)>),
 }
 
 impl From<Failure> for MergeError {
@@ -169,7 +170,7 @@ async fn fetch_one(
     c: &UnitResult,
     dest: &Path,
     moved: &mut u64,
-    bad: &mut Vec<Unit>,
+    bad: &mut Vec<(Unit, Option<u32>)>,
 ) -> Result<bool, MergeError> {
     match ctx
         .storage
@@ -182,7 +183,7 @@ async fn fetch_one(
         }
         Err(e @ (StorageError::Corrupt { .. } | StorageError::Missing(_))) => {
             tracing::warn!(job = %rec.job_id, unit = %c.unit, attempt = c.attempt, error = %e, "stored result refused, unit goes back to encoding");
-            bad.push(c.unit);
+            bad.push((c.unit, Some(c.attempt)));
             Ok(false)
         }
         Err(e) if e.is_transient() => Err(MergeError::Retry(e.to_string())),
@@ -263,8 +264,11 @@ pub struct UnitResult {
 const READ_AHEAD: usize = 32;
 
 /// Every unit's accepted result, video segments in order and then the tracks unit. Each must be
-/// collected and its record done: anything else is a bug (collect marks only done units, and
-/// only a re-issue, which uncollects first, moves a done unit on).
+/// collected and its record done. Collect marks only done units, and only the merger's own
+/// refusal moves a done unit on, so a record read otherwise was read older than its collect (a
+/// stream leader catching up), or its report was counted while a refusal was under way. Either
+/// way the job does not fail on it: the unit is uncollected and its current attempt sent again
+/// (a done attempt's encoder then reports it again).
 pub async fn results(ctx: &Ctx, rec: &JobRecord) -> Result<Vec<UnitResult>, MergeError> {
     let Some(plan) = &rec.plan else {
         return Err(internal("job has no plan").into());
@@ -280,7 +284,9 @@ pub async fn results(ctx: &Ctx, rec: &JobRecord) -> Result<Vec<UnitResult>, Merg
             let seg = read.map_err(|e| MergeError::Retry(e.to_string()))?;
             match seg {
                 Some((r, _)) => accepted(unit, r),
-                None => Err(internal(format!("unit {unit} has no record at merge")).into()),
+                None => Err(MergeError::Retry(format!(
+                    "unit {unit} has no record at merge (a read older than its collect?)"
+                ))),
             }
         })
         .buffered(READ_AHEAD)
@@ -291,7 +297,8 @@ pub async fn results(ctx: &Ctx, rec: &JobRecord) -> Result<Vec<UnitResult>, Merg
 fn accepted(unit: Unit, r: SegmentRecord) -> Result<UnitResult, MergeError> {
     let key = r.result_key.filter(|_| r.state == SegmentState::Done);
     let Some(result_key) = key else {
-        return Err(internal(format!("unit {unit} is collected but not done at merge")).into());
+        tracing::warn!(unit = %unit, state = ?r.state, attempt = r.attempt, "collected unit does not read done at merge; sent back to encoding");
+        return Err(MergeError::Reissue(vec![(unit, None)]));
     };
     Ok(UnitResult {
         unit,

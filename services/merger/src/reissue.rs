@@ -5,7 +5,7 @@
 //! A crash between the steps is repaired by a redelivered report (the merge runs again and finds
 //! the same units) or by the scheduler's reconciler (a planned unit with no task).
 
-use ffleet_shared::messages::{JobRecord, JobState, Task};
+use ffleet_shared::messages::{JobRecord, JobState, SegmentState, Task};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::{Failure, Reason};
@@ -14,11 +14,17 @@ use ffleet_shared::time::now_rfc3339;
 use ffleet_shared::unit_protocol::{self, Step};
 use ffleet_shared::{Unit, jobs, subjects};
 
-pub async fn reissue(ctx: &Ctx, rec: &JobRecord, units: &[Unit]) -> Result<(), String> {
+/// `units`: each unit to send back, with the attempt whose stored result was refused (none: the
+/// unit did not read done at the merge, and only its current attempt is sent again).
+pub async fn reissue(
+    ctx: &Ctx,
+    rec: &JobRecord,
+    units: &[(Unit, Option<u32>)],
+) -> Result<(), String> {
     let job = &rec.job_id;
     let budget = ctx.config.encoder.max_attempts.max(1) * 2;
     let mut attempts = Vec::with_capacity(units.len());
-    for &unit in units {
+    for &(unit, refused) in units {
         let key = subjects::segment_key(job, unit);
         // A collected unit's record is at the attempt that was collected, done, until this
         // repair moves it on.
@@ -26,19 +32,27 @@ pub async fn reissue(ctx: &Ctx, rec: &JobRecord, units: &[Unit]) -> Result<(), S
         let moved = ctx
             .segments
             .modify(&key, |r| {
-                let applied = collected
-                    .then(|| unit_protocol::apply(r, &Step::Refuse, &now_rfc3339()).ok())
-                    .flatten();
+                // Only the refused attempt's result is refused: a record at another attempt
+                // moved on (a previous try of this repair), and one not done at it was read
+                // older than its collect; either keeps its current attempt, sent again.
+                let applied = r
+                    .filter(|r| collected && refused == Some(r.attempt))
+                    .and_then(|_| unit_protocol::apply(r, &Step::Refuse, &now_rfc3339()).ok());
                 match (applied, r) {
-                    (Some((n, _)), _) => Change::Write(n.clone(), Some(n)),
-                    // Already moved on (a previous try of this repair): keep its attempt.
-                    (None, Some(r)) => Change::Keep(Some(r.clone())),
-                    (None, None) => Change::Keep(None),
+                    (Some((n, _)), _) => Change::Write(n.clone(), Ok(Some(n))),
+                    // Done after all: the merge's read was older; merge again, change nothing.
+                    (None, Some(r)) if refused.is_none() && r.state == SegmentState::Done => {
+                        Change::Keep(Err(format!(
+                            "unit {unit} of job {job} reads done now; merge tried again"
+                        )))
+                    }
+                    (None, Some(r)) => Change::Keep(Ok(Some(r.clone()))),
+                    (None, None) => Change::Keep(Ok(None)),
                 }
             })
             .await
             .map_err(|e| e.to_string())?;
-        let Some(next) = moved else {
+        let Some(next) = moved? else {
             return Err(format!("unit {unit} of job {job} has no record"));
         };
         let attempt = next.attempt;

@@ -14,7 +14,7 @@ use ffleet_shared::messages::events::Accepted;
 use ffleet_shared::messages::records::{Plan, SegmentPlan};
 use ffleet_shared::messages::{
     CURRENT, JobEvent, JobRecord, JobRequest, JobState, RecordCopy, RequestError, SegmentRecord,
-    Task,
+    SegmentState, Task,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
@@ -45,6 +45,9 @@ fn retry_delay(delivered: i64) -> Duration {
 /// Tries at publishing a refusal before the request is dropped anyway (logged): a refused
 /// request is never retried to exhaustion.
 const REFUSAL_TRIES: i64 = 3;
+
+/// How long a request whose job record exists waits for a read that shows it.
+const EXISTING_PATIENCE: Duration = Duration::from_secs(10);
 
 pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
     let msg_id = msg
@@ -235,7 +238,13 @@ async fn existing(
     delivered: i64,
     sequence: u64,
 ) -> Result<(), Step> {
-    let Some((rec, _)) = ctx.jobs.get(job.as_str()).await? else {
+    // The create found the record, so a read without it is older than that create, not a
+    // job that went away: read again rather than drop the request.
+    let Some((rec, _)) = ctx
+        .jobs
+        .get_at_least(job.as_str(), 1, EXISTING_PATIENCE)
+        .await?
+    else {
         return Ok(());
     };
     if delivered <= 1 {
@@ -437,8 +446,11 @@ async fn store_source(
 
 /// Each cut goes into its unit's own record, so the job record stays small for any length.
 /// While the job is splitting no task of it exists, so a record left by an interrupted split
-/// (cut for another pool, perhaps) is this split's to replace. Returns each record as written,
-/// with its revision, for the tasks to carry.
+/// (cut for another pool, perhaps) is this split's to replace. A record that any task touched
+/// (claimed, or past its first attempt) says the job is past splitting, whatever the job record
+/// read said (a read older than the split that finished): nothing is replaced, and the request
+/// is retried, to find the job encoding. Returns each record as written, with its revision,
+/// for the tasks to carry.
 async fn write_unit_records(
     ctx: &Ctx,
     job: &JobId,
@@ -456,10 +468,21 @@ async fn write_unit_records(
         let revision = match ctx.segments.create(&key, &fresh).await? {
             Some(rev) => Some(rev),
             None => {
-                let (_, copy) = ctx
+                let left_by_a_split = |r: &SegmentRecord| {
+                    r.state == SegmentState::Planned && r.attempt == 1 && r.failures.is_empty()
+                };
+                let (replace, copy) = ctx
                     .segments
-                    .modify_known(&key, None, |_| Change::Write(fresh.clone(), ()))
+                    .modify_known(&key, None, |r| match r {
+                        Some(r) if !left_by_a_split(r) => Change::Keep(false),
+                        _ => Change::Write(fresh.clone(), true),
+                    })
                     .await?;
+                if !replace {
+                    return Err(Step::Retry(format!(
+                        "unit {unit} of job {job} is past planning: the job is past splitting"
+                    )));
+                }
                 copy.map(|(_, rev)| rev)
             }
         };
