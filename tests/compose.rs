@@ -104,6 +104,38 @@ fn docker(args: &[&str]) -> Result<String> {
     run(Command::new("docker").args(args))
 }
 
+/// Which NATS node a node-loss round kills.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The leader of the unit records' stream (`KV_ffleet-segments`).
+    RecordsLeader,
+    /// The JetStream meta leader.
+    MetaLeader,
+    /// A node that leads neither.
+    Follower,
+}
+
+/// One node-loss round's figures.
+struct Kill {
+    victim: String,
+    /// The job's wall time, submit to checked output.
+    wall: Duration,
+    /// When the records' stream had a leader other than the killed node again.
+    election: Option<Duration>,
+    retried: usize,
+    longest_retry_ms: u64,
+    caught_up: Duration,
+}
+
+/// A compose container's service name (`<project>_nats-2_1` or `<project>-nats-2-1`).
+fn name_of(container: &str) -> String {
+    ["nats-1", "nats-2", "nats-3"]
+        .into_iter()
+        .find(|n| container.contains(n))
+        .unwrap_or(container)
+        .to_owned()
+}
+
 /// One scenario's figures, for the table printed at the end.
 struct Timing {
     scenario: &'static str,
@@ -535,6 +567,157 @@ impl Fleet {
         }
     }
 
+    /// The meta leader and each stream's leader (server names), as a live node reports them.
+    fn leaders(&self) -> Result<(String, BTreeMap<String, String>)> {
+        for node in ["nats-1", "nats-2", "nats-3"] {
+            let Some(c) = self.service(node)?.pop() else {
+                continue;
+            };
+            let Ok(text) = self.nats_monitor(&c, "/jsz?accounts=true&streams=true") else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            let meta = v["meta_cluster"]["leader"].as_str().unwrap_or_default();
+            let mut streams = BTreeMap::new();
+            for acc in v["account_details"].as_array().into_iter().flatten() {
+                for s in acc["stream_detail"].as_array().into_iter().flatten() {
+                    if let (Some(name), Some(leader)) =
+                        (s["name"].as_str(), s["cluster"]["leader"].as_str())
+                    {
+                        streams.insert(name.to_owned(), leader.to_owned());
+                    }
+                }
+            }
+            if !meta.is_empty() {
+                return Ok((meta.to_owned(), streams));
+            }
+        }
+        bail!("no NATS node reported its cluster's leaders")
+    }
+
+    /// One node-loss round: `job` of `clip` submitted, the node chosen by `target` killed while
+    /// a unit runs, the job checked, the node started again and waited for until its streams
+    /// are level with a survivor's.
+    async fn nats_kill_round(&self, job: &str, clip: &Clip, target: Target) -> Result<Kill> {
+        let started = Instant::now();
+        let mut s = self.submit(job, clip)?;
+        self.running_unit(job, Duration::from_secs(60)).await?;
+        let records = subjects::kv_stream(subjects::BUCKET_SEGMENTS);
+        let (meta, streams) = self.leaders()?;
+        let records_leader = streams.get(&records).cloned().unwrap_or_default();
+        let name = match target {
+            Target::RecordsLeader => records_leader.clone(),
+            Target::MetaLeader => meta.clone(),
+            Target::Follower => ["nats-1", "nats-2", "nats-3"]
+                .into_iter()
+                .find(|n| *n != meta && *n != records_leader)
+                .unwrap_or("nats-3")
+                .to_owned(),
+        };
+        let victim = self
+            .service(&name)?
+            .pop()
+            .with_context(|| format!("container of {name}"))?;
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            .saturating_sub(1)
+            .to_string();
+        docker(&["kill", &victim])?;
+        let killed = Instant::now();
+        let admin = self.admin().clone();
+        let election = tokio::spawn(async move {
+            // Until the records' stream reports a leader other than the killed node.
+            while killed.elapsed() < Duration::from_secs(60) {
+                let info = tokio::time::timeout(Duration::from_secs(2), async {
+                    let mut stream = admin.get_stream(&records).await.ok()?;
+                    stream.info().await.ok().cloned()
+                })
+                .await;
+                if let Ok(Some(i)) = info
+                    && let Some(l) = i.cluster.and_then(|c| c.leader)
+                    && l != name
+                {
+                    return Some(killed.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None
+        });
+        self.check(&mut s).await?;
+        let wall = started.elapsed();
+        let election = election.await.ok().flatten();
+        let (retried, longest_retry_ms) = self.retries_since(&since)?;
+        // `restart: unless-stopped` brings it back; start it if the engine did not.
+        let _ = docker(&["start", &victim]);
+        let caught_up = self.level_again(&victim, killed).await?;
+        Ok(Kill {
+            victim: name_of(&victim),
+            wall,
+            election,
+            retried,
+            longest_retry_ms,
+            caught_up,
+        })
+    }
+
+    /// JetStream operations the ffleet services retried since `since` (unix seconds): how many
+    /// succeeded after retrying, and the longest wait among them.
+    fn retries_since(&self, since: &str) -> Result<(usize, u64)> {
+        let (mut n, mut longest) = (0, 0);
+        for service in ["splitter", "scheduler", "merger", "encoder"] {
+            for c in self.service(service)? {
+                let out = Command::new("docker")
+                    .args(["logs", "--since", since, &c])
+                    .output()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                for line in text
+                    .lines()
+                    .filter(|l| l.contains("succeeded after retrying"))
+                {
+                    n += 1;
+                    let waited = line
+                        .split("\"waited_ms\":")
+                        .nth(1)
+                        .and_then(|r| r.split([',', '}']).next())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    longest = longest.max(waited);
+                }
+            }
+        }
+        Ok((n, longest))
+    }
+
+    /// Waits until `victim` (started again) is healthy and its streams are level with a
+    /// survivor's; how long after `killed` that was.
+    async fn level_again(&self, victim: &str, killed: Instant) -> Result<Duration> {
+        let survivor = ["nats-1", "nats-2", "nats-3"]
+            .into_iter()
+            .filter_map(|n| self.service(n).ok()?.pop())
+            .find(|c| c != victim)
+            .context("a surviving NATS container")?;
+        loop {
+            let healthy = self
+                .containers()?
+                .iter()
+                .any(|(n, s, h)| n == victim && s == "running" && h == "healthy");
+            if healthy
+                && let (Ok(a), Ok(b)) = (self.node_streams(victim), self.node_streams(&survivor))
+                && !a.is_empty()
+                && a == b
+            {
+                return Ok(killed.elapsed());
+            }
+            ensure!(
+                killed.elapsed() < Duration::from_secs(120),
+                "{victim} did not catch up within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// The monitoring endpoint of a NATS node, read inside its container.
     fn nats_monitor(&self, container: &str, path: &str) -> Result<String> {
         docker(&[
@@ -826,45 +1009,52 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         ),
     );
 
-    // 3. Kill one NATS node mid-job: the job completes; the node rejoins and catches up.
+    // 3. NATS node loss. A fault-free job of the clip first, the baseline on this fleet; then
+    // rounds that each kill one NATS node mid-job, in turn the leader of the unit records'
+    // stream, the meta leader and a node leading neither (FFLEET_COMPOSE_NODE_KILLS rounds, 3
+    // by default). Each job must complete byte-identical; the node comes back and catches up.
     let started = Instant::now();
-    let mut job = fleet.submit("nats-kill", &slow)?;
-    fleet
-        .running_unit("nats-kill", Duration::from_secs(60))
-        .await?;
-    let victim = fleet.service("nats-2")?.pop().context("nats-2 container")?;
-    docker(&["kill", &victim])?;
-    let killed = Instant::now();
-    fleet.check(&mut job).await?;
-    let completed_after = killed.elapsed();
-    // `restart: unless-stopped` brings it back; start it if the engine did not.
-    let _ = docker(&["start", &victim]);
-    let survivor = fleet.service("nats-1")?.pop().context("nats-1 container")?;
-    let caught_up = loop {
-        let healthy = fleet
-            .containers()?
-            .iter()
-            .any(|(n, s, h)| n == &victim && s == "running" && h == "healthy");
-        if healthy
-            && let (Ok(a), Ok(b)) = (fleet.node_streams(&victim), fleet.node_streams(&survivor))
-            && !a.is_empty()
-            && a == b
-        {
-            break killed.elapsed();
-        }
-        ensure!(
-            killed.elapsed() < Duration::from_secs(120),
-            "{victim} did not catch up within 120 s"
+    let mut base = fleet.submit("nats-base", &slow)?;
+    fleet.check(&mut base).await?;
+    let baseline = started.elapsed();
+    let rounds: usize = std::env::var("FFLEET_COMPOSE_NODE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut kills = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let target = [Target::RecordsLeader, Target::MetaLeader, Target::Follower][round % 3];
+        let k = fleet
+            .nats_kill_round(&format!("nats-kill-{round}"), &slow, target)
+            .await?;
+        println!(
+            "compose: node loss round {round}: killed {} ({target:?}); job {:.1} s against {:.1} s fault-free (+{:.1} s); records' stream leader again after {}; {} operation(s) retried (longest wait {} ms); node level again {:.1} s after the kill",
+            k.victim,
+            k.wall.as_secs_f64(),
+            baseline.as_secs_f64(),
+            k.wall.as_secs_f64() - baseline.as_secs_f64(),
+            k.election
+                .map_or("-".to_owned(), |e| format!("{:.1} s", e.as_secs_f64())),
+            k.retried,
+            k.longest_retry_ms,
+            k.caught_up.as_secs_f64()
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        kills.push(k);
+    }
+    let mut added: Vec<f64> = kills
+        .iter()
+        .map(|k| k.wall.as_secs_f64() - baseline.as_secs_f64())
+        .collect();
+    added.sort_by(f64::total_cmp);
     fleet.record(
         "docker kill a NATS node mid-job",
         started.elapsed(),
         format!(
-            "job completed {:.1} s after the kill; node back, healthy and level with the others {:.1} s after it",
-            completed_after.as_secs_f64(),
-            caught_up.as_secs_f64()
+            "{rounds} kill(s), every job completed; added to the job's {:.1} s: median {:.1} s, range {:.1} to {:.1} s",
+            baseline.as_secs_f64(),
+            added.get(added.len() / 2).copied().unwrap_or(0.0),
+            added.first().copied().unwrap_or(0.0),
+            added.last().copied().unwrap_or(0.0),
         ),
     );
 

@@ -543,7 +543,10 @@ impl Claimed<'_> {
                 RETRY
             }
             Ok(Applying::Lagging) => RETRY,
-            Ok(Applying::Refused(_)) => Disposition::Ack,
+            Ok(Applying::Refused(why)) => {
+                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped, its failure not recorded");
+                Disposition::Ack
+            }
             Ok(Applying::Written(_, Applied::Reissued(next))) => {
                 replan(ctx, task, next).await;
                 Disposition::Ack
