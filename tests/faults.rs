@@ -679,3 +679,107 @@ async fn soak_100_jobs_with_an_encoder_killed_every_few_seconds() -> Result<()> 
     fleet.passed();
     Ok(())
 }
+
+/// libfaketime (Debian's `libfaketime`, installed by setup.sh), the thread-safe build.
+fn faketime() -> Result<String> {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    ensure!(
+        std::path::Path::new(lib).exists(),
+        "{lib} is missing: scripts/setup.sh installs libfaketime"
+    );
+    Ok(lib.to_owned())
+}
+
+/// Encoders and the scheduler on wall clocks a minute off (libfaketime: the encoders one
+/// ahead and one behind, the scheduler ahead) change nothing: the job completes byte-identical
+/// to a run on true clocks, no unit is handed on early (every unit finishes at its first
+/// attempt), and heartbeat ages are read from the server's clock.
+#[tokio::test]
+async fn clocks_a_minute_off_change_nothing() -> Result<()> {
+    let lib = faketime()?;
+    let mut fleet = ProcFleet::start(&[]).await?;
+    for svc in ["splitter", "merger"] {
+        fleet.spawn(svc, &[])?;
+    }
+    let scheduler = fleet.spawn("scheduler", &[])?;
+    let honest = fleet.spawn_encoder("enc-honest")?;
+    fleet.wait_encoders(1, Duration::from_secs(30)).await?;
+    let src = source(&fleet)?;
+    let reference = reference(&fleet, &src).await?;
+
+    // From here on every encoder and the scheduler run on a skewed clock.
+    fleet.terminate(honest, Duration::from_secs(10));
+    fleet.terminate(scheduler, Duration::from_secs(10));
+    let skew = |offset: &str| [("LD_PRELOAD", lib.clone()), ("FAKETIME", offset.to_owned())];
+    let ahead = skew("+60");
+    let behind = skew("-60");
+    let env = |node: &'static str, s: &[(&'static str, String); 2]| {
+        vec![
+            ("FFLEET_ENCODER__NODE_ID", node.to_owned()),
+            s[0].clone(),
+            s[1].clone(),
+        ]
+    };
+    for (node, s) in [("enc-ahead", &ahead), ("enc-behind", &behind)] {
+        let e = env(node, s);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        fleet.spawn("encoder", &e)?;
+    }
+    let e: Vec<(&str, &str)> = ahead.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fleet.spawn("scheduler", &e)?;
+    fleet.wait_encoders(2, Duration::from_secs(30)).await?;
+
+    // The skew is real: each heartbeat's own timestamp is about a minute from the server's.
+    let workers = fleet.ctx().workers.clone();
+    for node in ["enc-ahead", "enc-behind"] {
+        let (hb, _, written) = workers
+            .get_stamped(node)
+            .await?
+            .with_context(|| format!("heartbeat of {node}"))?;
+        let at =
+            time::OffsetDateTime::parse(&hb.at, &time::format_description::well_known::Rfc3339)?;
+        let off = (at - written).as_seconds_f64();
+        ensure!(
+            off.abs() > 50.0,
+            "{node}'s clock is not skewed (heartbeat at {}, stored {written})",
+            hb.at
+        );
+    }
+    // `ffleet workers` ages them by the server's clock: both fresh.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ffleet"))
+        .args(["-s", &fleet.url_of(), "workers"])
+        .env_remove("NATS_URL")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for node in ["enc-ahead", "enc-behind"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(node))
+            .with_context(|| format!("{node} missing from `ffleet workers`:\n{text}"))?;
+        let age: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('s')?.parse().ok())
+            .with_context(|| format!("no age in {line:?}"))?;
+        ensure!(age < 5.0, "{node} shown {age} s old: {line}");
+    }
+
+    let started = Instant::now();
+    submit(&fleet, "skewed", &src).await?;
+    check(&fleet, "skewed", &reference).await?;
+    let units = fleet.units("skewed").await;
+    ensure!(!units.is_empty(), "no unit records");
+    for (key, rec) in &units {
+        ensure!(
+            rec.attempt == 1,
+            "{key} was handed on (attempt {}) though no node failed",
+            rec.attempt
+        );
+    }
+    println!(
+        "clocks a minute off: job completed in {:.1} s, {} units each at its first attempt",
+        started.elapsed().as_secs_f64(),
+        units.len()
+    );
+    fleet.passed();
+    Ok(())
+}

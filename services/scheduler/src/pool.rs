@@ -1,9 +1,12 @@
 //! The live encoder pool, built from `watch_all()` on the heartbeats bucket.
 //!
 //! Expired keys send no watch event on nats-server 2.9, so liveness is judged by how long ago
-//! each node's heartbeat last changed, on this process's clock (a replayed old entry starts out
-//! as old as its server timestamp says). A node whose heartbeat went quiet for longer than the
-//! TTL is reported dead once, so its units are handed on once.
+//! each node's heartbeat last changed, on this process's monotonic clock. A replayed old entry
+//! starts out as old as the server's timestamps say: how much older it is than the newest
+//! heartbeat seen, both stamped by the servers, so no clock of this process or of the nodes
+//! enters (a scheduler whose clock is a minute off once took every node for dead). A node whose
+//! heartbeat went quiet for longer than the TTL is reported dead once, so its units are handed
+//! on once.
 
 use ffleet_shared::messages::{self, Heartbeat};
 use ffleet_shared::nats::NatsError;
@@ -25,6 +28,8 @@ struct Seen {
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Mutex<HashMap<NodeId, Seen>>>,
+    /// The server timestamp of the newest heartbeat seen.
+    newest: Arc<Mutex<Option<time::OffsetDateTime>>>,
     ttl: Duration,
     started: Instant,
 }
@@ -46,6 +51,7 @@ impl Pool {
     ) -> Result<Pool, NatsError> {
         let pool = Pool {
             inner: Arc::default(),
+            newest: Arc::default(),
             ttl,
             started: Instant::now(),
         };
@@ -68,8 +74,15 @@ impl Pool {
         match e.operation {
             Operation::Put => match messages::decode::<Heartbeat>("heartbeat", &e.value) {
                 Ok(hb) => {
-                    // A replayed entry is as old as the server says; a live one is new now.
-                    let age = (time::OffsetDateTime::now_utc() - e.created)
+                    // A replayed entry is as much older than the newest heartbeat as the
+                    // server's timestamps say; a live one is the newest, new now.
+                    let newest = {
+                        let mut n = self.newest.lock().expect("pool lock");
+                        let newest = n.map_or(e.created, |t| t.max(e.created));
+                        *n = Some(newest);
+                        newest
+                    };
+                    let age = (newest - e.created)
                         .try_into()
                         .unwrap_or(Duration::ZERO)
                         .min(self.ttl * 10);
