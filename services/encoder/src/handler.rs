@@ -537,7 +537,25 @@ impl Claimed<'_> {
             },
             describe: &describe,
         });
-        match self.apply(&step).await {
+        let applied = self.apply(&step).await;
+        self.failure_recorded(applied).await
+    }
+
+    /// Fails the unit for good without another attempt (it went round too often).
+    async fn give_up(&self, f: Failure) -> Disposition {
+        let step = Step::GiveUp {
+            attempt: self.task.attempt,
+            failure: &f,
+        };
+        let applied = self.apply(&step).await;
+        self.failure_recorded(applied).await
+    }
+
+    /// What a failure step led to: the next attempt routed, the unit dead-lettered, or (a
+    /// superseded attempt) nothing.
+    async fn failure_recorded(&self, applied: Result<Applying, KvError>) -> Disposition {
+        let (ctx, node, task) = (self.ctx, self.node, self.task);
+        match applied {
             Err(e) => {
                 tracing::warn!(error = %e, "recording failure failed");
                 RETRY
@@ -552,25 +570,6 @@ impl Claimed<'_> {
                 Disposition::Ack
             }
             Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
-        }
-    }
-
-    /// Fails the unit for good without another attempt (it went round too often).
-    async fn give_up(&self, f: Failure) -> Disposition {
-        let step = Step::GiveUp {
-            attempt: self.task.attempt,
-            failure: &f,
-        };
-        match self.apply(&step).await {
-            Err(e) => {
-                tracing::warn!(error = %e, "recording failure failed");
-                RETRY
-            }
-            Ok(Applying::Lagging) => RETRY,
-            Ok(Applying::Refused(_)) => Disposition::Ack,
-            Ok(Applying::Written(rec, _)) => {
-                dead_letter(self.ctx, self.node, self.task, &rec).await
-            }
         }
     }
 }
