@@ -1,18 +1,29 @@
-//! The published JSON Schema (`schemas/job-request.v1.json`) and the parser agree: whatever one
-//! accepts the other accepts, and requests ffleet itself builds are valid.
+//! The published JSON Schemas and the code agree: whatever the job request schema
+//! (`schemas/job-request.v1.json`) or the status request schema
+//! (`schemas/job-status-request.v1.json`) accepts, the parser accepts, and the other way round;
+//! requests ffleet itself builds are valid; and every status answer the scheduler can give is
+//! valid against `schemas/job-status.v1.json`.
 
 use ffleet::cli::{JobArgs, SubmitArgs, build_request};
-use ffleet_shared::messages::JobRequest;
+use ffleet_shared::JobId;
+use ffleet_shared::Unit;
+use ffleet_shared::messages::events::Failed;
+use ffleet_shared::messages::records::OutputInfo;
+use ffleet_shared::messages::{
+    CURRENT, JobRecord, JobRequest, JobState, JobStatus, StatusRequest, UnitSet,
+};
+use ffleet_shared::reason::{Failure, Reason};
 use serde_json::{Value, json};
 
-fn schema() -> jsonschema::Validator {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schemas/job-request.v1.json"
-    ))
-    .expect("schema file");
+fn validator(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("schema file");
     let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
     jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+fn schema() -> jsonschema::Validator {
+    validator("job-request.v1.json")
 }
 
 fn base() -> Value {
@@ -94,4 +105,118 @@ fn requests_built_by_the_cli_are_valid() {
     assert!(schema().is_valid(&value), "{value}");
     let ce = serde_json::to_value(req.to_cloudevent("/test")).unwrap();
     assert!(schema().is_valid(&ce), "{ce}");
+}
+
+#[test]
+fn status_request_schema_and_parser_agree() {
+    let v = validator("job-status-request.v1.json");
+    let base = || json!({"version": 1, "job_id": "cms-4711"});
+    let mut cases: Vec<(Value, bool)> = vec![(base(), true)];
+    for (field, value) in [
+        ("version", json!(2)),
+        ("version", json!(0)),
+        ("version", json!("1")),
+        ("job_id", json!("a.b")),
+        ("job_id", json!("")),
+        ("job_id", json!("x".repeat(65))),
+        ("job_id", json!(7)),
+        ("extra", json!(true)),
+    ] {
+        let mut c = base();
+        c[field] = value;
+        cases.push((c, false));
+    }
+    for field in ["version", "job_id"] {
+        let mut c = base();
+        c.as_object_mut().unwrap().remove(field);
+        cases.push((c, false));
+    }
+    cases.push((json!(["cms-4711"]), false));
+    cases.push((json!("cms-4711"), false));
+    for (case, ok) in cases {
+        let by_parser = StatusRequest::parse(&serde_json::to_vec(&case).unwrap()).is_ok();
+        assert_eq!(v.is_valid(&case), ok, "schema on {case}");
+        assert_eq!(by_parser, ok, "parser on {case}");
+    }
+    let built = StatusRequest::new(JobId::new("j_1").unwrap());
+    assert!(v.is_valid(&serde_json::to_value(built).unwrap()));
+}
+
+/// A record at `state`, with a plan of three segments and the tracks unit, two units collected.
+fn record(state: JobState) -> JobRecord {
+    let req: JobRequest = serde_json::from_value(json!({
+        "version": 1, "job_id": "cms-4711", "input": "/in/a.mp4", "output": "/out/a.mp4"
+    }))
+    .unwrap();
+    let mut rec = JobRecord::new(req, "h264".into());
+    rec.state = state;
+    rec.plan = Some(
+        serde_json::from_value(json!({"segments": 3, "audio": true, "container": "mp4",
+            "source_path": "/in/a.mp4", "output_path": "/out/a.mp4"}))
+        .unwrap(),
+    );
+    rec.source = Some(
+        serde_json::from_value(json!({"format": "mov,mp4", "size_bytes": 1000,
+            "format_start_secs": 0.0, "video": {"codec": "h264", "width": 160, "height": 120,
+            "frame_rate": {"num": 25, "den": 1}, "time_base": {"num": 1, "den": 12800},
+            "frames": 75, "start_pts": 0, "duration_ticks": 38400}}))
+        .unwrap(),
+    );
+    let mut collected = UnitSet::default();
+    collected.insert(Unit::Video(0));
+    collected.insert(Unit::Audio);
+    rec.collected = collected;
+    rec.frames_collected = 25;
+    rec
+}
+
+#[test]
+fn every_status_answer_matches_its_schema() {
+    let v = validator("job-status.v1.json");
+    let job = JobId::new("cms-4711").unwrap();
+    let mut answers = vec![JobStatus::unknown(job.clone())];
+    for state in [JobState::Splitting, JobState::Encoding, JobState::Merging] {
+        answers.push(JobStatus::of_record(&record(state)));
+    }
+    let mut done = record(JobState::Completed);
+    done.output = Some(OutputInfo {
+        uri: "file:///out/a.mp4".into(),
+        frames: 75,
+        duration_secs: 3.0,
+        bytes: 123_456,
+        wall_secs: 2.5,
+        decode_errors: 2,
+        warnings: vec!["subtitle stream 2 (hdmv_pgs_subtitle) cannot go into mp4".into()],
+        media_bytes: 9_000,
+    });
+    answers.push(JobStatus::of_record(&done));
+    let mut failed = record(JobState::Failed);
+    failed.failure = Some(Failure::new(Reason::InputMissing, "no file /in/a.mp4"));
+    answers.push(JobStatus::of_record(&failed));
+    let refusal = Failed {
+        version: CURRENT,
+        job_id: Some(job.clone()),
+        reason: Reason::PriorityNotAllowed,
+        message: "priority 50 is above the submitter's 0".into(),
+    };
+    answers.push(JobStatus::refused(job, refusal, 42));
+    for a in &answers {
+        let value = serde_json::to_value(a).unwrap();
+        let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{value}: {errors:?}");
+    }
+    // Each outcome only with its state, and a refusal only with its request.
+    let completed = serde_json::to_value(&answers[4]).unwrap();
+    let failed = serde_json::to_value(&answers[5]).unwrap();
+    assert!(completed["completed"].is_object() && failed["failed"].is_object());
+    for broken in [
+        json!({"version": 1, "job_id": "j", "state": "paused"}),
+        json!({"version": 1, "job_id": "j", "state": "completed"}),
+        json!({"version": 1, "job_id": "j", "state": "failed"}),
+        json!({"version": 1, "job_id": "j", "state": "refused", "failed": failed["failed"]}),
+        json!({"version": 1, "job_id": "j", "state": "encoding", "completed": completed["completed"]}),
+        json!({"version": 1, "job_id": "j", "state": "unknown", "units_done": -1}),
+    ] {
+        assert!(!v.is_valid(&broken), "{broken}");
+    }
 }

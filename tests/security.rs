@@ -140,7 +140,12 @@ async fn each_role_is_refused_outside_its_permissions_and_the_refusal_is_logged(
     let enc = s.connect(Role::Encoder).await?;
     let forged = subjects::event(Some(&job), EventKind::Completed);
     let job_key = subjects::kv_key(subjects::BUCKET_JOBS, job.as_str());
-    for subject in [forged.as_str(), job_key.as_str(), subjects::JOBS_SUBMIT] {
+    for subject in [
+        forged.as_str(),
+        job_key.as_str(),
+        subjects::JOBS_SUBMIT,
+        subjects::API_STATUS,
+    ] {
         enc.publish(subject.to_owned(), "{}".into()).await?;
         enc.flush().await?;
         logged(&s, subject).await?;
@@ -252,12 +257,33 @@ async fn a_job_completes_and_one_fails_with_every_service_on_its_own_role() -> R
         .context("the submitter saw no completed event")?;
     assert!(!ev.payload.is_empty());
     assert!(fleet.out_path("secure.mp4").exists());
+    // The submitter may ask the fleet how the job stands, and a follower on its role that missed
+    // the end (it subscribes only now) ends with the outcome all the same.
+    let asked = ffleet::cli::ask_status(&sub, &job).await?;
+    assert_eq!(asked.completed.as_ref(), Some(&done));
+    // (A job with no record: the scheduler looks for a refusal in the events stream too.)
+    let nobody = ffleet::cli::ask_status(&sub, &JobId::new("nobody")?).await?;
+    assert_eq!(nobody.state, ffleet_shared::messages::StatusState::Unknown);
+    match follow_late(&sub, &job).await? {
+        ffleet::cli::Outcome::Completed(c) => assert_eq!(c, done),
+        other => bail!("the late follower ended with {other:?}"),
+    }
     // The failure path too: the splitter refuses a missing input with a failed event.
     let missing = fleet.media.path().join("missing.mp4");
     fleet
         .submit(&fleet.request("secure-missing", &missing, "missing.mp4"))
         .await?;
-    fleet.wait_failed("secure-missing", JOB_TIMEOUT).await?;
+    let failed = fleet.wait_failed("secure-missing", JOB_TIMEOUT).await?;
+    let asked = ffleet::cli::ask_status(&sub, &JobId::new("secure-missing")?).await?;
+    assert_eq!(asked.failed.as_ref(), Some(&failed));
+    // An operator finds the status service as `nats micro ping ffleet` does.
+    let ping = fleet
+        .ctx()
+        .client
+        .request(subjects::service_api::verb("PING"), "".into())
+        .await?;
+    let pong: async_nats::service::PingResponse = serde_json::from_slice(&ping.payload)?;
+    assert_eq!(pong.name, subjects::service_api::NAME);
     let violations = secure.violations();
     assert!(
         violations.is_empty(),
@@ -265,6 +291,21 @@ async fn a_job_completes_and_one_fails_with_every_service_on_its_own_role() -> R
     );
     fleet.stop().await;
     Ok(())
+}
+
+/// Follows `job` on `client` (a submitter's: no record reads), subscribing only now.
+async fn follow_late(client: &async_nats::Client, job: &JobId) -> Result<ffleet::cli::Outcome> {
+    let link = ffleet::cli::Link {
+        client: client.clone(),
+        jobs: None,
+    };
+    let subs = ffleet::cli::subscribe(client, job).await?;
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        ffleet::cli::follow(&link, job, subs, false),
+    )
+    .await
+    .context("the late follower never ended")?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,8 +521,17 @@ fn up_secure_serves_a_submitter_and_refuses_what_its_role_may_not_do() -> Result
     )?;
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("50 frames"));
+    // A submitter may ask how one job stands (the fleet answers) ...
+    let out =
+        output(ffleet_as(&secrets, Role::Submitter)?.args(["-s", &url, "status", "secure-cli"]))?;
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("completed") && stdout.contains("50 frames"),
+        "{stdout}"
+    );
 
-    // A submitter may not read the fleet's state: refused at once, with the reason.
+    // ... but may not read the fleet's state: refused at once, with the reason.
     let out = output(ffleet_as(&secrets, Role::Submitter)?.args(["-s", &url, "status"]))?;
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin credentials"));

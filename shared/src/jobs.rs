@@ -4,7 +4,7 @@
 
 use crate::messages::events::Completed;
 use crate::messages::records::OutputInfo;
-use crate::messages::{CURRENT, JobEvent, JobRecord, JobState};
+use crate::messages::{JobEvent, JobRecord, JobState};
 use crate::nats::kv::{Change, KvError};
 use crate::nats::{NatsError, publish};
 use crate::reason::Failure;
@@ -78,24 +78,7 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
 }
 
 fn completed_event(job: &JobId, out: &OutputInfo, segments: usize) -> JobEvent {
-    JobEvent::Completed(completed(job, out, segments))
-}
-
-/// The completed event's data for a finished output.
-pub fn completed(job: &JobId, out: &OutputInfo, segments: usize) -> Completed {
-    Completed {
-        version: CURRENT,
-        job_id: job.clone(),
-        output: out.uri.clone(),
-        frames: out.frames,
-        duration_secs: out.duration_secs,
-        wall_secs: out.wall_secs,
-        segments,
-        bytes: out.bytes,
-        decode_errors: out.decode_errors,
-        warnings: out.warnings.clone(),
-        media_bytes: out.media_bytes,
-    }
+    JobEvent::Completed(Completed::of_output(job, out, segments))
 }
 
 /// Re-publishes a finished job's terminal event. The stable message id makes this a no-op when

@@ -74,6 +74,37 @@ pub const JOBS_SUBMIT_PRIVILEGED: &str = "ffleet.jobs.submit-privileged";
 /// Tasks waiting for the scheduler to route them.
 pub const TASKS_PLAN: &str = "ffleet.tasks.plan";
 
+/// Job status requests, answered by every scheduler replica (NATS service `service_api::NAME`,
+/// endpoint `service_api::STATUS_ENDPOINT`): the job's state from its record, for clients that may
+/// not read the jobs bucket.
+pub const API_STATUS: &str = "ffleet.api.status";
+
+/// The NATS service API (`$SRV`, ADR-32) under which ffleet's request endpoints are discoverable
+/// by the standard tooling (`nats micro ls`, `info`, `stats`).
+pub mod service_api {
+    /// The service's name (one per fleet; every scheduler replica is an instance of it).
+    pub const NAME: &str = "ffleet";
+    /// The job status endpoint's name (on `super::API_STATUS`).
+    pub const STATUS_ENDPOINT: &str = "status";
+    /// The discovery verbs an instance answers (async-nats 0.51 serves no `SCHEMA`).
+    pub const VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
+
+    /// Every discovery subject an instance of `NAME` subscribes to: `$SRV.<verb>` (all services),
+    /// `$SRV.<verb>.<name>` and `$SRV.<verb>.<name>.<id>` (one instance; ids are random).
+    pub fn discovery() -> Vec<String> {
+        VERBS
+            .iter()
+            .flat_map(|v| [format!("$SRV.{v}"), verb(v), format!("{}.*", verb(v))])
+            .collect()
+    }
+
+    /// `$SRV.<verb>.ffleet`, which every instance answers (`nats micro info ffleet` sends
+    /// `INFO` here).
+    pub fn verb(verb: &str) -> String {
+        format!("$SRV.{verb}.{NAME}")
+    }
+}
+
 /// Durable consumer names.
 pub const CONSUMER_SPLITTER: &str = "splitter";
 /// The splitter's consumer of `JOBS_SUBMIT_PRIVILEGED` (a second durable: nats-server 2.9 has
@@ -382,6 +413,15 @@ pub mod msg_id {
         let job = job.map(JobId::as_str).unwrap_or(super::UNNAMED_JOB);
         format!("{job}.refused.{stream_sequence}")
     }
+
+    /// The request's stream sequence a refusal of `job` names (the inverse of `refusal`), or
+    /// `None` when `id` is not a refusal of `job`.
+    pub fn refusal_sequence(job: &JobId, id: &str) -> Option<u64> {
+        id.strip_prefix(job.as_str())?
+            .strip_prefix(".refused.")?
+            .parse()
+            .ok()
+    }
 }
 
 #[cfg(test)]
@@ -401,6 +441,15 @@ mod tests {
         );
         assert_eq!(tasks_encode(&Capability::cpu()), "ffleet.tasks.encode.cpu");
         assert_eq!(segment_done_wildcard(), "ffleet.events.*.segment_done");
+        assert_eq!(API_STATUS, "ffleet.api.status");
+        let refusal = msg_id::refusal(Some(&job), 17);
+        assert_eq!(msg_id::refusal_sequence(&job, &refusal), Some(17));
+        assert_eq!(msg_id::refusal_sequence(&job, "j1.terminal"), None);
+        assert_eq!(
+            msg_id::refusal_sequence(&JobId::new("j").unwrap(), &refusal),
+            None
+        );
+        assert!(service_api::discovery().contains(&"$SRV.INFO.ffleet".to_owned()));
         for k in [
             "accepted",
             "progress",

@@ -1,12 +1,16 @@
 //! Following one job to its end: its CloudEvents (`ffleet.events.<job>.>`) and live encode
-//! progress (`ffleet.live.<job>`) drive a progress bar; the job record in KV is checked every few
-//! seconds too, so a missed event (a reconnect) cannot leave the client waiting forever. A
-//! client whose role may not read the jobs bucket (a submitter) follows by events only.
+//! progress (`ffleet.live.<job>`) drive a progress bar. Core-NATS events sent while the
+//! connection moves to another server are lost to it, so the job's status is also checked every
+//! few seconds and at once after every reconnect: from its record in KV when the role may read
+//! the jobs bucket, else by asking the fleet (`ask`: the status request). A job that ended
+//! unseen is then ended here with the same outcome its terminal event carried.
 
-use super::display;
+use super::{ask, display};
 use anyhow::Result;
 use ffleet_shared::messages::events::{Completed, Failed};
-use ffleet_shared::messages::{self, CloudEvent, JobEvent, JobRecord, JobState, LiveProgress};
+use ffleet_shared::messages::{
+    self, CloudEvent, JobEvent, JobRecord, JobStatus, LiveProgress, StatusState,
+};
 use ffleet_shared::nats::kv::Typed;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects::EventKind;
@@ -15,14 +19,33 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+
+/// How often the job's status is checked besides its events.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often the connection is looked at for a reconnect (a counter read: free).
+const RECONNECT_WATCH: Duration = Duration::from_millis(250);
 
 pub struct Subscriptions {
     events: futures::stream::SelectAll<async_nats::Subscriber>,
     live: async_nats::Subscriber,
+    /// The `FFLEET_JOBS` sequence of the request being followed, once published: a refusal of
+    /// that request (and of no other under the same id) ends the job here.
+    request_seq: Option<u64>,
 }
 
-/// What following needs: a connection, and the jobs bucket when the role may read it.
+impl Subscriptions {
+    /// Follows the request stored at `seq` in the jobs stream (its publish ack's sequence).
+    pub fn request(mut self, seq: u64) -> Self {
+        self.request_seq = Some(seq);
+        self
+    }
+}
+
+/// What following needs: a connection, and the jobs bucket when the role may read it (without
+/// it the fleet is asked).
 pub struct Link {
     pub client: async_nats::Client,
     pub jobs: Option<Typed<JobRecord>>,
@@ -36,10 +59,34 @@ impl Link {
         }
     }
 
-    async fn record(&self, job: &JobId) -> Option<JobRecord> {
+    /// The job's status, or `None` when it could not be learnt this time (a failed read, an
+    /// unanswered request): the next check asks again.
+    pub async fn status(&self, job: &JobId) -> Option<JobStatus> {
         match &self.jobs {
-            Some(jobs) => jobs.get(job.as_str()).await.ok().flatten().map(|(r, _)| r),
-            None => None,
+            Some(jobs) => match jobs.get(job.as_str()).await {
+                Ok(Some((rec, _))) => Some(JobStatus::of_record(&rec)),
+                // No record: perhaps a refused request, which only the fleet can tell.
+                Ok(None) => Some(
+                    self.ask(job)
+                        .await
+                        .unwrap_or_else(|| JobStatus::unknown(job.clone())),
+                ),
+                Err(e) => {
+                    tracing::debug!(job = %job, error = %e, "job record not read");
+                    None
+                }
+            },
+            None => self.ask(job).await,
+        }
+    }
+
+    async fn ask(&self, job: &JobId) -> Option<JobStatus> {
+        match ask::status(&self.client, job).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(job = %job, error = %format!("{e:#}"), "job status not learnt");
+                None
+            }
         }
     }
 }
@@ -62,6 +109,7 @@ pub async fn subscribe(client: &async_nats::Client, job: &JobId) -> Result<Subsc
     Ok(Subscriptions {
         events: futures::stream::select_all(events),
         live,
+        request_seq: None,
     })
 }
 
@@ -130,7 +178,12 @@ pub async fn follow(
     let pb = bar(show_bar);
     let mut live_frames: HashMap<Unit, u64> = HashMap::new();
     let mut total_known = false;
-    let mut check = tokio::time::interval(Duration::from_secs(2));
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut watch = tokio::time::interval(RECONNECT_WATCH);
+    watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stats = link.client.statistics();
+    let mut connects = stats.connects.load(Ordering::Relaxed);
     let outcome = loop {
         tokio::select! {
             Some(m) = subs.events.next() => {
@@ -152,12 +205,6 @@ pub async fn follow(
             }
             Some(m) = subs.live.next() => {
                 let Ok(p) = messages::decode::<LiveProgress>("live progress", &m.payload) else { continue };
-                if !total_known
-                    && let Some(rec) = link.record(job).await
-                        && let Some(src) = rec.source {
-                            pb.set_length(src.video.frames);
-                            total_known = true;
-                        }
                 pb.set_message("encoding");
                 if !p.unit.is_audio() {
                     live_frames.insert(p.unit, p.frame);
@@ -166,13 +213,21 @@ pub async fn follow(
                 }
             }
             _ = check.tick() => {
-                if let Some(rec) = link.record(job).await {
-                    if rec.state == JobState::Merging {
-                        pb.set_message("merging");
-                    }
-                    if let Some(o) = outcome_from_record(&rec) {
+                if let Some(o) = check_status(link, job, subs.request_seq, &pb, &mut total_known).await {
+                    break o;
+                }
+            }
+            _ = watch.tick() => {
+                let now = stats.connects.load(Ordering::Relaxed);
+                if now != connects {
+                    connects = now;
+                    // Whatever was sent while the connection moved is lost to it: ask now
+                    // rather than at the next check.
+                    tracing::debug!(job = %job, "reconnected, checking the job's status");
+                    if let Some(o) = check_status(link, job, subs.request_seq, &pb, &mut total_known).await {
                         break o;
                     }
+                    check.reset();
                 }
             }
         }
@@ -181,21 +236,58 @@ pub async fn follow(
     Ok(outcome)
 }
 
-fn outcome_from_record(rec: &ffleet_shared::messages::JobRecord) -> Option<Outcome> {
-    match (&rec.state, &rec.output, &rec.failure) {
-        (JobState::Completed, Some(o), _) => {
-            Some(Outcome::Completed(ffleet_shared::jobs::completed(
-                &rec.job_id,
-                o,
-                rec.plan.as_ref().map_or(0, |p| p.segments as usize),
-            )))
+/// Checks the job's status: updates the bar, and returns the outcome once the job has ended.
+async fn check_status(
+    link: &Link,
+    job: &JobId,
+    request_seq: Option<u64>,
+    pb: &ProgressBar,
+    total_known: &mut bool,
+) -> Option<Outcome> {
+    let status = link.status(job).await?;
+    if status.state == StatusState::Merging {
+        pb.set_message("merging");
+    }
+    if !*total_known && let Some(total) = status.frames_total {
+        pb.set_length(total);
+        *total_known = true;
+    }
+    outcome(&status, request_seq)
+}
+
+/// The outcome a status carries for the request stored at `request_seq`: the data of the job's
+/// terminal event, or of that request's refusal (an older request's refusal under the same id
+/// says nothing about this one, which may still be on its way).
+pub fn outcome(status: &JobStatus, request_seq: Option<u64>) -> Option<Outcome> {
+    match status.state {
+        StatusState::Completed => status.completed.clone().map(Outcome::Completed),
+        StatusState::Failed => status.failed.clone().map(Outcome::Failed),
+        StatusState::Refused if request_seq.is_some() && status.request_seq == request_seq => {
+            status.failed.clone().map(Outcome::Failed)
         }
-        (JobState::Failed, _, Some(f)) => Some(Outcome::Failed(Failed {
-            version: messages::CURRENT,
-            job_id: Some(rec.job_id.clone()),
-            reason: f.reason,
-            message: f.message.clone(),
-        })),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ffleet_shared::reason::Reason;
+
+    #[test]
+    fn only_the_followed_requests_refusal_ends_it() {
+        let job = JobId::new("j").unwrap();
+        let failed = Failed {
+            version: messages::CURRENT,
+            job_id: Some(job.clone()),
+            reason: Reason::PriorityNotAllowed,
+            message: "priority 5 is above 0".into(),
+        };
+        let refused = JobStatus::refused(job.clone(), failed.clone(), 7);
+        assert!(matches!(outcome(&refused, Some(7)), Some(Outcome::Failed(f)) if f == failed));
+        // An older request's refusal under the same id: this one may still be queued.
+        assert!(outcome(&refused, Some(8)).is_none());
+        assert!(outcome(&refused, None).is_none());
+        assert!(outcome(&JobStatus::unknown(job), Some(7)).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! The `ffleet` command line. Connections find the server as the nats CLI does: `-s/--server`,
 //! else `NATS_URL`, else the configuration, else `nats://127.0.0.1:4222`.
 
+mod ask;
 mod capabilities;
 mod display;
 mod follow;
@@ -12,7 +13,8 @@ mod transcode;
 mod up;
 mod upload;
 
-pub use follow::{Outcome, follow};
+pub use ask::{service_error, status as ask_status};
+pub use follow::{Link, Outcome, Subscriptions, follow, subscribe};
 pub use submit::{JobArgs, SubmitArgs, build_request};
 
 use anyhow::{Context, Result};

@@ -61,6 +61,9 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
                     for s in &p.subscribe {
                         writeln!(out, "  subscribe  {s}")?;
                     }
+                    if p.responses {
+                        writeln!(out, "  respond    one reply per request received")?;
+                    }
                 }
                 Ok(())
             })();

@@ -1,11 +1,24 @@
 //! `ffleet status [JOB]` and `ffleet workers`: read-only views of the jobs and workers buckets.
+//! One job's status is asked of the fleet (the status request) by roles that may not read the
+//! jobs bucket.
 
 use super::Cli;
 use super::display;
 use anyhow::{Result, bail};
-use ffleet_shared::messages::JobState;
+use ffleet_shared::JobId;
+use ffleet_shared::messages::{JobState, StatusState};
+use ffleet_shared::security::Role;
 
 pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
+    if let Some(id) = job
+        && cli
+            .load_config()?
+            .nats
+            .role
+            .is_some_and(|r| r != Role::Admin)
+    {
+        return asked(cli, id).await;
+    }
     let ctx = super::client(cli).await?;
     match job {
         Some(id) => {
@@ -82,6 +95,44 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// One job as the fleet reports it (`ffleet.api.status`): what a submitter may see.
+async fn asked(cli: &Cli, id: &str) -> Result<i32> {
+    let job = JobId::new(id)?;
+    let link = super::connect_link(cli).await?;
+    let st = super::ask::status(&link.client, &job).await?;
+    if st.state == StatusState::Unknown {
+        bail!("no job {id:?}");
+    }
+    println!("job:      {}", st.job_id);
+    println!("state:    {}", format!("{:?}", st.state).to_lowercase());
+    if let (Some(done), Some(total)) = (st.units_done, st.units_total) {
+        let frames = match (st.frames_done, st.frames_total) {
+            (Some(d), Some(t)) => format!(", {d}/{}", display::count(t, "frame")),
+            _ => String::new(),
+        };
+        println!("units:    {done}/{total} done{frames}");
+    }
+    if let Some(f) = &st.failed {
+        println!("failure:  {}: {}", f.reason, f.message);
+    }
+    if let Some(c) = &st.completed {
+        println!(
+            "result:   {}, {:.2} s, {}, {:.1} s wall",
+            display::count(c.frames, "frame"),
+            c.duration_secs,
+            display::count(c.bytes, "byte"),
+            c.wall_secs
+        );
+    }
+    if let Some(t) = &st.updated_at {
+        println!("updated:  {t}");
+    }
+    Ok(i32::from(matches!(
+        st.state,
+        StatusState::Failed | StatusState::Refused
+    )))
 }
 
 /// The live pool: one line per node (capabilities, core and GPU slots, load, GPU utilisation,

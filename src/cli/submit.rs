@@ -163,6 +163,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     match events {
         None => Ok(0),
         Some(sub) => {
+            let sub = sub.request(stored.sequence);
             let outcome = super::follow::follow(&link.follow, &req.job_id, sub, true).await?;
             if let (Some(store), super::follow::Outcome::Completed(_)) = (&store, &outcome) {
                 upload::receive(&link.config, store, &req, &args.job.output).await?;

@@ -113,7 +113,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         privileged: false,
     })?;
     let subs = super::follow::subscribe(&cluster.ctx.client, &req.job_id).await?;
-    publish::raw(
+    let stored = publish::raw(
         &cluster.ctx.js,
         subjects::JOBS_SUBMIT.into(),
         messages::encode(&req),
@@ -121,6 +121,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     )
     .instrument(super::submit::submit_span(&req.job_id))
     .await?;
+    let subs = subs.request(stored.sequence);
 
     let link = super::follow::Link::of(&cluster.ctx);
     let followed = tokio::select! {

@@ -4,7 +4,7 @@
 //! first; watches encoder heartbeats and hands a dead node's units to others
 //! within seconds; reconciles unfinished jobs against their records. Several replicas may run:
 //! one leads through a KV lease and does all of that, the others keep their views warm and take
-//! over within one lease TTL.
+//! over within one lease TTL. Every replica answers job status requests (`status`).
 
 mod ages;
 mod backlog;
@@ -17,6 +17,7 @@ mod reconcile;
 mod reissue;
 mod room;
 mod route;
+mod status;
 mod sweep;
 
 pub use jobs_view::JobsView;
@@ -56,6 +57,8 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     if ffleet_shared::telemetry::enabled() {
         tokio::spawn(gauges::run(ctx.clone(), shutdown.clone()));
     }
+    // Every replica answers status requests, leader or not.
+    let status = status::start(ctx.clone(), shutdown.clone()).await?;
     let holder = holder_name();
     tracing::info!(holder = %holder, "scheduler running");
     lease::run(
@@ -66,6 +69,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
         |term| lead(ctx.clone(), pool.clone(), jobs.clone(), term),
     )
     .await;
+    let _ = status.await;
     tracing::info!("scheduler stopped");
     Ok(())
 }

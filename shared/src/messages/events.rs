@@ -3,6 +3,7 @@
 
 use super::CURRENT;
 use super::cloudevent::CloudEvent;
+use super::records::OutputInfo;
 use crate::ids::{JobId, NodeId, Unit};
 use crate::reason::{Failure, Reason};
 use crate::subjects::{EventKind, msg_id};
@@ -49,6 +50,25 @@ pub struct Completed {
     /// Bytes moved through the object store for the job (0 over a shared directory).
     #[serde(default)]
     pub media_bytes: u64,
+}
+
+impl Completed {
+    /// The completed event's data for a job's finished output (`segments`: its video units).
+    pub fn of_output(job: &JobId, out: &OutputInfo, segments: usize) -> Completed {
+        Completed {
+            version: CURRENT,
+            job_id: job.clone(),
+            output: out.uri.clone(),
+            frames: out.frames,
+            duration_secs: out.duration_secs,
+            wall_secs: out.wall_secs,
+            segments,
+            bytes: out.bytes,
+            decode_errors: out.decode_errors,
+            warnings: out.warnings.clone(),
+            media_bytes: out.media_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ pub mod heartbeat;
 pub mod job;
 pub mod live;
 pub mod records;
+pub mod status;
 pub mod task;
 pub mod unit_set;
 
@@ -18,6 +19,7 @@ pub use live::LiveProgress;
 pub use records::{
     JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo,
 };
+pub use status::{JobStatus, StatusRequest, StatusState};
 pub use task::{DeadLetter, RecordCopy, Task, TaskInput};
 pub use unit_set::{MAX_VIDEO_UNITS, UnitSet};
 

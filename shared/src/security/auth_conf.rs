@@ -27,6 +27,10 @@ pub fn render(users: &[(Role, String)], media: &str) -> String {
             "        subscribe: {{ allow: {} }}",
             list(&p.subscribe)
         );
+        if p.responses {
+            // One reply per request received, to whatever reply subject it named.
+            out.push_str("        allow_responses: true\n");
+        }
         out.push_str("      }\n    }\n");
     }
     out.push_str("  ]\n}\n");
@@ -65,5 +69,6 @@ mod tests {
         assert_eq!(text.matches("nkey:").count(), Role::ALL.len());
         assert!(text.contains("\"$JS.ACK.FFLEET_TASKS.*.>\""), "{text}");
         assert!(text.contains("deny:"));
+        assert_eq!(text.matches("allow_responses: true").count(), 1, "{text}");
     }
 }

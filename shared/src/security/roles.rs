@@ -1,8 +1,8 @@
 //! The role/permission matrix. Every subject comes from `subjects`, so the permissions follow a
 //! rename. Each role gets what its code uses and nothing more: an encoder reports
 //! `segment_done` but cannot publish `completed`/`failed`, submit jobs or write the jobs bucket;
-//! a submitter publishes requests and reads job events, with no KV, stream or consumer API except
-//! on the media object store.
+//! a submitter publishes requests, asks the scheduler for a job's status and reads job events,
+//! with no KV, stream or consumer API except on the media object store.
 
 use crate::subjects::{self, EventKind, js_api};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Other systems and `ffleet submit`: publish job requests, read job events.
+    /// Other systems and `ffleet submit`: publish job requests, ask for a job's status, read
+    /// job events.
     Submitter,
     Splitter,
     Scheduler,
@@ -73,6 +74,8 @@ impl Role {
         match self {
             Role::Submitter => {
                 g.publish(subjects::JOBS_SUBMIT);
+                // Asking the fleet how a job stands: the only read of job state this role has.
+                g.publish(subjects::API_STATUS);
                 for k in PUBLIC_EVENTS {
                     g.sub(subjects::event_any_job(k));
                 }
@@ -82,6 +85,11 @@ impl Role {
             Role::Admin => {
                 g.publish(subjects::JOBS_SUBMIT);
                 g.publish(subjects::JOBS_SUBMIT_PRIVILEGED);
+                g.publish(subjects::API_STATUS);
+                // `nats micro ls/info/stats` on ffleet's service.
+                for d in subjects::service_api::discovery() {
+                    g.publish(d);
+                }
                 for s in all_streams(media) {
                     g.publish(js_api::stream_info(&s));
                     g.publish(js_api::stream_create(&s));
@@ -152,6 +160,17 @@ impl Role {
                     subjects::STREAM_EVENTS,
                     subjects::CONSUMER_MERGER,
                 ));
+                // The job status service: its endpoint (a queue subscription), the service
+                // API's discovery verbs, and one answer to each request received (to the
+                // asker's inbox, which no grant names: `allow_responses`).
+                g.sub(subjects::API_STATUS);
+                for d in subjects::service_api::discovery() {
+                    g.sub(d);
+                }
+                g.responses = true;
+                // A job without a record may have had its request refused: the refusal is
+                // only in the events stream (read by subject, the newest).
+                g.publish(js_api::stream_msg_get(subjects::STREAM_EVENTS));
             }
             Role::Encoder => {
                 g.lookup_all();
@@ -267,6 +286,9 @@ pub struct Permissions {
     pub subscribe: Vec<String>,
     /// The media object store bucket these permissions name.
     pub media_bucket: String,
+    /// May answer the requests it receives: one reply to each request's reply subject, for the
+    /// server's default two minutes (`allow_responses`), whatever inbox the asker uses.
+    pub responses: bool,
 }
 
 impl Permissions {
@@ -487,6 +509,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn clients_ask_for_job_status_and_only_the_scheduler_answers() {
+        for r in Role::ALL {
+            let p = r.permissions();
+            assert_eq!(
+                p.may_publish(subjects::API_STATUS),
+                matches!(r, Role::Submitter | Role::Admin),
+                "{r}"
+            );
+            let serves = r == Role::Scheduler;
+            assert_eq!(p.may_subscribe(subjects::API_STATUS), serves, "{r}");
+            assert_eq!(p.responses, serves, "{r}");
+            for d in subjects::service_api::discovery() {
+                assert_eq!(p.may_subscribe(&d.replace('*', "Xk3id")), serves, "{r} {d}");
+            }
+        }
+        // Discovery of ffleet's own service only: not another service's requests.
+        let p = Role::Scheduler.permissions();
+        assert!(!p.may_subscribe("$SRV.PING.other"));
+        assert!(!p.may_subscribe("$SRV.>"));
+        let info = subjects::service_api::verb("INFO");
+        assert!(Role::Admin.permissions().may_publish(&info));
+        assert!(!Role::Submitter.permissions().may_publish(&info));
     }
 
     #[test]

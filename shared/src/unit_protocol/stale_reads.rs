@@ -76,7 +76,7 @@ impl Kv {
                 }
                 Err(why) => return Modified::Refused { why, read: rev },
                 Ok((new, applied)) => match self.update(rev, new.clone(), gap) {
-                    Some(_) => return Modified::Written(new, applied),
+                    Some(_) => return Modified::Written(Box::new(new), applied),
                     None => floor = floor.max(rev + 1),
                 },
             }
@@ -86,7 +86,7 @@ impl Kv {
 }
 
 enum Modified {
-    Written(SegmentRecord, Applied),
+    Written(Box<SegmentRecord>, Applied),
     Refused { why: Refused, read: u64 },
 }
 
@@ -327,7 +327,7 @@ impl World {
     ) -> Result<Option<(SegmentRecord, Applied)>, TestCaseError> {
         let c = self.claims[node].take().expect("a claim");
         match self.kv.modify(Some(c.copy.clone()), step, picks, self.gap) {
-            Modified::Written(new, applied) => Ok(Some((new, applied))),
+            Modified::Written(new, applied) => Ok(Some((*new, applied))),
             Modified::Refused { why, read } => {
                 let newest = &self.kv.newest().1;
                 prop_assert!(

@@ -1,0 +1,167 @@
+//! The job status service: every scheduler replica answers `ffleet.api.status` requests (NATS
+//! service `ffleet`, endpoint `status`, in the service API's queue group, so one live replica
+//! answers each) with what the job's record in KV says, or for a job without one whether its
+//! request was refused (`refusal`). Clients that may not read the jobs bucket (the submitter
+//! role) ask here when they may have missed a job's terminal event.
+//!
+//! Leader or not makes no difference: the answer is a read of the record, which is the
+//! authority. A read that comes back older than the newest record (a lagging replica) only
+//! shows an earlier state; terminal states never go back, so no client ends on a stale answer.
+
+use crate::Error;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::service::{self, ServiceExt};
+use ffleet_shared::JobId;
+use ffleet_shared::messages::status::{self as wire, JobStatus, StatusRequest};
+use ffleet_shared::messages::{self, CloudEvent, JobEvent};
+use ffleet_shared::nats::NatsError;
+use ffleet_shared::runtime::Ctx;
+use ffleet_shared::subjects::{self, EventKind, msg_id, service_api};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Requests answered at once by one replica; more wait in the subscription.
+const IN_FLIGHT: usize = 32;
+/// How long one answer may take: an asker waits a few seconds and asks again later, so reads
+/// slower than this are answered as unavailable instead of piling up.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// Registers this replica as an instance of the `ffleet` service and answers status requests
+/// until `shutdown` fires; the returned task ends once the service is stopped.
+pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<()>, Error> {
+    let service = ctx
+        .client
+        .service_builder()
+        .description("ffleet: chunked FFmpeg transcoding; job status requests")
+        .start(service_api::NAME, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| NatsError::op("status service", e))?;
+    let endpoint = service
+        .endpoint_builder()
+        .name(service_api::STATUS_ENDPOINT)
+        .add(subjects::API_STATUS)
+        .await
+        .map_err(|e| NatsError::op("status endpoint", e))?;
+    tracing::info!(subject = subjects::API_STATUS, "job status service running");
+    Ok(tokio::spawn(async move {
+        endpoint
+            .take_until(shutdown.cancelled_owned())
+            .for_each_concurrent(IN_FLIGHT, |req| answer(&ctx, req))
+            .await;
+        // Unsubscribes the endpoint and the discovery verbs (dropping the service would leave
+        // its verb task answering).
+        let _ = service.stop().await;
+    }))
+}
+
+async fn answer(ctx: &Ctx, req: service::Request) {
+    let response =
+        match tokio::time::timeout(ANSWER_WITHIN, status(ctx, &req.message.payload)).await {
+            Ok(answer) => answer.map(|s| messages::encode(&s)),
+            Err(_) => {
+                tracing::warn!("status request: job record not read in time");
+                Err(error(
+                    wire::ERROR_UNAVAILABLE,
+                    format!(
+                        "job records not read within {} s, ask again",
+                        ANSWER_WITHIN.as_secs()
+                    ),
+                ))
+            }
+        };
+    if let Err(e) = req.respond(response).await {
+        tracing::debug!(error = %e, "status answer not sent");
+    }
+}
+
+/// The answer to one request: the job's status, or a service error with its code.
+async fn status(ctx: &Ctx, payload: &[u8]) -> Result<JobStatus, service::error::Error> {
+    let req = StatusRequest::parse(payload).map_err(|e| {
+        tracing::debug!(error = %e, "status request refused");
+        error(wire::ERROR_BAD_REQUEST, e.to_string())
+    })?;
+    let job = req.job_id;
+    match ctx.jobs.get(job.as_str()).await {
+        Ok(Some((rec, _))) => Ok(JobStatus::of_record(&rec)),
+        Ok(None) => Ok(match refusal(ctx, &job).await {
+            Some(refused) => refused,
+            None => JobStatus::unknown(job),
+        }),
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "status request: job record unreadable");
+            Err(error(
+                wire::ERROR_UNAVAILABLE,
+                format!("job records unavailable, ask again: {e}"),
+            ))
+        }
+    }
+}
+
+/// A job with no record may have had its request refused: the splitter refuses a request it
+/// cannot read (or whose priority the submitter may not ask for) before any record is made, and
+/// tells it only by a `failed` event under the request's own id (`msg_id::refusal`). The newest
+/// one stored for the job is reported with the request's stream sequence; anything that cannot
+/// be read counts as no refusal (`unknown`, asked again later).
+async fn refusal(ctx: &Ctx, job: &JobId) -> Option<JobStatus> {
+    let stream = ctx
+        .js
+        .get_stream_no_info(subjects::STREAM_EVENTS)
+        .await
+        .ok()?;
+    let subject = subjects::event(Some(job), EventKind::Failed);
+    let msg = match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return None,
+        Err(e) => {
+            tracing::debug!(job = %job, error = %e, "status request: refusals not read");
+            return None;
+        }
+    };
+    let ce: CloudEvent = serde_json::from_slice(&msg.payload).ok()?;
+    let seq = msg_id::refusal_sequence(job, &ce.id)?;
+    match JobEvent::from_cloudevent(&ce).ok()? {
+        JobEvent::Failed(f) => Some(JobStatus::refused(job.clone(), f, seq)),
+        _ => None,
+    }
+}
+
+/// Longest error text sent: it travels in a header.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// A service error. Its text goes out as a header value, which may not hold a line break
+/// (async-nats panics on one), and it can quote the request (serde names an unknown field as
+/// sent): control characters become spaces, and the text is cut short.
+fn error(code: u16, status: String) -> service::error::Error {
+    service::error::Error {
+        status: status
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_ERROR_CHARS)
+            .collect(),
+        code: usize::from(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_quoting_a_request_stay_one_short_header_line() {
+        let payload = format!(
+            "{{\"version\":1,\"job_id\":\"j\",\"a\\r\\nNats-Evil: 1{}\":1}}",
+            "x".repeat(500)
+        );
+        let e = StatusRequest::parse(payload.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains('\n'), "{e}");
+        let sent = error(wire::ERROR_BAD_REQUEST, e.to_string());
+        assert!(!sent.status.contains(['\r', '\n']), "{}", sent.status);
+        assert!(sent.status.chars().count() <= MAX_ERROR_CHARS);
+        assert_eq!(sent.code, 400);
+        // What the header would hold is accepted by async-nats.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Service-Error", sent.status.as_str());
+    }
+}

@@ -1,0 +1,42 @@
+//! Asking the fleet how a job stands: one status request on `ffleet.api.status` (answered by a
+//! scheduler replica from the job's record), bounded in time, with the service error of a
+//! refused request read back from the reply's headers. Any role that may publish there can ask;
+//! the submitter, which may not read the jobs bucket, has no other way.
+
+use anyhow::{Context, Result, bail};
+use ffleet_shared::messages::{self, JobStatus, StatusRequest};
+use ffleet_shared::{JobId, subjects};
+use std::time::Duration;
+
+/// How long an answer is waited for: a replica answers in milliseconds or reports the records
+/// unavailable within its own 3 s; past this the asker tries again later.
+pub const ASK_WITHIN: Duration = Duration::from_secs(4);
+
+/// `job`'s status as the fleet reports it (`state: unknown` when it has no record).
+pub async fn status(client: &async_nats::Client, job: &JobId) -> Result<JobStatus> {
+    let req = messages::encode(&StatusRequest::new(job.clone()));
+    let reply = tokio::time::timeout(ASK_WITHIN, client.request(subjects::API_STATUS, req))
+        .await
+        .with_context(|| format!("no status answer within {} s", ASK_WITHIN.as_secs()))?
+        .context("asking the fleet for the job's status")?;
+    if let Some((code, message)) = service_error(&reply) {
+        bail!("status request refused ({code}): {message}");
+    }
+    let status: JobStatus = messages::decode("job status", &reply.payload)?;
+    if status.job_id != *job {
+        bail!("status answer names job {}, not {job}", status.job_id);
+    }
+    Ok(status)
+}
+
+/// The service error a reply carries (`Nats-Service-Error-Code` and `Nats-Service-Error`).
+pub fn service_error(reply: &async_nats::Message) -> Option<(String, String)> {
+    use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+    let headers = reply.headers.as_ref()?;
+    let code = headers.get(NATS_SERVICE_ERROR_CODE)?.as_str().to_owned();
+    let message = headers
+        .get(NATS_SERVICE_ERROR)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    Some((code, message))
+}
