@@ -25,11 +25,49 @@ struct Seen {
     reported: bool,
 }
 
+/// The view and what it knows of its own deliveries.
+struct View {
+    nodes: HashMap<NodeId, Seen>,
+    /// The server timestamp of the newest heartbeat seen.
+    newest: Option<time::OffsetDateTime>,
+    /// When the watch last delivered anything, and when deliveries resumed after a gap.
+    last_delivery: Option<Instant>,
+    resumed: Instant,
+}
+
+/// Whether a node last heard from at `at` has gone quiet, as of `now`. Silence counts only
+/// while the watch delivers other nodes' heartbeats (the last delivery within `ttl / 2`) and
+/// only from when deliveries last resumed: a broker that takes no heartbeat writes, or a watch
+/// rebuilt after an election, silences every node at once, and that says nothing about any of
+/// them. Past `QUIET_CAP` TTLs of silence a node is quiet whatever the others do (every node
+/// gone at once).
+fn quiet(
+    at: Instant,
+    resumed: Instant,
+    last_delivery: Option<Instant>,
+    now: Instant,
+    ttl: Duration,
+) -> bool {
+    let silent = now.saturating_duration_since(at);
+    if silent > ttl * QUIET_CAP {
+        return true;
+    }
+    let watching = last_delivery.is_some_and(|d| now.saturating_duration_since(d) <= ttl / 2);
+    watching && now.saturating_duration_since(at.max(resumed)) > ttl
+}
+
+/// TTLs of silence after which a node is dead even when no other node is heard from either.
+const QUIET_CAP: u32 = 4;
+
+impl View {
+    fn quiet(&self, s: &Seen, ttl: Duration) -> bool {
+        quiet(s.at, self.resumed, self.last_delivery, Instant::now(), ttl)
+    }
+}
+
 #[derive(Clone)]
 pub struct Pool {
-    inner: Arc<Mutex<HashMap<NodeId, Seen>>>,
-    /// The server timestamp of the newest heartbeat seen.
-    newest: Arc<Mutex<Option<time::OffsetDateTime>>>,
+    inner: Arc<Mutex<View>>,
     ttl: Duration,
     started: Instant,
 }
@@ -50,8 +88,12 @@ impl Pool {
         shutdown: CancellationToken,
     ) -> Result<Pool, NatsError> {
         let pool = Pool {
-            inner: Arc::default(),
-            newest: Arc::default(),
+            inner: Arc::new(Mutex::new(View {
+                nodes: HashMap::new(),
+                newest: None,
+                last_delivery: None,
+                resumed: Instant::now(),
+            })),
             ttl,
             started: Instant::now(),
         };
@@ -70,24 +112,28 @@ impl Pool {
         let Ok(node) = NodeId::new(e.key.as_str()) else {
             return;
         };
-        let mut map = self.inner.lock().expect("pool lock");
+        let mut view = self.inner.lock().expect("pool lock");
+        let now = Instant::now();
+        if view
+            .last_delivery
+            .is_none_or(|d| now.saturating_duration_since(d) > self.ttl / 2)
+        {
+            view.resumed = now;
+        }
+        view.last_delivery = Some(now);
         match e.operation {
             Operation::Put => match messages::decode::<Heartbeat>("heartbeat", &e.value) {
                 Ok(hb) => {
                     // A replayed entry is as much older than the newest heartbeat as the
                     // server's timestamps say; a live one is the newest, new now.
-                    let newest = {
-                        let mut n = self.newest.lock().expect("pool lock");
-                        let newest = n.map_or(e.created, |t| t.max(e.created));
-                        *n = Some(newest);
-                        newest
-                    };
+                    let newest = view.newest.map_or(e.created, |t| t.max(e.created));
+                    view.newest = Some(newest);
                     let age = (newest - e.created)
                         .try_into()
                         .unwrap_or(Duration::ZERO)
                         .min(self.ttl * 10);
                     let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                    map.insert(
+                    view.nodes.insert(
                         node,
                         Seen {
                             hb,
@@ -101,30 +147,33 @@ impl Pool {
             },
             // A clean stop: the node handed its units back itself.
             Operation::Delete | Operation::Purge => {
-                map.remove(&node);
+                view.nodes.remove(&node);
             }
         }
     }
 
-    /// Heartbeats of nodes seen within the TTL.
+    /// Heartbeats of nodes that have not gone quiet.
     pub fn live(&self) -> Vec<Heartbeat> {
-        let map = self.inner.lock().expect("pool lock");
-        map.values()
-            .filter(|s| s.at.elapsed() <= self.ttl)
+        let view = self.inner.lock().expect("pool lock");
+        view.nodes
+            .values()
+            .filter(|s| !view.quiet(s, self.ttl))
             .map(|s| s.hb.clone())
             .collect()
     }
 
     pub fn is_live(&self, node: &NodeId) -> bool {
-        let map = self.inner.lock().expect("pool lock");
-        map.get(node).is_some_and(|s| s.at.elapsed() <= self.ttl)
+        let view = self.inner.lock().expect("pool lock");
+        view.nodes
+            .get(node)
+            .is_some_and(|s| !view.quiet(s, self.ttl))
     }
 
     /// Whether live node `node`'s last heartbeat lists `attempt` of `unit` of `job` among the
     /// units it is encoding; `None` when the node is not live.
     pub fn holds(&self, node: &NodeId, job: &JobId, unit: Unit, attempt: u32) -> Option<bool> {
-        let map = self.inner.lock().expect("pool lock");
-        let seen = map.get(node).filter(|s| s.at.elapsed() <= self.ttl)?;
+        let view = self.inner.lock().expect("pool lock");
+        let seen = view.nodes.get(node).filter(|s| !view.quiet(s, self.ttl))?;
         Some(
             seen.hb
                 .holding
@@ -143,13 +192,17 @@ impl Pool {
         self.started.elapsed() > self.ttl
     }
 
-    /// Nodes silent for longer than the TTL and not reported yet. Each is reported once; nodes
-    /// silent for ten TTLs are forgotten.
+    /// Nodes gone quiet and not reported yet. Each is reported once; nodes silent for ten TTLs
+    /// are forgotten.
     pub fn newly_dead(&self) -> Vec<Dead> {
-        let mut map = self.inner.lock().expect("pool lock");
-        map.retain(|_, s| s.at.elapsed() <= self.ttl * 10);
-        map.values_mut()
-            .filter(|s| !s.reported && s.at.elapsed() > self.ttl)
+        let mut view = self.inner.lock().expect("pool lock");
+        let ttl = self.ttl;
+        view.nodes.retain(|_, s| s.at.elapsed() <= ttl * 10);
+        let (resumed, last) = (view.resumed, view.last_delivery);
+        let now = Instant::now();
+        view.nodes
+            .values_mut()
+            .filter(|s| !s.reported && quiet(s.at, resumed, last, now, ttl))
             .map(|s| {
                 s.reported = true;
                 Dead {
@@ -164,15 +217,15 @@ impl Pool {
     /// A dead report could not be confirmed (its key read older than the pool's view): report
     /// the node again on the next sweep.
     pub fn revive_unread(&self, node: &NodeId) {
-        if let Some(s) = self.inner.lock().expect("pool lock").get_mut(node) {
+        if let Some(s) = self.inner.lock().expect("pool lock").nodes.get_mut(node) {
             s.reported = false;
         }
     }
 
     /// A dead report turned out wrong (the node wrote since): take the newer heartbeat.
     pub fn revive(&self, node: &NodeId, hb: Heartbeat, revision: u64) {
-        let mut map = self.inner.lock().expect("pool lock");
-        map.insert(
+        let mut view = self.inner.lock().expect("pool lock");
+        view.nodes.insert(
             node.clone(),
             Seen {
                 hb,
@@ -181,5 +234,35 @@ impl Pool {
                 reported: false,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_counts_only_while_other_heartbeats_arrive() {
+        let ttl = Duration::from_secs(3);
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let at = t0;
+        // Others heard from just now: four seconds of silence is a dead node.
+        assert!(quiet(at, t0, Some(t0 + s(4)), t0 + s(4), ttl));
+        assert!(!quiet(at, t0, Some(t0 + s(2)), t0 + s(2), ttl));
+        // Nothing delivered for five seconds (the broker took no writes, the watch was
+        // rebuilt): nobody is dead for it.
+        assert!(!quiet(at, t0, Some(t0 + s(1)), t0 + s(6), ttl));
+        // Deliveries resumed at 6 s: every node gets a whole TTL from then.
+        assert!(!quiet(at, t0 + s(6), Some(t0 + s(8)), t0 + s(8), ttl));
+        assert!(quiet(
+            at,
+            t0 + s(6),
+            Some(t0 + s(9) + s(1) / 2),
+            t0 + s(10),
+            ttl
+        ));
+        // Past four TTLs, dead whatever the others do.
+        assert!(quiet(at, t0, None, t0 + s(13), ttl));
     }
 }

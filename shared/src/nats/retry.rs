@@ -8,12 +8,13 @@
 //! operation at run time up to `nats.op_retry_secs` (`window()`), after which the caller sees the
 //! error and takes its usual transient-failure path (a delayed nak, the next round).
 //!
-//! Each try is bounded by a timeout of its own, short at first (`nats.first_try_timeout_secs`)
-//! and doubled on every try up to `nats.request_timeout_secs`. A request sent towards a stream
-//! leader that just died is never answered; with one long timeout every operation in flight
-//! then waited it out whole before it went to the new leader. Sending again is safe: creates
-//! and revision-checked updates recognise their own earlier write (`kv`), publishes carry
-//! message ids the stream de-duplicates, and reads change nothing.
+//! Each try is bounded by a timeout of its own: `nats.first_try_timeout_secs` for the first
+//! `SHORT_TRIES`, then doubled on every try up to `nats.request_timeout_secs`. A request sent
+//! towards a stream leader that just died, or while a new one is elected (several seconds),
+//! is never answered; with one long timeout every operation in flight waited it out whole, and
+//! with doubling from the first try one lost request still cost the next try's longer wait.
+//! Sending again is safe: creates and revision-checked updates recognise their own earlier
+//! write (`kv`), publishes carry message ids the stream de-duplicates, and reads change nothing.
 
 use super::NatsError;
 use crate::config::NatsConfig;
@@ -48,12 +49,17 @@ pub fn configure(cfg: &NatsConfig) {
     FIRST_TRY_MS.store(first, Ordering::Relaxed);
 }
 
-/// How long try `n` (0 first) waits for an answer: the first try's timeout, doubled per try,
-/// up to the request timeout.
+/// Tries that wait the first try's timeout before the timeouts grow: an election lasts 4 to 9
+/// s, so these see one through.
+const SHORT_TRIES: u32 = 4;
+
+/// How long try `n` (0 first) waits for an answer: the first try's timeout for the first
+/// `SHORT_TRIES`, then doubled per try, up to the request timeout.
 pub fn try_timeout(n: u32) -> Duration {
     let first = FIRST_TRY_MS.load(Ordering::Relaxed);
     let last = LAST_TRY_MS.load(Ordering::Relaxed);
-    Duration::from_millis(first.saturating_mul(1u64 << n.min(16)).min(last))
+    let doublings = n.saturating_sub(SHORT_TRIES - 1).min(16);
+    Duration::from_millis(first.saturating_mul(1u64 << doublings).min(last))
 }
 
 /// The run-time retry window (`nats.op_retry_secs`).
@@ -208,6 +214,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tries_stay_short_through_an_election_then_grow_to_the_request_timeout() {
+        let ms = |n| try_timeout(n).as_millis();
+        assert_eq!((ms(0), ms(1), ms(2), ms(3)), (2_000, 2_000, 2_000, 2_000));
+        assert_eq!((ms(4), ms(5), ms(6)), (4_000, 8_000, 10_000));
+        assert_eq!(ms(u32::MAX), 10_000);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -40,8 +40,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Chunk acknowledgements awaited at once: throughput without unbounded buffering.
 const ACK_WINDOW: usize = 8;
-/// How long a download may go without a byte before it fails (as a transient error).
-const READ_IDLE: Duration = Duration::from_secs(30);
+/// How long a download may go without a byte before it is started again (a reader whose
+/// stream changed leader can stall; one whose object was deleted waits forever).
+const READ_IDLE: Duration = Duration::from_secs(10);
 /// Reads of an object whose bytes do not match its digest before it is called corrupt.
 const DIGEST_TRIES: u32 = 4;
 /// What a corrupt download found, beside the digest it expected.
@@ -316,32 +317,51 @@ impl ObjectStore {
             // the bucket's max age).
             tracing::warn!(key, error = %e, "job input not indexed");
         }
-        let mut tries = 0;
+        let window = match retry::window() {
+            Patience::For(d) => d,
+            Patience::Forever => Duration::MAX,
+        };
+        let started = std::time::Instant::now();
+        let (mut tries, mut mismatches) = (0, 0);
         loop {
             tries += 1;
-            match self.download_once(key, expect, dest).await {
+            match self.download_once(key, expect, dest, tries - 1).await {
                 Err(StorageError::Corrupt { found, .. })
-                    if found == MISMATCHED_BYTES && tries < DIGEST_TRIES =>
+                    if found == MISMATCHED_BYTES && mismatches + 1 < DIGEST_TRIES =>
                 {
+                    mismatches += 1;
                     tracing::warn!(
                         key,
                         tries,
                         "object bytes did not match their digest, reading again"
                     );
-                    tokio::time::sleep(Duration::from_millis(250 << tries)).await;
+                    tokio::time::sleep(Duration::from_millis(250 << mismatches)).await;
+                }
+                // A broker error (a stream leader lost in an election): read again from the
+                // start rather than hand the unit back, as uploads are sent again.
+                Err(e @ StorageError::Nats { .. }) if started.elapsed() < window => {
+                    tracing::warn!(key, tries, error = %e, "download failed, reading again");
+                    tokio::time::sleep(retry::backoff(tries)).await;
                 }
                 other => return other,
             }
         }
     }
 
+    /// One read of object `key` into `dest`; `try_no` bounds how long its lookup may wait for
+    /// an answer (`retry::try_timeout`).
     async fn download_once(
         &self,
         key: &str,
         expect: Option<&str>,
         dest: &Path,
+        try_no: u32,
     ) -> Result<u64, StorageError> {
-        let mut obj = self.store.get(key).await.map_err(|e| match e.kind() {
+        let limit = retry::try_timeout(try_no);
+        let got = tokio::time::timeout(limit, self.store.get(key))
+            .await
+            .map_err(|_| nats("download", key)(format!("no answer within {limit:?}")))?;
+        let mut obj = got.map_err(|e| match e.kind() {
             object_store::GetErrorKind::NotFound => StorageError::Missing(key.into()),
             _ => nats("download", key)(e.to_string()),
         })?;
