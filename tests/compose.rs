@@ -664,6 +664,7 @@ impl Fleet {
         let wall = self.job_wall(job).await?;
         let election = election.await.ok().flatten();
         let (retried, longest_retry_ms) = self.retries_since(&since)?;
+        self.keep_logs(job, &since)?;
         // `restart: unless-stopped` brings it back; start it if the engine did not.
         let _ = docker(&["start", &victim]);
         let caught_up = self.level_again(&victim, killed).await?;
@@ -676,6 +677,27 @@ impl Fleet {
             longest_retry_ms,
             caught_up,
         })
+    }
+
+    /// With `FFLEET_COMPOSE_KEEP_LOGS=<dir>`: every ffleet container's log since `since` (unix
+    /// seconds), into `<dir>/<label>-<container>.log`, for a closer look at a fault's cost.
+    fn keep_logs(&self, label: &str, since: &str) -> Result<()> {
+        let Some(dir) = std::env::var_os("FFLEET_COMPOSE_KEEP_LOGS") else {
+            return Ok(());
+        };
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        for service in ["splitter", "scheduler", "merger", "encoder"] {
+            for c in self.service(service)? {
+                let out = Command::new("docker")
+                    .args(["logs", "--since", since, &c])
+                    .output()?;
+                let mut text = out.stdout;
+                text.extend_from_slice(&out.stderr);
+                std::fs::write(dir.join(format!("{label}-{c}.log")), text)?;
+            }
+        }
+        Ok(())
     }
 
     /// JetStream operations the ffleet services retried since `since` (unix seconds): how many

@@ -45,6 +45,9 @@ pub struct ProcFleet {
     pub secure: Option<super::secure::SecureServer>,
     /// Where media travels (`FFLEET_STORAGE__BACKEND`, else the run's `FFLEET_TEST_STORAGE`).
     pub backend: StorageBackend,
+    /// The `ffleet` binary the next `spawn` runs: this build's unless set (an older release,
+    /// for upgrade tests).
+    pub bin: PathBuf,
 }
 
 /// Settings every fault test runs with: real heartbeat timing (1 s interval, 3 s TTL, 3 s
@@ -143,6 +146,7 @@ impl ProcFleet {
             ok: false,
             secure: None,
             backend,
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_ffleet")),
         })
     }
 
@@ -231,7 +235,7 @@ impl ProcFleet {
             .join("logs")
             .join(format!("{idx:02}-{svc}.log"));
         let file = std::fs::File::create(&log)?;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
+        let mut c = Command::new(&self.bin);
         c.args(["-s", &self.url, "run", svc])
             .env_remove("NATS_URL")
             .env_remove("FFLEET_CONFIG")
@@ -459,17 +463,17 @@ impl Drop for ProcFleet {
                     eprintln!("{l}");
                 }
             }
-            // Whole logs for a closer look: FFLEET_TEST_KEEP_LOGS=<dir>.
-            if let Some(keep) = std::env::var_os("FFLEET_TEST_KEEP_LOGS") {
-                let to = PathBuf::from(keep).join(self.dir.path().file_name().unwrap_or_default());
-                let _ = std::fs::create_dir_all(&to);
-                for s in &self.services {
-                    if let Some(name) = s.log.file_name() {
-                        let _ = std::fs::copy(&s.log, to.join(name));
-                    }
+        }
+        // Whole logs for a closer look, of a passed test too: FFLEET_TEST_KEEP_LOGS=<dir>.
+        if let Some(keep) = std::env::var_os("FFLEET_TEST_KEEP_LOGS") {
+            let to = PathBuf::from(keep).join(self.dir.path().file_name().unwrap_or_default());
+            let _ = std::fs::create_dir_all(&to);
+            for s in &self.services {
+                if let Some(name) = s.log.file_name() {
+                    let _ = std::fs::copy(&s.log, to.join(name));
                 }
-                eprintln!("logs kept in {}", to.display());
             }
+            eprintln!("logs kept in {}", to.display());
         }
     }
 }

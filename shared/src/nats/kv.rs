@@ -352,19 +352,35 @@ pub async fn update(
 }
 
 /// After a timed-out write: whether the entry now at `key` is that write (newer than `after`,
-/// the same bytes). Its revision if so.
+/// the same bytes). Its revision if so. The server has just refused a write at `after`, so the
+/// entry is past it: a read at `after` or older is a server catching up, read again (for up to
+/// `MINE_PATIENCE`) rather than taken for someone else's write.
 async fn mine(
     store: &Store,
     key: &str,
     value: &Bytes,
     after: u64,
 ) -> Result<Option<u64>, async_nats::jetstream::kv::EntryError> {
-    super::ops::count(super::ops::Op::KvRead);
-    Ok(store.entry(key).await?.and_then(|e| {
-        (e.operation == Operation::Put && e.revision > after && e.value == *value)
-            .then_some(e.revision)
-    }))
+    let started = tokio::time::Instant::now();
+    let mut tries = 0;
+    loop {
+        super::ops::count(super::ops::Op::KvRead);
+        let e = store.entry(key).await?;
+        let revision = e.as_ref().map_or(0, |e| e.revision);
+        tries += 1;
+        if revision > after || started.elapsed() >= MINE_PATIENCE {
+            return Ok(e.and_then(|e| {
+                (e.operation == Operation::Put && e.revision > after && e.value == *value)
+                    .then_some(e.revision)
+            }));
+        }
+        super::ops::count(super::ops::Op::BehindRead);
+        tokio::time::sleep(retry::backoff(tries)).await;
+    }
 }
+
+/// How long `mine` reads again while the entry reads no newer than the refused revision.
+const MINE_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Follows every key of `store` from its current values on, calling `apply` for each entry,
 /// until `shutdown` fires: how services keep a live view of a bucket. A watch that fails (a

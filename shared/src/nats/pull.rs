@@ -8,12 +8,20 @@
 //! it under its stream subject, so it names no request; a late one of an abandoned pull is as
 //! good as any). The end of a request (none waiting, expired) names its reply subject, so the end
 //! of an earlier, abandoned pull never ends the current one.
+//!
+//! A pull in flight when the connection moves to another server (its server died) is given up
+//! at once rather than waited out: the consumer leader that held it may be gone too, and a
+//! fresh request reaches whichever leader the cluster elects.
 
 use super::durable::Durable;
 use async_nats::jetstream::{self, consumer::pull::BatchConfig};
 use async_nats::{StatusCode, Subscriber};
 use futures::StreamExt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// How often a pull in flight looks whether its connection moved to another server.
+const RECONNECT_CHECK: Duration = Duration::from_millis(250);
 
 /// What became of one pull request.
 pub enum Answer {
@@ -77,21 +85,34 @@ impl Puller {
             return Answer::Refused(e.to_string());
         }
         let deadline = tokio::time::Instant::now() + limit;
+        let stats = js.client().statistics();
+        let connects = stats.connects.load(Ordering::Relaxed);
+        let mut check = tokio::time::interval(RECONNECT_CHECK);
         loop {
-            let msg = match tokio::time::timeout_at(deadline, sub.next()).await {
-                // The request or its end was lost, and the server may still hold it: a message
-                // it delivers later would wait unseen in this subscription while the loop works.
-                // The next pull starts on a fresh inbox; such a message returns after its
-                // AckWait.
-                Err(_) => {
+            // `None`: given up (unanswered in time, or the connection moved).
+            let next = tokio::select! {
+                m = tokio::time::timeout_at(deadline, sub.next()) => m.ok(),
+                _ = check.tick() => {
+                    if stats.connects.load(Ordering::Relaxed) == connects {
+                        continue;
+                    }
+                    None
+                }
+            };
+            let msg = match next {
+                // The request or its end was lost (or its connection moved), and the server
+                // may still hold it: a message it delivers later would wait unseen in this
+                // subscription while the loop works. The next pull starts on a fresh inbox;
+                // such a message returns after its AckWait.
+                None => {
                     self.sub = None;
                     return Answer::Unanswered;
                 }
-                Ok(None) => {
+                Some(None) => {
                     self.sub = None;
                     return Answer::Refused("the pull inbox subscription ended".into());
                 }
-                Ok(Some(m)) => m,
+                Some(Some(m)) => m,
             };
             let status = match msg.status {
                 None | Some(StatusCode::OK) => {

@@ -136,8 +136,10 @@ async fn settle(
     }
 }
 
-/// How long past its expiry a pull may stay unanswered before it counts as lost.
-const UNANSWERED_AFTER: Duration = Duration::from_secs(3);
+/// How long past its expiry a pull may stay unanswered before it counts as lost (a consumer
+/// leader that died with it): the server answers an expired pull at once, so a second is room
+/// for a loaded machine, and a lost pull costs a consumer no more than its wait and this.
+const UNANSWERED_AFTER: Duration = Duration::from_secs(1);
 
 /// One message if one is waiting right now; `None` at once otherwise.
 pub async fn try_now(puller: &mut Puller) -> Option<Message> {
