@@ -118,6 +118,8 @@ enum Target {
 /// One node-loss round's figures.
 struct Kill {
     victim: String,
+    /// Raft groups (meta, streams, consumers) the killed node led.
+    led: usize,
     /// The job's wall time, accepted to completed, as its `completed` event says.
     wall: f64,
     /// Submit to checked output, as the submitting client and the test saw it (reconnects and
@@ -582,13 +584,15 @@ impl Fleet {
             .with_context(|| format!("no completed event of {job}"))
     }
 
-    /// The meta leader and each stream's leader (server names), as a live node reports them.
+    /// The meta leader and the leader (server name) of each stream and of each consumer
+    /// (`<stream>/<consumer>`), as a live node reports them.
     fn leaders(&self) -> Result<(String, BTreeMap<String, String>)> {
         for node in ["nats-1", "nats-2", "nats-3"] {
             let Some(c) = self.service(node)?.pop() else {
                 continue;
             };
-            let Ok(text) = self.nats_monitor(&c, "/jsz?accounts=true&streams=true") else {
+            let path = "/jsz?accounts=true&streams=true&consumers=true";
+            let Ok(text) = self.nats_monitor(&c, path) else {
                 continue;
             };
             let v: serde_json::Value = serde_json::from_str(&text)?;
@@ -596,10 +600,18 @@ impl Fleet {
             let mut streams = BTreeMap::new();
             for acc in v["account_details"].as_array().into_iter().flatten() {
                 for s in acc["stream_detail"].as_array().into_iter().flatten() {
-                    if let (Some(name), Some(leader)) =
-                        (s["name"].as_str(), s["cluster"]["leader"].as_str())
-                    {
+                    let Some(name) = s["name"].as_str() else {
+                        continue;
+                    };
+                    if let Some(leader) = s["cluster"]["leader"].as_str() {
                         streams.insert(name.to_owned(), leader.to_owned());
+                    }
+                    for c in s["consumer_detail"].as_array().into_iter().flatten() {
+                        if let (Some(cn), Some(leader)) =
+                            (c["name"].as_str(), c["cluster"]["leader"].as_str())
+                        {
+                            streams.insert(format!("{name}/{cn}"), leader.to_owned());
+                        }
                     }
                 }
             }
@@ -623,12 +635,15 @@ impl Fleet {
         let name = match target {
             Target::RecordsLeader => records_leader.clone(),
             Target::MetaLeader => meta.clone(),
+            // The node leading the fewest groups, none if one leads nothing.
             Target::Follower => ["nats-1", "nats-2", "nats-3"]
                 .into_iter()
-                .find(|n| *n != meta && *n != records_leader)
+                .filter(|n| *n != meta)
+                .min_by_key(|n| streams.values().filter(|l| l == n).count())
                 .unwrap_or("nats-3")
                 .to_owned(),
         };
+        let led = streams.values().filter(|l| **l == name).count() + usize::from(meta == name);
         let victim = self
             .service(&name)?
             .pop()
@@ -669,6 +684,7 @@ impl Fleet {
         let _ = docker(&["start", &victim]);
         let caught_up = self.level_again(&victim, killed).await?;
         Ok(Kill {
+            led,
             victim: name_of(&victim),
             wall,
             client,
@@ -1067,8 +1083,9 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
             .nats_kill_round(&format!("nats-kill-{round}"), &slow, target)
             .await?;
         println!(
-            "compose: node loss round {round}: killed {} ({target:?}); job {:.1} s against {:.1} s fault-free (+{:.1} s; {:.1} s as the submitting client saw it); records' stream leader again after {}; {} operation(s) retried (longest wait {} ms); node level again {:.1} s after the kill",
+            "compose: node loss round {round}: killed {} ({target:?}, leader of {} groups); job {:.1} s against {:.1} s fault-free (+{:.1} s; {:.1} s as the submitting client saw it); records' stream leader again after {}; {} operation(s) retried (longest wait {} ms); node level again {:.1} s after the kill",
             k.victim,
+            k.led,
             k.wall,
             baseline,
             k.wall - baseline,

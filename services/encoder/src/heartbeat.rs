@@ -190,6 +190,8 @@ pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now() - COALESCE;
+    // Heartbeats not written in a row.
+    let mut failing = 0u32;
     loop {
         let periodic = tokio::select! {
             _ = tick.tick() => true,
@@ -207,10 +209,25 @@ pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
         last = Instant::now();
         let snapshot = state.snapshot();
         let put = ctx.workers.put(&key, &snapshot);
-        match tokio::time::timeout(retry::try_timeout(0), put).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not written"),
-            Err(_) => tracing::warn!("heartbeat not written: no answer in time"),
+        let why = match tokio::time::timeout(retry::try_timeout(0), put).await {
+            Ok(Ok(_)) => {
+                if failing > 0 {
+                    tracing::info!(missed = failing, "heartbeats written again");
+                }
+                failing = 0;
+                None
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer in time".to_owned()),
+        };
+        if let Some(why) = why {
+            // Once per outage: an election fails every write for seconds.
+            failing += 1;
+            if failing == 1 {
+                tracing::warn!(error = %why, "heartbeat not written");
+            } else {
+                tracing::debug!(error = %why, missed = failing, "heartbeat not written");
+            }
         }
         if periodic {
             check_ownership(&ctx, &state).await;

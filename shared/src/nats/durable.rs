@@ -73,6 +73,11 @@ impl Durable {
         &self.0.name
     }
 
+    /// Failed or unanswered pulls in a row so far.
+    pub fn failures(&self) -> u32 {
+        self.0.failures.load(Ordering::Relaxed)
+    }
+
     /// A pull was answered (a message, or the server saying there was none).
     pub fn answered(&self) {
         self.0.failures.store(0, Ordering::Relaxed);

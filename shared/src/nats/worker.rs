@@ -102,7 +102,13 @@ pub async fn try_next(
     match settle(puller.consumer(), answer, "pull request unanswered").await {
         Ok(m) => m,
         Err(why) => {
-            tracing::warn!(consumer = puller.consumer().name(), error = %why, "fetch failed, retrying");
+            // Once per outage, not twice a second per loop while a consumer has no leader.
+            let consumer = puller.consumer();
+            if consumer.failures() <= 1 {
+                tracing::warn!(consumer = consumer.name(), error = %why, "fetch failed, retrying");
+            } else {
+                tracing::debug!(consumer = consumer.name(), failures = consumer.failures(), error = %why, "fetch failed, retrying");
+            }
             pause(shutdown).await;
             None
         }
