@@ -278,3 +278,72 @@ async fn ended(f: &ProcFleet, ids: &[String]) -> usize {
     }
     n
 }
+
+/// Object transfers through a node loss: an upload and then a download of the media bucket,
+/// each with the leader of the bucket's stream SIGKILLed while it moves, come out whole (the
+/// bytes read back equal the file, checked against the digest the upload recorded).
+#[tokio::test]
+async fn transfers_cut_by_a_node_loss_are_sent_again_and_arrive_whole() -> Result<()> {
+    let mut env = ENV.to_vec();
+    env.push(("FFLEET_STORAGE__BACKEND", "object-store"));
+    let mut f = ProcFleet::prepare(Nats::Cluster(NatsCluster::plan(3)?), &env)?;
+    f.cluster().start_all()?;
+    f.connect_client().await?;
+    let js = f.ctx().js.clone();
+    f.cluster().wait_settled(&js, SETTLE).await?;
+    // Large enough that the transfer is still moving when its leader dies.
+    let file = f.dir.path().join("big.bin");
+    let mut bytes = vec![0u8; 96 << 20];
+    for (i, chunk) in bytes.chunks_mut(4096).enumerate() {
+        chunk.fill((i * 7919 % 251) as u8);
+    }
+    std::fs::write(&file, &bytes)?;
+    let media = subjects::object_stream(&f.ctx().config.storage.bucket);
+
+    let storage = f.ctx().storage.clone();
+    let (path, key) = (file.clone(), "jobs/transfer/in/big.bin".to_owned());
+    let upload = tokio::spawn(async move { storage.put_file(&path, &key).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let leader = stream_leader(&js, &media, SETTLE).await?;
+    let i = f.cluster().index(&leader)?;
+    ensure!(!upload.is_finished(), "the upload ended before the kill");
+    let killed = Instant::now();
+    f.cluster().kill(i);
+    let stored = upload.await??;
+    println!(
+        "cluster: leader {leader} of {media} SIGKILLed mid-upload -> 96 MiB stored whole {:.2} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    f.cluster().start(i)?;
+    f.cluster().wait_settled(&js, SETTLE).await?;
+
+    let storage = f.ctx().storage.clone();
+    let dest = f.dir.path().join("back.bin");
+    let (to, digest) = (dest.clone(), stored.digest.clone());
+    let download = tokio::spawn(async move {
+        storage
+            .fetch_to("jobs/transfer/in/big.bin", digest.as_deref(), &to)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let leader = stream_leader(&js, &media, SETTLE).await?;
+    let i = f.cluster().index(&leader)?;
+    ensure!(
+        !download.is_finished(),
+        "the download ended before the kill"
+    );
+    let killed = Instant::now();
+    f.cluster().kill(i);
+    download.await??;
+    ensure!(
+        std::fs::read(&dest)? == bytes,
+        "the bytes read back differ from the file"
+    );
+    println!(
+        "cluster: leader {leader} of {media} SIGKILLed mid-download -> read back whole {:.2} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    f.cluster().start(i)?;
+    f.passed();
+    Ok(())
+}

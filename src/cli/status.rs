@@ -55,13 +55,7 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
                 );
             }
             if let Some(o) = &rec.output {
-                println!(
-                    "result:   {}, {:.2} s, {}, {:.1} s wall",
-                    display::count(o.frames, "frame"),
-                    o.duration_secs,
-                    display::count(o.bytes, "byte"),
-                    o.wall_secs
-                );
+                print_result(o.frames, o.duration_secs, o.bytes, o.wall_secs);
             }
             println!("accepted: {}", rec.accepted_at);
             println!("updated:  {}", rec.updated_at);
@@ -118,13 +112,7 @@ async fn asked(cli: &Cli, id: &str) -> Result<i32> {
         println!("failure:  {}: {}", f.reason, f.message);
     }
     if let Some(c) = &st.completed {
-        println!(
-            "result:   {}, {:.2} s, {}, {:.1} s wall",
-            display::count(c.frames, "frame"),
-            c.duration_secs,
-            display::count(c.bytes, "byte"),
-            c.wall_secs
-        );
+        print_result(c.frames, c.duration_secs, c.bytes, c.wall_secs);
     }
     if let Some(t) = &st.updated_at {
         println!("updated:  {t}");
@@ -199,4 +187,13 @@ pub async fn workers(cli: &Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The `result:` line of a completed job.
+fn print_result(frames: u64, duration_secs: f64, bytes: u64, wall_secs: f64) {
+    println!(
+        "result:   {}, {duration_secs:.2} s, {}, {wall_secs:.1} s wall",
+        display::count(frames, "frame"),
+        display::count(bytes, "byte"),
+    );
 }
