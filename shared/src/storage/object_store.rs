@@ -129,10 +129,13 @@ impl ObjectStore {
         let index = ensure_stream(js, index_spec(&bucket, replicas), patience, create)
             .await
             .map_err(|e| nats("open", &bucket)(e.to_string()))?;
-        let store = js
-            .get_object_store(&bucket)
-            .await
-            .map_err(|e| nats("open", &bucket)(e.to_string()))?;
+        // Looked up through elections like the streams above: a client that opens the bucket
+        // while a NATS node restarts (`submit --upload`) waits for it instead of failing.
+        let store = retry::retry("open object store", &bucket, patience, |_| {
+            js.get_object_store(&bucket)
+        })
+        .await
+        .map_err(|e| nats("open", &bucket)(e.to_string()))?;
         Ok(Self {
             js: js.clone(),
             store,
