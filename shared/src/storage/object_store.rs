@@ -40,9 +40,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Chunk acknowledgements awaited at once: throughput without unbounded buffering.
 const ACK_WINDOW: usize = 8;
-/// How long a download may go without a byte before it is started again (a reader whose
-/// stream changed leader can stall; one whose object was deleted waits forever).
-const READ_IDLE: Duration = Duration::from_secs(10);
+/// How long a download may go without a byte before it is started again: a reader whose
+/// consumer lived on a server that died stalls (seen: 10 s before the reader itself failed),
+/// and one whose object was deleted waits forever. Chunks are 128 KiB: seconds without one is
+/// not a slow link.
+const READ_IDLE: Duration = Duration::from_secs(5);
 /// Reads of an object whose bytes do not match its digest before it is called corrupt.
 const DIGEST_TRIES: u32 = 4;
 /// What a corrupt download found, beside the digest it expected.
