@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   ffmpeg nats-server ca-certificates curl build-essential pkg-config \
-  python3 python3-pip python3-numpy unzip debootstrap libfaketime >/dev/null
+  python3 python3-pip python3-numpy unzip debootstrap libfaketime time >/dev/null
 # The compose tool, where Docker is installed without one (the deployment and tests/compose.rs).
 if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 \
   && ! command -v docker-compose >/dev/null 2>&1; then
