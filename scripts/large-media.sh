@@ -29,8 +29,8 @@
 # (FFLEET_IMAGE, default ffleet:local; FFLEET_NATS_IMAGE, default ffleet-nats:2.15.1); ffleet
 # (FFLEET_BIN, default target/release/ffleet, else on PATH); ffmpeg and ffprobe; python3; GNU
 # time at /usr/bin/time (Debian's `time` package); root or read access to other users' /proc
-# entries. Optional: /work/shared/tools/check-output.py (or CHECK_OUTPUT=path) and a python3
-# with numpy, for the per-frame PSNR check.
+# entries. Optional: ../shared/tools/check-output.py beside the repository (or
+# CHECK_OUTPUT=path) and a python3 with numpy, for the per-frame PSNR check.
 #
 # Options: --size-gib N (repeatable, default 4), --encoders N (2), --slots N (encoder slots, 1),
 # --dir DIR (parent of the work dir, default /var/tmp), --no-audio, --segment-seconds S,
@@ -96,7 +96,7 @@ export FFLEET_NATS_IMAGE="${FFLEET_NATS_IMAGE:-ffleet-nats:2.15.1}"
 for img in "$FFLEET_IMAGE" "$FFLEET_NATS_IMAGE"; do
   docker image inspect "$img" >/dev/null 2>&1 || die "image $img is missing: run scripts/images.sh"
 done
-check_output="${CHECK_OUTPUT:-/work/shared/tools/check-output.py}"
+check_output="${CHECK_OUTPUT:-$repo/../shared/tools/check-output.py}"
 numpy_python=""
 for py in python3 /usr/bin/python3; do
   if command -v "$py" >/dev/null && "$py" -c 'import numpy' 2>/dev/null; then
