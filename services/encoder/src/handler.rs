@@ -149,6 +149,102 @@ impl Claimed<'_> {
     async fn apply(&self, step: &Step<'_>) -> Result<Applying, KvError> {
         record::apply(self.ctx, self.key, step, self.known.clone()).await
     }
+
+    /// An encode cut short for the fleet's sake (cancelled by a drain or a lost claim, a node,
+    /// broker or storage fault), after `pause`: if this node still owns the attempt, it is
+    /// released to a new one (no failure recorded, so the unit's budget is untouched) and
+    /// routed again at once; if not, the unit was handed on while this node looked dead
+    /// (frozen, cut off), and the work is dropped. Decided from the claim's copy, and never on
+    /// a read older than it (`record::apply`).
+    async fn release(&self, pause: Duration) -> Disposition {
+        let task = self.task;
+        tokio::time::sleep(pause).await;
+        let step = Step::Release {
+            attempt: task.attempt,
+            node: self.node,
+        };
+        match self.apply(&step).await {
+            // The record could not be read or written: the message comes back, and whoever
+            // takes it takes the running attempt over.
+            Err(e) => {
+                tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "releasing a unit failed, handed back");
+                RETRY
+            }
+            Ok(Applying::Lagging) => RETRY,
+            Ok(Applying::Refused(why)) => {
+                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped");
+                Disposition::Ack
+            }
+            Ok(Applying::Written(_, applied)) => {
+                if let Applied::Reissued(next) = applied {
+                    replan(self.ctx, task, next).await;
+                }
+                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit released for another node");
+                Disposition::Ack
+            }
+        }
+    }
+
+    /// Records this node's failure of the unit and re-issues it for another node, or, when the
+    /// retry budget is spent, fails it for good. `conclusive`: ffmpeg's own verdict (see
+    /// `Failing::conclusive`).
+    async fn fail(&self, f: Failure, conclusive: bool) -> Disposition {
+        let (ctx, node, task) = (self.ctx, self.node, self.task);
+        tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
+        telemetry::spans::fail(&tracing::Span::current(), &f);
+        let cfg = &ctx.config.encoder;
+        let describe = |v: Final, r: &SegmentRecord| match v {
+            Final::InputDamaged => input_damaged(task, r, &f),
+            Final::StorageFull => f.clone(),
+            Final::Exhausted => exhausted(task, r, &f),
+        };
+        let step = Step::Failed(Failing {
+            attempt: task.attempt,
+            node,
+            failure: &f,
+            on_gpu: task.capability.as_ref().is_some_and(Capability::is_gpu),
+            conclusive,
+            budget: unit_protocol::Budget {
+                retry_nodes: cfg.retry_nodes,
+                max_attempts: cfg.max_attempts,
+            },
+            describe: &describe,
+        });
+        let applied = self.apply(&step).await;
+        self.failure_recorded(applied).await
+    }
+
+    /// Fails the unit for good without another attempt (it went round too often).
+    async fn give_up(&self, f: Failure) -> Disposition {
+        let step = Step::GiveUp {
+            attempt: self.task.attempt,
+            failure: &f,
+        };
+        let applied = self.apply(&step).await;
+        self.failure_recorded(applied).await
+    }
+
+    /// What a failure step led to: the next attempt routed, the unit dead-lettered, or (a
+    /// superseded attempt) nothing.
+    async fn failure_recorded(&self, applied: Result<Applying, KvError>) -> Disposition {
+        let (ctx, node, task) = (self.ctx, self.node, self.task);
+        match applied {
+            Err(e) => {
+                tracing::warn!(error = %e, "recording failure failed");
+                RETRY
+            }
+            Ok(Applying::Lagging) => RETRY,
+            Ok(Applying::Refused(why)) => {
+                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped, its failure not recorded");
+                Disposition::Ack
+            }
+            Ok(Applying::Written(_, Applied::Reissued(next))) => {
+                replan(ctx, task, next).await;
+                Disposition::Ack
+            }
+            Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
+        }
+    }
 }
 
 async fn encode_claimed(
@@ -445,43 +541,6 @@ async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
     }
 }
 
-impl Claimed<'_> {
-    /// An encode cut short for the fleet's sake (cancelled by a drain or a lost claim, a node,
-    /// broker or storage fault), after `pause`: if this node still owns the attempt, it is
-    /// released to a new one (no failure recorded, so the unit's budget is untouched) and
-    /// routed again at once; if not, the unit was handed on while this node looked dead
-    /// (frozen, cut off), and the work is dropped. Decided from the claim's copy, and never on
-    /// a read older than it (`record::apply`).
-    async fn release(&self, pause: Duration) -> Disposition {
-        let task = self.task;
-        tokio::time::sleep(pause).await;
-        let step = Step::Release {
-            attempt: task.attempt,
-            node: self.node,
-        };
-        match self.apply(&step).await {
-            // The record could not be read or written: the message comes back, and whoever
-            // takes it takes the running attempt over.
-            Err(e) => {
-                tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "releasing a unit failed, handed back");
-                RETRY
-            }
-            Ok(Applying::Lagging) => RETRY,
-            Ok(Applying::Refused(why)) => {
-                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped");
-                Disposition::Ack
-            }
-            Ok(Applying::Written(_, applied)) => {
-                if let Applied::Reissued(next) = applied {
-                    replan(self.ctx, task, next).await;
-                }
-                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit released for another node");
-                Disposition::Ack
-            }
-        }
-    }
-}
-
 /// Sends attempt `next` of `task`'s unit to the scheduler to be routed afresh. Lost here, the
 /// planned attempt is re-issued by the scheduler's reconciler.
 async fn replan(ctx: &Ctx, task: &Task, next: u32) {
@@ -509,69 +568,6 @@ fn open_source(ctx: &Ctx, uri: &str) -> Result<Local, Failure> {
     let name = uri.rsplit('/').next().unwrap_or("source");
     open_input_link(file, ctx.storage.work_dir(), name)
         .map_err(|e| Failure::new(Reason::Internal, format!("task source: {e}")))
-}
-
-impl Claimed<'_> {
-    /// Records this node's failure of the unit and re-issues it for another node, or, when the
-    /// retry budget is spent, fails it for good. `conclusive`: ffmpeg's own verdict (see
-    /// `Failing::conclusive`).
-    async fn fail(&self, f: Failure, conclusive: bool) -> Disposition {
-        let (ctx, node, task) = (self.ctx, self.node, self.task);
-        tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
-        telemetry::spans::fail(&tracing::Span::current(), &f);
-        let cfg = &ctx.config.encoder;
-        let describe = |v: Final, r: &SegmentRecord| match v {
-            Final::InputDamaged => input_damaged(task, r, &f),
-            Final::StorageFull => f.clone(),
-            Final::Exhausted => exhausted(task, r, &f),
-        };
-        let step = Step::Failed(Failing {
-            attempt: task.attempt,
-            node,
-            failure: &f,
-            on_gpu: task.capability.as_ref().is_some_and(Capability::is_gpu),
-            conclusive,
-            budget: unit_protocol::Budget {
-                retry_nodes: cfg.retry_nodes,
-                max_attempts: cfg.max_attempts,
-            },
-            describe: &describe,
-        });
-        let applied = self.apply(&step).await;
-        self.failure_recorded(applied).await
-    }
-
-    /// Fails the unit for good without another attempt (it went round too often).
-    async fn give_up(&self, f: Failure) -> Disposition {
-        let step = Step::GiveUp {
-            attempt: self.task.attempt,
-            failure: &f,
-        };
-        let applied = self.apply(&step).await;
-        self.failure_recorded(applied).await
-    }
-
-    /// What a failure step led to: the next attempt routed, the unit dead-lettered, or (a
-    /// superseded attempt) nothing.
-    async fn failure_recorded(&self, applied: Result<Applying, KvError>) -> Disposition {
-        let (ctx, node, task) = (self.ctx, self.node, self.task);
-        match applied {
-            Err(e) => {
-                tracing::warn!(error = %e, "recording failure failed");
-                RETRY
-            }
-            Ok(Applying::Lagging) => RETRY,
-            Ok(Applying::Refused(why)) => {
-                tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped, its failure not recorded");
-                Disposition::Ack
-            }
-            Ok(Applying::Written(_, Applied::Reissued(next))) => {
-                replan(ctx, task, next).await;
-                Disposition::Ack
-            }
-            Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
-        }
-    }
 }
 
 /// The job-level failure of a unit whose budget is spent: which unit, on which nodes, and the

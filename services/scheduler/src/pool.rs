@@ -132,7 +132,7 @@ impl Pool {
                         .try_into()
                         .unwrap_or(Duration::ZERO)
                         .min(self.ttl * 10);
-                    let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                    let at = now.checked_sub(age).unwrap_or(now);
                     view.nodes.insert(
                         node,
                         Seen {

@@ -121,38 +121,21 @@ where
         floor: u64,
         patience: Duration,
     ) -> Result<Option<(T, u64)>, KvError> {
-        let started = tokio::time::Instant::now();
-        let mut tries = 0u32;
-        loop {
-            let e = entry(&self.store, key, retry::window()).await?;
-            let got = e.as_ref().map_or(0, |e| e.revision);
-            if got >= floor {
-                return match e {
-                    Some(e) if e.operation == Operation::Put => {
-                        Ok(Some((messages::decode(self.what, &e.value)?, e.revision)))
-                    }
-                    _ => Ok(None),
-                };
-            }
-            tries += 1;
-            let pause = retry::backoff(tries);
-            if started.elapsed() + pause > patience {
-                return Err(KvError::Behind {
-                    what: self.what,
-                    key: key.to_owned(),
-                    floor,
-                    got,
-                });
-            }
-            super::ops::count(super::ops::Op::BehindRead);
-            tracing::debug!(
-                what = self.what,
-                key,
+        let e = read_until(floor, patience, || entry(&self.store, key, retry::window())).await?;
+        let got = e.as_ref().map_or(0, |e| e.revision);
+        if got < floor {
+            return Err(KvError::Behind {
+                what: self.what,
+                key: key.to_owned(),
                 floor,
                 got,
-                "kv read older than a known revision, reading again"
-            );
-            tokio::time::sleep(pause).await;
+            });
+        }
+        match e {
+            Some(e) if e.operation == Operation::Put => {
+                Ok(Some((messages::decode(self.what, &e.value)?, e.revision)))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -361,21 +344,46 @@ async fn mine(
     value: &Bytes,
     after: u64,
 ) -> Result<Option<u64>, async_nats::jetstream::kv::EntryError> {
-    let started = tokio::time::Instant::now();
-    let mut tries = 0;
-    loop {
+    let e = read_until(after + 1, MINE_PATIENCE, || {
         super::ops::count(super::ops::Op::KvRead);
-        let e = store.entry(key).await?;
-        let revision = e.as_ref().map_or(0, |e| e.revision);
+        store.entry(key)
+    })
+    .await?;
+    Ok(e.and_then(|e| {
+        (e.operation == Operation::Put && e.revision > after && e.value == *value)
+            .then_some(e.revision)
+    }))
+}
+
+/// Reads with `read` until the entry is at revision `floor` or later (none counts as 0), again
+/// with backoff while it reads older, for up to `patience` (zero: one read). Returns the last
+/// entry read, which the caller compares with `floor`.
+async fn read_until<E, F, Fut>(
+    floor: u64,
+    patience: Duration,
+    mut read: F,
+) -> Result<Option<Entry>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Entry>, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut tries = 0u32;
+    loop {
+        let e = read().await?;
+        let got = e.as_ref().map_or(0, |e| e.revision);
         tries += 1;
-        if revision > after || started.elapsed() >= MINE_PATIENCE {
-            return Ok(e.and_then(|e| {
-                (e.operation == Operation::Put && e.revision > after && e.value == *value)
-                    .then_some(e.revision)
-            }));
+        let pause = retry::backoff(tries);
+        if got >= floor || started.elapsed() + pause > patience {
+            return Ok(e);
         }
         super::ops::count(super::ops::Op::BehindRead);
-        tokio::time::sleep(retry::backoff(tries)).await;
+        tracing::debug!(
+            floor,
+            got,
+            "kv read older than a known revision, reading again"
+        );
+        tokio::time::sleep(pause).await;
     }
 }
 
