@@ -21,6 +21,24 @@ use std::time::Duration;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A fleet with no encoder whose status endpoint answers: the services start in the
+/// background, and a request sent before the scheduler has registered it finds no responder.
+async fn serving_fleet() -> Result<TestFleet> {
+    let fleet = TestFleet::spawn_with(FleetOptions {
+        encoders: 0,
+        ..Default::default()
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = ask(&fleet, "probe").await {
+        if tokio::time::Instant::now() > deadline {
+            return Err(e.context("the status endpoint never answered"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(fleet)
+}
+
 async fn ask(fleet: &TestFleet, job: &str) -> Result<JobStatus> {
     ffleet::cli::ask_status(&fleet.ctx().client, &JobId::new(job)?).await
 }
@@ -68,11 +86,7 @@ async fn follow_late(fleet: &TestFleet, job: &str, request_seq: Option<u64>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_tells_a_job_from_unknown_to_encoding_to_its_outcome() -> Result<()> {
     // No encoder at first: the job waits in `encoding` with its plan known.
-    let mut fleet = TestFleet::spawn_with(FleetOptions {
-        encoders: 0,
-        ..Default::default()
-    })
-    .await?;
+    let mut fleet = serving_fleet().await?;
     let src = media::tiny_source(fleet.media.path(), "st.mp4")?;
     let unknown = ask(&fleet, "st").await?;
     assert_eq!(
@@ -134,11 +148,7 @@ async fn status_tells_a_job_from_unknown_to_encoding_to_its_outcome() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_errors_refused_ones_are_told_and_the_service_keeps_serving() -> Result<()>
 {
-    let mut fleet = TestFleet::spawn_with(FleetOptions {
-        encoders: 0,
-        ..Default::default()
-    })
-    .await?;
+    let mut fleet = serving_fleet().await?;
     let client = fleet.ctx().client.clone();
     let oversize = format!(
         r#"{{"version":1,"job_id":"j","pad":"{}"}}"#,
