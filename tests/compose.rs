@@ -1120,6 +1120,13 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         ),
     );
 
+    // FFLEET_COMPOSE_ONLY=node-loss: the suite up to here, for repeated runs of the node-loss
+    // rounds (`scripts/node-loss-runs.sh`).
+    if std::env::var("FFLEET_COMPOSE_ONLY").as_deref() == Ok("node-loss") {
+        fleet.record("done", suite.elapsed(), "up to node loss".into());
+        return Ok(());
+    }
+
     // 4. Kill an encoder mid-segment: its segment moves on.
     let started = Instant::now();
     let mut job = fleet.submit("encoder-kill", &slow)?;

@@ -5,7 +5,7 @@ use super::{Cli, upload};
 use anyhow::{Context, Result};
 use clap::Args;
 use ffleet_shared::messages::{self, CURRENT, JobRequest, Overrides, Preference};
-use ffleet_shared::nats::publish;
+use ffleet_shared::nats::{publish, retry};
 use ffleet_shared::storage::MediaUri;
 use ffleet_shared::{JobId, subjects};
 use std::path::{Path, PathBuf};
@@ -128,7 +128,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     let js = link.jetstream();
     let store = if args.upload {
         let store = upload::open(&js, &link.config).await?;
-        upload::send(&link.config, &store, &args.job.input, &req).await?;
+        retry::as_client(upload::send(&link.config, &store, &args.job.input, &req)).await?;
         Some(store)
     } else {
         None
@@ -144,12 +144,13 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     } else {
         subjects::JOBS_SUBMIT
     };
-    let stored = publish::raw(
+    // A full store is the user's to hear about at once, not to wait out.
+    let stored = retry::as_client(publish::raw(
         &js,
         subject.into(),
         messages::encode(&req),
         req.job_id.as_str(),
-    )
+    ))
     .instrument(submit_span(&req.job_id))
     .await
     .context("submitting the job")?;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use ffleet_shared::config::StorageBackend;
 use ffleet_shared::messages;
-use ffleet_shared::nats::publish;
+use ffleet_shared::nats::{publish, retry};
 use ffleet_shared::subjects;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,12 +113,12 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         privileged: false,
     })?;
     let subs = super::follow::subscribe(&cluster.ctx.client, &req.job_id).await?;
-    let stored = publish::raw(
+    let stored = retry::as_client(publish::raw(
         &cluster.ctx.js,
         subjects::JOBS_SUBMIT.into(),
         messages::encode(&req),
         req.job_id.as_str(),
-    )
+    ))
     .instrument(super::submit::submit_span(&req.job_id))
     .await?;
     let subs = subs.request(stored.sequence);

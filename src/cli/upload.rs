@@ -67,7 +67,7 @@ pub async fn send(cfg: &Config, store: &ObjectStore, input: &Path, req: &JobRequ
     loop {
         match store.put_file(input, key).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.is_transient() && Instant::now() < deadline => {
+            Err(e) if e.is_transient() && !e.is_store_full() && Instant::now() < deadline => {
                 tracing::warn!(key, error = %e, "upload interrupted, sending again");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }

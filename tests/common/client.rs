@@ -206,6 +206,17 @@ async fn consumer_state(
 /// their ack, by name.
 async fn busy_consumers(ctx: &Ctx, stream: &str, consumer: Option<&str>) -> Result<Vec<String>> {
     let s = ctx.js.get_stream(stream).await?;
+    // One consumer is asked for directly: a listing waits for every consumer's leader, and one
+    // on a node whose JetStream went off (its disk full) never answers.
+    if let Some(name) = consumer {
+        let info = s.consumer_info(name).await?;
+        let busy = info.num_pending > 0 || info.num_ack_pending > 0;
+        return Ok(if busy {
+            vec![info.name.clone()]
+        } else {
+            Vec::new()
+        });
+    }
     let mut infos = s.consumers();
     let mut busy = Vec::new();
     while let Some(info) = infos.next().await {

@@ -89,6 +89,8 @@ impl NatsCluster {
             routes,
             "-m".into(),
             me.monitor_port.to_string(),
+            "-l".into(),
+            self.log(i).display().to_string(),
         ]
     }
 
@@ -122,6 +124,23 @@ impl NatsCluster {
         if let Some(mut s) = self.nodes[i].server.take() {
             s.terminate(Duration::from_secs(20));
         }
+    }
+
+    /// Node `i`'s server log (beside the stores, appended to across restarts).
+    pub fn log(&self, i: usize) -> PathBuf {
+        self._dir.path().join(format!("{}.log", self.nodes[i].name))
+    }
+
+    /// Node `i`'s JetStream store directory.
+    pub fn store(&self, i: usize) -> &std::path::Path {
+        &self.nodes[i].store
+    }
+
+    /// Whether JetStream runs on node `i` (its `/healthz?js-enabled-only=true`); `None` when
+    /// the node does not answer.
+    pub fn jetstream_enabled(&self, i: usize) -> Option<bool> {
+        let body = http_get(self.nodes[i].monitor_port, "/healthz?js-enabled-only=true").ok()?;
+        Some(body.contains("\"ok\""))
     }
 
     pub fn index(&self, name: &str) -> Result<usize> {
@@ -182,6 +201,18 @@ impl NatsCluster {
         }
         None
     }
+}
+
+/// The (major, minor) version of the nats-server binary the tests run (`--version`).
+pub fn server_version() -> Option<(u32, u32)> {
+    let out = std::process::Command::new(NatsServer::binary())
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split_whitespace().last()?.trim_start_matches('v');
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 /// Every stream ffleet provisions, by its stream name (the media bucket only when this run's
@@ -303,6 +334,24 @@ impl Drop for NatsCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        // The servers' logs too, with the services' (FFLEET_TEST_KEEP_LOGS=<dir>).
+        if let Some(keep) = std::env::var_os("FFLEET_TEST_KEEP_LOGS") {
+            let dir = PathBuf::from(keep).join(
+                self._dir
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_owned())
+                    .unwrap_or_default(),
+            );
+            if std::fs::create_dir_all(&dir).is_ok() {
+                for i in 0..self.nodes.len() {
+                    let log = self.log(i);
+                    if let Some(name) = log.file_name() {
+                        let _ = std::fs::copy(&log, dir.join(name));
+                    }
+                }
+            }
         }
     }
 }

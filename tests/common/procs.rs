@@ -162,6 +162,9 @@ impl ProcFleet {
             match k.as_str() {
                 "FFLEET_STREAMS__ACK_WAIT_SECS" => cfg.streams.ack_wait_secs = v.parse()?,
                 "FFLEET_STREAMS__REPLICAS" => cfg.streams.replicas = v.parse()?,
+                "FFLEET_STREAMS__MAX_BYTES" => cfg.streams.max_bytes = v.parse()?,
+                "FFLEET_STREAMS__EVENTS_MAX_BYTES" => cfg.streams.events_max_bytes = v.parse()?,
+                "FFLEET_NATS__OP_RETRY_SECS" => cfg.nats.op_retry_secs = v.parse()?,
                 "FFLEET_NATS__REQUEST_TIMEOUT_SECS" => cfg.nats.request_timeout_secs = v.parse()?,
                 // The first to connect creates the media bucket: with the fleet's settings.
                 "FFLEET_STORAGE__MAX_BYTES" => cfg.storage.max_bytes = v.parse()?,
@@ -196,6 +199,17 @@ impl ProcFleet {
     /// `enc-1`, `enc-2`, ...
     pub async fn standard(encoders: usize, extra: &[(&str, &str)]) -> Result<ProcFleet> {
         let f = Self::start(extra).await?;
+        f.with_services(encoders).await
+    }
+
+    /// `standard` on a server the test started itself (its own config or limits).
+    pub async fn standard_on(
+        server: NatsServer,
+        encoders: usize,
+        extra: &[(&str, &str)],
+    ) -> Result<ProcFleet> {
+        let mut f = Self::prepare(Nats::Single(server), extra)?;
+        f.connect_client().await?;
         f.with_services(encoders).await
     }
 

@@ -31,6 +31,49 @@ pub enum Patience {
     For(Duration),
 }
 
+tokio::task_local! {
+    /// Set while a client's request runs (`as_client`).
+    static CLIENT: ();
+}
+
+/// Runs `fut` as a client's request: a store without space is reported at once
+/// (`NatsError::StoreFull`), because a person or another system decides what to do about it,
+/// where a service waits for space. Scoped to the task, not the process: `ffleet transcode`
+/// runs services beside its own submission.
+pub async fn as_client<F: Future>(fut: F) -> F::Output {
+    CLIENT.scope((), fut).await
+}
+
+/// Whether the running task is a client's request (`as_client`).
+pub fn is_client() -> bool {
+    CLIENT.try_with(|_| ()).is_ok()
+}
+
+/// While the store stays full, one warning per this long in the whole process: every
+/// operation of every service meets the same refusal.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(30);
+/// When the last store-full warning was logged (ms since `EPOCH`), 0: never.
+static FULL_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Logs that the store is full, at most once per `FULL_LOG_EVERY` in this process.
+fn warn_store_full(op: &'static str, what: &str, err: &str) {
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    let last = FULL_LOGGED_MS.load(Ordering::Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= FULL_LOG_EVERY.as_millis() as u64)
+        && FULL_LOGGED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            op,
+            what,
+            error = %err,
+            "jetstream store is full: waiting for space (free space on the nats server or raise its max_file_store)"
+        );
+    }
+}
+
 /// The run-time retry window, set once per process from the config (`configure`).
 static WINDOW_MS: AtomicU64 = AtomicU64::new(60_000);
 /// The first try's timeout and the longest one (`nats.first_try_timeout_secs`,
@@ -176,7 +219,17 @@ where
                 tracing::warn!(op, what, error = %e, "jetstream operation refused");
                 return Err(NatsError::op(op, e));
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(e)) => {
+                let err = e.to_string();
+                if super::store_full(&err) {
+                    if is_client() {
+                        tracing::debug!(op, what, error = %err, "jetstream store is full");
+                        return Err(NatsError::StoreFull { op, message: err });
+                    }
+                    warn_store_full(op, what, &err);
+                }
+                err
+            }
             Err(_) => {
                 super::ops::count(super::ops::Op::TryTimedOut);
                 format!("no answer within {limit:?}")
@@ -187,7 +240,12 @@ where
         if let Patience::For(limit) = patience
             && started.elapsed() + pause > limit
         {
-            tracing::warn!(op, what, tries = n, error = %err, "jetstream operation gave up");
+            if super::store_full(&err) {
+                // Said once per 30 s by `warn_store_full`; the caller says what it does next.
+                tracing::debug!(op, what, tries = n, error = %err, "jetstream operation gave up");
+            } else {
+                tracing::warn!(op, what, tries = n, error = %err, "jetstream operation gave up");
+            }
             return Err(NatsError::op(op, err));
         }
         if n == 1 {
@@ -230,6 +288,28 @@ mod tests {
         for n in [8, 20, 1000] {
             assert!(backoff(n) >= MAX_PAUSE && backoff(n) <= MAX_PAUSE * 5 / 4);
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_store_is_waited_out_by_services_and_reported_at_once_to_clients() {
+        let full = "ack: publish failed: insufficient resources (code 503, error code 10023)";
+        let started = Instant::now();
+        let err = as_client(retry("test", "x", Patience::Forever, |_| async {
+            Err::<(), _>(full)
+        }))
+        .await
+        .unwrap_err();
+        assert!(err.is_store_full(), "{err}");
+        assert!(err.to_string().contains("store is full"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A service's call keeps trying until space returns.
+        let got = retry("test", "x", Patience::Forever, |n| async move {
+            if n < 3 { Err(full) } else { Ok(n) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 3);
+        assert!(!is_client());
     }
 
     #[tokio::test]

@@ -40,6 +40,13 @@ pub enum StorageError {
     },
     #[error("media storage is full: {0}")]
     Full(String),
+    /// The NATS server has no room (`nats::store_full`): transient, space can be freed.
+    #[error("object store {op} {key:?}: {}", crate::nats::full_text(message))]
+    StoreFull {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("{what} is {bytes} bytes, over the {limit}-byte limit")]
     TooLarge {
         what: String,
@@ -63,7 +70,15 @@ pub enum StorageError {
 impl StorageError {
     /// Whether trying again later can succeed (a broker hiccup, not a bad key or a full bucket).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Nats { .. } | StorageError::Io { .. })
+        matches!(
+            self,
+            StorageError::Nats { .. } | StorageError::Io { .. } | StorageError::StoreFull { .. }
+        )
+    }
+
+    /// Whether the NATS server refused for want of space (a client stops; a service waits).
+    pub fn is_store_full(&self) -> bool {
+        matches!(self, StorageError::StoreFull { .. })
     }
 
     /// The job failure this error means, `doing` saying what was being done.

@@ -73,6 +73,12 @@ fn nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(String) -> StorageErr
     move |message| {
         if is_full(&message) {
             StorageError::Full(message)
+        } else if crate::nats::store_full(&message) {
+            StorageError::StoreFull {
+                op,
+                key: key.into(),
+                message,
+            }
         } else {
             StorageError::Nats {
                 op,
@@ -83,13 +89,11 @@ fn nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(String) -> StorageErr
     }
 }
 
-/// Whether a JetStream error says the bucket (or the account's storage) has no room.
+/// Whether a JetStream error says the bucket itself is at its cap (`storage.max_bytes`): the
+/// job's media does not fit what the operator allowed. A server without room
+/// (`nats::store_full`) is another matter: that clears when anyone frees space.
 fn is_full(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("maximum bytes")
-        || m.contains("insufficient resources")
-        || m.contains("storage resources exceeded")
-        || m.contains("no space")
+    message.to_ascii_lowercase().contains("maximum bytes")
 }
 
 impl ObjectStore {
@@ -166,7 +170,10 @@ impl ObjectStore {
         loop {
             tries += 1;
             match self.upload_once(file, key).await {
-                Err(e @ StorageError::Nats { .. }) if started.elapsed() < window => {
+                Err(e @ StorageError::StoreFull { .. }) if retry::is_client() => return Err(e),
+                Err(e @ (StorageError::Nats { .. } | StorageError::StoreFull { .. }))
+                    if started.elapsed() < window =>
+                {
                     tracing::warn!(key, tries, error = %e, "upload failed, sending it again");
                     tokio::time::sleep(retry::backoff(tries)).await;
                 }
