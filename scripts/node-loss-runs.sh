@@ -14,15 +14,22 @@ cd "$(dirname "$0")/.."
 runs="${1:-10}"
 logs="${FFLEET_NODE_LOSS_LOGS:-target/node-loss-runs}"
 mkdir -p "$logs"
-cargo nextest run --locked --test compose --no-run >/dev/null 2>&1 || {
+# Built once and run directly: every run tests the same build, whatever changes meanwhile.
+bin="$(cargo test --locked --test compose --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "compose":
+        print(m["executable"])')"
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
   echo "tests/compose.rs does not build" >&2
   exit 2
-}
+fi
+cp "$bin" "$logs/compose-test" && bin="$logs/compose-test"
 passed=0
 for i in $(seq 1 "$runs"); do
   log="$logs/run-$i.log"
-  if FFLEET_COMPOSE_ONLY=node-loss cargo nextest run --locked --test compose --no-capture \
-    >"$log" 2>&1; then
+  if FFLEET_COMPOSE_ONLY=node-loss "$bin" --nocapture --test-threads 1 >"$log" 2>&1; then
     passed=$((passed + 1))
     echo "run $i: passed"
   else
