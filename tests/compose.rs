@@ -303,6 +303,113 @@ impl Fleet {
             .to_owned())
     }
 
+    /// One more encoder, started with `compose run` on the service's settings, whose wall clock
+    /// is `offset` seconds off (libfaketime: the host's Debian build, mounted and preloaded);
+    /// returns its container once healthy.
+    async fn skewed_encoder(&self, offset: &str) -> Result<String> {
+        let dir = faketime_dir()?;
+        let out = self.compose(&[
+            "run",
+            "-d",
+            "--no-deps",
+            "-e",
+            "LD_PRELOAD=/faketime/libfaketimeMT.so.1",
+            "-e",
+            &format!("FAKETIME={offset}"),
+            "-v",
+            &format!("{}:/faketime:ro", dir.display()),
+            "encoder",
+        ])?;
+        let id = out
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .context("compose run named no container")?
+            .to_owned();
+        // A name (docker-compose 1.x) or an id: the name, as `container_of_node` gives it.
+        let name = docker(&["inspect", "-f", "{{.Name}}", &id])?
+            .trim()
+            .trim_start_matches('/')
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &name])?;
+            if health.trim() == "healthy" {
+                return Ok(name);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{name} not healthy after 90 s ({})",
+                health.trim()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// How far ahead of the server's time of the write encoder `node` stamps its heartbeat,
+    /// in seconds.
+    async fn written_ahead(&self, node: &str) -> Result<f64> {
+        let workers = self
+            .admin()
+            .get_key_value(subjects::BUCKET_WORKERS)
+            .await
+            .context("workers bucket")?;
+        let entry = workers
+            .entry(node)
+            .await?
+            .with_context(|| format!("no heartbeat of {node}"))?;
+        let hb: serde_json::Value = serde_json::from_slice(&entry.value)?;
+        let at = hb
+            .get("at")
+            .and_then(|v| v.as_str())
+            .context("heartbeat without `at`")?;
+        let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)?;
+        Ok((at - entry.created).as_seconds_f64())
+    }
+
+    /// How far `container`'s wall clock is ahead of this host's, in seconds.
+    fn clock_offset(&self, container: &str) -> Result<f64> {
+        let host = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+        };
+        let before = host()?;
+        let theirs: f64 = docker(&["exec", container, "date", "+%s.%N"])?
+            .trim()
+            .parse()
+            .context("date in the container")?;
+        let after = host()?;
+        Ok(theirs - (before + after) / 2.0)
+    }
+
+    /// Takes the project down, volumes included, and checks none is left: a run that came up
+    /// on an earlier run's stores found its jobs already done. `down` stops at a network it
+    /// cannot remove (Docker kept a killed container's endpoint: "has active endpoints", seen
+    /// here) before it removes the volumes, so they go one by one after it.
+    fn clear(&self, grace: &str) -> Result<()> {
+        let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", grace]);
+        let label = format!("label=com.docker.compose.project={PROJECT}");
+        let left = || -> Result<Vec<String>> {
+            Ok(docker(&["volume", "ls", "-q", "--filter", &label])?
+                .lines()
+                .map(str::to_owned)
+                .collect())
+        };
+        let volumes = left()?;
+        if !volumes.is_empty() {
+            let mut args = vec!["volume", "rm", "-f"];
+            args.extend(volumes.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+        let volumes = left()?;
+        ensure!(
+            volumes.is_empty(),
+            "volumes of an earlier run cannot be removed: {volumes:?}"
+        );
+        Ok(())
+    }
+
     fn network(&self) -> String {
         format!("{}_default", PROJECT)
     }
@@ -836,7 +943,7 @@ impl Drop for Fleet {
             }
             eprintln!("compose logs kept in {}", keep.display());
         }
-        let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "5"]);
+        let _ = self.clear("5");
     }
 }
 
@@ -932,6 +1039,16 @@ fn clip(dir: &Path, name: &str, secs: u32, size: &str, segment_seconds: f64) -> 
     })
 }
 
+/// Where the host's libfaketime lives (Debian's `libfaketime`, installed by scripts/setup.sh),
+/// mounted into an encoder container to skew its clock.
+fn faketime_dir() -> Result<PathBuf> {
+    let found = std::fs::read_dir("/usr/lib")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime"))
+        .find(|d| d.join("libfaketimeMT.so.1").exists());
+    found.context("libfaketimeMT.so.1 is missing: scripts/setup.sh installs libfaketime")
+}
+
 fn images_present() -> Result<()> {
     for (var, default) in [
         ("FFLEET_IMAGE", "ffleet:local"),
@@ -960,6 +1077,8 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         return Ok(());
     };
     images_present()?;
+    // Checked before the fleet comes up: the clock scenario needs it.
+    faketime_dir()?;
     let suite = Instant::now();
 
     let dir = tempfile::Builder::new()
@@ -1000,7 +1119,7 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
             dir,
             timings: Vec::new(),
         };
-        let _ = f.compose(&["down", "-v", "--remove-orphans", "-t", "1"]);
+        f.clear("1")?;
         let took = f.up_wait(&[]).await?;
         let client = ffleet_shared::nats::connect(&admin_cfg, "compose-test", false).await?;
         let mut f = f;
@@ -1127,7 +1246,59 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         return Ok(());
     }
 
-    // 4. Kill an encoder mid-segment: its segment moves on.
+    // 4. An encoder whose wall clock runs a minute ahead (libfaketime from the host, preloaded
+    // into its container) beside one on true time: it takes segments, no unit is handed on
+    // early (every unit done at its first attempt), the output is byte-identical.
+    let started = Instant::now();
+    let skewed = fleet.skewed_encoder("+60").await?;
+    let skew = fleet.clock_offset(&skewed)?;
+    ensure!(
+        (50.0..70.0).contains(&skew),
+        "{skewed}'s clock is {skew:.0} s off, not a minute ahead"
+    );
+    fleet.up_wait(&["--scale", "encoder=1"]).await?;
+    let mut job = fleet.submit("clock-ahead", &slow)?;
+    fleet.check(&mut job).await?;
+    let mut on_skewed = Vec::new();
+    for (_, _, node) in fleet.segments_done("clock-ahead").await? {
+        if fleet.container_of_node(&node)? == skewed {
+            on_skewed.push(node);
+        }
+    }
+    let node = on_skewed
+        .first()
+        .context("the encoder a minute ahead took no segment")?;
+    // Its own clock is the one off: the heartbeat it writes is stamped a minute ahead of the
+    // server's time of the write.
+    let ahead = fleet.written_ahead(node).await?;
+    ensure!(
+        (50.0..70.0).contains(&ahead),
+        "{node}'s heartbeat is stamped {ahead:.0} s from the server's time, not a minute ahead"
+    );
+    let again: Vec<_> = fleet
+        .units("clock-ahead")
+        .await?
+        .into_iter()
+        .filter(|(_, (_, attempt, _))| *attempt != 1)
+        .collect();
+    ensure!(
+        again.is_empty(),
+        "units handed on with clocks apart: {again:?}"
+    );
+    // Stopped, not killed: it drains and takes its heartbeat away before the next scenario.
+    docker(&["stop", "-t", "10", &skewed])?;
+    docker(&["rm", &skewed])?;
+    fleet.up_wait(&["--scale", "encoder=4"]).await?;
+    fleet.record(
+        "an encoder's clock a minute ahead",
+        started.elapsed(),
+        format!(
+            "clock {skew:.0} s ahead, heartbeats stamped {ahead:.0} s ahead; it encoded {} segment(s); every unit done at its first attempt",
+            on_skewed.len()
+        ),
+    );
+
+    // 5. Kill an encoder mid-segment: its segment moves on.
     let started = Instant::now();
     let mut job = fleet.submit("encoder-kill", &slow)?;
     let (unit, attempt, node) = fleet
@@ -1148,7 +1319,7 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
     );
     fleet.wait_healthy(Duration::from_secs(120)).await?;
 
-    // 5. Cut an encoder off the network past the heartbeat TTL, then reconnect it.
+    // 6. Cut an encoder off the network past the heartbeat TTL, then reconnect it.
     let started = Instant::now();
     let mut job = fleet.submit("partition", &slow)?;
     let (unit, attempt, node) = fleet
@@ -1195,7 +1366,7 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         ),
     );
 
-    // 6. Rolling restart of every container, one at a time, while 20 jobs flow. Ten are
+    // 7. Rolling restart of every container, one at a time, while 20 jobs flow. Ten are
     // uploaded before the first restart; the others are submitted (their inputs uploaded from
     // the host) as each NATS node restarts, so uploads are in flight through the restarts too.
     let started = Instant::now();
@@ -1243,7 +1414,7 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         ),
     );
 
-    // 7. `down` (volumes kept) in the middle of jobs, then `up`: the jobs complete.
+    // 8. `down` (volumes kept) in the middle of jobs, then `up`: the jobs complete.
     let started = Instant::now();
     let mut jobs = vec![fleet.submit("down-slow", &slow)?];
     for i in 0..3 {

@@ -145,7 +145,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
         subjects::JOBS_SUBMIT
     };
     // A full store is the user's to hear about at once, not to wait out.
-    let stored = retry::as_client(publish::raw(
+    let stored = match retry::as_client(publish::raw(
         &js,
         subject.into(),
         messages::encode(&req),
@@ -153,7 +153,17 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     ))
     .instrument(submit_span(&req.job_id))
     .await
-    .context("submitting the job")?;
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            // An upload that no job will use would hold its space until the bucket's age
+            // limit: the last chunk of a large one can be what filled the store.
+            if let Some(store) = &store {
+                upload::discard(store, &req).await;
+            }
+            return Err(e).context("submitting the job");
+        }
+    };
     if stored.duplicate {
         eprintln!(
             "note: a job with id {} was already submitted; this one was dropped",

@@ -76,6 +76,23 @@ pub async fn send(cfg: &Config, store: &ObjectStore, input: &Path, req: &JobRequ
     }
 }
 
+/// Removes the uploaded input of a request that was never submitted (best effort: said, not
+/// failed on).
+pub async fn discard(store: &ObjectStore, req: &JobRequest) {
+    let Ok(key) = key_of(&req.input) else { return };
+    // Bounded: the user is waiting to hear why the submit failed.
+    match tokio::time::timeout(Duration::from_secs(5), store.delete(key)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(key, error = %e, "uploaded input of an unsubmitted job not removed")
+        }
+        Err(_) => tracing::warn!(
+            key,
+            "uploaded input of an unsubmitted job not removed in 5 s"
+        ),
+    }
+}
+
 /// Pause before a transfer starts again (the client reconnects meanwhile).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 

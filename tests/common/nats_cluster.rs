@@ -26,6 +26,8 @@ pub struct Node {
 
 pub struct NatsCluster {
     pub nodes: Vec<Node>,
+    /// Small disks mounted on node stores (`small_disk`), unmounted on drop.
+    mounts: Vec<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -57,7 +59,11 @@ impl NatsCluster {
                 server: None,
             })
             .collect();
-        Ok(NatsCluster { nodes, _dir: dir })
+        Ok(NatsCluster {
+            nodes,
+            mounts: Vec::new(),
+            _dir: dir,
+        })
     }
 
     /// Every node's client URL, comma-separated (what services are given).
@@ -129,6 +135,36 @@ impl NatsCluster {
     /// Node `i`'s server log (beside the stores, appended to across restarts).
     pub fn log(&self, i: usize) -> PathBuf {
         self._dir.path().join(format!("{}.log", self.nodes[i].name))
+    }
+
+    /// Mounts a tmpfs of `size` (`512m`) on node `i`'s store, before the node starts: a small
+    /// disk of its own to fill. Unmounted on drop, after the nodes are killed and before the
+    /// stores are removed. `Ok(false)` where this process may not mount (not root); the reason
+    /// is printed.
+    pub fn small_disk(&mut self, i: usize, size: &str) -> Result<bool> {
+        let dir = self.nodes[i].store.clone();
+        std::fs::create_dir_all(&dir)?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                self.mounts.push(dir);
+                Ok(true)
+            }
+            Ok(o) => {
+                println!(
+                    "cannot mount a small disk: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                Ok(false)
+            }
+            Err(e) => {
+                println!("cannot mount a small disk: {e}");
+                Ok(false)
+            }
+        }
     }
 
     /// Node `i`'s JetStream store directory.
@@ -334,6 +370,12 @@ impl Drop for NatsCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        for dir in &self.mounts {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(dir)
+                .status();
         }
         // The servers' logs too, with the services' (FFLEET_TEST_KEEP_LOGS=<dir>).
         if let Some(keep) = std::env::var_os("FFLEET_TEST_KEEP_LOGS") {

@@ -40,6 +40,8 @@ const LAGGING_CLAIMS: i64 = 10;
 /// from one), and only a broker error that outlasts `nats.op_retry_secs` or a read still older
 /// than the task sends the same message back.
 const MAX_DELIVERIES: i64 = 20;
+/// Between claims of a task held while the store has no room.
+const FULL_PAUSE: Duration = Duration::from_secs(5);
 
 enum Claim {
     Mine,
@@ -79,10 +81,25 @@ pub async fn handle(
     }
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
-    let (claim, known) = match claim(ctx, node, state, &task, &key, delivered).await {
-        Ok((c, known)) => (Ok(c), known),
-        Err(e) => (Err(e), None),
+    let mut kept = None;
+    let (claim, known) = loop {
+        match claim(ctx, node, state, &task, &key, delivered).await {
+            Ok((c, known)) => break (Ok(c), known),
+            // A server without room: the task stays here, kept alive, and the claim is tried
+            // again until writes land. Handed back, each round would spend a delivery of the
+            // unit's budget (`MAX_DELIVERIES`), and a store full for twenty minutes would fail
+            // every unit in flight.
+            Err(e) if ffleet_shared::nats::store_full(&e.to_string()) && !state.is_draining() => {
+                kept.get_or_insert_with(|| {
+                    tracing::warn!(job = %task.job_id, unit = %task.unit, "jetstream store is full: task held until its claim can be written");
+                    KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3)
+                });
+                tokio::time::sleep(FULL_PAUSE).await;
+            }
+            Err(e) => break (Err(e), None),
+        }
     };
+    drop(kept);
     match claim {
         Err(e) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "claim failed");

@@ -112,6 +112,11 @@ impl State {
         self.changed.notify_one();
     }
 
+    /// Whether the node stopped taking work (`drain`).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// This node's GPU class (model and driver), if it has an NVIDIA GPU.
     pub fn gpu_class(&self) -> Option<&ffleet_shared::messages::heartbeat::GpuClass> {
         self.base.gpu_class.as_ref()

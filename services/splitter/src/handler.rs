@@ -78,7 +78,11 @@ pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     match process(ctx, media, &req, delivered, sequence).await {
         Ok(()) => Disposition::Ack,
-        Err(Step::Retry(why)) if delivered >= SPLIT_TRIES => {
+        // A server without room is waited out however long: failing the job would not make
+        // space, and the request is kept (nothing acknowledged is lost).
+        Err(Step::Retry(why))
+            if delivered >= SPLIT_TRIES && !ffleet_shared::nats::store_full(&why) =>
+        {
             give_up(ctx, &req.job_id, &why, delivered, sequence).await
         }
         Err(Step::Retry(why)) => {

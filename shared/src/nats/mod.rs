@@ -66,7 +66,7 @@ pub fn store_full(error: &str) -> bool {
 pub fn full_text(error: &str) -> String {
     format!(
         "the jetstream store is full ({error}): free space on the NATS server (or raise its \
-         jetstream max_file_store) and try again"
+         jetstream max_file_store, or the account's storage limit) and try again"
     )
 }
 

@@ -57,7 +57,7 @@ static FULL_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
 static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// Logs that the store is full, at most once per `FULL_LOG_EVERY` in this process.
-fn warn_store_full(op: &'static str, what: &str, err: &str) {
+pub(crate) fn warn_store_full(op: &'static str, what: &str, err: &str) {
     let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
     let last = FULL_LOGGED_MS.load(Ordering::Relaxed);
     if (last == 0 || now.saturating_sub(last) >= FULL_LOG_EVERY.as_millis() as u64)
@@ -72,6 +72,13 @@ fn warn_store_full(op: &'static str, what: &str, err: &str) {
             "jetstream store is full: waiting for space (free space on the nats server or raise its max_file_store)"
         );
     }
+}
+
+/// Whether `op` stores a message, where "insufficient resources" means no room. Creating a
+/// stream or consumer gets the same words from nats-server 2.9 when it cannot place the
+/// replicas (a node down, a cluster still forming): that is waited out as an election is.
+fn writes(op: &str) -> bool {
+    matches!(op, "publish" | "kv create" | "kv update" | "kv delete")
 }
 
 /// The run-time retry window, set once per process from the config (`configure`).
@@ -221,7 +228,7 @@ where
             }
             Ok(Err(e)) => {
                 let err = e.to_string();
-                if super::store_full(&err) {
+                if writes(op) && super::store_full(&err) {
                     if is_client() {
                         tracing::debug!(op, what, error = %err, "jetstream store is full");
                         return Err(NatsError::StoreFull { op, message: err });
@@ -240,7 +247,7 @@ where
         if let Patience::For(limit) = patience
             && started.elapsed() + pause > limit
         {
-            if super::store_full(&err) {
+            if writes(op) && super::store_full(&err) {
                 // Said once per 30 s by `warn_store_full`; the caller says what it does next.
                 tracing::debug!(op, what, tries = n, error = %err, "jetstream operation gave up");
             } else {
@@ -254,7 +261,8 @@ where
             _waiting = Some(crate::health::waiting_for_jetstream(&format!(
                 "{op} {what}"
             )));
-        } else if logged.elapsed() >= LOG_EVERY {
+        } else if logged.elapsed() >= LOG_EVERY && !(writes(op) && super::store_full(&err)) {
+            // (A full store is said once per 30 s for the whole process: `warn_store_full`.)
             logged = Instant::now();
             tracing::warn!(
                 op,
@@ -294,7 +302,7 @@ mod tests {
     async fn a_full_store_is_waited_out_by_services_and_reported_at_once_to_clients() {
         let full = "ack: publish failed: insufficient resources (code 503, error code 10023)";
         let started = Instant::now();
-        let err = as_client(retry("test", "x", Patience::Forever, |_| async {
+        let err = as_client(retry("publish", "x", Patience::Forever, |_| async {
             Err::<(), _>(full)
         }))
         .await
@@ -303,7 +311,7 @@ mod tests {
         assert!(err.to_string().contains("store is full"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1));
         // A service's call keeps trying until space returns.
-        let got = retry("test", "x", Patience::Forever, |n| async move {
+        let got = retry("publish", "x", Patience::Forever, |n| async move {
             if n < 3 { Err(full) } else { Ok(n) }
         })
         .await

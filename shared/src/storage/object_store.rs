@@ -19,6 +19,7 @@
 
 use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
 use crate::config::Config;
+use crate::nats::NatsError;
 use crate::nats::provision::ensure_stream;
 use crate::nats::retry::{self, Patience};
 use crate::subjects;
@@ -89,6 +90,15 @@ fn nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(String) -> StorageErr
     }
 }
 
+/// Like `nats`, for an error the retry loop already classified: a `StoreFull` keeps the
+/// server's own words (its text is worded for a user once, not twice).
+fn from_nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(NatsError) -> StorageError + 'a {
+    move |e| match e {
+        NatsError::StoreFull { message, .. } => nats(op, key)(message),
+        other => nats(op, key)(other.to_string()),
+    }
+}
+
 /// Whether a JetStream error says the bucket itself is at its cap (`storage.max_bytes`): the
 /// job's media does not fit what the operator allowed. A server without room
 /// (`nats::store_full`) is another matter: that clears when anyone frees space.
@@ -129,19 +139,25 @@ impl ObjectStore {
         };
         // Under per-role credentials only the admin creates the bucket; the others look it up.
         let create = config.nats.role.is_none_or(|r| r.provisions());
+        // Not `nats`: a stream that cannot be placed is refused in the words of a full store.
+        let opening = |e: NatsError| StorageError::Nats {
+            op: "open",
+            key: bucket.clone(),
+            message: e.to_string(),
+        };
         let stream = ensure_stream(js, spec, patience, create)
             .await
-            .map_err(|e| nats("open", &bucket)(e.to_string()))?;
+            .map_err(opening)?;
         let index = ensure_stream(js, index_spec(&bucket, replicas), patience, create)
             .await
-            .map_err(|e| nats("open", &bucket)(e.to_string()))?;
+            .map_err(opening)?;
         // Looked up through elections like the streams above: a client that opens the bucket
         // while a NATS node restarts (`submit --upload`) waits for it instead of failing.
         let store = retry::retry("open object store", &bucket, patience, |_| {
             js.get_object_store(&bucket)
         })
         .await
-        .map_err(|e| nats("open", &bucket)(e.to_string()))?;
+        .map_err(from_nats("open", &bucket))?;
         Ok(Self {
             js: js.clone(),
             store,
@@ -171,9 +187,11 @@ impl ObjectStore {
             tries += 1;
             match self.upload_once(file, key).await {
                 Err(e @ StorageError::StoreFull { .. }) if retry::is_client() => return Err(e),
-                Err(e @ (StorageError::Nats { .. } | StorageError::StoreFull { .. }))
-                    if started.elapsed() < window =>
-                {
+                Err(e @ StorageError::StoreFull { .. }) if started.elapsed() < window => {
+                    retry::warn_store_full("upload", key, &e.to_string());
+                    tokio::time::sleep(retry::backoff(tries)).await;
+                }
+                Err(e @ StorageError::Nats { .. }) if started.elapsed() < window => {
                     tracing::warn!(key, tries, error = %e, "upload failed, sending it again");
                     tokio::time::sleep(retry::backoff(tries)).await;
                 }
@@ -400,14 +418,17 @@ impl ObjectStore {
             Err(e) => {
                 drop(out);
                 let _ = tokio::fs::remove_file(dest).await;
-                return Err(if e.kind() == std::io::ErrorKind::InvalidData {
-                    StorageError::Corrupt {
-                        key: key.into(),
-                        expected: found,
-                        found: MISMATCHED_BYTES.into(),
+                return Err(match e {
+                    Copy::Read(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        StorageError::Corrupt {
+                            key: key.into(),
+                            expected: found,
+                            found: MISMATCHED_BYTES.into(),
+                        }
                     }
-                } else {
-                    nats("download", key)(e.to_string())
+                    Copy::Read(e) => nats("download", key)(e.to_string()),
+                    // This machine's own disk (full, say): not the broker's doing.
+                    Copy::Write(e) => io(dest)(e),
                 });
             }
         };
@@ -453,7 +474,7 @@ impl ObjectStore {
                 .map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| nats("index", key)(e.to_string()))?;
+        .map_err(from_nats("index", key))?;
         Ok(())
     }
 
@@ -526,24 +547,31 @@ async fn copy_until_quiet(
     from: &mut (impl tokio::io::AsyncRead + Unpin),
     to: &mut (impl tokio::io::AsyncWrite + Unpin),
     chunk: usize,
-) -> std::io::Result<u64> {
+) -> Result<u64, Copy> {
     let mut buf = vec![0_u8; chunk];
     let mut total = 0_u64;
     loop {
         let n = tokio::time::timeout(READ_IDLE, from.read(&mut buf))
             .await
             .map_err(|_| {
-                std::io::Error::new(
+                Copy::Read(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the object stopped arriving (deleted while read?)",
-                )
-            })??;
+                ))
+            })?
+            .map_err(Copy::Read)?;
         if n == 0 {
             return Ok(total);
         }
-        to.write_all(&buf[..n]).await?;
+        to.write_all(&buf[..n]).await.map_err(Copy::Write)?;
         total += n as u64;
     }
+}
+
+/// Which side of a copy failed: the object being read, or the file being written.
+enum Copy {
+    Read(std::io::Error),
+    Write(std::io::Error),
 }
 
 #[async_trait]
