@@ -41,7 +41,7 @@ const LAGGING_CLAIMS: i64 = 10;
 /// than the task sends the same message back.
 const MAX_DELIVERIES: i64 = 20;
 /// Between claims of a task held while the store has no room.
-const FULL_PAUSE: Duration = Duration::from_secs(5);
+const FULL_PAUSE: Duration = Duration::from_secs(2);
 
 enum Claim {
     Mine,
