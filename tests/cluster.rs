@@ -61,18 +61,7 @@ async fn check(f: &ProcFleet, job: &str, reference: &[u8]) -> Result<()> {
         }
         return Err(e);
     }
-    ensure!(
-        f.terminal_count(job).await? == 1,
-        "job {job} has more than one terminal event"
-    );
-    let out = std::fs::read(f.out_path(&format!("{job}.mp4")))?;
-    ensure!(
-        out == reference,
-        "output of {job} ({} bytes) differs from the fault-free run ({} bytes)",
-        out.len(),
-        reference.len()
-    );
-    Ok(())
+    f.once_and_identical(job, reference).await
 }
 
 fn all_running(f: &mut ProcFleet) -> Result<()> {

@@ -19,7 +19,7 @@ use common::procs::{Nats, ProcFleet};
 use common::{JobClient, media};
 use ffleet::local::NatsServer;
 use ffleet_shared::messages::SegmentState;
-use ffleet_shared::subjects::{self, EventKind};
+use ffleet_shared::subjects::EventKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -55,26 +55,7 @@ async fn running(fleet: &ProcFleet, job: &str) -> Result<()> {
 
 /// The job completed exactly once and its output equals `reference`, byte for byte.
 async fn check(fleet: &ProcFleet, job: &str, reference: &[u8]) -> Result<()> {
-    fleet.wait_completed(job, JOB_TIMEOUT).await?;
-    let t = Duration::from_secs(120);
-    fleet
-        .wait_idle(subjects::STREAM_JOBS, Some(subjects::CONSUMER_SPLITTER), t)
-        .await?;
-    fleet
-        .wait_idle(subjects::STREAM_EVENTS, Some(subjects::CONSUMER_MERGER), t)
-        .await?;
-    ensure!(
-        fleet.terminal_count(job).await? == 1,
-        "job {job} has more than one terminal event"
-    );
-    let out = std::fs::read(fleet.out_path(&format!("{job}.mp4")))?;
-    ensure!(
-        out == reference,
-        "output of {job} ({} bytes) differs from the fault-free run ({} bytes)",
-        out.len(),
-        reference.len()
-    );
-    Ok(())
+    fleet.completed_once(job, reference, JOB_TIMEOUT).await
 }
 
 /// Writes 1 MiB messages into another tenant's stream until the server refuses one; returns

@@ -45,36 +45,9 @@ async fn prepared(encoders: usize) -> Result<(ProcFleet, PathBuf, Vec<u8>)> {
     Ok((fleet, src, reference))
 }
 
-/// Waits until the splitter and merger have handled everything stored for them, so that no
-/// redelivery is still on its way to publish a second terminal event.
-async fn settled(fleet: &ProcFleet) -> Result<()> {
-    let t = Duration::from_secs(120);
-    fleet
-        .wait_idle(subjects::STREAM_JOBS, Some(subjects::CONSUMER_SPLITTER), t)
-        .await?;
-    fleet
-        .wait_idle(subjects::STREAM_EVENTS, Some(subjects::CONSUMER_MERGER), t)
-        .await
-}
-
 /// The job completed exactly once and its output equals the reference, byte for byte.
 async fn check(fleet: &ProcFleet, job: &str, reference: &[u8]) -> Result<()> {
-    let done = fleet.wait_completed(job, JOB_TIMEOUT).await?;
-    // Every report is handled before counting: a duplicate terminal event would be out by then.
-    settled(fleet).await?;
-    ensure!(
-        fleet.terminal_count(job).await? == 1,
-        "job {job} has more than one terminal event"
-    );
-    let out = std::fs::read(fleet.out_path(&format!("{job}.mp4")))?;
-    ensure!(
-        out == reference,
-        "output of {job} ({} bytes, {} frames) differs from the fault-free run ({} bytes)",
-        out.len(),
-        done.frames,
-        reference.len()
-    );
-    Ok(())
+    fleet.completed_once(job, reference, JOB_TIMEOUT).await
 }
 
 /// A video unit running on some node: (unit key, owner, attempt).
@@ -656,7 +629,7 @@ async fn soak_100_jobs_with_an_encoder_killed_every_few_seconds() -> Result<()> 
         }
         pending = still;
     }
-    settled(&fleet).await?;
+    fleet.settled().await?;
     for id in &ids {
         let evs = fleet.events(Some(id)).await?;
         let terminal: Vec<_> = evs.iter().filter(|e| e.is_terminal()).collect();

@@ -2,7 +2,7 @@
 //! as separate processes): build requests, submit them, and read back every event a job
 //! produced from the events stream, so duplicates would show.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use ffleet_shared::messages::{self, CURRENT, CloudEvent, JobEvent, JobRequest, Overrides};
 use ffleet_shared::nats::publish;
@@ -180,6 +180,41 @@ pub trait JobClient {
             JobEvent::Failed(f) => Ok(f),
             other => bail!("expected job {job} to fail, got {other:?}"),
         }
+    }
+
+    /// Waits until the splitter and merger have handled everything stored for them, so that no
+    /// redelivery is still on its way to publish a second terminal event.
+    async fn settled(&self) -> Result<()> {
+        let t = Duration::from_secs(120);
+        self.wait_idle(subjects::STREAM_JOBS, Some(subjects::CONSUMER_SPLITTER), t)
+            .await?;
+        self.wait_idle(subjects::STREAM_EVENTS, Some(subjects::CONSUMER_MERGER), t)
+            .await
+    }
+
+    /// The job completed, everything stored was handled (a duplicate terminal event would be
+    /// out by then), and it has one terminal event and `reference` as its output.
+    async fn completed_once(&self, job: &str, reference: &[u8], timeout: Duration) -> Result<()> {
+        self.wait_completed(job, timeout).await?;
+        self.settled().await?;
+        self.once_and_identical(job, reference).await
+    }
+
+    /// The job has exactly one terminal event and its output (`<job>.mp4` in the out dir)
+    /// equals `reference`, byte for byte.
+    async fn once_and_identical(&self, job: &str, reference: &[u8]) -> Result<()> {
+        ensure!(
+            self.terminal_count(job).await? == 1,
+            "job {job} has more than one terminal event"
+        );
+        let out = std::fs::read(self.out_path(&format!("{job}.mp4")))?;
+        ensure!(
+            out == reference,
+            "output of {job} ({} bytes) differs from the fault-free run ({} bytes)",
+            out.len(),
+            reference.len()
+        );
+        Ok(())
     }
 
     /// How many terminal events the job has (exactly one is the invariant).
