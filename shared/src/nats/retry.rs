@@ -209,7 +209,9 @@ where
         } else {
             try_timeout(u32::MAX)
         };
-        let err = match tokio::time::timeout(limit, attempt(n)).await {
+        // `full`: a write refused for want of space (`store_full`), said once per 30 s for the
+        // whole process (`warn_store_full`) instead of per operation.
+        let (err, full) = match tokio::time::timeout(limit, attempt(n)).await {
             Ok(Ok(v)) => {
                 if n > 0 {
                     tracing::info!(
@@ -228,18 +230,19 @@ where
             }
             Ok(Err(e)) => {
                 let err = e.to_string();
-                if writes(op) && super::store_full(&err) {
-                    if is_client() {
-                        tracing::debug!(op, what, error = %err, "jetstream store is full");
-                        return Err(NatsError::StoreFull { op, message: err });
-                    }
+                let full = writes(op) && super::store_full(&err);
+                if full && is_client() {
+                    tracing::debug!(op, what, error = %err, "jetstream store is full");
+                    return Err(NatsError::StoreFull { op, message: err });
+                }
+                if full {
                     warn_store_full(op, what, &err);
                 }
-                err
+                (err, full)
             }
             Err(_) => {
                 super::ops::count(super::ops::Op::TryTimedOut);
-                format!("no answer within {limit:?}")
+                (format!("no answer within {limit:?}"), false)
             }
         };
         n += 1;
@@ -247,8 +250,8 @@ where
         if let Patience::For(limit) = patience
             && started.elapsed() + pause > limit
         {
-            if writes(op) && super::store_full(&err) {
-                // Said once per 30 s by `warn_store_full`; the caller says what it does next.
+            if full {
+                // The caller says what it does next.
                 tracing::debug!(op, what, tries = n, error = %err, "jetstream operation gave up");
             } else {
                 tracing::warn!(op, what, tries = n, error = %err, "jetstream operation gave up");
@@ -261,8 +264,7 @@ where
             _waiting = Some(crate::health::waiting_for_jetstream(&format!(
                 "{op} {what}"
             )));
-        } else if logged.elapsed() >= LOG_EVERY && !(writes(op) && super::store_full(&err)) {
-            // (A full store is said once per 30 s for the whole process: `warn_store_full`.)
+        } else if logged.elapsed() >= LOG_EVERY && !full {
             logged = Instant::now();
             tracing::warn!(
                 op,
