@@ -54,7 +54,9 @@ build() {
   echo "== $image ($(docker image inspect -f '{{.Id}}' "$image" | cut -c8-19))"
 }
 
-bin="target/release/ffleet"
+# FFLEET_BIN: another ffleet binary for the ffleet image (scripts/upgrade-check.sh --compose
+# builds the previous release's image from its binary this way).
+bin="${FFLEET_BIN:-target/release/ffleet}"
 if [ ! -x "$bin" ]; then
   echo "missing $bin: run scripts/setup.sh (cargo build --release) first" >&2
   exit 1

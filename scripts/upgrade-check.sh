@@ -7,17 +7,23 @@
 #   - decodes every release's layouts with this build (tests/layouts.rs);
 #   - upgrades a running fleet of it to this build one process at a time while jobs flow, every
 #     output byte-identical to the old fleet's (tests/upgrade.rs).
+#   - with --compose, also upgrades the compose deployment across images: the release's image
+#     (ffleet:<version>, from its binary) and this build's (scripts/images.sh, from a fresh
+#     release build), each container replaced in turn while jobs flow (tests/compose.rs,
+#     compose_fleet_upgraded_across_images_one_container_at_a_time_loses_no_job).
 # Not part of scripts/test.sh: building a release does not fit CI's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 
 capture=0
+compose=0
 version=""
 for arg in "$@"; do
   case "$arg" in
     --capture) capture=1 ;;
-    -*) echo "usage: $0 [--capture] [VERSION]" >&2; exit 2 ;;
+    --compose) compose=1 ;;
+    -*) echo "usage: $0 [--capture] [--compose] [VERSION]" >&2; exit 2 ;;
     *) version="$arg" ;;
   esac
 done
@@ -52,3 +58,12 @@ if [ "$capture" = 1 ]; then
 fi
 cargo nextest run --locked --test layouts
 FFLEET_PREVIOUS_BIN="$bin" cargo nextest run --locked --test upgrade --run-ignored only --no-capture
+
+if [ "$compose" = 1 ]; then
+  echo "== compose: ffleet:$version beside this build's image"
+  cargo build --release --locked -p ffleet --bin ffleet
+  ./scripts/images.sh
+  FFLEET_BIN="$bin" FFLEET_IMAGE="ffleet:$version" ./scripts/images.sh
+  FFLEET_PREVIOUS_IMAGE="ffleet:$version" FFLEET_PREVIOUS_BIN="$bin" \
+    cargo nextest run --locked --test compose --run-ignored only --no-capture
+fi

@@ -156,6 +156,11 @@ struct Fleet {
     admin: Option<async_nats::jetstream::Context>,
     /// The media bucket as the submitter sees it, for outputs of jobs not followed by the CLI.
     media: Option<ObjectStore>,
+    /// The image the ffleet services (provision included) are created from: compose.yaml's
+    /// `FFLEET_IMAGE`. Changing it and running `up` for one service is how an upgrade rolls.
+    ffleet_image: String,
+    /// The `ffleet` the host submits jobs with (the previous release's, in the upgrade).
+    cli: PathBuf,
     timings: Vec<Timing>,
 }
 
@@ -184,7 +189,7 @@ impl Fleet {
             .arg(repo().join("compose.yaml"))
             .envs(ENV.iter().copied())
             .env("FFLEET_SECRETS_DIR", self.secrets_dir())
-            .env("FFLEET_IMAGE", image("FFLEET_IMAGE", "ffleet:local"))
+            .env("FFLEET_IMAGE", &self.ffleet_image)
             .env(
                 "FFLEET_NATS_IMAGE",
                 image("FFLEET_NATS_IMAGE", "ffleet-nats:2.15.1"),
@@ -479,7 +484,7 @@ impl Fleet {
     fn submit_with(&self, job: &str, clip: &Clip, wait: bool) -> Result<Submitted> {
         let out = self.dir.path().join(format!("{job}.mp4"));
         let log = self.dir.path().join(format!("{job}.log"));
-        let child = Command::new(ffleet_bin())
+        let child = Command::new(&self.cli)
             .current_dir(self.dir.path())
             .env_remove("FFLEET_CONFIG")
             .envs(self.submitter_env())
@@ -934,6 +939,38 @@ impl Fleet {
         Ok(out)
     }
 
+    /// Every stream and bucket this build provisions (the media object store and its index
+    /// included) exists at 3 replicas.
+    async fn replicated(&self) -> Result<()> {
+        for name in subjects::provisioned_streams(true) {
+            let mut stream = self
+                .admin()
+                .get_stream(&name)
+                .await
+                .with_context(|| format!("stream {name}"))?;
+            let info = stream.info().await?;
+            ensure!(
+                info.config.num_replicas == 3,
+                "{name} has {} replicas",
+                info.config.num_replicas
+            );
+        }
+        Ok(())
+    }
+
+    /// Every scenario's figures, as a markdown table.
+    fn table(&self) {
+        println!("| scenario | wall | recovery |\n| --- | --- | --- |");
+        for t in self.timings.iter().filter(|t| t.scenario != "done") {
+            println!(
+                "| {} | {:.1} s | {} |",
+                t.scenario,
+                t.wall.as_secs_f64(),
+                t.recovery
+            );
+        }
+    }
+
     fn record(&mut self, scenario: &'static str, wall: Duration, recovery: String) {
         println!(
             "compose: {scenario}: {:.1} s; {recovery}",
@@ -1073,13 +1110,9 @@ fn faketime_dir() -> Result<PathBuf> {
     found.context("libfaketimeMT.so.1 is missing: scripts/setup.sh installs libfaketime")
 }
 
-fn images_present() -> Result<()> {
-    for (var, default) in [
-        ("FFLEET_IMAGE", "ffleet:local"),
-        ("FFLEET_NATS_IMAGE", "ffleet-nats:2.15.1"),
-    ] {
-        let name = image(var, default);
-        if !ok(Command::new("docker").args(["image", "inspect", &name])) {
+fn images_present(images: &[String]) -> Result<()> {
+    for name in images {
+        if !ok(Command::new("docker").args(["image", "inspect", name])) {
             bail!(
                 "image {name} is missing: build it with scripts/images.sh (scripts/setup.sh does)"
             );
@@ -1088,27 +1121,30 @@ fn images_present() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down() -> Result<()> {
+/// The fleet up and healthy from nothing, with the clips the scenarios submit: `None` (after
+/// saying why) where this machine has no docker or no compose tool. `ffleet_image` runs the
+/// ffleet services; `cli` is the `ffleet` the host submits with.
+async fn bring_up(ffleet_image: String, cli: PathBuf) -> Result<Option<(Fleet, Clip, Clip)>> {
     if !ok(Command::new("docker").arg("info")) {
         println!("SKIPPED compose tests: docker is not available (docker info failed)");
-        return Ok(());
+        return Ok(None);
     }
     let Some(tool) = find_tool() else {
         println!(
             "SKIPPED compose tests: neither `docker compose` nor `docker-compose` is installed"
         );
-        return Ok(());
+        return Ok(None);
     };
-    images_present()?;
+    images_present(&[
+        ffleet_image.clone(),
+        image("FFLEET_NATS_IMAGE", "ffleet-nats:2.15.1"),
+    ])?;
     // Checked before the fleet comes up: the clock scenario needs it.
     faketime_dir()?;
-    let suite = Instant::now();
 
     let dir = tempfile::Builder::new()
         .prefix("ffleet-compose-")
         .tempdir()?;
-    // Leftovers of an interrupted run of this suite would hold the ports and volumes.
     let secrets_dir = dir.path().join("secrets");
     run(Command::new(ffleet_bin())
         .args(["secrets", "init"])
@@ -1126,47 +1162,43 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         started.elapsed().as_secs_f64()
     );
 
-    let mut fleet = {
-        let admin_cfg = secrets.nats_config(
-            &NatsConfig {
-                url: host_url(),
-                discover_servers: false,
-                ..NatsConfig::default()
-            },
-            Role::Admin,
-        );
-        let f = Fleet {
-            tool,
-            secrets,
-            admin: None,
-            media: None,
-            dir,
-            timings: Vec::new(),
-        };
-        f.clear("1")?;
-        let took = f.up_wait(&[]).await?;
-        let client = ffleet_shared::nats::connect(&admin_cfg, "compose-test", false).await?;
-        let mut f = f;
-        f.admin = Some(ffleet_shared::nats::connect::jetstream(client, &admin_cfg));
-        f.media = Some(f.open_media().await?);
-        f.record("up from nothing (healthy)", took, String::new());
-        f
+    let admin_cfg = secrets.nats_config(
+        &NatsConfig {
+            url: host_url(),
+            discover_servers: false,
+            ..NatsConfig::default()
+        },
+        Role::Admin,
+    );
+    let mut fleet = Fleet {
+        tool,
+        secrets,
+        admin: None,
+        media: None,
+        dir,
+        ffleet_image,
+        cli,
+        timings: Vec::new(),
     };
+    // Leftovers of an interrupted run of this suite would hold the ports and volumes.
+    fleet.clear("1")?;
+    let took = fleet.up_wait(&[]).await?;
+    let client = ffleet_shared::nats::connect(&admin_cfg, "compose-test", false).await?;
+    fleet.admin = Some(ffleet_shared::nats::connect::jetstream(client, &admin_cfg));
+    fleet.media = Some(fleet.open_media().await?);
+    fleet.record("up from nothing (healthy)", took, String::new());
 
-    // Every stream and bucket (the media object store and its index included) at 3 replicas.
-    for name in subjects::provisioned_streams(true) {
-        let mut stream = fleet
-            .admin()
-            .get_stream(&name)
-            .await
-            .with_context(|| format!("stream {name}"))?;
-        let info = stream.info().await?;
-        ensure!(
-            info.config.num_replicas == 3,
-            "{name} has {} replicas",
-            info.config.num_replicas
-        );
-    }
+    Ok(Some((fleet, tiny, slow)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down() -> Result<()> {
+    let suite = Instant::now();
+    let image = image("FFLEET_IMAGE", "ffleet:local");
+    let Some((mut fleet, tiny, slow)) = bring_up(image, ffleet_bin().into()).await? else {
+        return Ok(());
+    };
+    fleet.replicated().await?;
 
     // 1. Five jobs at once.
     let started = Instant::now();
@@ -1465,14 +1497,147 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
 
     // Also tells Drop the run passed (no logs to keep).
     fleet.record("done", suite.elapsed(), "whole suite".into());
-    println!("| scenario | wall | recovery |\n| --- | --- | --- |");
-    for t in fleet.timings.iter().filter(|t| t.scenario != "done") {
-        println!(
-            "| {} | {:.1} s | {} |",
-            t.scenario,
-            t.wall.as_secs_f64(),
-            t.recovery
-        );
+    fleet.table();
+    Ok(())
+}
+
+/// The image id a container runs, or an image name resolves to.
+fn image_id(kind: &str, name: &str) -> Result<String> {
+    let format = if kind == "container" {
+        "{{.Image}}"
+    } else {
+        "{{.Id}}"
+    };
+    Ok(docker(&[kind, "inspect", "-f", format, name])?
+        .trim()
+        .to_owned())
+}
+
+/// A rolling upgrade across images, as an operator runs one with compose: the fleet comes up
+/// on the previous release's image (`FFLEET_PREVIOUS_IMAGE`) and takes jobs from that
+/// release's CLI (`FFLEET_PREVIOUS_BIN`), as other systems keep their own versions. Then, while
+/// jobs flow, the provisioning runs again from this build's image (what it adds to the
+/// streams and buckets), and every service's containers are replaced one at a time: a new
+/// container from this build's image started and healthy first, then the old one stopped
+/// (SIGTERM; an encoder drains) and removed. Jobs are submitted before the first replacement,
+/// after each one, and with this build's CLI once all are done. Every job completes exactly
+/// once, its output byte-identical to the host's fault-free reference; the previous release's
+/// outputs are checked against it first. `scripts/upgrade-check.sh --compose` builds the
+/// release's binary and image and runs this; it is not in scripts/test.sh (building a release
+/// does not fit CI's time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the previous release's image and binary: scripts/upgrade-check.sh --compose"]
+async fn compose_fleet_upgraded_across_images_one_container_at_a_time_loses_no_job() -> Result<()> {
+    let previous_image =
+        std::env::var("FFLEET_PREVIOUS_IMAGE").context("FFLEET_PREVIOUS_IMAGE (an image)")?;
+    let previous_bin = PathBuf::from(
+        std::env::var("FFLEET_PREVIOUS_BIN").context("FFLEET_PREVIOUS_BIN (an ffleet binary)")?,
+    );
+    let current_image = image("FFLEET_IMAGE", "ffleet:local");
+    let suite = Instant::now();
+    let Some((mut fleet, tiny, slow)) = bring_up(previous_image.clone(), previous_bin).await?
+    else {
+        return Ok(());
+    };
+    let previous_id = image_id("image", &previous_image)?;
+    let current_id = image_id("image", &current_image)?;
+    ensure!(
+        previous_id != current_id,
+        "{previous_image} and {current_image} are the same image"
+    );
+    let ffleet_services = ["splitter", "scheduler", "merger", "encoder"];
+    let on_image = |fleet: &Fleet, id: &str| -> Result<Vec<String>> {
+        let mut off = Vec::new();
+        for service in ffleet_services {
+            for c in fleet.service(service)? {
+                if image_id("container", &c)? != id {
+                    off.push(c);
+                }
+            }
+        }
+        Ok(off)
+    };
+    let off = on_image(&fleet, &previous_id)?;
+    ensure!(off.is_empty(), "not on {previous_image}: {off:?}");
+
+    // The previous release's fleet, fault-free, makes the reference's bytes.
+    let started = Instant::now();
+    let mut first = vec![
+        fleet.submit("previous-tiny", &tiny)?,
+        fleet.submit("previous-slow", &slow)?,
+    ];
+    fleet.check_all(&mut first).await?;
+    fleet.record(
+        "previous release's fleet",
+        started.elapsed(),
+        "its outputs byte-identical to this build's `transcode`".into(),
+    );
+
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        jobs.push(fleet.submit(&format!("before-{i}"), &tiny)?);
     }
+    jobs.push(fleet.submit("before-slow", &slow)?);
+    fleet.submitted(&mut jobs).await?;
+
+    // What the new release provisions first, beside the running fleet.
+    fleet.ffleet_image = current_image.clone();
+    fleet.compose(&["up", "-d", "--no-deps", "provision"])?;
+    fleet.wait_healthy(Duration::from_secs(120)).await?;
+    fleet.replicated().await?;
+
+    let mut slowest = (String::new(), Duration::ZERO);
+    let mut replaced = 0;
+    for service in ffleet_services {
+        for old in fleet.service(service)? {
+            let t = Instant::now();
+            let scale = format!("{service}={}", fleet.service(service)?.len() + 1);
+            fleet.compose(&[
+                "up",
+                "-d",
+                "--no-deps",
+                "--no-recreate",
+                "--scale",
+                &scale,
+                service,
+            ])?;
+            fleet.wait_healthy(Duration::from_secs(120)).await?;
+            docker(&["stop", "-t", "15", &old])?;
+            let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &old])?;
+            ensure!(
+                code.trim() == "0",
+                "the previous release's {old} exited {} on SIGTERM",
+                code.trim()
+            );
+            docker(&["rm", &old])?;
+            if t.elapsed() > slowest.1 {
+                slowest = (old.clone(), t.elapsed());
+            }
+            jobs.push(fleet.submit(&format!("during-{replaced}"), &tiny)?);
+            replaced += 1;
+        }
+    }
+    let off = on_image(&fleet, &current_id)?;
+    ensure!(off.is_empty(), "not on {current_image}: {off:?}");
+
+    // Clients upgrade too, at their own pace.
+    fleet.cli = ffleet_bin().into();
+    jobs.push(fleet.submit("after-tiny", &tiny)?);
+    jobs.push(fleet.submit_wait("after-slow", &slow)?);
+    fleet.check_all(&mut jobs).await?;
+    fleet.record(
+        "rolling upgrade across images while jobs flow",
+        started.elapsed(),
+        format!(
+            "{replaced} containers replaced one at a time, the slowest in {:.1} s ({}); {} of {} jobs completed once, byte-identical",
+            slowest.1.as_secs_f64(),
+            slowest.0,
+            jobs.len(),
+            jobs.len()
+        ),
+    );
+    fleet.record("done", suite.elapsed(), "upgrade".into());
+    fleet.table();
     Ok(())
 }
