@@ -1121,19 +1121,26 @@ fn images_present(images: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Says why the compose tests cannot run: they skip, loudly, or fail where Docker is expected
+/// (`FFLEET_COMPOSE_REQUIRED=1`, set by scripts/test.sh where Docker is installed), so a
+/// machine that should run them never passes without.
+fn skipped<T>(why: &str) -> Result<Option<T>> {
+    if std::env::var("FFLEET_COMPOSE_REQUIRED").as_deref() == Ok("1") {
+        bail!("compose tests required (FFLEET_COMPOSE_REQUIRED=1) but cannot run: {why}");
+    }
+    println!("SKIPPED compose tests: {why}");
+    Ok(None)
+}
+
 /// The fleet up and healthy from nothing, with the clips the scenarios submit: `None` (after
 /// saying why) where this machine has no docker or no compose tool. `ffleet_image` runs the
 /// ffleet services; `cli` is the `ffleet` the host submits with.
 async fn bring_up(ffleet_image: String, cli: PathBuf) -> Result<Option<(Fleet, Clip, Clip)>> {
     if !ok(Command::new("docker").arg("info")) {
-        println!("SKIPPED compose tests: docker is not available (docker info failed)");
-        return Ok(None);
+        return skipped("docker is not available (docker info failed)");
     }
     let Some(tool) = find_tool() else {
-        println!(
-            "SKIPPED compose tests: neither `docker compose` nor `docker-compose` is installed"
-        );
-        return Ok(None);
+        return skipped("neither `docker compose` nor `docker-compose` is installed");
     };
     images_present(&[
         ffleet_image.clone(),

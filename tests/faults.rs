@@ -457,9 +457,23 @@ async fn nats_server_killed_and_restarted_mid_job() -> Result<()> {
 
     submit(&fleet, "job", &src).await?;
     running(&fleet, "job").await?;
+    let disconnects = |fleet: &ProcFleet| -> Vec<usize> {
+        (0..fleet.services.len())
+            .map(|i| fleet.log_text(i).matches("nats disconnected").count())
+            .collect()
+    };
+    let before = disconnects(&fleet);
     fleet.server().kill();
     let killed = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Down until every service has seen it go (not a guessed time): each then reconnects.
+    while disconnects(&fleet).iter().zip(&before).any(|(n, b)| n <= b) {
+        ensure!(
+            killed.elapsed() < Duration::from_secs(30),
+            "services did not notice the server going: {:?} disconnects, {before:?} before",
+            disconnects(&fleet)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     fleet.server().restart()?;
     check(&fleet, "job", &reference).await?;
     println!(

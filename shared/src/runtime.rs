@@ -90,14 +90,6 @@ impl Ctx {
             config,
         })
     }
-
-    /// The same connection and handles under another service's name.
-    pub fn for_service(&self, service: &'static str) -> Ctx {
-        Ctx {
-            service,
-            ..self.clone()
-        }
-    }
 }
 
 /// Opens the configured media backend with a fresh private work dir.

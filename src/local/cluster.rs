@@ -145,10 +145,6 @@ impl Cluster {
         })
     }
 
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
     /// Fails if any service has stopped on its own: services only return when told to.
     pub fn check_running(&mut self) -> Result<()> {
         match self.tasks.try_join_next() {

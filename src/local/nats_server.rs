@@ -185,11 +185,6 @@ impl NatsServer {
         }
     }
 
-    /// Whether the process is running.
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// Starts the server again on the same port and store (after `kill`).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();

@@ -55,16 +55,18 @@ enum Claim {
     Reported(Box<SegmentRecord>),
 }
 
-/// `slots`: how many of this node's slots the caller holds for the task.
+/// `task`: `msg` decoded by the caller (which sized the slots from it); `slots`: how many of
+/// this node's slots the caller holds for the task.
 pub async fn handle(
     ctx: &Ctx,
     node: &NodeId,
     state: &State,
     msg: &Message,
+    task: Result<Task, messages::DecodeError>,
     slots: u32,
     exec: &dyn Executor,
 ) -> Disposition {
-    let task: Task = match messages::decode("task", &msg.payload) {
+    let task = match task {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "undecodable task dropped");

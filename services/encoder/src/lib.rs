@@ -285,10 +285,9 @@ impl Pull {
                 }
             }
             let Some(msg) = msg else { continue };
-            // An undecodable task takes one slot; the handler terminates it.
-            let need = messages::decode::<Task>("task", &msg.payload)
-                .map_or(1, |t| t.slots)
-                .clamp(1, self.total);
+            // Decoded once, here: an undecodable task takes one slot; the handler terminates it.
+            let task = messages::decode::<Task>("task", &msg.payload);
+            let need = task.as_ref().map_or(1, |t| t.slots).clamp(1, self.total);
             let rest = if need > 1 {
                 let _keep = KeepAlive::start(&msg, self.ctx.config.streams.ack_wait() / 3);
                 let more = slots.clone().acquire_many_owned(need - 1);
@@ -300,7 +299,7 @@ impl Pull {
             let exec = self.exec.clone();
             running.spawn(async move {
                 let span = ffleet_shared::telemetry::spans::encode(&msg, &node);
-                let d = handler::handle(&ctx, &node, &state, &msg, need, &*exec)
+                let d = handler::handle(&ctx, &node, &state, &msg, task, need, &*exec)
                     .instrument(span)
                     .await;
                 ffleet_shared::nats::ack::finish(&msg, d).await;

@@ -54,9 +54,8 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let cfg = &ctx.config.scheduler;
     let pool = Pool::watch(ctx.workers.clone(), cfg.heartbeat_ttl(), shutdown.clone()).await?;
     let jobs = JobsView::watch(ctx.jobs.clone(), shutdown.clone()).await?;
-    if ffleet_shared::telemetry::enabled() {
-        tokio::spawn(gauges::run(ctx.clone(), shutdown.clone()));
-    }
+    let gauges = ffleet_shared::telemetry::enabled()
+        .then(|| tokio::spawn(gauges::run(ctx.clone(), shutdown.clone())));
     // Every replica answers status requests, leader or not.
     let status = status::start(ctx.clone(), shutdown.clone()).await?;
     let holder = holder_name();
@@ -70,6 +69,9 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     )
     .await;
     let _ = status.await;
+    if let Some(gauges) = gauges {
+        let _ = gauges.await;
+    }
     tracing::info!("scheduler stopped");
     Ok(())
 }

@@ -80,12 +80,10 @@ pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
         Ok(()) => Disposition::Ack,
         // A server without room is waited out however long: failing the job would not make
         // space, and the request is kept (nothing acknowledged is lost).
-        Err(Step::Retry(why))
-            if delivered >= SPLIT_TRIES && !ffleet_shared::nats::store_full(&why) =>
-        {
+        Err(Retry(why)) if delivered >= SPLIT_TRIES && !ffleet_shared::nats::store_full(&why) => {
             give_up(ctx, &req.job_id, &why, delivered, sequence).await
         }
-        Err(Step::Retry(why)) => {
+        Err(Retry(why)) => {
             tracing::warn!(job = %req.job_id, error = %why, tries = delivered, "splitting interrupted, will retry");
             Disposition::Retry(retry_delay(delivered))
         }
@@ -174,13 +172,11 @@ async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Di
 }
 
 /// Errors that leave the job where it is, to be retried on redelivery.
-enum Step {
-    Retry(String),
-}
+struct Retry(String);
 
-impl<E: std::fmt::Display> From<E> for Step {
+impl<E: std::fmt::Display> From<E> for Retry {
     fn from(e: E) -> Self {
-        Step::Retry(e.to_string())
+        Retry(e.to_string())
     }
 }
 
@@ -190,7 +186,7 @@ async fn process(
     req: &JobRequest,
     delivered: i64,
     sequence: u64,
-) -> Result<(), Step> {
+) -> Result<(), Retry> {
     let job = &req.job_id;
     let valid = validate::validate(&ctx.config, req);
     let profile = valid
@@ -217,7 +213,7 @@ async fn accept_and_split(
     media: &dyn Media,
     req: &JobRequest,
     valid: &validate::Validated,
-) -> Result<(), Step> {
+) -> Result<(), Retry> {
     publish::event(
         &ctx.js,
         ctx.service,
@@ -241,7 +237,7 @@ async fn existing(
     job: &JobId,
     delivered: i64,
     sequence: u64,
-) -> Result<(), Step> {
+) -> Result<(), Retry> {
     // The create found the record, so a read without it is older than that create, not a
     // job that went away: read again rather than drop the request.
     let Some((rec, _)) = ctx
@@ -297,7 +293,7 @@ async fn fetch_input(ctx: &Ctx, key: &str) -> Result<storage::Local, StorageErro
     ctx.storage.fetch(key, None).await
 }
 
-async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Step> {
+async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Retry> {
     jobs::fail(ctx, job, failure).await?;
     Ok(())
 }
@@ -307,7 +303,7 @@ async fn split_and_plan(
     media: &dyn Media,
     req: &JobRequest,
     valid: &validate::Validated,
-) -> Result<(), Step> {
+) -> Result<(), Retry> {
     let job = &req.job_id;
     // An object-store source is fetched into this splitter's work dir for probing and cutting;
     // the copy goes when `_fetched` drops.
@@ -323,7 +319,7 @@ async fn split_and_plan(
     let src = match prepared {
         Ok(s) => s,
         Err(SplitError::Fail(f)) => return fail(ctx, job, &f).await,
-        Err(SplitError::Retry(why)) => return Err(Step::Retry(why)),
+        Err(SplitError::Retry(why)) => return Err(Retry(why)),
     };
     let segments = src.segments;
     moved += src.bytes_moved;
@@ -381,7 +377,7 @@ async fn split_and_plan(
 }
 
 /// What ends a split early: the job failed (its event is out), or the message is retried.
-type Ended = Result<(), Step>;
+type Ended = Result<(), Retry>;
 
 /// The source to probe and cut: a file opened once, inside the roots, now (what was checked at
 /// submit may have changed, and ffmpeg reads exactly the file opened here), or an object
@@ -406,7 +402,7 @@ async fn open_source(
                 name.as_deref().unwrap_or("source"),
             ) {
                 Ok(l) => Ok((l.path().to_path_buf(), Some(l))),
-                Err(e) => Err(Err(Step::Retry(format!("linking the input: {e}")))),
+                Err(e) => Err(Err(Retry(format!("linking the input: {e}")))),
             }
         }
         Input::Object(key) => match fetch_input(ctx, key).await {
@@ -418,7 +414,7 @@ async fn open_source(
                 );
                 Err(fail(ctx, job, &f).await)
             }
-            Err(e) if e.is_transient() => Err(Err(Step::Retry(e.to_string()))),
+            Err(e) if e.is_transient() => Err(Err(Retry(e.to_string()))),
             Err(e) => Err(fail(ctx, job, &e.failure("fetching the input")).await),
         },
     }
@@ -441,7 +437,7 @@ async fn store_source(
             let key = storage::keys::job_input(job, name.as_deref().unwrap_or("source"));
             match ctx.storage.put_file(source, &key).await {
                 Ok(stored) => Ok((Some(key), stored.bytes_moved)),
-                Err(e) if e.is_transient() => Err(Err(Step::Retry(e.to_string()))),
+                Err(e) if e.is_transient() => Err(Err(Retry(e.to_string()))),
                 Err(e) => Err(fail(ctx, job, &e.failure("storing the source")).await),
             }
         }
@@ -460,7 +456,7 @@ async fn write_unit_records(
     job: &JobId,
     plan: &Plan,
     segments: Vec<SegmentPlan>,
-) -> Result<HashMap<Unit, (SegmentRecord, u64)>, Step> {
+) -> Result<HashMap<Unit, (SegmentRecord, u64)>, Retry> {
     let cuts = segments
         .into_iter()
         .map(Some)
@@ -483,7 +479,7 @@ async fn write_unit_records(
                     })
                     .await?;
                 if !replace {
-                    return Err(Step::Retry(format!(
+                    return Err(Retry(format!(
                         "unit {unit} of job {job} is past planning: the job is past splitting"
                     )));
                 }
@@ -548,7 +544,7 @@ async fn publish_tasks(
     ctx: &Ctx,
     rec: &JobRecord,
     written: Option<&HashMap<Unit, (SegmentRecord, u64)>>,
-) -> Result<(), Step> {
+) -> Result<(), Retry> {
     let Some(plan) = &rec.plan else {
         return Ok(());
     };
@@ -566,7 +562,7 @@ async fn publish_tasks(
         };
         let cut = known.as_ref().and_then(|(r, _)| r.cut.as_ref());
         let Some(mut task) = Task::for_unit(rec, unit, cut, 1) else {
-            return Err(Step::Retry(format!(
+            return Err(Retry(format!(
                 "unit {unit} of job {job} has no cut recorded"
             )));
         };

@@ -40,11 +40,6 @@ pub fn count(op: Op) {
     COUNTS[op as usize].fetch_add(1, Ordering::Relaxed);
 }
 
-/// Counts `n` operations of `op`.
-pub fn count_n(op: Op, n: u64) {
-    COUNTS[op as usize].fetch_add(n, Ordering::Relaxed);
-}
-
 /// The counts so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {

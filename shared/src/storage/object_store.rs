@@ -514,16 +514,6 @@ impl ObjectStore {
         }
         Ok(())
     }
-
-    /// Bytes stored in the bucket now.
-    pub async fn used_bytes(&self) -> Result<u64, StorageError> {
-        let mut s = self.stream.clone();
-        let info = s
-            .info()
-            .await
-            .map_err(|e| nats("info", &self.bucket)(e.to_string()))?;
-        Ok(info.state.bytes)
-    }
 }
 
 /// The index stream: an entry per scratch object, kept as long as the media can be.
