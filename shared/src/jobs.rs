@@ -1,7 +1,8 @@
 //! Terminal job transitions shared by the services that can end a job: a revision-checked move
-//! to `failed`/`completed` in the jobs bucket, then exactly one terminal event, then scratch
-//! cleanup. Only the caller whose update wins publishes, so a job never gets two terminal events.
+//! to `failed`/`completed` in the jobs bucket (`job_protocol`'s `Fail` and `Complete`), then
+//! exactly one terminal event, then scratch cleanup. Only the caller whose update wins publishes, so a job never gets two terminal events.
 
+use crate::job_protocol::{self, JobStep};
 use crate::messages::events::Completed;
 use crate::messages::records::OutputInfo;
 use crate::messages::{JobEvent, JobRecord, JobState};
@@ -9,6 +10,7 @@ use crate::nats::kv::{Change, KvError};
 use crate::nats::{NatsError, publish};
 use crate::reason::Failure;
 use crate::runtime::Ctx;
+use crate::time::now_rfc3339;
 use crate::{JobId, storage, telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,18 +23,14 @@ pub enum JobError {
 
 /// Fails the job unless it already ended. Returns whether this call failed it.
 pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, JobError> {
+    let step = JobStep::Fail { failure };
     let won = ctx
         .jobs
-        .modify(job.as_str(), |rec| match rec {
-            Some(r) if r.state.is_terminal() => Change::Keep(false),
-            Some(r) => {
-                let mut r = r.clone();
-                r.state = JobState::Failed;
-                r.failure = Some(failure.clone());
-                r.touch();
-                Change::Write(r, true)
+        .modify(job.as_str(), |rec| {
+            match job_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((n, _)) => Change::Write(n, true),
+                Err(_) => Change::Keep(false),
             }
-            None => Change::Keep(false),
         })
         .await?;
     if won {
@@ -54,18 +52,17 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
 
 /// Completes a job that is merging. Returns whether this call completed it.
 pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, JobError> {
+    let step = JobStep::Complete { output: &out };
     let segments = ctx
         .jobs
-        .modify(job.as_str(), |rec| match rec {
-            Some(r) if r.state == JobState::Merging => {
-                let mut r = r.clone();
-                r.state = JobState::Completed;
-                r.output = Some(out.clone());
-                r.touch();
-                let n = r.plan.as_ref().map_or(0, |p| p.segments as usize);
-                Change::Write(r, Some(n))
+        .modify(job.as_str(), |rec| {
+            match job_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((n, _)) => {
+                    let segments = n.plan.as_ref().map_or(0, |p| p.segments as usize);
+                    Change::Write(n, Some(segments))
+                }
+                Err(_) => Change::Keep(None),
             }
-            _ => Change::Keep(None),
         })
         .await?;
     let Some(segments) = segments else {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cost;
 pub mod health;
 pub mod ids;
+pub mod job_protocol;
 pub mod jobs;
 pub mod media;
 pub mod messages;

@@ -10,9 +10,11 @@
 //! to merge.
 
 use crate::collect::Collect;
-use ffleet_shared::messages::{JobRecord, JobState};
+use ffleet_shared::job_protocol::{self, Collected, JobApplied, JobStep};
+use ffleet_shared::messages::JobRecord;
 use ffleet_shared::nats::kv::{Change, KvError};
 use ffleet_shared::runtime::Ctx;
+use ffleet_shared::time::now_rfc3339;
 use ffleet_shared::{JobId, Unit};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -133,16 +135,7 @@ impl Drop for Writing<'_> {
 async fn write(ctx: &Ctx, job: &JobId, units: &[(Unit, u64)]) -> Result<Vec<Collect>, KvError> {
     let (mut outcomes, written) = ctx
         .jobs
-        .modify_known(job.as_str(), None, |rec| match rec {
-            Some(rec) if rec.plan.is_some() && rec.state == JobState::Encoding => count(rec, units),
-            // A report exists only once its job is encoding: a record read still splitting
-            // (or none at all) is older than the report, not a reason to drop it.
-            None => Change::Keep(vec![Collect::Behind; units.len()]),
-            Some(rec) if rec.plan.is_none() || rec.state == JobState::Splitting => {
-                Change::Keep(vec![Collect::Behind; units.len()])
-            }
-            _ => Change::Keep(vec![Collect::Ignored; units.len()]),
-        })
+        .modify_known(job.as_str(), None, |rec| count(rec, units, &now_rfc3339()))
         .await?;
     if let Some((_, revision)) = written {
         for o in &mut outcomes {
@@ -154,38 +147,44 @@ async fn write(ctx: &Ctx, job: &JobId, units: &[(Unit, u64)]) -> Result<Vec<Coll
     Ok(outcomes)
 }
 
-/// `rec` with `units` counted: the record to write (if anything changed) and each unit's
-/// outcome. The unit that completes the set is the one told to merge.
-fn count(rec: &JobRecord, units: &[(Unit, u64)]) -> Change<JobRecord, Vec<Collect>> {
-    let total = rec.plan.as_ref().map_or(0, |p| p.unit_count());
-    let mut next = rec.clone();
-    let mut changed = false;
-    let mut outcomes = Vec::with_capacity(units.len());
-    for &(unit, frames) in units {
-        // A repeated report (the unit is collected only from its done attempt, which does not
-        // change until the unit is re-issued and uncollected) changes nothing.
-        if next.collected.insert(unit) {
-            next.frames_collected += frames;
-            changed = true;
-            if next.collected.len() == total {
-                next.state = JobState::Merging;
-                outcomes.push(Collect::Merge { at: 0 });
-                continue;
+/// `rec` with `units` counted (`job_protocol`'s `Collect`): the record to write (if anything
+/// changed) and each unit's outcome. The unit that completes the set is the one told to merge.
+fn count(
+    rec: Option<&JobRecord>,
+    units: &[(Unit, u64)],
+    now: &str,
+) -> Change<JobRecord, Vec<Collect>> {
+    match job_protocol::apply(rec, &JobStep::Collect { units }, now) {
+        Ok((next, JobApplied::Collected { outcomes, changed })) => {
+            let outcomes = outcomes.into_iter().map(outcome).collect();
+            if changed {
+                Change::Write(next, outcomes)
+            } else {
+                Change::Keep(outcomes)
             }
         }
-        let (frames_done, frames_total) = next.frame_progress();
-        outcomes.push(Collect::Progress {
-            done: next.collected.len(),
+        // A report exists only once its job is encoding: a record read older than that (none
+        // at all, still splitting) is behind the report, not a reason to drop it.
+        Err(why) if why.behind() => Change::Keep(vec![Collect::Behind; units.len()]),
+        _ => Change::Keep(vec![Collect::Ignored; units.len()]),
+    }
+}
+
+fn outcome(c: Collected) -> Collect {
+    match c {
+        Collected::Merge => Collect::Merge { at: 0 },
+        Collected::Progress {
+            done,
             total,
             frames_done,
             frames_total,
-        });
-    }
-    if changed {
-        next.touch();
-        Change::Write(next, outcomes)
-    } else {
-        Change::Keep(outcomes)
+        } => Collect::Progress {
+            done,
+            total,
+            frames_done,
+            frames_total,
+        },
+        Collected::Foreign => Collect::Ignored,
     }
 }
 
@@ -193,7 +192,7 @@ fn count(rec: &JobRecord, units: &[(Unit, u64)]) -> Change<JobRecord, Vec<Collec
 mod tests {
     use super::*;
     use ffleet_shared::messages::records::Container;
-    use ffleet_shared::messages::{JobRequest, Plan};
+    use ffleet_shared::messages::{JobRequest, JobState, Plan};
 
     fn encoding_job(segments: u32) -> JobRecord {
         let request: JobRequest = serde_json::from_value(serde_json::json!({
@@ -232,23 +231,24 @@ mod tests {
     fn the_unit_that_completes_the_set_merges_and_repeats_change_nothing() {
         let mut rec = encoding_job(3);
         let Change::Write(after, outcomes) =
-            count(&rec, &[(Unit::Video(0), 0), (Unit::Video(0), 0)])
+            count(Some(&rec), &[(Unit::Video(0), 0), (Unit::Video(0), 0)], "t")
         else {
             panic!("a new unit was not written");
         };
         assert_eq!(outcomes, vec![progress(1), progress(1)]);
         rec = after;
-        let Change::Keep(outcomes) = count(&rec, &[(Unit::Video(0), 0)]) else {
+        let Change::Keep(outcomes) = count(Some(&rec), &[(Unit::Video(0), 0)], "t") else {
             panic!("a repeated report was written");
         };
         assert_eq!(outcomes, vec![progress(1)]);
         let Change::Write(after, outcomes) = count(
-            &rec,
+            Some(&rec),
             &[
                 (Unit::Video(1), 0),
                 (Unit::Video(2), 0),
                 (Unit::Video(1), 0),
             ],
+            "t",
         ) else {
             panic!("new units were not written");
         };

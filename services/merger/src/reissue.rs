@@ -5,7 +5,8 @@
 //! A crash between the steps is repaired by a redelivered report (the merge runs again and finds
 //! the same units) or by the scheduler's reconciler (a planned unit with no task).
 
-use ffleet_shared::messages::{JobRecord, JobState, SegmentState, Task};
+use ffleet_shared::job_protocol::{self, JobStep};
+use ffleet_shared::messages::{JobRecord, SegmentState, Task};
 use ffleet_shared::nats::kv::Change;
 use ffleet_shared::nats::publish;
 use ffleet_shared::reason::{Failure, Reason};
@@ -68,22 +69,18 @@ pub async fn reissue(
         }
         attempts.push((unit, next));
     }
+    let uncollect: Vec<(Unit, u64)> = attempts
+        .iter()
+        .map(|(u, next)| (*u, next.cut.as_ref().map_or(0, |c| c.frames)))
+        .collect();
+    let step = JobStep::Uncollect { units: &uncollect };
     let back = ctx
         .jobs
-        .modify(job.as_str(), |r| match r {
-            Some(r) if r.state == JobState::Merging => {
-                let mut r = r.clone();
-                for (u, next) in &attempts {
-                    if r.collected.remove(*u) {
-                        let f = next.cut.as_ref().map_or(0, |c| c.frames);
-                        r.frames_collected = r.frames_collected.saturating_sub(f);
-                    }
-                }
-                r.state = JobState::Encoding;
-                r.touch();
-                Change::Write(r.clone(), Some(r))
+        .modify(job.as_str(), |r| {
+            match job_protocol::apply(r, &step, &now_rfc3339()) {
+                Ok((n, _)) => Change::Write(n.clone(), Some(n)),
+                Err(_) => Change::Keep(None),
             }
-            _ => Change::Keep(None),
         })
         .await
         .map_err(|e| e.to_string())?;

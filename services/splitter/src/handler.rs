@@ -10,6 +10,7 @@ use crate::split::SplitError;
 use crate::validate::{Input, Output};
 use crate::{inspect, sizing, validate};
 use async_nats::jetstream::Message;
+use ffleet_shared::job_protocol::{self, JobStep};
 use ffleet_shared::messages::events::Accepted;
 use ffleet_shared::messages::records::{Plan, SegmentPlan};
 use ffleet_shared::messages::{
@@ -22,6 +23,7 @@ use ffleet_shared::nats::publish;
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::storage::{self, Local, Roots, StorageError, open_input_link};
+use ffleet_shared::time::now_rfc3339;
 use ffleet_shared::{JobId, Unit, jobs, subjects, telemetry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -354,20 +356,18 @@ async fn split_and_plan(
         output_key,
     };
     let written = write_unit_records(ctx, job, &plan, segments).await?;
-    let info = src.info;
+    let step = JobStep::Plan {
+        source: &src.info,
+        plan: &plan,
+        media_bytes: moved,
+    };
     let rec = ctx
         .jobs
-        .modify(job.as_str(), |r| match r {
-            Some(r) if r.state == JobState::Splitting => {
-                let mut r = r.clone();
-                r.state = JobState::Encoding;
-                r.source = Some(info.clone());
-                r.plan = Some(plan.clone());
-                r.media_bytes += moved;
-                r.touch();
-                Change::Write(r.clone(), Some(r))
+        .modify(job.as_str(), |r| {
+            match job_protocol::apply(r, &step, &now_rfc3339()) {
+                Ok((n, _)) => Change::Write(n.clone(), Some(n)),
+                Err(_) => Change::Keep(None),
             }
-            _ => Change::Keep(None),
         })
         .await?;
     match rec {

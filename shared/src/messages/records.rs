@@ -186,6 +186,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether `unit` is one of the job's units.
+    pub fn contains(&self, unit: Unit) -> bool {
+        match unit {
+            Unit::Video(i) => i < self.segments,
+            Unit::Audio => self.audio,
+        }
+    }
+
     pub fn units(&self) -> impl Iterator<Item = Unit> + '_ {
         (0..self.segments)
             .map(Unit::Video)
