@@ -9,7 +9,7 @@
 //! many failures, on how many nodes) is decided here too.
 //!
 //! ```text
-//!   planned ──Route──► queued ──Claim──► running ──Encoded──► done
+//!   (split) ──Replan──► planned ──Route──► queued ──Claim──► running ──Encoded──► done
 //!      ▲                 │ Claim           │ Failed (budget left), Reissue (node gone),
 //!      │                 ▼                 │ Release (fleet fault) │ Refuse (stored result bad)
 //!      └────── next attempt ◄──────────────┴───────────┘
@@ -94,6 +94,10 @@ pub enum Step<'a> {
     /// bytes). No attempt: the job record marks a unit collected only from its done attempt,
     /// and a done record changes through this step alone.
     Refuse,
+    /// The splitter (re)plans the unit: `fresh` (a planned first attempt, with this split's cut)
+    /// replaces a record an earlier try of the split left, and nothing else: a unit that was
+    /// routed, claimed or has failed belongs to a job past splitting.
+    Replan { fresh: &'a SegmentRecord },
 }
 
 /// A failure of an attempt on `node`; `describe` words the job's failure from the verdict and
@@ -132,6 +136,8 @@ pub struct Seen<'a> {
 /// What an accepted step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
+    /// Planned again, at its first attempt.
+    Planned,
     Routed,
     Claimed,
     Recorded,
@@ -260,6 +266,14 @@ pub fn apply(
             }
             return Ok(next(r, now));
         }
+        Step::Replan { fresh } => {
+            if !left_by_a_split(r) {
+                return Err(Refused::State(r.state));
+            }
+            let mut n = fresh.clone();
+            n.updated_at = now.to_owned();
+            return Ok((n, Applied::Planned));
+        }
     };
     Ok((n, applied))
 }
@@ -276,9 +290,14 @@ impl Step<'_> {
             | Step::Reissue { attempt, .. }
             | Step::HandBack { attempt }
             | Step::Release { attempt, .. } => Some(attempt),
-            Step::Refuse => None,
+            Step::Refuse | Step::Replan { .. } => None,
         }
     }
+}
+
+/// Whether `r` is as a split leaves it: planned, at its first attempt, never failed.
+fn left_by_a_split(r: &SegmentRecord) -> bool {
+    r.state == SegmentState::Planned && r.attempt == 1 && r.failures.is_empty()
 }
 
 /// Records the failure, then decides: the same failure on another CPU node (the input's fault),

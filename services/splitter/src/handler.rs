@@ -15,7 +15,7 @@ use ffleet_shared::messages::events::Accepted;
 use ffleet_shared::messages::records::{Plan, SegmentPlan};
 use ffleet_shared::messages::{
     CURRENT, JobEvent, JobRecord, JobRequest, JobState, RecordCopy, RequestError, SegmentRecord,
-    SegmentState, Task,
+    Task,
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
@@ -24,6 +24,7 @@ use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::storage::{self, Local, Roots, StorageError, open_input_link};
 use ffleet_shared::time::now_rfc3339;
+use ffleet_shared::unit_protocol::{self, Step};
 use ffleet_shared::{JobId, Unit, jobs, subjects, telemetry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -465,29 +466,31 @@ async fn write_unit_records(
     for (unit, cut) in plan.units().zip(cuts) {
         let key = subjects::segment_key(job, unit);
         let fresh = SegmentRecord::planned(cut);
-        let revision = match ctx.segments.create(&key, &fresh).await? {
-            Some(rev) => Some(rev),
+        let (record, revision) = match ctx.segments.create(&key, &fresh).await? {
+            Some(rev) => (fresh, Some(rev)),
             None => {
-                let left_by_a_split = |r: &SegmentRecord| {
-                    r.state == SegmentState::Planned && r.attempt == 1 && r.failures.is_empty()
-                };
-                let (replace, copy) = ctx
+                let step = Step::Replan { fresh: &fresh };
+                let (replanned, copy) = ctx
                     .segments
                     .modify_known(&key, None, |r| match r {
-                        Some(r) if !left_by_a_split(r) => Change::Keep(false),
-                        _ => Change::Write(fresh.clone(), true),
+                        // Gone since the create found it: planned afresh.
+                        None => Change::Write(fresh.clone(), Some(fresh.clone())),
+                        Some(_) => match unit_protocol::apply(r, &step, &now_rfc3339()) {
+                            Ok((n, _)) => Change::Write(n.clone(), Some(n)),
+                            Err(_) => Change::Keep(None),
+                        },
                     })
                     .await?;
-                if !replace {
+                let Some(record) = replanned else {
                     return Err(Retry(format!(
                         "unit {unit} of job {job} is past planning: the job is past splitting"
                     )));
-                }
-                copy.map(|(_, rev)| rev)
+                };
+                (record, copy.map(|(_, rev)| rev))
             }
         };
         if let Some(rev) = revision {
-            written.insert(unit, (fresh, rev));
+            written.insert(unit, (record, rev));
         }
     }
     Ok(written)

@@ -474,3 +474,58 @@ fn failures_compare_without_process_addresses() {
         "v00001 of job j: encoded 3 frames, the segment should hold 25"
     ));
 }
+
+/// A split tried again replans what an earlier try left (planned, first attempt, no failure)
+/// and nothing further along: a routed, claimed, re-issued or failed unit stays as it is.
+#[test]
+fn a_replan_replaces_only_what_a_split_left() {
+    let n1 = NodeId::new("n1").unwrap();
+    let cap = Capability::cpu();
+    let left = SegmentRecord::planned(None);
+    let fresh = SegmentRecord::planned(None);
+    let replan = Step::Replan { fresh: &fresh };
+    let (n, applied) = apply(Some(&left), &replan, "t2").unwrap();
+    assert_eq!(applied, Applied::Planned);
+    assert_eq!(
+        (n.state, n.attempt, &n.updated_at[..]),
+        (SegmentState::Planned, 1, "t2")
+    );
+    let routed = apply(
+        Some(&left),
+        &Step::Route {
+            attempt: 1,
+            capability: &cap,
+        },
+        "t",
+    )
+    .unwrap()
+    .0;
+    let claimed = apply(
+        Some(&routed),
+        &Step::Claim {
+            attempt: 1,
+            node: &n1,
+            gpu_class: None,
+        },
+        "t",
+    )
+    .unwrap()
+    .0;
+    let reissued = apply(
+        Some(&claimed),
+        &Step::Reissue {
+            attempt: 1,
+            seen: Seen {
+                state: SegmentState::Running,
+                owner: Some(&n1),
+            },
+        },
+        "t",
+    )
+    .unwrap()
+    .0;
+    for past in [&routed, &claimed, &reissued] {
+        assert!(apply(Some(past), &replan, "t").is_err(), "{past:?}");
+    }
+    assert_eq!(apply(None, &replan, "t").unwrap_err(), Refused::Missing);
+}
