@@ -1527,8 +1527,9 @@ fn image_id(kind: &str, name: &str) -> Result<String> {
 /// streams and buckets), and every service's containers are replaced one at a time: a new
 /// container from this build's image started and healthy first, then the old one stopped
 /// (SIGTERM; an encoder drains) and removed. Jobs are submitted before the first replacement,
-/// after each one, and with this build's CLI once all are done. Every job completes exactly
-/// once, its output byte-identical to the host's fault-free reference; the previous release's
+/// one before each (a 720p job with a segment running before each encoder's), and with this
+/// build's CLI once all are done. Every job completes exactly once, its output byte-identical
+/// to the host's fault-free reference; the previous release's
 /// outputs are checked against it first. `scripts/upgrade-check.sh --compose` builds the
 /// release's binary and image and runs this; it is not in scripts/test.sh (building a release
 /// does not fit CI's time).
@@ -1598,6 +1599,15 @@ async fn compose_fleet_upgraded_across_images_one_container_at_a_time_loses_no_j
     let mut replaced = 0;
     for service in ffleet_services {
         for old in fleet.service(service)? {
+            // A job in flight through each replacement: where an encoder goes, the 720p clip,
+            // whose segments take seconds, so the one stopped may be mid-encode and hand back.
+            let job = format!("during-{replaced}");
+            if service == "encoder" {
+                jobs.push(fleet.submit(&job, &slow)?);
+                fleet.running_unit(&job, Duration::from_secs(60)).await?;
+            } else {
+                jobs.push(fleet.submit(&job, &tiny)?);
+            }
             let t = Instant::now();
             let scale = format!("{service}={}", fleet.service(service)?.len() + 1);
             fleet.compose(&[
@@ -1621,7 +1631,6 @@ async fn compose_fleet_upgraded_across_images_one_container_at_a_time_loses_no_j
             if t.elapsed() > slowest.1 {
                 slowest = (old.clone(), t.elapsed());
             }
-            jobs.push(fleet.submit(&format!("during-{replaced}"), &tiny)?);
             replaced += 1;
         }
     }
