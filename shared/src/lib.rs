@@ -3,28 +3,24 @@
 //! encode profiles, telemetry setup, NATS connection and provisioning, the storage trait, and the
 //! ffmpeg/ffprobe plumbing (probe, cut planning, argument building, child supervision).
 //!
-//! Dependencies point one way: services depend on this crate, never on each other.
+//! The pure parts (ids, subjects, messages, the unit and job state machines, profiles, media
+//! data types) are `ffleet-protocol`'s, re-exported here; this crate adds the I/O around them.
+//! Dependencies point one way: protocol ← shared ← services, never a service on another.
 
 pub mod config;
-pub mod cost;
 pub mod health;
-pub mod ids;
-pub mod job_protocol;
 pub mod jobs;
 pub mod media;
-pub mod messages;
 pub mod nats;
-pub mod profiles;
-pub mod reason;
 pub mod runtime;
 pub mod security;
 pub mod service_main;
 pub mod shutdown;
 pub mod storage;
-pub mod subjects;
 pub mod telemetry;
-pub mod time;
-pub mod unit_protocol;
 
-pub use ids::{Capability, JobId, NodeId, Unit};
-pub use reason::Reason;
+// The pure core, under the paths the services have always used.
+pub use ffleet_protocol::{
+    Capability, JobId, NodeId, Reason, Unit, cost, ids, job_protocol, messages, profiles, reason,
+    subjects, time, unit_protocol,
+};

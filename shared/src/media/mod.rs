@@ -1,30 +1,13 @@
-//! Everything ffleet knows about ffmpeg and ffprobe: running them safely as children, reading
-//! probes and progress, planning keyframe-aligned cuts, and building every command line.
-//!
-//! Command lines are built here and nowhere else, so the encoder and the tests' single-process
-//! baseline use exactly the same settings.
+//! Running ffmpeg and ffprobe safely as children (`command`, `sandbox`, `probe`); the data types
+//! and command lines they take and give are the protocol's (`ffleet_protocol::media`),
+//! re-exported here.
 
-pub mod args;
 pub mod command;
-pub mod cuts;
-pub mod picture;
 pub mod probe;
-pub mod progress;
-pub mod rational;
 pub mod sandbox;
-pub mod tracks;
 
 pub use command::{RunError, RunOutput};
-pub use rational::Rational;
-
-/// Demuxers ffleet accepts for sources. Playlists and indirections (hls, dash, concat, image2,
-/// tty, lavfi, ...) are not on it, so a crafted input cannot make ffmpeg open other files or URLs.
-pub const SOURCE_FORMATS: &str =
-    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,mpegts,avi,flv,mxf,mpeg,asf,ogg,nut,ivf,m4v";
-
-/// Protocols a child may use: local files only, plus the progress pipe.
-pub const PROTOCOLS: &str = "file,pipe";
-
-/// Container of every intermediate (cuts and encoded segments): NUT keeps each stream's own time
-/// base exactly (MPEG-TS would round to 90 kHz, Matroska to 1 ms) and takes any codec.
-pub const INTERMEDIATE_FORMAT: &str = "nut";
+pub use ffleet_protocol::media::{
+    INTERMEDIATE_FORMAT, PROTOCOLS, Rational, SOURCE_FORMATS, args, cuts, picture, progress,
+    rational, tracks,
+};

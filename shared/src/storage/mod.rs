@@ -7,13 +7,14 @@
 //! a private copy that disappears with its handle) and `commit` publishes a staged one.
 
 mod confined;
-pub mod keys;
 mod local;
 mod object_store;
 mod roots;
 mod shared_dir;
 mod uri;
 mod work_dir;
+
+pub use ffleet_protocol::keys;
 
 pub use confined::{OutputFile, Roots, fd_path, open_input_link};
 pub use local::Local;

@@ -189,7 +189,7 @@ impl Task {
 
     /// Scratch key of this attempt's result: attempts never overwrite each other.
     pub fn result_key(&self) -> String {
-        crate::storage::keys::result(&self.job_id, self.unit, self.attempt, &self.result_ext)
+        crate::keys::result(&self.job_id, self.unit, self.attempt, &self.result_ext)
     }
 }
 
