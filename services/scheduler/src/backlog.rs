@@ -13,19 +13,17 @@
 use crate::handler::{Released, release};
 use crate::pool::Pool;
 use crate::room::Room;
-use crate::route::{self, Decision};
+use crate::round::{self, Entry, Release, Round, Settings};
 use async_nats::jetstream::{AckKind, Message};
-use ffleet_shared::messages::heartbeat::GpuClass;
 use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::durable::Durable;
 use ffleet_shared::nats::ops::{self, Op};
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
-use ffleet_shared::reason::{Failure, Reason};
+use ffleet_shared::reason::Failure;
 use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{Capability, JobId, cost, jobs, subjects, telemetry};
+use ffleet_shared::{JobId, jobs, subjects, telemetry};
 use futures::StreamExt;
-use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,10 +41,20 @@ const BATCH: usize = 256;
 pub const MAX_HELD: i64 = 10_000;
 
 struct Held {
-    task: Task,
+    entry: Entry,
     msg: Message,
-    /// Since when no live node offers any capability the task may use.
-    no_node_since: Option<Instant>,
+}
+
+impl AsRef<Entry> for Held {
+    fn as_ref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+impl AsMut<Entry> for Held {
+    fn as_mut(&mut self) -> &mut Entry {
+        &mut self.entry
+    }
 }
 
 /// The segment keys whose plan message the leader's backlog holds, shared with the reconciler:
@@ -203,7 +211,7 @@ impl Backlog {
         };
         let key = subjects::segment_key(&task.job_id, task.unit);
         if let Some(old) = self.held.get(&key)
-            && old.task.attempt > task.attempt
+            && old.entry.task.attempt > task.attempt
         {
             ops::count(Op::Ack);
             let _ = msg.ack().await;
@@ -219,9 +227,8 @@ impl Backlog {
         let seq = |m: &Message| m.info().ok().map(|i| i.stream_sequence);
         let new_seq = seq(&msg);
         let held = Held {
-            task,
+            entry: Entry::new(task),
             msg,
-            no_node_since: None,
         };
         self.keys.lock().expect("held keys").insert(key.clone());
         if let Some(old) = self.held.insert(key, held)
@@ -232,31 +239,7 @@ impl Backlog {
         }
     }
 
-    /// Releases what the pool has room for, in priority order.
-    /// The held tasks' keys in the order they may go out: priority, then re-issued attempts
-    /// (on their job's critical path), then older jobs, the tracks unit, and longer units first.
-    fn release_order(&self) -> Vec<String> {
-        let mut order: Vec<(i32, bool, u64, bool, i64, &String)> = self
-            .held
-            .iter()
-            .map(|(k, h)| {
-                let t = &h.task;
-                (
-                    t.priority,
-                    t.attempt > 1,
-                    self.job_seq.get(&t.job_id).copied().unwrap_or(u64::MAX),
-                    t.unit.is_audio(),
-                    (t.work * 1000.0) as i64,
-                    k,
-                )
-            })
-            .collect();
-        order.sort_by_key(|&(p, retry, seq, audio, work, k)| {
-            (Reverse(p), !retry, seq, !audio, Reverse(work), k)
-        });
-        order.into_iter().map(|(.., k)| k.clone()).collect()
-    }
-
+    /// Releases what the pool has room for, in priority order (`round::plan`).
     async fn round(&mut self) {
         if self.held.is_empty() {
             return;
@@ -273,61 +256,19 @@ impl Backlog {
             return;
         }
         self.last_walk = Instant::now();
-        let order = self.release_order();
-        let wait = Duration::from_secs_f64(cfg.capability_wait_secs);
-        let mut failed: Vec<(JobId, Failure)> = Vec::new();
-        // Decided in order; released together below (each release is a few round trips to
-        // the server, which one after another would cap the rate at about a thousand a second).
-        let mut releases: Vec<(String, Capability, u32, Vec<GpuClass>)> = Vec::new();
-        for key in order {
-            let Some(h) = self.held.get_mut(&key) else {
-                continue;
-            };
-            if failed.iter().any(|(j, _)| *j == h.task.job_id) {
-                continue;
-            }
-            let Some(profile) = self.ctx.config.profile(&h.task.profile) else {
-                // The splitter validated the profile against its own config; ours differs.
-                tracing::error!(job = %h.task.job_id, profile = %h.task.profile, "profile unknown to this scheduler");
-                continue;
-            };
-            match route::decide(profile, &h.task, &view, cfg.spill_queue_depth) {
-                Decision::Release(cap) => {
-                    let variant = &profile.variants[cap.as_str()];
-                    let slots = cost::slots(&cap, variant);
-                    let classes = view.classes(&cap);
-                    // Counted as released now, so the rest of the round sees the room it takes.
-                    view.released(&cap);
-                    releases.push((key, cap, slots, classes));
-                }
-                Decision::Hold { wants, no_node } => {
-                    view.held(&wants);
-                    if !no_node {
-                        h.no_node_since = None;
-                        continue;
-                    }
-                    let since = *h.no_node_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= wait {
-                        let names: Vec<&str> = wants.iter().map(Capability::as_str).collect();
-                        let msg = format!(
-                            "job {} requires {} encoders ({}) and no live node offered one for {:.0} s (scheduler.capability_wait_secs)",
-                            h.task.job_id,
-                            h.task.prefer.token(),
-                            names.join(", "),
-                            wait.as_secs_f64()
-                        );
-                        failed.push((
-                            h.task.job_id.clone(),
-                            Failure::new(Reason::NoCapableNode, msg),
-                        ));
-                    }
-                }
-                Decision::Impossible(why) => {
-                    let f = Failure::new(Reason::UnknownProfile, why);
-                    failed.push((h.task.job_id.clone(), f));
-                }
-            }
-        }
+        let config = &self.ctx.config;
+        let settings = Settings {
+            profile: &|name| config.profile(name),
+            spill_queue_depth: cfg.spill_queue_depth,
+            capability_wait: Duration::from_secs_f64(cfg.capability_wait_secs),
+        };
+        let Round { releases, failed } = round::plan(
+            &mut self.held,
+            &self.job_seq,
+            &mut view,
+            &settings,
+            Instant::now(),
+        );
         self.release_all(releases).await;
         for (job, f) in failed {
             self.fail_job(&job, &f).await;
@@ -336,19 +277,19 @@ impl Backlog {
 
     /// Releases the round's decisions concurrently (at most `PARALLEL` at once) and retires
     /// the plan messages of those that went out or are no longer wanted.
-    async fn release_all(&mut self, releases: Vec<(String, Capability, u32, Vec<GpuClass>)>) {
+    async fn release_all(&mut self, releases: Vec<Release>) {
         const PARALLEL: usize = 64;
         let ctx = &self.ctx;
         let held = &self.held;
         let done: Vec<Option<(String, Released)>> = futures::stream::iter(releases)
-            .map(|(key, cap, slots, classes)| async move {
-                let h = held.get(&key)?;
+            .map(|r| async move {
+                let h = held.get(&r.key)?;
                 // The route span continues the job's trace; the encode task carries it on.
                 let span = telemetry::spans::consume(ctx.service, &h.msg);
-                let r = release(ctx, &h.task, &cap, slots, &classes)
+                let done = release(ctx, &h.entry.task, &r.cap, r.slots, &r.classes)
                     .instrument(span)
                     .await;
-                Some((key, r))
+                Some((r.key, done))
             })
             .buffer_unordered(PARALLEL)
             .collect()
@@ -375,7 +316,7 @@ impl Backlog {
         let keys: Vec<String> = self
             .held
             .iter()
-            .filter(|(_, h)| h.task.job_id == *job)
+            .filter(|(_, h)| h.entry.task.job_id == *job)
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -398,7 +339,7 @@ impl Backlog {
         // Forget the arrival order of jobs with nothing left here.
         let held = &self.held;
         self.job_seq
-            .retain(|j, _| held.values().any(|h| h.task.job_id == *j));
+            .retain(|j, _| held.values().any(|h| h.entry.task.job_id == *j));
     }
 
     /// Leadership ended: hand every held task back for the next leader at once.

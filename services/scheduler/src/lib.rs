@@ -16,6 +16,7 @@ mod pool;
 mod reconcile;
 mod reissue;
 mod room;
+mod round;
 mod route;
 mod status;
 mod sweep;

@@ -29,23 +29,29 @@ impl Room {
     /// `stream`: the tasks stream, whose consumers say how deep each queue is (none: unknown,
     /// counted as empty).
     pub async fn new(stream: Option<&Stream>, live: Vec<Heartbeat>, buffer: u32) -> Room {
-        let mut queued = HashMap::new();
-        // Totals per capability once per round: a round asks for them once per held task, and
-        // a fleet has thousands of nodes.
-        let mut free: HashMap<Capability, i64> = HashMap::new();
-        for h in live.iter().filter(|h| !h.draining) {
-            for c in &h.capabilities {
-                *free.entry(c.clone()).or_default() += i64::from(h.free_for(c));
-            }
-        }
+        let mut room = Room::of(live, HashMap::new(), buffer);
         if let Some(stream) = stream {
-            for c in free.keys() {
+            // Once per capability per round: a round asks for them once per held task.
+            for c in room.free.keys() {
                 ops::count(Op::Api);
                 let n = match stream.consumer_info(subjects::encode_consumer(c)).await {
                     Ok(i) => i.num_pending as i64,
                     Err(_) => 0,
                 };
-                queued.insert(c.clone(), n);
+                room.queued.insert(c.clone(), n);
+            }
+        }
+        room
+    }
+
+    /// The room of `live` nodes whose capabilities' queues hold `queued` tasks: no I/O, so a
+    /// release round can be decided and tested from heartbeats alone.
+    pub fn of(live: Vec<Heartbeat>, queued: HashMap<Capability, i64>, buffer: u32) -> Room {
+        // Totals per capability once per round: a fleet has thousands of nodes.
+        let mut free: HashMap<Capability, i64> = HashMap::new();
+        for h in live.iter().filter(|h| !h.draining) {
+            for c in &h.capabilities {
+                *free.entry(c.clone()).or_default() += i64::from(h.free_for(c));
             }
         }
         Room {
