@@ -45,7 +45,7 @@ impl AsMut<Entry> for Entry {
 
 /// What the round needs of the configuration.
 pub struct Settings<'a> {
-    pub profile: &'a dyn Fn(&str) -> Option<&'a Profile>,
+    pub profile: &'a (dyn Fn(&str) -> Option<&'a Profile> + Sync),
     pub spill_queue_depth: u32,
     pub capability_wait: Duration,
 }
