@@ -9,12 +9,59 @@
 //! lease so a follower takes over at once instead of after the TTL.
 
 use async_nats::jetstream::kv::Store;
-use ffleet_shared::nats::kv;
 use ffleet_shared::nats::retry::Patience;
+use ffleet_shared::nats::{NatsError, kv};
 use ffleet_shared::subjects;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// What the election needs of the lease bucket: the port through which it is tested with an
+/// in-memory store and a paused clock. Each write is revision-checked; `None` means someone
+/// else's write is there.
+pub trait Leases: Clone + Send + Sync + 'static {
+    fn create(
+        &self,
+        key: &str,
+        holder: &str,
+        patience: Patience,
+    ) -> impl Future<Output = Result<Option<u64>, NatsError>> + Send;
+    fn update(
+        &self,
+        key: &str,
+        holder: &str,
+        revision: u64,
+        patience: Patience,
+    ) -> impl Future<Output = Result<Option<u64>, NatsError>> + Send;
+    /// Deletes the key if it is still at `revision`; fails harmlessly otherwise.
+    fn delete(&self, key: &str, revision: u64) -> impl Future<Output = ()> + Send;
+}
+
+impl Leases for Store {
+    async fn create(
+        &self,
+        key: &str,
+        holder: &str,
+        patience: Patience,
+    ) -> Result<Option<u64>, NatsError> {
+        kv::create(self, key, holder.to_owned().into(), patience).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        holder: &str,
+        revision: u64,
+        patience: Patience,
+    ) -> Result<Option<u64>, NatsError> {
+        kv::update(self, key, holder.to_owned().into(), revision, patience).await
+    }
+
+    async fn delete(&self, key: &str, revision: u64) {
+        let _ = self.delete_expect_revision(key, Some(revision)).await;
+    }
+}
 
 /// How often a follower tries to take the lease: often enough that takeover lands close to the
 /// moment the old lease expires.
@@ -24,13 +71,14 @@ fn poll_every(ttl: Duration) -> Duration {
 
 /// Runs `lead` whenever this replica holds the lease, until `shutdown` fires. `lead` gets a
 /// token that fires when leadership ends (lost or shutting down) and must return soon after.
-pub async fn run<F, Fut>(
-    leases: Store,
+pub async fn run<L, F, Fut>(
+    leases: L,
     holder: String,
     ttl: Duration,
     shutdown: CancellationToken,
     mut lead: F,
 ) where
+    L: Leases,
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -38,12 +86,7 @@ pub async fn run<F, Fut>(
     let mut waiting_since = Instant::now();
     while !shutdown.is_cancelled() {
         // A create that timed out in an election but landed is recognised as ours.
-        let tried = kv::create(
-            &leases,
-            key,
-            holder.clone().into(),
-            Patience::For(poll_every(ttl)),
-        );
+        let tried = leases.create(key, &holder, Patience::For(poll_every(ttl)));
         let rev = match tried.await {
             Ok(Some(rev)) => rev,
             Ok(None) | Err(_) => {
@@ -73,7 +116,7 @@ pub async fn run<F, Fut>(
         if shutdown.is_cancelled() {
             if let Some(rev) = last {
                 // Hand over at once; fails harmlessly if someone else holds it by now.
-                let _ = leases.delete_expect_revision(key, Some(rev)).await;
+                leases.delete(key, rev).await;
             }
             tracing::info!(holder = %holder, "scheduler leadership released");
         } else {
@@ -85,8 +128,8 @@ pub async fn run<F, Fut>(
 
 /// Renews until `term` fires (returns the last revision held) or a renewal fails (cancels
 /// `term` and returns `None`).
-async fn renew(
-    leases: Store,
+async fn renew<L: Leases>(
+    leases: L,
     holder: String,
     mut rev: u64,
     ttl: Duration,
@@ -110,7 +153,7 @@ async fn renew(
         // Retried through an election, but only while the lease would still be ours.
         let patience = Patience::For((ttl * 5 / 6).saturating_sub(renewed.elapsed()));
         let key = subjects::LEASE_SCHEDULER;
-        match kv::update(&leases, key, holder.clone().into(), rev, patience).await {
+        match leases.update(key, &holder, rev, patience).await {
             Ok(Some(r)) => {
                 rev = r;
                 renewed = Instant::now();
@@ -125,6 +168,205 @@ async fn renew(
                 term.cancel();
                 return None;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// The lease bucket in memory: one key, its holder, revision and last write, dropped
+    /// `ttl` after that write as the bucket's max age drops it. Each replica has its own
+    /// handle, which can be cut off (every operation fails, as through a partition).
+    /// The key's (holder, revision, written at), if any, and the last revision given.
+    type Entry = (Option<(String, u64, Instant)>, u64);
+
+    #[derive(Clone)]
+    struct MemLeases {
+        entry: Arc<Mutex<Entry>>,
+        ttl: Duration,
+        cut: Arc<AtomicBool>,
+    }
+
+    impl MemLeases {
+        fn handle(&self) -> MemLeases {
+            MemLeases {
+                cut: Arc::new(AtomicBool::new(false)),
+                ..self.clone()
+            }
+        }
+
+        fn current(&self) -> Option<(String, u64)> {
+            let mut e = self.entry.lock().unwrap();
+            if e.0
+                .as_ref()
+                .is_some_and(|(_, _, at)| at.elapsed() >= self.ttl)
+            {
+                e.0 = None;
+            }
+            e.0.as_ref().map(|(h, r, _)| (h.clone(), *r))
+        }
+
+        fn refused(&self) -> Result<(), NatsError> {
+            if self.cut.load(Ordering::SeqCst) {
+                Err(NatsError::op("kv", "timed out (cut off)"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl Leases for MemLeases {
+        async fn create(
+            &self,
+            _key: &str,
+            holder: &str,
+            _patience: Patience,
+        ) -> Result<Option<u64>, NatsError> {
+            self.refused()?;
+            if self.current().is_some() {
+                return Ok(None);
+            }
+            let mut e = self.entry.lock().unwrap();
+            e.1 += 1;
+            e.0 = Some((holder.to_owned(), e.1, Instant::now()));
+            Ok(Some(e.1))
+        }
+
+        async fn update(
+            &self,
+            _key: &str,
+            holder: &str,
+            revision: u64,
+            _patience: Patience,
+        ) -> Result<Option<u64>, NatsError> {
+            self.refused()?;
+            if self.current().map(|(_, r)| r) != Some(revision) {
+                return Ok(None);
+            }
+            let mut e = self.entry.lock().unwrap();
+            e.1 += 1;
+            e.0 = Some((holder.to_owned(), e.1, Instant::now()));
+            Ok(Some(e.1))
+        }
+
+        async fn delete(&self, _key: &str, revision: u64) {
+            if self.refused().is_ok() && self.current().map(|(_, r)| r) == Some(revision) {
+                self.entry.lock().unwrap().0 = None;
+            }
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    /// A replica: its lease handle, its shutdown, and how many times it has led.
+    struct Replica {
+        leases: MemLeases,
+        shutdown: CancellationToken,
+        terms: Arc<AtomicUsize>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    /// Starts a replica whose leadership counts into `leading`, which must never pass 1.
+    fn replica(store: &MemLeases, name: &str, leading: &Arc<AtomicUsize>) -> Replica {
+        let leases = store.handle();
+        let shutdown = CancellationToken::new();
+        let terms = Arc::new(AtomicUsize::new(0));
+        let (l, t) = (leading.clone(), terms.clone());
+        let task = tokio::spawn(run(
+            leases.clone(),
+            name.to_owned(),
+            TTL,
+            shutdown.clone(),
+            move |term| {
+                let (l, t) = (l.clone(), t.clone());
+                async move {
+                    t.fetch_add(1, Ordering::SeqCst);
+                    let now = l.fetch_add(1, Ordering::SeqCst) + 1;
+                    assert_eq!(now, 1, "two replicas lead at once");
+                    term.cancelled().await;
+                    l.fetch_sub(1, Ordering::SeqCst);
+                }
+            },
+        ));
+        Replica {
+            leases,
+            shutdown,
+            terms,
+            task,
+        }
+    }
+
+    fn store() -> MemLeases {
+        MemLeases {
+            entry: Arc::new(Mutex::new((None, 0))),
+            ttl: TTL,
+            cut: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_replica_leads_and_a_clean_stop_hands_over_at_once() {
+        let store = store();
+        let leading = Arc::new(AtomicUsize::new(0));
+        let a = replica(&store, "a", &leading);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let b = replica(&store, "b", &leading);
+        // Well past many TTLs: the first keeps renewing, the second never leads.
+        tokio::time::sleep(TTL * 10).await;
+        assert_eq!(leading.load(Ordering::SeqCst), 1);
+        assert_eq!(store.current().unwrap().0, "a");
+        assert_eq!(b.terms.load(Ordering::SeqCst), 0);
+        // A clean stop deletes the lease: the other leads within a poll, not a TTL.
+        let stopped = Instant::now();
+        a.shutdown.cancel();
+        a.task.await.unwrap();
+        while store.current().is_none_or(|(h, _)| h != "b") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(stopped.elapsed() <= poll_every(TTL) + Duration::from_millis(20));
+        assert_eq!(b.terms.load(Ordering::SeqCst), 1);
+        b.shutdown.cancel();
+        b.task.await.unwrap();
+        assert_eq!(leading.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_cut_off_steps_down_before_another_takes_over_after_the_ttl() {
+        let store = store();
+        let leading = Arc::new(AtomicUsize::new(0));
+        let a = replica(&store, "a", &leading);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let b = replica(&store, "b", &leading);
+        tokio::time::sleep(TTL).await;
+        let (_, last) = store.current().unwrap();
+        // `a` can no longer reach the bucket: its renewals fail.
+        a.leases.cut.store(true, Ordering::SeqCst);
+        let cut = Instant::now();
+        while b.terms.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // `b` took over only once `a`'s last write had expired (the guard in `replica` saw
+        // no overlap), and no later than a poll after that.
+        let took = cut.elapsed();
+        assert!(
+            took <= TTL + poll_every(TTL) + Duration::from_millis(20),
+            "{took:?}"
+        );
+        let (holder, rev) = store.current().unwrap();
+        assert_eq!(holder, "b");
+        assert!(rev > last);
+        // Back on the network, `a` follows: it does not lead again while `b` renews.
+        a.leases.cut.store(false, Ordering::SeqCst);
+        tokio::time::sleep(TTL * 5).await;
+        assert_eq!(a.terms.load(Ordering::SeqCst), 1);
+        assert_eq!(store.current().unwrap().0, "b");
+        for r in [a, b] {
+            r.shutdown.cancel();
+            r.task.await.unwrap();
         }
     }
 }
