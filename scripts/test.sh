@@ -18,6 +18,8 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# No import loops between the modules of any crate (the layering docs/architecture.md draws).
+python3 scripts/module-loops.py
 
 echo "== tests against $(nats-server --version) (Debian)"
 FFLEET_NATS_SERVER="$(command -v nats-server)" cargo nextest run --locked --workspace --no-fail-fast \

@@ -18,6 +18,7 @@ pub mod service_main;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod worker;
 
 // The pure core, under the paths the services have always used.
 pub use ffleet_protocol::{

@@ -5,33 +5,13 @@
 //! revision-checked write that marks its last unit, so exactly one merger starts the merge.
 //! Reports of one job that arrive together share that write (`group`).
 
+pub use crate::group::Collect;
 use crate::group::{Collects, Outcome};
 use ffleet_shared::messages::SegmentRecord;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::unit_protocol::{self, Report};
 use ffleet_shared::{JobId, Unit, subjects};
 use std::sync::Arc;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Collect {
-    /// Counted; `done` of `total` units are in.
-    Progress {
-        done: usize,
-        total: usize,
-        frames_done: u64,
-        frames_total: u64,
-    },
-    /// Counted, and it was the last one: this caller merges. `at`: the revision of the job
-    /// record's write that moved it to `merging`.
-    Merge { at: u64 },
-    /// Not counted (superseded attempt, job gone or already ended).
-    Ignored,
-    /// The unit or job record read is older than the report: the encoder writes `done` before
-    /// it reports (and only an encoding job has reports), so this read came from a replica or
-    /// leader that has not caught up (seen after a JetStream node restart). Dropping the report
-    /// here would lose the unit for good.
-    Behind,
-}
 
 pub async fn collect(
     ctx: &Ctx,

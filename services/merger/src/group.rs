@@ -9,7 +9,6 @@
 //! (and moves the job to `merging`) is still exactly one, and exactly one report of it is told
 //! to merge.
 
-use crate::collect::Collect;
 use ffleet_shared::job_protocol::{self, Collected, JobApplied, JobStep};
 use ffleet_shared::messages::JobRecord;
 use ffleet_shared::nats::kv::{Change, KvError};
@@ -19,6 +18,28 @@ use ffleet_shared::{JobId, Unit};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
+
+/// What collecting one report did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Collect {
+    /// Counted; `done` of `total` units are in.
+    Progress {
+        done: usize,
+        total: usize,
+        frames_done: u64,
+        frames_total: u64,
+    },
+    /// Counted, and it was the last one: this caller merges. `at`: the revision of the job
+    /// record's write that moved it to `merging`.
+    Merge { at: u64 },
+    /// Not counted (superseded attempt, job gone or already ended).
+    Ignored,
+    /// The unit or job record read is older than the report: the encoder writes `done` before
+    /// it reports (and only an encoding job has reports), so this read came from a replica or
+    /// leader that has not caught up (seen after a JetStream node restart). Dropping the report
+    /// here would lose the unit for good.
+    Behind,
+}
 
 /// The outcome of one report, shared by a batch's reports when its write failed.
 pub type Outcome = Result<Collect, Arc<KvError>>;

@@ -13,9 +13,9 @@ mod verify;
 
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::provision::ConsumerSpec;
-use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
+use ffleet_shared::worker;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

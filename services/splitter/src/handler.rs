@@ -8,7 +8,7 @@
 use crate::media::Media;
 use crate::split::SplitError;
 use crate::validate::{Input, Output};
-use crate::{inspect, sizing, validate};
+use crate::{sizing, validate};
 use async_nats::jetstream::Message;
 use ffleet_shared::job_protocol::{self, JobStep};
 use ffleet_shared::messages::events::Accepted;
@@ -510,33 +510,6 @@ async fn sizing_for(ctx: &Ctx, req: &JobRequest) -> sizing::Sizing {
         0
     });
     sizing::Sizing { rule, slots }
-}
-
-/// Refuses at submit what no variant of the profile could encode, instead of failing every
-/// attempt later: pictures too small to hold one chroma block of the output format.
-pub(crate) fn convertible(
-    ctx: &Ctx,
-    profile: &str,
-    src: &inspect::Inspected,
-) -> Result<(), Failure> {
-    let picture = src.info.video.picture();
-    let Some(p) = ctx.config.profile(profile) else {
-        return Ok(());
-    };
-    for (name, variant) in &p.variants {
-        if picture.conversion(variant.pix_fmt()).is_none() {
-            return Err(Failure::new(
-                Reason::UnsupportedInput,
-                format!(
-                    "a {}x{} video cannot be encoded by profile {profile:?} ({name}: pixel format {})",
-                    picture.width,
-                    picture.height,
-                    variant.pix_fmt().unwrap_or("of the source")
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Publishes the first attempt of every unit to the plan queue (de-duplicated by id). Audio

@@ -11,9 +11,9 @@ mod validate;
 
 use ffleet_shared::nats::NatsError;
 use ffleet_shared::nats::provision::ConsumerSpec;
-use ffleet_shared::nats::worker;
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::subjects;
+use ffleet_shared::worker;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

@@ -6,7 +6,7 @@
 
 use crate::sizing::Sizing;
 use crate::split::{self, SplitError};
-use crate::{handler, inspect};
+use crate::{inspect, validate};
 use ffleet_shared::JobId;
 use ffleet_shared::media::tracks::TrackChoice;
 use ffleet_shared::messages::records::{Container, SegmentPlan, SourceInfo};
@@ -54,7 +54,7 @@ impl Media for Ffmpeg {
         sizing: Sizing,
     ) -> Result<Prepared, SplitError> {
         let src = inspect::inspect(&ctx.config, source, container).await?;
-        handler::convertible(ctx, profile, &src)?;
+        validate::convertible(&ctx.config, profile, &src)?;
         let v = &src.info.video;
         let segment_secs = sizing.secs(v.duration_secs(), v.frame_rate.as_f64());
         tracing::debug!(job = %job, slots = sizing.slots, segment_secs, "segment length chosen");

@@ -1,6 +1,7 @@
 //! Checks that need configuration but no media: profile, quality override, input and output
 //! locations. Failures here end the job before anything is read.
 
+use crate::inspect;
 use ffleet_shared::config::Config;
 use ffleet_shared::config::StorageBackend;
 use ffleet_shared::messages::JobRequest;
@@ -153,4 +154,31 @@ fn container_of(output: &Output) -> Result<Container, Failure> {
             format!("output {shown} must end in .mp4, .m4v, .mov or .mkv"),
         )
     })
+}
+
+/// Refuses at submit what no variant of the profile could encode, instead of failing every
+/// attempt later: pictures too small to hold one chroma block of the output format.
+pub(crate) fn convertible(
+    config: &Config,
+    profile: &str,
+    src: &inspect::Inspected,
+) -> Result<(), Failure> {
+    let picture = src.info.video.picture();
+    let Some(p) = config.profile(profile) else {
+        return Ok(());
+    };
+    for (name, variant) in &p.variants {
+        if picture.conversion(variant.pix_fmt()).is_none() {
+            return Err(Failure::new(
+                Reason::UnsupportedInput,
+                format!(
+                    "a {}x{} video cannot be encoded by profile {profile:?} ({name}: pixel format {})",
+                    picture.width,
+                    picture.height,
+                    variant.pix_fmt().unwrap_or("of the source")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

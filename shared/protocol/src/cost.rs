@@ -8,8 +8,6 @@
 //! accelerator (NVENC runs a session on its own engine whatever the resolution).
 
 use crate::Capability;
-use crate::ids::Unit;
-use crate::messages::records::SourceInfo;
 use crate::profiles::Variant;
 
 /// Relative decode cost of a source codec, H.264 = 1.
@@ -30,18 +28,16 @@ fn depth_factor(pix_fmt: Option<&str>) -> f64 {
     }
 }
 
-/// Estimated work of `unit`, a video segment of `frames` frames or the tracks unit. Audio is a
-/// fixed small share of its duration: one audio encode is far cheaper than the video of the
-/// same length.
-pub fn work(src: &SourceInfo, unit: Unit, frames: u64) -> f64 {
-    let v = &src.video;
-    match unit {
-        Unit::Video(_) => {
-            let mpix = f64::from(v.width) * f64::from(v.height) / 1e6;
-            mpix * frames as f64 * codec_factor(&v.codec) * depth_factor(v.pix_fmt.as_deref())
-        }
-        Unit::Audio => src.audio.as_ref().map_or(0.0, |a| a.duration_secs * 0.05),
-    }
+/// Estimated work of a video segment of `frames` frames of a `width`x`height` `codec` source.
+pub fn video_work(width: u32, height: u32, codec: &str, pix_fmt: Option<&str>, frames: u64) -> f64 {
+    let mpix = f64::from(width) * f64::from(height) / 1e6;
+    mpix * frames as f64 * codec_factor(codec) * depth_factor(pix_fmt)
+}
+
+/// Estimated work of the tracks unit: a fixed small share of the audio's duration, one audio
+/// encode being far cheaper than the video of the same length.
+pub fn audio_work(duration_secs: f64) -> f64 {
+    duration_secs * 0.05
 }
 
 /// Slots a unit of `variant` takes when routed to `cap`.

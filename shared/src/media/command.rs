@@ -5,7 +5,7 @@
 use super::progress::{ProgressBlock, ProgressParser};
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -353,17 +353,8 @@ pub async fn run_with_progress(
     finished(name, status, Vec::new(), stderr.await.unwrap_or_default())
 }
 
-/// Resolves a program name on PATH (for clear "not installed" errors at startup).
-pub fn which(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return program.is_file().then(|| program.to_path_buf());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
-}
+/// Where the sandbox finds programs; here too for the callers that always used it.
+pub use super::sandbox::which;
 
 /// A child that ran past its limit, with nothing of stderr kept.
 fn timed_out(program: String, limit: Duration) -> RunError {

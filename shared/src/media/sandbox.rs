@@ -103,7 +103,7 @@ fn prlimit() -> Option<&'static Path> {
                 .into_iter()
                 .map(PathBuf::from)
                 .find(|p| p.is_file())
-                .or_else(|| super::command::which(Path::new("prlimit")));
+                .or_else(|| which(Path::new("prlimit")));
             if found.is_none() {
                 tracing::warn!("prlimit not found: ffmpeg children run without resource limits");
             }
@@ -118,7 +118,7 @@ pub fn command(program: &Path, args: &[OsString]) -> Command {
     let opts = limits.prlimit_args(args);
     // A program that is not there is started directly, so the caller sees the spawn error
     // (transient, "not installed") instead of prlimit's failure to execute it.
-    let resolved = super::command::which(program);
+    let resolved = which(program);
     let mut cmd = match (prlimit(), resolved) {
         (Some(p), Some(program)) if !opts.is_empty() => {
             let mut c = Command::new(p);
@@ -134,6 +134,18 @@ pub fn command(program: &Path, args: &[OsString]) -> Command {
         }
     }
     cmd
+}
+
+/// Resolves a program name on PATH (for clear "not installed" errors at startup).
+pub fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
 }
 
 #[cfg(test)]

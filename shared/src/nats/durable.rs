@@ -10,12 +10,23 @@
 //! idempotent, and work queues hold only unfinished work.
 
 use super::NatsError;
-use super::provision::ConsumerSpec;
 use super::retry::{self, Patience};
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Settings of a durable pull consumer.
+pub struct ConsumerSpec<'a> {
+    pub stream: &'a str,
+    pub durable: &'a str,
+    pub filter: String,
+    pub ack_wait: Duration,
+    /// -1 for unlimited.
+    pub max_deliver: i64,
+    pub max_ack_pending: i64,
+}
 
 /// Failed or unanswered pulls in a row after which the consumer is re-created.
 const SUSPECT_AFTER: u32 = 3;

@@ -12,7 +12,6 @@ pub mod provision;
 pub mod publish;
 pub mod pull;
 pub mod retry;
-pub mod worker;
 
 pub use connect::connect;
 pub use provision::{Buckets, provision};

@@ -14,6 +14,7 @@
 //! has not applied the latest write yet, and every service reads the records it just wrote.
 
 use super::NatsError;
+pub use super::durable::ConsumerSpec;
 use super::durable::Durable;
 use super::retry::{self, Patience};
 use crate::config::Config;
@@ -237,17 +238,6 @@ async fn ensure_kv(js: &Context, spec: KvSpec, patience: Patience) -> Result<Sto
         js.get_key_value(spec.bucket)
     })
     .await
-}
-
-/// Settings of a durable pull consumer.
-pub struct ConsumerSpec<'a> {
-    pub stream: &'a str,
-    pub durable: &'a str,
-    pub filter: String,
-    pub ack_wait: Duration,
-    /// -1 for unlimited.
-    pub max_deliver: i64,
-    pub max_ack_pending: i64,
 }
 
 /// Gets or creates a durable pull consumer that re-creates itself if it stops answering

@@ -3,12 +3,11 @@
 //! `encode`, `collect`), plus attribute and error helpers for the handlers.
 
 use super::{metrics, propagation};
-use crate::media::progress::ProgressBlock;
 use crate::messages::Task;
-use crate::nats::ack;
 use crate::reason::Failure;
 use crate::{Capability, JobId, NodeId};
 use async_nats::jetstream::Message;
+use ffleet_protocol::media::progress::ProgressBlock;
 use opentelemetry::trace::Status;
 use std::ffi::OsString;
 use tracing::Span;
@@ -35,7 +34,7 @@ pub fn consume(service: &'static str, msg: &Message) -> Span {
         messaging.system = "nats",
         messaging.operation.type = "process",
         messaging.destination.name = %msg.subject,
-        ffleet.delivery = ack::delivered(msg),
+        ffleet.delivery = delivered(msg),
     );
     if !span.is_disabled() {
         let _ = span.set_parent(propagation::extract(msg.headers.as_ref()));
@@ -73,7 +72,7 @@ pub fn task(task: &Task) {
 /// JetStream redelivery or a later attempt handed out by the scheduler).
 pub fn encode_task(t: &Task, msg: &Message) {
     task(t);
-    if t.attempt > 1 || ack::delivered(msg) > 1 {
+    if t.attempt > 1 || delivered(msg) > 1 {
         metrics::segment_redelivered(t.capability.as_ref().unwrap_or(&Capability::cpu()));
     }
 }
@@ -151,4 +150,10 @@ pub fn child_exit(program: &str, status: &str, stderr_tail: Option<&str>) {
             vec![opentelemetry::KeyValue::new("stderr_tail", tail.to_owned())],
         );
     }
+}
+
+/// Which delivery of its message this is (1 when the server did not say). The same reading as
+/// `nats::ack::delivered`, kept here so that telemetry stays below the NATS layer.
+fn delivered(msg: &Message) -> i64 {
+    msg.info().map(|i| i.delivered).unwrap_or(1)
 }

@@ -1,12 +1,12 @@
 //! Every ffmpeg command line ffleet runs. Inputs are always `file:` URLs under a protocol and
 //! demuxer whitelist; nothing here goes through a shell.
 
+use super::container::Container;
 use super::picture::Conversion;
 use super::probe::file_arg;
 use super::rational::micros_to_secs_string;
 use super::tracks::{TrackAction, TrackKind, TrackPlan};
 use super::{INTERMEDIATE_FORMAT, PROTOCOLS, SOURCE_FORMATS};
-use crate::messages::records::Container;
 use std::ffi::OsString;
 use std::path::Path;
 

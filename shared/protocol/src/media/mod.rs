@@ -6,6 +6,7 @@
 //! baseline use exactly the same settings.
 
 pub mod args;
+pub mod container;
 pub mod cuts;
 pub mod picture;
 pub mod probe;

@@ -10,8 +10,8 @@
 //! dropped with a warning in the completed event where it cannot hold them at all (bitmap
 //! subtitles and attachments in MP4/MOV).
 
+use super::container::Container;
 use super::probe::{Probe, ProbeStream};
-use crate::messages::records::Container;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,8 @@ use super::job::JobRequest;
 use super::unit_set::UnitSet;
 use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, NodeId, Unit};
+/// Where it has always been named from; it is a media type (`media::container`).
+pub use crate::media::container::Container;
 use crate::media::picture::{ColorTags, DisplayMatrix, Picture};
 use crate::media::rational::Rational;
 use crate::media::tracks::TrackPlan;
@@ -104,43 +106,6 @@ pub struct AudioInfo {
     pub sample_rate: u32,
     pub start_secs: f64,
     pub duration_secs: f64,
-}
-
-/// Output container, chosen by the output file's extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Container {
-    Mp4,
-    Mov,
-    Matroska,
-}
-
-impl Container {
-    pub fn from_extension(ext: &str) -> Option<Self> {
-        match ext.to_ascii_lowercase().as_str() {
-            "mp4" | "m4v" => Some(Container::Mp4),
-            "mov" => Some(Container::Mov),
-            "mkv" => Some(Container::Matroska),
-            _ => None,
-        }
-    }
-
-    /// ffmpeg muxer name.
-    pub fn muxer(self) -> &'static str {
-        match self {
-            Container::Mp4 => "mp4",
-            Container::Mov => "mov",
-            Container::Matroska => "matroska",
-        }
-    }
-
-    /// Extension of the encoded-audio intermediate that this container can take by stream copy.
-    pub fn audio_intermediate_ext(self) -> &'static str {
-        match self {
-            Container::Mp4 | Container::Mov => "m4a",
-            Container::Matroska => "mka",
-        }
-    }
 }
 
 /// One video segment of the plan: a keyframe-aligned run of source frames. Kept in the unit's

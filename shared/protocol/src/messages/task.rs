@@ -8,6 +8,7 @@ use super::heartbeat::GpuClass;
 use super::job::Preference;
 use super::records::{AttemptFailure, JobRecord, SegmentPlan, SegmentRecord};
 use super::{CURRENT, Versioned};
+use crate::cost;
 use crate::ids::{Capability, JobId, Unit};
 use crate::media::picture::Picture;
 use crate::media::tracks::TrackPlan;
@@ -127,7 +128,20 @@ impl Task {
         attempt: u32,
     ) -> Option<Task> {
         let (plan, src) = (rec.plan.as_ref()?, rec.source.as_ref()?);
-        let work = crate::cost::work(src, unit, cut.map_or(0, |c| c.frames));
+        let v = &src.video;
+        let work = match unit {
+            Unit::Video(_) => cost::video_work(
+                v.width,
+                v.height,
+                &v.codec,
+                v.pix_fmt.as_deref(),
+                cut.map_or(0, |c| c.frames),
+            ),
+            Unit::Audio => src
+                .audio
+                .as_ref()
+                .map_or(0.0, |a| cost::audio_work(a.duration_secs)),
+        };
         let tb = src.video.time_base;
         let (input, expected_frames, duration_secs, start_secs, result_ext) = match unit {
             Unit::Video(i) => {

@@ -5,11 +5,11 @@
 //! consumer answered, so a consumer lost in a cluster is re-created (`Durable`) instead of
 //! being waited on forever.
 
-use super::NatsError;
-use super::ack::{self, Disposition};
-use super::durable::Durable;
-use super::provision::{ConsumerSpec, ensure_consumer};
-use super::pull::{Answer, Puller};
+use crate::nats::NatsError;
+use crate::nats::ack::{self, Disposition};
+use crate::nats::durable::Durable;
+use crate::nats::provision::{ConsumerSpec, ensure_consumer};
+use crate::nats::pull::{Answer, Puller};
 use crate::runtime::Ctx;
 use crate::telemetry;
 use async_nats::jetstream::Message;
@@ -93,7 +93,7 @@ pub async fn try_next(
     wait: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Message> {
-    super::ops::count(super::ops::Op::Fetch);
+    crate::nats::ops::count(crate::nats::ops::Op::Fetch);
     // The server ends an idle pull at `wait`; a pull nobody answered by a little later was lost.
     let answer = tokio::select! {
         a = puller.pull(Some(wait), wait + UNANSWERED_AFTER) => a,
@@ -149,7 +149,7 @@ const UNANSWERED_AFTER: Duration = Duration::from_secs(1);
 
 /// One message if one is waiting right now; `None` at once otherwise.
 pub async fn try_now(puller: &mut Puller) -> Option<Message> {
-    super::ops::count(super::ops::Op::Fetch);
+    crate::nats::ops::count(crate::nats::ops::Op::Fetch);
     let answer = puller.pull(None, FETCH_NOW_LIMIT).await;
     settle(puller.consumer(), answer, "fetch unanswered")
         .await
