@@ -114,6 +114,8 @@ def main():
     found = 0
     for c in crates:
         src = os.path.join(ROOT, c, "src")
+        if not os.path.isdir(src):
+            continue
         mods = modules(src)
         g = edges(mods)
         for level, graph in (("module", top(g)), ("file", g)):
