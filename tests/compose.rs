@@ -204,6 +204,43 @@ impl Fleet {
         run(self.compose_cmd().args(args))
     }
 
+    /// `compose` with `tests/fixtures/<overlay>` merged over compose.yaml.
+    fn compose_over(&self, overlay: &str, args: &[&str]) -> Result<String> {
+        let file = repo().join("tests/fixtures").join(overlay);
+        run(self.compose_cmd().arg("-f").arg(file).args(args))
+    }
+
+    /// Recreates nats-2 with its store on a 512 MiB tmpfs (`small`), or back on its volume;
+    /// returns its container once healthy and level with the others. On the tmpfs it starts
+    /// empty and catches up from the other two, as a node whose disk was replaced does.
+    async fn nats_2_store(&self, small: bool) -> Result<(String, Duration)> {
+        let args = ["up", "-d", "--no-deps", "--force-recreate", "nats-2"];
+        let t = Instant::now();
+        if small {
+            self.compose_over("compose-small-disk.yaml", &args)?;
+        } else {
+            self.compose(&args)?;
+        }
+        let c = self
+            .service("nats-2")?
+            .pop()
+            .context("nats-2's container")?;
+        let level = self.level_again(&c, t).await?;
+        Ok((c, level))
+    }
+
+    /// How full the filesystem under `path` in `container` is, in percent (`df`).
+    fn disk_use(&self, container: &str, path: &str) -> Result<u32> {
+        let out = docker(&["exec", container, "df", "-P", path])?;
+        let line = out.lines().nth(1).context("df printed no filesystem")?;
+        let pct = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|f| f.trim_end_matches('%').parse().ok())
+            .with_context(|| format!("df: {line}"))?;
+        Ok(pct)
+    }
+
     /// `up -d` with `args`, then every container of the project running and healthy (the
     /// one-shot provision having exited 0): `--wait` with the plugin, polled with 1.x.
     async fn up_wait(&self, args: &[&str]) -> Result<Duration> {
@@ -1477,7 +1514,52 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         ),
     );
 
-    // 8. `down` (volumes kept) in the middle of jobs, then `up`: the jobs complete.
+    // 8. One NATS node's disk fills mid-job: nats-2 on a 512 MiB tmpfs, filled with a file
+    // while a job runs. The node turns its JetStream off; the job completes on the other two,
+    // and so does one submitted while the disk is full. The file removed and the node
+    // restarted (nats-server keeps JetStream off after a full disk until then), it serves and
+    // catches up; then it goes back on its volume for the scenario after.
+    let started = Instant::now();
+    let (node, onto_tmpfs) = fleet.nats_2_store(true).await?;
+    let mut job = fleet.submit("disk-full", &slow)?;
+    fleet
+        .running_unit("disk-full", Duration::from_secs(60))
+        .await?;
+    let filled = Instant::now();
+    // dd stops at ENOSPC, with an error: the point.
+    let _ = docker(&[
+        "exec",
+        &node,
+        "dd",
+        "if=/dev/zero",
+        "of=/data/fill",
+        "bs=1M",
+    ]);
+    let full = fleet.disk_use(&node, "/data")?;
+    ensure!(full >= 99, "nats-2's store is only {full}% full");
+    fleet.check(&mut job).await?;
+    let through = filled.elapsed();
+    let mut during = fleet.submit("disk-full-after", &tiny)?;
+    fleet.check(&mut during).await?;
+    docker(&["exec", &node, "rm", "-f", "/data/fill"])?;
+    let freed = Instant::now();
+    docker(&["restart", "-t", "15", &node])?;
+    let level = fleet.level_again(&node, freed).await?;
+    let (_, back) = fleet.nats_2_store(false).await?;
+    fleet.wait_healthy(Duration::from_secs(120)).await?;
+    fleet.record(
+        "a NATS node's disk fills mid-job",
+        started.elapsed(),
+        format!(
+            "node on a tmpfs level {:.1} s after its start; disk filled ({full}%) mid-job: job completed {:.1} s after, another one too; node level {:.1} s after space and a restart; back on its volume, level in {:.1} s",
+            onto_tmpfs.as_secs_f64(),
+            through.as_secs_f64(),
+            level.as_secs_f64(),
+            back.as_secs_f64()
+        ),
+    );
+
+    // 9. `down` (volumes kept) in the middle of jobs, then `up`: the jobs complete.
     let started = Instant::now();
     let mut jobs = vec![fleet.submit("down-slow", &slow)?];
     for i in 0..3 {
