@@ -1539,6 +1539,20 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
     ensure!(full >= 99, "nats-2's store is only {full}% full");
     fleet.check(&mut job).await?;
     let through = filled.elapsed();
+    // The fault happened: nats-server turned JetStream off on the full node (a failed request
+    // reads as off too: the endpoint answers 503 then).
+    let js_on = || {
+        fleet
+            .nats_monitor(&node, "/healthz?js-enabled-only=true")
+            .is_ok_and(|b| b.contains("\"ok\""))
+    };
+    while js_on() {
+        ensure!(
+            filled.elapsed() < Duration::from_secs(60),
+            "JetStream still runs on nats-2, whose disk is full"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut during = fleet.submit("disk-full-after", &tiny)?;
     fleet.check(&mut during).await?;
     docker(&["exec", &node, "rm", "-f", "/data/fill"])?;
