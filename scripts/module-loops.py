@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Import loops between the modules of each crate in the workspace, and between crates.
+"""Import loops between the modules of each crate in the workspace (cargo itself refuses loops
+between crates).
 
-A module is a file (`src/a/b.rs` or `src/a/b/mod.rs` is `a::b`). An edge a -> b is any path
-in a's code (tests excluded: `#[cfg(test)] mod tests` and the files of test-only modules) that
-names `crate::b...` or `super::...` resolving to b, or, at the top level, the module a's parent
-directory. Every strongly connected group of two or more modules is printed; the exit status is
-1 if there is any. Usage: scripts/module-loops.py [CRATE_DIR...] (default: every crate)."""
+A module is a file (`src/a/b.rs` or `src/a/b/mod.rs` is `a::b`). An edge a -> b is any path in
+a's code that names `crate::b...`, `self::...` or `super::...` (any depth) resolving to b, other
+than a's own ancestors (a child naming its parent module is how Rust nests, not a loop). Test
+code is left out: everything from `#[cfg(test)] mod tests {` to the end of a file, and the files
+of `#[cfg(test)] mod x;` modules. Two levels are checked: files, and the top-level modules
+(directories) they belong to. Every strongly connected group of two or more is printed; the
+exit status is 1 if there is any. Usage: scripts/module-loops.py [CRATE_DIR...] (default:
+every crate)."""
 import os, re, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,11 +70,13 @@ def edges(mods):
             t = resolve(mods, parts)
             if t and t != mod and t != ():
                 out[mod].add(t)
-        for p in re.finditer(r"\bsuper((?:::[a-z_][a-z0-9_]*)+)", text):
-            base = list(mod[:-1]) if not path.endswith("mod.rs") else list(mod[:-1])
-            parts = base + p.group(1).strip(":").split("::")
+        # `self::x` is relative to the module itself, `super::` (repeated) to its ancestors.
+        for p in re.finditer(r"\b((?:super::)+|self::)([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*)", text):
+            ups = p.group(1).count("super::")
+            base = list(mod[: len(mod) - ups]) if ups else list(mod)
+            parts = base + p.group(2).split("::")
             t = resolve(mods, parts)
-            if t and t != mod and t != () and t != tuple(base):
+            if t and t != mod and t != () and t != tuple(mod[: len(t)]):
                 out[mod].add(t)
     return out
 

@@ -210,12 +210,16 @@ mod tests {
             e.0.as_ref().map(|(h, r, _)| (h.clone(), *r))
         }
 
-        fn refused(&self) -> Result<(), NatsError> {
-            if self.cut.load(Ordering::SeqCst) {
-                Err(NatsError::op("kv", "timed out (cut off)"))
-            } else {
-                Ok(())
+        /// Cut off, an operation fails as the real one does: after retrying for its whole
+        /// patience (an election could have ended meanwhile).
+        async fn refused(&self, patience: Patience) -> Result<(), NatsError> {
+            if !self.cut.load(Ordering::SeqCst) {
+                return Ok(());
             }
+            if let Patience::For(d) = patience {
+                tokio::time::sleep(d).await;
+            }
+            Err(NatsError::op("kv", "timed out (cut off)"))
         }
     }
 
@@ -224,9 +228,9 @@ mod tests {
             &self,
             _key: &str,
             holder: &str,
-            _patience: Patience,
+            patience: Patience,
         ) -> Result<Option<u64>, NatsError> {
-            self.refused()?;
+            self.refused(patience).await?;
             if self.current().is_some() {
                 return Ok(None);
             }
@@ -241,9 +245,9 @@ mod tests {
             _key: &str,
             holder: &str,
             revision: u64,
-            _patience: Patience,
+            patience: Patience,
         ) -> Result<Option<u64>, NatsError> {
-            self.refused()?;
+            self.refused(patience).await?;
             if self.current().map(|(_, r)| r) != Some(revision) {
                 return Ok(None);
             }
@@ -254,7 +258,8 @@ mod tests {
         }
 
         async fn delete(&self, _key: &str, revision: u64) {
-            if self.refused().is_ok() && self.current().map(|(_, r)| r) == Some(revision) {
+            if !self.cut.load(Ordering::SeqCst) && self.current().map(|(_, r)| r) == Some(revision)
+            {
                 self.entry.lock().unwrap().0 = None;
             }
         }
@@ -300,6 +305,15 @@ mod tests {
         }
     }
 
+    /// Waits (virtual time) until `done`, failing the test past `limit`.
+    async fn until(limit: Duration, done: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < limit, "not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn store() -> MemLeases {
         MemLeases {
             entry: Arc::new(Mutex::new((None, 0))),
@@ -324,9 +338,7 @@ mod tests {
         let stopped = Instant::now();
         a.shutdown.cancel();
         a.task.await.unwrap();
-        while store.current().is_none_or(|(h, _)| h != "b") {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(TTL, || store.current().is_some_and(|(h, _)| h == "b")).await;
         assert!(stopped.elapsed() <= poll_every(TTL) + Duration::from_millis(20));
         assert_eq!(b.terms.load(Ordering::SeqCst), 1);
         b.shutdown.cancel();
@@ -346,9 +358,7 @@ mod tests {
         // `a` can no longer reach the bucket: its renewals fail.
         a.leases.cut.store(true, Ordering::SeqCst);
         let cut = Instant::now();
-        while b.terms.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(TTL * 3, || b.terms.load(Ordering::SeqCst) > 0).await;
         // `b` took over only once `a`'s last write had expired (the guard in `replica` saw
         // no overlap), and no later than a poll after that.
         let took = cut.elapsed();

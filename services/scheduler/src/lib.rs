@@ -71,7 +71,8 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     .await;
     let _ = status.await;
     if let Some(gauges) = gauges {
-        let _ = gauges.await;
+        // A sample in flight against an unreachable server must not hold up the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), gauges).await;
     }
     tracing::info!("scheduler stopped");
     Ok(())
