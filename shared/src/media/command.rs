@@ -353,9 +353,6 @@ pub async fn run_with_progress(
     finished(name, status, Vec::new(), stderr.await.unwrap_or_default())
 }
 
-/// Where the sandbox finds programs; here too for the callers that always used it.
-pub use super::sandbox::which;
-
 /// A child that ran past its limit, with nothing of stderr kept.
 fn timed_out(program: String, limit: Duration) -> RunError {
     RunError::TimedOut {
