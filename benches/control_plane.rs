@@ -29,8 +29,8 @@ mod serve;
 mod stats;
 
 use common::*;
-use ffleet_shared::nats::ops::Counts;
-use ffleet_shared::subjects::{self, EventKind};
+use ffleet_runtime::nats::ops::Counts;
+use ffleet_runtime::subjects::{self, EventKind};
 use futures::StreamExt;
 use stats::*;
 use std::collections::HashMap;
@@ -186,10 +186,10 @@ async fn bench() {
         .expect("nats-server starts");
     let url = server.url.clone();
     let server_pid = server.pid().expect("server pid");
-    let mut cfg = ffleet_shared::config::Config::default();
+    let mut cfg = ffleet_runtime::config::Config::default();
     cfg.nats.url = url.clone();
     cfg.storage.scratch = scratch_of(&dir);
-    let ctx = ffleet_shared::runtime::Ctx::connect(std::sync::Arc::new(cfg), "bench", true)
+    let ctx = ffleet_runtime::runtime::Ctx::connect(std::sync::Arc::new(cfg), "bench", true)
         .await
         .expect("connects");
     println!(
@@ -309,7 +309,7 @@ async fn bench() {
 /// how fast a SIGKILLed real encoder's unit runs elsewhere under that load.
 #[allow(clippy::too_many_arguments)]
 async fn fleet_of_nodes(
-    ctx: &ffleet_shared::runtime::Ctx,
+    ctx: &ffleet_runtime::runtime::Ctx,
     url: &str,
     dir: &Path,
     src: &Path,
@@ -381,12 +381,12 @@ async fn fleet_of_nodes(
     drop(sim);
 }
 
-async fn submit(ctx: &ffleet_shared::runtime::Ctx, dir: &Path, src: &Path, id: &str) {
+async fn submit(ctx: &ffleet_runtime::runtime::Ctx, dir: &Path, src: &Path, id: &str) {
     let req = serde_json::json!({
         "version": 1, "job_id": id, "input": src.display().to_string(),
         "output": dir.join(format!("{id}.mp4")).display().to_string(), "segment_seconds": 1.0
     });
-    ffleet_shared::nats::publish::raw(
+    ffleet_runtime::nats::publish::raw(
         &ctx.js,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),
@@ -397,7 +397,7 @@ async fn submit(ctx: &ffleet_shared::runtime::Ctx, dir: &Path, src: &Path, id: &
 }
 
 /// Waits until `n` encoders heartbeat.
-async fn wait_live(ctx: &ffleet_shared::runtime::Ctx, n: usize) {
+async fn wait_live(ctx: &ffleet_runtime::runtime::Ctx, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let keys = ctx.workers.keys().await.unwrap_or_default();

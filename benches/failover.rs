@@ -14,9 +14,9 @@ mod common;
 
 use common::*;
 
-use ffleet_shared::messages::SegmentState;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, subjects};
+use ffleet_runtime::messages::SegmentState;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::{JobId, subjects};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ async fn running(
     loop {
         for job in jobs.iter() {
             for i in 0..60 {
-                let key = subjects::segment_key(job, ffleet_shared::Unit::Video(i));
+                let key = subjects::segment_key(job, ffleet_runtime::Unit::Video(i));
                 if let Ok(Some((r, _))) = ctx.segments.get(&key).await
                     && r.state == SegmentState::Running
                     && let Some(o) = r.owner
@@ -92,7 +92,7 @@ async fn submit(ctx: &Ctx, dir: &Path, src: &Path, n: usize) -> JobId {
         "version": 1, "job_id": job.as_str(), "input": src.display().to_string(),
         "output": dir.join(format!("{job}.mp4")).display().to_string(), "segment_seconds": 2.0
     });
-    ffleet_shared::nats::publish::raw(
+    ffleet_runtime::nats::publish::raw(
         &ctx.js,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),

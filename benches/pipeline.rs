@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 
-use ffleet_shared::profiles;
+use ffleet_runtime::profiles;
 use std::process::Command;
 use std::time::Instant;
 

@@ -18,8 +18,8 @@ mod common;
 
 use common::*;
 
-use ffleet_shared::messages::{self, JobRecord, JobState, SegmentRecord, SegmentState};
-use ffleet_shared::{JobId, subjects};
+use ffleet_runtime::messages::{self, JobRecord, JobState, SegmentRecord, SegmentState};
+use ffleet_runtime::{JobId, subjects};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::path::Path;
@@ -134,7 +134,7 @@ async fn measure(encoders: usize, dir: &Path, src: &Path) -> Run {
         "output": dir.join(format!("{job}.mp4")).display().to_string(), "segment_seconds": 2.0
     });
     let started = Instant::now();
-    ffleet_shared::nats::publish::raw(
+    ffleet_runtime::nats::publish::raw(
         &ctx.js,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),

@@ -20,11 +20,11 @@ mod common;
 
 use common::*;
 
-use ffleet_shared::config::Config;
-use ffleet_shared::messages::JobState;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::storage::{ObjectStore, WorkDir};
-use ffleet_shared::{JobId, subjects};
+use ffleet_runtime::config::Config;
+use ffleet_runtime::messages::JobState;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::storage::{ObjectStore, WorkDir};
+use ffleet_runtime::{JobId, subjects};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -155,7 +155,7 @@ async fn job(backend: &str, src: &Path, round: usize) -> Run {
     });
     let before = nats_bytes(monitor);
     let started = Instant::now();
-    ffleet_shared::nats::publish::raw(
+    ffleet_runtime::nats::publish::raw(
         &ctx.js,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),
@@ -204,9 +204,15 @@ async fn transfer(dir: &Path, mb: u64) {
     let js = async_nats::jetstream::new(client);
     let work = tempfile::tempdir().expect("work");
     let work = Arc::new(WorkDir::open(work.path()).expect("work dir"));
-    let store = ObjectStore::open(&js, &cfg, work, ffleet_shared::nats::retry::window())
-        .await
-        .expect("bucket");
+    let store = ObjectStore::open(
+        &js,
+        &cfg.storage,
+        cfg.media_placement(),
+        work,
+        ffleet_runtime::nats::retry::window(),
+    )
+    .await
+    .expect("bucket");
     let server_pid = server.pid().expect("server pid");
     let bytes = (mb << 20) as f64;
 

@@ -46,10 +46,10 @@ async fn transcode(src: &Path, out: &Path, endpoint: Option<&str>) -> (f64, f64)
 /// format and lossy non-blocking writer the services use.
 fn logging(records: usize) {
     let file = tempfile::NamedTempFile::new().expect("temp file");
-    let (writer, guard) = ffleet_shared::telemetry::non_blocking(file.reopen().expect("reopen"));
+    let (writer, guard) = ffleet_runtime::telemetry::non_blocking(file.reopen().expect("reopen"));
     let dropped = writer.error_counter();
     let sub = tracing_subscriber::fmt()
-        .event_format(ffleet_shared::telemetry::JsonFormat)
+        .event_format(ffleet_runtime::telemetry::JsonFormat)
         .with_writer(writer)
         .finish();
     let started = Instant::now();

@@ -13,7 +13,7 @@ every crate)."""
 import os, re, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CRATES = ["shared/protocol", "shared", "services/splitter", "services/scheduler",
+CRATES = ["shared/protocol", "shared/telemetry", "shared/media", "shared/nats", "shared/storage", "shared", "services/splitter", "services/scheduler",
           "services/encoder", "services/merger", "."]
 
 def modules(src):

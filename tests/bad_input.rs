@@ -5,8 +5,8 @@ mod common;
 
 use anyhow::Result;
 use common::{FleetOptions, JobClient, TestFleet, media};
-use ffleet_shared::messages::JobEvent;
-use ffleet_shared::reason::Reason;
+use ffleet_runtime::messages::JobEvent;
+use ffleet_runtime::reason::Reason;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -16,12 +16,12 @@
 mod common;
 
 use anyhow::{Context, Result, bail, ensure};
-use ffleet_shared::config::{Config, NatsConfig, StorageBackend};
-use ffleet_shared::messages::JobEvent;
-use ffleet_shared::nats::retry::Patience;
-use ffleet_shared::security::Role;
-use ffleet_shared::storage::{ObjectStore, WorkDir};
-use ffleet_shared::subjects;
+use ffleet_runtime::config::{Config, NatsConfig, StorageBackend};
+use ffleet_runtime::messages::JobEvent;
+use ffleet_runtime::nats::retry::Patience;
+use ffleet_runtime::security::Role;
+use ffleet_runtime::storage::{ObjectStore, WorkDir};
+use ffleet_runtime::subjects;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -634,10 +634,17 @@ impl Fleet {
         cfg.storage.backend = StorageBackend::ObjectStore;
         cfg.storage.work_dir = self.dir.path().join("work");
         let client =
-            ffleet_shared::nats::connect(&cfg.nats, "compose-test-submitter", false).await?;
-        let js = ffleet_shared::nats::connect::jetstream(client, &cfg.nats);
+            ffleet_runtime::nats::connect(&cfg.nats, "compose-test-submitter", false).await?;
+        let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
         let work = std::sync::Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
-        Ok(ObjectStore::open(&js, &cfg, work, Patience::For(Duration::from_secs(60))).await?)
+        Ok(ObjectStore::open(
+            &js,
+            &cfg.storage,
+            cfg.media_placement(),
+            work,
+            Patience::For(Duration::from_secs(60)),
+        )
+        .await?)
     }
 
     /// Waits until every `ffleet submit` (without --wait) has exited 0: its input is in the
@@ -693,7 +700,7 @@ impl Fleet {
                 continue;
             }
             if let Some(v) = kv.get(&k).await? {
-                let r: ffleet_shared::messages::SegmentRecord = serde_json::from_slice(&v)?;
+                let r: ffleet_runtime::messages::SegmentRecord = serde_json::from_slice(&v)?;
                 out.insert(
                     k,
                     (
@@ -1243,8 +1250,8 @@ async fn bring_up(ffleet_image: String, cli: PathBuf) -> Result<Option<(Fleet, C
     // Leftovers of an interrupted run of this suite would hold the ports and volumes.
     fleet.clear("1")?;
     let took = fleet.up_wait(&[]).await?;
-    let client = ffleet_shared::nats::connect(&admin_cfg, "compose-test", false).await?;
-    fleet.admin = Some(ffleet_shared::nats::connect::jetstream(client, &admin_cfg));
+    let client = ffleet_runtime::nats::connect(&admin_cfg, "compose-test", false).await?;
+    fleet.admin = Some(ffleet_runtime::nats::connect::jetstream(client, &admin_cfg));
     fleet.media = Some(fleet.open_media().await?);
     fleet.record("up from nothing (healthy)", took, String::new());
 

@@ -89,7 +89,7 @@ fn documented_example_config_loads_and_validates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ffleet.toml");
     std::fs::write(&path, toml).unwrap();
-    let cfg = ffleet_shared::config::Config::load(Some(&path)).expect("example loads");
+    let cfg = ffleet_runtime::config::Config::load(Some(&path)).expect("example loads");
     cfg.validate().expect("example validates");
     assert_eq!(cfg.encoder.slots, Some(8));
 }

@@ -8,9 +8,9 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use common::procs::ProcFleet;
 use common::{JobClient, TestFleet, media};
-use ffleet_shared::messages::{JobEvent, SegmentRecord, SegmentState, Task, TaskInput};
-use ffleet_shared::nats::publish;
-use ffleet_shared::{Capability, JobId, Unit, subjects};
+use ffleet_runtime::messages::{JobEvent, SegmentRecord, SegmentState, Task, TaskInput};
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::{Capability, JobId, Unit, subjects};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -113,7 +113,7 @@ async fn a_job_record_rewritten_to_an_outside_output_is_refused_by_the_merger() 
             if let Some(p) = r.plan.as_mut() {
                 p.output_path = stolen.display().to_string();
             }
-            ffleet_shared::nats::kv::Change::Write(r, ())
+            ffleet_runtime::nats::kv::Change::Write(r, ())
         })
         .await?;
     fleet.spawn("merger", &[])?;

@@ -18,8 +18,8 @@ use common::nats_cluster::NatsCluster;
 use common::procs::{Nats, ProcFleet};
 use common::{JobClient, media};
 use ffleet::local::NatsServer;
-use ffleet_shared::messages::SegmentState;
-use ffleet_shared::subjects::EventKind;
+use ffleet_runtime::messages::SegmentState;
+use ffleet_runtime::subjects::EventKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -163,7 +163,7 @@ async fn a_full_store_holds_work_until_space_returns_and_refuses_new_submits_cle
     );
     println!("submit refused after {secs:.1} s: {}", stderr.trim());
     ensure!(secs < 10.0, "the refusal took {secs:.1} s");
-    if fleet.backend == ffleet_shared::config::StorageBackend::ObjectStore {
+    if fleet.backend == ffleet_runtime::config::StorageBackend::ObjectStore {
         let (out, secs) = cli_submit(&fleet, &src, "refused-upload", true)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(

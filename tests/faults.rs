@@ -8,10 +8,10 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use common::procs::ProcFleet;
 use common::{JobClient, media};
-use ffleet_shared::messages::{self, DeadLetter, JobState, SegmentState, Task};
-use ffleet_shared::nats::kv::Change;
-use ffleet_shared::subjects::EventKind;
-use ffleet_shared::{NodeId, Unit, subjects};
+use ffleet_runtime::messages::{self, DeadLetter, JobState, SegmentState, Task};
+use ffleet_runtime::nats::kv::Change;
+use ffleet_runtime::subjects::EventKind;
+use ffleet_runtime::{NodeId, Unit, subjects};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -278,7 +278,7 @@ async fn reached(mut watch: async_nats::jetstream::kv::Watch, state: JobState) -
     {
         let e = e?;
         if let Ok(rec) =
-            ffleet_shared::messages::decode::<ffleet_shared::messages::JobRecord>("job", &e.value)
+            ffleet_runtime::messages::decode::<ffleet_runtime::messages::JobRecord>("job", &e.value)
             && rec.state == state
         {
             return Ok(());
@@ -429,7 +429,7 @@ async fn lost_segment_reports_are_sent_again() -> Result<()> {
     // An encoder writes `done` before it reports: let the last report land, then lose them all.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = fleet.ctx().js.get_stream(subjects::STREAM_EVENTS).await?;
-    let job = ffleet_shared::JobId::new("job")?;
+    let job = ffleet_runtime::JobId::new("job")?;
     let purged = events
         .purge()
         .filter(subjects::event(Some(&job), EventKind::SegmentDone))
@@ -535,7 +535,7 @@ async fn poison_segment_failing_the_same_way_twice_fails_its_job_while_others_co
     fleet.wait_completed("healthy", JOB_TIMEOUT).await?;
 
     // The poisoned task waits on the dead-letter subject, once.
-    let job = ffleet_shared::JobId::new("poisoned")?;
+    let job = ffleet_runtime::JobId::new("poisoned")?;
     let stream = fleet.ctx().js.get_stream(subjects::STREAM_DEAD).await?;
     let msg = stream
         .get_last_raw_message_by_subject(&subjects::dead_letter(&job, unit))
@@ -653,7 +653,10 @@ async fn soak_100_jobs_with_an_encoder_killed_every_few_seconds() -> Result<()> 
             terminal.len()
         );
         ensure!(
-            matches!(terminal[0], ffleet_shared::messages::JobEvent::Completed(_)),
+            matches!(
+                terminal[0],
+                ffleet_runtime::messages::JobEvent::Completed(_)
+            ),
             "{id}: {:?}",
             terminal[0]
         );

@@ -13,10 +13,10 @@ mod common;
 use anyhow::{Context, Result, bail};
 use async_nats::HeaderMap;
 use common::{FleetOptions, JobClient, TestFleet, media};
-use ffleet_shared::media::probe::{self, Keep, ProbeError};
-use ffleet_shared::messages::{CloudEvent, JobEvent};
-use ffleet_shared::reason::{MAX_MESSAGE_BYTES, Reason};
-use ffleet_shared::subjects;
+use ffleet_runtime::media::probe::{self, Keep, ProbeError};
+use ffleet_runtime::messages::{CloudEvent, JobEvent};
+use ffleet_runtime::reason::{MAX_MESSAGE_BYTES, Reason};
+use ffleet_runtime::subjects;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -682,7 +682,7 @@ async fn publish_once(
     })
 }
 
-async fn unnamed_failures(fleet: &TestFleet) -> Result<Vec<ffleet_shared::messages::Failed>> {
+async fn unnamed_failures(fleet: &TestFleet) -> Result<Vec<ffleet_runtime::messages::Failed>> {
     Ok(fleet
         .events(None)
         .await?

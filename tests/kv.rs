@@ -6,8 +6,8 @@ mod common;
 
 use anyhow::{Result, ensure};
 use common::{JobClient, TestFleet};
-use ffleet_shared::messages::SegmentRecord;
-use ffleet_shared::nats::kv::Change;
+use ffleet_runtime::messages::SegmentRecord;
+use ffleet_runtime::nats::kv::Change;
 
 const KEY: &str = "kvtest.v00000";
 

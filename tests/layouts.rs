@@ -14,11 +14,11 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use common::procs::ProcFleet;
 use common::{JobClient, media};
-use ffleet_shared::messages::{
+use ffleet_runtime::messages::{
     self, CloudEvent, DeadLetter, Heartbeat, JobEvent, JobRecord, JobRequest, JobState,
     LiveProgress, SegmentRecord, SegmentState, Task,
 };
-use ffleet_shared::subjects;
+use ffleet_runtime::subjects;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -7,12 +7,12 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use common::procs::ProcFleet;
 use common::{FleetOptions, JobClient, TestFleet, media, objects, sources};
-use ffleet_shared::JobId;
-use ffleet_shared::config::StorageBackend;
-use ffleet_shared::messages::SegmentState;
-use ffleet_shared::nats::retry::Patience;
-use ffleet_shared::storage::{ObjectStore, Storage, WorkDir, keys};
-use ffleet_shared::subjects;
+use ffleet_runtime::JobId;
+use ffleet_runtime::config::StorageBackend;
+use ffleet_runtime::messages::SegmentState;
+use ffleet_runtime::nats::retry::Patience;
+use ffleet_runtime::storage::{ObjectStore, Storage, WorkDir, keys};
+use ffleet_runtime::subjects;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -182,8 +182,14 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     cfg.storage.backend = StorageBackend::ObjectStore;
     cfg.storage.work_dir = work.path().join("work");
     let dir = Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
-    let store =
-        ObjectStore::open(&ctx.js, &cfg, dir, Patience::For(Duration::from_secs(30))).await?;
+    let store = ObjectStore::open(
+        &ctx.js,
+        &cfg.storage,
+        cfg.media_placement(),
+        dir,
+        Patience::For(Duration::from_secs(30)),
+    )
+    .await?;
     let file = work.path().join("media.bin");
     std::fs::write(&file, vec![7u8; 300_000])?;
     let (a, b, ab) = (

@@ -5,9 +5,9 @@ mod common;
 
 use anyhow::Result;
 use common::{JobClient, TestFleet, media, quality};
-use ffleet_shared::messages::JobEvent;
-use ffleet_shared::messages::events::SegmentOutcome;
-use ffleet_shared::{profiles, subjects};
+use ffleet_runtime::messages::JobEvent;
+use ffleet_runtime::messages::events::SegmentOutcome;
+use ffleet_runtime::{profiles, subjects};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;

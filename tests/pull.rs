@@ -7,8 +7,8 @@ mod common;
 use anyhow::{Result, ensure};
 use async_nats::jetstream::stream;
 use common::{JobClient, TestFleet};
-use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
-use ffleet_shared::nats::pull::{Answer, Puller};
+use ffleet_runtime::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_runtime::nats::pull::{Answer, Puller};
 use std::time::{Duration, Instant};
 
 const STREAM: &str = "PULLTEST";

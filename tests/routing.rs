@@ -12,7 +12,9 @@ mod common;
 use anyhow::{Result, ensure};
 use common::procs::ProcFleet;
 use common::{JobClient, media};
-use ffleet_shared::messages::{self, Heartbeat, JobState, Preference, SegmentRecord, SegmentState};
+use ffleet_runtime::messages::{
+    self, Heartbeat, JobState, Preference, SegmentRecord, SegmentState,
+};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

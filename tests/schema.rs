@@ -5,14 +5,14 @@
 //! valid against `schemas/job-status.v1.json`.
 
 use ffleet::cli::{JobArgs, SubmitArgs, build_request};
-use ffleet_shared::JobId;
-use ffleet_shared::Unit;
-use ffleet_shared::messages::events::Failed;
-use ffleet_shared::messages::records::OutputInfo;
-use ffleet_shared::messages::{
+use ffleet_runtime::JobId;
+use ffleet_runtime::Unit;
+use ffleet_runtime::messages::events::Failed;
+use ffleet_runtime::messages::records::OutputInfo;
+use ffleet_runtime::messages::{
     CURRENT, JobRecord, JobRequest, JobState, JobStatus, StatusRequest, UnitSet,
 };
-use ffleet_shared::reason::{Failure, Reason};
+use ffleet_runtime::reason::{Failure, Reason};
 use serde_json::{Value, json};
 
 fn validator(name: &str) -> jsonschema::Validator {
@@ -93,7 +93,7 @@ fn requests_built_by_the_cli_are_valid() {
             segment_seconds: Some(4.0),
         },
         priority: 5,
-        prefer: ffleet_shared::messages::Preference::Gpu,
+        prefer: ffleet_runtime::messages::Preference::Gpu,
         require: true,
         job_id: None,
         wait: false,

@@ -1,5 +1,5 @@
 //! Security: a secured server (TLS with verified client certificates, one nkey user per role
-//! with the permissions of `ffleet_shared::security::roles`) refuses plaintext and foreign
+//! with the permissions of `ffleet_runtime::security::roles`) refuses plaintext and foreign
 //! certificates, refuses each role what is not its business (and the refusal is logged by the
 //! server and by the client), and runs a whole job with every service on its own role without
 //! a single permission violation: the matrix is sufficient as well as tight.
@@ -13,12 +13,12 @@ use anyhow::{Context, Result, bail};
 use common::procs::ProcFleet;
 use common::secure::SecureServer;
 use common::{FleetOptions, JobClient, TestFleet, media};
-use ffleet_shared::config::Config;
-use ffleet_shared::messages::SegmentState;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::security::Role;
-use ffleet_shared::subjects::{self, EventKind, js_api};
-use ffleet_shared::{Capability, JobId};
+use ffleet_runtime::config::Config;
+use ffleet_runtime::messages::SegmentState;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::security::Role;
+use ffleet_runtime::subjects::{self, EventKind, js_api};
+use ffleet_runtime::{Capability, JobId};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +80,7 @@ async fn plaintext_is_refused_where_tls_is_required() -> Result<()> {
     cfg.tls_required = false;
     cfg.tls_ca_file = None;
     assert!(
-        ffleet_shared::nats::connect(&cfg, "plain", false)
+        ffleet_runtime::nats::connect(&cfg, "plain", false)
             .await
             .is_err()
     );
@@ -95,14 +95,14 @@ async fn a_foreign_ca_or_certificate_is_refused() -> Result<()> {
     // The server's certificate is not signed by the CA the client trusts.
     let mut cfg = s.config(Role::Admin);
     cfg.tls_ca_file = Some(other.ca());
-    let err = ffleet_shared::nats::connect(&cfg, "wrong-ca", false).await;
+    let err = ffleet_runtime::nats::connect(&cfg, "wrong-ca", false).await;
     assert!(err.is_err(), "connected trusting a foreign CA");
     // The client's certificate is signed by a CA the server does not know.
     let mut cfg = s.config(Role::Admin);
     cfg.tls_cert_file = Some(other.client_cert());
     cfg.tls_key_file = Some(other.client_key());
     assert!(
-        ffleet_shared::nats::connect(&cfg, "foreign-cert", false)
+        ffleet_runtime::nats::connect(&cfg, "foreign-cert", false)
             .await
             .is_err(),
         "connected with a client certificate of a foreign CA"
@@ -112,7 +112,7 @@ async fn a_foreign_ca_or_certificate_is_refused() -> Result<()> {
     cfg.tls_cert_file = None;
     cfg.tls_key_file = None;
     assert!(
-        ffleet_shared::nats::connect(&cfg, "no-cert", false)
+        ffleet_runtime::nats::connect(&cfg, "no-cert", false)
             .await
             .is_err()
     );
@@ -120,12 +120,12 @@ async fn a_foreign_ca_or_certificate_is_refused() -> Result<()> {
     let mut cfg = s.config(Role::Encoder);
     cfg.nkey_seed_file = Some(other.seed(Role::Encoder));
     assert!(
-        ffleet_shared::nats::connect(&cfg, "foreign-nkey", false)
+        ffleet_runtime::nats::connect(&cfg, "foreign-nkey", false)
             .await
             .is_err()
     );
     // The right CA, certificate and seed: accepted.
-    ffleet_shared::nats::connect(&s.config(Role::Encoder), "encoder", false).await?;
+    ffleet_runtime::nats::connect(&s.config(Role::Encoder), "encoder", false).await?;
     Ok(())
 }
 
@@ -134,7 +134,7 @@ async fn each_role_is_refused_outside_its_permissions_and_the_refusal_is_logged(
     let (s, _server) = SecureServer::start()?;
     let admin = admin(&s).await?;
     let job = JobId::new("victim")?;
-    let before = ffleet_shared::nats::connect::permission_violations();
+    let before = ffleet_runtime::nats::connect::permission_violations();
 
     // An encoder forging a terminal event, writing the jobs bucket, submitting a job.
     let enc = s.connect(Role::Encoder).await?;
@@ -174,7 +174,7 @@ async fn each_role_is_refused_outside_its_permissions_and_the_refusal_is_logged(
     // A submitter reading KV or fetching tasks.
     let sub = s.connect(Role::Submitter).await?;
     let sub_cfg = s.config(Role::Submitter);
-    let sub_js = ffleet_shared::nats::connect::jetstream(sub.clone(), &sub_cfg);
+    let sub_js = ffleet_runtime::nats::connect::jetstream(sub.clone(), &sub_cfg);
     assert!(sub_js.get_key_value(subjects::BUCKET_JOBS).await.is_err());
     logged(
         &s,
@@ -205,7 +205,7 @@ async fn each_role_is_refused_outside_its_permissions_and_the_refusal_is_logged(
         "a submitter read a segment report"
     );
     // A submitter may submit.
-    ffleet_shared::nats::publish::raw(
+    ffleet_runtime::nats::publish::raw(
         &sub_js,
         subjects::JOBS_SUBMIT.into(),
         "{}".into(),
@@ -215,7 +215,7 @@ async fn each_role_is_refused_outside_its_permissions_and_the_refusal_is_logged(
     assert_eq!(jobs.info().await?.state.messages, 1);
 
     // Every refusal reached the client too, where it is logged at warn and counted.
-    let after = ffleet_shared::nats::connect::permission_violations();
+    let after = ffleet_runtime::nats::connect::permission_violations();
     assert!(
         after - before >= 5,
         "client saw {} violations",
@@ -242,8 +242,8 @@ async fn a_job_completes_and_one_fails_with_every_service_on_its_own_role() -> R
         .await?;
     sub.flush().await?;
     let req = fleet.request("secure", &src, "secure.mp4");
-    let js = ffleet_shared::nats::connect::jetstream(sub.clone(), &secure.config(Role::Submitter));
-    ffleet_shared::nats::publish::raw(
+    let js = ffleet_runtime::nats::connect::jetstream(sub.clone(), &secure.config(Role::Submitter));
+    ffleet_runtime::nats::publish::raw(
         &js,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req)?.into(),
@@ -263,7 +263,7 @@ async fn a_job_completes_and_one_fails_with_every_service_on_its_own_role() -> R
     assert_eq!(asked.completed.as_ref(), Some(&done));
     // (A job with no record: the scheduler looks for a refusal in the events stream too.)
     let nobody = ffleet::cli::ask_status(&sub, &JobId::new("nobody")?).await?;
-    assert_eq!(nobody.state, ffleet_shared::messages::StatusState::Unknown);
+    assert_eq!(nobody.state, ffleet_runtime::messages::StatusState::Unknown);
     match follow_late(&sub, &job).await? {
         ffleet::cli::Outcome::Completed(c) => assert_eq!(c, done),
         other => bail!("the late follower ended with {other:?}"),
@@ -436,7 +436,7 @@ fn ffleet() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ffleet"));
     c.env_remove("NATS_URL")
         .env_remove("FFLEET_CONFIG")
-        .env_remove(ffleet_shared::config::NKEY_SEED_ENV)
+        .env_remove(ffleet_runtime::config::NKEY_SEED_ENV)
         .env("RUST_LOG", "warn");
     c
 }
@@ -446,7 +446,7 @@ fn ffleet_as(secrets: &ffleet::secrets::Secrets, role: Role) -> Result<std::proc
     let mut c = ffleet();
     c.env("FFLEET_NATS__ROLE", role.name())
         .env(
-            ffleet_shared::config::NKEY_SEED_ENV,
+            ffleet_runtime::config::NKEY_SEED_ENV,
             std::fs::read_to_string(secrets.seed(role))?.trim(),
         )
         .env("FFLEET_NATS__TLS_CA_FILE", secrets.ca())
@@ -557,7 +557,7 @@ async fn the_media_object_store_serves_the_roles_that_move_media() -> Result<()>
         nats: s.config(Role::Admin),
         ..Config::default()
     };
-    cfg.storage.backend = ffleet_shared::config::StorageBackend::ObjectStore;
+    cfg.storage.backend = ffleet_runtime::config::StorageBackend::ObjectStore;
     cfg.storage.work_dir = work.path().to_path_buf();
     cfg.storage.max_bytes = MEDIA_BYTES;
     Ctx::connect(Arc::new(cfg), "admin", false).await?;
@@ -565,7 +565,7 @@ async fn the_media_object_store_serves_the_roles_that_move_media() -> Result<()>
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     for role in [Role::Splitter, Role::Encoder, Role::Merger, Role::Submitter] {
         let client = s.connect(role).await?;
-        let js = ffleet_shared::nats::connect::jetstream(client, &s.config(role));
+        let js = ffleet_runtime::nats::connect::jetstream(client, &s.config(role));
         let store = js.get_object_store(subjects::BUCKET_MEDIA).await?;
         let name = format!("{role}.bin");
         store.put(name.as_str(), &mut data.as_slice()).await?;
@@ -577,7 +577,7 @@ async fn the_media_object_store_serves_the_roles_that_move_media() -> Result<()>
     }
     // The scheduler may look the bucket up (every service looks every stream up) but not use it.
     let client = s.connect(Role::Scheduler).await?;
-    let js = ffleet_shared::nats::connect::jetstream(client, &s.config(Role::Scheduler));
+    let js = ffleet_runtime::nats::connect::jetstream(client, &s.config(Role::Scheduler));
     let store = js.get_object_store(subjects::BUCKET_MEDIA).await?;
     assert!(store.put("sneaky", &mut data.as_slice()).await.is_err());
     assert!(!s.violations().is_empty());

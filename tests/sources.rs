@@ -7,7 +7,7 @@ mod common;
 
 use anyhow::{Context, Result, ensure};
 use common::{JobClient, TestFleet, media, quality, sources};
-use ffleet_shared::profiles;
+use ffleet_runtime::profiles;
 use std::path::Path;
 use std::time::Duration;
 

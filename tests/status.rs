@@ -12,11 +12,11 @@ use anyhow::{Context, Result, bail};
 use common::{FleetOptions, JobClient, TestFleet, media};
 use ffleet::cli::{Link, Outcome};
 use ffleet::local::{Cluster, ClusterSpec};
-use ffleet_shared::JobId;
-use ffleet_shared::messages::status::MAX_STATUS_REQUEST_BYTES;
-use ffleet_shared::messages::{JobStatus, StatusState};
-use ffleet_shared::reason::Reason;
-use ffleet_shared::subjects::{self, service_api};
+use ffleet_runtime::JobId;
+use ffleet_runtime::messages::status::MAX_STATUS_REQUEST_BYTES;
+use ffleet_runtime::messages::{JobStatus, StatusState};
+use ffleet_runtime::reason::Reason;
+use ffleet_runtime::subjects::{self, service_api};
 use std::time::Duration;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);

@@ -11,7 +11,7 @@ mod otlp;
 use anyhow::{Context, Result, bail};
 use common::media;
 use ffleet::local::NatsServer;
-use ffleet_shared::subjects;
+use ffleet_runtime::subjects;
 use otlp::{GRPC, HTTP_PROTOBUF, RSpan, Receiver};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -135,7 +135,7 @@ pub fn spawn(
 pub struct Fleet {
     /// Declared first so the services stop before their server.
     pub procs: Procs,
-    pub ctx: ffleet_shared::runtime::Ctx,
+    pub ctx: ffleet_runtime::runtime::Ctx,
     pub url: String,
     pub server: ffleet::local::NatsServer,
 }
@@ -145,10 +145,10 @@ pub struct Fleet {
 pub async fn start_fleet(dir: &Path, encoders: usize, env: &[(&str, String)]) -> Fleet {
     let server = ffleet::local::NatsServer::start_temp().expect("nats-server starts");
     let url = server.url.clone();
-    let mut cfg = ffleet_shared::config::Config::default();
+    let mut cfg = ffleet_runtime::config::Config::default();
     cfg.nats.url = url.clone();
     cfg.storage.scratch = scratch_of(dir);
-    let ctx = ffleet_shared::runtime::Ctx::connect(std::sync::Arc::new(cfg), "bench", true)
+    let ctx = ffleet_runtime::runtime::Ctx::connect(std::sync::Arc::new(cfg), "bench", true)
         .await
         .expect("connects");
     let mut procs = Procs(Vec::new());

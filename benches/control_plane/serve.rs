@@ -13,13 +13,13 @@
 //! latencies since the last dump); end of stdin stops the service.
 
 use ffleet_encoder::encode::{EncodeError, Encoded, Unit};
-use ffleet_shared::JobId;
-use ffleet_shared::config::Config;
-use ffleet_shared::media::progress::ProgressBlock;
-use ffleet_shared::messages::records::{Container, OutputInfo, SegmentPlan, SourceInfo};
-use ffleet_shared::messages::{Heartbeat, JobRecord};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{Capability, NodeId, storage};
+use ffleet_runtime::JobId;
+use ffleet_runtime::config::Config;
+use ffleet_runtime::media::progress::ProgressBlock;
+use ffleet_runtime::messages::records::{Container, OutputInfo, SegmentPlan, SourceInfo};
+use ffleet_runtime::messages::{Heartbeat, JobRecord};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::{Capability, NodeId, storage};
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -73,7 +73,7 @@ struct PlanOnce {
     first: tokio::sync::Mutex<
         Option<(
             SourceInfo,
-            ffleet_shared::media::tracks::TrackChoice,
+            ffleet_runtime::media::tracks::TrackChoice,
             Vec<SegmentPlan>,
         )>,
     >,
@@ -103,13 +103,13 @@ impl ffleet_splitter::media::Media for PlanOnce {
         let (info, tracks, template) = first.clone().expect("set above");
         drop(first);
         let prefix = storage::keys::cuts_prefix(job);
-        let retry = |e: ffleet_shared::storage::StorageError| SplitError::Retry(e.to_string());
+        let retry = |e: ffleet_runtime::storage::StorageError| SplitError::Retry(e.to_string());
         let staging = ctx.storage.staging_path(&prefix).await.map_err(retry)?;
         let io = |e: std::io::Error| SplitError::Retry(e.to_string());
         tokio::fs::create_dir_all(&staging).await.map_err(io)?;
         let mut segments = template;
         for s in &mut segments {
-            let name = ffleet_shared::media::args::cut_name(s.index);
+            let name = ffleet_runtime::media::args::cut_name(s.index);
             tokio::fs::write(staging.join(&name), b"cut")
                 .await
                 .map_err(io)?;
@@ -143,7 +143,7 @@ impl ffleet_merger::media::Media for NoMerge {
             frames: rec.frames_collected,
             duration_secs: rec.source.as_ref().map_or(0.0, |s| s.video.duration_secs()),
             bytes: 0,
-            wall_secs: ffleet_shared::time::age_secs(&rec.accepted_at).unwrap_or(0.0),
+            wall_secs: ffleet_runtime::time::age_secs(&rec.accepted_at).unwrap_or(0.0),
             decode_errors: 0,
             warnings: Vec::new(),
             media_bytes: 0,
@@ -179,7 +179,7 @@ async fn sim_nodes(ctx: Ctx, n: usize, stop: CancellationToken) {
 pub fn main(args: &[String]) {
     let svc = args[0].clone();
     // The runtime a service binary runs on, so the bench measures what ships.
-    let rt = ffleet_shared::service_main::runtime().expect("runtime");
+    let rt = ffleet_runtime::service_main::runtime().expect("runtime");
     rt.block_on(async move {
         let config = Config::load(None).expect("config");
         let name: &'static str = match svc.as_str() {
@@ -245,7 +245,7 @@ pub fn main(args: &[String]) {
             if cmd == "dump" {
                 let dispatch = std::mem::take(&mut *DISPATCH.lock().unwrap());
                 let out = serde_json::json!({
-                    "ops": ffleet_shared::nats::ops::snapshot(),
+                    "ops": ffleet_runtime::nats::ops::snapshot(),
                     "dispatch_ms": dispatch,
                 });
                 println!("{out}");

@@ -4,7 +4,7 @@
 
 use super::Svc;
 use async_nats::jetstream::{self, consumer::pull, stream};
-use ffleet_shared::nats::ops::Counts;
+use ffleet_runtime::nats::ops::Counts;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -48,7 +48,7 @@ pub struct Baseline {
     pub fetch100: f64,
 }
 
-pub async fn baseline(ctx: &ffleet_shared::runtime::Ctx) -> Baseline {
+pub async fn baseline(ctx: &ffleet_runtime::runtime::Ctx) -> Baseline {
     let js = &ctx.js;
     let s = js
         .create_stream(stream::Config {

@@ -1,24 +1,25 @@
-//! The common crate of ffleet: everything the services share and nothing that belongs to one of
-//! them. Wire messages and their versions, subject/stream/bucket names, layered configuration and
-//! encode profiles, telemetry setup, NATS connection and provisioning, the storage trait, and the
-//! ffmpeg/ffprobe plumbing (probe, cut planning, argument building, child supervision).
+//! The runtime every ffleet service runs on: the layered configuration that gathers every
+//! crate's section, the context a service is handed (`Ctx`: NATS, buckets, storage), the service
+//! main (config → telemetry → connect → run until cancelled → drain), shutdown, the shared pull
+//! worker, and the job-record operations several services take.
 //!
-//! The pure parts (ids, subjects, messages, the unit and job state machines, profiles, media
-//! data types) are `ffleet-protocol`'s, re-exported here; this crate adds the I/O around them.
-//! Dependencies point one way: protocol ← shared ← services, never a service on another.
+//! Below it, each with its own crate: `ffleet-protocol` (the pure core), `ffleet-telemetry`,
+//! `ffleet-media` (running ffmpeg and ffprobe), `ffleet-nats`, `ffleet-storage`. They are
+//! re-exported here under the paths the services have always used. Dependencies point one way:
+//! protocol ← telemetry ← media, nats ← storage ← runtime ← services ← the `ffleet` binary.
 
 pub mod config;
-pub mod health;
 pub mod jobs;
-pub mod media;
-pub mod nats;
 pub mod runtime;
-pub mod security;
 pub mod service_main;
 pub mod shutdown;
-pub mod storage;
-pub mod telemetry;
 pub mod worker;
+
+pub use ffleet_media as media;
+pub use ffleet_nats as nats;
+pub use ffleet_nats::{health, security};
+pub use ffleet_storage as storage;
+pub use ffleet_telemetry as telemetry;
 
 // The pure core, under the paths the services have always used.
 pub use ffleet_protocol::{

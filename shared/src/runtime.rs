@@ -75,7 +75,7 @@ impl Ctx {
             segments,
             workers,
             leases,
-        } = nats::provision(&js, &config, patience).await?;
+        } = nats::provision(&js, config.provisioning(), patience).await?;
         let storage = open_storage(&js, &config, patience).await?;
         crate::health::ready();
         Ok(Ctx {
@@ -105,8 +105,15 @@ pub async fn open_storage(
     })?);
     Ok(match config.storage.backend {
         StorageBackend::SharedDir => Arc::new(SharedDir::open(&config.storage.scratch, work)?),
-        StorageBackend::ObjectStore => {
-            Arc::new(ObjectStore::open(js, config, work, patience).await?)
-        }
+        StorageBackend::ObjectStore => Arc::new(
+            ObjectStore::open(
+                js,
+                &config.storage,
+                config.media_placement(),
+                work,
+                patience,
+            )
+            .await?,
+        ),
     })
 }

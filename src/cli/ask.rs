@@ -4,8 +4,8 @@
 //! the submitter, which may not read the jobs bucket, has no other way.
 
 use anyhow::{Context, Result, bail};
-use ffleet_shared::messages::{self, JobStatus, StatusRequest};
-use ffleet_shared::{JobId, subjects};
+use ffleet_runtime::messages::{self, JobStatus, StatusRequest};
+use ffleet_runtime::{JobId, subjects};
 use std::time::Duration;
 
 /// How long an answer is waited for: a replica answers in milliseconds or reports the records

@@ -6,7 +6,7 @@
 use super::Cli;
 use anyhow::Result;
 use ffleet_encoder::{Gpus, capabilities::NvmlFacts, probe};
-use ffleet_shared::messages::heartbeat::Proof;
+use ffleet_runtime::messages::heartbeat::Proof;
 
 #[derive(Debug, clap::Args)]
 pub struct CapabilitiesArgs {

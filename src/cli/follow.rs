@@ -7,14 +7,14 @@
 
 use super::{ask, display};
 use anyhow::Result;
-use ffleet_shared::messages::events::{Completed, Failed};
-use ffleet_shared::messages::{
+use ffleet_runtime::messages::events::{Completed, Failed};
+use ffleet_runtime::messages::{
     self, CloudEvent, JobEvent, JobRecord, JobStatus, LiveProgress, StatusState,
 };
-use ffleet_shared::nats::kv::Typed;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::subjects::EventKind;
-use ffleet_shared::{JobId, Unit, subjects};
+use ffleet_runtime::nats::kv::Typed;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::subjects::EventKind;
+use ffleet_runtime::{JobId, Unit, subjects};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -272,7 +272,7 @@ pub fn outcome(status: &JobStatus, request_seq: Option<u64>) -> Option<Outcome> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ffleet_shared::reason::Reason;
+    use ffleet_runtime::reason::Reason;
 
     #[test]
     fn only_the_followed_requests_refusal_ends_it() {

@@ -47,11 +47,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("health");
         assert_eq!(state_of(&file).unwrap(), "not started");
-        ffleet_shared::health::init(Some(file.clone()));
+        ffleet_runtime::health::init(Some(file.clone()));
         assert_eq!(state_of(&file).unwrap(), "starting");
-        ffleet_shared::health::ready();
+        ffleet_runtime::health::ready();
         assert_eq!(state_of(&file).unwrap(), "ready");
-        let wait = ffleet_shared::health::waiting_for_jetstream("info stream FFLEET_JOBS");
+        let wait = ffleet_runtime::health::waiting_for_jetstream("info stream FFLEET_JOBS");
         assert_eq!(
             state_of(&file).unwrap(),
             "waiting for jetstream: info stream FFLEET_JOBS"

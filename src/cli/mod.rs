@@ -19,7 +19,7 @@ pub use submit::{JobArgs, SubmitArgs, build_request};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ffleet_shared::config::Config;
+use ffleet_runtime::config::Config;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -103,11 +103,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
 
 /// Logging and telemetry for a command run by a person: warnings only on the console unless
 /// asked for more (the OTLP export keeps the configured level).
-pub(crate) fn telemetry(cli: &Cli) -> Result<ffleet_shared::telemetry::Guard> {
+pub(crate) fn telemetry(cli: &Cli) -> Result<ffleet_runtime::telemetry::Guard> {
     let log = cli.load_config()?.log;
-    Ok(ffleet_shared::telemetry::init(
+    Ok(ffleet_runtime::telemetry::init(
         &log,
-        ffleet_shared::telemetry::Role::Command,
+        ffleet_runtime::telemetry::Role::Command,
     ))
 }
 
@@ -121,7 +121,7 @@ pub(crate) struct ClientLink {
 
 impl ClientLink {
     pub fn jetstream(&self) -> async_nats::jetstream::Context {
-        ffleet_shared::nats::connect::jetstream(self.client.clone(), &self.config.nats)
+        ffleet_runtime::nats::connect::jetstream(self.client.clone(), &self.config.nats)
     }
 }
 
@@ -138,14 +138,17 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
     }
     cfg.validate()?;
     let url = cfg.nats.url.clone();
-    ffleet_shared::nats::retry::configure(&cfg.nats);
-    let client = ffleet_shared::nats::connect(&cfg.nats, "ffleet-client", false)
+    ffleet_runtime::nats::retry::configure(&cfg.nats);
+    let client = ffleet_runtime::nats::connect(&cfg.nats, "ffleet-client", false)
         .await
         .with_context(|| format!("cannot reach ffleet's NATS server at {url}"))?;
     let jobs = if cfg.nats.role.is_none_or(|r| r.reads_job_records()) {
-        let js = ffleet_shared::nats::connect::jetstream(client.clone(), &cfg.nats);
-        match js.get_key_value(ffleet_shared::subjects::BUCKET_JOBS).await {
-            Ok(store) => Some(ffleet_shared::nats::kv::Typed::new(store, "job record")),
+        let js = ffleet_runtime::nats::connect::jetstream(client.clone(), &cfg.nats);
+        match js
+            .get_key_value(ffleet_runtime::subjects::BUCKET_JOBS)
+            .await
+        {
+            Ok(store) => Some(ffleet_runtime::nats::kv::Typed::new(store, "job record")),
             Err(e) => {
                 tracing::debug!(error = %e, "jobs bucket not readable, following by events only");
                 None
@@ -165,18 +168,18 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
 }
 
 /// Connects a client context (no waiting: a missing server is reported at once).
-pub(crate) async fn client(cli: &Cli) -> Result<ffleet_shared::runtime::Ctx> {
+pub(crate) async fn client(cli: &Cli) -> Result<ffleet_runtime::runtime::Ctx> {
     let cfg = cli.load_config()?;
     cfg.validate()?;
     // Only the admin may read the whole fleet's state (and provision): fail at once instead of
     // waiting on requests the server refuses.
     if let Some(role) = cfg.nats.role
-        && role != ffleet_shared::security::Role::Admin
+        && role != ffleet_runtime::security::Role::Admin
     {
         anyhow::bail!("the {role} role may not do this; use admin credentials for this command");
     }
     let url = cfg.nats.url.clone();
-    ffleet_shared::runtime::Ctx::connect(std::sync::Arc::new(cfg), "client", false)
+    ffleet_runtime::runtime::Ctx::connect(std::sync::Arc::new(cfg), "client", false)
         .await
         .with_context(|| format!("cannot reach ffleet's NATS server at {url}"))
 }

@@ -50,7 +50,7 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
             let mut out = std::io::stdout().lock();
             // A closed pipe (`| head`) ends the listing quietly.
             let _ = (|| -> std::io::Result<()> {
-                for (role, p) in ffleet_shared::security::auth_conf::matrix(&media) {
+                for (role, p) in ffleet_runtime::security::auth_conf::matrix(&media) {
                     writeln!(out, "{role}")?;
                     for s in &p.publish {
                         writeln!(out, "  publish    {s}")?;

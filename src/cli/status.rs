@@ -5,9 +5,9 @@
 use super::Cli;
 use super::display;
 use anyhow::{Result, bail};
-use ffleet_shared::JobId;
-use ffleet_shared::messages::{JobState, StatusState};
-use ffleet_shared::security::Role;
+use ffleet_runtime::JobId;
+use ffleet_runtime::messages::{JobState, StatusState};
+use ffleet_runtime::security::Role;
 
 pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
     if let Some(id) = job

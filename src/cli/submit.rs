@@ -4,10 +4,10 @@
 use super::{Cli, upload};
 use anyhow::{Context, Result};
 use clap::Args;
-use ffleet_shared::messages::{self, CURRENT, JobRequest, Overrides, Preference};
-use ffleet_shared::nats::{publish, retry};
-use ffleet_shared::storage::MediaUri;
-use ffleet_shared::{JobId, subjects};
+use ffleet_runtime::messages::{self, CURRENT, JobRequest, Overrides, Preference};
+use ffleet_runtime::nats::{publish, retry};
+use ffleet_runtime::storage::MediaUri;
+use ffleet_runtime::{JobId, subjects};
 use std::path::{Path, PathBuf};
 use tracing::Instrument;
 

@@ -7,10 +7,10 @@ use super::submit::{JobArgs, SubmitArgs, build_request};
 use crate::local::{Cluster, ClusterSpec, NatsServer};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ffleet_shared::config::StorageBackend;
-use ffleet_shared::messages;
-use ffleet_shared::nats::{publish, retry};
-use ffleet_shared::subjects;
+use ffleet_runtime::config::StorageBackend;
+use ffleet_runtime::messages;
+use ffleet_runtime::nats::{publish, retry};
+use ffleet_runtime::subjects;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +36,7 @@ pub struct TranscodeArgs {
     /// Kind of encoder wanted: gpu, cpu or any (GPU-preferring work spills to CPU when no
     /// node offers a GPU capability, e.g. on a GPU without NVENC).
     #[arg(long, default_value = "any", value_parser = super::submit::parse_preference)]
-    pub prefer: ffleet_shared::messages::Preference,
+    pub prefer: ffleet_runtime::messages::Preference,
     /// How media moves between the in-process services: shared-dir (no copies) or
     /// object-store (through the private server, as a fleet of separate machines would; for
     /// measuring what the copies cost).
@@ -87,7 +87,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     cfg.storage.scratch = scratch.path().join("media");
     cfg.storage.work_dir = scratch.path().join("work");
     cfg.validate()?;
-    let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
+    let _log = ffleet_runtime::telemetry::init(&cfg.log, ffleet_runtime::telemetry::Role::Command);
 
     let cluster = Cluster::start(
         Arc::new(cfg),
@@ -156,8 +156,8 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
 
 /// Where the job's units ran: count per capability, and failed attempts in all.
 async fn placement(
-    ctx: &ffleet_shared::runtime::Ctx,
-    job: &ffleet_shared::JobId,
+    ctx: &ffleet_runtime::runtime::Ctx,
+    job: &ffleet_runtime::JobId,
 ) -> (std::collections::BTreeMap<String, u32>, usize) {
     let mut by_cap = std::collections::BTreeMap::new();
     let mut failed = 0;
@@ -186,7 +186,7 @@ fn cpu_secs(who: nix::sys::resource::UsageWho) -> f64 {
 
 /// A scratch directory outside the roots: the system temp directory, or the user's cache when
 /// the input or output lies in the temp directory itself.
-fn private_scratch(cfg: &ffleet_shared::config::Config) -> Result<tempfile::TempDir> {
+fn private_scratch(cfg: &ffleet_runtime::config::Config) -> Result<tempfile::TempDir> {
     let mut candidates = vec![std::env::temp_dir()];
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(std::path::PathBuf::from(home).join(".cache"));

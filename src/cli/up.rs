@@ -96,8 +96,8 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
         None => server.url.clone(),
     };
     cfg.nats.url = url.clone();
-    let _log = ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Cluster);
-    let shutdown = ffleet_shared::shutdown::on_signals();
+    let _log = ffleet_runtime::telemetry::init(&cfg.log, ffleet_runtime::telemetry::Role::Cluster);
+    let shutdown = ffleet_runtime::shutdown::on_signals();
     let mut cluster = Cluster::start_as(
         Arc::new(cfg.clone()),
         ClusterSpec {
@@ -124,7 +124,7 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
             "submit with: FFLEET_NATS__ROLE=submitter FFLEET_NATS__NKEY_SEED_FILE={} \
              FFLEET_NATS__TLS_CA_FILE={} FFLEET_NATS__TLS_CERT_FILE={} \
              FFLEET_NATS__TLS_KEY_FILE={} ffleet -s {url} submit IN -o OUT --wait",
-            s.seed(ffleet_shared::security::Role::Submitter).display(),
+            s.seed(ffleet_runtime::security::Role::Submitter).display(),
             s.ca().display(),
             s.client_cert().display(),
             s.client_key().display()
@@ -144,7 +144,7 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
 }
 
 pub async fn run_service(cli: &Cli, service: Service) -> Result<i32> {
-    use ffleet_shared::service_main::serve;
+    use ffleet_runtime::service_main::serve;
     let cfg = cli.load_config()?;
     match service {
         Service::Splitter => serve(cfg, ffleet_splitter::SERVICE, ffleet_splitter::run).await?,

@@ -5,11 +5,11 @@
 //! starts again for up to `nats.op_retry_secs`: both directions are idempotent.
 
 use anyhow::{Context, Result, bail};
-use ffleet_shared::config::Config;
-use ffleet_shared::messages::JobRequest;
-use ffleet_shared::nats::retry::Patience;
-use ffleet_shared::storage::{self, MediaUri, ObjectStore, WorkDir};
-use ffleet_shared::{JobId, storage::Storage};
+use ffleet_runtime::config::Config;
+use ffleet_runtime::messages::JobRequest;
+use ffleet_runtime::nats::retry::Patience;
+use ffleet_runtime::storage::{self, MediaUri, ObjectStore, WorkDir};
+use ffleet_runtime::{JobId, storage::Storage};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub async fn open(js: &async_nats::jetstream::Context, cfg: &Config) -> Result<O
             .with_context(|| format!("work dir {}", cfg.storage.work_dir.display()))?,
     );
     let wait = Patience::For(Duration::from_secs_f64(cfg.nats.startup_wait_secs));
-    ObjectStore::open(js, cfg, work, wait)
+    ObjectStore::open(js, &cfg.storage, cfg.media_placement(), work, wait)
         .await
         .context("opening the media bucket")
 }

@@ -5,10 +5,10 @@
 
 use anyhow::{Context, Result};
 use ffleet_encoder::Node;
-use ffleet_shared::NodeId;
-use ffleet_shared::config::Config;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::security::Role;
+use ffleet_runtime::NodeId;
+use ffleet_runtime::config::Config;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::security::Role;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;

@@ -5,7 +5,7 @@
 
 use super::{DEFAULT_HOSTS, Secrets};
 use anyhow::{Context, Result, bail};
-use ffleet_shared::security::{Role, auth_conf};
+use ffleet_runtime::security::{Role, auth_conf};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -20,7 +20,7 @@ const VALID_DAYS: i64 = 3650;
 /// Makes every secret in `dir` (created if needed; refused if it already holds secrets), with
 /// the default media bucket.
 pub fn init(dir: &Path, hosts: &[String]) -> Result<Secrets> {
-    init_for(dir, hosts, ffleet_shared::subjects::BUCKET_MEDIA)
+    init_for(dir, hosts, ffleet_runtime::subjects::BUCKET_MEDIA)
 }
 
 /// Like `init`, granting the object store operations on `media` (`storage.bucket`).

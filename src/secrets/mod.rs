@@ -6,8 +6,8 @@
 mod generate;
 
 use anyhow::{Context, Result, bail};
-use ffleet_shared::config::NatsConfig;
-use ffleet_shared::security::Role;
+use ffleet_runtime::config::NatsConfig;
+use ffleet_runtime::security::Role;
 use std::path::{Path, PathBuf};
 
 pub use generate::{init, init_for};

@@ -4,10 +4,10 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use async_nats::jetstream::consumer::DeliverPolicy;
-use ffleet_shared::messages::{self, CURRENT, CloudEvent, JobEvent, JobRequest, Overrides};
-use ffleet_shared::nats::publish;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, subjects};
+use ffleet_runtime::messages::{self, CURRENT, CloudEvent, JobEvent, JobRequest, Overrides};
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::{JobId, subjects};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -270,7 +270,7 @@ pub async fn stored_events(
     js: &async_nats::jetstream::Context,
     job: Option<&str>,
 ) -> Result<Vec<JobEvent>> {
-    let job = job.map(ffleet_shared::JobId::new).transpose()?;
+    let job = job.map(ffleet_runtime::JobId::new).transpose()?;
     let subject = subjects::job_events(job.as_ref());
     let stream = js.get_stream(subjects::STREAM_EVENTS).await?;
     let consumer = stream

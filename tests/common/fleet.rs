@@ -5,8 +5,8 @@
 use super::client::JobClient;
 use anyhow::Result;
 use ffleet::local::{Cluster, ClusterSpec, NatsServer};
-use ffleet_shared::config::Config;
-use ffleet_shared::runtime::Ctx;
+use ffleet_runtime::config::Config;
+use ffleet_runtime::runtime::Ctx;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ pub struct TestFleet {
     pub out: tempfile::TempDir,
     pub scratch: tempfile::TempDir,
     /// Flushes this process's telemetry when the fleet is dropped.
-    pub telemetry: ffleet_shared::telemetry::Guard,
+    pub telemetry: ffleet_runtime::telemetry::Guard,
 }
 
 impl JobClient for TestFleet {
@@ -84,7 +84,7 @@ impl TestFleet {
         (opts.tweak)(&mut cfg);
         cfg.validate()?;
         let telemetry =
-            ffleet_shared::telemetry::init(&cfg.log, ffleet_shared::telemetry::Role::Command);
+            ffleet_runtime::telemetry::init(&cfg.log, ffleet_runtime::telemetry::Role::Command);
         let config = Arc::new(cfg);
         let cluster = Cluster::start_as(
             config.clone(),

@@ -185,18 +185,18 @@ pub fn ffprobe_value(path: &Path, stream: &str, entries: &str) -> Result<Option<
 }
 
 /// Frames and span of one stream of a file, via ffprobe.
-pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_shared::media::probe::Span>> {
+pub fn span(path: &Path, stream: &str) -> Result<Option<ffleet_runtime::media::probe::Span>> {
     let Some(tb) = ffprobe_value(path, stream, "stream=time_base")?.and_then(|t| t.parse().ok())
     else {
         return Ok(None);
     };
     let text = ffprobe_text(path, stream, "packet=pts,dts,duration,flags", "compact=p=0")?;
-    let packets = ffleet_shared::media::probe::parse_packets(&text);
-    Ok(ffleet_shared::media::probe::span_of(&packets, tb))
+    let packets = ffleet_runtime::media::probe::parse_packets(&text);
+    Ok(ffleet_runtime::media::probe::span_of(&packets, tb))
 }
 
 pub fn frame_rate(path: &Path) -> Result<f64> {
-    let r: ffleet_shared::media::Rational = ffprobe_value(path, "v:0", "stream=r_frame_rate")?
+    let r: ffleet_runtime::media::Rational = ffprobe_value(path, "v:0", "stream=r_frame_rate")?
         .context("no frame rate")?
         .parse()?;
     Ok(r.as_f64())

@@ -21,8 +21,8 @@ pub use fleet::{FleetOptions, TestFleet};
 
 /// The media backend the fleets of this test run use: `FFLEET_TEST_STORAGE=object-store` runs
 /// the whole suite over the JetStream Object Store, anything else over the shared directory.
-pub fn backend() -> ffleet_shared::config::StorageBackend {
-    use ffleet_shared::config::StorageBackend;
+pub fn backend() -> ffleet_runtime::config::StorageBackend {
+    use ffleet_runtime::config::StorageBackend;
     match std::env::var("FFLEET_TEST_STORAGE").as_deref() {
         Ok("object-store") => StorageBackend::ObjectStore,
         _ => StorageBackend::SharedDir,
@@ -32,7 +32,7 @@ pub fn backend() -> ffleet_shared::config::StorageBackend {
 /// The backend's name as configuration spells it.
 pub fn backend_name() -> &'static str {
     match backend() {
-        ffleet_shared::config::StorageBackend::ObjectStore => "object-store",
-        ffleet_shared::config::StorageBackend::SharedDir => "shared-dir",
+        ffleet_runtime::config::StorageBackend::ObjectStore => "object-store",
+        ffleet_runtime::config::StorageBackend::SharedDir => "shared-dir",
     }
 }

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream;
 use ffleet::local::NatsServer;
-use ffleet_shared::subjects;
+use ffleet_runtime::subjects;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -255,7 +255,7 @@ pub fn server_version() -> Option<(u32, u32)> {
 /// fleets use the object store).
 pub fn stream_names() -> Vec<String> {
     subjects::provisioned_streams(
-        super::backend() == ffleet_shared::config::StorageBackend::ObjectStore,
+        super::backend() == ffleet_runtime::config::StorageBackend::ObjectStore,
     )
 }
 

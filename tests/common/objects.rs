@@ -1,7 +1,7 @@
 //! Looking into the media bucket from tests: which objects exist, and overwriting one.
 
 use anyhow::Result;
-use ffleet_shared::runtime::Ctx;
+use ffleet_runtime::runtime::Ctx;
 use futures::StreamExt;
 
 /// Names of every object in the fleet's media bucket.

@@ -8,10 +8,10 @@ use super::client::JobClient;
 use super::nats_cluster::NatsCluster;
 use anyhow::{Context, Result, bail};
 use ffleet::local::NatsServer;
-use ffleet_shared::config::{Config, StorageBackend};
-use ffleet_shared::messages::{JobRecord, SegmentRecord};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::security::Role;
+use ffleet_runtime::config::{Config, StorageBackend};
+use ffleet_runtime::messages::{JobRecord, SegmentRecord};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::security::Role;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -420,7 +420,7 @@ impl ProcFleet {
         };
         let mut out = Vec::new();
         for u in plan.units() {
-            let key = ffleet_shared::subjects::segment_key(&rec.job_id, u);
+            let key = ffleet_runtime::subjects::segment_key(&rec.job_id, u);
             if let Ok(Some((r, _))) = self.ctx().segments.get(&key).await {
                 out.push((key, r));
             }

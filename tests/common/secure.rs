@@ -5,8 +5,8 @@
 use anyhow::{Context, Result};
 use ffleet::local::NatsServer;
 use ffleet::secrets::{Secrets, tls_url};
-use ffleet_shared::config::NatsConfig;
-use ffleet_shared::security::Role;
+use ffleet_runtime::config::NatsConfig;
+use ffleet_runtime::security::Role;
 use std::path::PathBuf;
 
 /// The secrets and log of a secured server (the `NatsServer` itself is returned beside it, so a
@@ -61,7 +61,7 @@ impl SecureServer {
     }
 
     pub async fn connect(&self, role: Role) -> Result<async_nats::Client> {
-        Ok(ffleet_shared::nats::connect(&self.config(role), role.name(), false).await?)
+        Ok(ffleet_runtime::nats::connect(&self.config(role), role.name(), false).await?)
     }
 
     /// The server's log lines that report a permission violation.

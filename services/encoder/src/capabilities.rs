@@ -9,9 +9,9 @@
 //! outcomes into capabilities and heartbeat facts, so both are unit-tested from recorded
 //! outcomes; `probe` does the I/O.
 
-use ffleet_shared::Capability;
-use ffleet_shared::messages::heartbeat::{Gpu, GpuClass, Proof};
-use ffleet_shared::profiles::{Profile, video_encoder};
+use ffleet_runtime::Capability;
+use ffleet_runtime::messages::heartbeat::{Gpu, GpuClass, Proof};
+use ffleet_runtime::profiles::{Profile, video_encoder};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Encoders worth reporting in heartbeats: the software ones profiles use and every hardware one.
@@ -294,7 +294,7 @@ mod tests {
             }),
             render_node: false,
             labels: None,
-            needs: needs(&ffleet_shared::profiles::builtin()),
+            needs: needs(&ffleet_runtime::profiles::builtin()),
         }
     }
 
@@ -378,7 +378,7 @@ mod tests {
         );
         assert_eq!(names(&d.capabilities), vec!["nvenc"]);
         // Shipped profiles only: the label needs h264_nvenc, which fails here.
-        f.needs = needs(&ffleet_shared::profiles::builtin());
+        f.needs = needs(&ffleet_runtime::profiles::builtin());
         let d = decide(&f, &[proof("encode", "h264_nvenc", false)]);
         assert!(d.capabilities.is_empty());
     }

@@ -11,7 +11,7 @@
 //! capability (it names it under `demoted`), and tasks already queued for it are handed back
 //! to the scheduler unencoded. The demotion lasts until the encoder restarts.
 
-use ffleet_shared::Capability;
+use ffleet_runtime::Capability;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -2,15 +2,15 @@
 //! progress forwarded to the caller, and a check (from ffmpeg's final progress report) that the
 //! result holds what it must.
 
-use ffleet_shared::config::Config;
-use ffleet_shared::media::args;
-use ffleet_shared::media::command::{self, Limits, RunError};
-use ffleet_shared::media::progress::ProgressBlock;
-use ffleet_shared::messages::Task;
-use ffleet_shared::messages::records::Container;
-use ffleet_shared::profiles::{self, Profile};
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::{Capability, telemetry};
+use ffleet_runtime::config::Config;
+use ffleet_runtime::media::args;
+use ffleet_runtime::media::command::{self, Limits, RunError};
+use ffleet_runtime::media::progress::ProgressBlock;
+use ffleet_runtime::messages::Task;
+use ffleet_runtime::messages::records::Container;
+use ffleet_runtime::profiles::{self, Profile};
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::{Capability, telemetry};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;

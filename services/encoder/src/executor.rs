@@ -4,8 +4,8 @@
 //! Nothing in a job request or in configuration selects an executor.
 
 use crate::encode::{self, EncodeError, Encoded, Unit};
-use ffleet_shared::config::Config;
-use ffleet_shared::media::progress::ProgressBlock;
+use ffleet_runtime::config::Config;
+use ffleet_runtime::media::progress::ProgressBlock;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 

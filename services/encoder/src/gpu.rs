@@ -7,7 +7,7 @@
 //! H100, H200) like any other, so capabilities rest on test encodes (`capabilities`, `probe`).
 
 use crate::capabilities::NvmlFacts;
-use ffleet_shared::messages::heartbeat::Gpu;
+use ffleet_runtime::messages::heartbeat::Gpu;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::EncoderType;
 

@@ -12,21 +12,21 @@ use crate::heartbeat::State;
 use crate::probe;
 use crate::record::{self, Applying};
 use async_nats::jetstream::Message;
-use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
-use ffleet_shared::messages::heartbeat::{GpuClass, Held};
-use ffleet_shared::messages::{
+use ffleet_runtime::messages::events::{SegmentDone, SegmentOutcome};
+use ffleet_runtime::messages::heartbeat::{GpuClass, Held};
+use ffleet_runtime::messages::{
     self, CURRENT, DeadLetter, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
 };
-use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
-use ffleet_shared::nats::kv::{Change, KvError};
-use ffleet_shared::nats::publish;
-use ffleet_shared::profiles::{Profile, Variant};
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::storage::{Local, Roots, open_input_link};
-use ffleet_shared::time::now_rfc3339;
-use ffleet_shared::unit_protocol::{self, Applied, Failing, Final, Refused, Step, UnitResult};
-use ffleet_shared::{Capability, NodeId, subjects, telemetry};
+use ffleet_runtime::nats::ack::{self, Disposition, KeepAlive};
+use ffleet_runtime::nats::kv::{Change, KvError};
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::profiles::{Profile, Variant};
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::storage::{Local, Roots, open_input_link};
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::unit_protocol::{self, Applied, Failing, Final, Refused, Step, UnitResult};
+use ffleet_runtime::{Capability, NodeId, subjects, telemetry};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -91,7 +91,7 @@ pub async fn handle(
             // again until writes land. Handed back, each round would spend a delivery of the
             // unit's budget (`MAX_DELIVERIES`), and a store full for twenty minutes would fail
             // every unit in flight.
-            Err(e) if ffleet_shared::nats::store_full(&e.to_string()) && !state.is_draining() => {
+            Err(e) if ffleet_runtime::nats::store_full(&e.to_string()) && !state.is_draining() => {
                 kept.get_or_insert_with(|| {
                     tracing::warn!(job = %task.job_id, unit = %task.unit, "jetstream store is full: task held until its claim can be written");
                     KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3)
@@ -293,7 +293,7 @@ async fn encode_claimed(
         }
     };
     let mut live = live_publisher(ctx, c.node, task);
-    let mut on_progress = |b: &ffleet_shared::media::progress::ProgressBlock| {
+    let mut on_progress = |b: &ffleet_runtime::media::progress::ProgressBlock| {
         let (frame, fps, speed) = (b.frame.unwrap_or(0), b.fps.unwrap_or(0.0), b.speed);
         c.state.progress(c.key, frame, fps, speed.unwrap_or(0.0));
         live(b);
@@ -453,7 +453,7 @@ async fn claim(
     task: &Task,
     key: &str,
     delivered: i64,
-) -> Result<(Claim, Option<(SegmentRecord, u64)>), ffleet_shared::nats::kv::KvError> {
+) -> Result<(Claim, Option<(SegmentRecord, u64)>), ffleet_runtime::nats::kv::KvError> {
     let my_class = state.gpu_class().cloned();
     let on_gpu = task.capability.as_ref().is_some_and(Capability::is_gpu);
     let step = Step::Claim {
@@ -705,7 +705,7 @@ fn live_publisher(
     ctx: &Ctx,
     node: &NodeId,
     task: &Task,
-) -> impl FnMut(&ffleet_shared::media::progress::ProgressBlock) + use<> {
+) -> impl FnMut(&ffleet_runtime::media::progress::ProgressBlock) + use<> {
     let client = ctx.client.clone();
     let subject = subjects::live_progress(&task.job_id);
     let base = LiveProgress {
@@ -734,7 +734,7 @@ fn live_publisher(
         };
         let client = client.clone();
         let subject = subject.clone();
-        ffleet_shared::nats::ops::count(ffleet_shared::nats::ops::Op::CorePublish);
+        ffleet_runtime::nats::ops::count(ffleet_runtime::nats::ops::Op::CorePublish);
         tokio::spawn(async move {
             let _ = client.publish(subject, messages::encode(&p)).await;
         });

@@ -19,12 +19,12 @@
 use crate::Node;
 use crate::demote::Demotions;
 use crate::gpu::Gpus;
-use ffleet_shared::Capability;
-use ffleet_shared::messages::heartbeat::{Heartbeat, Held};
-use ffleet_shared::nats::kv::KvError;
-use ffleet_shared::nats::retry;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::unit_protocol::{self, Holding};
+use ffleet_runtime::Capability;
+use ffleet_runtime::messages::heartbeat::{Heartbeat, Held};
+use ffleet_runtime::nats::kv::KvError;
+use ffleet_runtime::nats::retry;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::unit_protocol::{self, Holding};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,7 +118,7 @@ impl State {
     }
 
     /// This node's GPU class (model and driver), if it has an NVIDIA GPU.
-    pub fn gpu_class(&self) -> Option<&ffleet_shared::messages::heartbeat::GpuClass> {
+    pub fn gpu_class(&self) -> Option<&ffleet_runtime::messages::heartbeat::GpuClass> {
         self.base.gpu_class.as_ref()
     }
 
@@ -173,7 +173,7 @@ impl State {
             mem_total_bytes,
             mem_available_bytes,
             draining: self.draining.load(Ordering::SeqCst),
-            at: ffleet_shared::time::now_rfc3339(),
+            at: ffleet_runtime::time::now_rfc3339(),
             ..self.base.clone()
         }
     }

@@ -19,16 +19,16 @@ mod record;
 pub use executor::{Executor, Ffmpeg};
 pub use gpu::Gpus;
 
-use ffleet_shared::messages::heartbeat::{GpuClass, Proof};
-use ffleet_shared::messages::{self, Task};
-use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::ack::KeepAlive;
-use ffleet_shared::nats::durable::Durable;
-use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
-use ffleet_shared::nats::pull::Puller;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::worker;
-use ffleet_shared::{Capability, NodeId, subjects};
+use ffleet_runtime::messages::heartbeat::{GpuClass, Proof};
+use ffleet_runtime::messages::{self, Task};
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::ack::KeepAlive;
+use ffleet_runtime::nats::durable::Durable;
+use ffleet_runtime::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_runtime::nats::pull::Puller;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::worker;
+use ffleet_runtime::{Capability, NodeId, subjects};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -103,7 +103,7 @@ impl Node {
 /// Accelerator sessions: configured, else as the driver allows them; a node labelled with an
 /// accelerator but without an NVIDIA GPU (tests) gets its core slots; none without one.
 pub fn gpu_slots(
-    cfg: &ffleet_shared::config::EncoderConfig,
+    cfg: &ffleet_runtime::config::EncoderConfig,
     caps: &[Capability],
     nvml: Option<&capabilities::NvmlFacts>,
     slots: u32,
@@ -298,11 +298,11 @@ impl Pull {
             let (ctx, node, state) = (self.ctx.clone(), self.node.clone(), self.state.clone());
             let exec = self.exec.clone();
             running.spawn(async move {
-                let span = ffleet_shared::telemetry::spans::encode(&msg, &node);
+                let span = ffleet_runtime::telemetry::spans::encode(&msg, &node);
                 let d = handler::handle(&ctx, &node, &state, &msg, task, need, &*exec)
                     .instrument(span)
                     .await;
-                ffleet_shared::nats::ack::finish(&msg, d).await;
+                ffleet_runtime::nats::ack::finish(&msg, d).await;
                 drop((first, rest));
             });
             // Reap finished encodes so the set does not grow without bound.

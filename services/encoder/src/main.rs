@@ -2,6 +2,6 @@
 //! runtime (`service_main::main`).
 
 fn main() -> anyhow::Result<()> {
-    ffleet_shared::service_main::main(ffleet_encoder::SERVICE, ffleet_encoder::start)?;
+    ffleet_runtime::service_main::main(ffleet_encoder::SERVICE, ffleet_encoder::start)?;
     Ok(())
 }

@@ -6,11 +6,11 @@
 
 use crate::capabilities::{self, Check, Detected, Facts};
 use crate::gpu::Gpus;
-use ffleet_shared::Capability;
-use ffleet_shared::config::Config;
-use ffleet_shared::media::command;
-use ffleet_shared::messages::heartbeat::Proof;
-use ffleet_shared::profiles::{Variant, video_settings};
+use ffleet_runtime::Capability;
+use ffleet_runtime::config::Config;
+use ffleet_runtime::media::command;
+use ffleet_runtime::messages::heartbeat::Proof;
+use ffleet_runtime::profiles::{Variant, video_settings};
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -118,7 +118,7 @@ pub async fn decode(ffmpeg: &Path, decoder: &str, timeout: Duration) -> Proof {
 
 /// A few frames through a whole variant, with the settings a segment gets.
 pub async fn variant(ffmpeg: &Path, v: &Variant, timeout: Duration) -> Proof {
-    let name = ffleet_shared::profiles::video_encoder(&v.args)
+    let name = ffleet_runtime::profiles::video_encoder(&v.args)
         .unwrap_or("video")
         .to_owned();
     let mut args = head();

@@ -9,11 +9,11 @@
 //! such a refusal cannot be decided on a read; one that still says the record predates the
 //! claim is handed back, never believed.
 
-use ffleet_shared::messages::SegmentRecord;
-use ffleet_shared::nats::kv::{Change, KvError};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::time::now_rfc3339;
-use ffleet_shared::unit_protocol::{self, Applied, Refused, Step};
+use ffleet_runtime::messages::SegmentRecord;
+use ffleet_runtime::nats::kv::{Change, KvError};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::unit_protocol::{self, Applied, Refused, Step};
 
 /// What became of a step.
 pub enum Applying {

@@ -7,10 +7,10 @@
 
 pub use crate::group::Collect;
 use crate::group::{Collects, Outcome};
-use ffleet_shared::messages::SegmentRecord;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::unit_protocol::{self, Report};
-use ffleet_shared::{JobId, Unit, subjects};
+use ffleet_runtime::messages::SegmentRecord;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::unit_protocol::{self, Report};
+use ffleet_runtime::{JobId, Unit, subjects};
 use std::sync::Arc;
 
 pub async fn collect(
@@ -47,7 +47,7 @@ fn judge(seg: &SegmentRecord, attempt: u32, result_key: &str) -> Option<Collect>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ffleet_shared::messages::SegmentState;
+    use ffleet_runtime::messages::SegmentState;
 
     fn record(attempt: u32, state: SegmentState, result_key: Option<&str>) -> SegmentRecord {
         let mut r = SegmentRecord::planned(None);

@@ -9,12 +9,12 @@
 //! (and moves the job to `merging`) is still exactly one, and exactly one report of it is told
 //! to merge.
 
-use ffleet_shared::job_protocol::{self, Collected, JobApplied, JobStep};
-use ffleet_shared::messages::JobRecord;
-use ffleet_shared::nats::kv::{Change, KvError};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::time::now_rfc3339;
-use ffleet_shared::{JobId, Unit};
+use ffleet_runtime::job_protocol::{self, Collected, JobApplied, JobStep};
+use ffleet_runtime::messages::JobRecord;
+use ffleet_runtime::nats::kv::{Change, KvError};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::{JobId, Unit};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -212,8 +212,8 @@ fn outcome(c: Collected) -> Collect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ffleet_shared::messages::records::Container;
-    use ffleet_shared::messages::{JobRequest, JobState, Plan};
+    use ffleet_runtime::messages::records::Container;
+    use ffleet_runtime::messages::{JobRequest, JobState, Plan};
 
     fn encoding_job(segments: u32) -> JobRecord {
         let request: JobRequest = serde_json::from_value(serde_json::json!({

@@ -4,9 +4,9 @@
 //! plane without media work). Nothing in a job request or in configuration selects it.
 
 use crate::merge::{self, MergeError};
-use ffleet_shared::messages::JobRecord;
-use ffleet_shared::messages::records::OutputInfo;
-use ffleet_shared::runtime::Ctx;
+use ffleet_runtime::messages::JobRecord;
+use ffleet_runtime::messages::records::OutputInfo;
+use ffleet_runtime::runtime::Ctx;
 
 #[async_trait::async_trait]
 pub trait Media: Send + Sync + 'static {

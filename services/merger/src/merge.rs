@@ -6,16 +6,16 @@
 //! (re-resolved from the request against this merger's roots) and renamed into place.
 
 use crate::verify;
-use ffleet_shared::Unit;
-use ffleet_shared::media::Rational;
-use ffleet_shared::media::args::{self, ConcatEntry};
-use ffleet_shared::media::command::{self, Limits};
-use ffleet_shared::messages::records::OutputInfo;
-use ffleet_shared::messages::{JobRecord, Plan, SegmentRecord, SegmentState, SourceInfo};
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::storage::{Roots, StorageError};
-use ffleet_shared::subjects;
+use ffleet_runtime::Unit;
+use ffleet_runtime::media::Rational;
+use ffleet_runtime::media::args::{self, ConcatEntry};
+use ffleet_runtime::media::command::{self, Limits};
+use ffleet_runtime::messages::records::OutputInfo;
+use ffleet_runtime::messages::{JobRecord, Plan, SegmentRecord, SegmentState, SourceInfo};
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::storage::{Roots, StorageError};
+use ffleet_runtime::subjects;
 use futures::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,7 +81,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         .unwrap_or("output");
     let tmp = dir.path().join(format!(
         "out-{}",
-        ffleet_shared::storage::keys::sanitize_name(name)
+        ffleet_runtime::storage::keys::sanitize_name(name)
     ));
     concat(ctx, src, plan, &list, fetched.tracks.as_deref(), &tmp).await?;
     // Frames the decoder dropped from damaged input are missing from the output as they are
@@ -100,7 +100,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
     };
     let bytes = tokio::fs::metadata(&tmp).await.map_err(internal)?.len();
     let moved = fetched.moved + store_output(ctx, rec, plan, &tmp).await?;
-    let wall_secs = ffleet_shared::time::age_secs(&rec.accepted_at).unwrap_or(0.0);
+    let wall_secs = ffleet_runtime::time::age_secs(&rec.accepted_at).unwrap_or(0.0);
     Ok(OutputInfo {
         uri: rec.request.output.clone(),
         frames: verified.count,

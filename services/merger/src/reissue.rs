@@ -5,15 +5,15 @@
 //! A crash between the steps is repaired by a redelivered report (the merge runs again and finds
 //! the same units) or by the scheduler's reconciler (a planned unit with no task).
 
-use ffleet_shared::job_protocol::{self, JobStep};
-use ffleet_shared::messages::{JobRecord, SegmentState, Task};
-use ffleet_shared::nats::kv::Change;
-use ffleet_shared::nats::publish;
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::time::now_rfc3339;
-use ffleet_shared::unit_protocol::{self, Step};
-use ffleet_shared::{Unit, jobs, subjects};
+use ffleet_runtime::job_protocol::{self, JobStep};
+use ffleet_runtime::messages::{JobRecord, SegmentState, Task};
+use ffleet_runtime::nats::kv::Change;
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::unit_protocol::{self, Step};
+use ffleet_runtime::{Unit, jobs, subjects};
 
 /// `units`: each unit to send back, with the attempt whose stored result was refused (none: the
 /// unit did not read done at the merge, and only its current attempt is sent again).

@@ -3,7 +3,7 @@
 //! progress event per unit; a progress bar needs a few a second, and the job's terminal event
 //! follows its last unit anyway. Whatever is skipped is superseded by the next one sent.
 
-use ffleet_shared::JobId;
+use ffleet_runtime::JobId;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};

@@ -2,10 +2,10 @@
 //! of video frames, the same duration within one frame, and audio present with the source
 //! audio's duration within one frame.
 
-use ffleet_shared::config::Config;
-use ffleet_shared::media::probe::{self, Span};
-use ffleet_shared::media::tracks::{TrackKind, TrackPlan};
-use ffleet_shared::messages::records::SourceInfo;
+use ffleet_runtime::config::Config;
+use ffleet_runtime::media::probe::{self, Span};
+use ffleet_runtime::media::tracks::{TrackKind, TrackPlan};
+use ffleet_runtime::messages::records::SourceInfo;
 use std::path::Path;
 
 /// What the output must hold beyond the source's facts.

@@ -2,9 +2,9 @@
 //! age, and the depth of the plan queue and of every capability queue. Sampled by the scheduler
 //! (it watches the pool anyway) only while telemetry is exported.
 
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::telemetry::metrics;
-use ffleet_shared::{Capability, subjects};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::telemetry::metrics;
+use ffleet_runtime::{Capability, subjects};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -2,14 +2,14 @@
 //! record (revision-checked), publish it to the capability queue. The backlog acks its plan
 //! message once this says the task went out or is no longer wanted.
 
-use ffleet_shared::messages::heartbeat::GpuClass;
-use ffleet_shared::messages::{RecordCopy, Task};
-use ffleet_shared::nats::kv::Change;
-use ffleet_shared::nats::publish;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::time::now_rfc3339;
-use ffleet_shared::unit_protocol::{self, Refused, Step};
-use ffleet_shared::{Capability, subjects, telemetry};
+use ffleet_runtime::messages::heartbeat::GpuClass;
+use ffleet_runtime::messages::{RecordCopy, Task};
+use ffleet_runtime::nats::kv::Change;
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::unit_protocol::{self, Refused, Step};
+use ffleet_runtime::{Capability, subjects, telemetry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {

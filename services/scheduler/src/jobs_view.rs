@@ -1,10 +1,10 @@
 //! The scheduler's view of unfinished jobs, kept from a watch on the jobs bucket, so the
 //! reconciler walks only live work instead of listing every job ever run.
 
-use ffleet_shared::JobId;
-use ffleet_shared::messages::{self, JobRecord};
-use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::kv::{self, Typed};
+use ffleet_runtime::JobId;
+use ffleet_runtime::messages::{self, JobRecord};
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::kv::{self, Typed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;

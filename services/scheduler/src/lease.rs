@@ -9,9 +9,9 @@
 //! lease so a follower takes over at once instead of after the TTL.
 
 use async_nats::jetstream::kv::Store;
-use ffleet_shared::nats::retry::Patience;
-use ffleet_shared::nats::{NatsError, kv};
-use ffleet_shared::subjects;
+use ffleet_runtime::nats::retry::Patience;
+use ffleet_runtime::nats::{NatsError, kv};
+use ffleet_runtime::subjects;
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;

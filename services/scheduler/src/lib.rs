@@ -24,9 +24,9 @@ mod sweep;
 pub use jobs_view::JobsView;
 pub use pool::Pool;
 
-use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::kv::KvError;
-use ffleet_shared::runtime::Ctx;
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::kv::KvError;
+use ffleet_runtime::runtime::Ctx;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +44,7 @@ pub enum Error {
 pub fn holder_name() -> String {
     format!(
         "{}:{}:{}",
-        ffleet_shared::ids::hostname(),
+        ffleet_runtime::ids::hostname(),
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
@@ -55,7 +55,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let cfg = &ctx.config.scheduler;
     let pool = Pool::watch(ctx.workers.clone(), cfg.heartbeat_ttl(), shutdown.clone()).await?;
     let jobs = JobsView::watch(ctx.jobs.clone(), shutdown.clone()).await?;
-    let gauges = ffleet_shared::telemetry::enabled()
+    let gauges = ffleet_runtime::telemetry::enabled()
         .then(|| tokio::spawn(gauges::run(ctx.clone(), shutdown.clone())));
     // Every replica answers status requests, leader or not.
     let status = status::start(ctx.clone(), shutdown.clone()).await?;

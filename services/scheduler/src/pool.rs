@@ -8,10 +8,10 @@
 //! heartbeat went quiet for longer than the TTL is reported dead once, so its units are handed
 //! on once.
 
-use ffleet_shared::messages::{self, Heartbeat};
-use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::kv::{self, Typed};
-use ffleet_shared::{Capability, JobId, NodeId, Unit};
+use ffleet_runtime::messages::{self, Heartbeat};
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::kv::{self, Typed};
+use ffleet_runtime::{Capability, JobId, NodeId, Unit};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

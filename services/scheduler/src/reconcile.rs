@@ -10,17 +10,17 @@ use crate::backlog::HeldKeys;
 use crate::jobs_view::JobsView;
 use crate::pool::Pool;
 use crate::reissue::reissue;
-use ffleet_shared::config::SchedulerConfig;
-use ffleet_shared::messages::events::{SegmentDone, SegmentOutcome};
-use ffleet_shared::messages::{
+use ffleet_runtime::config::SchedulerConfig;
+use ffleet_runtime::messages::events::{SegmentDone, SegmentOutcome};
+use ffleet_runtime::messages::{
     CURRENT, JobEvent, JobRecord, JobState, SegmentRecord, SegmentState,
 };
-use ffleet_shared::nats::publish;
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::time::age_secs;
-use ffleet_shared::unit_protocol::Seen;
-use ffleet_shared::{Capability, JobId, Unit, jobs, subjects};
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::time::age_secs;
+use ffleet_runtime::unit_protocol::Seen;
+use ffleet_runtime::{Capability, JobId, Unit, jobs, subjects};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;

@@ -4,13 +4,13 @@
 //! everywhere, so a node that comes back late cannot get its work merged.
 
 use crate::Error;
-use ffleet_shared::messages::{JobRecord, Task};
-use ffleet_shared::nats::kv::Change;
-use ffleet_shared::nats::publish;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::time::now_rfc3339;
-use ffleet_shared::unit_protocol::{self, Seen, Step};
-use ffleet_shared::{Unit, subjects};
+use ffleet_runtime::messages::{JobRecord, Task};
+use ffleet_runtime::nats::kv::Change;
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::unit_protocol::{self, Seen, Step};
+use ffleet_runtime::{Unit, subjects};
 
 /// Re-issues `attempt` of `unit` of `job` if its record is still as `seen`. Returns the new
 /// attempt, or `None` when the record had moved on (someone else handled it).

@@ -5,10 +5,10 @@
 
 use crate::route::View;
 use async_nats::jetstream::stream::Stream;
-use ffleet_shared::messages::Heartbeat;
-use ffleet_shared::messages::heartbeat::GpuClass;
-use ffleet_shared::nats::ops::{self, Op};
-use ffleet_shared::{Capability, subjects};
+use ffleet_runtime::messages::Heartbeat;
+use ffleet_runtime::messages::heartbeat::GpuClass;
+use ffleet_runtime::nats::ops::{self, Op};
+use ffleet_runtime::{Capability, subjects};
 use std::collections::HashMap;
 
 /// Per-capability room, from the live heartbeats and the queues' undelivered counts, updated

@@ -5,11 +5,11 @@
 
 use crate::room::Room;
 use crate::route::{self, Decision};
-use ffleet_shared::messages::Task;
-use ffleet_shared::messages::heartbeat::GpuClass;
-use ffleet_shared::profiles::Profile;
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::{Capability, JobId, cost};
+use ffleet_runtime::messages::Task;
+use ffleet_runtime::messages::heartbeat::GpuClass;
+use ffleet_runtime::profiles::Profile;
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::{Capability, JobId, cost};
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -167,8 +167,8 @@ pub fn plan<H: AsRef<Entry> + AsMut<Entry>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ffleet_shared::messages::Heartbeat;
-    use ffleet_shared::profiles::builtin;
+    use ffleet_runtime::messages::Heartbeat;
+    use ffleet_runtime::profiles::builtin;
 
     fn task(job: &str, unit: &str, priority: i32, attempt: u32, work: f64) -> Task {
         serde_json::from_value(
@@ -197,7 +197,7 @@ mod tests {
             let n = seq.len() as u64 + 1;
             seq.entry(t.job_id.clone()).or_insert(n);
             held.insert(
-                ffleet_shared::subjects::segment_key(&t.job_id, t.unit),
+                ffleet_runtime::subjects::segment_key(&t.job_id, t.unit),
                 Entry::new(t),
             );
         }

@@ -5,9 +5,9 @@
 //! Audio goes to CPU, and to an accelerator node only when no CPU node lives: NVENC encodes no
 //! audio, so audio on a GPU node would hold a GPU session for CPU work.
 
-use ffleet_shared::Capability;
-use ffleet_shared::messages::{Preference, Task};
-use ffleet_shared::profiles::Profile;
+use ffleet_runtime::Capability;
+use ffleet_runtime::messages::{Preference, Task};
+use ffleet_runtime::profiles::Profile;
 
 /// What the pool looks like to one decision.
 pub trait View {
@@ -85,7 +85,7 @@ pub fn decide(profile: &Profile, task: &Task, view: &impl View, spill_depth: u32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ffleet_shared::profiles::{Variant, builtin};
+    use ffleet_runtime::profiles::{Variant, builtin};
     use std::collections::HashMap;
 
     struct Fake(HashMap<&'static str, (i64, bool, u32)>);

@@ -11,12 +11,12 @@
 use crate::Error;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::service::{self, ServiceExt};
-use ffleet_shared::JobId;
-use ffleet_shared::messages::status::{self as wire, JobStatus, StatusRequest};
-use ffleet_shared::messages::{self, CloudEvent, JobEvent};
-use ffleet_shared::nats::NatsError;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::subjects::{self, EventKind, msg_id, service_api};
+use ffleet_runtime::JobId;
+use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
+use ffleet_runtime::messages::{self, CloudEvent, JobEvent};
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::subjects::{self, EventKind, msg_id, service_api};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::task::JoinHandle;

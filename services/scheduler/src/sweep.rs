@@ -6,9 +6,9 @@
 use crate::jobs_view::JobsView;
 use crate::pool::{Dead, Pool};
 use crate::reissue::reissue;
-use ffleet_shared::messages::{self, SegmentState};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::unit_protocol::Seen;
+use ffleet_runtime::messages::{self, SegmentState};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::unit_protocol::Seen;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -10,22 +10,22 @@ use crate::split::SplitError;
 use crate::validate::{Input, Output};
 use crate::{sizing, validate};
 use async_nats::jetstream::Message;
-use ffleet_shared::job_protocol::{self, JobStep};
-use ffleet_shared::messages::events::Accepted;
-use ffleet_shared::messages::records::{Plan, SegmentPlan};
-use ffleet_shared::messages::{
+use ffleet_runtime::job_protocol::{self, JobStep};
+use ffleet_runtime::messages::events::Accepted;
+use ffleet_runtime::messages::records::{Plan, SegmentPlan};
+use ffleet_runtime::messages::{
     CURRENT, JobEvent, JobRecord, JobRequest, JobState, RecordCopy, RequestError, SegmentRecord,
     Task,
 };
-use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
-use ffleet_shared::nats::kv::Change;
-use ffleet_shared::nats::publish;
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::storage::{self, Local, Roots, StorageError, open_input_link};
-use ffleet_shared::time::now_rfc3339;
-use ffleet_shared::unit_protocol::{self, Step};
-use ffleet_shared::{JobId, Unit, jobs, subjects, telemetry};
+use ffleet_runtime::nats::ack::{self, Disposition, KeepAlive};
+use ffleet_runtime::nats::kv::Change;
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::storage::{self, Local, Roots, StorageError, open_input_link};
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::unit_protocol::{self, Step};
+use ffleet_runtime::{JobId, Unit, jobs, subjects, telemetry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,7 +83,7 @@ pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
         Ok(()) => Disposition::Ack,
         // A server without room is waited out however long: failing the job would not make
         // space, and the request is kept (nothing acknowledged is lost).
-        Err(Retry(why)) if delivered >= SPLIT_TRIES && !ffleet_shared::nats::store_full(&why) => {
+        Err(Retry(why)) if delivered >= SPLIT_TRIES && !ffleet_runtime::nats::store_full(&why) => {
             give_up(ctx, &req.job_id, &why, delivered, sequence).await
         }
         Err(Retry(why)) => {

@@ -4,14 +4,14 @@
 //! A cheap probe (format and streams) is checked against the limits before any packet is read;
 //! the packet listing is then scanned with a bound per stream derived from those facts.
 
-use ffleet_shared::config::Config;
-use ffleet_shared::media::probe::{
+use ffleet_runtime::config::Config;
+use ffleet_runtime::media::probe::{
     self, Keep, Packet, Probe, ProbeError, ProbeStream, Scanned, parse_f64,
 };
-use ffleet_shared::media::tracks::{self, TrackChoice};
-use ffleet_shared::media::{Rational, SOURCE_FORMATS, cuts};
-use ffleet_shared::messages::records::{AudioInfo, Container, SourceInfo, VideoInfo};
-use ffleet_shared::reason::{Failure, Reason};
+use ffleet_runtime::media::tracks::{self, TrackChoice};
+use ffleet_runtime::media::{Rational, SOURCE_FORMATS, cuts};
+use ffleet_runtime::messages::records::{AudioInfo, Container, SourceInfo, VideoInfo};
+use ffleet_runtime::reason::{Failure, Reason};
 use std::collections::BTreeMap;
 use std::path::Path;
 

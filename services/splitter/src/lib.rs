@@ -9,11 +9,11 @@ pub mod sizing;
 pub mod split;
 mod validate;
 
-use ffleet_shared::nats::NatsError;
-use ffleet_shared::nats::provision::ConsumerSpec;
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::subjects;
-use ffleet_shared::worker;
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::provision::ConsumerSpec;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::subjects;
+use ffleet_runtime::worker;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

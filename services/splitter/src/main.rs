@@ -2,6 +2,6 @@
 //! runtime (`service_main::main`).
 
 fn main() -> anyhow::Result<()> {
-    ffleet_shared::service_main::main(ffleet_splitter::SERVICE, ffleet_splitter::run)?;
+    ffleet_runtime::service_main::main(ffleet_splitter::SERVICE, ffleet_splitter::run)?;
     Ok(())
 }

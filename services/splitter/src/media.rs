@@ -7,10 +7,10 @@
 use crate::sizing::Sizing;
 use crate::split::{self, SplitError};
 use crate::{inspect, validate};
-use ffleet_shared::JobId;
-use ffleet_shared::media::tracks::TrackChoice;
-use ffleet_shared::messages::records::{Container, SegmentPlan, SourceInfo};
-use ffleet_shared::runtime::Ctx;
+use ffleet_runtime::JobId;
+use ffleet_runtime::media::tracks::TrackChoice;
+use ffleet_runtime::messages::records::{Container, SegmentPlan, SourceInfo};
+use ffleet_runtime::runtime::Ctx;
 use std::path::Path;
 
 /// What the media work found and stored for the plan.

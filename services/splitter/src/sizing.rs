@@ -9,10 +9,10 @@
 //! free at this instant: a heartbeat lags its node by up to an interval, and a plan that changed
 //! with it would cut the same request differently a second later (and encode different bytes).
 
-use ffleet_shared::messages::{Heartbeat, MAX_VIDEO_UNITS};
-use ffleet_shared::nats::kv::KvError;
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::runtime::Ctx;
+use ffleet_runtime::messages::{Heartbeat, MAX_VIDEO_UNITS};
+use ffleet_runtime::nats::kv::KvError;
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::runtime::Ctx;
 use futures::StreamExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

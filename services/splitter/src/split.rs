@@ -3,11 +3,11 @@
 //! encoder compares what it encoded with the plan, and the merger verifies the whole output.
 
 use crate::inspect::Inspected;
-use ffleet_shared::media::{args, command, cuts};
-use ffleet_shared::messages::records::SegmentPlan;
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::runtime::Ctx;
-use ffleet_shared::{JobId, storage};
+use ffleet_runtime::media::{args, command, cuts};
+use ffleet_runtime::messages::records::SegmentPlan;
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::{JobId, storage};
 use std::path::Path;
 use std::time::Duration;
 

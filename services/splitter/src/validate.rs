@@ -2,12 +2,12 @@
 //! locations. Failures here end the job before anything is read.
 
 use crate::inspect;
-use ffleet_shared::config::Config;
-use ffleet_shared::config::StorageBackend;
-use ffleet_shared::messages::JobRequest;
-use ffleet_shared::messages::records::Container;
-use ffleet_shared::reason::{Failure, Reason};
-use ffleet_shared::storage::{self, MediaUri, PathError};
+use ffleet_runtime::config::Config;
+use ffleet_runtime::config::StorageBackend;
+use ffleet_runtime::messages::JobRequest;
+use ffleet_runtime::messages::records::Container;
+use ffleet_runtime::reason::{Failure, Reason};
+use ffleet_runtime::storage::{self, MediaUri, PathError};
 use std::path::PathBuf;
 
 /// Where the source is.

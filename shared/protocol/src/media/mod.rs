@@ -1,6 +1,6 @@
 //! The media data types: pictures and their conversions, rationals, tracks, keyframe-aligned
 //! cut planning, every ffmpeg command line, and what ffprobe and ffmpeg's progress say, parsed.
-//! Running the tools is the runtime's (`ffleet_shared::media`).
+//! Running the tools is `ffleet-media`'s.
 //!
 //! Command lines are built here and nowhere else, so the encoder and the tests' single-process
 //! baseline use exactly the same settings.

@@ -1,6 +1,6 @@
 //! What ffprobe says, parsed: its JSON (format, streams, chapters, packets), its compact packet
 //! lines, and the spans they give; and the arguments that ask for them. Running ffprobe is the
-//! runtime's (`ffleet_shared::media::probe`); this is data only.
+//! `ffleet-media`'s (`ffleet_media::probe`); this is data only.
 
 use super::PROTOCOLS;
 use super::rational::Rational;

@@ -4,7 +4,7 @@
 //! a submitter publishes requests, asks the scheduler for a job's status and reads job events,
 //! with no KV, stream or consumer API except on the media object store.
 
-use crate::subjects::{self, EventKind, js_api};
+use ffleet_protocol::subjects::{self, EventKind, js_api};
 use serde::{Deserialize, Serialize};
 
 /// The identity a process connects as.
@@ -423,8 +423,8 @@ fn matches(pattern: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Capability, JobId};
-    use crate::subjects::event;
+    use ffleet_protocol::ids::{Capability, JobId};
+    use ffleet_protocol::subjects::event;
 
     #[test]
     fn encoder_reports_segments_but_cannot_end_jobs_or_submit() {

@@ -5,13 +5,13 @@
 
 use super::NatsError;
 use super::retry;
-use crate::messages::cloudevent::CONTENT_TYPE;
-use crate::messages::{self, JobEvent, Task};
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
+use ffleet_protocol::messages::cloudevent::CONTENT_TYPE;
+use ffleet_protocol::messages::{self, JobEvent, Task};
 
 /// Outcome of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ async fn send(
     payload: Bytes,
     mut headers: HeaderMap,
 ) -> Result<Stored, NatsError> {
-    crate::telemetry::inject(&mut headers);
+    ffleet_telemetry::inject(&mut headers);
     retry::retry_unless(
         "publish",
         &subject,
@@ -88,7 +88,7 @@ pub async fn event_as(
     ev: &JobEvent,
     id: String,
 ) -> Result<Stored, NatsError> {
-    let subject = crate::subjects::event(ev.job_id(), ev.kind());
+    let subject = ffleet_protocol::subjects::event(ev.job_id(), ev.kind());
     let mut ce = ev.to_cloudevent(service);
     ce.id = id;
     let mut headers = HeaderMap::new();
@@ -107,7 +107,8 @@ pub async fn task(
     let mut headers = HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        crate::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage).as_str(),
+        ffleet_protocol::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage)
+            .as_str(),
     );
     send(js, subject, messages::encode(task), headers).await
 }

@@ -3,11 +3,11 @@
 //! `encode`, `collect`), plus attribute and error helpers for the handlers.
 
 use super::{metrics, propagation};
-use crate::messages::Task;
-use crate::reason::Failure;
-use crate::{Capability, JobId, NodeId};
 use async_nats::jetstream::Message;
 use ffleet_protocol::media::progress::ProgressBlock;
+use ffleet_protocol::messages::Task;
+use ffleet_protocol::reason::Failure;
+use ffleet_protocol::{Capability, JobId, NodeId};
 use opentelemetry::trace::Status;
 use std::ffi::OsString;
 use tracing::Span;

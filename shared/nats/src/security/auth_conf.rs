@@ -65,7 +65,7 @@ mod tests {
             .into_iter()
             .map(|r| (r, format!("U{}", r.name().to_uppercase())))
             .collect();
-        let text = render(&users, crate::subjects::BUCKET_MEDIA);
+        let text = render(&users, ffleet_protocol::subjects::BUCKET_MEDIA);
         assert_eq!(text.matches("nkey:").count(), Role::ALL.len());
         assert!(text.contains("\"$JS.ACK.FFLEET_TASKS.*.>\""), "{text}");
         assert!(text.contains("deny:"));

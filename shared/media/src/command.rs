@@ -161,7 +161,7 @@ fn finished(
     use std::os::unix::process::ExitStatusExt;
     let stderr_tail = tail.text;
     if status.success() {
-        crate::telemetry::spans::child_exit(&program, "exit code 0", None);
+        ffleet_telemetry::spans::child_exit(&program, "exit code 0", None);
         return Ok(RunOutput {
             stdout,
             stderr_tail,
@@ -173,7 +173,7 @@ fn finished(
         (None, Some(sig)) => (format!("killed by signal {sig}"), true),
         _ => ("unknown status".into(), false),
     };
-    crate::telemetry::spans::child_exit(&program, &status, Some(&stderr_tail));
+    ffleet_telemetry::spans::child_exit(&program, &status, Some(&stderr_tail));
     Err(RunError::Failed {
         program,
         status,
@@ -327,7 +327,7 @@ pub async fn run_with_progress(
     if let Some(why) = killed {
         let _ = child.kill().await;
         let stderr_tail = stderr.await.unwrap_or_default().text;
-        crate::telemetry::spans::child_exit(&name, &format!("killed ({why})"), Some(&stderr_tail));
+        ffleet_telemetry::spans::child_exit(&name, &format!("killed ({why})"), Some(&stderr_tail));
         return Err(match why {
             "stall" => RunError::Stalled {
                 program: name,

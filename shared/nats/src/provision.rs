@@ -17,11 +17,11 @@ use super::NatsError;
 pub use super::durable::ConsumerSpec;
 use super::durable::Durable;
 use super::retry::{self, Patience};
-use crate::config::Config;
-use crate::subjects;
+use crate::config::StreamsConfig;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use ffleet_protocol::subjects;
 use std::time::Duration;
 
 /// Handles to ffleet's KV buckets.
@@ -36,17 +36,28 @@ pub struct Buckets {
 /// Retention of job and segment records.
 const RECORD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// What provisioning takes from the configuration: the `[streams]` section, whether this process
+/// may create what is missing (its role), and the ages the heartbeat and lease buckets keep their
+/// entries (the scheduler's TTLs).
+#[derive(Debug, Clone, Copy)]
+pub struct Provisioning<'a> {
+    pub streams: &'a StreamsConfig,
+    pub create: bool,
+    pub heartbeat_ttl: Duration,
+    pub lease_ttl: Duration,
+}
+
 /// Ensures every stream and bucket exists and returns the bucket handles, retrying each step
 /// while JetStream is not ready for up to `patience`.
 pub async fn provision(
     js: &Context,
-    config: &Config,
+    plan: Provisioning<'_>,
     patience: Patience,
 ) -> Result<Buckets, NatsError> {
-    let cfg = &config.streams;
+    let cfg = plan.streams;
     let p = patience;
-    let create = config.nats.role.is_none_or(|r| r.provisions());
-    let heartbeat_ttl = config.scheduler.heartbeat_ttl();
+    let create = plan.create;
+    let heartbeat_ttl = plan.heartbeat_ttl;
     let dup = Duration::from_secs_f64(cfg.duplicate_window_secs);
     // A full work queue refuses new work (the publisher sees the error) rather than dropping
     // accepted work.
@@ -147,17 +158,12 @@ pub async fn provision(
         )
         .await?,
         // History 1 and max age = the lease: an unrenewed lease vanishes by itself.
-        leases: ensure_kv(
-            js,
-            kv(subjects::BUCKET_LEASES, 1, config.scheduler.lease_ttl()),
-            p,
-        )
-        .await?,
+        leases: ensure_kv(js, kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl), p).await?,
     })
 }
 
 /// Looks the stream up and, when it is missing and `create` allows, creates it.
-pub(crate) async fn ensure_stream(
+pub async fn ensure_stream(
     js: &Context,
     config: stream::Config,
     patience: Patience,

@@ -18,11 +18,7 @@
 //! cleanup asks the server for that job's subjects instead of listing the whole bucket.
 
 use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
-use crate::config::Config;
-use crate::nats::NatsError;
-use crate::nats::provision::ensure_stream;
-use crate::nats::retry::{self, Patience};
-use crate::subjects;
+use crate::config::StorageConfig;
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions};
@@ -31,6 +27,10 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use bytes::BytesMut;
+use ffleet_nats::NatsError;
+use ffleet_nats::provision::ensure_stream;
+use ffleet_nats::retry::{self, Patience};
+use ffleet_protocol::subjects;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -74,7 +74,7 @@ fn nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(String) -> StorageErr
     move |message| {
         if is_full(&message) {
             StorageError::Full(message)
-        } else if crate::nats::store_full(&message) {
+        } else if ffleet_nats::store_full(&message) {
             StorageError::StoreFull {
                 op,
                 key: key.into(),
@@ -106,18 +106,27 @@ fn is_full(message: &str) -> bool {
     message.to_ascii_lowercase().contains("maximum bytes")
 }
 
+/// Where the bucket's streams live, decided outside the `[storage]` section: their replicas (from
+/// `[streams]`), and whether this process may create them (under per-role credentials only the
+/// admin does; the others look them up).
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    pub replicas: usize,
+    pub create: bool,
+}
+
 impl ObjectStore {
     /// Ensures the bucket's stream exists (retrying while JetStream is not ready) and opens it.
     pub async fn open(
         js: &Context,
-        config: &Config,
+        cfg: &StorageConfig,
+        placement: Placement,
         work: Arc<WorkDir>,
         patience: Patience,
     ) -> Result<Self, StorageError> {
-        let cfg = &config.storage;
         let bucket = cfg.bucket.clone();
         let name = subjects::object_stream(&bucket);
-        let replicas = config.streams.replicas_of(&bucket);
+        let replicas = placement.replicas;
         let spec = stream::Config {
             name: name.clone(),
             subjects: subjects::object_wildcards(&bucket),
@@ -137,8 +146,7 @@ impl ObjectStore {
             max_messages: MEDIA_MAX_MSGS,
             ..Default::default()
         };
-        // Under per-role credentials only the admin creates the bucket; the others look it up.
-        let create = config.nats.role.is_none_or(|r| r.provisions());
+        let create = placement.create;
         // Not `nats`: a stream that cannot be placed is refused in the words of a full store.
         let opening = |e: NatsError| StorageError::Nats {
             op: "open",

@@ -9,6 +9,7 @@
 //! run as its own process also gets `service.name = ffleet-<service>` (unless `OTEL_SERVICE_NAME`
 //! says otherwise).
 
+pub mod config;
 mod export;
 mod logs;
 pub mod metrics;

@@ -7,7 +7,7 @@
 
 use super::check_key;
 use super::keys;
-use crate::JobId;
+use ffleet_protocol::JobId;
 
 /// The scheme of object-store media URIs.
 pub const OBJECT_SCHEME: &str = "object:";

@@ -4,14 +4,17 @@
 //! through the leader elections and lost servers of a JetStream cluster (`retry`).
 
 pub mod ack;
+pub mod config;
 pub mod connect;
 pub mod durable;
+pub mod health;
 pub mod kv;
 pub mod ops;
 pub mod provision;
 pub mod publish;
 pub mod pull;
 pub mod retry;
+pub mod security;
 
 pub use connect::connect;
 pub use provision::{Buckets, provision};

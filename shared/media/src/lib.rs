@@ -3,6 +3,7 @@
 //! re-exported here.
 
 pub mod command;
+pub mod config;
 pub mod probe;
 pub mod sandbox;
 

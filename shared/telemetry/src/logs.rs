@@ -40,7 +40,10 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         let mut map = Map::new();
-        map.insert("timestamp".into(), crate::time::now_rfc3339().into());
+        map.insert(
+            "timestamp".into(),
+            ffleet_protocol::time::now_rfc3339().into(),
+        );
         map.insert("level".into(), meta.level().as_str().into());
         map.insert("target".into(), meta.target().into());
         event.record(&mut Fields(&mut map));

@@ -6,6 +6,7 @@
 //! Callers see local files either way: `fetch` gives a readable file (the shared file itself, or
 //! a private copy that disappears with its handle) and `commit` publishes a staged one.
 
+pub mod config;
 mod confined;
 mod local;
 mod object_store;
@@ -18,7 +19,7 @@ pub use ffleet_protocol::keys;
 
 pub use confined::{OutputFile, Roots, fd_path, open_input_link};
 pub use local::Local;
-pub use object_store::ObjectStore;
+pub use object_store::{ObjectStore, Placement};
 pub use roots::{PathError, resolve_input, resolve_output};
 pub use shared_dir::SharedDir;
 pub use uri::{MediaUri, OBJECT_SCHEME, UriError};
@@ -42,7 +43,7 @@ pub enum StorageError {
     #[error("media storage is full: {0}")]
     Full(String),
     /// The NATS server has no room (`nats::store_full`): transient, space can be freed.
-    #[error("object store {op} {key:?}: {}", crate::nats::full_text(message))]
+    #[error("object store {op} {key:?}: {}", ffleet_nats::full_text(message))]
     StoreFull {
         op: &'static str,
         key: String,
@@ -83,8 +84,8 @@ impl StorageError {
     }
 
     /// The job failure this error means, `doing` saying what was being done.
-    pub fn failure(&self, doing: &str) -> crate::reason::Failure {
-        use crate::reason::{Failure, Reason};
+    pub fn failure(&self, doing: &str) -> ffleet_protocol::reason::Failure {
+        use ffleet_protocol::reason::{Failure, Reason};
         let reason = match self {
             StorageError::Full(_) => Reason::StorageFull,
             StorageError::TooLarge { .. } => Reason::LimitsExceeded,
@@ -181,7 +182,7 @@ mod tests {
         assert_eq!(sanitize_name("../..//x.mkv"), "_..__x.mkv");
         assert_eq!(sanitize_name(""), "media");
         check_key(&keys::job_input(
-            &crate::JobId::new("j1").unwrap(),
+            &ffleet_protocol::JobId::new("j1").unwrap(),
             "../a b.mov",
         ))
         .unwrap();

@@ -57,7 +57,7 @@ static FULL_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
 static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// Logs that the store is full, at most once per `FULL_LOG_EVERY` in this process.
-pub(crate) fn warn_store_full(op: &'static str, what: &str, err: &str) {
+pub fn warn_store_full(op: &'static str, what: &str, err: &str) {
     let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
     let last = FULL_LOGGED_MS.load(Ordering::Relaxed);
     if (last == 0 || now.saturating_sub(last) >= FULL_LOG_EVERY.as_millis() as u64)

@@ -14,8 +14,8 @@
 //! | `ffleet.heartbeat.age` | gauge (s) | `node` |
 //! | `ffleet.pool.slots.total`, `ffleet.pool.slots.busy` | gauge | `capability` |
 
-use crate::Capability;
-use crate::reason::Reason;
+use ffleet_protocol::Capability;
+use ffleet_protocol::reason::Reason;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram};
 use std::sync::OnceLock;

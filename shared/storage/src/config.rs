@@ -1,0 +1,152 @@
+//! The `[storage]` section: where media travels between services, and the directories jobs may
+//! read and write. Owned here, gathered by the runtime.
+
+use ffleet_protocol::settings::{Invalid, Section};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where media travels between services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageBackend {
+    /// A directory every node mounts (`storage.scratch`): zero copies, one host or NFS.
+    SharedDir,
+    /// A JetStream Object Store bucket: nodes share nothing but the NATS URL.
+    ObjectStore,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `object-store` (the default for a fleet) or `shared-dir` (`ffleet transcode`).
+    pub backend: StorageBackend,
+    /// Scratch directory shared by every node (a compose volume, NFS): cuts and encoded segments.
+    pub scratch: PathBuf,
+    /// Private local directory for downloaded and staged media; each process takes its own
+    /// subdirectory and removes those of processes that died.
+    pub work_dir: PathBuf,
+    /// Object Store bucket holding the media.
+    pub bucket: String,
+    /// Cap on the bucket's size in bytes (0: the server's JetStream storage limit), set when
+    /// the bucket is created. JetStream reserves a stream's cap out of the server's storage,
+    /// so the default reserves nothing. A job that does not fit fails with `storage_full`.
+    pub max_bytes: u64,
+    /// Bytes per object chunk (one NATS message each): memory per transfer is a few chunks.
+    pub chunk_size: usize,
+    /// Largest file `ffleet submit --upload` sends (checked before the upload starts).
+    pub max_upload_bytes: u64,
+    /// Directories inputs must resolve into (after following symlinks).
+    pub input_roots: Vec<PathBuf>,
+    /// Directories outputs must resolve into.
+    pub output_roots: Vec<PathBuf>,
+}
+
+/// `<tmp>/ffleet-work-<uid>`: private to the user (the directory is created mode 0700, so a
+/// shared name would lock other users out).
+fn default_work_dir() -> PathBuf {
+    #[cfg(unix)]
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or_else(|_| "user".to_owned(), |m| m.uid().to_string())
+    };
+    #[cfg(not(unix))]
+    let owner = "user".to_owned();
+    std::env::temp_dir().join(format!("ffleet-work-{owner}"))
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::ObjectStore,
+            scratch: std::env::temp_dir().join("ffleet-scratch"),
+            work_dir: default_work_dir(),
+            bucket: ffleet_protocol::subjects::BUCKET_MEDIA.into(),
+            max_bytes: 0,
+            chunk_size: 128 * 1024,
+            max_upload_bytes: 64 << 30,
+            input_roots: Vec::new(),
+            output_roots: Vec::new(),
+        }
+    }
+}
+
+/// A path with symlinks resolved as far as it exists (the rest appended), for comparing
+/// directories that may not exist yet.
+fn normalized(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(c, |acc, part| acc.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Refuses a directory ffleet writes to (`what`: scratch, the NATS store) that lies inside
+    /// an input or output root, or contains one: a job could then name another job's cut, or
+    /// the server's store, as its input.
+    pub fn roots_must_not_contain(&self, dir: &Path, what: &str) -> Result<(), Invalid> {
+        let dir = normalized(dir);
+        let roots = self
+            .input_roots
+            .iter()
+            .map(|r| ("storage.input_roots", r))
+            .chain(
+                self.output_roots
+                    .iter()
+                    .map(|r| ("storage.output_roots", r)),
+            );
+        for (key, root) in roots {
+            let root_n = normalized(root);
+            if dir.starts_with(&root_n) || root_n.starts_with(&dir) {
+                return Err(Invalid(format!(
+                    "{what} {} overlaps {key} entry {}: keep ffleet's own data outside the \
+                     directories jobs may read and write",
+                    dir.display(),
+                    root.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Section for StorageConfig {
+    const KEY: &'static str = "storage";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        // A chunk is one NATS message: within the servers' default 1 MiB max_payload.
+        if self.chunk_size < 4096 || self.chunk_size > 1000 << 10 {
+            return Err(Invalid(format!(
+                "storage.chunk_size must be between 4096 and 1024000 bytes (got {})",
+                self.chunk_size
+            )));
+        }
+        if self.bucket.is_empty()
+            || !self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        {
+            return Err(Invalid(format!(
+                "storage.bucket {:?} must be letters, digits, - and _",
+                self.bucket
+            )));
+        }
+        self.roots_must_not_contain(&self.work_dir, "storage.work_dir")?;
+        self.roots_must_not_contain(&self.scratch, "storage.scratch")
+    }
+}
