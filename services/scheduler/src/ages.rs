@@ -6,7 +6,8 @@
 //! period before it repairs anything, never less.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Default)]
 pub struct Ages {

@@ -30,11 +30,16 @@ impl JobsView {
         let Ok(id) = JobId::new(e.key.as_str()) else {
             return;
         };
-        let mut map = self.active.lock().expect("jobs lock");
         let rec = match e.operation {
             Operation::Put => messages::decode::<JobRecord>("job record", &e.value).ok(),
             Operation::Delete | Operation::Purge => None,
         };
+        self.record(id, rec);
+    }
+
+    /// The job's record as it now is (`None`: deleted or unreadable).
+    pub fn record(&self, id: JobId, rec: Option<JobRecord>) {
+        let mut map = self.active.lock().expect("jobs lock");
         match rec {
             Some(r) if !r.state.is_terminal() => {
                 map.insert(id, r);

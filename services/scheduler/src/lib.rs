@@ -12,7 +12,10 @@ mod gauges;
 mod handler;
 mod jobs_view;
 mod lease;
+#[cfg(test)]
+mod mem;
 mod pool;
+mod ports;
 mod reconcile;
 mod reissue;
 mod room;
@@ -38,6 +41,10 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error(transparent)]
     Kv(#[from] KvError),
+    #[error(transparent)]
+    Job(#[from] ffleet_runtime::jobs::JobError),
+    #[error("reading a heartbeat: {0}")]
+    Entry(#[from] async_nats::jetstream::kv::EntryError),
 }
 
 /// This replica's name in the lease: host and process, so operators can tell who leads.
@@ -89,6 +96,7 @@ async fn lead(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) {
     let held = backlog::HeldKeys::default();
     let reconcile = tokio::spawn(reconcile::run(
         ctx.clone(),
+        ctx.config.scheduler.clone(),
         pool.clone(),
         jobs,
         held.clone(),

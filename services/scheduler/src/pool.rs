@@ -14,7 +14,8 @@ use ffleet_runtime::nats::kv::{self, Typed};
 use ffleet_runtime::{Capability, JobId, NodeId, Unit};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 struct Seen {
@@ -81,13 +82,9 @@ pub struct Dead {
 }
 
 impl Pool {
-    /// Starts watching the bucket; the view fills as heartbeats arrive.
-    pub async fn watch(
-        workers: Typed<Heartbeat>,
-        ttl: Duration,
-        shutdown: CancellationToken,
-    ) -> Result<Pool, NatsError> {
-        let pool = Pool {
+    /// An empty view, judging silence by `ttl`; `watch` feeds it.
+    pub fn new(ttl: Duration) -> Pool {
+        Pool {
             inner: Arc::new(Mutex::new(View {
                 nodes: HashMap::new(),
                 newest: None,
@@ -96,7 +93,16 @@ impl Pool {
             })),
             ttl,
             started: Instant::now(),
-        };
+        }
+    }
+
+    /// Starts watching the bucket; the view fills as heartbeats arrive.
+    pub async fn watch(
+        workers: Typed<Heartbeat>,
+        ttl: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Pool, NatsError> {
+        let pool = Pool::new(ttl);
         let view = pool.clone();
         // Heartbeats arrive every second while any encoder lives: a watch quiet for a whole TTL is
         // rebuilt, in case it went silent in an election instead of failing.
@@ -112,41 +118,70 @@ impl Pool {
         let Ok(node) = NodeId::new(e.key.as_str()) else {
             return;
         };
+        match e.operation {
+            Operation::Put => match messages::decode::<Heartbeat>("heartbeat", &e.value) {
+                Ok(hb) => self.observe(node, Some(hb), e.revision, e.created),
+                Err(err) => {
+                    self.observe_delivery();
+                    tracing::warn!(node = %node, error = %err, "bad heartbeat ignored")
+                }
+            },
+            // A clean stop: the node handed its units back itself.
+            Operation::Delete | Operation::Purge => self.observe(node, None, e.revision, e.created),
+        }
+    }
+
+    /// Notes that the watch delivered something now.
+    fn observe_delivery(&self) {
         let mut view = self.inner.lock().expect("pool lock");
+        Self::delivered(&mut view, self.ttl);
+    }
+
+    fn delivered(view: &mut View, ttl: Duration) {
         let now = Instant::now();
         if view
             .last_delivery
-            .is_none_or(|d| now.saturating_duration_since(d) > self.ttl / 2)
+            .is_none_or(|d| now.saturating_duration_since(d) > ttl / 2)
         {
             view.resumed = now;
         }
         view.last_delivery = Some(now);
-        match e.operation {
-            Operation::Put => match messages::decode::<Heartbeat>("heartbeat", &e.value) {
-                Ok(hb) => {
-                    // A replayed entry is as much older than the newest heartbeat as the
-                    // server's timestamps say; a live one is the newest, new now.
-                    let newest = view.newest.map_or(e.created, |t| t.max(e.created));
-                    view.newest = Some(newest);
-                    let age = (newest - e.created)
-                        .try_into()
-                        .unwrap_or(Duration::ZERO)
-                        .min(self.ttl * 10);
-                    let at = now.checked_sub(age).unwrap_or(now);
-                    view.nodes.insert(
-                        node,
-                        Seen {
-                            hb,
-                            revision: e.revision,
-                            at,
-                            reported: false,
-                        },
-                    );
-                }
-                Err(err) => tracing::warn!(node = %node, error = %err, "bad heartbeat ignored"),
-            },
-            // A clean stop: the node handed its units back itself.
-            Operation::Delete | Operation::Purge => {
+    }
+
+    /// One change of a node's key, as the watch delivers it: its heartbeat (`None`: deleted by
+    /// a clean stop), the entry's revision and the server's timestamp of it.
+    pub fn observe(
+        &self,
+        node: NodeId,
+        hb: Option<Heartbeat>,
+        revision: u64,
+        created: time::OffsetDateTime,
+    ) {
+        let mut view = self.inner.lock().expect("pool lock");
+        Self::delivered(&mut view, self.ttl);
+        let now = Instant::now();
+        match hb {
+            Some(hb) => {
+                // A replayed entry is as much older than the newest heartbeat as the server's
+                // timestamps say; a live one is the newest, new now.
+                let newest = view.newest.map_or(created, |t| t.max(created));
+                view.newest = Some(newest);
+                let age = (newest - created)
+                    .try_into()
+                    .unwrap_or(Duration::ZERO)
+                    .min(self.ttl * 10);
+                let at = now.checked_sub(age).unwrap_or(now);
+                view.nodes.insert(
+                    node,
+                    Seen {
+                        hb,
+                        revision,
+                        at,
+                        reported: false,
+                    },
+                );
+            }
+            None => {
                 view.nodes.remove(&node);
             }
         }
@@ -185,6 +220,11 @@ impl Pool {
     /// Whether any live node offers `cap`.
     pub fn has(&self, cap: &Capability) -> bool {
         self.live().iter().any(|hb| hb.capabilities.contains(cap))
+    }
+
+    /// The heartbeat TTL silence is judged by.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Whether the view has been watched long enough that a node missing from it is gone.

@@ -4,18 +4,15 @@
 //! everywhere, so a node that comes back late cannot get its work merged.
 
 use crate::Error;
+use crate::ports::{Outbox, Units};
 use ffleet_runtime::messages::{JobRecord, Task};
-use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::publish;
-use ffleet_runtime::runtime::Ctx;
-use ffleet_runtime::time::now_rfc3339;
-use ffleet_runtime::unit_protocol::{self, Seen, Step};
+use ffleet_runtime::unit_protocol::{Seen, Step};
 use ffleet_runtime::{Unit, subjects};
 
 /// Re-issues `attempt` of `unit` of `job` if its record is still as `seen`. Returns the new
 /// attempt, or `None` when the record had moved on (someone else handled it).
 pub async fn reissue(
-    ctx: &Ctx,
+    ports: &(impl Units + Outbox),
     job: &JobRecord,
     unit: Unit,
     attempt: u32,
@@ -23,22 +20,13 @@ pub async fn reissue(
 ) -> Result<Option<u32>, Error> {
     let key = subjects::segment_key(&job.job_id, unit);
     let step = Step::Reissue { attempt, seen };
-    let next = ctx
-        .segments
-        .modify(&key, |rec| {
-            match unit_protocol::apply(rec, &step, &now_rfc3339()) {
-                Ok((n, _)) => Change::Write(n.clone(), Some(n)),
-                Err(_) => Change::Keep(None),
-            }
-        })
-        .await?;
-    let Some(next) = next else {
+    let Some(next) = ports.step(&key, &step).await? else {
         return Ok(None);
     };
     let attempt = next.attempt;
     // A publish lost here leaves the unit planned with no task: the reconciler re-issues it.
     if let Some(task) = Task::for_unit(job, unit, next.cut.as_ref(), attempt) {
-        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;
+        ports.plan(&task).await?;
     }
     Ok(Some(attempt))
 }

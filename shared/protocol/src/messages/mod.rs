@@ -7,6 +7,8 @@ pub mod heartbeat;
 pub mod job;
 pub mod live;
 pub mod records;
+#[cfg(test)]
+mod request_props;
 pub mod status;
 pub mod task;
 pub mod unit_set;

@@ -3,9 +3,9 @@
 //! either accepted (and then round-trips and holds to every bound) or refused with a reason and
 //! a message within the cap.
 
-use ffleet_runtime::messages::JobRequest;
-use ffleet_runtime::messages::job::{MAX_PROFILE_LEN, MAX_URI_BYTES};
-use ffleet_runtime::reason::MAX_MESSAGE_BYTES;
+use crate::messages::JobRequest;
+use crate::messages::job::{MAX_PROFILE_LEN, MAX_URI_BYTES};
+use crate::reason::MAX_MESSAGE_BYTES;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
