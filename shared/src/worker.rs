@@ -9,7 +9,7 @@ use crate::nats::NatsError;
 use crate::nats::ack::{self, Disposition};
 use crate::nats::durable::Durable;
 use crate::nats::provision::{ConsumerSpec, ensure_consumer};
-use crate::nats::pull::{Answer, Puller};
+use crate::nats::pull::{Answer, PullError, Puller};
 use crate::runtime::Ctx;
 use crate::telemetry;
 use async_nats::jetstream::Message;
@@ -120,8 +120,8 @@ pub async fn try_next(
 async fn settle(
     consumer: &Durable,
     answer: Answer,
-    unanswered: &str,
-) -> Result<Option<Message>, String> {
+    unanswered: &'static str,
+) -> Result<Option<Message>, PullError> {
     match answer {
         Answer::Message(m) => {
             consumer.answered();
@@ -136,7 +136,7 @@ async fn settle(
             Err(why)
         }
         Answer::Unanswered => {
-            consumer.failed(unanswered).await;
+            consumer.failed(&unanswered).await;
             Ok(None)
         }
     }

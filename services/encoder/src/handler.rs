@@ -91,7 +91,7 @@ pub async fn handle(
             // again until writes land. Handed back, each round would spend a delivery of the
             // unit's budget (`MAX_DELIVERIES`), and a store full for twenty minutes would fail
             // every unit in flight.
-            Err(e) if ffleet_shared::nats::store_full(&e.to_string()) && !state.is_draining() => {
+            Err(e) if ffleet_shared::nats::is_store_full(&e) && !state.is_draining() => {
                 kept.get_or_insert_with(|| {
                     tracing::warn!(job = %task.job_id, unit = %task.unit, "jetstream store is full: task held until its claim can be written");
                     KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3)

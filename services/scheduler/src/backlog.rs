@@ -160,7 +160,7 @@ impl Backlog {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "plan queue fetch failed");
-                consumer.failed(&e.to_string()).await;
+                consumer.failed(&e).await;
                 tokio::time::sleep(ROUND).await;
                 return false;
             }
@@ -180,7 +180,7 @@ impl Backlog {
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "plan fetch ended");
-                    consumer.failed(&e.to_string()).await;
+                    consumer.failed(&e).await;
                     if !got {
                         tokio::time::sleep(ROUND).await;
                     }
@@ -188,7 +188,7 @@ impl Backlog {
                 }
                 // Unanswered: async-nats gives up seconds after the expiry.
                 None if !got && started.elapsed() >= wait + Duration::from_secs(3) => {
-                    consumer.failed("plan pull unanswered").await;
+                    consumer.failed(&"plan pull unanswered").await;
                     return false;
                 }
                 None => {

@@ -19,7 +19,7 @@ use ffleet_shared::messages::{
 };
 use ffleet_shared::nats::ack::{self, Disposition, KeepAlive};
 use ffleet_shared::nats::kv::Change;
-use ffleet_shared::nats::publish;
+use ffleet_shared::nats::{BoxError, publish};
 use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::storage::{self, Local, Roots, StorageError, open_input_link};
@@ -83,8 +83,10 @@ pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
         Ok(()) => Disposition::Ack,
         // A server without room is waited out however long: failing the job would not make
         // space, and the request is kept (nothing acknowledged is lost).
-        Err(Retry(why)) if delivered >= SPLIT_TRIES && !ffleet_shared::nats::store_full(&why) => {
-            give_up(ctx, &req.job_id, &why, delivered, sequence).await
+        Err(Retry(why))
+            if delivered >= SPLIT_TRIES && !ffleet_shared::nats::is_store_full(&*why) =>
+        {
+            give_up(ctx, &req.job_id, &why.to_string(), delivered, sequence).await
         }
         Err(Retry(why)) => {
             tracing::warn!(job = %req.job_id, error = %why, tries = delivered, "splitting interrupted, will retry");
@@ -175,11 +177,11 @@ async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Di
 }
 
 /// Errors that leave the job where it is, to be retried on redelivery.
-struct Retry(String);
+struct Retry(BoxError);
 
-impl<E: std::fmt::Display> From<E> for Retry {
+impl<E: Into<BoxError>> From<E> for Retry {
     fn from(e: E) -> Self {
-        Retry(e.to_string())
+        Retry(e.into())
     }
 }
 
@@ -403,7 +405,7 @@ async fn open_source(
                 name.as_deref().unwrap_or("source"),
             ) {
                 Ok(l) => Ok((l.path().to_path_buf(), Some(l))),
-                Err(e) => Err(Err(Retry(format!("linking the input: {e}")))),
+                Err(e) => Err(Err(Retry(format!("linking the input: {e}").into()))),
             }
         }
         Input::Object(key) => match fetch_input(ctx, key).await {
@@ -415,7 +417,7 @@ async fn open_source(
                 );
                 Err(fail(ctx, job, &f).await)
             }
-            Err(e) if e.is_transient() => Err(Err(Retry(e.to_string()))),
+            Err(e) if e.is_transient() => Err(Err(Retry(e.into()))),
             Err(e) => Err(fail(ctx, job, &e.failure("fetching the input")).await),
         },
     }
@@ -438,7 +440,7 @@ async fn store_source(
             let key = storage::keys::job_input(job, name.as_deref().unwrap_or("source"));
             match ctx.storage.put_file(source, &key).await {
                 Ok(stored) => Ok((Some(key), stored.bytes_moved)),
-                Err(e) if e.is_transient() => Err(Err(Retry(e.to_string()))),
+                Err(e) if e.is_transient() => Err(Err(Retry(e.into()))),
                 Err(e) => Err(fail(ctx, job, &e.failure("storing the source")).await),
             }
         }
@@ -482,9 +484,12 @@ async fn write_unit_records(
                     })
                     .await?;
                 let Some(record) = replanned else {
-                    return Err(Retry(format!(
-                        "unit {unit} of job {job} is past planning: the job is past splitting"
-                    )));
+                    return Err(Retry(
+                        format!(
+                            "unit {unit} of job {job} is past planning: the job is past splitting"
+                        )
+                        .into(),
+                    ));
                 };
                 (record, copy.map(|(_, rev)| rev))
             }
@@ -538,9 +543,9 @@ async fn publish_tasks(
         };
         let cut = known.as_ref().and_then(|(r, _)| r.cut.as_ref());
         let Some(mut task) = Task::for_unit(rec, unit, cut, 1) else {
-            return Err(Retry(format!(
-                "unit {unit} of job {job} has no cut recorded"
-            )));
+            return Err(Retry(
+                format!("unit {unit} of job {job} has no cut recorded").into(),
+            ));
         };
         task.record = known.and_then(|(r, rev)| RecordCopy::of(r, rev));
         publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;

@@ -129,9 +129,14 @@ fn nkey_seed(cfg: &NatsConfig) -> Result<Option<String>, NatsError> {
     Ok(Some(seed.to_owned()))
 }
 
+/// Counts and logs an asynchronous server error. A permissions violation reaches the client
+/// only as the text of an `-ERR` line (async-nats's `ServerError::Other`), with no code: its
+/// words are the only way to tell it.
 fn server_error(service: &str, e: &async_nats::ServerError) {
     let text = e.to_string();
-    if text.to_lowercase().contains("permissions violation") {
+    let violation = matches!(e, async_nats::ServerError::Other(t)
+        if t.to_lowercase().contains("permissions violation"));
+    if violation {
         VIOLATIONS.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%service, error = %text, "nats permission violation");
     } else {

@@ -13,10 +13,10 @@
 //! Replicated KV streams leave direct gets off: a direct get may be answered by a follower that
 //! has not applied the latest write yet, and every service reads the records it just wrote.
 
-use super::NatsError;
 pub use super::durable::ConsumerSpec;
 use super::durable::Durable;
 use super::retry::{self, Patience};
+use super::{BoxError, NatsError};
 use crate::config::Config;
 use crate::subjects;
 use async_nats::jetstream::Context;
@@ -176,7 +176,7 @@ pub(crate) async fn ensure_stream(
                 return js
                     .get_or_create_stream(config)
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(BoxError::from);
             }
             match js.get_stream(&config.name).await {
                 Ok(s) => Ok(s),
@@ -184,8 +184,9 @@ pub(crate) async fn ensure_stream(
                     "stream {} does not exist and these credentials may not create it; \
                      provision it with admin credentials (`ffleet provision`)",
                     config.name
-                )),
-                Err(e) => Err(e.to_string()),
+                )
+                .into()),
+                Err(e) => Err(e.into()),
             }
         }
     })

@@ -41,12 +41,13 @@ pub enum StorageError {
     },
     #[error("media storage is full: {0}")]
     Full(String),
-    /// The NATS server has no room (`nats::store_full`): transient, space can be freed.
-    #[error("object store {op} {key:?}: {}", crate::nats::full_text(message))]
+    /// The NATS server has no room (`nats::Refusal::StoreFull`): transient, space can be freed.
+    #[error("object store {op} {key:?}: {}", crate::nats::full_text(source))]
     StoreFull {
         op: &'static str,
         key: String,
-        message: String,
+        #[source]
+        source: crate::nats::BoxError,
     },
     #[error("{what} is {bytes} bytes, over the {limit}-byte limit")]
     TooLarge {
@@ -60,11 +61,12 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("object store {op} {key:?}: {message}")]
+    #[error("object store {op} {key:?}: {source}")]
     Nats {
         op: &'static str,
         key: String,
-        message: String,
+        #[source]
+        source: crate::nats::BoxError,
     },
 }
 
