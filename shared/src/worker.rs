@@ -1,12 +1,12 @@
 //! The pull loop every service runs: `loops` independent workers, each asking for one message at
 //! a time (so no message waits in a client buffer while its AckWait runs), handing it to the
-//! handler and applying the disposition the handler returns. Each message is handled inside a
+//! handler and applying the outcome the handler returns. Each message is handled inside a
 //! consumer span continuing the trace the message carries. Every pull reports whether the
 //! consumer answered, so a consumer lost in a cluster is re-created (`Durable`) instead of
 //! being waited on forever.
 
 use crate::nats::NatsError;
-use crate::nats::ack::{self, Disposition};
+use crate::nats::ack::{self, Outcome};
 use crate::nats::durable::Durable;
 use crate::nats::provision::{ConsumerSpec, ensure_consumer};
 use crate::nats::pull::{Answer, PullError, Puller};
@@ -32,7 +32,7 @@ pub async fn serve<H, F>(
 ) -> Result<(), NatsError>
 where
     H: Fn(Ctx, Message) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Disposition> + Send,
+    F: Future<Output = Outcome> + Send,
 {
     let consumer = ensure_consumer(&ctx.js, spec).await?;
     let ctx = ctx.clone();
@@ -53,7 +53,7 @@ pub async fn run<H, F>(
     handler: H,
 ) where
     H: Fn(Message) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Disposition> + Send,
+    F: Future<Output = Outcome> + Send,
 {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..loops.max(1) {
@@ -62,8 +62,8 @@ pub async fn run<H, F>(
         let handler = handler.clone();
         set.spawn(async move {
             while let Some(msg) = next(&mut puller, wait, &shutdown).await {
-                let d = handler(msg.clone()).await;
-                ack::finish(&msg, d).await;
+                let outcome = handler(msg.clone()).await;
+                ack::finish(&msg, outcome).await;
             }
         });
     }

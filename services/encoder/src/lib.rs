@@ -19,6 +19,7 @@ mod record;
 pub use executor::{Executor, Ffmpeg};
 pub use gpu::Gpus;
 
+use ffleet_shared::ids::IdError;
 use ffleet_shared::messages::heartbeat::{GpuClass, Proof};
 use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
@@ -44,6 +45,9 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error("no encode capability: {0}")]
     NoCapability(String),
+    /// A configured node id or capability label that is no valid name.
+    #[error("no encode capability: {0}")]
+    BadName(#[from] IdError),
 }
 
 /// This node's identity and size.
@@ -69,13 +73,11 @@ impl Node {
     pub async fn from_config(ctx: &Ctx) -> Result<Node, Error> {
         let cfg = &ctx.config.encoder;
         let id = match &cfg.node_id {
-            Some(id) => NodeId::new(id.as_str()).map_err(|e| Error::NoCapability(e.to_string()))?,
+            Some(id) => NodeId::new(id.as_str())?,
             None => NodeId::generate(),
         };
         let gpus = Arc::new(Gpus::init());
-        let (facts, detected) = probe::detect(&ctx.config, &gpus)
-            .await
-            .map_err(Error::NoCapability)?;
+        let (facts, detected) = probe::detect(&ctx.config, &gpus).await?;
         let capabilities = detected.capabilities;
         if capabilities.is_empty() {
             return Err(Error::NoCapability(format!(
