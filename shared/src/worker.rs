@@ -3,7 +3,10 @@
 //! handler and applying the outcome the handler returns. Each message is handled inside a
 //! consumer span continuing the trace the message carries. Every pull reports whether the
 //! consumer answered, so a consumer lost in a cluster is re-created (`Durable`) instead of
-//! being waited on forever.
+//! being waited on forever. Work that holds slots (the encoder) is pulled by `slots`, from the
+//! same pulls.
+
+pub mod slots;
 
 use crate::nats::NatsError;
 use crate::nats::ack::{self, Outcome};
