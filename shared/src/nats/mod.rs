@@ -24,8 +24,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// what JetStream said (`refusal`) by error code instead of by the words of a message.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
-    #[error("cannot connect to NATS at {url}: {message}")]
-    Connect { url: String, message: String },
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("nats {op}: {source}")]
     Op {
         op: &'static str,

@@ -39,8 +39,9 @@ pub enum StorageError {
         expected: String,
         found: String,
     },
+    /// The media bucket is at its cap (`storage.max_bytes`): the job's media does not fit.
     #[error("media storage is full: {0}")]
-    Full(String),
+    Full(#[source] crate::nats::BoxError),
     /// The NATS server has no room (`nats::Refusal::StoreFull`): transient, space can be freed.
     #[error("object store {op} {key:?}: {}", crate::nats::full_text(source))]
     StoreFull {

@@ -81,7 +81,7 @@ fn nats<'a, E: Into<BoxError>>(
     move |e| {
         let source = e.into();
         match refusal(&*source) {
-            Some(Refusal::StreamLimit) => StorageError::Full(source.to_string()),
+            Some(Refusal::StreamLimit) => StorageError::Full(source),
             Some(Refusal::StoreFull) => StorageError::StoreFull {
                 op,
                 key: key.into(),
