@@ -17,10 +17,11 @@ use crate::round::{self, Entry, Release, Round, Settings};
 use async_nats::jetstream::{AckKind, Message};
 use ffleet_shared::messages::{self, Task};
 use ffleet_shared::nats::NatsError;
+use ffleet_shared::nats::ack::{self, Outcome};
 use ffleet_shared::nats::durable::Durable;
 use ffleet_shared::nats::ops::{self, Op};
 use ffleet_shared::nats::provision::{ConsumerSpec, ensure_consumer};
-use ffleet_shared::reason::Failure;
+use ffleet_shared::reason::{Failure, Reason};
 use ffleet_shared::runtime::Ctx;
 use ffleet_shared::{JobId, jobs, subjects, telemetry};
 use futures::StreamExt;
@@ -204,8 +205,8 @@ impl Backlog {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable task dropped");
-                ops::count(Op::Ack);
-                let _ = msg.ack_with(AckKind::Term).await;
+                let why = format!("undecodable task: {e}");
+                ack::finish(&msg, Outcome::permanent(Reason::Internal, why)).await;
                 return;
             }
         };
@@ -213,8 +214,7 @@ impl Backlog {
         if let Some(old) = self.held.get(&key)
             && old.entry.task.attempt > task.attempt
         {
-            ops::count(Op::Ack);
-            let _ = msg.ack().await;
+            ack::finish(&msg, Outcome::Done).await;
             return;
         }
         let next = &mut self.next_seq;
@@ -234,8 +234,7 @@ impl Backlog {
         if let Some(old) = self.held.insert(key, held)
             && seq(&old.msg) != new_seq
         {
-            ops::count(Op::Ack);
-            let _ = old.msg.ack().await;
+            ack::finish(&old.msg, Outcome::Done).await;
         }
     }
 
@@ -300,8 +299,7 @@ impl Backlog {
             }
             if let Some(h) = self.held.remove(&key) {
                 self.keys.lock().expect("held keys").remove(&key);
-                ops::count(Op::Ack);
-                let _ = h.msg.ack().await;
+                ack::finish(&h.msg, Outcome::Done).await;
             }
         }
     }
@@ -322,8 +320,7 @@ impl Backlog {
         for k in keys {
             if let Some(h) = self.held.remove(&k) {
                 self.keys.lock().expect("held keys").remove(&k);
-                ops::count(Op::Ack);
-                let _ = h.msg.ack().await;
+                ack::finish(&h.msg, Outcome::Done).await;
             }
         }
         self.job_seq.remove(job);
@@ -347,8 +344,8 @@ impl Backlog {
         let n = self.held.len();
         self.keys.lock().expect("held keys").clear();
         for (_, h) in self.held.drain() {
-            ops::count(Op::Ack);
-            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
+            let outcome = Outcome::retry_after("scheduler leadership ended", Duration::ZERO);
+            ack::finish(&h.msg, outcome).await;
         }
         if n > 0 {
             tracing::info!(tasks = n, "backlog handed back");

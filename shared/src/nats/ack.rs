@@ -48,10 +48,12 @@ impl Outcome {
         }
     }
 
-    /// The acknowledgement that ends a message with this outcome.
+    /// The acknowledgement that ends a message with this outcome. Transient trouble with no
+    /// wait (work handed back for someone else to take at once) is a plain nak.
     pub fn ack_kind(&self) -> AckKind {
         match self {
             Outcome::Done => AckKind::Ack,
+            Outcome::Transient { after, .. } if after.is_zero() => AckKind::Nak(None),
             Outcome::Transient { after, .. } => AckKind::Nak(Some(*after)),
             Outcome::Permanent { .. } => AckKind::Term,
         }
@@ -119,6 +121,8 @@ mod tests {
         assert!(matches!(t.ack_kind(), AckKind::Nak(Some(d)) if d == RETRY_AFTER));
         let t = Outcome::retry_after("read behind", Duration::from_secs(1));
         assert!(matches!(t.ack_kind(), AckKind::Nak(Some(d)) if d == Duration::from_secs(1)));
+        let now = Outcome::retry_after("handed back", Duration::ZERO);
+        assert!(matches!(now.ack_kind(), AckKind::Nak(None)));
         let p = Outcome::permanent(Reason::Internal, "undecodable");
         assert!(matches!(p.ack_kind(), AckKind::Term));
     }
