@@ -103,9 +103,9 @@ impl ffleet_splitter::media::Media for PlanOnce {
         let (info, tracks, template) = first.clone().expect("set above");
         drop(first);
         let prefix = storage::keys::cuts_prefix(job);
-        let retry = |e: ffleet_runtime::storage::StorageError| SplitError::Retry(e.to_string());
+        let retry = |e: ffleet_runtime::storage::StorageError| SplitError::Retry(e.into());
         let staging = ctx.storage.staging_path(&prefix).await.map_err(retry)?;
-        let io = |e: std::io::Error| SplitError::Retry(e.to_string());
+        let io = |e: std::io::Error| SplitError::Retry(e.into());
         tokio::fs::create_dir_all(&staging).await.map_err(io)?;
         let mut segments = template;
         for s in &mut segments {

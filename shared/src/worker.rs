@@ -1,15 +1,18 @@
 //! The pull loop every service runs: `loops` independent workers, each asking for one message at
 //! a time (so no message waits in a client buffer while its AckWait runs), handing it to the
-//! handler and applying the disposition the handler returns. Each message is handled inside a
+//! handler and applying the outcome the handler returns. Each message is handled inside a
 //! consumer span continuing the trace the message carries. Every pull reports whether the
 //! consumer answered, so a consumer lost in a cluster is re-created (`Durable`) instead of
-//! being waited on forever.
+//! being waited on forever. Work that holds slots (the encoder) is pulled by `slots`, from the
+//! same pulls.
+
+pub mod slots;
 
 use crate::nats::NatsError;
-use crate::nats::ack::{self, Disposition};
+use crate::nats::ack::{self, Outcome};
 use crate::nats::durable::Durable;
 use crate::nats::provision::{ConsumerSpec, ensure_consumer};
-use crate::nats::pull::{Answer, Puller};
+use crate::nats::pull::{Answer, PullError, Puller};
 use crate::runtime::Ctx;
 use crate::telemetry;
 use async_nats::jetstream::Message;
@@ -32,7 +35,7 @@ pub async fn serve<H, F>(
 ) -> Result<(), NatsError>
 where
     H: Fn(Ctx, Message) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Disposition> + Send,
+    F: Future<Output = Outcome> + Send,
 {
     let consumer = ensure_consumer(&ctx.js, spec).await?;
     let ctx = ctx.clone();
@@ -53,7 +56,7 @@ pub async fn run<H, F>(
     handler: H,
 ) where
     H: Fn(Message) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Disposition> + Send,
+    F: Future<Output = Outcome> + Send,
 {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..loops.max(1) {
@@ -62,8 +65,8 @@ pub async fn run<H, F>(
         let handler = handler.clone();
         set.spawn(async move {
             while let Some(msg) = next(&mut puller, wait, &shutdown).await {
-                let d = handler(msg.clone()).await;
-                ack::finish(&msg, d).await;
+                let outcome = handler(msg.clone()).await;
+                ack::finish(&msg, outcome).await;
             }
         });
     }
@@ -120,8 +123,8 @@ pub async fn try_next(
 async fn settle(
     consumer: &Durable,
     answer: Answer,
-    unanswered: &str,
-) -> Result<Option<Message>, String> {
+    unanswered: &'static str,
+) -> Result<Option<Message>, PullError> {
     match answer {
         Answer::Message(m) => {
             consumer.answered();
@@ -136,7 +139,7 @@ async fn settle(
             Err(why)
         }
         Answer::Unanswered => {
-            consumer.failed(unanswered).await;
+            consumer.failed(&unanswered).await;
             Ok(None)
         }
     }

@@ -17,7 +17,7 @@ use ffleet_runtime::messages::heartbeat::{GpuClass, Held};
 use ffleet_runtime::messages::{
     self, CURRENT, DeadLetter, JobEvent, LiveProgress, SegmentRecord, SegmentState, Task, TaskInput,
 };
-use ffleet_runtime::nats::ack::{self, Disposition, KeepAlive};
+use ffleet_runtime::nats::ack::{self, KeepAlive, Outcome};
 use ffleet_runtime::nats::kv::{Change, KvError};
 use ffleet_runtime::nats::publish;
 use ffleet_runtime::profiles::{Profile, Variant};
@@ -30,7 +30,6 @@ use ffleet_runtime::{Capability, NodeId, subjects, telemetry};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
 /// Deliveries of a task whose unit record reads older than its attempt before the task is
 /// believed stale.
 const LAGGING_CLAIMS: i64 = 10;
@@ -42,6 +41,10 @@ const LAGGING_CLAIMS: i64 = 10;
 const MAX_DELIVERIES: i64 = 20;
 /// Between claims of a task held while the store has no room.
 const FULL_PAUSE: Duration = Duration::from_secs(2);
+/// How long a task this node should leave to others, or whose record reads behind it, waits.
+const STEP_ASIDE: Duration = Duration::from_secs(1);
+/// Why a task is handed back when the unit record read is older than the task's attempt.
+const LAGGING: &str = "unit record read older than the task";
 
 enum Claim {
     Mine,
@@ -65,12 +68,12 @@ pub async fn handle(
     task: Result<Task, messages::DecodeError>,
     slots: u32,
     exec: &dyn Executor,
-) -> Disposition {
+) -> Outcome {
     let task = match task {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "undecodable task dropped");
-            return Disposition::Term;
+            return Outcome::permanent(Reason::Internal, format!("undecodable task: {e}"));
         }
     };
     telemetry::spans::encode_task(&task, msg);
@@ -91,7 +94,7 @@ pub async fn handle(
             // again until writes land. Handed back, each round would spend a delivery of the
             // unit's budget (`MAX_DELIVERIES`), and a store full for twenty minutes would fail
             // every unit in flight.
-            Err(e) if ffleet_runtime::nats::store_full(&e.to_string()) && !state.is_draining() => {
+            Err(e) if ffleet_runtime::nats::is_store_full(&e) && !state.is_draining() => {
                 kept.get_or_insert_with(|| {
                     tracing::warn!(job = %task.job_id, unit = %task.unit, "jetstream store is full: task held until its claim can be written");
                     KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3)
@@ -105,17 +108,19 @@ pub async fn handle(
     match claim {
         Err(e) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "claim failed");
-            return RETRY;
+            return Outcome::transient(e);
         }
         Ok(Claim::Stale) => {
             tracing::debug!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "stale task dropped");
-            return Disposition::Ack;
+            return Outcome::Done;
         }
         Ok(Claim::Reported(rec)) => return republish(ctx, node, &task, &rec).await,
-        Ok(Claim::Avoid) => return Disposition::Retry(Duration::from_secs(1)),
+        Ok(Claim::Avoid) => {
+            return Outcome::retry_after("left to another node for a moment", STEP_ASIDE);
+        }
         Ok(Claim::Lagging) => {
             tracing::debug!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit record read older than the task, handed back");
-            return Disposition::Retry(Duration::from_secs(1));
+            return Outcome::retry_after(LAGGING, STEP_ASIDE);
         }
         Ok(Claim::Mine) => {}
     }
@@ -175,7 +180,7 @@ impl Claimed<'_> {
     /// routed again at once; if not, the unit was handed on while this node looked dead
     /// (frozen, cut off), and the work is dropped. Decided from the claim's copy, and never on
     /// a read older than it (`record::apply`).
-    async fn release(&self, pause: Duration) -> Disposition {
+    async fn release(&self, pause: Duration) -> Outcome {
         let task = self.task;
         tokio::time::sleep(pause).await;
         let step = Step::Release {
@@ -187,19 +192,19 @@ impl Claimed<'_> {
             // takes it takes the running attempt over.
             Err(e) => {
                 tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "releasing a unit failed, handed back");
-                RETRY
+                Outcome::transient(e)
             }
-            Ok(Applying::Lagging) => RETRY,
+            Ok(Applying::Lagging) => Outcome::transient(LAGGING),
             Ok(Applying::Refused(why)) => {
                 tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped");
-                Disposition::Ack
+                Outcome::Done
             }
             Ok(Applying::Written(_, applied)) => {
                 if let Applied::Reissued(next) = applied {
                     replan(self.ctx, task, next).await;
                 }
                 tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, "unit released for another node");
-                Disposition::Ack
+                Outcome::Done
             }
         }
     }
@@ -207,7 +212,7 @@ impl Claimed<'_> {
     /// Records this node's failure of the unit and re-issues it for another node, or, when the
     /// retry budget is spent, fails it for good. `conclusive`: ffmpeg's own verdict (see
     /// `Failing::conclusive`).
-    async fn fail(&self, f: Failure, conclusive: bool) -> Disposition {
+    async fn fail(&self, f: Failure, conclusive: bool) -> Outcome {
         let (ctx, node, task) = (self.ctx, self.node, self.task);
         tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
         telemetry::spans::fail(&tracing::Span::current(), &f);
@@ -234,7 +239,7 @@ impl Claimed<'_> {
     }
 
     /// Fails the unit for good without another attempt (it went round too often).
-    async fn give_up(&self, f: Failure) -> Disposition {
+    async fn give_up(&self, f: Failure) -> Outcome {
         let step = Step::GiveUp {
             attempt: self.task.attempt,
             failure: &f,
@@ -245,21 +250,21 @@ impl Claimed<'_> {
 
     /// What a failure step led to: the next attempt routed, the unit dead-lettered, or (a
     /// superseded attempt) nothing.
-    async fn failure_recorded(&self, applied: Result<Applying, KvError>) -> Disposition {
+    async fn failure_recorded(&self, applied: Result<Applying, KvError>) -> Outcome {
         let (ctx, node, task) = (self.ctx, self.node, self.task);
         match applied {
             Err(e) => {
                 tracing::warn!(error = %e, "recording failure failed");
-                RETRY
+                Outcome::transient(e)
             }
-            Ok(Applying::Lagging) => RETRY,
+            Ok(Applying::Lagging) => Outcome::transient(LAGGING),
             Ok(Applying::Refused(why)) => {
                 tracing::info!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, refused = ?why, "superseded unit dropped, its failure not recorded");
-                Disposition::Ack
+                Outcome::Done
             }
             Ok(Applying::Written(_, Applied::Reissued(next))) => {
                 replan(ctx, task, next).await;
-                Disposition::Ack
+                Outcome::Done
             }
             Ok(Applying::Written(rec, _)) => dead_letter(ctx, node, task, &rec).await,
         }
@@ -271,7 +276,7 @@ async fn encode_claimed(
     msg: &Message,
     cancel: &CancellationToken,
     exec: &dyn Executor,
-) -> Disposition {
+) -> Outcome {
     let (ctx, task) = (c.ctx, c.task);
     let cap = task.capability.clone().unwrap_or_else(Capability::cpu);
     let (profile, variant) = match variant_of(c, &cap) {
@@ -282,14 +287,14 @@ async fn encode_claimed(
     // A fetched copy lives in this node's work dir until `local` drops (any return below).
     let local = match fetch_input(c).await {
         Ok(l) => l,
-        Err(d) => return d,
+        Err(outcome) => return outcome,
     };
     let result_key = task.result_key();
     let staged = match ctx.storage.staging_path(&result_key).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "no staging path");
-            return RETRY;
+            return Outcome::transient(e);
         }
     };
     let mut live = live_publisher(ctx, c.node, task);
@@ -349,7 +354,7 @@ async fn encode_failed(
     err: EncodeError,
     cap: &Capability,
     variant: &Variant,
-) -> Disposition {
+) -> Outcome {
     let task = c.task;
     match err {
         EncodeError::Cancelled => c.release(Duration::ZERO).await,
@@ -391,7 +396,7 @@ fn variant_of<'p>(
 
 /// The unit's input on this node: its cut fetched from storage, or the source opened inside
 /// this node's roots (the tracks unit). On failure, what to do with the message.
-async fn fetch_input(c: &Claimed<'_>) -> Result<Local, Disposition> {
+async fn fetch_input(c: &Claimed<'_>) -> Result<Local, Outcome> {
     let task = c.task;
     match &task.input {
         TaskInput::Scratch { key: k } => match c.ctx.storage.fetch(k, None).await {
@@ -414,7 +419,7 @@ async fn fetch_input(c: &Claimed<'_>) -> Result<Local, Disposition> {
 
 /// Records the stored result through the unit protocol (refused if the attempt was superseded
 /// meanwhile) and reports it.
-async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Disposition {
+async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Outcome {
     let task = c.task;
     let attempt = task.attempt;
     let step = Step::Encoded {
@@ -425,12 +430,12 @@ async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Dispos
     match c.apply(&step).await {
         Err(e) => {
             tracing::warn!(error = %e, "recording result failed");
-            return RETRY;
+            return Outcome::transient(e);
         }
-        Ok(Applying::Lagging) => return RETRY,
+        Ok(Applying::Lagging) => return Outcome::transient(LAGGING),
         Ok(Applying::Refused(why)) => {
             tracing::info!(job = %task.job_id, unit = %task.unit, attempt, refused = ?why, "result of a superseded attempt discarded");
-            return Disposition::Ack;
+            return Outcome::Done;
         }
         Ok(Applying::Written(..)) => {}
     }
@@ -440,7 +445,7 @@ async fn record_result(c: &Claimed<'_>, result: UnitResult, secs: f64) -> Dispos
         frames: result.frames,
         encode_secs: secs,
     };
-    report(c.ctx, c.node, task, outcome, Disposition::Ack).await
+    report(c.ctx, c.node, task, outcome, Outcome::Done).await
 }
 
 /// Takes the unit for this node through the unit protocol, unless this node should leave it to
@@ -525,7 +530,7 @@ async fn judge_failure(ctx: &Ctx, state: &State, cap: &Capability, variant: &Var
 /// A task routed to a capability this node gave up: back to the scheduler unencoded, as the
 /// next attempt with no failure recorded (a new attempt, so its messages get fresh dedup ids),
 /// to be routed to a node that still offers the capability, or spilled.
-async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
+async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Outcome {
     let key = subjects::segment_key(&task.job_id, task.unit);
     let attempt = task.attempt;
     let step = Step::HandBack { attempt };
@@ -544,9 +549,9 @@ async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
     match moved {
         Err(e) => {
             tracing::warn!(error = %e, "handing back a task failed, will retry");
-            RETRY
+            Outcome::transient(e)
         }
-        Ok(false) => Disposition::Ack,
+        Ok(false) => Outcome::Done,
         Ok(true) => {
             let t = Task {
                 slots: 1,
@@ -555,7 +560,7 @@ async fn bounce(ctx: &Ctx, task: &Task, cap: &Capability) -> Disposition {
             };
             replan(ctx, &t, attempt + 1).await;
             tracing::info!(job = %task.job_id, unit = %task.unit, capability = %cap, "task for a demoted capability handed back to the scheduler");
-            Disposition::Ack
+            Outcome::Done
         }
     }
 }
@@ -628,7 +633,7 @@ fn input_damaged(task: &Task, rec: &SegmentRecord, last: &Failure) -> Failure {
 
 /// Keeps the task on the dead-letter subject, then reports the failure (which fails the job)
 /// and terminates the message.
-async fn dead_letter(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord) -> Disposition {
+async fn dead_letter(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord) -> Outcome {
     let failure = rec
         .failure
         .clone()
@@ -649,20 +654,14 @@ async fn dead_letter(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord)
     .await
     {
         tracing::warn!(error = %e, "dead letter not stored, will retry");
-        return RETRY;
+        return Outcome::transient(e);
     }
     tracing::error!(job = %task.job_id, unit = %task.unit, message = %failure.message, "unit failed for good");
-    report(
-        ctx,
-        node,
-        task,
-        SegmentOutcome::Failed { failure },
-        Disposition::Term,
-    )
-    .await
+    let then = Outcome::permanent(failure.reason, failure.message.clone());
+    report(ctx, node, task, SegmentOutcome::Failed { failure }, then).await
 }
 
-async fn republish(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord) -> Disposition {
+async fn republish(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord) -> Outcome {
     let outcome = match (&rec.state, &rec.result_key, &rec.failure) {
         (SegmentState::Done, Some(rk), _) => SegmentOutcome::Encoded {
             result_key: rk.clone(),
@@ -670,10 +669,10 @@ async fn republish(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord) -
             encode_secs: 0.0,
         },
         (SegmentState::Failed, _, Some(f)) => SegmentOutcome::Failed { failure: f.clone() },
-        _ => return Disposition::Ack,
+        _ => return Outcome::Done,
     };
     let node = rec.owner.clone().unwrap_or_else(|| node.clone());
-    report(ctx, &node, task, outcome, Disposition::Ack).await
+    report(ctx, &node, task, outcome, Outcome::Done).await
 }
 
 async fn report(
@@ -681,8 +680,8 @@ async fn report(
     node: &NodeId,
     task: &Task,
     outcome: SegmentOutcome,
-    then: Disposition,
-) -> Disposition {
+    then: Outcome,
+) -> Outcome {
     let ev = JobEvent::SegmentDone(SegmentDone {
         version: CURRENT,
         job_id: task.job_id.clone(),
@@ -695,7 +694,7 @@ async fn report(
         Ok(_) => then,
         Err(e) => {
             tracing::warn!(error = %e, "segment report not published, will retry");
-            RETRY
+            Outcome::transient(e)
         }
     }
 }

@@ -2,9 +2,9 @@
 //! its capability queues only while it has free slots for the next task: one pull loop per slot
 //! pool (cores for `cpu`, GPU sessions for accelerators), each taking a task only after a slot
 //! is free and running it only once all the slots it needs are held, so the node is never
-//! over-committed. Each task is claimed in the unit's ownership record, encoded by an ffmpeg
-//! child with progress-driven keep-alives, checked, stored, and reported with a `segment_done`
-//! event.
+//! over-committed (the shared `worker::slots` loop). Each task is claimed in the unit's
+//! ownership record, encoded by an ffmpeg child with progress-driven keep-alives, checked,
+//! stored, and reported with a `segment_done` event.
 
 pub mod capabilities;
 mod demote;
@@ -19,19 +19,19 @@ mod record;
 pub use executor::{Executor, Ffmpeg};
 pub use gpu::Gpus;
 
+use async_nats::jetstream::Message;
+use ffleet_runtime::ids::IdError;
 use ffleet_runtime::messages::heartbeat::{GpuClass, Proof};
 use ffleet_runtime::messages::{self, Task};
 use ffleet_runtime::nats::NatsError;
-use ffleet_runtime::nats::ack::KeepAlive;
 use ffleet_runtime::nats::durable::Durable;
 use ffleet_runtime::nats::provision::{ConsumerSpec, ensure_consumer};
-use ffleet_runtime::nats::pull::Puller;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::worker;
+use ffleet_runtime::worker::slots::{Queues, Slots};
 use ffleet_runtime::{Capability, NodeId, subjects};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -44,6 +44,9 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error("no encode capability: {0}")]
     NoCapability(String),
+    /// A configured node id or capability label that is no valid name.
+    #[error("no encode capability: {0}")]
+    BadName(#[from] IdError),
 }
 
 /// This node's identity and size.
@@ -69,13 +72,11 @@ impl Node {
     pub async fn from_config(ctx: &Ctx) -> Result<Node, Error> {
         let cfg = &ctx.config.encoder;
         let id = match &cfg.node_id {
-            Some(id) => NodeId::new(id.as_str()).map_err(|e| Error::NoCapability(e.to_string()))?,
+            Some(id) => NodeId::new(id.as_str())?,
             None => NodeId::generate(),
         };
         let gpus = Arc::new(Gpus::init());
-        let (facts, detected) = probe::detect(&ctx.config, &gpus)
-            .await
-            .map_err(Error::NoCapability)?;
+        let (facts, detected) = probe::detect(&ctx.config, &gpus).await?;
         let capabilities = detected.capabilities;
         if capabilities.is_empty() {
             return Err(Error::NoCapability(format!(
@@ -169,22 +170,38 @@ pub async fn run_with(
                 .map(|(_, q)| q.clone())
                 .collect()
         };
-        let (retries, queues) = (of_kind(&retries), of_kind(&consumers));
+        let (priority, backlog) = (of_kind(&retries), of_kind(&consumers));
         let total = if gpu { node.gpu_slots } else { node.slots };
-        if queues.is_empty() || total == 0 {
+        if backlog.is_empty() || total == 0 {
             continue;
         }
-        let pull = Pull {
-            ctx: ctx.clone(),
-            node: node.id.clone(),
-            state: state.clone(),
-            retries,
-            queues,
-            total,
+        let queues = Queues {
+            priority,
+            backlog,
             wait,
-            exec: exec.clone(),
         };
-        set.spawn(pull.run(shutdown.clone()));
+        let slots = Slots {
+            total,
+            keep_alive: ctx.config.streams.ack_wait() / 3,
+        };
+        let (ctx, node, state, exec) = (ctx.clone(), node.id.clone(), state.clone(), exec.clone());
+        set.spawn(worker::slots::run(
+            queues,
+            slots,
+            shutdown.clone(),
+            // Decoded once, here: an undecodable task takes one slot; the handler terminates it.
+            |msg: &Message| {
+                let task = messages::decode::<Task>("task", &msg.payload);
+                (task.as_ref().map_or(1, |t| t.slots), task)
+            },
+            move |msg, task, need| {
+                let (ctx, node, state, exec) =
+                    (ctx.clone(), node.clone(), state.clone(), exec.clone());
+                let span = ffleet_runtime::telemetry::spans::encode(&msg, &node);
+                async move { handler::handle(&ctx, &node, &state, &msg, task, need, &*exec).await }
+                    .instrument(span)
+            },
+        ));
     }
     while set.join_next().await.is_some() {}
     drain.abort();
@@ -227,87 +244,4 @@ async fn durables(ctx: &Ctx, node: &Node) -> Result<(Vec<Durable>, Vec<Durable>)
         }
     }
     Ok((retries, consumers))
-}
-
-/// How often a busy pull loop looks for re-issued attempts.
-const RETRY_CHECK: Duration = Duration::from_millis(100);
-
-/// One slot pool's pull loop: waits for a free slot, takes one task from the first of its
-/// queues that has one, waits until every slot the task needs is free (keeping the message
-/// alive meanwhile), and runs it holding those slots.
-struct Pull {
-    ctx: Ctx,
-    node: NodeId,
-    state: Arc<heartbeat::State>,
-    /// Re-issued attempts, taken before the backlog in `queues`.
-    retries: Vec<Durable>,
-    queues: Vec<Durable>,
-    total: u32,
-    wait: Duration,
-    exec: Arc<dyn Executor>,
-}
-
-impl Pull {
-    async fn run(self, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.total as usize));
-        // Long-poll the backlog in short turns, so a re-issued unit waits at most one turn.
-        let turn = (self.wait / self.queues.len().max(1) as u32).min(Duration::from_secs(1));
-        let mut running = JoinSet::new();
-        // Re-issued attempts are looked for before each long poll, but at most once per
-        // `RETRY_CHECK` while the backlog keeps every poll busy: a no-wait fetch per unit would
-        // double the pull requests of a node turning over many short units.
-        let mut retries_checked: Option<Instant> = None;
-        let mut retries: Vec<Puller> = self.retries.iter().cloned().map(Puller::new).collect();
-        let mut queues: Vec<Puller> = self.queues.iter().cloned().map(Puller::new).collect();
-        while !shutdown.is_cancelled() {
-            let first = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
-                _ = shutdown.cancelled() => break,
-            };
-            let mut msg = None;
-            if retries_checked.is_none_or(|t| t.elapsed() >= RETRY_CHECK) {
-                retries_checked = Some(Instant::now());
-                for q in &mut retries {
-                    msg = worker::try_now(q).await;
-                    if msg.is_some() {
-                        // More may be waiting: look again next time.
-                        retries_checked = None;
-                        break;
-                    }
-                }
-            }
-            if msg.is_none() {
-                for q in &mut queues {
-                    msg = worker::try_next(q, turn, &shutdown).await;
-                    if msg.is_some() {
-                        break;
-                    }
-                }
-            }
-            let Some(msg) = msg else { continue };
-            // Decoded once, here: an undecodable task takes one slot; the handler terminates it.
-            let task = messages::decode::<Task>("task", &msg.payload);
-            let need = task.as_ref().map_or(1, |t| t.slots).clamp(1, self.total);
-            let rest = if need > 1 {
-                let _keep = KeepAlive::start(&msg, self.ctx.config.streams.ack_wait() / 3);
-                let more = slots.clone().acquire_many_owned(need - 1);
-                Some(more.await.expect("semaphore open"))
-            } else {
-                None
-            };
-            let (ctx, node, state) = (self.ctx.clone(), self.node.clone(), self.state.clone());
-            let exec = self.exec.clone();
-            running.spawn(async move {
-                let span = ffleet_runtime::telemetry::spans::encode(&msg, &node);
-                let d = handler::handle(&ctx, &node, &state, &msg, task, need, &*exec)
-                    .instrument(span)
-                    .await;
-                ffleet_runtime::nats::ack::finish(&msg, d).await;
-                drop((first, rest));
-            });
-            // Reap finished encodes so the set does not grow without bound.
-            while running.try_join_next().is_some() {}
-        }
-        while running.join_next().await.is_some() {}
-    }
 }

@@ -8,6 +8,7 @@ use crate::capabilities::{self, Check, Detected, Facts};
 use crate::gpu::Gpus;
 use ffleet_runtime::Capability;
 use ffleet_runtime::config::Config;
+use ffleet_runtime::ids::IdError;
 use ffleet_runtime::media::command;
 use ffleet_runtime::messages::heartbeat::Proof;
 use ffleet_runtime::profiles::{Variant, video_settings};
@@ -153,13 +154,12 @@ pub async fn listed_encoders(ffmpeg: &Path) -> Vec<String> {
 
 /// Gathers the facts, runs the tests they call for, and decides. Each failed test is one log
 /// line; a label that is no capability name is the only error.
-pub async fn detect(config: &Config, gpus: &Gpus) -> Result<(Facts, Detected), String> {
+pub async fn detect(config: &Config, gpus: &Gpus) -> Result<(Facts, Detected), IdError> {
     let labels = match &config.encoder.capabilities {
         Some(list) => Some(
             list.iter()
                 .map(|c| Capability::new(c.as_str()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?,
+                .collect::<Result<Vec<_>, _>>()?,
         ),
         None => None,
     };

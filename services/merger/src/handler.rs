@@ -6,23 +6,45 @@
 use crate::collect::{Collect, collect};
 use crate::media::Media;
 use crate::merge::MergeError;
-use crate::reissue;
+use crate::reissue::{self, ReissueError};
 use async_nats::jetstream::Message;
+use ffleet_runtime::jobs::JobError;
 use ffleet_runtime::messages::events::{Progress, SegmentOutcome};
 use ffleet_runtime::messages::{CURRENT, CloudEvent, JobEvent, JobState};
-use ffleet_runtime::nats::ack::{self, Disposition, KeepAlive};
-use ffleet_runtime::nats::publish;
-use ffleet_runtime::reason::Failure;
+use ffleet_runtime::nats::ack::{self, KeepAlive, Outcome};
+use ffleet_runtime::nats::kv::KvError;
+use ffleet_runtime::nats::{BoxError, NatsError, publish};
+use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{JobId, jobs, telemetry};
 use std::sync::Arc;
 use std::time::Duration;
 
-const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
 /// Deliveries of a report whose unit record reads older than the report, before it is let go.
 const BEHIND_TRIES: i64 = 30;
 /// How long a merge waits for the job record to read as new as the write that started it.
 const BEHIND_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Why a report was not processed: it is delivered again.
+#[derive(Debug, thiserror::Error)]
+enum Unprocessed {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// A collect's write, shared by the reports of one job that came together.
+    #[error(transparent)]
+    Collect(Arc<KvError>),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("merge slots closed")]
+    Closed(#[from] tokio::sync::AcquireError),
+    /// The merge could not finish for now (media storage unreachable).
+    #[error(transparent)]
+    Merge(BoxError),
+    #[error(transparent)]
+    Reissue(#[from] ReissueError),
+}
 
 /// The media work of merges and how many may run at once.
 pub struct Merges {
@@ -32,13 +54,13 @@ pub struct Merges {
     pub collects: crate::group::Collects,
 }
 
-pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
+pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
     let ev = serde_json::from_slice::<CloudEvent>(&msg.payload)
         .ok()
         .and_then(|ce| JobEvent::from_cloudevent(&ce).ok());
     let Some(JobEvent::SegmentDone(done)) = ev else {
         tracing::error!(subject = %msg.subject, "undecodable segment report dropped");
-        return Disposition::Term;
+        return Outcome::permanent(Reason::Internal, "undecodable segment report");
     };
     let job = &done.job_id;
     telemetry::spans::job(job);
@@ -54,7 +76,7 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
             jobs::fail(ctx, job, &f)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(Unprocessed::from)
         }
         SegmentOutcome::Encoded { result_key, .. } => {
             match collect(
@@ -67,11 +89,14 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
             )
             .await
             {
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(Unprocessed::Collect(e)),
                 Ok(Collect::Ignored) => resume_if_orphaned(ctx, media, job, &msg).await,
                 Ok(Collect::Behind) if ack::delivered(&msg) < BEHIND_TRIES => {
                     tracing::info!(job = %job, unit = %done.unit, attempt = done.attempt, "unit record read is older than its report, reading again");
-                    return Disposition::Retry(Duration::from_secs(1));
+                    return Outcome::retry_after(
+                        "unit record read older than its report",
+                        Duration::from_secs(1),
+                    );
                 }
                 Ok(Collect::Behind) => {
                     // The scheduler's reconciler sends the report again once the record
@@ -90,10 +115,10 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Disposition {
         }
     };
     match result {
-        Ok(()) => Disposition::Ack,
+        Ok(()) => Outcome::Done,
         Err(e) => {
             tracing::warn!(job = %job, error = %e, "segment report not processed, will retry");
-            RETRY
+            Outcome::transient(e)
         }
     }
 }
@@ -105,7 +130,7 @@ async fn publish_progress(
     total: usize,
     frames_done: u64,
     frames_total: u64,
-) -> Result<(), String> {
+) -> Result<(), Unprocessed> {
     if !crate::throttle::due(job, done, total) {
         return Ok(());
     }
@@ -123,10 +148,8 @@ async fn publish_progress(
         frames_total,
         percent,
     });
-    publish::event(&ctx.js, ctx.service, &ev)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    publish::event(&ctx.js, ctx.service, &ev).await?;
+    Ok(())
 }
 
 /// A report that did not count may still be the redelivery of the one that started a merge
@@ -136,23 +159,17 @@ async fn resume_if_orphaned(
     media: &Merges,
     job: &JobId,
     msg: &Message,
-) -> Result<(), String> {
+) -> Result<(), Unprocessed> {
     if ack::delivered(msg) <= 1 {
         return Ok(());
     }
-    let read = ctx
-        .jobs
-        .get(job.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
+    let read = ctx.jobs.get(job.as_str()).await?;
     let Some((rec, revision)) = read else {
         return Ok(());
     };
     match rec.state {
         JobState::Merging => run_merge(ctx, media, job, msg, revision).await,
-        s if s.is_terminal() => jobs::republish_terminal(ctx, &rec)
-            .await
-            .map_err(|e| e.to_string()),
+        s if s.is_terminal() => Ok(jobs::republish_terminal(ctx, &rec).await?),
         _ => Ok(()),
     }
 }
@@ -166,33 +183,31 @@ async fn run_merge(
     job: &JobId,
     msg: &Message,
     at: u64,
-) -> Result<(), String> {
+) -> Result<(), Unprocessed> {
     let _keep = KeepAlive::start(msg, ctx.config.streams.ack_wait() / 3);
     let read = ctx
         .jobs
         .get_at_least(job.as_str(), at, BEHIND_PATIENCE)
         .await;
-    let Some((rec, _)) = read.map_err(|e| e.to_string())? else {
+    let Some((rec, _)) = read? else {
         return Ok(());
     };
     if rec.state != JobState::Merging {
         return Ok(());
     }
     tracing::info!(job = %job, units = rec.collected.len(), "merging");
-    let _slot = media.slots.acquire().await.map_err(|e| e.to_string())?;
+    let _slot = media.slots.acquire().await?;
     match media.media.merge(ctx, &rec).await {
         Ok(out) => {
             tracing::info!(job = %job, output = %out.uri, frames = out.frames, wall_secs = out.wall_secs, "job completed");
-            jobs::complete(ctx, job, out)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            jobs::complete(ctx, job, out).await?;
+            Ok(())
         }
-        Err(MergeError::Fail(f)) => jobs::fail(ctx, job, &f)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(MergeError::Retry(why)) => Err(why),
-        Err(MergeError::Reissue(units)) => reissue::reissue(ctx, &rec, &units).await,
+        Err(MergeError::Fail(f)) => {
+            jobs::fail(ctx, job, &f).await?;
+            Ok(())
+        }
+        Err(MergeError::Retry(why)) => Err(Unprocessed::Merge(why)),
+        Err(MergeError::Reissue(units)) => Ok(reissue::reissue(ctx, &rec, &units).await?),
     }
 }

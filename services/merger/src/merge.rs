@@ -12,6 +12,7 @@ use ffleet_runtime::media::args::{self, ConcatEntry};
 use ffleet_runtime::media::command::{self, Limits};
 use ffleet_runtime::messages::records::OutputInfo;
 use ffleet_runtime::messages::{JobRecord, Plan, SegmentRecord, SegmentState, SourceInfo};
+use ffleet_runtime::nats::BoxError;
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{Roots, StorageError};
@@ -31,7 +32,7 @@ pub enum MergeError {
     /// The job fails.
     Fail(Failure),
     /// Media storage is unreachable for now: try again on redelivery.
-    Retry(String),
+    Retry(BoxError),
     /// These units go back to encoding and the job merges when they are back: the stored
     /// result of the attempt given is missing or not the bytes its encoder recorded, or (no
     /// attempt) the unit's record did not read done at the merge.
@@ -95,7 +96,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         Ok(v) => v,
         Err(why) => {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(Failure::new(Reason::VerifyFailed, why).into());
+            return Err(Failure::new(Reason::VerifyFailed, why.to_string()).into());
         }
     };
     let bytes = tokio::fs::metadata(&tmp).await.map_err(internal)?.len();
@@ -186,7 +187,7 @@ async fn fetch_one(
             bad.push((c.unit, Some(c.attempt)));
             Ok(false)
         }
-        Err(e) if e.is_transient() => Err(MergeError::Retry(e.to_string())),
+        Err(e) if e.is_transient() => Err(MergeError::Retry(e.into())),
         Err(e) => Err(e.failure("fetching an encoded unit").into()),
     }
 }
@@ -241,7 +242,7 @@ async fn store_output(
         }
         Some(key) => match ctx.storage.put_file(tmp, key).await {
             Ok(stored) => Ok(stored.bytes_moved),
-            Err(e) if e.is_transient() => Err(MergeError::Retry(e.to_string())),
+            Err(e) if e.is_transient() => Err(MergeError::Retry(e.into())),
             Err(e) => Err(e.failure("storing the output").into()),
         },
     }
@@ -281,12 +282,13 @@ pub async fn results(ctx: &Ctx, rec: &JobRecord) -> Result<Vec<UnitResult>, Merg
             }
             let key = subjects::segment_key(job, unit);
             let read = ctx.segments.get(&key).await;
-            let seg = read.map_err(|e| MergeError::Retry(e.to_string()))?;
+            let seg = read.map_err(|e| MergeError::Retry(e.into()))?;
             match seg {
                 Some((r, _)) => accepted(unit, r),
-                None => Err(MergeError::Retry(format!(
-                    "unit {unit} has no record at merge (a read older than its collect?)"
-                ))),
+                None => Err(MergeError::Retry(
+                    format!("unit {unit} has no record at merge (a read older than its collect?)")
+                        .into(),
+                )),
             }
         })
         .buffered(READ_AHEAD)

@@ -6,14 +6,31 @@
 //! the same units) or by the scheduler's reconciler (a planned unit with no task).
 
 use ffleet_runtime::job_protocol::{self, JobStep};
+use ffleet_runtime::jobs::JobError;
 use ffleet_runtime::messages::{JobRecord, SegmentState, Task};
-use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::publish;
+use ffleet_runtime::nats::kv::{Change, KvError};
+use ffleet_runtime::nats::{NatsError, publish};
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::time::now_rfc3339;
 use ffleet_runtime::unit_protocol::{self, Step};
-use ffleet_runtime::{Unit, jobs, subjects};
+use ffleet_runtime::{JobId, Unit, jobs, subjects};
+
+/// Why a repair stopped: each is tried again with the report's redelivery.
+#[derive(Debug, thiserror::Error)]
+pub enum ReissueError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    /// The merge's read of the unit was older than its collect: merged again, nothing changed.
+    #[error("unit {unit} of job {job} reads done now; merge tried again")]
+    ReadsDone { unit: Unit, job: JobId },
+    #[error("unit {unit} of job {job} has no record")]
+    NoRecord { unit: Unit, job: JobId },
+}
 
 /// `units`: each unit to send back, with the attempt whose stored result was refused (none: the
 /// unit did not read done at the merge, and only its current attempt is sent again).
@@ -21,7 +38,7 @@ pub async fn reissue(
     ctx: &Ctx,
     rec: &JobRecord,
     units: &[(Unit, Option<u32>)],
-) -> Result<(), String> {
+) -> Result<(), ReissueError> {
     let job = &rec.job_id;
     let budget = ctx.config.encoder.max_attempts.max(1) * 2;
     let mut attempts = Vec::with_capacity(units.len());
@@ -43,18 +60,21 @@ pub async fn reissue(
                     (Some((n, _)), _) => Change::Write(n.clone(), Ok(Some(n))),
                     // Done after all: the merge's read was older; merge again, change nothing.
                     (None, Some(r)) if refused.is_none() && r.state == SegmentState::Done => {
-                        Change::Keep(Err(format!(
-                            "unit {unit} of job {job} reads done now; merge tried again"
-                        )))
+                        Change::Keep(Err(ReissueError::ReadsDone {
+                            unit,
+                            job: job.clone(),
+                        }))
                     }
                     (None, Some(r)) => Change::Keep(Ok(Some(r.clone()))),
                     (None, None) => Change::Keep(Ok(None)),
                 }
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let Some(next) = moved? else {
-            return Err(format!("unit {unit} of job {job} has no record"));
+            return Err(ReissueError::NoRecord {
+                unit,
+                job: job.clone(),
+            });
         };
         let attempt = next.attempt;
         if attempt > budget {
@@ -62,10 +82,8 @@ pub async fn reissue(
                 Reason::MergeFailed,
                 format!("the stored result of unit {unit} failed its check {attempt} times"),
             );
-            return jobs::fail(ctx, job, &f)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+            jobs::fail(ctx, job, &f).await?;
+            return Ok(());
         }
         attempts.push((unit, next));
     }
@@ -82,8 +100,7 @@ pub async fn reissue(
                 Err(_) => Change::Keep(None),
             }
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let Some(back) = back else {
         return Ok(());
     };
@@ -91,9 +108,7 @@ pub async fn reissue(
         let attempt = next.attempt;
         tracing::warn!(job = %job, unit = %unit, attempt, "unit re-issued after its stored result was refused");
         if let Some(task) = Task::for_unit(&back, unit, next.cut.as_ref(), attempt) {
-            publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan")
-                .await
-                .map_err(|e| e.to_string())?;
+            publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! audio's duration within one frame.
 
 use ffleet_runtime::config::Config;
-use ffleet_runtime::media::probe::{self, Span};
+use ffleet_runtime::media::probe::{self, ProbeError, Span};
 use ffleet_runtime::media::tracks::{TrackKind, TrackPlan};
 use ffleet_runtime::messages::records::SourceInfo;
 use std::path::Path;
@@ -16,6 +16,29 @@ pub struct Expected<'a> {
     pub tracks: &'a [TrackPlan],
 }
 
+/// What the output got wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Mismatch {
+    #[error("cannot read the output: {0}")]
+    Unreadable(#[source] ProbeError),
+    #[error("the output has no video stream")]
+    NoVideo,
+    #[error("output has {got} video frames, the encoded segments {want} (source {in_source})")]
+    Frames { got: u64, want: u64, in_source: u64 },
+    #[error("output has {got} {kind} tracks, the plan {want}")]
+    Tracks {
+        kind: &'static str,
+        got: usize,
+        want: usize,
+    },
+    #[error("output video lasts {got:.3} s, the source {want:.3} s")]
+    VideoDuration { got: f64, want: f64 },
+    #[error("the output lost the source's audio")]
+    NoAudio,
+    #[error("output audio lasts {got:.3} s, the source {want:.3} s")]
+    AudioDuration { got: f64, want: f64 },
+}
+
 /// Returns the output's video span, or what did not match. One ffprobe run reads every stream.
 #[tracing::instrument(name = "verify", skip_all, err(Display, level = "warn"), fields(ffleet.service = crate::SERVICE))]
 pub async fn verify(
@@ -23,21 +46,22 @@ pub async fn verify(
     src: &SourceInfo,
     expected: &Expected<'_>,
     path: &Path,
-) -> Result<Span, String> {
+) -> Result<Span, Mismatch> {
     let timeout = cfg.limits.probe_timeout() * 4;
     let out = probe::probe(&cfg.ffmpeg.ffprobe, path, None, true, timeout)
         .await
-        .map_err(|e| format!("cannot read the output: {e}"))?;
+        .map_err(Mismatch::Unreadable)?;
     let video = out
         .video()
         .and_then(|v| out.span(v))
-        .ok_or("the output has no video stream")?;
+        .ok_or(Mismatch::NoVideo)?;
     let v = &src.video;
     if video.count != expected.frames {
-        return Err(format!(
-            "output has {} video frames, the encoded segments {} (source {})",
-            video.count, expected.frames, v.frames
-        ));
+        return Err(Mismatch::Frames {
+            got: video.count,
+            want: expected.frames,
+            in_source: v.frames,
+        });
     }
     for (kind, name) in [
         (TrackKind::Audio, "audio"),
@@ -46,29 +70,31 @@ pub async fn verify(
         let want = expected.tracks.iter().filter(|t| t.kind == kind).count();
         let got = out.streams.iter().filter(|s| s.is(name)).count();
         if got != want {
-            return Err(format!("output has {got} {name} tracks, the plan {want}"));
+            return Err(Mismatch::Tracks {
+                kind: name,
+                got,
+                want,
+            });
         }
     }
     let frame = v.frame_secs();
     let tolerance = frame * 1.01 + 1e-3;
     if (video.duration() - v.duration_secs()).abs() > tolerance {
-        return Err(format!(
-            "output video lasts {:.3} s, the source {:.3} s",
-            video.duration(),
-            v.duration_secs()
-        ));
+        return Err(Mismatch::VideoDuration {
+            got: video.duration(),
+            want: v.duration_secs(),
+        });
     }
     if let Some(a) = &src.audio {
         let span = out
             .audio()
             .and_then(|s| out.span(s))
-            .ok_or("the output lost the source's audio")?;
+            .ok_or(Mismatch::NoAudio)?;
         if a.duration_secs > 0.0 && (span.duration() - a.duration_secs).abs() > tolerance {
-            return Err(format!(
-                "output audio lasts {:.3} s, the source {:.3} s",
-                span.duration(),
-                a.duration_secs
-            ));
+            return Err(Mismatch::AudioDuration {
+                got: span.duration(),
+                want: a.duration_secs,
+            });
         }
     }
     Ok(video)

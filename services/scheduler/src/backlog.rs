@@ -17,10 +17,11 @@ use crate::round::{self, Entry, Release, Round, Settings};
 use async_nats::jetstream::{AckKind, Message};
 use ffleet_runtime::messages::{self, Task};
 use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::ack::{self, Outcome};
 use ffleet_runtime::nats::durable::Durable;
 use ffleet_runtime::nats::ops::{self, Op};
 use ffleet_runtime::nats::provision::{ConsumerSpec, ensure_consumer};
-use ffleet_runtime::reason::Failure;
+use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{JobId, jobs, subjects, telemetry};
 use futures::StreamExt;
@@ -160,7 +161,7 @@ impl Backlog {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "plan queue fetch failed");
-                consumer.failed(&e.to_string()).await;
+                consumer.failed(&e).await;
                 tokio::time::sleep(ROUND).await;
                 return false;
             }
@@ -180,7 +181,7 @@ impl Backlog {
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "plan fetch ended");
-                    consumer.failed(&e.to_string()).await;
+                    consumer.failed(&e).await;
                     if !got {
                         tokio::time::sleep(ROUND).await;
                     }
@@ -188,7 +189,7 @@ impl Backlog {
                 }
                 // Unanswered: async-nats gives up seconds after the expiry.
                 None if !got && started.elapsed() >= wait + Duration::from_secs(3) => {
-                    consumer.failed("plan pull unanswered").await;
+                    consumer.failed(&"plan pull unanswered").await;
                     return false;
                 }
                 None => {
@@ -204,8 +205,8 @@ impl Backlog {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable task dropped");
-                ops::count(Op::Ack);
-                let _ = msg.ack_with(AckKind::Term).await;
+                let why = format!("undecodable task: {e}");
+                ack::finish(&msg, Outcome::permanent(Reason::Internal, why)).await;
                 return;
             }
         };
@@ -213,8 +214,7 @@ impl Backlog {
         if let Some(old) = self.held.get(&key)
             && old.entry.task.attempt > task.attempt
         {
-            ops::count(Op::Ack);
-            let _ = msg.ack().await;
+            ack::finish(&msg, Outcome::Done).await;
             return;
         }
         let next = &mut self.next_seq;
@@ -234,8 +234,7 @@ impl Backlog {
         if let Some(old) = self.held.insert(key, held)
             && seq(&old.msg) != new_seq
         {
-            ops::count(Op::Ack);
-            let _ = old.msg.ack().await;
+            ack::finish(&old.msg, Outcome::Done).await;
         }
     }
 
@@ -300,8 +299,7 @@ impl Backlog {
             }
             if let Some(h) = self.held.remove(&key) {
                 self.keys.lock().expect("held keys").remove(&key);
-                ops::count(Op::Ack);
-                let _ = h.msg.ack().await;
+                ack::finish(&h.msg, Outcome::Done).await;
             }
         }
     }
@@ -322,8 +320,7 @@ impl Backlog {
         for k in keys {
             if let Some(h) = self.held.remove(&k) {
                 self.keys.lock().expect("held keys").remove(&k);
-                ops::count(Op::Ack);
-                let _ = h.msg.ack().await;
+                ack::finish(&h.msg, Outcome::Done).await;
             }
         }
         self.job_seq.remove(job);
@@ -347,8 +344,8 @@ impl Backlog {
         let n = self.held.len();
         self.keys.lock().expect("held keys").clear();
         for (_, h) in self.held.drain() {
-            ops::count(Op::Ack);
-            let _ = h.msg.ack_with(AckKind::Nak(None)).await;
+            let outcome = Outcome::retry_after("scheduler leadership ended", Duration::ZERO);
+            ack::finish(&h.msg, outcome).await;
         }
         if n > 0 {
             tracing::info!(tasks = n, "backlog handed back");

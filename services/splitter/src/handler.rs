@@ -1,5 +1,5 @@
 //! One submit message, start to finish: parse, validate, record the job, probe, cut, plan,
-//! publish tasks. Every outcome maps to one disposition of the message.
+//! publish tasks. Every way it ends is one `Outcome` of the message.
 //!
 //! Redelivery is safe at every step: the job record is created only once, a redelivered request
 //! for a job still splitting resumes it, one already planned only republishes its tasks (which
@@ -17,9 +17,9 @@ use ffleet_runtime::messages::{
     CURRENT, JobEvent, JobRecord, JobRequest, JobState, RecordCopy, RequestError, SegmentRecord,
     Task,
 };
-use ffleet_runtime::nats::ack::{self, Disposition, KeepAlive};
+use ffleet_runtime::nats::ack::{self, KeepAlive, Outcome};
 use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::publish;
+use ffleet_runtime::nats::{BoxError, is_store_full, publish};
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{self, Local, Roots, StorageError, open_input_link};
@@ -29,8 +29,6 @@ use ffleet_runtime::{JobId, Unit, jobs, subjects, telemetry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-const RETRY: Disposition = Disposition::Retry(Duration::from_secs(2));
 
 /// Deliveries of a request whose split keeps failing on transient errors (storage or JetStream
 /// unreachable) before the job is failed. With the backoff of [`retry_delay`] this is about
@@ -52,7 +50,7 @@ const REFUSAL_TRIES: i64 = 3;
 /// How long a request whose job record exists waits for a read that shows it.
 const EXISTING_PATIENCE: Duration = Duration::from_secs(10);
 
-pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
+pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Outcome {
     let msg_id = msg
         .headers
         .as_ref()
@@ -80,15 +78,15 @@ pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
     telemetry::spans::job(&req.job_id);
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     match process(ctx, media, &req, delivered, sequence).await {
-        Ok(()) => Disposition::Ack,
+        Ok(()) => Outcome::Done,
         // A server without room is waited out however long: failing the job would not make
         // space, and the request is kept (nothing acknowledged is lost).
-        Err(Retry(why)) if delivered >= SPLIT_TRIES && !ffleet_runtime::nats::store_full(&why) => {
+        Err(Retry(why)) if delivered >= SPLIT_TRIES && !is_store_full(&*why) => {
             give_up(ctx, &req.job_id, &why, delivered, sequence).await
         }
         Err(Retry(why)) => {
             tracing::warn!(job = %req.job_id, error = %why, tries = delivered, "splitting interrupted, will retry");
-            Disposition::Retry(retry_delay(delivered))
+            Outcome::retry_after(why, retry_delay(delivered))
         }
     }
 }
@@ -96,14 +94,14 @@ pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Disposition {
 /// Fails a job whose split failed on transient errors at every try. The failure is told even
 /// when the job record was never written (the cluster refused it each time), so whoever
 /// submitted the job hears of it; while JetStream cannot take the event, the request stays.
-async fn give_up(ctx: &Ctx, job: &JobId, why: &str, delivered: i64, sequence: u64) -> Disposition {
+async fn give_up(ctx: &Ctx, job: &JobId, why: &BoxError, delivered: i64, sequence: u64) -> Outcome {
     let failure = Failure::new(
         Reason::SplitFailed,
         format!(
             "splitting failed on transient errors at each of {delivered} tries; the last: {why}"
         ),
     );
-    let told = match jobs::fail(ctx, job, &failure).await {
+    let told: Result<(), BoxError> = match jobs::fail(ctx, job, &failure).await {
         Ok(true) => Ok(()),
         Ok(false) => match ctx.jobs.get(job.as_str()).await {
             // Another delivery or service ended it meanwhile.
@@ -114,17 +112,17 @@ async fn give_up(ctx: &Ctx, job: &JobId, why: &str, delivered: i64, sequence: u6
                 publish::event_as(&ctx.js, ctx.service, &ev, id)
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(Into::into)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         },
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     };
     match told {
-        Ok(()) => Disposition::Term,
+        Ok(()) => Outcome::permanent(failure.reason, failure.message),
         Err(e) => {
             tracing::warn!(job = %job, error = %e, "could not fail a job that cannot be split; will retry");
-            Disposition::Retry(retry_delay(delivered))
+            Outcome::retry_after(e, retry_delay(delivered))
         }
     }
 }
@@ -133,7 +131,7 @@ async fn give_up(ctx: &Ctx, job: &JobId, why: &str, delivered: i64, sequence: u6
 /// the request's own message id, then the message is terminated. A request naming a job that
 /// already exists speaks for no job: its refusal goes out unnamed, so the real job's events
 /// (and whoever waits on them) are untouched.
-async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Disposition {
+async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Outcome {
     tracing::warn!(job = ?e.job_id, reason = %e.failure.reason, message = %e.failure.message, "request refused");
     let give_up = delivered >= REFUSAL_TRIES;
     let (owner, failure) = match &e.job_id {
@@ -153,7 +151,7 @@ async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Di
             ),
             Err(err) if !give_up => {
                 tracing::warn!(job = %job, error = %err, "cannot read the job record to refuse a request");
-                return RETRY;
+                return Outcome::transient(err);
             }
             // Unknown: speaking for no job is the safe side.
             Err(_) => (None, e.failure.clone()),
@@ -162,25 +160,25 @@ async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Di
     let ev = JobEvent::failed(owner, &failure);
     let id = subjects::msg_id::refusal(e.job_id.as_ref(), sequence);
     match publish::event_as(&ctx.js, ctx.service, &ev, id).await {
-        Ok(_) => Disposition::Term,
+        Ok(_) => Outcome::permanent(failure.reason, failure.message),
         Err(err) if give_up => {
             tracing::error!(job = ?e.job_id, error = %err, "refusal not published; request dropped");
-            Disposition::Term
+            Outcome::permanent(failure.reason, failure.message)
         }
         Err(err) => {
             tracing::warn!(error = %err, "could not publish failed event");
-            RETRY
+            Outcome::transient(err)
         }
     }
 }
 
-/// Errors that leave the job where it is, to be retried on redelivery.
-struct Retry(String);
+/// Errors that leave the job where it is, to be retried on redelivery. Each site that may end
+/// here says so (`transient`); what can never succeed fails the job instead (`fail`).
+struct Retry(BoxError);
 
-impl<E: std::fmt::Display> From<E> for Retry {
-    fn from(e: E) -> Self {
-        Retry(e.to_string())
-    }
+/// A transient error: the split is tried again on redelivery.
+fn transient(e: impl Into<BoxError>) -> Retry {
+    Retry(e.into())
 }
 
 async fn process(
@@ -197,7 +195,8 @@ async fn process(
         .map(|v| v.profile.clone())
         .unwrap_or_else(|_| req.profile.clone().unwrap_or_default());
     let record = JobRecord::new(req.clone(), profile);
-    if ctx.jobs.create(job.as_str(), &record).await?.is_none() {
+    let created = ctx.jobs.create(job.as_str(), &record).await;
+    if created.map_err(transient)?.is_none() {
         return existing(ctx, media, job, delivered, sequence).await;
     }
     let valid = match valid {
@@ -229,7 +228,8 @@ async fn accept_and_split(
             priority: req.priority,
         }),
     )
-    .await?;
+    .await
+    .map_err(transient)?;
     split_and_plan(ctx, media, req, valid).await
 }
 
@@ -246,7 +246,8 @@ async fn existing(
     let Some((rec, _)) = ctx
         .jobs
         .get_at_least(job.as_str(), 1, EXISTING_PATIENCE)
-        .await?
+        .await
+        .map_err(transient)?
     else {
         return Ok(());
     };
@@ -277,10 +278,17 @@ async fn existing(
             }
         }
         JobState::Encoding => publish_tasks(ctx, &rec, None).await,
-        _ if rec.state.is_terminal() => Ok(jobs::republish_terminal(ctx, &rec).await?),
+        _ if rec.state.is_terminal() => {
+            jobs::republish_terminal(ctx, &rec).await.map_err(transient)
+        }
         _ => Ok(()),
     }
 }
+
+/// The input could not be linked into this splitter's work dir (its own disk): tried again.
+#[derive(Debug, thiserror::Error)]
+#[error("linking the input: {0}")]
+struct Linking(#[source] std::io::Error);
 
 /// Fetches an object-store source, refusing an oversize one before a byte moves.
 async fn fetch_input(ctx: &Ctx, key: &str) -> Result<storage::Local, StorageError> {
@@ -297,7 +305,7 @@ async fn fetch_input(ctx: &Ctx, key: &str) -> Result<storage::Local, StorageErro
 }
 
 async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Retry> {
-    jobs::fail(ctx, job, failure).await?;
+    jobs::fail(ctx, job, failure).await.map_err(transient)?;
     Ok(())
 }
 
@@ -322,7 +330,7 @@ async fn split_and_plan(
     let src = match prepared {
         Ok(s) => s,
         Err(SplitError::Fail(f)) => return fail(ctx, job, &f).await,
-        Err(SplitError::Retry(why)) => return Err(Retry(why)),
+        Err(SplitError::Retry(why)) => return Err(transient(why)),
     };
     let segments = src.segments;
     moved += src.bytes_moved;
@@ -370,7 +378,8 @@ async fn split_and_plan(
                 Err(_) => Change::Keep(None),
             }
         })
-        .await?;
+        .await
+        .map_err(transient)?;
     match rec {
         Some(rec) => publish_tasks(ctx, &rec, Some(&written)).await,
         None => Ok(()),
@@ -403,7 +412,7 @@ async fn open_source(
                 name.as_deref().unwrap_or("source"),
             ) {
                 Ok(l) => Ok((l.path().to_path_buf(), Some(l))),
-                Err(e) => Err(Err(Retry(format!("linking the input: {e}")))),
+                Err(e) => Err(Err(transient(Linking(e)))),
             }
         }
         Input::Object(key) => match fetch_input(ctx, key).await {
@@ -415,7 +424,7 @@ async fn open_source(
                 );
                 Err(fail(ctx, job, &f).await)
             }
-            Err(e) if e.is_transient() => Err(Err(Retry(e.to_string()))),
+            Err(e) if e.is_transient() => Err(Err(transient(e))),
             Err(e) => Err(fail(ctx, job, &e.failure("fetching the input")).await),
         },
     }
@@ -438,7 +447,7 @@ async fn store_source(
             let key = storage::keys::job_input(job, name.as_deref().unwrap_or("source"));
             match ctx.storage.put_file(source, &key).await {
                 Ok(stored) => Ok((Some(key), stored.bytes_moved)),
-                Err(e) if e.is_transient() => Err(Err(Retry(e.to_string()))),
+                Err(e) if e.is_transient() => Err(Err(transient(e))),
                 Err(e) => Err(fail(ctx, job, &e.failure("storing the source")).await),
             }
         }
@@ -466,7 +475,8 @@ async fn write_unit_records(
     for (unit, cut) in plan.units().zip(cuts) {
         let key = subjects::segment_key(job, unit);
         let fresh = SegmentRecord::planned(cut);
-        let (record, revision) = match ctx.segments.create(&key, &fresh).await? {
+        let created = ctx.segments.create(&key, &fresh).await.map_err(transient)?;
+        let (record, revision) = match created {
             Some(rev) => (fresh, Some(rev)),
             None => {
                 let step = Step::Replan { fresh: &fresh };
@@ -480,9 +490,10 @@ async fn write_unit_records(
                             Err(_) => Change::Keep(None),
                         },
                     })
-                    .await?;
+                    .await
+                    .map_err(transient)?;
                 let Some(record) = replanned else {
-                    return Err(Retry(format!(
+                    return Err(transient(format!(
                         "unit {unit} of job {job} is past planning: the job is past splitting"
                     )));
                 };
@@ -534,16 +545,21 @@ async fn publish_tasks(
     for unit in units {
         let known = match written.and_then(|w| w.get(&unit)) {
             Some(k) => Some(k.clone()),
-            None => ctx.segments.get(&subjects::segment_key(job, unit)).await?,
+            None => {
+                let key = subjects::segment_key(job, unit);
+                ctx.segments.get(&key).await.map_err(transient)?
+            }
         };
         let cut = known.as_ref().and_then(|(r, _)| r.cut.as_ref());
         let Some(mut task) = Task::for_unit(rec, unit, cut, 1) else {
-            return Err(Retry(format!(
+            return Err(transient(format!(
                 "unit {unit} of job {job} has no cut recorded"
             )));
         };
         task.record = known.and_then(|(r, rev)| RecordCopy::of(r, rev));
-        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan").await?;
+        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan")
+            .await
+            .map_err(transient)?;
         published += 1;
     }
     tracing::debug!(job = %job, tasks = published, "tasks published");

@@ -5,6 +5,7 @@
 use crate::inspect::Inspected;
 use ffleet_runtime::media::{args, command, cuts};
 use ffleet_runtime::messages::records::SegmentPlan;
+use ffleet_runtime::nats::BoxError;
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{JobId, storage};
@@ -17,7 +18,16 @@ pub enum SplitError {
     /// The job fails.
     Fail(Failure),
     /// Media storage is unreachable for now: split again on redelivery.
-    Retry(String),
+    Retry(BoxError),
+}
+
+/// A transient storage error, and what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+pub struct Interrupted {
+    pub doing: &'static str,
+    #[source]
+    pub source: storage::StorageError,
 }
 
 impl From<Failure> for SplitError {
@@ -85,7 +95,10 @@ pub async fn split(
         let _ = std::fs::remove_dir_all(&staging);
         if e.is_transient() {
             // A leader election or a lost server: the split runs again on redelivery.
-            SplitError::Retry(format!("storing the cuts: {e}"))
+            SplitError::Retry(Box::new(Interrupted {
+                doing: "storing the cuts",
+                source: e,
+            }))
         } else {
             SplitError::Fail(e.failure("storing the cuts"))
         }

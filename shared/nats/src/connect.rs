@@ -37,14 +37,14 @@ pub async fn connect(
         .map(|s| {
             s.parse::<ServerAddr>().map_err(|e| NatsError::Connect {
                 url: s.into(),
-                message: e.to_string(),
+                source: e.into(),
             })
         })
         .collect::<Result<_, _>>()?;
     if addrs.is_empty() {
         return Err(NatsError::Connect {
             url: cfg.url.clone(),
-            message: "no server URL given".into(),
+            source: "no server URL given".into(),
         });
     }
     let mut opts = match &cfg.creds_file {
@@ -52,7 +52,7 @@ pub async fn connect(
             .await
             .map_err(|e| NatsError::Connect {
                 url: cfg.url.clone(),
-                message: format!("credentials file {}: {e}", path.display()),
+                source: format!("credentials file {}: {e}", path.display()).into(),
             })?,
         None => ConnectOptions::new(),
     };
@@ -103,7 +103,7 @@ pub async fn connect(
     }
     opts.connect(addrs).await.map_err(|e| NatsError::Connect {
         url: cfg.url.clone(),
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 
@@ -117,21 +117,26 @@ fn nkey_seed(cfg: &NatsConfig) -> Result<Option<String>, NatsError> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| NatsError::Connect {
         url: cfg.url.clone(),
-        message: format!("nkey seed file {}: {e}", path.display()),
+        source: format!("nkey seed file {}: {e}", path.display()).into(),
     })?;
     let seed = text.trim();
     if !seed.starts_with("SU") {
         return Err(NatsError::Connect {
             url: cfg.url.clone(),
-            message: format!("nkey seed file {}: not a user seed", path.display()),
+            source: format!("nkey seed file {}: not a user seed", path.display()).into(),
         });
     }
     Ok(Some(seed.to_owned()))
 }
 
+/// Counts and logs an asynchronous server error. A permissions violation reaches the client
+/// only as the text of an `-ERR` line (async-nats's `ServerError::Other`), with no code: its
+/// words are the only way to tell it.
 fn server_error(service: &str, e: &async_nats::ServerError) {
     let text = e.to_string();
-    if text.to_lowercase().contains("permissions violation") {
+    let violation = matches!(e, async_nats::ServerError::Other(t)
+        if t.to_lowercase().contains("permissions violation"));
+    if violation {
         VIOLATIONS.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%service, error = %text, "nats permission violation");
     } else {

@@ -9,8 +9,8 @@
 //! is). A re-created consumer starts from the stream's first message: every handler is
 //! idempotent, and work queues hold only unfinished work.
 
-use super::NatsError;
 use super::retry::{self, Patience};
+use super::{BoxError, NatsError};
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -95,17 +95,17 @@ impl Durable {
     }
 
     /// A pull failed or went unanswered; after a few in a row the consumer is re-created.
-    pub async fn failed(&self, why: &str) {
+    pub async fn failed(&self, why: &(dyn std::fmt::Display + Sync)) {
         let n = self.0.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if !n.is_multiple_of(SUSPECT_AFTER) {
-            tracing::debug!(consumer = %self.0.name, failures = n, error = why, "pull failed");
+            tracing::debug!(consumer = %self.0.name, failures = n, error = %why, "pull failed");
             return;
         }
         // One re-creation at a time; the other loops keep pulling meanwhile.
         let Ok(_one) = self.0.recreating.try_lock() else {
             return;
         };
-        tracing::warn!(consumer = %self.0.name, failures = n, error = why, "consumer not answering, re-creating it");
+        tracing::warn!(consumer = %self.0.name, failures = n, error = %why, "consumer not answering, re-creating it");
         let inner = &self.0;
         match create(
             &inner.js,
@@ -135,10 +135,9 @@ async fn create(
     patience: Patience,
 ) -> Result<PullConsumer, NatsError> {
     retry::retry("create consumer", name, patience, |_| async {
-        let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-        s.get_or_create_consumer(name, config.clone())
-            .await
-            .map_err(|e| e.to_string())
+        let s = js.get_stream(stream).await?;
+        let consumer = s.get_or_create_consumer(name, config.clone()).await?;
+        Ok::<_, BoxError>(consumer)
     })
     .await
 }

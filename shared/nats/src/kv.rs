@@ -13,11 +13,11 @@
 //! until the entry is at least at a revision the caller knows of, and `modify_known` never
 //! decides on a read older than the copy it started from or a revision that refused its write.
 
-use super::NatsError;
 use super::retry::{self, Patience};
+use super::{BoxError, NatsError};
+use ffleet_protocol::messages::{self, DecodeError, Versioned};
 use async_nats::jetstream::kv::{CreateErrorKind, Entry, Operation, Store, UpdateErrorKind};
 use bytes::Bytes;
-use ffleet_protocol::messages::{self, DecodeError, Versioned};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -255,11 +255,11 @@ where
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         use futures::TryStreamExt;
         retry::retry_whole("kv keys", self.what, retry::window(), |_| async {
-            let keys = self.store.keys().await.map_err(|e| e.to_string())?;
-            tokio::time::timeout(LIST_STALL, keys.try_collect::<Vec<String>>())
+            let keys = self.store.keys().await?;
+            let listed = tokio::time::timeout(LIST_STALL, keys.try_collect::<Vec<String>>())
                 .await
-                .map_err(|_| format!("listing stalled for {LIST_STALL:?}"))?
-                .map_err(|e| e.to_string())
+                .map_err(|_| format!("listing stalled for {LIST_STALL:?}"))??;
+            Ok::<_, BoxError>(listed)
         })
         .await
         .map_err(Into::into)
@@ -296,9 +296,9 @@ pub async fn create(
                     if n == 0 {
                         return Ok(None);
                     }
-                    mine(store, key, &value, 0).await.map_err(|e| e.to_string())
+                    mine(store, key, &value, 0).await.map_err(BoxError::from)
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             }
         }
     })
@@ -325,9 +325,9 @@ pub async fn update(
                     }
                     mine(store, key, &value, revision)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(BoxError::from)
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             }
         }
     })

@@ -13,15 +13,15 @@
 //! Replicated KV streams leave direct gets off: a direct get may be answered by a follower that
 //! has not applied the latest write yet, and every service reads the records it just wrote.
 
-use super::NatsError;
 pub use super::durable::ConsumerSpec;
 use super::durable::Durable;
 use super::retry::{self, Patience};
+use super::{BoxError, NatsError};
 use crate::config::StreamsConfig;
+use ffleet_protocol::subjects;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
-use ffleet_protocol::subjects;
 use std::time::Duration;
 
 /// Handles to ffleet's KV buckets.
@@ -158,7 +158,12 @@ pub async fn provision(
         )
         .await?,
         // History 1 and max age = the lease: an unrenewed lease vanishes by itself.
-        leases: ensure_kv(js, kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl), p).await?,
+        leases: ensure_kv(
+            js,
+            kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl),
+            p,
+        )
+        .await?,
     })
 }
 
@@ -182,7 +187,7 @@ pub async fn ensure_stream(
                 return js
                     .get_or_create_stream(config)
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(BoxError::from);
             }
             match js.get_stream(&config.name).await {
                 Ok(s) => Ok(s),
@@ -190,8 +195,9 @@ pub async fn ensure_stream(
                     "stream {} does not exist and these credentials may not create it; \
                      provision it with admin credentials (`ffleet provision`)",
                     config.name
-                )),
-                Err(e) => Err(e.to_string()),
+                )
+                .into()),
+                Err(e) => Err(e.into()),
             }
         }
     })

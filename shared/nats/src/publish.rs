@@ -3,15 +3,15 @@
 //! error and retries; a publish that times out while the stream elects a leader is sent again
 //! under the same id. Every message carries the sender's trace context (`traceparent`).
 
-use super::NatsError;
 use super::retry;
+use super::{BoxError, NatsError};
+use ffleet_protocol::messages::cloudevent::CONTENT_TYPE;
+use ffleet_protocol::messages::{self, JobEvent, Task};
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use ffleet_protocol::messages::cloudevent::CONTENT_TYPE;
-use ffleet_protocol::messages::{self, JobEvent, Task};
 
 /// Outcome of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,34 +45,29 @@ async fn send(
                 let fut: PublishAckFuture = js
                     .send_publish(subject, msg)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(BoxError::from)?;
                 fut.await
-                    .map_err(|e| format!("ack: {e}"))
+                    .map_err(|e| BoxError::from(Ack(e)))
                     .map(|ack| Stored {
                         sequence: ack.sequence,
                         duplicate: ack.duplicate,
                     })
             }
         },
-        |e: &String| refused(e),
+        |e: &BoxError| refused(&**e),
     )
     .await
 }
 
+/// The stream's answer to a publish was an error (or none came).
+#[derive(Debug, thiserror::Error)]
+#[error("ack: {0}")]
+struct Ack(#[source] async_nats::jetstream::context::PublishError);
+
 /// Whether a publish error says the message itself is unacceptable (too large for the server or
 /// the stream, the stream full): retrying cannot help, and the caller should hear it at once.
-fn refused(error: &str) -> bool {
-    let e = error.to_ascii_lowercase();
-    [
-        "max payload",
-        "payload size limit",
-        "exceeds maximum",
-        "maximum messages",
-        "maximum bytes",
-        "10054",
-    ]
-    .iter()
-    .any(|m| e.contains(m))
+fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    super::refusal(error) == Some(super::Refusal::StreamLimit)
 }
 
 /// Publishes a job event as a structured-mode CloudEvent.
@@ -107,8 +102,7 @@ pub async fn task(
     let mut headers = HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        ffleet_protocol::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage)
-            .as_str(),
+        ffleet_protocol::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage).as_str(),
     );
     send(js, subject, messages::encode(task), headers).await
 }

@@ -14,7 +14,8 @@
 //! fresh request reaches whichever leader the cluster elects.
 
 use super::durable::Durable;
-use async_nats::jetstream::{self, consumer::pull::BatchConfig};
+use async_nats::jetstream::consumer::pull::{BatchConfig, BatchRequestError};
+use async_nats::jetstream::{self};
 use async_nats::{StatusCode, Subscriber};
 use futures::StreamExt;
 use std::sync::atomic::Ordering;
@@ -31,9 +32,28 @@ pub enum Answer {
     Empty,
     /// The server refused or ended the request with another status (consumer deleted, a
     /// leadership change, no responders, ...), or the request could not be sent.
-    Refused(String),
+    Refused(PullError),
     /// Nothing came back in time: the request or its answer was lost.
     Unanswered,
+}
+
+/// Why a pull request got no message.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("subscribing to a pull inbox: {0}")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error(transparent)]
+    Request(#[from] BatchRequestError),
+    #[error("no pull inbox")]
+    NoInbox,
+    #[error("the pull inbox subscription ended")]
+    InboxEnded,
+    /// The server ended the request with this status.
+    #[error("{status}: {description}")]
+    Status {
+        status: StatusCode,
+        description: String,
+    },
 }
 
 /// One loop's puller of `consumer` (not shared: one request at a time).
@@ -66,11 +86,11 @@ impl Puller {
             let inbox = client.new_inbox();
             match client.subscribe(format!("{inbox}.*")).await {
                 Ok(sub) => self.sub = Some((inbox, sub)),
-                Err(e) => return Answer::Refused(format!("subscribing to a pull inbox: {e}")),
+                Err(e) => return Answer::Refused(PullError::Subscribe(e)),
             }
         }
         let Some((inbox, sub)) = self.sub.as_mut() else {
-            return Answer::Refused("no pull inbox".into());
+            return Answer::Refused(PullError::NoInbox);
         };
         self.seq += 1;
         let reply = format!("{inbox}.{}", self.seq);
@@ -82,7 +102,7 @@ impl Puller {
         };
         let consumer = self.consumer.consumer();
         if let Err(e) = consumer.request_batch(config, reply.clone().into()).await {
-            return Answer::Refused(e.to_string());
+            return Answer::Refused(e.into());
         }
         let deadline = tokio::time::Instant::now() + limit;
         let stats = js.client().statistics();
@@ -110,7 +130,7 @@ impl Puller {
                 }
                 Some(None) => {
                     self.sub = None;
-                    return Answer::Refused("the pull inbox subscription ended".into());
+                    return Answer::Refused(PullError::InboxEnded);
                 }
                 Some(Some(m)) => m,
             };
@@ -128,10 +148,12 @@ impl Puller {
             };
             return match status {
                 StatusCode::NOT_FOUND | StatusCode::TIMEOUT => Answer::Empty,
-                s => Answer::Refused(format!(
-                    "{s}: {}",
-                    msg.description.as_deref().unwrap_or("no description")
-                )),
+                status => Answer::Refused(PullError::Status {
+                    status,
+                    description: msg
+                        .description
+                        .unwrap_or_else(|| "no description".to_owned()),
+                }),
             };
         }
     }

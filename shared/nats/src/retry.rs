@@ -16,7 +16,7 @@
 //! Sending again is safe: creates and revision-checked updates recognise their own earlier
 //! write (`kv`), publishes carry message ids the stream de-duplicates, and reads change nothing.
 
-use super::NatsError;
+use super::{BoxError, NatsError};
 use crate::config::NatsConfig;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +57,7 @@ static FULL_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
 static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// Logs that the store is full, at most once per `FULL_LOG_EVERY` in this process.
-pub fn warn_store_full(op: &'static str, what: &str, err: &str) {
+pub fn warn_store_full(op: &'static str, what: &str, err: &dyn std::fmt::Display) {
     let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
     let last = FULL_LOGGED_MS.load(Ordering::Relaxed);
     if (last == 0 || now.saturating_sub(last) >= FULL_LOG_EVERY.as_millis() as u64)
@@ -143,7 +143,7 @@ pub async fn retry<T, E, F, Fut>(
     attempt: F,
 ) -> Result<T, NatsError>
 where
-    E: std::fmt::Display,
+    E: Into<BoxError>,
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -159,7 +159,7 @@ pub async fn retry_whole<T, E, F, Fut>(
     attempt: F,
 ) -> Result<T, NatsError>
 where
-    E: std::fmt::Display,
+    E: Into<BoxError>,
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -176,12 +176,17 @@ pub async fn retry_unless<T, E, F, Fut>(
     permanent: impl Fn(&E) -> bool,
 ) -> Result<T, NatsError>
 where
-    E: std::fmt::Display,
+    E: Into<BoxError>,
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     run(op, what, patience, attempt, permanent, true).await
 }
+
+/// A try that got no answer within its timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0:?}")]
+struct NoAnswer(Duration);
 
 /// The retry loop; `short_tries`: bound each try by `try_timeout`, else by the request timeout.
 async fn run<T, E, F, Fut>(
@@ -193,7 +198,7 @@ async fn run<T, E, F, Fut>(
     short_tries: bool,
 ) -> Result<T, NatsError>
 where
-    E: std::fmt::Display,
+    E: Into<BoxError>,
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -209,7 +214,7 @@ where
         } else {
             try_timeout(u32::MAX)
         };
-        // `full`: a write refused for want of space (`store_full`), said once per 30 s for the
+        // `full`: a write refused for want of space (`is_store_full`), said once per 30 s for the
         // whole process (`warn_store_full`) instead of per operation.
         let (err, full) = match tokio::time::timeout(limit, attempt(n)).await {
             Ok(Ok(v)) => {
@@ -225,15 +230,16 @@ where
                 return Ok(v);
             }
             Ok(Err(e)) if permanent(&e) => {
+                let e = e.into();
                 tracing::warn!(op, what, error = %e, "jetstream operation refused");
-                return Err(NatsError::op(op, e));
+                return Err(NatsError::Op { op, source: e });
             }
             Ok(Err(e)) => {
-                let err = e.to_string();
-                let full = writes(op) && super::store_full(&err);
+                let err: BoxError = e.into();
+                let full = writes(op) && super::is_store_full(&*err);
                 if full && is_client() {
                     tracing::debug!(op, what, error = %err, "jetstream store is full");
-                    return Err(NatsError::StoreFull { op, message: err });
+                    return Err(NatsError::StoreFull { op, source: err });
                 }
                 if full {
                     warn_store_full(op, what, &err);
@@ -242,7 +248,7 @@ where
             }
             Err(_) => {
                 super::ops::count(super::ops::Op::TryTimedOut);
-                (format!("no answer within {limit:?}"), false)
+                (Box::new(NoAnswer(limit)) as BoxError, false)
             }
         };
         n += 1;
@@ -256,7 +262,7 @@ where
             } else {
                 tracing::warn!(op, what, tries = n, error = %err, "jetstream operation gave up");
             }
-            return Err(NatsError::op(op, err));
+            return Err(NatsError::Op { op, source: err });
         }
         if n == 1 {
             tracing::debug!(op, what, error = %err, "jetstream operation failed, retrying");
@@ -302,10 +308,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_store_is_waited_out_by_services_and_reported_at_once_to_clients() {
-        let full = "ack: publish failed: insufficient resources (code 503, error code 10023)";
+        let full = || super::super::api_error(503, 10023, "insufficient resources");
         let started = Instant::now();
         let err = as_client(retry("publish", "x", Patience::Forever, |_| async {
-            Err::<(), _>(full)
+            Err::<(), _>(full())
         }))
         .await
         .unwrap_err();
@@ -314,7 +320,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         // A service's call keeps trying until space returns.
         let got = retry("publish", "x", Patience::Forever, |n| async move {
-            if n < 3 { Err(full) } else { Ok(n) }
+            if n < 3 { Err(full()) } else { Ok(n) }
         })
         .await
         .unwrap();

@@ -40,14 +40,16 @@ pub enum StorageError {
         expected: String,
         found: String,
     },
+    /// The media bucket is at its cap (`storage.max_bytes`): the job's media does not fit.
     #[error("media storage is full: {0}")]
-    Full(String),
-    /// The NATS server has no room (`nats::store_full`): transient, space can be freed.
-    #[error("object store {op} {key:?}: {}", ffleet_nats::full_text(message))]
+    Full(#[source] ffleet_nats::BoxError),
+    /// The NATS server has no room (`nats::Refusal::StoreFull`): transient, space can be freed.
+    #[error("object store {op} {key:?}: {}", ffleet_nats::full_text(source))]
     StoreFull {
         op: &'static str,
         key: String,
-        message: String,
+        #[source]
+        source: ffleet_nats::BoxError,
     },
     #[error("{what} is {bytes} bytes, over the {limit}-byte limit")]
     TooLarge {
@@ -61,11 +63,12 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("object store {op} {key:?}: {message}")]
+    #[error("object store {op} {key:?}: {source}")]
     Nats {
         op: &'static str,
         key: String,
-        message: String,
+        #[source]
+        source: ffleet_nats::BoxError,
     },
 }
 

@@ -19,6 +19,10 @@
 
 use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
 use crate::config::StorageConfig;
+use ffleet_nats::provision::ensure_stream;
+use ffleet_nats::retry::{self, Patience};
+use ffleet_nats::{BoxError, NatsError, Refusal, refusal};
+use ffleet_protocol::subjects;
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions};
@@ -27,10 +31,6 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use bytes::BytesMut;
-use ffleet_nats::NatsError;
-use ffleet_nats::provision::ensure_stream;
-use ffleet_nats::retry::{self, Patience};
-use ffleet_protocol::subjects;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -70,40 +70,39 @@ pub struct ObjectStore {
     work: Arc<WorkDir>,
 }
 
-fn nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(String) -> StorageError + 'a {
-    move |message| {
-        if is_full(&message) {
-            StorageError::Full(message)
-        } else if ffleet_nats::store_full(&message) {
-            StorageError::StoreFull {
+/// A broker error of `op` on `key`, classified by what JetStream refused (`nats::refusal`):
+/// the bucket at its own cap (`storage.max_bytes`) is `Full`, the job's media does not fit
+/// what the operator allowed; a server without room is `StoreFull`, which clears when anyone
+/// frees space; anything else is a broker hiccup.
+fn nats<'a, E: Into<BoxError>>(
+    op: &'static str,
+    key: &'a str,
+) -> impl FnOnce(E) -> StorageError + 'a {
+    move |e| {
+        let source = e.into();
+        match refusal(&*source) {
+            Some(Refusal::StreamLimit) => StorageError::Full(source),
+            Some(Refusal::StoreFull) => StorageError::StoreFull {
                 op,
                 key: key.into(),
-                message,
-            }
-        } else {
-            StorageError::Nats {
+                source,
+            },
+            None => StorageError::Nats {
                 op,
                 key: key.into(),
-                message,
-            }
+                source,
+            },
         }
     }
 }
 
 /// Like `nats`, for an error the retry loop already classified: a `StoreFull` keeps the
-/// server's own words (its text is worded for a user once, not twice).
+/// server's own error (its text is worded for a user once, not twice).
 fn from_nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(NatsError) -> StorageError + 'a {
     move |e| match e {
-        NatsError::StoreFull { message, .. } => nats(op, key)(message),
-        other => nats(op, key)(other.to_string()),
+        NatsError::StoreFull { source, .. } => nats(op, key)(source),
+        other => nats(op, key)(other),
     }
-}
-
-/// Whether a JetStream error says the bucket itself is at its cap (`storage.max_bytes`): the
-/// job's media does not fit what the operator allowed. A server without room
-/// (`nats::store_full`) is another matter: that clears when anyone frees space.
-fn is_full(message: &str) -> bool {
-    message.to_ascii_lowercase().contains("maximum bytes")
 }
 
 /// Where the bucket's streams live, decided outside the `[storage]` section: their replicas (from
@@ -151,7 +150,7 @@ impl ObjectStore {
         let opening = |e: NatsError| StorageError::Nats {
             op: "open",
             key: bucket.clone(),
-            message: e.to_string(),
+            source: e.into(),
         };
         let stream = ensure_stream(js, spec, patience, create)
             .await
@@ -196,7 +195,7 @@ impl ObjectStore {
             match self.upload_once(file, key).await {
                 Err(e @ StorageError::StoreFull { .. }) if retry::is_client() => return Err(e),
                 Err(e @ StorageError::StoreFull { .. }) if started.elapsed() < window => {
-                    retry::warn_store_full("upload", key, &e.to_string());
+                    retry::warn_store_full("upload", key, &e);
                     tokio::time::sleep(retry::backoff(tries)).await;
                 }
                 Err(e @ StorageError::Nats { .. }) if started.elapsed() < window => {
@@ -273,16 +272,16 @@ impl ObjectStore {
             digest: Some(digest.clone()),
             deleted: false,
         };
-        let body = serde_json::to_vec(&info).map_err(|e| nats("upload", key)(e.to_string()))?;
+        let body = serde_json::to_vec(&info).map_err(nats("upload", key))?;
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_ROLLUP, "sub");
         let subject = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
         self.js
             .publish_with_headers(subject, headers, body.into())
             .await
-            .map_err(|e| nats("upload", key)(e.to_string()))?
+            .map_err(nats("upload", key))?
             .await
-            .map_err(|e| nats("upload", key)(e.to_string()))?;
+            .map_err(nats("upload", key))?;
         Ok(Stored {
             digest: Some(digest),
             bytes_moved: size as u64,
@@ -319,7 +318,7 @@ impl ObjectStore {
                 .js
                 .publish(chunks_subject.to_owned(), buf.freeze())
                 .await
-                .map_err(|e| nats("upload", key)(e.to_string()))?;
+                .map_err(nats("upload", key))?;
             inflight.push_back(ack);
             if inflight.len() >= ACK_WINDOW
                 && let Some(ack) = inflight.pop_front()
@@ -401,7 +400,7 @@ impl ObjectStore {
             .map_err(|_| nats("download", key)(format!("no answer within {limit:?}")))?;
         let mut obj = got.map_err(|e| match e.kind() {
             object_store::GetErrorKind::NotFound => StorageError::Missing(key.into()),
-            _ => nats("download", key)(e.to_string()),
+            _ => nats("download", key)(e),
         })?;
         let found = obj.info.digest.clone().unwrap_or_default();
         if let Some(expected) = expect
@@ -434,7 +433,7 @@ impl ObjectStore {
                             found: MISMATCHED_BYTES.into(),
                         }
                     }
-                    Copy::Read(e) => nats("download", key)(e.to_string()),
+                    Copy::Read(e) => nats("download", key)(e),
                     // This machine's own disk (full, say): not the broker's doing.
                     Copy::Write(e) => io(dest)(e),
                 });
@@ -454,7 +453,7 @@ impl ObjectStore {
                 .purge()
                 .filter(subject)
                 .await
-                .map_err(|e| nats("delete", &info.name)(e.to_string()))?;
+                .map_err(nats("delete", &info.name))?;
         }
         Ok(())
     }
@@ -465,7 +464,7 @@ impl ObjectStore {
         match self.store.info(key).await {
             Ok(info) => self.remove(&info).await,
             Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(()),
-            Err(e) => Err(nats("info", key)(e.to_string())),
+            Err(e) => Err(nats("info", key)(e)),
         }
     }
 
@@ -474,12 +473,11 @@ impl ObjectStore {
     async fn index_object(&self, job: &str, key: &str) -> Result<(), StorageError> {
         let subject = subjects::media_index_entry(&self.bucket, job, &URL_SAFE.encode(key));
         retry::retry("publish", &subject, retry::window(), |_| async {
-            self.js
+            let ack = self
+                .js
                 .publish(subject.clone(), bytes::Bytes::new())
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())
+                .await?;
+            Ok::<_, BoxError>(ack.await?)
         })
         .await
         .map_err(from_nats("index", key))?;
@@ -495,10 +493,10 @@ impl ObjectStore {
             .index
             .info_with_subjects(&filter)
             .await
-            .map_err(|e| nats("index", prefix)(e.to_string()))?;
+            .map_err(nats("index", prefix))?;
         let mut names = std::collections::BTreeSet::new();
         while let Some(entry) = entries.next().await {
-            let (subject, _) = entry.map_err(|e| nats("index", prefix)(e.to_string()))?;
+            let (subject, _) = entry.map_err(nats("index", prefix))?;
             let name = subject
                 .rsplit('.')
                 .next()
@@ -518,7 +516,7 @@ impl ObjectStore {
                 .purge()
                 .filter(filter)
                 .await
-                .map_err(|e| nats("index", prefix)(e.to_string()))?;
+                .map_err(nats("index", prefix))?;
         }
         Ok(())
     }
@@ -623,7 +621,7 @@ impl Storage for ObjectStore {
             Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => {
                 Err(StorageError::Missing(key.into()))
             }
-            Err(e) => Err(nats("info", key)(e.to_string())),
+            Err(e) => Err(nats("info", key)(e)),
         }
     }
 
@@ -632,7 +630,7 @@ impl Storage for ObjectStore {
         match self.store.info(key).await {
             Ok(i) => Ok(!i.deleted),
             Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
-            Err(e) => Err(nats("info", key)(e.to_string())),
+            Err(e) => Err(nats("info", key)(e)),
         }
     }
 
@@ -642,11 +640,7 @@ impl Storage for ObjectStore {
             return self.delete_job_objects(job, prefix).await;
         }
         let under = format!("{prefix}/");
-        let mut list = self
-            .store
-            .list()
-            .await
-            .map_err(|e| nats("list", prefix)(e.to_string()))?;
+        let mut list = self.store.list().await.map_err(nats("list", prefix))?;
         let mut doomed = Vec::new();
         loop {
             // async-nats ends a listing when it has received as many entries as were pending
@@ -657,7 +651,7 @@ impl Storage for ObjectStore {
                 break;
             };
             let Some(info) = next else { break };
-            let info = info.map_err(|e| nats("list", prefix)(e.to_string()))?;
+            let info = info.map_err(nats("list", prefix))?;
             if info.name == prefix || info.name.starts_with(&under) {
                 doomed.push(info);
             }
@@ -708,7 +702,7 @@ async fn stored_in_order(
     last: u64,
     key: &str,
 ) -> Result<u64, StorageError> {
-    let ack = ack.await.map_err(|e| nats("upload", key)(e.to_string()))?;
+    let ack = ack.await.map_err(nats("upload", key))?;
     if ack.sequence <= last {
         return Err(nats("upload", key)(format!(
             "chunks stored out of order (sequence {} after {last}): a server went away mid-upload",

@@ -1,0 +1,112 @@
+//! The pull loop for work that holds slots (an encoder's cores or GPU sessions): a pool of
+//! `total` slots takes a message only once a slot is free, and starts it only once every slot
+//! it needs is held (the message kept alive meanwhile), so the node is never over-committed and
+//! no message waits in a client buffer while its AckWait runs. Messages are handled
+//! concurrently, each holding its slots until its outcome is applied.
+//!
+//! Some queues are taken first (re-issued attempts before the backlog): they are looked at with
+//! a no-wait fetch before each long poll of the others, but at most once per `PRIORITY_CHECK`
+//! while the backlog keeps every poll busy, since a no-wait fetch per message would double the
+//! pull requests of a node turning over many short messages.
+
+use super::{try_next, try_now};
+use crate::nats::ack::{self, KeepAlive, Outcome};
+use crate::nats::durable::Durable;
+use crate::nats::pull::Puller;
+use async_nats::jetstream::Message;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How often a busy pool looks at its priority queues.
+const PRIORITY_CHECK: Duration = Duration::from_millis(100);
+
+/// Where one pool takes its messages from.
+pub struct Queues {
+    /// Taken before `backlog`, in this order (no-wait fetches).
+    pub priority: Vec<Durable>,
+    /// Long-polled in turns, in this order.
+    pub backlog: Vec<Durable>,
+    /// How long one round of long polls over the backlog waits in all.
+    pub wait: Duration,
+}
+
+/// One pool's slots.
+pub struct Slots {
+    pub total: u32,
+    /// How often a message waiting for more slots is kept alive (in-progress acks).
+    pub keep_alive: Duration,
+}
+
+/// Serves `queues` with `slots` until `shutdown` fires and every message taken is finished.
+/// `prepare` reads a message once, when it is taken: the slots it needs (clamped to 1..=total)
+/// and what the handler gets beside it. `handler` gets the message, that, and the slots held.
+pub async fn run<T, P, H, F>(
+    queues: Queues,
+    slots: Slots,
+    shutdown: CancellationToken,
+    prepare: P,
+    handler: H,
+) where
+    T: Send + 'static,
+    P: Fn(&Message) -> (u32, T),
+    H: Fn(Message, T, u32) -> F,
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    let total = slots.total.max(1);
+    let free = Arc::new(Semaphore::new(total as usize));
+    // Long-poll the backlog in short turns, so a priority message waits at most one turn.
+    let turn = (queues.wait / queues.backlog.len().max(1) as u32).min(Duration::from_secs(1));
+    let mut running = JoinSet::new();
+    let mut checked: Option<Instant> = None;
+    let mut priority: Vec<Puller> = queues.priority.into_iter().map(Puller::new).collect();
+    let mut backlog: Vec<Puller> = queues.backlog.into_iter().map(Puller::new).collect();
+    while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            p = free.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = shutdown.cancelled() => break,
+        };
+        let mut msg = None;
+        if checked.is_none_or(|t| t.elapsed() >= PRIORITY_CHECK) {
+            checked = Some(Instant::now());
+            for q in &mut priority {
+                msg = try_now(q).await;
+                if msg.is_some() {
+                    // More may be waiting: look again next time.
+                    checked = None;
+                    break;
+                }
+            }
+        }
+        if msg.is_none() {
+            for q in &mut backlog {
+                msg = try_next(q, turn, &shutdown).await;
+                if msg.is_some() {
+                    break;
+                }
+            }
+        }
+        let Some(msg) = msg else { continue };
+        let (need, prepared) = prepare(&msg);
+        let need = need.clamp(1, total);
+        let rest = if need > 1 {
+            let _keep = KeepAlive::start(&msg, slots.keep_alive);
+            let more = free.clone().acquire_many_owned(need - 1);
+            Some(more.await.expect("semaphore open"))
+        } else {
+            None
+        };
+        let handled = handler(msg.clone(), prepared, need);
+        running.spawn(async move {
+            let outcome = handled.await;
+            ack::finish(&msg, outcome).await;
+            drop((first, rest));
+        });
+        // Reap finished messages so the set does not grow without bound.
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+}
