@@ -926,7 +926,7 @@ async fn the_packet_scan_stops_at_its_bound() -> Result<()> {
         let src = src.clone();
         async move {
             probe::scan_packets(
-                Path::new("ffprobe"),
+                &ffleet_runtime::config::Config::default().tools().ffprobe,
                 &src,
                 None,
                 Duration::from_secs(60),

@@ -68,7 +68,6 @@ impl Ctx {
         patience: Patience,
     ) -> Result<Ctx, CtxError> {
         nats::retry::configure(&config.nats);
-        crate::media::sandbox::configure(&config.limits);
         let js = nats::connect::jetstream(client.clone(), &config.nats);
         let Buckets {
             jobs,

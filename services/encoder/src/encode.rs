@@ -81,7 +81,7 @@ pub async fn run(
     // ffmpeg's last progress block counts what it encoded: checking it costs no ffprobe run.
     let mut last = ProgressBlock::default();
     let mut on_progress = on_progress;
-    let ran = command::run_with_progress(&cfg.ffmpeg.ffmpeg, &cmd, limits, cancel, |b| {
+    let ran = command::run_with_progress(&cfg.tools().ffmpeg, &cmd, limits, cancel, |b| {
         last = b.clone();
         on_progress(b);
     })

@@ -513,7 +513,7 @@ async fn judge_failure(ctx: &Ctx, state: &State, cap: &Capability, variant: &Var
         return;
     }
     let timeout = Duration::from_secs_f64(ctx.config.encoder.proof_timeout_secs);
-    let proof = probe::variant(&ctx.config.ffmpeg.ffmpeg, variant, timeout).await;
+    let proof = probe::variant(&ctx.config.tools().ffmpeg, variant, timeout).await;
     if state.demotions.failed(cap, proof.ok) == Verdict::Demoted {
         let why = if proof.ok {
             format!(

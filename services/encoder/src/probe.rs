@@ -9,7 +9,7 @@ use crate::gpu::Gpus;
 use ffleet_runtime::Capability;
 use ffleet_runtime::config::Config;
 use ffleet_runtime::ids::IdError;
-use ffleet_runtime::media::command;
+use ffleet_runtime::media::{Tool, command};
 use ffleet_runtime::messages::heartbeat::Proof;
 use ffleet_runtime::profiles::{Variant, video_settings};
 use std::ffi::OsString;
@@ -44,7 +44,7 @@ fn device_args(encoder: &str) -> (Vec<OsString>, Vec<OsString>) {
     }
 }
 
-async fn outcome(ffmpeg: &Path, kind: &str, name: &str, args: Vec<OsString>, t: Duration) -> Proof {
+async fn outcome(ffmpeg: &Tool, kind: &str, name: &str, args: Vec<OsString>, t: Duration) -> Proof {
     let detail = match command::capture(ffmpeg, &args, t).await {
         Ok(_) => String::new(),
         Err(e) => {
@@ -73,7 +73,7 @@ async fn outcome(ffmpeg: &Path, kind: &str, name: &str, args: Vec<OsString>, t: 
 }
 
 /// One frame through `encoder`, to nowhere.
-pub async fn encode(ffmpeg: &Path, encoder: &str, timeout: Duration) -> Proof {
+pub async fn encode(ffmpeg: &Tool, encoder: &str, timeout: Duration) -> Proof {
     let (before, after) = device_args(encoder);
     let mut args = head();
     args.extend(before);
@@ -86,7 +86,7 @@ pub async fn encode(ffmpeg: &Path, encoder: &str, timeout: Duration) -> Proof {
 
 /// A tiny H.264 clip made by libx264, decoded by `decoder` (e.g. `h264_cuvid`, which fails
 /// outright without NVDEC, where `-hwaccel cuda` may fall back to software).
-pub async fn decode(ffmpeg: &Path, decoder: &str, timeout: Duration) -> Proof {
+pub async fn decode(ffmpeg: &Tool, decoder: &str, timeout: Duration) -> Proof {
     let dir = match tempfile::Builder::new().prefix("ffleet-probe-").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -118,7 +118,7 @@ pub async fn decode(ffmpeg: &Path, decoder: &str, timeout: Duration) -> Proof {
 }
 
 /// A few frames through a whole variant, with the settings a segment gets.
-pub async fn variant(ffmpeg: &Path, v: &Variant, timeout: Duration) -> Proof {
+pub async fn variant(ffmpeg: &Tool, v: &Variant, timeout: Duration) -> Proof {
     let name = ffleet_runtime::profiles::video_encoder(&v.args)
         .unwrap_or("video")
         .to_owned();
@@ -130,7 +130,7 @@ pub async fn variant(ffmpeg: &Path, v: &Variant, timeout: Duration) -> Proof {
 }
 
 /// Runs every check at once (each is one short ffmpeg).
-pub async fn run_all(ffmpeg: &Path, checks: &[Check], timeout: Duration) -> Vec<Proof> {
+pub async fn run_all(ffmpeg: &Tool, checks: &[Check], timeout: Duration) -> Vec<Proof> {
     let runs = checks.iter().map(|c| async move {
         match c {
             Check::Encode(e) => encode(ffmpeg, e, timeout).await,
@@ -141,7 +141,7 @@ pub async fn run_all(ffmpeg: &Path, checks: &[Check], timeout: Duration) -> Vec<
 }
 
 /// Encoders `ffmpeg` lists, by name (none, logged, when it cannot be run).
-pub async fn listed_encoders(ffmpeg: &Path) -> Vec<String> {
+pub async fn listed_encoders(ffmpeg: &Tool) -> Vec<String> {
     let args = os(&["-hide_banner", "-encoders"]);
     match command::capture(ffmpeg, &args, Duration::from_secs(20)).await {
         Ok(out) => capabilities::parse_encoders(&String::from_utf8_lossy(&out.stdout)),
@@ -163,7 +163,8 @@ pub async fn detect(config: &Config, gpus: &Gpus) -> Result<(Facts, Detected), I
         ),
         None => None,
     };
-    let ffmpeg = &config.ffmpeg.ffmpeg;
+    let tools = config.tools();
+    let ffmpeg = &tools.ffmpeg;
     let facts = Facts {
         encoders: listed_encoders(ffmpeg).await,
         nvml: gpus.facts(),
@@ -187,8 +188,8 @@ pub async fn detect(config: &Config, gpus: &Gpus) -> Result<(Facts, Detected), I
 mod tests {
     use super::*;
 
-    fn ffmpeg() -> std::path::PathBuf {
-        "ffmpeg".into()
+    fn ffmpeg() -> Tool {
+        Config::default().tools().ffmpeg
     }
 
     #[tokio::test]

@@ -52,6 +52,8 @@ pub struct Merges {
     pub slots: tokio::sync::Semaphore,
     /// Collects in flight, shared by the report loops so one job's reports share writes.
     pub collects: crate::group::Collects,
+    /// When each job's last progress event went out from this merger.
+    pub progress: crate::throttle::Throttle,
 }
 
 pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
@@ -109,7 +111,10 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
                     total,
                     frames_done,
                     frames_total,
-                }) => publish_progress(ctx, job, d, total, frames_done, frames_total).await,
+                }) => {
+                    let due = media.progress.due(job, d, total);
+                    publish_progress(ctx, due, job, d, total, frames_done, frames_total).await
+                }
                 Ok(Collect::Merge { at }) => run_merge(ctx, media, job, &msg, at).await,
             }
         }
@@ -125,13 +130,14 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
 
 async fn publish_progress(
     ctx: &Ctx,
+    due: bool,
     job: &JobId,
     done: usize,
     total: usize,
     frames_done: u64,
     frames_total: u64,
 ) -> Result<(), Unprocessed> {
-    if !crate::throttle::due(job, done, total) {
+    if !due {
         return Ok(());
     }
     let percent = if frames_total > 0 {

@@ -64,6 +64,7 @@ pub async fn run_with(
                 media,
                 slots: tokio::sync::Semaphore::new(ctx.config.merger.concurrency),
                 collects: Default::default(),
+                progress: Default::default(),
             });
             move |ctx, msg| {
                 let merges = merges.clone();

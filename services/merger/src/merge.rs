@@ -213,7 +213,7 @@ async fn concat(
         )),
     };
     let ran = command::run_with_progress(
-        &ctx.config.ffmpeg.ffmpeg,
+        &ctx.config.tools().ffmpeg,
         &cmd,
         limits,
         &CancellationToken::new(),

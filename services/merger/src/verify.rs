@@ -48,7 +48,7 @@ pub async fn verify(
     path: &Path,
 ) -> Result<Span, Mismatch> {
     let timeout = cfg.limits.probe_timeout() * 4;
-    let out = probe::probe(&cfg.ffmpeg.ffprobe, path, None, true, timeout)
+    let out = probe::probe(&cfg.tools().ffprobe, path, None, true, timeout)
         .await
         .map_err(Mismatch::Unreadable)?;
     let video = out

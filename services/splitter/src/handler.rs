@@ -28,6 +28,7 @@ use ffleet_runtime::unit_protocol::{self, Step};
 use ffleet_runtime::{JobId, Unit, jobs, subjects, telemetry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Deliveries of a request whose split keeps failing on transient errors (storage or JetStream
@@ -50,7 +51,14 @@ const REFUSAL_TRIES: i64 = 3;
 /// How long a request whose job record exists waits for a read that shows it.
 const EXISTING_PATIENCE: Duration = Duration::from_secs(10);
 
-pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Outcome {
+/// What one splitter works with beside the context: how it runs media, and its own last reading
+/// of the pool's size (jobs split in a burst share it).
+pub struct Splitter {
+    pub media: Arc<dyn Media>,
+    pub pool: sizing::PoolReading,
+}
+
+pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
     let msg_id = msg
         .headers
         .as_ref()
@@ -77,7 +85,7 @@ pub async fn handle(ctx: &Ctx, media: &dyn Media, msg: Message) -> Outcome {
     };
     telemetry::spans::job(&req.job_id);
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
-    match process(ctx, media, &req, delivered, sequence).await {
+    match process(ctx, sp, &req, delivered, sequence).await {
         Ok(()) => Outcome::Done,
         // A server without room is waited out however long: failing the job would not make
         // space, and the request is kept (nothing acknowledged is lost).
@@ -183,7 +191,7 @@ fn transient(e: impl Into<BoxError>) -> Retry {
 
 async fn process(
     ctx: &Ctx,
-    media: &dyn Media,
+    sp: &Splitter,
     req: &JobRequest,
     delivered: i64,
     sequence: u64,
@@ -197,7 +205,7 @@ async fn process(
     let record = JobRecord::new(req.clone(), profile);
     let created = ctx.jobs.create(job.as_str(), &record).await;
     if created.map_err(transient)?.is_none() {
-        return existing(ctx, media, job, delivered, sequence).await;
+        return existing(ctx, sp, job, delivered, sequence).await;
     }
     let valid = match valid {
         Ok(v) => v,
@@ -205,14 +213,14 @@ async fn process(
     };
     tracing::info!(job = %job, input = %valid.input.shown(), profile = %valid.profile, "job accepted");
     telemetry::metrics::job_accepted();
-    accept_and_split(ctx, media, req, &valid).await
+    accept_and_split(ctx, sp, req, &valid).await
 }
 
 /// Announces the job (again, after a crash: the stable message id makes a repeat a no-op) and
 /// splits it.
 async fn accept_and_split(
     ctx: &Ctx,
-    media: &dyn Media,
+    sp: &Splitter,
     req: &JobRequest,
     valid: &validate::Validated,
 ) -> Result<(), Retry> {
@@ -230,13 +238,13 @@ async fn accept_and_split(
     )
     .await
     .map_err(transient)?;
-    split_and_plan(ctx, media, req, valid).await
+    split_and_plan(ctx, sp, req, valid).await
 }
 
 /// A record exists: resume, republish, or drop a duplicate.
 async fn existing(
     ctx: &Ctx,
-    media: &dyn Media,
+    sp: &Splitter,
     job: &JobId,
     delivered: i64,
     sequence: u64,
@@ -273,7 +281,7 @@ async fn existing(
         JobState::Splitting => {
             tracing::info!(job = %job, "resuming split after redelivery");
             match validate::validate(&ctx.config, &rec.request) {
-                Ok(v) => accept_and_split(ctx, media, &rec.request, &v).await,
+                Ok(v) => accept_and_split(ctx, sp, &rec.request, &v).await,
                 Err(f) => fail(ctx, job, &f).await,
             }
         }
@@ -311,7 +319,7 @@ async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Retry> {
 
 async fn split_and_plan(
     ctx: &Ctx,
-    media: &dyn Media,
+    sp: &Splitter,
     req: &JobRequest,
     valid: &validate::Validated,
 ) -> Result<(), Retry> {
@@ -323,8 +331,9 @@ async fn split_and_plan(
         Err(done) => return done,
     };
     let mut moved = _fetched.as_ref().map_or(0, |l| l.bytes_moved);
-    let sizing = sizing_for(ctx, req).await;
-    let prepared = media
+    let sizing = sizing_for(ctx, &sp.pool, req).await;
+    let prepared = sp
+        .media
         .prepare(ctx, job, &source, valid.container, &valid.profile, sizing)
         .await;
     let src = match prepared {
@@ -510,13 +519,13 @@ async fn write_unit_records(
 /// The segment length for this job: the pool rule (`sizing`), capped by the request's
 /// `segment_seconds` or the configured default. An unreadable pool counts as one slot: the job
 /// is still cut, only more coarsely.
-async fn sizing_for(ctx: &Ctx, req: &JobRequest) -> sizing::Sizing {
+async fn sizing_for(ctx: &Ctx, pool: &sizing::PoolReading, req: &JobRequest) -> sizing::Sizing {
     let cfg = &ctx.config.splitter;
     let rule = sizing::Rule {
         max_secs: req.segment_seconds.unwrap_or(cfg.default_segment_secs),
         min_secs: cfg.min_segment_secs,
     };
-    let slots = sizing::live_slots(ctx).await.unwrap_or_else(|e| {
+    let slots = sizing::live_slots(ctx, pool).await.unwrap_or_else(|e| {
         tracing::warn!(job = %req.job_id, error = %e, "cannot read the pool; sizing for one slot");
         0
     });

@@ -50,7 +50,7 @@ pub async fn inspect(
 ) -> Result<Inspected, Failure> {
     let size = input_size(cfg, path)?;
     let probe: Probe = probe::probe_head(
-        &cfg.ffmpeg.ffprobe,
+        &cfg.tools().ffprobe,
         path,
         Some(SOURCE_FORMATS),
         cfg.limits.probe_timeout(),
@@ -231,7 +231,7 @@ async fn scan(
         );
     }
     probe::scan_packets(
-        &cfg.ffmpeg.ffprobe,
+        &cfg.tools().ffprobe,
         path,
         Some(SOURCE_FORMATS),
         cfg.limits.probe_timeout(),

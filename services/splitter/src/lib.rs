@@ -40,6 +40,10 @@ pub async fn run_with(
         concurrency = ctx.config.splitter.concurrency,
         "splitter running"
     );
+    let sp = Arc::new(handler::Splitter {
+        media,
+        pool: sizing::PoolReading::default(),
+    });
     // Two durables, one per submit subject: the privileged one is not held to the priority cap.
     let consumer = |durable, filter: &str| ConsumerSpec {
         stream: subjects::STREAM_JOBS,
@@ -58,10 +62,10 @@ pub async fn run_with(
             ctx.config.splitter.concurrency,
             shutdown.clone(),
             {
-                let media = media.clone();
+                let sp = sp.clone();
                 move |ctx, msg| {
-                    let media = media.clone();
-                    async move { handler::handle(&ctx, &*media, msg).await }
+                    let sp = sp.clone();
+                    async move { handler::handle(&ctx, &sp, msg).await }
                 }
             },
         )

@@ -97,21 +97,20 @@ const POOL_FRESH: Duration = Duration::from_secs(2);
 /// Longest a split waits for a pool reading.
 const POOL_READ_WAIT: Duration = Duration::from_secs(3);
 
-/// Last reading per NATS URL (one process may serve several fleets: the tests run fleets
-/// in-process side by side).
-static READINGS: Mutex<Vec<(String, Instant, u32)>> = Mutex::new(Vec::new());
+/// The splitter's last reading of the pool: when it was taken and the slots it found. Each
+/// splitter keeps its own (in-process fleets side by side never share one).
+#[derive(Debug, Default)]
+pub struct PoolReading(Mutex<Option<(Instant, u32)>>);
 
 /// The live pool's slots, as last read within `POOL_FRESH`, else read now. A read that takes
 /// longer than `POOL_READ_WAIT` (a listing stalls while heartbeats expire under it, or the
 /// bucket's stream elects a leader) gives the last reading, however old: sizing is a
 /// preference, and a split must not wait on it.
-pub async fn live_slots(ctx: &Ctx) -> Result<u32, KvError> {
-    let url = ctx.config.nats.url.clone();
+pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError> {
     let last = |fresh: bool| {
-        let r = READINGS.lock().expect("pool readings lock");
-        r.iter()
-            .find(|(u, at, _)| *u == url && (!fresh || at.elapsed() < POOL_FRESH))
-            .map(|(_, _, slots)| *slots)
+        let r = reading.0.lock().expect("pool reading lock");
+        r.filter(|(at, _)| !fresh || at.elapsed() < POOL_FRESH)
+            .map(|(_, slots)| slots)
     };
     if let Some(slots) = last(true) {
         return Ok(slots);
@@ -126,9 +125,7 @@ pub async fn live_slots(ctx: &Ctx) -> Result<u32, KvError> {
             return Ok(last(false).unwrap_or(0));
         }
     };
-    let mut r = READINGS.lock().expect("pool readings lock");
-    r.retain(|(u, _, _)| *u != url);
-    r.push((url, Instant::now(), slots));
+    *reading.0.lock().expect("pool reading lock") = Some((Instant::now(), slots));
     Ok(slots)
 }
 

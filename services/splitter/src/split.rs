@@ -66,7 +66,7 @@ pub async fn split(
     let cmd = args::cut(source, video_map, &cut_at, &staging);
     // Stream copy runs far faster than real time; the bound only catches a hung child.
     let limit = Duration::from_secs_f64(600.0_f64.max(v.duration_secs()));
-    let result = command::capture(&ctx.config.ffmpeg.ffmpeg, &cmd, limit).await;
+    let result = command::capture(&ctx.config.tools().ffmpeg, &cmd, limit).await;
     if let Err(e) = result {
         let _ = tokio::fs::remove_dir_all(&staging).await;
         let reason = if e.is_transient() {

@@ -3,6 +3,7 @@
 //! error reports (never streamed into the logs).
 
 use super::progress::{ProgressBlock, ProgressParser};
+use super::sandbox::Tool;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::Path;
@@ -117,7 +118,7 @@ fn program_name(program: &Path) -> String {
         .unwrap_or_else(|| program.display().to_string())
 }
 
-fn spawn(program: &Path, args: &[OsString]) -> Result<Child, RunError> {
+fn spawn(program: &Tool, args: &[OsString]) -> Result<Child, RunError> {
     super::sandbox::command(program, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -125,7 +126,7 @@ fn spawn(program: &Path, args: &[OsString]) -> Result<Child, RunError> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| RunError::Spawn {
-            program: program_name(program),
+            program: program_name(&program.path),
             source,
         })
 }
@@ -187,7 +188,7 @@ pub const CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Runs a command to completion and returns its whole stdout (up to `CAPTURE_LIMIT`).
 pub async fn capture(
-    program: &Path,
+    program: &Tool,
     args: &[OsString],
     timeout: Duration,
 ) -> Result<RunOutput, RunError> {
@@ -197,12 +198,12 @@ pub async fn capture(
 /// Runs a command to completion and returns its stdout, killing it once it writes more than
 /// `limit` bytes (a hostile input can make ffprobe print without end).
 pub async fn capture_at_most(
-    program: &Path,
+    program: &Tool,
     args: &[OsString],
     timeout: Duration,
     limit: usize,
 ) -> Result<RunOutput, RunError> {
-    let name = program_name(program);
+    let name = program_name(&program.path);
     let mut child = spawn(program, args)?;
     let stdout = child.stdout.take().expect("stdout piped");
     let stderr = tokio::spawn(tail_of(child.stderr.take().expect("stderr piped")));
@@ -240,14 +241,14 @@ pub async fn capture_at_most(
 /// one line (at most `max_line` bytes) rather than the whole output. A longer line, or an error
 /// from `on_line`, kills the child (`RunError::Stopped`).
 pub async fn each_line(
-    program: &Path,
+    program: &Tool,
     args: &[OsString],
     timeout: Duration,
     max_line: usize,
     mut on_line: impl FnMut(&str) -> Result<(), String>,
 ) -> Result<RunOutput, RunError> {
     use tokio::io::AsyncBufReadExt as _;
-    let name = program_name(program);
+    let name = program_name(&program.path);
     let mut child = spawn(program, args)?;
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
     let stderr = tokio::spawn(tail_of(child.stderr.take().expect("stderr piped")));
@@ -292,13 +293,13 @@ pub async fn each_line(
 /// Runs ffmpeg with `-progress pipe:1`, calling `on_progress` for every block, and kills it on
 /// stall, timeout or cancellation.
 pub async fn run_with_progress(
-    program: &Path,
+    program: &Tool,
     args: &[OsString],
     limits: Limits,
     cancel: &CancellationToken,
     mut on_progress: impl FnMut(&ProgressBlock),
 ) -> Result<RunOutput, RunError> {
-    let name = program_name(program);
+    let name = program_name(&program.path);
     let mut child = spawn(program, args)?;
     let stderr = tokio::spawn(tail_of(child.stderr.take().expect("stderr piped")));
     let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
@@ -365,6 +366,7 @@ fn timed_out(program: String, limit: Duration) -> RunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::ChildLimits;
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
@@ -373,7 +375,7 @@ mod tests {
     #[tokio::test]
     async fn capture_reports_the_exit_status_and_stderr_tail() {
         let err = capture(
-            Path::new("sh"),
+            &Tool::new("sh", ChildLimits::default()),
             &os(&["-c", "echo one >&2; echo two >&2; exit 3"]),
             Duration::from_secs(5),
         )
@@ -398,7 +400,7 @@ mod tests {
     async fn a_silent_child_is_killed_as_stalled() {
         let started = std::time::Instant::now();
         let err = run_with_progress(
-            Path::new("sleep"),
+            &Tool::new("sleep", ChildLimits::default()),
             &os(&["30"]),
             Limits {
                 timeout: Duration::from_secs(20),
@@ -417,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn missing_programs_fail_to_spawn() {
         let err = capture(
-            Path::new("/nonexistent/ffmpeg"),
+            &Tool::new("/nonexistent/ffmpeg", ChildLimits::default()),
             &[],
             Duration::from_secs(1),
         )

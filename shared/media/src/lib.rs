@@ -12,3 +12,4 @@ pub use ffleet_protocol::media::{
     INTERMEDIATE_FORMAT, PROTOCOLS, Rational, SOURCE_FORMATS, args, cuts, picture, progress,
     rational, tracks,
 };
+pub use sandbox::{Tool, Tools};

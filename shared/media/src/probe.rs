@@ -12,6 +12,7 @@
 pub use ffleet_protocol::media::probe::*;
 
 use super::command::{self, RunError};
+use super::sandbox::Tool;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
@@ -30,7 +31,7 @@ pub enum ProbeError {
 /// Format and stream facts of a file, and with `packets` every packet's timing, in one ffprobe
 /// run. `formats` restricts the demuxers (untrusted sources); `None` for ffleet's own files.
 pub async fn probe(
-    ffprobe: &Path,
+    ffprobe: &Tool,
     path: &Path,
     formats: Option<&str>,
     packets: bool,
@@ -55,7 +56,7 @@ pub async fn probe(
 /// Format, streams and chapters of an untrusted file: no packet is read, and at most
 /// `max_output` bytes of ffprobe's output are accepted.
 pub async fn probe_head(
-    ffprobe: &Path,
+    ffprobe: &Tool,
     path: &Path,
     formats: Option<&str>,
     timeout: Duration,
@@ -72,7 +73,7 @@ pub async fn probe_head(
 /// ffprobe at once (`ProbeError::TooManyPackets`), so memory is bounded by the limits, not by
 /// what the file holds.
 pub async fn scan_packets(
-    ffprobe: &Path,
+    ffprobe: &Tool,
     path: &Path,
     formats: Option<&str>,
     timeout: Duration,

@@ -6,10 +6,9 @@
 //! child in place (same pid, so killing it kills the child): ffleet forbids `unsafe`, which a
 //! `pre_exec` hook would need. Without `prlimit` on PATH children run unlimited, with a warning.
 
-use crate::config::LimitsConfig;
+use crate::config::{FfmpegConfig, LimitsConfig};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use tokio::process::Command;
 
 /// Environment variables a child keeps: the locale, where programs and libraries are, and what
@@ -84,15 +83,39 @@ impl Default for ChildLimits {
     }
 }
 
-static LIMITS: RwLock<Option<ChildLimits>> = RwLock::new(None);
-
-/// Adopts the configured limits for every child this process starts.
-pub fn configure(l: &LimitsConfig) {
-    *LIMITS.write().expect("limits lock") = Some(ChildLimits::from_config(l));
+/// A program run as a child, with the limits it runs under. Built from `[ffmpeg]` and `[limits]`
+/// by whoever runs children and handed along, so nothing about children is process-wide: two
+/// services in one process (`ffleet up`, the tests) each run theirs under their own limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    pub path: PathBuf,
+    pub limits: ChildLimits,
 }
 
-fn limits() -> ChildLimits {
-    LIMITS.read().expect("limits lock").unwrap_or_default()
+impl Tool {
+    pub fn new(path: impl Into<PathBuf>, limits: ChildLimits) -> Self {
+        Self {
+            path: path.into(),
+            limits,
+        }
+    }
+}
+
+/// The two programs ffleet runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tools {
+    pub ffmpeg: Tool,
+    pub ffprobe: Tool,
+}
+
+impl Tools {
+    pub fn from_config(programs: &FfmpegConfig, limits: &LimitsConfig) -> Self {
+        let limits = ChildLimits::from_config(limits);
+        Self {
+            ffmpeg: Tool::new(&programs.ffmpeg, limits),
+            ffprobe: Tool::new(&programs.ffprobe, limits),
+        }
+    }
 }
 
 fn prlimit() -> Option<&'static Path> {
@@ -112,10 +135,11 @@ fn prlimit() -> Option<&'static Path> {
         .as_deref()
 }
 
-/// A command running `program args` inside the limits, with the allow-listed environment only.
-pub fn command(program: &Path, args: &[OsString]) -> Command {
-    let limits = limits();
-    let opts = limits.prlimit_args(args);
+/// A command running `tool args` inside the tool's limits, with the allow-listed environment
+/// only.
+pub fn command(tool: &Tool, args: &[OsString]) -> Command {
+    let program = tool.path.as_path();
+    let opts = tool.limits.prlimit_args(args);
     // A program that is not there is started directly, so the caller sees the spawn error
     // (transient, "not installed") instead of prlimit's failure to execute it.
     let resolved = which(program);
@@ -178,7 +202,7 @@ mod tests {
     async fn children_see_only_the_allowed_environment_and_their_limits() {
         // HOME is set in every test process and is not on the allow-list.
         let out = command(
-            Path::new("sh"),
+            &Tool::new("sh", ChildLimits::default()),
             &os(&["-c", "echo \"home=$HOME path=${PATH:+set}\"; ulimit -n"]),
         )
         .output()

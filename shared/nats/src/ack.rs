@@ -4,8 +4,8 @@
 //! AckWait while work is under way.
 
 use super::BoxError;
-use ffleet_protocol::reason::Reason;
 use async_nats::jetstream::{AckKind, Message};
+use ffleet_protocol::reason::Reason;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 

@@ -15,9 +15,9 @@
 
 use super::retry::{self, Patience};
 use super::{BoxError, NatsError};
-use ffleet_protocol::messages::{self, DecodeError, Versioned};
 use async_nats::jetstream::kv::{CreateErrorKind, Entry, Operation, Store, UpdateErrorKind};
 use bytes::Bytes;
+use ffleet_protocol::messages::{self, DecodeError, Versioned};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;

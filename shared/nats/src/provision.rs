@@ -18,10 +18,10 @@ use super::durable::Durable;
 use super::retry::{self, Patience};
 use super::{BoxError, NatsError};
 use crate::config::StreamsConfig;
-use ffleet_protocol::subjects;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::kv::Store;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use ffleet_protocol::subjects;
 use std::time::Duration;
 
 /// Handles to ffleet's KV buckets.
@@ -158,12 +158,7 @@ pub async fn provision(
         )
         .await?,
         // History 1 and max age = the lease: an unrenewed lease vanishes by itself.
-        leases: ensure_kv(
-            js,
-            kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl),
-            p,
-        )
-        .await?,
+        leases: ensure_kv(js, kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl), p).await?,
     })
 }
 

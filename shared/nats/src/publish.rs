@@ -5,13 +5,13 @@
 
 use super::retry;
 use super::{BoxError, NatsError};
-use ffleet_protocol::messages::cloudevent::CONTENT_TYPE;
-use ffleet_protocol::messages::{self, JobEvent, Task};
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
+use ffleet_protocol::messages::cloudevent::CONTENT_TYPE;
+use ffleet_protocol::messages::{self, JobEvent, Task};
 
 /// Outcome of a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,8 @@ pub async fn task(
     let mut headers = HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        ffleet_protocol::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage).as_str(),
+        ffleet_protocol::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage)
+            .as_str(),
     );
     send(js, subject, messages::encode(task), headers).await
 }

@@ -13,6 +13,7 @@ pub use ffleet_storage::config::{StorageBackend, StorageConfig};
 pub use ffleet_telemetry::config::LogConfig;
 pub use services::{EncoderConfig, MergerConfig, SchedulerConfig, SplitterConfig};
 
+use ffleet_media::Tools;
 use ffleet_nats::provision::Provisioning;
 use ffleet_protocol::profiles::{self, Profile, ProfileError};
 use ffleet_storage::Placement;
@@ -181,6 +182,11 @@ impl Config {
             replicas: self.streams.replicas_of(&self.storage.bucket),
             create: self.creates_streams(),
         }
+    }
+
+    /// ffmpeg and ffprobe as this configuration runs them: their paths and child limits.
+    pub fn tools(&self) -> Tools {
+        Tools::from_config(&self.ffmpeg, &self.limits)
     }
 
     pub fn profile(&self, name: &str) -> Option<&Profile> {

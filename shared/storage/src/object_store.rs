@@ -19,10 +19,6 @@
 
 use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
 use crate::config::StorageConfig;
-use ffleet_nats::provision::ensure_stream;
-use ffleet_nats::retry::{self, Patience};
-use ffleet_nats::{BoxError, NatsError, Refusal, refusal};
-use ffleet_protocol::subjects;
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions};
@@ -31,6 +27,10 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use bytes::BytesMut;
+use ffleet_nats::provision::ensure_stream;
+use ffleet_nats::retry::{self, Patience};
+use ffleet_nats::{BoxError, NatsError, Refusal, refusal};
+use ffleet_protocol::subjects;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
