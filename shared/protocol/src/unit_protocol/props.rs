@@ -47,7 +47,15 @@ enum Action {
     HandBack {
         lag: i64,
     },
+    Release {
+        lag: i64,
+        node: usize,
+    },
     Refuse,
+    /// The splitter writes a fresh first attempt (another try of the split, its cut `key`).
+    Replan {
+        key: u8,
+    },
 }
 
 fn lag() -> impl Strategy<Value = i64> {
@@ -77,10 +85,12 @@ fn action() -> impl Strategy<Value = Action> {
             }
         }),
         lag().prop_map(|lag| Action::GiveUp { lag }),
-        (lag(), 0u8..5, proptest::option::of(node))
+        (lag(), 0u8..5, proptest::option::of(node.clone()))
             .prop_map(|(lag, state, owner)| { Action::Reissue { lag, state, owner } }),
         lag().prop_map(|lag| Action::HandBack { lag }),
+        (lag(), node.clone()).prop_map(|(lag, node)| Action::Release { lag, node }),
         Just(Action::Refuse),
+        (0u8..3).prop_map(|key| Action::Replan { key }),
     ]
 }
 
@@ -125,6 +135,7 @@ fn run(
     let cap = Capability::cpu();
     let result;
     let fail;
+    let fresh;
     let step = match *a {
         Action::Route { lag } => Step::Route {
             attempt: at(lag),
@@ -185,7 +196,22 @@ fn run(
             },
         },
         Action::HandBack { lag } => Step::HandBack { attempt: at(lag) },
+        Action::Release { lag, node } => Step::Release {
+            attempt: at(lag),
+            node: &nodes[node],
+        },
         Action::Refuse => Step::Refuse,
+        Action::Replan { key } => {
+            fresh = SegmentRecord::planned(Some(crate::messages::SegmentPlan {
+                index: 0,
+                first_frame: 0,
+                frames: 10,
+                start_pts: 0,
+                duration_ticks: 10,
+                source_key: format!("cut{key}"),
+            }));
+            Step::Replan { fresh: &fresh }
+        }
     };
     (step.attempt(), apply(Some(rec), &step, "t"))
 }
@@ -230,6 +256,20 @@ proptest! {
                 let n = results.entry(after.attempt).or_default();
                 *n += 1;
                 prop_assert_eq!(*n, 1, "two results accepted for attempt {}", after.attempt);
+            }
+            // A replan replaces only what a split left; a release never spends the budget.
+            if let Action::Replan { .. } = a {
+                prop_assert!(
+                    before.state == SegmentState::Planned
+                        && before.attempt == 1
+                        && before.failures.is_empty(),
+                    "a replan overwrote {:?}",
+                    before
+                );
+                prop_assert_eq!((after.attempt, after.state), (1, SegmentState::Planned));
+            }
+            if let Action::Release { .. } = a {
+                prop_assert_eq!(after.failures.len(), before.failures.len());
             }
             // Failed is final; done changes only by a refusal.
             prop_assert!(before.state != SegmentState::Failed, "a failed unit changed: {:?}", a);
