@@ -150,7 +150,9 @@ impl Cluster {
         match self.tasks.try_join_next() {
             None => Ok(()),
             Some(Ok((name, Ok(())))) => anyhow::bail!("{name} stopped"),
-            Some(Ok((name, Err(e)))) => anyhow::bail!("{name} failed: {e:#}"),
+            Some(Ok((name, Err(e)))) => {
+                anyhow::bail!("{name} failed: {}", crate::cli::describe_error(&e))
+            }
             Some(Err(e)) => anyhow::bail!("a service panicked: {e}"),
         }
     }

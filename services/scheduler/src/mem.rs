@@ -15,7 +15,7 @@ use ffleet_runtime::messages::{
 use ffleet_runtime::reason::Failure;
 use ffleet_runtime::unit_protocol::{self, Step};
 use ffleet_runtime::{JobId, NodeId, Unit, subjects};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -23,8 +23,9 @@ pub struct State {
     pub units: HashMap<String, (SegmentRecord, u64)>,
     pub jobs: HashMap<JobId, JobRecord>,
     pub workers: HashMap<NodeId, (u64, Option<Heartbeat>)>,
-    /// Consumers with messages waiting or in hand.
-    pub busy: HashSet<String>,
+    /// Consumers known to exist, by stream and name, and whether each has nothing waiting and
+    /// nothing in hand. One not here is not idle, as on the broker.
+    pub queues: HashMap<(String, String), bool>,
     pub planned: Vec<Task>,
     pub events: Vec<(JobEvent, String)>,
     revision: u64,
@@ -46,6 +47,33 @@ impl Mem {
             s.units.insert(subjects::segment_key(job, unit), (rec, r));
             r
         })
+    }
+
+    /// Consumer `consumer` of `stream` exists, idle or not.
+    pub fn queue(&self, stream: &str, consumer: &str, idle: bool) {
+        self.with(|s| {
+            s.queues
+                .insert((stream.to_owned(), consumer.to_owned()), idle)
+        });
+    }
+
+    /// Every consumer the reconciler may ask about exists and is idle.
+    pub fn all_idle(&self) {
+        let cpu = ffleet_runtime::Capability::cpu();
+        for (stream, consumer) in [
+            (subjects::STREAM_TASKS, subjects::encode_consumer(&cpu)),
+            (subjects::STREAM_TASKS, subjects::retry_consumer(&cpu)),
+            (
+                subjects::STREAM_TASKS,
+                subjects::CONSUMER_SCHEDULER.to_owned(),
+            ),
+            (
+                subjects::STREAM_EVENTS,
+                subjects::CONSUMER_MERGER.to_owned(),
+            ),
+        ] {
+            self.queue(stream, &consumer, true);
+        }
     }
 
     pub fn unit_of(&self, job: &JobId, unit: Unit) -> SegmentRecord {
@@ -108,8 +136,13 @@ impl Outbox for Mem {
 }
 
 impl Queues for Mem {
-    async fn idle(&self, _stream: &str, consumer: &str) -> bool {
-        self.with(|s| !s.busy.contains(consumer))
+    async fn idle(&self, stream: &str, consumer: &str) -> bool {
+        self.with(|s| {
+            s.queues
+                .get(&(stream.to_owned(), consumer.to_owned()))
+                .copied()
+                .unwrap_or(false)
+        })
     }
 }
 

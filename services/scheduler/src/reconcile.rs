@@ -384,27 +384,42 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_queued_unit_is_reissued_only_when_its_queues_hold_nothing() {
         let mem = Mem::default();
-        let job = mem::encoding_job(&mem, "j1", 2).job_id;
+        let job = mem::encoding_job(&mem, "j1", 3).job_id;
         claim(&mem, &job, Unit::Video(0), "-").await;
         claim(&mem, &job, Unit::Video(1), "-").await;
-        // The cpu queue has messages waiting: unit 1's may be among them.
         let cpu = Capability::cpu();
-        mem.with(|s| s.busy.insert(subjects::encode_consumer(&cpu)));
+        let (tasks, encode, retry, plan) = (
+            subjects::STREAM_TASKS,
+            subjects::encode_consumer(&cpu),
+            subjects::retry_consumer(&cpu),
+            subjects::CONSUMER_SCHEDULER,
+        );
+        // Queued units wait on the capability's queue and its retry queue; planned ones (unit
+        // 2) on the plan queue. Each in turn holds messages, or is not there yet.
+        mem.all_idle();
+        mem.queue(tasks, &encode, false);
+        mem.queue(tasks, plan, false);
         let pool = Pool::new(S(3));
         let (term, task) = start(&mem, &pool);
         sleep(S(30)).await;
-        assert_eq!(attempt(&mem, &job, Unit::Video(0)), 1);
-        assert_eq!(attempt(&mem, &job, Unit::Video(1)), 1);
-        mem.with(|s| s.busy.clear());
+        mem.with(|s| s.queues.remove(&(tasks.to_owned(), plan.to_owned())));
+        mem.queue(tasks, &encode, true);
+        mem.queue(tasks, &retry, false);
+        sleep(S(30)).await;
+        for u in 0..3 {
+            assert_eq!(attempt(&mem, &job, Unit::Video(u)), 1, "unit {u}");
+        }
+        mem.all_idle();
         sleep(S(1) + HALF).await;
-        assert_eq!(attempt(&mem, &job, Unit::Video(0)), 2);
-        assert_eq!(attempt(&mem, &job, Unit::Video(1)), 2);
+        for u in 0..3 {
+            assert_eq!(attempt(&mem, &job, Unit::Video(u)), 2, "unit {u}");
+        }
         term.cancel();
         task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_unit_fails_its_job_once_and_an_overdue_job_fails_by_its_deadline() {
+    async fn a_failed_unit_fails_its_job_and_an_overdue_job_fails_by_its_deadline() {
         let mem = Mem::default();
         let job = mem::encoding_job(&mem, "j1", 2).job_id;
         let mut rec = mem.unit_of(&job, Unit::Video(1));
@@ -420,7 +435,8 @@ mod tests {
         mem.with(|s| s.jobs.insert(old.job_id.clone(), old_rec));
         let pool = Pool::new(S(3));
         let (term, task) = start(&mem, &pool);
-        sleep(S(1) + HALF).await;
+        // Several rounds see the failed unit: still one `failed` per job.
+        sleep(S(5) + HALF).await;
         let failed: Vec<_> = mem.with(|s| {
             s.events
                 .iter()
@@ -447,7 +463,8 @@ mod tests {
         rec.result_key = Some("jobs/j1/enc/v00000.a1.nut".into());
         rec.frames = Some(25);
         mem.put_unit(&job, Unit::Video(0), rec);
-        mem.with(|s| s.busy.insert(subjects::CONSUMER_MERGER.into()));
+        mem.all_idle();
+        mem.queue(subjects::STREAM_EVENTS, subjects::CONSUMER_MERGER, false);
         let pool = Pool::new(S(3));
         let (term, task) = start(&mem, &pool);
         sleep(S(20)).await;
@@ -455,7 +472,7 @@ mod tests {
             mem.with(|s| s.events.is_empty()),
             "the merger may have it in hand"
         );
-        mem.with(|s| s.busy.clear());
+        mem.all_idle();
         sleep(S(1) + HALF).await;
         let reports = mem.with(|s| s.events.clone());
         assert!(!reports.is_empty());

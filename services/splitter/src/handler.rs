@@ -19,7 +19,7 @@ use ffleet_runtime::messages::{
 };
 use ffleet_runtime::nats::ack::{self, KeepAlive, Outcome};
 use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::{BoxError, is_store_full, publish};
+use ffleet_runtime::nats::{BoxError, out_of_space, publish};
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{self, Local, Roots, StorageError, open_input_link};
@@ -87,9 +87,9 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     match process(ctx, sp, &req, delivered, sequence).await {
         Ok(()) => Outcome::Done,
-        // A server without room is waited out however long: failing the job would not make
-        // space, and the request is kept (nothing acknowledged is lost).
-        Err(Retry(why)) if delivered >= SPLIT_TRIES && !is_store_full(&*why) => {
+        // A server or a disk without room is waited out however long: failing the job would not
+        // make space, and the request is kept (nothing acknowledged is lost).
+        Err(Retry(why)) if delivered >= SPLIT_TRIES && !out_of_space(&*why) => {
             give_up(ctx, &req.job_id, &why, delivered, sequence).await
         }
         Err(Retry(why)) => {

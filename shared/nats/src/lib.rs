@@ -71,8 +71,12 @@ pub enum Refusal {
     /// cap, this clears when anyone frees space, so services wait for it; a client is told at
     /// once.
     StoreFull,
-    /// The stream is at its own cap (`max_bytes`, `max_msgs`, discard new) or the message is
-    /// larger than it or the server takes: sending it again cannot help.
+    /// The stream is at its own byte cap (`max_bytes`, discard new): what it holds must go
+    /// before this fits (the media bucket: the job's media does not fit what the operator
+    /// allowed).
+    StreamFull,
+    /// Another of the stream's limits (its message count) or a message larger than the stream or
+    /// the server takes: sending it again as it is cannot help.
     StreamLimit,
 }
 
@@ -100,6 +104,22 @@ pub fn is_store_full(error: &(dyn std::error::Error + 'static)) -> bool {
     refusal(error) == Some(Refusal::StoreFull)
 }
 
+/// Whether `error` is a want of space that clears when someone frees it: the server's store
+/// (`is_store_full`), or a local disk this process writes to (ENOSPC anywhere in the chain: the
+/// shared scratch directory, a work directory).
+pub fn out_of_space(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    is_store_full(error)
+}
+
 fn api_refusal(api: &async_nats::jetstream::Error) -> Option<Refusal> {
     use async_nats::jetstream::ErrorCode;
     match api.error_code() {
@@ -120,7 +140,9 @@ fn api_refusal(api: &async_nats::jetstream::Error) -> Option<Refusal> {
 /// no space left on device", "insufficient storage resources available") differ only there.
 fn store_failed(description: &str) -> Option<Refusal> {
     let d = description.to_ascii_lowercase();
-    if d.contains("maximum bytes") || d.contains("maximum messages") {
+    if d.contains("maximum bytes") {
+        Some(Refusal::StreamFull)
+    } else if d.contains("maximum messages") {
         Some(Refusal::StreamLimit)
     } else if ["no space left", "insufficient", "resources exceeded"]
         .iter()
@@ -153,6 +175,19 @@ pub(crate) fn api_error(code: usize, err_code: u64, description: &str) -> BoxErr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_local_disk_is_out_of_space_wherever_it_is_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("linking the input")]
+        struct Wrapper(#[source] std::io::Error);
+        let enospc = std::io::Error::from_raw_os_error(28);
+        assert!(super::out_of_space(&Wrapper(enospc)));
+        let other = std::io::Error::from_raw_os_error(2);
+        assert!(!super::out_of_space(&Wrapper(other)));
+        let kind = std::io::Error::new(std::io::ErrorKind::StorageFull, "full");
+        assert!(super::out_of_space(&kind));
+    }
+
     use super::*;
     use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 
@@ -183,8 +218,11 @@ mod tests {
 
     #[test]
     fn a_stream_at_its_cap_or_a_message_too_large_is_a_stream_limit() {
+        assert_eq!(
+            refusal(&*api_error(500, 10077, "maximum bytes exceeded")),
+            Some(Refusal::StreamFull)
+        );
         for limit in [
-            api_error(500, 10077, "maximum bytes exceeded"),
             api_error(500, 10077, "maximum messages exceeded"),
             api_error(400, 10054, "message size exceeds maximum allowed"),
             Box::new(PublishError::new(PublishErrorKind::MaxPayloadExceeded)),
@@ -198,7 +236,7 @@ mod tests {
     fn only_the_store_failed_text_is_read() {
         assert_eq!(
             store_failed("maximum bytes exceeded"),
-            Some(Refusal::StreamLimit)
+            Some(Refusal::StreamFull)
         );
         assert_eq!(
             store_failed("write x: no space left on device"),

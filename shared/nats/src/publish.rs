@@ -67,7 +67,10 @@ struct Ack(#[source] async_nats::jetstream::context::PublishError);
 /// Whether a publish error says the message itself is unacceptable (too large for the server or
 /// the stream, the stream full): retrying cannot help, and the caller should hear it at once.
 fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
-    super::refusal(error) == Some(super::Refusal::StreamLimit)
+    matches!(
+        super::refusal(error),
+        Some(super::Refusal::StreamFull | super::Refusal::StreamLimit)
+    )
 }
 
 /// Publishes a job event as a structured-mode CloudEvent.

@@ -74,9 +74,9 @@ pub fn warn_store_full(op: &'static str, what: &str, err: &dyn std::fmt::Display
     }
 }
 
-/// Whether `op` stores a message, where "insufficient resources" means no room. Creating a
-/// stream or consumer gets the same words from nats-server 2.9 when it cannot place the
-/// replicas (a node down, a cluster still forming): that is waited out as an election is.
+/// Whether `op` stores a message, where an insufficient-resources refusal (10023) means no room.
+/// Creating a stream or consumer gets the same code from nats-server 2.9 when it cannot place
+/// the replicas (a node down, a cluster still forming): that is waited out as an election is.
 fn writes(op: &str) -> bool {
     matches!(op, "publish" | "kv create" | "kv update" | "kv delete")
 }

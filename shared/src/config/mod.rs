@@ -81,16 +81,16 @@ impl Default for Config {
 /// Top-level keys read from `FFLEET_*` variables; other `FFLEET_` variables (the config file,
 /// the nats-server binary, benchmark knobs) are not configuration and are left alone.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "nats",
-    "storage",
-    "ffmpeg",
-    "limits",
-    "streams",
-    "splitter",
-    "scheduler",
-    "encoder",
-    "merger",
-    "log",
+    NatsConfig::KEY,
+    StorageConfig::KEY,
+    FfmpegConfig::KEY,
+    LimitsConfig::KEY,
+    StreamsConfig::KEY,
+    SplitterConfig::KEY,
+    SchedulerConfig::KEY,
+    EncoderConfig::KEY,
+    MergerConfig::KEY,
+    LogConfig::KEY,
     "default_profile",
     "profiles",
 ];
@@ -225,6 +225,16 @@ mod tests {
             c.validate().expect("valid");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_environment_reaches_every_section_by_its_key() {
+        let json = serde_json::to_value(Config::default()).unwrap();
+        let mut fields: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut keys = TOP_LEVEL_KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
     }
 
     #[test]

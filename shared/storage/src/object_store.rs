@@ -81,13 +81,13 @@ fn nats<'a, E: Into<BoxError>>(
     move |e| {
         let source = e.into();
         match refusal(&*source) {
-            Some(Refusal::StreamLimit) => StorageError::Full(source),
+            Some(Refusal::StreamFull) => StorageError::Full(source),
             Some(Refusal::StoreFull) => StorageError::StoreFull {
                 op,
                 key: key.into(),
                 source,
             },
-            None => StorageError::Nats {
+            Some(Refusal::StreamLimit) | None => StorageError::Nats {
                 op,
                 key: key.into(),
                 source,
@@ -146,7 +146,8 @@ impl ObjectStore {
             ..Default::default()
         };
         let create = placement.create;
-        // Not `nats`: a stream that cannot be placed is refused in the words of a full store.
+        // Not `nats`: a stream that cannot be placed is refused with a full store's code
+        // (10023 on nats-server 2.9), and must not read as one.
         let opening = |e: NatsError| StorageError::Nats {
             op: "open",
             key: bucket.clone(),
