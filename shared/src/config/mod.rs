@@ -230,7 +230,12 @@ mod tests {
     #[test]
     fn the_environment_reaches_every_section_by_its_key() {
         let json = serde_json::to_value(Config::default()).unwrap();
-        let mut fields: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         let mut keys = TOP_LEVEL_KEYS.to_vec();
         fields.sort_unstable();
         keys.sort_unstable();
