@@ -4,4 +4,5 @@
 
 pub mod cli;
 pub mod local;
+pub mod report;
 pub mod secrets;

@@ -9,7 +9,7 @@ async fn main() -> ExitCode {
     match ffleet::cli::run(cli).await {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("ffleet: {}", ffleet::cli::describe_error(&e));
+            eprintln!("ffleet: {}", ffleet::report::describe(&e));
             ExitCode::from(2)
         }
     }

@@ -86,11 +86,6 @@ impl Cli {
 }
 
 /// Runs the parsed command; returns the process exit code.
-/// An error for a person: each cause once (`display::error`).
-pub fn describe_error(e: &anyhow::Error) -> String {
-    display::error(e)
-}
-
 pub async fn run(cli: Cli) -> Result<i32> {
     match &cli.command {
         Command::Transcode(a) => transcode::run(&cli, a).await,

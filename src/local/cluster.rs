@@ -151,7 +151,7 @@ impl Cluster {
             None => Ok(()),
             Some(Ok((name, Ok(())))) => anyhow::bail!("{name} stopped"),
             Some(Ok((name, Err(e)))) => {
-                anyhow::bail!("{name} failed: {}", crate::cli::describe_error(&e))
+                anyhow::bail!("{name} failed: {}", crate::report::describe(&e))
             }
             Some(Err(e)) => anyhow::bail!("a service panicked: {e}"),
         }
