@@ -45,18 +45,6 @@ fn source(dir: &Path, secs: u32) -> std::path::PathBuf {
     p
 }
 
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some((_, after)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
 /// Server timestamps of every state a unit record went through, and who claimed it.
 #[derive(Default, Clone)]
 struct Trace {

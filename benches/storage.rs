@@ -290,11 +290,3 @@ fn nats_bytes(port: u16) -> u64 {
     let v: serde_json::Value = serde_json::from_str(json).expect("varz is JSON");
     v["in_bytes"].as_u64().unwrap_or(0) + v["out_bytes"].as_u64().unwrap_or(0)
 }
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}

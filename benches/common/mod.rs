@@ -1,6 +1,6 @@
 //! What the benchmarks share: knobs from the environment, ffmpeg runs, the 720p source of the
-//! pipeline benchmark, medians, and the services as separate processes around a private
-//! nats-server (killed when dropped).
+//! pipeline benchmark, medians, a process's CPU time and a server's monitoring endpoints, and the
+//! services as separate processes around a private nats-server (killed when dropped).
 
 #![allow(dead_code)]
 
@@ -175,4 +175,40 @@ pub fn scratch_of(dir: &Path) -> std::path::PathBuf {
         .file_name()
         .map_or("ffleet".into(), |n| n.to_string_lossy().into_owned());
     dir.with_file_name(format!("{name}.scratch"))
+}
+
+/// CPU seconds process `pid` has used itself (utime + stime from /proc; its children, such as
+/// ffmpeg, left out); 0 when it is gone.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// A nats-server monitoring endpoint (`/varz`, `/connz`, ...) as JSON; `Null` when it does not
+/// answer.
+pub fn http_json(port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return serde_json::Value::Null;
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let json = body.split_once("\r\n\r\n").map_or("", |x| x.1);
+    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
 }

@@ -3,42 +3,13 @@
 //! printed table.
 
 use super::Svc;
+pub use super::common::cpu_secs;
+use super::common::http_json;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use ffleet_runtime::nats::ops::Counts;
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-
-pub fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |x| x.1)
-        .split_whitespace()
-        .collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_json(port: u16, path: &str) -> serde_json::Value {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("monitor port");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let json = body.split_once("\r\n\r\n").map_or("", |x| x.1);
-    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
-}
 
 /// Raw JetStream rates on this server, msg/s.
 pub struct Baseline {
