@@ -1,7 +1,10 @@
 //! NATS plumbing shared by every service: connecting, provisioning streams/KV/consumers
 //! idempotently (with the nats-server 2.9 workarounds), typed KV records with revision-checked
-//! updates, publishing with stable message ids, and message acknowledgement; all of it retried
-//! through the leader elections and lost servers of a JetStream cluster (`retry`).
+//! updates, publishing with stable message ids, and message acknowledgement through one handler
+//! outcome (`ack`); all of it retried through the leader elections and lost servers of a
+//! JetStream cluster (`retry`), with what a refusal means read from its JetStream error code
+//! (`refusal`). Also the process's health for healthchecks (`health`), who may do what on the
+//! server (`security`), and the `[nats]` and `[streams]` configuration sections (`config`).
 
 pub mod ack;
 pub mod config;
