@@ -319,7 +319,7 @@ async fn fleet_of_nodes(
     server_pid: u32,
     mport: u16,
 ) {
-    let ttl = ctx.config.scheduler.heartbeat_ttl_secs;
+    let ttl = ctx.config.fleet.heartbeat_ttl_secs;
     println!();
     println!("{n} simulated nodes heartbeating at 1 Hz (busy, holding nothing):");
     let sim = Svc::spawn(url, dir, "sim-nodes", "sim-nodes", &[]);

@@ -29,7 +29,7 @@ fn heartbeat(interval: f64) -> Vec<(&'static str, String)> {
             interval.to_string(),
         ),
         (
-            "FFLEET_SCHEDULER__HEARTBEAT_TTL_SECS",
+            "FFLEET_FLEET__HEARTBEAT_TTL_SECS",
             (3.0 * interval).to_string(),
         ),
     ]

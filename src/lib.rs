@@ -6,3 +6,4 @@ pub mod cli;
 pub mod local;
 pub mod report;
 pub mod secrets;
+pub mod settings;

@@ -90,6 +90,12 @@ fn documented_example_config_loads_and_validates() {
     let path = dir.path().join("ffleet.toml");
     std::fs::write(&path, toml).unwrap();
     let cfg = ffleet_runtime::config::Config::load(Some(&path)).expect("example loads");
-    cfg.validate().expect("example validates");
-    assert_eq!(cfg.encoder.slots, Some(8));
+    ffleet::settings::validate(&cfg).expect("example validates");
+    assert!(
+        cfg.notices.is_empty(),
+        "the example uses no old key names: {:?}",
+        cfg.notices
+    );
+    let encoder = ffleet_encoder::EncoderConfig::of(&cfg).expect("its [encoder] reads");
+    assert_eq!(encoder.slots, Some(8));
 }

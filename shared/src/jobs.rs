@@ -43,7 +43,7 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
             &JobEvent::failed(Some(job.clone()), failure),
         )
         .await?;
-        if !ctx.config.merger.keep_failed_scratch {
+        if !ctx.config.storage.keep_failed_scratch {
             clean_scratch(ctx, job).await;
         }
     }

@@ -63,6 +63,7 @@ where
         config.nats.role = security::Role::of_service(service);
     }
     let _log = telemetry::init(&config.log, telemetry::Role::Service(service));
+    config.log_notices();
     let shutdown = shutdown::on_signals();
     let ctx = Ctx::connect(Arc::new(config), service, true).await?;
     run(ctx, shutdown)

@@ -17,15 +17,16 @@ pub struct CapabilitiesArgs {
 
 pub async fn run(cli: &Cli, args: &CapabilitiesArgs) -> Result<i32> {
     let cfg = cli.load_config()?;
-    cfg.validate()?;
+    crate::settings::validate(&cfg)?;
     let gpus = Gpus::init();
-    let (facts, d) = probe::detect(&cfg, &gpus)
+    let settings = ffleet_encoder::EncoderConfig::of(&cfg)?;
+    let (facts, d) = probe::detect(&cfg, &settings, &gpus)
         .await
         .map_err(|e| anyhow::anyhow!("encoder.capabilities: {e}"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let slots = cfg.encoder.slots.unwrap_or(cores);
+    let slots = settings.slots.unwrap_or(cores);
     let gpu_slots =
-        ffleet_encoder::gpu_slots(&cfg.encoder, &d.capabilities, facts.nvml.as_ref(), slots);
+        ffleet_encoder::gpu_slots(&settings, &d.capabilities, facts.nvml.as_ref(), slots);
     let caps: Vec<String> = d.capabilities.iter().map(ToString::to_string).collect();
     if args.json {
         let v = serde_json::json!({

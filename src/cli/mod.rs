@@ -104,11 +104,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
 /// Logging and telemetry for a command run by a person: warnings only on the console unless
 /// asked for more (the OTLP export keeps the configured level).
 pub(crate) fn telemetry(cli: &Cli) -> Result<ffleet_runtime::telemetry::Guard> {
-    let log = cli.load_config()?.log;
-    Ok(ffleet_runtime::telemetry::init(
-        &log,
-        ffleet_runtime::telemetry::Role::Command,
-    ))
+    let cfg = cli.load_config()?;
+    let guard = ffleet_runtime::telemetry::init(&cfg.log, ffleet_runtime::telemetry::Role::Command);
+    cfg.log_notices();
+    Ok(guard)
 }
 
 /// A plain client connection for commands that need no provisioning (submit): the jobs bucket
@@ -136,7 +135,7 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
             follow: follow::Link::of(&ctx),
         });
     }
-    cfg.validate()?;
+    crate::settings::validate(&cfg)?;
     let url = cfg.nats.url.clone();
     ffleet_runtime::nats::retry::configure(&cfg.nats);
     let client = ffleet_runtime::nats::connect(&cfg.nats, "ffleet-client", false)
@@ -170,7 +169,7 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
 /// Connects a client context (no waiting: a missing server is reported at once).
 pub(crate) async fn client(cli: &Cli) -> Result<ffleet_runtime::runtime::Ctx> {
     let cfg = cli.load_config()?;
-    cfg.validate()?;
+    crate::settings::validate(&cfg)?;
     // Only the admin may read the whole fleet's state (and provision): fail at once instead of
     // waiting on requests the server refuses.
     if let Some(role) = cfg.nats.role

@@ -86,8 +86,9 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     cfg.storage.backend = a.storage;
     cfg.storage.scratch = scratch.path().join("media");
     cfg.storage.work_dir = scratch.path().join("work");
-    cfg.validate()?;
+    crate::settings::validate(&cfg)?;
     let _log = ffleet_runtime::telemetry::init(&cfg.log, ffleet_runtime::telemetry::Role::Command);
+    cfg.log_notices();
 
     let cluster = Cluster::start(
         Arc::new(cfg),

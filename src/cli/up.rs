@@ -73,7 +73,7 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
     let data = std::fs::canonicalize(&data)?;
     cfg.storage.scratch = data.join("scratch");
     cfg.storage.work_dir = data.join("work");
-    cfg.validate()?;
+    crate::settings::validate(&cfg)?;
     let secrets = if a.secure {
         Some(crate::secrets::Secrets::open_or_init(
             &data.join("secrets"),
@@ -97,6 +97,7 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
     };
     cfg.nats.url = url.clone();
     let _log = ffleet_runtime::telemetry::init(&cfg.log, ffleet_runtime::telemetry::Role::Cluster);
+    cfg.log_notices();
     let shutdown = ffleet_runtime::shutdown::on_signals();
     let mut cluster = Cluster::start_as(
         Arc::new(cfg.clone()),
@@ -146,6 +147,8 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
 pub async fn run_service(cli: &Cli, service: Service) -> Result<i32> {
     use ffleet_runtime::service_main::serve;
     let cfg = cli.load_config()?;
+    // Every section, before the service waits for its server: a typo is reported at once.
+    crate::settings::validate(&cfg)?;
     match service {
         Service::Splitter => serve(cfg, ffleet_splitter::SERVICE, ffleet_splitter::run).await?,
         Service::Scheduler => serve(cfg, ffleet_scheduler::SERVICE, ffleet_scheduler::run).await?,

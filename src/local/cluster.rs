@@ -102,9 +102,10 @@ impl Cluster {
             });
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let settings = ffleet_encoder::EncoderConfig::of(&config)?;
         let per_encoder = spec
             .slots
-            .or(config.encoder.slots)
+            .or(settings.slots)
             .unwrap_or_else(|| (cores / spec.encoders.max(1) as u32).max(1));
         let mut node_ids = Vec::new();
         // Detect (and run the test encodes) once: every encoder here shares the machine.
@@ -120,11 +121,11 @@ impl Cluster {
                     n
                 }
             };
-            if spec.encoders > 1 || config.encoder.node_id.is_none() {
+            if spec.encoders > 1 || settings.node_id.is_none() {
                 node.id = NodeId::generate();
             }
             node.slots = per_encoder;
-            if node.gpu_slots > 0 && config.encoder.gpu_slots.is_none() && node.gpus.count() == 0 {
+            if node.gpu_slots > 0 && settings.gpu_slots.is_none() && node.gpus.count() == 0 {
                 node.gpu_slots = per_encoder;
             }
             node_ids.push(node.id.clone());

@@ -82,7 +82,7 @@ impl TestFleet {
         cfg.storage.output_roots = vec![out.path().to_path_buf()];
         cfg.log.level = "warn".into();
         (opts.tweak)(&mut cfg);
-        cfg.validate()?;
+        ffleet::settings::validate(&cfg)?;
         let telemetry =
             ffleet_runtime::telemetry::init(&cfg.log, ffleet_runtime::telemetry::Role::Command);
         let config = Arc::new(cfg);

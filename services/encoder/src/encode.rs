@@ -12,7 +12,7 @@ use ffleet_runtime::profiles::{self, Profile};
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::{Capability, telemetry};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
@@ -57,6 +57,8 @@ pub struct Unit<'a> {
     pub variant: &'a profiles::Variant,
     /// When the task message was stored in its queue (its release), if the server said.
     pub released: Option<time::OffsetDateTime>,
+    /// Its ffmpeg's hard limit and stall timeout (`EncoderConfig::limits`).
+    pub limits: Limits,
 }
 
 pub async fn run(
@@ -69,14 +71,7 @@ pub async fn run(
 ) -> Result<Encoded, EncodeError> {
     let task = unit.task;
     let cmd = command_for(&unit, input, output)?;
-    let e = &cfg.encoder;
-    let limits = Limits {
-        timeout: Duration::from_secs_f64(
-            e.min_timeout_secs
-                .max(task.duration_secs * e.timeout_factor),
-        ),
-        stall: Some(Duration::from_secs_f64(e.stall_timeout_secs)),
-    };
+    let limits = unit.limits;
     let started = Instant::now();
     // ffmpeg's last progress block counts what it encoded: checking it costs no ffprobe run.
     let mut last = ProgressBlock::default();

@@ -216,7 +216,6 @@ impl Claimed<'_> {
         let (ctx, node, task) = (self.ctx, self.node, self.task);
         tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
         telemetry::spans::fail(&tracing::Span::current(), &f);
-        let cfg = &ctx.config.encoder;
         let describe = |v: Final, r: &SegmentRecord| match v {
             Final::InputDamaged => input_damaged(task, r, &f),
             Final::StorageFull => f.clone(),
@@ -228,10 +227,7 @@ impl Claimed<'_> {
             failure: &f,
             on_gpu: task.capability.as_ref().is_some_and(Capability::is_gpu),
             conclusive,
-            budget: unit_protocol::Budget {
-                retry_nodes: cfg.retry_nodes,
-                max_attempts: cfg.max_attempts,
-            },
+            budget: ctx.config.fleet.budget(),
             describe: &describe,
         });
         let applied = self.apply(&step).await;
@@ -309,6 +305,10 @@ async fn encode_claimed(
         profile,
         variant,
         released: msg.info().ok().map(|i| i.published),
+        limits: c
+            .state
+            .settings
+            .limits(task.duration_secs, ctx.config.ffmpeg.stall_timeout()),
     };
     let result = exec
         .run(
@@ -512,13 +512,13 @@ async fn judge_failure(ctx: &Ctx, state: &State, cap: &Capability, variant: &Var
     if !cap.is_gpu() || state.demotions.is_demoted(cap) {
         return;
     }
-    let timeout = Duration::from_secs_f64(ctx.config.encoder.proof_timeout_secs);
+    let timeout = state.settings.proof_timeout();
     let proof = probe::variant(&ctx.config.tools().ffmpeg, variant, timeout).await;
     if state.demotions.failed(cap, proof.ok) == Verdict::Demoted {
         let why = if proof.ok {
             format!(
                 "{} accelerator encodes failed in a row",
-                ctx.config.encoder.demote_after_failures
+                state.settings.demote_after_failures
             )
         } else {
             format!("the variant fails a test encode too: {}", proof.detail)

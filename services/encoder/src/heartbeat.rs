@@ -17,6 +17,7 @@
 //! ownership read is one read.
 
 use crate::Node;
+use crate::config::EncoderConfig;
 use crate::demote::Demotions;
 use crate::gpu::Gpus;
 use ffleet_runtime::Capability;
@@ -52,10 +53,12 @@ pub struct State {
     changed: Notify,
     /// Capabilities given up after failed encodes: left out of every heartbeat from then on.
     pub demotions: Demotions,
+    /// The node's `[encoder]` section.
+    pub settings: EncoderConfig,
 }
 
 impl State {
-    pub fn new(node: &Node, demote_after: u32) -> Self {
+    pub fn new(node: &Node, settings: EncoderConfig) -> Self {
         // A node without a CPU capability takes no CPU work: it advertises no cores.
         let cores = if node.capabilities.iter().any(|c| !c.is_gpu()) {
             node.slots
@@ -75,7 +78,8 @@ impl State {
             held: Mutex::default(),
             draining: AtomicBool::new(false),
             changed: Notify::new(),
-            demotions: Demotions::new(demote_after),
+            demotions: Demotions::new(settings.demote_after_failures),
+            settings,
         }
     }
 
@@ -190,7 +194,7 @@ impl State {
 
 /// Writes heartbeats until `stop` fires, then deletes this node's key.
 pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
-    let every = Duration::from_secs_f64(ctx.config.encoder.heartbeat_interval_secs);
+    let every = Duration::from_secs_f64(state.settings.heartbeat_interval_secs);
     let key = state.base.node_id.to_string();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -7,6 +7,7 @@
 //! stored, and reported with a `segment_done` event.
 
 pub mod capabilities;
+pub mod config;
 mod demote;
 pub mod encode;
 pub mod executor;
@@ -16,10 +17,12 @@ mod heartbeat;
 pub mod probe;
 mod record;
 
+pub use config::EncoderConfig;
 pub use executor::{Executor, Ffmpeg};
 pub use gpu::Gpus;
 
 use async_nats::jetstream::Message;
+use ffleet_runtime::config::ConfigError;
 use ffleet_runtime::ids::IdError;
 use ffleet_runtime::messages::heartbeat::{GpuClass, Proof};
 use ffleet_runtime::messages::{self, Task};
@@ -47,6 +50,8 @@ pub enum Error {
     /// A configured node id or capability label that is no valid name.
     #[error("no encode capability: {0}")]
     BadName(#[from] IdError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// This node's identity and size.
@@ -70,13 +75,13 @@ pub struct Node {
 impl Node {
     /// From config, detecting (and proving) what config leaves open.
     pub async fn from_config(ctx: &Ctx) -> Result<Node, Error> {
-        let cfg = &ctx.config.encoder;
+        let cfg = EncoderConfig::of(&ctx.config)?;
         let id = match &cfg.node_id {
             Some(id) => NodeId::new(id.as_str())?,
             None => NodeId::generate(),
         };
         let gpus = Arc::new(Gpus::init());
-        let (facts, detected) = probe::detect(&ctx.config, &gpus).await?;
+        let (facts, detected) = probe::detect(&ctx.config, &cfg, &gpus).await?;
         let capabilities = detected.capabilities;
         if capabilities.is_empty() {
             return Err(Error::NoCapability(format!(
@@ -87,7 +92,7 @@ impl Node {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let slots = cfg.slots.unwrap_or(cores);
-        let gpu_slots = gpu_slots(cfg, &capabilities, facts.nvml.as_ref(), slots);
+        let gpu_slots = gpu_slots(&cfg, &capabilities, facts.nvml.as_ref(), slots);
         Ok(Node {
             id,
             capabilities,
@@ -104,7 +109,7 @@ impl Node {
 /// Accelerator sessions: configured, else as the driver allows them; a node labelled with an
 /// accelerator but without an NVIDIA GPU (tests) gets its core slots; none without one.
 pub fn gpu_slots(
-    cfg: &ffleet_runtime::config::EncoderConfig,
+    cfg: &EncoderConfig,
     caps: &[Capability],
     nvml: Option<&capabilities::NvmlFacts>,
     slots: u32,
@@ -138,16 +143,15 @@ pub async fn run_with(
     exec: Arc<dyn Executor>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let settings = EncoderConfig::of(&ctx.config)?;
     let (retries, consumers) = durables(&ctx, &node).await?;
-    let state = Arc::new(heartbeat::State::new(
-        &node,
-        ctx.config.encoder.demote_after_failures,
-    ));
+    let grace = Duration::from_secs_f64(settings.stop_grace_secs);
+    let wait = Duration::from_secs_f64(settings.fetch_wait_secs);
+    let state = Arc::new(heartbeat::State::new(&node, settings));
     let hb_stop = CancellationToken::new();
     let hb = tokio::spawn(heartbeat::run(ctx.clone(), state.clone(), hb_stop.clone()));
     tracing::info!(node = %node.id, slots = node.slots, capabilities = ?node.capabilities, "encoder running");
 
-    let grace = Duration::from_secs_f64(ctx.config.encoder.stop_grace_secs);
     let drain = {
         let (state, shutdown) = (state.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -159,7 +163,6 @@ pub async fn run_with(
         })
     };
 
-    let wait = Duration::from_secs_f64(ctx.config.encoder.fetch_wait_secs);
     let mut set = JoinSet::new();
     for gpu in [true, false] {
         let of_kind = |all: &Vec<Durable>| -> Vec<Durable> {

@@ -5,6 +5,7 @@
 //! failure is an outcome with ffmpeg's first error line, never an error.
 
 use crate::capabilities::{self, Check, Detected, Facts};
+use crate::config::EncoderConfig;
 use crate::gpu::Gpus;
 use ffleet_runtime::Capability;
 use ffleet_runtime::config::Config;
@@ -154,8 +155,12 @@ pub async fn listed_encoders(ffmpeg: &Tool) -> Vec<String> {
 
 /// Gathers the facts, runs the tests they call for, and decides. Each failed test is one log
 /// line; a label that is no capability name is the only error.
-pub async fn detect(config: &Config, gpus: &Gpus) -> Result<(Facts, Detected), IdError> {
-    let labels = match &config.encoder.capabilities {
+pub async fn detect(
+    config: &Config,
+    settings: &EncoderConfig,
+    gpus: &Gpus,
+) -> Result<(Facts, Detected), IdError> {
+    let labels = match &settings.capabilities {
         Some(list) => Some(
             list.iter()
                 .map(|c| Capability::new(c.as_str()))
@@ -172,7 +177,7 @@ pub async fn detect(config: &Config, gpus: &Gpus) -> Result<(Facts, Detected), I
         labels,
         needs: capabilities::needs(&config.profiles),
     };
-    let timeout = Duration::from_secs_f64(config.encoder.proof_timeout_secs);
+    let timeout = settings.proof_timeout();
     let proofs = run_all(ffmpeg, &capabilities::checks(&facts), timeout).await;
     for p in proofs.iter().filter(|p| !p.ok) {
         tracing::info!(kind = %p.kind, name = %p.name, detail = %p.detail, "start-up test failed");

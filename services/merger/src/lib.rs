@@ -3,6 +3,7 @@
 //! result against the source, moves it into place atomically and ends the job.
 
 mod collect;
+pub mod config;
 mod group;
 mod handler;
 pub mod media;
@@ -11,6 +12,9 @@ mod reissue;
 mod throttle;
 mod verify;
 
+pub use config::MergerConfig;
+
+use ffleet_runtime::config::ConfigError;
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::provision::ConsumerSpec;
 use ffleet_runtime::runtime::Ctx;
@@ -28,6 +32,8 @@ const REPORT_LOOPS: usize = 16;
 pub enum Error {
     #[error(transparent)]
     Nats(#[from] NatsError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Runs the merger until `shutdown` fires, finishing merges in progress first.
@@ -41,10 +47,8 @@ pub async fn run_with(
     media: Arc<dyn media::Media>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    tracing::info!(
-        concurrency = ctx.config.merger.concurrency,
-        "merger running"
-    );
+    let concurrency = MergerConfig::of(&ctx.config)?.concurrency;
+    tracing::info!(concurrency, "merger running");
     worker::serve(
         &ctx,
         ConsumerSpec {
@@ -57,12 +61,12 @@ pub async fn run_with(
         },
         // Reports are small KV updates, taken by many loops at once; the merges they start are
         // held to `concurrency` at a time (each runs ffmpeg over a whole output).
-        ctx.config.merger.concurrency.max(REPORT_LOOPS),
+        concurrency.max(REPORT_LOOPS),
         shutdown,
         {
             let merges = Arc::new(handler::Merges {
                 media,
-                slots: tokio::sync::Semaphore::new(ctx.config.merger.concurrency),
+                slots: tokio::sync::Semaphore::new(concurrency),
                 collects: Default::default(),
                 progress: Default::default(),
             });

@@ -208,9 +208,7 @@ async fn concat(
     let cmd = args::merge(list, tracks, video_offset_us, plan.container, tmp);
     let limits = Limits {
         timeout: Duration::from_secs_f64(600.0_f64.max(src.video.duration_secs())),
-        stall: Some(Duration::from_secs_f64(
-            ctx.config.encoder.stall_timeout_secs,
-        )),
+        stall: Some(ctx.config.ffmpeg.stall_timeout()),
     };
     let ran = command::run_with_progress(
         &ctx.config.tools().ffmpeg,

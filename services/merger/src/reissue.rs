@@ -40,7 +40,7 @@ pub async fn reissue(
     units: &[(Unit, Option<u32>)],
 ) -> Result<(), ReissueError> {
     let job = &rec.job_id;
-    let budget = ctx.config.encoder.max_attempts.max(1) * 2;
+    let budget = ctx.config.fleet.max_attempts.max(1) * 2;
     let mut attempts = Vec::with_capacity(units.len());
     for &(unit, refused) in units {
         let key = subjects::segment_key(job, unit);

@@ -10,6 +10,7 @@
 //! AckWait). A task whose allowed capabilities have no live node for `capability_wait_secs`
 //! fails its job with `no_capable_node`.
 
+use crate::config::SchedulerConfig;
 use crate::handler::{Released, release};
 use crate::pool::Pool;
 use crate::room::Room;
@@ -65,6 +66,7 @@ pub type HeldKeys = Arc<Mutex<HashSet<String>>>;
 
 pub async fn run(
     ctx: Ctx,
+    settings: SchedulerConfig,
     pool: Pool,
     keys: HeldKeys,
     term: CancellationToken,
@@ -84,6 +86,7 @@ pub async fn run(
     };
     let mut b = Backlog {
         ctx,
+        settings,
         pool,
         held: HashMap::new(),
         keys,
@@ -108,6 +111,7 @@ pub async fn run(
 
 struct Backlog {
     ctx: Ctx,
+    settings: SchedulerConfig,
     pool: Pool,
     /// By segment key: one entry per unit, its newest attempt.
     held: HashMap<String, Held>,
@@ -243,7 +247,7 @@ impl Backlog {
         if self.held.is_empty() {
             return;
         }
-        let cfg = &self.ctx.config.scheduler;
+        let cfg = &self.settings;
         if self.stream.is_none() {
             ops::count(Op::Api);
             self.stream = self.ctx.js.get_stream(subjects::STREAM_TASKS).await.ok();

@@ -8,6 +8,7 @@
 
 mod ages;
 mod backlog;
+pub mod config;
 mod gauges;
 mod handler;
 mod jobs_view;
@@ -24,9 +25,11 @@ mod route;
 mod status;
 mod sweep;
 
+pub use config::SchedulerConfig;
 pub use jobs_view::JobsView;
 pub use pool::Pool;
 
+use ffleet_runtime::config::ConfigError;
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::kv::KvError;
 use ffleet_runtime::runtime::Ctx;
@@ -45,6 +48,8 @@ pub enum Error {
     Job(#[from] ffleet_runtime::jobs::JobError),
     #[error("reading a heartbeat: {0}")]
     Entry(#[from] async_nats::jetstream::kv::EntryError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// This replica's name in the lease: host and process, so operators can tell who leads.
@@ -59,8 +64,9 @@ pub fn holder_name() -> String {
 
 /// Runs the scheduler until `shutdown` fires.
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
-    let cfg = &ctx.config.scheduler;
-    let pool = Pool::watch(ctx.workers.clone(), cfg.heartbeat_ttl(), shutdown.clone()).await?;
+    let settings = SchedulerConfig::of(&ctx.config)?;
+    let fleet = &ctx.config.fleet;
+    let pool = Pool::watch(ctx.workers.clone(), fleet.heartbeat_ttl(), shutdown.clone()).await?;
     let jobs = JobsView::watch(ctx.jobs.clone(), shutdown.clone()).await?;
     let gauges = ffleet_runtime::telemetry::enabled()
         .then(|| tokio::spawn(gauges::run(ctx.clone(), shutdown.clone())));
@@ -71,9 +77,17 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     lease::run(
         ctx.leases.clone(),
         holder,
-        cfg.lease_ttl(),
+        fleet.lease_ttl(),
         shutdown,
-        |term| lead(ctx.clone(), pool.clone(), jobs.clone(), term),
+        |term| {
+            let lead = Lead {
+                ctx: ctx.clone(),
+                settings: settings.clone(),
+                pool: pool.clone(),
+                jobs: jobs.clone(),
+            };
+            lead.run(term)
+        },
     )
     .await;
     let _ = status.await;
@@ -85,32 +99,55 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     Ok(())
 }
 
-/// Everything the leader does, until `term` fires.
-async fn lead(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) {
-    let sweep = tokio::spawn(sweep::run(
-        ctx.clone(),
-        pool.clone(),
-        jobs.clone(),
-        term.clone(),
-    ));
-    let held = backlog::HeldKeys::default();
-    let reconcile = tokio::spawn(reconcile::run(
-        ctx.clone(),
-        ctx.config.scheduler.clone(),
-        pool.clone(),
-        jobs,
-        held.clone(),
-        term.clone(),
-    ));
-    while !term.is_cancelled() {
-        if let Err(e) = backlog::run(ctx.clone(), pool.clone(), held.clone(), term.clone()).await {
-            tracing::warn!(error = %e, "plan queue unavailable, retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = term.cancelled() => {}
+/// What the leader works with.
+struct Lead {
+    ctx: Ctx,
+    settings: SchedulerConfig,
+    pool: Pool,
+    jobs: JobsView,
+}
+
+impl Lead {
+    /// Everything the leader does, until `term` fires.
+    async fn run(self, term: CancellationToken) {
+        let Lead {
+            ctx,
+            settings,
+            pool,
+            jobs,
+        } = self;
+        let sweep = tokio::spawn(sweep::run(
+            ctx.clone(),
+            pool.clone(),
+            jobs.clone(),
+            term.clone(),
+        ));
+        let held = backlog::HeldKeys::default();
+        let reconcile = tokio::spawn(reconcile::run(
+            ctx.clone(),
+            settings.clone(),
+            pool.clone(),
+            jobs,
+            held.clone(),
+            term.clone(),
+        ));
+        while !term.is_cancelled() {
+            let backlog = backlog::run(
+                ctx.clone(),
+                settings.clone(),
+                pool.clone(),
+                held.clone(),
+                term.clone(),
+            );
+            if let Err(e) = backlog.await {
+                tracing::warn!(error = %e, "plan queue unavailable, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = term.cancelled() => {}
+                }
             }
         }
+        let _ = sweep.await;
+        let _ = reconcile.await;
     }
-    let _ = sweep.await;
-    let _ = reconcile.await;
 }

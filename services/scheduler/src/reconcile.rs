@@ -7,11 +7,11 @@
 
 use crate::ages::Ages;
 use crate::backlog::HeldKeys;
+use crate::config::SchedulerConfig;
 use crate::jobs_view::JobsView;
 use crate::pool::Pool;
 use crate::ports::{Jobs, Outbox, Queues, Units};
 use crate::reissue::reissue;
-use ffleet_runtime::config::SchedulerConfig;
 use ffleet_runtime::messages::events::{SegmentDone, SegmentOutcome};
 use ffleet_runtime::messages::{
     CURRENT, JobEvent, JobRecord, JobState, SegmentRecord, SegmentState,
@@ -167,8 +167,7 @@ fn running_repair(
 ) -> Option<&'static str> {
     let stale = |secs: f64| age.as_secs_f64() > secs;
     let owner = rec.owner.as_ref();
-    let orphaned =
-        pool.settled() && stale(cfg.heartbeat_ttl_secs) && owner.is_some_and(|o| !pool.is_live(o));
+    let orphaned = pool.settled() && age > pool.ttl() && owner.is_some_and(|o| !pool.is_live(o));
     // The owner lives but let the task go without recording an outcome (a step decided on a
     // read older than its claim, a handed-back task nobody took): its heartbeats, sent long
     // after the claim, no longer name the unit. A late result of that attempt is fenced off by
@@ -279,7 +278,6 @@ mod tests {
 
     fn cfg() -> SchedulerConfig {
         SchedulerConfig {
-            heartbeat_ttl_secs: 3.0,
             reconcile_interval_secs: 1.0,
             lost_task_secs: 10.0,
             ..SchedulerConfig::default()

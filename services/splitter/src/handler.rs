@@ -5,6 +5,7 @@
 //! for a job still splitting resumes it, one already planned only republishes its tasks (which
 //! the stream de-duplicates), and anything else is a duplicate and is dropped.
 
+use crate::config::SplitterConfig;
 use crate::media::Media;
 use crate::split::SplitError;
 use crate::validate::{Input, Output};
@@ -56,6 +57,7 @@ const EXISTING_PATIENCE: Duration = Duration::from_secs(10);
 pub struct Splitter {
     pub media: Arc<dyn Media>,
     pub pool: sizing::PoolReading,
+    pub settings: SplitterConfig,
 }
 
 pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
@@ -71,7 +73,7 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
         if privileged {
             return Ok(r);
         }
-        match r.check_priority(ctx.config.splitter.max_submitter_priority) {
+        match r.check_priority(sp.settings.max_submitter_priority) {
             Ok(()) => Ok(r),
             Err(failure) => Err(RequestError {
                 job_id: Some(r.job_id),
@@ -331,7 +333,7 @@ async fn split_and_plan(
         Err(done) => return done,
     };
     let mut moved = _fetched.as_ref().map_or(0, |l| l.bytes_moved);
-    let sizing = sizing_for(ctx, &sp.pool, req).await;
+    let sizing = sizing_for(ctx, sp, req).await;
     let prepared = sp
         .media
         .prepare(ctx, job, &source, valid.container, &valid.profile, sizing)
@@ -519,13 +521,13 @@ async fn write_unit_records(
 /// The segment length for this job: the pool rule (`sizing`), capped by the request's
 /// `segment_seconds` or the configured default. An unreadable pool counts as one slot: the job
 /// is still cut, only more coarsely.
-async fn sizing_for(ctx: &Ctx, pool: &sizing::PoolReading, req: &JobRequest) -> sizing::Sizing {
-    let cfg = &ctx.config.splitter;
+async fn sizing_for(ctx: &Ctx, sp: &Splitter, req: &JobRequest) -> sizing::Sizing {
+    let cfg = &sp.settings;
     let rule = sizing::Rule {
         max_secs: req.segment_seconds.unwrap_or(cfg.default_segment_secs),
         min_secs: cfg.min_segment_secs,
     };
-    let slots = sizing::live_slots(ctx, pool).await.unwrap_or_else(|e| {
+    let slots = sizing::live_slots(ctx, &sp.pool).await.unwrap_or_else(|e| {
         tracing::warn!(job = %req.job_id, error = %e, "cannot read the pool; sizing for one slot");
         0
     });

@@ -2,6 +2,7 @@
 //! plans keyframe-aligned cuts, stream-copies the segments into scratch storage, records the plan
 //! in KV and publishes one task per segment plus one audio task to `ffleet.tasks.plan`.
 
+pub mod config;
 mod handler;
 mod inspect;
 pub mod media;
@@ -9,6 +10,9 @@ pub mod sizing;
 pub mod split;
 mod validate;
 
+pub use config::SplitterConfig;
+
+use ffleet_runtime::config::ConfigError;
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::provision::ConsumerSpec;
 use ffleet_runtime::runtime::Ctx;
@@ -23,6 +27,8 @@ pub const SERVICE: &str = "splitter";
 pub enum Error {
     #[error(transparent)]
     Nats(#[from] NatsError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Runs the splitter until `shutdown` fires, finishing jobs in progress first.
@@ -36,13 +42,13 @@ pub async fn run_with(
     media: Arc<dyn media::Media>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    tracing::info!(
-        concurrency = ctx.config.splitter.concurrency,
-        "splitter running"
-    );
+    let settings = SplitterConfig::of(&ctx.config)?;
+    let concurrency = settings.concurrency;
+    tracing::info!(concurrency, "splitter running");
     let sp = Arc::new(handler::Splitter {
         media,
         pool: sizing::PoolReading::default(),
+        settings,
     });
     // Two durables, one per submit subject: the privileged one is not held to the priority cap.
     let consumer = |durable, filter: &str| ConsumerSpec {
@@ -56,19 +62,13 @@ pub async fn run_with(
         max_ack_pending: 1000,
     };
     let serve = |spec| {
-        worker::serve(
-            &ctx,
-            spec,
-            ctx.config.splitter.concurrency,
-            shutdown.clone(),
-            {
+        worker::serve(&ctx, spec, concurrency, shutdown.clone(), {
+            let sp = sp.clone();
+            move |ctx, msg| {
                 let sp = sp.clone();
-                move |ctx, msg| {
-                    let sp = sp.clone();
-                    async move { handler::handle(&ctx, &sp, msg).await }
-                }
-            },
-        )
+                async move { handler::handle(&ctx, &sp, msg).await }
+            }
+        })
     };
     tokio::try_join!(
         serve(consumer(subjects::CONSUMER_SPLITTER, subjects::JOBS_SUBMIT)),

@@ -132,7 +132,7 @@ pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError
 /// The live pool's slots, read from the workers bucket now (one listing and one get per node):
 /// heartbeats older than the TTL are left out even if the bucket still holds them.
 async fn read_slots(ctx: &Ctx) -> Result<u32, KvError> {
-    let ttl = ctx.config.scheduler.heartbeat_ttl_secs;
+    let ttl = ctx.config.fleet.heartbeat_ttl_secs;
     let keys = ctx.workers.keys().await?;
     type Beat = Option<(Heartbeat, u64, time::OffsetDateTime)>;
     let beats: Vec<Result<Beat, KvError>> = futures::stream::iter(keys)

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct FfmpegConfig {
     pub ffmpeg: PathBuf,
     pub ffprobe: PathBuf,
+    /// Kill an ffmpeg that reports no progress for this long (an encode on any node, a merge).
+    pub stall_timeout_secs: f64,
 }
 
 impl Default for FfmpegConfig {
@@ -18,6 +20,7 @@ impl Default for FfmpegConfig {
         Self {
             ffmpeg: "ffmpeg".into(),
             ffprobe: "ffprobe".into(),
+            stall_timeout_secs: 30.0,
         }
     }
 }
@@ -68,6 +71,12 @@ impl Default for LimitsConfig {
     }
 }
 
+impl FfmpegConfig {
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.stall_timeout_secs)
+    }
+}
+
 impl LimitsConfig {
     pub fn probe_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.probe_timeout_secs)
@@ -78,7 +87,7 @@ impl Section for FfmpegConfig {
     const KEY: &'static str = "ffmpeg";
 
     fn validate(&self) -> Result<(), Invalid> {
-        Ok(())
+        positive("ffmpeg", &[("stall_timeout_secs", self.stall_timeout_secs)])
     }
 }
 

@@ -37,9 +37,9 @@ mod stale_reads;
 /// How much failing a unit may do before its job fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Distinct nodes a unit may fail on (`encoder.retry_nodes`).
+    /// Distinct nodes a unit may fail on (`fleet.retry_nodes`).
     pub retry_nodes: u32,
-    /// Failures in all (`encoder.max_attempts`).
+    /// Failures in all (`fleet.max_attempts`).
     pub max_attempts: u32,
 }
 

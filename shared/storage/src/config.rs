@@ -39,6 +39,8 @@ pub struct StorageConfig {
     pub input_roots: Vec<PathBuf>,
     /// Directories outputs must resolve into.
     pub output_roots: Vec<PathBuf>,
+    /// Keep the scratch media of failed jobs for inspection (whichever service fails a job).
+    pub keep_failed_scratch: bool,
 }
 
 /// `<tmp>/ffleet-work-<uid>`: private to the user (the directory is created mode 0700, so a
@@ -66,6 +68,7 @@ impl Default for StorageConfig {
             max_upload_bytes: 64 << 30,
             input_roots: Vec::new(),
             output_roots: Vec::new(),
+            keep_failed_scratch: false,
         }
     }
 }
