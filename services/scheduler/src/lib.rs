@@ -68,13 +68,13 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let status = status::start(ctx.clone(), shutdown.clone()).await?;
     let holder = holder_name();
     tracing::info!(holder = %holder, "scheduler running");
-    lease::run(
-        ctx.leases.clone(),
-        holder,
-        cfg.lease_ttl(),
-        shutdown,
-        |term| lead(ctx.clone(), pool.clone(), jobs.clone(), term),
-    )
+    let leases = lease::Bucket {
+        store: ctx.leases.clone(),
+        policy: ctx.retry,
+    };
+    lease::run(leases, holder, cfg.lease_ttl(), shutdown, |term| {
+        lead(ctx.clone(), pool.clone(), jobs.clone(), term)
+    })
     .await;
     let _ = status.await;
     if let Some(gauges) = gauges {
