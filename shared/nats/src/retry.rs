@@ -407,4 +407,58 @@ mod tests {
         assert!(err.to_string().contains("down"), "{err}");
         assert!(started.elapsed() <= Duration::from_millis(300));
     }
+
+    #[tokio::test]
+    async fn two_policies_in_one_process_keep_their_own_try_timeouts_and_windows() {
+        let quick = Policy::from_config(&NatsConfig {
+            first_try_timeout_secs: 0.05,
+            request_timeout_secs: 0.2,
+            op_retry_secs: 0.3,
+            ..NatsConfig::default()
+        });
+        let patient = Policy::default();
+        assert_eq!(quick.try_timeout(0), Duration::from_millis(50));
+        assert_eq!(quick.try_timeout(u32::MAX), Duration::from_millis(200));
+        assert_eq!(quick.window(), Patience::For(Duration::from_millis(300)));
+        assert_eq!(patient.try_timeout(0), Duration::from_secs(2));
+        assert_eq!(patient.window(), Patience::For(Duration::from_secs(60)));
+        // Side by side: tries that are never answered give up after the quick policy's window,
+        // while the patient policy's first try, failing after a second, is still waiting, and
+        // its second try (past the quick window) succeeds.
+        let started = Instant::now();
+        let quick_run = async {
+            let got = retry(quick, "test", "quick", quick.window(), |_| {
+                std::future::pending::<Result<(), &str>>()
+            })
+            .await;
+            (got, started.elapsed())
+        };
+        let patient_run = async {
+            let got = retry(
+                patient,
+                "test",
+                "patient",
+                patient.window(),
+                |n| async move {
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Err("not yet")
+                },
+            )
+            .await;
+            (got, started.elapsed())
+        };
+        let ((gave_up, gave_up_after), (answered, answered_after)) =
+            tokio::join!(quick_run, patient_run);
+        let err = gave_up.unwrap_err();
+        assert!(err.to_string().contains("no answer within 50ms"), "{err}");
+        assert!(gave_up_after < Duration::from_secs(1), "{gave_up_after:?}");
+        assert_eq!(answered.unwrap(), 1);
+        assert!(
+            answered_after >= Duration::from_secs(1),
+            "{answered_after:?}"
+        );
+    }
 }
