@@ -388,6 +388,7 @@ async fn submit(ctx: &ffleet_runtime::runtime::Ctx, dir: &Path, src: &Path, id: 
     });
     ffleet_runtime::nats::publish::raw(
         &ctx.js,
+        ctx.retry,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),
         id,

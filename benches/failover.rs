@@ -94,6 +94,7 @@ async fn submit(ctx: &Ctx, dir: &Path, src: &Path, n: usize) -> JobId {
     });
     ffleet_runtime::nats::publish::raw(
         &ctx.js,
+        ctx.retry,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),
         job.as_str(),

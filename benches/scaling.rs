@@ -124,6 +124,7 @@ async fn measure(encoders: usize, dir: &Path, src: &Path) -> Run {
     let started = Instant::now();
     ffleet_runtime::nats::publish::raw(
         &ctx.js,
+        ctx.retry,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),
         job.as_str(),

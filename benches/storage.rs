@@ -157,6 +157,7 @@ async fn job(backend: &str, src: &Path, round: usize) -> Run {
     let started = Instant::now();
     ffleet_runtime::nats::publish::raw(
         &ctx.js,
+        ctx.retry,
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req).unwrap().into(),
         id.as_str(),
@@ -204,12 +205,14 @@ async fn transfer(dir: &Path, mb: u64) {
     let js = async_nats::jetstream::new(client);
     let work = tempfile::tempdir().expect("work");
     let work = Arc::new(WorkDir::open(work.path()).expect("work dir"));
+    let policy = ffleet_runtime::nats::retry::Policy::from_config(&cfg.nats);
     let store = ObjectStore::open(
         &js,
+        policy,
         &cfg.storage,
         cfg.media_placement(),
         work,
-        ffleet_runtime::nats::retry::window(),
+        policy.window(),
     )
     .await
     .expect("bucket");

@@ -18,7 +18,7 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use ffleet_runtime::config::{Config, NatsConfig, StorageBackend};
 use ffleet_runtime::messages::JobEvent;
-use ffleet_runtime::nats::retry::Patience;
+use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::security::Role;
 use ffleet_runtime::storage::{ObjectStore, WorkDir};
 use ffleet_runtime::subjects;
@@ -639,6 +639,7 @@ impl Fleet {
         let work = std::sync::Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
         Ok(ObjectStore::open(
             &js,
+            Policy::from_config(&cfg.nats),
             &cfg.storage,
             cfg.media_placement(),
             work,

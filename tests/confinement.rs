@@ -43,6 +43,7 @@ async fn a_forged_task_naming_a_file_outside_the_roots_is_refused() -> Result<()
         .await?;
     publish::task(
         &fleet.ctx().js,
+        fleet.ctx().retry,
         subjects::tasks_encode(&Capability::cpu()),
         &task,
         "forged",

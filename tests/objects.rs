@@ -184,6 +184,7 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     let dir = Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
     let store = ObjectStore::open(
         &ctx.js,
+        ctx.retry,
         &cfg.storage,
         cfg.media_placement(),
         dir,

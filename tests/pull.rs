@@ -47,6 +47,7 @@ async fn a_loops_pulls_share_one_subscription_and_keep_their_answers_apart() -> 
     .await?;
     let consumer = ensure_consumer(
         js,
+        fleet.ctx().retry,
         ConsumerSpec {
             stream: STREAM,
             durable: "pulltest",

@@ -15,6 +15,7 @@ use common::secure::SecureServer;
 use common::{FleetOptions, JobClient, TestFleet, media};
 use ffleet_runtime::config::Config;
 use ffleet_runtime::messages::SegmentState;
+use ffleet_runtime::nats::retry::Policy;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::security::Role;
 use ffleet_runtime::subjects::{self, EventKind, js_api};
@@ -207,6 +208,7 @@ async fn each_role_is_refused_outside_its_permissions_and_the_refusal_is_logged(
     // A submitter may submit.
     ffleet_runtime::nats::publish::raw(
         &sub_js,
+        Policy::from_config(&sub_cfg),
         subjects::JOBS_SUBMIT.into(),
         "{}".into(),
         "allowed",
@@ -242,9 +244,11 @@ async fn a_job_completes_and_one_fails_with_every_service_on_its_own_role() -> R
         .await?;
     sub.flush().await?;
     let req = fleet.request("secure", &src, "secure.mp4");
-    let js = ffleet_runtime::nats::connect::jetstream(sub.clone(), &secure.config(Role::Submitter));
+    let sub_cfg = secure.config(Role::Submitter);
+    let js = ffleet_runtime::nats::connect::jetstream(sub.clone(), &sub_cfg);
     ffleet_runtime::nats::publish::raw(
         &js,
+        Policy::from_config(&sub_cfg),
         subjects::JOBS_SUBMIT.into(),
         serde_json::to_vec(&req)?.into(),
         job.as_str(),

@@ -39,6 +39,7 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
         telemetry::spans::fail(&tracing::Span::current(), failure);
         publish::event(
             &ctx.js,
+            ctx.retry,
             ctx.service,
             &JobEvent::failed(Some(job.clone()), failure),
         )
@@ -69,7 +70,13 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
         return Ok(false);
     };
     telemetry::metrics::job_completed();
-    publish::event(&ctx.js, ctx.service, &completed_event(job, &out, segments)).await?;
+    publish::event(
+        &ctx.js,
+        ctx.retry,
+        ctx.service,
+        &completed_event(job, &out, segments),
+    )
+    .await?;
     clean_scratch(ctx, job).await;
     Ok(true)
 }
@@ -90,7 +97,7 @@ pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobErr
         (JobState::Failed, _, Some(f)) => JobEvent::failed(Some(rec.job_id.clone()), f),
         _ => return Ok(()),
     };
-    publish::event(&ctx.js, ctx.service, &ev).await?;
+    publish::event(&ctx.js, ctx.retry, ctx.service, &ev).await?;
     Ok(())
 }
 

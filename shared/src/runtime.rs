@@ -4,7 +4,7 @@
 
 use crate::config::{Config, StorageBackend};
 use crate::messages::{Heartbeat, JobRecord, SegmentRecord};
-use crate::nats::retry::Patience;
+use crate::nats::retry::{Patience, Policy};
 use crate::nats::{self, Buckets, NatsError, kv::Typed};
 use crate::storage::{ObjectStore, SharedDir, Storage, StorageError, WorkDir};
 use std::sync::Arc;
@@ -35,6 +35,10 @@ pub struct Ctx {
     /// Raw store: lease values are opaque holder names.
     pub leases: async_nats::jetstream::kv::Store,
     pub storage: Arc<dyn Storage>,
+    /// How this service's JetStream operations retry (`nats.op_retry_secs` and the per-try
+    /// timeouts), for the operations it does on `js` (`publish`, consumers); the buckets and
+    /// the storage above carry the same policy.
+    pub retry: Policy,
     /// Service name, for CloudEvent sources and logs.
     pub service: &'static str,
 }
@@ -49,7 +53,7 @@ impl Ctx {
         service: &'static str,
         wait_for_server: bool,
     ) -> Result<Ctx, CtxError> {
-        nats::retry::configure(&config.nats);
+        crate::health::init(config.nats.health_file.clone());
         let client =
             nats::connect(&config.nats, &format!("ffleet-{service}"), wait_for_server).await?;
         let patience = if wait_for_server {
@@ -67,33 +71,37 @@ impl Ctx {
         client: async_nats::Client,
         patience: Patience,
     ) -> Result<Ctx, CtxError> {
-        nats::retry::configure(&config.nats);
+        crate::health::init(config.nats.health_file.clone());
+        let retry = Policy::from_config(&config.nats);
         let js = nats::connect::jetstream(client.clone(), &config.nats);
         let Buckets {
             jobs,
             segments,
             workers,
             leases,
-        } = nats::provision(&js, config.provisioning(), patience).await?;
-        let storage = open_storage(&js, &config, patience).await?;
+        } = nats::provision(&js, retry, config.provisioning(), patience).await?;
+        let storage = open_storage(&js, retry, &config, patience).await?;
         crate::health::ready();
         Ok(Ctx {
             client,
             js,
-            jobs: Typed::new(jobs, "job record"),
-            segments: Typed::new(segments, "segment record"),
-            workers: Typed::new(workers, "heartbeat"),
+            jobs: Typed::new(jobs, "job record", retry),
+            segments: Typed::new(segments, "segment record", retry),
+            workers: Typed::new(workers, "heartbeat", retry),
             leases,
             storage,
+            retry,
             service,
             config,
         })
     }
 }
 
-/// Opens the configured media backend with a fresh private work dir.
+/// Opens the configured media backend with a fresh private work dir; an object store retries
+/// under `policy`.
 pub async fn open_storage(
     js: &async_nats::jetstream::Context,
+    policy: Policy,
     config: &Config,
     patience: Patience,
 ) -> Result<Arc<dyn Storage>, CtxError> {
@@ -107,6 +115,7 @@ pub async fn open_storage(
         StorageBackend::ObjectStore => Arc::new(
             ObjectStore::open(
                 js,
+                policy,
                 &config.storage,
                 config.media_placement(),
                 work,

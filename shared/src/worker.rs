@@ -37,7 +37,7 @@ where
     H: Fn(Ctx, Message) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Outcome> + Send,
 {
-    let consumer = ensure_consumer(&ctx.js, spec).await?;
+    let consumer = ensure_consumer(&ctx.js, ctx.retry, spec).await?;
     let ctx = ctx.clone();
     run(consumer, loops, POLL, shutdown, move |msg| {
         let span = telemetry::spans::consume(ctx.service, &msg);

@@ -115,6 +115,8 @@ pub(crate) fn telemetry(cli: &Cli) -> Result<ffleet_runtime::telemetry::Guard> {
 pub(crate) struct ClientLink {
     pub client: async_nats::Client,
     pub config: std::sync::Arc<Config>,
+    /// How this client's JetStream operations retry (from `config`).
+    pub retry: ffleet_runtime::nats::retry::Policy,
     pub follow: follow::Link,
 }
 
@@ -132,12 +134,14 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
         return Ok(ClientLink {
             client: ctx.client.clone(),
             config: ctx.config.clone(),
+            retry: ctx.retry,
             follow: follow::Link::of(&ctx),
         });
     }
     crate::settings::validate(&cfg)?;
     let url = cfg.nats.url.clone();
-    ffleet_runtime::nats::retry::configure(&cfg.nats);
+    ffleet_runtime::health::init(cfg.nats.health_file.clone());
+    let retry = ffleet_runtime::nats::retry::Policy::from_config(&cfg.nats);
     let client = ffleet_runtime::nats::connect(&cfg.nats, "ffleet-client", false)
         .await
         .with_context(|| format!("cannot reach ffleet's NATS server at {url}"))?;
@@ -147,7 +151,11 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
             .get_key_value(ffleet_runtime::subjects::BUCKET_JOBS)
             .await
         {
-            Ok(store) => Some(ffleet_runtime::nats::kv::Typed::new(store, "job record")),
+            Ok(store) => Some(ffleet_runtime::nats::kv::Typed::new(
+                store,
+                "job record",
+                retry,
+            )),
             Err(e) => {
                 tracing::debug!(error = %e, "jobs bucket not readable, following by events only");
                 None
@@ -163,6 +171,7 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
         },
         client,
         config: std::sync::Arc::new(cfg),
+        retry,
     })
 }
 

@@ -127,7 +127,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     let link = super::connect_link(cli).await?;
     let js = link.jetstream();
     let store = if args.upload {
-        let store = upload::open(&js, &link.config).await?;
+        let store = upload::open(&js, link.retry, &link.config).await?;
         retry::as_client(upload::send(&link.config, &store, &args.job.input, &req)).await?;
         Some(store)
     } else {
@@ -147,6 +147,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     // A full store is the user's to hear about at once, not to wait out.
     let stored = match retry::as_client(publish::raw(
         &js,
+        link.retry,
         subject.into(),
         messages::encode(&req),
         req.job_id.as_str(),

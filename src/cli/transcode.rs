@@ -116,6 +116,7 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     let subs = super::follow::subscribe(&cluster.ctx.client, &req.job_id).await?;
     let stored = retry::as_client(publish::raw(
         &cluster.ctx.js,
+        cluster.ctx.retry,
         subjects::JOBS_SUBMIT.into(),
         messages::encode(&req),
         req.job_id.as_str(),

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use ffleet_runtime::config::Config;
 use ffleet_runtime::messages::JobRequest;
-use ffleet_runtime::nats::retry::Patience;
+use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::storage::{self, MediaUri, ObjectStore, WorkDir};
 use ffleet_runtime::{JobId, storage::Storage};
 use std::path::Path;
@@ -30,14 +30,19 @@ pub fn output_key(job: &JobId, output: &Path) -> String {
     storage::keys::kept_output(job, &name_of(output))
 }
 
-/// The media bucket, whatever backend this machine's configuration names.
-pub async fn open(js: &async_nats::jetstream::Context, cfg: &Config) -> Result<ObjectStore> {
+/// The media bucket, whatever backend this machine's configuration names, retrying under
+/// `policy`.
+pub async fn open(
+    js: &async_nats::jetstream::Context,
+    policy: Policy,
+    cfg: &Config,
+) -> Result<ObjectStore> {
     let work = Arc::new(
         WorkDir::open(&cfg.storage.work_dir)
             .with_context(|| format!("work dir {}", cfg.storage.work_dir.display()))?,
     );
     let wait = Patience::For(Duration::from_secs_f64(cfg.nats.startup_wait_secs));
-    ObjectStore::open(js, &cfg.storage, cfg.media_placement(), work, wait)
+    ObjectStore::open(js, policy, &cfg.storage, cfg.media_placement(), work, wait)
         .await
         .context("opening the media bucket")
 }

@@ -48,6 +48,7 @@ pub trait JobClient {
     async fn submit_privileged(&self, req: &JobRequest) -> Result<()> {
         publish::raw(
             &self.ctx().js,
+            self.ctx().retry,
             subjects::JOBS_SUBMIT_PRIVILEGED.into(),
             serde_json::to_vec(req)?.into(),
             req.job_id.as_str(),
@@ -69,6 +70,7 @@ pub trait JobClient {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let stored = publish::raw(
             &self.ctx().js,
+            self.ctx().retry,
             subjects::JOBS_SUBMIT.into(),
             payload.to_vec().into(),
             &id,

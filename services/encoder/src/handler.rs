@@ -574,7 +574,8 @@ async fn replan(ctx: &Ctx, task: &Task, next: u32) {
         record: None,
         ..task.clone()
     };
-    if let Err(e) = publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &t, "plan").await {
+    if let Err(e) = publish::task(&ctx.js, ctx.retry, subjects::TASKS_PLAN.into(), &t, "plan").await
+    {
         tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "re-issuing a unit failed; the reconciler will");
     }
 }
@@ -647,6 +648,7 @@ async fn dead_letter(ctx: &Ctx, node: &NodeId, task: &Task, rec: &SegmentRecord)
     };
     if let Err(e) = publish::raw(
         &ctx.js,
+        ctx.retry,
         subjects::dead_letter(&task.job_id, task.unit),
         messages::encode(&letter),
         &subjects::msg_id::dead_letter(&task.job_id, task.unit),
@@ -690,7 +692,7 @@ async fn report(
         node: node.clone(),
         outcome,
     });
-    match publish::event(&ctx.js, ctx.service, &ev).await {
+    match publish::event(&ctx.js, ctx.retry, ctx.service, &ev).await {
         Ok(_) => then,
         Err(e) => {
             tracing::warn!(error = %e, "segment report not published, will retry");

@@ -23,7 +23,6 @@ use crate::gpu::Gpus;
 use ffleet_runtime::Capability;
 use ffleet_runtime::messages::heartbeat::{Heartbeat, Held};
 use ffleet_runtime::nats::kv::KvError;
-use ffleet_runtime::nats::retry;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::unit_protocol::{self, Holding};
 use std::collections::BTreeMap;
@@ -218,7 +217,7 @@ pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
         last = Instant::now();
         let snapshot = state.snapshot();
         let put = ctx.workers.put(&key, &snapshot);
-        let why = match tokio::time::timeout(retry::try_timeout(0), put).await {
+        let why = match tokio::time::timeout(ctx.retry.try_timeout(0), put).await {
             Ok(Ok(_)) => {
                 if failing > 0 {
                     tracing::info!(missed = failing, "heartbeats written again");
@@ -254,7 +253,7 @@ async fn check_ownership(ctx: &Ctx, state: &State) {
             continue;
         }
         let read = ctx.segments.get_at_least(&key, claimed_at, Duration::ZERO);
-        let rec = match tokio::time::timeout(retry::try_timeout(0), read).await {
+        let rec = match tokio::time::timeout(ctx.retry.try_timeout(0), read).await {
             Ok(Ok(rec)) => rec,
             Ok(Err(KvError::Behind { got, .. })) => {
                 tracing::debug!(

@@ -233,6 +233,7 @@ async fn durables(ctx: &Ctx, node: &Node) -> Result<(Vec<Durable>, Vec<Durable>)
         ] {
             let c = ensure_consumer(
                 &ctx.js,
+                ctx.retry,
                 ConsumerSpec {
                     stream: subjects::STREAM_TASKS,
                     durable: &durable,

@@ -154,7 +154,7 @@ async fn publish_progress(
         frames_total,
         percent,
     });
-    publish::event(&ctx.js, ctx.service, &ev).await?;
+    publish::event(&ctx.js, ctx.retry, ctx.service, &ev).await?;
     Ok(())
 }
 

@@ -81,7 +81,7 @@ pub async fn run(
     };
     // Creating it waits for JetStream as long as it takes; leadership may end meanwhile.
     let consumer = tokio::select! {
-        c = ensure_consumer(&ctx.js, spec) => c?,
+        c = ensure_consumer(&ctx.js, ctx.retry, spec) => c?,
         _ = term.cancelled() => return Ok(()),
     };
     let mut b = Backlog {

@@ -111,7 +111,7 @@ pub async fn release(
             } else {
                 subjects::tasks_encode(cap)
             };
-            match publish::task(&ctx.js, subject, &task, "encode").await {
+            match publish::task(&ctx.js, ctx.retry, subject, &task, "encode").await {
                 Ok(_) => {
                     tracing::debug!(job = %task.job_id, unit = %task.unit, capability = %cap, "task routed");
                     Released::Published

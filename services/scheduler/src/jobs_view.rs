@@ -21,7 +21,11 @@ impl JobsView {
     ) -> Result<JobsView, NatsError> {
         let view = JobsView::default();
         let v = view.clone();
-        kv::follow(jobs.store(), shutdown, "jobs", None, move |e| v.apply(e)).await?;
+        let policy = jobs.policy();
+        kv::follow(jobs.store(), policy, shutdown, "jobs", None, move |e| {
+            v.apply(e)
+        })
+        .await?;
         Ok(view)
     }
 

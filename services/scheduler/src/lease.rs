@@ -9,7 +9,7 @@
 //! lease so a follower takes over at once instead of after the TTL.
 
 use async_nats::jetstream::kv::Store;
-use ffleet_runtime::nats::retry::Patience;
+use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::nats::{NatsError, kv};
 use ffleet_runtime::subjects;
 use std::future::Future;
@@ -38,14 +38,23 @@ pub trait Leases: Clone + Send + Sync + 'static {
     fn delete(&self, key: &str, revision: u64) -> impl Future<Output = ()> + Send;
 }
 
-impl Leases for Store {
+/// The lease bucket, and the retry policy its writes' tries are bounded by (the election
+/// chooses each write's patience itself).
+#[derive(Clone)]
+pub struct Bucket {
+    pub store: Store,
+    pub policy: Policy,
+}
+
+impl Leases for Bucket {
     async fn create(
         &self,
         key: &str,
         holder: &str,
         patience: Patience,
     ) -> Result<Option<u64>, NatsError> {
-        kv::create(self, key, holder.to_owned().into(), patience).await
+        let holder = holder.to_owned().into();
+        kv::create(&self.store, self.policy, key, holder, patience).await
     }
 
     async fn update(
@@ -55,11 +64,12 @@ impl Leases for Store {
         revision: u64,
         patience: Patience,
     ) -> Result<Option<u64>, NatsError> {
-        kv::update(self, key, holder.to_owned().into(), revision, patience).await
+        let holder = holder.to_owned().into();
+        kv::update(&self.store, self.policy, key, holder, revision, patience).await
     }
 
     async fn delete(&self, key: &str, revision: u64) {
-        let _ = self.delete_expect_revision(key, Some(revision)).await;
+        let _ = self.store.delete_expect_revision(key, Some(revision)).await;
     }
 }
 

@@ -74,21 +74,19 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let status = status::start(ctx.clone(), shutdown.clone()).await?;
     let holder = holder_name();
     tracing::info!(holder = %holder, "scheduler running");
-    lease::run(
-        ctx.leases.clone(),
-        holder,
-        fleet.lease_ttl(),
-        shutdown,
-        |term| {
-            let lead = Lead {
-                ctx: ctx.clone(),
-                settings: settings.clone(),
-                pool: pool.clone(),
-                jobs: jobs.clone(),
-            };
-            lead.run(term)
-        },
-    )
+    let leases = lease::Bucket {
+        store: ctx.leases.clone(),
+        policy: ctx.retry,
+    };
+    lease::run(leases, holder, fleet.lease_ttl(), shutdown, |term| {
+        let lead = Lead {
+            ctx: ctx.clone(),
+            settings: settings.clone(),
+            pool: pool.clone(),
+            jobs: jobs.clone(),
+        };
+        lead.run(term)
+    })
     .await;
     let _ = status.await;
     if let Some(gauges) = gauges {

@@ -106,9 +106,15 @@ impl Pool {
         let view = pool.clone();
         // Heartbeats arrive every second while any encoder lives: a watch quiet for a whole TTL is
         // rebuilt, in case it went silent in an election instead of failing.
-        kv::follow(workers.store(), shutdown, "workers", Some(ttl), move |e| {
-            view.apply(e)
-        })
+        let policy = workers.policy();
+        kv::follow(
+            workers.store(),
+            policy,
+            shutdown,
+            "workers",
+            Some(ttl),
+            move |e| view.apply(e),
+        )
         .await?;
         Ok(pool)
     }

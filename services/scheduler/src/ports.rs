@@ -114,12 +114,19 @@ impl Workers for Ctx {
 
 impl Outbox for Ctx {
     async fn plan(&self, task: &Task) -> Result<(), Error> {
-        publish::task(&self.js, subjects::TASKS_PLAN.into(), task, "plan").await?;
+        publish::task(
+            &self.js,
+            self.retry,
+            subjects::TASKS_PLAN.into(),
+            task,
+            "plan",
+        )
+        .await?;
         Ok(())
     }
 
     async fn event(&self, ev: &JobEvent, id: String) -> Result<(), Error> {
-        publish::event_as(&self.js, self.service, ev, id).await?;
+        publish::event_as(&self.js, self.retry, self.service, ev, id).await?;
         Ok(())
     }
 }

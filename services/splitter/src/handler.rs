@@ -119,7 +119,7 @@ async fn give_up(ctx: &Ctx, job: &JobId, why: &BoxError, delivered: i64, sequenc
             Ok(None) => {
                 let id = subjects::msg_id::refusal(Some(job), sequence);
                 let ev = JobEvent::failed(Some(job.clone()), &failure);
-                publish::event_as(&ctx.js, ctx.service, &ev, id)
+                publish::event_as(&ctx.js, ctx.retry, ctx.service, &ev, id)
                     .await
                     .map(|_| ())
                     .map_err(Into::into)
@@ -169,7 +169,7 @@ async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Ou
     };
     let ev = JobEvent::failed(owner, &failure);
     let id = subjects::msg_id::refusal(e.job_id.as_ref(), sequence);
-    match publish::event_as(&ctx.js, ctx.service, &ev, id).await {
+    match publish::event_as(&ctx.js, ctx.retry, ctx.service, &ev, id).await {
         Ok(_) => Outcome::permanent(failure.reason, failure.message),
         Err(err) if give_up => {
             tracing::error!(job = ?e.job_id, error = %err, "refusal not published; request dropped");
@@ -228,6 +228,7 @@ async fn accept_and_split(
 ) -> Result<(), Retry> {
     publish::event(
         &ctx.js,
+        ctx.retry,
         ctx.service,
         &JobEvent::Accepted(Accepted {
             version: CURRENT,
@@ -272,8 +273,14 @@ async fn existing(
         let id = subjects::msg_id::refusal(Some(job), sequence);
         // Best effort: a redelivered duplicate would look like a crashed split of the real job
         // and resume it, so the message is acked whether or not the answer went out.
-        if let Err(e) =
-            publish::event_as(&ctx.js, ctx.service, &JobEvent::failed(None, &failure), id).await
+        if let Err(e) = publish::event_as(
+            &ctx.js,
+            ctx.retry,
+            ctx.service,
+            &JobEvent::failed(None, &failure),
+            id,
+        )
+        .await
         {
             tracing::warn!(job = %job, error = %e, "could not answer a duplicate request");
         }
@@ -568,9 +575,15 @@ async fn publish_tasks(
             )));
         };
         task.record = known.and_then(|(r, rev)| RecordCopy::of(r, rev));
-        publish::task(&ctx.js, subjects::TASKS_PLAN.into(), &task, "plan")
-            .await
-            .map_err(transient)?;
+        publish::task(
+            &ctx.js,
+            ctx.retry,
+            subjects::TASKS_PLAN.into(),
+            &task,
+            "plan",
+        )
+        .await
+        .map_err(transient)?;
         published += 1;
     }
     tracing::debug!(job = %job, tasks = published, "tasks published");

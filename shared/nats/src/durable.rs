@@ -9,7 +9,7 @@
 //! is). A re-created consumer starts from the stream's first message: every handler is
 //! idempotent, and work queues hold only unfinished work.
 
-use super::retry::{self, Patience};
+use super::retry::{self, Patience, Policy};
 use super::{BoxError, NatsError};
 use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
@@ -37,6 +37,8 @@ pub struct Durable(Arc<Inner>);
 
 struct Inner {
     js: Context,
+    /// How creating the consumer retries, at start and on re-creation.
+    policy: Policy,
     stream: String,
     name: String,
     config: pull::Config,
@@ -47,8 +49,13 @@ struct Inner {
 
 impl Durable {
     /// Gets or creates the consumer; waits for JetStream as long as it takes (only services
-    /// create durable consumers, and a service waits at start).
-    pub async fn ensure(js: &Context, spec: ConsumerSpec<'_>) -> Result<Durable, NatsError> {
+    /// create durable consumers, and a service waits at start), each try bounded by `policy`,
+    /// which also governs a later re-creation.
+    pub async fn ensure(
+        js: &Context,
+        policy: Policy,
+        spec: ConsumerSpec<'_>,
+    ) -> Result<Durable, NatsError> {
         let config = pull::Config {
             durable_name: Some(spec.durable.into()),
             filter_subject: spec.filter,
@@ -58,9 +65,18 @@ impl Durable {
             max_ack_pending: spec.max_ack_pending,
             ..Default::default()
         };
-        let consumer = create(js, spec.stream, spec.durable, &config, Patience::Forever).await?;
+        let consumer = create(
+            js,
+            policy,
+            spec.stream,
+            spec.durable,
+            &config,
+            Patience::Forever,
+        )
+        .await?;
         Ok(Durable(Arc::new(Inner {
             js: js.clone(),
+            policy,
             stream: spec.stream.into(),
             name: spec.durable.into(),
             config,
@@ -109,10 +125,11 @@ impl Durable {
         let inner = &self.0;
         match create(
             &inner.js,
+            inner.policy,
             &inner.stream,
             &inner.name,
             &inner.config,
-            retry::window(),
+            inner.policy.window(),
         )
         .await
         {
@@ -129,12 +146,13 @@ impl Durable {
 
 async fn create(
     js: &Context,
+    policy: Policy,
     stream: &str,
     name: &str,
     config: &pull::Config,
     patience: Patience,
 ) -> Result<PullConsumer, NatsError> {
-    retry::retry("create consumer", name, patience, |_| async {
+    retry::retry(policy, "create consumer", name, patience, |_| async {
         let s = js.get_stream(stream).await?;
         let consumer = s.get_or_create_consumer(name, config.clone()).await?;
         Ok::<_, BoxError>(consumer)

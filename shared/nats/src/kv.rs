@@ -3,7 +3,8 @@
 //! wraps the read–decide–write loop that every state change goes through.
 //!
 //! In a cluster any of these calls can time out while a bucket's stream elects a new leader:
-//! each is retried (`retry::window()`). A create or update whose earlier try timed out may have
+//! each is retried under the retry policy its caller carries (a `Typed` holds the one it was
+//! built with: `retry::Policy`). A create or update whose earlier try timed out may have
 //! been applied unseen; its retry then meets "already exists" or "wrong last revision", so the
 //! current entry is read back, and if it holds exactly the bytes this caller wrote, the write
 //! was this caller's. Watches (`follow`) are rebuilt from the last revision they delivered.
@@ -13,7 +14,7 @@
 //! until the entry is at least at a revision the caller knows of, and `modify_known` never
 //! decides on a read older than the copy it started from or a revision that refused its write.
 
-use super::retry::{self, Patience};
+use super::retry::{self, Patience, Policy};
 use super::{BoxError, NatsError};
 use async_nats::jetstream::kv::{CreateErrorKind, Entry, Operation, Store, UpdateErrorKind};
 use bytes::Bytes;
@@ -53,11 +54,12 @@ const BEHIND_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a key listing may go without finishing before it is started again.
 const LIST_STALL: Duration = Duration::from_secs(5);
 
-/// A bucket whose values are `T`.
+/// A bucket whose values are `T`, and how its operations retry.
 #[derive(Clone)]
 pub struct Typed<T> {
     store: Store,
     what: &'static str,
+    policy: Policy,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -73,10 +75,11 @@ impl<T> Typed<T>
 where
     T: Serialize + DeserializeOwned + Versioned,
 {
-    pub fn new(store: Store, what: &'static str) -> Self {
+    pub fn new(store: Store, what: &'static str, policy: Policy) -> Self {
         Self {
             store,
             what,
+            policy,
             _t: PhantomData,
         }
     }
@@ -85,9 +88,19 @@ where
         &self.store
     }
 
+    /// How this bucket's operations retry (for the free functions below: `follow`).
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// `entry` under this bucket's policy and run-time window.
+    async fn entry(&self, key: &str) -> Result<Option<Entry>, NatsError> {
+        entry(&self.store, self.policy, key, self.policy.window()).await
+    }
+
     /// The value and its revision, or `None` if absent (or deleted).
     pub async fn get(&self, key: &str) -> Result<Option<(T, u64)>, KvError> {
-        match entry(&self.store, key, retry::window()).await? {
+        match self.entry(key).await? {
             Some(e) if e.operation == Operation::Put => {
                 Ok(Some((messages::decode(self.what, &e.value)?, e.revision)))
             }
@@ -101,7 +114,7 @@ where
         &self,
         key: &str,
     ) -> Result<Option<(T, u64, time::OffsetDateTime)>, KvError> {
-        match entry(&self.store, key, retry::window()).await? {
+        match self.entry(key).await? {
             Some(e) if e.operation == Operation::Put => Ok(Some((
                 messages::decode(self.what, &e.value)?,
                 e.revision,
@@ -121,7 +134,7 @@ where
         floor: u64,
         patience: Duration,
     ) -> Result<Option<(T, u64)>, KvError> {
-        let e = read_until(floor, patience, || entry(&self.store, key, retry::window())).await?;
+        let e = read_until(floor, patience, || self.entry(key)).await?;
         let got = e.as_ref().map_or(0, |e| e.revision);
         if got < floor {
             return Err(KvError::Behind {
@@ -141,7 +154,9 @@ where
 
     /// Creates the key; `None` if it already exists.
     pub async fn create(&self, key: &str, value: &T) -> Result<Option<u64>, KvError> {
-        Ok(create(&self.store, key, messages::encode(value), retry::window()).await?)
+        let value = messages::encode(value);
+        let window = self.policy.window();
+        Ok(create(&self.store, self.policy, key, value, window).await?)
     }
 
     /// Writes if the key is still at `revision`; `None` if someone wrote in between.
@@ -152,7 +167,8 @@ where
         revision: u64,
     ) -> Result<Option<u64>, KvError> {
         let value = messages::encode(value);
-        Ok(update(&self.store, key, value, revision, retry::window()).await?)
+        let window = self.policy.window();
+        Ok(update(&self.store, self.policy, key, value, revision, window).await?)
     }
 
     /// Unconditional write (heartbeats). Not retried: the next heartbeat replaces a lost one,
@@ -166,7 +182,7 @@ where
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
-        retry::retry("kv delete", key, retry::window(), |_| {
+        retry::retry(self.policy, "kv delete", key, self.policy.window(), |_| {
             super::ops::count(super::ops::Op::KvWrite);
             self.store.delete(key)
         })
@@ -254,7 +270,8 @@ where
     /// started again.
     pub async fn keys(&self) -> Result<Vec<String>, KvError> {
         use futures::TryStreamExt;
-        retry::retry_whole("kv keys", self.what, retry::window(), |_| async {
+        let window = self.policy.window();
+        retry::retry_whole(self.policy, "kv keys", self.what, window, |_| async {
             let keys = self.store.keys().await?;
             let listed = tokio::time::timeout(LIST_STALL, keys.try_collect::<Vec<String>>())
                 .await
@@ -266,13 +283,14 @@ where
     }
 }
 
-/// The entry of `key` (any operation), retried for up to `patience`.
+/// The entry of `key` (any operation), retried under `policy` for up to `patience`.
 pub async fn entry(
     store: &Store,
+    policy: Policy,
     key: &str,
     patience: Patience,
 ) -> Result<Option<Entry>, NatsError> {
-    retry::retry("kv get", key, patience, |_| {
+    retry::retry(policy, "kv get", key, patience, |_| {
         super::ops::count(super::ops::Op::KvRead);
         store.entry(key)
     })
@@ -282,11 +300,12 @@ pub async fn entry(
 /// Creates `key` with `value`; `None` if it already exists (written by someone else).
 pub async fn create(
     store: &Store,
+    policy: Policy,
     key: &str,
     value: Bytes,
     patience: Patience,
 ) -> Result<Option<u64>, NatsError> {
-    retry::retry("kv create", key, patience, |n| {
+    retry::retry(policy, "kv create", key, patience, |n| {
         let value = value.clone();
         async move {
             super::ops::count(super::ops::Op::KvWrite);
@@ -308,12 +327,13 @@ pub async fn create(
 /// Writes `value` if `key` is still at `revision`; `None` if someone else wrote in between.
 pub async fn update(
     store: &Store,
+    policy: Policy,
     key: &str,
     value: Bytes,
     revision: u64,
     patience: Patience,
 ) -> Result<Option<u64>, NatsError> {
-    retry::retry("kv update", key, patience, |n| {
+    retry::retry(policy, "kv update", key, patience, |n| {
         let value = value.clone();
         async move {
             super::ops::count(super::ops::Op::KvWrite);
@@ -394,7 +414,7 @@ const MINE_PATIENCE: Duration = Duration::from_secs(3);
 /// until `shutdown` fires: how services keep a live view of a bucket. A watch that fails (a
 /// missed heartbeat after its server died, a consumer lost in an election) or ends is rebuilt
 /// from the revision after the last one it delivered, so no change is missed or lost; creating
-/// it waits for JetStream as long as it takes.
+/// it waits for JetStream as long as it takes, each try bounded by `policy`.
 ///
 /// `idle`: for a bucket that changes steadily (heartbeats), the longest quiet time after which
 /// the watch is rebuilt anyway. An ordered consumer whose stream moved to a new leader can stay
@@ -402,17 +422,19 @@ const MINE_PATIENCE: Duration = Duration::from_secs(3);
 /// misses nothing.
 pub async fn follow(
     store: &Store,
+    policy: Policy,
     shutdown: tokio_util::sync::CancellationToken,
     what: &'static str,
     idle: Option<std::time::Duration>,
     apply: impl FnMut(&Entry) + Send + 'static,
 ) -> Result<(), NatsError> {
     let first = tokio::select! {
-        w = open_watch(store, what, 0) => w?,
+        w = open_watch(store, policy, what, 0) => w?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let following = Following {
         store: store.clone(),
+        policy,
         shutdown,
         what,
         idle,
@@ -423,6 +445,7 @@ pub async fn follow(
 
 struct Following {
     store: Store,
+    policy: Policy,
     shutdown: tokio_util::sync::CancellationToken,
     what: &'static str,
     idle: Option<std::time::Duration>,
@@ -431,16 +454,23 @@ struct Following {
 /// A watch of every key, from revision `from` on (0: the current values).
 async fn open_watch(
     store: &Store,
+    policy: Policy,
     what: &'static str,
     from: u64,
 ) -> Result<async_nats::jetstream::kv::Watch, NatsError> {
-    retry::retry("kv watch", what, Patience::Forever, |_| async move {
-        if from == 0 {
-            store.watch_all().await
-        } else {
-            store.watch_all_from_revision(from).await
-        }
-    })
+    retry::retry(
+        policy,
+        "kv watch",
+        what,
+        Patience::Forever,
+        |_| async move {
+            if from == 0 {
+                store.watch_all().await
+            } else {
+                store.watch_all_from_revision(from).await
+            }
+        },
+    )
     .await
 }
 
@@ -483,7 +513,7 @@ impl Following {
             }
             drop(watch);
             watch = tokio::select! {
-                w = open_watch(&self.store, what, last + 1) => match w {
+                w = open_watch(&self.store, self.policy, what, last + 1) => match w {
                     Ok(w) => w,
                     Err(_) => return,
                 },

@@ -15,7 +15,7 @@
 
 pub use super::durable::ConsumerSpec;
 use super::durable::Durable;
-use super::retry::{self, Patience};
+use super::retry::{self, Patience, Policy};
 use super::{BoxError, NatsError};
 use crate::config::StreamsConfig;
 use async_nats::jetstream::Context;
@@ -48,9 +48,10 @@ pub struct Provisioning<'a> {
 }
 
 /// Ensures every stream and bucket exists and returns the bucket handles, retrying each step
-/// while JetStream is not ready for up to `patience`.
+/// while JetStream is not ready for up to `patience`, each try bounded by `policy`.
 pub async fn provision(
     js: &Context,
+    policy: Policy,
     plan: Provisioning<'_>,
     patience: Patience,
 ) -> Result<Buckets, NatsError> {
@@ -76,6 +77,7 @@ pub async fn provision(
     };
     ensure_stream(
         js,
+        policy,
         work_queue(
             subjects::STREAM_JOBS,
             subjects::jobs_wildcard(),
@@ -87,6 +89,7 @@ pub async fn provision(
     .await?;
     ensure_stream(
         js,
+        policy,
         work_queue(
             subjects::STREAM_TASKS,
             subjects::tasks_wildcard(),
@@ -112,6 +115,7 @@ pub async fn provision(
     };
     ensure_stream(
         js,
+        policy,
         retained(
             subjects::STREAM_EVENTS,
             subjects::events_wildcard(),
@@ -124,6 +128,7 @@ pub async fn provision(
     .await?;
     ensure_stream(
         js,
+        policy,
         retained(
             subjects::STREAM_DEAD,
             subjects::dead_wildcard(),
@@ -145,10 +150,17 @@ pub async fn provision(
         max_msgs: cfg.max_msgs,
     };
     Ok(Buckets {
-        jobs: ensure_kv(js, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
-        segments: ensure_kv(js, kv(subjects::BUCKET_SEGMENTS, 5, RECORD_MAX_AGE), p).await?,
+        jobs: ensure_kv(js, policy, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
+        segments: ensure_kv(
+            js,
+            policy,
+            kv(subjects::BUCKET_SEGMENTS, 5, RECORD_MAX_AGE),
+            p,
+        )
+        .await?,
         workers: ensure_kv(
             js,
+            policy,
             kv(
                 subjects::BUCKET_WORKERS,
                 1,
@@ -158,13 +170,20 @@ pub async fn provision(
         )
         .await?,
         // History 1 and max age = the lease: an unrenewed lease vanishes by itself.
-        leases: ensure_kv(js, kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl), p).await?,
+        leases: ensure_kv(
+            js,
+            policy,
+            kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl),
+            p,
+        )
+        .await?,
     })
 }
 
 /// Looks the stream up and, when it is missing and `create` allows, creates it.
 pub async fn ensure_stream(
     js: &Context,
+    policy: Policy,
     config: stream::Config,
     patience: Patience,
     create: bool,
@@ -175,7 +194,7 @@ pub async fn ensure_stream(
     } else {
         "look up stream"
     };
-    retry::retry_whole(op, &name, patience, |_| {
+    retry::retry_whole(policy, op, &name, patience, |_| {
         let config = config.clone();
         async move {
             if create {
@@ -218,9 +237,15 @@ struct KvSpec {
     max_msgs: i64,
 }
 
-async fn ensure_kv(js: &Context, spec: KvSpec, patience: Patience) -> Result<Store, NatsError> {
+async fn ensure_kv(
+    js: &Context,
+    policy: Policy,
+    spec: KvSpec,
+    patience: Patience,
+) -> Result<Store, NatsError> {
     ensure_stream(
         js,
+        policy,
         stream::Config {
             name: subjects::kv_stream(spec.bucket),
             subjects: vec![subjects::kv_wildcard(spec.bucket)],
@@ -241,7 +266,7 @@ async fn ensure_kv(js: &Context, spec: KvSpec, patience: Patience) -> Result<Sto
         spec.create,
     )
     .await?;
-    retry::retry("open kv bucket", spec.bucket, patience, |_| {
+    retry::retry(policy, "open kv bucket", spec.bucket, patience, |_| {
         js.get_key_value(spec.bucket)
     })
     .await
@@ -249,6 +274,10 @@ async fn ensure_kv(js: &Context, spec: KvSpec, patience: Patience) -> Result<Sto
 
 /// Gets or creates a durable pull consumer that re-creates itself if it stops answering
 /// (`Durable`). Only services create them, and a service waits at start as long as it takes.
-pub async fn ensure_consumer(js: &Context, spec: ConsumerSpec<'_>) -> Result<Durable, NatsError> {
-    Durable::ensure(js, spec).await
+pub async fn ensure_consumer(
+    js: &Context,
+    policy: Policy,
+    spec: ConsumerSpec<'_>,
+) -> Result<Durable, NatsError> {
+    Durable::ensure(js, policy, spec).await
 }

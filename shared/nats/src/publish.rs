@@ -2,8 +2,11 @@
 //! (once, however often it is republished within the duplicate window) or the caller gets an
 //! error and retries; a publish that times out while the stream elects a leader is sent again
 //! under the same id. Every message carries the sender's trace context (`traceparent`).
+//!
+//! Each function takes, beside the JetStream context, the retry policy its caller carries (a
+//! service's `Ctx::retry`): how long a publish is sent again and how long each try waits.
 
-use super::retry;
+use super::retry::{self, Policy};
 use super::{BoxError, NatsError};
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
@@ -21,20 +24,23 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
-/// Stores one message, retrying through a leader election or a lost server (`retry::window()`):
-/// every message ffleet publishes carries a `Nats-Msg-Id`, so a try whose ack was lost and a
-/// later try that lands are stored once (the stream reports the second as a duplicate).
+/// Stores one message, retrying through a leader election or a lost server for `policy`'s
+/// run-time window (`Policy::window`): every message ffleet publishes carries a `Nats-Msg-Id`,
+/// so a try whose ack was lost and a later try that lands are stored once (the stream reports
+/// the second as a duplicate).
 async fn send(
     js: &Context,
+    policy: Policy,
     subject: String,
     payload: Bytes,
     mut headers: HeaderMap,
 ) -> Result<Stored, NatsError> {
     ffleet_telemetry::inject(&mut headers);
     retry::retry_unless(
+        policy,
         "publish",
         &subject,
-        retry::window(),
+        policy.window(),
         |_| {
             let msg = PublishMessage::build()
                 .payload(payload.clone())
@@ -74,14 +80,20 @@ fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Publishes a job event as a structured-mode CloudEvent.
-pub async fn event(js: &Context, service: &str, ev: &JobEvent) -> Result<Stored, NatsError> {
-    event_as(js, service, ev, ev.message_id()).await
+pub async fn event(
+    js: &Context,
+    policy: Policy,
+    service: &str,
+    ev: &JobEvent,
+) -> Result<Stored, NatsError> {
+    event_as(js, policy, service, ev, ev.message_id()).await
 }
 
 /// Publishes a job event under message id `id` instead of the event's own (a refused request's
 /// `failed`, which must not take the job's terminal id).
 pub async fn event_as(
     js: &Context,
+    policy: Policy,
     service: &str,
     ev: &JobEvent,
     id: String,
@@ -92,12 +104,13 @@ pub async fn event_as(
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, ce.id.as_str());
     headers.insert("Content-Type", CONTENT_TYPE);
-    send(js, subject, messages::encode(&ce), headers).await
+    send(js, policy, subject, messages::encode(&ce), headers).await
 }
 
 /// Publishes a task on `subject`, de-duplicated per job, unit, attempt and `stage`.
 pub async fn task(
     js: &Context,
+    policy: Policy,
     subject: String,
     task: &Task,
     stage: &str,
@@ -108,17 +121,18 @@ pub async fn task(
         ffleet_protocol::subjects::msg_id::task(&task.job_id, task.unit, task.attempt, stage)
             .as_str(),
     );
-    send(js, subject, messages::encode(task), headers).await
+    send(js, policy, subject, messages::encode(task), headers).await
 }
 
 /// Publishes raw bytes with a message id (job submission by clients).
 pub async fn raw(
     js: &Context,
+    policy: Policy,
     subject: String,
     payload: Bytes,
     msg_id: &str,
 ) -> Result<Stored, NatsError> {
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-    send(js, subject, payload, headers).await
+    send(js, policy, subject, payload, headers).await
 }

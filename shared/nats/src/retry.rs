@@ -5,16 +5,21 @@
 //!
 //! How long is a policy, not a call-site choice: services wait for JetStream at start for as long
 //! as it takes (`Patience::Forever`), client commands up to `nats.startup_wait_secs`, and a single
-//! operation at run time up to `nats.op_retry_secs` (`window()`), after which the caller sees the
-//! error and takes its usual transient-failure path (a delayed nak, the next round).
+//! operation at run time up to `nats.op_retry_secs` (`Policy::window`), after which the caller
+//! sees the error and takes its usual transient-failure path (a delayed nak, the next round).
 //!
-//! Each try is bounded by a timeout of its own: `nats.first_try_timeout_secs` for the first
-//! `SHORT_TRIES`, then doubled on every try up to `nats.request_timeout_secs`. A request sent
-//! towards a stream leader that just died, or while a new one is elected (several seconds),
-//! is never answered; with one long timeout every operation in flight waited it out whole, and
-//! with doubling from the first try one lost request still cost the next try's longer wait.
+//! Each try is bounded by a timeout of its own (`Policy::try_timeout`):
+//! `nats.first_try_timeout_secs` for the first `SHORT_TRIES`, then doubled on every try up to
+//! `nats.request_timeout_secs`. A request sent towards a stream leader that just died, or while
+//! a new one is elected (several seconds), is never answered; with one long timeout every
+//! operation in flight waited it out whole, and with doubling from the first try one lost
+//! request still cost the next try's longer wait.
 //! Sending again is safe: creates and revision-checked updates recognise their own earlier
 //! write (`kv`), publishes carry message ids the stream de-duplicates, and reads change nothing.
+//!
+//! The `Policy` is a value, not process state: each handle that does operations (a `kv::Typed`,
+//! an `ObjectStore`, a service's `Ctx`) carries the one its configuration asks for, so services
+//! run in one process (`ffleet up`, the tests) each retry by their own configuration.
 
 use super::{BoxError, NatsError};
 use crate::config::NatsConfig;
@@ -81,40 +86,58 @@ fn writes(op: &str) -> bool {
     matches!(op, "publish" | "kv create" | "kv update" | "kv delete")
 }
 
-/// The run-time retry window, set once per process from the config (`configure`).
-static WINDOW_MS: AtomicU64 = AtomicU64::new(60_000);
-/// The first try's timeout and the longest one (`nats.first_try_timeout_secs`,
-/// `nats.request_timeout_secs`).
-static FIRST_TRY_MS: AtomicU64 = AtomicU64::new(2_000);
-static LAST_TRY_MS: AtomicU64 = AtomicU64::new(10_000);
-
-/// Adopts `nats.op_retry_secs` as the window of every run-time operation in this process, and
-/// the per-try timeouts.
-pub fn configure(cfg: &NatsConfig) {
-    crate::health::init(cfg.health_file.clone());
-    WINDOW_MS.store((cfg.op_retry_secs * 1000.0) as u64, Ordering::Relaxed);
-    let last = (cfg.request_timeout_secs * 1000.0).max(1.0) as u64;
-    let first = ((cfg.first_try_timeout_secs * 1000.0).max(1.0) as u64).min(last);
-    LAST_TRY_MS.store(last, Ordering::Relaxed);
-    FIRST_TRY_MS.store(first, Ordering::Relaxed);
-}
-
 /// Tries that wait the first try's timeout before the timeouts grow: an election lasts 4 to 9
 /// s, so these see one through.
 const SHORT_TRIES: u32 = 4;
 
-/// How long try `n` (0 first) waits for an answer: the first try's timeout for the first
-/// `SHORT_TRIES`, then doubled per try, up to the request timeout.
-pub fn try_timeout(n: u32) -> Duration {
-    let first = FIRST_TRY_MS.load(Ordering::Relaxed);
-    let last = LAST_TRY_MS.load(Ordering::Relaxed);
-    let doublings = n.saturating_sub(SHORT_TRIES - 1).min(16);
-    Duration::from_millis(first.saturating_mul(1u64 << doublings).min(last))
+/// How run-time operations retry: the window each may take (`nats.op_retry_secs`) and each try's
+/// timeout (`nats.first_try_timeout_secs` growing to `nats.request_timeout_secs`). Built from a
+/// configuration (`from_config`) and carried by whatever does the operation (a `kv::Typed`, an
+/// `ObjectStore`, the service's `Ctx`), so services in one process each keep their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    window: Duration,
+    first_try: Duration,
+    last_try: Duration,
 }
 
-/// The run-time retry window (`nats.op_retry_secs`).
-pub fn window() -> Patience {
-    Patience::For(Duration::from_millis(WINDOW_MS.load(Ordering::Relaxed)))
+impl Default for Policy {
+    /// The defaults of `NatsConfig`: a 60 s window, tries of 2 s growing to 10 s.
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(60),
+            first_try: Duration::from_secs(2),
+            last_try: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Policy {
+    /// The policy `cfg` asks for: `nats.op_retry_secs` as the window, and per-try timeouts from
+    /// `nats.first_try_timeout_secs` (never above the last) to `nats.request_timeout_secs`.
+    pub fn from_config(cfg: &NatsConfig) -> Self {
+        let last = (cfg.request_timeout_secs * 1000.0).max(1.0) as u64;
+        let first = ((cfg.first_try_timeout_secs * 1000.0).max(1.0) as u64).min(last);
+        Self {
+            window: Duration::from_millis((cfg.op_retry_secs * 1000.0) as u64),
+            first_try: Duration::from_millis(first),
+            last_try: Duration::from_millis(last),
+        }
+    }
+
+    /// The run-time retry window (`nats.op_retry_secs`).
+    pub fn window(&self) -> Patience {
+        Patience::For(self.window)
+    }
+
+    /// How long try `n` (0 first) waits for an answer: the first try's timeout for the first
+    /// `SHORT_TRIES`, then doubled per try, up to the request timeout.
+    pub fn try_timeout(&self, n: u32) -> Duration {
+        let doublings = n.saturating_sub(SHORT_TRIES - 1).min(16);
+        self.first_try
+            .saturating_mul(1u32 << doublings)
+            .min(self.last_try)
+    }
 }
 
 /// First pause between tries; doubled up to `MAX_PAUSE`.
@@ -133,10 +156,12 @@ pub fn backoff(n: u32) -> Duration {
     base + Duration::from_millis(jitter)
 }
 
-/// Runs `attempt` until it succeeds or `patience` runs out. `attempt` gets the number of the try
-/// (0 first), so an operation whose earlier try may have taken effect unseen (a timed-out create
-/// or update) can tell. `what` names what is waited for in the logs.
+/// Runs `attempt` until it succeeds or `patience` runs out, each try bounded by `policy`'s
+/// timeout for it. `attempt` gets the number of the try (0 first), so an operation whose earlier
+/// try may have taken effect unseen (a timed-out create or update) can tell. `what` names what
+/// is waited for in the logs.
 pub async fn retry<T, E, F, Fut>(
+    policy: Policy,
     op: &'static str,
     what: &str,
     patience: Patience,
@@ -147,12 +172,14 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    retry_unless(op, what, patience, attempt, |_| false).await
+    retry_unless(policy, op, what, patience, attempt, |_| false).await
 }
 
 /// Like `retry`, for operations whose try may rightly take longer than a short timeout (a key
-/// listing, creating a replicated stream): each try is bounded by the request timeout only.
+/// listing, creating a replicated stream): each try is bounded by `policy`'s request timeout
+/// only.
 pub async fn retry_whole<T, E, F, Fut>(
+    policy: Policy,
     op: &'static str,
     what: &str,
     patience: Patience,
@@ -163,12 +190,13 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    run(op, what, patience, attempt, |_| false, false).await
+    run(policy, op, what, patience, attempt, |_| false, false).await
 }
 
 /// Like `retry`, but an error for which `permanent` holds is returned at once: no election or
 /// reconnect will make a refused message acceptable.
 pub async fn retry_unless<T, E, F, Fut>(
+    policy: Policy,
     op: &'static str,
     what: &str,
     patience: Patience,
@@ -180,7 +208,7 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    run(op, what, patience, attempt, permanent, true).await
+    run(policy, op, what, patience, attempt, permanent, true).await
 }
 
 /// A try that got no answer within its timeout.
@@ -188,8 +216,10 @@ where
 #[error("no answer within {0:?}")]
 struct NoAnswer(Duration);
 
-/// The retry loop; `short_tries`: bound each try by `try_timeout`, else by the request timeout.
+/// The retry loop; `short_tries`: bound each try by `policy.try_timeout`, else by the request
+/// timeout.
 async fn run<T, E, F, Fut>(
+    policy: Policy,
     op: &'static str,
     what: &str,
     patience: Patience,
@@ -210,9 +240,9 @@ where
     let mut _waiting = None;
     loop {
         let limit = if short_tries {
-            try_timeout(n)
+            policy.try_timeout(n)
         } else {
-            try_timeout(u32::MAX)
+            policy.try_timeout(u32::MAX)
         };
         // `full`: a write refused for want of space (`is_store_full`), said once per 30 s for the
         // whole process (`warn_store_full`) instead of per operation.
@@ -291,10 +321,26 @@ mod tests {
 
     #[test]
     fn tries_stay_short_through_an_election_then_grow_to_the_request_timeout() {
-        let ms = |n| try_timeout(n).as_millis();
+        let policy = Policy::default();
+        let ms = |n| policy.try_timeout(n).as_millis();
         assert_eq!((ms(0), ms(1), ms(2), ms(3)), (2_000, 2_000, 2_000, 2_000));
         assert_eq!((ms(4), ms(5), ms(6)), (4_000, 8_000, 10_000));
         assert_eq!(ms(u32::MAX), 10_000);
+        assert_eq!(policy.window(), Patience::For(Duration::from_secs(60)));
+        assert_eq!(Policy::from_config(&NatsConfig::default()), policy);
+    }
+
+    #[test]
+    fn the_first_try_is_never_longer_than_the_request_timeout() {
+        let policy = Policy::from_config(&NatsConfig {
+            first_try_timeout_secs: 5.0,
+            request_timeout_secs: 3.0,
+            op_retry_secs: 20.0,
+            ..NatsConfig::default()
+        });
+        assert_eq!(policy.try_timeout(0), Duration::from_secs(3));
+        assert_eq!(policy.try_timeout(u32::MAX), Duration::from_secs(3));
+        assert_eq!(policy.window(), Patience::For(Duration::from_secs(20)));
     }
 
     #[test]
@@ -310,18 +356,26 @@ mod tests {
     async fn a_full_store_is_waited_out_by_services_and_reported_at_once_to_clients() {
         let full = || super::super::api_error(503, 10023, "insufficient resources");
         let started = Instant::now();
-        let err = as_client(retry("publish", "x", Patience::Forever, |_| async {
-            Err::<(), _>(full())
-        }))
+        let err = as_client(retry(
+            Policy::default(),
+            "publish",
+            "x",
+            Patience::Forever,
+            |_| async { Err::<(), _>(full()) },
+        ))
         .await
         .unwrap_err();
         assert!(err.is_store_full(), "{err}");
         assert!(err.to_string().contains("store is full"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1));
         // A service's call keeps trying until space returns.
-        let got = retry("publish", "x", Patience::Forever, |n| async move {
-            if n < 3 { Err(full()) } else { Ok(n) }
-        })
+        let got = retry(
+            Policy::default(),
+            "publish",
+            "x",
+            Patience::Forever,
+            |n| async move { if n < 3 { Err(full()) } else { Ok(n) } },
+        )
         .await
         .unwrap();
         assert_eq!(got, 3);
@@ -330,14 +384,19 @@ mod tests {
 
     #[tokio::test]
     async fn retries_until_success_then_gives_up_after_the_window() {
-        let got = retry("test", "x", Patience::Forever, |n| async move {
-            if n < 3 { Err("not yet") } else { Ok(n) }
-        })
+        let got = retry(
+            Policy::default(),
+            "test",
+            "x",
+            Patience::Forever,
+            |n| async move { if n < 3 { Err("not yet") } else { Ok(n) } },
+        )
         .await
         .unwrap();
         assert_eq!(got, 3);
         let started = Instant::now();
         let err = retry(
+            Policy::default(),
             "test",
             "x",
             Patience::For(Duration::from_millis(300)),
@@ -347,5 +406,59 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("down"), "{err}");
         assert!(started.elapsed() <= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn two_policies_in_one_process_keep_their_own_try_timeouts_and_windows() {
+        let quick = Policy::from_config(&NatsConfig {
+            first_try_timeout_secs: 0.05,
+            request_timeout_secs: 0.2,
+            op_retry_secs: 0.3,
+            ..NatsConfig::default()
+        });
+        let patient = Policy::default();
+        assert_eq!(quick.try_timeout(0), Duration::from_millis(50));
+        assert_eq!(quick.try_timeout(u32::MAX), Duration::from_millis(200));
+        assert_eq!(quick.window(), Patience::For(Duration::from_millis(300)));
+        assert_eq!(patient.try_timeout(0), Duration::from_secs(2));
+        assert_eq!(patient.window(), Patience::For(Duration::from_secs(60)));
+        // Side by side: tries that are never answered give up after the quick policy's window,
+        // while the patient policy's first try, failing after a second, is still waiting, and
+        // its second try (past the quick window) succeeds.
+        let started = Instant::now();
+        let quick_run = async {
+            let got = retry(quick, "test", "quick", quick.window(), |_| {
+                std::future::pending::<Result<(), &str>>()
+            })
+            .await;
+            (got, started.elapsed())
+        };
+        let patient_run = async {
+            let got = retry(
+                patient,
+                "test",
+                "patient",
+                patient.window(),
+                |n| async move {
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Err("not yet")
+                },
+            )
+            .await;
+            (got, started.elapsed())
+        };
+        let ((gave_up, gave_up_after), (answered, answered_after)) =
+            tokio::join!(quick_run, patient_run);
+        let err = gave_up.unwrap_err();
+        assert!(err.to_string().contains("no answer within 50ms"), "{err}");
+        assert!(gave_up_after < Duration::from_secs(1), "{gave_up_after:?}");
+        assert_eq!(answered.unwrap(), 1);
+        assert!(
+            answered_after >= Duration::from_secs(1),
+            "{answered_after:?}"
+        );
     }
 }

@@ -419,7 +419,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("FFLEET_ENCODER__NODE_ID", "enc-7");
             let c = Config::load(None).expect("loads");
-            assert_eq!(c.section::<Enc>().unwrap().node_id.as_deref(), Some("enc-7"));
+            assert_eq!(
+                c.section::<Enc>().unwrap().node_id.as_deref(),
+                Some("enc-7")
+            );
             Ok(())
         });
     }

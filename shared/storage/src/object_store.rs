@@ -28,7 +28,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use bytes::BytesMut;
 use ffleet_nats::provision::ensure_stream;
-use ffleet_nats::retry::{self, Patience};
+use ffleet_nats::retry::{self, Patience, Policy};
 use ffleet_nats::{BoxError, NatsError, Refusal, refusal};
 use ffleet_protocol::subjects;
 use futures::StreamExt;
@@ -68,6 +68,9 @@ pub struct ObjectStore {
     bucket: String,
     chunk_size: usize,
     work: Arc<WorkDir>,
+    /// How broker operations retry: the window of an upload or download sent again, and how
+    /// long each lookup waits for an answer.
+    policy: Policy,
 }
 
 /// A broker error of `op` on `key`, classified by what JetStream refused (`nats::refusal`):
@@ -115,9 +118,11 @@ pub struct Placement {
 }
 
 impl ObjectStore {
-    /// Ensures the bucket's stream exists (retrying while JetStream is not ready) and opens it.
+    /// Ensures the bucket's stream exists (retrying while JetStream is not ready, for up to
+    /// `patience`) and opens it; `policy` bounds each try, here and in every later operation.
     pub async fn open(
         js: &Context,
+        policy: Policy,
         cfg: &StorageConfig,
         placement: Placement,
         work: Arc<WorkDir>,
@@ -153,15 +158,15 @@ impl ObjectStore {
             key: bucket.clone(),
             source: e.into(),
         };
-        let stream = ensure_stream(js, spec, patience, create)
+        let stream = ensure_stream(js, policy, spec, patience, create)
             .await
             .map_err(opening)?;
-        let index = ensure_stream(js, index_spec(&bucket, replicas), patience, create)
+        let index = ensure_stream(js, policy, index_spec(&bucket, replicas), patience, create)
             .await
             .map_err(opening)?;
         // Looked up through elections like the streams above: a client that opens the bucket
         // while a NATS node restarts (`submit --upload`) waits for it instead of failing.
-        let store = retry::retry("open object store", &bucket, patience, |_| {
+        let store = retry::retry(policy, "open object store", &bucket, patience, |_| {
             js.get_object_store(&bucket)
         })
         .await
@@ -174,6 +179,7 @@ impl ObjectStore {
             bucket,
             chunk_size: cfg.chunk_size.clamp(4096, 1000 << 10),
             work,
+            policy,
         })
     }
 
@@ -185,7 +191,7 @@ impl ObjectStore {
     /// stored is handed back, and hand-backs during one election used up a unit's deliveries.
     pub async fn upload(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
         check_key(key)?;
-        let window = match retry::window() {
+        let window = match self.policy.window() {
             Patience::For(d) => d,
             Patience::Forever => Duration::MAX,
         };
@@ -355,7 +361,7 @@ impl ObjectStore {
             // the bucket's max age).
             tracing::warn!(key, error = %e, "job input not indexed");
         }
-        let window = match retry::window() {
+        let window = match self.policy.window() {
             Patience::For(d) => d,
             Patience::Forever => Duration::MAX,
         };
@@ -387,7 +393,7 @@ impl ObjectStore {
     }
 
     /// One read of object `key` into `dest`; `try_no` bounds how long its lookup may wait for
-    /// an answer (`retry::try_timeout`).
+    /// an answer (`Policy::try_timeout`).
     async fn download_once(
         &self,
         key: &str,
@@ -395,7 +401,7 @@ impl ObjectStore {
         dest: &Path,
         try_no: u32,
     ) -> Result<u64, StorageError> {
-        let limit = retry::try_timeout(try_no);
+        let limit = self.policy.try_timeout(try_no);
         let got = tokio::time::timeout(limit, self.store.get(key))
             .await
             .map_err(|_| nats("download", key)(format!("no answer within {limit:?}")))?;
@@ -473,7 +479,8 @@ impl ObjectStore {
     /// Retried through elections like every other JetStream write.
     async fn index_object(&self, job: &str, key: &str) -> Result<(), StorageError> {
         let subject = subjects::media_index_entry(&self.bucket, job, &URL_SAFE.encode(key));
-        retry::retry("publish", &subject, retry::window(), |_| async {
+        let window = self.policy.window();
+        retry::retry(self.policy, "publish", &subject, window, |_| async {
             let ack = self
                 .js
                 .publish(subject.clone(), bytes::Bytes::new())
