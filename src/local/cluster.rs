@@ -56,6 +56,16 @@ impl Cluster {
         spec: ClusterSpec,
         secrets: Option<&crate::secrets::Secrets>,
     ) -> Result<Cluster> {
+        // Starting holds every service's connection, provisioning and detection futures: on the
+        // heap, so a caller (a test's main thread, with its 2 MiB stack) does not carry them.
+        Box::pin(Self::starting(config, spec, secrets)).await
+    }
+
+    async fn starting(
+        config: Arc<Config>,
+        spec: ClusterSpec,
+        secrets: Option<&crate::secrets::Secrets>,
+    ) -> Result<Cluster> {
         let as_role = |role: Role| -> Arc<Config> {
             match secrets {
                 Some(s) => Arc::new(Config {
