@@ -4,6 +4,7 @@
 
 use ffleet_runtime::config::{Config, ConfigError, Invalid, Section, positive};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,6 +25,12 @@ pub struct SchedulerConfig {
     /// A task whose allowed capabilities have no live node at all waits this long for one,
     /// then fails its job (`no_capable_node`).
     pub capability_wait_secs: f64,
+    /// How long the records a finished job leaves (its unit records, its job record's older
+    /// revisions) are kept before the leader purges them. Meanwhile `ffleet transcode` reads
+    /// its summary from them and reports still in flight find them. Kept for the buckets' whole
+    /// max age instead, they would fill the unit-record bucket's cap (`streams.max_msgs`) at a
+    /// fraction of a fleet's rate.
+    pub keep_finished_records_secs: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -35,6 +42,7 @@ impl Default for SchedulerConfig {
             release_buffer: 1,
             spill_queue_depth: 4,
             capability_wait_secs: 60.0,
+            keep_finished_records_secs: 300.0,
         }
     }
 }
@@ -43,6 +51,10 @@ impl SchedulerConfig {
     /// This section of `cfg`, checked.
     pub fn of(cfg: &Config) -> Result<Self, ConfigError> {
         cfg.section()
+    }
+
+    pub fn keep_finished_records(&self) -> Duration {
+        Duration::from_secs_f64(self.keep_finished_records_secs)
     }
 }
 
@@ -58,6 +70,14 @@ impl Section for SchedulerConfig {
                 ("job_deadline_secs", self.job_deadline_secs),
                 ("capability_wait_secs", self.capability_wait_secs),
             ],
-        )
+        )?;
+        let keep = self.keep_finished_records_secs;
+        if !(keep.is_finite() && (0.0..=7.0 * 24.0 * 3600.0).contains(&keep)) {
+            return Err(Invalid(format!(
+                "scheduler.keep_finished_records_secs must be between 0 and 604800 (7 days, the \
+                 buckets' max age); got {keep}"
+            )));
+        }
+        Ok(())
     }
 }

@@ -1,25 +1,46 @@
 //! The scheduler's view of unfinished jobs, kept from a watch on the jobs bucket, so the
-//! reconciler walks only live work instead of listing every job ever run.
+//! reconciler walks only live work instead of listing every job ever run; and of the jobs seen
+//! to finish, for the leader to purge what they leave in the record buckets (`purge`).
 
 use ffleet_runtime::JobId;
 use ffleet_runtime::messages::{self, JobRecord};
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::kv::{self, Typed};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// A job seen to finish is forgotten this long after it is due for purging, if no leader took
+/// it (a replica that never leads, a leader whose purges keep failing): its records then age
+/// out with the bucket's max age.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Clone, Default)]
 pub struct JobsView {
     active: Arc<Mutex<HashMap<JobId, JobRecord>>>,
+    /// Jobs seen to go from unfinished to finished, oldest first, with when.
+    finished: Arc<Mutex<VecDeque<(JobId, Instant)>>>,
+    /// How long a finished job's records are kept (`scheduler.keep_finished_records_secs`).
+    keep: Duration,
 }
 
 impl JobsView {
+    /// An empty view that keeps finished jobs' records for `keep`.
+    pub fn new(keep: Duration) -> JobsView {
+        JobsView {
+            keep,
+            ..JobsView::default()
+        }
+    }
+
     pub async fn watch(
         jobs: Typed<JobRecord>,
+        keep: Duration,
         shutdown: CancellationToken,
     ) -> Result<JobsView, NatsError> {
-        let view = JobsView::default();
+        let view = JobsView::new(keep);
         let v = view.clone();
         let policy = jobs.policy();
         kv::follow(jobs.store(), policy, shutdown, "jobs", None, move |e| {
@@ -41,17 +62,53 @@ impl JobsView {
         self.record(id, rec);
     }
 
-    /// The job's record as it now is (`None`: deleted or unreadable).
+    /// The job's record as it now is (`None`: deleted or unreadable). A job seen unfinished
+    /// that now is finished joins the jobs whose records are purged; one that finished before
+    /// this view saw it unfinished does not (the watch's first pass over every job ever run).
     pub fn record(&self, id: JobId, rec: Option<JobRecord>) {
         let mut map = self.active.lock().expect("jobs lock");
         match rec {
             Some(r) if !r.state.is_terminal() => {
                 map.insert(id, r);
             }
-            _ => {
+            Some(_) => {
+                if map.remove(&id).is_some() {
+                    drop(map);
+                    let mut finished = self.finished.lock().expect("finished lock");
+                    let now = Instant::now();
+                    while finished
+                        .front()
+                        .is_some_and(|(_, at)| now.duration_since(*at) > self.keep + FORGET_AFTER)
+                    {
+                        finished.pop_front();
+                    }
+                    finished.push_back((id, now));
+                }
+            }
+            None => {
                 map.remove(&id);
             }
         }
+    }
+
+    /// The finished jobs whose records are due for purging (finished `keep` ago or more),
+    /// taken from the view: each is handed out once.
+    pub fn take_due(&self) -> Vec<JobId> {
+        let mut finished = self.finished.lock().expect("finished lock");
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some((_, at)) = finished.front() {
+            if now.duration_since(*at) < self.keep {
+                break;
+            }
+            due.extend(finished.pop_front().map(|(id, _)| id));
+        }
+        due
+    }
+
+    /// How long a finished job's records are kept.
+    pub fn keep(&self) -> Duration {
+        self.keep
     }
 
     /// Unfinished jobs as last seen.

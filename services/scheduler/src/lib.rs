@@ -17,6 +17,7 @@ mod lease;
 mod mem;
 mod pool;
 mod ports;
+mod purge;
 mod reconcile;
 mod reissue;
 mod room;
@@ -67,7 +68,12 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let settings = SchedulerConfig::of(&ctx.config)?;
     let fleet = &ctx.config.fleet;
     let pool = Pool::watch(ctx.workers.clone(), fleet.heartbeat_ttl(), shutdown.clone()).await?;
-    let jobs = JobsView::watch(ctx.jobs.clone(), shutdown.clone()).await?;
+    let jobs = JobsView::watch(
+        ctx.jobs.clone(),
+        settings.keep_finished_records(),
+        shutdown.clone(),
+    )
+    .await?;
     let gauges = ffleet_runtime::telemetry::enabled()
         .then(|| tokio::spawn(gauges::run(ctx.clone(), shutdown.clone())));
     // Every replica answers status requests, leader or not.
@@ -120,6 +126,7 @@ impl Lead {
             jobs.clone(),
             term.clone(),
         ));
+        let purge = tokio::spawn(purge::run(ctx.clone(), jobs.clone(), term.clone()));
         let held = backlog::HeldKeys::default();
         let reconcile = tokio::spawn(reconcile::run(
             ctx.clone(),
@@ -147,5 +154,6 @@ impl Lead {
         }
         let _ = sweep.await;
         let _ = reconcile.await;
+        let _ = purge.await;
     }
 }

@@ -3,7 +3,7 @@
 //! what the failover paths send is kept for the test to read.
 
 use crate::Error;
-use crate::ports::{Jobs, Outbox, Queues, Units, Workers};
+use crate::ports::{Jobs, Outbox, Queues, Records, Units, Workers};
 use ffleet_runtime::job_protocol::{self, JobStep};
 use ffleet_runtime::media::Rational;
 use ffleet_runtime::media::picture::ColorTags;
@@ -28,6 +28,8 @@ pub struct State {
     pub queues: HashMap<(String, String), bool>,
     pub planned: Vec<Task>,
     pub events: Vec<(JobEvent, String)>,
+    /// Jobs whose records were purged, in order.
+    pub purged: Vec<JobId>,
     revision: u64,
 }
 
@@ -78,6 +80,17 @@ impl Mem {
 
     pub fn unit_of(&self, job: &JobId, unit: Unit) -> SegmentRecord {
         self.with(|s| s.units[&subjects::segment_key(job, unit)].0.clone())
+    }
+}
+
+impl Records for Mem {
+    async fn purge_finished(&self, job: &JobId) -> Result<(), Error> {
+        let prefix = format!("{job}.");
+        self.with(|s| {
+            s.units.retain(|k, _| !k.starts_with(&prefix));
+            s.purged.push(job.clone());
+        });
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
-//! What the failover paths (the sweep, the reconciler, re-issue) need of the world outside the
-//! scheduler, as narrow ports: unit records, job records, node heartbeats as read now, messages
-//! sent, and whether a queue is idle. The service's `Ctx` is the real implementation (NATS KV and
+//! What the failover paths (the sweep, the reconciler, re-issue) and the purge of finished jobs
+//! need of the world outside the scheduler, as narrow ports: unit records, job records, node
+//! heartbeats as read now, messages sent, whether a queue is idle, and purging a finished job's
+//! records. The service's `Ctx` is the real implementation (NATS KV and
 //! JetStream); the tests use an in-memory one (`mem`) under tokio's paused clock, the way raft-rs
 //! tests its log through `Storage`/`MemStorage`. Time is tokio's clock throughout (`Pool`,
 //! `Ages`, the loops' intervals), so `tokio::time::pause` drives every age and deadline.
@@ -8,7 +9,8 @@
 use crate::Error;
 use ffleet_runtime::messages::{Heartbeat, JobEvent, JobRecord, SegmentRecord, Task};
 use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::publish;
+use ffleet_runtime::nats::ops::{self, Op};
+use ffleet_runtime::nats::{publish, retry};
 use ffleet_runtime::reason::Failure;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::time::now_rfc3339;
@@ -69,6 +71,13 @@ pub trait Queues: Send + Sync {
     /// Whether consumer `consumer` of stream `stream` has nothing waiting and nothing in hand;
     /// `false` when that cannot be told (no such consumer yet, broker unreachable).
     fn idle(&self, stream: &str, consumer: &str) -> impl Future<Output = bool> + Send;
+}
+
+/// What a finished job leaves in the record buckets.
+pub trait Records: Send + Sync {
+    /// Removes the job's unit records (every revision) and its job record's revisions but the
+    /// last: one purge by subject in each bucket, however many units the job had.
+    fn purge_finished(&self, job: &JobId) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 impl Units for Ctx {
@@ -140,5 +149,27 @@ impl Queues for Ctx {
             },
             Err(_) => false,
         }
+    }
+}
+
+impl Records for Ctx {
+    async fn purge_finished(&self, job: &JobId) -> Result<(), Error> {
+        let units = self.segments.store();
+        let filter = subjects::kv_key(&units.name, &subjects::segment_keys_of(job));
+        retry::retry(self.retry, "purge", &filter, self.retry.window(), |_| {
+            ops::count(Op::Api);
+            let f = filter.clone();
+            async move { units.stream.purge().filter(f).await }
+        })
+        .await?;
+        let jobs = self.jobs.store();
+        let filter = subjects::kv_key(&jobs.name, job.as_str());
+        retry::retry(self.retry, "purge", &filter, self.retry.window(), |_| {
+            ops::count(Op::Api);
+            let f = filter.clone();
+            async move { jobs.stream.purge().filter(f).keep(1).await }
+        })
+        .await?;
+        Ok(())
     }
 }

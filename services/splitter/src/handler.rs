@@ -20,7 +20,7 @@ use ffleet_runtime::messages::{
 };
 use ffleet_runtime::nats::ack::{self, KeepAlive, Outcome};
 use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::{BoxError, out_of_space, publish};
+use ffleet_runtime::nats::{BoxError, at_cap, out_of_space, publish};
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{self, Local, Roots, StorageError, open_input_link};
@@ -382,7 +382,10 @@ async fn split_and_plan(
         source_key,
         output_key,
     };
-    let written = write_unit_records(ctx, job, &plan, segments).await?;
+    let written = match write_unit_records(ctx, job, &plan, segments).await? {
+        Ok(written) => written,
+        Err(full) => return fail(ctx, job, &full).await,
+    };
     let step = JobStep::Plan {
         source: &src.info,
         plan: &plan,
@@ -479,12 +482,14 @@ async fn store_source(
 /// read said (a read older than the split that finished): nothing is replaced, and the request
 /// is retried, to find the job encoding. Returns each record as written, with its revision,
 /// for the tasks to carry.
+/// A bucket at its own cap (`Refusal::StreamLimit` or `StreamFull`) fails the job at once,
+/// naming the cap: no retry makes room there, only finished jobs' records going.
 async fn write_unit_records(
     ctx: &Ctx,
     job: &JobId,
     plan: &Plan,
     segments: Vec<SegmentPlan>,
-) -> Result<HashMap<Unit, (SegmentRecord, u64)>, Retry> {
+) -> Result<Result<HashMap<Unit, (SegmentRecord, u64)>, Failure>, Retry> {
     let cuts = segments
         .into_iter()
         .map(Some)
@@ -493,7 +498,11 @@ async fn write_unit_records(
     for (unit, cut) in plan.units().zip(cuts) {
         let key = subjects::segment_key(job, unit);
         let fresh = SegmentRecord::planned(cut);
-        let created = ctx.segments.create(&key, &fresh).await.map_err(transient)?;
+        let created = match ctx.segments.create(&key, &fresh).await {
+            Ok(created) => created,
+            Err(e) if at_cap(&e) => return Ok(Err(records_full(job, &e))),
+            Err(e) => return Err(transient(e)),
+        };
         let (record, revision) = match created {
             Some(rev) => (fresh, Some(rev)),
             None => {
@@ -522,7 +531,20 @@ async fn write_unit_records(
             written.insert(unit, (record, rev));
         }
     }
-    Ok(written)
+    Ok(Ok(written))
+}
+
+/// The job's failure when the unit-record bucket is at its cap.
+fn records_full(job: &JobId, e: &dyn std::fmt::Display) -> Failure {
+    Failure::new(
+        Reason::StorageFull,
+        format!(
+            "the unit-record bucket {} is at its cap, so job {job}'s unit records cannot be \
+             written ({e}): raise streams.max_msgs / streams.max_bytes, or lower \
+             scheduler.keep_finished_records_secs (finished jobs' records are purged after it)",
+            subjects::BUCKET_SEGMENTS
+        ),
+    )
 }
 
 /// The segment length for this job: the pool rule (`sizing`), capped by the request's

@@ -305,22 +305,32 @@ pub async fn create(
     value: Bytes,
     patience: Patience,
 ) -> Result<Option<u64>, NatsError> {
-    retry::retry(policy, "kv create", key, patience, |n| {
-        let value = value.clone();
-        async move {
-            super::ops::count(super::ops::Op::KvWrite);
-            match store.create(key, value.clone()).await {
-                Ok(rev) => Ok(Some(rev)),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                    if n == 0 {
-                        return Ok(None);
+    // A bucket at its own cap refuses every new key until records go: its caller hears it at
+    // once (`at_cap`), to fail what it was creating, instead of after the whole window.
+    let at_cap = |e: &BoxError| super::at_cap(&**e);
+    retry::retry_unless(
+        policy,
+        "kv create",
+        key,
+        patience,
+        |n| {
+            let value = value.clone();
+            async move {
+                super::ops::count(super::ops::Op::KvWrite);
+                match store.create(key, value.clone()).await {
+                    Ok(rev) => Ok(Some(rev)),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                        if n == 0 {
+                            return Ok(None);
+                        }
+                        mine(store, key, &value, 0).await.map_err(BoxError::from)
                     }
-                    mine(store, key, &value, 0).await.map_err(BoxError::from)
+                    Err(e) => Err(BoxError::from(e)),
                 }
-                Err(e) => Err(e.into()),
             }
-        }
-    })
+        },
+        at_cap,
+    )
     .await
 }
 

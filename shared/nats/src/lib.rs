@@ -102,6 +102,16 @@ pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<Refusal> {
     None
 }
 
+/// Whether `error` says the stream is at one of its own caps or refuses the message itself
+/// (`Refusal::StreamFull` or `StreamLimit`): sending it again cannot help, and the caller should
+/// hear it at once.
+pub fn at_cap(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        refusal(error),
+        Some(Refusal::StreamFull | Refusal::StreamLimit)
+    )
+}
+
 /// Whether `error` says the server has no room (`Refusal::StoreFull`).
 pub fn is_store_full(error: &(dyn std::error::Error + 'static)) -> bool {
     refusal(error) == Some(Refusal::StoreFull)

@@ -60,7 +60,7 @@ async fn send(
                     })
             }
         },
-        |e: &BoxError| refused(&**e),
+        |e: &BoxError| super::at_cap(&**e),
     )
     .await
 }
@@ -69,15 +69,6 @@ async fn send(
 #[derive(Debug, thiserror::Error)]
 #[error("ack: {0}")]
 struct Ack(#[source] async_nats::jetstream::context::PublishError);
-
-/// Whether a publish error says the message itself is unacceptable (too large for the server or
-/// the stream, the stream full): retrying cannot help, and the caller should hear it at once.
-fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        super::refusal(error),
-        Some(super::Refusal::StreamFull | super::Refusal::StreamLimit)
-    )
-}
 
 /// Publishes a job event as a structured-mode CloudEvent.
 pub async fn event(

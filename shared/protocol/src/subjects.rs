@@ -302,6 +302,11 @@ pub fn segment_key(job: &JobId, unit: crate::Unit) -> String {
     format!("{job}.{unit}")
 }
 
+/// Every unit record key of `job` (a KV key filter).
+pub fn segment_keys_of(job: &JobId) -> String {
+    format!("{job}.>")
+}
+
 /// JetStream API and protocol subjects, for the per-role permissions a server enforces
 /// (`security::roles`). The forms are the ones async-nats 0.51 sends; consumer creation also
 /// has the older form without a consumer name (ephemeral and ordered consumers).

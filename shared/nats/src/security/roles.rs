@@ -148,6 +148,11 @@ impl Role {
                 g.kv_watch(subjects::BUCKET_WORKERS);
                 g.kv_read(subjects::BUCKET_LEASES);
                 g.kv_write(subjects::BUCKET_LEASES);
+                // What finished jobs leave in the record buckets, purged by subject after a
+                // while: a scheduler writes both buckets already.
+                for bucket in [subjects::BUCKET_SEGMENTS, subjects::BUCKET_JOBS] {
+                    g.publish(js_api::stream_purge(&subjects::kv_stream(bucket)));
+                }
                 g.publish(subjects::TASKS_PLAN);
                 g.publish(subjects::tasks_encode_wildcard());
                 g.publish(subjects::tasks_retry_wildcard());
