@@ -14,8 +14,10 @@
 //! `always`; `always` needs nats-server 2.10+), `FFLEET_BENCH_RATES` (offered segments/s,
 //! `1,10,100`), `FFLEET_BENCH_SECS` (how long each rate is offered, 20; at least one job),
 //! `FFLEET_BENCH_ENCODERS` (2, one slot each), `FFLEET_BENCH_RETAINED` (finished jobs whose
-//! records the buckets hold before the first rate, each a completed job record and ten done
-//! unit records, as a fleet keeps them for a week; 0), `FFLEET_NATS_SERVER` (the server binary).
+//! records the buckets hold before the first rate, each a completed job record, as a fleet keeps
+//! them for a week; 0), `FFLEET_BENCH_RETAINED_UNITS` (done unit records each of those keeps: 0,
+//! as the scheduler's purge leaves them; 10 for jobs whose unit records nobody purged),
+//! `FFLEET_NATS_SERVER` (the server binary).
 
 mod common;
 
@@ -291,6 +293,7 @@ async fn bench() {
 
 /// Stores `n` finished jobs' records: a completed job record and ten done unit records each.
 async fn retain(js: &async_nats::jetstream::Context, n: u64) {
+    let kept_units: u32 = env_or("FFLEET_BENCH_RETAINED_UNITS", 0);
     use ffleet_runtime::messages::{self, JobRecord, JobRequest, JobState, SegmentRecord};
     use ffleet_runtime::{JobId, Unit};
     let jobs = js
@@ -316,7 +319,7 @@ async fn retain(js: &async_nats::jetstream::Context, n: u64) {
                 .await
                 .expect("job put");
             let job = JobId::new(&id).expect("id");
-            for u in 0..UNITS as u32 {
+            for u in 0..kept_units {
                 let mut seg = SegmentRecord::planned(None);
                 seg.state = ffleet_runtime::messages::SegmentState::Done;
                 seg.result_key = Some(format!("jobs/{id}/enc/v{u:05}.a1.nut"));

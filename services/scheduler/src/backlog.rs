@@ -13,7 +13,7 @@
 use crate::config::SchedulerConfig;
 use crate::handler::{Released, release};
 use crate::pool::Pool;
-use crate::room::Room;
+use crate::room::{Depths, Room};
 use crate::round::{self, Entry, Release, Round, Settings};
 use async_nats::jetstream::{AckKind, Message};
 use ffleet_runtime::messages::{self, Task};
@@ -93,6 +93,7 @@ pub async fn run(
         job_seq: HashMap::new(),
         next_seq: 0,
         stream: None,
+        depths: Depths::default(),
         last_walk: Instant::now(),
     };
     let keep_every = b.ctx.config.streams.ack_wait() / 3;
@@ -122,6 +123,8 @@ struct Backlog {
     next_seq: u64,
     /// The tasks stream, for its queues' depths (fetched once, again after a failure).
     stream: Option<async_nats::jetstream::stream::Stream>,
+    /// The queues' depths between reads.
+    depths: Depths,
     /// When the backlog was last ordered and walked.
     last_walk: Instant,
 }
@@ -252,7 +255,13 @@ impl Backlog {
             ops::count(Op::Api);
             self.stream = self.ctx.js.get_stream(subjects::STREAM_TASKS).await.ok();
         }
-        let mut view = Room::new(self.stream.as_ref(), self.pool.live(), cfg.release_buffer).await;
+        let mut view = Room::new(
+            self.stream.as_ref(),
+            self.pool.live(),
+            cfg.release_buffer,
+            &mut self.depths,
+        )
+        .await;
         // Nothing can go out: order and walk the backlog only now and then, for the tasks
         // waiting on a capability no live node offers.
         if !view.any_room() && self.last_walk.elapsed() < IDLE {
@@ -272,6 +281,9 @@ impl Backlog {
             &settings,
             Instant::now(),
         );
+        for (cap, n) in view.releases() {
+            self.depths.released(cap, n);
+        }
         self.release_all(releases).await;
         for (job, f) in failed {
             self.fail_job(&job, &f).await;

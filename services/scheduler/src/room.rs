@@ -1,7 +1,12 @@
 //! How much room each capability has for released tasks in one release round: free slots of
 //! its live, non-draining nodes (from their heartbeats) plus the release buffer, minus the tasks
-//! already waiting in its queue (from the consumer's undelivered count) and those released or
-//! held earlier in the same round.
+//! already waiting in its queue and those released or held earlier in the same round.
+//!
+//! What waits in a queue is known between reads of its consumer's undelivered count (`Depths`):
+//! the count last read plus what the scheduler released into it since, an upper bound, since
+//! only encoders take from a queue. The count is read again only when that bound leaves no room
+//! (and the last read is `REFRESH` old): a round costs no API call while the bound allows a
+//! release, and a backlog waiting for room asks at most every `REFRESH`, not every round (10 ms).
 
 use crate::route::View;
 use async_nats::jetstream::stream::Stream;
@@ -10,6 +15,60 @@ use ffleet_runtime::messages::heartbeat::GpuClass;
 use ffleet_runtime::nats::ops::{self, Op};
 use ffleet_runtime::{Capability, subjects};
 use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The shortest time between two reads of one queue's depth.
+pub const REFRESH: Duration = Duration::from_millis(50);
+
+/// One queue's depth as last read, and the tasks released into it since.
+#[derive(Debug, Clone, Copy)]
+struct Depth {
+    read: i64,
+    at: Instant,
+    since: i64,
+}
+
+/// The capability queues' depths as the leader knows them between reads.
+#[derive(Debug, Default)]
+pub struct Depths {
+    known: HashMap<Capability, Depth>,
+}
+
+impl Depths {
+    /// At most this many tasks wait in `cap`'s queue (`None`: never read).
+    pub fn bound(&self, cap: &Capability) -> Option<i64> {
+        self.known.get(cap).map(|d| d.read + d.since)
+    }
+
+    /// Whether `cap`'s queue must be read before a round decides with `room` (free slots and
+    /// buffer): never read, or the bound leaves no room and the last read is `REFRESH` old.
+    pub fn stale(&self, cap: &Capability, room: i64, now: Instant) -> bool {
+        match self.known.get(cap) {
+            None => true,
+            Some(d) => d.read + d.since >= room && now.duration_since(d.at) >= REFRESH,
+        }
+    }
+
+    /// The queue's undelivered count, read at `now`.
+    pub fn read(&mut self, cap: &Capability, pending: i64, now: Instant) {
+        self.known.insert(
+            cap.clone(),
+            Depth {
+                read: pending,
+                at: now,
+                since: 0,
+            },
+        );
+    }
+
+    /// `n` tasks released into `cap`'s queue.
+    pub fn released(&mut self, cap: &Capability, n: i64) {
+        if let Some(d) = self.known.get_mut(cap) {
+            d.since += n;
+        }
+    }
+}
 
 /// Per-capability room, from the live heartbeats and the queues' undelivered counts, updated
 /// as the round releases and holds tasks.
@@ -26,22 +85,33 @@ pub struct Room {
 }
 
 impl Room {
-    /// `stream`: the tasks stream, whose consumers say how deep each queue is (none: unknown,
-    /// counted as empty).
-    pub async fn new(stream: Option<&Stream>, live: Vec<Heartbeat>, buffer: u32) -> Room {
+    /// `stream`: the tasks stream, whose consumers say how deep each queue is when `depths`
+    /// cannot tell (none, or unreadable: unknown, counted as empty).
+    pub async fn new(
+        stream: Option<&Stream>,
+        live: Vec<Heartbeat>,
+        buffer: u32,
+        depths: &mut Depths,
+    ) -> Room {
         let mut room = Room::of(live, HashMap::new(), buffer);
-        if let Some(stream) = stream {
-            // Once per capability per round: a round asks for them once per held task.
-            for c in room.free.keys() {
+        let now = Instant::now();
+        for (c, free) in &room.free {
+            if let Some(stream) = stream
+                && depths.stale(c, free + room.buffer, now)
+            {
                 ops::count(Op::Api);
-                let n = match stream.consumer_info(subjects::encode_consumer(c)).await {
-                    Ok(i) => i.num_pending as i64,
-                    Err(_) => 0,
-                };
-                room.queued.insert(c.clone(), n);
+                if let Ok(i) = stream.consumer_info(subjects::encode_consumer(c)).await {
+                    depths.read(c, i.num_pending as i64, now);
+                }
             }
+            room.queued.insert(c.clone(), depths.bound(c).unwrap_or(0));
         }
         room
+    }
+
+    /// Tasks released into each capability's queue this round.
+    pub fn releases(&self) -> impl Iterator<Item = (&Capability, i64)> {
+        self.released.iter().map(|(c, n)| (c, *n))
     }
 
     /// The room of `live` nodes whose capabilities' queues hold `queued` tasks: no I/O, so a
@@ -107,5 +177,37 @@ impl View for Room {
         let queued = self.queued.get(cap).copied().unwrap_or(0)
             + self.released.get(cap).copied().unwrap_or(0);
         queued.max(0) as u32 + self.holding.get(cap).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_is_read_only_when_what_is_known_leaves_no_room() {
+        let cpu = Capability::cpu();
+        let mut d = Depths::default();
+        let t0 = Instant::now();
+        assert!(d.stale(&cpu, 3, t0), "never read");
+        d.read(&cpu, 1, t0);
+        assert_eq!(d.bound(&cpu), Some(1));
+        // Room left by the bound: no read, however old the last one.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!d.stale(&cpu, 3, Instant::now()));
+        d.released(&cpu, 2);
+        assert_eq!(d.bound(&cpu), Some(3), "releases only add");
+        // No room by the bound: read again, but not sooner than REFRESH after the last read.
+        let t1 = Instant::now();
+        assert!(d.stale(&cpu, 3, t1));
+        d.read(&cpu, 0, t1);
+        assert_eq!(d.bound(&cpu), Some(0), "a read replaces the bound");
+        d.released(&cpu, 3);
+        assert!(!d.stale(&cpu, 3, t1 + REFRESH / 2));
+        assert!(d.stale(&cpu, 3, t1 + REFRESH));
+        // A queue never read takes no releases into account (it is read first).
+        let gpu = Capability::new("nvenc").unwrap();
+        d.released(&gpu, 4);
+        assert_eq!(d.bound(&gpu), None);
     }
 }
