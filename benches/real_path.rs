@@ -291,7 +291,8 @@ async fn bench() {
     drop(servers);
 }
 
-/// Stores `n` finished jobs' records: a completed job record and ten done unit records each.
+/// Stores `n` finished jobs' records: a completed job record each, and `FFLEET_BENCH_RETAINED_UNITS`
+/// done unit records.
 async fn retain(js: &async_nats::jetstream::Context, n: u64) {
     let kept_units: u32 = env_or("FFLEET_BENCH_RETAINED_UNITS", 0);
     use ffleet_runtime::messages::{self, JobRecord, JobRequest, JobState, SegmentRecord};

@@ -63,3 +63,35 @@ async fn a_write_from_a_known_copy_is_checked_against_the_current_revision() -> 
     );
     Ok(())
 }
+
+/// A finished job's records are purged (`scheduler.keep_finished_records_secs`) while some of
+/// its tasks may still be about: a write from a copy of a purged record is decided on "no
+/// record" at once, not held for a read that would never catch up (`KvError::Behind`, which
+/// made the scheduler retry such a task every round and an encoder take it back forever).
+#[tokio::test]
+async fn a_write_from_a_copy_of_a_purged_record_is_decided_on_no_record() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let segments = &fleet.ctx().segments;
+    let key = "purged-job.v00000";
+    let (_, first) = segments
+        .modify_known(key, None, |_| {
+            Change::Write(SegmentRecord::planned(None), ())
+        })
+        .await?;
+    let copy = first.expect("created");
+    let store = segments.store();
+    store
+        .stream
+        .purge()
+        .filter(ffleet_runtime::subjects::kv_key(&store.name, key))
+        .await?;
+    let (decided, written) = segments
+        .modify_known(key, Some(copy), |r| match r {
+            None => Change::Keep("no record"),
+            Some(r) => Change::Write(r.clone(), "written"),
+        })
+        .await?;
+    ensure!(decided == "no record" && written.is_none(), "{decided}");
+    ensure!(segments.get(key).await?.is_none(), "nothing written back");
+    Ok(())
+}

@@ -56,7 +56,9 @@ pub struct ProcFleet {
 pub const DEFAULT_ENV: &[(&str, &str)] = &[
     ("FFLEET_ENCODER__SLOTS", "1"),
     ("FFLEET_STREAMS__ACK_WAIT_SECS", "6"),
-    ("FFLEET_FFMPEG__STALL_TIMEOUT_SECS", "3"),
+    // Its old name (`ffmpeg.stall_timeout_secs` now): the upgrade test runs release 0.1.0
+    // processes with these settings too, which refuse the new key; this build reads the old one.
+    ("FFLEET_ENCODER__STALL_TIMEOUT_SECS", "3"),
     ("FFLEET_ENCODER__STOP_GRACE_SECS", "0"),
     ("FFLEET_SCHEDULER__RECONCILE_INTERVAL_SECS", "1"),
     ("FFLEET_LOG__LEVEL", "info"),

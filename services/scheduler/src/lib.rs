@@ -51,6 +51,8 @@ pub enum Error {
     Entry(#[from] async_nats::jetstream::kv::EntryError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("purging a finished job's records, {0}")]
+    Purge(String),
 }
 
 /// This replica's name in the lease: host and process, so operators can tell who leads.

@@ -10,7 +10,7 @@ use crate::Error;
 use ffleet_runtime::messages::{Heartbeat, JobEvent, JobRecord, SegmentRecord, Task};
 use ffleet_runtime::nats::kv::Change;
 use ffleet_runtime::nats::ops::{self, Op};
-use ffleet_runtime::nats::{publish, retry};
+use ffleet_runtime::nats::publish;
 use ffleet_runtime::reason::Failure;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::time::now_rfc3339;
@@ -154,22 +154,42 @@ impl Queues for Ctx {
 
 impl Records for Ctx {
     async fn purge_finished(&self, job: &JobId) -> Result<(), Error> {
+        // One try each, bounded: a purge is tidying, so it never waits out an election in the
+        // retry loop (which would mark this scheduler as waiting for JetStream) and a refusal
+        // (a secured fleet whose credentials predate the grant) is reported at once.
+        let limit = self.retry.try_timeout(0);
         let units = self.segments.store();
         let filter = subjects::kv_key(&units.name, &subjects::segment_keys_of(job));
-        retry::retry(self.retry, "purge", &filter, self.retry.window(), |_| {
-            ops::count(Op::Api);
-            let f = filter.clone();
-            async move { units.stream.purge().filter(f).await }
-        })
-        .await?;
+        ops::count(Op::Api);
+        purge_once(limit, &filter, units.stream.purge().filter(filter.clone())).await?;
         let jobs = self.jobs.store();
         let filter = subjects::kv_key(&jobs.name, job.as_str());
-        retry::retry(self.retry, "purge", &filter, self.retry.window(), |_| {
-            ops::count(Op::Api);
-            let f = filter.clone();
-            async move { jobs.stream.purge().filter(f).keep(1).await }
-        })
+        ops::count(Op::Api);
+        purge_once(
+            limit,
+            &filter,
+            jobs.stream.purge().filter(filter.clone()).keep(1),
+        )
         .await?;
         Ok(())
+    }
+}
+
+/// One purge request, answered within `limit`.
+async fn purge_once<P>(limit: std::time::Duration, filter: &str, purge: P) -> Result<(), Error>
+where
+    P: std::future::IntoFuture<
+            Output = Result<
+                async_nats::jetstream::stream::PurgeResponse,
+                async_nats::jetstream::stream::PurgeError,
+            >,
+        >,
+{
+    match tokio::time::timeout(limit, purge.into_future()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::Purge(format!("{filter}: {e}"))),
+        Err(_) => Err(Error::Purge(format!(
+            "{filter}: no answer within {limit:?}"
+        ))),
     }
 }

@@ -26,11 +26,13 @@ pub async fn run(records: impl Records, jobs: JobsView, term: CancellationToken)
             _ = term.cancelled() => return,
         }
         for job in jobs.take_due() {
-            if term.is_cancelled() {
-                return;
-            }
-            // Left to the bucket's max age: a purge is tidying, never a reason to stop.
-            match records.purge_finished(&job).await {
+            // Left to the bucket's max age when it fails: a purge is tidying, never a reason to
+            // stop, or to hold up a leader handing over.
+            let purged = tokio::select! {
+                r = records.purge_finished(&job) => r,
+                _ = term.cancelled() => return,
+            };
+            match purged {
                 Ok(()) => tracing::debug!(job = %job, "finished job's records purged"),
                 Err(e) => {
                     tracing::warn!(job = %job, error = %e, "finished job's records not purged; they age out");

@@ -100,9 +100,13 @@ impl Room {
                 && depths.stale(c, free + room.buffer, now)
             {
                 ops::count(Op::Api);
-                if let Ok(i) = stream.consumer_info(subjects::encode_consumer(c)).await {
-                    depths.read(c, i.num_pending as i64, now);
-                }
+                // Unreadable (no such consumer yet, the broker away): counted as empty, as an
+                // unknown depth always was, and read again when that leaves no room.
+                let pending = match stream.consumer_info(subjects::encode_consumer(c)).await {
+                    Ok(i) => i.num_pending as i64,
+                    Err(_) => 0,
+                };
+                depths.read(c, pending, now);
             }
             room.queued.insert(c.clone(), depths.bound(c).unwrap_or(0));
         }

@@ -126,15 +126,29 @@ where
 
     /// The value and its revision once a read shows the entry at revision `floor` or later
     /// (a revision the caller wrote or read itself), read again with backoff for up to
-    /// `patience` (zero: one read); `None` if the key was deleted at such a revision. An entry
-    /// that stays older is `KvError::Behind`.
+    /// `patience` (zero: one read); `None` if the key was deleted at such a revision, or is gone
+    /// altogether (`purged`). An entry that stays older is `KvError::Behind`.
     pub async fn get_at_least(
         &self,
         key: &str,
         floor: u64,
         patience: Duration,
     ) -> Result<Option<(T, u64)>, KvError> {
-        let e = read_until(floor, patience, || self.entry(key)).await?;
+        let first = self.entry(key).await?;
+        if first.is_none() && floor > 0 && self.purged(key).await? {
+            return Ok(None);
+        }
+        let mut first = Some(first);
+        let e = read_until(floor, patience, || {
+            let ready = first.take();
+            async move {
+                match ready {
+                    Some(e) => Ok(e),
+                    None => self.entry(key).await,
+                }
+            }
+        })
+        .await?;
         let got = e.as_ref().map_or(0, |e| e.revision);
         if got < floor {
             return Err(KvError::Behind {
@@ -150,6 +164,29 @@ where
             }
             _ => Ok(None),
         }
+    }
+
+    /// Whether the stream's leader holds nothing for `key`: a key known to exist reads as no
+    /// entry at all either on a replica that has not caught up with its creation or because the
+    /// key was purged (a finished job's records). Only the leader tells them apart; asked only
+    /// then, so it costs nothing on the common path.
+    async fn purged(&self, key: &str) -> Result<bool, KvError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let subject = ffleet_protocol::subjects::kv_key(&self.store.name, key);
+        let stream = &self.store.stream;
+        let read = retry::retry(self.policy, "kv get", key, self.policy.window(), |_| {
+            super::ops::count(super::ops::Op::KvRead);
+            let subject = subject.clone();
+            async move {
+                match stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(_) => Ok(false),
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(true),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await?;
+        Ok(read)
     }
 
     /// Creates the key; `None` if it already exists.
