@@ -119,12 +119,12 @@ impl Config {
     /// Loads defaults → TOML file → environment. `file` is `--config`; without it,
     /// `ffleet.toml` in the working directory is read when present.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let written = match file {
+        let in_file = match file {
             Some(f) if !f.exists() => return Err(ConfigError::MissingFile(f.to_path_buf())),
             Some(f) => Figment::from(Toml::file(f)),
             None => Figment::from(Toml::file("ffleet.toml")),
-        }
-        .merge(
+        };
+        let in_env = Figment::from(
             Env::prefixed("FFLEET_")
                 .filter(|k| {
                     let top = k.as_str().split("__").next().unwrap_or_default();
@@ -132,8 +132,10 @@ impl Config {
                 })
                 .split("__"),
         );
-        let fig = Figment::from(Serialized::defaults(Config::default())).merge(written.clone());
-        let (fig, dropped, notices) = moved::apply(&written, fig)?;
+        let fig = Figment::from(Serialized::defaults(Config::default()))
+            .merge(in_file.clone())
+            .merge(in_env.clone());
+        let (fig, dropped, notices) = moved::apply(&[&in_file, &in_env], fig)?;
         let mut cfg: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
         for m in dropped {
             let (section, key) = m.from.split_once('.').expect("a dotted key");
@@ -450,8 +452,14 @@ mod tests {
             assert!(!c.scheduler.contains_key("heartbeat_ttl_secs"));
             assert_eq!(c.section::<Enc>().unwrap().slots, Some(2));
             c.validate().expect("valid");
-            // Set at both places: refused, not guessed.
+            // The new name in the environment overrides the old one in the file, as the
+            // environment overrides the file for any key.
             jail.set_env("FFLEET_FLEET__HEARTBEAT_TTL_SECS", "5");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.fleet.heartbeat_ttl_secs, 5.0);
+            assert!(!c.scheduler.contains_key("heartbeat_ttl_secs"));
+            // Both names in one layer: refused, not guessed.
+            jail.set_env("FFLEET_SCHEDULER__HEARTBEAT_TTL_SECS", "6");
             let e = Config::load(None).unwrap_err().to_string();
             assert!(
                 e.contains("fleet.heartbeat_ttl_secs")

@@ -39,31 +39,47 @@ pub(super) const MOVED: &[Moved] = &[
     },
 ];
 
-/// Reads each old key of `written` (the file and environment, without defaults) at its new
-/// place in `fig`. Returns the merged figment, the old keys to drop from their sections, and
-/// one notice per key moved.
+/// Reads each old key at its new place in `fig`. `layers`: what was written, lowest first (the
+/// file, then the environment), without defaults: the highest layer that names a key, by
+/// either name, decides its value, as with any key; one layer naming it twice is refused.
+/// Returns the merged figment, the old keys to drop from their sections, and one notice per key
+/// read from its old name.
 pub(super) fn apply(
-    written: &Figment,
+    layers: &[&Figment],
     mut fig: Figment,
 ) -> Result<(Figment, Vec<&'static Moved>, Vec<String>), ConfigError> {
     let mut dropped = Vec::new();
     let mut notices = Vec::new();
     for m in MOVED {
-        let Ok(value) = written.find_value(m.from) else {
-            continue;
-        };
-        if written.find_value(m.to).is_ok() {
-            return Err(ConfigError::Invalid(format!(
-                "{} is set, and so is its old name {}: keep only {}",
-                m.to, m.from, m.to
-            )));
+        let mut decided = None;
+        let mut old_seen = false;
+        for layer in layers {
+            let old = layer.find_value(m.from).ok();
+            let new = layer.find_value(m.to).is_ok();
+            if old.is_some() && new {
+                return Err(ConfigError::Invalid(format!(
+                    "{} is set, and so is its old name {}: keep only {}",
+                    m.to, m.from, m.to
+                )));
+            }
+            old_seen |= old.is_some();
+            if let Some(v) = old {
+                decided = Some(Some(v));
+            } else if new {
+                decided = Some(None);
+            }
         }
-        fig = fig.merge(Serialized::default(m.to, value));
+        if !old_seen {
+            continue;
+        }
         dropped.push(m);
-        notices.push(format!(
-            "configuration key {} is now {}: read from its old name (rename it)",
-            m.from, m.to
-        ));
+        if let Some(Some(value)) = decided {
+            fig = fig.merge(Serialized::default(m.to, value));
+            notices.push(format!(
+                "configuration key {} is now {}: read from its old name (rename it)",
+                m.from, m.to
+            ));
+        }
     }
     Ok((fig, dropped, notices))
 }
