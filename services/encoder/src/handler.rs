@@ -574,8 +574,7 @@ async fn replan(ctx: &Ctx, task: &Task, next: u32) {
         record: None,
         ..task.clone()
     };
-    if let Err(e) = publish::task(&ctx.js, ctx.retry, subjects::TASKS_PLAN.into(), &t, "plan").await
-    {
+    if let Err(e) = publish::plan(&ctx.js, ctx.retry, &t).await {
         tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "re-issuing a unit failed; the reconciler will");
     }
 }

@@ -108,14 +108,7 @@ pub async fn reissue(
         let attempt = next.attempt;
         tracing::warn!(job = %job, unit = %unit, attempt, "unit re-issued after its stored result was refused");
         if let Some(task) = Task::for_unit(&back, unit, next.cut.as_ref(), attempt) {
-            publish::task(
-                &ctx.js,
-                ctx.retry,
-                subjects::TASKS_PLAN.into(),
-                &task,
-                "plan",
-            )
-            .await?;
+            publish::plan(&ctx.js, ctx.retry, &task).await?;
         }
     }
     Ok(())

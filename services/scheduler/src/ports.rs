@@ -123,14 +123,7 @@ impl Workers for Ctx {
 
 impl Outbox for Ctx {
     async fn plan(&self, task: &Task) -> Result<(), Error> {
-        publish::task(
-            &self.js,
-            self.retry,
-            subjects::TASKS_PLAN.into(),
-            task,
-            "plan",
-        )
-        .await?;
+        publish::plan(&self.js, self.retry, task).await?;
         Ok(())
     }
 

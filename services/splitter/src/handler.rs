@@ -597,15 +597,9 @@ async fn publish_tasks(
             )));
         };
         task.record = known.and_then(|(r, rev)| RecordCopy::of(r, rev));
-        publish::task(
-            &ctx.js,
-            ctx.retry,
-            subjects::TASKS_PLAN.into(),
-            &task,
-            "plan",
-        )
-        .await
-        .map_err(transient)?;
+        publish::plan(&ctx.js, ctx.retry, &task)
+            .await
+            .map_err(transient)?;
         published += 1;
     }
     tracing::debug!(job = %job, tasks = published, "tasks published");

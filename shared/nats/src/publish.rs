@@ -115,6 +115,19 @@ pub async fn task(
     send(js, policy, subject, messages::encode(task), headers).await
 }
 
+/// Publishes a task to the plan queue, for the scheduler to route (a first attempt from the
+/// splitter, a re-issue, a unit handed back).
+pub async fn plan(js: &Context, policy: Policy, t: &Task) -> Result<Stored, NatsError> {
+    task(
+        js,
+        policy,
+        ffleet_protocol::subjects::TASKS_PLAN.into(),
+        t,
+        "plan",
+    )
+    .await
+}
+
 /// Publishes raw bytes with a message id (job submission by clients).
 pub async fn raw(
     js: &Context,
