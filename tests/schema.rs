@@ -188,6 +188,7 @@ fn every_status_answer_matches_its_schema() {
         decode_errors: 2,
         warnings: vec!["subtitle stream 2 (hdmv_pgs_subtitle) cannot go into mp4".into()],
         media_bytes: 9_000,
+        digest: Some("SHA-256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU=".into()),
     });
     answers.push(JobStatus::of_record(&done));
     let mut failed = record(JobState::Failed);

@@ -553,37 +553,67 @@ fn up_secure_serves_a_submitter_and_refuses_what_its_role_may_not_do() -> Result
 /// refusal; the scheduler, which moves none, cannot store one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_media_object_store_serves_the_roles_that_move_media() -> Result<()> {
-    use tokio::io::AsyncReadExt;
     let (s, _server) = SecureServer::start()?;
     // The admin provisions the bucket as any object-store fleet's first connection does.
     let work = tempfile::tempdir()?;
-    let mut cfg = Config {
-        nats: s.config(Role::Admin),
-        ..Config::default()
+    let config = |role: Role| {
+        let mut cfg = Config {
+            nats: s.config(role),
+            ..Config::default()
+        };
+        cfg.storage.backend = ffleet_runtime::config::StorageBackend::ObjectStore;
+        cfg.storage.work_dir = work.path().to_path_buf();
+        cfg.storage.max_bytes = MEDIA_BYTES;
+        cfg
     };
-    cfg.storage.backend = ffleet_runtime::config::StorageBackend::ObjectStore;
-    cfg.storage.work_dir = work.path().to_path_buf();
-    cfg.storage.max_bytes = MEDIA_BYTES;
-    Ctx::connect(Arc::new(cfg), "admin", false).await?;
+    Ctx::connect(Arc::new(config(Role::Admin)), "admin", false).await?;
     // Several chunks (the default chunk is 128 KiB).
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let file = work.path().join("data.bin");
+    std::fs::write(&file, &data)?;
+    let open = |role: Role| {
+        let cfg = config(role);
+        let s = &s;
+        let work = work.path().to_path_buf();
+        async move {
+            let client = s.connect(role).await?;
+            let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
+            anyhow::Ok(
+                ffleet_runtime::storage::ObjectStore::open(
+                    &js,
+                    Policy::from_config(&cfg.nats),
+                    &cfg.storage,
+                    cfg.media_placement(),
+                    Arc::new(ffleet_runtime::storage::WorkDir::open(&work)?),
+                    ffleet_runtime::nats::retry::Patience::For(Duration::from_secs(10)),
+                )
+                .await?,
+            )
+        }
+    };
     for role in [Role::Splitter, Role::Encoder, Role::Merger, Role::Submitter] {
-        let client = s.connect(role).await?;
-        let js = ffleet_runtime::nats::connect::jetstream(client, &s.config(role));
-        let store = js.get_object_store(subjects::BUCKET_MEDIA).await?;
-        let name = format!("{role}.bin");
-        store.put(name.as_str(), &mut data.as_slice()).await?;
-        let mut back = Vec::new();
-        store.get(&name).await?.read_to_end(&mut back).await?;
-        assert!(back == data, "{role} read back different bytes");
-        store.delete(&name).await?;
+        let store = open(role).await?;
+        let key = format!("jobs/media-{role}/enc/v00000.a1.nut");
+        let stored = store.upload(&file, &key).await?;
+        let back = work.path().join(format!("{role}.back"));
+        store
+            .download(&key, stored.digest.as_deref(), &back)
+            .await?;
+        assert!(
+            std::fs::read(&back)? == data,
+            "{role} read back different bytes"
+        );
+        // Only the services that clean a job's media may remove objects (a purge is the whole
+        // stream's): a submitter's and an encoder's objects go with their job.
+        assert_eq!(store.may_delete(), role.purges_media(), "{role}");
+        if store.may_delete() {
+            store.delete(&key).await?;
+        }
         assert!(s.violations().is_empty(), "{role}: {:#?}", s.violations());
     }
     // The scheduler may look the bucket up (every service looks every stream up) but not use it.
-    let client = s.connect(Role::Scheduler).await?;
-    let js = ffleet_runtime::nats::connect::jetstream(client, &s.config(Role::Scheduler));
-    let store = js.get_object_store(subjects::BUCKET_MEDIA).await?;
-    assert!(store.put("sneaky", &mut data.as_slice()).await.is_err());
+    let store = open(Role::Scheduler).await?;
+    assert!(store.upload(&file, "sneaky").await.is_err());
     assert!(!s.violations().is_empty());
     Ok(())
 }

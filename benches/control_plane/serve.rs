@@ -147,6 +147,7 @@ impl ffleet_merger::media::Media for NoMerge {
             decode_errors: 0,
             warnings: Vec::new(),
             media_bytes: 0,
+            digest: None,
         })
     }
 }

@@ -4,6 +4,11 @@
 //! few seconds and at once after every reconnect: from its record in KV when the role may read
 //! the jobs bucket, else by asking the fleet (`ask`: the status request). A job that ended
 //! unseen is then ended here with the same outcome its terminal event carried.
+//!
+//! Only the status ends a job here: a terminal event on the subject is a cue to ask at once,
+//! never the outcome itself, since a message on a subject proves nothing of who caused it (a
+//! consumer's deliveries, say). The status comes from the jobs bucket, which only the services
+//! write, or as the scheduler's answer to this client's private inbox.
 
 use super::{ask, display};
 use anyhow::Result;
@@ -198,8 +203,16 @@ pub async fn follow(
                         total_known = true;
                         pb.set_position(pb.position().max(p.frames_done));
                     }
-                    JobEvent::Completed(c) => break Outcome::Completed(c),
-                    JobEvent::Failed(f) => break Outcome::Failed(f),
+                    // A terminal event only says where to look: anything that can make the
+                    // server deliver a message on this subject could have sent it. The job's
+                    // status (its record, or the scheduler's answer to this client's own inbox)
+                    // decides; a status that lags the event is caught by the next check.
+                    JobEvent::Completed(_) | JobEvent::Failed(_) => {
+                        if let Some(o) = check_status(link, job, subs.request_seq, &pb, &mut total_known).await {
+                            break o;
+                        }
+                        tracing::warn!(job = %job, subject = %m.subject, "terminal event not confirmed by the job's status, waiting on");
+                    }
                     JobEvent::SegmentDone(_) => {}
                 }
             }

@@ -101,6 +101,7 @@ pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
         priority: args.priority,
         prefer: args.prefer,
         require: args.require,
+        input_digest: None,
     })
 }
 
@@ -120,7 +121,7 @@ pub(crate) fn parse_preference(s: &str) -> Result<Preference, String> {
 }
 
 pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
-    let req = build_request(args)?;
+    let mut req = build_request(args)?;
     let _telemetry = super::telemetry(cli)?;
     // No provisioning and no KV unless the role allows: a submitter may only publish requests,
     // read its job's events and move media through the media bucket.
@@ -128,7 +129,9 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     let js = link.jetstream();
     let store = if args.upload {
         let store = upload::open(&js, link.retry, &link.config).await?;
-        retry::as_client(upload::send(&link.config, &store, &args.job.input, &req)).await?;
+        // The request names what was uploaded: the fleet reads only these bytes.
+        req.input_digest =
+            retry::as_client(upload::send(&link.config, &store, &args.job.input, &req)).await?;
         Some(store)
     } else {
         None
@@ -177,8 +180,9 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
         Some(sub) => {
             let sub = sub.request(stored.sequence);
             let outcome = super::follow::follow(&link.follow, &req.job_id, sub, true).await?;
-            if let (Some(store), super::follow::Outcome::Completed(_)) = (&store, &outcome) {
-                upload::receive(&link.config, store, &req, &args.job.output).await?;
+            if let (Some(store), super::follow::Outcome::Completed(done)) = (&store, &outcome) {
+                let expect = done.digest.as_deref();
+                upload::receive(&link.config, store, &req, &args.job.output, expect).await?;
             }
             Ok(outcome.report(Some(&args.job.output)))
         }

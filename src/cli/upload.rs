@@ -52,8 +52,14 @@ fn key_of(uri: &str) -> Result<&str> {
         .with_context(|| format!("{uri} is not an object URI"))
 }
 
-/// Streams `input` into the bucket under the request's input key.
-pub async fn send(cfg: &Config, store: &ObjectStore, input: &Path, req: &JobRequest) -> Result<()> {
+/// Streams `input` into the bucket under the request's input key; returns the digest it was
+/// stored with.
+pub async fn send(
+    cfg: &Config,
+    store: &ObjectStore,
+    input: &Path,
+    req: &JobRequest,
+) -> Result<Option<String>> {
     let meta =
         std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
     if !meta.is_file() {
@@ -71,7 +77,7 @@ pub async fn send(cfg: &Config, store: &ObjectStore, input: &Path, req: &JobRequ
     let deadline = Instant::now() + Duration::from_secs_f64(cfg.nats.op_retry_secs);
     loop {
         match store.put_file(input, key).await {
-            Ok(_) => return Ok(()),
+            Ok(stored) => return Ok(stored.digest),
             Err(e) if e.is_transient() && !e.is_store_full() && Instant::now() < deadline => {
                 tracing::warn!(key, error = %e, "upload interrupted, sending again");
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -85,6 +91,12 @@ pub async fn send(cfg: &Config, store: &ObjectStore, input: &Path, req: &JobRequ
 /// failed on).
 pub async fn discard(store: &ObjectStore, req: &JobRequest) {
     let Ok(key) = key_of(&req.input) else { return };
+    if !store.may_delete() {
+        // A submitter may not purge the media stream: the upload sits in a job's scratch that
+        // no job will clean, and goes at the bucket's max age.
+        tracing::info!(key, "uploaded input of an unsubmitted job left to expire");
+        return;
+    }
     // Bounded: the user is waiting to hear why the submit failed.
     match tokio::time::timeout(Duration::from_secs(5), store.delete(key)).await {
         Ok(Ok(())) => {}
@@ -101,13 +113,15 @@ pub async fn discard(store: &ObjectStore, req: &JobRequest) {
 /// Pause before a transfer starts again (the client reconnects meanwhile).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// Streams the completed job's output to `dest` (through a temporary name beside it), then
-/// removes it from the bucket.
+/// Streams the completed job's output to `dest` (through a temporary name beside it), checked
+/// against `expect` (the digest the completed event names, as the merger stored it), then
+/// removes it from the bucket where these credentials may.
 pub async fn receive(
     cfg: &Config,
     store: &ObjectStore,
     req: &JobRequest,
     dest: &Path,
+    expect: Option<&str>,
 ) -> Result<()> {
     let key = match MediaUri::output(&req.output)? {
         MediaUri::Object(k) => k,
@@ -124,7 +138,7 @@ pub async fn receive(
     ));
     let deadline = Instant::now() + Duration::from_secs_f64(cfg.nats.op_retry_secs);
     let fetched = loop {
-        match store.download(&key, None, &tmp).await {
+        match store.download(&key, expect, &tmp).await {
             Err(e) if e.is_transient() && Instant::now() < deadline => {
                 tracing::warn!(key, error = %e, "download interrupted, fetching again");
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -138,6 +152,11 @@ pub async fn receive(
     }
     std::fs::rename(&tmp, dest)
         .with_context(|| format!("moving the output to {}", dest.display()))?;
+    if !store.may_delete() {
+        // The fleet removes it (`storage.keep_outputs_secs` after the job completed): these
+        // credentials may not purge the media stream.
+        return Ok(());
+    }
     if let Err(e) = store.delete(&key).await {
         eprintln!("note: the output stays in the media bucket as {key}: {e}");
     }

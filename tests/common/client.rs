@@ -36,6 +36,7 @@ pub trait JobClient {
             priority: 0,
             prefer: Default::default(),
             require: false,
+            input_digest: None,
         }
     }
 

@@ -399,17 +399,22 @@ fn variant_of<'p>(
 async fn fetch_input(c: &Claimed<'_>) -> Result<Local, Outcome> {
     let task = c.task;
     match &task.input {
-        TaskInput::Scratch { key: k } => match c.ctx.storage.fetch(k, None).await {
-            Ok(l) => Ok(l),
-            Err(e) if e.is_transient() => {
-                tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "segment source fetch failed");
-                Err(c.release(Duration::from_secs(1)).await)
+        // Checked against the digest the splitter recorded, not the object's own metadata: a
+        // client that may write the media bucket cannot swap a cut.
+        TaskInput::Scratch { key: k, digest } => {
+            match c.ctx.storage.fetch(k, digest.as_deref()).await {
+                Ok(l) => Ok(l),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "segment source fetch failed");
+                    Err(c.release(Duration::from_secs(1)).await)
+                }
+                Err(e) => {
+                    let f =
+                        Failure::new(Reason::Internal, format!("segment source unavailable: {e}"));
+                    Err(c.fail(f, true).await)
+                }
             }
-            Err(e) => {
-                let f = Failure::new(Reason::Internal, format!("segment source unavailable: {e}"));
-                Err(c.fail(f, true).await)
-            }
-        },
+        }
         TaskInput::Source { uri } => match open_source(c.ctx, uri) {
             Ok(l) => Ok(l),
             Err(f) => Err(c.fail(f, true).await),

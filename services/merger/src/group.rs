@@ -234,6 +234,7 @@ mod tests {
             source_path: String::new(),
             output_path: String::new(),
             source_key: None,
+            source_digest: None,
             output_key: None,
         });
         rec

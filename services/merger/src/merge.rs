@@ -100,7 +100,8 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         }
     };
     let bytes = tokio::fs::metadata(&tmp).await.map_err(internal)?.len();
-    let moved = fetched.moved + store_output(ctx, rec, plan, &tmp).await?;
+    let (stored_bytes, digest) = store_output(ctx, rec, plan, &tmp).await?;
+    let moved = fetched.moved + stored_bytes;
     let wall_secs = ffleet_runtime::time::age_secs(&rec.accepted_at).unwrap_or(0.0);
     Ok(OutputInfo {
         uri: rec.request.output.clone(),
@@ -111,6 +112,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         decode_errors: units.iter().map(|c| c.decode_errors).sum(),
         warnings: plan.warnings.clone(),
         media_bytes: rec.media_bytes + units.iter().map(|c| c.bytes_moved).sum::<u64>() + moved,
+        digest,
     })
 }
 
@@ -226,24 +228,46 @@ async fn concat(
 }
 
 /// Puts the verified output where the request asked for it: a file through this merger's
-/// output roots, or an object. Returns the bytes moved through the storage.
+/// output roots, or an object. Returns the bytes moved through the storage and, for an object,
+/// the digest it was stored with (its fetcher checks against it).
 async fn store_output(
     ctx: &Ctx,
     rec: &JobRecord,
     plan: &Plan,
     tmp: &Path,
-) -> Result<u64, MergeError> {
+) -> Result<(u64, Option<String>), MergeError> {
     match &plan.output_key {
         None => {
             place(ctx, rec, tmp).await?;
-            Ok(0)
+            Ok((0, None))
         }
         Some(key) => match ctx.storage.put_file(tmp, key).await {
-            Ok(stored) => Ok(stored.bytes_moved),
+            Ok(stored) => {
+                expire_output(ctx, key);
+                Ok((stored.bytes_moved, stored.digest))
+            }
             Err(e) if e.is_transient() => Err(MergeError::Retry(e.into())),
             Err(e) => Err(e.failure("storing the output").into()),
         },
     }
+}
+
+/// Removes the stored output `key` after `merger.keep_outputs_secs`, time for its submitter to
+/// fetch it (a submitter's credentials cannot remove it themselves).
+fn expire_output(ctx: &Ctx, key: &str) {
+    let keep = crate::MergerConfig::of(&ctx.config)
+        .map(|c| c.keep_outputs_secs)
+        .unwrap_or_else(|_| crate::MergerConfig::default().keep_outputs_secs);
+    let (storage, key) = (ctx.storage.clone(), key.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(keep)).await;
+        match storage.delete(&key).await {
+            Ok(()) => tracing::debug!(key, "kept output removed"),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "kept output not removed (it goes at the bucket's max age)")
+            }
+        }
+    });
 }
 
 /// A unit's accepted result, as its record keeps it.

@@ -196,6 +196,7 @@ pub fn encoding_job(mem: &Mem, id: &str, segments: u32) -> JobRecord {
         source_path: "/in/a.mp4".into(),
         output_path: "/out/a.mp4".into(),
         source_key: None,
+        source_digest: None,
         output_key: None,
     });
     for i in 0..segments {
@@ -206,6 +207,7 @@ pub fn encoding_job(mem: &Mem, id: &str, segments: u32) -> JobRecord {
             start_pts: i64::from(i) * 12800,
             duration_ticks: 12800,
             source_key: format!("jobs/{id}/src/v{i:05}.nut"),
+            source_digest: None,
         };
         mem.put_unit(
             &rec.job_id,

@@ -307,8 +307,13 @@ async fn existing(
 #[error("linking the input: {0}")]
 struct Linking(#[source] std::io::Error);
 
-/// Fetches an object-store source, refusing an oversize one before a byte moves.
-async fn fetch_input(ctx: &Ctx, key: &str) -> Result<storage::Local, StorageError> {
+/// Fetches an object-store source, refusing an oversize one before a byte moves, and one whose
+/// digest is not the one its request names (`expect`: swapped after its submitter uploaded it).
+async fn fetch_input(
+    ctx: &Ctx,
+    key: &str,
+    expect: Option<&str>,
+) -> Result<storage::Local, StorageError> {
     let size = ctx.storage.size(key).await?;
     let limit = ctx.config.limits.max_input_bytes;
     if size > limit {
@@ -318,7 +323,7 @@ async fn fetch_input(ctx: &Ctx, key: &str) -> Result<storage::Local, StorageErro
             limit,
         });
     }
-    ctx.storage.fetch(key, None).await
+    ctx.storage.fetch(key, expect).await
 }
 
 async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<(), Retry> {
@@ -353,13 +358,17 @@ async fn split_and_plan(
     let segments = src.segments;
     moved += src.bytes_moved;
     let audio = !src.tracks.tracks.is_empty();
-    let source_key = match store_source(ctx, job, valid, &source, audio).await {
-        Ok((key, n)) => {
-            moved += n;
-            key
-        }
-        Err(done) => return done,
-    };
+    // The object the splitter read is pinned by its digest: the tracks unit reads it later,
+    // and only these bytes.
+    let read_digest = _fetched.as_ref().and_then(|l| l.digest.clone());
+    let (source_key, source_digest) =
+        match store_source(ctx, job, valid, &source, audio, read_digest).await {
+            Ok((key, digest, n)) => {
+                moved += n;
+                (key, digest)
+            }
+            Err(done) => return done,
+        };
     tracing::info!(job = %job, frames = src.info.video.frames, segments = segments.len(), "split done");
     let mut warnings = src.tracks.warnings.clone();
     if src.tracks.tracks.is_empty() && src.extras {
@@ -380,6 +389,7 @@ async fn split_and_plan(
         source_path: valid.input.shown(),
         output_path,
         source_key,
+        source_digest,
         output_key,
     };
     let written = match write_unit_records(ctx, job, &plan, segments).await? {
@@ -436,8 +446,21 @@ async fn open_source(
                 Err(e) => Err(Err(transient(Linking(e)))),
             }
         }
-        Input::Object(key) => match fetch_input(ctx, key).await {
+        Input::Object(key) => match fetch_input(ctx, key, req.input_digest.as_deref()).await {
             Ok(l) => Ok((l.path().to_path_buf(), Some(l))),
+            Err(StorageError::Corrupt {
+                expected, found, ..
+            }) if req.input_digest.as_deref() == Some(expected.as_str()) => {
+                let f = Failure::new(
+                    Reason::InputUnreadable,
+                    format!(
+                        "input object {} is not what its request names (digest {found}, \
+                         the request says {expected}): it changed after it was uploaded",
+                        valid.input.shown()
+                    ),
+                );
+                Err(fail(ctx, job, &f).await)
+            }
             Err(StorageError::Missing(_)) => {
                 let f = Failure::new(
                     Reason::InputMissing,
@@ -459,15 +482,16 @@ async fn store_source(
     valid: &validate::Validated,
     source: &Path,
     audio: bool,
-) -> Result<(Option<String>, u64), Ended> {
+    read_digest: Option<String>,
+) -> Result<(Option<String>, Option<String>, u64), Ended> {
     match &valid.input {
-        _ if !audio || ctx.storage.is_shared() => Ok((None, 0)),
-        Input::Object(key) => Ok((Some(key.clone()), 0)),
+        _ if !audio || ctx.storage.is_shared() => Ok((None, None, 0)),
+        Input::Object(key) => Ok((Some(key.clone()), read_digest, 0)),
         Input::File(p) => {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
             let key = storage::keys::job_input(job, name.as_deref().unwrap_or("source"));
             match ctx.storage.put_file(source, &key).await {
-                Ok(stored) => Ok((Some(key), stored.bytes_moved)),
+                Ok(stored) => Ok((Some(key), stored.digest, stored.bytes_moved)),
                 Err(e) if e.is_transient() => Err(Err(transient(e))),
                 Err(e) => Err(fail(ctx, job, &e.failure("storing the source")).await),
             }

@@ -106,13 +106,17 @@ pub async fn split(
     let segments = plan
         .into_iter()
         .enumerate()
-        .map(|(i, c)| SegmentPlan {
-            index: i as u32,
-            first_frame: c.first,
-            frames: c.frames,
-            start_pts: c.start_pts,
-            duration_ticks: c.duration_ticks,
-            source_key: storage::keys::cut(job, &args::cut_name(i as u32)),
+        .map(|(i, c)| {
+            let source_key = storage::keys::cut(job, &args::cut_name(i as u32));
+            SegmentPlan {
+                index: i as u32,
+                first_frame: c.first,
+                frames: c.frames,
+                start_pts: c.start_pts,
+                duration_ticks: c.duration_ticks,
+                source_digest: stored.digests.get(&source_key).cloned(),
+                source_key,
+            }
         })
         .collect();
     Ok((segments, stored.bytes_moved))

@@ -148,6 +148,7 @@ pub async fn provision(
         max_value_bytes: cfg.max_msg_bytes,
         max_bytes: cfg.max_bytes,
         max_msgs: cfg.max_msgs,
+        purged: matches!(bucket, subjects::BUCKET_JOBS | subjects::BUCKET_SEGMENTS),
     };
     Ok(Buckets {
         jobs: ensure_kv(js, policy, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
@@ -198,10 +199,8 @@ pub async fn ensure_stream(
         let config = config.clone();
         async move {
             if create {
-                return js
-                    .get_or_create_stream(config)
-                    .await
-                    .map_err(BoxError::from);
+                let stream = js.get_or_create_stream(config.clone()).await?;
+                return harden(js, stream, &config).await;
             }
             match js.get_stream(&config.name).await {
                 Ok(s) => Ok(s),
@@ -216,6 +215,29 @@ pub async fn ensure_stream(
         }
     })
     .await
+}
+
+/// Brings an existing stream's guards up to `wanted`'s: roll-ups off and purges denied where the
+/// spec says so (a stream created by an earlier release allowed both). Nothing else is changed:
+/// an operator's own limits stay.
+async fn harden(
+    js: &Context,
+    mut stream: stream::Stream,
+    wanted: &stream::Config,
+) -> Result<stream::Stream, BoxError> {
+    let have = stream.cached_info().config.clone();
+    let rollup = have.allow_rollup && !wanted.allow_rollup;
+    let purge = !have.deny_purge && wanted.deny_purge;
+    if !rollup && !purge {
+        return Ok(stream);
+    }
+    let mut config = have;
+    config.allow_rollup = wanted.allow_rollup;
+    config.deny_purge = config.deny_purge || wanted.deny_purge;
+    js.update_stream(&config).await?;
+    tracing::info!(stream = %config.name, rollup, purge, "stream guards raised (roll-ups refused, purges denied)");
+    stream.info().await?;
+    Ok(stream)
 }
 
 fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
@@ -235,6 +257,8 @@ struct KvSpec {
     max_value_bytes: i32,
     max_bytes: i64,
     max_msgs: i64,
+    /// Whether a service purges the bucket (finished records): otherwise purges are denied.
+    purged: bool,
 }
 
 async fn ensure_kv(
@@ -250,7 +274,11 @@ async fn ensure_kv(
             name: subjects::kv_stream(spec.bucket),
             subjects: vec![subjects::kv_wildcard(spec.bucket)],
             max_messages_per_subject: spec.history,
-            allow_rollup: true,
+            // Nothing here writes a roll-up, and one `Nats-Rollup: all` from any role that may
+            // write the bucket would empty it. Purges only where a service needs them (the
+            // scheduler's of finished records, a grant no other role holds).
+            allow_rollup: false,
+            deny_purge: !spec.purged,
             deny_delete: true,
             allow_direct: spec.replicas == 1,
             discard: DiscardPolicy::New,

@@ -161,6 +161,13 @@ pub fn media_index_entry(bucket: &str, job: &str, encoded_name: &str) -> String 
     format!("ffleet.media-index.{bucket}.{job}.{encoded_name}")
 }
 
+/// The index entry of one upload of object `encoded_name` of `job`: its chunks are under
+/// `nuid`. Recorded before the first chunk is sent, so the job's cleanup purges the chunks of an
+/// upload that failed or was replaced even when its writer may not purge.
+pub fn media_index_upload(bucket: &str, job: &str, encoded_name: &str, nuid: &str) -> String {
+    format!("ffleet.media-index.{bucket}.{job}.{encoded_name}.{nuid}")
+}
+
 /// The metadata subject of object `encoded_name` (base64url of its name, as the NATS tools do).
 pub fn object_meta(bucket: &str, encoded_name: &str) -> String {
     format!("$O.{bucket}.M.{encoded_name}")
@@ -171,8 +178,20 @@ pub fn kv_wildcard(bucket: &str) -> String {
     format!("$KV.{bucket}.>")
 }
 
-/// Where request replies (JetStream API answers, publish acks, pushed consumer messages) arrive.
+/// Where request replies (JetStream API answers, publish acks, pushed consumer messages) arrive
+/// for a client with no identity (an unsecured deployment): the NATS default.
 pub const INBOX_WILDCARD: &str = "_INBOX.>";
+
+/// The inbox prefix of `identity` (a role, or a tenant's submitter): its replies arrive under it,
+/// and only it may subscribe there, so no credential reads another's replies.
+pub fn inbox_prefix(identity: &str) -> String {
+    format!("_INBOX_ffleet.{identity}")
+}
+
+/// Every inbox of `identity`.
+pub fn inbox_wildcard(identity: &str) -> String {
+    format!("{}.>", inbox_prefix(identity))
+}
 
 pub fn jobs_wildcard() -> String {
     "ffleet.jobs.>".into()

@@ -269,6 +269,7 @@ impl Config {
         Placement {
             replicas: self.streams.replicas_of(&self.storage.bucket),
             create: self.creates_streams(),
+            purge: self.nats.role.is_none_or(|r| r.purges_media()),
         }
     }
 

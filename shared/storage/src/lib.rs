@@ -109,8 +109,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 /// What a commit stored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stored {
-    /// `SHA-256=<base64url>` of each stored object, for backends that keep one (object store).
+    /// `SHA-256=<base64url>` of the stored object, for backends that keep one (object store).
     pub digest: Option<String>,
+    /// Every stored object's digest by key (a committed directory's files; one entry for a
+    /// single object): what readers of each are told to expect.
+    pub digests: std::collections::BTreeMap<String, String>,
     /// Bytes that crossed the network (0 for a shared directory).
     pub bytes_moved: u64,
 }
@@ -140,6 +143,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn size(&self, key: &str) -> Result<u64, StorageError>;
     /// Removes every object under `prefix` (a job's media).
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError>;
+    /// Removes the object at `key` (nothing when there is none).
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.delete_prefix(key).await
+    }
     /// Whether objects are files every node sees in place (no copies, no digests).
     fn is_shared(&self) -> bool;
     /// The private directory for local copies and staging.

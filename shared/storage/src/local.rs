@@ -11,6 +11,8 @@ pub struct Local {
     _held: Option<std::fs::File>,
     /// Bytes that crossed the network to make this file local (0 for a shared file).
     pub bytes_moved: u64,
+    /// The digest of the object these bytes were read and checked against (object store).
+    pub digest: Option<String>,
 }
 
 impl Local {
@@ -21,6 +23,7 @@ impl Local {
             temporary: false,
             _held: None,
             bytes_moved: 0,
+            digest: None,
         }
     }
 
@@ -32,6 +35,7 @@ impl Local {
             temporary: true,
             _held: Some(file),
             bytes_moved: 0,
+            digest: None,
         }
     }
 
@@ -42,6 +46,7 @@ impl Local {
             temporary: true,
             _held: None,
             bytes_moved,
+            digest: None,
         }
     }
 

@@ -9,6 +9,11 @@
 //! under `$O.<bucket>.M.<base64url name>`) is the standard one, so the `nats object` tools and
 //! async-nats's readers see ordinary objects.
 //!
+//! Downloads read the metadata and then each chunk by message gets, never through a consumer:
+//! no role needs to create consumers on the media stream, so none can point one at a subject of
+//! its choice and have the server deliver stored bytes there. Roll-ups are refused too (the
+//! metadata is written without one).
+//!
 //! The backing stream is created here (not with `create_object_store`, which fails on
 //! nats-server 2.9 as the KV creation does) with `discard: new`, so a bucket at `max_bytes`
 //! refuses the next chunk and the upload fails with `Full` instead of evicting older media.
@@ -19,7 +24,6 @@
 
 use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
 use crate::config::StorageConfig;
-use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
@@ -41,20 +45,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Chunk acknowledgements awaited at once: throughput without unbounded buffering.
 const ACK_WINDOW: usize = 8;
-/// How long a download may go without a byte before it is started again: a reader whose
-/// consumer lived on a server that died stalls (seen: 10 s before the reader itself failed),
-/// and one whose object was deleted waits forever. Chunks are 128 KiB: seconds without one is
-/// not a slow link.
+/// How long one chunk's get may go unanswered before the download starts again (at least: a
+/// later try's own timeout can be longer). Chunks are 128 KiB: seconds without one is not a slow
+/// link but a server gone.
 const READ_IDLE: Duration = Duration::from_secs(5);
 /// Reads of an object whose bytes do not match its digest before it is called corrupt.
 const DIGEST_TRIES: u32 = 4;
 /// What a corrupt download found, beside the digest it expected.
 const MISMATCHED_BYTES: &str = "bytes that do not match it";
-/// A listing that delivers nothing for this long has delivered all there is (see
-/// `delete_prefix`).
-const LIST_STALL: Duration = Duration::from_secs(5);
 /// Chunks and metadata messages the bucket holds at most (bytes are bounded by `max_bytes`).
 const MEDIA_MAX_MSGS: i64 = 50_000_000;
+/// Consumers the media stream holds at most: none is needed (reads are message gets), a few
+/// for an operator's `nats object` tools; a client cannot fill the server with them.
+const MEDIA_MAX_CONSUMERS: i32 = 8;
 /// Objects nobody deleted (a crash between upload and cleanup) expire after this long.
 const MEDIA_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -71,6 +74,9 @@ pub struct ObjectStore {
     /// How broker operations retry: the window of an upload or download sent again, and how
     /// long each lookup waits for an answer.
     policy: Policy,
+    /// Whether these credentials may purge the media stream (services that clean up a job's
+    /// media); the others leave what they cannot remove to the job's cleanup.
+    purges: bool,
 }
 
 /// A broker error of `op` on `key`, classified by what JetStream refused (`nats::refusal`):
@@ -115,6 +121,9 @@ fn from_nats<'a>(op: &'static str, key: &'a str) -> impl FnOnce(NatsError) -> St
 pub struct Placement {
     pub replicas: usize,
     pub create: bool,
+    /// May purge the media stream (remove objects): not a submitter's or an encoder's
+    /// credentials, whose purge would be the whole stream's.
+    pub purge: bool,
 }
 
 impl ObjectStore {
@@ -137,8 +146,12 @@ impl ObjectStore {
             storage: StorageType::File,
             num_replicas: replicas,
             discard: DiscardPolicy::New,
-            allow_rollup: true,
+            // Metadata is written without roll-ups (see `send`); allowing them would let any
+            // client that writes media empty the stream with one header.
+            allow_rollup: false,
             allow_direct: replicas == 1,
+            // Nobody reads media through a consumer (see `download_once`).
+            max_consumers: MEDIA_MAX_CONSUMERS,
             max_age: MEDIA_MAX_AGE,
             max_bytes: if cfg.max_bytes == 0 {
                 -1
@@ -180,6 +193,7 @@ impl ObjectStore {
             chunk_size: cfg.chunk_size.clamp(4096, 1000 << 10),
             work,
             policy,
+            purges: placement.purge,
         })
     }
 
@@ -217,15 +231,22 @@ impl ObjectStore {
     async fn upload_once(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
         // Recorded before a chunk is sent: a crash mid-upload leaves an index entry with no
         // object (skipped at cleanup), never an object the cleanup cannot find.
+        let nuid = uuid::Uuid::new_v4().simple().to_string();
         if let Some(job) = keys::job_of(key) {
             self.index_object(job, key).await?;
+            // Its chunks too: a writer that may not purge (an encoder) leaves a failed or
+            // replaced upload's chunks to the job's cleanup.
+            let upload =
+                subjects::media_index_upload(&self.bucket, job, &URL_SAFE.encode(key), &nuid);
+            self.index_entry(&upload, key).await?;
         }
         let previous = self.store.info(key).await.ok();
-        let nuid = uuid::Uuid::new_v4().simple().to_string();
         let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
         match self.send(file, key, &nuid, &chunks_subject).await {
             Ok(stored) => {
-                if let Some(old) = previous.filter(|o| o.nuid != nuid) {
+                if let Some(old) = previous.filter(|o| o.nuid != nuid)
+                    && self.purges
+                {
                     let subject = subjects::object_chunks(&self.bucket, &old.nuid);
                     if let Err(e) = self.stream.purge().filter(subject).await {
                         tracing::warn!(key, error = %e, "old chunks of a replaced object not purged");
@@ -234,7 +255,9 @@ impl ObjectStore {
                 Ok(stored)
             }
             Err(e) => {
-                if let Err(pe) = self.stream.purge().filter(chunks_subject).await {
+                if self.purges
+                    && let Err(pe) = self.stream.purge().filter(chunks_subject).await
+                {
                     tracing::warn!(key, error = %pe, "chunks of a failed upload not purged");
                 }
                 Err(e)
@@ -280,16 +303,18 @@ impl ObjectStore {
             deleted: false,
         };
         let body = serde_json::to_vec(&info).map_err(nats("upload", key))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_ROLLUP, "sub");
+        // No roll-up header: the bucket refuses roll-ups, since a client that may write
+        // metadata could otherwise send `Nats-Rollup: all` and empty the whole stream. Readers
+        // take the newest metadata of a name; an older one goes with the name's deletion.
         let subject = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
         self.js
-            .publish_with_headers(subject, headers, body.into())
+            .publish(subject, body.into())
             .await
             .map_err(nats("upload", key))?
             .await
             .map_err(nats("upload", key))?;
         Ok(Stored {
+            digests: [(key.to_owned(), digest.clone())].into(),
             digest: Some(digest),
             bytes_moved: size as u64,
         })
@@ -351,6 +376,18 @@ impl ObjectStore {
         expect: Option<&str>,
         dest: &Path,
     ) -> Result<u64, StorageError> {
+        self.download_checked(key, expect, dest)
+            .await
+            .map(|(n, _)| n)
+    }
+
+    /// `download`, also returning the digest the bytes were checked against.
+    async fn download_checked(
+        &self,
+        key: &str,
+        expect: Option<&str>,
+        dest: &Path,
+    ) -> Result<(u64, String), StorageError> {
         check_key(key)?;
         // A job's input may have been stored by another system with the standard tools, which
         // know nothing of the index: the splitter's read records it, so it goes with the job.
@@ -392,24 +429,33 @@ impl ObjectStore {
         }
     }
 
-    /// One read of object `key` into `dest`; `try_no` bounds how long its lookup may wait for
+    /// One read of object `key` into `dest`; `try_no` bounds how long each request may wait for
     /// an answer (`Policy::try_timeout`).
+    ///
+    /// Read by message gets (the metadata, then each chunk by its subject from the last
+    /// sequence), not by async-nats's reader: that one creates a push consumer on the media
+    /// stream, and a role allowed to create consumers there could point one at any subject and
+    /// have the server deliver bytes it stored to it (a forged event, say). With gets, no role
+    /// needs a consumer on this stream.
     async fn download_once(
         &self,
         key: &str,
         expect: Option<&str>,
         dest: &Path,
         try_no: u32,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<(u64, String), StorageError> {
         let limit = self.policy.try_timeout(try_no);
-        let got = tokio::time::timeout(limit, self.store.get(key))
+        let got = tokio::time::timeout(limit, self.store.info(key))
             .await
             .map_err(|_| nats("download", key)(format!("no answer within {limit:?}")))?;
-        let mut obj = got.map_err(|e| match e.kind() {
-            object_store::GetErrorKind::NotFound => StorageError::Missing(key.into()),
+        let info = got.map_err(|e| match e.kind() {
+            object_store::InfoErrorKind::NotFound => StorageError::Missing(key.into()),
             _ => nats("download", key)(e),
         })?;
-        let found = obj.info.digest.clone().unwrap_or_default();
+        if info.deleted {
+            return Err(StorageError::Missing(key.into()));
+        }
+        let found = info.digest.clone().unwrap_or_default();
         if let Some(expected) = expect
             && expected != found
         {
@@ -426,20 +472,18 @@ impl ObjectStore {
             .await
             .map_err(io(dest))?;
         let mut out = tokio::io::BufWriter::with_capacity(self.chunk_size, file);
-        let copied = copy_until_quiet(&mut obj, &mut out, self.chunk_size).await;
+        let copied = self.copy_chunks(&info, limit, &mut out).await;
         let n = match copied {
             Ok(n) => n,
             Err(e) => {
                 drop(out);
                 let _ = tokio::fs::remove_file(dest).await;
                 return Err(match e {
-                    Copy::Read(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        StorageError::Corrupt {
-                            key: key.into(),
-                            expected: found,
-                            found: MISMATCHED_BYTES.into(),
-                        }
-                    }
+                    Copy::Mismatch => StorageError::Corrupt {
+                        key: key.into(),
+                        expected: found,
+                        found: MISMATCHED_BYTES.into(),
+                    },
                     Copy::Read(e) => nats("download", key)(e),
                     // This machine's own disk (full, say): not the broker's doing.
                     Copy::Write(e) => io(dest)(e),
@@ -448,7 +492,44 @@ impl ObjectStore {
         };
         out.flush().await.map_err(io(dest))?;
         out.into_inner().sync_all().await.map_err(io(dest))?;
-        Ok(n)
+        Ok((n, found))
+    }
+
+    /// Copies the chunks of the object `info` describes into `to`, one message get each (the
+    /// next message on the object's chunk subject after the last one read), and checks their
+    /// count, size and SHA-256 against `info`.
+    async fn copy_chunks(
+        &self,
+        info: &ObjectInfo,
+        limit: Duration,
+        to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, Copy> {
+        let subject = subjects::object_chunks(&self.bucket, &info.nuid);
+        let mut sha = Sha256::new();
+        let (mut total, mut next) = (0_u64, 0_u64);
+        for _ in 0..info.chunks {
+            let get = self
+                .stream
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(subject.clone())
+                .send();
+            let msg = tokio::time::timeout(limit.max(READ_IDLE), get)
+                .await
+                .map_err(|_| Copy::Read(format!("no chunk within {limit:?}").into()))?
+                // A chunk missing before the count is reached: the object was deleted or
+                // replaced while read (read again, from its metadata).
+                .map_err(|e| Copy::Read(e.into()))?;
+            next = msg.sequence + 1;
+            sha.update(&msg.payload);
+            to.write_all(&msg.payload).await.map_err(Copy::Write)?;
+            total += msg.payload.len() as u64;
+        }
+        let digest = format!("SHA-256={}", URL_SAFE.encode(sha.finalize()));
+        if total != info.size as u64 || info.digest.as_deref().is_some_and(|d| d != digest) {
+            return Err(Copy::Mismatch);
+        }
+        Ok(total)
     }
 
     /// Removes object `key` entirely (its chunks and its metadata, leaving no delete marker).
@@ -465,6 +546,11 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Whether these credentials may remove objects (`Placement::purge`).
+    pub fn may_delete(&self) -> bool {
+        self.purges
+    }
+
     /// Removes object `key` (nothing when it does not exist): no listing needed.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
@@ -479,6 +565,12 @@ impl ObjectStore {
     /// Retried through elections like every other JetStream write.
     async fn index_object(&self, job: &str, key: &str) -> Result<(), StorageError> {
         let subject = subjects::media_index_entry(&self.bucket, job, &URL_SAFE.encode(key));
+        self.index_entry(&subject, key).await
+    }
+
+    /// Writes index entry `subject` (of object `key`).
+    async fn index_entry(&self, subject: &str, key: &str) -> Result<(), StorageError> {
+        let subject = subject.to_owned();
         let window = self.policy.window();
         retry::retry(self.policy, "publish", &subject, window, |_| async {
             let ack = self
@@ -496,6 +588,7 @@ impl ObjectStore {
     /// their index entries: a few requests per object of the job, whatever the bucket holds.
     async fn delete_job_objects(&self, job: &str, prefix: &str) -> Result<(), StorageError> {
         let filter = subjects::media_index_of_job(&self.bucket, job);
+        let entry_of_job = subjects::media_index_entry(&self.bucket, job, "");
         let under = format!("{prefix}/");
         let mut entries = self
             .index
@@ -503,19 +596,38 @@ impl ObjectStore {
             .await
             .map_err(nats("index", prefix))?;
         let mut names = std::collections::BTreeSet::new();
+        let mut uploads = std::collections::BTreeSet::new();
         while let Some(entry) = entries.next().await {
             let (subject, _) = entry.map_err(nats("index", prefix))?;
-            let name = subject
-                .rsplit('.')
+            // `<name>` for an object, `<name>.<nuid>` for one upload of it.
+            let mut rest = subject.strip_prefix(&entry_of_job).unwrap_or("").split('.');
+            let name = rest
                 .next()
                 .and_then(|t| URL_SAFE.decode(t).ok())
                 .and_then(|b| String::from_utf8(b).ok());
-            if let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) {
-                names.insert(name);
+            let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) else {
+                continue;
+            };
+            match rest.next() {
+                Some(nuid) => {
+                    uploads.insert(nuid.to_owned());
+                }
+                None => {
+                    names.insert(name);
+                }
             }
         }
         for name in &names {
             self.delete(name).await?;
+        }
+        // Chunks of uploads that failed or were replaced by a writer that could not purge them
+        // (the current ones went with their objects above).
+        for nuid in &uploads {
+            self.stream
+                .purge()
+                .filter(subjects::object_chunks(&self.bucket, nuid))
+                .await
+                .map_err(nats("delete", prefix))?;
         }
         // A whole job's cleanup drops its index too; a narrower prefix leaves it (the entries
         // of deleted objects are skipped when the job is cleaned).
@@ -545,37 +657,12 @@ fn index_spec(bucket: &str, replicas: usize) -> stream::Config {
     }
 }
 
-/// Copies like `tokio::io::copy`, failing when the reader gives nothing for `READ_IDLE`: the
-/// reader waits forever for chunks that were purged under it (the object deleted while read).
-async fn copy_until_quiet(
-    from: &mut (impl tokio::io::AsyncRead + Unpin),
-    to: &mut (impl tokio::io::AsyncWrite + Unpin),
-    chunk: usize,
-) -> Result<u64, Copy> {
-    let mut buf = vec![0_u8; chunk];
-    let mut total = 0_u64;
-    loop {
-        let n = tokio::time::timeout(READ_IDLE, from.read(&mut buf))
-            .await
-            .map_err(|_| {
-                Copy::Read(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the object stopped arriving (deleted while read?)",
-                ))
-            })?
-            .map_err(Copy::Read)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        to.write_all(&buf[..n]).await.map_err(Copy::Write)?;
-        total += n as u64;
-    }
-}
-
-/// Which side of a copy failed: the object being read, or the file being written.
+/// Which side of a copy failed: the object being read, or the file being written; or the bytes
+/// read do not match the object's recorded size or digest.
 enum Copy {
-    Read(std::io::Error),
+    Read(BoxError),
     Write(std::io::Error),
+    Mismatch,
 }
 
 #[async_trait]
@@ -583,8 +670,10 @@ impl Storage for ObjectStore {
     async fn fetch(&self, key: &str, expect: Option<&str>) -> Result<Local, StorageError> {
         let name = key.rsplit('/').next().unwrap_or("object");
         let dest = self.work.temp_path(name);
-        let n = self.download(key, expect, &dest).await?;
-        Ok(Local::copy(dest, n))
+        let (n, digest) = self.download_checked(key, expect, &dest).await?;
+        let mut local = Local::copy(dest, n);
+        local.digest = Some(digest);
+        Ok(local)
     }
 
     async fn fetch_to(
@@ -642,30 +731,38 @@ impl Storage for ObjectStore {
         }
     }
 
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        ObjectStore::delete(self, key).await
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         check_key(prefix)?;
         if let Some(job) = keys::job_of(prefix) {
             return self.delete_job_objects(job, prefix).await;
         }
         let under = format!("{prefix}/");
-        let mut list = self.store.list().await.map_err(nats("list", prefix))?;
-        let mut doomed = Vec::new();
-        loop {
-            // async-nats ends a listing when it has received as many entries as were pending
-            // when it began: entries purged meanwhile (another process removing its own
-            // objects) never arrive, and the listing would wait forever on idle heartbeats.
-            let Ok(next) = tokio::time::timeout(LIST_STALL, list.next()).await else {
-                tracing::debug!(prefix, "object listing stalled (entries removed meanwhile)");
-                break;
-            };
-            let Some(info) = next else { break };
-            let info = info.map_err(nats("list", prefix))?;
-            if info.name == prefix || info.name.starts_with(&under) {
-                doomed.push(info);
+        // The names come from the stream's metadata subjects (a stream info request), not from
+        // async-nats's listing, which is a consumer on the stream (see `download_once`).
+        let all = subjects::object_meta(&self.bucket, "*");
+        let mut subjects = self
+            .stream
+            .info_with_subjects(&all)
+            .await
+            .map_err(nats("list", prefix))?;
+        let mut doomed = std::collections::BTreeSet::new();
+        while let Some(entry) = subjects.next().await {
+            let (subject, _) = entry.map_err(nats("list", prefix))?;
+            let name = subject
+                .rsplit('.')
+                .next()
+                .and_then(|t| URL_SAFE.decode(t).ok())
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) {
+                doomed.insert(name);
             }
         }
-        for info in &doomed {
-            self.remove(info).await?;
+        for name in &doomed {
+            self.delete(name).await?;
         }
         Ok(())
     }
@@ -696,6 +793,7 @@ impl ObjectStore {
                 .upload(&dir.join(&name), &format!("{key}/{name}"))
                 .await?;
             total.bytes_moved += s.bytes_moved;
+            total.digests.extend(s.digests);
         }
         Ok(total)
     }

@@ -54,6 +54,13 @@ impl Role {
         !matches!(self, Role::Submitter | Role::Encoder)
     }
 
+    /// Whether this role may purge the media stream: the services that remove a job's media when
+    /// it ends, and the admin. A purge names its subject in its body, so the grant is the whole
+    /// stream's: never a client's or an encoder's.
+    pub fn purges_media(self) -> bool {
+        matches!(self, Role::Splitter | Role::Merger | Role::Admin)
+    }
+
     /// Whether this role may create streams and buckets.
     pub fn provisions(self) -> bool {
         self == Role::Admin
@@ -70,7 +77,8 @@ impl Role {
             media_bucket: media.to_owned(),
             ..Permissions::default()
         };
-        g.sub(subjects::INBOX_WILDCARD);
+        // Its own inbox prefix only (`nats.role` sets it on the connection): never `_INBOX.>`.
+        g.sub(subjects::inbox_wildcard(self.name()));
         match self {
             Role::Submitter => {
                 g.publish(subjects::JOBS_SUBMIT);
@@ -80,7 +88,7 @@ impl Role {
                     g.sub(subjects::event_any_job(k));
                 }
                 g.sub(subjects::live_wildcard());
-                g.media();
+                g.media(self.purges_media());
             }
             Role::Admin => {
                 g.publish(subjects::JOBS_SUBMIT);
@@ -106,7 +114,7 @@ impl Role {
                 g.sub(subjects::events_wildcard());
                 g.sub(subjects::live_wildcard());
                 g.sub(subjects::dead_wildcard());
-                g.media();
+                g.media(self.purges_media());
             }
             Role::Splitter => {
                 g.lookup_all();
@@ -128,7 +136,7 @@ impl Role {
                 for k in [EventKind::Accepted, EventKind::Completed, EventKind::Failed] {
                     g.publish(subjects::event_any_job(k));
                 }
-                g.media();
+                g.media(self.purges_media());
             }
             Role::Scheduler => {
                 g.lookup_all();
@@ -203,7 +211,7 @@ impl Role {
                 // Units handed back for re-planning, and units out of retries.
                 g.publish(subjects::TASKS_PLAN);
                 g.publish(subjects::dead_wildcard());
-                g.media();
+                g.media(self.purges_media());
             }
             Role::Merger => {
                 g.lookup_all();
@@ -219,7 +227,7 @@ impl Role {
                 for k in [EventKind::Progress, EventKind::Completed, EventKind::Failed] {
                     g.publish(subjects::event_any_job(k));
                 }
-                g.media();
+                g.media(self.purges_media());
             }
         }
         g
@@ -372,9 +380,12 @@ impl Permissions {
         self.publish(js_api::stream_msg_get(stream));
     }
 
-    /// The media object store: chunks and metadata written and read, an object's chunks purged
-    /// when it is deleted.
-    fn media(&mut self) {
+    /// The media object store: chunks and metadata written and read (message gets: no consumer
+    /// on the media stream for anyone, since a consumer can be pointed at any subject). With
+    /// `purge`, an object's chunks are purged when it is deleted and a job's index entries at
+    /// its cleanup: a purge request names its subject only in its body, so the grant is the
+    /// whole stream's, and clients do not get it.
+    fn media(&mut self, purge: bool) {
         let b = self.media_bucket.clone();
         let s = subjects::object_stream(&b);
         for w in subjects::object_wildcards(&b) {
@@ -385,17 +396,15 @@ impl Permissions {
         for d in js_api::direct_get(&s) {
             self.publish(d);
         }
-        self.publish(js_api::stream_purge(&s));
-        for c in js_api::consumer_create_any(&s) {
-            self.publish(c);
-        }
-        self.publish(js_api::flow_control(&s));
         // The index of which job each scratch object belongs to: recorded on upload, read
         // (stream info with a subject filter) and purged at a job's cleanup.
         let index = subjects::media_index_stream(&b);
         self.publish(subjects::media_index_wildcard(&b));
         self.publish(js_api::stream_info(&index));
-        self.publish(js_api::stream_purge(&index));
+        if purge {
+            self.publish(js_api::stream_purge(&s));
+            self.publish(js_api::stream_purge(&index));
+        }
     }
 
     /// Whether publishing to the literal subject `subject` is allowed (NATS token matching).
@@ -539,6 +548,41 @@ mod tests {
         let info = subjects::service_api::verb("INFO");
         assert!(Role::Admin.permissions().may_publish(&info));
         assert!(!Role::Submitter.permissions().may_publish(&info));
+    }
+
+    #[test]
+    fn each_role_reads_only_its_own_replies() {
+        for r in Role::ALL {
+            let p = r.permissions();
+            assert!(!p.may_subscribe("_INBOX.x"), "{r}");
+            assert!(p.may_subscribe(&format!("{}.x", subjects::inbox_prefix(r.name()))));
+            for other in Role::ALL.into_iter().filter(|o| *o != r) {
+                let theirs = format!("{}.x", subjects::inbox_prefix(other.name()));
+                assert!(!p.may_subscribe(&theirs), "{r} reads {other}'s replies");
+                assert!(!p.may_publish(&theirs), "{r} writes into {other}'s inbox");
+            }
+        }
+    }
+
+    #[test]
+    fn nobody_points_a_consumer_of_the_media_stream_anywhere_and_few_purge_it() {
+        let obj = subjects::object_stream(subjects::BUCKET_MEDIA);
+        for r in Role::ALL {
+            let p = r.permissions();
+            for c in js_api::consumer_create_any(&obj) {
+                assert!(!p.may_publish(&c.replace('>', "x.y")), "{r}: {c}");
+            }
+            assert!(
+                !p.may_publish(&format!("$JS.API.CONSUMER.CREATE.{obj}")),
+                "{r}"
+            );
+            assert_eq!(
+                p.may_publish(&js_api::stream_purge(&obj)),
+                r.purges_media(),
+                "{r}"
+            );
+        }
+        assert!(!Role::Submitter.purges_media() && !Role::Encoder.purges_media());
     }
 
     #[test]

@@ -100,6 +100,7 @@ fn output() -> OutputInfo {
         decode_errors: 0,
         warnings: Vec::new(),
         media_bytes: 0,
+        digest: None,
     }
 }
 

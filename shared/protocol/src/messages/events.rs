@@ -50,6 +50,10 @@ pub struct Completed {
     /// Bytes moved through the object store for the job (0 over a shared directory).
     #[serde(default)]
     pub media_bytes: u64,
+    /// `SHA-256=<base64url>` of an output stored in the object store (`object:` outputs): what
+    /// its fetcher must find.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl Completed {
@@ -67,6 +71,7 @@ impl Completed {
             decode_errors: out.decode_errors,
             warnings: out.warnings.clone(),
             media_bytes: out.media_bytes,
+            digest: out.digest.clone(),
         }
     }
 }

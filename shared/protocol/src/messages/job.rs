@@ -50,6 +50,10 @@ pub struct JobRequest {
     /// the wanted kind the job fails after `scheduler.capability_wait_secs`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require: bool,
+    /// `SHA-256=<base64url>` of an `object:` input as its submitter uploaded it: the splitter
+    /// reads only an object with this digest, so nobody can swap the input in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_digest: Option<String>,
 }
 
 /// The kind of encoder a job asks for. `gpu` means any accelerator capability (`nvenc`, `qsv`,

@@ -122,6 +122,10 @@ pub struct SegmentPlan {
     pub duration_ticks: i64,
     /// Scratch key of the stream-copied cut.
     pub source_key: String,
+    /// Digest of the cut as the splitter stored it (object store): an encoder reads only an
+    /// object with this digest, whatever the object's own metadata says by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +149,9 @@ pub struct Plan {
     /// The source's copy in media storage, read by the audio task when nodes share no files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_key: Option<String>,
+    /// Digest of `source_key`'s object as the splitter read or stored it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
     /// Object-store key of the final output (`object:` outputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_key: Option<String>,
@@ -192,6 +199,10 @@ pub struct OutputInfo {
     /// Bytes the job moved through the object store (sources, cuts, segments, output).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub media_bytes: u64,
+    /// Digest of an output stored in the object store, as the merger stored it: its fetcher
+    /// checks the bytes against this, not against the object's own metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -404,6 +415,7 @@ mod tests {
             source_path: "/in/two-hours.mp4".into(),
             output_path: "/out/two-hours.mp4".into(),
             source_key: None,
+            source_digest: None,
             output_key: None,
         };
         for u in plan.units() {
@@ -419,6 +431,7 @@ mod tests {
             start_pts: i64::from(last) * 12800,
             duration_ticks: 12800,
             source_key: format!("jobs/long-job/src/seg{last:05}.nut"),
+            source_digest: None,
         }));
         seg.state = SegmentState::Done;
         seg.result_key = Some(format!("jobs/long-job/enc/v{last:05}.a1.nut"));

@@ -298,6 +298,7 @@ mod tests {
             decode_errors: 0,
             warnings: Vec::new(),
             media_bytes: 0,
+            digest: None,
         };
         done.output = Some(out.clone());
         let status = JobStatus::of_record(&done);

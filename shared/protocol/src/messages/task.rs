@@ -19,7 +19,13 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskInput {
     /// An object in media storage: a stream-copied cut, or the source's stored copy.
-    Scratch { key: String },
+    Scratch {
+        key: String,
+        /// The digest its trusted writer recorded (the splitter): the encoder reads only an
+        /// object with it. Absent over a shared directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+    },
     /// The source itself, as the job request named it (audio is encoded once, from the source, as
     /// a single ffmpeg would): the encoder resolves the URI against its own input roots when it
     /// opens the file, so a task can never make it read outside them.
@@ -149,6 +155,7 @@ impl Task {
                 (
                     TaskInput::Scratch {
                         key: s.source_key.clone(),
+                        digest: s.source_digest.clone(),
                     },
                     Some(s.frames),
                     tb.seconds(s.duration_ticks),
@@ -158,7 +165,10 @@ impl Task {
             }
             Unit::Audio if plan.audio => (
                 match &plan.source_key {
-                    Some(key) => TaskInput::Scratch { key: key.clone() },
+                    Some(key) => TaskInput::Scratch {
+                        key: key.clone(),
+                        digest: plan.source_digest.clone(),
+                    },
                     None => TaskInput::Source {
                         uri: rec.request.input.clone(),
                     },

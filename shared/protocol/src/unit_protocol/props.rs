@@ -209,6 +209,7 @@ fn run(
                 start_pts: 0,
                 duration_ticks: 10,
                 source_key: format!("cut{key}"),
+                source_digest: None,
             }));
             Step::Replan { fresh: &fresh }
         }

@@ -1,0 +1,526 @@
+//! Least privilege against a hostile client (issue 23): every role, on its own credentials
+//! against a secured server, tries every operation of the matrix in docs/security.md (reading
+//! other identities' replies, ending jobs, rolling up and purging buckets and the media stream,
+//! pointing consumers at other subjects...). What the server let it do is printed as a table and
+//! must match the documented one cell for cell. Beside the matrix, the attacks first reported
+//! against the media and the followers each have a test of their own.
+//!
+//! Run against both servers: Debian's 2.9.10 on PATH, and a current one through
+//! `FFLEET_NATS_SERVER`.
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use async_nats::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE;
+use common::secure::SecureServer;
+use ffleet_runtime::config::{Config, StorageBackend};
+use ffleet_runtime::nats::connect::permission_violations;
+use ffleet_runtime::nats::retry::{Patience, Policy};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::security::Role;
+use ffleet_runtime::storage::{ObjectStore, StorageError, WorkDir};
+use ffleet_runtime::subjects::{self, EventKind, js_api};
+use ffleet_runtime::{JobId, Unit};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The media bucket's size in these tests (the default reserves more disk than CI has).
+const MEDIA_BYTES: u64 = 64 << 20;
+/// How long an operation may take to be answered or refused.
+const ANSWER: Duration = Duration::from_secs(3);
+/// After a flush, how long the client waits for a refusal it may still be told of (the server
+/// sends it before the flush's answer; the client's event handler runs a moment later).
+const SETTLE: Duration = Duration::from_millis(150);
+
+fn config(s: &SecureServer, role: Role, work: &std::path::Path) -> Config {
+    let mut cfg = Config {
+        nats: s.config(role),
+        ..Config::default()
+    };
+    cfg.storage.backend = StorageBackend::ObjectStore;
+    cfg.storage.work_dir = work.to_path_buf();
+    cfg.storage.max_bytes = MEDIA_BYTES;
+    cfg
+}
+
+/// An admin context on `s` that provisions every stream and bucket, the media bucket included.
+async fn admin(s: &SecureServer, work: &std::path::Path) -> Result<Ctx> {
+    Ok(Ctx::connect(Arc::new(config(s, Role::Admin, work)), "admin", false).await?)
+}
+
+/// The media bucket as `role`'s services open it.
+async fn media_as(s: &SecureServer, role: Role, work: &std::path::Path) -> Result<ObjectStore> {
+    let cfg = config(s, role, work);
+    let client = s.connect(role).await?;
+    let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
+    let work = Arc::new(WorkDir::open(work)?);
+    Ok(ObjectStore::open(
+        &js,
+        Policy::from_config(&cfg.nats),
+        &cfg.storage,
+        cfg.media_placement(),
+        work,
+        Patience::For(Duration::from_secs(10)),
+    )
+    .await?)
+}
+
+/// What the server did with an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Yes,
+    No,
+}
+
+impl Done {
+    fn word(self) -> &'static str {
+        match self {
+            Done::Yes => "yes",
+            Done::No => "no",
+        }
+    }
+}
+
+/// One operation of the matrix, as a client can send it.
+enum Op {
+    /// Subscribing: done unless the server refuses the subscription.
+    Sub(String),
+    /// A core publish with no reply: done unless refused.
+    Pub(String),
+    /// A request (a JetStream publish or API call): done when answered without an error; `read`
+    /// also counts "not found" as done (the read was allowed, there was nothing there).
+    Req {
+        subject: String,
+        headers: Option<HeaderMap>,
+        body: String,
+        read: bool,
+    },
+}
+
+fn req(subject: impl Into<String>, body: impl Into<String>) -> Op {
+    Op::Req {
+        subject: subject.into(),
+        headers: None,
+        body: body.into(),
+        read: false,
+    }
+}
+
+fn read(subject: impl Into<String>, body: impl Into<String>) -> Op {
+    Op::Req {
+        subject: subject.into(),
+        headers: None,
+        body: body.into(),
+        read: true,
+    }
+}
+
+fn rollup(subject: impl Into<String>) -> Op {
+    let mut h = HeaderMap::new();
+    h.insert(async_nats::header::NATS_ROLLUP, "all");
+    Op::Req {
+        subject: subject.into(),
+        headers: Some(h),
+        body: "{}".into(),
+        read: false,
+    }
+}
+
+/// Waits until the client has been told of a refusal since `before`, for up to `wait`.
+async fn refused_since(before: u64, wait: Duration) -> bool {
+    let end = Instant::now() + wait;
+    loop {
+        if permission_violations() > before {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn attempt(client: &async_nats::Client, op: &Op) -> Result<Done> {
+    let before = permission_violations();
+    match op {
+        Op::Sub(subject) => {
+            let sub = client.subscribe(subject.clone()).await?;
+            client.flush().await?;
+            let refused = refused_since(before, SETTLE).await;
+            drop(sub);
+            Ok(if refused { Done::No } else { Done::Yes })
+        }
+        Op::Pub(subject) => {
+            client.publish(subject.clone(), "{}".into()).await?;
+            client.flush().await?;
+            Ok(if refused_since(before, SETTLE).await {
+                Done::No
+            } else {
+                Done::Yes
+            })
+        }
+        Op::Req {
+            subject,
+            headers,
+            body,
+            read,
+        } => {
+            let inbox = client.new_inbox();
+            let mut answers = client.subscribe(inbox.clone()).await?;
+            let headers = headers.clone().unwrap_or_default();
+            client
+                .publish_with_reply_and_headers(
+                    subject.clone(),
+                    inbox,
+                    headers,
+                    body.clone().into_bytes().into(),
+                )
+                .await?;
+            client.flush().await?;
+            tokio::select! {
+                answer = tokio::time::timeout(ANSWER, answers.next()) => {
+                    let Ok(Some(m)) = answer else { return Ok(Done::No) };
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null);
+                    let code = v["error"]["code"].as_u64();
+                    // A message get answers a missing message with a 404: the read was allowed.
+                    let ok = code.is_none() || (*read && code == Some(404));
+                    // A direct get answers with headers and the message itself (or a status).
+                    let ok = ok && m.status.is_none_or(|s| s.is_success() || (*read && s.as_u16() == 404));
+                    Ok(if ok { Done::Yes } else { Done::No })
+                }
+                refused = refused_since(before, ANSWER) => {
+                    Ok(if refused { Done::No } else { Done::Yes })
+                }
+            }
+        }
+    }
+}
+
+/// The matrix's operations for `role`, by the names docs/security.md gives them.
+fn operations(role: Role) -> Vec<(&'static str, Op)> {
+    let victim = JobId::new("victim").expect("job id");
+    let media = subjects::BUCKET_MEDIA;
+    let obj = subjects::object_stream(media);
+    let meta = subjects::object_meta(media, &URL_SAFE.encode("jobs/victim/src/v00000.nut"));
+    let segments = subjects::kv_stream(subjects::BUCKET_SEGMENTS);
+    let jobs = subjects::kv_stream(subjects::BUCKET_JOBS);
+    let unit_key = subjects::kv_key(
+        subjects::BUCKET_SEGMENTS,
+        &subjects::segment_key(&victim, Unit::Video(0)),
+    );
+    let job_key = subjects::kv_key(subjects::BUCKET_JOBS, victim.as_str());
+    let other = if role == Role::Admin {
+        Role::Submitter
+    } else {
+        Role::Admin
+    };
+    let push = |deliver: &str, filter: &str| {
+        format!(
+            r#"{{"config":{{"deliver_subject":"{deliver}","filter_subject":"{filter}","ack_policy":"none","deliver_policy":"all"}}}}"#
+        )
+    };
+    let forged = subjects::event(Some(&victim), EventKind::Completed);
+    vec![
+        ("read-every-reply", Op::Sub("_INBOX.>".into())),
+        (
+            "read-own-replies",
+            Op::Sub(subjects::inbox_wildcard(role.name())),
+        ),
+        (
+            "read-another-roles-replies",
+            Op::Sub(subjects::inbox_wildcard(other.name())),
+        ),
+        (
+            "send-into-another-inbox",
+            Op::Pub(format!("{}.x", subjects::inbox_prefix(other.name()))),
+        ),
+        (
+            "read-public-events",
+            Op::Sub(subjects::event_any_job(EventKind::Completed)),
+        ),
+        ("read-every-event", Op::Sub(subjects::events_wildcard())),
+        ("submit", req(subjects::JOBS_SUBMIT, "{}")),
+        (
+            "submit-privileged",
+            req(subjects::JOBS_SUBMIT_PRIVILEGED, "{}"),
+        ),
+        ("end-a-job", req(forged.clone(), "{}")),
+        (
+            "report-a-unit-done",
+            req(subjects::event(Some(&victim), EventKind::SegmentDone), "{}"),
+        ),
+        (
+            "read-job-records",
+            read(
+                js_api::stream_msg_get(&jobs),
+                format!(r#"{{"last_by_subj":"{job_key}"}}"#),
+            ),
+        ),
+        ("write-job-records", req(job_key.clone(), "{}")),
+        ("write-unit-records", req(unit_key.clone(), "{}")),
+        ("roll-up-unit-records", rollup(unit_key.clone())),
+        ("roll-up-job-records", rollup(job_key)),
+        (
+            "purge-unit-records",
+            req(
+                js_api::stream_purge(&segments),
+                format!(
+                    r#"{{"filter":"{}"}}"#,
+                    subjects::kv_key(subjects::BUCKET_SEGMENTS, "none")
+                ),
+            ),
+        ),
+        (
+            "purge-heartbeats",
+            req(
+                js_api::stream_purge(&subjects::kv_stream(subjects::BUCKET_WORKERS)),
+                format!(
+                    r#"{{"filter":"{}"}}"#,
+                    subjects::kv_key(subjects::BUCKET_WORKERS, "none")
+                ),
+            ),
+        ),
+        (
+            "read-media",
+            read(
+                js_api::stream_msg_get(&obj),
+                format!(r#"{{"last_by_subj":"{meta}"}}"#),
+            ),
+        ),
+        ("write-media", req(meta.clone(), "{}")),
+        ("roll-up-media", rollup(meta)),
+        (
+            "purge-media",
+            req(
+                js_api::stream_purge(&obj),
+                format!(
+                    r#"{{"filter":"{}"}}"#,
+                    subjects::object_chunks(media, "none")
+                ),
+            ),
+        ),
+        (
+            "push-consumer-on-media",
+            req(
+                format!("$JS.API.CONSUMER.CREATE.{obj}"),
+                push(&forged, &subjects::object_wildcards(media)[0]),
+            ),
+        ),
+        (
+            "push-consumer-on-events",
+            req(
+                format!("$JS.API.CONSUMER.CREATE.{}", subjects::STREAM_EVENTS),
+                push(&forged, &subjects::events_wildcard()),
+            ),
+        ),
+        (
+            "consumer-on-the-plan-queue",
+            req(
+                js_api::consumer_create(subjects::STREAM_TASKS, "sneaky", subjects::TASKS_PLAN),
+                r#"{"stream_name":"FFLEET_TASKS","config":{"durable_name":"sneaky","name":"sneaky","filter_subject":"ffleet.tasks.plan","ack_policy":"explicit"}}"#,
+            ),
+        ),
+        (
+            "delete-the-schedulers-consumer",
+            req(
+                js_api::consumer_delete(subjects::STREAM_TASKS, subjects::CONSUMER_SCHEDULER),
+                "",
+            ),
+        ),
+        (
+            "delete-a-stream",
+            req(
+                format!("$JS.API.STREAM.DELETE.{}", subjects::STREAM_JOBS),
+                "",
+            ),
+        ),
+    ]
+}
+
+/// The matrix docs/security.md documents: operation → role → yes/no.
+fn documented() -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md"))?;
+    let begin = "<!-- privilege-matrix:begin -->";
+    let end = "<!-- privilege-matrix:end -->";
+    let table = doc
+        .split_once(begin)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(t, _)| t)
+        .context("docs/security.md has no privilege matrix")?;
+    let mut rows = table
+        .lines()
+        .filter(|l| l.trim_start().starts_with('|'))
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect::<Vec<_>>()
+        });
+    let header = rows.next().context("matrix without a header")?;
+    let mut out = BTreeMap::new();
+    for row in rows.filter(|r| !r[0].starts_with("---")) {
+        // The first cell is "`name`: what it is".
+        let name = row[0]
+            .split('`')
+            .nth(1)
+            .with_context(|| format!("row without a name: {row:?}"))?;
+        let cells = header[1..]
+            .iter()
+            .cloned()
+            .zip(row[1..].iter().cloned())
+            .collect();
+        out.insert(name.to_owned(), cells);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_can_do_what_the_documented_matrix_says_and_nothing_else() -> Result<()> {
+    let (s, _server) = SecureServer::start()?;
+    let work = tempfile::tempdir()?;
+    admin(&s, work.path()).await?;
+    let doc = documented()?;
+    // In the order of `operations`, as documented.
+    let mut seen: Vec<(&str, BTreeMap<Role, Done>)> = operations(Role::Admin)
+        .into_iter()
+        .map(|(name, _)| (name, BTreeMap::new()))
+        .collect();
+    for role in Role::ALL {
+        let client = s.connect(role).await?;
+        for (i, (_, op)) in operations(role).into_iter().enumerate() {
+            let done = attempt(&client, &op).await?;
+            seen[i].1.insert(role, done);
+        }
+    }
+    // The table as observed, in the documented layout.
+    let mut table = String::from("| operation |");
+    for r in Role::ALL {
+        table += &format!(" {r} |");
+    }
+    table += "\n";
+    let mut wrong = Vec::new();
+    for (name, by_role) in &seen {
+        table += &format!("| `{name}` |");
+        for r in Role::ALL {
+            let got = by_role[&r].word();
+            table += &format!(" {got} |");
+            let want = doc.get(*name).and_then(|row| row.get(r.name()));
+            if want.map(String::as_str) != Some(got) {
+                wrong.push(format!("{name} as {r}: did {got}, documented {want:?}"));
+            }
+        }
+        table += "\n";
+    }
+    println!("{table}");
+    for name in doc.keys() {
+        if !seen.iter().any(|(n, _)| n == name) {
+            wrong.push(format!("{name}: documented but not tried"));
+        }
+    }
+    ensure!(
+        wrong.is_empty(),
+        "the matrix differs from docs/security.md:\n{}",
+        wrong.join("\n")
+    );
+    Ok(())
+}
+
+/// Finding 3: a client that may write the media bucket replaces a job's cut with its own bytes
+/// and a matching digest. The encoder reads it against the digest the splitter recorded, and
+/// refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_rewritten_by_a_submitter_is_refused_by_its_recorded_digest() -> Result<()> {
+    let (s, _server) = SecureServer::start()?;
+    let work = tempfile::tempdir()?;
+    admin(&s, work.path()).await?;
+    let key = "jobs/victim/src/v00000.nut";
+    let genuine = work.path().join("genuine");
+    std::fs::write(&genuine, vec![7_u8; 300_000])?;
+    let splitter = media_as(&s, Role::Splitter, work.path()).await?;
+    let recorded = splitter
+        .upload(&genuine, key)
+        .await?
+        .digest
+        .context("no digest")?;
+    // The submitter writes the same name through its own media grant.
+    let forged = work.path().join("forged");
+    std::fs::write(&forged, vec![9_u8; 200_000])?;
+    let submitter = media_as(&s, Role::Submitter, work.path()).await?;
+    submitter.upload(&forged, key).await?;
+
+    let encoder = media_as(&s, Role::Encoder, work.path()).await?;
+    // Without the recorded digest the forged object reads as sound: this is what an encoder did.
+    let naive = encoder
+        .download(key, None, &work.path().join("naive"))
+        .await?;
+    assert_eq!(naive, 200_000, "the forged object did not replace the cut");
+    match encoder
+        .download(key, Some(&recorded), &work.path().join("checked"))
+        .await
+    {
+        Err(StorageError::Corrupt { .. }) => {}
+        other => bail!("a rewritten cut was read: {other:?}"),
+    }
+    Ok(())
+}
+
+/// Finding 2: a message on a job's `completed` subject that the job's status does not confirm
+/// does not end a follower (`submit --wait`); the status does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_terminal_event_does_not_end_a_follower() -> Result<()> {
+    let (s, _server) = SecureServer::start()?;
+    let work = tempfile::tempdir()?;
+    admin(&s, work.path()).await?;
+    let job = JobId::new("followed")?;
+    let submitter = s.connect(Role::Submitter).await?;
+    let link = ffleet::cli::Link {
+        client: submitter.clone(),
+        jobs: None,
+    };
+    let subs = ffleet::cli::subscribe(&submitter, &job).await?;
+    let following =
+        tokio::spawn(async move { ffleet::cli::follow(&link, &job, subs, false).await });
+    // Whatever could put a message there (here a service that may publish it): well-formed, for
+    // this job, and false.
+    let splitter = s.connect(Role::Splitter).await?;
+    let job = JobId::new("followed")?;
+    let forged = ffleet_runtime::messages::JobEvent::Completed(
+        ffleet_runtime::messages::events::Completed::of_output(
+            &job,
+            &ffleet_runtime::messages::records::OutputInfo {
+                uri: "file:///made/up.mp4".into(),
+                frames: 1,
+                duration_secs: 1.0,
+                bytes: 1,
+                wall_secs: 0.1,
+                decode_errors: 0,
+                warnings: Vec::new(),
+                media_bytes: 0,
+                digest: None,
+            },
+            1,
+        ),
+    );
+    let body = serde_json::to_vec(&forged.to_cloudevent("splitter"))?;
+    splitter
+        .publish(
+            subjects::event(Some(&job), EventKind::Completed),
+            body.into(),
+        )
+        .await?;
+    splitter.flush().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        !following.is_finished(),
+        "the follower ended on an event its job's status does not confirm: {:?}",
+        following.await?
+    );
+    following.abort();
+    Ok(())
+}
