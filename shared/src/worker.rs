@@ -37,7 +37,14 @@ where
     H: Fn(Ctx, Message) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Outcome> + Send,
 {
-    let consumer = ensure_consumer(&ctx.js, ctx.retry, spec).await?;
+    // Waits as long as it takes (for the stream, or a permission these credentials lack).
+    let ensure = ensure_consumer(&ctx.js, ctx.retry, spec);
+    let Some(consumer) = crate::shutdown::unless_stopped(&shutdown, ensure)
+        .await
+        .transpose()?
+    else {
+        return Ok(());
+    };
     let ctx = ctx.clone();
     run(consumer, loops, POLL, shutdown, move |msg| {
         let span = telemetry::spans::consume(ctx.service, &msg);
