@@ -105,6 +105,35 @@ async fn empty_file() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hard_link_to_a_file_outside_the_roots() -> Result<()> {
+    let mut fleet = TestFleet::spawn().await?;
+    // A playable video outside every root, on the same file system as the input root (a hard
+    // link cannot cross file systems).
+    let outside = tempfile::Builder::new()
+        .prefix("ffleet-outside-")
+        .tempdir_in(fleet.media.path().parent().expect("a parent"))?;
+    let secret = media::tiny_source(outside.path(), "secret.mp4")?;
+    let path = fleet.media.path().join("linked.mp4");
+    std::fs::hard_link(&secret, &path)?;
+    let body = serde_json::to_vec(&fleet.request("bad", &path, "bad.mp4"))?;
+    let msg = refused(
+        &mut fleet,
+        &body,
+        Some("bad"),
+        Some("bad"),
+        Reason::InputNotAllowed,
+    )
+    .await?;
+    assert!(msg.contains("hard links"), "{msg}");
+    assert!(
+        !fleet.out_path("bad.mp4").exists(),
+        "no output for a failed job"
+    );
+    fleet.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn text_file_named_mp4() -> Result<()> {
     let msg = bad_file(
         "notes.mp4",

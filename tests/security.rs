@@ -427,6 +427,85 @@ async fn a_killed_encoders_unit_moves_on_with_every_process_on_its_own_role() ->
     Ok(())
 }
 
+/// A service that cannot start waits as long as it takes, and SIGTERM still ends it within
+/// seconds, cleanly, instead of waiting for the supervisor's SIGKILL: a splitter waiting for
+/// streams no admin has created yet (connecting), then the merger run with the encoder's
+/// credentials, which may look streams up but not look up or create the merger's consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_cannot_start_stops_at_once_on_sigterm() -> Result<()> {
+    let (s, _server) = SecureServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let run = |svc: &str, role: Role| -> Result<(Child, std::path::PathBuf)> {
+        let log = dir.path().join(format!("{svc}.log"));
+        let child = ffleet_as(&s.secrets, role)?
+            .args(["-s", &s.url(), "run", svc])
+            .env("RUST_LOG", "info")
+            .env("FFLEET_STORAGE__WORK_DIR", dir.path().join(svc))
+            .env(
+                "FFLEET_NATS__HEALTH_FILE",
+                dir.path().join(format!("{svc}.health")),
+            )
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("running ffleet run {svc}"))?;
+        Ok((Child(child), log))
+    };
+
+    let (mut splitter, log) = run("splitter", Role::Splitter)?;
+    let health = dir.path().join("splitter.health");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&health).is_ok_and(|h| h.contains(subjects::STREAM_JOBS)) {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the splitter never reported waiting for its streams; its log:\n{}",
+                std::fs::read_to_string(&log)?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stops_on_sigterm(&mut splitter, &log).await?;
+
+    admin(&s).await?;
+    let (mut merger, log) = run("merger", Role::Encoder)?;
+    // Its first refused request: looking up its durable consumer.
+    logged(
+        &s,
+        &format!("{}.{}", subjects::STREAM_EVENTS, subjects::CONSUMER_MERGER),
+    )
+    .await?;
+    stops_on_sigterm(&mut merger, &log).await
+}
+
+/// Sends SIGTERM to a service that is still starting; it must exit 0 (a stop asked for is an
+/// ordinary stop, started or not) within 15 s, saying why.
+async fn stops_on_sigterm(child: &mut Child, log: &std::path::Path) -> Result<()> {
+    assert!(child.0.try_wait()?.is_none(), "it gave up by itself");
+    common::procs::signal_pid(child.0.id(), "TERM")?;
+    let sent = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(15) {
+            let _ = child.0.kill();
+            bail!(
+                "still running 15 s after SIGTERM; its log:\n{}",
+                std::fs::read_to_string(log)?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = std::fs::read_to_string(log)?;
+    println!(
+        "exited {status:?} {:?} after SIGTERM\n{out}",
+        sent.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("start-up interrupted by shutdown"), "{out}");
+    Ok(())
+}
+
 /// A child process killed when dropped.
 struct Child(std::process::Child);
 

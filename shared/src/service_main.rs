@@ -1,6 +1,8 @@
 //! The one start-up sequence every service process goes through, whether started as its own
 //! binary (`ffleet-encoder`) or as `ffleet run encoder`: checked config → telemetry → connect
-//! (waiting for the server as long as it takes) → run until SIGTERM or SIGINT → drain.
+//! (waiting for the server as long as it takes) → run until SIGTERM or SIGINT → drain. A signal
+//! before the service is up (still connecting, provisioning, creating its consumers) ends it at
+//! once (`shutdown::unless_stopped`).
 
 use crate::config::{Config, ConfigError};
 use crate::runtime::{Ctx, CtxError};
@@ -65,7 +67,13 @@ where
     let _log = telemetry::init(&config.log, telemetry::Role::Service(service));
     config.log_notices();
     let shutdown = shutdown::on_signals();
-    let ctx = Ctx::connect(Arc::new(config), service, true).await?;
+    let connect = Ctx::connect(Arc::new(config), service, true);
+    let Some(ctx) = shutdown::unless_stopped(&shutdown, connect)
+        .await
+        .transpose()?
+    else {
+        return Ok(());
+    };
     run(ctx, shutdown)
         .await
         .map_err(|e| ServeError::Service(Box::new(e)))

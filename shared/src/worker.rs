@@ -37,7 +37,14 @@ where
     H: Fn(Ctx, Message) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Outcome> + Send,
 {
-    let consumer = ensure_consumer(&ctx.js, ctx.retry, spec).await?;
+    // Waits as long as it takes (for the stream, or a permission these credentials lack).
+    let ensure = ensure_consumer(&ctx.js, ctx.retry, spec);
+    let Some(consumer) = crate::shutdown::unless_stopped(&shutdown, ensure)
+        .await
+        .transpose()?
+    else {
+        return Ok(());
+    };
     let ctx = ctx.clone();
     run(consumer, loops, POLL, shutdown, move |msg| {
         let span = telemetry::spans::consume(ctx.service, &msg);
@@ -102,7 +109,15 @@ pub async fn try_next(
         a = puller.pull(Some(wait), wait + UNANSWERED_AFTER) => a,
         _ = shutdown.cancelled() => return None,
     };
-    match settle(puller.consumer(), answer, "pull request unanswered").await {
+    // A consumer that stops answering is re-created, which retries for up to
+    // `nats.op_retry_secs` (each try refused, if these credentials may not): the stop does not
+    // wait for it. A message that came is still returned (`biased`: settled first).
+    let settled = tokio::select! {
+        biased;
+        s = settle(puller.consumer(), answer, "pull request unanswered") => s,
+        _ = shutdown.cancelled() => return None,
+    };
+    match settled {
         Ok(m) => m,
         Err(why) => {
             // Once per outage, not twice a second per loop while a consumer has no leader.
@@ -150,13 +165,16 @@ async fn settle(
 /// for a loaded machine, and a lost pull costs a consumer no more than its wait and this.
 const UNANSWERED_AFTER: Duration = Duration::from_secs(1);
 
-/// One message if one is waiting right now; `None` at once otherwise.
-pub async fn try_now(puller: &mut Puller) -> Option<Message> {
+/// One message if one is waiting right now; `None` at once otherwise (or on shutdown, as
+/// `try_next`).
+pub async fn try_now(puller: &mut Puller, shutdown: &CancellationToken) -> Option<Message> {
     crate::nats::ops::count(crate::nats::ops::Op::Fetch);
     let answer = puller.pull(None, FETCH_NOW_LIMIT).await;
-    settle(puller.consumer(), answer, "fetch unanswered")
-        .await
-        .unwrap_or(None)
+    tokio::select! {
+        biased;
+        s = settle(puller.consumer(), answer, "fetch unanswered") => s.unwrap_or(None),
+        _ = shutdown.cancelled() => None,
+    }
 }
 
 /// A no-wait fetch is answered at once by a live consumer.

@@ -78,6 +78,9 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
     let started = Instant::now();
     let mut cfg = cli.load_config()?;
     cfg.storage.input_roots = vec![in_dir];
+    // The one input is the file named on this command line, read by the user who named it:
+    // whatever other names it has, no one else chose it.
+    cfg.storage.allow_hard_links = true;
     cfg.storage.output_roots = vec![std::fs::canonicalize(&out_dir)?];
     let scratch = private_scratch(&cfg)?;
     let server = NatsServer::start_temp()?;

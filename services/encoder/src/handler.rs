@@ -587,7 +587,7 @@ async fn replan(ctx: &Ctx, task: &Task, next: u32) {
 /// Opens the source a task names, inside this node's own input roots (a task is not trusted
 /// for a path: it names the request's URI, resolved here at the moment of use).
 fn open_source(ctx: &Ctx, uri: &str) -> Result<Local, Failure> {
-    let roots = Roots::open("input", &ctx.config.storage.input_roots);
+    let roots = Roots::inputs(&ctx.config.storage);
     let file = roots.open_input(uri).map_err(|e| {
         Failure::new(
             Reason::InputNotAllowed,

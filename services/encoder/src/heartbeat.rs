@@ -241,8 +241,14 @@ pub async fn run(ctx: Ctx, state: Arc<State>, stop: CancellationToken) {
             check_ownership(&ctx, &state).await;
         }
     }
-    if let Err(e) = ctx.workers.delete(&key).await {
-        tracing::debug!(error = %e, "heartbeat not deleted");
+    // Deleting says at once that this node is gone; past the heartbeat TTL the scheduler counts
+    // it gone anyway, so a delete that is refused or unanswered does not hold up the exit longer
+    // (the delete alone would retry for `nats.op_retry_secs`).
+    let delete = ctx.workers.delete(&key);
+    match tokio::time::timeout(ctx.config.fleet.heartbeat_ttl(), delete).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not deleted"),
+        Err(_) => tracing::debug!("heartbeat not deleted in time"),
     }
 }
 

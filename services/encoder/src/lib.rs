@@ -30,6 +30,7 @@ use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::durable::Durable;
 use ffleet_runtime::nats::provision::{ConsumerSpec, ensure_consumer};
 use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::shutdown::unless_stopped;
 use ffleet_runtime::worker;
 use ffleet_runtime::worker::slots::{Queues, Slots};
 use ffleet_runtime::{Capability, NodeId, subjects};
@@ -128,7 +129,12 @@ pub fn gpu_slots(
 /// another node picks it up at once, and the heartbeat key is deleted last.
 /// Probes this node's capabilities and runs it (what the service binary does).
 pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
-    let node = Node::from_config(&ctx).await?;
+    let Some(node) = unless_stopped(&shutdown, Node::from_config(&ctx))
+        .await
+        .transpose()?
+    else {
+        return Ok(());
+    };
     run(ctx, node, shutdown).await
 }
 
@@ -144,7 +150,12 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let settings = EncoderConfig::of(&ctx.config)?;
-    let (retries, consumers) = durables(&ctx, &node).await?;
+    let Some((retries, consumers)) = unless_stopped(&shutdown, durables(&ctx, &node))
+        .await
+        .transpose()?
+    else {
+        return Ok(());
+    };
     let grace = Duration::from_secs_f64(settings.stop_grace_secs);
     let wait = Duration::from_secs_f64(settings.fetch_wait_secs);
     let state = Arc::new(heartbeat::State::new(&node, settings));

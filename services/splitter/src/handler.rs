@@ -431,7 +431,7 @@ async fn open_source(
     let job = &req.job_id;
     match &valid.input {
         Input::File(p) => {
-            let roots = Roots::open("input", &ctx.config.storage.input_roots);
+            let roots = Roots::inputs(&ctx.config.storage);
             let file = match roots.open_input(&req.input) {
                 Ok(f) => f,
                 Err(e) => return Err(fail(ctx, job, &validate::path_failure(e, true)).await),

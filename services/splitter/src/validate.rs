@@ -114,7 +114,7 @@ fn media_of(cfg: &Config, req: &JobRequest) -> Result<(Input, Output), Failure> 
         MediaUri::Object(_) if !object_store => return Err(no_store("input")),
         MediaUri::Object(key) => Input::Object(key),
         MediaUri::File(uri) => Input::File(
-            storage::resolve_input(&uri, &cfg.storage.input_roots)
+            storage::resolve_input(&uri, &cfg.storage.input_roots, cfg.storage.allow_hard_links)
                 .map_err(|e| path_failure(e, true))?,
         ),
     };

@@ -20,7 +20,8 @@ pub enum Reason {
     PriorityNotAllowed,
     /// A request under a job id that is already taken (answered unnamed: the job keeps its id).
     DuplicateJob,
-    /// Input URI has a forbidden scheme or resolves outside the input roots.
+    /// Input URI has a forbidden scheme, resolves outside the input roots, or names a file with
+    /// several hard links (unless `storage.allow_hard_links`).
     InputNotAllowed,
     /// Output URI has a forbidden scheme, container, or resolves outside the output roots.
     OutputNotAllowed,

@@ -73,7 +73,7 @@ pub async fn run<T, P, H, F>(
         if checked.is_none_or(|t| t.elapsed() >= PRIORITY_CHECK) {
             checked = Some(Instant::now());
             for q in &mut priority {
-                msg = try_now(q).await;
+                msg = try_now(q, &shutdown).await;
                 if msg.is_some() {
                     // More may be waiting: look again next time.
                     checked = None;

@@ -37,6 +37,10 @@ pub struct StorageConfig {
     pub max_upload_bytes: u64,
     /// Directories inputs must resolve into (after following symlinks).
     pub input_roots: Vec<PathBuf>,
+    /// Read inputs that have more than one hard link. Off by default: a hard link inside an
+    /// input root may be another name of a file outside every root, and nothing on the opened
+    /// file tells which of its names is the one inside.
+    pub allow_hard_links: bool,
     /// Directories outputs must resolve into.
     pub output_roots: Vec<PathBuf>,
     /// Keep the scratch media of failed jobs for inspection (whichever service fails a job).
@@ -67,6 +71,7 @@ impl Default for StorageConfig {
             chunk_size: 128 * 1024,
             max_upload_bytes: 64 << 30,
             input_roots: Vec::new(),
+            allow_hard_links: false,
             output_roots: Vec::new(),
             keep_failed_scratch: false,
         }

@@ -5,12 +5,14 @@
 //! to it (`cap-std`): symlinks are followed only while they stay inside the root, so a link, or a
 //! directory swapped for a link after the job was accepted, cannot lead out. Inputs are opened
 //! once (non-blocking, so a FIFO cannot hang the service) and checked as regular, non-empty
-//! files through the open handle; ffmpeg then reads that very file through `/proc/<pid>/fd/<n>`.
+//! files with a single hard link (unless `storage.allow_hard_links`) through the open handle:
+//! a hard link inside a root may be another name of a file outside it. ffmpeg then reads that very file through `/proc/<pid>/fd/<n>`.
 //! Outputs are written to a temporary file with a random name created with `O_EXCL` (which never
 //! follows a symlink) in the output's directory; before the final rename the name is checked to
 //! still be the file that was written.
 
-use super::roots::{PathError, normalize, to_path};
+use super::config::StorageConfig;
+use super::roots::{PathError, hard_links, normalize, to_path};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 use std::fs::File;
@@ -21,6 +23,8 @@ use std::path::{Path, PathBuf};
 pub struct Roots {
     what: &'static str,
     roots: Vec<Root>,
+    /// Whether an input with more than one hard link is opened.
+    allow_hard_links: bool,
 }
 
 struct Root {
@@ -30,7 +34,16 @@ struct Root {
 }
 
 impl Roots {
+    /// The input roots of `cfg`, opened under its policy for hard-linked inputs.
+    pub fn inputs(cfg: &StorageConfig) -> Roots {
+        Roots {
+            allow_hard_links: cfg.allow_hard_links,
+            ..Roots::open("input", &cfg.input_roots)
+        }
+    }
+
     /// Opens every root; a root that cannot be opened is left out (and named in the log).
+    /// Inputs with more than one hard link are refused (`Roots::inputs` follows the config).
     pub fn open(what: &'static str, paths: &[PathBuf]) -> Roots {
         let roots = paths
             .iter()
@@ -50,7 +63,11 @@ impl Roots {
                 }
             })
             .collect();
-        Roots { what, roots }
+        Roots {
+            what,
+            roots,
+            allow_hard_links: false,
+        }
     }
 
     /// Which root holds `uri`, and the path relative to it.
@@ -91,16 +108,18 @@ impl Roots {
                 other => return Err(other),
             },
         };
+        let file = file.into_std();
         let meta = file
             .metadata()
             .map_err(|_| PathError::Missing(shown.clone()))?;
         if !meta.is_file() {
             return Err(PathError::NotAFile(shown));
         }
+        hard_links(&meta, self.allow_hard_links, &shown)?;
         if meta.len() == 0 {
             return Err(PathError::Empty(shown));
         }
-        Ok(file.into_std())
+        Ok(file)
     }
 
     fn open_canonical(
@@ -308,5 +327,45 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn hard_linked_inputs_are_refused_unless_allowed() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let outside = base.path().join("secret.mp4");
+        std::fs::write(&outside, b"secret").unwrap();
+        std::fs::hard_link(&outside, root.join("linked.mp4")).unwrap();
+        std::fs::write(root.join("single.mp4"), b"media").unwrap();
+        let linked = root.join("linked.mp4").display().to_string();
+        let single = root.join("single.mp4").display().to_string();
+        let mut cfg = StorageConfig {
+            input_roots: vec![root.clone()],
+            ..StorageConfig::default()
+        };
+
+        let refused = Roots::inputs(&cfg).open_input(&linked).unwrap_err();
+        assert!(
+            matches!(refused, PathError::HardLinked { links: 2, .. }),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("storage.allow_hard_links"));
+        assert!(
+            Roots::open("input", std::slice::from_ref(&root))
+                .open_input(&linked)
+                .is_err()
+        );
+        assert!(Roots::inputs(&cfg).open_input(&single).is_ok());
+
+        cfg.allow_hard_links = true;
+        let mut read = String::new();
+        std::io::Read::read_to_string(
+            &mut Roots::inputs(&cfg).open_input(&linked).unwrap(),
+            &mut read,
+        )
+        .unwrap();
+        assert_eq!(read, "secret");
+        assert!(Roots::inputs(&cfg).open_input(&single).is_ok());
     }
 }

@@ -21,6 +21,11 @@ pub enum PathError {
     Missing(String),
     #[error("input {0} is not a regular file")]
     NotAFile(String),
+    #[error(
+        "input {path} has {links} hard links, and another of its names may lie outside the input \
+         roots (storage.allow_hard_links allows it)"
+    )]
+    HardLinked { path: String, links: u64 },
     #[error("input {0} is empty")]
     Empty(String),
     #[error("output {path}: {why}")]
@@ -110,8 +115,13 @@ fn within_canonical(path: &Path, roots: &[PathBuf]) -> bool {
     })
 }
 
-/// Resolves an input URI to an existing, non-empty regular file inside `roots`.
-pub fn resolve_input(uri: &str, roots: &[PathBuf]) -> Result<PathBuf, PathError> {
+/// Resolves an input URI to an existing, non-empty regular file inside `roots`, with a single
+/// hard link unless `allow_hard_links`.
+pub fn resolve_input(
+    uri: &str,
+    roots: &[PathBuf],
+    allow_hard_links: bool,
+) -> Result<PathBuf, PathError> {
     const WHAT: &str = "input";
     if roots.is_empty() {
         return Err(PathError::NoRoots { what: WHAT });
@@ -135,10 +145,29 @@ pub fn resolve_input(uri: &str, roots: &[PathBuf]) -> Result<PathBuf, PathError>
     if !meta.is_file() {
         return Err(PathError::NotAFile(shown));
     }
+    hard_links(&meta, allow_hard_links, &shown)?;
     if meta.len() == 0 {
         return Err(PathError::Empty(shown));
     }
     Ok(real)
+}
+
+/// Refuses a file with more than one hard link unless `allowed`. A hard link needs no access to
+/// the directory its target lies in, so one planted inside a root can name a file outside every
+/// root; symlinks are resolved and checked, but a hard link is the file itself and cannot be.
+pub(super) fn hard_links(
+    meta: &std::fs::Metadata,
+    allowed: bool,
+    shown: &str,
+) -> Result<(), PathError> {
+    use std::os::unix::fs::MetadataExt;
+    match meta.nlink() {
+        links if links > 1 && !allowed => Err(PathError::HardLinked {
+            path: shown.into(),
+            links,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Resolves an output URI to a path whose directory exists inside `roots`. The file itself is
@@ -197,11 +226,11 @@ mod tests {
         let uri = url::Url::from_file_path(&f).unwrap().to_string();
         assert!(uri.contains("%20"));
         assert_eq!(
-            resolve_input(&uri, &roots).unwrap(),
+            resolve_input(&uri, &roots, false).unwrap(),
             f.canonicalize().unwrap()
         );
         assert_eq!(
-            resolve_input(f.to_str().unwrap(), &roots).unwrap(),
+            resolve_input(f.to_str().unwrap(), &roots, false).unwrap(),
             f.canonicalize().unwrap()
         );
 
@@ -211,13 +240,13 @@ mod tests {
             outside.path().file_name().unwrap().to_str().unwrap()
         );
         assert!(matches!(
-            resolve_input(&climb, &roots),
+            resolve_input(&climb, &roots, false),
             Err(PathError::OutsideRoots { .. })
         ));
         let link = root.path().join("link.mp4");
         std::os::unix::fs::symlink(outside.path().join("secret.mp4"), &link).unwrap();
         assert!(matches!(
-            resolve_input(link.to_str().unwrap(), &roots),
+            resolve_input(link.to_str().unwrap(), &roots, false),
             Err(PathError::OutsideRoots { .. })
         ));
 
@@ -229,32 +258,60 @@ mod tests {
             "file://host/a.mp4",
         ] {
             assert!(
-                matches!(resolve_input(scheme, &roots), Err(PathError::Scheme { .. })),
+                matches!(
+                    resolve_input(scheme, &roots, false),
+                    Err(PathError::Scheme { .. })
+                ),
                 "{scheme}"
             );
         }
         assert!(matches!(
-            resolve_input("a.mp4", &roots),
+            resolve_input("a.mp4", &roots, false),
             Err(PathError::Relative { .. })
         ));
         let missing = root.path().join("missing.mp4");
         assert!(matches!(
-            resolve_input(missing.to_str().unwrap(), &roots),
+            resolve_input(missing.to_str().unwrap(), &roots, false),
             Err(PathError::Missing(_))
         ));
         let empty = root.path().join("empty.mp4");
         assert!(matches!(
-            resolve_input(empty.to_str().unwrap(), &roots),
+            resolve_input(empty.to_str().unwrap(), &roots, false),
             Err(PathError::Empty(_))
         ));
         assert!(matches!(
-            resolve_input(root.path().to_str().unwrap(), &roots),
+            resolve_input(root.path().to_str().unwrap(), &roots, false),
             Err(PathError::NotAFile(_))
         ));
         assert!(matches!(
-            resolve_input(f.to_str().unwrap(), &[]),
+            resolve_input(f.to_str().unwrap(), &[], false),
             Err(PathError::NoRoots { .. })
         ));
+    }
+
+    #[test]
+    fn hard_linked_inputs_resolve_only_when_allowed() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let roots = vec![root.path().to_path_buf()];
+        let secret = outside.path().join("secret.mp4");
+        std::fs::write(&secret, b"secret").unwrap();
+        let linked = root.path().join("linked.mp4");
+        std::fs::hard_link(&secret, &linked).unwrap();
+        let single = root.path().join("single.mp4");
+        std::fs::write(&single, b"media").unwrap();
+
+        assert!(matches!(
+            resolve_input(linked.to_str().unwrap(), &roots, false),
+            Err(PathError::HardLinked { links: 2, .. })
+        ));
+        assert_eq!(
+            resolve_input(linked.to_str().unwrap(), &roots, true).unwrap(),
+            linked.canonicalize().unwrap()
+        );
+        for allowed in [false, true] {
+            assert!(resolve_input(single.to_str().unwrap(), &roots, allowed).is_ok());
+        }
     }
 
     #[test]
