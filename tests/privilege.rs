@@ -333,6 +333,20 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
             ),
         ),
         (
+            "pull-the-mergers-consumer",
+            req(
+                js_api::consumer_next(subjects::STREAM_EVENTS, subjects::CONSUMER_MERGER),
+                r#"{"batch":1,"no_wait":true}"#,
+            ),
+        ),
+        (
+            "delete-the-mergers-consumer",
+            req(
+                js_api::consumer_delete(subjects::STREAM_EVENTS, subjects::CONSUMER_MERGER),
+                "",
+            ),
+        ),
+        (
             "delete-a-stream",
             req(
                 format!("$JS.API.STREAM.DELETE.{}", subjects::STREAM_JOBS),
@@ -385,6 +399,33 @@ async fn every_role_can_do_what_the_documented_matrix_says_and_nothing_else() ->
     let (s, _server) = SecureServer::start()?;
     let work = tempfile::tempdir()?;
     admin(&s, work.path()).await?;
+    // The durables the rows about other roles' consumers aim at, made by their owners (a row
+    // aimed at a consumer that does not exist would read "no" for everyone).
+    for (role, stream, name, filter) in [
+        (
+            Role::Scheduler,
+            subjects::STREAM_TASKS,
+            subjects::CONSUMER_SCHEDULER,
+            subjects::TASKS_PLAN.to_owned(),
+        ),
+        (
+            Role::Merger,
+            subjects::STREAM_EVENTS,
+            subjects::CONSUMER_MERGER,
+            subjects::segment_done_wildcard(),
+        ),
+    ] {
+        let js = ffleet_runtime::nats::connect::jetstream(s.connect(role).await?, &s.config(role));
+        js.get_stream_no_info(stream)
+            .await?
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(name.into()),
+                filter_subject: filter,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("{role} creating its consumer {name}"))?;
+    }
     let doc = documented()?;
     // In the order of `operations`, as documented.
     let mut seen: Vec<(&str, BTreeMap<Role, Done>)> = operations(Role::Admin)

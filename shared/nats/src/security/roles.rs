@@ -111,6 +111,14 @@ impl Role {
                 for s in [subjects::STREAM_EVENTS, subjects::STREAM_DEAD] {
                     g.reader(s);
                 }
+                // A reader's consumers are ordered ones with generated names, so the grant is
+                // any name: the merger's durable, the one consumer of these streams that is
+                // work, is held back by name (pulling it would take reports from the merger,
+                // deleting it would lose them).
+                let merger = subjects::CONSUMER_MERGER;
+                g.deny(js_api::consumer_next(subjects::STREAM_EVENTS, merger));
+                g.deny(js_api::ack(subjects::STREAM_EVENTS, merger));
+                g.deny(js_api::consumer_delete(subjects::STREAM_EVENTS, merger));
                 g.sub(subjects::events_wildcard());
                 g.sub(subjects::live_wildcard());
                 g.sub(subjects::dead_wildcard());
