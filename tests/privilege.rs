@@ -565,3 +565,90 @@ async fn a_forged_terminal_event_does_not_end_a_follower() -> Result<()> {
     following.abort();
     Ok(())
 }
+
+/// Finding 5: what a client leaves in the media bucket does not stay there for the bucket's
+/// week: chunks it sent with no object, an upload no request claimed, an output nobody removed
+/// are swept; a running job's media stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result<()> {
+    let (s, _server) = SecureServer::start()?;
+    let work = tempfile::tempdir()?;
+    admin(&s, work.path()).await?;
+    let file = work.path().join("media.bin");
+    std::fs::write(&file, vec![5_u8; 200_000])?;
+    // A submitter: an upload for a job never submitted, and chunks of an upload that never
+    // finished (sent straight to the stream, no metadata).
+    let submitter = media_as(&s, Role::Submitter, work.path()).await?;
+    submitter
+        .upload(&file, "jobs/never-submitted/in/a.mp4")
+        .await?;
+    let client = s.connect(Role::Submitter).await?;
+    let js = ffleet_runtime::nats::connect::jetstream(client, &s.config(Role::Submitter));
+    let orphan = subjects::object_chunks(subjects::BUCKET_MEDIA, "abandonedupload");
+    for _ in 0..3 {
+        js.publish(orphan.clone(), vec![1_u8; 100_000].into())
+            .await?
+            .await?;
+    }
+    // The fleet: a running job's cut, and a completed job's kept output.
+    let mut cfg = config(&s, Role::Splitter, work.path());
+    cfg.storage.abandoned_after_secs = 0;
+    cfg.storage.keep_outputs_secs = 0;
+    let splitter = Ctx::connect(Arc::new(cfg), "splitter", false).await?;
+    let running = JobId::new("running")?;
+    let req = ffleet_runtime::messages::JobRequest {
+        version: ffleet_runtime::messages::CURRENT,
+        job_id: running.clone(),
+        input: "file:///in/a.mp4".into(),
+        output: "file:///out/a.mp4".into(),
+        profile: None,
+        overrides: Default::default(),
+        segment_seconds: None,
+        priority: 0,
+        prefer: Default::default(),
+        require: false,
+        input_digest: None,
+    };
+    let mut rec = ffleet_runtime::messages::JobRecord::new(req, "h264".into());
+    rec.state = ffleet_runtime::messages::JobState::Encoding;
+    splitter.jobs.create(running.as_str(), &rec).await?;
+    let live = ffleet_runtime::storage::keys::cut(&running, "c00000.nut");
+    splitter.storage.put_file(&file, &live).await?;
+    let output = ffleet_runtime::storage::keys::kept_output(&JobId::new("done")?, "out.mp4");
+    splitter.storage.put_file(&file, &output).await?;
+
+    let swept = ffleet_splitter::sweep::once(&splitter).await?;
+    assert_eq!(
+        swept,
+        ffleet_splitter::sweep::Swept {
+            orphan_chunk_sets: 1,
+            abandoned_jobs: 1,
+            expired_outputs: 1,
+        }
+    );
+    let left: Vec<String> = splitter
+        .storage
+        .survey(Duration::from_secs(3600))
+        .await?
+        .objects
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(left, vec![live], "only the running job's media stays");
+    let admin_js = ffleet_runtime::nats::connect::jetstream(
+        s.connect(Role::Admin).await?,
+        &s.config(Role::Admin),
+    );
+    let mut stream = admin_js
+        .get_stream(subjects::object_stream(subjects::BUCKET_MEDIA))
+        .await?;
+    let chunks = stream
+        .info_with_subjects(subjects::object_chunks(subjects::BUCKET_MEDIA, "*"))
+        .await?
+        .count()
+        .await;
+    assert_eq!(chunks, 1, "chunk sets left: only the running job's cut");
+    assert!(s.violations().is_empty(), "{:#?}", s.violations());
+    let _ = stream.info().await?;
+    Ok(())
+}

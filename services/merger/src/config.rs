@@ -9,19 +9,11 @@ use serde::{Deserialize, Serialize};
 pub struct MergerConfig {
     /// Merges run at the same time by one merger.
     pub concurrency: usize,
-    /// How long an output stored in the media bucket for its submitter to fetch
-    /// (`submit --upload --wait`) stays before this merger removes it: a submitter may not purge
-    /// the media stream. One this merger forgets (it restarted meanwhile) goes at the bucket's
-    /// max age.
-    pub keep_outputs_secs: u64,
 }
 
 impl Default for MergerConfig {
     fn default() -> Self {
-        Self {
-            concurrency: 2,
-            keep_outputs_secs: 3600,
-        }
+        Self { concurrency: 2 }
     }
 }
 

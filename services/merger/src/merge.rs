@@ -252,12 +252,11 @@ async fn store_output(
     }
 }
 
-/// Removes the stored output `key` after `merger.keep_outputs_secs`, time for its submitter to
-/// fetch it (a submitter's credentials cannot remove it themselves).
+/// Removes the stored output `key` after `storage.keep_outputs_secs`, time for its submitter to
+/// fetch it (a submitter's credentials cannot remove it themselves). One this merger forgets
+/// (it stopped meanwhile) goes at a splitter's next sweep.
 fn expire_output(ctx: &Ctx, key: &str) {
-    let keep = crate::MergerConfig::of(&ctx.config)
-        .map(|c| c.keep_outputs_secs)
-        .unwrap_or_else(|_| crate::MergerConfig::default().keep_outputs_secs);
+    let keep = ctx.config.storage.keep_outputs_secs;
     let (storage, key) = (ctx.storage.clone(), key.to_owned());
     tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_secs(keep)).await;

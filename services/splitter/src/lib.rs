@@ -8,6 +8,7 @@ mod inspect;
 pub mod media;
 pub mod sizing;
 pub mod split;
+pub mod sweep;
 mod validate;
 
 pub use config::SplitterConfig;
@@ -70,13 +71,16 @@ pub async fn run_with(
             }
         })
     };
-    tokio::try_join!(
+    let sweeping = tokio::spawn(sweep::run(ctx.clone(), shutdown.clone()));
+    let served = tokio::try_join!(
         serve(consumer(subjects::CONSUMER_SPLITTER, subjects::JOBS_SUBMIT)),
         serve(consumer(
             subjects::CONSUMER_SPLITTER_PRIVILEGED,
             subjects::JOBS_SUBMIT_PRIVILEGED
         )),
-    )?;
+    );
+    sweeping.abort();
+    served?;
     tracing::info!("splitter stopped");
     Ok(())
 }

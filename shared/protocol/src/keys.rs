@@ -65,7 +65,16 @@ pub fn result(job: &JobId, unit: impl Display, attempt: u32, ext: &str) -> Strin
 
 /// An output stored for the submitter to fetch.
 pub fn kept_output(job: &JobId, name: &str) -> String {
-    format!("outputs/{job}/{}", sanitize_name(name))
+    format!("{OUTPUTS}{job}/{}", sanitize_name(name))
+}
+
+/// Where kept outputs live.
+const OUTPUTS: &str = "outputs/";
+
+/// The job whose kept output `key` is (`outputs/<job>/...`).
+pub fn kept_output_job(key: &str) -> Option<&str> {
+    let job = key.strip_prefix(OUTPUTS)?.split('/').next()?;
+    JobId::new(job).ok().map(|_| job)
 }
 
 /// A file name reduced to key characters, keeping its extension (demuxers probe by it).
@@ -103,6 +112,11 @@ mod tests {
         assert_eq!(job_of(&result(&job, "v00001", 2, "nut")), Some("j-1"));
         assert_eq!(job_of(&job_input(&job, "a b.mp4")), Some("j-1"));
         assert_eq!(job_of(&kept_output(&job, "out.mp4")), None);
+        assert_eq!(
+            kept_output_job(&kept_output(&job, "out.mp4")),
+            Some(job.as_str())
+        );
+        assert_eq!(kept_output_job(&cut(&job, "c.nut")), None);
         assert_eq!(job_of("jobs/"), None);
         assert_eq!(job_of("jobs/bad.id/x"), None);
         assert_eq!(input_job_of(&job_input(&job, "x.mp4")), Some("j-1"));

@@ -45,6 +45,18 @@ pub struct StorageConfig {
     pub output_roots: Vec<PathBuf>,
     /// Keep the scratch media of failed jobs for inspection (whichever service fails a job).
     pub keep_failed_scratch: bool,
+    /// How long an output stored in the bucket for its submitter to fetch
+    /// (`submit --upload --wait`) stays: a submitter may not purge the media stream, so the
+    /// fleet removes it (the merger that stored it, or a sweep).
+    pub keep_outputs_secs: u64,
+    /// How often a splitter sweeps the bucket for media nobody will remove (0: never): chunks of
+    /// uploads that never finished, uploads no job claimed, outputs past `keep_outputs_secs`.
+    /// Each sweep reads every object's metadata once.
+    pub sweep_interval_secs: u64,
+    /// How long media must have lain untouched before a sweep removes it as abandoned: an
+    /// upload's chunks with no object, or a job's scratch with no live job. A request waiting
+    /// in the queue longer than this finds its uploaded input gone (`input_missing`).
+    pub abandoned_after_secs: u64,
 }
 
 /// `<tmp>/ffleet-work-<uid>`: private to the user (the directory is created mode 0700, so a
@@ -74,6 +86,9 @@ impl Default for StorageConfig {
             allow_hard_links: false,
             output_roots: Vec::new(),
             keep_failed_scratch: false,
+            keep_outputs_secs: 3600,
+            sweep_interval_secs: 600,
+            abandoned_after_secs: 6 * 3600,
         }
     }
 }

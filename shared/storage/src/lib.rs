@@ -106,6 +106,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     }
 }
 
+/// What a bucket holds, as a sweep sees it (`Storage::survey`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Survey {
+    /// Every object, with how long ago it was written.
+    pub objects: Vec<Aged>,
+    /// Sets of chunks removed because no object refers to them.
+    pub orphans_removed: usize,
+}
+
+/// An object's name and age.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aged {
+    pub name: String,
+    pub age: std::time::Duration,
+}
+
 /// What a commit stored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stored {
@@ -146,6 +162,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes the object at `key` (nothing when there is none).
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.delete_prefix(key).await
+    }
+    /// Every stored object with its age, for a sweep to judge; chunks that belong to no
+    /// object and have been quiet for `quiet` (uploads that never finished) are removed on the
+    /// way. A shared directory has nothing a sweep removes: its jobs' cleanup is a directory
+    /// removal that cannot half-fail.
+    async fn survey(&self, quiet: std::time::Duration) -> Result<Survey, StorageError> {
+        let _ = quiet;
+        Ok(Survey::default())
     }
     /// Whether objects are files every node sees in place (no copies, no digests).
     fn is_shared(&self) -> bool;

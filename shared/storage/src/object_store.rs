@@ -22,7 +22,7 @@
 //! stream (`IDX_<bucket>`, one empty message per object, its name in the subject), so the job's
 //! cleanup asks the server for that job's subjects instead of listing the whole bucket.
 
-use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io, keys};
+use super::{Aged, Local, Storage, StorageError, Stored, Survey, WorkDir, check_key, io, keys};
 use crate::config::StorageConfig;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions};
@@ -546,6 +546,83 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Every object with its age, read from each one's newest metadata (one message get per
+    /// object), and the chunk sets no object refers to removed once their newest chunk is older
+    /// than `quiet`: an upload that died before its metadata, or a replaced object's old chunks
+    /// its writer could not purge. A set still being written is younger than `quiet`; one whose
+    /// object appears between the two listings is referenced by then, or young.
+    pub async fn survey(&self, quiet: Duration) -> Result<Survey, StorageError> {
+        let now = time::OffsetDateTime::now_utc();
+        let age = |t: time::OffsetDateTime| Duration::try_from(now - t).unwrap_or_default();
+        let metas = self
+            .subjects_of(&subjects::object_meta(&self.bucket, "*"))
+            .await?;
+        let mut referenced = std::collections::HashSet::new();
+        let mut objects = Vec::new();
+        for subject in metas {
+            let msg = match self.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => m,
+                // Removed since the listing.
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(nats("survey", &subject)(e)),
+            };
+            let Ok(info) = serde_json::from_slice::<ObjectInfo>(&msg.payload) else {
+                tracing::warn!(subject, "object metadata that does not parse, skipped");
+                continue;
+            };
+            if info.deleted {
+                continue;
+            }
+            referenced.insert(info.nuid.clone());
+            objects.push(Aged {
+                age: age(info.modified.unwrap_or(msg.time)),
+                name: info.name,
+            });
+        }
+        let mut orphans_removed = 0;
+        let chunks = self
+            .subjects_of(&subjects::object_chunks(&self.bucket, "*"))
+            .await?;
+        for subject in chunks {
+            let nuid = subject.rsplit('.').next().unwrap_or_default();
+            if referenced.contains(nuid) || !self.purges {
+                continue;
+            }
+            let newest = match self.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => m.time,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(nats("survey", &subject)(e)),
+            };
+            if age(newest) < quiet {
+                continue;
+            }
+            self.stream
+                .purge()
+                .filter(subject.clone())
+                .await
+                .map_err(nats("survey", &subject))?;
+            orphans_removed += 1;
+        }
+        Ok(Survey {
+            objects,
+            orphans_removed,
+        })
+    }
+
+    /// The subjects of the media stream that match `filter` (a stream info request).
+    async fn subjects_of(&self, filter: &str) -> Result<Vec<String>, StorageError> {
+        let mut listed = self
+            .stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(nats("list", filter))?;
+        let mut out = Vec::new();
+        while let Some(entry) = listed.next().await {
+            out.push(entry.map_err(nats("list", filter))?.0);
+        }
+        Ok(out)
+    }
+
     /// Whether these credentials may remove objects (`Placement::purge`).
     pub fn may_delete(&self) -> bool {
         self.purges
@@ -735,6 +812,10 @@ impl Storage for ObjectStore {
         ObjectStore::delete(self, key).await
     }
 
+    async fn survey(&self, quiet: Duration) -> Result<Survey, StorageError> {
+        ObjectStore::survey(self, quiet).await
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         check_key(prefix)?;
         if let Some(job) = keys::job_of(prefix) {
@@ -743,15 +824,11 @@ impl Storage for ObjectStore {
         let under = format!("{prefix}/");
         // The names come from the stream's metadata subjects (a stream info request), not from
         // async-nats's listing, which is a consumer on the stream (see `download_once`).
-        let all = subjects::object_meta(&self.bucket, "*");
-        let mut subjects = self
-            .stream
-            .info_with_subjects(&all)
-            .await
-            .map_err(nats("list", prefix))?;
+        let metas = self
+            .subjects_of(&subjects::object_meta(&self.bucket, "*"))
+            .await?;
         let mut doomed = std::collections::BTreeSet::new();
-        while let Some(entry) = subjects.next().await {
-            let (subject, _) = entry.map_err(nats("list", prefix))?;
+        for subject in metas {
             let name = subject
                 .rsplit('.')
                 .next()

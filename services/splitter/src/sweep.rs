@@ -1,0 +1,123 @@
+//! The media sweep: every `storage.sweep_interval_secs` a splitter removes what no job will
+//! remove from the media bucket. Clients may write the bucket but not purge it, so without a
+//! sweep their leftovers would stay for the bucket's week-long max age:
+//! - chunks no object refers to, quiet for `storage.abandoned_after_secs` (uploads that died
+//!   before their metadata, replaced objects' old chunks);
+//! - a job's scratch untouched that long whose job has no record or has ended (an upload no
+//!   request claimed, a cleanup that failed);
+//! - outputs kept past `storage.keep_outputs_secs` (their merger stopped before removing them).
+//!
+//! The splitter sweeps because it may both purge media and read job records. Several splitters
+//! each sweep, at jittered times: removals are idempotent.
+
+use ffleet_runtime::JobId;
+use ffleet_runtime::messages::JobState;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::storage::{Survey, keys};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub orphan_chunk_sets: usize,
+    pub abandoned_jobs: usize,
+    pub expired_outputs: usize,
+}
+
+/// Sweeps until `shutdown` fires (nothing with a shared directory, or an interval of 0).
+pub async fn run(ctx: Ctx, shutdown: CancellationToken) {
+    let every = ctx.config.storage.sweep_interval_secs;
+    if every == 0 || ctx.storage.is_shared() {
+        return;
+    }
+    loop {
+        // Jittered, so splitters started together do not sweep together.
+        let pause = Duration::from_secs(every).mul_f64(0.5 + rand_unit());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        match once(&ctx).await {
+            Ok(s) if s != Swept::default() => tracing::info!(
+                orphan_chunk_sets = s.orphan_chunk_sets,
+                abandoned_jobs = s.abandoned_jobs,
+                expired_outputs = s.expired_outputs,
+                "media swept"
+            ),
+            Ok(_) => tracing::debug!("media swept, nothing to remove"),
+            Err(e) => tracing::warn!(error = %e, "media sweep failed, trying again later"),
+        }
+    }
+}
+
+/// A number in [0, 1) from the clock: jitter needs no better randomness.
+fn rand_unit() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// One sweep.
+pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageError> {
+    let cfg = &ctx.config.storage;
+    let abandoned = Duration::from_secs(cfg.abandoned_after_secs);
+    let keep_outputs = Duration::from_secs(cfg.keep_outputs_secs);
+    let Survey {
+        objects,
+        orphans_removed,
+    } = ctx.storage.survey(abandoned).await?;
+    let mut swept = Swept {
+        orphan_chunk_sets: orphans_removed,
+        ..Swept::default()
+    };
+    let mut quiet_jobs = BTreeSet::new();
+    let mut live_jobs = BTreeSet::new();
+    for obj in &objects {
+        if keys::kept_output_job(&obj.name).is_some() {
+            if obj.age >= keep_outputs {
+                ctx.storage.delete(&obj.name).await?;
+                swept.expired_outputs += 1;
+            }
+        } else if let Some(job) = keys::job_of(&obj.name) {
+            // One recent object keeps the whole scratch: the job is at work.
+            if obj.age >= abandoned {
+                quiet_jobs.insert(job.to_owned());
+            } else {
+                live_jobs.insert(job.to_owned());
+            }
+        }
+    }
+    for job in quiet_jobs.difference(&live_jobs) {
+        if !abandoned_job(ctx, job).await {
+            continue;
+        }
+        let Ok(id) = JobId::new(job.as_str()) else {
+            continue;
+        };
+        tracing::info!(job, "abandoned job media removed");
+        ctx.storage.delete_prefix(&keys::job_prefix(&id)).await?;
+        swept.abandoned_jobs += 1;
+    }
+    Ok(swept)
+}
+
+/// Whether `job`'s scratch is nobody's: the job has no record (no request claimed the upload,
+/// or its record is long gone) or has ended (its cleanup did not finish), unless a failed job's
+/// scratch is kept on purpose. A record that cannot be read keeps the media.
+async fn abandoned_job(ctx: &Ctx, job: &str) -> bool {
+    match ctx.jobs.get(job).await {
+        Ok(None) => true,
+        Ok(Some((rec, _))) => match rec.state {
+            JobState::Completed => true,
+            JobState::Failed => !ctx.config.storage.keep_failed_scratch,
+            _ => false,
+        },
+        Err(e) => {
+            tracing::debug!(job, error = %e, "job record not read, its media stays");
+            false
+        }
+    }
+}
