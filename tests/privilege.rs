@@ -652,3 +652,54 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
     let _ = stream.info().await?;
     Ok(())
 }
+
+/// Finding 4, for a deployment an earlier release provisioned (roll-ups allowed on every bucket
+/// and on the media stream): `ffleet provision` raises the guards, after which one message can
+/// no longer empty the unit records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_raises_the_guards_of_streams_an_earlier_release_made() -> Result<()> {
+    let (s, _server) = SecureServer::start()?;
+    let work = tempfile::tempdir()?;
+    let admin = admin(&s, work.path()).await?;
+    let segments = subjects::kv_stream(subjects::BUCKET_SEGMENTS);
+    let media = subjects::object_stream(subjects::BUCKET_MEDIA);
+    // As an earlier release left them.
+    for name in [&segments, &media] {
+        let mut config = admin
+            .js
+            .get_stream(name)
+            .await?
+            .info()
+            .await?
+            .config
+            .clone();
+        config.allow_rollup = true;
+        admin.js.update_stream(&config).await?;
+    }
+    let raised =
+        ffleet_runtime::nats::provision::raise_guards(&admin.js, Some(subjects::BUCKET_MEDIA))
+            .await?;
+    assert_eq!(raised, vec![segments.clone(), media.clone()]);
+    for name in [&segments, &media] {
+        let config = admin
+            .js
+            .get_stream(name)
+            .await?
+            .info()
+            .await?
+            .config
+            .clone();
+        assert!(!config.allow_rollup, "{name} still allows roll-ups");
+    }
+    // Nothing left to raise; and an encoder's roll-up is refused by the stream itself.
+    assert!(
+        ffleet_runtime::nats::provision::raise_guards(&admin.js, Some(subjects::BUCKET_MEDIA))
+            .await?
+            .is_empty()
+    );
+    let encoder = s.connect(Role::Encoder).await?;
+    let key = subjects::kv_key(subjects::BUCKET_SEGMENTS, "victim.v00000");
+    let done = attempt(&encoder, &rollup(key)).await?;
+    assert_eq!(done, Done::No, "a roll-up of the unit records was stored");
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! services, which may only look them up, find them.
 
 use super::Cli;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -79,5 +79,15 @@ pub async fn provision(cli: &Cli) -> Result<i32> {
         "streams and buckets are in place on {}",
         ctx.config.nats.url
     );
+    // Streams an earlier release created get this release's guards; its processes must be gone
+    // by now (they wrote object metadata with a roll-up).
+    let media = (ctx.config.storage.backend == ffleet_runtime::config::StorageBackend::ObjectStore)
+        .then_some(ctx.config.storage.bucket.as_str());
+    let raised = ffleet_runtime::nats::provision::raise_guards(&ctx.js, media)
+        .await
+        .context("raising the guards of existing streams")?;
+    for name in raised {
+        println!("{name}: roll-ups now refused (purges too, where no service purges)");
+    }
     Ok(0)
 }

@@ -148,7 +148,7 @@ pub async fn provision(
         max_value_bytes: cfg.max_msg_bytes,
         max_bytes: cfg.max_bytes,
         max_msgs: cfg.max_msgs,
-        purged: matches!(bucket, subjects::BUCKET_JOBS | subjects::BUCKET_SEGMENTS),
+        purged: bucket_is_purged(bucket),
     };
     Ok(Buckets {
         jobs: ensure_kv(js, policy, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
@@ -199,8 +199,10 @@ pub async fn ensure_stream(
         let config = config.clone();
         async move {
             if create {
-                let stream = js.get_or_create_stream(config.clone()).await?;
-                return harden(js, stream, &config).await;
+                return js
+                    .get_or_create_stream(config)
+                    .await
+                    .map_err(BoxError::from);
             }
             match js.get_stream(&config.name).await {
                 Ok(s) => Ok(s),
@@ -217,27 +219,56 @@ pub async fn ensure_stream(
     .await
 }
 
-/// Brings an existing stream's guards up to `wanted`'s: roll-ups off and purges denied where the
-/// spec says so (a stream created by an earlier release allowed both). Nothing else is changed:
-/// an operator's own limits stay.
-async fn harden(
-    js: &Context,
-    mut stream: stream::Stream,
-    wanted: &stream::Config,
-) -> Result<stream::Stream, BoxError> {
-    let have = stream.cached_info().config.clone();
-    let rollup = have.allow_rollup && !wanted.allow_rollup;
-    let purge = !have.deny_purge && wanted.deny_purge;
-    if !rollup && !purge {
-        return Ok(stream);
+/// Raises the guards of the streams an earlier release created: roll-ups refused on every
+/// bucket and on `media`'s stream, purges denied on the buckets no service purges. Nothing else
+/// changes (an operator's own limits stay). Run by `ffleet provision` only, once every process
+/// runs this release: an earlier release wrote object metadata with a roll-up, and its writes
+/// would be refused. Returns the streams changed.
+pub async fn raise_guards(js: &Context, media: Option<&str>) -> Result<Vec<String>, NatsError> {
+    let mut wanted: Vec<(String, bool)> = [
+        subjects::BUCKET_JOBS,
+        subjects::BUCKET_SEGMENTS,
+        subjects::BUCKET_WORKERS,
+        subjects::BUCKET_LEASES,
+    ]
+    .into_iter()
+    .map(|b| (subjects::kv_stream(b), !bucket_is_purged(b)))
+    .collect();
+    if let Some(media) = media {
+        wanted.push((subjects::object_stream(media), false));
     }
-    let mut config = have;
-    config.allow_rollup = wanted.allow_rollup;
-    config.deny_purge = config.deny_purge || wanted.deny_purge;
-    js.update_stream(&config).await?;
-    tracing::info!(stream = %config.name, rollup, purge, "stream guards raised (roll-ups refused, purges denied)");
-    stream.info().await?;
-    Ok(stream)
+    let mut changed = Vec::new();
+    for (name, deny_purge) in wanted {
+        let mut stream = match js.get_stream(&name).await {
+            Ok(s) => s,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(NatsError::op("look up stream", format!("{name}: {e}"))),
+        };
+        let have = stream
+            .info()
+            .await
+            .map_err(|e| NatsError::op("stream info", format!("{name}: {e}")))?
+            .config
+            .clone();
+        if !have.allow_rollup && (have.deny_purge || !deny_purge) {
+            continue;
+        }
+        let mut config = have;
+        config.allow_rollup = false;
+        config.deny_purge |= deny_purge;
+        js.update_stream(&config)
+            .await
+            .map_err(|e| NatsError::op("update stream", format!("{name}: {e}")))?;
+        tracing::info!(stream = %name, "stream guards raised (roll-ups refused, purges denied where unused)");
+        changed.push(name);
+    }
+    Ok(changed)
+}
+
+/// Whether a service purges `bucket` (the scheduler, finished records): purges are denied on
+/// the others.
+fn bucket_is_purged(bucket: &str) -> bool {
+    matches!(bucket, subjects::BUCKET_JOBS | subjects::BUCKET_SEGMENTS)
 }
 
 fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
