@@ -424,3 +424,52 @@ async fn a_full_bucket_fails_the_job_and_the_next_small_job_completes() -> Resul
     fleet.passed();
     Ok(())
 }
+
+/// Objects are read one message get per chunk (the server's answer carries the chunk in
+/// base64): the largest chunk size allowed (`storage.chunk_size`) still comes back whole, and an
+/// empty object as nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_chunks_round_trip_through_message_gets() -> Result<()> {
+    let server = ffleet::local::NatsServer::start_temp()?;
+    let mut cfg = ffleet_runtime::config::Config::default();
+    cfg.nats.url = server.url.clone();
+    cfg.storage.backend = StorageBackend::ObjectStore;
+    cfg.storage.chunk_size = 1000 << 10;
+    cfg.storage.max_bytes = 64 << 20;
+    let work = tempfile::tempdir()?;
+    cfg.storage.work_dir = work.path().join("work");
+    let client = ffleet_runtime::nats::connect(&cfg.nats, "test", false).await?;
+    let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
+    let store = ObjectStore::open(
+        &js,
+        ffleet_runtime::nats::retry::Policy::from_config(&cfg.nats),
+        &cfg.storage,
+        cfg.media_placement(),
+        Arc::new(WorkDir::open(&cfg.storage.work_dir)?),
+        Patience::For(Duration::from_secs(10)),
+    )
+    .await?;
+    let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 253) as u8).collect();
+    let file = work.path().join("in.bin");
+    std::fs::write(&file, &data)?;
+    let stored = store.upload(&file, "jobs/big/src/c.nut").await?;
+    let back = work.path().join("back.bin");
+    let n = store
+        .download("jobs/big/src/c.nut", stored.digest.as_deref(), &back)
+        .await?;
+    ensure!(n == data.len() as u64, "read {n} bytes");
+    ensure!(std::fs::read(&back)? == data, "different bytes");
+    // An empty object too.
+    let empty = work.path().join("empty.bin");
+    std::fs::write(&empty, b"")?;
+    let stored = store.upload(&empty, "jobs/big/src/empty").await?;
+    let n = store
+        .download(
+            "jobs/big/src/empty",
+            stored.digest.as_deref(),
+            &work.path().join("e"),
+        )
+        .await?;
+    ensure!(n == 0);
+    Ok(())
+}

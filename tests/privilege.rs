@@ -16,7 +16,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use common::secure::SecureServer;
 use ffleet_runtime::config::{Config, StorageBackend};
-use ffleet_runtime::nats::connect::permission_violations;
 use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::security::Role;
@@ -24,7 +23,7 @@ use ffleet_runtime::storage::{ObjectStore, StorageError, WorkDir};
 use ffleet_runtime::subjects::{self, EventKind, js_api};
 use ffleet_runtime::{JobId, Unit};
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -130,38 +129,47 @@ fn rollup(subject: impl Into<String>) -> Op {
     }
 }
 
-/// Waits until the client has been told of a refusal since `before`, for up to `wait`.
-async fn refused_since(before: u64, wait: Duration) -> bool {
+/// Whether the server has logged a refusal for connection `cid`, waiting up to `wait`.
+async fn refused(s: &SecureServer, cid: u64, wait: Duration) -> bool {
+    let tag = format!(" - cid:{cid} - ");
     let end = Instant::now() + wait;
     loop {
-        if permission_violations() > before {
+        if s.violations().iter().any(|l| l.contains(&tag)) {
             return true;
         }
         if Instant::now() >= end {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn attempt(client: &async_nats::Client, op: &Op) -> Result<Done> {
-    let before = permission_violations();
-    match op {
+/// Tries `op` as `role` on a connection of its own, so a refusal the server logs for it (by its
+/// connection id) cannot be taken for another operation's. "No" is a refusal or an error
+/// answer, never silence: an operation that gets neither an answer nor a refusal fails the
+/// test.
+async fn attempt(s: &SecureServer, role: Role, op: &Op) -> Result<Done> {
+    let client = s.connect(role).await?;
+    let cid = client.server_info().client_id;
+    let done = match op {
         Op::Sub(subject) => {
-            let sub = client.subscribe(subject.clone()).await?;
+            let _sub = client.subscribe(subject.clone()).await?;
+            // The server logs a refusal before it answers the flush's ping.
             client.flush().await?;
-            let refused = refused_since(before, SETTLE).await;
-            drop(sub);
-            Ok(if refused { Done::No } else { Done::Yes })
+            if refused(s, cid, SETTLE).await {
+                Done::No
+            } else {
+                Done::Yes
+            }
         }
         Op::Pub(subject) => {
             client.publish(subject.clone(), "{}".into()).await?;
             client.flush().await?;
-            Ok(if refused_since(before, SETTLE).await {
+            if refused(s, cid, SETTLE).await {
                 Done::No
             } else {
                 Done::Yes
-            })
+            }
         }
         Op::Req {
             subject,
@@ -183,22 +191,27 @@ async fn attempt(client: &async_nats::Client, op: &Op) -> Result<Done> {
             client.flush().await?;
             tokio::select! {
                 answer = tokio::time::timeout(ANSWER, answers.next()) => {
-                    let Ok(Some(m)) = answer else { return Ok(Done::No) };
+                    let Ok(Some(m)) = answer else {
+                        bail!("{role}: {subject} got neither an answer nor a refusal");
+                    };
                     let v: serde_json::Value =
                         serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null);
                     let code = v["error"]["code"].as_u64();
-                    // A message get answers a missing message with a 404: the read was allowed.
+                    // A get or a pull answers "nothing there" with a 404: it was allowed.
                     let ok = code.is_none() || (*read && code == Some(404));
-                    // A direct get answers with headers and the message itself (or a status).
-                    let ok = ok && m.status.is_none_or(|s| s.is_success() || (*read && s.as_u16() == 404));
-                    Ok(if ok { Done::Yes } else { Done::No })
+                    let ok = ok
+                        && m.status.is_none_or(|st| st.is_success() || (*read && st.as_u16() == 404));
+                    if !ok {
+                        // Which guard refused it, for whoever reads a failing run.
+                        println!("{role}: {subject} answered {v} {:?}", m.status);
+                    }
+                    if ok { Done::Yes } else { Done::No }
                 }
-                refused = refused_since(before, ANSWER) => {
-                    Ok(if refused { Done::No } else { Done::Yes })
-                }
+                true = refused(s, cid, ANSWER) => Done::No,
             }
         }
-    }
+    };
+    Ok(done)
 }
 
 /// The matrix's operations for `role`, by the names docs/security.md gives them.
@@ -219,9 +232,9 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
     } else {
         Role::Admin
     };
-    let push = |deliver: &str, filter: &str| {
+    let push = |stream: &str, deliver: &str, filter: &str| {
         format!(
-            r#"{{"config":{{"deliver_subject":"{deliver}","filter_subject":"{filter}","ack_policy":"none","deliver_policy":"all"}}}}"#
+            r#"{{"stream_name":"{stream}","config":{{"deliver_subject":"{deliver}","filter_subject":"{filter}","ack_policy":"none","deliver_policy":"all"}}}}"#
         )
     };
     let forged = subjects::event(Some(&victim), EventKind::Completed);
@@ -308,14 +321,28 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
             "push-consumer-on-media",
             req(
                 format!("$JS.API.CONSUMER.CREATE.{obj}"),
-                push(&forged, &subjects::object_wildcards(media)[0]),
+                push(&obj, &forged, &subjects::object_wildcards(media)[0]),
             ),
         ),
         (
-            "push-consumer-on-events",
+            "push-consumer-on-dead-letters",
             req(
-                format!("$JS.API.CONSUMER.CREATE.{}", subjects::STREAM_EVENTS),
-                push(&forged, &subjects::events_wildcard()),
+                format!("$JS.API.CONSUMER.CREATE.{}", subjects::STREAM_DEAD),
+                push(subjects::STREAM_DEAD, &forged, &subjects::dead_wildcard()),
+            ),
+        ),
+        (
+            "push-consumer-on-heartbeats",
+            req(
+                format!(
+                    "$JS.API.CONSUMER.CREATE.{}",
+                    subjects::kv_stream(subjects::BUCKET_WORKERS)
+                ),
+                push(
+                    &subjects::kv_stream(subjects::BUCKET_WORKERS),
+                    &forged,
+                    &subjects::kv_wildcard(subjects::BUCKET_WORKERS),
+                ),
             ),
         ),
         (
@@ -334,7 +361,7 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
         ),
         (
             "pull-the-mergers-consumer",
-            req(
+            read(
                 js_api::consumer_next(subjects::STREAM_EVENTS, subjects::CONSUMER_MERGER),
                 r#"{"batch":1,"no_wait":true}"#,
             ),
@@ -389,7 +416,10 @@ fn documented() -> Result<BTreeMap<String, BTreeMap<String, String>>> {
             .cloned()
             .zip(row[1..].iter().cloned())
             .collect();
-        out.insert(name.to_owned(), cells);
+        ensure!(
+            out.insert(name.to_owned(), cells).is_none(),
+            "docs/security.md names {name} twice"
+        );
     }
     Ok(out)
 }
@@ -427,15 +457,19 @@ async fn every_role_can_do_what_the_documented_matrix_says_and_nothing_else() ->
             .with_context(|| format!("{role} creating its consumer {name}"))?;
     }
     let doc = documented()?;
+    let names: BTreeSet<&str> = operations(Role::Admin).iter().map(|(n, _)| *n).collect();
+    ensure!(
+        names.len() == operations(Role::Admin).len(),
+        "an operation named twice"
+    );
     // In the order of `operations`, as documented.
     let mut seen: Vec<(&str, BTreeMap<Role, Done>)> = operations(Role::Admin)
         .into_iter()
         .map(|(name, _)| (name, BTreeMap::new()))
         .collect();
     for role in Role::ALL {
-        let client = s.connect(role).await?;
         for (i, (_, op)) in operations(role).into_iter().enumerate() {
-            let done = attempt(&client, &op).await?;
+            let done = attempt(&s, role, &op).await?;
             seen[i].1.insert(role, done);
         }
     }
@@ -697,9 +731,71 @@ async fn provisioning_raises_the_guards_of_streams_an_earlier_release_made() -> 
             .await?
             .is_empty()
     );
-    let encoder = s.connect(Role::Encoder).await?;
     let key = subjects::kv_key(subjects::BUCKET_SEGMENTS, "victim.v00000");
-    let done = attempt(&encoder, &rollup(key)).await?;
+    let done = attempt(&s, Role::Encoder, &rollup(key)).await?;
     assert_eq!(done, Done::No, "a roll-up of the unit records was stored");
+    Ok(())
+}
+
+/// A rolling upgrade of a secured deployment: `ffleet secrets auth --upgrade` lets a process of
+/// an earlier release (replies on the default `_INBOX`) work beside this release's; the strict
+/// file, loaded once none runs, refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_auth_file_serves_earlier_processes_until_the_strict_one_is_loaded()
+-> Result<()> {
+    let (s, server) = SecureServer::start()?;
+    let work = tempfile::tempdir()?;
+    admin(&s, work.path()).await?;
+    let media = subjects::BUCKET_MEDIA;
+    // An earlier release's submitter: its credentials, no role, so the default inbox.
+    let earlier = || {
+        let mut cfg = s.config(Role::Submitter);
+        cfg.role = None;
+        cfg
+    };
+    // The server reads the file at start and on a reload (SIGHUP); a reload of this test
+    // server would also re-read its JetStream flags, so it is restarted instead.
+    let mut server = server;
+    let mut reload = |strict: bool| -> Result<()> {
+        ffleet::secrets::rewrite_auth(s.secrets.dir(), media, !strict)?;
+        server.restart()
+    };
+    // Whether a request (a JetStream publish, answered to the client's inbox) gets its answer:
+    // tried for a while, since JetStream comes back a moment after a reload.
+    let submit = |cfg: ffleet_runtime::config::NatsConfig, tries: u32| async move {
+        let client = ffleet_runtime::nats::connect(&cfg, "earlier", false).await?;
+        let js = ffleet_runtime::nats::connect::jetstream(client, &cfg);
+        let mut last = String::new();
+        for _ in 0..tries {
+            let sent = js.publish(subjects::JOBS_SUBMIT, "{}".into()).await?;
+            match tokio::time::timeout(Duration::from_secs(2), sent).await {
+                Ok(Ok(_)) => return anyhow::Ok(Ok(())),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "no answer in 2 s".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        anyhow::Ok(Err(last))
+    };
+    ensure!(
+        submit(earlier(), 1).await?.is_err(),
+        "the strict file served an earlier client"
+    );
+    reload(false)?;
+    if let Err(e) = submit(earlier(), 5).await? {
+        bail!("the upgrade file refused an earlier client: {e}");
+    }
+    if let Err(e) = submit(s.config(Role::Submitter), 5).await? {
+        bail!("the upgrade file refused this release's client: {e}");
+    }
+    reload(true)?;
+    // The strict file is in force once this release's client is served again.
+    if let Err(e) = submit(s.config(Role::Submitter), 5).await? {
+        bail!("the strict file refused this release's client: {e}");
+    }
+    ensure!(
+        submit(earlier(), 1).await?.is_err(),
+        "the strict file served an earlier client"
+    );
     Ok(())
 }

@@ -65,7 +65,13 @@ pub enum Command {
         command: secrets::SecretsCommand,
     },
     /// Create the streams and buckets (with admin credentials; services only look them up).
-    Provision,
+    Provision {
+        /// Also raise the guards of streams an earlier release created (roll-ups refused, purges
+        /// denied where no service purges). Only once every process runs this release: an
+        /// earlier release's encoders write object metadata with a roll-up.
+        #[arg(long)]
+        raise_guards: bool,
+    },
     /// Container healthcheck: exit 0 only when the service beside it reports `ready` in its
     /// health file (`nats.health_file`).
     Health(health::HealthArgs),
@@ -96,7 +102,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Workers => status::workers(&cli).await,
         Command::Capabilities(a) => capabilities::run(&cli, a).await,
         Command::Secrets { command } => secrets::run(&cli, command),
-        Command::Provision => secrets::provision(&cli).await,
+        Command::Provision { raise_guards } => secrets::provision(&cli, *raise_guards).await,
         Command::Health(a) => health::run(&cli, a),
     }
 }

@@ -14,6 +14,19 @@ pub enum SecretsCommand {
     Init(InitArgs),
     /// Print what each role may publish and subscribe to, as the server enforces it.
     Permissions,
+    /// Write DIR's `auth.conf` again with this release's permissions (after an upgrade); reload
+    /// the servers afterwards (`nats-server --signal reload`, or SIGHUP).
+    Auth(AuthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// The directory `secrets init` made.
+    pub dir: PathBuf,
+    /// Also grant what an earlier release's processes need, for the length of a rolling
+    /// upgrade; run again without it once none runs.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -45,6 +58,20 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
             );
             Ok(0)
         }
+        SecretsCommand::Auth(a) => {
+            let path = crate::secrets::rewrite_auth(&a.dir, &media, a.upgrade)?;
+            println!(
+                "{} written; reload every nats-server to apply it",
+                path.display()
+            );
+            if a.upgrade {
+                println!(
+                    "it grants an earlier release's processes what they need: run `ffleet secrets auth {}` again once none runs",
+                    a.dir.display()
+                );
+            }
+            Ok(0)
+        }
         SecretsCommand::Permissions => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -73,12 +100,15 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
 }
 
 /// Creates (or checks) every stream and bucket; needs credentials that may create them.
-pub async fn provision(cli: &Cli) -> Result<i32> {
+pub async fn provision(cli: &Cli, raise_guards: bool) -> Result<i32> {
     let ctx = super::client(cli).await?;
     println!(
         "streams and buckets are in place on {}",
         ctx.config.nats.url
     );
+    if !raise_guards {
+        return Ok(0);
+    }
     // Streams an earlier release created get this release's guards; its processes must be gone
     // by now (they wrote object metadata with a roll-up).
     let media = (ctx.config.storage.backend == ffleet_runtime::config::StorageBackend::ObjectStore)

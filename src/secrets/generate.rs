@@ -12,7 +12,7 @@ use rcgen::{
 };
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How long the certificates are valid.
 const VALID_DAYS: i64 = 3650;
@@ -83,6 +83,31 @@ pub fn init_for(dir: &Path, hosts: &[String], media: &str) -> Result<Secrets> {
     write(&s.auth_conf(), &auth_conf::render(&users, media), false)?;
     write(&s.server_conf(), &server_conf(&s), false)?;
     Ok(s)
+}
+
+/// Writes `dir`'s `auth.conf` again from its public keys with this release's permissions
+/// (`upgrade`: with an earlier release's grants beside them, for a rolling upgrade). The old
+/// file is replaced in one rename; the server reads it on a reload.
+pub fn rewrite_auth(dir: &Path, media: &str, upgrade: bool) -> Result<PathBuf> {
+    let s = Secrets::open(dir)?;
+    let mut users = Vec::new();
+    for role in Role::ALL {
+        let path = s.dir().join(format!("{role}.pub"));
+        let key = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned();
+        if !key.starts_with('U') {
+            bail!("{} holds no user public key", path.display());
+        }
+        users.push((role, key));
+    }
+    let tmp = s.dir().join(format!("auth.conf.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write(&tmp, &auth_conf::render_with(&users, media, upgrade), false)?;
+    std::fs::rename(&tmp, s.auth_conf())
+        .with_context(|| format!("replacing {}", s.auth_conf().display()))?;
+    Ok(s.auth_conf())
 }
 
 fn server_conf(s: &Secrets) -> String {

@@ -10,7 +10,7 @@ use ffleet_runtime::config::NatsConfig;
 use ffleet_runtime::security::Role;
 use std::path::{Path, PathBuf};
 
-pub use generate::{init, init_for};
+pub use generate::{init, init_for, rewrite_auth};
 
 /// Names every certificate carries besides the `--host`s given.
 pub const DEFAULT_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];

@@ -221,8 +221,8 @@ pub async fn ensure_stream(
 
 /// Raises the guards of the streams an earlier release created: roll-ups refused on every
 /// bucket and on `media`'s stream, purges denied on the buckets no service purges. Nothing else
-/// changes (an operator's own limits stay). Run by `ffleet provision` only, once every process
-/// runs this release: an earlier release wrote object metadata with a roll-up, and its writes
+/// changes (an operator's own limits stay). Run by `ffleet provision --raise-guards` only, once
+/// every process runs this release: an earlier release wrote object metadata with a roll-up, and its writes
 /// would be refused. Returns the streams changed.
 pub async fn raise_guards(js: &Context, media: Option<&str>) -> Result<Vec<String>, NatsError> {
     let mut wanted: Vec<(String, bool)> = [

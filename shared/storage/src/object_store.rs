@@ -244,7 +244,7 @@ impl ObjectStore {
         let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
         match self.send(file, key, &nuid, &chunks_subject).await {
             Ok(stored) => {
-                if let Some(old) = previous.filter(|o| o.nuid != nuid)
+                if let Some(old) = previous.filter(|o| o.nuid != nuid && literal_nuid(&o.nuid))
                     && self.purges
                 {
                     let subject = subjects::object_chunks(&self.bucket, &old.nuid);
@@ -455,9 +455,19 @@ impl ObjectStore {
         if info.deleted {
             return Err(StorageError::Missing(key.into()));
         }
+        if info.options.as_ref().is_some_and(|o| o.link.is_some()) {
+            // ffleet never stores links, and following one would read another object under
+            // this name.
+            return Err(StorageError::Corrupt {
+                key: key.into(),
+                expected: "an object".into(),
+                found: "a link (not followed)".into(),
+            });
+        }
         let found = info.digest.clone().unwrap_or_default();
+        // An object with no digest matches no expected one.
         if let Some(expected) = expect
-            && expected != found
+            && (expected != found || found.is_empty())
         {
             return Err(StorageError::Corrupt {
                 key: key.into(),
@@ -504,6 +514,11 @@ impl ObjectStore {
         limit: Duration,
         to: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<u64, Copy> {
+        // Metadata is anyone's to write: a chunk subject with a wildcard would read other
+        // objects' chunks, and a size it does not keep to would fill this disk.
+        if !literal_nuid(&info.nuid) {
+            return Err(Copy::Mismatch);
+        }
         let subject = subjects::object_chunks(&self.bucket, &info.nuid);
         let mut sha = Sha256::new();
         let (mut total, mut next) = (0_u64, 0_u64);
@@ -514,13 +529,17 @@ impl ObjectStore {
                 .sequence(next)
                 .next_by_subject(subject.clone())
                 .send();
-            let msg = tokio::time::timeout(limit.max(READ_IDLE), get)
+            let wait = limit.max(READ_IDLE);
+            let msg = tokio::time::timeout(wait, get)
                 .await
-                .map_err(|_| Copy::Read(format!("no chunk within {limit:?}").into()))?
+                .map_err(|_| Copy::Read(format!("no chunk within {wait:?}").into()))?
                 // A chunk missing before the count is reached: the object was deleted or
                 // replaced while read (read again, from its metadata).
                 .map_err(|e| Copy::Read(e.into()))?;
             next = msg.sequence + 1;
+            if total + msg.payload.len() as u64 > info.size as u64 {
+                return Err(Copy::Mismatch);
+            }
             sha.update(&msg.payload);
             to.write_all(&msg.payload).await.map_err(Copy::Write)?;
             total += msg.payload.len() as u64;
@@ -533,15 +552,23 @@ impl ObjectStore {
     }
 
     /// Removes object `key` entirely (its chunks and its metadata, leaving no delete marker).
-    async fn remove(&self, info: &ObjectInfo) -> Result<(), StorageError> {
-        let chunks = subjects::object_chunks(&self.bucket, &info.nuid);
-        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(&info.name));
-        for subject in [chunks, meta] {
+    /// The metadata names the chunks, and any client that may write the bucket can write
+    /// metadata: a chunk subject that is not one literal token (`>` would purge every object's
+    /// chunks) is left to the sweep, and the metadata subject comes from `key`, never from the
+    /// name the metadata claims.
+    async fn remove(&self, key: &str, info: &ObjectInfo) -> Result<(), StorageError> {
+        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        let chunks =
+            literal_nuid(&info.nuid).then(|| subjects::object_chunks(&self.bucket, &info.nuid));
+        if chunks.is_none() {
+            tracing::warn!(key, nuid = %info.nuid, "object metadata names no chunk subject of its own, chunks left to the sweep");
+        }
+        for subject in chunks.into_iter().chain([meta]) {
             self.stream
                 .purge()
                 .filter(subject)
                 .await
-                .map_err(nats("delete", &info.name))?;
+                .map_err(nats("delete", key))?;
         }
         Ok(())
     }
@@ -570,13 +597,24 @@ impl ObjectStore {
                 tracing::warn!(subject, "object metadata that does not parse, skipped");
                 continue;
             };
+            // The name from the subject and the age from the server's timestamp: the body is
+            // anyone's to write, and a sweep acting on a claimed name or date could be steered
+            // at another job's media.
+            let Some(name) = subject
+                .rsplit('.')
+                .next()
+                .and_then(|t| URL_SAFE.decode(t).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
+                continue;
+            };
             if info.deleted {
                 continue;
             }
             referenced.insert(info.nuid.clone());
             objects.push(Aged {
-                age: age(info.modified.unwrap_or(msg.time)),
-                name: info.name,
+                age: age(msg.time),
+                name,
             });
         }
         let mut orphans_removed = 0;
@@ -632,7 +670,7 @@ impl ObjectStore {
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
         match self.store.info(key).await {
-            Ok(info) => self.remove(&info).await,
+            Ok(info) => self.remove(key, &info).await,
             Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(()),
             Err(e) => Err(nats("info", key)(e)),
         }
@@ -686,9 +724,10 @@ impl ObjectStore {
                 continue;
             };
             match rest.next() {
-                Some(nuid) => {
+                Some(nuid) if literal_nuid(nuid) => {
                     uploads.insert(nuid.to_owned());
                 }
+                Some(_) => {}
                 None => {
                     names.insert(name);
                 }
@@ -734,6 +773,12 @@ fn index_spec(bucket: &str, replicas: usize) -> stream::Config {
     }
 }
 
+/// Whether `nuid` is one literal subject token of the kind uploads use (async-nats's NUIDs, the
+/// UUIDs written here): never a wildcard.
+fn literal_nuid(nuid: &str) -> bool {
+    !nuid.is_empty() && nuid.len() <= 64 && nuid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// Which side of a copy failed: the object being read, or the file being written; or the bytes
 /// read do not match the object's recorded size or digest.
 enum Copy {
@@ -749,7 +794,7 @@ impl Storage for ObjectStore {
         let dest = self.work.temp_path(name);
         let (n, digest) = self.download_checked(key, expect, &dest).await?;
         let mut local = Local::copy(dest, n);
-        local.digest = Some(digest);
+        local.digest = Some(digest).filter(|d| !d.is_empty());
         Ok(local)
     }
 

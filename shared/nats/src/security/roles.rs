@@ -415,6 +415,26 @@ impl Permissions {
         }
     }
 
+    /// These permissions with what a process of an earlier release (0.2 and before) needs
+    /// beside them, for the length of a rolling upgrade (`ffleet secrets auth --upgrade`):
+    /// replies on the default `_INBOX.>`, and on the media stream the consumers its reader
+    /// creates and the purges every media role made. Each is a hole this release closes, so
+    /// the strict file goes back once no earlier process runs.
+    pub fn with_upgrade_grants(mut self) -> Self {
+        self.sub(subjects::INBOX_WILDCARD);
+        let b = self.media_bucket.clone();
+        let obj = subjects::object_stream(&b);
+        if self.may_publish(&subjects::object_chunks(&b, "x")) {
+            for c in js_api::consumer_create_any(&obj) {
+                self.publish(c);
+            }
+            self.publish(js_api::flow_control(&obj));
+            self.publish(js_api::stream_purge(&obj));
+            self.publish(js_api::stream_purge(&subjects::media_index_stream(&b)));
+        }
+        self
+    }
+
     /// Whether publishing to the literal subject `subject` is allowed (NATS token matching).
     pub fn may_publish(&self, subject: &str) -> bool {
         self.publish.iter().any(|p| matches(p, subject))
@@ -591,6 +611,24 @@ mod tests {
             );
         }
         assert!(!Role::Submitter.purges_media() && !Role::Encoder.purges_media());
+    }
+
+    #[test]
+    fn upgrade_grants_add_only_what_earlier_releases_used() {
+        for r in Role::ALL {
+            let strict = r.permissions();
+            let open = strict.clone().with_upgrade_grants();
+            assert!(open.may_subscribe("_INBOX.x"), "{r}");
+            let obj = subjects::object_stream(subjects::BUCKET_MEDIA);
+            assert_eq!(
+                open.may_publish(&js_api::stream_purge(&obj)),
+                strict.may_publish(&subjects::object_chunks(subjects::BUCKET_MEDIA, "x")),
+                "{r}"
+            );
+            for s in &strict.publish {
+                assert!(open.publish.contains(s), "{r} lost {s}");
+            }
+        }
     }
 
     #[test]
