@@ -8,7 +8,8 @@
 //! Only the status ends a job here: a terminal event on the subject is a cue to ask at once,
 //! never the outcome itself, since a message on a subject proves nothing of who caused it (a
 //! consumer's deliveries, say). The status comes from the jobs bucket, which only the services
-//! write, or as the scheduler's answer to this client's private inbox.
+//! write, or as the scheduler's answer to this client's inbox (under its role's prefix, which
+//! only that role may read and nobody but the server's reply rule may write).
 
 use super::{ask, display};
 use anyhow::Result;
@@ -205,7 +206,7 @@ pub async fn follow(
                     }
                     // A terminal event only says where to look: anything that can make the
                     // server deliver a message on this subject could have sent it. The job's
-                    // status (its record, or the scheduler's answer to this client's own inbox)
+                    // status (its record, or the scheduler's answer to this client's inbox)
                     // decides; a status that lags the event is caught by the next check.
                     JobEvent::Completed(_) | JobEvent::Failed(_) => {
                         if let Some(o) = check_status(link, job, subs.request_seq, &pb, &mut total_known).await {
