@@ -346,10 +346,10 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
             ),
         ),
         (
-            "consumer-on-the-plan-queue",
-            req(
-                js_api::consumer_create(subjects::STREAM_TASKS, "sneaky", subjects::TASKS_PLAN),
-                r#"{"stream_name":"FFLEET_TASKS","config":{"durable_name":"sneaky","name":"sneaky","filter_subject":"ffleet.tasks.plan","ack_policy":"explicit"}}"#,
+            "pull-the-schedulers-consumer",
+            read(
+                js_api::consumer_next(subjects::STREAM_TASKS, subjects::CONSUMER_SCHEDULER),
+                r#"{"batch":1,"no_wait":true}"#,
             ),
         ),
         (
@@ -651,13 +651,49 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
     let output = ffleet_runtime::storage::keys::kept_output(&JobId::new("done")?, "out.mp4");
     splitter.storage.put_file(&file, &output).await?;
 
+    // The splitter's durables, one request waiting in them: an upload with no record may be
+    // that request's, and stays while it waits.
+    let jobs_stream = splitter.js.get_stream_no_info(subjects::STREAM_JOBS).await?;
+    for (name, filter) in [
+        (subjects::CONSUMER_SPLITTER, subjects::JOBS_SUBMIT),
+        (
+            subjects::CONSUMER_SPLITTER_PRIVILEGED,
+            subjects::JOBS_SUBMIT_PRIVILEGED,
+        ),
+    ] {
+        jobs_stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(name.into()),
+                filter_subject: filter.into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    js.publish(subjects::JOBS_SUBMIT, "{}".into()).await?.await?;
     let swept = ffleet_splitter::sweep::once(&splitter).await?;
     assert_eq!(
         swept,
         ffleet_splitter::sweep::Swept {
             orphan_chunk_sets: 1,
-            abandoned_jobs: 1,
+            abandoned_jobs: 0,
             expired_outputs: 1,
+        },
+        "a request waits: no upload without a record goes"
+    );
+    // The request taken (as a splitter does); the upload nobody claimed goes.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = jobs_stream
+        .get_consumer(subjects::CONSUMER_SPLITTER)
+        .await?;
+    let mut batch = consumer.fetch().max_messages(1).messages().await?;
+    let msg = batch.next().await.context("no request")?.map_err(|e| anyhow::anyhow!(e))?;
+    msg.double_ack().await.map_err(|e| anyhow::anyhow!(e))?;
+    let swept = ffleet_splitter::sweep::once(&splitter).await?;
+    assert_eq!(
+        swept,
+        ffleet_splitter::sweep::Swept {
+            orphan_chunk_sets: 0,
+            abandoned_jobs: 1,
+            expired_outputs: 0,
         }
     );
     let left: Vec<String> = splitter

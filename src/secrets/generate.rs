@@ -86,8 +86,9 @@ pub fn init_for(dir: &Path, hosts: &[String], media: &str) -> Result<Secrets> {
 }
 
 /// Writes `dir`'s `auth.conf` again from its public keys with this release's permissions
-/// (`upgrade`: with an earlier release's grants beside them, for a rolling upgrade). The old
-/// file is replaced in one rename; the server reads it on a reload.
+/// (`upgrade`: with an earlier release's grants beside them, for a rolling upgrade). Written in
+/// place, not renamed over: compose mounts the file itself into the servers' containers, and a
+/// new file behind the name would not reach them. The server reads it on a reload.
 pub fn rewrite_auth(dir: &Path, media: &str, upgrade: bool) -> Result<PathBuf> {
     let s = Secrets::open(dir)?;
     let mut users = Vec::new();
@@ -102,12 +103,16 @@ pub fn rewrite_auth(dir: &Path, media: &str, upgrade: bool) -> Result<PathBuf> {
         }
         users.push((role, key));
     }
-    let tmp = s.dir().join(format!("auth.conf.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    write(&tmp, &auth_conf::render_with(&users, media, upgrade), false)?;
-    std::fs::rename(&tmp, s.auth_conf())
-        .with_context(|| format!("replacing {}", s.auth_conf().display()))?;
-    Ok(s.auth_conf())
+    let text = auth_conf::render_with(&users, media, upgrade);
+    let path = s.auth_conf();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("rewriting {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(path)
 }
 
 fn server_conf(s: &Secrets) -> String {

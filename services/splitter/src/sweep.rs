@@ -3,8 +3,8 @@
 //! sweep their leftovers would stay for the bucket's week-long max age:
 //! - chunks no object refers to, quiet for `storage.abandoned_after_secs` (uploads that died
 //!   before their metadata, replaced objects' old chunks);
-//! - a job's scratch untouched that long whose job has no record or has ended (an upload no
-//!   request claimed, a cleanup that failed);
+//! - a job's scratch untouched that long whose job has ended (a cleanup that failed), or has no
+//!   record while no request waits in the queue (an upload no request claimed);
 //! - outputs kept past `storage.keep_outputs_secs` (their merger stopped before removing them).
 //!
 //! The splitter sweeps because it may both purge media and read job records. Several splitters
@@ -14,6 +14,7 @@ use ffleet_runtime::JobId;
 use ffleet_runtime::messages::JobState;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{Survey, keys};
+use ffleet_runtime::subjects;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -78,8 +79,11 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
     for obj in &objects {
         if keys::kept_output_job(&obj.name).is_some() {
             if obj.age >= keep_outputs {
-                ctx.storage.delete(&obj.name).await?;
-                swept.expired_outputs += 1;
+                match ctx.storage.delete(&obj.name).await {
+                    Ok(()) => swept.expired_outputs += 1,
+                    // A name that is no key (anyone may write one) must not stop the sweep.
+                    Err(e) => tracing::warn!(name = obj.name, error = %e, "kept output not removed"),
+                }
             }
         } else if let Some(job) = keys::job_of(&obj.name) {
             // One recent object keeps the whole scratch: the job is at work.
@@ -90,26 +94,48 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
             }
         }
     }
+    // A request still in the queue has no record yet: while any waits, media without a record
+    // may be its upload, and stays.
+    let queue_empty = requests_waiting(ctx).await == Some(0);
     for job in quiet_jobs.difference(&live_jobs) {
-        if !abandoned_job(ctx, job).await {
+        if !abandoned_job(ctx, job, queue_empty).await {
             continue;
         }
         let Ok(id) = JobId::new(job.as_str()) else {
             continue;
         };
-        tracing::info!(job, "abandoned job media removed");
-        ctx.storage.delete_prefix(&keys::job_prefix(&id)).await?;
-        swept.abandoned_jobs += 1;
+        match ctx.storage.delete_prefix(&keys::job_prefix(&id)).await {
+            Ok(()) => {
+                tracing::info!(job, "abandoned job media removed");
+                swept.abandoned_jobs += 1;
+            }
+            Err(e) => tracing::warn!(job, error = %e, "abandoned job media not removed"),
+        }
     }
     Ok(swept)
 }
 
+/// Requests waiting for a splitter (both submit subjects), or `None` when that cannot be read.
+async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
+    let stream = ctx.js.get_stream_no_info(subjects::STREAM_JOBS).await.ok()?;
+    let mut waiting = 0;
+    for name in [
+        subjects::CONSUMER_SPLITTER,
+        subjects::CONSUMER_SPLITTER_PRIVILEGED,
+    ] {
+        let info = stream.consumer_info(name).await.ok()?;
+        waiting += info.num_pending + info.num_ack_pending as u64;
+    }
+    Some(waiting)
+}
+
 /// Whether `job`'s scratch is nobody's: the job has no record (no request claimed the upload,
-/// or its record is long gone) or has ended (its cleanup did not finish), unless a failed job's
-/// scratch is kept on purpose. A record that cannot be read keeps the media.
-async fn abandoned_job(ctx: &Ctx, job: &str) -> bool {
+/// or its record is long gone) while no request waits in the queue (`queue_empty`), or it has
+/// ended (its cleanup did not finish), unless a failed job's scratch is kept on purpose. A
+/// record that cannot be read keeps the media.
+async fn abandoned_job(ctx: &Ctx, job: &str, queue_empty: bool) -> bool {
     match ctx.jobs.get(job).await {
-        Ok(None) => true,
+        Ok(None) => queue_empty,
         Ok(Some((rec, _))) => match rec.state {
             JobState::Completed => true,
             JobState::Failed => !ctx.config.storage.keep_failed_scratch,

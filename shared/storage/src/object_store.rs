@@ -231,7 +231,7 @@ impl ObjectStore {
     async fn upload_once(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
         // Recorded before a chunk is sent: a crash mid-upload leaves an index entry with no
         // object (skipped at cleanup), never an object the cleanup cannot find.
-        let nuid = uuid::Uuid::new_v4().simple().to_string();
+        let nuid = nuid_for(key);
         if let Some(job) = keys::job_of(key) {
             self.index_object(job, key).await?;
             // Its chunks too: a writer that may not purge (an encoder) leaves a failed or
@@ -244,7 +244,7 @@ impl ObjectStore {
         let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
         match self.send(file, key, &nuid, &chunks_subject).await {
             Ok(stored) => {
-                if let Some(old) = previous.filter(|o| o.nuid != nuid && literal_nuid(&o.nuid))
+                if let Some(old) = previous.filter(|o| o.nuid != nuid && nuid_of(key, &o.nuid))
                     && self.purges
                 {
                     let subject = subjects::object_chunks(&self.bucket, &old.nuid);
@@ -537,7 +537,8 @@ impl ObjectStore {
                 // replaced while read (read again, from its metadata).
                 .map_err(|e| Copy::Read(e.into()))?;
             next = msg.sequence + 1;
-            if total + msg.payload.len() as u64 > info.size as u64 {
+            // Uploads never store an empty chunk, and the bytes must stay within the size.
+            if msg.payload.is_empty() || total + msg.payload.len() as u64 > info.size as u64 {
                 return Err(Copy::Mismatch);
             }
             sha.update(&msg.payload);
@@ -553,15 +554,18 @@ impl ObjectStore {
 
     /// Removes object `key` entirely (its chunks and its metadata, leaving no delete marker).
     /// The metadata names the chunks, and any client that may write the bucket can write
-    /// metadata: a chunk subject that is not one literal token (`>` would purge every object's
-    /// chunks) is left to the sweep, and the metadata subject comes from `key`, never from the
-    /// name the metadata claims.
-    async fn remove(&self, key: &str, info: &ObjectInfo) -> Result<(), StorageError> {
+    /// metadata: chunks are purged only under a NUID made for `key` (`nuid_for`), so metadata
+    /// naming another object's chunks (or a wildcard) cannot steer this purge at them; others
+    /// (objects stored by earlier releases or other tools) lose their metadata here and their
+    /// chunks at the sweep, once no object refers to them. The metadata subject comes from
+    /// `key`, never from the name the metadata claims.
+    async fn remove(&self, key: &str, info: Option<&ObjectInfo>) -> Result<(), StorageError> {
         let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
-        let chunks =
-            literal_nuid(&info.nuid).then(|| subjects::object_chunks(&self.bucket, &info.nuid));
+        let chunks = info
+            .filter(|i| nuid_of(key, &i.nuid))
+            .map(|i| subjects::object_chunks(&self.bucket, &i.nuid));
         if chunks.is_none() {
-            tracing::warn!(key, nuid = %info.nuid, "object metadata names no chunk subject of its own, chunks left to the sweep");
+            tracing::debug!(key, "chunks not made for this name, left to the sweep");
         }
         for subject in chunks.into_iter().chain([meta]) {
             self.stream
@@ -669,9 +673,15 @@ impl ObjectStore {
     /// Removes object `key` (nothing when it does not exist): no listing needed.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
-        match self.store.info(key).await {
-            Ok(info) => self.remove(key, &info).await,
-            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(()),
+        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        match self.stream.get_last_raw_message_by_subject(&meta).await {
+            // Metadata that does not parse is removed all the same (its chunks, if any, go at
+            // the sweep): garbage under a job's name must not stop the job's cleanup.
+            Ok(m) => {
+                let info = serde_json::from_slice::<ObjectInfo>(&m.payload).ok();
+                self.remove(key, info.as_ref()).await
+            }
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(()),
             Err(e) => Err(nats("info", key)(e)),
         }
     }
@@ -724,7 +734,8 @@ impl ObjectStore {
                 continue;
             };
             match rest.next() {
-                Some(nuid) if literal_nuid(nuid) => {
+                // Only chunks made for this name: an entry is anyone's to write.
+                Some(nuid) if nuid_of(&name, nuid) => {
                     uploads.insert(nuid.to_owned());
                 }
                 Some(_) => {}
@@ -734,7 +745,13 @@ impl ObjectStore {
             }
         }
         for name in &names {
-            self.delete(name).await?;
+            // One bad entry (a name that is no key: anyone can write one) must not stop the
+            // cleanup of the rest; a broker error does, to be tried again.
+            match self.delete(name).await {
+                Err(e @ StorageError::Nats { .. }) => return Err(e),
+                Err(e) => tracing::warn!(job, name, error = %e, "index entry skipped"),
+                Ok(()) => {}
+            }
         }
         // Chunks of uploads that failed or were replaced by a writer that could not purge them
         // (the current ones went with their objects above).
@@ -774,9 +791,32 @@ fn index_spec(bucket: &str, replicas: usize) -> stream::Config {
 }
 
 /// Whether `nuid` is one literal subject token of the kind uploads use (async-nats's NUIDs, the
-/// UUIDs written here): never a wildcard.
+/// ones `nuid_for` makes): never a wildcard.
 fn literal_nuid(nuid: &str) -> bool {
     !nuid.is_empty() && nuid.len() <= 64 && nuid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Hex digits of a NUID that name the object it was made for.
+const NUID_NAME_HEX: usize = 16;
+
+/// A fresh NUID for an upload of `key`: the start of SHA-256 of the name, then random. A purge
+/// follows metadata only to chunks whose NUID was made for the name being removed
+/// (`nuid_of`), since the metadata is anyone's to write.
+fn nuid_for(key: &str) -> String {
+    let name = hex(&Sha256::digest(key.as_bytes()));
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}{}", &name[..NUID_NAME_HEX], &random[..16])
+}
+
+/// Whether `nuid` was made for `key` by `nuid_for`.
+fn nuid_of(key: &str, nuid: &str) -> bool {
+    literal_nuid(nuid)
+        && nuid.len() == 2 * NUID_NAME_HEX
+        && nuid[..NUID_NAME_HEX] == hex(&Sha256::digest(key.as_bytes()))[..NUID_NAME_HEX]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Which side of a copy failed: the object being read, or the file being written; or the bytes
@@ -884,7 +924,11 @@ impl Storage for ObjectStore {
             }
         }
         for name in &doomed {
-            self.delete(name).await?;
+            match self.delete(name).await {
+                Err(e @ StorageError::Nats { .. }) => return Err(e),
+                Err(e) => tracing::warn!(prefix, name, error = %e, "object skipped"),
+                Ok(()) => {}
+            }
         }
         Ok(())
     }
@@ -938,4 +982,20 @@ async fn stored_in_order(
         )));
     }
     Ok(ack.sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nuid_names_the_object_it_was_made_for() {
+        let n = nuid_for("jobs/a/src/c.nut");
+        assert!(literal_nuid(&n) && nuid_of("jobs/a/src/c.nut", &n));
+        assert!(!nuid_of("jobs/b/src/c.nut", &n));
+        assert_ne!(n, nuid_for("jobs/a/src/c.nut"), "random beyond the name");
+        for forged in [">", "*", "", "ABCDEFGHIJKLMNOPQRSTUV", &n[..31]] {
+            assert!(!nuid_of("jobs/a/src/c.nut", forged), "{forged}");
+        }
+    }
 }
