@@ -13,8 +13,12 @@
 //! each uploaded and downloaded by this process: MB/s, and the peak RSS of this process (its
 //! peak reset before each transfer) and of nats-server (likewise).
 //!
-//! Environment: `FFLEET_BENCH_ROUNDS` (2), `FFLEET_BENCH_SECS` (60), `FFLEET_BENCH_OBJECT_MB`
-//! (1024).
+//! Part 2 runs on one server and on three at replicas 3, and downloads each object twice: by
+//! message gets (how ffleet reads) and by async-nats's consumer-based reader (how earlier
+//! releases read), alternating which goes first.
+//!
+//! Environment: `FFLEET_BENCH_ROUNDS` (2; 0 runs part 2 only), `FFLEET_BENCH_SECS` (60),
+//! `FFLEET_BENCH_OBJECT_MB` (1024).
 
 mod common;
 
@@ -42,6 +46,10 @@ fn main() {
     let object_mb: u64 = env_or("FFLEET_BENCH_OBJECT_MB", 1024);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let media = tempfile::tempdir().expect("tempdir");
+    if rounds == 0 {
+        objects(&rt, media.path(), object_mb);
+        return;
+    }
     let src = source_720p(media.path(), secs);
     let src_bytes = std::fs::metadata(&src).expect("source").len();
     println!("source: {secs} s 1280x720, {src_bytes} bytes; {rounds} rounds\n");
@@ -82,12 +90,19 @@ fn main() {
         outputs[0] == outputs[1]
     );
 
+    objects(&rt, media.path(), object_mb);
+}
+
+/// Part 2: one object alone, on one server and on three at replicas 3.
+fn objects(rt: &tokio::runtime::Runtime, dir: &Path, object_mb: u64) {
     println!(
-        "| object | upload | download | client peak RSS up / down | nats-server peak RSS up / down |"
+        "| object | servers (replicas) | upload | download (message gets) | download by a consumer, as earlier releases (gets / consumer) | client peak RSS up / down | nats-server peak RSS up / down (largest) |"
     );
-    println!("| --- | --- | --- | --- | --- |");
-    for mb in [64, object_mb] {
-        rt.block_on(transfer(media.path(), mb));
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for servers in [1, 3] {
+        for mb in [64, object_mb] {
+            rt.block_on(transfer(dir, mb, servers));
+        }
     }
 }
 
@@ -193,16 +208,29 @@ async fn job(backend: &str, src: &Path, round: usize) -> Run {
     }
 }
 
-/// Uploads and downloads one object of `mb` MiB on a fresh server, printing a table row.
-async fn transfer(dir: &Path, mb: u64) {
-    let server = ffleet::local::NatsServer::start_temp().expect("nats-server starts");
+/// Uploads and downloads one object of `mb` MiB on fresh servers (`servers`: one, or three at
+/// replicas 3), printing a table row. The download runs twice, alternating which goes first:
+/// the way ffleet reads (a message get per chunk, no consumer) and the way earlier releases read
+/// (async-nats's reader, an ordered push consumer), so the row carries its own baseline.
+async fn transfer(dir: &Path, mb: u64, servers: usize) {
+    let sdir = dir.join(format!("servers-{mb}-{servers}"));
+    std::fs::create_dir_all(&sdir).expect("server dir");
+    let nodes = start_servers(&sdir, servers, false);
+    let url = nodes
+        .iter()
+        .map(|n| format!("nats://127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",");
     let file = dir.join(format!("object-{mb}.bin"));
     write_noise(&file, mb << 20);
     let mut cfg = Config::default();
-    cfg.nats.url = server.url.clone();
+    cfg.nats.url = url;
+    cfg.streams.replicas = servers;
     let cfg = Arc::new(cfg);
-    let client = async_nats::connect(&server.url).await.expect("connects");
-    let js = async_nats::jetstream::new(client);
+    let client = ffleet_runtime::nats::connect(&cfg.nats, "bench", true)
+        .await
+        .expect("connects");
+    let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
     let work = tempfile::tempdir().expect("work");
     let work = Arc::new(WorkDir::open(work.path()).expect("work dir"));
     let policy = ffleet_runtime::nats::retry::Policy::from_config(&cfg.nats);
@@ -212,38 +240,60 @@ async fn transfer(dir: &Path, mb: u64) {
         &cfg.storage,
         cfg.media_placement(),
         work,
-        policy.window(),
+        ffleet_runtime::nats::retry::Patience::For(Duration::from_secs(60)),
     )
     .await
     .expect("bucket");
-    let server_pid = server.pid().expect("server pid");
+    let pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
+    let server_peak = |pids: &[u32]| pids.iter().map(|p| peak_mb(*p)).fold(0.0, f64::max);
     let bytes = (mb << 20) as f64;
 
     reset_peak(std::process::id());
-    reset_peak(server_pid);
+    pids.iter().for_each(|p| reset_peak(*p));
     let t = Instant::now();
     let stored = store.upload(&file, "bench/object").await.expect("upload");
     let up = bytes / t.elapsed().as_secs_f64() / 1e6;
-    let (client_up, server_up) = (peak_mb(std::process::id()), peak_mb(server_pid));
+    let (client_up, server_up) = (peak_mb(std::process::id()), server_peak(&pids));
 
     let dest = dir.join(format!("object-{mb}.back"));
-    reset_peak(std::process::id());
-    reset_peak(server_pid);
-    let t = Instant::now();
-    store
-        .download("bench/object", stored.digest.as_deref(), &dest)
+    let reader = js
+        .get_object_store(&cfg.storage.bucket)
         .await
-        .expect("download");
-    let down = bytes / t.elapsed().as_secs_f64() / 1e6;
-    let (client_down, server_down) = (peak_mb(std::process::id()), peak_mb(server_pid));
-    assert_eq!(
-        std::fs::metadata(&dest).expect("downloaded").len(),
-        mb << 20
-    );
+        .expect("object store");
+    let mut gets = (0.0, 0.0, 0.0);
+    let mut consumer = 0.0;
+    let order = if mb % 2 == 0 { [true, false] } else { [false, true] };
+    for by_gets in order {
+        let _ = std::fs::remove_file(&dest);
+        reset_peak(std::process::id());
+        pids.iter().for_each(|p| reset_peak(*p));
+        let t = Instant::now();
+        if by_gets {
+            store
+                .download("bench/object", stored.digest.as_deref(), &dest)
+                .await
+                .expect("download");
+            let rate = bytes / t.elapsed().as_secs_f64() / 1e6;
+            gets = (rate, peak_mb(std::process::id()), server_peak(&pids));
+        } else {
+            let mut obj = reader.get("bench/object").await.expect("get");
+            let mut out = tokio::fs::File::create(&dest).await.expect("dest");
+            tokio::io::copy(&mut obj, &mut out).await.expect("read");
+            consumer = bytes / t.elapsed().as_secs_f64() / 1e6;
+        }
+        assert_eq!(
+            std::fs::metadata(&dest).expect("downloaded").len(),
+            mb << 20
+        );
+    }
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(&dest);
     println!(
-        "| {mb} MiB | {up:.0} MB/s | {down:.0} MB/s | {client_up:.0} / {client_down:.0} MB | {server_up:.0} / {server_down:.0} MB |"
+        "| {mb} MiB | {servers} | {up:.0} MB/s | {:.0} MB/s | {consumer:.0} MB/s ({:.2}) | {client_up:.0} / {:.0} MB | {server_up:.0} / {:.0} MB |",
+        gets.0,
+        gets.0 / consumer,
+        gets.1,
+        gets.2
     );
 }
 

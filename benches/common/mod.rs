@@ -212,3 +212,69 @@ pub fn http_json(port: u16, path: &str) -> serde_json::Value {
     let json = body.split_once("\r\n\r\n").map_or("", |x| x.1);
     serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
 }
+
+/// One nats-server of the bench, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub monitor: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` servers (a cluster when more than one), each from a config file of its own.
+pub fn start_servers(dir: &Path, n: usize, always: bool) -> Vec<Server> {
+    let ports: Vec<(u16, u16, u16)> = (0..n)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, _, c)| format!("nats://127.0.0.1:{c}"))
+        .collect();
+    let bin = ffleet::local::NatsServer::binary();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, &(port, monitor, cport))| {
+            let store = dir.join(format!("n{i}"));
+            let sync = if always {
+                "\n  sync_interval: always"
+            } else {
+                ""
+            };
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{ name: bench, listen: \"127.0.0.1:{cport}\", routes: [{}] }}",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let conf = format!(
+                "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
+                 jetstream {{\n  store_dir: \"{}\"{sync}\n}}\n{cluster}\n",
+                store.display()
+            );
+            let file = dir.join(format!("n{i}.conf"));
+            std::fs::write(&file, conf).unwrap();
+            let child = Command::new(&bin)
+                .arg("-c")
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts");
+            Server {
+                child,
+                port,
+                monitor,
+            }
+        })
+        .collect()
+}
+
