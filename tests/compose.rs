@@ -578,11 +578,22 @@ impl Fleet {
             }
             let key = format!("outputs/{}/{}.mp4", s.job, s.job);
             let media = self.media.as_ref().expect("opened with the cluster");
+            // Checked against the digest the completed event names, as `submit --wait` does;
+            // the submitter may not remove it (the merger does, after `keep_outputs_secs`).
+            let digest = self
+                .events(&s.job)
+                .await?
+                .into_iter()
+                .find_map(|e| match e {
+                    JobEvent::Completed(c) => c.digest,
+                    _ => None,
+                })
+                .with_context(|| format!("the completed event of {} names no digest", s.job))?;
             media
-                .download(&key, None, &s.out)
+                .download(&key, Some(&digest), &s.out)
                 .await
                 .with_context(|| format!("fetching the output of {}", s.job))?;
-            media.delete(&key).await?;
+            ensure!(!media.may_delete(), "a submitter's media store may delete");
         }
         let out = std::fs::read(&s.out).with_context(|| format!("output of {}", s.job))?;
         ensure!(
