@@ -26,7 +26,6 @@ use ffleet_runtime::subjects::{self, EventKind};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Segments per job: ten 1-second segments.

@@ -262,7 +262,11 @@ async fn transfer(dir: &Path, mb: u64, servers: usize) {
         .expect("object store");
     let mut gets = (0.0, 0.0, 0.0);
     let mut consumer = 0.0;
-    let order = if mb % 2 == 0 { [true, false] } else { [false, true] };
+    let order = if (mb / 64 + servers as u64).is_multiple_of(2) {
+        [true, false]
+    } else {
+        [false, true]
+    };
     for by_gets in order {
         let _ = std::fs::remove_file(&dest);
         reset_peak(std::process::id());

@@ -653,7 +653,10 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
 
     // The splitter's durables, one request waiting in them: an upload with no record may be
     // that request's, and stays while it waits.
-    let jobs_stream = splitter.js.get_stream_no_info(subjects::STREAM_JOBS).await?;
+    let jobs_stream = splitter
+        .js
+        .get_stream_no_info(subjects::STREAM_JOBS)
+        .await?;
     for (name, filter) in [
         (subjects::CONSUMER_SPLITTER, subjects::JOBS_SUBMIT),
         (
@@ -669,7 +672,9 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
             })
             .await?;
     }
-    js.publish(subjects::JOBS_SUBMIT, "{}".into()).await?.await?;
+    js.publish(subjects::JOBS_SUBMIT, "{}".into())
+        .await?
+        .await?;
     let swept = ffleet_splitter::sweep::once(&splitter).await?;
     assert_eq!(
         swept,
@@ -683,9 +688,14 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
     // The request taken (as a splitter does); the upload nobody claimed goes.
     let consumer: async_nats::jetstream::consumer::PullConsumer = jobs_stream
         .get_consumer(subjects::CONSUMER_SPLITTER)
-        .await?;
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let mut batch = consumer.fetch().max_messages(1).messages().await?;
-    let msg = batch.next().await.context("no request")?.map_err(|e| anyhow::anyhow!(e))?;
+    let msg = batch
+        .next()
+        .await
+        .context("no request")?
+        .map_err(|e| anyhow::anyhow!(e))?;
     msg.double_ack().await.map_err(|e| anyhow::anyhow!(e))?;
     let swept = ffleet_splitter::sweep::once(&splitter).await?;
     assert_eq!(

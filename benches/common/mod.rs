@@ -277,4 +277,3 @@ pub fn start_servers(dir: &Path, n: usize, always: bool) -> Vec<Server> {
         })
         .collect()
 }
-

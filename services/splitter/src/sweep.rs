@@ -82,7 +82,9 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
                 match ctx.storage.delete(&obj.name).await {
                     Ok(()) => swept.expired_outputs += 1,
                     // A name that is no key (anyone may write one) must not stop the sweep.
-                    Err(e) => tracing::warn!(name = obj.name, error = %e, "kept output not removed"),
+                    Err(e) => {
+                        tracing::warn!(name = obj.name, error = %e, "kept output not removed")
+                    }
                 }
             }
         } else if let Some(job) = keys::job_of(&obj.name) {
@@ -117,7 +119,11 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
 
 /// Requests waiting for a splitter (both submit subjects), or `None` when that cannot be read.
 async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
-    let stream = ctx.js.get_stream_no_info(subjects::STREAM_JOBS).await.ok()?;
+    let stream = ctx
+        .js
+        .get_stream_no_info(subjects::STREAM_JOBS)
+        .await
+        .ok()?;
     let mut waiting = 0;
     for name in [
         subjects::CONSUMER_SPLITTER,
