@@ -96,12 +96,15 @@ fn main() {
 /// Part 2: one object alone, on one server and on three at replicas 3.
 fn objects(rt: &tokio::runtime::Runtime, dir: &Path, object_mb: u64) {
     println!(
-        "| object | servers (replicas) | upload | download (message gets) | download by a consumer, as earlier releases (gets / consumer) | client peak RSS up / down | nats-server peak RSS up / down (largest) |"
+        "| object | servers (replicas) | upload | download (message gets) | download by a consumer, as earlier releases (gets / consumer) | client peak RSS up / down (gets) | nats-server peak RSS up / down (gets; largest) |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
+    // Which download goes first alternates from row to row.
+    let mut gets_first = true;
     for servers in [1, 3] {
         for mb in [64, object_mb] {
-            rt.block_on(transfer(dir, mb, servers));
+            rt.block_on(transfer(dir, mb, servers, gets_first));
+            gets_first = !gets_first;
         }
     }
 }
@@ -212,7 +215,7 @@ async fn job(backend: &str, src: &Path, round: usize) -> Run {
 /// replicas 3), printing a table row. The download runs twice, alternating which goes first:
 /// the way ffleet reads (a message get per chunk, no consumer) and the way earlier releases read
 /// (async-nats's reader, an ordered push consumer), so the row carries its own baseline.
-async fn transfer(dir: &Path, mb: u64, servers: usize) {
+async fn transfer(dir: &Path, mb: u64, servers: usize, gets_first: bool) {
     let sdir = dir.join(format!("servers-{mb}-{servers}"));
     std::fs::create_dir_all(&sdir).expect("server dir");
     let nodes = start_servers(&sdir, servers, false);
@@ -262,7 +265,7 @@ async fn transfer(dir: &Path, mb: u64, servers: usize) {
         .expect("object store");
     let mut gets = (0.0, 0.0, 0.0);
     let mut consumer = 0.0;
-    let order = if (mb / 64 + servers as u64).is_multiple_of(2) {
+    let order = if gets_first {
         [true, false]
     } else {
         [false, true]
@@ -283,6 +286,8 @@ async fn transfer(dir: &Path, mb: u64, servers: usize) {
             let mut obj = reader.get("bench/object").await.expect("get");
             let mut out = tokio::fs::File::create(&dest).await.expect("dest");
             tokio::io::copy(&mut obj, &mut out).await.expect("read");
+            // As the gets' download does: the bytes on disk before it returns.
+            out.sync_all().await.expect("synced");
             consumer = bytes / t.elapsed().as_secs_f64() / 1e6;
         }
         assert_eq!(

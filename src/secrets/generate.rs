@@ -105,6 +105,10 @@ pub fn rewrite_auth(dir: &Path, media: &str, upgrade: bool) -> Result<PathBuf> {
     }
     let text = auth_conf::render_with(&users, media, upgrade);
     let path = s.auth_conf();
+    // The file is rewritten in place (see above), so a write cut short would leave half of it:
+    // the previous one is kept beside it first.
+    let backup = s.dir().join("auth.conf.previous");
+    std::fs::copy(&path, &backup).with_context(|| format!("keeping {}", backup.display()))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)

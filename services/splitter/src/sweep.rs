@@ -96,9 +96,14 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
             }
         }
     }
-    // A request still in the queue has no record yet: while any waits, media without a record
-    // may be its upload, and stays.
-    let queue_empty = requests_waiting(ctx).await == Some(0);
+    // A request not yet delivered to a splitter has no record yet: while any waits, media
+    // without a record may be its upload, and stays. (A delivered one gets its record before
+    // its input is read.)
+    let waiting = requests_waiting(ctx).await;
+    if waiting.is_none() {
+        tracing::debug!("splitter queue not read: media without a record stays this time");
+    }
+    let queue_empty = waiting == Some(0);
     for job in quiet_jobs.difference(&live_jobs) {
         if !abandoned_job(ctx, job, queue_empty).await {
             continue;
@@ -106,7 +111,23 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
         let Ok(id) = JobId::new(job.as_str()) else {
             continue;
         };
-        match ctx.storage.delete_prefix(&keys::job_prefix(&id)).await {
+        // Every object the survey listed under the job (some may be missing from the job's
+        // index: stored by other tools), then whatever the index still names.
+        let under = keys::job_prefix(&id);
+        let listed = objects
+            .iter()
+            .filter(|o| keys::job_of(&o.name) == Some(job.as_str()));
+        let mut removed = Ok(());
+        for obj in listed {
+            if let Err(e) = ctx.storage.delete(&obj.name).await {
+                removed = Err(e);
+                break;
+            }
+        }
+        if removed.is_ok() {
+            removed = ctx.storage.delete_prefix(&under).await;
+        }
+        match removed {
             Ok(()) => {
                 tracing::info!(job, "abandoned job media removed");
                 swept.abandoned_jobs += 1;
@@ -117,7 +138,8 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
     Ok(swept)
 }
 
-/// Requests waiting for a splitter (both submit subjects), or `None` when that cannot be read.
+/// Requests not yet delivered to a splitter (both submit subjects), or `None` when that cannot
+/// be read.
 async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
     let stream = ctx
         .js
@@ -129,8 +151,7 @@ async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
         subjects::CONSUMER_SPLITTER,
         subjects::CONSUMER_SPLITTER_PRIVILEGED,
     ] {
-        let info = stream.consumer_info(name).await.ok()?;
-        waiting += info.num_pending + info.num_ack_pending as u64;
+        waiting += stream.consumer_info(name).await.ok()?.num_pending;
     }
     Some(waiting)
 }

@@ -764,12 +764,13 @@ impl ObjectStore {
             }
         }
         for name in &names {
-            // One bad entry (a name that is no key: anyone can write one) must not stop the
-            // cleanup of the rest; a broker error does, to be tried again.
+            // A name that is no key (anyone can write an index entry) can never be removed and
+            // must not stop the cleanup of the rest; any other error does, to be tried again.
             match self.delete(name).await {
-                Err(e @ StorageError::Nats { .. }) => return Err(e),
-                Err(e) => tracing::warn!(job, name, error = %e, "index entry skipped"),
-                Ok(()) => {}
+                Err(e @ StorageError::BadKey(_)) => {
+                    tracing::warn!(job, error = %e, "index entry that names no key, skipped")
+                }
+                other => other?,
             }
         }
         // Chunks of uploads that failed or were replaced by a writer that could not purge them
@@ -944,9 +945,10 @@ impl Storage for ObjectStore {
         }
         for name in &doomed {
             match self.delete(name).await {
-                Err(e @ StorageError::Nats { .. }) => return Err(e),
-                Err(e) => tracing::warn!(prefix, name, error = %e, "object skipped"),
-                Ok(()) => {}
+                Err(e @ StorageError::BadKey(_)) => {
+                    tracing::warn!(prefix, error = %e, "object that names no key, skipped")
+                }
+                other => other?,
             }
         }
         Ok(())
