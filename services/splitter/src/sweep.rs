@@ -4,7 +4,7 @@
 //! - chunks no object refers to, quiet for `storage.abandoned_after_secs` (uploads that died
 //!   before their metadata, replaced objects' old chunks);
 //! - a job's scratch untouched that long whose job has ended (a cleanup that failed), or has no
-//!   record while no request waits in the queue (an upload no request claimed);
+//!   record while no request waits undelivered in the queue (an upload no request claimed);
 //! - outputs kept past `storage.keep_outputs_secs` (their merger stopped before removing them).
 //!
 //! The splitter sweeps because it may both purge media and read job records. Several splitters
@@ -157,7 +157,7 @@ async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
 }
 
 /// Whether `job`'s scratch is nobody's: the job has no record (no request claimed the upload,
-/// or its record is long gone) while no request waits in the queue (`queue_empty`), or it has
+/// or its record is long gone) while no request waits undelivered in the queue (`queue_empty`), or it has
 /// ended (its cleanup did not finish), unless a failed job's scratch is kept on purpose. A
 /// record that cannot be read keeps the media.
 async fn abandoned_job(ctx: &Ctx, job: &str, queue_empty: bool) -> bool {
