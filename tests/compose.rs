@@ -18,9 +18,8 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use ffleet_runtime::config::{Config, NatsConfig, StorageBackend};
 use ffleet_runtime::messages::JobEvent;
-use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::security::Role;
-use ffleet_runtime::storage::{ObjectStore, WorkDir};
+use ffleet_runtime::storage::ObjectStore;
 use ffleet_runtime::subjects;
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -644,19 +643,7 @@ impl Fleet {
         };
         cfg.storage.backend = StorageBackend::ObjectStore;
         cfg.storage.work_dir = self.dir.path().join("work");
-        let client =
-            ffleet_runtime::nats::connect(&cfg.nats, "compose-test-submitter", false).await?;
-        let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
-        let work = std::sync::Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
-        Ok(ObjectStore::open(
-            &js,
-            Policy::from_config(&cfg.nats),
-            &cfg.storage,
-            cfg.media_placement(),
-            work,
-            Patience::For(Duration::from_secs(60)),
-        )
-        .await?)
+        common::objects::open(&cfg, Duration::from_secs(60)).await
     }
 
     /// Waits until every `ffleet submit` (without --wait) has exited 0: its input is in the

@@ -438,17 +438,7 @@ async fn the_largest_chunks_round_trip_through_message_gets() -> Result<()> {
     cfg.storage.max_bytes = 64 << 20;
     let work = tempfile::tempdir()?;
     cfg.storage.work_dir = work.path().join("work");
-    let client = ffleet_runtime::nats::connect(&cfg.nats, "test", false).await?;
-    let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
-    let store = ObjectStore::open(
-        &js,
-        ffleet_runtime::nats::retry::Policy::from_config(&cfg.nats),
-        &cfg.storage,
-        cfg.media_placement(),
-        Arc::new(WorkDir::open(&cfg.storage.work_dir)?),
-        Patience::For(Duration::from_secs(10)),
-    )
-    .await?;
+    let store = objects::open(&cfg, Duration::from_secs(10)).await?;
     let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 253) as u8).collect();
     let file = work.path().join("in.bin");
     std::fs::write(&file, &data)?;

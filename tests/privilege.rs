@@ -16,10 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use common::secure::SecureServer;
 use ffleet_runtime::config::{Config, StorageBackend};
-use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::security::Role;
-use ffleet_runtime::storage::{ObjectStore, StorageError, WorkDir};
+use ffleet_runtime::storage::{ObjectStore, StorageError};
 use ffleet_runtime::subjects::{self, EventKind, js_api};
 use ffleet_runtime::{JobId, Unit};
 use futures::StreamExt;
@@ -53,19 +52,7 @@ async fn admin(s: &SecureServer, work: &std::path::Path) -> Result<Ctx> {
 
 /// The media bucket as `role`'s services open it.
 async fn media_as(s: &SecureServer, role: Role, work: &std::path::Path) -> Result<ObjectStore> {
-    let cfg = config(s, role, work);
-    let client = s.connect(role).await?;
-    let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
-    let work = Arc::new(WorkDir::open(work)?);
-    Ok(ObjectStore::open(
-        &js,
-        Policy::from_config(&cfg.nats),
-        &cfg.storage,
-        cfg.media_placement(),
-        work,
-        Patience::For(Duration::from_secs(10)),
-    )
-    .await?)
+    common::objects::open(&config(s, role, work), Duration::from_secs(10)).await
 }
 
 /// What the server did with an operation.

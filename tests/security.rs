@@ -650,26 +650,7 @@ async fn the_media_object_store_serves_the_roles_that_move_media() -> Result<()>
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let file = work.path().join("data.bin");
     std::fs::write(&file, &data)?;
-    let open = |role: Role| {
-        let cfg = config(role);
-        let s = &s;
-        let work = work.path().to_path_buf();
-        async move {
-            let client = s.connect(role).await?;
-            let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
-            anyhow::Ok(
-                ffleet_runtime::storage::ObjectStore::open(
-                    &js,
-                    Policy::from_config(&cfg.nats),
-                    &cfg.storage,
-                    cfg.media_placement(),
-                    Arc::new(ffleet_runtime::storage::WorkDir::open(&work)?),
-                    ffleet_runtime::nats::retry::Patience::For(Duration::from_secs(10)),
-                )
-                .await?,
-            )
-        }
-    };
+    let open = |role: Role| common::objects::open_owned(config(role), Duration::from_secs(10));
     for role in [Role::Splitter, Role::Encoder, Role::Merger, Role::Submitter] {
         let store = open(role).await?;
         let key = format!("jobs/media-{role}/enc/v00000.a1.nut");

@@ -1,8 +1,35 @@
-//! Looking into the media bucket from tests: which objects exist, and overwriting one.
+//! Looking into the media bucket from tests: opening it as a configuration's client does,
+//! which objects exist, and overwriting one.
 
 use anyhow::Result;
+use ffleet_runtime::config::Config;
+use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::storage::{ObjectStore, WorkDir};
 use futures::StreamExt;
+use std::time::Duration;
+
+/// The media bucket as a client of `cfg` opens it (its credentials and role, its work dir),
+/// waiting up to `wait` for the bucket.
+pub async fn open(cfg: &Config, wait: Duration) -> Result<ObjectStore> {
+    let client = ffleet_runtime::nats::connect(&cfg.nats, "test-media", false).await?;
+    let js = ffleet_runtime::nats::connect::jetstream(client, &cfg.nats);
+    let work = std::sync::Arc::new(WorkDir::open(&cfg.storage.work_dir)?);
+    Ok(ObjectStore::open(
+        &js,
+        Policy::from_config(&cfg.nats),
+        &cfg.storage,
+        cfg.media_placement(),
+        work,
+        Patience::For(wait),
+    )
+    .await?)
+}
+
+/// `open` with the configuration moved in (for a closure that makes one per call).
+pub async fn open_owned(cfg: Config, wait: Duration) -> Result<ObjectStore> {
+    open(&cfg, wait).await
+}
 
 /// Names of every object in the fleet's media bucket.
 pub async fn names(ctx: &Ctx) -> Result<Vec<String>> {
