@@ -259,7 +259,9 @@ async fn a_node_whose_disk_fills_drops_out_and_rejoins_when_restarted_with_space
     }
     f.cluster().start_all()?;
     f.connect_client().await?;
-    let src = media::ntsc_source(&f.media(), "src.mp4", 6, "320x180")?;
+    // Long enough that the job is still encoding once the disk has filled (at 6 s it could end
+    // while the filler ran).
+    let src = media::ntsc_source(&f.media(), "src.mp4", 12, "320x180")?;
     submit(&f, "reference", &src).await?;
     f.wait_completed("reference", JOB_TIMEOUT).await?;
     let reference = std::fs::read(f.out_path("reference.mp4"))?;
