@@ -47,6 +47,11 @@ struct Snapshot {
     cpu: BTreeMap<String, f64>,
     servers_cpu: f64,
     msgs: BTreeMap<String, (u64, u64)>,
+    /// Messages stored per stream (the highest last sequence any server reports).
+    stored: BTreeMap<String, u64>,
+    /// Deliveries per durable consumer (`stream/consumer`): each ends in one ack, nak or term,
+    /// a replicated write where the consumer is.
+    delivered: BTreeMap<String, u64>,
 }
 
 fn snapshot(procs: &Procs, servers: &[Server]) -> Snapshot {
@@ -73,6 +78,28 @@ fn snapshot(procs: &Procs, servers: &[Server]) -> Snapshot {
             // The server's in_msgs are what the client sent.
             e.0 += c["in_msgs"].as_u64().unwrap_or(0);
             e.1 += c["out_msgs"].as_u64().unwrap_or(0);
+        }
+        let jsz = http_json(
+            server.monitor,
+            "/jsz?streams=true&consumers=true&config=true",
+        );
+        for account in jsz["account_details"].as_array().into_iter().flatten() {
+            for st in account["stream_detail"].as_array().into_iter().flatten() {
+                let name = st["name"].as_str().unwrap_or("?").to_owned();
+                let last = st["state"]["last_seq"].as_u64().unwrap_or(0);
+                let e = s.stored.entry(name.clone()).or_default();
+                *e = (*e).max(last);
+                for c in st["consumer_detail"].as_array().into_iter().flatten() {
+                    // Watchers and readers are ephemeral and unreplicated: only durables count.
+                    if c["config"]["durable_name"].as_str().is_none() {
+                        continue;
+                    }
+                    let key = format!("{name}/{}", c["name"].as_str().unwrap_or("?"));
+                    let n = c["delivered"]["consumer_seq"].as_u64().unwrap_or(0);
+                    let e = s.delivered.entry(key).or_default();
+                    *e = (*e).max(n);
+                }
+            }
         }
     }
     s
@@ -190,6 +217,17 @@ async fn bench() {
         .subscribe(subjects::event_any_job(EventKind::Failed))
         .await
         .expect("subscribe");
+    let idle_secs: f64 = env_or("FFLEET_BENCH_IDLE_SECS", 10.0);
+    if idle_secs > 0.0 {
+        let before = snapshot(&procs, &servers);
+        tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
+        print_per_second(
+            "idle fleet (nothing to do)",
+            idle_secs,
+            &before,
+            &snapshot(&procs, &servers),
+        );
+    }
     let mut rows = Vec::new();
     for (r, &rate) in rates.iter().enumerate() {
         let jobs = ((rate * secs) / UNITS as f64).ceil().max(1.0) as u64;
@@ -221,6 +259,25 @@ async fn bench() {
         });
     }
     print_rows(&rows);
+    let nodes: usize = env_or("FFLEET_BENCH_NODES", 0);
+    if nodes > 0 {
+        let secs = idle_secs.max(10.0);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let beating = tokio::spawn(sim_nodes(js.clone(), nodes, stop.clone()));
+        // Every node has written once before the window opens.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = snapshot(&procs, &servers);
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        let after = snapshot(&procs, &servers);
+        stop.cancel();
+        let _ = beating.await;
+        print_per_second(
+            &format!("{nodes} simulated nodes heartbeating at 1 Hz, no jobs"),
+            secs,
+            &before,
+            &after,
+        );
+    }
     drop(procs);
     drop(servers);
 }
@@ -395,4 +452,98 @@ fn print_rows(rows: &[Row]) {
             per(all)
         );
     }
+    println!();
+    println!(
+        "Replicated writes per segment: messages stored per stream and deliveries per durable \
+         consumer (each settled by one ack, nak or term); purges and deletes not counted:"
+    );
+    for r in rows {
+        let per = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+            let mut v: Vec<(String, f64)> = a
+                .iter()
+                .map(|(k, n)| {
+                    let d = n.saturating_sub(b.get(k).copied().unwrap_or(0));
+                    (k.clone(), d as f64 / r.segments as f64)
+                })
+                .filter(|(_, d)| *d > 0.0)
+                .collect();
+            v.sort_by(|x, y| y.1.total_cmp(&x.1));
+            v
+        };
+        let stored = per(&r.after.stored, &r.before.stored);
+        let acked = per(&r.after.delivered, &r.before.delivered);
+        let total: f64 = stored.iter().chain(&acked).map(|(_, d)| d).sum();
+        let list = |v: &[(String, f64)]| {
+            v.iter()
+                .map(|(k, d)| format!("{k} {d:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("- {} seg/s: **{total:.1}** in all", r.rate);
+        println!("  - stored: {}", list(&stored));
+        println!("  - settled: {}", list(&acked));
+    }
+}
+
+/// Heartbeats `n` simulated nodes once a second each, spread over the second, through the
+/// bench's own connection: busy, holding nothing, so the scheduler sends them no work.
+async fn sim_nodes(
+    js: async_nats::jetstream::Context,
+    n: usize,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use ffleet_runtime::messages::{self, Heartbeat};
+    use ffleet_runtime::{Capability, NodeId};
+    let kv = js
+        .get_key_value(subjects::BUCKET_WORKERS)
+        .await
+        .expect("workers bucket");
+    let gap = Duration::from_secs(1) / n.max(1) as u32;
+    let mut tick = tokio::time::interval(gap);
+    let mut i = 0usize;
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let node = format!("sim-{:05}", i % n);
+        let hb = Heartbeat {
+            slots_busy: 1,
+            ..Heartbeat::new(
+                NodeId::new(&node).expect("node id"),
+                vec![Capability::cpu()],
+                1,
+            )
+        };
+        let kv = kv.clone();
+        tokio::spawn(async move {
+            let _ = kv.put(node, messages::encode(&hb)).await;
+        });
+        i += 1;
+    }
+}
+
+/// CPU per second of each process and of the servers, and messages per second per service,
+/// between two snapshots `secs` apart.
+fn print_per_second(what: &str, secs: f64, before: &Snapshot, after: &Snapshot) {
+    let per = |a: f64, b: f64| 1000.0 * (a - b) / secs;
+    println!();
+    println!("{what}, over {secs:.0} s: CPU ms per second (and messages in / out per second)");
+    let mut total = 0.0;
+    for name in ["splitter", "scheduler", "encoders", "merger"] {
+        let c = per(
+            after.cpu.get(name).copied().unwrap_or(0.0),
+            before.cpu.get(name).copied().unwrap_or(0.0),
+        );
+        total += c;
+        let a = after.msgs.get(name).copied().unwrap_or_default();
+        let b = before.msgs.get(name).copied().unwrap_or_default();
+        println!(
+            "- {name}: {c:.1} ms/s ({:.1} / {:.1} msg/s)",
+            a.0.saturating_sub(b.0) as f64 / secs,
+            a.1.saturating_sub(b.1) as f64 / secs
+        );
+    }
+    let servers = per(after.servers_cpu, before.servers_cpu);
+    println!(
+        "- servers (all): {servers:.1} ms/s, {:.1} % of one core; ffleet services {total:.1} ms/s",
+        servers / 10.0
+    );
 }

@@ -226,7 +226,7 @@ async fn scheduler_leader_killed_a_replica_takes_over() -> Result<()> {
             .await
             .ok()
             .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .map(|v| ffleet_runtime::messages::SchedulerLease::read(&v).holder)
     };
     let leader = holder().await.context("no scheduler holds the lease")?;
     let pid: u32 = leader.split(':').nth(1).context("holder pid")?.parse()?;

@@ -218,13 +218,13 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     others.sort();
     let left = objects::names(ctx).await?;
     ensure!(left == others, "left {left:?}, expected {others:?}");
-    // The job's index went with it; the others' stay (two entries per object: its name, and
-    // its one upload's chunks).
+    // The job's index went with it; the others' stay (one entry per upload, naming the object
+    // and its chunks).
     let index = ctx
         .js
         .get_stream(subjects::media_index_stream(&cfg.storage.bucket))
         .await?;
-    for (job, expected) in [(&a, 0), (&b, 2), (&ab, 2)] {
+    for (job, expected) in [(&a, 0), (&b, 1), (&ab, 1)] {
         let mut entries = index
             .info_with_subjects(subjects::media_index_of_job(
                 &cfg.storage.bucket,

@@ -479,3 +479,43 @@ async fn a_gpu_node_whose_encodes_fail_is_demoted_and_gpu_preferring_work_spills
     f.passed();
     Ok(())
 }
+
+/// The scheduler's leader publishes the pool's slots with its lease, which splitters size jobs
+/// by (one read, whatever the pool's size, instead of every node's heartbeat): every live node's
+/// CPU and GPU slots, and a node that stops leaves the count within a lease renewal.
+#[tokio::test]
+async fn the_leaders_lease_carries_the_pool_slots_and_follows_a_node_leaving() -> Result<()> {
+    let mut f = fleet(&[]).await?;
+    let cpu = encoder(&mut f, "enc-1", "[cpu]", "2")?;
+    encoder(&mut f, "enc-2", "[nvenc]", "3")?;
+    f.wait_encoders(2, Duration::from_secs(30)).await?;
+    let leases = f.ctx().leases.clone();
+    let published = || async {
+        let v = leases
+            .get(ffleet_runtime::subjects::LEASE_SCHEDULER)
+            .await
+            .ok()
+            .flatten()?;
+        messages::SchedulerLease::read(&v).pool_slots
+    };
+    let wait_for = |want: u32| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = published().await;
+            if got == Some(want) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the lease says {got:?} pool slots, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // Two cores on enc-1, three GPU sessions on enc-2 (which offers no cores).
+    wait_for(5).await?;
+    f.terminate(cpu, Duration::from_secs(30));
+    wait_for(3).await?;
+    f.passed();
+    Ok(())
+}

@@ -105,7 +105,10 @@ pub fn spawn(
     node: Option<&str>,
     env: &[(&str, String)],
 ) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
+    // `FFLEET_BENCH_BIN` runs another build's services (a before-and-after pair in one run).
+    let bin = std::env::var_os("FFLEET_BENCH_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_ffleet").into(), PathBuf::from);
+    let mut c = Command::new(bin);
     c.args(["-s", url, "run", svc])
         .env_remove("NATS_URL")
         .env_remove("FFLEET_CONFIG")

@@ -22,6 +22,7 @@ use ffleet_runtime::nats::ack::{self, Outcome};
 use ffleet_runtime::nats::durable::Durable;
 use ffleet_runtime::nats::ops::{self, Op};
 use ffleet_runtime::nats::provision::{ConsumerSpec, ensure_consumer};
+use ffleet_runtime::nats::pull::{Answer, Puller};
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{JobId, jobs, subjects, telemetry};
@@ -32,11 +33,15 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// How long one pull for new plan messages waits while tasks are held: the longest gap between
-/// release rounds, so room that opens (units finished, queues drained) is used within it.
+/// How long a failed pull waits before the next.
 const ROUND: Duration = Duration::from_millis(10);
-/// How long one pull waits with nothing held: a plan message ends it at once anyway.
+/// How long one pull for new plan messages waits: a plan message ends it at once, and while
+/// tasks are held so does any change of a node's room (its heartbeat: a unit taken or let go, a
+/// node joining or leaving), so this is only the longest gap between rounds when nothing
+/// happens (a queue's depth, which no heartbeat reports, is read again then).
 const IDLE: Duration = Duration::from_millis(250);
+/// Longest an answer to one pull is waited for past its expiry.
+const PULL_LIMIT: Duration = Duration::from_secs(3);
 /// Plan messages taken per pull.
 const BATCH: usize = 256;
 /// Held plan messages, at most (the consumer's max ack pending): the rest wait in the stream.
@@ -98,8 +103,9 @@ pub async fn run(
     };
     let keep_every = b.ctx.config.streams.ack_wait() / 3;
     let mut kept = Instant::now();
+    let mut puller = Puller::new(consumer.clone());
     while !term.is_cancelled() {
-        b.pull(&consumer, &term).await;
+        b.pull(&mut puller, &term).await;
         b.round().await;
         if kept.elapsed() >= keep_every {
             b.keep_alive().await;
@@ -130,22 +136,44 @@ struct Backlog {
 }
 
 impl Backlog {
-    /// Waits for the first plan message (up to one round, longer with nothing held), then
-    /// takes whatever else is waiting without waiting for more: a round starts as soon as there
-    /// is something to release.
-    async fn pull(&mut self, consumer: &Durable, term: &CancellationToken) {
-        let wait = if self.held.is_empty() { IDLE } else { ROUND };
+    /// Waits for the first plan message, or with tasks held for room to change (up to `IDLE`),
+    /// then takes whatever else is waiting without waiting for more: a round starts as soon as
+    /// there is something to release or room to release it into. The first pull goes through
+    /// the loop's one subscription (`Puller`), so a wait cut short by a heartbeat costs no
+    /// subscription, and a message its abandoned request brings later answers the next pull.
+    async fn pull(&mut self, puller: &mut Puller, term: &CancellationToken) {
         // At the consumer's max ack pending the server refuses every pull at once: wait for
         // room to open instead of asking in a tight loop.
         if self.held.len() as i64 >= MAX_HELD {
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(IDLE) => {}
                 _ = term.cancelled() => {}
             }
             return;
         }
-        if self.take(consumer, 1, Some(wait), term).await {
-            self.take(consumer, BATCH, None, term).await;
+        let pool = self.pool.clone();
+        let holding = !self.held.is_empty();
+        ops::count(Op::Fetch);
+        let answer = tokio::select! {
+            a = puller.pull(Some(IDLE), IDLE + PULL_LIMIT) => a,
+            _ = pool.room_changed(), if holding => return,
+            _ = term.cancelled() => return,
+        };
+        let consumer = puller.consumer();
+        match answer {
+            Answer::Message(msg) => {
+                consumer.answered();
+                self.admit(*msg).await;
+                let consumer = consumer.clone();
+                self.take(&consumer, BATCH, None, term).await;
+            }
+            Answer::Empty => consumer.answered(),
+            Answer::Refused(e) => {
+                tracing::debug!(error = %e, "plan pull refused");
+                consumer.failed(&e).await;
+                tokio::time::sleep(ROUND).await;
+            }
+            Answer::Unanswered => consumer.failed(&"plan pull unanswered").await,
         }
     }
 

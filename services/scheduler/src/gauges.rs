@@ -2,6 +2,7 @@
 //! age, and the depth of the plan queue and of every capability queue. Sampled by the scheduler
 //! (it watches the pool anyway) only while telemetry is exported.
 
+use crate::pool::Pool;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::telemetry::metrics;
 use ffleet_runtime::{Capability, subjects};
@@ -12,32 +13,22 @@ use tokio_util::sync::CancellationToken;
 /// Often enough for a dashboard, rare enough to cost the broker nothing.
 const EVERY: Duration = Duration::from_secs(5);
 
-pub async fn run(ctx: Ctx, shutdown: CancellationToken) {
+pub async fn run(ctx: Ctx, pool: Pool, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
-            _ = tick.tick() => sample(&ctx).await,
+            _ = tick.tick() => sample(&ctx, &pool).await,
             _ = shutdown.cancelled() => return,
         }
     }
 }
 
-async fn sample(ctx: &Ctx) {
+/// The pool from the scheduler's own watch of the heartbeats (no listing of the bucket, whose
+/// cost grows with the nodes), the queue depths from their consumers.
+async fn sample(ctx: &Ctx, pool: &Pool) {
     let mut slots: BTreeMap<Capability, (u64, u64)> = BTreeMap::new();
-    let keys = match ctx.workers.keys().await {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::debug!(error = %e, "gauges: heartbeats not listed");
-            return;
-        }
-    };
-    for key in keys {
-        let Ok(Some((hb, _, written))) = ctx.workers.get_stamped(&key).await else {
-            continue;
-        };
-        // The server's timestamp: the heartbeat's own `at` is its node's clock.
-        let age = (time::OffsetDateTime::now_utc() - written).as_seconds_f64();
-        metrics::heartbeat_age(hb.node_id.as_str(), age.max(0.0));
+    for (hb, age) in pool.live_with_ages() {
+        metrics::heartbeat_age(hb.node_id.as_str(), age.as_secs_f64());
         for cap in &hb.capabilities {
             let s = slots.entry(cap.clone()).or_default();
             s.0 += u64::from(hb.slots_total);

@@ -8,7 +8,9 @@
 //! leader that has not yet noticed its loss cannot corrupt records. A clean stop deletes the
 //! lease so a follower takes over at once instead of after the TTL.
 
+use crate::pool::Pool;
 use async_nats::jetstream::kv::Store;
+use ffleet_runtime::messages::{self, SchedulerLease, heartbeat::offered_slots};
 use ffleet_runtime::nats::retry::{Patience, Policy};
 use ffleet_runtime::nats::{NatsError, kv};
 use ffleet_runtime::subjects;
@@ -39,11 +41,22 @@ pub trait Leases: Clone + Send + Sync + 'static {
 }
 
 /// The lease bucket, and the retry policy its writes' tries are bounded by (the election
-/// chooses each write's patience itself).
+/// chooses each write's patience itself). Each write carries the holder and, once `pool` has
+/// settled, the live pool's slots (`SchedulerLease`), which splitters size jobs by.
 #[derive(Clone)]
 pub struct Bucket {
     pub store: Store,
     pub policy: Policy,
+    pub pool: Option<Pool>,
+}
+
+impl Bucket {
+    fn value(&self, holder: &str) -> bytes::Bytes {
+        let slots = (self.pool.as_ref())
+            .filter(|p| p.settled())
+            .map(|p| offered_slots(&p.live()));
+        messages::encode(&SchedulerLease::new(holder, slots))
+    }
 }
 
 impl Leases for Bucket {
@@ -53,8 +66,8 @@ impl Leases for Bucket {
         holder: &str,
         patience: Patience,
     ) -> Result<Option<u64>, NatsError> {
-        let holder = holder.to_owned().into();
-        kv::create(&self.store, self.policy, key, holder, patience).await
+        let value = self.value(holder);
+        kv::create(&self.store, self.policy, key, value, patience).await
     }
 
     async fn update(
@@ -64,8 +77,8 @@ impl Leases for Bucket {
         revision: u64,
         patience: Patience,
     ) -> Result<Option<u64>, NatsError> {
-        let holder = holder.to_owned().into();
-        kv::update(&self.store, self.policy, key, holder, revision, patience).await
+        let value = self.value(holder);
+        kv::update(&self.store, self.policy, key, value, revision, patience).await
     }
 
     async fn delete(&self, key: &str, revision: u64) {

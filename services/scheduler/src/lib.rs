@@ -77,7 +77,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     )
     .await?;
     let gauges = ffleet_runtime::telemetry::enabled()
-        .then(|| tokio::spawn(gauges::run(ctx.clone(), shutdown.clone())));
+        .then(|| tokio::spawn(gauges::run(ctx.clone(), pool.clone(), shutdown.clone())));
     // Every replica answers status requests, leader or not.
     let status = status::start(ctx.clone(), shutdown.clone()).await?;
     let holder = holder_name();
@@ -85,6 +85,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let leases = lease::Bucket {
         store: ctx.leases.clone(),
         policy: ctx.retry,
+        pool: Some(pool.clone()),
     };
     lease::run(leases, holder, fleet.lease_ttl(), shutdown, |term| {
         let lead = Lead {

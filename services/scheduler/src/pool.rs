@@ -71,6 +71,26 @@ pub struct Pool {
     inner: Arc<Mutex<View>>,
     ttl: Duration,
     started: Instant,
+    /// Fired when a node's room may have changed (joined, left, took or let go of a unit,
+    /// started draining): the leader's backlog waits on it instead of polling.
+    room_changed: Arc<tokio::sync::Notify>,
+}
+
+/// Whether `new` (`None`: the node left) can change the room a release round sees, compared
+/// with what the node said before (`None`: not known).
+fn changes_room(old: Option<&Heartbeat>, new: Option<&Heartbeat>) -> bool {
+    match (old, new) {
+        (Some(a), Some(b)) => {
+            a.slots_total != b.slots_total
+                || a.slots_busy != b.slots_busy
+                || a.gpu_slots_total != b.gpu_slots_total
+                || a.gpu_slots_busy != b.gpu_slots_busy
+                || a.draining != b.draining
+                || a.capabilities != b.capabilities
+        }
+        (None, None) => false,
+        _ => true,
+    }
 }
 
 /// A node whose heartbeat stopped: what it last said it held.
@@ -93,7 +113,14 @@ impl Pool {
             })),
             ttl,
             started: Instant::now(),
+            room_changed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Returns once a node's room may have changed since the last call returned (at once if it
+    /// changed meanwhile). One waiter: the leader's backlog.
+    pub async fn room_changed(&self) {
+        self.room_changed.notified().await
     }
 
     /// Starts watching the bucket; the view fills as heartbeats arrive.
@@ -177,6 +204,10 @@ impl Pool {
                     .unwrap_or(Duration::ZERO)
                     .min(self.ttl * 10);
                 let at = now.checked_sub(age).unwrap_or(now);
+                let old = view.nodes.get(&node);
+                // A node back from silence is room again too.
+                let moved = changes_room(old.map(|s| &s.hb), Some(&hb))
+                    || old.is_some_and(|s| view.quiet(s, self.ttl));
                 view.nodes.insert(
                     node,
                     Seen {
@@ -186,9 +217,14 @@ impl Pool {
                         reported: false,
                     },
                 );
+                if moved {
+                    self.room_changed.notify_one();
+                }
             }
             None => {
-                view.nodes.remove(&node);
+                if view.nodes.remove(&node).is_some() {
+                    self.room_changed.notify_one();
+                }
             }
         }
     }
@@ -200,6 +236,17 @@ impl Pool {
             .values()
             .filter(|s| !view.quiet(s, self.ttl))
             .map(|s| s.hb.clone())
+            .collect()
+    }
+
+    /// Heartbeats of nodes that have not gone quiet, each with how long ago it last changed.
+    pub fn live_with_ages(&self) -> Vec<(Heartbeat, Duration)> {
+        let view = self.inner.lock().expect("pool lock");
+        let now = Instant::now();
+        view.nodes
+            .values()
+            .filter(|s| !view.quiet(s, self.ttl))
+            .map(|s| (s.hb.clone(), now.saturating_duration_since(s.at)))
             .collect()
     }
 

@@ -1,5 +1,6 @@
 //! How long the segments of a job are: the rule is pure (`segment_secs`), fed by the pool's
-//! slots as the encoders' heartbeats report them (`pool_slots`).
+//! slots as the encoders' heartbeats report them (`pool_slots`), counted by the scheduler's
+//! leader and published with its lease.
 //!
 //! About two segments per slot keep every slot busy and let a fast node take a slow node's
 //! share at the end; a floor keeps per-segment start-up (dispatch, ffmpeg start, the cut's
@@ -9,10 +10,12 @@
 //! free at this instant: a heartbeat lags its node by up to an interval, and a plan that changed
 //! with it would cut the same request differently a second later (and encode different bytes).
 
-use ffleet_runtime::messages::{Heartbeat, MAX_VIDEO_UNITS};
+use ffleet_runtime::messages::heartbeat::offered_slots as pool_slots;
+use ffleet_runtime::messages::{Heartbeat, MAX_VIDEO_UNITS, SchedulerLease};
 use ffleet_runtime::nats::kv::KvError;
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::subjects;
 use futures::StreamExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -82,15 +85,6 @@ pub fn check_count(segments: usize, duration_secs: f64, secs: f64) -> Result<(),
     ))
 }
 
-/// Encode slots the live pool offers: CPU and accelerator slots of every node that is not
-/// draining. `live` holds the heartbeats that have not expired.
-pub fn pool_slots<'a>(live: impl IntoIterator<Item = &'a Heartbeat>) -> u32 {
-    live.into_iter()
-        .filter(|hb| !hb.draining)
-        .map(|hb| hb.slots_total.saturating_add(hb.gpu_slots_total))
-        .fold(0u32, u32::saturating_add)
-}
-
 /// How long one reading of the pool serves: jobs split in a burst share it, so a large pool is
 /// read at most this often, not once per job.
 const POOL_FRESH: Duration = Duration::from_secs(2);
@@ -115,7 +109,7 @@ pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError
     if let Some(slots) = last(true) {
         return Ok(slots);
     }
-    let slots = match tokio::time::timeout(POOL_READ_WAIT, read_slots(ctx)).await {
+    let slots = match tokio::time::timeout(POOL_READ_WAIT, read_pool(ctx)).await {
         Ok(read) => read?,
         Err(_) => {
             tracing::warn!(
@@ -127,6 +121,22 @@ pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError
     };
     *reading.0.lock().expect("pool reading lock") = Some((Instant::now(), slots));
     Ok(slots)
+}
+
+/// The live pool's slots: as the scheduler's leader last published them with its lease (one
+/// read, whatever the pool's size), else, with no leader or one whose view has not settled yet,
+/// counted from the heartbeats themselves.
+async fn read_pool(ctx: &Ctx) -> Result<u32, KvError> {
+    match ctx.leases.get(subjects::LEASE_SCHEDULER).await {
+        Ok(Some(value)) => {
+            if let Some(slots) = SchedulerLease::read(&value).pool_slots {
+                return Ok(slots);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "lease not read, counting the pool's heartbeats"),
+    }
+    read_slots(ctx).await
 }
 
 /// The live pool's slots, read from the workers bucket now (one listing and one get per node):

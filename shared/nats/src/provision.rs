@@ -149,6 +149,9 @@ pub async fn provision(
         max_bytes: cfg.max_bytes,
         max_msgs: cfg.max_msgs,
         purged: bucket_is_purged(bucket),
+        // A single server forgets a memory stream itself when it restarts (a cluster keeps its
+        // definition in the meta layer and only the contents go), so only replicated ones.
+        memory: bucket_in_memory(bucket) && cfg.replicas_of(bucket) > 1,
     };
     Ok(Buckets {
         jobs: ensure_kv(js, policy, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
@@ -271,6 +274,16 @@ fn bucket_is_purged(bucket: &str) -> bool {
     matches!(bucket, subjects::BUCKET_JOBS | subjects::BUCKET_SEGMENTS)
 }
 
+/// Whether `bucket` lives in memory: heartbeats (rewritten every second by every node) and the
+/// leader's lease (renewed every few seconds). At replicas 3 a write is still stored on three
+/// servers, so a lost server loses no live node or lease; what a restart of the whole cluster
+/// loses, nodes and the leader write again within a heartbeat or a lease term. Only where the
+/// bucket is replicated; job and unit records stay on file. A bucket that exists keeps the
+/// storage it was created with.
+fn bucket_in_memory(bucket: &str) -> bool {
+    matches!(bucket, subjects::BUCKET_WORKERS | subjects::BUCKET_LEASES)
+}
+
 fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
     matches!(
         e.kind(),
@@ -290,6 +303,9 @@ struct KvSpec {
     max_msgs: i64,
     /// Whether a service purges the bucket (finished records): otherwise purges are denied.
     purged: bool,
+    /// Held in memory (still replicated): state that is rewritten every few seconds and worth
+    /// nothing after a whole-cluster restart, so no write of it waits on a disk.
+    memory: bool,
 }
 
 async fn ensure_kv(
@@ -318,7 +334,11 @@ async fn ensure_kv(
             max_bytes: spec.max_bytes,
             max_messages: spec.max_msgs,
             num_replicas: spec.replicas,
-            storage: StorageType::File,
+            storage: if spec.memory {
+                StorageType::Memory
+            } else {
+                StorageType::File
+            },
             ..Default::default()
         },
         patience,

@@ -18,9 +18,10 @@
 //! nats-server 2.9 as the KV creation does) with `discard: new`, so a bucket at `max_bytes`
 //! refuses the next chunk and the upload fails with `Full` instead of evicting older media.
 //!
-//! Every object under a job's scratch (`jobs/<job>/...`) is first recorded in the bucket's index
-//! stream (`IDX_<bucket>`, one empty message per object, its name in the subject), so the job's
-//! cleanup asks the server for that job's subjects instead of listing the whole bucket.
+//! Every upload under a job's scratch (`jobs/<job>/...`) is first recorded in the bucket's index
+//! stream (`IDX_<bucket>`, one empty message per upload, the object's name and its chunks' id in
+//! the subject), so the job's cleanup asks the server for that job's subjects instead of listing
+//! the whole bucket. A job's input stored by another system gets an entry of its name alone.
 
 use super::{Aged, Local, Storage, StorageError, Stored, Survey, WorkDir, check_key, io, keys};
 use crate::config::StorageConfig;
@@ -233,9 +234,9 @@ impl ObjectStore {
         // object (skipped at cleanup), never an object the cleanup cannot find.
         let nuid = nuid_for(key);
         if let Some(job) = keys::job_of(key) {
-            self.index_object(job, key).await?;
-            // Its chunks too: a writer that may not purge (an encoder) leaves a failed or
-            // replaced upload's chunks to the job's cleanup.
+            // One entry names both the object and this upload's chunks: a writer that may not
+            // purge (an encoder) leaves a failed or replaced upload's chunks to the job's
+            // cleanup. At replicas 3 each entry is a replicated write, paid twice per segment.
             let upload =
                 subjects::media_index_upload(&self.bucket, job, &URL_SAFE.encode(key), &nuid);
             self.index_entry(&upload, key).await?;
@@ -752,16 +753,11 @@ impl ObjectStore {
             let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) else {
                 continue;
             };
-            match rest.next() {
-                // Only chunks made for this name: an entry is anyone's to write.
-                Some(nuid) if nuid_of(&name, nuid) => {
-                    uploads.insert(nuid.to_owned());
-                }
-                Some(_) => {}
-                None => {
-                    names.insert(name);
-                }
+            // Only chunks made for this name: an entry is anyone's to write.
+            if let Some(nuid) = rest.next().filter(|nuid| nuid_of(&name, nuid)) {
+                uploads.insert(nuid.to_owned());
             }
+            names.insert(name);
         }
         for name in &names {
             // A name that is no key (anyone can write an index entry) can never be removed and

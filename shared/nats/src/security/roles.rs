@@ -137,7 +137,9 @@ impl Role {
                 g.kv_write(subjects::BUCKET_JOBS);
                 g.kv_read(subjects::BUCKET_SEGMENTS);
                 g.kv_write(subjects::BUCKET_SEGMENTS);
-                // The pool's slots, which size the segments.
+                // The pool's slots, which size the segments: from the scheduler's lease, else
+                // from the heartbeats.
+                g.kv_read(subjects::BUCKET_LEASES);
                 g.kv_read(subjects::BUCKET_WORKERS);
                 g.kv_watch(subjects::BUCKET_WORKERS);
                 g.publish(subjects::TASKS_PLAN);

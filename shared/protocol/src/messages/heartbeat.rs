@@ -162,6 +162,16 @@ impl Held {
     }
 }
 
+/// Encode slots a pool offers: CPU and accelerator slots of every node that is not draining.
+/// `live` holds the heartbeats that have not expired. What the splitter sizes segments by; the
+/// scheduler's leader publishes it with its lease.
+pub fn offered_slots<'a>(live: impl IntoIterator<Item = &'a Heartbeat>) -> u32 {
+    live.into_iter()
+        .filter(|hb| !hb.draining)
+        .map(|hb| hb.slots_total.saturating_add(hb.gpu_slots_total))
+        .fold(0u32, u32::saturating_add)
+}
+
 impl Heartbeat {
     pub fn new(node_id: NodeId, capabilities: Vec<Capability>, slots_total: u32) -> Self {
         Self {

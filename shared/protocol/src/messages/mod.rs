@@ -5,6 +5,7 @@ pub mod cloudevent;
 pub mod events;
 pub mod heartbeat;
 pub mod job;
+pub mod lease;
 pub mod live;
 pub mod records;
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use cloudevent::CloudEvent;
 pub use events::{Accepted, Completed, Failed, JobEvent, Progress, SegmentDone, SegmentOutcome};
 pub use heartbeat::Heartbeat;
 pub use job::{JobRequest, Overrides, Preference, RequestError};
+pub use lease::SchedulerLease;
 pub use live::LiveProgress;
 pub use records::{
     JobRecord, JobState, Plan, SegmentPlan, SegmentRecord, SegmentState, SourceInfo,
