@@ -28,6 +28,7 @@ use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{JobId, jobs, subjects, telemetry};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -103,17 +104,65 @@ pub async fn run(
     };
     let keep_every = b.ctx.config.streams.ack_wait() / 3;
     let mut kept = Instant::now();
-    let mut puller = Puller::new(consumer.clone());
+    let mut pulls = Pulls::new(consumer.clone());
     while !term.is_cancelled() {
-        b.pull(&mut puller, &term).await;
+        b.wait(&mut pulls, &consumer, &term).await;
         b.round().await;
         if kept.elapsed() >= keep_every {
             b.keep_alive().await;
             kept = Instant::now();
         }
     }
+    // A plan message the last pull brings is held too, so that it is handed back with the
+    // rest instead of waiting out its AckWait.
+    if let Some(Answer::Message(msg)) = pulls.finish().await {
+        b.admit(*msg).await;
+    }
     b.give_back().await;
     Ok(())
+}
+
+/// The backlog's one pull request in flight, kept across rounds: a round woken by a change of
+/// room leaves it waiting, so the server holds one request at a time however often rounds run.
+struct Pulls {
+    idle: Option<Puller>,
+    inflight: Option<std::pin::Pin<Box<dyn Future<Output = (Puller, Answer)> + Send>>>,
+}
+
+impl Pulls {
+    fn new(consumer: Durable) -> Pulls {
+        Pulls {
+            idle: Some(Puller::new(consumer)),
+            inflight: None,
+        }
+    }
+
+    /// The answer to the pull in flight, sending one first if none is.
+    async fn next(&mut self) -> Answer {
+        let inflight = self.inflight.get_or_insert_with(|| {
+            let mut puller = self
+                .idle
+                .take()
+                .expect("a puller when no pull is in flight");
+            ops::count(Op::Fetch);
+            Box::pin(async move {
+                let answer = puller.pull(Some(IDLE), IDLE + PULL_LIMIT).await;
+                (puller, answer)
+            })
+        });
+        let (puller, answer) = inflight.await;
+        self.inflight = None;
+        self.idle = Some(puller);
+        answer
+    }
+
+    /// What the pull in flight, if any, brings before it expires.
+    async fn finish(&mut self) -> Option<Answer> {
+        self.inflight.as_ref()?;
+        tokio::time::timeout(IDLE + PULL_LIMIT, self.next())
+            .await
+            .ok()
+    }
 }
 
 struct Backlog {
@@ -139,33 +188,30 @@ impl Backlog {
     /// Waits for the first plan message, or with tasks held for room to change (up to `IDLE`),
     /// then takes whatever else is waiting without waiting for more: a round starts as soon as
     /// there is something to release or room to release it into. The first pull goes through
-    /// the loop's one subscription (`Puller`), so a wait cut short by a heartbeat costs no
-    /// subscription, and a message its abandoned request brings later answers the next pull.
-    async fn pull(&mut self, puller: &mut Puller, term: &CancellationToken) {
+    /// the loop's one subscription (`Puller`) and stays in flight when room changes first.
+    async fn wait(&mut self, pulls: &mut Pulls, consumer: &Durable, term: &CancellationToken) {
+        let pool = self.pool.clone();
+        let holding = !self.held.is_empty();
         // At the consumer's max ack pending the server refuses every pull at once: wait for
         // room to open instead of asking in a tight loop.
         if self.held.len() as i64 >= MAX_HELD {
             tokio::select! {
                 _ = tokio::time::sleep(IDLE) => {}
+                _ = pool.room_changed() => {}
                 _ = term.cancelled() => {}
             }
             return;
         }
-        let pool = self.pool.clone();
-        let holding = !self.held.is_empty();
-        ops::count(Op::Fetch);
         let answer = tokio::select! {
-            a = puller.pull(Some(IDLE), IDLE + PULL_LIMIT) => a,
+            a = pulls.next() => a,
             _ = pool.room_changed(), if holding => return,
             _ = term.cancelled() => return,
         };
-        let consumer = puller.consumer();
         match answer {
             Answer::Message(msg) => {
                 consumer.answered();
                 self.admit(*msg).await;
-                let consumer = consumer.clone();
-                self.take(&consumer, BATCH, None, term).await;
+                self.take(consumer, BATCH, None, term).await;
             }
             Answer::Empty => consumer.answered(),
             Answer::Refused(e) => {

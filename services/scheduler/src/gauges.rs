@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Often enough for a dashboard, rare enough to cost the broker nothing.
 const EVERY: Duration = Duration::from_secs(5);
+/// Heartbeat TTLs after which a silent node's age is no longer reported.
+const FORGET_AFTER_TTLS: u32 = 20;
 
 pub async fn run(ctx: Ctx, pool: Pool, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
@@ -27,8 +29,16 @@ pub async fn run(ctx: Ctx, pool: Pool, shutdown: CancellationToken) {
 /// cost grows with the nodes), the queue depths from their consumers.
 async fn sample(ctx: &Ctx, pool: &Pool) {
     let mut slots: BTreeMap<Capability, (u64, u64)> = BTreeMap::new();
-    for (hb, age) in pool.live_with_ages() {
-        metrics::heartbeat_age(hb.node_id.as_str(), age.as_secs_f64());
+    for (hb, age, live) in pool.nodes_with_ages() {
+        // A silent node's age keeps growing, so an alert on it fires, for a while: the view
+        // keeps nodes whose key expired, and a fleet that scales in and out must not grow a
+        // series per node it ever had.
+        if live || age <= pool.ttl() * FORGET_AFTER_TTLS {
+            metrics::heartbeat_age(hb.node_id.as_str(), age.as_secs_f64());
+        }
+        if !live {
+            continue;
+        }
         for cap in &hb.capabilities {
             let s = slots.entry(cap.clone()).or_default();
             s.0 += u64::from(hb.slots_total);

@@ -239,14 +239,17 @@ impl Pool {
             .collect()
     }
 
-    /// Heartbeats of nodes that have not gone quiet, each with how long ago it last changed.
-    pub fn live_with_ages(&self) -> Vec<(Heartbeat, Duration)> {
+    /// Every node in the view, quiet or not, with its last heartbeat, how long ago that changed,
+    /// and whether the node is live.
+    pub fn nodes_with_ages(&self) -> Vec<(Heartbeat, Duration, bool)> {
         let view = self.inner.lock().expect("pool lock");
         let now = Instant::now();
         view.nodes
             .values()
-            .filter(|s| !view.quiet(s, self.ttl))
-            .map(|s| (s.hb.clone(), now.saturating_duration_since(s.at)))
+            .map(|s| {
+                let age = now.saturating_duration_since(s.at);
+                (s.hb.clone(), age, !view.quiet(s, self.ttl))
+            })
             .collect()
     }
 

@@ -94,7 +94,13 @@ const POOL_READ_WAIT: Duration = Duration::from_secs(3);
 /// The splitter's last reading of the pool: when it was taken and the slots it found. Each
 /// splitter keeps its own (in-process fleets side by side never share one).
 #[derive(Debug, Default)]
-pub struct PoolReading(Mutex<Option<(Instant, u32)>>);
+pub struct PoolReading(Mutex<Option<(Instant, u32)>>, Mutex<Option<Instant>>);
+
+/// Longest a read of the scheduler's lease may take before the heartbeats are counted instead.
+const LEASE_READ_WAIT: Duration = Duration::from_secs(1);
+/// How long the lease is not asked again after a read failed (credentials of a release before
+/// the splitter could read it, a bucket's election): the heartbeats are counted meanwhile.
+const LEASE_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The live pool's slots, as last read within `POOL_FRESH`, else read now. A read that takes
 /// longer than `POOL_READ_WAIT` (a listing stalls while heartbeats expire under it, or the
@@ -109,7 +115,7 @@ pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError
     if let Some(slots) = last(true) {
         return Ok(slots);
     }
-    let slots = match tokio::time::timeout(POOL_READ_WAIT, read_pool(ctx)).await {
+    let slots = match tokio::time::timeout(POOL_READ_WAIT, read_pool(ctx, reading)).await {
         Ok(read) => read?,
         Err(_) => {
             tracing::warn!(
@@ -126,15 +132,23 @@ pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError
 /// The live pool's slots: as the scheduler's leader last published them with its lease (one
 /// read, whatever the pool's size), else, with no leader or one whose view has not settled yet,
 /// counted from the heartbeats themselves.
-async fn read_pool(ctx: &Ctx) -> Result<u32, KvError> {
-    match ctx.leases.get(subjects::LEASE_SCHEDULER).await {
-        Ok(Some(value)) => {
-            if let Some(slots) = SchedulerLease::read(&value).pool_slots {
-                return Ok(slots);
-            }
+async fn read_pool(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError> {
+    let failed = *reading.1.lock().expect("lease failure lock");
+    if failed.is_none_or(|at| at.elapsed() >= LEASE_RETRY_AFTER) {
+        let read = ctx.leases.get(subjects::LEASE_SCHEDULER);
+        let why = match tokio::time::timeout(LEASE_READ_WAIT, read).await {
+            Ok(Ok(Some(value))) => match SchedulerLease::read(&value).pool_slots {
+                Some(slots) => return Ok(slots),
+                None => None,
+            },
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer in time".to_owned()),
+        };
+        if let Some(why) = why {
+            tracing::info!(error = %why, retry_secs = LEASE_RETRY_AFTER.as_secs(), "scheduler lease not read, counting the pool's heartbeats");
+            *reading.1.lock().expect("lease failure lock") = Some(Instant::now());
         }
-        Ok(None) => {}
-        Err(e) => tracing::debug!(error = %e, "lease not read, counting the pool's heartbeats"),
     }
     read_slots(ctx).await
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// How often a busy pool looks at its priority queues.
-const PRIORITY_CHECK: Duration = Duration::from_millis(100);
+const PRIORITY_CHECK: Duration = Duration::from_secs(1);
 
 /// Where one pool takes its messages from.
 pub struct Queues {

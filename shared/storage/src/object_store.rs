@@ -199,7 +199,8 @@ impl ObjectStore {
     }
 
     /// Streams `file` into the bucket as `key`. On failure, the chunks already stored are
-    /// purged; on success, the chunks of the value it replaced.
+    /// purged; on success, the chunks of the value it replaced (by a writer that may purge;
+    /// another's go with the job, named by its index).
     ///
     /// A broker error (a stream leader lost in an election, a server gone) sends it again, for
     /// up to the run-time retry window (`nats.op_retry_secs`): a unit whose result could not be
@@ -241,7 +242,13 @@ impl ObjectStore {
                 subjects::media_index_upload(&self.bucket, job, &URL_SAFE.encode(key), &nuid);
             self.index_entry(&upload, key).await?;
         }
-        let previous = self.store.info(key).await.ok();
+        // The value this replaces, whose chunks go once the new ones are in: only a writer that
+        // may purge asks (an encoder's replaced chunks go with the job, named by its index).
+        let previous = if self.purges {
+            self.store.info(key).await.ok()
+        } else {
+            None
+        };
         let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
         match self.send(file, key, &nuid, &chunks_subject).await {
             Ok(stored) => {
@@ -597,6 +604,26 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Removes object `key` whose uploads the index names: every chunk set they made (the
+    /// current one among them: each upload is indexed before its first chunk), then the
+    /// metadata, without reading it first. A current chunk set that no upload indexed (stored
+    /// by the standard tools under a job's name) is left to the sweep.
+    async fn remove_uploads(&self, key: &str, uploads: &[String]) -> Result<(), StorageError> {
+        check_key(key)?;
+        let chunks = uploads
+            .iter()
+            .map(|nuid| subjects::object_chunks(&self.bucket, nuid));
+        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        for subject in chunks.chain([meta]) {
+            self.stream
+                .purge()
+                .filter(subject)
+                .await
+                .map_err(nats("delete", key))?;
+        }
+        Ok(())
+    }
+
     /// Every object with its age, read from each one's newest metadata (one message get per
     /// object), and the chunk sets no object refers to removed once their newest chunk is older
     /// than `quiet`: an upload that died before its metadata, or a replaced object's old chunks
@@ -740,8 +767,9 @@ impl ObjectStore {
             .info_with_subjects(&filter)
             .await
             .map_err(nats("index", prefix))?;
-        let mut names = std::collections::BTreeSet::new();
-        let mut uploads = std::collections::BTreeSet::new();
+        // Each name with the chunk sets its uploads made (none: an object recorded by name
+        // alone, a job's input another system stored).
+        let mut names: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         while let Some(entry) = entries.next().await {
             let (subject, _) = entry.map_err(nats("index", prefix))?;
             // `<name>` for an object, `<name>.<nuid>` for one upload of it.
@@ -753,30 +781,26 @@ impl ObjectStore {
             let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) else {
                 continue;
             };
+            let uploads = names.entry(name.clone()).or_default();
             // Only chunks made for this name: an entry is anyone's to write.
             if let Some(nuid) = rest.next().filter(|nuid| nuid_of(&name, nuid)) {
-                uploads.insert(nuid.to_owned());
+                uploads.push(nuid.to_owned());
             }
-            names.insert(name);
         }
-        for name in &names {
+        for (name, uploads) in &names {
             // A name that is no key (anyone can write an index entry) can never be removed and
             // must not stop the cleanup of the rest; any other error does, to be tried again.
-            match self.delete(name).await {
+            let removed = if uploads.is_empty() {
+                self.delete(name).await
+            } else {
+                self.remove_uploads(name, uploads).await
+            };
+            match removed {
                 Err(e @ StorageError::BadKey(_)) => {
                     tracing::warn!(job, error = %e, "index entry that names no key, skipped")
                 }
                 other => other?,
             }
-        }
-        // Chunks of uploads that failed or were replaced by a writer that could not purge them
-        // (the current ones went with their objects above).
-        for nuid in &uploads {
-            self.stream
-                .purge()
-                .filter(subjects::object_chunks(&self.bucket, nuid))
-                .await
-                .map_err(nats("delete", prefix))?;
         }
         // A whole job's cleanup drops its index too; a narrower prefix leaves it (the entries
         // of deleted objects are skipped when the job is cleaned).
