@@ -126,8 +126,11 @@ pub async fn run(
 /// room leaves it waiting, so the server holds one request at a time however often rounds run.
 struct Pulls {
     idle: Option<Puller>,
-    inflight: Option<std::pin::Pin<Box<dyn Future<Output = (Puller, Answer)> + Send>>>,
+    inflight: Option<InFlight>,
 }
+
+/// A pull request on its way, owning its puller until it is answered.
+type InFlight = std::pin::Pin<Box<dyn Future<Output = (Puller, Answer)> + Send>>;
 
 impl Pulls {
     fn new(consumer: Durable) -> Pulls {
