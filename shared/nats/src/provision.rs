@@ -139,11 +139,6 @@ pub async fn provision(
         create,
     )
     .await?;
-    // A single server forgets a memory stream itself when it restarts (a cluster keeps its
-    // definition in the meta layer and only the contents go), so only replicated ones.
-    let memory_ok = memory_groups_recover(&js.client().server_info().version);
-    let in_memory =
-        |bucket: &str| bucket_in_memory(bucket) && cfg.replicas_of(bucket) > 1 && memory_ok;
     let kv = |bucket: &'static str, history: i64, max_age: Duration| KvSpec {
         bucket,
         history,
@@ -151,15 +146,9 @@ pub async fn provision(
         replicas: cfg.replicas_of(bucket),
         create,
         max_value_bytes: cfg.max_msg_bytes,
-        // A memory bucket reserves its cap in every replica's memory, not on disk: its own.
-        max_bytes: if in_memory(bucket) {
-            MEMORY_BUCKET_BYTES.max(i64::from(cfg.max_msg_bytes))
-        } else {
-            cfg.max_bytes
-        },
+        max_bytes: cfg.max_bytes,
         max_msgs: cfg.max_msgs,
         purged: bucket_is_purged(bucket),
-        memory: in_memory(bucket),
     };
     Ok(Buckets {
         jobs: ensure_kv(js, policy, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
@@ -282,35 +271,6 @@ fn bucket_is_purged(bucket: &str) -> bool {
     matches!(bucket, subjects::BUCKET_JOBS | subjects::BUCKET_SEGMENTS)
 }
 
-/// Whether `bucket` lives in memory: heartbeats, rewritten every second by every node. At
-/// replicas 3 a write is still stored on three servers, so a lost server loses no live node;
-/// what a restart of the whole cluster loses, nodes write again within a heartbeat. Only where
-/// the bucket is replicated. The lease stays on file: one write a second, and a lease emptied by
-/// a whole-cluster restart would let a second leader in while the first still renews. Job and
-/// unit records stay on file too. A bucket that exists keeps the storage it was created with.
-fn bucket_in_memory(bucket: &str) -> bool {
-    bucket == subjects::BUCKET_WORKERS
-}
-
-/// Whether a server of `version` brings a replicated memory stream back after every replica
-/// restarted (quorum lost, then the servers back): nats-server 2.9.10 leaves such a stream with
-/// no leader for good (`tests/cluster.rs`, rolling restart and quorum loss), 2.15.1 elects one.
-/// Older servers, and versions that do not parse, keep heartbeats on file.
-fn memory_groups_recover(version: &str) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= (2, 15),
-        _ => false,
-    }
-}
-
-/// The cap of a memory bucket: heartbeats are a few KiB per node (history 1), so 64 MiB holds
-/// those of over ten thousand nodes, reserved in each replica's memory.
-const MEMORY_BUCKET_BYTES: i64 = 64 * 1024 * 1024;
-
 fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
     matches!(
         e.kind(),
@@ -330,9 +290,6 @@ struct KvSpec {
     max_msgs: i64,
     /// Whether a service purges the bucket (finished records): otherwise purges are denied.
     purged: bool,
-    /// Held in memory (still replicated): state that is rewritten every few seconds and worth
-    /// nothing after a whole-cluster restart, so no write of it waits on a disk.
-    memory: bool,
 }
 
 async fn ensure_kv(
@@ -361,11 +318,7 @@ async fn ensure_kv(
             max_bytes: spec.max_bytes,
             max_messages: spec.max_msgs,
             num_replicas: spec.replicas,
-            storage: if spec.memory {
-                StorageType::Memory
-            } else {
-                StorageType::File
-            },
+            storage: StorageType::File,
             ..Default::default()
         },
         patience,
@@ -386,20 +339,4 @@ pub async fn ensure_consumer(
     spec: ConsumerSpec<'_>,
 ) -> Result<Durable, NatsError> {
     Durable::ensure(js, policy, spec).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heartbeats_go_to_memory_only_on_servers_that_recover_memory_groups() {
-        assert!(!memory_groups_recover("2.9.10"));
-        assert!(!memory_groups_recover("2.10.22"));
-        assert!(memory_groups_recover("2.15.1"));
-        assert!(memory_groups_recover("v2.16.0-beta.1"));
-        assert!(memory_groups_recover("3.0.0"));
-        assert!(!memory_groups_recover(""));
-        assert!(!memory_groups_recover("unknown"));
-    }
 }
