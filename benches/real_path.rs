@@ -17,7 +17,9 @@
 //! records the buckets hold before the first rate, each a completed job record, as a fleet keeps
 //! them for a week; 0), `FFLEET_BENCH_RETAINED_UNITS` (done unit records each of those keeps: 0,
 //! as the scheduler's purge leaves them; 10 for jobs whose unit records nobody purged),
-//! `FFLEET_NATS_SERVER` (the server binary).
+//! `FFLEET_NATS_SERVER` (the server binary), `FFLEET_BENCH_IDLE_SECS` (the idle fleet measured
+//! first, 10), `FFLEET_BENCH_NODES` (simulated nodes heartbeating at 1 Hz after the rates, 0),
+//! `FFLEET_BENCH_BIN` (another build's `ffleet` for the services).
 
 mod common;
 
