@@ -594,7 +594,13 @@ impl ObjectStore {
         if chunks.is_none() {
             tracing::debug!(key, "chunks not made for this name, left to the sweep");
         }
-        for subject in chunks.into_iter().chain([meta]) {
+        self.purge_all(key, chunks.into_iter().chain([meta]).collect())
+            .await
+    }
+
+    /// Purges `subjects` of object `key`'s stream, in order.
+    async fn purge_all(&self, key: &str, subjects: Vec<String>) -> Result<(), StorageError> {
+        for subject in subjects {
             self.stream
                 .purge()
                 .filter(subject)
@@ -614,14 +620,7 @@ impl ObjectStore {
             .iter()
             .map(|nuid| subjects::object_chunks(&self.bucket, nuid));
         let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
-        for subject in chunks.chain([meta]) {
-            self.stream
-                .purge()
-                .filter(subject)
-                .await
-                .map_err(nats("delete", key))?;
-        }
-        Ok(())
+        self.purge_all(key, chunks.chain([meta]).collect()).await
     }
 
     /// Every object with its age, read from each one's newest metadata (one message get per
