@@ -214,7 +214,7 @@ impl Backlog {
             Answer::Message(msg) => {
                 consumer.answered();
                 self.admit(*msg).await;
-                self.take(consumer, BATCH, None, term).await;
+                self.take(consumer, BATCH, term).await;
             }
             Answer::Empty => consumer.answered(),
             Answer::Refused(e) => {
@@ -226,59 +226,42 @@ impl Backlog {
         }
     }
 
-    /// One pull of up to `max` messages, a long poll of `wait` or (`None`) only those waiting
-    /// now; whether any came.
-    async fn take(
-        &mut self,
-        consumer: &Durable,
-        max: usize,
-        wait: Option<Duration>,
-        term: &CancellationToken,
-    ) -> bool {
+    /// One no-wait pull of up to `max` messages: those waiting now.
+    async fn take(&mut self, consumer: &Durable, max: usize, term: &CancellationToken) {
         ops::count(Op::Fetch);
-        let pull = consumer.consumer();
-        let batch = match wait {
-            Some(w) => pull.batch().max_messages(max).expires(w).messages().await,
-            None => pull.fetch().max_messages(max).messages().await,
-        };
+        let batch = consumer
+            .consumer()
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "plan queue fetch failed");
                 consumer.failed(&e).await;
                 tokio::time::sleep(ROUND).await;
-                return false;
+                return;
             }
         };
-        let (started, mut got) = (Instant::now(), false);
-        let wait = wait.unwrap_or_default();
         loop {
             let m = tokio::select! {
                 m = batch.next() => m,
-                _ = term.cancelled() => return got,
+                _ = term.cancelled() => return,
             };
             match m {
                 Some(Ok(msg)) => {
                     consumer.answered();
-                    got = true;
                     self.admit(msg).await
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "plan fetch ended");
                     consumer.failed(&e).await;
-                    if !got {
-                        tokio::time::sleep(ROUND).await;
-                    }
-                    return got;
-                }
-                // Unanswered: async-nats gives up seconds after the expiry.
-                None if !got && started.elapsed() >= wait + Duration::from_secs(3) => {
-                    consumer.failed(&"plan pull unanswered").await;
-                    return false;
+                    return;
                 }
                 None => {
                     consumer.answered();
-                    return got;
+                    return;
                 }
             }
         }

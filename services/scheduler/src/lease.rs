@@ -47,14 +47,12 @@ pub trait Leases: Clone + Send + Sync + 'static {
 pub struct Bucket {
     pub store: Store,
     pub policy: Policy,
-    pub pool: Option<Pool>,
+    pub pool: Pool,
 }
 
 impl Bucket {
     fn value(&self, holder: &str) -> bytes::Bytes {
-        let slots = (self.pool.as_ref())
-            .filter(|p| p.settled())
-            .map(|p| offered_slots(&p.live()));
+        let slots = (self.pool.settled()).then(|| offered_slots(&self.pool.live()));
         messages::encode(&SchedulerLease::new(holder, slots))
     }
 }

@@ -85,7 +85,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let leases = lease::Bucket {
         store: ctx.leases.clone(),
         policy: ctx.retry,
-        pool: Some(pool.clone()),
+        pool: pool.clone(),
     };
     lease::run(leases, holder, fleet.lease_ttl(), shutdown, |term| {
         let lead = Lead {

@@ -76,21 +76,17 @@ pub struct Pool {
     room_changed: Arc<tokio::sync::Notify>,
 }
 
-/// Whether `new` (`None`: the node left) can change the room a release round sees, compared
-/// with what the node said before (`None`: not known).
-fn changes_room(old: Option<&Heartbeat>, new: Option<&Heartbeat>) -> bool {
-    match (old, new) {
-        (Some(a), Some(b)) => {
-            a.slots_total != b.slots_total
-                || a.slots_busy != b.slots_busy
-                || a.gpu_slots_total != b.gpu_slots_total
-                || a.gpu_slots_busy != b.gpu_slots_busy
-                || a.draining != b.draining
-                || a.capabilities != b.capabilities
-        }
-        (None, None) => false,
-        _ => true,
-    }
+/// Whether heartbeat `b` can change the room a release round sees, compared with what the node
+/// said before (`None`: not known, a node joining).
+fn changes_room(old: Option<&Heartbeat>, b: &Heartbeat) -> bool {
+    old.is_none_or(|a| {
+        a.slots_total != b.slots_total
+            || a.slots_busy != b.slots_busy
+            || a.gpu_slots_total != b.gpu_slots_total
+            || a.gpu_slots_busy != b.gpu_slots_busy
+            || a.draining != b.draining
+            || a.capabilities != b.capabilities
+    })
 }
 
 /// A node whose heartbeat stopped: what it last said it held.
@@ -206,7 +202,7 @@ impl Pool {
                 let at = now.checked_sub(age).unwrap_or(now);
                 let old = view.nodes.get(&node);
                 // A node back from silence is room again too.
-                let moved = changes_room(old.map(|s| &s.hb), Some(&hb))
+                let moved = changes_room(old.map(|s| &s.hb), &hb)
                     || old.is_some_and(|s| view.quiet(s, self.ttl));
                 view.nodes.insert(
                     node,

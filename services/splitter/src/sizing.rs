@@ -94,7 +94,11 @@ const POOL_READ_WAIT: Duration = Duration::from_secs(3);
 /// The splitter's last reading of the pool: when it was taken and the slots it found. Each
 /// splitter keeps its own (in-process fleets side by side never share one).
 #[derive(Debug, Default)]
-pub struct PoolReading(Mutex<Option<(Instant, u32)>>, Mutex<Option<Instant>>);
+pub struct PoolReading {
+    last: Mutex<Option<(Instant, u32)>>,
+    /// When a read of the scheduler's lease last failed.
+    lease_failed: Mutex<Option<Instant>>,
+}
 
 /// Longest a read of the scheduler's lease may take before the heartbeats are counted instead.
 const LEASE_READ_WAIT: Duration = Duration::from_secs(1);
@@ -108,7 +112,7 @@ const LEASE_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// preference, and a split must not wait on it.
 pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError> {
     let last = |fresh: bool| {
-        let r = reading.0.lock().expect("pool reading lock");
+        let r = reading.last.lock().expect("pool reading lock");
         r.filter(|(at, _)| !fresh || at.elapsed() < POOL_FRESH)
             .map(|(_, slots)| slots)
     };
@@ -125,7 +129,7 @@ pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError
             return Ok(last(false).unwrap_or(0));
         }
     };
-    *reading.0.lock().expect("pool reading lock") = Some((Instant::now(), slots));
+    *reading.last.lock().expect("pool reading lock") = Some((Instant::now(), slots));
     Ok(slots)
 }
 
@@ -133,7 +137,7 @@ pub async fn live_slots(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError
 /// read, whatever the pool's size), else, with no leader or one whose view has not settled yet,
 /// counted from the heartbeats themselves.
 async fn read_pool(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError> {
-    let failed = *reading.1.lock().expect("lease failure lock");
+    let failed = *reading.lease_failed.lock().expect("lease failure lock");
     if failed.is_none_or(|at| at.elapsed() >= LEASE_RETRY_AFTER) {
         let read = ctx.leases.get(subjects::LEASE_SCHEDULER);
         let why = match tokio::time::timeout(LEASE_READ_WAIT, read).await {
@@ -147,7 +151,7 @@ async fn read_pool(ctx: &Ctx, reading: &PoolReading) -> Result<u32, KvError> {
         };
         if let Some(why) = why {
             tracing::info!(error = %why, retry_secs = LEASE_RETRY_AFTER.as_secs(), "scheduler lease not read, counting the pool's heartbeats");
-            *reading.1.lock().expect("lease failure lock") = Some(Instant::now());
+            *reading.lease_failed.lock().expect("lease failure lock") = Some(Instant::now());
         }
     }
     read_slots(ctx).await

@@ -252,9 +252,7 @@ impl ObjectStore {
         let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
         match self.send(file, key, &nuid, &chunks_subject).await {
             Ok(stored) => {
-                if let Some(old) = previous.filter(|o| o.nuid != nuid && nuid_of(key, &o.nuid))
-                    && self.purges
-                {
+                if let Some(old) = previous.filter(|o| o.nuid != nuid && nuid_of(key, &o.nuid)) {
                     let subject = subjects::object_chunks(&self.bucket, &old.nuid);
                     if let Err(e) = self.stream.purge().filter(subject).await {
                         tracing::warn!(key, error = %e, "old chunks of a replaced object not purged");
