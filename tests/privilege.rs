@@ -20,7 +20,7 @@ use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::security::Role;
 use ffleet_runtime::storage::{ObjectStore, StorageError};
 use ffleet_runtime::subjects::{self, EventKind, js_api};
-use ffleet_runtime::{JobId, Unit};
+use ffleet_runtime::{JobId, Tenant, Unit};
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,6 +53,60 @@ async fn admin(s: &SecureServer, work: &std::path::Path) -> Result<Ctx> {
 /// The media bucket as `role`'s services open it.
 async fn media_as(s: &SecureServer, role: Role, work: &std::path::Path) -> Result<ObjectStore> {
     common::objects::open(&config(s, role, work), Duration::from_secs(10)).await
+}
+
+/// Whose credentials an operation is tried with: a role's, or tenant `acme`'s (its column is
+/// `tenant`; `rival` is the other tenant it must not reach).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Who {
+    Role(Role),
+    Tenant,
+}
+
+const TENANT: &str = "acme";
+const RIVAL: &str = "rival";
+
+impl Who {
+    fn all() -> Vec<Who> {
+        Role::ALL
+            .into_iter()
+            .map(Who::Role)
+            .chain([Who::Tenant])
+            .collect()
+    }
+
+    /// The matrix's column name.
+    fn name(self) -> &'static str {
+        match self {
+            Who::Role(r) => r.name(),
+            Who::Tenant => "tenant",
+        }
+    }
+
+    /// Its inbox identity (`subjects::inbox_prefix`).
+    fn identity(self) -> String {
+        match self {
+            Who::Role(r) => r.name().to_owned(),
+            Who::Tenant => subjects::tenant_identity(&tenant(TENANT)),
+        }
+    }
+
+    async fn connect(self, s: &SecureServer) -> Result<async_nats::Client> {
+        match self {
+            Who::Role(r) => s.connect(r).await,
+            Who::Tenant => s.connect_tenant(TENANT).await,
+        }
+    }
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn tenant(name: &str) -> Tenant {
+    Tenant::new(name).expect("a tenant name")
 }
 
 /// What the server did with an operation.
@@ -135,8 +189,8 @@ async fn refused(s: &SecureServer, cid: u64, wait: Duration) -> bool {
 /// connection id) cannot be taken for another operation's. "No" is a refusal or an error
 /// answer, never silence: an operation that gets neither an answer nor a refusal fails the
 /// test.
-async fn attempt(s: &SecureServer, role: Role, op: &Op) -> Result<Done> {
-    let client = s.connect(role).await?;
+async fn attempt(s: &SecureServer, role: Who, op: &Op) -> Result<Done> {
+    let client = role.connect(s).await?;
     let cid = client.server_info().client_id;
     let done = match op {
         Op::Sub(subject) => {
@@ -202,7 +256,7 @@ async fn attempt(s: &SecureServer, role: Role, op: &Op) -> Result<Done> {
 }
 
 /// The matrix's operations for `role`, by the names docs/security.md gives them.
-fn operations(role: Role) -> Vec<(&'static str, Op)> {
+fn operations(role: Who) -> Vec<(&'static str, Op)> {
     let victim = JobId::new("victim").expect("job id");
     let media = subjects::BUCKET_MEDIA;
     let obj = subjects::object_stream(media);
@@ -214,11 +268,12 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
         &subjects::segment_key(&victim, Unit::Video(0)),
     );
     let job_key = subjects::kv_key(subjects::BUCKET_JOBS, victim.as_str());
-    let other = if role == Role::Admin {
+    let other = if role == Who::Role(Role::Admin) {
         Role::Submitter
     } else {
         Role::Admin
     };
+    let (acme, rival) = (tenant(TENANT), tenant(RIVAL));
     let push = |stream: &str, deliver: &str, filter: &str| {
         format!(
             r#"{{"stream_name":"{stream}","config":{{"deliver_subject":"{deliver}","filter_subject":"{filter}","ack_policy":"none","deliver_policy":"all"}}}}"#
@@ -229,7 +284,7 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
         ("read-every-reply", Op::Sub("_INBOX.>".into())),
         (
             "read-own-replies",
-            Op::Sub(subjects::inbox_wildcard(role.name())),
+            Op::Sub(subjects::inbox_wildcard(&role.identity())),
         ),
         (
             "read-another-roles-replies",
@@ -244,6 +299,49 @@ fn operations(role: Role) -> Vec<(&'static str, Op)> {
             Op::Sub(subjects::event_any_job(EventKind::Completed)),
         ),
         ("read-every-event", Op::Sub(subjects::events_wildcard())),
+        (
+            "read-a-tenants-events",
+            Op::Sub(subjects::tenant_event(
+                &acme,
+                Some("*"),
+                EventKind::Completed,
+            )),
+        ),
+        (
+            "read-another-tenants-events",
+            Op::Sub(subjects::tenant_event(
+                &rival,
+                Some("*"),
+                EventKind::Completed,
+            )),
+        ),
+        (
+            "read-a-tenants-progress",
+            Op::Sub(subjects::tenant_live_wildcard(&acme)),
+        ),
+        (
+            "submit-as-a-tenant",
+            req(subjects::jobs_submit_tenant(&acme), "{}"),
+        ),
+        (
+            "submit-as-another-tenant",
+            req(subjects::jobs_submit_tenant(&rival), "{}"),
+        ),
+        (
+            "ask-as-a-tenant",
+            Op::Pub(subjects::api_status_tenant(&acme)),
+        ),
+        (
+            "ask-as-another-tenant",
+            Op::Pub(subjects::api_status_tenant(&rival)),
+        ),
+        (
+            "end-a-tenants-job",
+            req(
+                subjects::tenant_event(&acme, Some("victim"), EventKind::Completed),
+                "{}",
+            ),
+        ),
         ("submit", req(subjects::JOBS_SUBMIT, "{}")),
         (
             "submit-privileged",
@@ -444,17 +542,15 @@ async fn every_role_can_do_what_the_documented_matrix_says_and_nothing_else() ->
             .with_context(|| format!("{role} creating its consumer {name}"))?;
     }
     let doc = documented()?;
-    let names: BTreeSet<&str> = operations(Role::Admin).iter().map(|(n, _)| *n).collect();
-    ensure!(
-        names.len() == operations(Role::Admin).len(),
-        "an operation named twice"
-    );
+    let admin_ops = || operations(Who::Role(Role::Admin));
+    let names: BTreeSet<&str> = admin_ops().iter().map(|(n, _)| *n).collect();
+    ensure!(names.len() == admin_ops().len(), "an operation named twice");
     // In the order of `operations`, as documented.
-    let mut seen: Vec<(&str, BTreeMap<Role, Done>)> = operations(Role::Admin)
+    let mut seen: Vec<(&str, BTreeMap<Who, Done>)> = admin_ops()
         .into_iter()
         .map(|(name, _)| (name, BTreeMap::new()))
         .collect();
-    for role in Role::ALL {
+    for role in Who::all() {
         for (i, (_, op)) in operations(role).into_iter().enumerate() {
             let done = attempt(&s, role, &op).await?;
             seen[i].1.insert(role, done);
@@ -462,14 +558,14 @@ async fn every_role_can_do_what_the_documented_matrix_says_and_nothing_else() ->
     }
     // The table as observed, in the documented layout.
     let mut table = String::from("| operation |");
-    for r in Role::ALL {
+    for r in Who::all() {
         table += &format!(" {r} |");
     }
     table += "\n";
     let mut wrong = Vec::new();
     for (name, by_role) in &seen {
         table += &format!("| `{name}` |");
-        for r in Role::ALL {
+        for r in Who::all() {
             let got = by_role[&r].word();
             table += &format!(" {got} |");
             let want = doc.get(*name).and_then(|row| row.get(r.name()));
@@ -765,7 +861,7 @@ async fn provisioning_raises_the_guards_of_streams_an_earlier_release_made() -> 
             .is_empty()
     );
     let key = subjects::kv_key(subjects::BUCKET_SEGMENTS, "victim.v00000");
-    let done = attempt(&s, Role::Encoder, &rollup(key)).await?;
+    let done = attempt(&s, Who::Role(Role::Encoder), &rollup(key)).await?;
     assert_eq!(done, Done::No, "a roll-up of the unit records was stored");
     Ok(())
 }

@@ -23,6 +23,6 @@ pub use ffleet_telemetry as telemetry;
 
 // The pure core, under the paths the services have always used.
 pub use ffleet_protocol::{
-    Capability, JobId, NodeId, Reason, Unit, cost, ids, job_protocol, messages, profiles, reason,
-    subjects, time, unit_protocol,
+    Capability, JobId, NodeId, Reason, Tenant, Unit, cost, ids, job_protocol, messages, profiles,
+    reason, subjects, time, unit_protocol,
 };

@@ -12,20 +12,27 @@ use std::time::Duration;
 /// unavailable within its own 3 s; past this the asker tries again later.
 pub const ASK_WITHIN: Duration = Duration::from_secs(4);
 
-/// `job`'s status as the fleet reports it (`state: unknown` when it has no record).
+/// `job`'s status as the fleet reports it (`state: unknown` when it has no record). A tenant's
+/// job (scoped) is asked after on its tenant's subject, by the id the tenant gave it, and the
+/// answer comes back scoped.
 pub async fn status(client: &async_nats::Client, job: &JobId) -> Result<JobStatus> {
-    let req = messages::encode(&StatusRequest::new(job.clone()));
-    let reply = tokio::time::timeout(ASK_WITHIN, client.request(subjects::API_STATUS, req))
+    let (subject, asked) = match job.tenant() {
+        Some(t) => (subjects::api_status_tenant(&t), JobId::plain(job.local())?),
+        None => (subjects::API_STATUS.to_owned(), job.clone()),
+    };
+    let req = messages::encode(&StatusRequest::new(asked.clone()));
+    let reply = tokio::time::timeout(ASK_WITHIN, client.request(subject, req))
         .await
         .with_context(|| format!("no status answer within {} s", ASK_WITHIN.as_secs()))?
         .context("asking the fleet for the job's status")?;
     if let Some((code, message)) = service_error(&reply) {
         bail!("status request refused ({code}): {message}");
     }
-    let status: JobStatus = messages::decode("job status", &reply.payload)?;
-    if status.job_id != *job {
+    let mut status: JobStatus = messages::decode("job status", &reply.payload)?;
+    if status.job_id != asked || status.tenant != job.tenant() {
         bail!("status answer names job {}, not {job}", status.job_id);
     }
+    status.job_id = job.clone();
     Ok(status)
 }
 

@@ -19,6 +19,7 @@ pub use submit::{JobArgs, SubmitArgs, build_request};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use ffleet_runtime::JobId;
 use ffleet_runtime::config::Config;
 use std::path::PathBuf;
 
@@ -132,9 +133,19 @@ impl ClientLink {
     }
 }
 
+/// The job a client names `id`: a tenant's client names its own jobs (scoped here to its
+/// tenant), any other the fleet's ids as they are.
+pub(crate) fn job_of(cfg: &ffleet_runtime::config::Config, id: &str) -> Result<JobId> {
+    Ok(match &cfg.nats.tenant {
+        Some(t) => JobId::scoped(t, &JobId::plain(id)?),
+        None => JobId::new(id)?,
+    })
+}
+
 pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
     let cfg = cli.load_config()?;
-    if cfg.nats.role.is_none_or(|r| r.provisions()) {
+    let tenant = cfg.nats.tenant.is_some();
+    if !tenant && cfg.nats.role.is_none_or(|r| r.provisions()) {
         // Unsecured deployments (and admins) keep provisioning on first use.
         let ctx = client(cli).await?;
         return Ok(ClientLink {
@@ -151,7 +162,7 @@ pub(crate) async fn connect_link(cli: &Cli) -> Result<ClientLink> {
     let client = ffleet_runtime::nats::connect(&cfg.nats, "ffleet-client", false)
         .await
         .with_context(|| format!("cannot reach ffleet's NATS server at {url}"))?;
-    let jobs = if cfg.nats.role.is_none_or(|r| r.reads_job_records()) {
+    let jobs = if !tenant && cfg.nats.role.is_none_or(|r| r.reads_job_records()) {
         let js = ffleet_runtime::nats::connect::jetstream(client.clone(), &cfg.nats);
         match js
             .get_key_value(ffleet_runtime::subjects::BUCKET_JOBS)

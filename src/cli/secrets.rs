@@ -5,6 +5,7 @@
 use super::Cli;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use ffleet_runtime::Tenant;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Subcommand)]
@@ -17,6 +18,17 @@ pub enum SecretsCommand {
     /// Write DIR's `auth.conf` again with this release's permissions (after an upgrade); reload
     /// the servers afterwards (`nats-server --signal reload`, or SIGHUP).
     Auth(AuthArgs),
+    /// Add a tenant to DIR: its own submitter credentials (`tenant-NAME.nk`), and `auth.conf`
+    /// written again with them; reload the servers afterwards.
+    Tenant(TenantArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TenantArgs {
+    /// The directory `secrets init` made.
+    pub dir: PathBuf,
+    /// The tenant's name: 1 to 32 ASCII letters, digits, '-' or '_'.
+    pub name: Tenant,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -37,6 +49,10 @@ pub struct InitArgs {
     /// repeat for each, e.g. nats-1 nats-2 nats-3 for compose.
     #[arg(long = "host")]
     pub hosts: Vec<String>,
+    /// A tenant: a client system with submitter credentials of its own (`tenant-NAME.nk`),
+    /// whose jobs, events and status no other client can see; repeat for each.
+    #[arg(long = "tenant")]
+    pub tenants: Vec<Tenant>,
 }
 
 pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
@@ -44,8 +60,14 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
     let media = cli.load_config()?.storage.bucket;
     match cmd {
         SecretsCommand::Init(a) => {
-            let s = crate::secrets::init_for(&a.dir, &a.hosts, &media)?;
+            let s = crate::secrets::init_for(&a.dir, &a.hosts, &media, &a.tenants)?;
             println!("secrets written to {}", s.dir().display());
+            for t in &a.tenants {
+                println!(
+                    "tenant {t}: nats.nkey_seed_file = \"{}\", nats.tenant = \"{t}\"",
+                    s.tenant_seed(t).display()
+                );
+            }
             println!("server: nats-server -js -c {}", s.server_conf().display());
             println!(
                 "clients: nats.url = \"tls://HOST:4222\", nats.tls_ca_file = {:?}, \
@@ -55,6 +77,21 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
                 s.client_cert(),
                 s.client_key(),
                 s.dir().display()
+            );
+            Ok(0)
+        }
+        SecretsCommand::Tenant(a) => {
+            let path = crate::secrets::add_tenant(&a.dir, &media, &a.name)?;
+            let s = crate::secrets::Secrets::open(&a.dir)?;
+            println!(
+                "tenant {}: nats.nkey_seed_file = \"{}\", nats.tenant = \"{}\"",
+                a.name,
+                s.tenant_seed(&a.name).display(),
+                a.name
+            );
+            println!(
+                "{} written; reload every nats-server to apply it",
+                path.display()
             );
             Ok(0)
         }
@@ -77,8 +114,14 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
             let mut out = std::io::stdout().lock();
             // A closed pipe (`| head`) ends the listing quietly.
             let _ = (|| -> std::io::Result<()> {
-                for (role, p) in ffleet_runtime::security::auth_conf::matrix(&media) {
-                    writeln!(out, "{role}")?;
+                // Every tenant's are its template's, its name in place of NAME.
+                let template = Tenant::new("NAME").expect("a tenant name");
+                let tenant = ffleet_runtime::security::roles::tenant_permissions(&template);
+                let roles = ffleet_runtime::security::auth_conf::matrix(&media)
+                    .into_iter()
+                    .map(|(role, p)| (role.to_string(), p));
+                for (who, p) in roles.chain([("tenant NAME".to_owned(), tenant)]) {
+                    writeln!(out, "{who}")?;
                     for s in &p.publish {
                         writeln!(out, "  publish    {s}")?;
                     }

@@ -5,19 +5,18 @@
 use super::Cli;
 use super::display;
 use anyhow::{Result, bail};
-use ffleet_runtime::JobId;
 use ffleet_runtime::messages::{JobState, StatusState};
 use ffleet_runtime::security::Role;
 
 pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
+    let nats = cli.load_config()?.nats;
     if let Some(id) = job
-        && cli
-            .load_config()?
-            .nats
-            .role
-            .is_some_and(|r| r != Role::Admin)
+        && (nats.tenant.is_some() || nats.role.is_some_and(|r| r != Role::Admin))
     {
         return asked(cli, id).await;
+    }
+    if nats.tenant.is_some() {
+        bail!("a tenant's credentials may ask about its own jobs only: ffleet status JOB");
     }
     let ctx = super::client(cli).await?;
     match job {
@@ -93,13 +92,13 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
 
 /// One job as the fleet reports it (`ffleet.api.status`): what a submitter may see.
 async fn asked(cli: &Cli, id: &str) -> Result<i32> {
-    let job = JobId::new(id)?;
     let link = super::connect_link(cli).await?;
+    let job = super::job_of(&link.config, id)?;
     let st = super::ask::status(&link.client, &job).await?;
     if st.state == StatusState::Unknown {
         bail!("no job {id:?}");
     }
-    println!("job:      {}", st.job_id);
+    println!("job:      {}", st.job_id.local());
     println!("state:    {}", format!("{:?}", st.state).to_lowercase());
     if let (Some(done), Some(total)) = (st.units_done, st.units_total) {
         let frames = match (st.frames_done, st.frames_total) {

@@ -2,7 +2,7 @@
 //! `Nats-Msg-Id`; `--wait` follows it to the end.
 
 use super::{Cli, upload};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use ffleet_runtime::messages::{self, CURRENT, JobRequest, Overrides, Preference};
 use ffleet_runtime::nats::{publish, retry};
@@ -77,7 +77,7 @@ fn file_uri(p: &Path) -> Result<String> {
 /// output name objects in the media bucket (`jobs/<job>/in/<name>`, `outputs/<job>/<name>`).
 pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
     let id = match &args.job_id {
-        Some(id) => JobId::new(id.as_str())?,
+        Some(id) => JobId::plain(id.as_str())?,
         None => JobId::new(format!("job-{}", uuid::Uuid::new_v4().simple()))?,
     };
     let (input, output) = if args.upload {
@@ -127,6 +127,12 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     // read its job's events and move media through the media bucket.
     let link = super::connect_link(cli).await?;
     let js = link.jetstream();
+    if args.upload && link.config.nats.tenant.is_some() {
+        bail!(
+            "--upload is not for a tenant's credentials: a tenant's media is files under its \
+             directory of the fleet's roots (<root>/tenants/<tenant>)"
+        );
+    }
     let store = if args.upload {
         let store = upload::open(&js, link.retry, &link.config).await?;
         // The request names what was uploaded: the fleet reads only these bytes.
@@ -136,26 +142,42 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     } else {
         None
     };
+    // A tenant's job is its own inside the fleet (scoped); the request names it as the tenant
+    // does.
+    let tenant = link.config.nats.tenant.clone();
+    let job = match &tenant {
+        Some(t) => JobId::scoped(t, &req.job_id),
+        None => req.job_id.clone(),
+    };
     // Subscribe before publishing so no event can slip past.
     let events = if args.wait {
-        Some(super::follow::subscribe(&link.client, &req.job_id).await?)
+        Some(super::follow::subscribe(&link.client, &job).await?)
     } else {
         None
     };
-    let subject = if args.privileged {
-        subjects::JOBS_SUBMIT_PRIVILEGED
-    } else {
-        subjects::JOBS_SUBMIT
+    let (subject, msg_id) = match (&tenant, args.privileged) {
+        (Some(_), true) => bail!("--privileged is not for a tenant's credentials"),
+        // The duplicate window is the stream's, shared by every client: a tenant's message id
+        // is its own and unguessable, so no other client can get its request dropped.
+        (Some(t), false) => (
+            subjects::jobs_submit_tenant(t),
+            format!("{job}.{}", uuid::Uuid::new_v4().simple()),
+        ),
+        (None, true) => (
+            subjects::JOBS_SUBMIT_PRIVILEGED.to_owned(),
+            req.job_id.to_string(),
+        ),
+        (None, false) => (subjects::JOBS_SUBMIT.to_owned(), req.job_id.to_string()),
     };
     // A full store is the user's to hear about at once, not to wait out.
     let stored = match retry::as_client(publish::raw(
         &js,
         link.retry,
-        subject.into(),
+        subject,
         messages::encode(&req),
-        req.job_id.as_str(),
+        &msg_id,
     ))
-    .instrument(submit_span(&req.job_id))
+    .instrument(submit_span(&job))
     .await
     {
         Ok(stored) => stored,
@@ -179,7 +201,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
         None => Ok(0),
         Some(sub) => {
             let sub = sub.request(stored.sequence);
-            let outcome = super::follow::follow(&link.follow, &req.job_id, sub, true).await?;
+            let outcome = super::follow::follow(&link.follow, &job, sub, true).await?;
             if let (Some(store), super::follow::Outcome::Completed(done)) = (&store, &outcome) {
                 let expect = done.digest.as_deref();
                 upload::receive(&link.config, store, &req, &args.job.output, expect).await?;

@@ -6,6 +6,7 @@
 use super::{DEFAULT_HOSTS, Secrets};
 use anyhow::{Context, Result, bail};
 use ffleet_runtime::security::{Role, auth_conf};
+use ffleet_runtime::{Tenant, subjects};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -18,13 +19,14 @@ use std::path::{Path, PathBuf};
 const VALID_DAYS: i64 = 3650;
 
 /// Makes every secret in `dir` (created if needed; refused if it already holds secrets), with
-/// the default media bucket.
+/// the default media bucket and no tenants.
 pub fn init(dir: &Path, hosts: &[String]) -> Result<Secrets> {
-    init_for(dir, hosts, ffleet_runtime::subjects::BUCKET_MEDIA)
+    init_for(dir, hosts, ffleet_runtime::subjects::BUCKET_MEDIA, &[])
 }
 
-/// Like `init`, granting the object store operations on `media` (`storage.bucket`).
-pub fn init_for(dir: &Path, hosts: &[String], media: &str) -> Result<Secrets> {
+/// Like `init`, granting the object store operations on `media` (`storage.bucket`), with a
+/// submitter identity of its own for each of `tenants`.
+pub fn init_for(dir: &Path, hosts: &[String], media: &str, tenants: &[Tenant]) -> Result<Secrets> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     let dir = std::fs::canonicalize(dir)?;
@@ -66,23 +68,76 @@ pub fn init_for(dir: &Path, hosts: &[String], media: &str) -> Result<Secrets> {
     write(&s.client_cert(), &cert, false)?;
     write(&s.client_key(), &key, true)?;
 
-    let mut users = Vec::new();
     for role in Role::ALL {
-        let kp = nkeys::KeyPair::new_user();
-        let seed = kp
-            .seed()
-            .map_err(|e| anyhow::anyhow!("nkey seed for {role}: {e}"))?;
-        write(&s.seed(role), &format!("{seed}\n"), true)?;
-        write(
-            &dir.join(format!("{role}.pub")),
-            &format!("{}\n", kp.public_key()),
-            false,
-        )?;
-        users.push((role, kp.public_key()));
+        user(&s, &role.to_string())?;
     }
-    write(&s.auth_conf(), &auth_conf::render(&users, media), false)?;
+    for t in tenants {
+        user(&s, &subjects::tenant_identity(t))?;
+    }
+    let (users, tenants) = public_keys(&s)?;
+    write(
+        &s.auth_conf(),
+        &auth_conf::render(&users, &tenants, media),
+        false,
+    )?;
     write(&s.server_conf(), &server_conf(&s), false)?;
     Ok(s)
+}
+
+/// A new nkey user `identity` (a role's or a tenant's name): its seed and its public key.
+fn user(s: &Secrets, identity: &str) -> Result<()> {
+    let kp = nkeys::KeyPair::new_user();
+    let seed = kp
+        .seed()
+        .map_err(|e| anyhow::anyhow!("nkey seed for {identity}: {e}"))?;
+    write(&s.seed_of(identity), &format!("{seed}\n"), true)?;
+    write(
+        &s.dir().join(format!("{identity}.pub")),
+        &format!("{}\n", kp.public_key()),
+        false,
+    )
+}
+
+/// Adds tenant `tenant` to `dir`'s secrets: its nkey user, and `auth.conf` written again with it
+/// (reload the servers afterwards). Refused when the tenant has one already.
+pub fn add_tenant(dir: &Path, media: &str, tenant: &Tenant) -> Result<PathBuf> {
+    let s = Secrets::open(dir)?;
+    if s.tenant_seed(tenant).exists() {
+        bail!(
+            "tenant {tenant} already has credentials in {}",
+            s.dir().display()
+        );
+    }
+    user(&s, &subjects::tenant_identity(tenant))?;
+    rewrite_auth(dir, media, false)
+}
+
+/// Public nkeys by identity: each role's, and each tenant's.
+type PublicKeys = (Vec<(Role, String)>, Vec<(Tenant, String)>);
+
+/// The public keys of `s`'s roles, and of every tenant it holds (`tenant-<name>.pub`).
+fn public_keys(s: &Secrets) -> Result<PublicKeys> {
+    let read = |identity: &str| -> Result<String> {
+        let path = s.dir().join(format!("{identity}.pub"));
+        let key = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned();
+        if !key.starts_with('U') {
+            bail!("{} holds no user public key", path.display());
+        }
+        Ok(key)
+    };
+    let mut users = Vec::new();
+    for role in Role::ALL {
+        users.push((role, read(role.name())?));
+    }
+    let mut tenants = Vec::new();
+    for t in s.tenants()? {
+        let key = read(&subjects::tenant_identity(&t))?;
+        tenants.push((t, key));
+    }
+    Ok((users, tenants))
 }
 
 /// Writes `dir`'s `auth.conf` again from its public keys with this release's permissions
@@ -91,19 +146,8 @@ pub fn init_for(dir: &Path, hosts: &[String], media: &str) -> Result<Secrets> {
 /// new file behind the name would not reach them. The server reads it on a reload.
 pub fn rewrite_auth(dir: &Path, media: &str, upgrade: bool) -> Result<PathBuf> {
     let s = Secrets::open(dir)?;
-    let mut users = Vec::new();
-    for role in Role::ALL {
-        let path = s.dir().join(format!("{role}.pub"));
-        let key = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .trim()
-            .to_owned();
-        if !key.starts_with('U') {
-            bail!("{} holds no user public key", path.display());
-        }
-        users.push((role, key));
-    }
-    let text = auth_conf::render_with(&users, media, upgrade);
+    let (users, tenants) = public_keys(&s)?;
+    let text = auth_conf::render_with(&users, &tenants, media, upgrade);
     let path = s.auth_conf();
     // The file is rewritten in place (see above), so a write cut short would leave half of it:
     // the previous one is kept beside it first.

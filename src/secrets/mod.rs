@@ -8,9 +8,10 @@ mod generate;
 use anyhow::{Context, Result, bail};
 use ffleet_runtime::config::NatsConfig;
 use ffleet_runtime::security::Role;
+use ffleet_runtime::{Tenant, subjects};
 use std::path::{Path, PathBuf};
 
-pub use generate::{init, init_for, rewrite_auth};
+pub use generate::{add_tenant, init, init_for, rewrite_auth};
 
 /// Names every certificate carries besides the `--host`s given.
 pub const DEFAULT_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
@@ -51,7 +52,7 @@ impl Secrets {
         if dir.join(CA).is_file() {
             Secrets::open(dir)
         } else {
-            init_for(dir, hosts, media)
+            init_for(dir, hosts, media, &[])
         }
     }
 
@@ -81,7 +82,33 @@ impl Secrets {
 
     /// The nkey seed of `role` (mode 0600).
     pub fn seed(&self, role: Role) -> PathBuf {
-        self.dir.join(format!("{role}.nk"))
+        self.seed_of(role.name())
+    }
+
+    /// The nkey seed of tenant `tenant`'s submitter identity (mode 0600).
+    pub fn tenant_seed(&self, tenant: &Tenant) -> PathBuf {
+        self.seed_of(&subjects::tenant_identity(tenant))
+    }
+
+    fn seed_of(&self, identity: &str) -> PathBuf {
+        self.dir.join(format!("{identity}.nk"))
+    }
+
+    /// The tenants this directory holds credentials for (a `tenant-<name>.pub` each).
+    pub fn tenants(&self) -> Result<Vec<Tenant>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(t) = name
+                .strip_suffix(".pub")
+                .and_then(|n| n.strip_prefix("tenant-"))
+                .and_then(|n| Tenant::new(n).ok())
+            {
+                out.push(t);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     pub fn auth_conf(&self) -> PathBuf {
@@ -109,6 +136,15 @@ impl Secrets {
             ..base.clone()
         }
     }
+
+    /// `base` connecting as tenant `tenant`'s submitter.
+    pub fn tenant_config(&self, base: &NatsConfig, tenant: &Tenant) -> NatsConfig {
+        NatsConfig {
+            nkey_seed_file: Some(self.tenant_seed(tenant)),
+            tenant: Some(tenant.clone()),
+            ..self.nats_config(base, Role::Submitter)
+        }
+    }
 }
 
 const CA: &str = "ca.pem";
@@ -130,6 +166,34 @@ pub fn tls_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenants_get_credentials_at_init_and_later() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s");
+        let acme = Tenant::new("acme")?;
+        let s = init_for(
+            &path,
+            &[],
+            subjects::BUCKET_MEDIA,
+            std::slice::from_ref(&acme),
+        )?;
+        assert_eq!(s.tenants()?, vec![acme.clone()]);
+        assert!(s.tenant_seed(&acme).is_file());
+        let later = Tenant::new("later")?;
+        add_tenant(&path, subjects::BUCKET_MEDIA, &later)?;
+        assert_eq!(s.tenants()?, vec![acme.clone(), later.clone()]);
+        let auth = std::fs::read_to_string(s.auth_conf())?;
+        for t in [&acme, &later] {
+            assert!(auth.contains(&format!("# tenant {t}")), "{auth}");
+        }
+        assert!(add_tenant(&path, subjects::BUCKET_MEDIA, &later).is_err());
+        // Rewritten for an upgrade, the tenants stay.
+        rewrite_auth(&path, subjects::BUCKET_MEDIA, true)?;
+        let auth = std::fs::read_to_string(s.auth_conf())?;
+        assert!(auth.contains("# tenant later"), "{auth}");
+        Ok(())
+    }
 
     #[test]
     fn tls_urls_keep_their_hosts() {

@@ -26,7 +26,7 @@ use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{Local, Roots, open_input_link};
 use ffleet_runtime::time::now_rfc3339;
 use ffleet_runtime::unit_protocol::{self, Applied, Failing, Final, Refused, Step, UnitResult};
-use ffleet_runtime::{Capability, NodeId, subjects, telemetry};
+use ffleet_runtime::{Capability, JobId, NodeId, subjects, telemetry};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -415,7 +415,7 @@ async fn fetch_input(c: &Claimed<'_>) -> Result<Local, Outcome> {
                 }
             }
         }
-        TaskInput::Source { uri } => match open_source(c.ctx, uri) {
+        TaskInput::Source { uri } => match open_source(c.ctx, &c.task.job_id, uri) {
             Ok(l) => Ok(l),
             Err(f) => Err(c.fail(f, true).await),
         },
@@ -586,8 +586,8 @@ async fn replan(ctx: &Ctx, task: &Task, next: u32) {
 
 /// Opens the source a task names, inside this node's own input roots (a task is not trusted
 /// for a path: it names the request's URI, resolved here at the moment of use).
-fn open_source(ctx: &Ctx, uri: &str) -> Result<Local, Failure> {
-    let roots = Roots::inputs(&ctx.config.storage);
+fn open_source(ctx: &Ctx, job: &JobId, uri: &str) -> Result<Local, Failure> {
+    let roots = Roots::inputs(&ctx.config.storage.for_job(job));
     let file = roots.open_input(uri).map_err(|e| {
         Failure::new(
             Reason::InputNotAllowed,

@@ -338,7 +338,12 @@ fn accepted(unit: Unit, r: SegmentRecord) -> Result<UnitResult, MergeError> {
 /// Copies the merged file into a fresh temporary beside the output (created inside the output
 /// roots, `O_EXCL`, random name) and renames it into place once it is checked to be the same file.
 async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<(), Failure> {
-    let roots = ctx.config.storage.output_roots.clone();
+    let roots = ctx
+        .config
+        .storage
+        .for_job(&rec.request.job_id)
+        .output_roots
+        .clone();
     let uri = rec.request.output.clone();
     let merged = merged.to_path_buf();
     let placed = tokio::task::spawn_blocking(move || {

@@ -1,6 +1,6 @@
 //! The job status service: every scheduler replica answers `ffleet.api.status` requests (NATS
 //! service `ffleet`, endpoint `status`, in the service API's queue group, so one live replica
-//! answers each) with what the job's record in KV says, or for a job without one whether its
+//! answers each), and tenants' on `ffleet.api.status.t.<tenant>` (endpoint `tenant-status`), with what the job's record in KV says, or for a job without one whether its
 //! request was refused (`refusal`). Clients that may not read the jobs bucket (the submitter
 //! role) ask here when they may have missed a job's terminal event.
 //!
@@ -44,9 +44,16 @@ pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<(
         .add(subjects::API_STATUS)
         .await
         .map_err(|e| NatsError::op("status endpoint", e))?;
+    // Tenants ask on a subject of their own (the subject names the asker's tenant).
+    let tenants = service
+        .endpoint_builder()
+        .name(service_api::TENANT_STATUS_ENDPOINT)
+        .add(subjects::api_status_any_tenant())
+        .await
+        .map_err(|e| NatsError::op("tenant status endpoint", e))?;
     tracing::info!(subject = subjects::API_STATUS, "job status service running");
     Ok(tokio::spawn(async move {
-        endpoint
+        futures::stream::select(endpoint, tenants)
             .take_until(shutdown.cancelled_owned())
             .for_each_concurrent(IN_FLIGHT, |req| answer(&ctx, req))
             .await;
@@ -57,37 +64,62 @@ pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<(
 }
 
 async fn answer(ctx: &Ctx, req: service::Request) {
-    let response =
-        match tokio::time::timeout(ANSWER_WITHIN, status(ctx, &req.message.payload)).await {
-            Ok(answer) => answer.map(|s| messages::encode(&s)),
-            Err(_) => {
-                tracing::warn!("status request: job record not read in time");
-                Err(error(
-                    wire::ERROR_UNAVAILABLE,
-                    format!(
-                        "job records not read within {} s, ask again",
-                        ANSWER_WITHIN.as_secs()
-                    ),
-                ))
-            }
-        };
+    let response = match tokio::time::timeout(
+        ANSWER_WITHIN,
+        status(ctx, &req.message.subject, &req.message.payload),
+    )
+    .await
+    {
+        Ok(answer) => answer.map(|s| messages::encode(&s)),
+        Err(_) => {
+            tracing::warn!("status request: job record not read in time");
+            Err(error(
+                wire::ERROR_UNAVAILABLE,
+                format!(
+                    "job records not read within {} s, ask again",
+                    ANSWER_WITHIN.as_secs()
+                ),
+            ))
+        }
+    };
     if let Err(e) = req.respond(response).await {
         tracing::debug!(error = %e, "status answer not sent");
     }
 }
 
 /// The answer to one request: the job's status, or a service error with its code.
-async fn status(ctx: &Ctx, payload: &[u8]) -> Result<JobStatus, service::error::Error> {
+/// A tenant's request names its own jobs only (a plain id, scoped here to the tenant its
+/// subject names), and is answered in its own terms ([`JobStatus::for_tenant`]); a request on
+/// the plain subject names plain ids only, so no tenant's job is answered there.
+async fn status(
+    ctx: &Ctx,
+    subject: &str,
+    payload: &[u8],
+) -> Result<JobStatus, service::error::Error> {
     let req = StatusRequest::parse(payload).map_err(|e| {
         tracing::debug!(error = %e, "status request refused");
         error(wire::ERROR_BAD_REQUEST, e.to_string())
     })?;
-    let job = req.job_id;
-    match ctx.jobs.get(job.as_str()).await {
+    if !req.job_id.is_plain() {
+        return Err(error(
+            wire::ERROR_BAD_REQUEST,
+            format!(
+                "job_id may contain only ASCII letters, digits, '-' and '_' (got {:?})",
+                req.job_id.as_str()
+            ),
+        ));
+    }
+    let tenant = subjects::tenant_of_status(subject)
+        .map_err(|e| error(wire::ERROR_BAD_REQUEST, e.to_string()))?;
+    let job = match &tenant {
+        Some(t) => JobId::scoped(t, &req.job_id),
+        None => req.job_id,
+    };
+    let answer = match ctx.jobs.get(job.as_str()).await {
         Ok(Some((rec, _))) => Ok(JobStatus::of_record(&rec)),
         Ok(None) => Ok(match refusal(ctx, &job).await {
             Some(refused) => refused,
-            None => JobStatus::unknown(job),
+            None => JobStatus::unknown(job.clone()),
         }),
         Err(e) => {
             tracing::warn!(job = %job, error = %e, "status request: job record unreadable");
@@ -96,7 +128,8 @@ async fn status(ctx: &Ctx, payload: &[u8]) -> Result<JobStatus, service::error::
                 format!("job records unavailable, ask again: {e}"),
             ))
         }
-    }
+    };
+    answer.map(JobStatus::for_tenant)
 }
 
 /// A job with no record may have had its request refused: the splitter refuses a request it

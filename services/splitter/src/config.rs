@@ -1,8 +1,10 @@
 //! The splitter's section of the configuration (`[splitter]`), with its own rules. Read once at
 //! start (`SplitterConfig::of`); the runtime only carries the section as written.
 
+use ffleet_runtime::Tenant;
 use ffleet_runtime::config::{Config, ConfigError, Invalid, Section, positive};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +21,9 @@ pub struct SplitterConfig {
     /// refused (`priority_not_allowed`). Requests on `ffleet.jobs.submit-privileged` (clients
     /// allowed to publish there) are not capped.
     pub max_submitter_priority: i32,
+    /// The highest priority each tenant's requests may ask for (by tenant name); a tenant not
+    /// named here gets `max_submitter_priority`.
+    pub tenant_max_priority: BTreeMap<String, i32>,
 }
 
 impl Default for SplitterConfig {
@@ -28,6 +33,7 @@ impl Default for SplitterConfig {
             default_segment_secs: 10.0,
             min_segment_secs: 1.0,
             max_submitter_priority: 0,
+            tenant_max_priority: BTreeMap::new(),
         }
     }
 }
@@ -36,6 +42,15 @@ impl SplitterConfig {
     /// This section of `cfg`, checked.
     pub fn of(cfg: &Config) -> Result<Self, ConfigError> {
         cfg.section()
+    }
+
+    /// The highest priority a request may ask for: from `tenant`, its own cap, else the plain
+    /// submitters'.
+    pub fn max_priority(&self, tenant: Option<&Tenant>) -> i32 {
+        tenant
+            .and_then(|t| self.tenant_max_priority.get(t.as_str()))
+            .copied()
+            .unwrap_or(self.max_submitter_priority)
     }
 }
 
@@ -50,6 +65,16 @@ impl Section for SplitterConfig {
                 ("min_segment_secs", self.min_segment_secs),
             ],
         )?;
+        if let Some(bad) = self
+            .tenant_max_priority
+            .keys()
+            .find(|t| Tenant::new(t.as_str()).is_err())
+        {
+            return Err(Invalid(format!(
+                "splitter.tenant_max_priority names {bad:?}, which is no tenant name \
+                 (1 to 32 ASCII letters, digits, '-' or '_')"
+            )));
+        }
         if self.concurrency == 0 {
             return Err(Invalid("splitter.concurrency must be >= 1".into()));
         }

@@ -26,7 +26,7 @@ use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{self, Local, Roots, StorageError, open_input_link};
 use ffleet_runtime::time::now_rfc3339;
 use ffleet_runtime::unit_protocol::{self, Step};
-use ffleet_runtime::{JobId, Unit, jobs, subjects, telemetry};
+use ffleet_runtime::{JobId, Tenant, Unit, jobs, subjects, telemetry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,23 +67,31 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
         .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_owned());
     let privileged = msg.subject.as_str() == subjects::JOBS_SUBMIT_PRIVILEGED;
+    // Only a tenant's credentials may publish on its subject, so the subject says whose it is.
+    let tenant = subjects::tenant_of_submit(msg.subject.as_str());
     let delivered = ack::delivered(&msg);
     let sequence = msg.info().map_or(0, |i| i.stream_sequence);
-    let parsed = JobRequest::parse(&msg.payload, msg_id.as_deref()).and_then(|r| {
-        if privileged {
-            return Ok(r);
-        }
-        match r.check_priority(sp.settings.max_submitter_priority) {
-            Ok(()) => Ok(r),
-            Err(failure) => Err(RequestError {
-                job_id: Some(r.job_id),
-                failure,
-            }),
-        }
-    });
+    let parsed = JobRequest::parse(&msg.payload, msg_id.as_deref())
+        .map(|r| scoped(r, tenant.as_ref()))
+        .map_err(|e| RequestError {
+            job_id: scope_id(e.job_id, tenant.as_ref()),
+            ..e
+        })
+        .and_then(|r| {
+            if privileged {
+                return Ok(r);
+            }
+            match r.check_priority(sp.settings.max_priority(tenant.as_ref())) {
+                Ok(()) => Ok(r),
+                Err(failure) => Err(RequestError {
+                    job_id: Some(r.job_id),
+                    failure,
+                }),
+            }
+        });
     let req = match parsed {
         Ok(r) => r,
-        Err(e) => return refuse(ctx, e, sequence, delivered).await,
+        Err(e) => return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await,
     };
     telemetry::spans::job(&req.job_id);
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
@@ -137,11 +145,33 @@ async fn give_up(ctx: &Ctx, job: &JobId, why: &BoxError, delivered: i64, sequenc
     }
 }
 
+/// A tenant's request names its job as the tenant sees it: inside the fleet the job is the
+/// tenant's (`<tenant>=<id>`), so ids are unique per tenant.
+fn scoped(mut req: JobRequest, tenant: Option<&Tenant>) -> JobRequest {
+    if let Some(t) = tenant {
+        req.job_id = JobId::scoped(t, &req.job_id);
+    }
+    req
+}
+
+fn scope_id(job: Option<JobId>, tenant: Option<&Tenant>) -> Option<JobId> {
+    match (job, tenant) {
+        (Some(j), Some(t)) => Some(JobId::scoped(t, &j)),
+        (job, _) => job,
+    }
+}
+
 /// Answers a request refused before any job record was made for it: one `failed` event under
 /// the request's own message id, then the message is terminated. A request naming a job that
 /// already exists speaks for no job: its refusal goes out unnamed, so the real job's events
 /// (and whoever waits on them) are untouched.
-async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Outcome {
+async fn refuse(
+    ctx: &Ctx,
+    e: RequestError,
+    tenant: Option<&Tenant>,
+    sequence: u64,
+    delivered: i64,
+) -> Outcome {
     tracing::warn!(job = ?e.job_id, reason = %e.failure.reason, message = %e.failure.message, "request refused");
     let give_up = delivered >= REFUSAL_TRIES;
     let (owner, failure) = match &e.job_id {
@@ -167,6 +197,8 @@ async fn refuse(ctx: &Ctx, e: RequestError, sequence: u64, delivered: i64) -> Ou
             Err(_) => (None, e.failure.clone()),
         },
     };
+    // A tenant's refusal stays among its own events even when it speaks for no job.
+    let owner = owner.or_else(|| tenant.map(JobId::unnamed_of));
     let ev = JobEvent::failed(owner, &failure);
     let id = subjects::msg_id::refusal(e.job_id.as_ref(), sequence);
     match publish::event_as(&ctx.js, ctx.retry, ctx.service, &ev, id).await {
@@ -431,7 +463,7 @@ async fn open_source(
     let job = &req.job_id;
     match &valid.input {
         Input::File(p) => {
-            let roots = Roots::inputs(&ctx.config.storage);
+            let roots = Roots::inputs(&ctx.config.storage.for_job(job));
             let file = match roots.open_input(&req.input) {
                 Ok(f) => f,
                 Err(e) => return Err(fail(ctx, job, &validate::path_failure(e, true)).await),

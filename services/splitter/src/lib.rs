@@ -51,7 +51,8 @@ pub async fn run_with(
         pool: sizing::PoolReading::default(),
         settings,
     });
-    // Two durables, one per submit subject: the privileged one is not held to the priority cap.
+    // A durable per kind of submit subject: the privileged one is not held to the priority
+    // cap, tenants' requests are scoped to their tenant (named by the subject).
     let consumer = |durable, filter: &str| ConsumerSpec {
         stream: subjects::STREAM_JOBS,
         durable,
@@ -77,6 +78,10 @@ pub async fn run_with(
         serve(consumer(
             subjects::CONSUMER_SPLITTER_PRIVILEGED,
             subjects::JOBS_SUBMIT_PRIVILEGED
+        )),
+        serve(consumer(
+            subjects::CONSUMER_SPLITTER_TENANTS,
+            &subjects::jobs_submit_any_tenant()
         )),
     );
     sweeping.abort();

@@ -98,6 +98,21 @@ pub fn validate(cfg: &Config, req: &JobRequest) -> Result<Validated, Failure> {
 /// The request's input and output, resolved inside this fleet's roots or bucket.
 fn media_of(cfg: &Config, req: &JobRequest) -> Result<(Input, Output), Failure> {
     let object_store = cfg.storage.backend == StorageBackend::ObjectStore;
+    let storage = cfg.storage.for_job(&req.job_id);
+    // A tenant's media is files under its own directory of each root: the media bucket is one
+    // namespace every writer shares (object names are one token no permission can split).
+    let tenant_refuses = |uri: &str, reason: Reason| match req.job_id.tenant() {
+        Some(t) if uri.starts_with(storage::OBJECT_SCHEME) => Err(Failure::new(
+            reason,
+            format!(
+                "tenant {t} may not use the media bucket ({uri:?}): name files under                  <root>/{}/{t} instead",
+                storage::config::TENANTS_DIR
+            ),
+        )),
+        _ => Ok(()),
+    };
+    tenant_refuses(&req.input, Reason::InputNotAllowed)?;
+    tenant_refuses(&req.output, Reason::OutputNotAllowed)?;
     let no_store = |what: &str| {
         Failure::new(
             if what == "input" {
@@ -114,7 +129,7 @@ fn media_of(cfg: &Config, req: &JobRequest) -> Result<(Input, Output), Failure> 
         MediaUri::Object(_) if !object_store => return Err(no_store("input")),
         MediaUri::Object(key) => Input::Object(key),
         MediaUri::File(uri) => Input::File(
-            storage::resolve_input(&uri, &cfg.storage.input_roots, cfg.storage.allow_hard_links)
+            storage::resolve_input(&uri, &storage.input_roots, storage.allow_hard_links)
                 .map_err(|e| path_failure(e, true))?,
         ),
     };
@@ -124,7 +139,7 @@ fn media_of(cfg: &Config, req: &JobRequest) -> Result<(Input, Output), Failure> 
         MediaUri::Object(_) if !object_store => return Err(no_store("output")),
         MediaUri::Object(key) => Output::Object(key),
         MediaUri::File(uri) => Output::File(
-            storage::resolve_output(&uri, &cfg.storage.output_roots)
+            storage::resolve_output(&uri, &storage.output_roots)
                 .map_err(|e| path_failure(e, false))?,
         ),
     };

@@ -29,6 +29,10 @@ pub struct NatsConfig {
     /// The role these credentials stand for, when known: clients then skip what the role may
     /// not do (a submitter follows a job by its events only) instead of being refused.
     pub role: Option<crate::security::Role>,
+    /// The tenant these credentials belong to (a submitter identity of `ffleet secrets init
+    /// --tenant`): jobs are submitted, followed and asked after as the tenant's own, on its
+    /// subjects, and replies arrive under its inbox prefix.
+    pub tenant: Option<ffleet_protocol::Tenant>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
@@ -64,6 +68,7 @@ impl Default for NatsConfig {
             nkey_seed_file: None,
             nkey_seed: None,
             role: None,
+            tenant: None,
             user: None,
             password: None,
             token: None,
@@ -149,6 +154,15 @@ impl Section for NatsConfig {
     const KEY: &'static str = "nats";
 
     fn validate(&self) -> Result<(), Invalid> {
+        if self.tenant.is_some()
+            && !matches!(self.role, None | Some(crate::security::Role::Submitter))
+        {
+            return Err(Invalid(
+                "nats.tenant is for a tenant's submitter credentials: nats.role must be \
+                 submitter or unset"
+                    .into(),
+            ));
+        }
         positive(
             "nats",
             &[

@@ -74,8 +74,12 @@ pub async fn connect(
     if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
-    if let Some(role) = cfg.role {
-        // The role's own inbox prefix, the only one its permissions let it subscribe to.
+    // The identity's own inbox prefix, the only one its permissions let it subscribe to.
+    if let Some(tenant) = &cfg.tenant {
+        opts = opts.custom_inbox_prefix(ffleet_protocol::subjects::inbox_prefix(
+            &ffleet_protocol::subjects::tenant_identity(tenant),
+        ));
+    } else if let Some(role) = cfg.role {
         opts = opts.custom_inbox_prefix(ffleet_protocol::subjects::inbox_prefix(role.name()));
     }
     if !cfg.discover_servers {

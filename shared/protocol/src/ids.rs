@@ -82,12 +82,112 @@ macro_rules! token_id {
     };
 }
 
+/// A job's id. Other systems choose it; it is the `Nats-Msg-Id` of the submit event, a token
+/// of every subject about the job, and a KV key. A tenant's job is `<tenant>=<id>` inside the
+/// fleet ([`JobId::scoped`]): ids are unique per tenant, and a client never names another
+/// tenant's job, since ids a client sends are plain ([`JobId::is_plain`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+/// Between a tenant's name and its job's own id in a scoped job id: a character that subjects,
+/// KV keys, object names and file names take, and that no plain id holds.
+pub const TENANT_SEPARATOR: char = '=';
+
+impl JobId {
+    /// Longest plain id (a client's); a scoped one adds its tenant's name and the separator.
+    pub const MAX_LEN: usize = 64;
+
+    /// A plain id, or a scoped one (`<tenant>=<id>`), as records and subjects hold them.
+    pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        match value.split_once(TENANT_SEPARATOR) {
+            Some((tenant, id)) => {
+                Tenant::new(tenant)?;
+                check_token("job_id", id, Self::MAX_LEN)?;
+            }
+            None => check_token("job_id", &value, Self::MAX_LEN)?,
+        }
+        Ok(Self(value))
+    }
+
+    /// A plain id only: what a client may name a job (a scoped id is the fleet's).
+    pub fn plain(value: impl Into<String>) -> Result<Self, IdError> {
+        let value = value.into();
+        check_token("job_id", &value, Self::MAX_LEN)?;
+        Ok(Self(value))
+    }
+
+    /// `tenant`'s job `id` (a plain id).
+    pub fn scoped(tenant: &Tenant, id: &JobId) -> Self {
+        Self(format!("{tenant}{TENANT_SEPARATOR}{}", id.local()))
+    }
+
+    /// Where `tenant`'s requests that named no usable job are spoken of (`<tenant>=_unnamed`).
+    pub fn unnamed_of(tenant: &Tenant) -> Self {
+        Self(format!(
+            "{tenant}{TENANT_SEPARATOR}{}",
+            crate::subjects::UNNAMED_JOB
+        ))
+    }
+
+    /// Whether this id names no tenant: the only form a client may send.
+    pub fn is_plain(&self) -> bool {
+        self.tenant_name().is_none()
+    }
+
+    /// The tenant this job belongs to, if any.
+    pub fn tenant(&self) -> Option<Tenant> {
+        self.tenant_name().map(|t| Tenant(t.to_owned()))
+    }
+
+    fn tenant_name(&self) -> Option<&str> {
+        self.0.split_once(TENANT_SEPARATOR).map(|(t, _)| t)
+    }
+
+    /// The id as its submitter named it (without the tenant).
+    pub fn local(&self) -> &str {
+        self.0
+            .split_once(TENANT_SEPARATOR)
+            .map_or(self.0.as_str(), |(_, id)| id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
 token_id!(
-    /// A job's id. Other systems choose it; it is the `Nats-Msg-Id` of the submit event, a token
-    /// of every subject about the job, and a KV key.
-    JobId,
-    "job_id",
-    64
+    /// A tenant: one client system with a submitter identity of its own (`ffleet secrets init
+    /// --tenant`), whose jobs, events and status nobody else can see. A token of its subjects.
+    Tenant,
+    "tenant",
+    32
 );
 token_id!(
     /// An encoder node's id, unique in the fleet.
@@ -198,6 +298,22 @@ mod tests {
         }
         assert!(JobId::new("x".repeat(65)).is_err());
         assert_eq!(JobId::new("Job_1-a").unwrap().as_str(), "Job_1-a");
+    }
+
+    #[test]
+    fn scoped_job_ids_carry_their_tenant_and_plain_ones_none() {
+        let t = Tenant::new("acme").unwrap();
+        let plain = JobId::new("j1").unwrap();
+        let scoped = JobId::scoped(&t, &plain);
+        assert_eq!(scoped.as_str(), "acme=j1");
+        assert_eq!(scoped.tenant(), Some(t));
+        assert_eq!(scoped.local(), "j1");
+        assert!(!scoped.is_plain());
+        assert!(plain.is_plain() && plain.tenant().is_none());
+        assert_eq!(JobId::new("acme=j1").unwrap(), scoped);
+        for bad in ["=j", "a=", "a=b=c", "a.b=c", "a=b.c", "a*=b"] {
+            assert!(JobId::new(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

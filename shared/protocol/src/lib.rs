@@ -22,5 +22,5 @@ pub mod subjects;
 pub mod time;
 pub mod unit_protocol;
 
-pub use ids::{Capability, JobId, NodeId, Unit};
+pub use ids::{Capability, JobId, NodeId, Tenant, Unit};
 pub use reason::Reason;

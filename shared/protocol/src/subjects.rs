@@ -3,7 +3,7 @@
 //! No other module writes a subject string: they call these functions, so a rename is one edit
 //! and a typo is a compile error.
 
-use crate::ids::{Capability, JobId};
+use crate::ids::{Capability, JobId, Tenant};
 
 /// Work-queue stream of job requests.
 pub const STREAM_JOBS: &str = "FFLEET_JOBS";
@@ -71,6 +71,23 @@ pub const JOBS_SUBMIT: &str = "ffleet.jobs.submit";
 /// `splitter.max_submitter_priority`. Inside `jobs_wildcard()`, so the jobs stream stores it;
 /// only credentials allowed to publish here get the privilege.
 pub const JOBS_SUBMIT_PRIVILEGED: &str = "ffleet.jobs.submit-privileged";
+/// Where tenant `tenant`'s requests are published: only its credentials may, so the subject
+/// names the tenant a request comes from (`ffleet.jobs.t.<tenant>.submit`).
+pub fn jobs_submit_tenant(tenant: &Tenant) -> String {
+    format!("ffleet.jobs.t.{tenant}.submit")
+}
+
+/// Every tenant's requests: the filter of the splitter's `CONSUMER_SPLITTER_TENANTS`.
+pub fn jobs_submit_any_tenant() -> String {
+    "ffleet.jobs.t.*.submit".into()
+}
+
+/// The tenant a request on `subject` comes from (`None`: not a tenant's submit subject).
+pub fn tenant_of_submit(subject: &str) -> Option<Tenant> {
+    let rest = subject.strip_prefix("ffleet.jobs.t.")?;
+    Tenant::new(rest.strip_suffix(".submit")?).ok()
+}
+
 /// Tasks waiting for the scheduler to route them.
 pub const TASKS_PLAN: &str = "ffleet.tasks.plan";
 
@@ -79,6 +96,35 @@ pub const TASKS_PLAN: &str = "ffleet.tasks.plan";
 /// not read the jobs bucket.
 pub const API_STATUS: &str = "ffleet.api.status";
 
+/// Tenant `tenant`'s job status requests (ids in them are its own): the same endpoint's
+/// tenant form, `ffleet.api.status.t.<tenant>`.
+pub fn api_status_tenant(tenant: &Tenant) -> String {
+    format!("{API_STATUS}.t.{tenant}")
+}
+
+/// Every tenant's status requests (the endpoint's second subject).
+pub fn api_status_any_tenant() -> String {
+    format!("{API_STATUS}.t.*")
+}
+
+/// A subject that is neither the plain status subject nor a tenant's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a status request subject")]
+pub struct NotAStatusSubject(pub String);
+
+/// The tenant a status request on `subject` comes from: `Ok(None)` from the plain subject.
+pub fn tenant_of_status(subject: &str) -> Result<Option<Tenant>, NotAStatusSubject> {
+    if subject == API_STATUS {
+        return Ok(None);
+    }
+    subject
+        .strip_prefix(API_STATUS)
+        .and_then(|r| r.strip_prefix(".t."))
+        .and_then(|t| Tenant::new(t).ok())
+        .map(Some)
+        .ok_or_else(|| NotAStatusSubject(subject.to_owned()))
+}
+
 /// The NATS service API (`$SRV`, ADR-32) under which ffleet's request endpoints are discoverable
 /// by the standard tooling (`nats micro ls`, `info`, `stats`).
 pub mod service_api {
@@ -86,6 +132,8 @@ pub mod service_api {
     pub const NAME: &str = "ffleet";
     /// The job status endpoint's name (on `super::API_STATUS`).
     pub const STATUS_ENDPOINT: &str = "status";
+    /// The endpoint of tenants' status requests (on `super::api_status_any_tenant()`).
+    pub const TENANT_STATUS_ENDPOINT: &str = "tenant-status";
     /// The discovery verbs an instance answers (async-nats 0.51 serves no `SCHEMA`).
     pub const VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
 
@@ -110,6 +158,8 @@ pub const CONSUMER_SPLITTER: &str = "splitter";
 /// The splitter's consumer of `JOBS_SUBMIT_PRIVILEGED` (a second durable: nats-server 2.9 has
 /// no multi-filter consumers, and an existing `splitter` durable keeps its filter).
 pub const CONSUMER_SPLITTER_PRIVILEGED: &str = "splitter-privileged";
+/// The splitter's consumer of every tenant's requests (`jobs_submit_any_tenant`).
+pub const CONSUMER_SPLITTER_TENANTS: &str = "splitter-tenants";
 pub const CONSUMER_SCHEDULER: &str = "scheduler";
 pub const CONSUMER_MERGER: &str = "merger";
 
@@ -186,6 +236,12 @@ pub const INBOX_WILDCARD: &str = "_INBOX.>";
 /// and only it may subscribe there, so no credential reads another's replies.
 pub fn inbox_prefix(identity: &str) -> String {
     format!("_INBOX_ffleet.{identity}")
+}
+
+/// The identity of tenant `tenant`'s credentials (its inbox prefix's last token, its nkey's
+/// file name in a secrets directory): never a role's name.
+pub fn tenant_identity(tenant: &Tenant) -> String {
+    format!("tenant-{tenant}")
 }
 
 /// Every inbox of `identity`.
@@ -284,16 +340,56 @@ impl EventKind {
 /// Token used in place of a job id when a request was too broken to name its job.
 pub const UNNAMED_JOB: &str = "_unnamed";
 
-/// `ffleet.events.<job>.<kind>`; `job` is `None` for requests that carried no usable id.
-pub fn event(job: Option<&JobId>, kind: EventKind) -> String {
-    let job = job.map(JobId::as_str).unwrap_or(UNNAMED_JOB);
-    format!("ffleet.events.{job}.{}", kind.token())
+impl EventKind {
+    /// Whether clients see it (`segment_done` is between services).
+    pub fn is_public(self) -> bool {
+        self != EventKind::SegmentDone
+    }
 }
 
-/// Every event about one job (`None`: about requests that carried no usable id).
+/// `ffleet.events.<job>.<kind>`; `job` is `None` for requests that carried no usable id. A
+/// tenant's job's public events are `ffleet.events.t.<tenant>.<id>.<kind>`, where only that
+/// tenant (of the clients) may subscribe; its `segment_done` stays with everyone else's, where
+/// the merger consumes it.
+pub fn event(job: Option<&JobId>, kind: EventKind) -> String {
+    match job.and_then(JobId::tenant) {
+        Some(t) if kind.is_public() => tenant_event(&t, job.map(JobId::local), kind),
+        _ => {
+            let job = job.map(JobId::as_str).unwrap_or(UNNAMED_JOB);
+            format!("ffleet.events.{job}.{}", kind.token())
+        }
+    }
+}
+
+/// Tenant `tenant`'s event of `kind` about its job `local` (`None`: a request of its that
+/// carried no usable id).
+pub fn tenant_event(tenant: &Tenant, local: Option<&str>, kind: EventKind) -> String {
+    let job = local.unwrap_or(UNNAMED_JOB);
+    format!("ffleet.events.t.{tenant}.{job}.{}", kind.token())
+}
+
+/// Every public event about one job (`None`: about requests that carried no usable id).
 pub fn job_events(job: Option<&JobId>) -> String {
-    let job = job.map(JobId::as_str).unwrap_or(UNNAMED_JOB);
-    format!("ffleet.events.{job}.>")
+    match job.and_then(JobId::tenant) {
+        Some(t) => format!(
+            "ffleet.events.t.{t}.{}.>",
+            job.map_or(UNNAMED_JOB, JobId::local)
+        ),
+        None => {
+            let job = job.map(JobId::as_str).unwrap_or(UNNAMED_JOB);
+            format!("ffleet.events.{job}.>")
+        }
+    }
+}
+
+/// Every public event of tenant `tenant`'s jobs: what its credentials may read.
+pub fn tenant_events_wildcard(tenant: &Tenant) -> String {
+    format!("ffleet.events.t.{tenant}.>")
+}
+
+/// Events of `kind` about any tenant's jobs.
+pub fn event_any_tenant_job(kind: EventKind) -> String {
+    format!("ffleet.events.t.*.*.{}", kind.token())
 }
 
 /// What the merger consumes: every job's segment-done events.
@@ -311,9 +407,23 @@ pub fn live_wildcard() -> String {
     "ffleet.live.*".into()
 }
 
-/// Core-NATS (not stored) live progress of a job's running encodes, for progress bars.
+/// Core-NATS (not stored) live progress of a job's running encodes, for progress bars; a
+/// tenant's job's under its tenant (`ffleet.live.t.<tenant>.<id>`).
 pub fn live_progress(job: &JobId) -> String {
-    format!("ffleet.live.{job}")
+    match job.tenant() {
+        Some(t) => format!("ffleet.live.t.{t}.{}", job.local()),
+        None => format!("ffleet.live.{job}"),
+    }
+}
+
+/// Live progress of tenant `tenant`'s jobs.
+pub fn tenant_live_wildcard(tenant: &Tenant) -> String {
+    format!("ffleet.live.t.{tenant}.*")
+}
+
+/// Live progress of every tenant's jobs.
+pub fn live_any_tenant() -> String {
+    "ffleet.live.t.*.*".into()
 }
 
 /// KV key of one unit's ownership record.
@@ -451,6 +561,56 @@ pub mod msg_id {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenants_public_subjects_carry_its_name_and_its_own_ids() {
+        let acme = Tenant::new("acme").unwrap();
+        let job = JobId::scoped(&acme, &JobId::new("j1").unwrap());
+        assert_eq!(
+            event(Some(&job), EventKind::Completed),
+            "ffleet.events.t.acme.j1.completed"
+        );
+        // Between services a tenant's job is like any other: the merger's filter takes it.
+        assert_eq!(
+            event(Some(&job), EventKind::SegmentDone),
+            "ffleet.events.acme=j1.segment_done"
+        );
+        assert_eq!(job_events(Some(&job)), "ffleet.events.t.acme.j1.>");
+        assert_eq!(live_progress(&job), "ffleet.live.t.acme.j1");
+        assert_eq!(
+            event(Some(&JobId::unnamed_of(&acme)), EventKind::Failed),
+            "ffleet.events.t.acme._unnamed.failed"
+        );
+        assert_eq!(jobs_submit_tenant(&acme), "ffleet.jobs.t.acme.submit");
+        assert_eq!(
+            tenant_of_submit("ffleet.jobs.t.acme.submit"),
+            Some(acme.clone())
+        );
+        for plain in [
+            JOBS_SUBMIT,
+            JOBS_SUBMIT_PRIVILEGED,
+            "ffleet.jobs.t.a.b.submit",
+        ] {
+            assert_eq!(tenant_of_submit(plain), None, "{plain}");
+        }
+        assert_eq!(tenant_of_status(API_STATUS), Ok(None));
+        assert_eq!(
+            tenant_of_status(&api_status_tenant(&acme)),
+            Ok(Some(acme.clone()))
+        );
+        assert!(tenant_of_status("ffleet.api.status.t.a=b").is_err());
+        assert!(tenant_of_status("ffleet.api.statusx").is_err());
+        // A plain job named like the tenants' token stays on its own, shorter subjects.
+        let t = JobId::new("t").unwrap();
+        assert_eq!(
+            event(Some(&t), EventKind::Completed),
+            "ffleet.events.t.completed"
+        );
+        assert_eq!(
+            inbox_prefix(&tenant_identity(&acme)),
+            "_INBOX_ffleet.tenant-acme"
+        );
+    }
 
     #[test]
     fn subjects_have_the_documented_shape() {

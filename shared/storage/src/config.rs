@@ -117,7 +117,31 @@ fn normalized(p: &Path) -> PathBuf {
     }
 }
 
+/// The directory under each root that holds tenants' media: a tenant's job reads and writes
+/// only under `<root>/tenants/<tenant>`.
+pub const TENANTS_DIR: &str = "tenants";
+
 impl StorageConfig {
+    /// This configuration as `job` may use it: a tenant's job's input and output roots are its
+    /// tenant's directory in each (`<root>/tenants/<tenant>`), so no tenant names another's
+    /// files; other jobs' are the roots themselves.
+    pub fn for_job(&self, job: &ffleet_protocol::JobId) -> std::borrow::Cow<'_, StorageConfig> {
+        let Some(tenant) = job.tenant() else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let scope = |roots: &[PathBuf]| -> Vec<PathBuf> {
+            roots
+                .iter()
+                .map(|r| r.join(TENANTS_DIR).join(tenant.as_str()))
+                .collect()
+        };
+        std::borrow::Cow::Owned(StorageConfig {
+            input_roots: scope(&self.input_roots),
+            output_roots: scope(&self.output_roots),
+            ..self.clone()
+        })
+    }
+
     /// Refuses a directory ffleet writes to (`what`: scratch, the NATS store) that lies inside
     /// an input or output root, or contains one: a job could then name another job's cut, or
     /// the server's store, as its input.

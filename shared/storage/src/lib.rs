@@ -177,7 +177,8 @@ pub trait Storage: Send + Sync + 'static {
     fn work_dir(&self) -> &Path;
 }
 
-/// Checks a key: relative, `/`-separated components of `[A-Za-z0-9._-]`, none of them `.`/`..`.
+/// Checks a key: relative, `/`-separated components of `[A-Za-z0-9._=-]` (`=` is in a
+/// tenant's job ids), none of them `.`/`..`.
 pub fn check_key(key: &str) -> Result<(), StorageError> {
     let ok = !key.is_empty()
         && key.len() <= 512
@@ -186,7 +187,7 @@ pub fn check_key(key: &str) -> Result<(), StorageError> {
                 && c != "."
                 && c != ".."
                 && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'='))
         });
     if ok {
         Ok(())

@@ -4,6 +4,7 @@
 //! a submitter publishes requests, asks the scheduler for a job's status and reads job events,
 //! with no KV, stream or consumer API except on the media object store.
 
+use ffleet_protocol::Tenant;
 use ffleet_protocol::subjects::{self, EventKind, js_api};
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +122,7 @@ impl Role {
                 g.deny(js_api::consumer_delete(subjects::STREAM_EVENTS, merger));
                 g.sub(subjects::events_wildcard());
                 g.sub(subjects::live_wildcard());
+                g.sub(subjects::live_any_tenant());
                 g.sub(subjects::dead_wildcard());
                 g.media(self.purges_media());
             }
@@ -145,6 +147,7 @@ impl Role {
                 g.publish(subjects::TASKS_PLAN);
                 for k in [EventKind::Accepted, EventKind::Completed, EventKind::Failed] {
                     g.publish(subjects::event_any_job(k));
+                    g.publish(subjects::event_any_tenant_job(k));
                 }
                 g.media(self.purges_media());
             }
@@ -175,6 +178,7 @@ impl Role {
                 g.publish(subjects::tasks_encode_wildcard());
                 g.publish(subjects::tasks_retry_wildcard());
                 g.publish(subjects::event_any_job(EventKind::Failed));
+                g.publish(subjects::event_any_tenant_job(EventKind::Failed));
                 // A done unit whose report was lost gets it sent again, when the merger has
                 // nothing in hand. A scheduler can write unit records already, and the merger
                 // counts a report only if the record agrees, so this grants no new power.
@@ -187,6 +191,7 @@ impl Role {
                 // API's discovery verbs, and one answer to each request received (to the
                 // asker's inbox, which no grant names: `allow_responses`).
                 g.sub(subjects::API_STATUS);
+                g.sub(subjects::api_status_any_tenant());
                 for d in subjects::service_api::discovery() {
                     g.sub(d);
                 }
@@ -218,6 +223,7 @@ impl Role {
                 g.kv_write(subjects::BUCKET_SEGMENTS);
                 g.publish(subjects::event_any_job(EventKind::SegmentDone));
                 g.publish(subjects::live_wildcard());
+                g.publish(subjects::live_any_tenant());
                 // Units handed back for re-planning, and units out of retries.
                 g.publish(subjects::TASKS_PLAN);
                 g.publish(subjects::dead_wildcard());
@@ -236,6 +242,7 @@ impl Role {
                 g.kv_write(subjects::BUCKET_SEGMENTS);
                 for k in [EventKind::Progress, EventKind::Completed, EventKind::Failed] {
                     g.publish(subjects::event_any_job(k));
+                    g.publish(subjects::event_any_tenant_job(k));
                 }
                 g.media(self.purges_media());
             }
@@ -264,6 +271,22 @@ impl std::str::FromStr for Role {
                 )
             })
     }
+}
+
+/// The permissions of tenant `tenant`'s submitter identity: its own submit and status subjects,
+/// its own jobs' public events and live progress, replies under its own inbox prefix. Nothing
+/// of the plain submitter's, no other tenant's, and no JetStream API at all (its media is files
+/// under its directory of the roots: the media bucket is one namespace).
+pub fn tenant_permissions(tenant: &Tenant) -> Permissions {
+    let mut g = Permissions::default();
+    g.sub(subjects::inbox_wildcard(&subjects::tenant_identity(tenant)));
+    g.publish(subjects::jobs_submit_tenant(tenant));
+    g.publish(subjects::api_status_tenant(tenant));
+    for k in PUBLIC_EVENTS {
+        g.sub(subjects::tenant_event(tenant, Some("*"), k));
+    }
+    g.sub(subjects::tenant_live_wildcard(tenant));
+    g
 }
 
 /// The events other systems read (`segment_done` is internal to the fleet).
@@ -467,6 +490,59 @@ fn matches(pattern: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_reaches_its_own_jobs_only() {
+        let (acme, rival) = (Tenant::new("acme").unwrap(), Tenant::new("rival").unwrap());
+        let p = tenant_permissions(&acme);
+        let job = |t: &Tenant| JobId::scoped(t, &JobId::new("j").unwrap());
+        assert!(p.may_publish(&subjects::jobs_submit_tenant(&acme)));
+        assert!(p.may_publish(&subjects::api_status_tenant(&acme)));
+        for kind in PUBLIC_EVENTS {
+            assert!(p.may_subscribe(&subjects::event(Some(&job(&acme)), kind)));
+            assert!(!p.may_subscribe(&subjects::event(Some(&job(&rival)), kind)));
+            assert!(!p.may_publish(&subjects::event(Some(&job(&acme)), kind)));
+        }
+        assert!(p.may_subscribe(&subjects::live_progress(&job(&acme))));
+        assert!(!p.may_subscribe(&subjects::live_progress(&job(&rival))));
+        for denied in [
+            subjects::JOBS_SUBMIT.to_owned(),
+            subjects::JOBS_SUBMIT_PRIVILEGED.to_owned(),
+            subjects::API_STATUS.to_owned(),
+            subjects::jobs_submit_tenant(&rival),
+            subjects::api_status_tenant(&rival),
+            js_api::stream_info(subjects::STREAM_JOBS),
+            subjects::object_meta(subjects::BUCKET_MEDIA, "eA"),
+        ] {
+            assert!(!p.may_publish(&denied), "{denied}");
+        }
+        let plain = JobId::new("j").unwrap();
+        assert!(!p.may_subscribe(&subjects::event(Some(&plain), EventKind::Completed)));
+        assert!(!p.may_subscribe(subjects::INBOX_WILDCARD));
+        assert!(!p.may_subscribe(&subjects::inbox_wildcard("submitter")));
+        // And the plain submitter reaches no tenant's.
+        let s = Role::Submitter.permissions();
+        assert!(!s.may_subscribe(&subjects::event(Some(&job(&acme)), EventKind::Completed)));
+        assert!(!s.may_publish(&subjects::jobs_submit_tenant(&acme)));
+        assert!(!s.may_publish(&subjects::api_status_tenant(&acme)));
+        // The services that speak for jobs do for tenants' too.
+        for (role, kind) in [
+            (Role::Splitter, EventKind::Accepted),
+            (Role::Merger, EventKind::Completed),
+            (Role::Scheduler, EventKind::Failed),
+        ] {
+            assert!(
+                role.permissions()
+                    .may_publish(&subjects::event(Some(&job(&acme)), kind)),
+                "{role}"
+            );
+        }
+        assert!(
+            Role::Encoder
+                .permissions()
+                .may_publish(&subjects::live_progress(&job(&acme)))
+        );
+    }
     use ffleet_protocol::ids::{Capability, JobId};
     use ffleet_protocol::subjects::event;
 

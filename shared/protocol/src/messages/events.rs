@@ -176,21 +176,37 @@ impl JobEvent {
         }
     }
 
+    /// The event's data. A tenant's public event names the job as its tenant did (`job_id`,
+    /// plain) beside `tenant`: what the tenant sent, not the fleet's scoped id.
     fn data(&self) -> serde_json::Value {
-        match self {
+        let mut v = match self {
             JobEvent::Accepted(e) => serde_json::to_value(e),
             JobEvent::Progress(e) => serde_json::to_value(e),
             JobEvent::Completed(e) => serde_json::to_value(e),
             JobEvent::Failed(e) => serde_json::to_value(e),
             JobEvent::SegmentDone(e) => serde_json::to_value(e),
         }
-        .expect("event payloads serialise")
+        .expect("event payloads serialise");
+        if let (Some(job), true, Some(obj)) =
+            (self.job_id(), self.kind().is_public(), v.as_object_mut())
+            && let Some(tenant) = job.tenant()
+        {
+            if job.local() == crate::subjects::UNNAMED_JOB {
+                obj.remove("job_id");
+            } else {
+                obj.insert("job_id".into(), job.local().into());
+            }
+            obj.insert("tenant".into(), tenant.as_str().into());
+        }
+        v
     }
 
     pub fn to_cloudevent(&self, service: &str) -> CloudEvent {
-        let subject = self
-            .job_id()
-            .map_or(crate::subjects::UNNAMED_JOB, JobId::as_str);
+        let subject = match self.job_id() {
+            Some(job) if self.kind().is_public() => job.local(),
+            Some(job) => job.as_str(),
+            None => crate::subjects::UNNAMED_JOB,
+        };
         CloudEvent::new(
             self.message_id(),
             service,
@@ -202,7 +218,20 @@ impl JobEvent {
 
     /// Reads an event back from a CloudEvent (clients, the merger, tests).
     pub fn from_cloudevent(ce: &CloudEvent) -> Result<Self, serde_json::Error> {
-        let data = ce.data.clone().unwrap_or(serde_json::Value::Null);
+        let mut data = ce.data.clone().unwrap_or(serde_json::Value::Null);
+        if let Some(obj) = data.as_object_mut()
+            && let Some(tenant) = obj.remove("tenant")
+        {
+            // Back to the fleet's scoped id (`<tenant>=<id>`), which the types hold.
+            let tenant = tenant.as_str().unwrap_or_default().to_owned();
+            let local = obj
+                .get("job_id")
+                .and_then(|j| j.as_str())
+                .unwrap_or(crate::subjects::UNNAMED_JOB)
+                .to_owned();
+            let scoped = format!("{tenant}{}{local}", crate::ids::TENANT_SEPARATOR);
+            obj.insert("job_id".into(), scoped.into());
+        }
         Ok(match ce.ty.as_str() {
             "io.ffleet.job.accepted" => JobEvent::Accepted(serde_json::from_value(data)?),
             "io.ffleet.job.progress" => JobEvent::Progress(serde_json::from_value(data)?),
@@ -247,5 +276,44 @@ mod tests {
         assert_eq!(JobEvent::from_cloudevent(&back).unwrap(), ev);
         let failed = JobEvent::failed(Some(job), &Failure::new(Reason::InputMissing, "x"));
         assert_eq!(failed.message_id(), "j.terminal");
+    }
+
+    #[test]
+    fn a_tenants_public_events_name_its_own_id_and_round_trip_to_the_scoped_one() {
+        let t = crate::ids::Tenant::new("acme").unwrap();
+        let job = JobId::scoped(&t, &JobId::new("j").unwrap());
+        let failed = JobEvent::failed(Some(job.clone()), &Failure::new(Reason::InputMissing, "x"));
+        let ce = failed.to_cloudevent("splitter");
+        let data = ce.data.clone().unwrap();
+        assert_eq!(data["job_id"], "j");
+        assert_eq!(data["tenant"], "acme");
+        assert_eq!(ce.subject.as_deref(), Some("j"));
+        assert_eq!(JobEvent::from_cloudevent(&ce).unwrap(), failed);
+        let unnamed = JobId::new("acme=_unnamed").unwrap();
+        let ce = JobEvent::failed(
+            Some(unnamed.clone()),
+            &Failure::new(Reason::InputMissing, "x"),
+        )
+        .to_cloudevent("splitter");
+        assert!(ce.data.as_ref().unwrap().get("job_id").is_none());
+        assert_eq!(
+            JobEvent::from_cloudevent(&ce).unwrap().job_id(),
+            Some(&unnamed)
+        );
+        // Between services the scoped id stays.
+        let done = JobEvent::SegmentDone(SegmentDone {
+            version: CURRENT,
+            job_id: job.clone(),
+            unit: Unit::Audio,
+            attempt: 1,
+            node: NodeId::new("n").unwrap(),
+            outcome: SegmentOutcome::Failed {
+                failure: Failure::new(Reason::EncodeFailed, "boom"),
+            },
+        });
+        assert_eq!(
+            done.to_cloudevent("encoder").data.unwrap()["job_id"],
+            "acme=j"
+        );
     }
 }

@@ -114,7 +114,7 @@ impl JobRequest {
     /// Decodes a submit payload. `msg_id` is the `Nats-Msg-Id` header, which names the job when
     /// the body is too broken to.
     pub fn parse(payload: &[u8], msg_id: Option<&str>) -> Result<JobRequest, RequestError> {
-        let header_id = msg_id.and_then(|m| JobId::new(m).ok());
+        let header_id = msg_id.and_then(|m| JobId::plain(m).ok());
         let fail = |job_id: Option<JobId>, reason, msg: String| RequestError {
             job_id,
             failure: Failure::new(reason, msg),
@@ -155,7 +155,7 @@ impl JobRequest {
             && body.as_str() != Some(ce.as_str())
         {
             return Err(fail(
-                JobId::new(ce.as_str()).ok(),
+                JobId::plain(ce.as_str()).ok(),
                 Reason::InvalidRequest,
                 format!(
                     "CloudEvent id {:?} and data.job_id {} name different jobs",
@@ -172,7 +172,7 @@ impl JobRequest {
         let body_id = obj
             .get("job_id")
             .and_then(Value::as_str)
-            .and_then(|s| JobId::new(s).ok());
+            .and_then(|s| JobId::plain(s).ok());
         let job_id = body_id.or(header_id);
         match obj.get("version") {
             None => {
@@ -211,6 +211,16 @@ impl JobRequest {
                 format!("request does not match the JobRequest v1 schema: {e}"),
             )
         })?;
+        if !req.job_id.is_plain() {
+            return Err(fail(
+                None,
+                Reason::InvalidRequest,
+                format!(
+                    "job_id may contain only ASCII letters, digits, '-' and '_' (got {:?})",
+                    echo(req.job_id.as_str(), ECHO)
+                ),
+            ));
+        }
         req.check_ranges()
             .map_err(|failure| RequestError { job_id, failure })?;
         Ok(req)
@@ -388,6 +398,18 @@ mod tests {
         let e = parse(&v).unwrap_err();
         assert_eq!(e.failure.reason, Reason::InvalidRequest);
         assert!(e.job_id.is_none());
+
+        // A scoped id is the fleet's: no client names a tenant's job, from any field.
+        let mut v = body();
+        v["job_id"] = "acme=j1".into();
+        let e = parse(&v).unwrap_err();
+        assert_eq!(e.failure.reason, Reason::InvalidRequest);
+        assert!(e.job_id.is_none());
+        let mut v = body();
+        v.as_object_mut().unwrap().remove("job_id");
+        let raw = serde_json::to_vec(&v).unwrap();
+        let e = JobRequest::parse(&raw, Some("acme=j1")).unwrap_err();
+        assert!(e.job_id.is_none(), "{e:?}");
 
         assert_eq!(
             JobRequest::parse(b"[1,2]", None)

@@ -10,7 +10,7 @@
 use super::events::{Completed, Failed};
 use super::records::{JobRecord, JobState};
 use super::{CURRENT, MIN_SUPPORTED, Versioned};
-use crate::ids::JobId;
+use crate::ids::{JobId, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -138,6 +138,9 @@ pub struct JobStatus {
     /// under the same id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_seq: Option<u64>,
+    /// The tenant whose job this is: its ids here are as the tenant named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Tenant>,
 }
 
 impl JobStatus {
@@ -155,7 +158,26 @@ impl JobStatus {
             completed: None,
             failed: None,
             request_seq: None,
+            tenant: None,
         }
+    }
+
+    /// The answer as the job's tenant sees it: every id as the tenant named it, beside
+    /// `tenant` (as its events do). A job of no tenant is answered as it is.
+    pub fn for_tenant(mut self) -> JobStatus {
+        let Some(tenant) = self.job_id.tenant() else {
+            return self;
+        };
+        let local = |j: &JobId| JobId::plain(j.local()).unwrap_or_else(|_| j.clone());
+        self.job_id = local(&self.job_id);
+        if let Some(c) = &mut self.completed {
+            c.job_id = local(&c.job_id);
+        }
+        if let Some(f) = &mut self.failed {
+            f.job_id = f.job_id.as_ref().map(local);
+        }
+        self.tenant = Some(tenant);
+        self
     }
 
     /// The answer for a job with no record whose request (stream sequence `request_seq`) was
@@ -201,6 +223,7 @@ impl JobStatus {
             completed,
             failed,
             request_seq: None,
+            tenant: None,
         }
     }
 

@@ -1,0 +1,340 @@
+//! Tenants (issue 23): client systems with submitter credentials of their own
+//! (`ffleet secrets init --tenant`). A tenant's jobs run under its own subjects with ids of its
+//! own: two tenants and the plain submitter may all name a job `same`, each sees its own events
+//! and status only, and a tenant's media is files under its directory of the roots
+//! (`<root>/tenants/<tenant>`), never another's. Every service runs on its own role's
+//! credentials, and the whole exchange leaves no permission violation in the server's log: the
+//! tenants' grants are sufficient as well as tight (the matrix in tests/privilege.rs proves
+//! the tight side).
+//!
+//! Run against both servers: Debian's 2.9.10 on PATH, and a current one through
+//! `FFLEET_NATS_SERVER`.
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{FleetOptions, JobClient, TestFleet, media};
+use ffleet_runtime::messages::{JobEvent, JobRequest, StatusState};
+use ffleet_runtime::nats::publish;
+use ffleet_runtime::nats::retry::Policy;
+use ffleet_runtime::reason::Reason;
+use ffleet_runtime::security::Role;
+use ffleet_runtime::subjects::{self, EventKind};
+use ffleet_runtime::{JobId, Tenant};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// The media bucket's size in these tests (the default reserves more disk than CI has).
+const MEDIA_BYTES: u64 = 256 << 20;
+/// How long a client listens for an event that must not come.
+const QUIET: Duration = Duration::from_secs(1);
+
+fn tenant(name: &str) -> Tenant {
+    Tenant::new(name).expect("a tenant name")
+}
+
+/// Tenant `name`'s directory of `root`, made.
+fn tenant_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let d = root
+        .join(ffleet_runtime::storage::config::TENANTS_DIR)
+        .join(name);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Publishes `req` as tenant `name` on its own subject, as its system would (a message id of
+/// its own, unguessable), and returns the stored request's sequence.
+async fn submit_as(
+    fleet: &TestFleet,
+    client: &async_nats::Client,
+    name: &str,
+    req: &JobRequest,
+) -> Result<u64> {
+    let cfg = fleet.secure.as_ref().context("secure")?.tenant_config(name);
+    let js = ffleet_runtime::nats::connect::jetstream(client.clone(), &cfg);
+    let stored = publish::raw(
+        &js,
+        Policy::from_config(&cfg),
+        subjects::jobs_submit_tenant(&tenant(name)),
+        serde_json::to_vec(req)?.into(),
+        &uuid::Uuid::new_v4().to_string(),
+    )
+    .await?;
+    Ok(stored.sequence)
+}
+
+/// A request for `input` to `output` (absolute paths).
+fn request(fleet: &TestFleet, id: &str, input: &Path, output: &Path) -> JobRequest {
+    let mut r = fleet.request(id, input, "unused.mp4");
+    r.output = format!("file://{}", output.display());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenants_share_job_ids_but_see_and_touch_only_their_own_jobs() -> Result<()> {
+    let fleet = TestFleet::spawn_with(FleetOptions {
+        secure: true,
+        tweak: Box::new(|c| {
+            c.storage.max_bytes = MEDIA_BYTES;
+            c.set_section(&ffleet_splitter::SplitterConfig {
+                tenant_max_priority: BTreeMap::from([("acme".to_owned(), 5)]),
+                ..Default::default()
+            })
+            .expect("splitter section");
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let secure = fleet.secure.as_ref().expect("secure fleet");
+    let (acme_in, acme_out) = (
+        tenant_dir(fleet.media.path(), "acme")?,
+        tenant_dir(fleet.out.path(), "acme")?,
+    );
+    let rival_out = tenant_dir(fleet.out.path(), "rival")?;
+    let acme_src = media::tiny_source(&acme_in, "a.mp4")?;
+    let plain_src = media::tiny_source(fleet.media.path(), "p.mp4")?;
+
+    let acme = secure.connect_tenant("acme").await?;
+    let rival = secure.connect_tenant("rival").await?;
+    let plain = secure.connect(Role::Submitter).await?;
+    let mut acme_done = acme
+        .subscribe(subjects::tenant_event(
+            &tenant("acme"),
+            Some("*"),
+            EventKind::Completed,
+        ))
+        .await?;
+    let mut rival_done = rival
+        .subscribe(subjects::tenant_event(
+            &tenant("rival"),
+            Some("*"),
+            EventKind::Completed,
+        ))
+        .await?;
+    let mut plain_done = plain
+        .subscribe(subjects::event_any_job(EventKind::Completed))
+        .await?;
+    for c in [&acme, &rival, &plain] {
+        c.flush().await?;
+    }
+
+    // The same id from a tenant and from the plain submitter: two jobs. The tenant asks for a
+    // priority its own cap allows (the plain submitters' is 0).
+    let mut req = request(&fleet, "same", &acme_src, &acme_out.join("same.mp4"));
+    req.priority = 5;
+    submit_as(&fleet, &acme, "acme", &req).await?;
+    fleet
+        .submit(&fleet.request("same", &plain_src, "same.mp4"))
+        .await?;
+    let acme_job = JobId::scoped(&tenant("acme"), &JobId::new("same")?);
+    let done = fleet.wait_completed(acme_job.as_str(), JOB_TIMEOUT).await?;
+    fleet.wait_completed("same", JOB_TIMEOUT).await?;
+    assert!(acme_out.join("same.mp4").is_file());
+    assert!(fleet.out_path("same.mp4").is_file());
+    assert_eq!(done.job_id, acme_job);
+
+    // Its event names the job as the tenant did, on the tenant's subject.
+    let ev = tokio::time::timeout(Duration::from_secs(10), acme_done.next())
+        .await?
+        .context("the tenant saw no completed event")?;
+    assert_eq!(ev.subject.as_str(), "ffleet.events.t.acme.same.completed");
+    let ce: serde_json::Value = serde_json::from_slice(&ev.payload)?;
+    assert_eq!(ce["data"]["job_id"], "same", "{ce}");
+    assert_eq!(ce["data"]["tenant"], "acme", "{ce}");
+    // The plain submitter sees its own job's end only, the rival nothing.
+    let ev = tokio::time::timeout(Duration::from_secs(10), plain_done.next())
+        .await?
+        .context("the plain submitter saw no completed event")?;
+    assert_eq!(ev.subject.as_str(), "ffleet.events.same.completed");
+    ensure!(
+        tokio::time::timeout(QUIET, plain_done.next())
+            .await
+            .is_err(),
+        "the plain submitter saw a tenant's job end"
+    );
+    ensure!(
+        tokio::time::timeout(QUIET, rival_done.next())
+            .await
+            .is_err(),
+        "the rival saw another tenant's job end"
+    );
+
+    // Status: the tenant asks by its own id; the rival asking by the same id learns of no job;
+    // the plain submitter may not name a tenant's job at all.
+    let asked = ffleet::cli::ask_status(&acme, &acme_job).await?;
+    assert_eq!(asked.state, StatusState::Completed);
+    assert_eq!(asked.completed.as_ref().map(|c| c.bytes), Some(done.bytes));
+    let rival_same = JobId::scoped(&tenant("rival"), &JobId::new("same")?);
+    let asked = ffleet::cli::ask_status(&rival, &rival_same).await?;
+    assert_eq!(asked.state, StatusState::Unknown);
+    let reply = plain
+        .request(
+            subjects::API_STATUS,
+            serde_json::to_vec(&serde_json::json!({"version": 1, "job_id": "acme=same"}))?.into(),
+        )
+        .await?;
+    let refused = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(refused.as_deref(), Some("400"), "{:?}", reply.payload);
+
+    // What a tenant may not name, each refused with a reason, in its own events.
+    let rival_src = &acme_src; // acme's file, named by the rival
+    let cases: Vec<(&str, &str, JobRequest, Reason)> = vec![
+        (
+            "acme",
+            "out-escape",
+            request(&fleet, "out-escape", &acme_src, &fleet.out_path("x.mp4")),
+            Reason::OutputNotAllowed,
+        ),
+        (
+            "acme",
+            "in-escape",
+            request(&fleet, "in-escape", &plain_src, &acme_out.join("y.mp4")),
+            Reason::InputNotAllowed,
+        ),
+        (
+            "acme",
+            "object-in",
+            JobRequest {
+                input: "object:uploads/anything.mp4".into(),
+                ..request(&fleet, "object-in", &acme_src, &acme_out.join("z.mp4"))
+            },
+            Reason::InputNotAllowed,
+        ),
+        (
+            "acme",
+            "too-high",
+            JobRequest {
+                priority: 6,
+                ..request(&fleet, "too-high", &acme_src, &acme_out.join("w.mp4"))
+            },
+            Reason::PriorityNotAllowed,
+        ),
+        (
+            "rival",
+            "steal",
+            request(&fleet, "steal", rival_src, &rival_out.join("s.mp4")),
+            Reason::InputNotAllowed,
+        ),
+    ];
+    for (who, id, req, reason) in &cases {
+        let client = if *who == "acme" { &acme } else { &rival };
+        submit_as(&fleet, client, who, req).await?;
+        let job = JobId::scoped(&tenant(who), &JobId::new(*id)?);
+        let failed = fleet.wait_failed(job.as_str(), JOB_TIMEOUT).await?;
+        assert_eq!(failed.reason, *reason, "{who}/{id}: {}", failed.message);
+    }
+    // A request naming a scoped id is refused, and the refusal stays among the tenant's events.
+    let mut forged = request(&fleet, "x", &acme_src, &acme_out.join("f.mp4"));
+    forged.job_id = JobId::new("rival=x")?;
+    submit_as(&fleet, &acme, "acme", &forged).await?;
+    let unnamed = JobId::unnamed_of(&tenant("acme"));
+    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    loop {
+        let evs = fleet.events(Some(unnamed.as_str())).await?;
+        if let Some(JobEvent::Failed(f)) = evs.first() {
+            assert_eq!(f.reason, Reason::InvalidRequest, "{}", f.message);
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no refusal of a scoped id among the tenant's events");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        fleet.events(Some("rival=x")).await?.is_empty() && fleet.events(None).await?.is_empty(),
+        "a tenant's refused request spoke for another tenant's job or among everyone's"
+    );
+    let violations = secure.violations();
+    assert!(
+        violations.is_empty(),
+        "tenants' jobs needed more than the roles allow: {violations:#?}"
+    );
+    fleet.stop().await;
+    Ok(())
+}
+
+/// `ffleet submit --wait` on a tenant's credentials, as its operator runs it: the job is
+/// submitted on the tenant's subject, followed through its events and status, and the output
+/// lands in the tenant's directory; `ffleet status` answers by the tenant's own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_submits_and_follows_as_a_tenant() -> Result<()> {
+    let fleet = TestFleet::spawn_with(FleetOptions {
+        secure: true,
+        tweak: Box::new(|c| c.storage.max_bytes = MEDIA_BYTES),
+        ..Default::default()
+    })
+    .await?;
+    let secure = fleet.secure.as_ref().expect("secure fleet");
+    let src = media::tiny_source(&tenant_dir(fleet.media.path(), "acme")?, "cli.mp4")?;
+    let out = tenant_dir(fleet.out.path(), "acme")?.join("cli.mp4");
+    let ffleet_as_acme = || -> Result<std::process::Command> {
+        let s = &secure.secrets;
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ffleet"));
+        c.env_remove("NATS_URL")
+            .env_remove("FFLEET_CONFIG")
+            .env("RUST_LOG", "warn")
+            .env("FFLEET_NATS__TENANT", "acme")
+            .env(
+                ffleet_runtime::config::NKEY_SEED_ENV,
+                std::fs::read_to_string(s.tenant_seed(&tenant("acme")))?.trim(),
+            )
+            .env("FFLEET_NATS__TLS_CA_FILE", s.ca())
+            .env("FFLEET_NATS__TLS_CERT_FILE", s.client_cert())
+            .env("FFLEET_NATS__TLS_KEY_FILE", s.client_key())
+            .args(["-s", &secure.url()]);
+        Ok(c)
+    };
+    let run = |c: &mut std::process::Command| -> Result<std::process::Output> {
+        let out = tokio::task::block_in_place(|| c.output())?;
+        println!(
+            "exit {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out)
+    };
+    let done = run(ffleet_as_acme()?
+        .args(["submit", "--wait", "--job-id", "cli"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out))?;
+    ensure!(done.status.success(), "submit --wait as a tenant failed");
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout).lines().next(),
+        Some("cli")
+    );
+    assert!(out.is_file());
+    fleet.wait_completed("acme=cli", JOB_TIMEOUT).await?;
+    let status = run(ffleet_as_acme()?.args(["status", "cli"]))?;
+    ensure!(status.status.success(), "status as a tenant failed");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("completed"),
+        "status did not say completed"
+    );
+    // Media through the bucket is not a tenant's: refused before anything is sent.
+    let upload = run(ffleet_as_acme()?
+        .args(["submit", "--upload", "--wait"])
+        .arg(&src)
+        .arg("-o")
+        .arg(out.with_file_name("up.mp4")))?;
+    ensure!(!upload.status.success(), "a tenant uploaded to the bucket");
+    assert!(
+        String::from_utf8_lossy(&upload.stderr).contains("tenant"),
+        "the refusal does not say why"
+    );
+    let violations = secure.violations();
+    assert!(
+        violations.is_empty(),
+        "the tenant's CLI needed more than its grant: {violations:#?}"
+    );
+    fleet.stop().await;
+    Ok(())
+}
