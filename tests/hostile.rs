@@ -808,6 +808,7 @@ async fn every_stream_and_bucket_is_bounded(fleet: &TestFleet) -> Result<()> {
         subjects::BUCKET_SEGMENTS,
         subjects::BUCKET_WORKERS,
         subjects::BUCKET_LEASES,
+        subjects::BUCKET_TENANTS,
     ];
     let names = [
         subjects::STREAM_JOBS.to_string(),

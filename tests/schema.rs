@@ -201,7 +201,21 @@ fn every_status_answer_matches_its_schema() {
         message: "priority 50 is above the submitter's 0".into(),
     };
     answers.push(JobStatus::refused(job, refusal, 42));
-    for a in &answers {
+    // A tenant's answers: its own ids, beside its name.
+    let acme = ffleet_runtime::Tenant::new("acme").unwrap();
+    let tenants: Vec<JobStatus> = answers
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            a.job_id = JobId::scoped(&acme, &a.job_id);
+            if let Some(c) = &mut a.completed {
+                c.job_id = JobId::scoped(&acme, &c.job_id);
+            }
+            a.for_tenant()
+        })
+        .collect();
+    assert!(tenants.iter().all(|t| t.tenant.as_ref() == Some(&acme)));
+    for a in answers.iter().chain(&tenants) {
         let value = serde_json::to_value(a).unwrap();
         let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{value}: {errors:?}");

@@ -75,12 +75,32 @@ fn request(fleet: &TestFleet, id: &str, input: &Path, output: &Path) -> JobReque
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tenants_share_job_ids_but_see_and_touch_only_their_own_jobs() -> Result<()> {
+    // Boxed: the whole exchange's future is larger than the test thread's stack.
+    Box::pin(share_ids_see_own()).await
+}
+
+async fn share_ids_see_own() -> Result<()> {
     let fleet = TestFleet::spawn_with(FleetOptions {
         secure: true,
         tweak: Box::new(|c| {
             c.storage.max_bytes = MEDIA_BYTES;
             c.set_section(&ffleet_splitter::SplitterConfig {
-                tenant_max_priority: BTreeMap::from([("acme".to_owned(), 5)]),
+                tenants: BTreeMap::from([
+                    (
+                        "acme".to_owned(),
+                        ffleet_splitter::TenantLimits {
+                            max_priority: Some(5),
+                            max_active_jobs: None,
+                        },
+                    ),
+                    (
+                        "rival".to_owned(),
+                        ffleet_splitter::TenantLimits {
+                            max_priority: None,
+                            max_active_jobs: Some(1),
+                        },
+                    ),
+                ]),
                 ..Default::default()
             })
             .expect("splitter section");
@@ -251,6 +271,7 @@ async fn tenants_share_job_ids_but_see_and_touch_only_their_own_jobs() -> Result
         fleet.events(Some("rival=x")).await?.is_empty() && fleet.events(None).await?.is_empty(),
         "a tenant's refused request spoke for another tenant's job or among everyone's"
     );
+    quota(&fleet, &rival, &acme_src).await?;
     let violations = secure.violations();
     assert!(
         violations.is_empty(),
@@ -336,5 +357,67 @@ async fn the_cli_submits_and_follows_as_a_tenant() -> Result<()> {
         "the tenant's CLI needed more than its grant: {violations:#?}"
     );
     fleet.stop().await;
+    Ok(())
+}
+
+/// Tenant `rival` may have one job in flight. While one is (admitted a moment ago, its record
+/// still to come), a request is refused `quota_exceeded` with nothing recorded for it; a job
+/// listed in flight long ago with no record behind it (a splitter died between admitting and
+/// recording it) is pruned instead of holding the quota forever; and a job that ends leaves
+/// room for the next (the service that ended it let it go).
+async fn quota(fleet: &TestFleet, rival: &async_nats::Client, acme_src: &Path) -> Result<()> {
+    let rival_in = tenant_dir(fleet.media.path(), "rival")?;
+    let rival_out = tenant_dir(fleet.out.path(), "rival")?;
+    let src = rival_in.join("r.mp4");
+    std::fs::copy(acme_src, &src)?;
+    let req = |id: &str| request(fleet, id, &src, &rival_out.join(format!("{id}.mp4")));
+    let scoped = |id: &str| JobId::scoped(&tenant("rival"), &JobId::new(id).expect("id"));
+    // The usage record as the splitter writes it (the admin may not).
+    let splitter_cfg = ffleet_runtime::config::Config {
+        nats: fleet
+            .secure
+            .as_ref()
+            .context("secure")?
+            .config(Role::Splitter),
+        ..(*fleet.ctx().config).clone()
+    };
+    let as_splitter =
+        ffleet_runtime::runtime::Ctx::connect(std::sync::Arc::new(splitter_cfg), "splitter", false)
+            .await?;
+    let in_flight = |admitted: u64| {
+        let mut u = ffleet_runtime::messages::TenantUsage::new();
+        u.active.insert("other".into(), admitted);
+        u
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    as_splitter.tenants.put("rival", &in_flight(now)).await?;
+    submit_as(fleet, rival, "rival", &req("q1")).await?;
+    let failed = fleet
+        .wait_failed(scoped("q1").as_str(), JOB_TIMEOUT)
+        .await?;
+    assert_eq!(failed.reason, Reason::QuotaExceeded, "{}", failed.message);
+    ensure!(
+        fleet.ctx().jobs.get(scoped("q1").as_str()).await?.is_none(),
+        "a refused request left a job record"
+    );
+    // Listed long ago with no record: pruned, and the next request runs.
+    as_splitter.tenants.put("rival", &in_flight(1)).await?;
+    submit_as(fleet, rival, "rival", &req("q2")).await?;
+    fleet
+        .wait_completed(scoped("q2").as_str(), JOB_TIMEOUT)
+        .await?;
+    // It ended: the next is admitted too, and nothing is left in flight after it.
+    submit_as(fleet, rival, "rival", &req("q3")).await?;
+    fleet
+        .wait_completed(scoped("q3").as_str(), JOB_TIMEOUT)
+        .await?;
+    let (usage, _) = as_splitter
+        .tenants
+        .get("rival")
+        .await?
+        .context("no usage record")?;
+    assert!(usage.active.is_empty(), "{usage:?}");
     Ok(())
 }

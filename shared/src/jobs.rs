@@ -44,6 +44,7 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
             &JobEvent::failed(Some(job.clone()), failure),
         )
         .await?;
+        crate::tenants::release(ctx, job).await;
         if !ctx.config.storage.keep_failed_scratch {
             clean_scratch(ctx, job).await;
         }
@@ -77,6 +78,7 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
         &completed_event(job, &out, segments),
     )
     .await?;
+    crate::tenants::release(ctx, job).await;
     clean_scratch(ctx, job).await;
     Ok(true)
 }

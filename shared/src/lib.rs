@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod runtime;
 pub mod service_main;
 pub mod shutdown;
+pub mod tenants;
 pub mod worker;
 
 pub use ffleet_media as media;

@@ -3,7 +3,7 @@
 //! into each service.
 
 use crate::config::{Config, StorageBackend};
-use crate::messages::{Heartbeat, JobRecord, SegmentRecord};
+use crate::messages::{Heartbeat, JobRecord, SegmentRecord, TenantUsage};
 use crate::nats::retry::{Patience, Policy};
 use crate::nats::{self, Buckets, NatsError, kv::Typed};
 use crate::storage::{ObjectStore, SharedDir, Storage, StorageError, WorkDir};
@@ -34,6 +34,8 @@ pub struct Ctx {
     pub workers: Typed<Heartbeat>,
     /// Raw store: lease values are opaque holder names.
     pub leases: async_nats::jetstream::kv::Store,
+    /// Tenants' jobs in flight (`crate::tenants`).
+    pub tenants: Typed<TenantUsage>,
     pub storage: Arc<dyn Storage>,
     /// How this service's JetStream operations retry (`nats.op_retry_secs` and the per-try
     /// timeouts), for the operations it does on `js` (`publish`, consumers); the buckets and
@@ -79,6 +81,7 @@ impl Ctx {
             segments,
             workers,
             leases,
+            tenants,
         } = nats::provision(&js, retry, config.provisioning(), patience).await?;
         let storage = open_storage(&js, retry, &config, patience).await?;
         crate::health::ready();
@@ -89,6 +92,7 @@ impl Ctx {
             segments: Typed::new(segments, "segment record", retry),
             workers: Typed::new(workers, "heartbeat", retry),
             leases,
+            tenants: Typed::new(tenants, "tenant usage", retry),
             storage,
             retry,
             service,

@@ -21,10 +21,27 @@ pub struct SplitterConfig {
     /// refused (`priority_not_allowed`). Requests on `ffleet.jobs.submit-privileged` (clients
     /// allowed to publish there) are not capped.
     pub max_submitter_priority: i32,
-    /// The highest priority each tenant's requests may ask for (by tenant name); a tenant not
-    /// named here gets `max_submitter_priority`.
-    pub tenant_max_priority: BTreeMap<String, i32>,
+    /// Each tenant's limits, by tenant name (`[splitter.tenants.<name>]`); what a tenant's
+    /// entry leaves out, and every tenant not named, takes `tenant_defaults`.
+    pub tenants: BTreeMap<String, TenantLimits>,
+    /// The limits of every tenant, unless its own entry says otherwise.
+    pub tenant_defaults: TenantLimits,
 }
+
+/// What one tenant may ask of the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Highest priority its requests may ask for (`priority_not_allowed` above it); unset:
+    /// `max_submitter_priority`.
+    pub max_priority: Option<i32>,
+    /// Jobs it may have in flight (accepted and not yet ended); a request beyond them is
+    /// refused (`quota_exceeded`). 0: no limit.
+    pub max_active_jobs: Option<u32>,
+}
+
+/// Jobs in flight a tenant may have when nothing sets its limit.
+pub const DEFAULT_TENANT_ACTIVE_JOBS: u32 = 100;
 
 impl Default for SplitterConfig {
     fn default() -> Self {
@@ -33,7 +50,11 @@ impl Default for SplitterConfig {
             default_segment_secs: 10.0,
             min_segment_secs: 1.0,
             max_submitter_priority: 0,
-            tenant_max_priority: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            tenant_defaults: TenantLimits {
+                max_priority: None,
+                max_active_jobs: Some(DEFAULT_TENANT_ACTIVE_JOBS),
+            },
         }
     }
 }
@@ -44,13 +65,28 @@ impl SplitterConfig {
         cfg.section()
     }
 
-    /// The highest priority a request may ask for: from `tenant`, its own cap, else the plain
-    /// submitters'.
+    /// The highest priority a request may ask for: a tenant's own cap, else the defaults',
+    /// else the plain submitters'.
     pub fn max_priority(&self, tenant: Option<&Tenant>) -> i32 {
         tenant
-            .and_then(|t| self.tenant_max_priority.get(t.as_str()))
-            .copied()
+            .and_then(|t| {
+                self.own(t)
+                    .and_then(|l| l.max_priority)
+                    .or(self.tenant_defaults.max_priority)
+            })
             .unwrap_or(self.max_submitter_priority)
+    }
+
+    /// The jobs `tenant` may have in flight (0: no limit).
+    pub fn max_active_jobs(&self, tenant: &Tenant) -> u32 {
+        self.own(tenant)
+            .and_then(|l| l.max_active_jobs)
+            .or(self.tenant_defaults.max_active_jobs)
+            .unwrap_or(0)
+    }
+
+    fn own(&self, tenant: &Tenant) -> Option<&TenantLimits> {
+        self.tenants.get(tenant.as_str())
     }
 }
 
@@ -66,12 +102,12 @@ impl Section for SplitterConfig {
             ],
         )?;
         if let Some(bad) = self
-            .tenant_max_priority
+            .tenants
             .keys()
             .find(|t| Tenant::new(t.as_str()).is_err())
         {
             return Err(Invalid(format!(
-                "splitter.tenant_max_priority names {bad:?}, which is no tenant name \
+                "splitter.tenants names {bad:?}, which is no tenant name \
                  (1 to 32 ASCII letters, digits, '-' or '_')"
             )));
         }
@@ -79,5 +115,38 @@ impl Section for SplitterConfig {
             return Err(Invalid("splitter.concurrency must be >= 1".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenants_own_limits_come_first_then_the_defaults_then_the_plain_cap() {
+        let mut c = SplitterConfig {
+            max_submitter_priority: 3,
+            ..Default::default()
+        };
+        c.tenants.insert(
+            "acme".into(),
+            TenantLimits {
+                max_priority: Some(7),
+                max_active_jobs: None,
+            },
+        );
+        let (acme, other) = (Tenant::new("acme").unwrap(), Tenant::new("other").unwrap());
+        assert_eq!(c.max_priority(Some(&acme)), 7);
+        assert_eq!(c.max_priority(Some(&other)), 3);
+        assert_eq!(c.max_priority(None), 3);
+        assert_eq!(c.max_active_jobs(&acme), DEFAULT_TENANT_ACTIVE_JOBS);
+        c.tenant_defaults.max_priority = Some(1);
+        c.tenant_defaults.max_active_jobs = Some(0);
+        assert_eq!(c.max_priority(Some(&other)), 1);
+        assert_eq!(c.max_priority(None), 3);
+        assert_eq!(c.max_active_jobs(&other), 0);
+        c.tenants
+            .insert("not a tenant".into(), TenantLimits::default());
+        assert!(c.validate().is_err());
     }
 }

@@ -9,7 +9,7 @@ use crate::config::SplitterConfig;
 use crate::media::Media;
 use crate::split::SplitError;
 use crate::validate::{Input, Output};
-use crate::{sizing, validate};
+use crate::{quota, sizing, validate};
 use async_nats::jetstream::Message;
 use ffleet_runtime::job_protocol::{self, JobStep};
 use ffleet_runtime::messages::events::Accepted;
@@ -58,6 +58,8 @@ pub struct Splitter {
     pub media: Arc<dyn Media>,
     pub pool: sizing::PoolReading,
     pub settings: SplitterConfig,
+    /// When each tenant's jobs in flight were last checked against their records.
+    pub prunes: quota::Prunes,
 }
 
 pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
@@ -93,6 +95,23 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
         Ok(r) => r,
         Err(e) => return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await,
     };
+    if let Some(t) = &tenant {
+        let max = sp.settings.max_active_jobs(t);
+        match quota::admit(ctx, &sp.prunes, t, &req.job_id, max).await {
+            Ok(None) => {}
+            Ok(Some(failure)) => {
+                let e = RequestError {
+                    job_id: Some(req.job_id),
+                    failure,
+                };
+                return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await;
+            }
+            Err(e) => {
+                tracing::warn!(job = %req.job_id, error = %e, "tenant's jobs in flight unreadable; will retry");
+                return Outcome::retry_after(e, retry_delay(delivered));
+            }
+        }
+    }
     telemetry::spans::job(&req.job_id);
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     match process(ctx, sp, &req, delivered, sequence).await {

@@ -6,12 +6,13 @@ pub mod config;
 mod handler;
 mod inspect;
 pub mod media;
+mod quota;
 pub mod sizing;
 pub mod split;
 pub mod sweep;
 mod validate;
 
-pub use config::SplitterConfig;
+pub use config::{SplitterConfig, TenantLimits};
 
 use ffleet_runtime::config::ConfigError;
 use ffleet_runtime::nats::NatsError;
@@ -50,6 +51,7 @@ pub async fn run_with(
         media,
         pool: sizing::PoolReading::default(),
         settings,
+        prunes: Default::default(),
     });
     // A durable per kind of submit subject: the privileged one is not held to the priority
     // cap, tenants' requests are scoped to their tenant (named by the subject).

@@ -31,6 +31,7 @@ pub struct Buckets {
     pub segments: Store,
     pub workers: Store,
     pub leases: Store,
+    pub tenants: Store,
 }
 
 /// Retention of job and segment records.
@@ -178,6 +179,14 @@ pub async fn provision(
             p,
         )
         .await?,
+        // Kept while the tenant has jobs in flight, and long after: no age limit.
+        tenants: ensure_kv(
+            js,
+            policy,
+            kv(subjects::BUCKET_TENANTS, 1, Duration::ZERO),
+            p,
+        )
+        .await?,
     })
 }
 
@@ -230,6 +239,7 @@ pub async fn raise_guards(js: &Context, media: Option<&str>) -> Result<Vec<Strin
         subjects::BUCKET_SEGMENTS,
         subjects::BUCKET_WORKERS,
         subjects::BUCKET_LEASES,
+        subjects::BUCKET_TENANTS,
     ]
     .into_iter()
     .map(|b| (subjects::kv_stream(b), !bucket_is_purged(b)))

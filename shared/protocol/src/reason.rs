@@ -18,6 +18,9 @@ pub enum Reason {
     OverrideOutOfRange,
     /// A priority above what the submitting client may ask for.
     PriorityNotAllowed,
+    /// The submitting tenant has as many jobs in flight as its quota allows
+    /// (`splitter.tenants.<name>.max_active_jobs`): submit again once one has ended.
+    QuotaExceeded,
     /// A request under a job id that is already taken (answered unnamed: the job keeps its id).
     DuplicateJob,
     /// Input URI has a forbidden scheme, resolves outside the input roots, or names a file with
@@ -61,6 +64,7 @@ impl Reason {
             Reason::UnknownProfile => "unknown_profile",
             Reason::OverrideOutOfRange => "override_out_of_range",
             Reason::PriorityNotAllowed => "priority_not_allowed",
+            Reason::QuotaExceeded => "quota_exceeded",
             Reason::DuplicateJob => "duplicate_job",
             Reason::InputNotAllowed => "input_not_allowed",
             Reason::OutputNotAllowed => "output_not_allowed",

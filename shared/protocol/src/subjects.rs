@@ -28,6 +28,8 @@ pub const BUCKET_MEDIA: &str = "ffleet-media";
 
 /// Leases (leader election), one key per role, expiring unless renewed.
 pub const BUCKET_LEASES: &str = "ffleet-leases";
+/// Tenants' usage (`TenantUsage`: the jobs each has in flight), one key per tenant.
+pub const BUCKET_TENANTS: &str = "ffleet-tenants";
 /// Every stream and bucket ffleet provisions (names accepted by `streams.replicas_for`).
 pub const PROVISIONED: &[&str] = &[
     STREAM_JOBS,
@@ -38,6 +40,7 @@ pub const PROVISIONED: &[&str] = &[
     BUCKET_SEGMENTS,
     BUCKET_WORKERS,
     BUCKET_LEASES,
+    BUCKET_TENANTS,
     BUCKET_MEDIA,
 ];
 

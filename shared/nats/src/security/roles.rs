@@ -139,6 +139,9 @@ impl Role {
                 g.kv_write(subjects::BUCKET_JOBS);
                 g.kv_read(subjects::BUCKET_SEGMENTS);
                 g.kv_write(subjects::BUCKET_SEGMENTS);
+                // Tenants' jobs in flight: admitted against their quota here.
+                g.kv_read(subjects::BUCKET_TENANTS);
+                g.kv_write(subjects::BUCKET_TENANTS);
                 // The pool's slots, which size the segments: from the scheduler's lease, else
                 // from the heartbeats.
                 g.kv_read(subjects::BUCKET_LEASES);
@@ -169,6 +172,9 @@ impl Role {
                 g.kv_watch(subjects::BUCKET_WORKERS);
                 g.kv_read(subjects::BUCKET_LEASES);
                 g.kv_write(subjects::BUCKET_LEASES);
+                // A job it fails leaves its tenant's jobs in flight.
+                g.kv_read(subjects::BUCKET_TENANTS);
+                g.kv_write(subjects::BUCKET_TENANTS);
                 // What finished jobs leave in the record buckets, purged by subject after a
                 // while: a scheduler writes both buckets already.
                 for bucket in [subjects::BUCKET_SEGMENTS, subjects::BUCKET_JOBS] {
@@ -240,6 +246,9 @@ impl Role {
                 g.kv_write(subjects::BUCKET_JOBS);
                 g.kv_read(subjects::BUCKET_SEGMENTS);
                 g.kv_write(subjects::BUCKET_SEGMENTS);
+                // A job it ends leaves its tenant's jobs in flight.
+                g.kv_read(subjects::BUCKET_TENANTS);
+                g.kv_write(subjects::BUCKET_TENANTS);
                 for k in [EventKind::Progress, EventKind::Completed, EventKind::Failed] {
                     g.publish(subjects::event_any_job(k));
                     g.publish(subjects::event_any_tenant_job(k));
@@ -304,11 +313,12 @@ const STREAMS: [&str; 4] = [
     subjects::STREAM_DEAD,
 ];
 
-const BUCKETS: [&str; 4] = [
+const BUCKETS: [&str; 5] = [
     subjects::BUCKET_JOBS,
     subjects::BUCKET_SEGMENTS,
     subjects::BUCKET_WORKERS,
     subjects::BUCKET_LEASES,
+    subjects::BUCKET_TENANTS,
 ];
 
 /// Every stream ffleet provisions, KV and object store backing streams included.

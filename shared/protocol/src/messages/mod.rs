@@ -12,6 +12,7 @@ pub mod records;
 mod request_props;
 pub mod status;
 pub mod task;
+pub mod tenant;
 pub mod unit_set;
 
 pub use cloudevent::CloudEvent;
@@ -25,6 +26,7 @@ pub use records::{
 };
 pub use status::{JobStatus, StatusRequest, StatusState};
 pub use task::{DeadLetter, RecordCopy, Task, TaskInput};
+pub use tenant::TenantUsage;
 pub use unit_set::{MAX_VIDEO_UNITS, UnitSet};
 
 /// Version of every message schema this build writes.
