@@ -734,23 +734,30 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
     let output = ffleet_runtime::storage::keys::kept_output(&JobId::new("done")?, "out.mp4");
     splitter.storage.put_file(&file, &output).await?;
 
-    // The splitter's durables, one request waiting in them: an upload with no record may be
-    // that request's, and stays while it waits.
+    // The splitter's durables (plain, privileged, tenants'), one request waiting in them: an
+    // upload with no record may be that request's, and stays while it waits.
     let jobs_stream = splitter
         .js
         .get_stream_no_info(subjects::STREAM_JOBS)
         .await?;
     for (name, filter) in [
-        (subjects::CONSUMER_SPLITTER, subjects::JOBS_SUBMIT),
+        (
+            subjects::CONSUMER_SPLITTER,
+            subjects::JOBS_SUBMIT.to_owned(),
+        ),
         (
             subjects::CONSUMER_SPLITTER_PRIVILEGED,
-            subjects::JOBS_SUBMIT_PRIVILEGED,
+            subjects::JOBS_SUBMIT_PRIVILEGED.to_owned(),
+        ),
+        (
+            subjects::CONSUMER_SPLITTER_TENANTS,
+            subjects::jobs_submit_any_tenant(),
         ),
     ] {
         jobs_stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config {
                 durable_name: Some(name.into()),
-                filter_subject: filter.into(),
+                filter_subject: filter,
                 ..Default::default()
             })
             .await?;

@@ -217,7 +217,11 @@ async fn bad_requests_get_errors_refused_ones_are_told_and_the_service_keeps_ser
             .await?
             .payload,
     )?;
-    let counted = &stats.endpoints[0];
+    let counted = stats
+        .endpoints
+        .iter()
+        .find(|e| e.name == service_api::STATUS_ENDPOINT)
+        .context("no status endpoint in the service stats")?;
     assert_eq!(counted.errors, cases.len(), "{counted:?}");
     assert!(counted.requests > cases.len() + 1, "{counted:?}");
     fleet.assert_running()?;

@@ -34,6 +34,8 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
         })
         .await?;
     if won {
+        // Before the event: whoever hears of the end may submit the next job at once.
+        crate::tenants::release(ctx, job).await;
         tracing::warn!(job = %job, reason = %failure.reason, message = %failure.message, "job failed");
         telemetry::metrics::job_failed(failure.reason);
         telemetry::spans::fail(&tracing::Span::current(), failure);
@@ -44,7 +46,6 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
             &JobEvent::failed(Some(job.clone()), failure),
         )
         .await?;
-        crate::tenants::release(ctx, job).await;
         if !ctx.config.storage.keep_failed_scratch {
             clean_scratch(ctx, job).await;
         }
@@ -70,6 +71,7 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
     let Some(segments) = segments else {
         return Ok(false);
     };
+    crate::tenants::release(ctx, job).await;
     telemetry::metrics::job_completed();
     publish::event(
         &ctx.js,
@@ -78,7 +80,6 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<bool, J
         &completed_event(job, &out, segments),
     )
     .await?;
-    crate::tenants::release(ctx, job).await;
     clean_scratch(ctx, job).await;
     Ok(true)
 }

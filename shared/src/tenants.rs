@@ -6,6 +6,7 @@ use crate::messages::TenantUsage;
 use crate::nats::kv::{Change, KvError};
 use crate::runtime::Ctx;
 use crate::{JobId, Tenant};
+use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// splitter writes the record right after admitting, retrying for minutes when JetStream is
 /// unavailable.
 pub const RECORD_GRACE: Duration = Duration::from_secs(900);
+
+/// Job records a prune reads at once.
+const PRUNE_READS: usize = 16;
 
 /// Whether a job was admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,21 +74,32 @@ pub async fn prune(ctx: &Ctx, tenant: &Tenant) -> Result<usize, KvError> {
         return Ok(0);
     };
     let now = now_secs();
-    let mut gone = Vec::new();
-    for (id, admitted) in &usage.active {
-        let Ok(plain) = JobId::plain(id.as_str()) else {
-            gone.push(id.clone());
-            continue;
-        };
-        let job = JobId::scoped(tenant, &plain);
-        match ctx.jobs.get(job.as_str()).await? {
-            Some((rec, _)) if !rec.state.is_terminal() => {}
-            Some(_) => gone.push(id.clone()),
-            None if now.saturating_sub(*admitted) >= RECORD_GRACE.as_secs() => {
-                gone.push(id.clone())
-            }
-            None => {}
+    // Owned per read: the futures outlive no borrow (the splitter's handler must stay `Send`
+    // for any lifetime).
+    let reads = usage.active.into_iter().map(|(id, admitted)| {
+        let (jobs, tenant) = (ctx.jobs.clone(), tenant.clone());
+        async move {
+            let Ok(plain) = JobId::plain(id.as_str()) else {
+                return Ok(Some((id, admitted)));
+            };
+            let job = JobId::scoped(&tenant, &plain);
+            Ok(match jobs.get(job.as_str()).await? {
+                Some((rec, _)) if !rec.state.is_terminal() => None,
+                Some(_) => Some((id, admitted)),
+                None if now.saturating_sub(admitted) >= RECORD_GRACE.as_secs() => {
+                    Some((id, admitted))
+                }
+                None => None,
+            })
         }
+    });
+    let verdicts: Vec<Result<Option<(String, u64)>, KvError>> = futures::stream::iter(reads)
+        .buffer_unordered(PRUNE_READS)
+        .collect()
+        .await;
+    let mut gone = Vec::new();
+    for v in verdicts {
+        gone.extend(v?);
     }
     if gone.is_empty() {
         return Ok(0);
@@ -102,18 +117,35 @@ pub async fn release(ctx: &Ctx, job: &JobId) {
     let Some(tenant) = job.tenant() else {
         return;
     };
-    if let Err(e) = forget(ctx, &tenant, &[job.local().to_owned()]).await {
+    let id = job.local().to_owned();
+    let released = ctx
+        .tenants
+        .modify(tenant.as_str(), |usage| match usage {
+            Some(u) if u.active.contains_key(&id) => {
+                let mut u = u.clone();
+                u.active.remove(&id);
+                Change::Write(u, ())
+            }
+            _ => Change::Keep(()),
+        })
+        .await;
+    if let Err(e) = released {
         tracing::warn!(job = %job, error = %e, "ended job not removed from its tenant's jobs in flight; pruned later");
     }
 }
 
-async fn forget(ctx: &Ctx, tenant: &Tenant, ids: &[String]) -> Result<(), KvError> {
+/// Removes the jobs `gone` names, each only while it is still the admission that was judged
+/// (same admission time): a job admitted again meanwhile stays.
+async fn forget(ctx: &Ctx, tenant: &Tenant, gone: &[(String, u64)]) -> Result<(), KvError> {
+    let still = |u: &TenantUsage, (id, at): &(String, u64)| u.active.get(id) == Some(at);
     ctx.tenants
         .modify(tenant.as_str(), |usage| match usage {
-            Some(u) if ids.iter().any(|id| u.active.contains_key(id)) => {
+            Some(u) if gone.iter().any(|g| still(u, g)) => {
                 let mut u = u.clone();
-                for id in ids {
-                    u.active.remove(id);
+                for g in gone {
+                    if still(&u, g) {
+                        u.active.remove(&g.0);
+                    }
                 }
                 Change::Write(u, ())
             }

@@ -138,7 +138,19 @@ impl ClientLink {
 pub(crate) fn job_of(cfg: &ffleet_runtime::config::Config, id: &str) -> Result<JobId> {
     Ok(match &cfg.nats.tenant {
         Some(t) => JobId::scoped(t, &JobId::plain(id)?),
-        None => JobId::new(id)?,
+        None => {
+            let job = JobId::new(id)?;
+            if let Some(t) = job.tenant()
+                && cfg.nats.role.is_some_and(|r| !r.reads_job_records())
+            {
+                anyhow::bail!(
+                    "{id} is a job of tenant {t}: ask with that tenant's credentials \
+                     (nats.tenant = \"{t}\"), by its own id {}",
+                    job.local()
+                );
+            }
+            job
+        }
     })
 }
 

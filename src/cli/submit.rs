@@ -130,7 +130,7 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     if args.upload && link.config.nats.tenant.is_some() {
         bail!(
             "--upload is not for a tenant's credentials: a tenant's media is files under its \
-             directory of the fleet's roots (<root>/tenants/<tenant>)"
+             directory of the fleet's tenant roots (storage.tenant_roots: <tenant root>/<tenant>)"
         );
     }
     let store = if args.upload {
@@ -155,20 +155,17 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
     } else {
         None
     };
-    let (subject, msg_id) = match (&tenant, args.privileged) {
+    let subject = match (&tenant, args.privileged) {
         (Some(_), true) => bail!("--privileged is not for a tenant's credentials"),
-        // The duplicate window is the stream's, shared by every client: a tenant's message id
-        // is its own and unguessable, so no other client can get its request dropped.
-        (Some(t), false) => (
-            subjects::jobs_submit_tenant(t),
-            format!("{job}.{}", uuid::Uuid::new_v4().simple()),
-        ),
-        (None, true) => (
-            subjects::JOBS_SUBMIT_PRIVILEGED.to_owned(),
-            req.job_id.to_string(),
-        ),
-        (None, false) => (subjects::JOBS_SUBMIT.to_owned(), req.job_id.to_string()),
+        (Some(t), false) => subjects::jobs_submit_tenant(t),
+        (None, true) => subjects::JOBS_SUBMIT_PRIVILEGED.to_owned(),
+        (None, false) => subjects::JOBS_SUBMIT.to_owned(),
     };
+    // The duplicate window is the stream's, shared by every client and tenant: a message id
+    // that is the job's id could be sent first by another client to have this request dropped.
+    // One unguessable id per submission still makes a retried publish a duplicate; a second
+    // submission of a used job id is answered `duplicate_job` by the splitter.
+    let msg_id = format!("{job}.{}", uuid::Uuid::new_v4().simple());
     // A full store is the user's to hear about at once, not to wait out.
     let stored = match retry::as_client(publish::raw(
         &js,
@@ -190,12 +187,6 @@ pub async fn run(cli: &Cli, args: &SubmitArgs) -> Result<i32> {
             return Err(e).context("submitting the job");
         }
     };
-    if stored.duplicate {
-        eprintln!(
-            "note: a job with id {} was already submitted; this one was dropped",
-            req.job_id
-        );
-    }
     println!("{}", req.job_id);
     match events {
         None => Ok(0),

@@ -189,8 +189,8 @@ pub trait JobClient {
     /// redelivery is still on its way to publish a second terminal event.
     async fn settled(&self) -> Result<()> {
         let t = Duration::from_secs(120);
-        self.wait_idle(subjects::STREAM_JOBS, Some(subjects::CONSUMER_SPLITTER), t)
-            .await?;
+        // Every splitter durable (plain, privileged, tenants').
+        self.wait_idle(subjects::STREAM_JOBS, None, t).await?;
         self.wait_idle(subjects::STREAM_EVENTS, Some(subjects::CONSUMER_MERGER), t)
             .await
     }

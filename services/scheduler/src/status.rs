@@ -100,14 +100,8 @@ async fn status(
         tracing::debug!(error = %e, "status request refused");
         error(wire::ERROR_BAD_REQUEST, e.to_string())
     })?;
-    if !req.job_id.is_plain() {
-        return Err(error(
-            wire::ERROR_BAD_REQUEST,
-            format!(
-                "job_id may contain only ASCII letters, digits, '-' and '_' (got {:?})",
-                req.job_id.as_str()
-            ),
-        ));
+    if let Err(e) = JobId::plain(req.job_id.as_str()) {
+        return Err(error(wire::ERROR_BAD_REQUEST, e.to_string()));
     }
     let tenant = subjects::tenant_of_status(subject)
         .map_err(|e| error(wire::ERROR_BAD_REQUEST, e.to_string()))?;

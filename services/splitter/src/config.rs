@@ -36,12 +36,16 @@ pub struct TenantLimits {
     /// `max_submitter_priority`.
     pub max_priority: Option<i32>,
     /// Jobs it may have in flight (accepted and not yet ended); a request beyond them is
-    /// refused (`quota_exceeded`). 0: no limit.
+    /// refused (`quota_exceeded`). 0: no limit; unset: `DEFAULT_TENANT_ACTIVE_JOBS`.
     pub max_active_jobs: Option<u32>,
 }
 
 /// Jobs in flight a tenant may have when nothing sets its limit.
 pub const DEFAULT_TENANT_ACTIVE_JOBS: u32 = 100;
+
+/// The most jobs in flight a tenant may be given: its usage record lists each, and must stay
+/// well within one KV value (`streams.max_msg_bytes`, 1 MiB by default).
+pub const MAX_TENANT_ACTIVE_JOBS: u32 = 5000;
 
 impl Default for SplitterConfig {
     fn default() -> Self {
@@ -51,10 +55,7 @@ impl Default for SplitterConfig {
             min_segment_secs: 1.0,
             max_submitter_priority: 0,
             tenants: BTreeMap::new(),
-            tenant_defaults: TenantLimits {
-                max_priority: None,
-                max_active_jobs: Some(DEFAULT_TENANT_ACTIVE_JOBS),
-            },
+            tenant_defaults: TenantLimits::default(),
         }
     }
 }
@@ -82,7 +83,7 @@ impl SplitterConfig {
         self.own(tenant)
             .and_then(|l| l.max_active_jobs)
             .or(self.tenant_defaults.max_active_jobs)
-            .unwrap_or(0)
+            .unwrap_or(DEFAULT_TENANT_ACTIVE_JOBS)
     }
 
     fn own(&self, tenant: &Tenant) -> Option<&TenantLimits> {
@@ -110,6 +111,21 @@ impl Section for SplitterConfig {
                 "splitter.tenants names {bad:?}, which is no tenant name \
                  (1 to 32 ASCII letters, digits, '-' or '_')"
             )));
+        }
+        let limits = self
+            .tenants
+            .iter()
+            .map(|(n, l)| (format!("splitter.tenants.{n}"), l))
+            .chain([("splitter.tenant_defaults".to_owned(), &self.tenant_defaults)]);
+        for (key, l) in limits {
+            // 0 is "no limit", whose record still lists nothing.
+            if l.max_active_jobs
+                .is_some_and(|m| m > MAX_TENANT_ACTIVE_JOBS)
+            {
+                return Err(Invalid(format!(
+                    "{key}.max_active_jobs must be at most {MAX_TENANT_ACTIVE_JOBS} (0: no limit)"
+                )));
+            }
         }
         if self.concurrency == 0 {
             return Err(Invalid("splitter.concurrency must be >= 1".into()));
@@ -147,6 +163,21 @@ mod tests {
         assert_eq!(c.max_active_jobs(&other), 0);
         c.tenants
             .insert("not a tenant".into(), TenantLimits::default());
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_partial_defaults_table_keeps_the_default_quota() {
+        let c: SplitterConfig =
+            serde_json::from_value(serde_json::json!({"tenant_defaults": {"max_priority": 2}}))
+                .unwrap();
+        let t = Tenant::new("any").unwrap();
+        assert_eq!(c.max_active_jobs(&t), DEFAULT_TENANT_ACTIVE_JOBS);
+        assert_eq!(c.max_priority(Some(&t)), 2);
+        let c: SplitterConfig = serde_json::from_value(
+            serde_json::json!({"tenants": {"any": {"max_active_jobs": MAX_TENANT_ACTIVE_JOBS + 1}}}),
+        )
+        .unwrap();
         assert!(c.validate().is_err());
     }
 }

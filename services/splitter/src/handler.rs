@@ -95,6 +95,7 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
         Ok(r) => r,
         Err(e) => return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await,
     };
+    let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     if let Some(t) = &tenant {
         let max = sp.settings.max_active_jobs(t);
         match quota::admit(ctx, &sp.prunes, t, &req.job_id, max).await {
@@ -113,7 +114,6 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
         }
     }
     telemetry::spans::job(&req.job_id);
-    let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     match process(ctx, sp, &req, delivered, sequence).await {
         Ok(()) => Outcome::Done,
         // A server or a disk without room is waited out however long: failing the job would not
@@ -202,8 +202,9 @@ async fn refuse(
                 Failure::new(
                     e.failure.reason,
                     format!(
-                        "a request reusing the id of job {job} (which exists and is not \
+                        "a request reusing the id of job {} (which exists and is not \
                          affected) was refused: {}",
+                        job.local(),
                         e.failure.message
                     ),
                 ),
@@ -319,16 +320,21 @@ async fn existing(
         tracing::info!(job = %job, state = ?rec.state, "duplicate job request dropped");
         let failure = Failure::new(
             Reason::DuplicateJob,
-            format!("job id {job} is already taken; this request was dropped"),
+            format!(
+                "job id {} is already taken; this request was dropped",
+                job.local()
+            ),
         );
         let id = subjects::msg_id::refusal(Some(job), sequence);
+        // Speaking for no job, but a tenant's refusal stays among its own events.
+        let owner = job.tenant().map(|t| JobId::unnamed_of(&t));
         // Best effort: a redelivered duplicate would look like a crashed split of the real job
         // and resume it, so the message is acked whether or not the answer went out.
         if let Err(e) = publish::event_as(
             &ctx.js,
             ctx.retry,
             ctx.service,
-            &JobEvent::failed(None, &failure),
+            &JobEvent::failed(owner, &failure),
             id,
         )
         .await

@@ -138,7 +138,7 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
     Ok(swept)
 }
 
-/// Requests not yet delivered to a splitter (both submit subjects), or `None` when that cannot
+/// Requests not yet delivered to a splitter (every submit subject), or `None` when that cannot
 /// be read.
 async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
     let stream = ctx
@@ -150,6 +150,7 @@ async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
     for name in [
         subjects::CONSUMER_SPLITTER,
         subjects::CONSUMER_SPLITTER_PRIVILEGED,
+        subjects::CONSUMER_SPLITTER_TENANTS,
     ] {
         waiting += stream.consumer_info(name).await.ok()?.num_pending;
     }

@@ -99,14 +99,14 @@ pub fn validate(cfg: &Config, req: &JobRequest) -> Result<Validated, Failure> {
 fn media_of(cfg: &Config, req: &JobRequest) -> Result<(Input, Output), Failure> {
     let object_store = cfg.storage.backend == StorageBackend::ObjectStore;
     let storage = cfg.storage.for_job(&req.job_id);
-    // A tenant's media is files under its own directory of each root: the media bucket is one
-    // namespace every writer shares (object names are one token no permission can split).
+    // A tenant's media is files under its own directory of each tenant root: the media bucket
+    // is one namespace every writer shares (object names are one token no permission splits).
     let tenant_refuses = |uri: &str, reason: Reason| match req.job_id.tenant() {
         Some(t) if uri.starts_with(storage::OBJECT_SCHEME) => Err(Failure::new(
             reason,
             format!(
-                "tenant {t} may not use the media bucket ({uri:?}): name files under                  <root>/{}/{t} instead",
-                storage::config::TENANTS_DIR
+                "tenant {t} may not use the media bucket ({uri:?}): name files under its \
+                 directory of storage.tenant_roots (<tenant root>/{t}) instead"
             ),
         )),
         _ => Ok(()),

@@ -50,6 +50,8 @@ pub struct Provisioning<'a> {
 
 /// Ensures every stream and bucket exists and returns the bucket handles, retrying each step
 /// while JetStream is not ready for up to `patience`, each try bounded by `policy`.
+/// Each look-up is boxed: kept inline, nine of them make every future that provisions (every
+/// service's start, every in-process test fleet) too large for a thread's stack.
 pub async fn provision(
     js: &Context,
     policy: Policy,
@@ -76,7 +78,7 @@ pub async fn provision(
         discard: DiscardPolicy::New,
         ..Default::default()
     };
-    ensure_stream(
+    Box::pin(ensure_stream(
         js,
         policy,
         work_queue(
@@ -86,9 +88,9 @@ pub async fn provision(
         ),
         p,
         create,
-    )
+    ))
     .await?;
-    ensure_stream(
+    Box::pin(ensure_stream(
         js,
         policy,
         work_queue(
@@ -98,7 +100,7 @@ pub async fn provision(
         ),
         p,
         create,
-    )
+    ))
     .await?;
     // Kept for days for other systems (events) and operators (dead letters) to read.
     let retained = |name: &str, subject: String, max_bytes: i64, max_msgs: i64| stream::Config {
@@ -114,7 +116,7 @@ pub async fn provision(
         max_messages: max_msgs,
         ..Default::default()
     };
-    ensure_stream(
+    Box::pin(ensure_stream(
         js,
         policy,
         retained(
@@ -125,9 +127,9 @@ pub async fn provision(
         ),
         p,
         create,
-    )
+    ))
     .await?;
-    ensure_stream(
+    Box::pin(ensure_stream(
         js,
         policy,
         retained(
@@ -138,7 +140,7 @@ pub async fn provision(
         ),
         p,
         create,
-    )
+    ))
     .await?;
     let kv = |bucket: &'static str, history: i64, max_age: Duration| KvSpec {
         bucket,
@@ -152,15 +154,21 @@ pub async fn provision(
         purged: bucket_is_purged(bucket),
     };
     Ok(Buckets {
-        jobs: ensure_kv(js, policy, kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE), p).await?,
-        segments: ensure_kv(
+        jobs: Box::pin(ensure_kv(
+            js,
+            policy,
+            kv(subjects::BUCKET_JOBS, 5, RECORD_MAX_AGE),
+            p,
+        ))
+        .await?,
+        segments: Box::pin(ensure_kv(
             js,
             policy,
             kv(subjects::BUCKET_SEGMENTS, 5, RECORD_MAX_AGE),
             p,
-        )
+        ))
         .await?,
-        workers: ensure_kv(
+        workers: Box::pin(ensure_kv(
             js,
             policy,
             kv(
@@ -169,23 +177,23 @@ pub async fn provision(
                 heartbeat_ttl.max(Duration::from_secs(2)) * 2,
             ),
             p,
-        )
+        ))
         .await?,
         // History 1 and max age = the lease: an unrenewed lease vanishes by itself.
-        leases: ensure_kv(
+        leases: Box::pin(ensure_kv(
             js,
             policy,
             kv(subjects::BUCKET_LEASES, 1, plan.lease_ttl),
             p,
-        )
+        ))
         .await?,
         // Kept while the tenant has jobs in flight, and long after: no age limit.
-        tenants: ensure_kv(
+        tenants: Box::pin(ensure_kv(
             js,
             policy,
             kv(subjects::BUCKET_TENANTS, 1, Duration::ZERO),
             p,
-        )
+        ))
         .await?,
     })
 }

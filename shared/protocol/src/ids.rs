@@ -16,6 +16,8 @@ pub enum IdError {
     Charset { what: &'static str, value: String },
     #[error("unit must be \"audio\" or \"v\" followed by five digits (got {0:?})")]
     Unit(String),
+    #[error("job_id {0:?} is reserved (it is a token of the fleet's own subjects)")]
+    Reserved(String),
 }
 
 fn check_token(what: &'static str, value: &str, max: usize) -> Result<(), IdError> {
@@ -89,6 +91,9 @@ macro_rules! token_id {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(String);
 
+/// Ids no client may give a job (`JobId::plain`).
+const RESERVED: [&str; 2] = [crate::subjects::TENANTS_TOKEN, crate::subjects::UNNAMED_JOB];
+
 /// Between a tenant's name and its job's own id in a scoped job id: a character that subjects,
 /// KV keys, object names and file names take, and that no plain id holds.
 pub const TENANT_SEPARATOR: char = '=';
@@ -110,10 +115,15 @@ impl JobId {
         Ok(Self(value))
     }
 
-    /// A plain id only: what a client may name a job (a scoped id is the fleet's).
+    /// A plain id only: what a client may name a job (a scoped id is the fleet's). `t` and
+    /// `_unnamed` are taken: `ffleet.events.t.>` holds the tenants' events, and
+    /// `ffleet.events._unnamed.>` refusals that name no job.
     pub fn plain(value: impl Into<String>) -> Result<Self, IdError> {
         let value = value.into();
         check_token("job_id", &value, Self::MAX_LEN)?;
+        if RESERVED.contains(&value.as_str()) {
+            return Err(IdError::Reserved(value));
+        }
         Ok(Self(value))
     }
 
@@ -314,6 +324,11 @@ mod tests {
         for bad in ["=j", "a=", "a=b=c", "a.b=c", "a=b.c", "a*=b"] {
             assert!(JobId::new(bad).is_err(), "{bad:?} accepted");
         }
+        // What a client may send: no tenant, and none of the fleet's own subject tokens.
+        for taken in ["acme=j1", "t", "_unnamed"] {
+            assert!(JobId::plain(taken).is_err(), "{taken:?} accepted");
+        }
+        assert!(JobId::plain("tt").is_ok());
     }
 
     #[test]

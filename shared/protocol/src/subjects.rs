@@ -340,6 +340,10 @@ impl EventKind {
     }
 }
 
+/// The token after `ffleet.events`, `ffleet.jobs`, `ffleet.live` and `ffleet.api.status` under
+/// which tenants' subjects lie (so no plain job may be named it).
+pub const TENANTS_TOKEN: &str = "t";
+
 /// Token used in place of a job id when a request was too broken to name its job.
 pub const UNNAMED_JOB: &str = "_unnamed";
 

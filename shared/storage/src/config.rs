@@ -43,6 +43,10 @@ pub struct StorageConfig {
     pub allow_hard_links: bool,
     /// Directories outputs must resolve into.
     pub output_roots: Vec<PathBuf>,
+    /// Directories that hold one directory per tenant (`<root>/<tenant>`): a tenant's job reads
+    /// and writes only there, and no other job does (they may not overlap the input and output
+    /// roots). Empty: tenants have no files.
+    pub tenant_roots: Vec<PathBuf>,
     /// Keep the scratch media of failed jobs for inspection (whichever service fails a job).
     pub keep_failed_scratch: bool,
     /// How long an output stored in the bucket for its submitter to fetch
@@ -85,6 +89,7 @@ impl Default for StorageConfig {
             input_roots: Vec::new(),
             allow_hard_links: false,
             output_roots: Vec::new(),
+            tenant_roots: Vec::new(),
             keep_failed_scratch: false,
             keep_outputs_secs: 3600,
             sweep_interval_secs: 600,
@@ -117,27 +122,22 @@ fn normalized(p: &Path) -> PathBuf {
     }
 }
 
-/// The directory under each root that holds tenants' media: a tenant's job reads and writes
-/// only under `<root>/tenants/<tenant>`.
-pub const TENANTS_DIR: &str = "tenants";
-
 impl StorageConfig {
-    /// This configuration as `job` may use it: a tenant's job's input and output roots are its
-    /// tenant's directory in each (`<root>/tenants/<tenant>`), so no tenant names another's
-    /// files; other jobs' are the roots themselves.
+    /// This configuration as `job` may use it: a tenant's job's input and output roots are both
+    /// its own directory of each tenant root (`<tenant root>/<tenant>`), so no tenant names
+    /// another's files; other jobs' are the input and output roots, which hold no tenant's.
     pub fn for_job(&self, job: &ffleet_protocol::JobId) -> std::borrow::Cow<'_, StorageConfig> {
         let Some(tenant) = job.tenant() else {
             return std::borrow::Cow::Borrowed(self);
         };
-        let scope = |roots: &[PathBuf]| -> Vec<PathBuf> {
-            roots
-                .iter()
-                .map(|r| r.join(TENANTS_DIR).join(tenant.as_str()))
-                .collect()
-        };
+        let own: Vec<PathBuf> = self
+            .tenant_roots
+            .iter()
+            .map(|r| r.join(tenant.as_str()))
+            .collect();
         std::borrow::Cow::Owned(StorageConfig {
-            input_roots: scope(&self.input_roots),
-            output_roots: scope(&self.output_roots),
+            input_roots: own.clone(),
+            output_roots: own,
             ..self.clone()
         })
     }
@@ -147,16 +147,7 @@ impl StorageConfig {
     /// the server's store, as its input.
     pub fn roots_must_not_contain(&self, dir: &Path, what: &str) -> Result<(), Invalid> {
         let dir = normalized(dir);
-        let roots = self
-            .input_roots
-            .iter()
-            .map(|r| ("storage.input_roots", r))
-            .chain(
-                self.output_roots
-                    .iter()
-                    .map(|r| ("storage.output_roots", r)),
-            );
-        for (key, root) in roots {
+        for (key, root) in self.job_roots() {
             let root_n = normalized(root);
             if dir.starts_with(&root_n) || root_n.starts_with(&dir) {
                 return Err(Invalid(format!(
@@ -165,6 +156,43 @@ impl StorageConfig {
                     dir.display(),
                     root.display()
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every directory jobs may read or write, by its setting's name.
+    fn job_roots(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
+        self.input_roots
+            .iter()
+            .map(|r| ("storage.input_roots", r))
+            .chain(
+                self.output_roots
+                    .iter()
+                    .map(|r| ("storage.output_roots", r)),
+            )
+            .chain(
+                self.tenant_roots
+                    .iter()
+                    .map(|r| ("storage.tenant_roots", r)),
+            )
+    }
+
+    /// Refuses a tenant root that lies inside (or contains) an input or output root: a job of
+    /// no tenant could then name a tenant's files, or a tenant another's.
+    fn tenant_roots_apart(&self) -> Result<(), Invalid> {
+        for t in &self.tenant_roots {
+            let t_n = normalized(t);
+            for r in self.input_roots.iter().chain(&self.output_roots) {
+                let r_n = normalized(r);
+                if t_n.starts_with(&r_n) || r_n.starts_with(&t_n) {
+                    return Err(Invalid(format!(
+                        "storage.tenant_roots entry {} overlaps the input or output root {}: \
+                         tenants' files must lie apart from every other job's",
+                        t.display(),
+                        r.display()
+                    )));
+                }
             }
         }
         Ok(())
@@ -193,6 +221,7 @@ impl Section for StorageConfig {
                 self.bucket
             )));
         }
+        self.tenant_roots_apart()?;
         self.roots_must_not_contain(&self.work_dir, "storage.work_dir")?;
         self.roots_must_not_contain(&self.scratch, "storage.scratch")
     }

@@ -211,14 +211,12 @@ impl JobRequest {
                 format!("request does not match the JobRequest v1 schema: {e}"),
             )
         })?;
-        if !req.job_id.is_plain() {
+        // A scoped id is the fleet's, and a few ids are its own subjects' tokens.
+        if let Err(e) = JobId::plain(req.job_id.as_str()) {
             return Err(fail(
                 None,
                 Reason::InvalidRequest,
-                format!(
-                    "job_id may contain only ASCII letters, digits, '-' and '_' (got {:?})",
-                    echo(req.job_id.as_str(), ECHO)
-                ),
+                echo(&e.to_string(), 2 * ECHO),
             ));
         }
         req.check_ranges()
