@@ -4,31 +4,13 @@
 mod common;
 
 use anyhow::{Context, Result};
+use common::cli::{ffleet, output as run};
 use common::media;
 use ffleet::local::NatsServer;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-
-fn ffleet() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ffleet"));
-    c.env_remove("NATS_URL")
-        .env_remove("FFLEET_CONFIG")
-        .env("RUST_LOG", "warn");
-    c
-}
-
-fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd.output().context("running ffleet")?;
-    println!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out)
-}
 
 #[test]
 fn transcode_works_with_no_configuration() -> Result<()> {

@@ -10,6 +10,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
+use common::cli::{ffleet, ffleet_as, output};
 use common::procs::ProcFleet;
 use common::secure::SecureServer;
 use common::{FleetOptions, JobClient, TestFleet, media};
@@ -513,54 +514,6 @@ impl Drop for Child {
     fn drop(&mut self) {
         common::procs::stop(&mut self.0, Duration::from_secs(15));
     }
-}
-
-fn ffleet() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ffleet"));
-    c.env_remove("NATS_URL")
-        .env_remove("FFLEET_CONFIG")
-        .env_remove(ffleet_runtime::config::NKEY_SEED_ENV)
-        .env("RUST_LOG", "warn");
-    c
-}
-
-/// `ffleet` as `role` of the secrets in `dir`, the seed given in the environment.
-fn ffleet_as(secrets: &ffleet::secrets::Secrets, role: Role) -> Result<std::process::Command> {
-    let mut c = ffleet();
-    c.env("FFLEET_NATS__ROLE", role.name())
-        .env(
-            ffleet_runtime::config::NKEY_SEED_ENV,
-            std::fs::read_to_string(secrets.seed(role))?.trim(),
-        )
-        .env("FFLEET_NATS__TLS_CA_FILE", secrets.ca())
-        .env("FFLEET_NATS__TLS_CERT_FILE", secrets.client_cert())
-        .env("FFLEET_NATS__TLS_KEY_FILE", secrets.client_key());
-    Ok(c)
-}
-
-/// Runs `c` to its end (killed after two minutes: a hang fails the test instead of holding it).
-fn output(c: &mut std::process::Command) -> Result<std::process::Output> {
-    let mut child = c
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running ffleet")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while child.try_wait()?.is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output()?;
-    println!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out)
 }
 
 #[test]

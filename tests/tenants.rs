@@ -13,6 +13,7 @@
 mod common;
 
 use anyhow::{Context, Result, bail, ensure};
+use common::cli::{ffleet_as_tenant, output};
 use common::{FleetOptions, JobClient, TestFleet, media};
 use ffleet_runtime::messages::{JobEvent, JobRequest, StatusState};
 use ffleet_runtime::nats::publish;
@@ -370,34 +371,13 @@ async fn the_cli_submits_and_follows_as_a_tenant() -> Result<()> {
     let secure = fleet.secure.as_ref().expect("secure fleet");
     let src = media::tiny_source(&tenant_dir(troot.path(), "acme")?, "cli.mp4")?;
     let out = tenant_dir(troot.path(), "acme")?.join("cli-out.mp4");
-    let ffleet_as_acme = || -> Result<std::process::Command> {
-        let s = &secure.secrets;
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ffleet"));
-        c.env_remove("NATS_URL")
-            .env_remove("FFLEET_CONFIG")
-            .env("RUST_LOG", "warn")
-            .env("FFLEET_NATS__TENANT", "acme")
-            .env(
-                ffleet_runtime::config::NKEY_SEED_ENV,
-                std::fs::read_to_string(s.tenant_seed(&tenant("acme")))?.trim(),
-            )
-            .env("FFLEET_NATS__TLS_CA_FILE", s.ca())
-            .env("FFLEET_NATS__TLS_CERT_FILE", s.client_cert())
-            .env("FFLEET_NATS__TLS_KEY_FILE", s.client_key())
-            .args(["-s", &secure.url()]);
+    let acme = || -> Result<std::process::Command> {
+        let mut c = ffleet_as_tenant(&secure.secrets, &tenant("acme"))?;
+        c.args(["-s", &secure.url()]);
         Ok(c)
     };
-    let run = |c: &mut std::process::Command| -> Result<std::process::Output> {
-        let out = tokio::task::block_in_place(|| c.output())?;
-        println!(
-            "exit {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(out)
-    };
-    let done = run(ffleet_as_acme()?
+    let run = |c: &mut std::process::Command| tokio::task::block_in_place(|| output(c));
+    let done = run(acme()?
         .args(["submit", "--wait", "--job-id", "cli"])
         .arg(&src)
         .arg("-o")
@@ -409,14 +389,14 @@ async fn the_cli_submits_and_follows_as_a_tenant() -> Result<()> {
     );
     assert!(out.is_file());
     fleet.wait_completed("acme=cli", JOB_TIMEOUT).await?;
-    let status = run(ffleet_as_acme()?.args(["status", "cli"]))?;
+    let status = run(acme()?.args(["status", "cli"]))?;
     ensure!(status.status.success(), "status as a tenant failed");
     assert!(
         String::from_utf8_lossy(&status.stdout).contains("completed"),
         "status did not say completed"
     );
     // Media through the bucket is not a tenant's: refused before anything is sent.
-    let upload = run(ffleet_as_acme()?
+    let upload = run(acme()?
         .args(["submit", "--upload", "--wait"])
         .arg(&src)
         .arg("-o")
