@@ -92,7 +92,14 @@ macro_rules! token_id {
 pub struct JobId(String);
 
 /// Ids no client may give a job (`JobId::plain`).
-const RESERVED: [&str; 2] = [crate::subjects::TENANTS_TOKEN, crate::subjects::UNNAMED_JOB];
+const RESERVED: [&str; 2] = [TENANTS_TOKEN, UNNAMED_JOB];
+
+/// The subject token under which tenants' subjects lie (`ffleet.events.t.<tenant>...`): no
+/// plain job may be named it (`subjects` uses it).
+pub const TENANTS_TOKEN: &str = "t";
+
+/// Stands in for a job id when a request was too broken to name its job (`subjects` uses it).
+pub const UNNAMED_JOB: &str = "_unnamed";
 
 /// Between a tenant's name and its job's own id in a scoped job id: a character that subjects,
 /// KV keys, object names and file names take, and that no plain id holds.
@@ -134,10 +141,7 @@ impl JobId {
 
     /// Where `tenant`'s requests that named no usable job are spoken of (`<tenant>=_unnamed`).
     pub fn unnamed_of(tenant: &Tenant) -> Self {
-        Self(format!(
-            "{tenant}{TENANT_SEPARATOR}{}",
-            crate::subjects::UNNAMED_JOB
-        ))
+        Self(format!("{tenant}{TENANT_SEPARATOR}{}", UNNAMED_JOB))
     }
 
     /// Whether this id names no tenant: the only form a client may send.

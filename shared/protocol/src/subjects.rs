@@ -340,12 +340,11 @@ impl EventKind {
     }
 }
 
-/// The token after `ffleet.events`, `ffleet.jobs`, `ffleet.live` and `ffleet.api.status` under
-/// which tenants' subjects lie (so no plain job may be named it).
-pub const TENANTS_TOKEN: &str = "t";
-
-/// Token used in place of a job id when a request was too broken to name its job.
-pub const UNNAMED_JOB: &str = "_unnamed";
+/// Tokens that are ids' as well as subjects' (`ids` keeps them, so that no plain job is named
+/// either): `TENANTS_TOKEN`, after `ffleet.events` (and `jobs`, `live`, `api.status`), under
+/// which tenants' subjects lie; `UNNAMED_JOB`, in place of a job id when a request was too
+/// broken to name its job.
+pub use crate::ids::{TENANTS_TOKEN, UNNAMED_JOB};
 
 impl EventKind {
     /// Whether clients see it (`segment_done` is between services).
