@@ -141,7 +141,10 @@ pub(crate) fn job_of(cfg: &ffleet_runtime::config::Config, id: &str) -> Result<J
         None => {
             let job = JobId::new(id)?;
             if let Some(t) = job.tenant()
-                && cfg.nats.role.is_some_and(|r| !r.reads_job_records())
+                && cfg
+                    .nats
+                    .role
+                    .is_some_and(|r| r != ffleet_runtime::security::Role::Admin)
             {
                 anyhow::bail!(
                     "{id} is a job of tenant {t}: ask with that tenant's credentials \

@@ -83,9 +83,22 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
             if privileged {
                 return Ok(r);
             }
-            match r.check_priority(sp.settings.max_priority(tenant.as_ref())) {
-                Ok(()) => Ok(r),
-                Err(failure) => Err(RequestError {
+            let max = sp.settings.max_priority(tenant.as_ref());
+            match (r.check_priority(max), &tenant) {
+                (Ok(()), _) => Ok(r),
+                // A tenant has no privileged subject to point to: its own cap is the answer.
+                (Err(f), Some(t)) => Err(RequestError {
+                    failure: Failure::new(
+                        f.reason,
+                        format!(
+                            "priority {} is above {max}, the most tenant {t} may ask for \
+                             (splitter.tenants.{t}.max_priority)",
+                            r.priority
+                        ),
+                    ),
+                    job_id: Some(r.job_id),
+                }),
+                (Err(failure), None) => Err(RequestError {
                     job_id: Some(r.job_id),
                     failure,
                 }),
@@ -104,6 +117,21 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
                 let e = RequestError {
                     job_id: Some(req.job_id),
                     failure,
+                };
+                return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await;
+            }
+            // Refused once the split's own budget of transient failures is spent: a request is
+            // never retried forever.
+            Err(e) if delivered >= SPLIT_TRIES => {
+                let e = RequestError {
+                    job_id: Some(req.job_id),
+                    failure: Failure::new(
+                        Reason::SplitFailed,
+                        format!(
+                            "the tenant's jobs in flight could not be read at each of \
+                             {delivered} tries; the last: {e}"
+                        ),
+                    ),
                 };
                 return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await;
             }
@@ -314,6 +342,11 @@ async fn existing(
     else {
         return Ok(());
     };
+    // A tenant's request under the id of a job that has ended was admitted again on its way
+    // here: it holds no slot.
+    if rec.state.is_terminal() {
+        ffleet_runtime::tenants::release(ctx, job).await;
+    }
     if delivered <= 1 {
         // Another request under a taken id: answered, but unnamed and under its own message id,
         // so the job that owns the id keeps its events.

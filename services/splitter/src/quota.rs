@@ -49,11 +49,24 @@ pub async fn admit(
     max: u32,
 ) -> Result<Option<Failure>, KvError> {
     let mut admission = tenants::admit(ctx, tenant, job, max).await?;
+    if let Admission::Full { .. } = &admission
+        && ctx.jobs.get(job.as_str()).await?.is_some()
+    {
+        // A request for a job that exists (a redelivery, a duplicate): it is not new work, and
+        // the split goes on to resume it, repair its end, or answer `duplicate_job`.
+        return Ok(None);
+    }
     if let Admission::Full { active } = &admission
         && prunes.due(tenant, active)
-        && tenants::prune(ctx, tenant).await? > 0
     {
-        admission = tenants::admit(ctx, tenant, job, max).await?;
+        // A prune that fails leaves the quota as it looked: full.
+        match tenants::prune(ctx, tenant).await {
+            Ok(0) => {}
+            Ok(_) => admission = tenants::admit(ctx, tenant, job, max).await?,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "tenant's jobs in flight not pruned");
+            }
+        }
     }
     Ok(match admission {
         Admission::Admitted => None,

@@ -351,6 +351,33 @@ mod tests {
     }
 
     #[test]
+    fn tenant_roots_lie_apart_from_every_other_root_and_each_other() {
+        let base = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.storage.input_roots = vec![base.path().join("in")];
+        c.storage.output_roots = vec![base.path().join("out")];
+        c.storage.tenant_roots = vec![base.path().join("tenants")];
+        c.validate().unwrap();
+        for overlapping in [
+            vec![base.path().join("in/tenants")],
+            vec![base.path().to_path_buf()],
+            vec![
+                base.path().join("tenants"),
+                base.path().join("tenants/acme"),
+            ],
+            vec![base.path().join("t/../in")],
+            vec!["relative".into()],
+        ] {
+            c.storage.tenant_roots = overlapping.clone();
+            assert!(c.validate().is_err(), "{overlapping:?} accepted");
+        }
+        // Scratch inside a tenant root is as bad as inside any root.
+        c.storage.tenant_roots = vec![base.path().join("tenants")];
+        c.storage.scratch = base.path().join("tenants/scratch");
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn scratch_or_data_inside_a_root_is_refused() {
         let root = tempfile::tempdir().unwrap();
         let mut c = Config::default();

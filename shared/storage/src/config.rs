@@ -181,6 +181,29 @@ impl StorageConfig {
     /// Refuses a tenant root that lies inside (or contains) an input or output root: a job of
     /// no tenant could then name a tenant's files, or a tenant another's.
     fn tenant_roots_apart(&self) -> Result<(), Invalid> {
+        if let Some(bad) = self.tenant_roots.iter().find(|t| {
+            !t.is_absolute()
+                || t.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+        }) {
+            return Err(Invalid(format!(
+                "storage.tenant_roots entry {} must be an absolute path without `..`",
+                bad.display()
+            )));
+        }
+        for (i, a) in self.tenant_roots.iter().enumerate() {
+            for b in &self.tenant_roots[i + 1..] {
+                let (a_n, b_n) = (normalized(a), normalized(b));
+                if a_n.starts_with(&b_n) || b_n.starts_with(&a_n) {
+                    return Err(Invalid(format!(
+                        "storage.tenant_roots entries {} and {} overlap: one tenant's directory \
+                         of one would lie inside another's of the other",
+                        a.display(),
+                        b.display()
+                    )));
+                }
+            }
+        }
         for t in &self.tenant_roots {
             let t_n = normalized(t);
             for r in self.input_roots.iter().chain(&self.output_roots) {
