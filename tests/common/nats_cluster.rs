@@ -218,6 +218,8 @@ impl NatsCluster {
                 return Ok(());
             };
             if Instant::now() > deadline {
+                // Who leads what and which replicas lag: what a failed wait needs to be read.
+                dump(js).await;
                 bail!("cluster not settled within {timeout:?}: {why}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -345,10 +347,12 @@ fn describe(c: Option<&jetstream::stream::ClusterInfo>) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{}{}{}",
+                "{}{}{} (lag {}, seen {:.1} s ago)",
                 r.name,
                 if r.current { "" } else { " (behind)" },
-                if r.offline { " (offline)" } else { "" }
+                if r.offline { " (offline)" } else { "" },
+                r.lag.unwrap_or(0),
+                r.active.as_secs_f64()
             )
         })
         .collect();
