@@ -105,7 +105,11 @@ pub async fn prune(ctx: &Ctx, tenant: &Tenant) -> Result<usize, KvError> {
         return Ok(0);
     }
     let n = gone.len();
-    forget(ctx, tenant, &gone).await?;
+    // Only the admissions judged: a job admitted again meanwhile has another time, and stays.
+    forget(ctx, tenant, |id, at| {
+        gone.iter().any(|(g, t)| g == id && *t == at)
+    })
+    .await?;
     tracing::info!(tenant = %tenant, removed = n, "ended jobs pruned from a tenant's jobs in flight");
     Ok(n)
 }
@@ -117,36 +121,23 @@ pub async fn release(ctx: &Ctx, job: &JobId) {
     let Some(tenant) = job.tenant() else {
         return;
     };
-    let id = job.local().to_owned();
-    let released = ctx
-        .tenants
-        .modify(tenant.as_str(), |usage| match usage {
-            Some(u) if u.active.contains_key(&id) => {
-                let mut u = u.clone();
-                u.active.remove(&id);
-                Change::Write(u, ())
-            }
-            _ => Change::Keep(()),
-        })
-        .await;
-    if let Err(e) = released {
+    if let Err(e) = forget(ctx, &tenant, |id, _| id == job.local()).await {
         tracing::warn!(job = %job, error = %e, "ended job not removed from its tenant's jobs in flight; pruned later");
     }
 }
 
-/// Removes the jobs `gone` names, each only while it is still the admission that was judged
-/// (same admission time): a job admitted again meanwhile stays.
-async fn forget(ctx: &Ctx, tenant: &Tenant, gone: &[(String, u64)]) -> Result<(), KvError> {
-    let still = |u: &TenantUsage, (id, at): &(String, u64)| u.active.get(id) == Some(at);
+/// Removes the jobs in flight `gone` picks (by id and admission time) in one revision-checked
+/// write, judged again on each try: a job admitted again meanwhile is judged as it now is.
+async fn forget(
+    ctx: &Ctx,
+    tenant: &Tenant,
+    gone: impl Fn(&str, u64) -> bool,
+) -> Result<(), KvError> {
     ctx.tenants
         .modify(tenant.as_str(), |usage| match usage {
-            Some(u) if gone.iter().any(|g| still(u, g)) => {
+            Some(u) if u.active.iter().any(|(id, at)| gone(id, *at)) => {
                 let mut u = u.clone();
-                for g in gone {
-                    if still(&u, g) {
-                        u.active.remove(&g.0);
-                    }
-                }
+                u.active.retain(|id, at| !gone(id, *at));
                 Change::Write(u, ())
             }
             _ => Change::Keep(()),

@@ -111,34 +111,28 @@ pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
     let _keep = KeepAlive::start(&msg, ctx.config.streams.ack_wait() / 3);
     if let Some(t) = &tenant {
         let max = sp.settings.max_active_jobs(t);
-        match quota::admit(ctx, &sp.prunes, t, &req.job_id, max).await {
-            Ok(None) => {}
-            Ok(Some(failure)) => {
-                let e = RequestError {
-                    job_id: Some(req.job_id),
-                    failure,
-                };
-                return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await;
-            }
+        let refusal = match quota::admit(ctx, &sp.prunes, t, &req.job_id, max).await {
+            Ok(refusal) => refusal,
             // Refused once the split's own budget of transient failures is spent: a request is
             // never retried forever.
-            Err(e) if delivered >= SPLIT_TRIES => {
-                let e = RequestError {
-                    job_id: Some(req.job_id),
-                    failure: Failure::new(
-                        Reason::SplitFailed,
-                        format!(
-                            "the tenant's jobs in flight could not be read at each of \
-                             {delivered} tries; the last: {e}"
-                        ),
-                    ),
-                };
-                return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await;
-            }
+            Err(e) if delivered >= SPLIT_TRIES => Some(Failure::new(
+                Reason::SplitFailed,
+                format!(
+                    "the tenant's jobs in flight could not be read at each of {delivered} \
+                     tries; the last: {e}"
+                ),
+            )),
             Err(e) => {
                 tracing::warn!(job = %req.job_id, error = %e, "tenant's jobs in flight unreadable; will retry");
                 return Outcome::retry_after(e, retry_delay(delivered));
             }
+        };
+        if let Some(failure) = refusal {
+            let e = RequestError {
+                job_id: Some(req.job_id),
+                failure,
+            };
+            return refuse(ctx, e, tenant.as_ref(), sequence, delivered).await;
         }
     }
     telemetry::spans::job(&req.job_id);
