@@ -268,6 +268,21 @@ async fn a_node_whose_disk_fills_drops_out_and_rejoins_when_restarted_with_space
 
     submit(&f, "job", &src).await?;
     running(&f, "job").await?;
+    // nats-server 2.10 and newer turn JetStream off on the full node and carry on with the
+    // other two; 2.9 (Debian 12's package) stalls the cluster's JetStream until that node is
+    // restarted with space, so there the job may only wait.
+    let carries_on = common::nats_cluster::server_version().is_some_and(|v| v >= (2, 10));
+    // Where the cluster carries on, the encoders are held still while the disk fills, so the
+    // job is in flight once it is full however fast this machine encodes (a 12 s source alone
+    // once ended first under load). On 2.9 the stall holds the job.
+    let encoders = if carries_on {
+        vec![f.encoder("enc-1")?, f.encoder("enc-2")?]
+    } else {
+        Vec::new()
+    };
+    for &e in &encoders {
+        f.signal(e, "STOP")?;
+    }
     let (fill, took) = fill_disk(&disk)?;
     let filled = Instant::now();
     // The job is in flight while the disk is full, or the test shows nothing.
@@ -275,15 +290,14 @@ async fn a_node_whose_disk_fills_drops_out_and_rejoins_when_restarted_with_space
         f.terminal_count("job").await? == 0,
         "the job ended before the disk filled"
     );
+    for &e in &encoders {
+        f.signal(e, "CONT")?;
+    }
     println!(
         "disk of n{} full: another writer took {} MiB",
         node + 1,
         took >> 20
     );
-    // nats-server 2.10 and newer turn JetStream off on the full node and carry on with the
-    // other two; 2.9 (Debian 12's package) stalls the cluster's JetStream until that node is
-    // restarted with space, so there the job may only wait.
-    let carries_on = common::nats_cluster::server_version().is_some_and(|v| v >= (2, 10));
     if carries_on {
         check(&f, "job", &reference).await?;
         let done = filled.elapsed();
