@@ -1670,7 +1670,10 @@ async fn compose_fleet_upgraded_across_images_one_container_at_a_time_loses_no_j
         previous_id != current_id,
         "{previous_image} and {current_image} are the same image"
     );
-    let ffleet_services = ["splitter", "scheduler", "merger", "encoder"];
+    // Readers of the fleet's media before its writers (docs/operations.md): this release keeps
+    // cuts and encoded units in a scratch bucket an earlier one does not read, and reads the
+    // earlier one's where it wrote them.
+    let ffleet_services = ["merger", "encoder", "scheduler", "splitter"];
     let on_image = |fleet: &Fleet, id: &str| -> Result<Vec<String>> {
         let mut off = Vec::new();
         for service in ffleet_services {

@@ -210,31 +210,38 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
         keys::kept_output(&a, "out.mp4"),
     ];
     for key in own.iter().chain(&others) {
-        store.upload(&file, key).await?;
+        store.put_file(&file, key).await?;
+    }
+    // What the fleet made (cuts, results) is in the scratch bucket, which no client's
+    // credentials reach; what clients store (uploads, kept outputs) in the media bucket.
+    let scratch = subjects::scratch_bucket(&cfg.storage.bucket);
+    let mut made = own[1..].to_vec();
+    made.sort();
+    let in_scratch = objects::names_in(ctx, &scratch).await?;
+    ensure!(in_scratch == made, "scratch holds {in_scratch:?}, expected {made:?}");
+    for key in own.iter().chain(&others) {
+        let want = if keys::fleet_made(key) { &scratch } else { &cfg.storage.bucket };
+        ensure!(store.bucket_of(key) == want, "{key} is kept in {}", store.bucket_of(key));
     }
     // A superseded attempt's result already removed: its index entry is skipped.
-    store.delete(&own[2]).await?;
+    Storage::delete(&store, &own[2]).await?;
     store.delete_prefix(&keys::job_prefix(&a)).await?;
     others.sort();
     let left = objects::names(ctx).await?;
     ensure!(left == others, "left {left:?}, expected {others:?}");
     // The job's index went with it; the others' stay (one entry per upload, naming the object
     // and its chunks).
-    let index = ctx
-        .js
-        .get_stream(subjects::media_index_stream(&cfg.storage.bucket))
-        .await?;
     for (job, expected) in [(&a, 0), (&b, 1), (&ab, 1)] {
-        let mut entries = index
-            .info_with_subjects(subjects::media_index_of_job(
-                &cfg.storage.bucket,
-                job.as_str(),
-            ))
-            .await?;
         let mut n = 0;
-        while let Some(e) = entries.next().await {
-            e?;
-            n += 1;
+        for bucket in [&cfg.storage.bucket, &scratch] {
+            let index = ctx.js.get_stream(subjects::media_index_stream(bucket)).await?;
+            let mut entries = index
+                .info_with_subjects(subjects::media_index_of_job(bucket, job.as_str()))
+                .await?;
+            while let Some(e) = entries.next().await {
+                e?;
+                n += 1;
+            }
         }
         ensure!(
             n == expected,

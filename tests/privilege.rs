@@ -261,6 +261,10 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
     let media = subjects::BUCKET_MEDIA;
     let obj = subjects::object_stream(media);
     let meta = subjects::object_meta(media, &URL_SAFE.encode("jobs/victim/src/v00000.nut"));
+    let scratch = subjects::scratch_bucket(media);
+    let scratch_obj = subjects::object_stream(&scratch);
+    let scratch_meta =
+        subjects::object_meta(&scratch, &URL_SAFE.encode("jobs/victim/src/v00000.nut"));
     let segments = subjects::kv_stream(subjects::BUCKET_SEGMENTS);
     let jobs = subjects::kv_stream(subjects::BUCKET_JOBS);
     let unit_key = subjects::kv_key(
@@ -399,6 +403,24 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
                 format!(
                     r#"{{"filter":"{}"}}"#,
                     subjects::object_chunks(media, "none")
+                ),
+            ),
+        ),
+        (
+            "read-scratch",
+            read(
+                js_api::stream_msg_get(&scratch_obj),
+                format!(r#"{{"last_by_subj":"{scratch_meta}"}}"#),
+            ),
+        ),
+        ("write-scratch", req(scratch_meta.clone(), "{}")),
+        (
+            "purge-scratch",
+            req(
+                js_api::stream_purge(&scratch_obj),
+                format!(
+                    r#"{{"filter":"{}"}}"#,
+                    subjects::object_chunks(&scratch, "none")
                 ),
             ),
         ),

@@ -34,13 +34,16 @@ async fn a_fleet_upgraded_one_process_at_a_time_loses_no_job() -> Result<()> {
     let current = PathBuf::from(env!("CARGO_BIN_EXE_ffleet"));
     let mut fleet = ProcFleet::start(ENV).await?;
     fleet.bin = previous.clone();
+    // Readers of the fleet's media before its writers (docs/operations.md): this release keeps
+    // cuts and encoded units in a scratch bucket an earlier one does not read, and reads the
+    // earlier one's where it wrote them.
     let plan: [(&str, &[(&str, &str)]); 6] = [
-        ("splitter", &[]),
-        ("scheduler", &[]),
-        ("scheduler", &[]),
         ("merger", &[]),
         ("encoder", &[("FFLEET_ENCODER__NODE_ID", "enc-1")]),
         ("encoder", &[("FFLEET_ENCODER__NODE_ID", "enc-2")]),
+        ("scheduler", &[]),
+        ("scheduler", &[]),
+        ("splitter", &[]),
     ];
     let mut old = Vec::new();
     for (svc, env) in plan {

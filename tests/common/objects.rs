@@ -31,9 +31,18 @@ pub async fn open_owned(cfg: Config, wait: Duration) -> Result<ObjectStore> {
     open(&cfg, wait).await
 }
 
-/// Names of every object in the fleet's media bucket.
+/// Names of every object in the fleet's media and scratch buckets.
 pub async fn names(ctx: &Ctx) -> Result<Vec<String>> {
-    let store = ctx.js.get_object_store(&ctx.config.storage.bucket).await?;
+    let media = &ctx.config.storage.bucket;
+    let mut out = names_in(ctx, media).await?;
+    out.extend(names_in(ctx, &ffleet_runtime::subjects::scratch_bucket(media)).await?);
+    out.sort();
+    Ok(out)
+}
+
+/// Names of every object in bucket `bucket`.
+pub async fn names_in(ctx: &Ctx, bucket: &str) -> Result<Vec<String>> {
+    let store = ctx.js.get_object_store(bucket).await?;
     let mut list = store.list().await?;
     let mut out = Vec::new();
     // A listing whose last message was purged meanwhile never ends by itself.

@@ -573,7 +573,8 @@ async fn store_source(
         Input::Object(key) => Ok((Some(key.clone()), read_digest, 0)),
         Input::File(p) => {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            let key = storage::keys::job_input(job, name.as_deref().unwrap_or("source"));
+            // The fleet's own copy (`fleet_made`): kept apart from what clients can touch.
+            let key = storage::keys::source_copy(job, name.as_deref().unwrap_or("source"));
             match ctx.storage.put_file(source, &key).await {
                 Ok(stored) => Ok((Some(key), stored.digest, stored.bytes_moved)),
                 Err(e) if e.is_transient() => Err(Err(transient(e))),

@@ -1,13 +1,16 @@
 //! The key layout of media storage (bucket or scratch directory). Every key ffleet writes, and
 //! every prefix it checks a key against, is made here:
 //!
-//! - `jobs/<job>/in/<name>`: a job's uploaded or copied source
+//! - `jobs/<job>/in/<name>`: a job's uploaded source (the submitter's)
+//! - `jobs/<job>/copy/<name>`: a file source the splitter copied for nodes without the file
 //! - `jobs/<job>/src/<cut>`: the splitter's cuts
 //! - `jobs/<job>/enc/<unit>.a<attempt>.<ext>`: each attempt's encoded unit (attempts never
 //!   overwrite each other)
 //! - `outputs/<job>/<name>`: outputs kept for `submit --upload --wait` to fetch
 //!
-//! Everything under `jobs/<job>` is the job's scratch and goes when the job ends.
+//! Everything under `jobs/<job>` is the job's scratch and goes when the job ends. All of it but
+//! the submitter's upload is the fleet's own (`fleet_made`), kept on the object-store backend in
+//! a bucket no client may touch.
 
 use crate::JobId;
 use std::fmt::Display;
@@ -38,7 +41,18 @@ pub fn input_job_of(key: &str) -> Option<&str> {
         .then_some(job)
 }
 
-/// Where a job's uploaded or copied source lives.
+/// Whether the fleet wrote `key` (a cut, an encoded unit, a copied source, or a job's whole
+/// scratch prefix), rather than a client (an upload, an output, another system's object).
+pub fn fleet_made(key: &str) -> bool {
+    job_of(key).is_some() && input_job_of(key).is_none()
+}
+
+/// Where the splitter stores a copy of a job's file source, for nodes that do not share the file.
+pub fn source_copy(job: &JobId, name: &str) -> String {
+    format!("{}/copy/{}", job_prefix(job), sanitize_name(name))
+}
+
+/// Where a job's uploaded source lives.
 pub fn job_input(job: &JobId, name: &str) -> String {
     format!("{}{}", job_input_prefix(job), sanitize_name(name))
 }
@@ -121,5 +135,27 @@ mod tests {
         assert_eq!(job_of("jobs/bad.id/x"), None);
         assert_eq!(input_job_of(&job_input(&job, "x.mp4")), Some("j-1"));
         assert_eq!(input_job_of(&cut(&job, "c00000.nut")), None);
+        assert_eq!(input_job_of(&source_copy(&job, "a.mp4")), None);
+    }
+
+    #[test]
+    fn only_what_the_fleet_writes_is_fleet_made() {
+        let job = JobId::new("acme=j-1").unwrap();
+        for key in [
+            cut(&job, "v00001.nut"),
+            result(&job, "v00001", 1, "nut"),
+            source_copy(&job, "a b.mp4"),
+            job_prefix(&job),
+        ] {
+            assert!(fleet_made(&key), "{key}");
+        }
+        for key in [
+            job_input(&job, "a.mp4"),
+            kept_output(&job, "out.mp4"),
+            "library/film.mov".to_owned(),
+            "jobs/".to_owned(),
+        ] {
+            assert!(!fleet_made(&key), "{key}");
+        }
     }
 }

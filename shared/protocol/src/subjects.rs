@@ -26,6 +26,17 @@ pub const BUCKET_WORKERS: &str = "ffleet-workers";
 /// no filesystem: a JetStream Object Store bucket (default name; `storage.bucket`).
 pub const BUCKET_MEDIA: &str = "ffleet-media";
 
+/// The fleet's own media (cuts, encoded units, copied sources) beside media bucket `media`: a
+/// bucket of its own, which only the services that make and read that media may touch, so no
+/// client (the plain submitter included) reads or rewrites another job's scratch. Derived from
+/// the media bucket's name, so every role's permissions follow `storage.bucket`.
+pub fn scratch_bucket(media: &str) -> String {
+    format!("{media}{SCRATCH_SUFFIX}")
+}
+
+/// What `scratch_bucket` appends to the media bucket's name.
+pub const SCRATCH_SUFFIX: &str = "-scratch";
+
 /// Leases (leader election), one key per role, expiring unless renewed.
 pub const BUCKET_LEASES: &str = "ffleet-leases";
 /// Tenants' usage (`TenantUsage`: the jobs each has in flight), one key per tenant.
@@ -44,8 +55,8 @@ pub const PROVISIONED: &[&str] = &[
     BUCKET_MEDIA,
 ];
 
-/// The stream behind every provisioned name (`PROVISIONED`): the media object store's and its
-/// job index's only with `media` (fleets on the object-store backend).
+/// The stream behind every provisioned name (`PROVISIONED`): the media and scratch object
+/// stores' and their job indexes' only with `media` (fleets on the object-store backend).
 pub fn provisioned_streams(media: bool) -> Vec<String> {
     let mut out: Vec<String> = PROVISIONED
         .iter()
@@ -59,8 +70,10 @@ pub fn provisioned_streams(media: bool) -> Vec<String> {
         })
         .collect();
     if media {
-        out.push(object_stream(BUCKET_MEDIA));
-        out.push(media_index_stream(BUCKET_MEDIA));
+        for bucket in [BUCKET_MEDIA.to_owned(), scratch_bucket(BUCKET_MEDIA)] {
+            out.push(object_stream(&bucket));
+            out.push(media_index_stream(&bucket));
+        }
     }
     out
 }

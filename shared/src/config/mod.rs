@@ -264,12 +264,14 @@ impl Config {
         }
     }
 
-    /// Where the media bucket's streams live.
+    /// Where the media and scratch buckets' streams live.
     pub fn media_placement(&self) -> Placement {
         Placement {
             replicas: self.streams.replicas_of(&self.storage.bucket),
             create: self.creates_streams(),
             purge: self.nats.role.is_none_or(|r| r.purges_media()),
+            // A client's credentials (the submitter's `--upload`) reach the media bucket only.
+            scratch: self.nats.role.is_none_or(|r| r.uses_scratch()),
         }
     }
 

@@ -23,12 +23,13 @@
 //! the subject), so the job's cleanup asks the server for that job's subjects instead of listing
 //! the whole bucket. A job's input stored by another system gets an entry of its name alone.
 
-use super::{Aged, Local, Storage, StorageError, Stored, Survey, WorkDir, check_key, io, keys};
+mod route;
+
+use super::{Aged, Local, StorageError, Stored, Survey, WorkDir, check_key, io, keys};
 use crate::config::StorageConfig;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions};
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use bytes::BytesMut;
@@ -39,7 +40,7 @@ use ffleet_protocol::subjects;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,6 +79,10 @@ pub struct ObjectStore {
     /// Whether these credentials may purge the media stream (services that clean up a job's
     /// media); the others leave what they cannot remove to the job's cleanup.
     purges: bool,
+    /// The fleet's scratch bucket (`subjects::scratch_bucket`), where the fleet's own media goes
+    /// (`keys::fleet_made`); `None` for clients, whose credentials do not reach it, and for the
+    /// scratch bucket itself.
+    scratch: Option<Arc<ObjectStore>>,
 }
 
 /// A broker error of `op` on `key`, classified by what JetStream refused (`nats::refusal`):
@@ -125,11 +130,17 @@ pub struct Placement {
     /// May purge the media stream (remove objects): not a submitter's or an encoder's
     /// credentials, whose purge would be the whole stream's.
     pub purge: bool,
+    /// Opens the fleet's scratch bucket too (the services and the admin): clients' credentials
+    /// do not reach it, and what they store (uploads, outputs) is in the media bucket.
+    pub scratch: bool,
 }
 
 impl ObjectStore {
     /// Ensures the bucket's stream exists (retrying while JetStream is not ready, for up to
     /// `patience`) and opens it; `policy` bounds each try, here and in every later operation.
+    ///
+    /// With `placement.scratch`, the fleet's scratch bucket is ensured and opened the same way,
+    /// and every object the fleet makes (`keys::fleet_made`) is kept there.
     pub async fn open(
         js: &Context,
         policy: Policy,
@@ -138,7 +149,35 @@ impl ObjectStore {
         work: Arc<WorkDir>,
         patience: Patience,
     ) -> Result<Self, StorageError> {
-        let bucket = cfg.bucket.clone();
+        let mut media = Self::open_bucket(
+            js,
+            policy,
+            cfg,
+            cfg.bucket.clone(),
+            placement,
+            work.clone(),
+            patience,
+        )
+        .await?;
+        if placement.scratch {
+            let name = subjects::scratch_bucket(&cfg.bucket);
+            let scratch =
+                Self::open_bucket(js, policy, cfg, name, placement, work, patience).await?;
+            media.scratch = Some(Arc::new(scratch));
+        }
+        Ok(media)
+    }
+
+    /// Ensures and opens one bucket, `bucket`, with `cfg`'s settings.
+    async fn open_bucket(
+        js: &Context,
+        policy: Policy,
+        cfg: &StorageConfig,
+        bucket: String,
+        placement: Placement,
+        work: Arc<WorkDir>,
+        patience: Patience,
+    ) -> Result<Self, StorageError> {
         let name = subjects::object_stream(&bucket);
         let replicas = placement.replicas;
         let spec = stream::Config {
@@ -195,6 +234,7 @@ impl ObjectStore {
             work,
             policy,
             purges: placement.purge,
+            scratch: None,
         })
     }
 
@@ -864,9 +904,9 @@ enum Copy {
     Mismatch,
 }
 
-#[async_trait]
-impl Storage for ObjectStore {
-    async fn fetch(&self, key: &str, expect: Option<&str>) -> Result<Local, StorageError> {
+/// One bucket's side of `Storage` (`route.rs` picks the bucket).
+impl ObjectStore {
+    async fn fetch_here(&self, key: &str, expect: Option<&str>) -> Result<Local, StorageError> {
         let name = key.rsplit('/').next().unwrap_or("object");
         let dest = self.work.temp_path(name);
         let (n, digest) = self.download_checked(key, expect, &dest).await?;
@@ -875,22 +915,7 @@ impl Storage for ObjectStore {
         Ok(local)
     }
 
-    async fn fetch_to(
-        &self,
-        key: &str,
-        expect: Option<&str>,
-        dest: &Path,
-    ) -> Result<u64, StorageError> {
-        self.download(key, expect, dest).await
-    }
-
-    async fn staging_path(&self, key: &str) -> Result<PathBuf, StorageError> {
-        check_key(key)?;
-        let name = key.rsplit('/').next().unwrap_or("object");
-        Ok(self.work.temp_path(&format!("stage-{name}")))
-    }
-
-    async fn commit(&self, staged: &Path, key: &str) -> Result<Stored, StorageError> {
+    async fn commit_here(&self, staged: &Path, key: &str) -> Result<Stored, StorageError> {
         let meta = tokio::fs::metadata(staged).await.map_err(io(staged))?;
         let result = if meta.is_dir() {
             self.commit_dir(staged, key).await
@@ -905,11 +930,7 @@ impl Storage for ObjectStore {
         result
     }
 
-    async fn put_file(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
-        self.upload(file, key).await
-    }
-
-    async fn size(&self, key: &str) -> Result<u64, StorageError> {
+    async fn size_here(&self, key: &str) -> Result<u64, StorageError> {
         check_key(key)?;
         match self.store.info(key).await {
             Ok(i) if !i.deleted => Ok(i.size as u64),
@@ -921,7 +942,7 @@ impl Storage for ObjectStore {
         }
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+    async fn exists_here(&self, key: &str) -> Result<bool, StorageError> {
         check_key(key)?;
         match self.store.info(key).await {
             Ok(i) => Ok(!i.deleted),
@@ -930,15 +951,7 @@ impl Storage for ObjectStore {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        ObjectStore::delete(self, key).await
-    }
-
-    async fn survey(&self, quiet: Duration) -> Result<Survey, StorageError> {
-        ObjectStore::survey(self, quiet).await
-    }
-
-    async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+    async fn delete_prefix_here(&self, prefix: &str) -> Result<(), StorageError> {
         check_key(prefix)?;
         if let Some(job) = keys::job_of(prefix) {
             return self.delete_job_objects(job, prefix).await;
@@ -969,14 +982,6 @@ impl Storage for ObjectStore {
             }
         }
         Ok(())
-    }
-
-    fn is_shared(&self) -> bool {
-        false
-    }
-
-    fn work_dir(&self) -> &Path {
-        self.work.path()
     }
 }
 

@@ -62,6 +62,16 @@ impl Role {
         matches!(self, Role::Splitter | Role::Merger | Role::Admin)
     }
 
+    /// Whether this role reaches the fleet's scratch bucket (`subjects::scratch_bucket`): the
+    /// services that make and read cuts and encoded units, and the admin who provisions it.
+    /// Never a client: what clients store and fetch is in the media bucket.
+    pub fn uses_scratch(self) -> bool {
+        matches!(
+            self,
+            Role::Splitter | Role::Encoder | Role::Merger | Role::Admin
+        )
+    }
+
     /// Whether this role may create streams and buckets.
     pub fn provisions(self) -> bool {
         self == Role::Admin
@@ -89,7 +99,7 @@ impl Role {
                     g.sub(subjects::event_any_job(k));
                 }
                 g.sub(subjects::live_wildcard());
-                g.media(self.purges_media());
+                g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Admin => {
                 g.publish(subjects::JOBS_SUBMIT);
@@ -124,7 +134,7 @@ impl Role {
                 g.sub(subjects::live_wildcard());
                 g.sub(subjects::live_any_tenant());
                 g.sub(subjects::dead_wildcard());
-                g.media(self.purges_media());
+                g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Splitter => {
                 g.lookup_all();
@@ -152,7 +162,7 @@ impl Role {
                     g.publish(subjects::event_any_job(k));
                     g.publish(subjects::event_any_tenant_job(k));
                 }
-                g.media(self.purges_media());
+                g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Scheduler => {
                 g.lookup_all();
@@ -233,7 +243,7 @@ impl Role {
                 // Units handed back for re-planning, and units out of retries.
                 g.publish(subjects::TASKS_PLAN);
                 g.publish(subjects::dead_wildcard());
-                g.media(self.purges_media());
+                g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Merger => {
                 g.lookup_all();
@@ -253,7 +263,7 @@ impl Role {
                     g.publish(subjects::event_any_job(k));
                     g.publish(subjects::event_any_tenant_job(k));
                 }
-                g.media(self.purges_media());
+                g.media(self.purges_media(), self.uses_scratch());
             }
         }
         g
@@ -327,10 +337,12 @@ fn all_streams(media: &str) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .chain(BUCKETS.iter().map(|b| subjects::kv_stream(b)))
-        .chain([
-            subjects::object_stream(media),
-            subjects::media_index_stream(media),
-        ])
+        .chain([media.to_owned(), subjects::scratch_bucket(media)].map(|b| {
+            [
+                subjects::object_stream(&b),
+                subjects::media_index_stream(&b),
+            ]
+        }).into_iter().flatten())
         .collect()
 }
 
@@ -340,7 +352,8 @@ pub struct Permissions {
     pub publish: Vec<String>,
     pub publish_deny: Vec<String>,
     pub subscribe: Vec<String>,
-    /// The media object store bucket these permissions name.
+    /// The media object store bucket these permissions name (the scratch bucket's name follows
+    /// from it: `subjects::scratch_bucket`).
     pub media_bucket: String,
     /// May answer the requests it receives: one reply to each request's reply subject, for the
     /// server's default two minutes (`allow_responses`), whatever inbox the asker uses.
@@ -428,10 +441,21 @@ impl Permissions {
     /// `purge`, an object's chunks are purged when it is deleted and a job's index entries at
     /// its cleanup: a purge request names its subject only in its body, so the grant is the
     /// whole stream's, and clients do not get it.
-    fn media(&mut self, purge: bool) {
-        let b = self.media_bucket.clone();
-        let s = subjects::object_stream(&b);
-        for w in subjects::object_wildcards(&b) {
+    ///
+    /// With `scratch`, the same on the fleet's scratch bucket, which holds every job's cuts and
+    /// encoded units: no client gets it.
+    fn media(&mut self, purge: bool, scratch: bool) {
+        let media = self.media_bucket.clone();
+        self.bucket(&media, purge);
+        if scratch {
+            self.bucket(&subjects::scratch_bucket(&media), purge);
+        }
+    }
+
+    /// `media`'s grants on one object store bucket, `b`.
+    fn bucket(&mut self, b: &str, purge: bool) {
+        let s = subjects::object_stream(b);
+        for w in subjects::object_wildcards(b) {
             self.publish(w);
         }
         self.publish(js_api::stream_info(&s));
@@ -441,8 +465,8 @@ impl Permissions {
         }
         // The index of which job each scratch object belongs to: recorded on upload, read
         // (stream info with a subject filter) and purged at a job's cleanup.
-        let index = subjects::media_index_stream(&b);
-        self.publish(subjects::media_index_wildcard(&b));
+        let index = subjects::media_index_stream(b);
+        self.publish(subjects::media_index_wildcard(b));
         self.publish(js_api::stream_info(&index));
         if purge {
             self.publish(js_api::stream_purge(&s));
