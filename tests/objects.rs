@@ -218,10 +218,21 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     let mut made = own[1..].to_vec();
     made.sort();
     let in_scratch = objects::names_in(ctx, &scratch).await?;
-    ensure!(in_scratch == made, "scratch holds {in_scratch:?}, expected {made:?}");
+    ensure!(
+        in_scratch == made,
+        "scratch holds {in_scratch:?}, expected {made:?}"
+    );
     for key in own.iter().chain(&others) {
-        let want = if keys::fleet_made(key) { &scratch } else { &cfg.storage.bucket };
-        ensure!(store.bucket_of(key) == want, "{key} is kept in {}", store.bucket_of(key));
+        let want = if keys::fleet_made(key) {
+            &scratch
+        } else {
+            &cfg.storage.bucket
+        };
+        ensure!(
+            store.bucket_of(key) == want,
+            "{key} is kept in {}",
+            store.bucket_of(key)
+        );
     }
     // A superseded attempt's result already removed: its index entry is skipped.
     Storage::delete(&store, &own[2]).await?;
@@ -234,7 +245,10 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     for (job, expected) in [(&a, 0), (&b, 1), (&ab, 1)] {
         let mut n = 0;
         for bucket in [&cfg.storage.bucket, &scratch] {
-            let index = ctx.js.get_stream(subjects::media_index_stream(bucket)).await?;
+            let index = ctx
+                .js
+                .get_stream(subjects::media_index_stream(bucket))
+                .await?;
             let mut entries = index
                 .info_with_subjects(subjects::media_index_of_job(bucket, job.as_str()))
                 .await?;

@@ -337,12 +337,17 @@ fn all_streams(media: &str) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .chain(BUCKETS.iter().map(|b| subjects::kv_stream(b)))
-        .chain([media.to_owned(), subjects::scratch_bucket(media)].map(|b| {
-            [
-                subjects::object_stream(&b),
-                subjects::media_index_stream(&b),
-            ]
-        }).into_iter().flatten())
+        .chain(
+            [media.to_owned(), subjects::scratch_bucket(media)]
+                .map(|b| {
+                    [
+                        subjects::object_stream(&b),
+                        subjects::media_index_stream(&b),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .collect()
 }
 
