@@ -831,17 +831,23 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
         s.connect(Role::Admin).await?,
         &s.config(Role::Admin),
     );
-    let mut stream = admin_js
-        .get_stream(subjects::object_stream(subjects::BUCKET_MEDIA))
-        .await?;
-    let chunks = stream
-        .info_with_subjects(subjects::object_chunks(subjects::BUCKET_MEDIA, "*"))
-        .await?
-        .count()
-        .await;
-    assert_eq!(chunks, 1, "chunk sets left: only the running job's cut");
+    // The cut is the fleet's own: in the scratch bucket, which the submitter's orphans and
+    // upload never reached; the media bucket is empty.
+    let scratch = subjects::scratch_bucket(subjects::BUCKET_MEDIA);
+    for (bucket, expected) in [(subjects::BUCKET_MEDIA, 0), (scratch.as_str(), 1)] {
+        let mut stream = admin_js.get_stream(subjects::object_stream(bucket)).await?;
+        let chunks = stream
+            .info_with_subjects(subjects::object_chunks(bucket, "*"))
+            .await?
+            .count()
+            .await;
+        assert_eq!(
+            chunks, expected,
+            "chunk sets left in {bucket}: only the running job's cut"
+        );
+        let _ = stream.info().await?;
+    }
     assert!(s.violations().is_empty(), "{:#?}", s.violations());
-    let _ = stream.info().await?;
     Ok(())
 }
 
