@@ -207,6 +207,7 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     let mut others = vec![
         keys::job_input(&b, "in.mp4"),
         keys::job_input(&ab, "in.mp4"),
+        keys::cut(&ab, "c00000.nut"),
         keys::kept_output(&a, "out.mp4"),
     ];
     for key in own.iter().chain(&others) {
@@ -216,6 +217,7 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     // credentials reach; what clients store (uploads, kept outputs) in the media bucket.
     let scratch = subjects::scratch_bucket(&cfg.storage.bucket);
     let mut made = own[1..].to_vec();
+    made.push(keys::cut(&ab, "c00000.nut"));
     made.sort();
     let in_scratch = objects::names_in(ctx, &scratch).await?;
     ensure!(
@@ -240,22 +242,34 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
     others.sort();
     let left = objects::names(ctx).await?;
     ensure!(left == others, "left {left:?}, expected {others:?}");
+    let scratch_stream = ctx.js.get_stream(subjects::object_stream(&scratch)).await?;
+    for filter in [
+        subjects::object_chunks(&scratch, &format!("{a}.>")),
+        subjects::object_meta(&scratch, &format!("{a}.>")),
+    ] {
+        let mut left = scratch_stream.info_with_subjects(&filter).await?;
+        ensure!(
+            left.next().await.transpose()?.is_none(),
+            "job-a's messages are still in the scratch stream ({filter})"
+        );
+    }
     // The job's index went with it; the others' stay (one entry per upload, naming the object
     // and its chunks).
+    // (The scratch bucket has no index: its subjects carry each object's job, and the job's
+    // cleanup purged them, chunks of superseded uploads included.)
+    let bucket = &cfg.storage.bucket;
+    let index = ctx
+        .js
+        .get_stream(subjects::media_index_stream(bucket))
+        .await?;
     for (job, expected) in [(&a, 0), (&b, 1), (&ab, 1)] {
         let mut n = 0;
-        for bucket in [&cfg.storage.bucket, &scratch] {
-            let index = ctx
-                .js
-                .get_stream(subjects::media_index_stream(bucket))
-                .await?;
-            let mut entries = index
-                .info_with_subjects(subjects::media_index_of_job(bucket, job.as_str()))
-                .await?;
-            while let Some(e) = entries.next().await {
-                e?;
-                n += 1;
-            }
+        let mut entries = index
+            .info_with_subjects(subjects::media_index_of_job(bucket, job.as_str()))
+            .await?;
+        while let Some(e) = entries.next().await {
+            e?;
+            n += 1;
         }
         ensure!(
             n == expected,

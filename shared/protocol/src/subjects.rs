@@ -55,8 +55,9 @@ pub const PROVISIONED: &[&str] = &[
     BUCKET_MEDIA,
 ];
 
-/// The stream behind every provisioned name (`PROVISIONED`): the media and scratch object
-/// stores' and their job indexes' only with `media` (fleets on the object-store backend).
+/// The stream behind every provisioned name (`PROVISIONED`): the media object store's, its job
+/// index's and the scratch object store's only with `media` (fleets on the object-store
+/// backend).
 pub fn provisioned_streams(media: bool) -> Vec<String> {
     let mut out: Vec<String> = PROVISIONED
         .iter()
@@ -70,10 +71,10 @@ pub fn provisioned_streams(media: bool) -> Vec<String> {
         })
         .collect();
     if media {
-        for bucket in [BUCKET_MEDIA.to_owned(), scratch_bucket(BUCKET_MEDIA)] {
-            out.push(object_stream(&bucket));
-            out.push(media_index_stream(&bucket));
-        }
+        out.push(object_stream(BUCKET_MEDIA));
+        out.push(media_index_stream(BUCKET_MEDIA));
+        // Its subjects name each object's job: no index beside it.
+        out.push(object_stream(&scratch_bucket(BUCKET_MEDIA)));
     }
     out
 }

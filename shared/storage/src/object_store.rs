@@ -23,7 +23,10 @@
 //! the subject), so the job's cleanup asks the server for that job's subjects instead of listing
 //! the whole bucket. A job's input stored by another system gets an entry of its name alone.
 
+mod layout;
 mod route;
+
+use layout::Layout;
 
 use super::{Aged, Local, StorageError, Stored, Survey, WorkDir, check_key, io, keys};
 use crate::config::StorageConfig;
@@ -68,8 +71,10 @@ pub struct ObjectStore {
     js: Context,
     store: object_store::ObjectStore,
     stream: stream::Stream,
-    /// `IDX_<bucket>`: which job each scratch object belongs to.
-    index: stream::Stream,
+    /// `IDX_<bucket>`: which job each scratch object belongs to (standard layout only: a by-job
+    /// bucket's subjects say it).
+    index: Option<stream::Stream>,
+    layout: Layout,
     bucket: String,
     chunk_size: usize,
     work: Arc<WorkDir>,
@@ -153,7 +158,7 @@ impl ObjectStore {
             js,
             policy,
             cfg,
-            cfg.bucket.clone(),
+            (cfg.bucket.clone(), Layout::Standard),
             placement,
             work.clone(),
             patience,
@@ -161,19 +166,27 @@ impl ObjectStore {
         .await?;
         if placement.scratch {
             let name = subjects::scratch_bucket(&cfg.bucket);
-            let scratch =
-                Self::open_bucket(js, policy, cfg, name, placement, work, patience).await?;
+            let scratch = Self::open_bucket(
+                js,
+                policy,
+                cfg,
+                (name, Layout::ByJob),
+                placement,
+                work,
+                patience,
+            )
+            .await?;
             media.scratch = Some(Arc::new(scratch));
         }
         Ok(media)
     }
 
-    /// Ensures and opens one bucket, `bucket`, with `cfg`'s settings.
+    /// Ensures and opens one bucket, `bucket` laid out as `layout`, with `cfg`'s settings.
     async fn open_bucket(
         js: &Context,
         policy: Policy,
         cfg: &StorageConfig,
-        bucket: String,
+        (bucket, layout): (String, Layout),
         placement: Placement,
         work: Arc<WorkDir>,
         patience: Patience,
@@ -214,9 +227,14 @@ impl ObjectStore {
         let stream = ensure_stream(js, policy, spec, patience, create)
             .await
             .map_err(opening)?;
-        let index = ensure_stream(js, policy, index_spec(&bucket, replicas), patience, create)
-            .await
-            .map_err(opening)?;
+        let index = match layout {
+            Layout::Standard => Some(
+                ensure_stream(js, policy, index_spec(&bucket, replicas), patience, create)
+                    .await
+                    .map_err(opening)?,
+            ),
+            Layout::ByJob => None,
+        };
         // Looked up through elections like the streams above: a client that opens the bucket
         // while a NATS node restarts (`submit --upload`) waits for it instead of failing.
         let store = retry::retry(policy, "open object store", &bucket, patience, |_| {
@@ -235,6 +253,7 @@ impl ObjectStore {
             policy,
             purges: placement.purge,
             scratch: None,
+            layout,
         })
     }
 
@@ -274,7 +293,7 @@ impl ObjectStore {
         // Recorded before a chunk is sent: a crash mid-upload leaves an index entry with no
         // object (skipped at cleanup), never an object the cleanup cannot find.
         let nuid = nuid_for(key);
-        if let Some(job) = keys::job_of(key) {
+        if let Some(job) = keys::job_of(key).filter(|_| self.index.is_some()) {
             // One entry names both the object and this upload's chunks: a writer that may not
             // purge (an encoder) leaves a failed or replaced upload's chunks to the job's
             // cleanup. At replicas 3 each entry is a replicated write, paid twice per segment.
@@ -285,15 +304,15 @@ impl ObjectStore {
         // The value this replaces, whose chunks go once the new ones are in: only a writer that
         // may purge asks (an encoder's replaced chunks go with the job, named by its index).
         let previous = if self.purges {
-            self.store.info(key).await.ok()
+            self.info(key).await.ok().flatten()
         } else {
             None
         };
-        let chunks_subject = subjects::object_chunks(&self.bucket, &nuid);
+        let chunks_subject = self.chunks_subject(key, &nuid);
         match self.send(file, key, &nuid, &chunks_subject).await {
             Ok(stored) => {
                 if let Some(old) = previous.filter(|o| o.nuid != nuid && nuid_of(key, &o.nuid)) {
-                    let subject = subjects::object_chunks(&self.bucket, &old.nuid);
+                    let subject = self.chunks_subject(key, &old.nuid);
                     if let Err(e) = self.stream.purge().filter(subject).await {
                         tracing::warn!(key, error = %e, "old chunks of a replaced object not purged");
                     }
@@ -352,7 +371,7 @@ impl ObjectStore {
         // No roll-up header: the bucket refuses roll-ups, since a client that may write
         // metadata could otherwise send `Nats-Rollup: all` and empty the whole stream. Readers
         // take the newest metadata of a name; an older one goes with the name's deletion.
-        let subject = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        let subject = self.meta_subject(key);
         self.js
             .publish(subject, body.into())
             .await
@@ -437,7 +456,7 @@ impl ObjectStore {
         check_key(key)?;
         // A job's input may have been stored by another system with the standard tools, which
         // know nothing of the index: the splitter's read records it, so it goes with the job.
-        if let Some(job) = keys::input_job_of(key)
+        if let Some(job) = keys::input_job_of(key).filter(|_| self.index.is_some())
             && let Err(e) = self.index_object(job, key).await
         {
             // The object is there to read: without its entry it only outlives its job (until
@@ -491,13 +510,12 @@ impl ObjectStore {
         try_no: u32,
     ) -> Result<(u64, String), StorageError> {
         let limit = self.policy.try_timeout(try_no);
-        let got = tokio::time::timeout(limit, self.store.info(key))
+        let got = tokio::time::timeout(limit, self.info(key))
             .await
             .map_err(|_| nats("download", key)(format!("no answer within {limit:?}")))?;
-        let info = got.map_err(|e| match e.kind() {
-            object_store::InfoErrorKind::NotFound => StorageError::Missing(key.into()),
-            _ => nats("download", key)(e),
-        })?;
+        let info = got
+            .map_err(nats("download", key))?
+            .ok_or_else(|| StorageError::Missing(key.into()))?;
         if info.deleted {
             return Err(StorageError::Missing(key.into()));
         }
@@ -528,7 +546,7 @@ impl ObjectStore {
             .await
             .map_err(io(dest))?;
         let mut out = tokio::io::BufWriter::with_capacity(self.chunk_size, file);
-        let copied = self.copy_chunks(&info, limit, &mut out).await;
+        let copied = self.copy_chunks(key, &info, limit, &mut out).await;
         let n = match copied {
             Ok(n) => n,
             Err(e) => {
@@ -556,6 +574,7 @@ impl ObjectStore {
     /// count, size and SHA-256 against `info`.
     async fn copy_chunks(
         &self,
+        key: &str,
         info: &ObjectInfo,
         limit: Duration,
         to: &mut (impl tokio::io::AsyncWrite + Unpin),
@@ -565,7 +584,7 @@ impl ObjectStore {
         if !literal_nuid(&info.nuid) {
             return Err(Copy::Mismatch);
         }
-        let subject = subjects::object_chunks(&self.bucket, &info.nuid);
+        let subject = self.chunks_subject(key, &info.nuid);
         let mut sha = Sha256::new();
         let (mut total, mut next) = (0_u64, 0_u64);
         for _ in 0..info.chunks {
@@ -625,10 +644,10 @@ impl ObjectStore {
     /// chunks at the sweep, once no object refers to them. The metadata subject comes from
     /// `key`, never from the name the metadata claims.
     async fn remove(&self, key: &str, info: Option<&ObjectInfo>) -> Result<(), StorageError> {
-        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        let meta = self.meta_subject(key);
         let chunks = info
             .filter(|i| nuid_of(key, &i.nuid))
-            .map(|i| subjects::object_chunks(&self.bucket, &i.nuid));
+            .map(|i| self.chunks_subject(key, &i.nuid));
         if chunks.is_none() {
             tracing::debug!(key, "chunks not made for this name, left to the sweep");
         }
@@ -654,10 +673,8 @@ impl ObjectStore {
     /// by the standard tools under a job's name) is left to the sweep.
     async fn remove_uploads(&self, key: &str, uploads: &[String]) -> Result<(), StorageError> {
         check_key(key)?;
-        let chunks = uploads
-            .iter()
-            .map(|nuid| subjects::object_chunks(&self.bucket, nuid));
-        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        let chunks = uploads.iter().map(|nuid| self.chunks_subject(key, nuid));
+        let meta = self.meta_subject(key);
         self.purge_all(key, chunks.chain([meta]).collect()).await
     }
 
@@ -669,9 +686,8 @@ impl ObjectStore {
     pub async fn survey(&self, quiet: Duration) -> Result<Survey, StorageError> {
         let now = time::OffsetDateTime::now_utc();
         let age = |t: time::OffsetDateTime| Duration::try_from(now - t).unwrap_or_default();
-        let metas = self
-            .subjects_of(&subjects::object_meta(&self.bucket, "*"))
-            .await?;
+        let (all_metas, all_chunks) = self.all_subjects();
+        let metas = self.subjects_of(&all_metas).await?;
         let mut referenced = std::collections::HashSet::new();
         let mut objects = Vec::new();
         for subject in metas {
@@ -706,9 +722,7 @@ impl ObjectStore {
             });
         }
         let mut orphans_removed = 0;
-        let chunks = self
-            .subjects_of(&subjects::object_chunks(&self.bucket, "*"))
-            .await?;
+        let chunks = self.subjects_of(&all_chunks).await?;
         for subject in chunks {
             let nuid = subject.rsplit('.').next().unwrap_or_default();
             if referenced.contains(nuid) || !self.purges {
@@ -757,7 +771,7 @@ impl ObjectStore {
     /// Removes object `key` (nothing when it does not exist): no listing needed.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
-        let meta = subjects::object_meta(&self.bucket, &URL_SAFE.encode(key));
+        let meta = self.meta_subject(key);
         match self.stream.get_last_raw_message_by_subject(&meta).await {
             // Metadata that does not parse is removed all the same (its chunks, if any, go at
             // the sweep): garbage under a job's name must not stop the job's cleanup.
@@ -796,11 +810,13 @@ impl ObjectStore {
     /// Removes the objects under `prefix` (within `job`'s scratch) that the index names, then
     /// their index entries: a few requests per object of the job, whatever the bucket holds.
     async fn delete_job_objects(&self, job: &str, prefix: &str) -> Result<(), StorageError> {
+        let Some(index) = &self.index else {
+            return self.delete_by_job(job, prefix).await;
+        };
         let filter = subjects::media_index_of_job(&self.bucket, job);
         let entry_of_job = subjects::media_index_entry(&self.bucket, job, "");
         let under = format!("{prefix}/");
-        let mut entries = self
-            .index
+        let mut entries = index
             .info_with_subjects(&filter)
             .await
             .map_err(nats("index", prefix))?;
@@ -842,7 +858,7 @@ impl ObjectStore {
         // A whole job's cleanup drops its index too; a narrower prefix leaves it (the entries
         // of deleted objects are skipped when the job is cleaned).
         if prefix.strip_prefix(keys::SCRATCH) == Some(job) {
-            self.index
+            index
                 .purge()
                 .filter(filter)
                 .await
@@ -932,23 +948,16 @@ impl ObjectStore {
 
     async fn size_here(&self, key: &str) -> Result<u64, StorageError> {
         check_key(key)?;
-        match self.store.info(key).await {
-            Ok(i) if !i.deleted => Ok(i.size as u64),
-            Ok(_) => Err(StorageError::Missing(key.into())),
-            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => {
-                Err(StorageError::Missing(key.into()))
-            }
-            Err(e) => Err(nats("info", key)(e)),
+        match self.info(key).await.map_err(layout::info_error(key))? {
+            Some(i) if !i.deleted => Ok(i.size as u64),
+            _ => Err(StorageError::Missing(key.into())),
         }
     }
 
     async fn exists_here(&self, key: &str) -> Result<bool, StorageError> {
         check_key(key)?;
-        match self.store.info(key).await {
-            Ok(i) => Ok(!i.deleted),
-            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
-            Err(e) => Err(nats("info", key)(e)),
-        }
+        let info = self.info(key).await.map_err(layout::info_error(key))?;
+        Ok(info.is_some_and(|i| !i.deleted))
     }
 
     async fn delete_prefix_here(&self, prefix: &str) -> Result<(), StorageError> {
@@ -959,9 +968,7 @@ impl ObjectStore {
         let under = format!("{prefix}/");
         // The names come from the stream's metadata subjects (a stream info request), not from
         // async-nats's listing, which is a consumer on the stream (see `download_once`).
-        let metas = self
-            .subjects_of(&subjects::object_meta(&self.bucket, "*"))
-            .await?;
+        let metas = self.subjects_of(&self.all_subjects().0).await?;
         let mut doomed = std::collections::BTreeSet::new();
         for subject in metas {
             let name = subject

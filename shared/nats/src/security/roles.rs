@@ -337,17 +337,11 @@ fn all_streams(media: &str) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .chain(BUCKETS.iter().map(|b| subjects::kv_stream(b)))
-        .chain(
-            [media.to_owned(), subjects::scratch_bucket(media)]
-                .map(|b| {
-                    [
-                        subjects::object_stream(&b),
-                        subjects::media_index_stream(&b),
-                    ]
-                })
-                .into_iter()
-                .flatten(),
-        )
+        .chain([
+            subjects::object_stream(media),
+            subjects::media_index_stream(media),
+            subjects::object_stream(&subjects::scratch_bucket(media)),
+        ])
         .collect()
 }
 
@@ -451,14 +445,15 @@ impl Permissions {
     /// encoded units: no client gets it.
     fn media(&mut self, purge: bool, scratch: bool) {
         let media = self.media_bucket.clone();
-        self.bucket(&media, purge);
+        self.bucket(&media, purge, true);
         if scratch {
-            self.bucket(&subjects::scratch_bucket(&media), purge);
+            self.bucket(&subjects::scratch_bucket(&media), purge, false);
         }
     }
 
-    /// `media`'s grants on one object store bucket, `b`.
-    fn bucket(&mut self, b: &str, purge: bool) {
+    /// `media`'s grants on one object store bucket, `b`, and on its job index where it has one
+    /// (the scratch bucket's subjects name each object's job instead).
+    fn bucket(&mut self, b: &str, purge: bool, index: bool) {
         let s = subjects::object_stream(b);
         for w in subjects::object_wildcards(b) {
             self.publish(w);
@@ -468,13 +463,18 @@ impl Permissions {
         for d in js_api::direct_get(&s) {
             self.publish(d);
         }
+        if purge {
+            self.publish(js_api::stream_purge(&s));
+        }
+        if !index {
+            return;
+        }
         // The index of which job each scratch object belongs to: recorded on upload, read
         // (stream info with a subject filter) and purged at a job's cleanup.
         let index = subjects::media_index_stream(b);
         self.publish(subjects::media_index_wildcard(b));
         self.publish(js_api::stream_info(&index));
         if purge {
-            self.publish(js_api::stream_purge(&s));
             self.publish(js_api::stream_purge(&index));
         }
     }
