@@ -236,6 +236,15 @@ async fn a_jobs_cleanup_removes_its_media_and_nothing_else() -> Result<()> {
             store.bucket_of(key)
         );
     }
+    // A cut an earlier release stored in the media bucket (before the scratch bucket): the
+    // job's cleanup removes it there too.
+    let earlier = keys::cut(&a, "c00001.nut");
+    store.upload(&file, &earlier).await?;
+    ensure!(
+        objects::names_in(ctx, &cfg.storage.bucket)
+            .await?
+            .contains(&earlier)
+    );
     // A superseded attempt's result already removed: its index entry is skipped.
     Storage::delete(&store, &own[2]).await?;
     store.delete_prefix(&keys::job_prefix(&a)).await?;

@@ -18,7 +18,7 @@ use common::secure::SecureServer;
 use ffleet_runtime::config::{Config, StorageBackend};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::security::Role;
-use ffleet_runtime::storage::{ObjectStore, StorageError};
+use ffleet_runtime::storage::{ObjectStore, Storage, StorageError};
 use ffleet_runtime::subjects::{self, EventKind, js_api};
 use ffleet_runtime::{JobId, Tenant, Unit};
 use futures::StreamExt;
@@ -611,9 +611,13 @@ async fn every_role_can_do_what_the_documented_matrix_says_and_nothing_else() ->
     Ok(())
 }
 
-/// Finding 3: a client that may write the media bucket replaces a job's cut with its own bytes
-/// and a matching digest. The encoder reads it against the digest the splitter recorded, and
-/// refuses it.
+/// Finding 3: a client that may write the media bucket tries to replace a job's cut with its
+/// own bytes and a matching digest. The cut is in the scratch bucket, which the client cannot
+/// reach: its object under the same name in the media bucket is never read while the cut is
+/// there. Were the cut gone from the scratch bucket (or written by an earlier release into the
+/// media bucket), the encoder would read the media bucket's object against the digest the
+/// splitter recorded, and refuse it. Only a task with no digest, which this release never sends,
+/// would take it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_rewritten_by_a_submitter_is_refused_by_its_recorded_digest() -> Result<()> {
     let (s, _server) = SecureServer::start()?;
@@ -624,28 +628,39 @@ async fn a_cut_rewritten_by_a_submitter_is_refused_by_its_recorded_digest() -> R
     std::fs::write(&genuine, vec![7_u8; 300_000])?;
     let splitter = media_as(&s, Role::Splitter, work.path()).await?;
     let recorded = splitter
-        .upload(&genuine, key)
+        .put_file(&genuine, key)
         .await?
         .digest
         .context("no digest")?;
-    // The submitter writes the same name through its own media grant.
+    ensure!(splitter.bucket_of(key) != subjects::BUCKET_MEDIA);
+    // The submitter writes the same name through its own media grant (its store refuses to
+    // write fleet media at all; the raw upload is what a hostile client can still send).
     let forged = work.path().join("forged");
     std::fs::write(&forged, vec![9_u8; 200_000])?;
     let submitter = media_as(&s, Role::Submitter, work.path()).await?;
+    match submitter.put_file(&forged, key).await {
+        Err(StorageError::NoScratch(_)) => {}
+        other => bail!("a client's store wrote fleet media: {other:?}"),
+    }
     submitter.upload(&forged, key).await?;
 
     let encoder = media_as(&s, Role::Encoder, work.path()).await?;
-    // Without the recorded digest the forged object reads as sound: this is what an encoder did.
-    let naive = encoder
-        .download(key, None, &work.path().join("naive"))
-        .await?;
-    assert_eq!(naive, 200_000, "the forged object did not replace the cut");
-    match encoder
-        .download(key, Some(&recorded), &work.path().join("checked"))
-        .await
-    {
+    for expect in [Some(recorded.as_str()), None] {
+        let got = encoder.fetch(key, expect).await?;
+        let bytes = std::fs::read(got.path())?;
+        ensure!(
+            bytes == vec![7_u8; 300_000],
+            "the encoder read {} bytes, not the genuine cut",
+            bytes.len()
+        );
+    }
+    // The cut gone from the scratch bucket: the media bucket's object is read against the
+    // recorded digest, and refused.
+    Storage::delete(&splitter, key).await?;
+    submitter.upload(&forged, key).await?;
+    match encoder.fetch(key, Some(&recorded)).await {
         Err(StorageError::Corrupt { .. }) => {}
-        other => bail!("a rewritten cut was read: {other:?}"),
+        other => bail!("a forged cut was read: {:?}", other.map(|l| l.bytes_moved)),
     }
     Ok(())
 }
@@ -837,7 +852,7 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
     for (bucket, expected) in [(subjects::BUCKET_MEDIA, 0), (scratch.as_str(), 1)] {
         let mut stream = admin_js.get_stream(subjects::object_stream(bucket)).await?;
         let chunks = stream
-            .info_with_subjects(subjects::object_chunks(bucket, "*"))
+            .info_with_subjects(subjects::object_chunks(bucket, ">"))
             .await?
             .count()
             .await;

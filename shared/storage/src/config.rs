@@ -244,6 +244,18 @@ impl Section for StorageConfig {
                 self.bucket
             )));
         }
+        // Another fleet on the account whose media bucket were named so would hand its
+        // submitters this fleet's scratch.
+        if self
+            .bucket
+            .ends_with(ffleet_protocol::subjects::SCRATCH_SUFFIX)
+        {
+            return Err(Invalid(format!(
+                "storage.bucket {:?} must not end in {:?}, which names a fleet's scratch bucket",
+                self.bucket,
+                ffleet_protocol::subjects::SCRATCH_SUFFIX
+            )));
+        }
         self.tenant_roots_apart()?;
         self.roots_must_not_contain(&self.work_dir, "storage.work_dir")?;
         self.roots_must_not_contain(&self.scratch, "storage.scratch")

@@ -51,6 +51,12 @@ pub enum StorageError {
         #[source]
         source: ffleet_nats::BoxError,
     },
+    /// Fleet media (`keys::fleet_made`) written through a store without the scratch bucket: a
+    /// client's credentials, which must not put it where clients can reach it.
+    #[error(
+        "object {0:?} is the fleet's own media, kept in the scratch bucket, which this store does not open"
+    )]
+    NoScratch(String),
     #[error("{what} is {bytes} bytes, over the {limit}-byte limit")]
     TooLarge {
         what: String,

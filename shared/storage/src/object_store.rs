@@ -154,7 +154,8 @@ impl ObjectStore {
         work: Arc<WorkDir>,
         patience: Patience,
     ) -> Result<Self, StorageError> {
-        let mut media = Self::open_bucket(
+        // Boxed: the in-process fleets of the tests open several stores on one thread's stack.
+        let mut media = Box::pin(Self::open_bucket(
             js,
             policy,
             cfg,
@@ -162,11 +163,11 @@ impl ObjectStore {
             placement,
             work.clone(),
             patience,
-        )
+        ))
         .await?;
         if placement.scratch {
             let name = subjects::scratch_bucket(&cfg.bucket);
-            let scratch = Self::open_bucket(
+            let scratch = Box::pin(Self::open_bucket(
                 js,
                 policy,
                 cfg,
@@ -174,7 +175,7 @@ impl ObjectStore {
                 placement,
                 work,
                 patience,
-            )
+            ))
             .await?;
             media.scratch = Some(Arc::new(scratch));
         }

@@ -109,7 +109,8 @@ impl Role {
                 for d in subjects::service_api::discovery() {
                     g.publish(d);
                 }
-                for s in all_streams(media) {
+                let scratch = subjects::object_stream(&subjects::scratch_bucket(media));
+                for s in all_streams(media).into_iter().chain([scratch]) {
                     g.publish(js_api::stream_info(&s));
                     g.publish(js_api::stream_create(&s));
                     g.publish(js_api::stream_update(&s));
@@ -331,7 +332,9 @@ const BUCKETS: [&str; 5] = [
     subjects::BUCKET_TENANTS,
 ];
 
-/// Every stream ffleet provisions, KV and object store backing streams included.
+/// Every stream ffleet provisions, KV and object store backing streams included, but the
+/// scratch bucket's: that one is granted with the bucket (`Permissions::media`) to the roles
+/// that use it, and to the admin, so no other role even lists the names of its objects.
 fn all_streams(media: &str) -> Vec<String> {
     STREAMS
         .iter()
@@ -340,7 +343,6 @@ fn all_streams(media: &str) -> Vec<String> {
         .chain([
             subjects::object_stream(media),
             subjects::media_index_stream(media),
-            subjects::object_stream(&subjects::scratch_bucket(media)),
         ])
         .collect()
 }
@@ -634,6 +636,54 @@ mod tests {
         assert!(!p.may_subscribe(&event(Some(&job), EventKind::SegmentDone)));
     }
 
+    /// Exactly the roles that make and read the fleet's media reach the scratch bucket (its
+    /// chunks, metadata, gets and stream info, which would list its object names); no client,
+    /// no tenant, and no index beside it.
+    #[test]
+    fn only_the_roles_that_use_it_reach_the_scratch_bucket() {
+        let scratch = subjects::scratch_bucket(subjects::BUCKET_MEDIA);
+        let stream = subjects::object_stream(&scratch);
+        let reach = |p: &Permissions| {
+            [
+                subjects::object_chunks(&scratch, "j1.nuid"),
+                subjects::object_meta(&scratch, "j1.bmFtZQ"),
+                js_api::stream_msg_get(&stream),
+                js_api::stream_info(&stream),
+            ]
+            .into_iter()
+            .chain(js_api::direct_get(&stream))
+            .map(|s| p.may_publish(&s))
+            .collect::<Vec<_>>()
+        };
+        for r in Role::ALL {
+            let p = r.permissions();
+            assert!(
+                reach(&p).iter().all(|&may| may == r.uses_scratch()),
+                "{r}: {:?}",
+                reach(&p)
+            );
+            assert!(
+                !p.may_publish(&js_api::stream_info(&subjects::media_index_stream(
+                    &scratch
+                ))),
+                "{r}"
+            );
+            assert!(
+                !p.may_publish(&js_api::stream_purge(&stream))
+                    || (r.uses_scratch() && r.purges_media()),
+                "{r}"
+            );
+        }
+        assert!(!Role::Submitter.uses_scratch() && !Role::Scheduler.uses_scratch());
+        let tenant = tenant_permissions(&Tenant::new("acme").unwrap());
+        assert!(reach(&tenant).iter().all(|&may| !may));
+        assert!(
+            Role::Admin
+                .permissions()
+                .may_publish(&js_api::stream_create(&stream))
+        );
+    }
+
     #[test]
     fn only_admin_submits_privileged_and_provisions() {
         for r in Role::ALL {
@@ -711,6 +761,17 @@ mod tests {
 
     #[test]
     fn nobody_points_a_consumer_of_the_media_stream_anywhere_and_few_purge_it() {
+        let scratch = subjects::object_stream(&subjects::scratch_bucket(subjects::BUCKET_MEDIA));
+        for r in Role::ALL {
+            let p = r.permissions();
+            for c in js_api::consumer_create_any(&scratch) {
+                assert!(!p.may_publish(&c.replace('>', "x.y")), "{r}: {c}");
+            }
+            assert!(
+                !p.may_publish(&format!("$JS.API.CONSUMER.CREATE.{scratch}")),
+                "{r}"
+            );
+        }
         let obj = subjects::object_stream(subjects::BUCKET_MEDIA);
         for r in Role::ALL {
             let p = r.permissions();

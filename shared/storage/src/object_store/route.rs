@@ -4,8 +4,13 @@
 //!
 //! A read of fleet media that the scratch bucket does not hold looks in the media bucket too:
 //! an earlier release's services wrote it there, and a rolling upgrade runs both. Such a read is
-//! checked against the digest the fleet recorded like any other, so a client's object under a
-//! job's name there is refused, not used.
+//! checked against the digest the fleet recorded, so a client's object under a job's name there
+//! is refused. Only an earlier release's task names a cut without a digest (0.1's carry none;
+//! this release's always do): that read is as trusting as it was in that release, for as long as
+//! jobs it split are in flight.
+//!
+//! A store without the scratch bucket (a client's) refuses to write fleet media rather than put
+//! it where clients can reach it.
 
 use super::ObjectStore;
 use crate::{Local, Storage, StorageError, Stored, Survey, check_key, keys};
@@ -30,6 +35,16 @@ impl ObjectStore {
     /// The name of the bucket that holds `key` (tests and operators' tools).
     pub fn bucket_of(&self, key: &str) -> &str {
         &self.holder(key).0.bucket
+    }
+
+    /// The bucket to write `key` to: never fleet media into the media bucket.
+    fn writer(&self, key: &str) -> Result<&ObjectStore, StorageError> {
+        match self.holder(key) {
+            (_, None) if keys::fleet_made(key) && self.layout == super::Layout::Standard => {
+                Err(StorageError::NoScratch(key.chars().take(200).collect()))
+            }
+            (holder, _) => Ok(holder),
+        }
     }
 }
 
@@ -70,11 +85,11 @@ impl Storage for ObjectStore {
     }
 
     async fn commit(&self, staged: &Path, key: &str) -> Result<Stored, StorageError> {
-        self.holder(key).0.commit_here(staged, key).await
+        self.writer(key)?.commit_here(staged, key).await
     }
 
     async fn put_file(&self, file: &Path, key: &str) -> Result<Stored, StorageError> {
-        self.holder(key).0.upload(file, key).await
+        self.writer(key)?.upload(file, key).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
@@ -94,19 +109,29 @@ impl Storage for ObjectStore {
         }
     }
 
-    /// Removed from every bucket: an earlier release may have stored it in the media bucket.
+    /// Removed from the bucket that holds it and, for fleet media, from the media bucket too
+    /// (where an earlier release stored it). Both are tried; the first error is returned.
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        for bucket in self.buckets() {
-            ObjectStore::delete(bucket, key).await?;
-        }
-        Ok(())
+        let (holder, earlier) = self.holder(key);
+        let first = ObjectStore::delete(holder, key).await;
+        let second = match earlier {
+            Some(media) => ObjectStore::delete(media, key).await,
+            None => Ok(()),
+        };
+        first.and(second)
     }
 
+    /// A job's scratch goes from every bucket, the scratch bucket first: a failure in one (the
+    /// media bucket's index is anyone's to write) does not keep the other's objects.
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
-        for bucket in self.buckets() {
-            bucket.delete_prefix_here(prefix).await?;
+        let mut first = Ok(());
+        for bucket in self.scratch.as_deref().into_iter().chain([self]) {
+            let done = bucket.delete_prefix_here(prefix).await;
+            if first.is_ok() {
+                first = done;
+            }
         }
-        Ok(())
+        first
     }
 
     /// Both buckets' objects: a sweep judges them by name, wherever they are.
