@@ -58,6 +58,10 @@ if [ "$capture" = 1 ]; then
 fi
 cargo nextest run --locked --test layouts
 FFLEET_PREVIOUS_BIN="$bin" cargo nextest run --locked --test upgrade --run-ignored only --no-capture
+# Again with the media through the object store: where this release keeps the fleet's media (the
+# scratch bucket) differs from where an earlier one did.
+FFLEET_TEST_STORAGE=object-store FFLEET_PREVIOUS_BIN="$bin" \
+  cargo nextest run --locked --test upgrade --run-ignored only --no-capture
 
 if [ "$compose" = 1 ]; then
   echo "== compose: ffleet:$version beside this build's image"

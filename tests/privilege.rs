@@ -720,6 +720,63 @@ async fn a_forged_terminal_event_does_not_end_a_follower() -> Result<()> {
     Ok(())
 }
 
+/// A job the scheduler fails (it cannot be placed, or passed its deadline) ends with its media
+/// in the scratch bucket: the scheduler may not remove media. The next sweep removes an ended
+/// job's media however recent, and keeps a running job's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_removes_an_ended_jobs_recent_media_and_keeps_a_running_ones() -> Result<()> {
+    let (s, _server) = SecureServer::start()?;
+    let work = tempfile::tempdir()?;
+    admin(&s, work.path()).await?;
+    let file = work.path().join("media.bin");
+    std::fs::write(&file, vec![5_u8; 50_000])?;
+    let cfg = config(&s, Role::Splitter, work.path());
+    ensure!(cfg.storage.abandoned_after_secs >= 3600);
+    let splitter = Ctx::connect(Arc::new(cfg), "splitter", false).await?;
+    let mut cuts = Vec::new();
+    for (id, state) in [
+        ("ended", ffleet_runtime::messages::JobState::Failed),
+        ("running", ffleet_runtime::messages::JobState::Encoding),
+    ] {
+        let job = JobId::new(id)?;
+        let req = ffleet_runtime::messages::JobRequest {
+            version: ffleet_runtime::messages::CURRENT,
+            job_id: job.clone(),
+            input: "file:///in/a.mp4".into(),
+            output: "file:///out/a.mp4".into(),
+            profile: None,
+            overrides: Default::default(),
+            segment_seconds: None,
+            priority: 0,
+            prefer: Default::default(),
+            require: false,
+            input_digest: None,
+        };
+        let mut rec = ffleet_runtime::messages::JobRecord::new(req, "h264".into());
+        rec.state = state;
+        splitter.jobs.create(job.as_str(), &rec).await?;
+        let cut = ffleet_runtime::storage::keys::cut(&job, "v00000.nut");
+        splitter.storage.put_file(&file, &cut).await?;
+        cuts.push(cut);
+    }
+    let swept = ffleet_splitter::sweep::once(&splitter).await?;
+    ensure!(swept.abandoned_jobs == 1, "{swept:?}");
+    let left: Vec<String> = splitter
+        .storage
+        .survey(Duration::from_secs(3600))
+        .await?
+        .objects
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    ensure!(
+        left == cuts[1..],
+        "left {left:?}: only the running job's cut stays"
+    );
+    assert!(s.violations().is_empty(), "{:#?}", s.violations());
+    Ok(())
+}
+
 /// Finding 5: what a client leaves in the media bucket does not stay there for the bucket's
 /// week: chunks it sent with no object, an upload no request claimed, an output nobody removed
 /// are swept; a running job's media stays.

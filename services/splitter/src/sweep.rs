@@ -88,7 +88,7 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
                 }
             }
         } else if let Some(job) = keys::job_of(&obj.name) {
-            // One recent object keeps the whole scratch: the job is at work.
+            // One recent object keeps the whole scratch while the job is at work.
             if obj.age >= abandoned {
                 quiet_jobs.insert(job.to_owned());
             } else {
@@ -104,8 +104,11 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
         tracing::debug!("splitter queue not read: media without a record stays this time");
     }
     let queue_empty = waiting == Some(0);
-    for job in quiet_jobs.difference(&live_jobs) {
-        if !abandoned_job(ctx, job, queue_empty).await {
+    // An ended job's media goes whatever its age: the scheduler, which fails the jobs it cannot
+    // place or that pass their deadline, has no grant to remove media itself.
+    for job in quiet_jobs.union(&live_jobs) {
+        let quiet = !live_jobs.contains(job);
+        if !abandoned_job(ctx, job, quiet, queue_empty).await {
             continue;
         }
         let Ok(id) = JobId::new(job.as_str()) else {
@@ -158,12 +161,13 @@ async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
 }
 
 /// Whether `job`'s scratch is nobody's: the job has no record (no request claimed the upload,
-/// or its record is long gone) while no request waits undelivered in the queue (`queue_empty`), or it has
-/// ended (its cleanup did not finish), unless a failed job's scratch is kept on purpose. A
-/// record that cannot be read keeps the media.
-async fn abandoned_job(ctx: &Ctx, job: &str, queue_empty: bool) -> bool {
+/// or its record is long gone), its media is `quiet` (untouched for `abandoned_after_secs`) and
+/// no request waits undelivered in the queue (`queue_empty`); or it has ended (its cleanup did
+/// not finish, or the service that ended it may not remove media), unless a failed job's
+/// scratch is kept on purpose. A record that cannot be read keeps the media.
+async fn abandoned_job(ctx: &Ctx, job: &str, quiet: bool, queue_empty: bool) -> bool {
     match ctx.jobs.get(job).await {
-        Ok(None) => queue_empty,
+        Ok(None) => quiet && queue_empty,
         Ok(Some((rec, _))) => match rec.state {
             JobState::Completed => true,
             JobState::Failed => !ctx.config.storage.keep_failed_scratch,
