@@ -720,6 +720,35 @@ async fn a_forged_terminal_event_does_not_end_a_follower() -> Result<()> {
     Ok(())
 }
 
+/// The names of every object `ctx`'s storage holds.
+async fn stored_names(ctx: &Ctx) -> Result<Vec<String>> {
+    let survey = ctx.storage.survey(Duration::from_secs(3600)).await?;
+    Ok(survey.objects.into_iter().map(|o| o.name).collect())
+}
+
+/// The record of a job of file media in state `state`, as a sweep reads it.
+fn record(
+    job: &JobId,
+    state: ffleet_runtime::messages::JobState,
+) -> ffleet_runtime::messages::JobRecord {
+    let req = ffleet_runtime::messages::JobRequest {
+        version: ffleet_runtime::messages::CURRENT,
+        job_id: job.clone(),
+        input: "file:///in/a.mp4".into(),
+        output: "file:///out/a.mp4".into(),
+        profile: None,
+        overrides: Default::default(),
+        segment_seconds: None,
+        priority: 0,
+        prefer: Default::default(),
+        require: false,
+        input_digest: None,
+    };
+    let mut rec = ffleet_runtime::messages::JobRecord::new(req, "h264".into());
+    rec.state = state;
+    rec
+}
+
 /// A job the scheduler fails (it cannot be placed, or passed its deadline) ends with its media
 /// in the scratch bucket: the scheduler may not remove media. The next sweep removes an ended
 /// job's media however recent, and keeps a running job's.
@@ -739,36 +768,17 @@ async fn a_sweep_removes_an_ended_jobs_recent_media_and_keeps_a_running_ones() -
         ("running", ffleet_runtime::messages::JobState::Encoding),
     ] {
         let job = JobId::new(id)?;
-        let req = ffleet_runtime::messages::JobRequest {
-            version: ffleet_runtime::messages::CURRENT,
-            job_id: job.clone(),
-            input: "file:///in/a.mp4".into(),
-            output: "file:///out/a.mp4".into(),
-            profile: None,
-            overrides: Default::default(),
-            segment_seconds: None,
-            priority: 0,
-            prefer: Default::default(),
-            require: false,
-            input_digest: None,
-        };
-        let mut rec = ffleet_runtime::messages::JobRecord::new(req, "h264".into());
-        rec.state = state;
-        splitter.jobs.create(job.as_str(), &rec).await?;
+        splitter
+            .jobs
+            .create(job.as_str(), &record(&job, state))
+            .await?;
         let cut = ffleet_runtime::storage::keys::cut(&job, "v00000.nut");
         splitter.storage.put_file(&file, &cut).await?;
         cuts.push(cut);
     }
     let swept = ffleet_splitter::sweep::once(&splitter).await?;
     ensure!(swept.abandoned_jobs == 1, "{swept:?}");
-    let left: Vec<String> = splitter
-        .storage
-        .survey(Duration::from_secs(3600))
-        .await?
-        .objects
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let left = stored_names(&splitter).await?;
     ensure!(
         left == cuts[1..],
         "left {left:?}: only the running job's cut stays"
@@ -807,21 +817,7 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
     cfg.storage.keep_outputs_secs = 0;
     let splitter = Ctx::connect(Arc::new(cfg), "splitter", false).await?;
     let running = JobId::new("running")?;
-    let req = ffleet_runtime::messages::JobRequest {
-        version: ffleet_runtime::messages::CURRENT,
-        job_id: running.clone(),
-        input: "file:///in/a.mp4".into(),
-        output: "file:///out/a.mp4".into(),
-        profile: None,
-        overrides: Default::default(),
-        segment_seconds: None,
-        priority: 0,
-        prefer: Default::default(),
-        require: false,
-        input_digest: None,
-    };
-    let mut rec = ffleet_runtime::messages::JobRecord::new(req, "h264".into());
-    rec.state = ffleet_runtime::messages::JobState::Encoding;
+    let rec = record(&running, ffleet_runtime::messages::JobState::Encoding);
     splitter.jobs.create(running.as_str(), &rec).await?;
     let live = ffleet_runtime::storage::keys::cut(&running, "c00000.nut");
     splitter.storage.put_file(&file, &live).await?;
@@ -890,14 +886,7 @@ async fn a_sweep_removes_what_clients_left_and_keeps_live_jobs_media() -> Result
             expired_outputs: 0,
         }
     );
-    let left: Vec<String> = splitter
-        .storage
-        .survey(Duration::from_secs(3600))
-        .await?
-        .objects
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
+    let left = stored_names(&splitter).await?;
     assert_eq!(left, vec![live], "only the running job's media stays");
     let admin_js = ffleet_runtime::nats::connect::jetstream(
         s.connect(Role::Admin).await?,

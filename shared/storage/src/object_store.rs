@@ -705,12 +705,7 @@ impl ObjectStore {
             // The name from the subject and the age from the server's timestamp: the body is
             // anyone's to write, and a sweep acting on a claimed name or date could be steered
             // at another job's media.
-            let Some(name) = subject
-                .rsplit('.')
-                .next()
-                .and_then(|t| URL_SAFE.decode(t).ok())
-                .and_then(|b| String::from_utf8(b).ok())
-            else {
+            let Some(name) = name_of(&subject) else {
                 continue;
             };
             if info.deleted {
@@ -890,6 +885,16 @@ fn literal_nuid(nuid: &str) -> bool {
     !nuid.is_empty() && nuid.len() <= 64 && nuid.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// The object name a metadata subject carries in its last token (base64url), whatever the
+/// metadata's body claims.
+fn name_of(meta_subject: &str) -> Option<String> {
+    meta_subject
+        .rsplit('.')
+        .next()
+        .and_then(|t| URL_SAFE.decode(t).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
 /// Hex digits of a NUID that name the object it was made for.
 const NUID_NAME_HEX: usize = 16;
 
@@ -966,21 +971,21 @@ impl ObjectStore {
         if let Some(job) = keys::job_of(prefix) {
             return self.delete_job_objects(job, prefix).await;
         }
+        self.delete_named(&self.all_subjects().0, prefix).await
+    }
+
+    /// Removes every object under `prefix` whose metadata subject matches `metas`. The names
+    /// come from the stream's metadata subjects (a stream info request), not from async-nats's
+    /// listing, which is a consumer on the stream (see `download_once`).
+    async fn delete_named(&self, metas: &str, prefix: &str) -> Result<(), StorageError> {
         let under = format!("{prefix}/");
-        // The names come from the stream's metadata subjects (a stream info request), not from
-        // async-nats's listing, which is a consumer on the stream (see `download_once`).
-        let metas = self.subjects_of(&self.all_subjects().0).await?;
-        let mut doomed = std::collections::BTreeSet::new();
-        for subject in metas {
-            let name = subject
-                .rsplit('.')
-                .next()
-                .and_then(|t| URL_SAFE.decode(t).ok())
-                .and_then(|b| String::from_utf8(b).ok());
-            if let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) {
-                doomed.insert(name);
-            }
-        }
+        let doomed: std::collections::BTreeSet<String> = self
+            .subjects_of(metas)
+            .await?
+            .iter()
+            .filter_map(|subject| name_of(subject))
+            .filter(|n| n == prefix || n.starts_with(&under))
+            .collect();
         for name in &doomed {
             match self.delete(name).await {
                 Err(e @ StorageError::BadKey(_)) => {

@@ -100,21 +100,8 @@ impl ObjectStore {
             let metas = subjects::object_meta(&self.bucket, &format!("{job}.>"));
             return self.purge_all(prefix, vec![chunks, metas]).await;
         }
-        let under = format!("{prefix}/");
-        let metas = self
-            .subjects_of(&subjects::object_meta(&self.bucket, &format!("{job}.*")))
-            .await?;
-        for subject in metas {
-            let name = subject
-                .rsplit('.')
-                .next()
-                .and_then(|t| URL_SAFE.decode(t).ok())
-                .and_then(|b| String::from_utf8(b).ok());
-            if let Some(name) = name.filter(|n| n == prefix || n.starts_with(&under)) {
-                self.delete(&name).await?;
-            }
-        }
-        Ok(())
+        let job_metas = subjects::object_meta(&self.bucket, &format!("{job}.*"));
+        self.delete_named(&job_metas, prefix).await
     }
 }
 
