@@ -91,14 +91,16 @@ impl ObjectStore {
     }
 
     /// Removes the objects under `prefix` within `job`'s scratch in a by-job bucket: the whole
-    /// job by two purges (every chunk set its uploads stored, finished or not, and every
-    /// metadata message), a narrower prefix object by object from the job's metadata subjects.
+    /// job by two purges (every metadata message, then every chunk set its uploads stored,
+    /// finished or not: a failure between them leaves chunks the next try's filter still finds,
+    /// never objects whose chunks are gone), a narrower prefix object by object from the job's
+    /// metadata subjects.
     pub(super) async fn delete_by_job(&self, job: &str, prefix: &str) -> Result<(), StorageError> {
         check_key(prefix)?;
         if prefix.strip_prefix(keys::SCRATCH) == Some(job) {
             let chunks = subjects::object_chunks(&self.bucket, &format!("{job}.>"));
             let metas = subjects::object_meta(&self.bucket, &format!("{job}.>"));
-            return self.purge_all(prefix, vec![chunks, metas]).await;
+            return self.purge_all(prefix, vec![metas, chunks]).await;
         }
         let job_metas = subjects::object_meta(&self.bucket, &format!("{job}.*"));
         self.delete_named(&job_metas, prefix).await

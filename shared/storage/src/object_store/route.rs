@@ -27,9 +27,9 @@ impl ObjectStore {
         }
     }
 
-    /// Every bucket these credentials reach.
+    /// Every bucket these credentials reach, the scratch bucket first.
     fn buckets(&self) -> impl Iterator<Item = &ObjectStore> {
-        std::iter::once(self).chain(self.scratch.as_deref())
+        self.scratch.as_deref().into_iter().chain([self])
     }
 
     /// The name of the bucket that holds `key` (tests and operators' tools).
@@ -125,7 +125,7 @@ impl Storage for ObjectStore {
     /// media bucket's index is anyone's to write) does not keep the other's objects.
     async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
         let mut first = Ok(());
-        for bucket in self.scratch.as_deref().into_iter().chain([self]) {
+        for bucket in self.buckets() {
             let done = bucket.delete_prefix_here(prefix).await;
             if first.is_ok() {
                 first = done;
@@ -134,15 +134,30 @@ impl Storage for ObjectStore {
         first
     }
 
-    /// Both buckets' objects: a sweep judges them by name, wherever they are.
+    /// Both buckets' objects: a sweep judges them by name, wherever they are. A bucket that
+    /// cannot be surveyed leaves the other's to be judged (a job's fate comes from its record,
+    /// and its removal reaches both buckets); only when neither can is the survey an error.
     async fn survey(&self, quiet: Duration) -> Result<Survey, StorageError> {
         let mut all = Survey::default();
+        let mut failed = None;
+        let mut surveyed = 0;
         for bucket in self.buckets() {
-            let one = ObjectStore::survey(bucket, quiet).await?;
-            all.objects.extend(one.objects);
-            all.orphans_removed += one.orphans_removed;
+            match ObjectStore::survey(bucket, quiet).await {
+                Ok(one) => {
+                    all.objects.extend(one.objects);
+                    all.orphans_removed += one.orphans_removed;
+                    surveyed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = %bucket.bucket, error = %e, "bucket not surveyed");
+                    failed = Some(e);
+                }
+            }
         }
-        Ok(all)
+        match failed {
+            Some(e) if surveyed == 0 => Err(e),
+            _ => Ok(all),
+        }
     }
 
     fn is_shared(&self) -> bool {
