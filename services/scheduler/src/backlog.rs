@@ -245,9 +245,17 @@ impl Backlog {
             }
         };
         loop {
+            // Bounded: a no-wait request lost to a server restart is never answered, and an
+            // unbounded wait here stopped the leader's rounds for good (plans pending, none
+            // released; cluster test, once).
             let m = tokio::select! {
-                m = batch.next() => m,
+                m = tokio::time::timeout(PULL_LIMIT, batch.next()) => m,
                 _ = term.cancelled() => return,
+            };
+            let Ok(m) = m else {
+                tracing::warn!("plan fetch unanswered; pulling again");
+                consumer.failed(&"plan fetch unanswered").await;
+                return;
             };
             match m {
                 Some(Ok(msg)) => {
