@@ -954,7 +954,7 @@ impl ObjectStore {
 
     async fn size_here(&self, key: &str) -> Result<u64, StorageError> {
         check_key(key)?;
-        match self.info(key).await.map_err(layout::info_error(key))? {
+        match self.info(key).await.map_err(nats("info", key))? {
             Some(i) if !i.deleted => Ok(i.size as u64),
             _ => Err(StorageError::Missing(key.into())),
         }
@@ -962,7 +962,7 @@ impl ObjectStore {
 
     async fn exists_here(&self, key: &str) -> Result<bool, StorageError> {
         check_key(key)?;
-        let info = self.info(key).await.map_err(layout::info_error(key))?;
+        let info = self.info(key).await.map_err(nats("info", key))?;
         Ok(info.is_some_and(|i| !i.deleted))
     }
 

@@ -6,7 +6,7 @@
 //! a job's cleanup is two purges by subject, and an upload writes no index entry (two
 //! replicated writes per segment fewer at replicas 3).
 
-use super::{ObjectStore, nats};
+use super::ObjectStore;
 use crate::{StorageError, check_key, keys};
 use async_nats::jetstream::object_store::{self, ObjectInfo};
 use async_nats::jetstream::stream;
@@ -105,9 +105,4 @@ impl ObjectStore {
         let job_metas = subjects::object_meta(&self.bucket, &format!("{job}.*"));
         self.delete_named(&job_metas, prefix).await
     }
-}
-
-/// `nats`, for a metadata read.
-pub(super) fn info_error(key: &str) -> impl FnOnce(BoxError) -> StorageError + '_ {
-    move |e| nats("info", key)(e)
 }

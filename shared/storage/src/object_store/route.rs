@@ -40,7 +40,7 @@ impl ObjectStore {
     /// The bucket to write `key` to: never fleet media into the media bucket.
     fn writer(&self, key: &str) -> Result<&ObjectStore, StorageError> {
         match self.holder(key) {
-            (_, None) if keys::fleet_made(key) && self.layout == super::Layout::Standard => {
+            (_, None) if keys::fleet_made(key) => {
                 Err(StorageError::NoScratch(key.chars().take(200).collect()))
             }
             (holder, _) => Ok(holder),
