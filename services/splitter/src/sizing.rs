@@ -48,10 +48,11 @@ pub struct Sizing {
     pub slots: u32,
 }
 
-/// Fewest frames the pool rule puts in a segment: at very low frame rates (1 or 2 fps) one-second
-/// segments of a frame or two do not merge exactly yet (docs/not-yet.md), and a segment that
-/// short buys no parallelism worth its start-up anyway. A request's own `segment_seconds` still
-/// bounds it.
+/// Fewest frames the pool rule puts in a segment: at very low frame rates (1 or 2 fps) a
+/// one-second segment of a frame or two buys no parallelism worth an encode's start-up (tens of
+/// milliseconds of process and encoder set-up against a frame's encode). Segments that short
+/// still merge exactly (`args::SEGMENT_START_FILTER`), and a request's own `segment_seconds`
+/// still bounds the length.
 pub const MIN_FRAMES: f64 = 10.0;
 
 impl Sizing {

@@ -78,7 +78,12 @@ pub fn encode_video(
     a.push(file_arg(input));
     a.extend(os(["-map", "0:v:0", "-an", "-sn", "-dn"]));
     a.extend(os(with_filters(video_settings, conversion)));
+    // NUT stores presentation times only, so nothing needs the muxer's shift of a B-frame
+    // encoder's delay: without it every segment's first frame stays at 0, whether or not a
+    // demuxer later works out the file's start time.
     a.extend(os([
+        "-avoid_negative_ts",
+        "disabled",
         "-fflags",
         "+bitexact",
         "-progress",
@@ -91,28 +96,37 @@ pub fn encode_video(
     a
 }
 
-/// The video settings with the conversion's filters joined in front of the profile's own `-vf`
-/// (ffmpeg takes one filter chain per stream) and its colour tags added.
+/// First filter of every segment encode: the segment's first frame at time 0. ffmpeg rebases an
+/// input by its start time, which the NUT demuxer leaves unknown for a file of a frame or two;
+/// such a segment then kept its place in the source, and the concat demuxer, which places each
+/// file by its own start time (0 when unknown), moved it that far again (a 1 fps source cut
+/// into 1 s segments merged to 119 s for 60).
+pub const SEGMENT_START_FILTER: &str = "setpts=PTS-STARTPTS";
+
+/// The video settings with the segment's filters (see [`SEGMENT_START_FILTER`]) and the
+/// conversion's joined in front of the profile's own `-vf` (ffmpeg takes one filter chain per
+/// stream) and the conversion's colour tags added.
 fn with_filters(settings: &[String], conversion: Option<&Conversion>) -> Vec<String> {
-    let Some(c) = conversion else {
-        return settings.to_vec();
-    };
+    let mut leading = vec![SEGMENT_START_FILTER.to_owned()];
+    if let Some(c) = conversion {
+        leading.extend(c.filters.iter().cloned());
+    }
     let mut out = settings.to_vec();
     let vf = out
         .iter()
         .position(|a| a == "-vf" || a == "-filter:v" || a == "-filter:v:0");
     match vf {
-        Some(i) if i + 1 < out.len() && !c.filters.is_empty() => {
-            out[i + 1] = format!("{},{}", c.filters.join(","), out[i + 1]);
+        Some(i) if i + 1 < out.len() => {
+            out[i + 1] = format!("{},{}", leading.join(","), out[i + 1]);
         }
-        Some(_) => {}
-        None if !c.filters.is_empty() => {
+        _ => {
             out.push("-vf".into());
-            out.push(c.filters.join(","));
+            out.push(leading.join(","));
         }
-        None => {}
     }
-    out.extend(c.output_args.iter().cloned());
+    if let Some(c) = conversion {
+        out.extend(c.output_args.iter().cloned());
+    }
     out
 }
 
@@ -260,6 +274,38 @@ mod tests {
             text,
             "ffconcat version 1.0\nfile v00000.a1.nut\nduration 4.804800\nfile v00001.a2.nut\nduration 5.572233\n"
         );
+    }
+
+    #[test]
+    fn every_segment_encode_starts_its_first_frame_at_zero() {
+        let strs = |a: Vec<OsString>| -> Vec<String> {
+            a.iter().map(|x| x.to_string_lossy().into_owned()).collect()
+        };
+        let plain = strs(encode_video(
+            Path::new("/s/v.nut"),
+            &["-c:v".into(), "libx264".into()],
+            None,
+            Path::new("/s/o.nut"),
+        ));
+        assert!(
+            plain
+                .windows(2)
+                .any(|w| w[0] == "-vf" && w[1] == SEGMENT_START_FILTER)
+        );
+        assert!(
+            plain
+                .windows(2)
+                .any(|w| w[0] == "-avoid_negative_ts" && w[1] == "disabled")
+        );
+        // A profile's own chain runs after it, still as one chain.
+        let own = strs(encode_video(
+            Path::new("/s/v.nut"),
+            &["-vf".into(), "scale=64:-2".into()],
+            None,
+            Path::new("/s/o.nut"),
+        ));
+        assert_eq!(own.iter().filter(|a| *a == "-vf").count(), 1);
+        assert!(own.contains(&format!("{SEGMENT_START_FILTER},scale=64:-2")));
     }
 
     #[test]
