@@ -1,6 +1,7 @@
 //! Sources as users have them, end to end on real nats-server and ffmpeg: rotated and mirrored
 //! phone video, odd sizes and chroma layouts, colour tags and full range, several audio and
-//! subtitle tracks with chapters, damaged packets, and segments of one or two frames. Every output is compared frame by frame
+//! subtitle tracks with chapters, damaged packets, HDR10 metadata, and segments of one or two
+//! frames. Every output is compared frame by frame
 //! with the source as displayed (and with `../shared/tools/check-output.py` where present).
 
 mod common;
@@ -260,6 +261,136 @@ async fn every_audio_and_subtitle_track_chapters_and_metadata_are_kept() -> Resu
     Ok(())
 }
 
+/// The mastering display and content light levels of a 10-bit PQ source, as x265 writes them.
+const MASTER_DISPLAY: &str = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)";
+
+/// HDR10 side data of the first frame of `path`, as `type: key=value,...` lines.
+fn hdr_side_data(path: &Path) -> Result<Vec<String>> {
+    let text = media::ffprobe_text(path, "v:0", "frame=side_data_list:side_data", "default")?;
+    // Only the first frame's: ffprobe was not told to stop, so cut at the second frame.
+    Ok(text
+        .split("[/FRAME]")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            [
+                "side_data_type=",
+                "red_",
+                "green_",
+                "blue_",
+                "white_point",
+                "max_",
+                "min_",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .filter(|l| !l.contains("User Data Unregistered"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A 10-bit HEVC source with PQ tags and HDR10 static metadata comes out of the `hevc` profile
+/// 10-bit, with its tags and the same mastering display and light levels in every segment's
+/// bitstream; through `h264` (8-bit) the completed event says what was narrowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hdr10_metadata_and_bit_depth_are_kept_or_said_lost() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let src = fleet.media.path().join("hdr10.mp4");
+    let params = format!("log-level=error:master-display={MASTER_DISPLAY}:max-cll=1000,400");
+    media::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x90:rate=25",
+        "-t",
+        "3",
+        "-pix_fmt",
+        "yuv420p10le",
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-color_primaries",
+        "bt2020",
+        "-color_trc",
+        "smpte2084",
+        "-colorspace",
+        "bt2020nc",
+        "-x265-params",
+        &params,
+        src.to_str().context("utf-8 path")?,
+    ])?;
+    let want = hdr_side_data(&src)?;
+    ensure!(
+        want.iter().any(|l| l.contains("Mastering display"))
+            && want.iter().any(|l| l.contains("Content light level")),
+        "the source has no HDR10 side data: {want:?}"
+    );
+    for (id, profile, out) in [
+        ("hdr-hevc", "hevc", "hdr_hevc.mkv"),
+        ("hdr-h264", "h264", "hdr_h264.mp4"),
+    ] {
+        let mut req = fleet.request(id, &src, out);
+        req.segment_seconds = Some(1.0);
+        req.profile = Some(profile.into());
+        fleet.submit(&req).await?;
+    }
+
+    let done = fleet.wait_completed("hdr-hevc", JOB_TIMEOUT).await?;
+    let out = fleet.out_path("hdr_hevc.mkv");
+    ensure!(done.segments >= 3, "only {} segments", done.segments);
+    ensure!(done.warnings.is_empty(), "hevc warned: {:?}", done.warnings);
+    ensure!(
+        probe(&out, "stream=pix_fmt")? == "yuv420p10le",
+        "not kept 10-bit"
+    );
+    let tags = probe(&out, "stream=color_primaries,color_transfer,color_space")?;
+    ensure!(
+        tags == "bt2020nc,smpte2084,bt2020" || tags.contains("smpte2084"),
+        "tags: {tags}"
+    );
+    ensure!(
+        hdr_side_data(&out)? == want,
+        "output side data differs: {:?}",
+        hdr_side_data(&out)?
+    );
+    // Every segment's bitstream carries it, not only the first: count the frames that have it.
+    let frames_with =
+        media::ffprobe_text(&out, "v:0", "frame=side_data_list:side_data", "default")?
+            .matches("Mastering display metadata")
+            .count();
+    ensure!(
+        frames_with >= done.segments,
+        "{frames_with} frames carry the metadata, {} segments",
+        done.segments
+    );
+    assert_displays_like(&src, &out)?;
+
+    let done = fleet.wait_completed("hdr-h264", JOB_TIMEOUT).await?;
+    println!("h264 warnings: {:?}", done.warnings);
+    ensure!(
+        done.warnings
+            .iter()
+            .any(|w| w.contains("10-bit pictures are encoded as 8-bit")),
+        "no bit-depth warning: {:?}",
+        done.warnings
+    );
+    ensure!(
+        done.warnings
+            .iter()
+            .any(|w| w.contains("not written by h264_nvenc")),
+        "no warning for the nvenc variant: {:?}",
+        done.warnings
+    );
+    fleet.stop().await;
+    Ok(())
+}
+
 /// A segment of one or two frames merges to its own place and length: the NUT demuxer leaves
 /// such a short file's start time unknown, which once doubled every segment's offset (a 1 fps
 /// source cut into 1 s segments merged to 119 s for 60).
@@ -268,7 +399,8 @@ async fn segments_of_one_or_two_frames_merge_frame_exact() -> Result<()> {
     let fleet = TestFleet::spawn().await?;
     let dir = fleet.media.path();
     // (name, frame rate, seconds, x264 options, segment seconds, segments wanted)
-    let cases: [(&str, &str, &str, &[&str], f64, u32); 3] = [
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], f64, u32);
+    let cases: [Case; 3] = [
         ("fps1", "1", "12", &["-g", "1"], 1.0, 12),
         ("fps2", "2", "12", &["-g", "2", "-bf", "1"], 1.0, 12),
         ("fps05", "1/2", "24", &["-g", "1"], 1.0, 12),

@@ -184,6 +184,7 @@ pub fn encoding_job(mem: &Mem, id: &str, segments: u32) -> JobRecord {
             duration_ticks: i64::from(segments) * 12800,
             display_matrix: None,
             color: ColorTags::default(),
+            hdr: Default::default(),
         },
         audio: None,
     });

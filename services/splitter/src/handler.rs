@@ -455,6 +455,11 @@ async fn split_and_plan(
         };
     tracing::info!(job = %job, frames = src.info.video.frames, segments = segments.len(), "split done");
     let mut warnings = src.tracks.warnings.clone();
+    warnings.extend(crate::keeps::picture_warnings(
+        &ctx.config,
+        &valid.profile,
+        &src.info.video,
+    ));
     if src.tracks.tracks.is_empty() && src.extras {
         // The tracks unit carries chapters and metadata, and ffmpeg writes no file without a
         // stream: a video-only source's extras have nothing to travel in.

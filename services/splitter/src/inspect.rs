@@ -5,6 +5,7 @@
 //! the packet listing is then scanned with a bound per stream derived from those facts.
 
 use ffleet_runtime::config::Config;
+use ffleet_runtime::media::hdr::{Hdr, is_hdr_transfer};
 use ffleet_runtime::media::probe::{
     self, Keep, Packet, Probe, ProbeError, ProbeStream, Scanned, parse_f64,
 };
@@ -79,6 +80,7 @@ pub async fn inspect(
             duration_ticks,
             display_matrix: v.display_matrix(),
             color: v.color(),
+            hdr: hdr_of(cfg, path, v).await?,
         },
         audio,
     };
@@ -89,6 +91,26 @@ pub async fn inspect(
         packets,
         video_map: format!("0:v:{}", video_ordinal(&probe, v.index)),
     })
+}
+
+/// The stream's HDR metadata: the container's, and where it has no static metadata on an HDR
+/// transfer, the first frame's (one more ffprobe run, only for such sources).
+async fn hdr_of(cfg: &Config, path: &Path, v: &ProbeStream) -> Result<Hdr, Failure> {
+    let stream = Hdr::from_side_data(&v.side_data_list);
+    if stream.has_static() || !is_hdr_transfer(v.color().transfer.as_deref()) {
+        return Ok(stream);
+    }
+    let frame = probe::first_frame_side_data(
+        &cfg.tools().ffprobe,
+        path,
+        Some(SOURCE_FORMATS),
+        v.index,
+        cfg.limits.probe_timeout(),
+        cfg.limits.max_probe_output_bytes,
+    )
+    .await
+    .map_err(unreadable)?;
+    Ok(stream.or(Hdr::from_side_data(&frame)))
 }
 
 /// The input's size, refused when empty or over the limit before ffprobe reads any of it.

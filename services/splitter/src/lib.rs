@@ -5,6 +5,7 @@
 pub mod config;
 mod handler;
 mod inspect;
+mod keeps;
 pub mod media;
 mod quota;
 pub mod sizing;

@@ -9,7 +9,7 @@ pub mod sandbox;
 
 pub use command::{RunError, RunOutput};
 pub use ffleet_protocol::media::{
-    INTERMEDIATE_FORMAT, PROTOCOLS, Rational, SOURCE_FORMATS, args, cuts, picture, progress,
+    INTERMEDIATE_FORMAT, PROTOCOLS, Rational, SOURCE_FORMATS, args, cuts, hdr, picture, progress,
     rational, tracks,
 };
 pub use sandbox::{Tool, Tools};

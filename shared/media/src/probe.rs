@@ -68,6 +68,54 @@ pub async fn probe_head(
     serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))
 }
 
+/// The side data of the first frame of stream `index` (HDR10's static metadata lives in the
+/// first frame's SEI when the container has none), with at most `max_output` bytes of output.
+pub async fn first_frame_side_data(
+    ffprobe: &Tool,
+    path: &Path,
+    formats: Option<&str>,
+    index: u32,
+    timeout: Duration,
+    max_output: usize,
+) -> Result<Vec<serde_json::Value>, ProbeError> {
+    #[derive(serde::Deserialize)]
+    struct Frames {
+        #[serde(default)]
+        frames: Vec<Frame>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Frame {
+        #[serde(default)]
+        side_data_list: Vec<serde_json::Value>,
+    }
+    let mut args = base_args(formats);
+    args.extend(
+        [
+            "-print_format",
+            "json",
+            "-select_streams",
+            &index.to_string(),
+            "-read_intervals",
+            "%+#1",
+            // `-show_frames` too: without it the side data sections print with no fields.
+            "-show_frames",
+            "-show_entries",
+            "frame=side_data_list",
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    args.push(file_arg(path));
+    let out = command::capture_at_most(ffprobe, &args, timeout, max_output).await?;
+    let f: Frames =
+        serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))?;
+    Ok(f.frames
+        .into_iter()
+        .next()
+        .map(|f| f.side_data_list)
+        .unwrap_or_default())
+}
+
 /// Reads the packet listing of `path` line by line, keeping for each stream in `wanted` what
 /// its `Keep` says; packets of other streams are skipped. A stream past its limit stops
 /// ffprobe at once (`ProbeError::TooManyPackets`), so memory is bounded by the limits, not by

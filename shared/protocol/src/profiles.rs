@@ -250,6 +250,27 @@ fn x264(preset: &str, rc: &[&str], quality_flag: &str) -> Variant {
     }
 }
 
+/// HEVC on x265 at constant QP. No `-pix_fmt`: the source's bit depth and chroma layout are
+/// kept (10-bit HDR stays 10-bit), as a single ffmpeg keeps them. x265 sizes its own thread pool
+/// to the machine and ignores `-threads`: one pool thread and one frame thread hold it to its
+/// slot, as x264's `-threads 1` does.
+fn x265(preset: &str) -> Variant {
+    Variant {
+        args: strings(&[
+            "-c:v",
+            "libx265",
+            "-preset",
+            preset,
+            "-qp",
+            "26",
+            "-x265-params",
+            "log-level=error:pools=1:frame-threads=1",
+        ]),
+        quality_flag: Some("-qp".into()),
+        threads: 1,
+    }
+}
+
 /// H.264 on NVENC with the segment rules above: constant QP, forced keyframes as IDRs, closed
 /// GOPs, and everything else fixed rather than left to the preset, whose defaults (B-frames
 /// above all) differ between ffmpeg versions and GPU generations. `-bf 0`: P-frames only, so
@@ -319,6 +340,18 @@ pub fn builtin() -> BTreeMap<String, Profile> {
                 ("cpu".into(), x264("veryfast", &["-qp", "23"], "-qp")),
                 ("nvenc".into(), h264_nvenc("p2")),
             ]),
+        },
+    );
+    m.insert(
+        "hevc".to_owned(),
+        Profile {
+            description: "HEVC (x265 medium), constant QP 26, AAC 128k. Keeps the source's bit \
+                          depth and HDR10 metadata (mastering display, content light level). \
+                          CPU only."
+                .into(),
+            quality: Some(QualityRange { min: 10, max: 45 }),
+            audio: default_audio(),
+            variants: BTreeMap::from([("cpu".into(), x265("medium"))]),
         },
     );
     m.insert(

@@ -126,6 +126,7 @@ fn with_filters(settings: &[String], conversion: Option<&Conversion>) -> Vec<Str
     }
     if let Some(c) = conversion {
         out.extend(c.output_args.iter().cloned());
+        c.hdr.apply(&mut out);
     }
     out
 }

@@ -1,4 +1,4 @@
-//! The media data types: pictures and their conversions, rationals, tracks, keyframe-aligned
+//! The media data types: pictures and their conversions, HDR metadata, rationals, tracks, keyframe-aligned
 //! cut planning, every ffmpeg command line, and what ffprobe and ffmpeg's progress say, parsed.
 //! Running the tools is `ffleet-media`'s.
 //!
@@ -8,6 +8,7 @@
 pub mod args;
 pub mod container;
 pub mod cuts;
+pub mod hdr;
 pub mod picture;
 pub mod probe;
 pub mod progress;

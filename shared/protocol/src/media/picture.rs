@@ -21,8 +21,10 @@
 //! - **Colour.** Primaries, transfer, matrix and range are set on the output explicitly: a tag
 //!   that lived only in the source container survives the NUT cut this way. A full-range source
 //!   stays full range (the conversion to the output format keeps the range instead of squeezing
-//!   it to limited range).
+//!   it to limited range). HDR10's static metadata goes through the encoder's parameters
+//!   (`hdr`).
 
+use super::hdr::Hdr;
 use serde::{Deserialize, Serialize};
 
 /// A display matrix as ffmpeg stores it: 3x3, row-major, 16.16 fixed point (2.30 for the last
@@ -89,6 +91,9 @@ pub struct Picture {
     pub display_matrix: Option<DisplayMatrix>,
     #[serde(default)]
     pub color: ColorTags,
+    /// HDR10 static metadata the encoder writes where it can (see `hdr`).
+    #[serde(default, skip_serializing_if = "Hdr::is_empty")]
+    pub hdr: Hdr,
 }
 
 /// What ffmpeg's autorotate does for a display matrix, as filters.
@@ -202,6 +207,8 @@ pub struct Conversion {
     pub height: u32,
     /// Options after the filters (colour tags).
     pub output_args: Vec<String>,
+    /// Static HDR metadata, joined into the encoder's own parameters.
+    pub hdr: Hdr,
 }
 
 impl Picture {
@@ -243,6 +250,7 @@ impl Picture {
             width: cw,
             height: ch,
             output_args: self.color.output_args(),
+            hdr: self.hdr,
         })
     }
 }

@@ -13,6 +13,7 @@ use super::{CURRENT, Versioned};
 use crate::ids::{Capability, JobId, NodeId, Unit};
 /// Where it has always been named from; it is a media type (`media::container`).
 pub use crate::media::container::Container;
+use crate::media::hdr::Hdr;
 use crate::media::picture::{ColorTags, DisplayMatrix, Picture};
 use crate::media::rational::Rational;
 use crate::media::tracks::TrackPlan;
@@ -71,6 +72,9 @@ pub struct VideoInfo {
     pub display_matrix: Option<DisplayMatrix>,
     #[serde(default)]
     pub color: ColorTags,
+    /// HDR10 static metadata and the Dolby Vision mark (see `media::hdr`).
+    #[serde(default, skip_serializing_if = "Hdr::is_empty")]
+    pub hdr: Hdr,
 }
 
 impl VideoInfo {
@@ -82,6 +86,7 @@ impl VideoInfo {
             pix_fmt: self.pix_fmt.clone(),
             display_matrix: self.display_matrix,
             color: self.color.clone(),
+            hdr: self.hdr,
         }
     }
 
@@ -403,6 +408,7 @@ mod tests {
                 duration_ticks: i64::from(segments) * 12800,
                 display_matrix: None,
                 color: ColorTags::default(),
+                hdr: Hdr::default(),
             },
             audio: None,
         });
