@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod damage;
 pub mod fleet;
 pub mod media;
 pub mod nats_cluster;

@@ -159,9 +159,10 @@ pub fn damaged(dir: &Path, name: &str) -> Result<PathBuf> {
     let mut data = std::fs::read(&good)?;
     let mut seed = 0x2545_f491_u32;
     for idx in [40, 41, 42, 60] {
+        // ffprobe prints a packet's fields in its own order: size, pos, flags.
         let mut f = packets.get(idx).context("packet")?.trim().split(',');
-        let pos: usize = f.next().context("pos")?.parse()?;
         let size: usize = f.next().context("size")?.parse()?;
+        let pos: usize = f.next().context("pos")?.parse()?;
         if f.next().unwrap_or("").starts_with('K') {
             bail!("packet {idx} is a keyframe");
         }

@@ -62,6 +62,12 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         .map_err(internal)?;
     let units = results(ctx, rec).await?;
     let segments = plan.segments as usize;
+    let audio_packets = src.audio.as_ref().map_or(0, |a| a.packets);
+    mostly_undecodable(
+        src.video.frames,
+        audio_packets,
+        units[..segments].iter().map(|u| u.frames),
+    )?;
     let fetched = fetch_all(ctx, rec, &units, segments, src.video.time_base, dir.path()).await?;
     if fetched.entries.is_empty() {
         return Err(internal("plan has no segments").into());
@@ -114,6 +120,33 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         media_bytes: rec.media_bytes + units.iter().map(|c| c.bytes_moved).sum::<u64>() + moved,
         digest,
     })
+}
+
+/// Refuses an output most of whose frames the decoder could not decode, as a single ffmpeg
+/// does: it exits with an error once more than two thirds of its decode calls failed
+/// (`-max_error_rate`, 2/3 by default), counting the audio it decodes beside the video. Each
+/// segment's encoder allows any rate (a damaged stretch concentrates in one segment, whose rate
+/// says nothing of the file's), so the file's rate is judged here: the video frames the units
+/// could not decode against the source's video frames and audio packets. (Audio the tracks unit
+/// cannot decode fails that unit on its own, as `input_damaged`.)
+fn mostly_undecodable(
+    source_frames: u64,
+    audio_packets: u64,
+    encoded: impl Iterator<Item = u64>,
+) -> Result<(), Failure> {
+    let encoded: u64 = encoded.sum();
+    let dropped = source_frames.saturating_sub(encoded);
+    let calls = u128::from(source_frames) + u128::from(audio_packets);
+    if u128::from(dropped) * 3 > calls * 2 {
+        return Err(Failure::new(
+            Reason::InputDamaged,
+            format!(
+                "{dropped} of the source's {source_frames} video frames could not be decoded \
+                 (more than two thirds of what a single ffmpeg decodes, where it gives up too)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What a merge fetched: the concat list's entries, the tracks unit's file, bytes moved.
@@ -363,4 +396,21 @@ async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<(), Failure>
     })
     .await;
     placed.map_err(internal)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mostly_undecodable;
+
+    #[test]
+    fn a_file_is_refused_where_a_single_ffmpeg_gives_up() {
+        // Two thirds exactly is still decoded; one frame more is not.
+        assert!(mostly_undecodable(300, 0, [100].into_iter()).is_ok());
+        assert!(mostly_undecodable(300, 0, [99].into_iter()).is_err());
+        // Audio decoded beside the video keeps the rate down, as it does for ffmpeg.
+        assert!(mostly_undecodable(200, 375, [25].into_iter()).is_ok());
+        // The units' frames add up; more than the source (a count gone wrong) is no damage.
+        assert!(mostly_undecodable(200, 0, [20, 30, 20].into_iter()).is_ok());
+        assert!(mostly_undecodable(200, 0, [300].into_iter()).is_ok());
+    }
 }

@@ -336,6 +336,7 @@ fn audio_info(a: &ProbeStream, scanned: Option<&Scanned>) -> AudioInfo {
             .unwrap_or(0),
         start_secs: span.map_or_else(|| parse_f64(&a.start_time).unwrap_or(0.0), |s| s.start),
         duration_secs: span.map_or_else(|| parse_f64(&a.duration).unwrap_or(0.0), |s| s.duration()),
+        packets: scanned.map_or(0, |s| s.span.count),
     }
 }
 

@@ -74,6 +74,11 @@ pub fn encode_video(
     output: &Path,
 ) -> Vec<OsString> {
     let mut a = common();
+    // ffmpeg gives up (exit 69, nothing printed) once more than 2/3 of its decode calls failed.
+    // Damage concentrates: a damaged keyframe is no cut point, so one segment can hold a whole
+    // damaged stretch and cross that rate where the file, decoded whole, does not. The segment
+    // is decoded as the whole file would be, and the file's rate is judged at the merge.
+    a.extend(os(["-max_error_rate", "1"]));
     a.extend(os(["-format_whitelist", INTERMEDIATE_FORMAT, "-i"]));
     a.push(file_arg(input));
     a.extend(os(["-map", "0:v:0", "-an", "-sn", "-dn"]));

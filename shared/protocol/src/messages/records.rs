@@ -111,6 +111,10 @@ pub struct AudioInfo {
     pub sample_rate: u32,
     pub start_secs: f64,
     pub duration_secs: f64,
+    /// Packets of the stream (0 where not counted): a single ffmpeg's decode-error rate counts
+    /// them beside the video's frames.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub packets: u64,
 }
 
 /// One video segment of the plan: a keyframe-aligned run of source frames. Kept in the unit's
