@@ -20,7 +20,7 @@ use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::security::Role;
 use ffleet_runtime::storage::{ObjectStore, Storage, StorageError};
 use ffleet_runtime::subjects::{self, EventKind, js_api};
-use ffleet_runtime::{JobId, Tenant, Unit};
+use ffleet_runtime::{JobId, NodeId, Tenant, Unit};
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -350,6 +350,16 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
         (
             "submit-privileged",
             req(subjects::JOBS_SUBMIT_PRIVILEGED, "{}"),
+        ),
+        (
+            "drain-a-node",
+            Op::Pub(subjects::node_control(
+                &NodeId::new("victim-node").expect("a node id"),
+            )),
+        ),
+        (
+            "listen-as-a-node",
+            Op::Sub(subjects::node_control_wildcard()),
         ),
         ("end-a-job", req(forged.clone(), "{}")),
         (

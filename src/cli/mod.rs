@@ -6,6 +6,7 @@ mod capabilities;
 mod display;
 mod follow;
 mod health;
+mod nodes;
 mod secrets;
 mod status;
 mod submit;
@@ -60,6 +61,19 @@ pub enum Command {
     },
     /// Show the live encoder pool.
     Workers,
+    /// Stop routing work to an encoder node; what it runs finishes (admin credentials).
+    Drain {
+        /// Node id, as `ffleet workers` lists it.
+        node: String,
+        /// Wait until the node runs nothing (then it can be stopped with no lost work).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Route work to a drained encoder node again (admin credentials).
+    Undrain {
+        /// Node id, as `ffleet workers` lists it.
+        node: String,
+    },
     /// Secrets for a secured deployment (TLS and per-role NATS credentials).
     Secrets {
         #[command(subcommand)]
@@ -101,6 +115,24 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Submit(a) => submit::run(&cli, a).await,
         Command::Status { job } => status::status(&cli, job.as_deref()).await,
         Command::Workers => status::workers(&cli).await,
+        Command::Drain { node, wait } => {
+            nodes::control(
+                &cli,
+                node,
+                ffleet_runtime::messages::NodeAction::Drain,
+                *wait,
+            )
+            .await
+        }
+        Command::Undrain { node } => {
+            nodes::control(
+                &cli,
+                node,
+                ffleet_runtime::messages::NodeAction::Undrain,
+                false,
+            )
+            .await
+        }
         Command::Capabilities(a) => capabilities::run(&cli, a).await,
         Command::Secrets { command } => secrets::run(&cli, command),
         Command::Provision { raise_guards } => secrets::provision(&cli, *raise_guards).await,

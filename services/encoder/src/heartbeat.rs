@@ -115,6 +115,17 @@ impl State {
         self.changed.notify_one();
     }
 
+    /// Takes work again (an operator's undrain).
+    pub fn undrain(&self) {
+        self.draining.store(false, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    /// Units held now.
+    pub fn running(&self) -> u32 {
+        self.held.lock().expect("hb lock").len() as u32
+    }
+
     /// Whether the node stopped taking work (`drain`).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)

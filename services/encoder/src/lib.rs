@@ -8,6 +8,7 @@
 
 pub mod capabilities;
 pub mod config;
+mod control;
 mod demote;
 pub mod encode;
 pub mod executor;
@@ -163,6 +164,16 @@ pub async fn run_with(
     let hb = tokio::spawn(heartbeat::run(ctx.clone(), state.clone(), hb_stop.clone()));
     tracing::info!(node = %node.id, slots = node.slots, capabilities = ?node.capabilities, "encoder running");
 
+    let (paused, resumed) = tokio::sync::watch::channel(false);
+    let control = tokio::spawn(control::serve(
+        ctx.clone(),
+        control::Control {
+            node: node.id.clone(),
+            state: state.clone(),
+            paused,
+            stopping: shutdown.clone(),
+        },
+    ));
     let drain = {
         let (state, shutdown) = (state.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -197,6 +208,7 @@ pub async fn run_with(
         let slots = Slots {
             total,
             keep_alive: ctx.config.streams.ack_wait() / 3,
+            paused: Some(resumed.clone()),
         };
         let (ctx, node, state, exec) = (ctx.clone(), node.id.clone(), state.clone(), exec.clone());
         set.spawn(worker::slots::run(
@@ -219,6 +231,7 @@ pub async fn run_with(
     }
     while set.join_next().await.is_some() {}
     drain.abort();
+    control.abort();
     hb_stop.cancel();
     let _ = hb.await;
     tracing::info!(node = %node.id, "encoder stopped");

@@ -3,7 +3,7 @@
 //! No other module writes a subject string: they call these functions, so a rename is one edit
 //! and a typo is a compile error.
 
-use crate::ids::{Capability, JobId, Tenant};
+use crate::ids::{Capability, JobId, NodeId, Tenant};
 
 /// Work-queue stream of job requests.
 pub const STREAM_JOBS: &str = "FFLEET_JOBS";
@@ -112,6 +112,20 @@ pub const TASKS_PLAN: &str = "ffleet.tasks.plan";
 /// endpoint `service_api::STATUS_ENDPOINT`): the job's state from its record, for clients that may
 /// not read the jobs bucket.
 pub const API_STATUS: &str = "ffleet.api.status";
+
+/// Operator control of encoder nodes (`messages::control`): `ffleet.api.node.<node>`, answered
+/// by that node alone. Only the admin may publish here.
+pub const API_NODE: &str = "ffleet.api.node";
+
+/// Node `node`'s control subject.
+pub fn node_control(node: &NodeId) -> String {
+    format!("{API_NODE}.{node}")
+}
+
+/// Every node's control subject (what the encoder role may listen on).
+pub fn node_control_wildcard() -> String {
+    format!("{API_NODE}.*")
+}
 
 /// Tenant `tenant`'s job status requests (ids in them are its own): the same endpoint's
 /// tenant form, `ffleet.api.status.t.<tenant>`.

@@ -8,6 +8,9 @@
 //! a no-wait fetch before each long poll of the others, but at most once per `PRIORITY_CHECK`
 //! while the backlog keeps every poll busy, since a no-wait fetch per message would double the
 //! pull requests of a node turning over many short messages.
+//!
+//! A pool can be paused (an operator's drain): it takes nothing new until resumed, and a
+//! message that arrives from a pull already out is handed back at once.
 
 use super::{try_next, try_now};
 use crate::nats::ack::{self, KeepAlive, Outcome};
@@ -17,7 +20,7 @@ use async_nats::jetstream::Message;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +42,28 @@ pub struct Slots {
     pub total: u32,
     /// How often a message waiting for more slots is kept alive (in-progress acks).
     pub keep_alive: Duration,
+    /// While it reads `true` (an operator's drain), nothing new is taken; what runs finishes.
+    pub paused: Option<watch::Receiver<bool>>,
+}
+
+/// Whether the pool is paused now.
+fn is_paused(paused: &Option<watch::Receiver<bool>>) -> bool {
+    paused.as_ref().is_some_and(|p| *p.borrow())
+}
+
+/// Waits while the pool is paused; false when `shutdown` fired meanwhile.
+async fn until_resumed(
+    paused: &mut Option<watch::Receiver<bool>>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let Some(p) = paused else { return true };
+    while *p.borrow_and_update() {
+        tokio::select! {
+            changed = p.changed() => if changed.is_err() { return true },
+            _ = shutdown.cancelled() => return false,
+        }
+    }
+    true
 }
 
 /// Serves `queues` with `slots` until `shutdown` fires and every message taken is finished.
@@ -64,7 +89,11 @@ pub async fn run<T, P, H, F>(
     let mut checked: Option<Instant> = None;
     let mut priority: Vec<Puller> = queues.priority.into_iter().map(Puller::new).collect();
     let mut backlog: Vec<Puller> = queues.backlog.into_iter().map(Puller::new).collect();
+    let mut paused = slots.paused;
     while !shutdown.is_cancelled() {
+        if !until_resumed(&mut paused, &shutdown).await {
+            break;
+        }
         let first = tokio::select! {
             p = free.clone().acquire_owned() => p.expect("semaphore open"),
             _ = shutdown.cancelled() => break,
@@ -90,6 +119,12 @@ pub async fn run<T, P, H, F>(
             }
         }
         let Some(msg) = msg else { continue };
+        if is_paused(&paused) {
+            // Drained while the pull was out: handed back at once, for another node.
+            let back = Outcome::retry_after("node drained", Duration::ZERO);
+            ack::finish(&msg, back).await;
+            continue;
+        }
         let (need, prepared) = prepare(&msg);
         let need = need.clamp(1, total);
         let rest = if need > 1 {

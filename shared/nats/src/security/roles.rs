@@ -105,6 +105,8 @@ impl Role {
                 g.publish(subjects::JOBS_SUBMIT);
                 g.publish(subjects::JOBS_SUBMIT_PRIVILEGED);
                 g.publish(subjects::API_STATUS);
+                // Draining and undraining encoder nodes (`ffleet drain`).
+                g.publish(subjects::node_control_wildcard());
                 // `nats micro ls/info/stats` on ffleet's service.
                 for d in subjects::service_api::discovery() {
                     g.publish(d);
@@ -244,6 +246,10 @@ impl Role {
                 // Units handed back for re-planning, and units out of retries.
                 g.publish(subjects::TASKS_PLAN);
                 g.publish(subjects::dead_wildcard());
+                // The operator's drain requests (its node's own subject; node ids are not known
+                // here), each answered once to the asker's inbox (`allow_responses`).
+                g.sub(subjects::node_control_wildcard());
+                g.responses = true;
                 g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Merger => {

@@ -2,6 +2,7 @@
 //! `MIN_SUPPORTED` to `CURRENT` and refuse others with a clear reason.
 
 pub mod cloudevent;
+pub mod control;
 pub mod events;
 pub mod heartbeat;
 pub mod job;
@@ -16,6 +17,7 @@ pub mod tenant;
 pub mod unit_set;
 
 pub use cloudevent::CloudEvent;
+pub use control::{NodeAction, NodeControl, NodeState};
 pub use events::{Accepted, Completed, Failed, JobEvent, Progress, SegmentDone, SegmentOutcome};
 pub use heartbeat::Heartbeat;
 pub use job::{JobRequest, Overrides, Preference, RequestError};

@@ -1,0 +1,117 @@
+//! Operator control of one encoder node (`ffleet drain NODE`, `ffleet undrain NODE`): a request
+//! on the node's own subject (`subjects::node_control`), answered by the node itself with what
+//! it does now. Only the admin (operator) role may send one; the encoder role answers.
+//!
+//! A drained node takes no new unit: its heartbeat says `draining`, so the scheduler routes
+//! nothing more to it, and its slots stop pulling. What it runs finishes. It can then be stopped
+//! with no lost work, or undrained. A drain lasts as long as the node's process: a node id is
+//! new on every start, so a restarted node is a new node, taking work.
+
+use super::{CURRENT, DecodeError, Versioned};
+use crate::ids::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// Largest request read at all: a real one is about 40 bytes.
+pub const MAX_CONTROL_REQUEST_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeAction {
+    /// Stop taking units; finish those held.
+    Drain,
+    /// Take units again.
+    Undrain,
+    /// Change nothing; say how the node stands.
+    Show,
+}
+
+/// Why a control request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlRequestError {
+    #[error("node control request is {0} bytes; the limit is {MAX_CONTROL_REQUEST_BYTES}")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// `{"version":1,"action":"drain"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeControl {
+    pub version: u32,
+    pub action: NodeAction,
+}
+
+impl NodeControl {
+    pub fn new(action: NodeAction) -> Self {
+        Self {
+            version: CURRENT,
+            action,
+        }
+    }
+
+    /// Reads a request strictly: bounded, unknown fields and versions refused.
+    pub fn parse(payload: &[u8]) -> Result<NodeControl, ControlRequestError> {
+        if payload.len() > MAX_CONTROL_REQUEST_BYTES {
+            return Err(ControlRequestError::TooLarge(payload.len()));
+        }
+        Ok(super::decode("node control request", payload)?)
+    }
+}
+
+impl Versioned for NodeControl {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// The node's answer: how it stands after the request, or why the request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub version: u32,
+    pub node: NodeId,
+    /// Taking no new units (by an operator's drain, or because the process is stopping).
+    pub draining: bool,
+    /// The process is stopping: an undrain cannot bring it back.
+    #[serde(default)]
+    pub stopping: bool,
+    /// Units it runs now.
+    pub running: u32,
+    /// Why the request was refused (nothing changed), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Versioned for NodeState {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_read_strictly() {
+        let ok = NodeControl::parse(br#"{"version":1,"action":"drain"}"#).unwrap();
+        assert_eq!(ok.action, NodeAction::Drain);
+        for bad in [
+            &br#"{"version":1,"action":"reboot"}"#[..],
+            br#"{"version":1,"action":"drain","node":"x"}"#,
+            br#"{"version":99,"action":"drain"}"#,
+            br#"not json"#,
+        ] {
+            assert!(
+                NodeControl::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let big = format!(
+            r#"{{"version":1,"action":"drain","pad":"{}"}}"#,
+            "x".repeat(2000)
+        );
+        assert!(NodeControl::parse(big.as_bytes()).is_err());
+    }
+}
