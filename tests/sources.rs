@@ -391,6 +391,85 @@ async fn hdr10_metadata_and_bit_depth_are_kept_or_said_lost() -> Result<()> {
     Ok(())
 }
 
+/// Presentation times of `path`'s video, in order, from its first.
+fn frame_times(path: &Path) -> Result<Vec<f64>> {
+    let text = media::ffprobe_text(path, "v:0", "packet=pts_time", "csv=p=0")?;
+    let mut t: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    t.sort_by(f64::total_cmp);
+    let first = t.first().copied().unwrap_or(0.0);
+    Ok(t.iter().map(|x| x - first).collect())
+}
+
+/// A picture size that changes inside a segment (a stream spliced from two sizes, the change
+/// on a keyframe too close to the segment's start to cut at) keeps every frame's time: ffmpeg
+/// rebuilds the filter graph there, so the segment's offset must not be taken from the graph's
+/// first frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_size_change_inside_a_segment_keeps_every_frames_time() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let dir = fleet.media.path();
+    let part = |name: &str, size: &str, frames: &str| -> Result<()> {
+        let pattern = format!("testsrc2=size={size}:rate=25");
+        let out = dir.join(name);
+        media::ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &pattern,
+            "-frames:v",
+            frames,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            out.to_str().context("utf-8 path")?,
+        ])
+    };
+    part("small.ts", "160x120", "10")?;
+    part("large.ts", "320x240", "75")?;
+    let list = dir.join("parts.txt");
+    std::fs::write(&list, "file small.ts\nfile large.ts\n")?;
+    let src = dir.join("resized.ts");
+    media::ffmpeg(&[
+        "-f",
+        "concat",
+        "-i",
+        list.to_str().context("utf-8 path")?,
+        "-c",
+        "copy",
+        src.to_str().context("utf-8 path")?,
+    ])?;
+    let mut req = fleet.request("resized", &src, "resized.mkv");
+    req.segment_seconds = Some(1.0);
+    fleet.submit(&req).await?;
+    fleet.wait_completed("resized", JOB_TIMEOUT).await?;
+    let (want, got) = (
+        frame_times(&src)?,
+        frame_times(&fleet.out_path("resized.mkv"))?,
+    );
+    ensure!(
+        want.len() == got.len(),
+        "{} frames, the source {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+        ensure!(
+            (a - b).abs() < 1e-3,
+            "frame {i} at {b:.3} s, in the source at {a:.3} s"
+        );
+    }
+    fleet.stop().await;
+    Ok(())
+}
+
 /// A segment of one or two frames merges to its own place and length: the NUT demuxer leaves
 /// such a short file's start time unknown, which once doubled every segment's offset (a 1 fps
 /// source cut into 1 s segments merged to 119 s for 60).

@@ -144,6 +144,7 @@ fn command_for(
         input,
         &settings,
         conversion.as_ref(),
+        task.segment_start.as_ref(),
         output,
     ))
 }

@@ -6,7 +6,7 @@ use super::picture::Conversion;
 use super::probe::file_arg;
 use super::rational::micros_to_secs_string;
 use super::tracks::{TrackAction, TrackKind, TrackPlan};
-use super::{INTERMEDIATE_FORMAT, PROTOCOLS, SOURCE_FORMATS};
+use super::{INTERMEDIATE_FORMAT, PROTOCOLS, Rational, SOURCE_FORMATS};
 use std::ffi::OsString;
 use std::path::Path;
 
@@ -64,13 +64,47 @@ pub fn cut(source: &Path, map: &str, cut_at: &[u64], out_dir: &Path) -> Vec<OsSt
     a
 }
 
+/// Where a video segment's first frame is in its cut: its presentation time, `pts` ticks of
+/// `time_base` (the source's time less the source's start time, which the cut's ffmpeg took
+/// off), exactly as the plan has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SegmentStart {
+    pub pts: i64,
+    pub time_base: Rational,
+}
+
+impl SegmentStart {
+    /// The filter that puts the segment's first frame at time 0 (see `encode_video`).
+    pub fn filter(&self) -> String {
+        // Clamped at 0: a time a tick off, rounded the other way than the cut's ffmpeg rounded
+        // it, would be a negative time, which NUT refuses.
+        format!(
+            "setpts=max(0\\,PTS-round({}*{}/{}/TB))",
+            self.pts, self.time_base.num, self.time_base.den
+        )
+    }
+}
+
 /// Encodes one cut segment with the given video settings (see `profiles::video_settings`),
 /// converting its pictures as `conversion` says (orientation, chroma grid, colour; see
 /// `picture`). The conversion's filters run before any filter the profile has.
+///
+/// With `start` (the plan's own time of the segment's first frame), the segment's first frame is
+/// put at exactly 0 from it: the input's timestamps are kept as they are (`-copyts`) and `start`
+/// is taken off. Left to itself, ffmpeg rebases an input by the start time its demuxer works
+/// out, which the NUT demuxer leaves unknown for a file of a frame or two: such a segment kept
+/// its place in the source, and the concat demuxer, which places each file by its own start
+/// time (0 when unknown), moved it that far again (a 1 fps source cut into 1 s segments merged
+/// to 119 s for 60). The offset is fixed, not the first frame's own (`STARTPTS`), which ffmpeg
+/// takes again when a resolution change rebuilds the filter graph mid-segment. NUT stores
+/// presentation times only, so nothing needs the muxer's shift of a B-frame encoder's delay
+/// either (`-avoid_negative_ts disabled`). Without `start` (a task of an earlier release), the
+/// encode runs as that release ran it.
 pub fn encode_video(
     input: &Path,
     video_settings: &[String],
     conversion: Option<&Conversion>,
+    start: Option<&SegmentStart>,
     output: &Path,
 ) -> Vec<OsString> {
     let mut a = common();
@@ -79,16 +113,18 @@ pub fn encode_video(
     // damaged stretch and cross that rate where the file, decoded whole, does not. The segment
     // is decoded as the whole file would be, and the file's rate is judged at the merge.
     a.extend(os(["-max_error_rate", "1"]));
+    if start.is_some() {
+        a.push("-copyts".into());
+    }
     a.extend(os(["-format_whitelist", INTERMEDIATE_FORMAT, "-i"]));
     a.push(file_arg(input));
     a.extend(os(["-map", "0:v:0", "-an", "-sn", "-dn"]));
-    a.extend(os(with_filters(video_settings, conversion)));
-    // NUT stores presentation times only, so nothing needs the muxer's shift of a B-frame
-    // encoder's delay: without it every segment's first frame stays at 0, whether or not a
-    // demuxer later works out the file's start time.
+    let leading: Vec<String> = start.map(SegmentStart::filter).into_iter().collect();
+    a.extend(os(with_filters(video_settings, &leading, conversion)));
+    if start.is_some() {
+        a.extend(os(["-avoid_negative_ts", "disabled"]));
+    }
     a.extend(os([
-        "-avoid_negative_ts",
-        "disabled",
         "-fflags",
         "+bitexact",
         "-progress",
@@ -101,33 +137,39 @@ pub fn encode_video(
     a
 }
 
-/// First filter of every segment encode: the segment's first frame at time 0. ffmpeg rebases an
-/// input by its start time, which the NUT demuxer leaves unknown for a file of a frame or two;
-/// such a segment then kept its place in the source, and the concat demuxer, which places each
-/// file by its own start time (0 when unknown), moved it that far again (a 1 fps source cut
-/// into 1 s segments merged to 119 s for 60).
-pub const SEGMENT_START_FILTER: &str = "setpts=PTS-STARTPTS";
+/// Whether `arg` sets the video filter chain of an encode that maps one video stream: `-vf`,
+/// and `-filter` with no stream specifier or one that can name the video stream.
+fn sets_video_filters(arg: &str) -> bool {
+    arg == "-vf"
+        || arg == "-filter"
+        || arg.strip_prefix("-filter:").is_some_and(|spec| {
+            !spec.starts_with('a') && !spec.starts_with('s') && !spec.starts_with('d')
+        })
+}
 
-/// The video settings with the segment's filters (see [`SEGMENT_START_FILTER`]) and the
-/// conversion's joined in front of the profile's own `-vf` (ffmpeg takes one filter chain per
-/// stream) and the conversion's colour tags added.
-fn with_filters(settings: &[String], conversion: Option<&Conversion>) -> Vec<String> {
-    let mut leading = vec![SEGMENT_START_FILTER.to_owned()];
+/// The video settings with `leading` filters and the conversion's joined in front of the
+/// profile's own chain (ffmpeg takes one filter chain per stream, the last given), and the
+/// conversion's colour tags and HDR parameters added.
+fn with_filters(
+    settings: &[String],
+    leading: &[String],
+    conversion: Option<&Conversion>,
+) -> Vec<String> {
+    let mut leading = leading.to_vec();
     if let Some(c) = conversion {
         leading.extend(c.filters.iter().cloned());
     }
     let mut out = settings.to_vec();
-    let vf = out
-        .iter()
-        .position(|a| a == "-vf" || a == "-filter:v" || a == "-filter:v:0");
+    let vf = out.iter().rposition(|a| sets_video_filters(a));
     match vf {
-        Some(i) if i + 1 < out.len() => {
+        Some(i) if i + 1 < out.len() && !leading.is_empty() => {
             out[i + 1] = format!("{},{}", leading.join(","), out[i + 1]);
         }
-        _ => {
+        None if !leading.is_empty() => {
             out.push("-vf".into());
             out.push(leading.join(","));
         }
+        _ => {}
     }
     if let Some(c) = conversion {
         out.extend(c.output_args.iter().cloned());
@@ -287,31 +329,57 @@ mod tests {
         let strs = |a: Vec<OsString>| -> Vec<String> {
             a.iter().map(|x| x.to_string_lossy().into_owned()).collect()
         };
+        let start = SegmentStart {
+            pts: 123_456,
+            time_base: Rational::new(1, 12_800),
+        };
+        let filter = "setpts=max(0\\,PTS-round(123456*1/12800/TB))";
+        assert_eq!(start.filter(), filter);
         let plain = strs(encode_video(
             Path::new("/s/v.nut"),
             &["-c:v".into(), "libx264".into()],
             None,
+            Some(&start),
             Path::new("/s/o.nut"),
         ));
-        assert!(
-            plain
-                .windows(2)
-                .any(|w| w[0] == "-vf" && w[1] == SEGMENT_START_FILTER)
-        );
+        assert!(plain.windows(2).any(|w| w[0] == "-vf" && w[1] == filter));
+        assert!(plain.contains(&"-copyts".to_string()));
         assert!(
             plain
                 .windows(2)
                 .any(|w| w[0] == "-avoid_negative_ts" && w[1] == "disabled")
         );
-        // A profile's own chain runs after it, still as one chain.
-        let own = strs(encode_video(
+        // A profile's own chain runs after it, still as one chain, whichever spelling it uses.
+        for flag in ["-vf", "-filter", "-filter:v", "-filter:0", "-filter:v:0"] {
+            let own = strs(encode_video(
+                Path::new("/s/v.nut"),
+                &[flag.into(), "scale=64:-2".into()],
+                None,
+                Some(&start),
+                Path::new("/s/o.nut"),
+            ));
+            assert_eq!(
+                own.iter().filter(|a| sets_video_filters(a)).count(),
+                1,
+                "{flag}"
+            );
+            assert!(
+                own.contains(&format!("{filter},scale=64:-2")),
+                "{flag}: {own:?}"
+            );
+        }
+        // An earlier release's task (no start): run as that release ran it.
+        let old = strs(encode_video(
             Path::new("/s/v.nut"),
-            &["-vf".into(), "scale=64:-2".into()],
+            &["-c:v".into(), "libx264".into()],
+            None,
             None,
             Path::new("/s/o.nut"),
         ));
-        assert_eq!(own.iter().filter(|a| *a == "-vf").count(), 1);
-        assert!(own.contains(&format!("{SEGMENT_START_FILTER},scale=64:-2")));
+        assert!(
+            !old.iter()
+                .any(|a| a == "-vf" || a == "-copyts" || a == "-avoid_negative_ts")
+        );
     }
 
     #[test]
