@@ -202,9 +202,10 @@ pub fn frame_rate(path: &Path) -> Result<f64> {
     Ok(r.as_f64())
 }
 
-/// A 4 s 160x120 25 fps clip whose third second (one whole GOP) has its packet payloads zeroed:
-/// it probes and cuts like any file, but that segment decodes to no frames, so ffmpeg fails it
-/// on every node, every time.
+/// A 4 s 160x120 25 fps clip with AAC audio, every audio packet's payload random and the
+/// video's third second (one whole GOP) zeroed: it probes and cuts like any file, but its audio
+/// decodes to nothing, so the tracks unit's ffmpeg fails (exit 69, the error rate) on every
+/// node, every time.
 pub fn poison_source(dir: &Path, name: &str) -> Result<PathBuf> {
     let good = dir.join(format!("{name}.good.mp4"));
     ffmpeg(&[
@@ -212,6 +213,10 @@ pub fn poison_source(dir: &Path, name: &str) -> Result<PathBuf> {
         "lavfi",
         "-i",
         "testsrc2=size=160x120:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
         "-t",
         "4",
         "-c:v",
@@ -222,14 +227,35 @@ pub fn poison_source(dir: &Path, name: &str) -> Result<PathBuf> {
         "25",
         "-pix_fmt",
         "yuv420p",
+        "-c:a",
+        "aac",
         good.to_str().expect("utf-8 path"),
     ])?;
-    let text = ffprobe_text(&good, "v:0", "packet=pos,size", "csv=p=0")?;
+    // ffprobe prints a packet's fields in its own order: size, then pos.
+    let packets = |stream: &str| -> Result<Vec<(usize, usize)>> {
+        ffprobe_text(&good, stream, "packet=pos,size", "csv=p=0")?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut f = l.trim().split(',');
+                let size = f.next().context("size")?.parse()?;
+                let pos = f.next().context("pos")?.parse()?;
+                Ok((pos, size))
+            })
+            .collect()
+    };
     let mut data = std::fs::read(&good)?;
-    for line in text.lines().skip(50).take(25) {
-        let (pos, size) = line.trim().split_once(',').context("packet line")?;
-        let (pos, size): (usize, usize) = (pos.parse()?, size.parse()?);
+    for (pos, size) in packets("v:0")?.into_iter().skip(50).take(25) {
         data[pos..pos + size].fill(0);
+    }
+    let mut seed = 0x1234_5678_u32;
+    for (pos, size) in packets("a:0")? {
+        for b in &mut data[pos..pos + size] {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            *b = seed as u8;
+        }
     }
     let p = dir.join(name);
     std::fs::write(&p, data)?;

@@ -129,7 +129,7 @@ pub fn multitrack(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// A 4 s 320x240 clip with audio whose packets 40-42 and 60 (non-key frames in its middle) have
-/// their second half overwritten: the decoder conceals what it can and drops what it cannot,
+/// all but their first 8 bytes (length and NAL header) overwritten: the decoder conceals what it can and drops what it cannot,
 /// exit status 0, as it would for a file damaged in storage or transfer.
 pub fn damaged(dir: &Path, name: &str) -> Result<PathBuf> {
     let good = dir.join(format!("{name}.good.mp4"));
@@ -166,7 +166,8 @@ pub fn damaged(dir: &Path, name: &str) -> Result<PathBuf> {
         if f.next().unwrap_or("").starts_with('K') {
             bail!("packet {idx} is a keyframe");
         }
-        for b in &mut data[pos + size / 2..pos + size] {
+        // All but the NAL unit's length and header: the slice data itself.
+        for b in &mut data[pos + 8..pos + size] {
             seed ^= seed << 13;
             seed ^= seed >> 17;
             seed ^= seed << 5;
