@@ -333,6 +333,7 @@ async fn hdr10_metadata_and_bit_depth_are_kept_or_said_lost() -> Result<()> {
     );
     for (id, profile, out) in [
         ("hdr-hevc", "hevc", "hdr_hevc.mkv"),
+        ("hdr-hevc-mp4", "hevc", "hdr_hevc.mp4"),
         ("hdr-h264", "h264", "hdr_h264.mp4"),
     ] {
         let mut req = fleet.request(id, &src, out);
@@ -350,26 +351,68 @@ async fn hdr10_metadata_and_bit_depth_are_kept_or_said_lost() -> Result<()> {
         "not kept 10-bit"
     );
     let tags = probe(&out, "stream=color_primaries,color_transfer,color_space")?;
-    ensure!(
-        tags == "bt2020nc,smpte2084,bt2020" || tags.contains("smpte2084"),
-        "tags: {tags}"
-    );
+    ensure!(tags == "bt2020nc,smpte2084,bt2020", "tags: {tags}");
     ensure!(
         hdr_side_data(&out)? == want,
         "output side data differs: {:?}",
         hdr_side_data(&out)?
     );
-    // Every segment's bitstream carries it, not only the first: count the frames that have it.
-    let frames_with =
-        media::ffprobe_text(&out, "v:0", "frame=side_data_list:side_data", "default")?
-            .matches("Mastering display metadata")
-            .count();
-    ensure!(
-        frames_with >= done.segments,
-        "{frames_with} frames carry the metadata, {} segments",
-        done.segments
-    );
+    // Every segment's bitstream carries it, not only the first (a decoder carries it over to
+    // later frames, so the SEI messages themselves are counted).
+    let sei = |kind: &str| -> Result<usize> {
+        let traced = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "info", "-i"])
+            .arg(&out)
+            .args([
+                "-map",
+                "0:v:0",
+                "-c",
+                "copy",
+                "-bsf:v",
+                "trace_headers",
+                "-f",
+                "null",
+                "-",
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&traced.stderr)
+            .matches(kind)
+            .count())
+    };
+    for kind in ["Mastering Display Colour Volume", "Content Light Level"] {
+        let n = sei(kind)?;
+        ensure!(
+            n >= done.segments,
+            "{n} {kind} SEI messages, {} segments",
+            done.segments
+        );
+    }
+    // The source's keyframes stay keyframes.
+    let keys = |p: &Path| -> Result<Vec<String>> {
+        Ok(
+            media::ffprobe_text(p, "v:0", "packet=pts_time,flags", "csv=p=0")?
+                .lines()
+                .filter(|l| l.contains(",K"))
+                .filter_map(|l| l.split(',').next().map(str::to_owned))
+                .collect(),
+        )
+    };
+    let (src_keys, out_keys) = (keys(&src)?, keys(&out)?);
+    for k in &src_keys {
+        let t: f64 = k.parse()?;
+        ensure!(
+            out_keys
+                .iter()
+                .any(|o| o.parse::<f64>().is_ok_and(|o| (o - t).abs() < 1e-3)),
+            "source keyframe at {k} s is no keyframe in the output ({out_keys:?})"
+        );
+    }
     assert_displays_like(&src, &out)?;
+
+    // HEVC in MP4 is tagged as Apple's players require it.
+    fleet.wait_completed("hdr-hevc-mp4", JOB_TIMEOUT).await?;
+    let tag = probe(&fleet.out_path("hdr_hevc.mp4"), "stream=codec_tag_string")?;
+    ensure!(tag == "hvc1", "HEVC in MP4 tagged {tag}");
 
     let done = fleet.wait_completed("hdr-h264", JOB_TIMEOUT).await?;
     println!("h264 warnings: {:?}", done.warnings);

@@ -6,7 +6,6 @@
 //! (re-resolved from the request against this merger's roots) and renamed into place.
 
 use crate::verify;
-use ffleet_runtime::Unit;
 use ffleet_runtime::media::Rational;
 use ffleet_runtime::media::args::{self, ConcatEntry};
 use ffleet_runtime::media::command::{self, Limits};
@@ -17,6 +16,7 @@ use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{Roots, StorageError};
 use ffleet_runtime::subjects;
+use ffleet_runtime::{Unit, profiles};
 use futures::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,7 +90,11 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         "out-{}",
         ffleet_runtime::storage::keys::sanitize_name(name)
     ));
-    concat(ctx, src, plan, &list, fetched.tracks.as_deref(), &tmp).await?;
+    let hevc = ctx
+        .config
+        .profile(&rec.profile)
+        .is_some_and(|p| p.variants.values().any(|v| profiles::is_hevc(&v.args)));
+    concat(ctx, src, plan, hevc, &list, fetched.tracks.as_deref(), &tmp).await?;
     // Frames the decoder dropped from damaged input are missing from the output as they are
     // from a single ffmpeg's: the encoded units say how many frames there are.
     let expected = verify::Expected {
@@ -233,6 +237,7 @@ async fn concat(
     ctx: &Ctx,
     src: &SourceInfo,
     plan: &Plan,
+    hevc: bool,
     list: &Path,
     tracks: Option<&Path>,
     tmp: &Path,
@@ -240,7 +245,7 @@ async fn concat(
     // Where the first frame sat relative to the source's start, which is where a single ffmpeg
     // run would put it relative to the audio.
     let video_offset_us = ((src.video.start_secs() - src.format_start_secs) * 1e6).round() as i64;
-    let cmd = args::merge(list, tracks, video_offset_us, plan.container, tmp);
+    let cmd = args::merge(list, tracks, video_offset_us, plan.container, hevc, tmp);
     let limits = Limits {
         timeout: Duration::from_secs_f64(600.0_f64.max(src.video.duration_secs())),
         stall: Some(ctx.config.ffmpeg.stall_timeout()),

@@ -55,6 +55,7 @@ impl Media for Ffmpeg {
     ) -> Result<Prepared, SplitError> {
         let src = inspect::inspect(&ctx.config, source, container).await?;
         validate::convertible(&ctx.config, profile, &src)?;
+        crate::keeps::refusal(&src.info.video)?;
         let v = &src.info.video;
         let segment_secs = sizing.secs(v.duration_secs(), v.frame_rate.as_f64());
         tracing::debug!(job = %job, slots = sizing.slots, segment_secs, "segment length chosen");

@@ -68,8 +68,10 @@ pub async fn probe_head(
     serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))
 }
 
-/// The side data of the first frame of stream `index` (HDR10's static metadata lives in the
-/// first frame's SEI when the container has none), with at most `max_output` bytes of output.
+/// The side data of the first frames of stream `index` (HDR10's static metadata lives in the
+/// first frame's SEI when the container has none; the first few are read, in case the very
+/// first packet does not decode), all frames' lists in one, with at most `max_output` bytes of
+/// output.
 pub async fn first_frame_side_data(
     ffprobe: &Tool,
     path: &Path,
@@ -96,7 +98,7 @@ pub async fn first_frame_side_data(
             "-select_streams",
             &index.to_string(),
             "-read_intervals",
-            "%+#1",
+            "%+#5",
             // `-show_frames` too: without it the side data sections print with no fields.
             "-show_frames",
             "-show_entries",
@@ -111,9 +113,8 @@ pub async fn first_frame_side_data(
         serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))?;
     Ok(f.frames
         .into_iter()
-        .next()
-        .map(|f| f.side_data_list)
-        .unwrap_or_default())
+        .flat_map(|f| f.side_data_list)
+        .collect())
 }
 
 /// Reads the packet listing of `path` line by line, keeping for each stream in `wanted` what

@@ -206,7 +206,9 @@ pub fn video_settings(variant: &Variant, quality: Option<i32>) -> Vec<String> {
             }
         }
     }
-    if video_encoder(&args).is_some_and(|e| e.ends_with("_nvenc"))
+    // NVENC and x265 make a forced keyframe a plain I-frame without this, and x265 then drops
+    // those within its min-keyint of the last: the source's keyframes would be lost.
+    if video_encoder(&args).is_some_and(|e| e.ends_with("_nvenc") || e == "libx265")
         && !args.iter().any(|a| a == "-forced-idr")
     {
         args.extend(strings(&["-forced-idr", "1"]));
@@ -220,6 +222,11 @@ pub fn video_settings(variant: &Variant, quality: Option<i32>) -> Vec<String> {
         "passthrough",
     ]));
     args
+}
+
+/// Whether a variant's arguments encode HEVC (x265, NVENC's or another hardware HEVC encoder).
+pub fn is_hevc(args: &[String]) -> bool {
+    video_encoder(args).is_some_and(|e| e == "libx265" || e.starts_with("hevc"))
 }
 
 /// The video encoder a variant's arguments name (`-c:v`, `-codec:v` or `-vcodec`).
@@ -418,6 +425,8 @@ mod tests {
             !x.iter().any(|a| a == "-forced-idr"),
             "x264 has no such option"
         );
+        let h = video_settings(&builtin()["hevc"].variants["cpu"], None);
+        assert!(h.windows(2).any(|w| w[0] == "-forced-idr" && w[1] == "1"));
     }
 
     #[test]

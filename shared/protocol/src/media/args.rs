@@ -251,12 +251,15 @@ pub fn concat_list(entries: &[ConcatEntry]) -> String {
 
 /// Concatenates the encoded segments (stream copy), adds the encoded audio, and writes the
 /// output. `video_offset_us` places the first frame where it was relative to the source's start,
-/// which keeps audio in sync when the streams did not start together.
+/// which keeps audio in sync when the streams did not start together. HEVC in MP4/MOV is tagged
+/// `hvc1` (parameter sets in the sample description), which Apple's players require; ffmpeg's
+/// default `hev1` they refuse.
 pub fn merge(
     list: &Path,
     audio: Option<&Path>,
     video_offset_us: i64,
     container: Container,
+    hevc: bool,
     output: &Path,
 ) -> Vec<OsString> {
     let mut a = common();
@@ -296,6 +299,9 @@ pub fn merge(
     ]));
     if matches!(container, Container::Mp4 | Container::Mov) {
         a.extend(os(["-movflags", "+faststart"]));
+        if hevc {
+            a.extend(os(["-tag:v", "hvc1"]));
+        }
     }
     a.extend(os(["-progress", "pipe:1", "-f", container.muxer(), "-y"]));
     a.push(file_arg(output));

@@ -51,6 +51,9 @@ pub struct Hdr {
     /// A Dolby Vision configuration record: the stream carries RPUs no re-encode keeps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dolby_vision: bool,
+    /// Its profile (`dv_profile`): 5 has no base layer a player can show without the RPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dolby_vision_profile: Option<u8>,
 }
 
 /// Transfers whose sources may carry static metadata worth a look at the first frame.
@@ -106,7 +109,13 @@ impl Hdr {
             match d.get("side_data_type").and_then(Value::as_str) {
                 Some("Mastering display metadata") => h.mastering = h.mastering.or(mastering(d)),
                 Some("Content light level metadata") => h.light = h.light.or(light(d)),
-                Some("DOVI configuration record") => h.dolby_vision = true,
+                Some("DOVI configuration record") => {
+                    h.dolby_vision = true;
+                    h.dolby_vision_profile = d
+                        .get("dv_profile")
+                        .and_then(Value::as_u64)
+                        .and_then(|p| u8::try_from(p).ok());
+                }
                 _ => {}
             }
         }
@@ -119,11 +128,23 @@ impl Hdr {
             mastering: self.mastering.or(other.mastering),
             light: self.light.or(other.light),
             dolby_vision: self.dolby_vision || other.dolby_vision,
+            dolby_vision_profile: self.dolby_vision_profile.or(other.dolby_vision_profile),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         *self == Hdr::default()
+    }
+
+    /// Why the source cannot be re-encoded at all, if it cannot: Dolby Vision profile 5 codes
+    /// its pictures in IPTPQc2, which only the RPUs map to a display; without them (and no
+    /// re-encode keeps them) every picture comes out in the wrong colours.
+    pub fn refusal(&self) -> Option<String> {
+        (self.dolby_vision_profile == Some(5)).then(|| {
+            "Dolby Vision profile 5 has no base layer a player can show without its RPUs, \
+             which a re-encode cannot keep: the output's colours would be wrong"
+                .to_owned()
+        })
     }
 
     /// Whether there is static metadata to write.
@@ -207,29 +228,39 @@ impl Hdr {
     }
 }
 
-/// Bits per sample of a pixel format, from its name (`yuv420p10le` is 10): 8 unless the name
-/// says more.
+/// Bits per sample of a pixel format, from its name (`yuv420p10le` is 10, `rgb48le` 16): 8
+/// unless the name says more.
 pub fn bit_depth(pix_fmt: &str) -> u32 {
     let f = pix_fmt.to_ascii_lowercase();
-    for (tag, depth) in [
-        ("p16", 16),
-        ("16le", 16),
-        ("16be", 16),
-        ("p14", 14),
-        ("p12", 12),
-        ("p10", 10),
-        ("p010", 10),
-        ("p210", 10),
-        ("p410", 10),
-        ("y210", 10),
-        ("x2rgb10", 10),
-        ("x2bgr10", 10),
-    ] {
-        if f.contains(tag) {
+    let f = f
+        .strip_suffix("le")
+        .or_else(|| f.strip_suffix("be"))
+        .unwrap_or(&f);
+    // Packed formats named by their bits per pixel.
+    for (tag, depth) in [("rgb48", 16), ("bgr48", 16), ("rgba64", 16), ("bgra64", 16)] {
+        if f.starts_with(tag) {
             return depth;
         }
     }
-    8
+    // Semi-planar and packed 4:2:x formats named by their sample size (`p010`, `y210`).
+    for tag in ["p0", "p2", "p4", "y2", "x2rgb", "x2bgr"] {
+        if let Some(rest) = f.strip_prefix(tag) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(n) = digits.parse::<u32>() {
+                return if tag.starts_with('x') { n } else { n % 100 };
+            }
+        }
+    }
+    // Planar and grey formats: the digits after the last `p` (`yuv420p10`, `gbrap12`), or after
+    // `gray`/`ya` (`gray10`, `ya16`).
+    let tail = f
+        .strip_prefix("gray")
+        .or_else(|| f.strip_prefix("ya"))
+        .or_else(|| f.rsplit_once('p').map(|(_, t)| t));
+    match tail.and_then(|t| t.parse::<u32>().ok()) {
+        Some(n) if (9..=16).contains(&n) => n,
+        _ => 8,
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +336,11 @@ mod tests {
         assert_eq!(h.mastering, None);
         assert_eq!(h.light, None);
         assert!(h.dolby_vision && !h.has_static());
+        assert_eq!(h.dolby_vision_profile, Some(8));
+        assert!(h.refusal().is_none());
+        let five = Hdr::from_side_data(&[json!({"side_data_type": "DOVI configuration record",
+            "dv_profile": 5})]);
+        assert!(five.refusal().is_some());
         let merged = h.or(Hdr::from_side_data(&side_data()));
         assert!(merged.has_static() && merged.dolby_vision);
     }
@@ -317,5 +353,18 @@ mod tests {
         assert_eq!(bit_depth("p010le"), 10);
         assert_eq!(bit_depth("gray16le"), 16);
         assert_eq!(bit_depth("nv12"), 8);
+        assert_eq!(bit_depth("yuv420p9le"), 9);
+        assert_eq!(bit_depth("gray10le"), 10);
+        assert_eq!(bit_depth("gray12be"), 12);
+        assert_eq!(bit_depth("rgb48le"), 16);
+        assert_eq!(bit_depth("rgba64be"), 16);
+        assert_eq!(bit_depth("gbrap12le"), 12);
+        assert_eq!(bit_depth("p016le"), 16);
+        assert_eq!(bit_depth("y210le"), 10);
+        assert_eq!(bit_depth("x2rgb10le"), 10);
+        assert_eq!(bit_depth("yuyv422"), 8);
+        assert_eq!(bit_depth("rgb24"), 8);
+        assert_eq!(bit_depth("gray"), 8);
+        assert_eq!(bit_depth("pal8"), 8);
     }
 }
