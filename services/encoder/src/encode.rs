@@ -5,6 +5,7 @@
 use ffleet_runtime::config::Config;
 use ffleet_runtime::media::args;
 use ffleet_runtime::media::command::{self, Limits, RunError};
+use ffleet_runtime::media::probe;
 use ffleet_runtime::media::progress::ProgressBlock;
 use ffleet_runtime::messages::Task;
 use ffleet_runtime::messages::records::Container;
@@ -70,7 +71,21 @@ pub async fn run(
     on_progress: impl FnMut(&ProgressBlock),
 ) -> Result<Encoded, EncodeError> {
     let task = unit.task;
-    let cmd = command_for(&unit, input, output)?;
+    // Where the cut's first frame is, read from the cut (one short ffprobe): the encode puts it
+    // at 0 by that (`args::encode_video`). Unread, the encode runs as earlier releases ran it.
+    let start = if task.unit.is_audio() {
+        None
+    } else {
+        let ffprobe = cfg.tools().ffprobe;
+        match probe::first_video_pts(&ffprobe, input, cfg.limits.probe_timeout()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "cut's first frame time unread; encoding without it");
+                None
+            }
+        }
+    };
+    let cmd = command_for(&unit, input, start.as_ref(), output)?;
     let limits = unit.limits;
     let started = Instant::now();
     // ffmpeg's last progress block counts what it encoded: checking it costs no ffprobe run.
@@ -113,6 +128,7 @@ pub async fn run(
 fn command_for(
     unit: &Unit<'_>,
     input: &Path,
+    start: Option<&args::SegmentStart>,
     output: &Path,
 ) -> Result<Vec<std::ffi::OsString>, EncodeError> {
     let (task, profile, variant) = (unit.task, unit.profile, unit.variant);
@@ -144,7 +160,7 @@ fn command_for(
         input,
         &settings,
         conversion.as_ref(),
-        task.segment_start.as_ref(),
+        start,
         output,
     ))
 }

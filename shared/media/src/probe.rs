@@ -13,6 +13,8 @@ pub use ffleet_protocol::media::probe::*;
 
 use super::command::{self, RunError};
 use super::sandbox::Tool;
+use ffleet_protocol::media::args::SegmentStart;
+use ffleet_protocol::media::{INTERMEDIATE_FORMAT, Rational};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
@@ -66,6 +68,61 @@ pub async fn probe_head(
     args.push(file_arg(path));
     let out = command::capture_at_most(ffprobe, &args, timeout, max_output).await?;
     serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))
+}
+
+/// The earliest presentation time among the first video packets of one of ffleet's own
+/// intermediates (a cut), with the stream's time base: where its first frame is. The first 32
+/// packets cover any reordering depth (a cut starts on a keyframe nothing is shown before).
+/// `None` when the file has no timed video packet.
+pub async fn first_video_pts(
+    ffprobe: &Tool,
+    path: &Path,
+    timeout: Duration,
+) -> Result<Option<SegmentStart>, ProbeError> {
+    #[derive(serde::Deserialize)]
+    struct Out {
+        #[serde(default)]
+        packets: Vec<P>,
+        #[serde(default)]
+        streams: Vec<S>,
+    }
+    #[derive(serde::Deserialize)]
+    struct P {
+        pts: Option<i64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct S {
+        time_base: Option<String>,
+    }
+    let mut args = base_args(Some(INTERMEDIATE_FORMAT));
+    args.extend(
+        [
+            "-print_format",
+            "json",
+            "-select_streams",
+            "v:0",
+            "-read_intervals",
+            "%+#32",
+            "-show_entries",
+            "packet=pts:stream=time_base",
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    args.push(file_arg(path));
+    let out = command::capture_at_most(ffprobe, &args, timeout, command::CAPTURE_LIMIT).await?;
+    let o: Out =
+        serde_json::from_slice(&out.stdout).map_err(|e| ProbeError::Output(e.to_string()))?;
+    let time_base = o
+        .streams
+        .first()
+        .and_then(|s| s.time_base.as_deref())
+        .and_then(|t| t.parse::<Rational>().ok())
+        .filter(Rational::is_valid);
+    let pts = o.packets.iter().filter_map(|p| p.pts).min();
+    Ok(time_base
+        .zip(pts)
+        .map(|(time_base, pts)| SegmentStart { pts, time_base }))
 }
 
 /// The side data of the first frames of stream `index` (HDR10's static metadata lives in the

@@ -65,8 +65,9 @@ pub fn cut(source: &Path, map: &str, cut_at: &[u64], out_dir: &Path) -> Vec<OsSt
 }
 
 /// Where a video segment's first frame is in its cut: its presentation time, `pts` ticks of
-/// `time_base` (the source's time less the source's start time, which the cut's ffmpeg took
-/// off), exactly as the plan has it.
+/// `time_base`, as the cut file itself says (`probe::first_video_pts`): whatever the cutting
+/// ffmpeg did to the source's times (its start taken off, a B-frame delay shifted, a jump in an
+/// MPEG-TS source closed), the cut holds the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SegmentStart {
     pub pts: i64,
@@ -89,7 +90,7 @@ impl SegmentStart {
 /// converting its pictures as `conversion` says (orientation, chroma grid, colour; see
 /// `picture`). The conversion's filters run before any filter the profile has.
 ///
-/// With `start` (the plan's own time of the segment's first frame), the segment's first frame is
+/// With `start` (the cut's own time of the segment's first frame), the segment's first frame is
 /// put at exactly 0 from it: the input's timestamps are kept as they are (`-copyts`) and `start`
 /// is taken off. Left to itself, ffmpeg rebases an input by the start time its demuxer works
 /// out, which the NUT demuxer leaves unknown for a file of a frame or two: such a segment kept
@@ -98,8 +99,8 @@ impl SegmentStart {
 /// to 119 s for 60). The offset is fixed, not the first frame's own (`STARTPTS`), which ffmpeg
 /// takes again when a resolution change rebuilds the filter graph mid-segment. NUT stores
 /// presentation times only, so nothing needs the muxer's shift of a B-frame encoder's delay
-/// either (`-avoid_negative_ts disabled`). Without `start` (a task of an earlier release), the
-/// encode runs as that release ran it.
+/// either (`-avoid_negative_ts disabled`). Without `start` (the cut's times could not be read),
+/// the encode runs as earlier releases ran it.
 pub fn encode_video(
     input: &Path,
     video_settings: &[String],
@@ -374,7 +375,7 @@ mod tests {
                 "{flag}: {own:?}"
             );
         }
-        // An earlier release's task (no start): run as that release ran it.
+        // No start (the cut's times unread): run as earlier releases ran it.
         let old = strs(encode_video(
             Path::new("/s/v.nut"),
             &["-c:v".into(), "libx264".into()],

@@ -38,23 +38,6 @@ impl Rational {
         q as i64
     }
 
-    /// `micros` microseconds in ticks of this time base, rounded to nearest with halves away
-    /// from zero (ffmpeg's `av_rescale_q`, as it moves a file's start time onto a stream).
-    pub fn ticks_of_micros(&self, micros: i64) -> i64 {
-        let n = i128::from(micros) * i128::from(self.den);
-        let d = i128::from(self.num) * 1_000_000;
-        if d == 0 {
-            return 0;
-        }
-        let half = d.abs() / 2;
-        let q = if (n >= 0) == (d > 0) {
-            (n.abs() + half) / d.abs()
-        } else {
-            -((n.abs() + half) / d.abs())
-        };
-        q as i64
-    }
-
     /// 1 / self in seconds (the frame duration of a frame rate).
     pub fn inverse_secs(&self) -> Option<f64> {
         self.is_valid().then(|| self.den as f64 / self.num as f64)
@@ -92,19 +75,6 @@ pub fn micros_to_secs_string(us: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn microseconds_become_ticks_as_ffmpeg_rescales_them() {
-        let ts = Rational::new(1, 90_000);
-        assert_eq!(ts.ticks_of_micros(1_400_000), 126_000);
-        assert_eq!(ts.ticks_of_micros(-1_400_000), -126_000);
-        let s = Rational::new(1, 1);
-        assert_eq!(s.ticks_of_micros(500_000), 1);
-        assert_eq!(s.ticks_of_micros(-500_000), -1);
-        assert_eq!(s.ticks_of_micros(499_999), 0);
-        assert_eq!(Rational::new(1001, 30_000).ticks_of_micros(1_001_000), 30);
-        assert_eq!(Rational::new(1, 12_800).ticks_of_micros(0), 0);
-    }
 
     #[test]
     fn converts_ntsc_ticks_exactly() {

@@ -10,7 +10,6 @@ use super::records::{AttemptFailure, JobRecord, SegmentPlan, SegmentRecord};
 use super::{CURRENT, Versioned};
 use crate::cost;
 use crate::ids::{Capability, JobId, Unit};
-use crate::media::args::SegmentStart;
 use crate::media::picture::Picture;
 use crate::media::tracks::TrackPlan;
 use crate::reason::Failure;
@@ -58,10 +57,6 @@ pub struct Task {
     /// The source's picture facts (video units): every node converts them the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub picture: Option<Picture>,
-    /// Where the segment's first frame is in its cut, exactly (video units): the encoder puts it
-    /// at time 0 by this (`args::encode_video`). Absent in an earlier release's tasks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_start: Option<SegmentStart>,
     /// Which source streams the audio unit carries and how (audio unit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tracks: Vec<TrackPlan>,
@@ -191,16 +186,6 @@ impl Task {
             Unit::Video(_) => (Some(src.video.picture()), Vec::new()),
             Unit::Audio => (None, plan.tracks.clone()),
         };
-        // ffmpeg rebased the cut by the source's start time (microseconds, over all streams)
-        // as it stream-copied it: the segment's first frame is there in the cut.
-        let rebased = tb.ticks_of_micros((src.format_start_secs * 1e6).round() as i64);
-        let segment_start = match unit {
-            Unit::Video(_) => cut.map(|c| SegmentStart {
-                pts: c.start_pts - rebased,
-                time_base: tb,
-            }),
-            Unit::Audio => None,
-        };
         Some(Task {
             version: CURRENT,
             job_id: rec.job_id.clone(),
@@ -213,7 +198,6 @@ impl Task {
             duration_secs,
             start_secs,
             picture,
-            segment_start,
             tracks,
             result_ext: result_ext.into(),
             priority: rec.request.priority,
