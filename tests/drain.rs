@@ -86,30 +86,48 @@ async fn a_drained_node_finishes_its_units_and_takes_no_new_ones_until_undrained
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let done_on_drained = |all: Vec<(NodeId, Unit)>| -> BTreeSet<Unit> {
+        all.into_iter()
+            .filter(|(n, _)| *n == drained)
+            .map(|(_, u)| u)
+            .collect()
+    };
     let out = cli(&url, &["drain", drained.as_str()]).await?;
     ensure!(out.status.success(), "drain failed");
+    let at_drain = done_on_drained(done_by(&fleet, "a").await?);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(said.contains("draining"), "drain said: {said}");
+    // What it had in hand when it answered: those may still finish there, nothing else may.
+    let running: usize = said
+        .split(", ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("running count in the answer")?;
     // `--wait` returns once the node runs nothing.
     let out = cli(&url, &["drain", "--wait", drained.as_str()]).await?;
     ensure!(out.status.success(), "drain --wait failed");
     ensure!(String::from_utf8_lossy(&out.stdout).contains("nothing runs"));
-    let (hb, _) = fleet
-        .ctx()
-        .workers
-        .get(drained.as_str())
-        .await?
-        .context("heartbeat")?;
-    ensure!(hb.draining && hb.holding.is_empty(), "heartbeat: {hb:?}");
-    let before: BTreeSet<Unit> = done_by(&fleet, "a")
-        .await?
-        .into_iter()
-        .filter(|(n, _)| *n == drained)
-        .map(|(_, u)| u)
-        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hb = fleet.ctx().workers.get(drained.as_str()).await?;
+        if hb
+            .as_ref()
+            .is_some_and(|(h, _)| h.draining && h.holding.is_empty())
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "heartbeat never said drained and idle: {hb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = done_on_drained(done_by(&fleet, "a").await?);
+    let after_answer = before.difference(&at_drain).count();
     ensure!(
-        !before.is_empty(),
-        "the unit running at the drain did not finish"
+        after_answer <= running,
+        "the drained node finished {after_answer} units after its answer, which had {running} in hand"
     );
 
     // Job a completes on the other node; job b, submitted now, runs wholly there.

@@ -1,10 +1,11 @@
 //! The operator's requests to this node (`ffleet drain`, `undrain`; `messages::control`), on
 //! the node's own subject: each is applied at once and answered with how the node stands.
 //!
-//! A drain marks the heartbeat `draining` (the scheduler routes nothing more here) and pauses
-//! the slots (nothing new is pulled; a message from a pull already out is handed back). What
-//! runs finishes. An undrain undoes both, unless the process is stopping: a stop's drain is not
-//! the operator's to take back.
+//! A drain pauses the slots (nothing new is pulled; a message from a pull already out, or one
+//! still waiting for its slots, is handed back) and marks the heartbeat `draining` (the
+//! scheduler routes nothing more here). What runs finishes; the answer counts what is in hand,
+//! claims under way included, so `--wait` ends only once nothing is. An undrain undoes both; it
+//! never takes back a stop's drain (the heartbeat keeps saying `draining` while stopping).
 
 use crate::heartbeat::State;
 use ffleet_runtime::messages::control::{NodeAction, NodeControl, NodeState};
@@ -13,15 +14,18 @@ use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{NodeId, subjects};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// What a request acts on: the node's heartbeat state, its slots' pause, and whether the
-/// process is stopping.
+/// What a request acts on: the node's heartbeat state, its slots' pause and count of messages
+/// in hand, and whether the process is stopping.
 pub struct Control {
     pub node: NodeId,
     pub state: Arc<State>,
-    pub paused: watch::Sender<bool>,
+    /// Held by the encoder's run as well, so the pause outlives this task.
+    pub paused: Arc<watch::Sender<bool>>,
+    pub in_flight: Arc<AtomicU32>,
     pub stopping: CancellationToken,
 }
 
@@ -33,16 +37,18 @@ impl Control {
             Err(e) => Some(e.to_string()),
             Ok(req) => match req.action {
                 NodeAction::Drain => {
-                    self.state.drain();
+                    // Paused first: every message taken after this is handed back, and every
+                    // one taken before is already counted in `in_flight`.
                     self.paused.send_replace(true);
-                    tracing::info!(node = %self.node, running = self.state.running(), "drained by the operator");
+                    self.state.set_drained(true);
+                    tracing::info!(node = %self.node, running = self.running(), "drained by the operator");
                     None
                 }
                 NodeAction::Undrain if stopping => {
                     Some("the node is stopping: it cannot be undrained".to_owned())
                 }
                 NodeAction::Undrain => {
-                    self.state.undrain();
+                    self.state.set_drained(false);
                     self.paused.send_replace(false);
                     tracing::info!(node = %self.node, "undrained by the operator");
                     None
@@ -55,9 +61,15 @@ impl Control {
             node: self.node.clone(),
             draining: self.state.is_draining(),
             stopping,
-            running: self.state.running(),
+            running: self.running(),
             error,
         }
+    }
+
+    /// Units in hand: taken from a queue and not yet finished (claiming, running, or being
+    /// handed back).
+    fn running(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 

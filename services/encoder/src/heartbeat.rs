@@ -48,7 +48,10 @@ pub struct State {
     base: Heartbeat,
     gpus: Arc<Gpus>,
     held: Mutex<BTreeMap<String, HeldUnit>>,
+    /// The process is stopping: no undrain takes this back.
     draining: AtomicBool,
+    /// An operator drained the node (`ffleet drain`).
+    drained: AtomicBool,
     changed: Notify,
     /// Capabilities given up after failed encodes: left out of every heartbeat from then on.
     pub demotions: Demotions,
@@ -76,6 +79,7 @@ impl State {
             base,
             held: Mutex::default(),
             draining: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             changed: Notify::new(),
             demotions: Demotions::new(settings.demote_after_failures),
             settings,
@@ -109,26 +113,22 @@ impl State {
         }
     }
 
-    /// Stops taking work: heartbeats say so from now on.
+    /// Stops taking work for good (the process is stopping): heartbeats say so from now on.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.changed.notify_one();
     }
 
-    /// Takes work again (an operator's undrain).
-    pub fn undrain(&self) {
-        self.draining.store(false, Ordering::SeqCst);
+    /// An operator's drain (`true`) or undrain (`false`). An undrain does not take back a stop's
+    /// drain: heartbeats say draining while either holds.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::SeqCst);
         self.changed.notify_one();
     }
 
-    /// Units held now.
-    pub fn running(&self) -> u32 {
-        self.held.lock().expect("hb lock").len() as u32
-    }
-
-    /// Whether the node stopped taking work (`drain`).
+    /// Whether the node takes no work (stopping, or drained by an operator).
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        self.draining.load(Ordering::SeqCst) || self.drained.load(Ordering::SeqCst)
     }
 
     /// This node's GPU class (model and driver), if it has an NVIDIA GPU.
@@ -186,7 +186,7 @@ impl State {
             load1,
             mem_total_bytes,
             mem_available_bytes,
-            draining: self.draining.load(Ordering::SeqCst),
+            draining: self.is_draining(),
             at: ffleet_runtime::time::now_rfc3339(),
             ..self.base.clone()
         }

@@ -165,12 +165,15 @@ pub async fn run_with(
     tracing::info!(node = %node.id, slots = node.slots, capabilities = ?node.capabilities, "encoder running");
 
     let (paused, resumed) = tokio::sync::watch::channel(false);
+    let paused = Arc::new(paused);
+    let in_flight = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let control = tokio::spawn(control::serve(
         ctx.clone(),
         control::Control {
             node: node.id.clone(),
             state: state.clone(),
-            paused,
+            paused: paused.clone(),
+            in_flight: in_flight.clone(),
             stopping: shutdown.clone(),
         },
     ));
@@ -209,6 +212,7 @@ pub async fn run_with(
             total,
             keep_alive: ctx.config.streams.ack_wait() / 3,
             paused: Some(resumed.clone()),
+            in_flight: Some(in_flight.clone()),
         };
         let (ctx, node, state, exec) = (ctx.clone(), node.id.clone(), state.clone(), exec.clone());
         set.spawn(worker::slots::run(
@@ -232,6 +236,7 @@ pub async fn run_with(
     while set.join_next().await.is_some() {}
     drain.abort();
     control.abort();
+    drop(paused);
     hb_stop.cancel();
     let _ = hb.await;
     tracing::info!(node = %node.id, "encoder stopped");

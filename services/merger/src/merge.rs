@@ -90,10 +90,11 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         "out-{}",
         ffleet_runtime::storage::keys::sanitize_name(name)
     ));
-    let hevc = ctx
-        .config
-        .profile(&rec.profile)
-        .is_some_and(|p| p.variants.values().any(|v| profiles::is_hevc(&v.args)));
+    // Tagged only where every variant encodes HEVC: ffmpeg refuses `hvc1` on another codec, and
+    // a profile mixing codecs could have given this job either.
+    let hevc = ctx.config.profile(&rec.profile).is_some_and(|p| {
+        !p.variants.is_empty() && p.variants.values().all(|v| profiles::is_hevc(&v.args))
+    });
     concat(ctx, src, plan, hevc, &list, fetched.tracks.as_deref(), &tmp).await?;
     // Frames the decoder dropped from damaged input are missing from the output as they are
     // from a single ffmpeg's: the encoded units say how many frames there are.

@@ -14,7 +14,7 @@ use ffleet_runtime::messages::Heartbeat;
 use ffleet_runtime::messages::heartbeat::GpuClass;
 use ffleet_runtime::nats::ops::{self, Op};
 use ffleet_runtime::{Capability, subjects};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -76,6 +76,8 @@ pub struct Room {
     live: Vec<Heartbeat>,
     /// Free slots of the live, non-draining nodes offering each capability.
     free: HashMap<Capability, i64>,
+    /// Capabilities some live node offers, draining ones included.
+    present: HashSet<Capability>,
     buffer: i64,
     /// Undelivered messages in the capability's queue, then + releases this round.
     queued: HashMap<Capability, i64>,
@@ -128,9 +130,14 @@ impl Room {
                 *free.entry(c.clone()).or_default() += i64::from(h.free_for(c));
             }
         }
+        let present = live
+            .iter()
+            .flat_map(|h| h.capabilities.iter().cloned())
+            .collect();
         Room {
             live,
             free,
+            present,
             buffer: i64::from(buffer),
             queued,
             holding: HashMap::new(),
@@ -175,6 +182,10 @@ impl View for Room {
 
     fn live(&self, cap: &Capability) -> bool {
         self.free.contains_key(cap)
+    }
+
+    fn present(&self, cap: &Capability) -> bool {
+        self.present.contains(cap)
     }
 
     fn waiting(&self, cap: &Capability) -> u32 {

@@ -277,6 +277,20 @@ mod tests {
         let t1 = t0 + Duration::from_secs(40);
         let r = decide(&mut held, &seq, Vec::new(), 0, t1);
         assert!(r.failed.is_empty());
+        // A drained node is out of rotation, not gone: the job waits for it.
+        let mut drained = node("a", 8);
+        drained.draining = true;
+        let r = decide(
+            &mut held,
+            &seq,
+            vec![drained],
+            0,
+            t1 + Duration::from_secs(30),
+        );
+        assert!(r.failed.is_empty() && r.releases.is_empty());
+        let t1 = t1 + Duration::from_secs(40);
+        let r = decide(&mut held, &seq, Vec::new(), 0, t1);
+        assert!(r.failed.is_empty());
         let r = decide(&mut held, &seq, Vec::new(), 0, t1 + Duration::from_secs(30));
         // Once per job, whatever the number of its units waiting.
         assert_eq!(r.failed.len(), 1);

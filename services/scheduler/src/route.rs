@@ -15,6 +15,12 @@ pub trait View {
     fn budget(&self, cap: &Capability) -> i64;
     /// Whether a live, non-draining node offers `cap`.
     fn live(&self, cap: &Capability) -> bool;
+    /// Whether a live node offers `cap`, draining or not: a drained node is taken out of
+    /// rotation for a while (`ffleet drain`), so work that requires its capability waits for it
+    /// instead of failing as if no such node existed.
+    fn present(&self, cap: &Capability) -> bool {
+        self.live(cap)
+    }
     /// Tasks waiting for `cap`: in its queue, or held ahead of this one.
     fn waiting(&self, cap: &Capability) -> u32;
 }
@@ -73,7 +79,8 @@ pub fn decide(profile: &Profile, task: &Task, view: &impl View, spill_depth: u32
     {
         return Decision::Release(c.clone());
     }
-    let no_node = !primary_live && !secondary.iter().any(|c| view.live(c));
+    let no_node =
+        !primary.iter().any(|c| view.present(c)) && !secondary.iter().any(|c| view.present(c));
     let wants = if primary.is_empty() {
         secondary
     } else {

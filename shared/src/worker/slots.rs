@@ -19,6 +19,7 @@ use crate::nats::pull::Puller;
 use async_nats::jetstream::Message;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -44,6 +45,34 @@ pub struct Slots {
     pub keep_alive: Duration,
     /// While it reads `true` (an operator's drain), nothing new is taken; what runs finishes.
     pub paused: Option<watch::Receiver<bool>>,
+    /// Messages taken and not yet finished (claiming, waiting for slots, running, being handed
+    /// back), counted the moment a pull returns one: what a drain waits for.
+    pub in_flight: Option<Arc<AtomicU32>>,
+}
+
+/// One message counted in `Slots::in_flight` until dropped.
+struct Taken(Option<Arc<AtomicU32>>);
+
+impl Taken {
+    fn new(counter: &Option<Arc<AtomicU32>>) -> Self {
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        Taken(counter.clone())
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Hands a message taken while the pool is paused straight back, for another node.
+async fn hand_back(msg: &Message) {
+    ack::finish(msg, Outcome::retry_after("node drained", Duration::ZERO)).await;
 }
 
 /// Whether the pool is paused now.
@@ -98,10 +127,17 @@ pub async fn run<T, P, H, F>(
             p = free.clone().acquire_owned() => p.expect("semaphore open"),
             _ = shutdown.cancelled() => break,
         };
+        // Paused while it waited for a free slot: wait for the resume instead.
+        if is_paused(&paused) {
+            continue;
+        }
         let mut msg = None;
         if checked.is_none_or(|t| t.elapsed() >= PRIORITY_CHECK) {
             checked = Some(Instant::now());
             for q in &mut priority {
+                if is_paused(&paused) {
+                    break;
+                }
                 msg = try_now(q, &shutdown).await;
                 if msg.is_some() {
                     // More may be waiting: look again next time.
@@ -112,6 +148,9 @@ pub async fn run<T, P, H, F>(
         }
         if msg.is_none() {
             for q in &mut backlog {
+                if msg.is_some() || is_paused(&paused) {
+                    break;
+                }
                 msg = try_next(q, turn, &shutdown).await;
                 if msg.is_some() {
                     break;
@@ -119,10 +158,10 @@ pub async fn run<T, P, H, F>(
             }
         }
         let Some(msg) = msg else { continue };
+        let taken = Taken::new(&slots.in_flight);
         if is_paused(&paused) {
             // Drained while the pull was out: handed back at once, for another node.
-            let back = Outcome::retry_after("node drained", Duration::ZERO);
-            ack::finish(&msg, back).await;
+            hand_back(&msg).await;
             continue;
         }
         let (need, prepared) = prepare(&msg);
@@ -130,7 +169,13 @@ pub async fn run<T, P, H, F>(
         let rest = if need > 1 {
             let _keep = KeepAlive::start(&msg, slots.keep_alive);
             let more = free.clone().acquire_many_owned(need - 1);
-            Some(more.await.expect("semaphore open"))
+            let rest = more.await.expect("semaphore open");
+            if is_paused(&paused) {
+                // Drained while it waited for its slots: it never started.
+                hand_back(&msg).await;
+                continue;
+            }
+            Some(rest)
         } else {
             None
         };
@@ -138,7 +183,7 @@ pub async fn run<T, P, H, F>(
         running.spawn(async move {
             let outcome = handled.await;
             ack::finish(&msg, outcome).await;
-            drop((first, rest));
+            drop((first, rest, taken));
         });
         // Reap finished messages so the set does not grow without bound.
         while running.try_join_next().is_some() {}
