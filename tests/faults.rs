@@ -177,17 +177,22 @@ async fn frozen_ffmpeg_child_is_killed_and_its_segment_given_back() -> Result<()
     let (key, owner, _) = running(&fleet, "job").await?;
     let enc = fleet.encoder(&owner)?;
     let deadline = Instant::now() + Duration::from_secs(20);
+    // The encode itself (an ffprobe of the cut runs first, briefly).
+    let is_ffmpeg = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ffmpeg")
+    };
     let child = loop {
-        if let Some(c) = fleet.children(enc).first() {
-            break *c;
+        if let Some(c) = fleet.children(enc).into_iter().find(is_ffmpeg) {
+            break c;
         }
         ensure!(Instant::now() < deadline, "no ffmpeg child appeared");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     common::procs::signal_pid(child, "STOP")?;
     let frozen = Instant::now();
     // The encoder kills it after the stall timeout and hands the unit back; whoever takes it
-    // next (possibly the same node) finishes it.
+    // next (possibly the same node) finishes it. (A frozen ffprobe of the cut goes the same
+    // way: `a_frozen_probe_of_the_cut_gives_its_segment_back`.)
     fleet
         .wait_unit("job", Duration::from_secs(60), |k, r| {
             (k == key && r.state == SegmentState::Done).then_some(())
@@ -202,6 +207,38 @@ async fn frozen_ffmpeg_child_is_killed_and_its_segment_given_back() -> Result<()
         "the stall was not reported"
     );
     check(&fleet, "job", &reference).await?;
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_frozen_probe_of_the_cut_gives_its_segment_back() -> Result<()> {
+    let (mut fleet, src, reference) = prepared(2).await?;
+    submit(&fleet, "job", &src).await?;
+    let encoders = [fleet.encoder("enc-1")?, fleet.encoder("enc-2")?];
+    let is_ffprobe = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ffprobe")
+    };
+    // Whichever node probes a cut first: its probe is frozen.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (enc, child) = 'found: loop {
+        for e in encoders {
+            if let Some(c) = fleet.children(e).into_iter().find(is_ffprobe) {
+                break 'found (e, c);
+            }
+        }
+        ensure!(Instant::now() < deadline, "no ffprobe child appeared");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    common::procs::signal_pid(child, "STOP")?;
+    // Its unit goes back after the stall timeout and the job completes as the reference did.
+    check(&fleet, "job", &reference).await?;
+    ensure!(
+        fleet
+            .log_text(enc)
+            .contains("ffprobe of the cut made no progress"),
+        "the frozen probe was not reported"
+    );
     fleet.passed();
     Ok(())
 }

@@ -73,12 +73,30 @@ pub async fn run(
     let task = unit.task;
     // Where the cut's first frame is, read from the cut (one short ffprobe): the encode puts it
     // at 0 by that (`args::encode_video`). Unread, the encode runs as earlier releases ran it.
+    // It reads a few packets of a local file: held to the stall timeout, and a probe that hangs
+    // is a stalled child like a stalled encode (the unit goes back at once).
     let start = if task.unit.is_audio() {
         None
     } else {
-        let ffprobe = cfg.tools().ffprobe;
-        match probe::first_video_pts(&ffprobe, input, cfg.limits.probe_timeout()).await {
+        let (ffprobe, bound) = (cfg.tools().ffprobe, cfg.ffmpeg.stall_timeout());
+        let probed = tokio::select! {
+            _ = cancel.cancelled() => return Err(EncodeError::Cancelled),
+            p = probe::first_video_pts(&ffprobe, input, bound) => p,
+        };
+        match probed {
             Ok(s) => s,
+            Err(probe::ProbeError::Run(RunError::TimedOut { .. })) => {
+                tracing::warn!(job = %task.job_id, unit = %task.unit, limit_secs = bound.as_secs_f64(), "ffprobe of the cut made no progress; unit handed back");
+                return Err(EncodeError::CutShort(Failure::new(
+                    Reason::EncodeFailed,
+                    format!(
+                        "{} of job {}: ffprobe of the cut made no progress for {:.0} s",
+                        task.unit,
+                        task.job_id,
+                        bound.as_secs_f64()
+                    ),
+                )));
+            }
             Err(e) => {
                 tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "cut's first frame time unread; encoding without it");
                 None
