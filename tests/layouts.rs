@@ -142,6 +142,7 @@ fn event_name(ev: &JobEvent) -> &'static str {
         JobEvent::SegmentDone(_) => "segment_done",
         JobEvent::Completed(_) => "completed",
         JobEvent::Failed(_) => "failed",
+        JobEvent::Cancelled(_) => "cancelled",
     }
 }
 

@@ -361,6 +361,23 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
             "listen-as-a-node",
             Op::Sub(subjects::node_control_wildcard()),
         ),
+        ("cancel-a-job", Op::Pub(subjects::API_CANCEL.into())),
+        (
+            "cancel-as-a-tenant",
+            Op::Pub(subjects::api_cancel_tenant(&acme)),
+        ),
+        (
+            "cancel-as-another-tenant",
+            Op::Pub(subjects::api_cancel_tenant(&rival)),
+        ),
+        ("answer-cancels", Op::Sub(subjects::API_CANCEL.into())),
+        (
+            "drop-a-nodes-units",
+            Op::Pub(subjects::node_drop(
+                &NodeId::new("victim-node").expect("a node id"),
+            )),
+        ),
+        ("hear-drops", Op::Sub(subjects::node_drop_wildcard())),
         ("end-a-job", req(forged.clone(), "{}")),
         (
             "report-a-unit-done",

@@ -201,6 +201,11 @@ fn every_status_answer_matches_its_schema() {
         message: "priority 50 is above the submitter's 0".into(),
     };
     answers.push(JobStatus::refused(job, refusal, 42));
+    for during in [JobState::Splitting, JobState::Encoding, JobState::Merging] {
+        let mut cancelled = record(JobState::Cancelled);
+        cancelled.cancelled_during = Some(during);
+        answers.push(JobStatus::of_record(&cancelled));
+    }
     // A tenant's answers: its own ids, beside its name.
     let acme = ffleet_runtime::Tenant::new("acme").unwrap();
     let tenants: Vec<JobStatus> = answers
@@ -209,6 +214,9 @@ fn every_status_answer_matches_its_schema() {
             let mut a = a.clone();
             a.job_id = JobId::scoped(&acme, &a.job_id);
             if let Some(c) = &mut a.completed {
+                c.job_id = JobId::scoped(&acme, &c.job_id);
+            }
+            if let Some(c) = &mut a.cancelled {
                 c.job_id = JobId::scoped(&acme, &c.job_id);
             }
             a.for_tenant()
@@ -228,6 +236,7 @@ fn every_status_answer_matches_its_schema() {
         json!({"version": 1, "job_id": "j", "state": "paused"}),
         json!({"version": 1, "job_id": "j", "state": "completed"}),
         json!({"version": 1, "job_id": "j", "state": "failed"}),
+        json!({"version": 1, "job_id": "j", "state": "cancelled"}),
         json!({"version": 1, "job_id": "j", "state": "refused", "failed": failed["failed"]}),
         json!({"version": 1, "job_id": "j", "state": "encoding", "completed": completed["completed"]}),
         json!({"version": 1, "job_id": "j", "state": "unknown", "units_done": -1}),

@@ -134,20 +134,23 @@ impl ffleet_merger::media::Media for NoMerge {
         &self,
         ctx: &Ctx,
         rec: &JobRecord,
-    ) -> Result<OutputInfo, ffleet_merger::merge::MergeError> {
+    ) -> Result<ffleet_merger::media::Merged, ffleet_merger::merge::MergeError> {
         // The real merge's reads of every unit's record (which result of which attempt to
         // take) are control-plane work: they stay.
         ffleet_merger::merge::results(ctx, rec).await?;
-        Ok(OutputInfo {
-            uri: rec.request.output.clone(),
-            frames: rec.frames_collected,
-            duration_secs: rec.source.as_ref().map_or(0.0, |s| s.video.duration_secs()),
-            bytes: 0,
-            wall_secs: ffleet_runtime::time::age_secs(&rec.accepted_at).unwrap_or(0.0),
-            decode_errors: 0,
-            warnings: Vec::new(),
-            media_bytes: 0,
-            digest: None,
+        Ok(ffleet_merger::media::Merged {
+            output: OutputInfo {
+                uri: rec.request.output.clone(),
+                frames: rec.frames_collected,
+                duration_secs: rec.source.as_ref().map_or(0.0, |s| s.video.duration_secs()),
+                bytes: 0,
+                wall_secs: ffleet_runtime::time::age_secs(&rec.accepted_at).unwrap_or(0.0),
+                decode_errors: 0,
+                warnings: Vec::new(),
+                media_bytes: 0,
+                digest: None,
+            },
+            placed: None,
         })
     }
 }

@@ -1,7 +1,8 @@
-//! Asking the fleet how a job stands: one status request on `ffleet.api.status` (answered by a
-//! scheduler replica from the job's record), bounded in time, with the service error of a
-//! refused request read back from the reply's headers. Any role that may publish there can ask;
-//! the submitter, which may not read the jobs bucket, has no other way.
+//! Asking the fleet about a job: one status request on `ffleet.api.status` (answered by a
+//! scheduler replica from the job's record), or one cancel request on `ffleet.api.cancel`
+//! (answered by a merger replica, which cancels it), bounded in time, with the service error
+//! of a refused request read back from the reply's headers. Any role that may publish there can
+//! ask; the submitter, which may not read the jobs bucket, has no other way.
 
 use anyhow::{Context, Result, bail};
 use ffleet_runtime::messages::{self, JobStatus, StatusRequest};
@@ -9,28 +10,60 @@ use ffleet_runtime::{JobId, subjects};
 use std::time::Duration;
 
 /// How long an answer is waited for: a replica answers in milliseconds or reports the records
-/// unavailable within its own 3 s; past this the asker tries again later.
-pub const ASK_WITHIN: Duration = Duration::from_secs(4);
+/// unavailable within its own 3 s (5 s for a cancel's write); past this the asker tries again
+/// later.
+pub const ASK_WITHIN: Duration = Duration::from_secs(6);
 
 /// `job`'s status as the fleet reports it (`state: unknown` when it has no record). A tenant's
 /// job (scoped) is asked after on its tenant's subject, by the id the tenant gave it, and the
 /// answer comes back scoped.
 pub async fn status(client: &async_nats::Client, job: &JobId) -> Result<JobStatus> {
-    let (subject, asked) = match job.tenant() {
-        Some(t) => (subjects::api_status_tenant(&t), JobId::plain(job.local())?),
-        None => (subjects::API_STATUS.to_owned(), job.clone()),
+    let subject = match job.tenant() {
+        Some(t) => subjects::api_status_tenant(&t),
+        None => subjects::API_STATUS.to_owned(),
+    };
+    ask(client, subject, job, "status").await
+}
+
+/// Cancels `job` (a tenant's on its tenant's subject): its status after the request, which is
+/// `cancelled`, or the state it had already ended in. A job the fleet does not know is an error.
+pub async fn cancel(client: &async_nats::Client, job: &JobId) -> Result<JobStatus> {
+    let subject = match job.tenant() {
+        Some(t) => subjects::api_cancel_tenant(&t),
+        None => subjects::API_CANCEL.to_owned(),
+    };
+    ask(client, subject, job, "cancel").await
+}
+
+/// One request about `job` on `subject` (`what` names it in errors): the answer, checked to
+/// name the job asked about.
+async fn ask(
+    client: &async_nats::Client,
+    subject: String,
+    job: &JobId,
+    what: &str,
+) -> Result<JobStatus> {
+    let asked = match job.tenant() {
+        Some(_) => JobId::plain(job.local())?,
+        None => job.clone(),
     };
     let req = messages::encode(&StatusRequest::new(asked.clone()));
     let reply = tokio::time::timeout(ASK_WITHIN, client.request(subject, req))
         .await
-        .with_context(|| format!("no status answer within {} s", ASK_WITHIN.as_secs()))?
-        .context("asking the fleet for the job's status")?;
+        .with_context(|| format!("no {what} answer within {} s", ASK_WITHIN.as_secs()))?;
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            bail!("no service answers {what} requests: is the fleet running?")
+        }
+        Err(e) => return Err(e).with_context(|| format!("sending the {what} request")),
+    };
     if let Some((code, message)) = service_error(&reply) {
-        bail!("status request refused ({code}): {message}");
+        bail!("{what} request refused ({code}): {message}");
     }
     let mut status: JobStatus = messages::decode("job status", &reply.payload)?;
     if status.job_id != asked || status.tenant != job.tenant() {
-        bail!("status answer names job {}, not {job}", status.job_id);
+        bail!("{what} answer names job {}, not {job}", status.job_id);
     }
     status.job_id = job.clone();
     Ok(status)

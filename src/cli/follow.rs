@@ -13,7 +13,7 @@
 
 use super::{ask, display};
 use anyhow::Result;
-use ffleet_runtime::messages::events::{Completed, Failed};
+use ffleet_runtime::messages::events::{Cancelled, Completed, Failed};
 use ffleet_runtime::messages::{
     self, CloudEvent, JobEvent, JobRecord, JobStatus, LiveProgress, StatusState,
 };
@@ -106,6 +106,7 @@ pub async fn subscribe(client: &async_nats::Client, job: &JobId) -> Result<Subsc
         EventKind::Progress,
         EventKind::Completed,
         EventKind::Failed,
+        EventKind::Cancelled,
     ] {
         events.push(client.subscribe(subjects::event(Some(job), kind)).await?);
     }
@@ -123,6 +124,7 @@ pub async fn subscribe(client: &async_nats::Client, job: &JobId) -> Result<Subsc
 pub enum Outcome {
     Completed(Completed),
     Failed(Failed),
+    Cancelled(Cancelled),
 }
 
 impl Outcome {
@@ -152,6 +154,11 @@ impl Outcome {
             Outcome::Failed(f) => {
                 eprintln!("ffleet: job failed ({}): {}", f.reason, f.message);
                 1
+            }
+            Outcome::Cancelled(c) => {
+                eprintln!("ffleet: job cancelled while {}", c.during.name());
+                // Told apart from a failure (1) by scripts that wait on a job.
+                3
             }
         }
     }
@@ -208,7 +215,7 @@ pub async fn follow(
                     // server deliver a message on this subject could have sent it. The job's
                     // status (its record, or the scheduler's answer to this client's inbox)
                     // decides; a status that lags the event is caught by the next check.
-                    JobEvent::Completed(_) | JobEvent::Failed(_) => {
+                    JobEvent::Completed(_) | JobEvent::Failed(_) | JobEvent::Cancelled(_) => {
                         if let Some(o) = check_status(link, job, subs.request_seq, &pb, &mut total_known).await {
                             break o;
                         }
@@ -276,6 +283,7 @@ pub fn outcome(status: &JobStatus, request_seq: Option<u64>) -> Option<Outcome> 
     match status.state {
         StatusState::Completed => status.completed.clone().map(Outcome::Completed),
         StatusState::Failed => status.failed.clone().map(Outcome::Failed),
+        StatusState::Cancelled => status.cancelled.clone().map(Outcome::Cancelled),
         StatusState::Refused if request_seq.is_some() && status.request_seq == request_seq => {
             status.failed.clone().map(Outcome::Failed)
         }

@@ -59,6 +59,12 @@ pub enum Command {
         /// Job id.
         job: Option<String>,
     },
+    /// Stop a job: its units are dropped, its media removed, no output is left. Answers with
+    /// the job's final state (a job that had already ended is left as it is).
+    Cancel {
+        /// Job id.
+        job: String,
+    },
     /// Show the live encoder pool.
     Workers,
     /// Stop routing work to an encoder node; what it runs finishes (admin credentials).
@@ -114,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Run { service } => up::run_service(&cli, *service).await,
         Command::Submit(a) => submit::run(&cli, a).await,
         Command::Status { job } => status::status(&cli, job.as_deref()).await,
+        Command::Cancel { job } => status::cancel(&cli, job).await,
         Command::Workers => status::workers(&cli).await,
         Command::Drain { node, wait } => {
             nodes::control(

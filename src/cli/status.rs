@@ -1,6 +1,7 @@
 //! `ffleet status [JOB]` and `ffleet workers`: read-only views of the jobs and workers buckets.
 //! One job's status is asked of the fleet (the status request) by roles that may not read the
-//! jobs bucket.
+//! jobs bucket. `ffleet cancel JOB` asks the fleet to stop a job and shows the answer the same
+//! way.
 
 use super::Cli;
 use super::display;
@@ -90,6 +91,22 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
     }
 }
 
+/// `ffleet cancel JOB`: 0 once the job is cancelled, or had ended otherwise before (said on
+/// stderr, with its state shown); non-zero for a job the fleet does not know.
+pub async fn cancel(cli: &Cli, id: &str) -> Result<i32> {
+    let link = super::connect_link(cli).await?;
+    let job = super::job_of(&link.config, id)?;
+    let st = super::ask::cancel(&link.client, &job).await?;
+    if st.state != StatusState::Cancelled {
+        eprintln!(
+            "job {id:?} had already ended ({}): nothing changed",
+            format!("{:?}", st.state).to_lowercase()
+        );
+    }
+    show(&st);
+    Ok(0)
+}
+
 /// One job as the fleet reports it (`ffleet.api.status`): what a submitter may see.
 async fn asked(cli: &Cli, id: &str) -> Result<i32> {
     let link = super::connect_link(cli).await?;
@@ -98,6 +115,15 @@ async fn asked(cli: &Cli, id: &str) -> Result<i32> {
     if st.state == StatusState::Unknown {
         bail!("no job {id:?}");
     }
+    show(&st);
+    Ok(i32::from(matches!(
+        st.state,
+        StatusState::Failed | StatusState::Refused
+    )))
+}
+
+/// Prints a job's status as the fleet answered it.
+fn show(st: &ffleet_runtime::messages::JobStatus) {
     println!("job:      {}", st.job_id.local());
     println!("state:    {}", format!("{:?}", st.state).to_lowercase());
     if let (Some(done), Some(total)) = (st.units_done, st.units_total) {
@@ -113,13 +139,12 @@ async fn asked(cli: &Cli, id: &str) -> Result<i32> {
     if let Some(c) = &st.completed {
         print_result(c.frames, c.duration_secs, c.bytes, c.wall_secs);
     }
+    if let Some(c) = &st.cancelled {
+        println!("cancelled while {}", c.during.name());
+    }
     if let Some(t) = &st.updated_at {
         println!("updated:  {t}");
     }
-    Ok(i32::from(matches!(
-        st.state,
-        StatusState::Failed | StatusState::Refused
-    )))
 }
 
 /// The live pool: one line per node (capabilities, core and GPU slots, load, GPU utilisation,

@@ -6,9 +6,12 @@
 //! scheduler routes nothing more here). What runs finishes; the answer counts what is in hand,
 //! claims under way included, so `--wait` ends only once nothing is. An undrain undoes both; it
 //! never takes back a stop's drain (the heartbeat keeps saying `draining` while stopping).
+//!
+//! The scheduler's drops (`serve_drops`) arrive on a subject of their own: a job that ended has
+//! its encodes here cancelled and its tasks let go (`State::drop_job`).
 
 use crate::heartbeat::State;
-use ffleet_runtime::messages::control::{NodeAction, NodeControl, NodeState};
+use ffleet_runtime::messages::control::{JobDrop, NodeAction, NodeControl, NodeState};
 use ffleet_runtime::messages::{self, CURRENT};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{NodeId, subjects};
@@ -90,6 +93,28 @@ pub async fn serve(ctx: Ctx, control: Control) {
             && let Err(e) = ctx.client.publish(reply, messages::encode(&answer)).await
         {
             tracing::warn!(error = %e, "node control answer not sent");
+        }
+    }
+}
+
+/// Applies the scheduler's drops for this node (`subjects::node_drop`) until the subscription
+/// ends (the task is aborted when the encoder stops).
+pub async fn serve_drops(ctx: Ctx, node: NodeId, state: Arc<State>) {
+    let subject = subjects::node_drop(&node);
+    let mut sub = match ctx.client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(subject, error = %e, "ended jobs' units cannot be dropped: cannot subscribe");
+            return;
+        }
+    };
+    while let Some(msg) = sub.next().await {
+        match JobDrop::parse(&msg.payload) {
+            Ok(d) => {
+                let cancelled = state.drop_job(&d.job_id);
+                tracing::info!(job = %d.job_id, cancelled, "job ended: its units here dropped");
+            }
+            Err(e) => tracing::warn!(error = %e, "undecodable job drop ignored"),
         }
     }
 }

@@ -84,6 +84,10 @@ pub async fn handle(
     {
         return bounce(ctx, &task, cap).await;
     }
+    if state.is_dropped(&task.job_id) {
+        tracing::debug!(job = %task.job_id, unit = %task.unit, "task of an ended job let go");
+        return Outcome::Done;
+    }
     let key = subjects::segment_key(&task.job_id, task.unit);
     let delivered = ack::delivered(msg);
     let mut kept = None;
@@ -357,6 +361,11 @@ async fn encode_failed(
 ) -> Outcome {
     let task = c.task;
     match err {
+        // The job ended (the scheduler said so): nothing to hand back, nothing to record.
+        EncodeError::Cancelled if c.state.is_dropped(&task.job_id) => {
+            tracing::info!(job = %task.job_id, unit = %task.unit, "encode of an ended job stopped");
+            Outcome::Done
+        }
         EncodeError::Cancelled => c.release(Duration::ZERO).await,
         EncodeError::NodeFault(why) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode could not run here");

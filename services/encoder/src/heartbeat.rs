@@ -20,12 +20,12 @@ use crate::Node;
 use crate::config::EncoderConfig;
 use crate::demote::Demotions;
 use crate::gpu::Gpus;
-use ffleet_runtime::Capability;
 use ffleet_runtime::messages::heartbeat::{Heartbeat, Held};
 use ffleet_runtime::nats::kv::KvError;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::unit_protocol::{self, Holding};
-use std::collections::BTreeMap;
+use ffleet_runtime::{Capability, JobId};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,10 @@ use tokio::sync::Notify;
 
 /// The shortest gap between two heartbeats written for changes (taken or let-go units).
 const COALESCE: Duration = Duration::from_millis(100);
+/// How long an ended job is remembered: far longer than its tasks can still be queued.
+const DROPPED_FOR: Duration = Duration::from_secs(600);
+/// Ended jobs remembered before the expired ones are forgotten.
+const DROPPED_MAX: usize = 4096;
 use tokio_util::sync::CancellationToken;
 
 /// A unit this node holds: what the heartbeat says of it, the revision its claim wrote, and
@@ -52,6 +56,8 @@ pub struct State {
     draining: AtomicBool,
     /// An operator drained the node (`ffleet drain`).
     drained: AtomicBool,
+    /// Jobs the scheduler said have ended (`drop_job`), with when: their tasks are let go.
+    dropped: Mutex<HashMap<JobId, Instant>>,
     changed: Notify,
     /// Capabilities given up after failed encodes: left out of every heartbeat from then on.
     pub demotions: Demotions,
@@ -80,6 +86,7 @@ impl State {
             held: Mutex::default(),
             draining: AtomicBool::new(false),
             drained: AtomicBool::new(false),
+            dropped: Mutex::default(),
             changed: Notify::new(),
             demotions: Demotions::new(settings.demote_after_failures),
             settings,
@@ -140,6 +147,38 @@ impl State {
     pub fn demoted(&self, cap: &Capability, why: &str) {
         tracing::error!(capability = %cap, why = %why, "accelerator encodes fail here: capability given up until restart");
         self.changed.notify_one();
+    }
+
+    /// The scheduler says `job` has ended: cancels the encodes of its units held here (their
+    /// handlers let them go without a write) and remembers it, so its tasks that still come are
+    /// let go unclaimed. Returns how many encodes it cancelled.
+    pub fn drop_job(&self, job: &JobId) -> usize {
+        {
+            let mut dropped = self.dropped.lock().expect("dropped lock");
+            let now = Instant::now();
+            if dropped.len() >= DROPPED_MAX {
+                dropped.retain(|_, at| now.duration_since(*at) < DROPPED_FOR);
+            }
+            dropped.insert(job.clone(), now);
+        }
+        let held = self.held.lock().expect("hb lock");
+        let mut n = 0;
+        for h in held.values().filter(|h| &h.held.job_id == job) {
+            if !h.cancel.is_cancelled() {
+                h.cancel.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether the scheduler said `job` has ended (within `DROPPED_FOR`).
+    pub fn is_dropped(&self, job: &JobId) -> bool {
+        self.dropped
+            .lock()
+            .expect("dropped lock")
+            .get(job)
+            .is_some_and(|at| at.elapsed() < DROPPED_FOR)
     }
 
     /// Cancels every held encode (the end of a stop's grace period).

@@ -177,6 +177,11 @@ pub async fn run_with(
             stopping: shutdown.clone(),
         },
     ));
+    let drops = tokio::spawn(control::serve_drops(
+        ctx.clone(),
+        node.id.clone(),
+        state.clone(),
+    ));
     let drain = {
         let (state, shutdown) = (state.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -236,6 +241,7 @@ pub async fn run_with(
     while set.join_next().await.is_some() {}
     drain.abort();
     control.abort();
+    drops.abort();
     drop(paused);
     hb_stop.cancel();
     let _ = hb.await;

@@ -9,8 +9,9 @@
 //! (and moves the job to `merging`) is still exactly one, and exactly one report of it is told
 //! to merge.
 
+use ffleet_runtime::job_protocol::JobRefused;
 use ffleet_runtime::job_protocol::{self, Collected, JobApplied, JobStep};
-use ffleet_runtime::messages::JobRecord;
+use ffleet_runtime::messages::{JobRecord, JobState};
 use ffleet_runtime::nats::kv::{Change, KvError};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::time::now_rfc3339;
@@ -34,6 +35,9 @@ pub enum Collect {
     Merge { at: u64 },
     /// Not counted (superseded attempt, job gone or already ended).
     Ignored,
+    /// Not counted: the job was cancelled, and the result this report names is left over (its
+    /// encode finished before its node heard of the cancel).
+    Cancelled,
     /// The unit or job record read is older than the report: the encoder writes `done` before
     /// it reports (and only an encoding job has reports), so this read came from a replica or
     /// leader that has not caught up (seen after a JetStream node restart). Dropping the report
@@ -187,6 +191,9 @@ fn count(
         // A report exists only once its job is encoding: a record read older than that (none
         // at all, still splitting) is behind the report, not a reason to drop it.
         Err(why) if why.behind() => Change::Keep(vec![Collect::Behind; units.len()]),
+        Err(JobRefused::Terminal(JobState::Cancelled)) => {
+            Change::Keep(vec![Collect::Cancelled; units.len()])
+        }
         _ => Change::Keep(vec![Collect::Ignored; units.len()]),
     }
 }

@@ -93,6 +93,10 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
             {
                 Err(e) => Err(Unprocessed::Collect(e)),
                 Ok(Collect::Ignored) => resume_if_orphaned(ctx, media, job, &msg).await,
+                Ok(Collect::Cancelled) => {
+                    remove_leftover(ctx, job, result_key).await;
+                    Ok(())
+                }
                 Ok(Collect::Behind) if ack::delivered(&msg) < BEHIND_TRIES => {
                     tracing::info!(job = %job, unit = %done.unit, attempt = done.attempt, "unit record read is older than its report, reading again");
                     return Outcome::retry_after(
@@ -124,6 +128,21 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
         Err(e) => {
             tracing::warn!(job = %job, error = %e, "segment report not processed, will retry");
             Outcome::transient(e)
+        }
+    }
+}
+
+/// Removes a result stored after its job was cancelled (and after the cancel's cleanup): only
+/// a key of that job's own scratch, whatever the report says.
+async fn remove_leftover(ctx: &Ctx, job: &JobId, key: &str) {
+    if ffleet_runtime::storage::keys::job_of(key) != Some(job.as_str()) {
+        tracing::warn!(job = %job, key, "report of a cancelled job names a key outside its scratch, left");
+        return;
+    }
+    match ctx.storage.delete(key).await {
+        Ok(()) => tracing::debug!(job = %job, key, "result of a cancelled job removed"),
+        Err(e) => {
+            tracing::warn!(job = %job, key, error = %e, "result of a cancelled job not removed")
         }
     }
 }
@@ -204,9 +223,19 @@ async fn run_merge(
     tracing::info!(job = %job, units = rec.collected.len(), "merging");
     let _slot = media.slots.acquire().await?;
     match media.media.merge(ctx, &rec).await {
-        Ok(out) => {
-            tracing::info!(job = %job, output = %out.uri, frames = out.frames, wall_secs = out.wall_secs, "job completed");
-            jobs::complete(ctx, job, out).await?;
+        Ok(merged) => {
+            let out = &merged.output;
+            match jobs::complete(ctx, job, out.clone()).await? {
+                jobs::Completion::Completed => {
+                    tracing::info!(job = %job, output = %out.uri, frames = out.frames, wall_secs = out.wall_secs, "job completed");
+                }
+                // The cancel won the record: no output may be left beside its event.
+                jobs::Completion::Cancelled => {
+                    tracing::info!(job = %job, "job cancelled while it merged, removing its output");
+                    media.media.withdraw(ctx, &rec, &merged).await;
+                }
+                jobs::Completion::Refused => {}
+            }
             Ok(())
         }
         Err(MergeError::Fail(f)) => {

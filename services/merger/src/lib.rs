@@ -1,7 +1,9 @@
 //! The merger: collects `segment_done` reports into the job record, publishes progress, and when
 //! every unit is in, concatenates the segments in plan order, muxes the audio, verifies the
-//! result against the source, moves it into place atomically and ends the job.
+//! result against the source, moves it into place atomically and ends the job. Mergers also
+//! answer cancel requests (`cancel`): ending a job is theirs.
 
+pub mod cancel;
 mod collect;
 pub mod config;
 mod group;
@@ -49,7 +51,9 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     let concurrency = MergerConfig::of(&ctx.config)?.concurrency;
     tracing::info!(concurrency, "merger running");
-    worker::serve(
+    // Every replica answers cancel requests.
+    let cancels = cancel::start(ctx.clone(), shutdown.clone()).await?;
+    let served = worker::serve(
         &ctx,
         ConsumerSpec {
             stream: subjects::STREAM_EVENTS,
@@ -76,7 +80,12 @@ pub async fn run_with(
             }
         },
     )
-    .await?;
+    .await;
+    if served.is_err() {
+        cancels.abort();
+    }
+    let _ = cancels.await;
+    served?;
     tracing::info!("merger stopped");
     Ok(())
 }

@@ -14,7 +14,7 @@ use ffleet_runtime::messages::{JobRecord, Plan, SegmentRecord, SegmentState, Sou
 use ffleet_runtime::nats::BoxError;
 use ffleet_runtime::reason::{Failure, Reason};
 use ffleet_runtime::runtime::Ctx;
-use ffleet_runtime::storage::{Roots, StorageError};
+use ffleet_runtime::storage::{Placed, Roots, StorageError};
 use ffleet_runtime::subjects;
 use ffleet_runtime::{Unit, profiles};
 use futures::{StreamExt, TryStreamExt};
@@ -51,7 +51,7 @@ fn file_name(key: &str) -> &str {
 
 /// Merges a job whose every unit is collected; returns what was written.
 #[tracing::instrument(name = "merge", skip_all, err(Debug, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %rec.job_id))]
-pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError> {
+pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
     let (Some(plan), Some(src)) = (&rec.plan, &rec.source) else {
         return Err(internal("job has no plan").into());
     };
@@ -111,10 +111,10 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         }
     };
     let bytes = tokio::fs::metadata(&tmp).await.map_err(internal)?.len();
-    let (stored_bytes, digest) = store_output(ctx, rec, plan, &tmp).await?;
-    let moved = fetched.moved + stored_bytes;
+    let stored = store_output(ctx, rec, plan, &tmp).await?;
+    let moved = fetched.moved + stored.bytes_moved;
     let wall_secs = ffleet_runtime::time::age_secs(&rec.accepted_at).unwrap_or(0.0);
-    Ok(OutputInfo {
+    let output = OutputInfo {
         uri: rec.request.output.clone(),
         frames: verified.count,
         duration_secs: verified.duration(),
@@ -123,8 +123,61 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<OutputInfo, MergeError>
         decode_errors: units.iter().map(|c| c.decode_errors).sum(),
         warnings: plan.warnings.clone(),
         media_bytes: rec.media_bytes + units.iter().map(|c| c.bytes_moved).sum::<u64>() + moved,
-        digest,
+        digest: stored.digest,
+    };
+    Ok(Merged {
+        output,
+        placed: stored.placed,
     })
+}
+
+/// A merged, verified and stored output, and which file it is where it went to a file.
+pub struct Merged {
+    pub output: OutputInfo,
+    /// The file put in place (file outputs): only this file is withdrawn if the job turns out
+    /// to have been cancelled meanwhile.
+    pub placed: Option<Placed>,
+}
+
+/// Removes the output of a job that was cancelled while it merged: the object it stored, or
+/// the file it placed if its name still holds that file. Best effort, said in the log.
+pub async fn withdraw(ctx: &Ctx, rec: &JobRecord, merged: &Merged) {
+    let Some(plan) = &rec.plan else { return };
+    let job = &rec.job_id;
+    match (&plan.output_key, merged.placed) {
+        (Some(key), _) => match ctx.storage.delete(key).await {
+            Ok(()) => tracing::info!(job = %job, key, "output of a cancelled job removed"),
+            Err(e) => {
+                tracing::warn!(job = %job, key, error = %e, "output of a cancelled job not removed")
+            }
+        },
+        (None, Some(placed)) => {
+            let roots = ctx
+                .config
+                .storage
+                .for_job(&rec.request.job_id)
+                .output_roots
+                .clone();
+            let uri = rec.request.output.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                Roots::open("output", &roots).withdraw_output(&uri, placed)
+            })
+            .await;
+            match removed {
+                Ok(Ok(true)) => tracing::info!(job = %job, "output of a cancelled job removed"),
+                Ok(Ok(false)) => {
+                    tracing::info!(job = %job, "output of a cancelled job was replaced meanwhile; left")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(job = %job, error = %e, "output of a cancelled job not removed")
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job, error = %e, "output of a cancelled job not removed")
+                }
+            }
+        }
+        (None, None) => {}
+    }
 }
 
 /// Refuses an output most of whose frames the decoder could not decode, as a single ffmpeg
@@ -274,21 +327,33 @@ async fn store_output(
     rec: &JobRecord,
     plan: &Plan,
     tmp: &Path,
-) -> Result<(u64, Option<String>), MergeError> {
+) -> Result<StoredOutput, MergeError> {
     match &plan.output_key {
-        None => {
-            place(ctx, rec, tmp).await?;
-            Ok((0, None))
-        }
+        None => Ok(StoredOutput {
+            bytes_moved: 0,
+            digest: None,
+            placed: Some(place(ctx, rec, tmp).await?),
+        }),
         Some(key) => match ctx.storage.put_file(tmp, key).await {
             Ok(stored) => {
                 expire_output(ctx, key);
-                Ok((stored.bytes_moved, stored.digest))
+                Ok(StoredOutput {
+                    bytes_moved: stored.bytes_moved,
+                    digest: stored.digest,
+                    placed: None,
+                })
             }
             Err(e) if e.is_transient() => Err(MergeError::Retry(e.into())),
             Err(e) => Err(e.failure("storing the output").into()),
         },
     }
+}
+
+/// Where `store_output` put the output.
+struct StoredOutput {
+    bytes_moved: u64,
+    digest: Option<String>,
+    placed: Option<Placed>,
 }
 
 /// Removes the stored output `key` after `storage.keep_outputs_secs`, time for its submitter to
@@ -376,7 +441,7 @@ fn accepted(unit: Unit, r: SegmentRecord) -> Result<UnitResult, MergeError> {
 
 /// Copies the merged file into a fresh temporary beside the output (created inside the output
 /// roots, `O_EXCL`, random name) and renames it into place once it is checked to be the same file.
-async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<(), Failure> {
+async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<Placed, Failure> {
     let roots = ctx
         .config
         .storage

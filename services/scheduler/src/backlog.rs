@@ -12,6 +12,7 @@
 
 use crate::config::SchedulerConfig;
 use crate::handler::{Released, release};
+use crate::jobs_view::JobsView;
 use crate::pool::Pool;
 use crate::room::{Depths, Room};
 use crate::round::{self, Entry, Release, Round, Settings};
@@ -74,6 +75,7 @@ pub async fn run(
     ctx: Ctx,
     settings: SchedulerConfig,
     pool: Pool,
+    jobs: JobsView,
     keys: HeldKeys,
     term: CancellationToken,
 ) -> Result<(), NatsError> {
@@ -94,6 +96,7 @@ pub async fn run(
         ctx,
         settings,
         pool,
+        jobs,
         held: HashMap::new(),
         keys,
         job_seq: HashMap::new(),
@@ -172,6 +175,8 @@ struct Backlog {
     ctx: Ctx,
     settings: SchedulerConfig,
     pool: Pool,
+    /// Which jobs have ended: their tasks are dropped, not released.
+    jobs: JobsView,
     /// By segment key: one entry per unit, its newest attempt.
     held: HashMap<String, Held>,
     /// The keys of `held`, for the reconciler.
@@ -315,6 +320,7 @@ impl Backlog {
 
     /// Releases what the pool has room for, in priority order (`round::plan`).
     async fn round(&mut self) {
+        self.drop_ended().await;
         if self.held.is_empty() {
             return;
         }
@@ -383,6 +389,25 @@ impl Backlog {
             }
             if let Some(h) = self.held.remove(&key) {
                 self.keys.lock().expect("held keys").remove(&key);
+                ack::finish(&h.msg, Outcome::Done).await;
+            }
+        }
+    }
+
+    /// Drops the held tasks of jobs that have ended (cancelled, failed): nothing of them is
+    /// released any more.
+    async fn drop_ended(&mut self) {
+        let jobs = &self.jobs;
+        let ended: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| jobs.has_ended(&h.entry.task.job_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ended {
+            if let Some(h) = self.held.remove(&k) {
+                tracing::debug!(job = %h.entry.task.job_id, unit = %h.entry.task.unit, "task of an ended job dropped");
+                self.keys.lock().expect("held keys").remove(&k);
                 ack::finish(&h.msg, Outcome::Done).await;
             }
         }

@@ -1,14 +1,17 @@
 //! The scheduler's view of unfinished jobs, kept from a watch on the jobs bucket, so the
-//! reconciler walks only live work instead of listing every job ever run; and of the jobs seen
-//! to finish, for the leader to purge what they leave in the record buckets (`purge`).
+//! reconciler walks only live work instead of listing every job ever run; of the jobs seen to
+//! finish, for the leader to purge what they leave in the record buckets (`purge`); and of the
+//! ended jobs whose records are still there, so that no unit of one is routed or left running
+//! (`drops`).
 
 use ffleet_runtime::JobId;
 use ffleet_runtime::messages::{self, JobRecord};
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::kv::{self, Typed};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +25,10 @@ pub struct JobsView {
     active: Arc<Mutex<HashMap<JobId, JobRecord>>>,
     /// Jobs seen to go from unfinished to finished, oldest first, with when.
     finished: Arc<Mutex<VecDeque<(JobId, Instant)>>>,
+    /// Every job whose record says it ended, for as long as the record is there.
+    ended: Arc<Mutex<HashSet<JobId>>>,
+    /// Fired when a job is seen to end.
+    ending: Arc<Notify>,
     /// How long a finished job's records are kept (`scheduler.keep_finished_records_secs`).
     keep: Duration,
 }
@@ -72,6 +79,9 @@ impl JobsView {
                 map.insert(id, r);
             }
             Some(_) => {
+                if self.ended.lock().expect("ended lock").insert(id.clone()) {
+                    self.ending.notify_one();
+                }
                 if map.remove(&id).is_some() {
                     drop(map);
                     let mut finished = self.finished.lock().expect("finished lock");
@@ -87,8 +97,20 @@ impl JobsView {
             }
             None => {
                 map.remove(&id);
+                self.ended.lock().expect("ended lock").remove(&id);
             }
         }
+    }
+
+    /// Whether `job`'s record, as last seen, says it ended.
+    pub fn has_ended(&self, job: &JobId) -> bool {
+        self.ended.lock().expect("ended lock").contains(job)
+    }
+
+    /// Returns once a job was seen to end since the last call returned (at once if one did
+    /// meanwhile). One waiter: the leader's drops.
+    pub async fn job_ended(&self) {
+        self.ending.notified().await
     }
 
     /// The finished jobs whose records are due for purging (finished `keep` ago or more),

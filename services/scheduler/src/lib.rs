@@ -9,6 +9,7 @@
 mod ages;
 mod backlog;
 pub mod config;
+mod drops;
 mod gauges;
 mod handler;
 mod jobs_view;
@@ -130,12 +131,18 @@ impl Lead {
             term.clone(),
         ));
         let purge = tokio::spawn(purge::run(ctx.clone(), jobs.clone(), term.clone()));
+        let drops = tokio::spawn(drops::run(
+            ctx.clone(),
+            pool.clone(),
+            jobs.clone(),
+            term.clone(),
+        ));
         let held = backlog::HeldKeys::default();
         let reconcile = tokio::spawn(reconcile::run(
             ctx.clone(),
             settings.clone(),
             pool.clone(),
-            jobs,
+            jobs.clone(),
             held.clone(),
             term.clone(),
         ));
@@ -144,6 +151,7 @@ impl Lead {
                 ctx.clone(),
                 settings.clone(),
                 pool.clone(),
+                jobs.clone(),
                 held.clone(),
                 term.clone(),
             );
@@ -158,5 +166,6 @@ impl Lead {
         let _ = sweep.await;
         let _ = reconcile.await;
         let _ = purge.await;
+        let _ = drops.await;
     }
 }

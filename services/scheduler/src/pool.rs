@@ -269,6 +269,25 @@ impl Pool {
         )
     }
 
+    /// The jobs each live node's last heartbeat holds units of that `ended` says have ended:
+    /// each (node, job) once.
+    pub fn holding_ended(&self, ended: impl Fn(&JobId) -> bool) -> Vec<(NodeId, JobId)> {
+        let view = self.inner.lock().expect("pool lock");
+        let mut out: Vec<(NodeId, JobId)> = Vec::new();
+        for (node, seen) in &view.nodes {
+            if view.quiet(seen, self.ttl) {
+                continue;
+            }
+            for h in &seen.hb.holding {
+                let pair = (node.clone(), h.job_id.clone());
+                if ended(&h.job_id) && !out.contains(&pair) {
+                    out.push(pair);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether any live node offers `cap`.
     pub fn has(&self, cap: &Capability) -> bool {
         self.live().iter().any(|hb| hb.capabilities.contains(cap))

@@ -10,11 +10,12 @@
 
 use crate::Error;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use async_nats::service::{self, ServiceExt};
+use async_nats::service;
 use ffleet_runtime::JobId;
 use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
 use ffleet_runtime::messages::{self, CloudEvent, JobEvent};
 use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::service::{self as service_nats, error};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::subjects::{self, EventKind, msg_id, service_api};
 use futures::StreamExt;
@@ -31,13 +32,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// Registers this replica as an instance of the `ffleet` service and answers status requests
 /// until `shutdown` fires; the returned task ends once the service is stopped.
 pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<()>, Error> {
-    let service = ctx
-        .client
-        .service_builder()
-        .description("ffleet: chunked FFmpeg transcoding; job status requests")
-        .start(service_api::NAME, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| NatsError::op("status service", e))?;
+    let service = service_nats::start(&ctx.client, "job status requests").await?;
     let endpoint = service
         .endpoint_builder()
         .name(service_api::STATUS_ENDPOINT)
@@ -151,44 +146,5 @@ async fn refusal(ctx: &Ctx, job: &JobId) -> Option<JobStatus> {
     match JobEvent::from_cloudevent(&ce).ok()? {
         JobEvent::Failed(f) => Some(JobStatus::refused(job.clone(), f, seq)),
         _ => None,
-    }
-}
-
-/// Longest error text sent: it travels in a header.
-const MAX_ERROR_CHARS: usize = 300;
-
-/// A service error. Its text goes out as a header value, which may not hold a line break
-/// (async-nats panics on one), and it can quote the request (serde names an unknown field as
-/// sent): control characters become spaces, and the text is cut short.
-fn error(code: u16, status: String) -> service::error::Error {
-    service::error::Error {
-        status: status
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(MAX_ERROR_CHARS)
-            .collect(),
-        code: usize::from(code),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_texts_quoting_a_request_stay_one_short_header_line() {
-        let payload = format!(
-            "{{\"version\":1,\"job_id\":\"j\",\"a\\r\\nNats-Evil: 1{}\":1}}",
-            "x".repeat(500)
-        );
-        let e = StatusRequest::parse(payload.as_bytes()).unwrap_err();
-        assert!(e.to_string().contains('\n'), "{e}");
-        let sent = error(wire::ERROR_BAD_REQUEST, e.to_string());
-        assert!(!sent.status.contains(['\r', '\n']), "{}", sent.status);
-        assert!(sent.status.chars().count() <= MAX_ERROR_CHARS);
-        assert_eq!(sent.code, 400);
-        // What the header would hold is accepted by async-nats.
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Service-Error", sent.status.as_str());
     }
 }

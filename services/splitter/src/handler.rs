@@ -11,7 +11,7 @@ use crate::split::SplitError;
 use crate::validate::{Input, Output};
 use crate::{quota, sizing, validate};
 use async_nats::jetstream::Message;
-use ffleet_runtime::job_protocol::{self, JobStep};
+use ffleet_runtime::job_protocol::{self, JobRefused, JobStep};
 use ffleet_runtime::messages::events::Accepted;
 use ffleet_runtime::messages::records::{Plan, SegmentPlan};
 use ffleet_runtime::messages::{
@@ -494,15 +494,21 @@ async fn split_and_plan(
         .jobs
         .modify(job.as_str(), |r| {
             match job_protocol::apply(r, &step, &now_rfc3339()) {
-                Ok((n, _)) => Change::Write(n.clone(), Some(n)),
-                Err(_) => Change::Keep(None),
+                Ok((n, _)) => Change::Write(n.clone(), Ok(n)),
+                Err(why) => Change::Keep(Err(why)),
             }
         })
         .await
         .map_err(transient)?;
     match rec {
-        Some(rec) => publish_tasks(ctx, &rec, Some(&written)).await,
-        None => Ok(()),
+        Ok(rec) => publish_tasks(ctx, &rec, Some(&written)).await,
+        // Cancelled while it was cut: what this split stored came after the cancel's cleanup.
+        Err(JobRefused::Terminal(JobState::Cancelled)) => {
+            tracing::info!(job = %job, "job cancelled during its split, removing its cuts");
+            jobs::clean_scratch(ctx, job).await;
+            Ok(())
+        }
+        Err(_) => Ok(()),
     }
 }
 

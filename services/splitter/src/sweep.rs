@@ -169,7 +169,7 @@ async fn abandoned_job(ctx: &Ctx, job: &str, quiet: bool, queue_empty: bool) -> 
     match ctx.jobs.get(job).await {
         Ok(None) => quiet && queue_empty,
         Ok(Some((rec, _))) => match rec.state {
-            JobState::Completed => true,
+            JobState::Completed | JobState::Cancelled => true,
             JobState::Failed => !ctx.config.storage.keep_failed_scratch,
             _ => false,
         },

@@ -4,7 +4,7 @@
 //! outcome (`ack`); all of it retried through the leader elections and lost servers of a
 //! JetStream cluster (`retry`), with what a refusal means read from its JetStream error code
 //! (`refusal`). Also the process's health for healthchecks (`health`), who may do what on the
-//! server (`security`), and the `[nats]` and `[streams]` configuration sections (`config`).
+//! server (`security`), ffleet's request endpoints (`service`), and the `[nats]` and `[streams]` configuration sections (`config`).
 
 pub mod ack;
 pub mod config;
@@ -18,6 +18,7 @@ pub mod publish;
 pub mod pull;
 pub mod retry;
 pub mod security;
+pub mod service;
 
 pub use connect::connect;
 pub use provision::{Buckets, provision};

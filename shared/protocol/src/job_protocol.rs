@@ -9,6 +9,7 @@
 //!                          │  └──────┘                             │
 //!                          └──────────────── Uncollect ────────────┘
 //!   splitting, encoding, merging ──Fail──► failed
+//!   splitting, encoding, merging ──Cancel──► cancelled
 //! ```
 //!
 //! The promises, property-tested in `props`: the collected units are units of the plan, and the
@@ -43,6 +44,9 @@ pub enum JobStep<'a> {
     Complete { output: &'a OutputInfo },
     /// The job fails for good.
     Fail { failure: &'a Failure },
+    /// Someone asked for the job to stop (`ffleet cancel`). It races the merge's `Complete`
+    /// on the record's revision: exactly one of them wins.
+    Cancel,
 }
 
 /// What an accepted step did.
@@ -58,6 +62,10 @@ pub enum JobApplied {
     Uncollected,
     Completed,
     Failed,
+    /// Cancelled; the state it was cancelled in.
+    Cancelled {
+        during: JobState,
+    },
 }
 
 /// One collected unit's outcome.
@@ -156,6 +164,11 @@ pub fn apply(
             n.state = JobState::Failed;
             n.failure = Some(failure.clone());
             JobApplied::Failed
+        }
+        JobStep::Cancel => {
+            n.state = JobState::Cancelled;
+            n.cancelled_during = Some(r.state);
+            JobApplied::Cancelled { during: r.state }
         }
     };
     Ok((n, applied))

@@ -127,6 +127,39 @@ pub fn node_control_wildcard() -> String {
     format!("{API_NODE}.*")
 }
 
+/// Job cancel requests (`messages::status::StatusRequest` in, `JobStatus` out), answered by
+/// one merger replica (NATS service `service_api::NAME`, endpoint
+/// `service_api::CANCEL_ENDPOINT`). Submitters and the admin may publish here.
+pub const API_CANCEL: &str = "ffleet.api.cancel";
+
+/// Tenant `tenant`'s cancel requests (ids in them are its own): `ffleet.api.cancel.t.<tenant>`.
+pub fn api_cancel_tenant(tenant: &Tenant) -> String {
+    format!("{API_CANCEL}.t.{tenant}")
+}
+
+/// Every tenant's cancel requests (the cancel endpoint's tenant subject).
+pub fn api_cancel_any_tenant() -> String {
+    format!("{API_CANCEL}.t.*")
+}
+
+/// The tenant a cancel request on `subject` comes from: `Ok(None)` from the plain subject.
+pub fn tenant_of_cancel(subject: &str) -> Result<Option<Tenant>, NotAStatusSubject> {
+    tenant_of_api(API_CANCEL, subject)
+}
+
+/// Where the scheduler tells node `node` to drop what it holds of an ended job
+/// (`messages::control::JobDrop`, fire and forget): `ffleet.ctl.drop.<node>`.
+pub fn node_drop(node: &NodeId) -> String {
+    format!("{CTL_DROP}.{node}")
+}
+
+/// Every node's drop subject (what the scheduler may publish on, and encoders listen on).
+pub fn node_drop_wildcard() -> String {
+    format!("{CTL_DROP}.*")
+}
+
+const CTL_DROP: &str = "ffleet.ctl.drop";
+
 /// Tenant `tenant`'s job status requests (ids in them are its own): the same endpoint's
 /// tenant form, `ffleet.api.status.t.<tenant>`.
 pub fn api_status_tenant(tenant: &Tenant) -> String {
@@ -140,16 +173,22 @@ pub fn api_status_any_tenant() -> String {
 
 /// A subject that is neither the plain status subject nor a tenant's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a status request subject")]
+#[error("{0:?} is not a request subject of this endpoint")]
 pub struct NotAStatusSubject(pub String);
 
 /// The tenant a status request on `subject` comes from: `Ok(None)` from the plain subject.
 pub fn tenant_of_status(subject: &str) -> Result<Option<Tenant>, NotAStatusSubject> {
-    if subject == API_STATUS {
+    tenant_of_api(API_STATUS, subject)
+}
+
+/// The tenant a request on `subject` of request subject `api` comes from (`<api>.t.<tenant>`):
+/// `Ok(None)` from `api` itself.
+fn tenant_of_api(api: &str, subject: &str) -> Result<Option<Tenant>, NotAStatusSubject> {
+    if subject == api {
         return Ok(None);
     }
     subject
-        .strip_prefix(API_STATUS)
+        .strip_prefix(api)
         .and_then(|r| r.strip_prefix(".t."))
         .and_then(|t| Tenant::new(t).ok())
         .map(Some)
@@ -165,6 +204,10 @@ pub mod service_api {
     pub const STATUS_ENDPOINT: &str = "status";
     /// The endpoint of tenants' status requests (on `super::api_status_any_tenant()`).
     pub const TENANT_STATUS_ENDPOINT: &str = "tenant-status";
+    /// The job cancel endpoint (on `super::API_CANCEL`), served by the mergers.
+    pub const CANCEL_ENDPOINT: &str = "cancel";
+    /// The endpoint of tenants' cancel requests (on `super::api_cancel_any_tenant()`).
+    pub const TENANT_CANCEL_ENDPOINT: &str = "tenant-cancel";
     /// The discovery verbs an instance answers (async-nats 0.51 serves no `SCHEMA`).
     pub const VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
 
@@ -340,6 +383,8 @@ pub enum EventKind {
     Progress,
     Completed,
     Failed,
+    /// The job was stopped on request (`ffleet cancel`).
+    Cancelled,
     /// An encoder finished with a unit (either outcome); consumed by the merger.
     SegmentDone,
 }
@@ -351,6 +396,7 @@ impl EventKind {
             EventKind::Progress => "progress",
             EventKind::Completed => "completed",
             EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
             EventKind::SegmentDone => "segment_done",
         }
     }
@@ -361,6 +407,7 @@ impl EventKind {
             EventKind::Progress,
             EventKind::Completed,
             EventKind::Failed,
+            EventKind::Cancelled,
             EventKind::SegmentDone,
         ]
         .into_iter()

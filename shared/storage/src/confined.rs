@@ -187,6 +187,33 @@ impl Roots {
     }
 }
 
+impl Roots {
+    /// Removes the output `uri` names if it is still the file `placed` (a job that was
+    /// cancelled while its output went into place): whatever else has taken the name since
+    /// stays. Returns whether it removed the file.
+    pub fn withdraw_output(&self, uri: &str, placed: Placed) -> Result<bool, PathError> {
+        let (root, rel, shown) = self.locate(uri)?;
+        let name = rel.file_name().ok_or_else(|| PathError::BadOutput {
+            path: shown.clone(),
+            why: "has no file name".into(),
+        })?;
+        let dir = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => root.dir.try_clone(),
+            Some(parent) => root.dir.open_dir(parent),
+        }
+        .map_err(|e| open_error(e, self.what, &shown))?;
+        let ours = dir
+            .symlink_metadata(name)
+            .is_ok_and(|m| m.is_file() && m.dev() == placed.dev && m.ino() == placed.ino);
+        if !ours {
+            return Ok(false);
+        }
+        dir.remove_file(name)
+            .map_err(|_| PathError::Missing(shown))?;
+        Ok(true)
+    }
+}
+
 /// Whether `e` says the path led out of the root, else that it does not exist.
 fn open_error(e: io::Error, what: &'static str, shown: &str) -> PathError {
     // cap-std reports a path that would leave its directory as "... outside of the filesystem";
@@ -232,7 +259,8 @@ impl OutputFile {
     }
 
     /// Moves the written file onto its final name, if its temporary name still is that file.
-    pub fn commit(mut self) -> io::Result<()> {
+    /// Returns which file it placed, so that it alone can be withdrawn later.
+    pub fn commit(mut self) -> io::Result<Placed> {
         self.file.sync_all()?;
         let ours = self.file.metadata()?;
         let there = self.dir.symlink_metadata(&self.tmp)?;
@@ -244,8 +272,19 @@ impl OutputFile {
         }
         self.dir.rename(&self.tmp, &self.dir, &self.name)?;
         self.done = true;
-        Ok(())
+        Ok(Placed {
+            dev: ours.dev(),
+            ino: ours.ino(),
+        })
     }
+}
+
+/// The file an `OutputFile` put in place (device and inode): `Roots::withdraw_output` removes
+/// the output's name only while it is still this file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    dev: u64,
+    ino: u64,
 }
 
 impl Drop for OutputFile {

@@ -17,7 +17,7 @@ mod work_dir;
 
 pub use ffleet_protocol::keys;
 
-pub use confined::{OutputFile, Roots, fd_path, open_input_link};
+pub use confined::{OutputFile, Placed, Roots, fd_path, open_input_link};
 pub use local::Local;
 pub use object_store::{ObjectStore, Placement};
 pub use roots::{PathError, resolve_input, resolve_output};

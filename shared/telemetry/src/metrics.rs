@@ -24,6 +24,7 @@ struct Instruments {
     jobs_accepted: Counter<u64>,
     jobs_completed: Counter<u64>,
     jobs_failed: Counter<u64>,
+    jobs_cancelled: Counter<u64>,
     segments_encoded: Counter<u64>,
     segments_redelivered: Counter<u64>,
     encode_fps: Histogram<f64>,
@@ -52,6 +53,10 @@ fn get() -> &'static Instruments {
             jobs_failed: m
                 .u64_counter("ffleet.jobs.failed")
                 .with_description("jobs that ended failed, by reason")
+                .build(),
+            jobs_cancelled: m
+                .u64_counter("ffleet.jobs.cancelled")
+                .with_description("jobs stopped on request")
                 .build(),
             segments_encoded: m
                 .u64_counter("ffleet.segments.encoded")
@@ -100,6 +105,10 @@ pub fn job_accepted() {
 
 pub fn job_completed() {
     get().jobs_completed.add(1, &[]);
+}
+
+pub fn job_cancelled() {
+    get().jobs_cancelled.add(1, &[]);
 }
 
 pub fn job_failed(reason: Reason) {

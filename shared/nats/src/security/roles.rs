@@ -1,8 +1,9 @@
 //! The role/permission matrix. Every subject comes from `subjects`, so the permissions follow a
 //! rename. Each role gets what its code uses and nothing more: an encoder reports
 //! `segment_done` but cannot publish `completed`/`failed`, submit jobs or write the jobs bucket;
-//! a submitter publishes requests, asks the scheduler for a job's status and reads job events,
-//! with no KV, stream or consumer API except on the media object store.
+//! a submitter publishes requests, asks the scheduler for a job's status, asks a merger to
+//! cancel a job and reads job events, with no KV, stream or consumer API except on the media
+//! object store.
 
 use ffleet_protocol::Tenant;
 use ffleet_protocol::subjects::{self, EventKind, js_api};
@@ -12,8 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Other systems and `ffleet submit`: publish job requests, ask for a job's status, read
-    /// job events.
+    /// Other systems and `ffleet submit`: publish job requests, ask for a job's status, cancel
+    /// a job, read job events.
     Submitter,
     Splitter,
     Scheduler,
@@ -95,6 +96,8 @@ impl Role {
                 g.publish(subjects::JOBS_SUBMIT);
                 // Asking the fleet how a job stands: the only read of job state this role has.
                 g.publish(subjects::API_STATUS);
+                // Stopping a job (`ffleet cancel`): plain ids only, so no tenant's job.
+                g.publish(subjects::API_CANCEL);
                 for k in PUBLIC_EVENTS {
                     g.sub(subjects::event_any_job(k));
                 }
@@ -105,6 +108,7 @@ impl Role {
                 g.publish(subjects::JOBS_SUBMIT);
                 g.publish(subjects::JOBS_SUBMIT_PRIVILEGED);
                 g.publish(subjects::API_STATUS);
+                g.publish(subjects::API_CANCEL);
                 // Draining and undraining encoder nodes (`ffleet drain`).
                 g.publish(subjects::node_control_wildcard());
                 // `nats micro ls/info/stats` on ffleet's service.
@@ -198,6 +202,9 @@ impl Role {
                 g.publish(subjects::tasks_retry_wildcard());
                 g.publish(subjects::event_any_job(EventKind::Failed));
                 g.publish(subjects::event_any_tenant_job(EventKind::Failed));
+                // Telling nodes to drop the units of jobs that ended (`drops`): fire and
+                // forget, no answer.
+                g.publish(subjects::node_drop_wildcard());
                 // A done unit whose report was lost gets it sent again, when the merger has
                 // nothing in hand. A scheduler can write unit records already, and the merger
                 // counts a report only if the record agrees, so this grants no new power.
@@ -250,6 +257,8 @@ impl Role {
                 // here), each answered once to the asker's inbox (`allow_responses`).
                 g.sub(subjects::node_control_wildcard());
                 g.responses = true;
+                // The scheduler's word that a job ended (its node's own subject).
+                g.sub(subjects::node_drop_wildcard());
                 g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Merger => {
@@ -266,10 +275,23 @@ impl Role {
                 // A job it ends leaves its tenant's jobs in flight.
                 g.kv_read(subjects::BUCKET_TENANTS);
                 g.kv_write(subjects::BUCKET_TENANTS);
-                for k in [EventKind::Progress, EventKind::Completed, EventKind::Failed] {
+                for k in [
+                    EventKind::Progress,
+                    EventKind::Completed,
+                    EventKind::Failed,
+                    EventKind::Cancelled,
+                ] {
                     g.publish(subjects::event_any_job(k));
                     g.publish(subjects::event_any_tenant_job(k));
                 }
+                // The job cancel service (`cancel`): its endpoints (queue subscriptions), the
+                // service API's discovery verbs, one answer to each request (`allow_responses`).
+                g.sub(subjects::API_CANCEL);
+                g.sub(subjects::api_cancel_any_tenant());
+                for d in subjects::service_api::discovery() {
+                    g.sub(d);
+                }
+                g.responses = true;
                 g.media(self.purges_media(), self.uses_scratch());
             }
         }
@@ -308,6 +330,7 @@ pub fn tenant_permissions(tenant: &Tenant) -> Permissions {
     g.sub(subjects::inbox_wildcard(&subjects::tenant_identity(tenant)));
     g.publish(subjects::jobs_submit_tenant(tenant));
     g.publish(subjects::api_status_tenant(tenant));
+    g.publish(subjects::api_cancel_tenant(tenant));
     for k in PUBLIC_EVENTS {
         g.sub(subjects::tenant_event(tenant, Some("*"), k));
     }
@@ -316,11 +339,12 @@ pub fn tenant_permissions(tenant: &Tenant) -> Permissions {
 }
 
 /// The events other systems read (`segment_done` is internal to the fleet).
-const PUBLIC_EVENTS: [EventKind; 4] = [
+const PUBLIC_EVENTS: [EventKind; 5] = [
     EventKind::Accepted,
     EventKind::Progress,
     EventKind::Completed,
     EventKind::Failed,
+    EventKind::Cancelled,
 ];
 
 const STREAMS: [&str; 4] = [
@@ -593,6 +617,58 @@ mod tests {
     use ffleet_protocol::ids::{Capability, JobId};
     use ffleet_protocol::subjects::event;
 
+    /// Cancelling: clients ask (a tenant on its own subject only), mergers answer and alone
+    /// publish `cancelled`; the scheduler alone tells nodes to drop an ended job's units, and
+    /// only encoders hear it.
+    #[test]
+    fn clients_ask_for_cancels_mergers_answer_and_only_the_scheduler_drops_units() {
+        let job = JobId::new("j1").unwrap();
+        let acme = Tenant::new("acme").unwrap();
+        let other = Tenant::new("other").unwrap();
+        let node = ffleet_protocol::NodeId::new("n1").unwrap();
+        for r in [Role::Submitter, Role::Admin] {
+            let p = r.permissions();
+            assert!(p.may_publish(subjects::API_CANCEL), "{r}");
+            assert!(!p.may_publish(&subjects::api_cancel_tenant(&acme)), "{r}");
+            assert!(!p.may_publish(&subjects::node_drop(&node)), "{r}");
+            assert!(!p.may_subscribe(subjects::API_CANCEL), "{r}");
+        }
+        let t = tenant_permissions(&acme);
+        assert!(t.may_publish(&subjects::api_cancel_tenant(&acme)));
+        assert!(!t.may_publish(&subjects::api_cancel_tenant(&other)));
+        assert!(!t.may_publish(subjects::API_CANCEL));
+        let tenant_job = JobId::scoped(&acme, &JobId::plain("j1").unwrap());
+        assert!(t.may_subscribe(&event(Some(&tenant_job), EventKind::Cancelled)));
+        assert!(!t.may_subscribe(&event(Some(&job), EventKind::Cancelled)));
+        assert!(
+            Role::Submitter
+                .permissions()
+                .may_subscribe(&event(Some(&job), EventKind::Cancelled))
+        );
+        let m = Role::Merger.permissions();
+        assert!(m.may_subscribe(subjects::API_CANCEL));
+        assert!(m.may_subscribe(&subjects::api_cancel_any_tenant()));
+        assert!(m.responses);
+        for r in Role::ALL {
+            let p = r.permissions();
+            assert_eq!(
+                p.may_publish(&event(Some(&job), EventKind::Cancelled)),
+                r == Role::Merger,
+                "{r}"
+            );
+            assert_eq!(
+                p.may_publish(&subjects::node_drop(&node)),
+                r == Role::Scheduler,
+                "{r}"
+            );
+            assert_eq!(
+                p.may_subscribe(&subjects::node_drop(&node)),
+                r == Role::Encoder,
+                "{r}"
+            );
+        }
+    }
+
     #[test]
     fn encoder_reports_segments_but_cannot_end_jobs_or_submit() {
         let p = Role::Encoder.permissions();
@@ -737,16 +813,26 @@ mod tests {
             );
             let serves = r == Role::Scheduler;
             assert_eq!(p.may_subscribe(subjects::API_STATUS), serves, "{r}");
-            // The encoder answers the operator's requests to its node (`ffleet drain`).
-            assert_eq!(p.responses, serves || r == Role::Encoder, "{r}");
+            // The encoder answers the operator's requests to its node (`ffleet drain`), the
+            // merger cancel requests.
+            let answers = serves || matches!(r, Role::Encoder | Role::Merger);
+            assert_eq!(p.responses, answers, "{r}");
+            // The schedulers' and the mergers' instances of the service are discoverable.
+            let instance = serves || r == Role::Merger;
             for d in subjects::service_api::discovery() {
-                assert_eq!(p.may_subscribe(&d.replace('*', "Xk3id")), serves, "{r} {d}");
+                assert_eq!(
+                    p.may_subscribe(&d.replace('*', "Xk3id")),
+                    instance,
+                    "{r} {d}"
+                );
             }
         }
         // Discovery of ffleet's own service only: not another service's requests.
-        let p = Role::Scheduler.permissions();
-        assert!(!p.may_subscribe("$SRV.PING.other"));
-        assert!(!p.may_subscribe("$SRV.>"));
+        for r in [Role::Scheduler, Role::Merger] {
+            let p = r.permissions();
+            assert!(!p.may_subscribe("$SRV.PING.other"), "{r}");
+            assert!(!p.may_subscribe("$SRV.>"), "{r}");
+        }
         let info = subjects::service_api::verb("INFO");
         assert!(Role::Admin.permissions().may_publish(&info));
         assert!(!Role::Submitter.permissions().may_publish(&info));

@@ -38,6 +38,7 @@ enum Action {
     Uncollect(Vec<Pick>),
     Complete,
     Fail,
+    Cancel,
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -51,6 +52,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => prop::collection::vec(pick(), 1..3).prop_map(Action::Uncollect),
         2 => Just(Action::Complete),
         1 => Just(Action::Fail),
+        1 => Just(Action::Cancel),
     ]
 }
 
@@ -143,6 +145,7 @@ proptest! {
                 }
                 Action::Complete => JobStep::Complete { output: &out },
                 Action::Fail => JobStep::Fail { failure: &fail },
+                Action::Cancel => JobStep::Cancel,
             };
             let before = rec.clone();
             match apply(Some(&rec), &step, &now) {
@@ -175,6 +178,17 @@ proptest! {
                     }
                     if next.state == JobState::Failed {
                         prop_assert!(next.failure.is_some());
+                    }
+                    // A cancel ends any unfinished job, and says what it stopped; nothing
+                    // else cancels.
+                    prop_assert_eq!(
+                        next.state == JobState::Cancelled,
+                        matches!(a, Action::Cancel),
+                        "{:?} led to {:?}", a, next.state
+                    );
+                    if let JobApplied::Cancelled { during } = applied {
+                        prop_assert_eq!(during, before.state);
+                        prop_assert!(next.output.is_none(), "a cancelled job has an output");
                     }
                     rec = next;
                 }
@@ -249,4 +263,47 @@ fn a_collect_on_a_record_behind_the_report_is_told_apart() {
     let mut failed = splitting();
     failed.state = JobState::Failed;
     assert!(!apply(Some(&failed), &step, "t").unwrap_err().behind());
+}
+
+#[test]
+fn a_cancel_and_a_complete_racing_on_one_merging_record_end_it_once() {
+    let (mut rec, _) = apply(
+        Some(&splitting()),
+        &JobStep::Plan {
+            source: &source(),
+            plan: &plan(1, false),
+            media_bytes: 0,
+        },
+        "t0",
+    )
+    .expect("plan");
+    let one = [(Unit::Video(0), 10)];
+    rec = apply(Some(&rec), &JobStep::Collect { units: &one }, "t1")
+        .expect("collect")
+        .0;
+    assert_eq!(rec.state, JobState::Merging);
+    // Both decide on the same read; the store takes the first write and the other one reads
+    // again, where it is refused.
+    let (cancelled, applied) = apply(Some(&rec), &JobStep::Cancel, "t2").expect("cancel");
+    assert_eq!(
+        applied,
+        JobApplied::Cancelled {
+            during: JobState::Merging
+        }
+    );
+    let out = output();
+    assert_eq!(
+        apply(Some(&cancelled), &JobStep::Complete { output: &out }, "t3").unwrap_err(),
+        JobRefused::Terminal(JobState::Cancelled)
+    );
+    let (completed, _) =
+        apply(Some(&rec), &JobStep::Complete { output: &out }, "t2").expect("complete");
+    assert_eq!(
+        apply(Some(&completed), &JobStep::Cancel, "t3").unwrap_err(),
+        JobRefused::Terminal(JobState::Completed)
+    );
+    assert_eq!(
+        apply(None, &JobStep::Cancel, "t").unwrap_err(),
+        JobRefused::Missing
+    );
 }

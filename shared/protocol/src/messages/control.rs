@@ -6,9 +6,14 @@
 //! nothing more to it, and its slots stop pulling. What it runs finishes. It can then be stopped
 //! with no lost work, or undrained. A drain lasts as long as the node's process: a node id is
 //! new on every start, so a restarted node is a new node, taking work.
+//!
+//! `JobDrop` is the scheduler's, not the operator's: a node whose heartbeat holds units of a
+//! job that has ended (cancelled, or failed) is told to drop them (`subjects::node_drop`), and
+//! it kills their ffmpeg and takes no more of that job's tasks. It is sent again for as long
+//! as the heartbeat says the node holds them, so a lost message costs a moment, not the units.
 
 use super::{CURRENT, DecodeError, Versioned};
-use crate::ids::NodeId;
+use crate::ids::{JobId, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// Largest request read at all: a real one is about 40 bytes.
@@ -113,5 +118,36 @@ mod tests {
             "x".repeat(2000)
         );
         assert!(NodeControl::parse(big.as_bytes()).is_err());
+    }
+}
+
+/// `{"version":1,"job_id":"..."}` on a node's drop subject: drop every unit of the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDrop {
+    pub version: u32,
+    pub job_id: JobId,
+}
+
+impl JobDrop {
+    pub fn new(job_id: JobId) -> Self {
+        Self {
+            version: CURRENT,
+            job_id,
+        }
+    }
+
+    /// Reads a drop strictly, bounded like a control request.
+    pub fn parse(payload: &[u8]) -> Result<JobDrop, ControlRequestError> {
+        if payload.len() > MAX_CONTROL_REQUEST_BYTES {
+            return Err(ControlRequestError::TooLarge(payload.len()));
+        }
+        Ok(super::decode("job drop", payload)?)
+    }
+}
+
+impl Versioned for JobDrop {
+    fn version(&self) -> u32 {
+        self.version
     }
 }

@@ -1,9 +1,10 @@
-//! Lifecycle events (`accepted`, `progress`, `completed`, `failed`) for other systems, and the
+//! Lifecycle events (`accepted`, `progress`, `completed`, `failed`, `cancelled`) for other
+//! systems, and the
 //! internal `segment_done`, all published as CloudEvents under `ffleet.events.<job>.<kind>`.
 
 use super::CURRENT;
 use super::cloudevent::CloudEvent;
-use super::records::OutputInfo;
+use super::records::{JobRecord, JobState, OutputInfo};
 use crate::ids::{JobId, NodeId, Unit};
 use crate::reason::{Failure, Reason};
 use crate::subjects::{EventKind, msg_id};
@@ -86,6 +87,34 @@ pub struct Failed {
     pub message: String,
 }
 
+/// The job was stopped on request: nothing of it is left (no output, no scratch media).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancelled {
+    pub version: u32,
+    pub job_id: JobId,
+    /// The state the job was stopped in (`splitting`, `encoding` or `merging`).
+    pub during: JobState,
+    /// Units collected by then, of how many (absent before the job was planned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_done: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_total: Option<usize>,
+}
+
+impl Cancelled {
+    /// The cancelled event of `rec`, a record just cancelled while it was `during`.
+    pub fn of_record(rec: &JobRecord, during: JobState) -> Cancelled {
+        let units_total = rec.plan.as_ref().map(|p| p.unit_count());
+        Cancelled {
+            version: CURRENT,
+            job_id: rec.job_id.clone(),
+            during,
+            units_done: units_total.map(|_| rec.collected.len()),
+            units_total,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum SegmentOutcome {
@@ -117,6 +146,7 @@ pub enum JobEvent {
     Progress(Progress),
     Completed(Completed),
     Failed(Failed),
+    Cancelled(Cancelled),
     SegmentDone(SegmentDone),
 }
 
@@ -136,6 +166,7 @@ impl JobEvent {
             JobEvent::Progress(_) => EventKind::Progress,
             JobEvent::Completed(_) => EventKind::Completed,
             JobEvent::Failed(_) => EventKind::Failed,
+            JobEvent::Cancelled(_) => EventKind::Cancelled,
             JobEvent::SegmentDone(_) => EventKind::SegmentDone,
         }
     }
@@ -146,6 +177,7 @@ impl JobEvent {
             JobEvent::Progress(e) => Some(&e.job_id),
             JobEvent::Completed(e) => Some(&e.job_id),
             JobEvent::Failed(e) => e.job_id.as_ref(),
+            JobEvent::Cancelled(e) => Some(&e.job_id),
             JobEvent::SegmentDone(e) => Some(&e.job_id),
         }
     }
@@ -157,6 +189,7 @@ impl JobEvent {
             JobEvent::Progress(_) => "io.ffleet.job.progress",
             JobEvent::Completed(_) => "io.ffleet.job.completed",
             JobEvent::Failed(_) => "io.ffleet.job.failed",
+            JobEvent::Cancelled(_) => "io.ffleet.job.cancelled",
             JobEvent::SegmentDone(_) => "io.ffleet.segment.done",
         }
     }
@@ -171,7 +204,9 @@ impl JobEvent {
             JobEvent::Progress(p) => msg_id::progress(job, p.units_done),
             JobEvent::SegmentDone(s) => msg_id::segment_done(job, s.unit, s.attempt),
             // One terminal event per job, whichever it is.
-            JobEvent::Completed(_) | JobEvent::Failed(_) => format!("{job}.terminal"),
+            JobEvent::Completed(_) | JobEvent::Failed(_) | JobEvent::Cancelled(_) => {
+                format!("{job}.terminal")
+            }
             JobEvent::Accepted(_) => msg_id::lifecycle(job, self.kind()),
         }
     }
@@ -184,6 +219,7 @@ impl JobEvent {
             JobEvent::Progress(e) => serde_json::to_value(e),
             JobEvent::Completed(e) => serde_json::to_value(e),
             JobEvent::Failed(e) => serde_json::to_value(e),
+            JobEvent::Cancelled(e) => serde_json::to_value(e),
             JobEvent::SegmentDone(e) => serde_json::to_value(e),
         }
         .expect("event payloads serialise");
@@ -237,6 +273,7 @@ impl JobEvent {
             "io.ffleet.job.progress" => JobEvent::Progress(serde_json::from_value(data)?),
             "io.ffleet.job.completed" => JobEvent::Completed(serde_json::from_value(data)?),
             "io.ffleet.job.failed" => JobEvent::Failed(serde_json::from_value(data)?),
+            "io.ffleet.job.cancelled" => JobEvent::Cancelled(serde_json::from_value(data)?),
             "io.ffleet.segment.done" => JobEvent::SegmentDone(serde_json::from_value(data)?),
             other => {
                 return Err(serde::de::Error::custom(format!(
@@ -247,7 +284,10 @@ impl JobEvent {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobEvent::Completed(_) | JobEvent::Failed(_))
+        matches!(
+            self,
+            JobEvent::Completed(_) | JobEvent::Failed(_) | JobEvent::Cancelled(_)
+        )
     }
 }
 

@@ -31,11 +31,28 @@ pub enum JobState {
     Merging,
     Completed,
     Failed,
+    /// Stopped on request (`ffleet cancel`): its units dropped, its media removed, no output.
+    Cancelled,
 }
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed)
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// The state's name on the wire (`splitting`, ..., `cancelled`).
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Splitting => "splitting",
+            JobState::Encoding => "encoding",
+            JobState::Merging => "merging",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -237,6 +254,9 @@ pub struct JobRecord {
     pub failure: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputInfo>,
+    /// The state a cancelled job was stopped in (its `cancelled` event says so too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_during: Option<JobState>,
     /// Bytes the splitter and merger moved through the object store for this job (the units'
     /// own transfers are in their unit records, and summed into `output`).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -260,6 +280,7 @@ impl JobRecord {
             frames_collected: 0,
             failure: None,
             output: None,
+            cancelled_during: None,
             media_bytes: 0,
             accepted_at: now.clone(),
             updated_at: now,

@@ -7,7 +7,7 @@
 //! sent while such a client reconnects are lost to it, and this answer is how it still learns
 //! that its job ended.
 
-use super::events::{Completed, Failed};
+use super::events::{Cancelled, Completed, Failed};
 use super::records::{JobRecord, JobState};
 use super::{CURRENT, MIN_SUPPORTED, Versioned};
 use crate::ids::{JobId, Tenant};
@@ -94,6 +94,7 @@ pub enum StatusState {
     Merging,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl From<JobState> for StatusState {
@@ -104,6 +105,7 @@ impl From<JobState> for StatusState {
             JobState::Merging => StatusState::Merging,
             JobState::Completed => StatusState::Completed,
             JobState::Failed => StatusState::Failed,
+            JobState::Cancelled => StatusState::Cancelled,
         }
     }
 }
@@ -133,6 +135,9 @@ pub struct JobStatus {
     pub completed: Option<Completed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<Failed>,
+    /// A cancelled job's `cancelled` event data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<Cancelled>,
     /// With `refused`: the `FFLEET_JOBS` stream sequence of the refused request (what its
     /// publisher's ack said), so a client can tell its own request's refusal from an older one
     /// under the same id.
@@ -157,6 +162,7 @@ impl JobStatus {
             updated_at: None,
             completed: None,
             failed: None,
+            cancelled: None,
             request_seq: None,
             tenant: None,
         }
@@ -175,6 +181,9 @@ impl JobStatus {
         }
         if let Some(f) = &mut self.failed {
             f.job_id = f.job_id.as_ref().map(local);
+        }
+        if let Some(c) = &mut self.cancelled {
+            c.job_id = local(&c.job_id);
         }
         self.tenant = Some(tenant);
         self
@@ -211,6 +220,10 @@ impl JobStatus {
             }),
             _ => None,
         };
+        let cancelled = match (rec.state, rec.cancelled_during) {
+            (JobState::Cancelled, Some(during)) => Some(Cancelled::of_record(rec, during)),
+            _ => None,
+        };
         JobStatus {
             version: CURRENT,
             job_id: rec.job_id.clone(),
@@ -222,14 +235,18 @@ impl JobStatus {
             updated_at: Some(rec.updated_at.clone()),
             completed,
             failed,
+            cancelled,
             request_seq: None,
             tenant: None,
         }
     }
 
-    /// Whether the job has ended (its outcome is in `completed` or `failed`).
+    /// Whether the job has ended (its outcome is in `completed`, `failed` or `cancelled`).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.state, StatusState::Completed | StatusState::Failed)
+        matches!(
+            self.state,
+            StatusState::Completed | StatusState::Failed | StatusState::Cancelled
+        )
     }
 }
 

@@ -1,0 +1,155 @@
+//! The job cancel service: every merger replica answers `ffleet.api.cancel` requests (NATS
+//! service `ffleet`, endpoint `cancel`, in the service API's queue group, so one replica answers
+//! each), and tenants' on `ffleet.api.cancel.t.<tenant>` (endpoint `tenant-cancel`, ids in them
+//! their own). The request is the status request's shape; the answer is the job's status after
+//! it (`cancelled`, or the state it had already ended in, unchanged).
+//!
+//! Mergers answer because they end jobs already: the cancel is the same revision-checked write
+//! to the job record as a merge's `complete` (`jobs::cancel`), so a cancel racing a merge ends
+//! the job exactly once, and the merger that loses the race removes its output. The scheduler
+//! sees the job end (its watch of the jobs bucket) and has the nodes running its units drop
+//! them.
+
+use async_nats::service;
+use ffleet_runtime::JobId;
+use ffleet_runtime::jobs::{self, Cancel};
+use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
+use ffleet_runtime::messages::{self};
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::service::{self as service_nats, error};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::subjects::{self, service_api};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Service error code of a cancel naming a job that does not exist.
+pub const ERROR_UNKNOWN_JOB: u16 = 404;
+/// Requests answered at once by one replica; more wait in the subscription.
+const IN_FLIGHT: usize = 16;
+/// How long one answer may take before it is answered as unavailable (ask again: a cancel is
+/// idempotent).
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Registers this merger as an instance of the `ffleet` service and answers cancel requests
+/// until `shutdown` fires; the returned task ends once the service is stopped.
+pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<()>, NatsError> {
+    let service = service_nats::start(&ctx.client, "job cancel requests").await?;
+    let endpoint = service
+        .endpoint_builder()
+        .name(service_api::CANCEL_ENDPOINT)
+        .add(subjects::API_CANCEL)
+        .await
+        .map_err(|e| NatsError::op("cancel endpoint", e))?;
+    let tenants = service
+        .endpoint_builder()
+        .name(service_api::TENANT_CANCEL_ENDPOINT)
+        .add(subjects::api_cancel_any_tenant())
+        .await
+        .map_err(|e| NatsError::op("tenant cancel endpoint", e))?;
+    tracing::info!(subject = subjects::API_CANCEL, "job cancel service running");
+    Ok(tokio::spawn(async move {
+        futures::stream::select(endpoint, tenants)
+            .take_until(shutdown.cancelled_owned())
+            .for_each_concurrent(IN_FLIGHT, |req| answer(&ctx, req))
+            .await;
+        let _ = service.stop().await;
+    }))
+}
+
+async fn answer(ctx: &Ctx, req: service::Request) {
+    let response = match tokio::time::timeout(
+        ANSWER_WITHIN,
+        cancel(ctx, &req.message.subject, &req.message.payload),
+    )
+    .await
+    {
+        Ok(answer) => answer.map(|s| messages::encode(&s)),
+        Err(_) => {
+            tracing::warn!("cancel request: job record not written in time");
+            Err(error(
+                wire::ERROR_UNAVAILABLE,
+                format!(
+                    "the job record was not written within {} s; ask again (a cancel is idempotent)",
+                    ANSWER_WITHIN.as_secs()
+                ),
+            ))
+        }
+    };
+    if let Err(e) = req.respond(response).await {
+        tracing::debug!(error = %e, "cancel answer not sent");
+    }
+}
+
+/// The answer to one request: the job's status after the cancel, or a service error.
+async fn cancel(
+    ctx: &Ctx,
+    subject: &str,
+    payload: &[u8],
+) -> Result<JobStatus, service::error::Error> {
+    let job = requested_job(subject, payload)?;
+    match jobs::cancel(ctx, &job).await {
+        Ok(Cancel::Cancelled(rec)) | Ok(Cancel::Ended(rec)) => {
+            Ok(JobStatus::of_record(&rec).for_tenant())
+        }
+        Ok(Cancel::Unknown) => Err(error(
+            ERROR_UNKNOWN_JOB,
+            format!(
+                "no job {} (never submitted, not yet taken in, or expired)",
+                job.local()
+            ),
+        )),
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "cancel request: job record not written");
+            Err(error(
+                wire::ERROR_UNAVAILABLE,
+                format!("job records unavailable, ask again: {e}"),
+            ))
+        }
+    }
+}
+
+/// The job a request names: a plain id, scoped to the tenant the subject names (a tenant can
+/// name only its own jobs, and the plain subject names no tenant's).
+fn requested_job(subject: &str, payload: &[u8]) -> Result<JobId, service::error::Error> {
+    let bad = |e: String| error(wire::ERROR_BAD_REQUEST, e);
+    let req = StatusRequest::parse(payload).map_err(|e| bad(e.to_string()))?;
+    JobId::plain(req.job_id.as_str()).map_err(|e| bad(e.to_string()))?;
+    let tenant = subjects::tenant_of_cancel(subject).map_err(|e| bad(e.to_string()))?;
+    Ok(match &tenant {
+        Some(t) => JobId::scoped(t, &req.job_id),
+        None => req.job_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_names_a_plain_job_scoped_to_the_subjects_tenant() {
+        let body = br#"{"version":1,"job_id":"j-1"}"#;
+        assert_eq!(
+            requested_job(subjects::API_CANCEL, body).unwrap().as_str(),
+            "j-1"
+        );
+        let acme = ffleet_runtime::Tenant::new("acme").unwrap();
+        let scoped = requested_job(&subjects::api_cancel_tenant(&acme), body).unwrap();
+        assert_eq!(scoped.tenant(), Some(acme));
+        assert_eq!(scoped.local(), "j-1");
+        // A tenant-scoped id sent on the plain subject is no plain id.
+        let forged = format!(
+            r#"{{"version":1,"job_id":"acme{}j-1"}}"#,
+            ffleet_runtime::ids::TENANT_SEPARATOR
+        );
+        assert_eq!(
+            requested_job(subjects::API_CANCEL, forged.as_bytes())
+                .unwrap_err()
+                .code,
+            usize::from(wire::ERROR_BAD_REQUEST)
+        );
+        assert!(requested_job(subjects::API_CANCEL, b"{}").is_err());
+        assert!(requested_job("ffleet.api.cancel.x", body).is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! ffleet's request endpoints on the NATS service API (`$SRV`, ADR-32): the service instance
+//! each answering process registers (`start`), and the error answers they send (`error`).
+//! Every instance is of one service, `subjects::service_api::NAME`: the schedulers' with the
+//! status endpoints, the mergers' with the cancel endpoints.
+
+use crate::NatsError;
+use async_nats::service::{self, ServiceExt};
+
+/// Longest error text sent: it travels in a header.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Registers this process as an instance of ffleet's service, described by `about`.
+pub async fn start(
+    client: &async_nats::Client,
+    about: &str,
+) -> Result<service::Service, NatsError> {
+    client
+        .service_builder()
+        .description(format!("ffleet: chunked FFmpeg transcoding; {about}"))
+        .start(
+            ffleet_protocol::subjects::service_api::NAME,
+            env!("CARGO_PKG_VERSION"),
+        )
+        .await
+        .map_err(|e| NatsError::op("service", e))
+}
+
+/// A service error. Its text goes out as a header value, which may not hold a line break
+/// (async-nats panics on one), and it can quote the request (serde names an unknown field as
+/// sent): control characters become spaces, and the text is cut short.
+pub fn error(code: u16, status: String) -> service::error::Error {
+    service::error::Error {
+        status: status
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_ERROR_CHARS)
+            .collect(),
+        code: usize::from(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_quoting_a_request_stay_one_short_header_line() {
+        let text = format!("unknown field `a\r\nNats-Evil: 1{}`", "x".repeat(500));
+        let sent = error(400, text);
+        assert!(!sent.status.contains(['\r', '\n']), "{}", sent.status);
+        assert!(sent.status.chars().count() <= MAX_ERROR_CHARS);
+        assert_eq!(sent.code, 400);
+        // What the header would hold is accepted by async-nats.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Service-Error", sent.status.as_str());
+    }
+}
