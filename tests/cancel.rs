@@ -286,7 +286,7 @@ async fn a_cancel_racing_the_merge_ends_the_job_once_with_all_of_its_output_or_n
         "cancelling an unknown job succeeded"
     );
     let said = String::from_utf8_lossy(&unknown.stderr).into_owned();
-    ensure!(said.contains("no job no-such-job"), "it said: {said}");
+    ensure!(said.contains("no job \"no-such-job\""), "it said: {said}");
     // Malformed requests from another system: service errors, and the mergers go on.
     for body in [
         &b"{not json"[..],

@@ -375,6 +375,34 @@ async fn the_cli_submits_and_follows_as_a_tenant() -> Result<()> {
         String::from_utf8_lossy(&status.stdout).contains("completed"),
         "status did not say completed"
     );
+    // A tenant cancels its own jobs by its own ids: a finished one is answered with its final
+    // state, unchanged; one it just submitted ends cancelled (or, if it was quicker, as it
+    // ended); an id it never used is unknown, whatever other tenants or the plain submitter
+    // run under it.
+    let again = run(acme()?.args(["cancel", "cli"]))?;
+    ensure!(again.status.success(), "cancel of a finished job failed");
+    ensure!(String::from_utf8_lossy(&again.stdout).contains("completed"));
+    assert!(out.is_file(), "a cancel removed a completed output");
+    let sent = run(acme()?
+        .args(["submit", "--job-id", "stopped"])
+        .arg(&src)
+        .arg("-o")
+        .arg(out.with_file_name("stopped.mp4")))?;
+    ensure!(sent.status.success(), "submit as a tenant failed");
+    let cancelled = run(acme()?.args(["cancel", "stopped"]))?;
+    ensure!(cancelled.status.success(), "cancel as a tenant failed");
+    let ended = fleet.wait_terminal("acme=stopped", JOB_TIMEOUT).await?;
+    if let JobEvent::Cancelled(_) = ended {
+        assert!(
+            !out.with_file_name("stopped.mp4").exists(),
+            "a cancelled job left its output"
+        );
+    }
+    let unknown = run(acme()?.args(["cancel", "nobody-ran-this"]))?;
+    ensure!(
+        !unknown.status.success(),
+        "cancelling an unknown job succeeded"
+    );
     // Media through the bucket is not a tenant's: refused before anything is sent.
     let upload = run(acme()?
         .args(["submit", "--upload", "--wait"])

@@ -26,14 +26,47 @@ pub async fn status(client: &async_nats::Client, job: &JobId) -> Result<JobStatu
 }
 
 /// Cancels `job` (a tenant's on its tenant's subject): its status after the request, which is
-/// `cancelled`, or the state it had already ended in. A job the fleet does not know is an error.
-pub async fn cancel(client: &async_nats::Client, job: &JobId) -> Result<JobStatus> {
+/// `cancelled`, or the state it had already ended in; `None` when the fleet knows no such job
+/// (yet: a request the splitter has not taken in has no record).
+pub async fn cancel(client: &async_nats::Client, job: &JobId) -> Result<Option<JobStatus>> {
     let subject = match job.tenant() {
         Some(t) => subjects::api_cancel_tenant(&t),
         None => subjects::API_CANCEL.to_owned(),
     };
-    ask(client, subject, job, "cancel").await
+    match ask(client, subject, job, "cancel").await {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if e.downcast_ref::<Refused>()
+                .is_some_and(|r| r.code == UNKNOWN_JOB) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
+
+/// The cancel service's code for a job it does not know (`merger::cancel::ERROR_UNKNOWN_JOB`).
+const UNKNOWN_JOB: &str = "404";
+
+/// A request the service answered with an error.
+#[derive(Debug)]
+pub struct Refused {
+    what: String,
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} request refused ({}): {}",
+            self.what, self.code, self.message
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// One request about `job` on `subject` (`what` names it in errors): the answer, checked to
 /// name the job asked about.
@@ -59,7 +92,12 @@ async fn ask(
         Err(e) => return Err(e).with_context(|| format!("sending the {what} request")),
     };
     if let Some((code, message)) = service_error(&reply) {
-        bail!("{what} request refused ({code}): {message}");
+        return Err(Refused {
+            what: what.to_owned(),
+            code,
+            message,
+        }
+        .into());
     }
     let mut status: JobStatus = messages::decode("job status", &reply.payload)?;
     if status.job_id != asked || status.tenant != job.tenant() {

@@ -91,12 +91,29 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
     }
 }
 
+/// How long `ffleet cancel` asks again about a job the fleet does not know: a request just
+/// published is taken in by a splitter within moments unless the splitters are backed up.
+const UNKNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `ffleet cancel JOB`: 0 once the job is cancelled, or had ended otherwise before (said on
 /// stderr, with its state shown); non-zero for a job the fleet does not know.
 pub async fn cancel(cli: &Cli, id: &str) -> Result<i32> {
     let link = super::connect_link(cli).await?;
     let job = super::job_of(&link.config, id)?;
-    let st = super::ask::cancel(&link.client, &job).await?;
+    // A job submitted a moment ago may not have its record yet: asked again for a while.
+    let deadline = std::time::Instant::now() + UNKNOWN_FOR;
+    let st = loop {
+        match super::ask::cancel(&link.client, &job).await? {
+            Some(st) => break st,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            None => bail!(
+                "no job {id:?} (never submitted, not yet taken in after {} s, or expired)",
+                UNKNOWN_FOR.as_secs()
+            ),
+        }
+    };
     if st.state != StatusState::Cancelled {
         eprintln!(
             "job {id:?} had already ended ({}): nothing changed",
