@@ -371,6 +371,7 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
             Op::Pub(subjects::api_cancel_tenant(&rival)),
         ),
         ("answer-cancels", Op::Sub(subjects::API_CANCEL.into())),
+        ("reprioritize-a-job", Op::Pub(subjects::API_PRIORITY.into())),
         (
             "drop-a-nodes-units",
             Op::Pub(subjects::node_drop(

@@ -519,3 +519,81 @@ async fn the_leaders_lease_carries_the_pool_slots_and_follows_a_node_leaving() -
     f.passed();
     Ok(())
 }
+
+/// `ffleet priority JOB N` on a job waiting in the backlog: the last of three equal jobs,
+/// raised while no encoder is up, has every unit started before any of the others'; a job that
+/// has ended is answered with its final state, an unknown one and a priority out of range with
+/// an error.
+#[tokio::test]
+async fn a_priority_raised_after_submission_puts_the_jobs_waiting_units_first() -> Result<()> {
+    let mut f = fleet(&[]).await?;
+    let src = source(&f, "src.mp4", 4)?;
+    let mut w = f.ctx().segments.store().watch_all().await?;
+    let seen: Arc<Mutex<Vec<(String, SegmentState)>>> = Arc::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(e)) = w.next().await {
+            if let Ok(r) = messages::decode::<SegmentRecord>("segment", &e.value) {
+                s.lock().unwrap().push((e.key.to_string(), r.state));
+            }
+        }
+    });
+    for id in ["first", "second", "last"] {
+        submit(&f, id, &src, Preference::Any, false, 0).await?;
+    }
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    for id in ["first", "second", "last"] {
+        while f
+            .job(id)
+            .await
+            .is_none_or(|r| r.state == JobState::Splitting)
+        {
+            ensure!(Instant::now() < deadline, "{id} was not split in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let url = f.url_of();
+    let cli = |args: &[&str]| {
+        let mut c = common::cli::ffleet();
+        c.args(["-s", &url]).args(args);
+        common::cli::output(&mut c)
+    };
+    let raised = cli(&["priority", "last", "60"])?;
+    ensure!(raised.status.success(), "priority failed");
+    ensure!(String::from_utf8_lossy(&raised.stdout).contains("priority: 60"));
+    ensure!(f.job("last").await.is_some_and(|r| r.priority() == 60));
+
+    encoder(&mut f, "enc-1", "[cpu]", "1")?;
+    for id in ["first", "second", "last"] {
+        f.wait_completed(id, JOB_TIMEOUT).await?;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let starts: Vec<&str> = seen
+        .iter()
+        .filter(|(_, s)| *s == SegmentState::Running)
+        .map(|(k, _)| k.split('.').next().unwrap_or(""))
+        .collect();
+    let last_units = starts.iter().filter(|j| **j == "last").count();
+    ensure!(last_units > 0, "no unit of the raised job ran");
+    ensure!(
+        starts[..last_units].iter().all(|j| *j == "last"),
+        "units started in this order: {starts:?}"
+    );
+
+    // Ended, unknown, out of range.
+    let ended = cli(&["priority", "first", "10"])?;
+    ensure!(ended.status.success(), "priority of an ended job failed");
+    ensure!(String::from_utf8_lossy(&ended.stderr).contains("has ended"));
+    ensure!(f.job("first").await.is_some_and(|r| r.priority() == 0));
+    let unknown = cli(&["priority", "nobody", "10"])?;
+    ensure!(
+        !unknown.status.success(),
+        "priority of an unknown job succeeded"
+    );
+    ensure!(String::from_utf8_lossy(&unknown.stderr).contains("no job"));
+    let wild = cli(&["priority", "last", "500"])?;
+    ensure!(!wild.status.success(), "priority 500 was accepted");
+    ensure!(String::from_utf8_lossy(&wild.stderr).contains("outside"));
+    f.passed();
+    Ok(())
+}

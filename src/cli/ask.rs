@@ -45,6 +45,36 @@ pub async fn cancel(client: &async_nats::Client, job: &JobId) -> Result<Option<J
     }
 }
 
+/// Sets `job`'s priority (admin): its status after the change, or `None` for an unknown job.
+pub async fn priority(
+    client: &async_nats::Client,
+    job: &JobId,
+    priority: i32,
+) -> Result<Option<JobStatus>> {
+    let req = messages::encode(&ffleet_runtime::messages::PriorityRequest::new(
+        job.clone(),
+        priority,
+    ));
+    match send(
+        client,
+        subjects::API_PRIORITY.to_owned(),
+        req,
+        job,
+        "priority",
+    )
+    .await
+    {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if e.downcast_ref::<Refused>()
+                .is_some_and(|r| r.code == UNKNOWN_JOB) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The cancel service's code for a job it does not know (`merger::cancel::ERROR_UNKNOWN_JOB`).
 const UNKNOWN_JOB: &str = "404";
 
@@ -81,6 +111,22 @@ async fn ask(
         None => job.clone(),
     };
     let req = messages::encode(&StatusRequest::new(asked.clone()));
+    let mut status = send(client, subject, req, &asked, what).await?;
+    if status.tenant != job.tenant() {
+        bail!("{what} answer names job {}, not {job}", status.job_id);
+    }
+    status.job_id = job.clone();
+    Ok(status)
+}
+
+/// Sends request `req` about `asked` on `subject`: the answer, checked to name that job.
+async fn send(
+    client: &async_nats::Client,
+    subject: String,
+    req: bytes::Bytes,
+    asked: &JobId,
+    what: &str,
+) -> Result<JobStatus> {
     let reply = tokio::time::timeout(ASK_WITHIN, client.request(subject, req))
         .await
         .with_context(|| format!("no {what} answer within {} s", ASK_WITHIN.as_secs()))?;
@@ -99,11 +145,10 @@ async fn ask(
         }
         .into());
     }
-    let mut status: JobStatus = messages::decode("job status", &reply.payload)?;
-    if status.job_id != asked || status.tenant != job.tenant() {
-        bail!("{what} answer names job {}, not {job}", status.job_id);
+    let status: JobStatus = messages::decode("job status", &reply.payload)?;
+    if status.job_id != *asked {
+        bail!("{what} answer names job {}, not {asked}", status.job_id);
     }
-    status.job_id = job.clone();
     Ok(status)
 }
 

@@ -65,6 +65,15 @@ pub enum Command {
         /// Job id.
         job: String,
     },
+    /// Change a job's priority: its units not yet released go out at the new one (admin
+    /// credentials).
+    Priority {
+        /// Job id (a tenant's as `<tenant>=<id>`).
+        job: String,
+        /// The new priority, -100..=100 (higher goes first).
+        #[arg(allow_negative_numbers = true)]
+        priority: i32,
+    },
     /// Show the live encoder pool.
     Workers,
     /// Stop routing work to an encoder node; what it runs finishes (admin credentials).
@@ -121,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Submit(a) => submit::run(&cli, a).await,
         Command::Status { job } => status::status(&cli, job.as_deref()).await,
         Command::Cancel { job } => status::cancel(&cli, job).await,
+        Command::Priority { job, priority } => status::priority(&cli, job, *priority).await,
         Command::Workers => status::workers(&cli).await,
         Command::Drain { node, wait } => {
             nodes::control(

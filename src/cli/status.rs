@@ -124,6 +124,24 @@ pub async fn cancel(cli: &Cli, id: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// `ffleet priority JOB N` (admin): the job's status after the change; a job that has ended is
+/// left as it was (said on stderr), an unknown one is an error.
+pub async fn priority(cli: &Cli, id: &str, priority: i32) -> Result<i32> {
+    let link = super::connect_link(cli).await?;
+    let job = super::job_of(&link.config, id)?;
+    let Some(st) = super::ask::priority(&link.client, &job, priority).await? else {
+        bail!("no job {id:?}");
+    };
+    if st.is_terminal() {
+        eprintln!(
+            "job {id:?} has ended ({}): its priority no longer matters",
+            format!("{:?}", st.state).to_lowercase()
+        );
+    }
+    show(&st);
+    Ok(0)
+}
+
 /// One job as the fleet reports it (`ffleet.api.status`): what a submitter may see.
 async fn asked(cli: &Cli, id: &str) -> Result<i32> {
     let link = super::connect_link(cli).await?;
@@ -158,6 +176,9 @@ fn show(st: &ffleet_runtime::messages::JobStatus) {
     }
     if let Some(c) = &st.cancelled {
         println!("cancelled while {}", c.during.name());
+    }
+    if let Some(p) = st.priority {
+        println!("priority: {p}");
     }
     if let Some(t) = &st.updated_at {
         println!("updated:  {t}");

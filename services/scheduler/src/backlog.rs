@@ -324,6 +324,7 @@ impl Backlog {
         if self.held.is_empty() {
             return;
         }
+        self.refresh_priorities();
         let cfg = &self.settings;
         if self.stream.is_none() {
             ops::count(Op::Api);
@@ -390,6 +391,17 @@ impl Backlog {
             if let Some(h) = self.held.remove(&key) {
                 self.keys.lock().expect("held keys").remove(&key);
                 ack::finish(&h.msg, Outcome::Done).await;
+            }
+        }
+    }
+
+    /// Takes each held task's priority from its job's record as last seen: an operator's
+    /// change (`ffleet priority`) applies to what is still held here.
+    fn refresh_priorities(&mut self) {
+        for h in self.held.values_mut() {
+            let t = &mut h.entry.task;
+            if let Some(p) = self.jobs.priority(&t.job_id) {
+                t.priority = p;
             }
         }
     }

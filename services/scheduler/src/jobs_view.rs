@@ -102,6 +102,15 @@ impl JobsView {
         }
     }
 
+    /// The priority of unfinished job `job` as its record last said (`None`: not seen).
+    pub fn priority(&self, job: &JobId) -> Option<i32> {
+        self.active
+            .lock()
+            .expect("jobs lock")
+            .get(job)
+            .map(JobRecord::priority)
+    }
+
     /// Whether `job`'s record, as last seen, says it ended.
     pub fn has_ended(&self, job: &JobId) -> bool {
         self.ended.lock().expect("ended lock").contains(job)

@@ -18,6 +18,7 @@ mod lease;
 mod mem;
 mod pool;
 mod ports;
+mod priority;
 mod purge;
 mod reconcile;
 mod reissue;

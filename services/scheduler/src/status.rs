@@ -46,11 +46,25 @@ pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<(
         .add(subjects::api_status_any_tenant())
         .await
         .map_err(|e| NatsError::op("tenant status endpoint", e))?;
+    // The operator's priority changes share the service: both are the scheduler's reads and
+    // writes of job records.
+    let priorities = service
+        .endpoint_builder()
+        .name(service_api::PRIORITY_ENDPOINT)
+        .add(subjects::API_PRIORITY)
+        .await
+        .map_err(|e| NatsError::op("priority endpoint", e))?;
     tracing::info!(subject = subjects::API_STATUS, "job status service running");
     Ok(tokio::spawn(async move {
-        futures::stream::select(endpoint, tenants)
+        futures::stream::select(futures::stream::select(endpoint, tenants), priorities)
             .take_until(shutdown.cancelled_owned())
-            .for_each_concurrent(IN_FLIGHT, |req| answer(&ctx, req))
+            .for_each_concurrent(IN_FLIGHT, |req| async {
+                if req.message.subject.as_str() == subjects::API_PRIORITY {
+                    crate::priority::answer(&ctx, req).await
+                } else {
+                    answer(&ctx, req).await
+                }
+            })
             .await;
         // Unsubscribes the endpoint and the discovery verbs (dropping the service would leave
         // its verb task answering).

@@ -10,6 +10,7 @@
 //!                          └──────────────── Uncollect ────────────┘
 //!   splitting, encoding, merging ──Fail──► failed
 //!   splitting, encoding, merging ──Cancel──► cancelled
+//!   splitting, encoding, merging ──Prioritize──► (the same state, another priority)
 //! ```
 //!
 //! The promises, property-tested in `props`: the collected units are units of the plan, and the
@@ -47,6 +48,9 @@ pub enum JobStep<'a> {
     /// Someone asked for the job to stop (`ffleet cancel`). It races the merge's `Complete`
     /// on the record's revision: exactly one of them wins.
     Cancel,
+    /// An operator changed the job's priority (`ffleet priority`): it applies to the units the
+    /// scheduler has not released yet.
+    Prioritize { priority: i32 },
 }
 
 /// What an accepted step did.
@@ -66,6 +70,7 @@ pub enum JobApplied {
     Cancelled {
         during: JobState,
     },
+    Prioritized,
 }
 
 /// One collected unit's outcome.
@@ -169,6 +174,10 @@ pub fn apply(
             n.state = JobState::Cancelled;
             n.cancelled_during = Some(r.state);
             JobApplied::Cancelled { during: r.state }
+        }
+        JobStep::Prioritize { priority } => {
+            n.priority = Some(priority);
+            JobApplied::Prioritized
         }
     };
     Ok((n, applied))

@@ -132,6 +132,11 @@ pub fn node_control_wildcard() -> String {
 /// `service_api::CANCEL_ENDPOINT`). Submitters and the admin may publish here.
 pub const API_CANCEL: &str = "ffleet.api.cancel";
 
+/// Priority changes of a job's units not yet released (`messages::control::PriorityRequest`),
+/// answered by one scheduler replica (endpoint `service_api::PRIORITY_ENDPOINT`). Only the admin
+/// may publish here.
+pub const API_PRIORITY: &str = "ffleet.api.priority";
+
 /// Tenant `tenant`'s cancel requests (ids in them are its own): `ffleet.api.cancel.t.<tenant>`.
 pub fn api_cancel_tenant(tenant: &Tenant) -> String {
     format!("{API_CANCEL}.t.{tenant}")
@@ -208,6 +213,8 @@ pub mod service_api {
     pub const CANCEL_ENDPOINT: &str = "cancel";
     /// The endpoint of tenants' cancel requests (on `super::api_cancel_any_tenant()`).
     pub const TENANT_CANCEL_ENDPOINT: &str = "tenant-cancel";
+    /// The job priority endpoint (on `super::API_PRIORITY`), served by the schedulers.
+    pub const PRIORITY_ENDPOINT: &str = "priority";
     /// The discovery verbs an instance answers (async-nats 0.51 serves no `SCHEMA`).
     pub const VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
 

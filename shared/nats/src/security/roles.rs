@@ -109,6 +109,8 @@ impl Role {
                 g.publish(subjects::JOBS_SUBMIT_PRIVILEGED);
                 g.publish(subjects::API_STATUS);
                 g.publish(subjects::API_CANCEL);
+                // Changing a queued job's priority (`ffleet priority`).
+                g.publish(subjects::API_PRIORITY);
                 // Draining and undraining encoder nodes (`ffleet drain`).
                 g.publish(subjects::node_control_wildcard());
                 // `nats micro ls/info/stats` on ffleet's service.
@@ -218,6 +220,8 @@ impl Role {
                 // asker's inbox, which no grant names: `allow_responses`).
                 g.sub(subjects::API_STATUS);
                 g.sub(subjects::api_status_any_tenant());
+                // The operator's priority changes, on the same service.
+                g.sub(subjects::API_PRIORITY);
                 for d in subjects::service_api::discovery() {
                     g.sub(d);
                 }
@@ -645,6 +649,21 @@ mod tests {
                 .permissions()
                 .may_subscribe(&event(Some(&job), EventKind::Cancelled))
         );
+        // Priorities are the operator's to change, the schedulers' to apply.
+        for r in Role::ALL {
+            let p = r.permissions();
+            assert_eq!(
+                p.may_publish(subjects::API_PRIORITY),
+                r == Role::Admin,
+                "{r}"
+            );
+            assert_eq!(
+                p.may_subscribe(subjects::API_PRIORITY),
+                r == Role::Scheduler,
+                "{r}"
+            );
+        }
+        assert!(!t.may_publish(subjects::API_PRIORITY));
         let m = Role::Merger.permissions();
         assert!(m.may_subscribe(subjects::API_CANCEL));
         assert!(m.may_subscribe(&subjects::api_cancel_any_tenant()));

@@ -39,6 +39,7 @@ enum Action {
     Complete,
     Fail,
     Cancel,
+    Prioritize(i32),
 }
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -53,6 +54,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => Just(Action::Complete),
         1 => Just(Action::Fail),
         1 => Just(Action::Cancel),
+        1 => (-100i32..=100).prop_map(Action::Prioritize),
     ]
 }
 
@@ -146,6 +148,7 @@ proptest! {
                 Action::Complete => JobStep::Complete { output: &out },
                 Action::Fail => JobStep::Fail { failure: &fail },
                 Action::Cancel => JobStep::Cancel,
+                Action::Prioritize(p) => JobStep::Prioritize { priority: *p },
             };
             let before = rec.clone();
             match apply(Some(&rec), &step, &now) {
@@ -186,6 +189,14 @@ proptest! {
                         matches!(a, Action::Cancel),
                         "{:?} led to {:?}", a, next.state
                     );
+                    // A new priority changes the priority alone.
+                    if let Action::Prioritize(p) = a {
+                        prop_assert_eq!(next.priority(), *p);
+                        let mut same = next.clone();
+                        same.priority = before.priority;
+                        same.updated_at.clone_from(&before.updated_at);
+                        prop_assert_eq!(&same, &before);
+                    }
                     if let JobApplied::Cancelled { during } = applied {
                         prop_assert_eq!(during, before.state);
                         prop_assert!(next.output.is_none(), "a cancelled job has an output");

@@ -7,11 +7,15 @@
 //! with no lost work, or undrained. A drain lasts as long as the node's process: a node id is
 //! new on every start, so a restarted node is a new node, taking work.
 //!
+//! `PriorityRequest` (`ffleet priority JOB N`) is the operator's too, to the schedulers: a job's
+//! units not yet released go out at the new priority.
+//!
 //! `JobDrop` is the scheduler's, not the operator's: a node whose heartbeat holds units of a
 //! job that has ended (cancelled, or failed) is told to drop them (`subjects::node_drop`), and
 //! it kills their ffmpeg and takes no more of that job's tasks. It is sent again for as long
 //! as the heartbeat says the node holds them, so a lost message costs a moment, not the units.
 
+use super::job::PRIORITY_RANGE;
 use super::{CURRENT, DecodeError, Versioned};
 use crate::ids::{JobId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -93,34 +97,6 @@ impl Versioned for NodeState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_read_strictly() {
-        let ok = NodeControl::parse(br#"{"version":1,"action":"drain"}"#).unwrap();
-        assert_eq!(ok.action, NodeAction::Drain);
-        for bad in [
-            &br#"{"version":1,"action":"reboot"}"#[..],
-            br#"{"version":1,"action":"drain","node":"x"}"#,
-            br#"{"version":99,"action":"drain"}"#,
-            br#"not json"#,
-        ] {
-            assert!(
-                NodeControl::parse(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let big = format!(
-            r#"{{"version":1,"action":"drain","pad":"{}"}}"#,
-            "x".repeat(2000)
-        );
-        assert!(NodeControl::parse(big.as_bytes()).is_err());
-    }
-}
-
 /// `{"version":1,"job_id":"..."}` on a node's drop subject: drop every unit of the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,5 +125,105 @@ impl JobDrop {
 impl Versioned for JobDrop {
     fn version(&self) -> u32 {
         self.version
+    }
+}
+
+/// `{"version":1,"job_id":"...","priority":50}` on `subjects::API_PRIORITY` (`ffleet priority`,
+/// admin only): the job's units the scheduler has not released yet go out at this priority.
+/// Answered by a scheduler replica with the job's status (`status::JobStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRequest {
+    pub version: u32,
+    pub job_id: JobId,
+    pub priority: i32,
+}
+
+/// Why a priority request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PriorityRequestError {
+    #[error("priority request is {0} bytes; the limit is {MAX_CONTROL_REQUEST_BYTES}")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("priority {0} is outside {lo}..={hi}", lo = PRIORITY_RANGE.0, hi = PRIORITY_RANGE.1)]
+    Range(i32),
+}
+
+impl PriorityRequest {
+    pub fn new(job_id: JobId, priority: i32) -> Self {
+        Self {
+            version: CURRENT,
+            job_id,
+            priority,
+        }
+    }
+
+    /// Reads a request strictly: bounded, unknown fields and versions refused, the priority
+    /// within the bounds a job request's is held to.
+    pub fn parse(payload: &[u8]) -> Result<PriorityRequest, PriorityRequestError> {
+        if payload.len() > MAX_CONTROL_REQUEST_BYTES {
+            return Err(PriorityRequestError::TooLarge(payload.len()));
+        }
+        let req: PriorityRequest = super::decode("priority request", payload)?;
+        if !(PRIORITY_RANGE.0..=PRIORITY_RANGE.1).contains(&req.priority) {
+            return Err(PriorityRequestError::Range(req.priority));
+        }
+        Ok(req)
+    }
+}
+
+impl Versioned for PriorityRequest {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_requests_are_read_strictly() {
+        let ok = PriorityRequest::parse(br#"{"version":1,"job_id":"j-1","priority":50}"#).unwrap();
+        assert_eq!(ok.priority, 50);
+        for bad in [
+            &br#"{"version":1,"job_id":"j-1","priority":101}"#[..],
+            br#"{"version":1,"job_id":"j-1"}"#,
+            br#"{"version":1,"job_id":"j-1","priority":5,"x":1}"#,
+            br#"{"version":9,"job_id":"j-1","priority":5}"#,
+            br#"{"version":1,"job_id":"a b","priority":5}"#,
+            b"{",
+        ] {
+            assert!(
+                PriorityRequest::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(PriorityRequest::parse(&vec![b' '; 2000]).is_err());
+    }
+
+    #[test]
+    fn requests_are_read_strictly() {
+        let ok = NodeControl::parse(br#"{"version":1,"action":"drain"}"#).unwrap();
+        assert_eq!(ok.action, NodeAction::Drain);
+        for bad in [
+            &br#"{"version":1,"action":"reboot"}"#[..],
+            br#"{"version":1,"action":"drain","node":"x"}"#,
+            br#"{"version":99,"action":"drain"}"#,
+            br#"not json"#,
+        ] {
+            assert!(
+                NodeControl::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let big = format!(
+            r#"{{"version":1,"action":"drain","pad":"{}"}}"#,
+            "x".repeat(2000)
+        );
+        assert!(NodeControl::parse(big.as_bytes()).is_err());
     }
 }

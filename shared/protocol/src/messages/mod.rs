@@ -17,7 +17,7 @@ pub mod tenant;
 pub mod unit_set;
 
 pub use cloudevent::CloudEvent;
-pub use control::{NodeAction, NodeControl, NodeState};
+pub use control::{NodeAction, NodeControl, NodeState, PriorityRequest};
 pub use events::{Accepted, Completed, Failed, JobEvent, Progress, SegmentDone, SegmentOutcome};
 pub use heartbeat::Heartbeat;
 pub use job::{JobRequest, Overrides, Preference, RequestError};

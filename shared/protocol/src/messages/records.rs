@@ -257,6 +257,10 @@ pub struct JobRecord {
     /// The state a cancelled job was stopped in (its `cancelled` event says so too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_during: Option<JobState>,
+    /// The priority an operator set after submission (`ffleet priority`): it wins over the
+    /// request's for every unit not yet released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
     /// Bytes the splitter and merger moved through the object store for this job (the units'
     /// own transfers are in their unit records, and summed into `output`).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -281,10 +285,16 @@ impl JobRecord {
             failure: None,
             output: None,
             cancelled_during: None,
+            priority: None,
             media_bytes: 0,
             accepted_at: now.clone(),
             updated_at: now,
         }
+    }
+
+    /// The job's priority now: an operator's, else the request's.
+    pub fn priority(&self) -> i32 {
+        self.priority.unwrap_or(self.request.priority)
     }
 
     /// Frames of the units collected so far, and the total.

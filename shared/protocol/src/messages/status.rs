@@ -138,6 +138,9 @@ pub struct JobStatus {
     /// A cancelled job's `cancelled` event data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<Cancelled>,
+    /// The job's priority now (an operator's change, else its request's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
     /// With `refused`: the `FFLEET_JOBS` stream sequence of the refused request (what its
     /// publisher's ack said), so a client can tell its own request's refusal from an older one
     /// under the same id.
@@ -163,6 +166,7 @@ impl JobStatus {
             completed: None,
             failed: None,
             cancelled: None,
+            priority: None,
             request_seq: None,
             tenant: None,
         }
@@ -236,6 +240,7 @@ impl JobStatus {
             completed,
             failed,
             cancelled,
+            priority: Some(rec.priority()),
             request_seq: None,
             tenant: None,
         }

@@ -200,7 +200,7 @@ impl Task {
             picture,
             tracks,
             result_ext: result_ext.into(),
-            priority: rec.request.priority,
+            priority: rec.priority(),
             capability: None,
             prefer: rec.request.prefer,
             require: rec.request.require,
