@@ -379,6 +379,8 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
             )),
         ),
         ("hear-drops", Op::Sub(subjects::node_drop_wildcard())),
+        ("announce-an-ended-job", Op::Pub(subjects::jobs_ended())),
+        ("hear-ended-jobs", Op::Sub(subjects::jobs_ended())),
         ("end-a-job", req(forged.clone(), "{}")),
         (
             "report-a-unit-done",

@@ -11,8 +11,10 @@ use crate::nats::kv::{Change, KvError};
 use crate::nats::{NatsError, publish};
 use crate::reason::Failure;
 use crate::runtime::Ctx;
+use crate::subjects::{self, EventKind};
 use crate::time::now_rfc3339;
 use crate::{JobId, storage, telemetry};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -59,13 +61,15 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
 pub enum Completion {
     /// This call completed the job.
     Completed,
-    /// The job was cancelled first: its output must go.
-    Cancelled,
-    /// Anything else (ended before, gone): nothing changed.
-    Refused,
+    /// It had completed already (a merge run again after its merger stopped): the output that
+    /// was put in place is that job's.
+    AlreadyCompleted,
+    /// The job ended otherwise (failed while finalizing, or gone): the output put in place is
+    /// nobody's and must go.
+    Ended,
 }
 
-/// Completes a job that is merging.
+/// Completes a job that is merging or finalizing.
 pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<Completion, JobError> {
     let step = JobStep::Complete { output: &out };
     let segments = ctx
@@ -76,10 +80,10 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<Complet
                     let segments = n.plan.as_ref().map_or(0, |p| p.segments as usize);
                     Change::Write(n, Ok(segments))
                 }
-                Err(JobRefused::Terminal(JobState::Cancelled)) => {
-                    Change::Keep(Err(Completion::Cancelled))
+                Err(JobRefused::Terminal(JobState::Completed)) => {
+                    Change::Keep(Err(Completion::AlreadyCompleted))
                 }
-                Err(_) => Change::Keep(Err(Completion::Refused)),
+                Err(_) => Change::Keep(Err(Completion::Ended)),
             }
         })
         .await?;
@@ -100,25 +104,44 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<Complet
     Ok(Completion::Completed)
 }
 
+/// Whether a merge may put its verified output in place: `Ok(None)` once the job is
+/// finalizing (this call moved it there, or an earlier run of the merge did), so a cancel can
+/// no longer win; `Ok(Some(state))` when it is no longer merging (cancelled or failed
+/// meanwhile, or completed by an earlier run): nothing may be placed.
+pub async fn finalize(ctx: &Ctx, job: &JobId) -> Result<Option<JobState>, JobError> {
+    let step = JobStep::Finalize;
+    Ok(ctx
+        .jobs
+        .modify(job.as_str(), |rec| {
+            match job_protocol::apply(rec, &step, &now_rfc3339()) {
+                Ok((n, _)) => Change::Write(n, None),
+                Err(JobRefused::State(JobState::Finalizing)) => Change::Keep(None),
+                Err(JobRefused::Terminal(s) | JobRefused::State(s)) => Change::Keep(Some(s)),
+                Err(JobRefused::Missing | JobRefused::NoPlan) => {
+                    Change::Keep(Some(JobState::Failed))
+                }
+            }
+        })
+        .await?)
+}
+
 /// What a cancel request found and did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cancel {
-    /// This call cancelled the job; its record now.
+    /// This call cancelled the job; its record now. `announce_cancelled` is still to run.
     Cancelled(Box<JobRecord>),
-    /// The job had ended already (completed, failed, or cancelled before): its record, as it
-    /// is, unchanged.
+    /// The job had ended already (completed, failed, or cancelled before), or is putting its
+    /// output in place (`finalizing`: it completes): its record, unchanged.
     Ended(Box<JobRecord>),
     /// No such job.
     Unknown,
 }
 
-/// Cancels `job` unless it already ended: one revision-checked write, then (only for the call
-/// whose write wins) the tenant's slot, the `cancelled` event and the scratch cleanup. Units
-/// still running are dropped by their nodes when the scheduler sees the job end; a merge under
-/// way finds its `complete` refused and removes its output.
+/// Cancels `job` unless it ended or is finalizing: one revision-checked write. Only the call
+/// that wins goes on to `announce_cancelled`.
 pub async fn cancel(ctx: &Ctx, job: &JobId) -> Result<Cancel, JobError> {
     let step = JobStep::Cancel;
-    let outcome = ctx
+    Ok(ctx
         .jobs
         .modify(job.as_str(), |rec| {
             match job_protocol::apply(rec, &step, &now_rfc3339()) {
@@ -130,10 +153,24 @@ pub async fn cancel(ctx: &Ctx, job: &JobId) -> Result<Cancel, JobError> {
                 }),
             }
         })
-        .await?;
-    if let Cancel::Cancelled(rec) = &outcome {
-        let during = rec.cancelled_during.unwrap_or(JobState::Splitting);
-        crate::tenants::release(ctx, job).await;
+        .await?)
+}
+
+/// Everything that follows a cancelled record, each step idempotent, so it is run again
+/// whenever a cancelled job is met whose event may not be out (another cancel of it, a late
+/// report): the tenant's slot, the one `cancelled` event (published only if the events stream
+/// does not hold it: its duplicate window is two minutes, a repair may come later), the word to
+/// every node that the job ended (`subjects::jobs_ended`; the scheduler says it again to nodes
+/// still holding its units), and the scratch cleanup.
+pub async fn announce_cancelled(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobError> {
+    let job = &rec.job_id;
+    let during = rec.cancelled_during.unwrap_or(JobState::Splitting);
+    crate::tenants::release(ctx, job).await;
+    let drop = crate::messages::encode(&crate::messages::control::JobDrop::new(job.clone()));
+    if let Err(e) = ctx.client.publish(subjects::jobs_ended(), drop).await {
+        tracing::debug!(job = %job, error = %e, "ended job not announced to the nodes");
+    }
+    if !stored(ctx, job, EventKind::Cancelled).await? {
         tracing::info!(job = %job, during = during.name(), "job cancelled");
         telemetry::metrics::job_cancelled();
         publish::event(
@@ -143,9 +180,26 @@ pub async fn cancel(ctx: &Ctx, job: &JobId) -> Result<Cancel, JobError> {
             &JobEvent::Cancelled(Cancelled::of_record(rec, during)),
         )
         .await?;
-        clean_scratch(ctx, job).await;
     }
-    Ok(outcome)
+    clean_scratch(ctx, job).await;
+    Ok(())
+}
+
+/// Whether the events stream holds an event of `kind` for `job` (the newest on its subject).
+async fn stored(ctx: &Ctx, job: &JobId, kind: EventKind) -> Result<bool, JobError> {
+    let stream = ctx
+        .js
+        .get_stream_no_info(subjects::STREAM_EVENTS)
+        .await
+        .map_err(|e| NatsError::op("events stream", e))?;
+    match stream
+        .get_last_raw_message_by_subject(&subjects::event(Some(job), kind))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+        Err(e) => Err(NatsError::op("reading the events stream", e).into()),
+    }
 }
 
 fn completed_event(job: &JobId, out: &OutputInfo, segments: usize) -> JobEvent {

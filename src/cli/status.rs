@@ -114,11 +114,14 @@ pub async fn cancel(cli: &Cli, id: &str) -> Result<i32> {
             ),
         }
     };
-    if st.state != StatusState::Cancelled {
+    if st.is_terminal() && st.state != StatusState::Cancelled {
         eprintln!(
             "job {id:?} had already ended ({}): nothing changed",
             format!("{:?}", st.state).to_lowercase()
         );
+    } else if !st.is_terminal() {
+        // Refused only once the verified output is going into place.
+        eprintln!("job {id:?} is putting its output in place and completes: nothing changed");
     }
     show(&st);
     Ok(0)

@@ -97,22 +97,27 @@ pub async fn serve(ctx: Ctx, control: Control) {
     }
 }
 
-/// Applies the scheduler's drops for this node (`subjects::node_drop`) until the subscription
-/// ends (the task is aborted when the encoder stops).
+/// Applies the word that jobs ended: the scheduler's drops for this node
+/// (`subjects::node_drop`) and what every node hears (`subjects::jobs_ended`), until the
+/// subscriptions end (the task is aborted when the encoder stops).
 pub async fn serve_drops(ctx: Ctx, node: NodeId, state: Arc<State>) {
-    let subject = subjects::node_drop(&node);
-    let mut sub = match ctx.client.subscribe(subject.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(subject, error = %e, "ended jobs' units cannot be dropped: cannot subscribe");
-            return;
+    let mut subs = Vec::new();
+    for subject in [subjects::node_drop(&node), subjects::jobs_ended()] {
+        match ctx.client.subscribe(subject.clone()).await {
+            Ok(s) => subs.push(s),
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "ended jobs' units cannot be dropped: cannot subscribe");
+            }
         }
-    };
+    }
+    let mut sub = futures::stream::select_all(subs);
     while let Some(msg) = sub.next().await {
         match JobDrop::parse(&msg.payload) {
             Ok(d) => {
                 let cancelled = state.drop_job(&d.job_id);
-                tracing::info!(job = %d.job_id, cancelled, "job ended: its units here dropped");
+                if cancelled > 0 {
+                    tracing::info!(job = %d.job_id, cancelled, "job ended: its units here dropped");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "undecodable job drop ignored"),
         }

@@ -155,6 +155,10 @@ pub async fn handle(
     };
     let claimed_at = claimed.known.as_ref().map_or(0, |(_, rev)| *rev);
     let cancel = state.hold(&key, held, claimed_at);
+    // Told of the job's end between the check above and the hold: nothing cancelled it.
+    if state.is_dropped(&task.job_id) {
+        cancel.cancel();
+    }
     let d = encode_claimed(&claimed, msg, &cancel, exec).await;
     state.release(&key);
     d
@@ -186,6 +190,9 @@ impl Claimed<'_> {
     /// a read older than it (`record::apply`).
     async fn release(&self, pause: Duration) -> Outcome {
         let task = self.task;
+        if let Some(done) = self.ended() {
+            return done;
+        }
         tokio::time::sleep(pause).await;
         let step = Step::Release {
             attempt: task.attempt,
@@ -218,6 +225,9 @@ impl Claimed<'_> {
     /// `Failing::conclusive`).
     async fn fail(&self, f: Failure, conclusive: bool) -> Outcome {
         let (ctx, node, task) = (self.ctx, self.node, self.task);
+        if let Some(done) = self.ended() {
+            return done;
+        }
         tracing::warn!(job = %task.job_id, unit = %task.unit, attempt = task.attempt, reason = %f.reason, message = %f.message, "unit failed on this node");
         telemetry::spans::fail(&tracing::Span::current(), &f);
         let describe = |v: Final, r: &SegmentRecord| match v {
@@ -239,7 +249,21 @@ impl Claimed<'_> {
     }
 
     /// Fails the unit for good without another attempt (it went round too often).
+    /// `Some(Done)` when the unit's job has ended (the scheduler said so): whatever went wrong
+    /// with the unit (its cut removed by the cancel's cleanup, its encode killed) is neither
+    /// handed back nor recorded.
+    fn ended(&self) -> Option<Outcome> {
+        let task = self.task;
+        self.state.is_dropped(&task.job_id).then(|| {
+            tracing::info!(job = %task.job_id, unit = %task.unit, "unit of an ended job let go");
+            Outcome::Done
+        })
+    }
+
     async fn give_up(&self, f: Failure) -> Outcome {
+        if let Some(done) = self.ended() {
+            return done;
+        }
         let step = Step::GiveUp {
             attempt: self.task.attempt,
             failure: &f,
@@ -361,11 +385,7 @@ async fn encode_failed(
 ) -> Outcome {
     let task = c.task;
     match err {
-        // The job ended (the scheduler said so): nothing to hand back, nothing to record.
-        EncodeError::Cancelled if c.state.is_dropped(&task.job_id) => {
-            tracing::info!(job = %task.job_id, unit = %task.unit, "encode of an ended job stopped");
-            Outcome::Done
-        }
+        // A job that ended is let go in `release` (nothing handed back or recorded).
         EncodeError::Cancelled => c.release(Duration::ZERO).await,
         EncodeError::NodeFault(why) => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, error = %why, "encode could not run here");

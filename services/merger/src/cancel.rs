@@ -14,7 +14,7 @@ use async_nats::service;
 use ffleet_runtime::JobId;
 use ffleet_runtime::jobs::{self, Cancel};
 use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
-use ffleet_runtime::messages::{self};
+use ffleet_runtime::messages::{self, JobRecord, JobState};
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::service::{self as service_nats, error};
 use ffleet_runtime::runtime::Ctx;
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 pub const ERROR_UNKNOWN_JOB: u16 = 404;
 /// Requests answered at once by one replica; more wait in the subscription.
 const IN_FLIGHT: usize = 16;
-/// How long one answer may take before it is answered as unavailable (ask again: a cancel is
-/// idempotent).
+/// How long the record's write may take before the request is answered as unavailable (ask
+/// again: a cancel is idempotent).
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// Registers this merger as an instance of the `ffleet` service and answers cancel requests
@@ -82,7 +82,10 @@ async fn answer(ctx: &Ctx, req: service::Request) {
     }
 }
 
-/// The answer to one request: the job's status after the cancel, or a service error.
+/// The answer to one request: the job's status after the cancel, or a service error. Only the
+/// record's write is waited for; what follows a cancel (its event, the word to the nodes, the
+/// scratch cleanup) runs on its own, so a slow broker delays it without losing it, and a
+/// cancelled job met again (another cancel) has it run again, idempotently.
 async fn cancel(
     ctx: &Ctx,
     subject: &str,
@@ -90,7 +93,14 @@ async fn cancel(
 ) -> Result<JobStatus, service::error::Error> {
     let job = requested_job(subject, payload)?;
     match jobs::cancel(ctx, &job).await {
-        Ok(Cancel::Cancelled(rec)) | Ok(Cancel::Ended(rec)) => {
+        Ok(Cancel::Cancelled(rec)) => {
+            announce(ctx, &rec);
+            Ok(JobStatus::of_record(&rec).for_tenant())
+        }
+        Ok(Cancel::Ended(rec)) => {
+            if rec.state == JobState::Cancelled {
+                announce(ctx, &rec);
+            }
             Ok(JobStatus::of_record(&rec).for_tenant())
         }
         Ok(Cancel::Unknown) => Err(error(
@@ -108,6 +118,16 @@ async fn cancel(
             ))
         }
     }
+}
+
+/// Runs what follows a cancelled record (`jobs::announce_cancelled`) in a task of its own.
+pub fn announce(ctx: &Ctx, rec: &JobRecord) {
+    let (ctx, rec) = (ctx.clone(), rec.clone());
+    tokio::spawn(async move {
+        if let Err(e) = jobs::announce_cancelled(&ctx, &rec).await {
+            tracing::warn!(job = %rec.job_id, error = %e, "cancelled job not announced; done again when it is next met");
+        }
+    });
 }
 
 /// The job a request names: a plain id, scoped to the tenant the subject names (a tenant can

@@ -95,6 +95,11 @@ pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
                 Ok(Collect::Ignored) => resume_if_orphaned(ctx, media, job, &msg).await,
                 Ok(Collect::Cancelled) => {
                     remove_leftover(ctx, job, result_key).await;
+                    // The cancel's own follow-up may not have finished (its merger stopped):
+                    // run again, idempotently.
+                    if let Ok(Some((rec, _))) = ctx.jobs.get(job.as_str()).await {
+                        crate::cancel::announce(ctx, &rec);
+                    }
                     Ok(())
                 }
                 Ok(Collect::Behind) if ack::delivered(&msg) < BEHIND_TRIES => {
@@ -193,7 +198,7 @@ async fn resume_if_orphaned(
         return Ok(());
     };
     match rec.state {
-        JobState::Merging => run_merge(ctx, media, job, msg, revision).await,
+        JobState::Merging | JobState::Finalizing => run_merge(ctx, media, job, msg, revision).await,
         s if s.is_terminal() => Ok(jobs::republish_terminal(ctx, &rec).await?),
         _ => Ok(()),
     }
@@ -217,11 +222,18 @@ async fn run_merge(
     let Some((rec, _)) = read? else {
         return Ok(());
     };
-    if rec.state != JobState::Merging {
+    if !matches!(rec.state, JobState::Merging | JobState::Finalizing) {
         return Ok(());
     }
     tracing::info!(job = %job, units = rec.collected.len(), "merging");
     let _slot = media.slots.acquire().await?;
+    // Waiting for a slot can take long: a job cancelled meanwhile is not merged at all.
+    if let Ok(Some((now, _))) = ctx.jobs.get(job.as_str()).await
+        && now.state.is_terminal()
+    {
+        tracing::info!(job = %job, state = now.state.name(), "job ended while it waited for a merge slot");
+        return Ok(());
+    }
     match media.media.merge(ctx, &rec).await {
         Ok(merged) => {
             let out = &merged.output;
@@ -229,13 +241,19 @@ async fn run_merge(
                 jobs::Completion::Completed => {
                     tracing::info!(job = %job, output = %out.uri, frames = out.frames, wall_secs = out.wall_secs, "job completed");
                 }
-                // The cancel won the record: no output may be left beside its event.
-                jobs::Completion::Cancelled => {
-                    tracing::info!(job = %job, "job cancelled while it merged, removing its output");
+                jobs::Completion::AlreadyCompleted => {}
+                // Failed while its output went into place (a deadline): no output may be
+                // left beside its `failed` event. (A cancel cannot get here: it is refused
+                // once the job is finalizing.)
+                jobs::Completion::Ended => {
+                    tracing::info!(job = %job, "job ended while its output went into place, removing it");
                     media.media.withdraw(ctx, &rec, &merged).await;
                 }
-                jobs::Completion::Refused => {}
             }
+            Ok(())
+        }
+        Err(MergeError::Ended(state)) => {
+            tracing::info!(job = %job, state = state.name(), "merge stopped: the job ended meanwhile, nothing put in place");
             Ok(())
         }
         Err(MergeError::Fail(f)) => {

@@ -37,6 +37,9 @@ pub enum MergeError {
     /// result of the attempt given is missing or not the bytes its encoder recorded, or (no
     /// attempt) the unit's record did not read done at the merge.
     Reissue(Vec<(Unit, Option<u32>)>),
+    /// The job ended before its output could go into place (cancelled, failed, or completed by
+    /// an earlier run of this merge): nothing was placed.
+    Ended(ffleet_runtime::messages::JobState),
 }
 
 impl From<Failure> for MergeError {
@@ -111,6 +114,13 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
         }
     };
     let bytes = tokio::fs::metadata(&tmp).await.map_err(internal)?.len();
+    // From here the job completes: a cancel is refused, so no output appears beside a
+    // `cancelled` event; and one cancelled before this is not placed at all.
+    match ffleet_runtime::jobs::finalize(ctx, &rec.job_id).await {
+        Ok(None) => {}
+        Ok(Some(state)) => return Err(MergeError::Ended(state)),
+        Err(e) => return Err(MergeError::Retry(e.into())),
+    }
     let stored = store_output(ctx, rec, plan, &tmp).await?;
     let moved = fetched.moved + stored.bytes_moved;
     let wall_secs = ffleet_runtime::time::age_secs(&rec.accepted_at).unwrap_or(0.0);

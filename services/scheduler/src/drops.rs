@@ -1,6 +1,8 @@
-//! Stopping the units of jobs that ended: the leader tells every live node whose heartbeat
-//! holds a unit of an ended job (cancelled, or failed while other units ran) to drop it
-//! (`messages::control::JobDrop` on the node's drop subject), and the node kills its ffmpeg.
+//! Stopping the units of jobs that ended: when the leader sees a job end without completing
+//! (cancelled, or failed while other units ran), it tells every node at once
+//! (`subjects::jobs_ended`), so none takes the job's tasks still queued; and it tells every
+//! live node whose heartbeat holds a unit of an ended job to drop it
+//! (`messages::control::JobDrop` on the node's drop subject). The node kills its ffmpeg.
 //!
 //! It looks when a job is seen to end (the jobs watch) and every `EVERY`, so a node is told
 //! within moments of a cancel, and told again while its heartbeat still holds the unit: a
@@ -31,6 +33,12 @@ pub async fn run(ctx: Ctx, pool: Pool, jobs: JobsView, term: CancellationToken) 
             _ = jobs.job_ended() => {}
             _ = tokio::time::sleep(EVERY) => {}
             _ = term.cancelled() => return,
+        }
+        for job in jobs.take_unannounced() {
+            let drop = messages::encode(&JobDrop::new(job.clone()));
+            if let Err(e) = ctx.client.publish(subjects::jobs_ended(), drop).await {
+                tracing::debug!(job = %job, error = %e, "ended job not announced; its holders are told");
+            }
         }
         let due = told.due(pool.holding_ended(|j| jobs.has_ended(j)), Instant::now());
         for (node, job) in due {

@@ -5,10 +5,10 @@
 //! (`drops`).
 
 use ffleet_runtime::JobId;
-use ffleet_runtime::messages::{self, JobRecord};
+use ffleet_runtime::messages::{self, JobRecord, JobState};
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::kv::{self, Typed};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -19,14 +19,19 @@ use tokio_util::sync::CancellationToken;
 /// it (a replica that never leads, a leader whose purges keep failing): its records then age
 /// out with the bucket's max age.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// How long a job that ended is remembered as ended (`has_ended`).
+const ENDED_FOR: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Default)]
 pub struct JobsView {
     active: Arc<Mutex<HashMap<JobId, JobRecord>>>,
     /// Jobs seen to go from unfinished to finished, oldest first, with when.
     finished: Arc<Mutex<VecDeque<(JobId, Instant)>>>,
-    /// Every job whose record says it ended, for as long as the record is there.
-    ended: Arc<Mutex<HashSet<JobId>>>,
+    /// Jobs whose record says they ended, with when this view saw it, for `ENDED_FOR`: long
+    /// enough for whatever of theirs is still queued or running to be dropped.
+    ended: Arc<Mutex<HashMap<JobId, Instant>>>,
+    /// Jobs seen to end without completing (cancelled, failed) not yet announced to the nodes.
+    unannounced: Arc<Mutex<Vec<JobId>>>,
     /// Fired when a job is seen to end.
     ending: Arc<Notify>,
     /// How long a finished job's records are kept (`scheduler.keep_finished_records_secs`).
@@ -76,13 +81,20 @@ impl JobsView {
         let mut map = self.active.lock().expect("jobs lock");
         match rec {
             Some(r) if !r.state.is_terminal() => {
+                // An id used again after its old record expired names a new job.
+                self.ended.lock().expect("ended lock").remove(&id);
                 map.insert(id, r);
             }
-            Some(_) => {
-                if self.ended.lock().expect("ended lock").insert(id.clone()) {
-                    self.ending.notify_one();
-                }
+            Some(r) => {
+                self.mark_ended(&id);
                 if map.remove(&id).is_some() {
+                    if r.state != JobState::Completed {
+                        self.unannounced
+                            .lock()
+                            .expect("unannounced lock")
+                            .push(id.clone());
+                        self.ending.notify_one();
+                    }
                     drop(map);
                     let mut finished = self.finished.lock().expect("finished lock");
                     let now = Instant::now();
@@ -111,9 +123,30 @@ impl JobsView {
             .map(JobRecord::priority)
     }
 
-    /// Whether `job`'s record, as last seen, says it ended.
+    /// Remembers `job` as ended (forgetting those that ended more than `ENDED_FOR` ago).
+    fn mark_ended(&self, job: &JobId) {
+        let mut ended = self.ended.lock().expect("ended lock");
+        if ended.len() % 1024 == 1023 {
+            let now = Instant::now();
+            ended.retain(|_, at| now.duration_since(*at) < ENDED_FOR);
+        }
+        if ended.insert(job.clone(), Instant::now()).is_none() {
+            self.ending.notify_one();
+        }
+    }
+
+    /// Whether `job`'s record, as last seen, says it ended (within `ENDED_FOR`).
     pub fn has_ended(&self, job: &JobId) -> bool {
-        self.ended.lock().expect("ended lock").contains(job)
+        self.ended
+            .lock()
+            .expect("ended lock")
+            .get(job)
+            .is_some_and(|at| at.elapsed() < ENDED_FOR)
+    }
+
+    /// Jobs seen to end without completing since the last call: each handed out once.
+    pub fn take_unannounced(&self) -> Vec<JobId> {
+        std::mem::take(&mut *self.unannounced.lock().expect("unannounced lock"))
     }
 
     /// Returns once a job was seen to end since the last call returned (at once if one did

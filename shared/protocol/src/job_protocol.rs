@@ -4,13 +4,14 @@
 //! update (`Typed::modify`), so the decision and the write it leads to see the same revision.
 //!
 //! ```text
-//!   splitting ──Plan──► encoding ──Collect (the set complete)──► merging ──Complete──► completed
+//!   splitting ──Plan──► encoding ──Collect (the set complete)──► merging ──Finalize──► finalizing
+//!   merging, finalizing ──Complete──► completed
 //!                          ▲  │ Collect (more to come)             │
 //!                          │  └──────┘                             │
 //!                          └──────────────── Uncollect ────────────┘
 //!   splitting, encoding, merging ──Fail──► failed
-//!   splitting, encoding, merging ──Cancel──► cancelled
-//!   splitting, encoding, merging ──Prioritize──► (the same state, another priority)
+//!   splitting, encoding, merging ──Cancel──► cancelled   (never from finalizing)
+//!   any unfinished state ──Prioritize──► (the same state, another priority)
 //! ```
 //!
 //! The promises, property-tested in `props`: the collected units are units of the plan, and the
@@ -41,6 +42,9 @@ pub enum JobStep<'a> {
     /// The merger refused stored results of units at merge: they are encoded again, so they
     /// leave the set (each with the planned frames it was counted with).
     Uncollect { units: &'a [(Unit, u64)] },
+    /// The merged output is verified and about to go into place: from here the job completes
+    /// (or fails), and a cancel is refused.
+    Finalize,
     /// The merged output is verified and stored.
     Complete { output: &'a OutputInfo },
     /// The job fails for good.
@@ -64,6 +68,7 @@ pub enum JobApplied {
         changed: bool,
     },
     Uncollected,
+    Finalizing,
     Completed,
     Failed,
     /// Cancelled; the state it was cancelled in.
@@ -159,8 +164,15 @@ pub fn apply(
             n.state = JobState::Encoding;
             JobApplied::Uncollected
         }
-        JobStep::Complete { output } => {
+        JobStep::Finalize => {
             in_state(r, JobState::Merging)?;
+            n.state = JobState::Finalizing;
+            JobApplied::Finalizing
+        }
+        JobStep::Complete { output } => {
+            if r.state != JobState::Finalizing {
+                in_state(r, JobState::Merging)?;
+            }
             n.state = JobState::Completed;
             n.output = Some(output.clone());
             JobApplied::Completed
@@ -171,6 +183,9 @@ pub fn apply(
             JobApplied::Failed
         }
         JobStep::Cancel => {
+            if r.state == JobState::Finalizing {
+                return Err(JobRefused::State(r.state));
+            }
             n.state = JobState::Cancelled;
             n.cancelled_during = Some(r.state);
             JobApplied::Cancelled { during: r.state }

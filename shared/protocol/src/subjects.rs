@@ -165,6 +165,13 @@ pub fn node_drop_wildcard() -> String {
 
 const CTL_DROP: &str = "ffleet.ctl.drop";
 
+/// Where every node hears that a job ended without completing (cancelled, failed): one
+/// `JobDrop` per job, from the merger that cancelled it and from the scheduler's leader. Core
+/// NATS; a node that misses it is told again on its own drop subject while it holds a unit.
+pub fn jobs_ended() -> String {
+    "ffleet.ctl.ended".into()
+}
+
 /// Tenant `tenant`'s job status requests (ids in them are its own): the same endpoint's
 /// tenant form, `ffleet.api.status.t.<tenant>`.
 pub fn api_status_tenant(tenant: &Tenant) -> String {

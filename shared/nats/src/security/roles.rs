@@ -109,6 +109,8 @@ impl Role {
                 g.publish(subjects::JOBS_SUBMIT_PRIVILEGED);
                 g.publish(subjects::API_STATUS);
                 g.publish(subjects::API_CANCEL);
+                // An operator may stop any tenant's job (`ffleet cancel <tenant>=<id>`).
+                g.publish(subjects::api_cancel_any_tenant());
                 // Changing a queued job's priority (`ffleet priority`).
                 g.publish(subjects::API_PRIORITY);
                 // Draining and undraining encoder nodes (`ffleet drain`).
@@ -207,6 +209,7 @@ impl Role {
                 // Telling nodes to drop the units of jobs that ended (`drops`): fire and
                 // forget, no answer.
                 g.publish(subjects::node_drop_wildcard());
+                g.publish(subjects::jobs_ended());
                 // A done unit whose report was lost gets it sent again, when the merger has
                 // nothing in hand. A scheduler can write unit records already, and the merger
                 // counts a report only if the record agrees, so this grants no new power.
@@ -261,8 +264,9 @@ impl Role {
                 // here), each answered once to the asker's inbox (`allow_responses`).
                 g.sub(subjects::node_control_wildcard());
                 g.responses = true;
-                // The scheduler's word that a job ended (its node's own subject).
+                // The word that a job ended: to every node, and to its node's own subject.
                 g.sub(subjects::node_drop_wildcard());
+                g.sub(subjects::jobs_ended());
                 g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Merger => {
@@ -296,6 +300,11 @@ impl Role {
                     g.sub(d);
                 }
                 g.responses = true;
+                // Telling every node at once that a job it cancelled ended; and whether the
+                // events stream holds a cancelled job's event yet (a repair publishes it
+                // only if not). It reads the events stream already.
+                g.publish(subjects::jobs_ended());
+                g.publish(js_api::stream_msg_get(subjects::STREAM_EVENTS));
                 g.media(self.purges_media(), self.uses_scratch());
             }
         }
@@ -633,7 +642,11 @@ mod tests {
         for r in [Role::Submitter, Role::Admin] {
             let p = r.permissions();
             assert!(p.may_publish(subjects::API_CANCEL), "{r}");
-            assert!(!p.may_publish(&subjects::api_cancel_tenant(&acme)), "{r}");
+            assert_eq!(
+                p.may_publish(&subjects::api_cancel_tenant(&acme)),
+                r == Role::Admin,
+                "{r}"
+            );
             assert!(!p.may_publish(&subjects::node_drop(&node)), "{r}");
             assert!(!p.may_subscribe(subjects::API_CANCEL), "{r}");
         }
@@ -682,6 +695,16 @@ mod tests {
             );
             assert_eq!(
                 p.may_subscribe(&subjects::node_drop(&node)),
+                r == Role::Encoder,
+                "{r}"
+            );
+            assert_eq!(
+                p.may_publish(&subjects::jobs_ended()),
+                matches!(r, Role::Scheduler | Role::Merger),
+                "{r}"
+            );
+            assert_eq!(
+                p.may_subscribe(&subjects::jobs_ended()),
                 r == Role::Encoder,
                 "{r}"
             );

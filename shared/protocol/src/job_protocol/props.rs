@@ -37,6 +37,7 @@ enum Action {
     Collect(Vec<Pick>),
     Uncollect(Vec<Pick>),
     Complete,
+    Finalize,
     Fail,
     Cancel,
     Prioritize(i32),
@@ -52,6 +53,7 @@ fn action() -> impl Strategy<Value = Action> {
         8 => prop::collection::vec(pick(), 1..4).prop_map(Action::Collect),
         2 => prop::collection::vec(pick(), 1..3).prop_map(Action::Uncollect),
         2 => Just(Action::Complete),
+        1 => Just(Action::Finalize),
         1 => Just(Action::Fail),
         1 => Just(Action::Cancel),
         1 => (-100i32..=100).prop_map(Action::Prioritize),
@@ -146,6 +148,7 @@ proptest! {
                     JobStep::Uncollect { units: &units }
                 }
                 Action::Complete => JobStep::Complete { output: &out },
+                Action::Finalize => JobStep::Finalize,
                 Action::Fail => JobStep::Fail { failure: &fail },
                 Action::Cancel => JobStep::Cancel,
                 Action::Prioritize(p) => JobStep::Prioritize { priority: *p },
@@ -176,8 +179,15 @@ proptest! {
                         entered_merging += 1;
                     }
                     if next.state == JobState::Completed {
-                        prop_assert_eq!(before.state, JobState::Merging);
+                        prop_assert!(matches!(before.state, JobState::Merging | JobState::Finalizing));
                         prop_assert!(next.output.is_some());
+                    }
+                    // Finalizing only from merging; once finalizing, no cancel.
+                    if next.state == JobState::Finalizing && before.state != JobState::Finalizing {
+                        prop_assert_eq!(before.state, JobState::Merging);
+                    }
+                    if before.state == JobState::Finalizing {
+                        prop_assert!(next.state != JobState::Cancelled, "a finalizing job was cancelled");
                     }
                     if next.state == JobState::Failed {
                         prop_assert!(next.failure.is_some());
@@ -214,7 +224,7 @@ proptest! {
                 None => prop_assert!(rec.collected.is_empty()),
             }
             prop_assert_eq!(rec.frames_collected, checked_sum(&rec.collected));
-            if rec.state == JobState::Merging {
+            if matches!(rec.state, JobState::Merging | JobState::Finalizing) {
                 let p = rec.plan.as_ref().expect("a merging job has a plan");
                 prop_assert_eq!(rec.collected.len(), p.unit_count());
             }
@@ -317,4 +327,11 @@ fn a_cancel_and_a_complete_racing_on_one_merging_record_end_it_once() {
         apply(None, &JobStep::Cancel, "t").unwrap_err(),
         JobRefused::Missing
     );
+    // Once the output is going into place, a cancel is refused and the job completes.
+    let (finalizing, _) = apply(Some(&rec), &JobStep::Finalize, "t2").expect("finalize");
+    assert_eq!(
+        apply(Some(&finalizing), &JobStep::Cancel, "t3").unwrap_err(),
+        JobRefused::State(JobState::Finalizing)
+    );
+    assert!(apply(Some(&finalizing), &JobStep::Complete { output: &out }, "t3").is_ok());
 }

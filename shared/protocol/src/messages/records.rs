@@ -29,6 +29,9 @@ pub enum JobState {
     Encoding,
     /// Every unit is done; one merger is concatenating and verifying.
     Merging,
+    /// The merged output is verified and going into place: the job completes (a cancel is
+    /// refused from here on, so no output ever appears beside a `cancelled` event).
+    Finalizing,
     Completed,
     Failed,
     /// Stopped on request (`ffleet cancel`): its units dropped, its media removed, no output.
@@ -49,6 +52,7 @@ impl JobState {
             JobState::Splitting => "splitting",
             JobState::Encoding => "encoding",
             JobState::Merging => "merging",
+            JobState::Finalizing => "finalizing",
             JobState::Completed => "completed",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",

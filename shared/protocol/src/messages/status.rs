@@ -102,7 +102,8 @@ impl From<JobState> for StatusState {
         match s {
             JobState::Splitting => StatusState::Splitting,
             JobState::Encoding => StatusState::Encoding,
-            JobState::Merging => StatusState::Merging,
+            // Putting the output in place is the last of the merge to a client.
+            JobState::Merging | JobState::Finalizing => StatusState::Merging,
             JobState::Completed => StatusState::Completed,
             JobState::Failed => StatusState::Failed,
             JobState::Cancelled => StatusState::Cancelled,
