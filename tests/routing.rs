@@ -305,11 +305,8 @@ async fn an_encoder_started_mid_job_takes_segments_of_that_job() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_high_priority_job_behind_20_bulk_jobs_starts_its_segments_first() -> Result<()> {
-    let mut f = fleet(&[]).await?;
-    let src = source(&f, "src.mp4", 4)?;
-    // Every change of every unit record, in the bucket's order.
+/// Every change of every unit record's state from now on, in the bucket's order.
+async fn unit_states(f: &ProcFleet) -> Result<Arc<Mutex<Vec<(String, SegmentState)>>>> {
     let mut w = f.ctx().segments.store().watch_all().await?;
     let seen: Arc<Mutex<Vec<(String, SegmentState)>>> = Arc::default();
     let s = seen.clone();
@@ -320,6 +317,14 @@ async fn a_high_priority_job_behind_20_bulk_jobs_starts_its_segments_first() -> 
             }
         }
     });
+    Ok(seen)
+}
+
+#[tokio::test]
+async fn a_high_priority_job_behind_20_bulk_jobs_starts_its_segments_first() -> Result<()> {
+    let mut f = fleet(&[]).await?;
+    let src = source(&f, "src.mp4", 4)?;
+    let seen = unit_states(&f).await?;
     for i in 0..20 {
         submit(&f, &format!("bulk-{i:02}"), &src, Preference::Any, false, 0).await?;
     }
@@ -528,16 +533,7 @@ async fn the_leaders_lease_carries_the_pool_slots_and_follows_a_node_leaving() -
 async fn a_priority_raised_after_submission_puts_the_jobs_waiting_units_first() -> Result<()> {
     let mut f = fleet(&[]).await?;
     let src = source(&f, "src.mp4", 4)?;
-    let mut w = f.ctx().segments.store().watch_all().await?;
-    let seen: Arc<Mutex<Vec<(String, SegmentState)>>> = Arc::default();
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(e)) = w.next().await {
-            if let Ok(r) = messages::decode::<SegmentRecord>("segment", &e.value) {
-                s.lock().unwrap().push((e.key.to_string(), r.state));
-            }
-        }
-    });
+    let seen = unit_states(&f).await?;
     for id in ["first", "second", "last"] {
         submit(&f, id, &src, Preference::Any, false, 0).await?;
     }

@@ -33,16 +33,7 @@ pub async fn cancel(client: &async_nats::Client, job: &JobId) -> Result<Option<J
         Some(t) => subjects::api_cancel_tenant(&t),
         None => subjects::API_CANCEL.to_owned(),
     };
-    match ask(client, subject, job, "cancel").await {
-        Ok(s) => Ok(Some(s)),
-        Err(e)
-            if e.downcast_ref::<Refused>()
-                .is_some_and(|r| r.code == UNKNOWN_JOB) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+    known(ask(client, subject, job, "cancel").await)
 }
 
 /// Sets `job`'s priority (admin): its status after the change, or `None` for an unknown job.
@@ -55,15 +46,13 @@ pub async fn priority(
         job.clone(),
         priority,
     ));
-    match send(
-        client,
-        subjects::API_PRIORITY.to_owned(),
-        req,
-        job,
-        "priority",
-    )
-    .await
-    {
+    let subject = subjects::API_PRIORITY.to_owned();
+    known(send(client, subject, req, job, "priority").await)
+}
+
+/// An answer, with a service's "unknown job" (404) as `None`.
+fn known(answer: Result<JobStatus>) -> Result<Option<JobStatus>> {
+    match answer {
         Ok(s) => Ok(Some(s)),
         Err(e)
             if e.downcast_ref::<Refused>()

@@ -14,7 +14,7 @@ use async_nats::service;
 use ffleet_runtime::JobId;
 use ffleet_runtime::jobs::{self, Cancel};
 use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
-use ffleet_runtime::messages::{self, JobRecord, JobState};
+use ffleet_runtime::messages::{JobRecord, JobState};
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::service::{self as service_nats, error};
 use ffleet_runtime::runtime::Ctx;
@@ -59,27 +59,10 @@ pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<(
 }
 
 async fn answer(ctx: &Ctx, req: service::Request) {
-    let response = match tokio::time::timeout(
-        ANSWER_WITHIN,
-        cancel(ctx, &req.message.subject, &req.message.payload),
-    )
-    .await
-    {
-        Ok(answer) => answer.map(|s| messages::encode(&s)),
-        Err(_) => {
-            tracing::warn!("cancel request: job record not written in time");
-            Err(error(
-                wire::ERROR_UNAVAILABLE,
-                format!(
-                    "the job record was not written within {} s; ask again (a cancel is idempotent)",
-                    ANSWER_WITHIN.as_secs()
-                ),
-            ))
-        }
-    };
-    if let Err(e) = req.respond(response).await {
-        tracing::debug!(error = %e, "cancel answer not sent");
-    }
+    let (subject, payload) = (req.message.subject.clone(), req.message.payload.clone());
+    let cancel = cancel(ctx, &subject, &payload);
+    let late = "the job record was not written (a cancel is idempotent)";
+    service_nats::answer_within(req, ANSWER_WITHIN, late, cancel).await
 }
 
 /// The answer to one request: the job's status after the cancel, or a service error. Only the

@@ -162,12 +162,7 @@ pub async fn withdraw(ctx: &Ctx, rec: &JobRecord, merged: &Merged) {
             }
         },
         (None, Some(placed)) => {
-            let roots = ctx
-                .config
-                .storage
-                .for_job(&rec.request.job_id)
-                .output_roots
-                .clone();
+            let roots = output_roots(ctx, rec);
             let uri = rec.request.output.clone();
             let removed = tokio::task::spawn_blocking(move || {
                 Roots::open("output", &roots).withdraw_output(&uri, placed)
@@ -449,15 +444,19 @@ fn accepted(unit: Unit, r: SegmentRecord) -> Result<UnitResult, MergeError> {
     })
 }
 
-/// Copies the merged file into a fresh temporary beside the output (created inside the output
-/// roots, `O_EXCL`, random name) and renames it into place once it is checked to be the same file.
-async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<Placed, Failure> {
-    let roots = ctx
-        .config
+/// This merger's output roots for the job (a tenant's lie under its own directory).
+fn output_roots(ctx: &Ctx, rec: &JobRecord) -> Vec<std::path::PathBuf> {
+    ctx.config
         .storage
         .for_job(&rec.request.job_id)
         .output_roots
-        .clone();
+        .clone()
+}
+
+/// Copies the merged file into a fresh temporary beside the output (created inside the output
+/// roots, `O_EXCL`, random name) and renames it into place once it is checked to be the same file.
+async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<Placed, Failure> {
+    let roots = output_roots(ctx, rec);
     let uri = rec.request.output.clone();
     let merged = merged.to_path_buf();
     let placed = tokio::task::spawn_blocking(move || {

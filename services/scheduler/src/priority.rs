@@ -11,11 +11,11 @@
 use async_nats::service;
 use ffleet_runtime::JobId;
 use ffleet_runtime::job_protocol::{self, JobRefused, JobStep};
+use ffleet_runtime::messages::JobRecord;
 use ffleet_runtime::messages::control::PriorityRequest;
 use ffleet_runtime::messages::status::{self as wire, JobStatus};
-use ffleet_runtime::messages::{self, JobRecord};
 use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::service::error;
+use ffleet_runtime::nats::service::{self as service_nats, error};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::time::now_rfc3339;
 use std::time::Duration;
@@ -26,20 +26,9 @@ pub const ERROR_UNKNOWN_JOB: u16 = 404;
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 pub async fn answer(ctx: &Ctx, req: service::Request) {
-    let response =
-        match tokio::time::timeout(ANSWER_WITHIN, change(ctx, &req.message.payload)).await {
-            Ok(answer) => answer.map(|s| messages::encode(&s)),
-            Err(_) => Err(error(
-                wire::ERROR_UNAVAILABLE,
-                format!(
-                    "the job record was not written within {} s; ask again",
-                    ANSWER_WITHIN.as_secs()
-                ),
-            )),
-        };
-    if let Err(e) = req.respond(response).await {
-        tracing::debug!(error = %e, "priority answer not sent");
-    }
+    let payload = req.message.payload.clone();
+    let change = change(ctx, &payload);
+    service_nats::answer_within(req, ANSWER_WITHIN, "the job record was not written", change).await
 }
 
 async fn change(ctx: &Ctx, payload: &[u8]) -> Result<JobStatus, service::error::Error> {

@@ -13,7 +13,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::service;
 use ffleet_runtime::JobId;
 use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
-use ffleet_runtime::messages::{self, CloudEvent, JobEvent};
+use ffleet_runtime::messages::{CloudEvent, JobEvent};
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::service::{self as service_nats, error};
 use ffleet_runtime::runtime::Ctx;
@@ -73,27 +73,9 @@ pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<(
 }
 
 async fn answer(ctx: &Ctx, req: service::Request) {
-    let response = match tokio::time::timeout(
-        ANSWER_WITHIN,
-        status(ctx, &req.message.subject, &req.message.payload),
-    )
-    .await
-    {
-        Ok(answer) => answer.map(|s| messages::encode(&s)),
-        Err(_) => {
-            tracing::warn!("status request: job record not read in time");
-            Err(error(
-                wire::ERROR_UNAVAILABLE,
-                format!(
-                    "job records not read within {} s, ask again",
-                    ANSWER_WITHIN.as_secs()
-                ),
-            ))
-        }
-    };
-    if let Err(e) = req.respond(response).await {
-        tracing::debug!(error = %e, "status answer not sent");
-    }
+    let (subject, payload) = (req.message.subject.clone(), req.message.payload.clone());
+    let status = status(ctx, &subject, &payload);
+    service_nats::answer_within(req, ANSWER_WITHIN, "job records not read", status).await
 }
 
 /// The answer to one request: the job's status, or a service error with its code.

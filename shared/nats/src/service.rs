@@ -6,6 +6,30 @@
 use crate::NatsError;
 use async_nats::service::{self, ServiceExt};
 
+/// Answers `req` with what `answer` gives within `within`, or, when it takes longer, with a
+/// `503` saying what did not happen in time (`late`, e.g. "job records not read"): the asker
+/// asks again later instead of requests piling up.
+pub async fn answer_within<T: serde::Serialize>(
+    req: service::Request,
+    within: std::time::Duration,
+    late: &str,
+    answer: impl std::future::Future<Output = Result<T, service::error::Error>>,
+) {
+    let response = match tokio::time::timeout(within, answer).await {
+        Ok(answer) => answer.map(|s| ffleet_protocol::messages::encode(&s)),
+        Err(_) => {
+            tracing::warn!(late, subject = %req.message.subject, "request not answered in time");
+            Err(error(
+                ffleet_protocol::messages::status::ERROR_UNAVAILABLE,
+                format!("{late} within {} s, ask again", within.as_secs()),
+            ))
+        }
+    };
+    if let Err(e) = req.respond(response).await {
+        tracing::debug!(error = %e, "answer not sent");
+    }
+}
+
 /// Longest error text sent: it travels in a header.
 const MAX_ERROR_CHARS: usize = 300;
 
