@@ -2,7 +2,8 @@
 //! nats-server and ffmpeg, the services as processes: a cancel mid-encode leaves no ffmpeg
 //! running 2 s later (and none starts after), no output, no scratch media and exactly one
 //! `cancelled` event, and a second cancel changes nothing; a cancel while the merge runs (its
-//! ffmpeg frozen) ends the job cancelled with no output ever appearing; a finished job is
+//! ffmpeg frozen) kills the merge and no output ever appears; a cancel while the job is cut
+//! kills the split and leaves no cuts; a finished job is
 //! answered with its final state and keeps its output; an unknown id and malformed requests get
 //! clear errors; and the fleet goes on working.
 
@@ -83,6 +84,16 @@ fn outputs_of(dir: &Path, name: &str) -> Result<Vec<String>> {
         }
     }
     Ok(found)
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            != Some("Z")
+    })
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passes.
@@ -270,9 +281,19 @@ async fn a_cancel_during_the_merge_leaves_no_output_ever_and_a_finished_job_as_i
         "the job is not merging"
     );
     let out = cli(&fleet, &["cancel", &job]).await?;
+    let answered = Instant::now();
     ensure!(out.status.success(), "cancel failed");
     ensure!(String::from_utf8_lossy(&out.stdout).contains("state:    cancelled"));
-    common::procs::signal_pid(pid, "CONT")?;
+    // The merge stops: its frozen ffmpeg is killed, not left to finish.
+    while alive(pid) {
+        ensure!(
+            answered.elapsed() < STOPPED_WITHIN,
+            "the merge's ffmpeg still runs {:?} after the cancel",
+            answered.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = common::procs::signal_pid(pid, "CONT");
     // The merge runs to its end and puts nothing in place, not even for a moment.
     let name = format!("{job}.mp4");
     let watch = Instant::now();
@@ -330,6 +351,67 @@ async fn a_cancel_during_the_merge_leaves_no_output_ever_and_a_finished_job_as_i
     for i in fleet.services_named("merger") {
         ensure!(fleet.running(i), "a merger exited");
     }
+    fleet.passed();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_job_is_cut_stops_the_split_and_leaves_nothing() -> Result<()> {
+    let mut fleet = ProcFleet::standard(1, &[]).await?;
+    let splitter = fleet.services_named("splitter")[0];
+    let is_media = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| matches!(c.trim(), "ffmpeg" | "ffprobe"))
+    };
+    // The split's first ffprobe or ffmpeg, frozen as soon as it runs.
+    submit(&fleet, "job").await?;
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let pid = loop {
+        if let Some(pid) = fleet.children(splitter).into_iter().find(is_media) {
+            common::procs::signal_pid(pid, "STOP")?;
+            break pid;
+        }
+        ensure!(Instant::now() < deadline, "the split never ran");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let out = cli(&fleet, &["cancel", "job"]).await?;
+    let answered = Instant::now();
+    ensure!(out.status.success(), "cancel failed");
+    ensure!(String::from_utf8_lossy(&out.stdout).contains("state:    cancelled"));
+    while alive(pid) {
+        ensure!(
+            answered.elapsed() < STOPPED_WITHIN,
+            "the split's process still runs {:?} after the cancel",
+            answered.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match fleet.wait_terminal("job", Duration::from_secs(10)).await? {
+        JobEvent::Cancelled(c) => ensure!(c.during == JobState::Splitting, "{c:?}"),
+        other => bail!("terminal event {other:?}"),
+    }
+    fleet.settled().await?;
+    ensure!(
+        fleet.terminal_count("job").await? == 1,
+        "more than one terminal event"
+    );
+    let rec = fleet.job("job").await.context("record")?;
+    ensure!(
+        rec.state == JobState::Cancelled && rec.plan.is_none(),
+        "{:?}",
+        rec.state
+    );
+    if fleet.ctx().storage.is_shared() {
+        let dir = fleet
+            .dir
+            .path()
+            .join("scratch")
+            .join(keys::job_prefix(&JobId::new("job")?));
+        ensure!(!dir.exists(), "{} is left", dir.display());
+    }
+    // The splitter goes on: the next job completes.
+    submit(&fleet, "after").await?;
+    fleet.wait_completed("after", JOB_TIMEOUT).await?;
     fleet.passed();
     Ok(())
 }

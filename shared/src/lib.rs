@@ -1,7 +1,8 @@
 //! The runtime every ffleet service runs on: the layered configuration that gathers every
 //! crate's section, the context a service is handed (`Ctx`: NATS, buckets, storage), the service
 //! main (config → telemetry → connect → run until cancelled → drain), shutdown, the shared pull
-//! worker, and the job-record operations several services take.
+//! worker, the job-record operations several services take, and hearing that jobs ended
+//! (`ended`).
 //!
 //! Below it, each with its own crate: `ffleet-protocol` (the pure core), `ffleet-telemetry`,
 //! `ffleet-media` (running ffmpeg and ffprobe), `ffleet-nats`, `ffleet-storage`. They are
@@ -9,6 +10,7 @@
 //! protocol ← telemetry ← media, nats ← storage ← runtime ← services ← the `ffleet` binary.
 
 pub mod config;
+pub mod ended;
 pub mod jobs;
 pub mod runtime;
 pub mod service_main;

@@ -54,6 +54,8 @@ pub struct Merges {
     pub collects: crate::group::Collects,
     /// When each job's last progress event went out from this merger.
     pub progress: crate::throttle::Throttle,
+    /// Word that a job ended (cancelled): its merge stops.
+    pub ended: ffleet_runtime::ended::EndedJobs,
 }
 
 pub async fn handle(ctx: &Ctx, media: &Merges, msg: Message) -> Outcome {
@@ -227,6 +229,7 @@ async fn run_merge(
     }
     tracing::info!(job = %job, units = rec.collected.len(), "merging");
     let _slot = media.slots.acquire().await?;
+    let watched = media.ended.watch(job);
     // Waiting for a slot can take long: a job cancelled meanwhile is not merged at all.
     if let Ok(Some((now, _))) = ctx.jobs.get(job.as_str()).await
         && now.state.is_terminal()
@@ -234,7 +237,12 @@ async fn run_merge(
         tracing::info!(job = %job, state = now.state.name(), "job ended while it waited for a merge slot");
         return Ok(());
     }
-    match media.media.merge(ctx, &rec).await {
+    // A job cancelled while it merges stops merging (the merge's ffmpeg is killed).
+    let merged = tokio::select! {
+        m = media.media.merge(ctx, &rec) => m,
+        _ = watched.ended() => Err(MergeError::Ended(JobState::Cancelled)),
+    };
+    match merged {
         Ok(merged) => {
             let out = &merged.output;
             match jobs::complete(ctx, job, out.clone()).await? {

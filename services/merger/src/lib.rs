@@ -53,6 +53,7 @@ pub async fn run_with(
     tracing::info!(concurrency, "merger running");
     // Every replica answers cancel requests.
     let cancels = cancel::start(ctx.clone(), shutdown.clone()).await?;
+    let ended = ffleet_runtime::ended::EndedJobs::listen(&ctx, shutdown.clone()).await;
     let served = worker::serve(
         &ctx,
         ConsumerSpec {
@@ -73,6 +74,7 @@ pub async fn run_with(
                 slots: tokio::sync::Semaphore::new(concurrency),
                 collects: Default::default(),
                 progress: Default::default(),
+                ended,
             });
             move |ctx, msg| {
                 let merges = merges.clone();

@@ -1,8 +1,10 @@
-//! Stopping the units of jobs that ended: when the leader sees a job end without completing
-//! (cancelled, or failed while other units ran), it tells every node at once
-//! (`subjects::jobs_ended`), so none takes the job's tasks still queued; and it tells every
-//! live node whose heartbeat holds a unit of an ended job to drop it
+//! Stopping the units of jobs that ended: when the leader sees a job cancelled, it tells every
+//! service at once (`subjects::jobs_ended`), so no node takes the job's tasks still queued and
+//! a split or merge under way stops; and it tells every live node whose heartbeat holds a unit
+//! of an ended job (cancelled, or failed while other units ran) to drop it
 //! (`messages::control::JobDrop` on the node's drop subject). The node kills its ffmpeg.
+//! (Only cancels go to everyone: a job that fails while its output goes into place must let
+//! its merger finish placing, so that the merger can remove it.)
 //!
 //! It looks when a job is seen to end (the jobs watch) and every `EVERY`, so a node is told
 //! within moments of a cancel, and told again while its heartbeat still holds the unit: a

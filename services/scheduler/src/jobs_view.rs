@@ -30,7 +30,7 @@ pub struct JobsView {
     /// Jobs whose record says they ended, with when this view saw it, for `ENDED_FOR`: long
     /// enough for whatever of theirs is still queued or running to be dropped.
     ended: Arc<Mutex<HashMap<JobId, Instant>>>,
-    /// Jobs seen to end without completing (cancelled, failed) not yet announced to the nodes.
+    /// Jobs seen to be cancelled, not yet announced to the nodes.
     unannounced: Arc<Mutex<Vec<JobId>>>,
     /// Fired when a job is seen to end.
     ending: Arc<Notify>,
@@ -88,7 +88,7 @@ impl JobsView {
             Some(r) => {
                 self.mark_ended(&id);
                 if map.remove(&id).is_some() {
-                    if r.state != JobState::Completed {
+                    if r.state == JobState::Cancelled {
                         self.unannounced
                             .lock()
                             .expect("unannounced lock")
@@ -144,7 +144,7 @@ impl JobsView {
             .is_some_and(|at| at.elapsed() < ENDED_FOR)
     }
 
-    /// Jobs seen to end without completing since the last call: each handed out once.
+    /// Jobs seen to be cancelled since the last call: each handed out once.
     pub fn take_unannounced(&self) -> Vec<JobId> {
         std::mem::take(&mut *self.unannounced.lock().expect("unannounced lock"))
     }

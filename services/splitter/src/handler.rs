@@ -60,6 +60,8 @@ pub struct Splitter {
     pub settings: SplitterConfig,
     /// When each tenant's jobs in flight were last checked against their records.
     pub prunes: quota::Prunes,
+    /// Word that a job ended (cancelled): its split stops.
+    pub ended: ffleet_runtime::ended::EndedJobs,
 }
 
 pub async fn handle(ctx: &Ctx, sp: &Splitter, msg: Message) -> Outcome {
@@ -430,10 +432,19 @@ async fn split_and_plan(
     };
     let mut moved = _fetched.as_ref().map_or(0, |l| l.bytes_moved);
     let sizing = sizing_for(ctx, sp, req).await;
-    let prepared = sp
-        .media
-        .prepare(ctx, job, &source, valid.container, &valid.profile, sizing)
-        .await;
+    // A job cancelled while it is cut stops being cut (the cutting ffmpeg is killed).
+    let watched = sp.ended.watch(job);
+    let prepared = tokio::select! {
+        p = sp
+            .media
+            .prepare(ctx, job, &source, valid.container, &valid.profile, sizing) => p,
+        _ = watched.ended() => {
+            tracing::info!(job = %job, "job ended while it was cut: split stopped, its cuts removed");
+            jobs::clean_scratch(ctx, job).await;
+            return Ok(());
+        }
+    };
+    drop(watched);
     let src = match prepared {
         Ok(s) => s,
         Err(SplitError::Fail(f)) => return fail(ctx, job, &f).await,

@@ -53,6 +53,7 @@ pub async fn run_with(
         pool: sizing::PoolReading::default(),
         settings,
         prunes: Default::default(),
+        ended: ffleet_runtime::ended::EndedJobs::listen(&ctx, shutdown.clone()).await,
     });
     // A durable per kind of submit subject: the privileged one is not held to the priority
     // cap, tenants' requests are scoped to their tenant (named by the subject).

@@ -165,9 +165,10 @@ pub fn node_drop_wildcard() -> String {
 
 const CTL_DROP: &str = "ffleet.ctl.drop";
 
-/// Where every node hears that a job ended without completing (cancelled, failed): one
-/// `JobDrop` per job, from the merger that cancelled it and from the scheduler's leader. Core
-/// NATS; a node that misses it is told again on its own drop subject while it holds a unit.
+/// Where every service hears that a job was cancelled: one `JobDrop` per job, from the merger
+/// that cancelled it and from the scheduler's leader. Encoders let its units go, a splitter
+/// stops cutting it, a merger stops merging it. Core NATS; a node that misses it is told again
+/// on its own drop subject while it holds a unit.
 pub fn jobs_ended() -> String {
     "ffleet.ctl.ended".into()
 }

@@ -173,6 +173,8 @@ impl Role {
                     g.publish(subjects::event_any_job(k));
                     g.publish(subjects::event_any_tenant_job(k));
                 }
+                // Word that a job ended: a split under way for it stops.
+                g.sub(subjects::jobs_ended());
                 g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Scheduler => {
@@ -305,6 +307,8 @@ impl Role {
                 // only if not). It reads the events stream already.
                 g.publish(subjects::jobs_ended());
                 g.publish(js_api::stream_msg_get(subjects::STREAM_EVENTS));
+                // ...and hearing it, so a merge under way for a cancelled job stops.
+                g.sub(subjects::jobs_ended());
                 g.media(self.purges_media(), self.uses_scratch());
             }
         }
@@ -705,7 +709,7 @@ mod tests {
             );
             assert_eq!(
                 p.may_subscribe(&subjects::jobs_ended()),
-                r == Role::Encoder,
+                matches!(r, Role::Encoder | Role::Splitter | Role::Merger),
                 "{r}"
             );
         }
