@@ -197,29 +197,33 @@ async fn bad_requests_get_errors_refused_ones_are_told_and_the_service_keeps_ser
         other => bail!("expected the refusal, got {other:?}"),
     }
 
-    // Found as `nats micro info ffleet` and `nats micro stats ffleet` find it.
-    let info: async_nats::service::Info = serde_json::from_slice(
-        &client
-            .request(service_api::verb("INFO"), "".into())
-            .await?
-            .payload,
-    )?;
-    assert_eq!(info.name, service_api::NAME);
-    let endpoint = info
-        .endpoints
+    // Found as `nats micro info ffleet` and `nats micro stats ffleet` find it: among the
+    // service's instances (the schedulers' with the status endpoints, the mergers' with the
+    // cancel endpoints), the scheduler's.
+    let infos: Vec<async_nats::service::Info> = every_answer(&client, "INFO").await?;
+    let (info, endpoint) = infos
         .iter()
-        .find(|e| e.subject == subjects::API_STATUS)
+        .find_map(|i| {
+            let e = i
+                .endpoints
+                .iter()
+                .find(|e| e.subject == subjects::API_STATUS)?;
+            Some((i, e))
+        })
         .context("no status endpoint in the service info")?;
+    assert_eq!(info.name, service_api::NAME);
     assert_eq!(endpoint.name, service_api::STATUS_ENDPOINT);
-    let stats: async_nats::service::Stats = serde_json::from_slice(
-        &client
-            .request(service_api::verb("STATS"), "".into())
-            .await?
-            .payload,
-    )?;
+    assert!(
+        infos.iter().any(|i| i
+            .endpoints
+            .iter()
+            .any(|e| e.subject == subjects::API_CANCEL)),
+        "no cancel endpoint among the instances"
+    );
+    let stats: Vec<async_nats::service::Stats> = every_answer(&client, "STATS").await?;
     let counted = stats
-        .endpoints
         .iter()
+        .flat_map(|s| &s.endpoints)
         .find(|e| e.name == service_api::STATUS_ENDPOINT)
         .context("no status endpoint in the service stats")?;
     assert_eq!(counted.errors, cases.len(), "{counted:?}");
@@ -227,4 +231,25 @@ async fn bad_requests_get_errors_refused_ones_are_told_and_the_service_keeps_ser
     fleet.assert_running()?;
     fleet.stop().await;
     Ok(())
+}
+
+/// Every instance's answer to discovery verb `verb` of ffleet's service, as `nats micro`
+/// gathers them: one request, the answers that arrive within a second.
+async fn every_answer<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    verb: &str,
+) -> Result<Vec<T>> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    client
+        .publish_with_reply(service_api::verb(verb), inbox, "".into())
+        .await?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while let Ok(Some(m)) =
+        tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut sub)).await
+    {
+        out.push(serde_json::from_slice(&m.payload)?);
+    }
+    Ok(out)
 }

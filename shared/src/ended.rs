@@ -70,6 +70,16 @@ impl EndedJobs {
     }
 }
 
+/// Whether `job`'s record says it was cancelled: what a word on `jobs_ended` is checked
+/// against before work is dropped on it (a stale word, a reused id). Unreadable: not confirmed,
+/// the work goes on and finds out at its next write.
+pub async fn confirmed(ctx: &Ctx, job: &JobId) -> bool {
+    matches!(
+        ctx.jobs.get(job.as_str()).await,
+        Ok(Some((rec, _))) if rec.state == crate::messages::JobState::Cancelled
+    )
+}
+
 /// A job watched for its end; unwatched on drop.
 pub struct Watched {
     token: CancellationToken,
@@ -85,6 +95,16 @@ impl Watched {
 
     pub fn has_ended(&self) -> bool {
         self.token.is_cancelled()
+    }
+
+    /// Resolves once the job is heard to end and its record confirms it was cancelled; a word
+    /// the record does not confirm (stale, or for an earlier job of a reused id) is ignored.
+    pub async fn cancelled(&self, ctx: &Ctx) {
+        self.ended().await;
+        if !confirmed(ctx, &self.job).await {
+            tracing::debug!(job = %self.job, "word of the job's end not confirmed by its record, ignored");
+            std::future::pending::<()>().await;
+        }
     }
 }
 

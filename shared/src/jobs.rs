@@ -206,7 +206,7 @@ fn completed_event(job: &JobId, out: &OutputInfo, segments: usize) -> JobEvent {
     JobEvent::Completed(Completed::of_output(job, out, segments))
 }
 
-/// Re-publishes a finished job's terminal event. The stable message id makes this a no-op when
+/// Re-publishes a completed or failed job's terminal event. The stable message id makes this a no-op when
 /// the first publish got through; it repairs a crash between the state change and the publish.
 pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobError> {
     let ev = match (&rec.state, &rec.output, &rec.failure) {
@@ -216,10 +216,7 @@ pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobErr
             rec.plan.as_ref().map_or(0, |p| p.segments as usize),
         ),
         (JobState::Failed, _, Some(f)) => JobEvent::failed(Some(rec.job_id.clone()), f),
-        (JobState::Cancelled, _, _) => JobEvent::Cancelled(Cancelled::of_record(
-            rec,
-            rec.cancelled_during.unwrap_or(JobState::Splitting),
-        )),
+        // A cancel's event is the mergers' alone, repaired by `announce_cancelled`.
         _ => return Ok(()),
     };
     publish::event(&ctx.js, ctx.retry, ctx.service, &ev).await?;

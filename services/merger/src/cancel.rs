@@ -4,11 +4,11 @@
 //! their own). The request is the status request's shape; the answer is the job's status after
 //! it (`cancelled`, or the state it had already ended in, unchanged).
 //!
-//! Mergers answer because they end jobs already: the cancel is the same revision-checked write
-//! to the job record as a merge's `complete` (`jobs::cancel`), so a cancel racing a merge ends
-//! the job exactly once, and the merger that loses the race removes its output. The scheduler
-//! sees the job end (its watch of the jobs bucket) and has the nodes running its units drop
-//! them.
+//! Mergers answer because they end jobs already: the cancel is a revision-checked write to the
+//! job record like a merge's `finalize` and `complete` (`jobs::cancel`), so a cancel racing a
+//! merge ends the job exactly once: a cancel before the merge's `finalize` wins and nothing is
+//! placed, one after it is refused and the job completes. Every service hears of the cancel
+//! (`jobs_ended`), and the scheduler has the nodes still running its units drop them.
 
 use async_nats::service;
 use ffleet_runtime::JobId;
@@ -75,15 +75,24 @@ async fn cancel(
     payload: &[u8],
 ) -> Result<JobStatus, service::error::Error> {
     let job = requested_job(subject, payload)?;
-    match jobs::cancel(ctx, &job).await {
-        Ok(Cancel::Cancelled(rec)) => {
-            announce(ctx, &rec);
-            Ok(JobStatus::of_record(&rec).for_tenant())
-        }
-        Ok(Cancel::Ended(rec)) => {
-            if rec.state == JobState::Cancelled {
-                announce(ctx, &rec);
+    // The write and its follow-up run in a task of their own: an answer that runs out of time
+    // does not drop a write that lands after it, nor what must follow it.
+    let written = tokio::spawn({
+        let (ctx, job) = (ctx.clone(), job.clone());
+        async move {
+            let outcome = jobs::cancel(&ctx, &job).await;
+            if let Ok(Cancel::Cancelled(rec) | Cancel::Ended(rec)) = &outcome
+                && rec.state == JobState::Cancelled
+            {
+                announce(&ctx, rec);
             }
+            outcome
+        }
+    })
+    .await
+    .map_err(|e| error(wire::ERROR_UNAVAILABLE, format!("cancel interrupted: {e}")))?;
+    match written {
+        Ok(Cancel::Cancelled(rec) | Cancel::Ended(rec)) => {
             Ok(JobStatus::of_record(&rec).for_tenant())
         }
         Ok(Cancel::Unknown) => Err(error(
@@ -103,15 +112,29 @@ async fn cancel(
     }
 }
 
-/// Runs what follows a cancelled record (`jobs::announce_cancelled`) in a task of its own.
+/// Runs what follows a cancelled record (`jobs::announce_cancelled`) in a task of its own,
+/// again after a pause while it fails (a broker electing a leader, out of space), for about
+/// ten minutes; after that it is done again when the job is next met.
 pub fn announce(ctx: &Ctx, rec: &JobRecord) {
     let (ctx, rec) = (ctx.clone(), rec.clone());
     tokio::spawn(async move {
-        if let Err(e) = jobs::announce_cancelled(&ctx, &rec).await {
-            tracing::warn!(job = %rec.job_id, error = %e, "cancelled job not announced; done again when it is next met");
+        let mut pause = Duration::from_secs(1);
+        for _ in 0..ANNOUNCE_TRIES {
+            match jobs::announce_cancelled(&ctx, &rec).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(job = %rec.job_id, error = %e, "cancelled job not announced yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(120));
+                }
+            }
         }
+        tracing::error!(job = %rec.job_id, "cancelled job not announced; done again when it is next met");
     });
 }
+
+/// Tries of a cancel's follow-up (1 s, doubling to 2 min between them: about ten minutes).
+const ANNOUNCE_TRIES: usize = 10;
 
 /// The job a request names: a plain id, scoped to the tenant the subject names (a tenant can
 /// name only its own jobs, and the plain subject names no tenant's).

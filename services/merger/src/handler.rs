@@ -201,6 +201,10 @@ async fn resume_if_orphaned(
     };
     match rec.state {
         JobState::Merging | JobState::Finalizing => run_merge(ctx, media, job, msg, revision).await,
+        JobState::Cancelled => {
+            crate::cancel::announce(ctx, &rec);
+            Ok(())
+        }
         s if s.is_terminal() => Ok(jobs::republish_terminal(ctx, &rec).await?),
         _ => Ok(()),
     }
@@ -237,10 +241,12 @@ async fn run_merge(
         tracing::info!(job = %job, state = now.state.name(), "job ended while it waited for a merge slot");
         return Ok(());
     }
-    // A job cancelled while it merges stops merging (the merge's ffmpeg is killed).
+    // A job cancelled while it merges stops merging (the merge's ffmpeg is killed). The word
+    // is checked against the record: a cancelled job never reaches finalizing, so a merge
+    // whose record says otherwise (a stale word, an id used again) goes on to its end.
     let merged = tokio::select! {
         m = media.media.merge(ctx, &rec) => m,
-        _ = watched.ended() => Err(MergeError::Ended(JobState::Cancelled)),
+        _ = watched.cancelled(ctx) => Err(MergeError::Ended(JobState::Cancelled)),
     };
     match merged {
         Ok(merged) => {

@@ -13,7 +13,8 @@ pub trait Media: Send + Sync + 'static {
     /// Merges a job whose every unit is collected; returns what was written.
     async fn merge(&self, ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError>;
 
-    /// Removes what `merge` wrote for a job that was cancelled before it could complete.
+    /// Removes what `merge` put in place for a job that ended otherwise before it could complete
+    /// (it failed while its output went into place).
     async fn withdraw(&self, _ctx: &Ctx, _rec: &JobRecord, _merged: &Merged) {}
 }
 

@@ -40,6 +40,17 @@ pub async fn reissue(
     units: &[(Unit, Option<u32>)],
 ) -> Result<(), ReissueError> {
     let job = &rec.job_id;
+    // A merge run again after its merger stopped while finalizing found a result gone: the job
+    // cannot go back to encoding from there (its output may already be in place), so it fails
+    // and its merger removes what was placed.
+    if rec.state == ffleet_runtime::messages::JobState::Finalizing {
+        let f = Failure::new(
+            Reason::MergeFailed,
+            "a stored unit result was gone when the merge ran again while its output went into place",
+        );
+        jobs::fail(ctx, job, &f).await?;
+        return Ok(());
+    }
     let budget = ctx.config.fleet.max_attempts.max(1) * 2;
     let mut attempts = Vec::with_capacity(units.len());
     for &(unit, refused) in units {

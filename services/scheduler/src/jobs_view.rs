@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 /// it (a replica that never leads, a leader whose purges keep failing): its records then age
 /// out with the bucket's max age.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// How recent a cancel must be for a leader to announce it to every service.
+const ANNOUNCE_WITHIN: Duration = Duration::from_secs(30);
 /// How long a job that ended is remembered as ended (`has_ended`).
 const ENDED_FOR: Duration = Duration::from_secs(3600);
 
@@ -30,8 +32,9 @@ pub struct JobsView {
     /// Jobs whose record says they ended, with when this view saw it, for `ENDED_FOR`: long
     /// enough for whatever of theirs is still queued or running to be dropped.
     ended: Arc<Mutex<HashMap<JobId, Instant>>>,
-    /// Jobs seen to be cancelled, not yet announced to the nodes.
-    unannounced: Arc<Mutex<Vec<JobId>>>,
+    /// Jobs seen to be cancelled, with when, not yet announced to the nodes. Every replica
+    /// keeps it; only a leader takes from it, and only what is recent (`take_unannounced`).
+    unannounced: Arc<Mutex<VecDeque<(JobId, Instant)>>>,
     /// Fired when a job is seen to end.
     ending: Arc<Notify>,
     /// How long a finished job's records are kept (`scheduler.keep_finished_records_secs`).
@@ -86,13 +89,23 @@ impl JobsView {
                 map.insert(id, r);
             }
             Some(r) => {
-                self.mark_ended(&id);
+                // Completed jobs leave nothing to drop.
+                if r.state != JobState::Completed {
+                    self.mark_ended(&id);
+                }
                 if map.remove(&id).is_some() {
                     if r.state == JobState::Cancelled {
-                        self.unannounced
-                            .lock()
-                            .expect("unannounced lock")
-                            .push(id.clone());
+                        let mut u = self.unannounced.lock().expect("unannounced lock");
+                        // A replica that does not lead keeps only the recent ones.
+                        let now = Instant::now();
+                        while u
+                            .front()
+                            .is_some_and(|(_, at)| now.duration_since(*at) > ANNOUNCE_WITHIN)
+                        {
+                            u.pop_front();
+                        }
+                        u.push_back((id.clone(), now));
+                        drop(u);
                         self.ending.notify_one();
                     }
                     drop(map);
@@ -144,9 +157,15 @@ impl JobsView {
             .is_some_and(|at| at.elapsed() < ENDED_FOR)
     }
 
-    /// Jobs seen to be cancelled since the last call: each handed out once.
+    /// Jobs seen to be cancelled within `ANNOUNCE_WITHIN` and not taken yet: each handed out
+    /// once. A leader taking over long after a cancel does not announce it again.
     pub fn take_unannounced(&self) -> Vec<JobId> {
+        let now = Instant::now();
         std::mem::take(&mut *self.unannounced.lock().expect("unannounced lock"))
+            .into_iter()
+            .filter(|(_, at)| now.duration_since(*at) <= ANNOUNCE_WITHIN)
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Returns once a job was seen to end since the last call returned (at once if one did

@@ -295,13 +295,20 @@ async fn process(
 }
 
 /// Announces the job (again, after a crash: the stable message id makes a repeat a no-op) and
-/// splits it.
+/// splits it. A job cancelled meanwhile is neither announced nor split, and one cancelled while
+/// it is split stops being split (its ffmpeg killed, its cuts removed).
 async fn accept_and_split(
     ctx: &Ctx,
     sp: &Splitter,
     req: &JobRequest,
     valid: &validate::Validated,
 ) -> Result<(), Retry> {
+    let job = &req.job_id;
+    // Watched before the record is read: a cancel is either read here or heard below.
+    let watched = sp.ended.watch(job);
+    if ffleet_runtime::ended::confirmed(ctx, job).await {
+        return Ok(());
+    }
     publish::event(
         &ctx.js,
         ctx.retry,
@@ -317,7 +324,14 @@ async fn accept_and_split(
     )
     .await
     .map_err(transient)?;
-    split_and_plan(ctx, sp, req, valid).await
+    tokio::select! {
+        r = split_and_plan(ctx, sp, req, valid) => r,
+        _ = watched.cancelled(ctx) => {
+            tracing::info!(job = %job, "job cancelled while it was split: split stopped, its cuts removed");
+            jobs::clean_scratch(ctx, job).await;
+            Ok(())
+        }
+    }
 }
 
 /// A record exists: resume, republish, or drop a duplicate.
@@ -381,6 +395,12 @@ async fn existing(
             }
         }
         JobState::Encoding => publish_tasks(ctx, &rec, None).await,
+        // Its event and cleanup are the mergers' (who cancelled it); whatever this split left
+        // before it stopped goes.
+        JobState::Cancelled => {
+            jobs::clean_scratch(ctx, job).await;
+            Ok(())
+        }
         _ if rec.state.is_terminal() => {
             jobs::republish_terminal(ctx, &rec).await.map_err(transient)
         }
@@ -432,19 +452,10 @@ async fn split_and_plan(
     };
     let mut moved = _fetched.as_ref().map_or(0, |l| l.bytes_moved);
     let sizing = sizing_for(ctx, sp, req).await;
-    // A job cancelled while it is cut stops being cut (the cutting ffmpeg is killed).
-    let watched = sp.ended.watch(job);
-    let prepared = tokio::select! {
-        p = sp
-            .media
-            .prepare(ctx, job, &source, valid.container, &valid.profile, sizing) => p,
-        _ = watched.ended() => {
-            tracing::info!(job = %job, "job ended while it was cut: split stopped, its cuts removed");
-            jobs::clean_scratch(ctx, job).await;
-            return Ok(());
-        }
-    };
-    drop(watched);
+    let prepared = sp
+        .media
+        .prepare(ctx, job, &source, valid.container, &valid.profile, sizing)
+        .await;
     let src = match prepared {
         Ok(s) => s,
         Err(SplitError::Fail(f)) => return fail(ctx, job, &f).await,
