@@ -46,10 +46,6 @@ async fn submit(fleet: &ProcFleet, id: &str) -> Result<()> {
 
 /// ffmpeg and ffprobe processes the encoders run now.
 fn media_children(fleet: &ProcFleet) -> Vec<u32> {
-    let is_media = |pid: &u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| matches!(c.trim(), "ffmpeg" | "ffprobe"))
-    };
     fleet
         .services_named("encoder")
         .into_iter()
@@ -94,6 +90,44 @@ fn alive(pid: u32) -> bool {
             .and_then(|r| r.split_whitespace().next())
             != Some("Z")
     })
+}
+
+/// Cancels `job` with the CLI and checks frozen process `pid` (`what`) is killed within
+/// `STOPPED_WITHIN` of the answer.
+async fn cancel_killing(fleet: &ProcFleet, job: &str, pid: u32, what: &str) -> Result<()> {
+    let out = cli(fleet, &["cancel", job]).await?;
+    let answered = Instant::now();
+    ensure!(out.status.success(), "cancel failed");
+    ensure!(String::from_utf8_lossy(&out.stdout).contains("state:    cancelled"));
+    while alive(pid) {
+        ensure!(
+            answered.elapsed() < STOPPED_WITHIN,
+            "{what} still runs {:?} after the cancel",
+            answered.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Whether process `pid` is an ffmpeg or ffprobe.
+fn is_media(pid: &u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| matches!(c.trim(), "ffmpeg" | "ffprobe"))
+}
+
+/// With a shared directory, the job's scratch directory is gone (the object store's keys are
+/// checked by name where the test knows them).
+fn no_scratch_dir(fleet: &ProcFleet, job: &str) -> Result<()> {
+    if fleet.ctx().storage.is_shared() {
+        let dir = fleet
+            .dir
+            .path()
+            .join("scratch")
+            .join(keys::job_prefix(&JobId::new(job)?));
+        ensure!(!dir.exists(), "{} is left", dir.display());
+    }
+    Ok(())
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passes.
@@ -205,14 +239,7 @@ async fn a_cancel_mid_encode_stops_every_ffmpeg_and_leaves_nothing_behind() -> R
         },
     )
     .await?;
-    if storage.is_shared() {
-        let dir = fleet
-            .dir
-            .path()
-            .join("scratch")
-            .join(keys::job_prefix(&JobId::new("job")?));
-        ensure!(!dir.exists(), "{} is left", dir.display());
-    }
+    no_scratch_dir(&fleet, "job")?;
     fleet.settled().await?;
 
     // A second cancel answers the same and changes nothing.
@@ -245,10 +272,6 @@ async fn a_cancel_during_the_merge_leaves_no_output_ever_and_a_finished_job_as_i
 {
     let mut fleet = ProcFleet::standard(2, &[]).await?;
     let merger = fleet.services_named("merger")[0];
-    let is_media = |pid: &u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| matches!(c.trim(), "ffmpeg" | "ffprobe"))
-    };
     // The merge's ffmpeg, frozen as soon as it runs: the cancel lands while the job merges.
     // A merge that slips through before it is seen is tried again with the next job.
     let mut frozen = None;
@@ -280,19 +303,8 @@ async fn a_cancel_during_the_merge_leaves_no_output_ever_and_a_finished_job_as_i
             .is_some_and(|r| r.state == JobState::Merging),
         "the job is not merging"
     );
-    let out = cli(&fleet, &["cancel", &job]).await?;
-    let answered = Instant::now();
-    ensure!(out.status.success(), "cancel failed");
-    ensure!(String::from_utf8_lossy(&out.stdout).contains("state:    cancelled"));
     // The merge stops: its frozen ffmpeg is killed, not left to finish.
-    while alive(pid) {
-        ensure!(
-            answered.elapsed() < STOPPED_WITHIN,
-            "the merge's ffmpeg still runs {:?} after the cancel",
-            answered.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cancel_killing(&fleet, &job, pid, "the merge's ffmpeg").await?;
     let _ = common::procs::signal_pid(pid, "CONT");
     // The merge runs to its end and puts nothing in place, not even for a moment.
     let name = format!("{job}.mp4");
@@ -359,10 +371,6 @@ async fn a_cancel_during_the_merge_leaves_no_output_ever_and_a_finished_job_as_i
 async fn a_cancel_while_the_job_is_cut_stops_the_split_and_leaves_nothing() -> Result<()> {
     let mut fleet = ProcFleet::standard(1, &[]).await?;
     let splitter = fleet.services_named("splitter")[0];
-    let is_media = |pid: &u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| matches!(c.trim(), "ffmpeg" | "ffprobe"))
-    };
     // The split's first ffprobe or ffmpeg, frozen as soon as it runs.
     submit(&fleet, "job").await?;
     let deadline = Instant::now() + JOB_TIMEOUT;
@@ -374,18 +382,7 @@ async fn a_cancel_while_the_job_is_cut_stops_the_split_and_leaves_nothing() -> R
         ensure!(Instant::now() < deadline, "the split never ran");
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
-    let out = cli(&fleet, &["cancel", "job"]).await?;
-    let answered = Instant::now();
-    ensure!(out.status.success(), "cancel failed");
-    ensure!(String::from_utf8_lossy(&out.stdout).contains("state:    cancelled"));
-    while alive(pid) {
-        ensure!(
-            answered.elapsed() < STOPPED_WITHIN,
-            "the split's process still runs {:?} after the cancel",
-            answered.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cancel_killing(&fleet, "job", pid, "the split's process").await?;
     match fleet.wait_terminal("job", Duration::from_secs(10)).await? {
         JobEvent::Cancelled(c) => ensure!(c.during == JobState::Splitting, "{c:?}"),
         other => bail!("terminal event {other:?}"),
@@ -401,14 +398,7 @@ async fn a_cancel_while_the_job_is_cut_stops_the_split_and_leaves_nothing() -> R
         "{:?}",
         rec.state
     );
-    if fleet.ctx().storage.is_shared() {
-        let dir = fleet
-            .dir
-            .path()
-            .join("scratch")
-            .join(keys::job_prefix(&JobId::new("job")?));
-        ensure!(!dir.exists(), "{} is left", dir.display());
-    }
+    no_scratch_dir(&fleet, "job")?;
     // The splitter goes on: the next job completes.
     submit(&fleet, "after").await?;
     fleet.wait_completed("after", JOB_TIMEOUT).await?;
