@@ -371,6 +371,16 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
             Op::Pub(subjects::api_cancel_tenant(&rival)),
         ),
         ("answer-cancels", Op::Sub(subjects::API_CANCEL.into())),
+        ("retry-a-job", Op::Pub(subjects::API_RETRY.into())),
+        (
+            "retry-as-a-tenant",
+            Op::Pub(subjects::api_retry_tenant(&acme)),
+        ),
+        (
+            "retry-as-another-tenant",
+            Op::Pub(subjects::api_retry_tenant(&rival)),
+        ),
+        ("answer-retries", Op::Sub(subjects::API_RETRY.into())),
         ("reprioritize-a-job", Op::Pub(subjects::API_PRIORITY.into())),
         (
             "drop-a-nodes-units",
@@ -773,6 +783,7 @@ fn record(
         prefer: Default::default(),
         require: false,
         input_digest: None,
+        retry_of: None,
     };
     let mut rec = ffleet_runtime::messages::JobRecord::new(req, "h264".into());
     rec.state = state;
@@ -780,8 +791,10 @@ fn record(
 }
 
 /// A job the scheduler fails (it cannot be placed, or passed its deadline) ends with its media
-/// in the scratch bucket: the scheduler may not remove media. The next sweep removes an ended
-/// job's media however recent, and keeps a running job's.
+/// in the scratch bucket: the scheduler may not remove media. The next sweep removes a
+/// cancelled or completed job's media however recent, a failed job's once it is older than
+/// `storage.keep_failed_results_secs` (kept for `ffleet retry` until then), and keeps a running
+/// job's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_removes_an_ended_jobs_recent_media_and_keeps_a_running_ones() -> Result<()> {
     let (s, _server) = SecureServer::start()?;
@@ -794,7 +807,8 @@ async fn a_sweep_removes_an_ended_jobs_recent_media_and_keeps_a_running_ones() -
     let splitter = Ctx::connect(Arc::new(cfg), "splitter", false).await?;
     let mut cuts = Vec::new();
     for (id, state) in [
-        ("ended", ffleet_runtime::messages::JobState::Failed),
+        ("ended", ffleet_runtime::messages::JobState::Cancelled),
+        ("failed", ffleet_runtime::messages::JobState::Failed),
         ("running", ffleet_runtime::messages::JobState::Encoding),
     ] {
         let job = JobId::new(id)?;
@@ -811,6 +825,17 @@ async fn a_sweep_removes_an_ended_jobs_recent_media_and_keeps_a_running_ones() -
     let left = stored_names(&splitter).await?;
     ensure!(
         left == cuts[1..],
+        "left {left:?}: the running job's media stays, and the failed one's for a retry"
+    );
+    // Once a failed job's media is older than its keep time, it goes too.
+    let mut cfg = config(&s, Role::Splitter, work.path());
+    cfg.storage.keep_failed_results_secs = 0;
+    let splitter = Ctx::connect(Arc::new(cfg), "splitter", false).await?;
+    let swept = ffleet_splitter::sweep::once(&splitter).await?;
+    ensure!(swept.abandoned_jobs == 1, "{swept:?}");
+    let left = stored_names(&splitter).await?;
+    ensure!(
+        left == cuts[2..],
         "left {left:?}: only the running job's cut stays"
     );
     assert!(s.violations().is_empty(), "{:#?}", s.violations());

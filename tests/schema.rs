@@ -55,6 +55,7 @@ fn schema_and_parser_agree() {
         ("require", json!("yes")),
         // A requirement needs a kind: "any" (also the default) cannot be required.
         ("require", json!(true)),
+        ("retry_of", json!("a.b")),
     ] {
         let mut c = base();
         c[field] = value;
@@ -67,6 +68,10 @@ fn schema_and_parser_agree() {
     any_required["prefer"] = json!("any");
     any_required["require"] = json!(true);
     cases.push((any_required, false));
+    // A retried job's request, as the fleet resubmits it.
+    let mut retried = base();
+    retried["retry_of"] = json!("j-1");
+    cases.push((retried, true));
     let mut cpu_preferred = base();
     cpu_preferred["prefer"] = json!("cpu");
     cases.push((cpu_preferred, true));
@@ -194,6 +199,9 @@ fn every_status_answer_matches_its_schema() {
     let mut failed = record(JobState::Failed);
     failed.failure = Some(Failure::new(Reason::InputMissing, "no file /in/a.mp4"));
     answers.push(JobStatus::of_record(&failed));
+    // A retry's answer: the retried job naming its retry.
+    failed.retried_as = Some(JobId::new("cms-4711-r1").unwrap());
+    answers.push(JobStatus::of_record(&failed));
     let refusal = Failed {
         version: CURRENT,
         job_id: Some(job.clone()),
@@ -219,6 +227,7 @@ fn every_status_answer_matches_its_schema() {
             if let Some(c) = &mut a.cancelled {
                 c.job_id = JobId::scoped(&acme, &c.job_id);
             }
+            a.retried_as = a.retried_as.map(|r| JobId::scoped(&acme, &r));
             a.for_tenant()
         })
         .collect();

@@ -49,8 +49,14 @@ pub async fn fail(ctx: &Ctx, job: &JobId, failure: &Failure) -> Result<bool, Job
             &JobEvent::failed(Some(job.clone()), failure),
         )
         .await?;
-        if !ctx.config.storage.keep_failed_scratch {
-            clean_scratch(ctx, job).await;
+        let storage = &ctx.config.storage;
+        match (
+            storage.keep_failed_scratch,
+            storage.keep_failed_results_secs,
+        ) {
+            (true, _) => {}
+            (false, 0) => clean_scratch(ctx, job).await,
+            (false, _) => keep_for_retry(ctx, job).await,
         }
     }
     Ok(won)
@@ -78,7 +84,8 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<Complet
             match job_protocol::apply(rec, &step, &now_rfc3339()) {
                 Ok((n, _)) => {
                     let segments = n.plan.as_ref().map_or(0, |p| p.segments as usize);
-                    Change::Write(n, Ok(segments))
+                    let reuses = n.plan.as_ref().map(|p| p.reuses.clone());
+                    Change::Write(n, Ok((segments, reuses.unwrap_or_default())))
                 }
                 Err(JobRefused::Terminal(JobState::Completed)) => {
                     Change::Keep(Err(Completion::AlreadyCompleted))
@@ -87,7 +94,7 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<Complet
             }
         })
         .await?;
-    let segments = match segments {
+    let (segments, reuses) = match segments {
         Ok(s) => s,
         Err(not) => return Ok(not),
     };
@@ -101,6 +108,7 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<Complet
     )
     .await?;
     clean_scratch(ctx, job).await;
+    clean_reused(ctx, &reuses).await;
     Ok(Completion::Completed)
 }
 
@@ -182,6 +190,9 @@ pub async fn announce_cancelled(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobErr
         .await?;
     }
     clean_scratch(ctx, job).await;
+    if let Some(plan) = &rec.plan {
+        clean_reused(ctx, &plan.reuses).await;
+    }
     Ok(())
 }
 
@@ -221,6 +232,28 @@ pub async fn republish_terminal(ctx: &Ctx, rec: &JobRecord) -> Result<(), JobErr
     };
     publish::event(&ctx.js, ctx.retry, ctx.service, &ev).await?;
     Ok(())
+}
+
+/// Removes what a failed job keeps that no retry reuses (its cuts, copies of its source); its
+/// encoded units and uploaded source stay for `ffleet retry` (a sweep removes them after
+/// `storage.keep_failed_results_secs`).
+async fn keep_for_retry(ctx: &Ctx, job: &JobId) {
+    for prefix in [
+        storage::keys::cuts_prefix(job),
+        storage::keys::copies_prefix(job),
+    ] {
+        if let Err(e) = ctx.storage.delete_prefix(&prefix).await {
+            tracing::warn!(job = %job, error = %e, "could not remove scratch media");
+        }
+    }
+}
+
+/// Removes the scratch of the earlier runs whose results a retry merged (`Plan::reuses`): the
+/// retry ended, and a retry is made once per job, so nothing else will reuse them.
+async fn clean_reused(ctx: &Ctx, reuses: &[JobId]) {
+    for job in reuses {
+        clean_scratch(ctx, job).await;
+    }
 }
 
 /// Removes what the fleet keeps of `job` in its media storage (cuts, encoded units, copied

@@ -36,6 +36,17 @@ pub async fn cancel(client: &async_nats::Client, job: &JobId) -> Result<Option<J
     known(ask(client, subject, job, "cancel").await)
 }
 
+/// Runs `job`, failed or cancelled, again (a tenant's on its tenant's subject): its status,
+/// naming the new job in `retried_as`; `None` when the fleet knows no such job. A job that has
+/// not ended (or completed) is refused with the service's reason.
+pub async fn retry(client: &async_nats::Client, job: &JobId) -> Result<Option<JobStatus>> {
+    let subject = match job.tenant() {
+        Some(t) => subjects::api_retry_tenant(&t),
+        None => subjects::API_RETRY.to_owned(),
+    };
+    known(ask(client, subject, job, "retry").await)
+}
+
 /// Sets `job`'s priority (admin): its status after the change, or `None` for an unknown job.
 pub async fn priority(
     client: &async_nats::Client,
@@ -64,7 +75,8 @@ fn known(answer: Result<JobStatus>) -> Result<Option<JobStatus>> {
     }
 }
 
-/// The cancel service's code for a job it does not know (`merger::cancel::ERROR_UNKNOWN_JOB`).
+/// The cancel and retry services' code for a job they do not know
+/// (`merger::cancel::ERROR_UNKNOWN_JOB`, `splitter::retry::ERROR_UNKNOWN_JOB`).
 const UNKNOWN_JOB: &str = "404";
 
 /// A request the service answered with an error.

@@ -7,6 +7,7 @@ mod display;
 mod follow;
 mod health;
 mod nodes;
+mod retry;
 mod secrets;
 mod status;
 mod submit;
@@ -64,6 +65,16 @@ pub enum Command {
     Cancel {
         /// Job id.
         job: String,
+    },
+    /// Run a failed or cancelled job again, as a new job (`<id>-r<n>`, printed) that reuses
+    /// the segments the first run encoded. A job is retried once: asking again answers with
+    /// the same new job (retry that one if it fails too).
+    Retry {
+        /// Job id.
+        job: String,
+        /// Follow the new job until it ends; exit as `submit --wait` does.
+        #[arg(long)]
+        wait: bool,
     },
     /// Change a job's priority: its units not yet released go out at the new one (admin
     /// credentials).
@@ -130,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Submit(a) => submit::run(&cli, a).await,
         Command::Status { job } => status::status(&cli, job.as_deref()).await,
         Command::Cancel { job } => status::cancel(&cli, job).await,
+        Command::Retry { job, wait } => retry::run(&cli, job, *wait).await,
         Command::Priority { job, priority } => status::priority(&cli, job, *priority).await,
         Command::Workers => status::workers(&cli).await,
         Command::Drain { node, wait } => {

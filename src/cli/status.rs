@@ -42,6 +42,16 @@ pub async fn status(cli: &Cli, job: Option<&str>) -> Result<i32> {
             if let Some(f) = &rec.failure {
                 println!("failure:  {}: {}", f.reason, f.message);
             }
+            if let Some(of) = &rec.request.retry_of {
+                println!("retry of: {of}");
+            }
+            if let Some(again) = &rec.retried_as {
+                println!("retried:  as {again}");
+            }
+            if let Some(plan) = rec.plan.as_ref().filter(|p| !p.reuses.is_empty()) {
+                let from: Vec<&str> = plan.reuses.iter().map(|j| j.as_str()).collect();
+                println!("reuses:   encoded units of {}", from.join(", "));
+            }
             // Completed jobs count every transfer; running ones the splitter's so far (the
             // units' own are in their records until the merge sums them).
             let moved = rec
@@ -182,6 +192,9 @@ fn show(st: &ffleet_runtime::messages::JobStatus) {
     }
     if let Some(p) = st.priority {
         println!("priority: {p}");
+    }
+    if let Some(r) = &st.retried_as {
+        println!("retried:  as {}", r.local());
     }
     if let Some(t) = &st.updated_at {
         println!("updated:  {t}");

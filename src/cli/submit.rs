@@ -102,6 +102,7 @@ pub fn build_request(args: &SubmitArgs) -> Result<JobRequest> {
         prefer: args.prefer,
         require: args.require,
         input_digest: None,
+        retry_of: None,
     })
 }
 

@@ -37,6 +37,7 @@ pub trait JobClient {
             prefer: Default::default(),
             require: false,
             input_digest: None,
+            retry_of: None,
         }
     }
 

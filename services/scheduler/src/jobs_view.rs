@@ -39,6 +39,11 @@ pub struct JobsView {
     ending: Arc<Notify>,
     /// How long a finished job's records are kept (`scheduler.keep_finished_records_secs`).
     keep: Duration,
+    /// Failed jobs seen to finish, oldest first, with when: their unit records are what
+    /// `ffleet retry` reuses results by, so they are kept as long as those results
+    /// (`storage.keep_failed_results_secs`, or `keep` if longer).
+    failed: Arc<Mutex<VecDeque<(JobId, Instant)>>>,
+    keep_failed: Duration,
 }
 
 impl JobsView {
@@ -46,16 +51,26 @@ impl JobsView {
     pub fn new(keep: Duration) -> JobsView {
         JobsView {
             keep,
+            keep_failed: keep,
             ..JobsView::default()
+        }
+    }
+
+    /// The same view keeping failed jobs' records for `keep_failed` (at least `keep`).
+    pub fn keeping_failed(self, keep_failed: Duration) -> JobsView {
+        JobsView {
+            keep_failed: keep_failed.max(self.keep),
+            ..self
         }
     }
 
     pub async fn watch(
         jobs: Typed<JobRecord>,
         keep: Duration,
+        keep_failed: Duration,
         shutdown: CancellationToken,
     ) -> Result<JobsView, NatsError> {
-        let view = JobsView::new(keep);
+        let view = JobsView::new(keep).keeping_failed(keep_failed);
         let v = view.clone();
         let policy = jobs.policy();
         kv::follow(jobs.store(), policy, shutdown, "jobs", None, move |e| {
@@ -109,11 +124,15 @@ impl JobsView {
                         self.ending.notify_one();
                     }
                     drop(map);
-                    let mut finished = self.finished.lock().expect("finished lock");
+                    let (queue, keep) = match r.state {
+                        JobState::Failed => (&self.failed, self.keep_failed),
+                        _ => (&self.finished, self.keep),
+                    };
+                    let mut finished = queue.lock().expect("finished lock");
                     let now = Instant::now();
                     while finished
                         .front()
-                        .is_some_and(|(_, at)| now.duration_since(*at) > self.keep + FORGET_AFTER)
+                        .is_some_and(|(_, at)| now.duration_since(*at) > keep + FORGET_AFTER)
                     {
                         finished.pop_front();
                     }
@@ -177,14 +196,19 @@ impl JobsView {
     /// The finished jobs whose records are due for purging (finished `keep` ago or more),
     /// taken from the view: each is handed out once.
     pub fn take_due(&self) -> Vec<JobId> {
-        let mut finished = self.finished.lock().expect("finished lock");
         let now = Instant::now();
         let mut due = Vec::new();
-        while let Some((_, at)) = finished.front() {
-            if now.duration_since(*at) < self.keep {
-                break;
+        for (queue, keep) in [
+            (&self.finished, self.keep),
+            (&self.failed, self.keep_failed),
+        ] {
+            let mut finished = queue.lock().expect("finished lock");
+            while let Some((_, at)) = finished.front() {
+                if now.duration_since(*at) < keep {
+                    break;
+                }
+                due.extend(finished.pop_front().map(|(id, _)| id));
             }
-            due.extend(finished.pop_front().map(|(id, _)| id));
         }
         due
     }

@@ -75,6 +75,7 @@ pub async fn run(ctx: Ctx, shutdown: CancellationToken) -> Result<(), Error> {
     let jobs = JobsView::watch(
         ctx.jobs.clone(),
         settings.keep_finished_records(),
+        Duration::from_secs(ctx.config.storage.keep_failed_results_secs),
         shutdown.clone(),
     )
     .await?;

@@ -119,4 +119,29 @@ mod tests {
         let due: Vec<String> = jobs.take_due().iter().map(|j| j.to_string()).collect();
         assert_eq!(due, ["j1", "j2"]);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_jobs_records_stay_as_long_as_its_kept_results() {
+        let mem = Mem::default();
+        let jobs = JobsView::new(S(60)).keeping_failed(S(3600));
+        let (failed, done) = (
+            mem::encoding_job(&mem, "failed", 2),
+            mem::encoding_job(&mem, "done", 2),
+        );
+        for (rec, end) in [(&failed, JobState::Failed), (&done, JobState::Completed)] {
+            jobs.record(rec.job_id.clone(), Some(rec.clone()));
+            let mut ended = rec.clone();
+            ended.state = end;
+            jobs.record(rec.job_id.clone(), Some(ended));
+        }
+        sleep(S(61)).await;
+        assert_eq!(jobs.take_due(), vec![done.job_id.clone()]);
+        sleep(S(3000)).await;
+        assert!(
+            jobs.take_due().is_empty(),
+            "a retry may still reuse its results"
+        );
+        sleep(S(600)).await;
+        assert_eq!(jobs.take_due(), vec![failed.job_id.clone()]);
+    }
 }

@@ -9,7 +9,7 @@ use crate::config::SplitterConfig;
 use crate::media::Media;
 use crate::split::SplitError;
 use crate::validate::{Input, Output};
-use crate::{quota, sizing, validate};
+use crate::{quota, reuse, sizing, validate};
 use async_nats::jetstream::Message;
 use ffleet_runtime::job_protocol::{self, JobRefused, JobStep};
 use ffleet_runtime::messages::events::Accepted;
@@ -193,6 +193,7 @@ async fn give_up(ctx: &Ctx, job: &JobId, why: &BoxError, delivered: i64, sequenc
 fn scoped(mut req: JobRequest, tenant: Option<&Tenant>) -> JobRequest {
     if let Some(t) = tenant {
         req.job_id = JobId::scoped(t, &req.job_id);
+        req.retry_of = req.retry_of.map(|of| JobId::scoped(t, &of));
     }
     req
 }
@@ -289,6 +290,9 @@ async fn process(
         Ok(v) => v,
         Err(failure) => return fail(ctx, job, &failure).await,
     };
+    if let Err(failure) = reuse::check(ctx, req).await.map_err(transient)? {
+        return fail(ctx, job, &failure).await;
+    }
     tracing::info!(job = %job, input = %valid.input.shown(), profile = %valid.profile, "job accepted");
     telemetry::metrics::job_accepted();
     accept_and_split(ctx, sp, req, &valid).await
@@ -491,7 +495,10 @@ async fn split_and_plan(
         Output::File(p) => (p.display().to_string(), None),
         Output::Object(k) => (String::new(), Some(k.clone())),
     };
+    let tracks = audio.then_some(src.tracks.tracks.as_slice());
+    let reuse = reuse::find(ctx, req, &valid.profile, &src.info, &segments, tracks).await;
     let plan = Plan {
+        reuses: reuse.from.clone(),
         audio,
         tracks: src.tracks.tracks.clone(),
         warnings,
@@ -503,7 +510,7 @@ async fn split_and_plan(
         source_digest,
         output_key,
     };
-    let written = match write_unit_records(ctx, job, &plan, segments).await? {
+    let written = match write_unit_records(ctx, job, &plan, segments, &reuse).await? {
         Ok(written) => written,
         Err(full) => return fail(ctx, job, &full).await,
     };
@@ -631,6 +638,7 @@ async fn write_unit_records(
     job: &JobId,
     plan: &Plan,
     segments: Vec<SegmentPlan>,
+    reuse: &reuse::Reuse,
 ) -> Result<Result<HashMap<Unit, (SegmentRecord, u64)>, Failure>, Retry> {
     let cuts = segments
         .into_iter()
@@ -639,7 +647,10 @@ async fn write_unit_records(
     let mut written = HashMap::new();
     for (unit, cut) in plan.units().zip(cuts) {
         let key = subjects::segment_key(job, unit);
-        let fresh = SegmentRecord::planned(cut);
+        let fresh = match reuse.units.get(&unit) {
+            Some((done, from)) => SegmentRecord::reused(cut, done, from),
+            None => SegmentRecord::planned(cut),
+        };
         let created = match ctx.segments.create(&key, &fresh).await {
             Ok(created) => created,
             Err(e) if at_cap(&e) => return Ok(Err(records_full(job, &e))),
@@ -718,7 +729,7 @@ async fn publish_tasks(
         return Ok(());
     };
     let job = &rec.job_id;
-    let mut published = 0usize;
+    let (mut published, mut reused) = (0usize, 0usize);
     let units = plan
         .audio
         .then_some(Unit::Audio)
@@ -732,6 +743,13 @@ async fn publish_tasks(
                 ctx.segments.get(&key).await.map_err(transient)?
             }
         };
+        if let Some((rec, _)) = known.as_ref().filter(|(r, _)| reuse::is_reused(r)) {
+            reuse::report(ctx, job, unit, rec)
+                .await
+                .map_err(transient)?;
+            reused += 1;
+            continue;
+        }
         let cut = known.as_ref().and_then(|(r, _)| r.cut.as_ref());
         let Some(mut task) = Task::for_unit(rec, unit, cut, 1) else {
             return Err(transient(format!(
@@ -744,7 +762,7 @@ async fn publish_tasks(
             .map_err(transient)?;
         published += 1;
     }
-    tracing::debug!(job = %job, tasks = published, "tasks published");
+    tracing::debug!(job = %job, tasks = published, reused, "tasks published");
     Ok(())
 }
 

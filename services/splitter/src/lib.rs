@@ -8,6 +8,8 @@ mod inspect;
 mod keeps;
 pub mod media;
 mod quota;
+mod retry;
+mod reuse;
 pub mod sizing;
 pub mod split;
 pub mod sweep;
@@ -77,6 +79,7 @@ pub async fn run_with(
         })
     };
     let sweeping = tokio::spawn(sweep::run(ctx.clone(), shutdown.clone()));
+    let retries = retry::start(ctx.clone(), shutdown.clone()).await?;
     let served = tokio::try_join!(
         serve(consumer(subjects::CONSUMER_SPLITTER, subjects::JOBS_SUBMIT)),
         serve(consumer(
@@ -89,6 +92,7 @@ pub async fn run_with(
         )),
     );
     sweeping.abort();
+    let _ = retries.await;
     served?;
     tracing::info!("splitter stopped");
     Ok(())

@@ -5,7 +5,11 @@
 //!   before their metadata, replaced objects' old chunks);
 //! - a job's scratch untouched that long whose job has ended (a cleanup that failed), or has no
 //!   record while no request waits undelivered in the queue (an upload no request claimed);
+//! - a failed job's encoded units, kept for `ffleet retry`, once untouched for
+//!   `storage.keep_failed_results_secs`;
 //! - outputs kept past `storage.keep_outputs_secs` (their merger stopped before removing them).
+//!
+//! With a shared directory only the jobs' scratch is surveyed (its files' modification times).
 //!
 //! The splitter sweeps because it may both purge media and read job records. Several splitters
 //! each sweep, at jittered times: removals are idempotent.
@@ -15,7 +19,7 @@ use ffleet_runtime::messages::JobState;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::storage::{Survey, keys};
 use ffleet_runtime::subjects;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +34,7 @@ pub struct Swept {
 /// Sweeps until `shutdown` fires (nothing with a shared directory, or an interval of 0).
 pub async fn run(ctx: Ctx, shutdown: CancellationToken) {
     let every = ctx.config.storage.sweep_interval_secs;
-    if every == 0 || ctx.storage.is_shared() {
+    if every == 0 {
         return;
     }
     loop {
@@ -76,6 +80,8 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
     };
     let mut quiet_jobs = BTreeSet::new();
     let mut live_jobs = BTreeSet::new();
+    // How long since each job's scratch was last written.
+    let mut untouched: BTreeMap<String, Duration> = BTreeMap::new();
     for obj in &objects {
         if keys::kept_output_job(&obj.name).is_some() {
             if obj.age >= keep_outputs {
@@ -88,6 +94,10 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
                 }
             }
         } else if let Some(job) = keys::job_of(&obj.name) {
+            untouched
+                .entry(job.to_owned())
+                .and_modify(|a| *a = (*a).min(obj.age))
+                .or_insert(obj.age);
             // One recent object keeps the whole scratch while the job is at work.
             if obj.age >= abandoned {
                 quiet_jobs.insert(job.to_owned());
@@ -108,7 +118,8 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
     // place or that pass their deadline, has no grant to remove media itself.
     for job in quiet_jobs.union(&live_jobs) {
         let quiet = !live_jobs.contains(job);
-        if !abandoned_job(ctx, job, quiet, queue_empty).await {
+        let since = untouched.get(job).copied().unwrap_or_default();
+        if !abandoned_job(ctx, job, quiet, queue_empty, since).await {
             continue;
         }
         let Ok(id) = JobId::new(job.as_str()) else {
@@ -164,13 +175,25 @@ async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
 /// or its record is long gone), its media is `quiet` (untouched for `abandoned_after_secs`) and
 /// no request waits undelivered in the queue (`queue_empty`); or it has ended (its cleanup did
 /// not finish, or the service that ended it may not remove media), unless a failed job's
-/// scratch is kept on purpose. A record that cannot be read keeps the media.
-async fn abandoned_job(ctx: &Ctx, job: &str, quiet: bool, queue_empty: bool) -> bool {
+/// scratch is kept on purpose, or for a retry and written less than
+/// `storage.keep_failed_results_secs` ago (`untouched`). A record that cannot be read keeps
+/// the media.
+async fn abandoned_job(
+    ctx: &Ctx,
+    job: &str,
+    quiet: bool,
+    queue_empty: bool,
+    untouched: Duration,
+) -> bool {
+    let cfg = &ctx.config.storage;
     match ctx.jobs.get(job).await {
         Ok(None) => quiet && queue_empty,
         Ok(Some((rec, _))) => match rec.state {
             JobState::Completed | JobState::Cancelled => true,
-            JobState::Failed => !ctx.config.storage.keep_failed_scratch,
+            JobState::Failed => {
+                !cfg.keep_failed_scratch
+                    && untouched >= Duration::from_secs(cfg.keep_failed_results_secs)
+            }
             _ => false,
         },
         Err(e) => {

@@ -2,6 +2,7 @@
 //! locations. Failures here end the job before anything is read.
 
 use crate::inspect;
+use ffleet_runtime::JobId;
 use ffleet_runtime::config::Config;
 use ffleet_runtime::config::StorageBackend;
 use ffleet_runtime::messages::JobRequest;
@@ -123,7 +124,16 @@ fn media_of(cfg: &Config, req: &JobRequest) -> Result<(Input, Output), Failure> 
             format!("object-store {what}s need `storage.backend = \"object-store\"` on this fleet"),
         )
     };
-    let input = match MediaUri::input(&req.input, &req.job_id)
+    // A retry reads the upload of the job it runs again (`reuse::check` holds it to that
+    // job's own input), not one of its own.
+    let uploaded_by = match (
+        &req.retry_of,
+        req.input.strip_prefix(storage::OBJECT_SCHEME),
+    ) {
+        (Some(_), Some(key)) => storage::keys::input_job_of(key).and_then(|j| JobId::new(j).ok()),
+        _ => None,
+    };
+    let input = match MediaUri::input(&req.input, uploaded_by.as_ref().unwrap_or(&req.job_id))
         .map_err(|e| Failure::new(Reason::InputNotAllowed, e.to_string()))?
     {
         MediaUri::Object(_) if !object_store => return Err(no_store("input")),

@@ -12,6 +12,7 @@
 //!   splitting, encoding, merging ──Fail──► failed
 //!   splitting, encoding, merging ──Cancel──► cancelled   (never from finalizing)
 //!   any unfinished state ──Prioritize──► (the same state, another priority)
+//!   failed, cancelled ──retry──► (the same state, `retried_as` set once; the retry is a new job)
 //! ```
 //!
 //! The promises, property-tested in `props`: the collected units are units of the plan, and the
@@ -19,7 +20,7 @@
 //! enters `merging` only from `encoding` with every unit collected, and exactly one `Collect`
 //! is told to merge for each such entry (a repeated report changes nothing).
 
-use crate::ids::Unit;
+use crate::ids::{JobId, Unit};
 use crate::messages::records::{OutputInfo, SourceInfo};
 use crate::messages::{JobRecord, JobState, Plan};
 use crate::reason::Failure;
@@ -196,6 +197,34 @@ pub fn apply(
         }
     };
     Ok((n, applied))
+}
+
+/// Why a job could not be retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryRefused {
+    /// No record.
+    Missing,
+    /// Only a failed or cancelled job runs again; this one is in that state.
+    NotEnded(JobState),
+    /// It was retried already, as that job: whoever asks again is answered with it.
+    Retried(JobId),
+}
+
+/// Marks `rec`, a failed or cancelled job, as retried by job `retry`. A job is retried once
+/// (the retry is retried in turn), so two retries never merge the same kept results, and a
+/// retry asked twice is answered with the same job.
+pub fn retry(rec: Option<&JobRecord>, retry: &JobId, now: &str) -> Result<JobRecord, RetryRefused> {
+    let r = rec.ok_or(RetryRefused::Missing)?;
+    if !matches!(r.state, JobState::Failed | JobState::Cancelled) {
+        return Err(RetryRefused::NotEnded(r.state));
+    }
+    if let Some(done) = &r.retried_as {
+        return Err(RetryRefused::Retried(done.clone()));
+    }
+    let mut n = r.clone();
+    n.retried_as = Some(retry.clone());
+    n.updated_at = now.to_owned();
+    Ok(n)
 }
 
 fn in_state(r: &JobRecord, want: JobState) -> Result<(), JobRefused> {

@@ -47,9 +47,14 @@ pub fn fleet_made(key: &str) -> bool {
     job_of(key).is_some() && input_job_of(key).is_none()
 }
 
+/// The prefix of the splitter's copies of a job's sources.
+pub fn copies_prefix(job: &JobId) -> String {
+    format!("{}/copy", job_prefix(job))
+}
+
 /// Where the splitter stores a copy of a job's file source, for nodes that do not share the file.
 pub fn source_copy(job: &JobId, name: &str) -> String {
-    format!("{}/copy/{}", job_prefix(job), sanitize_name(name))
+    format!("{}/{}", copies_prefix(job), sanitize_name(name))
 }
 
 /// Where a job's uploaded source lives.

@@ -152,6 +152,26 @@ pub fn tenant_of_cancel(subject: &str) -> Result<Option<Tenant>, NotAStatusSubje
     tenant_of_api(API_CANCEL, subject)
 }
 
+/// Retry requests of a failed or cancelled job (`messages::status::StatusRequest` in, the old
+/// job's `JobStatus` with `retried_as` out), answered by one splitter replica (endpoint
+/// `service_api::RETRY_ENDPOINT`). Submitters and the admin may publish here.
+pub const API_RETRY: &str = "ffleet.api.retry";
+
+/// Tenant `tenant`'s retry requests (ids in them are its own): `ffleet.api.retry.t.<tenant>`.
+pub fn api_retry_tenant(tenant: &Tenant) -> String {
+    format!("{API_RETRY}.t.{tenant}")
+}
+
+/// Every tenant's retry requests (the retry endpoint's tenant subject).
+pub fn api_retry_any_tenant() -> String {
+    format!("{API_RETRY}.t.*")
+}
+
+/// The tenant a retry request on `subject` comes from: `Ok(None)` from the plain subject.
+pub fn tenant_of_retry(subject: &str) -> Result<Option<Tenant>, NotAStatusSubject> {
+    tenant_of_api(API_RETRY, subject)
+}
+
 /// Where the scheduler tells node `node` to drop what it holds of an ended job
 /// (`messages::control::JobDrop`, fire and forget): `ffleet.ctl.drop.<node>`.
 pub fn node_drop(node: &NodeId) -> String {
@@ -223,6 +243,10 @@ pub mod service_api {
     pub const TENANT_CANCEL_ENDPOINT: &str = "tenant-cancel";
     /// The job priority endpoint (on `super::API_PRIORITY`), served by the schedulers.
     pub const PRIORITY_ENDPOINT: &str = "priority";
+    /// The splitters' endpoint answering `API_RETRY`.
+    pub const RETRY_ENDPOINT: &str = "retry";
+    /// The same for tenants' retries (`api_retry_any_tenant`).
+    pub const TENANT_RETRY_ENDPOINT: &str = "tenant-retry";
     /// The discovery verbs an instance answers (async-nats 0.51 serves no `SCHEMA`).
     pub const VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
 

@@ -295,9 +295,11 @@ impl Step<'_> {
     }
 }
 
-/// Whether `r` is as a split leaves it: planned, at its first attempt, never failed.
+/// Whether `r` is as a split leaves it: planned, at its first attempt, never failed; or done
+/// at its first attempt with a result the split reused (a retry's).
 fn left_by_a_split(r: &SegmentRecord) -> bool {
-    r.state == SegmentState::Planned && r.attempt == 1 && r.failures.is_empty()
+    let reused = r.state == SegmentState::Done && r.reused_from.is_some();
+    (r.state == SegmentState::Planned || reused) && r.attempt == 1 && r.failures.is_empty()
 }
 
 /// Records the failure, then decides: the same failure on another CPU node (the input's fault),
@@ -348,6 +350,7 @@ fn next(r: &SegmentRecord, now: &str) -> (SegmentRecord, Applied) {
         frames: None,
         decode_errors: 0,
         digest: None,
+        reused_from: None,
         updated_at: now.to_owned(),
         ..r.clone()
     };

@@ -49,6 +49,11 @@ pub struct StorageConfig {
     pub tenant_roots: Vec<PathBuf>,
     /// Keep the scratch media of failed jobs for inspection (whichever service fails a job).
     pub keep_failed_scratch: bool,
+    /// How long a failed job's encoded units (and its uploaded source) are kept for
+    /// `ffleet retry` to reuse (0: removed when it fails, like the rest of its scratch). Its
+    /// cuts and copies go at once; a retry that completes or is cancelled removes them, and a
+    /// sweep removes them once untouched this long.
+    pub keep_failed_results_secs: u64,
     /// How long an output stored in the bucket for its submitter to fetch
     /// (`submit --upload --wait`) stays: a submitter may not purge the media stream, so the
     /// fleet removes it (the merger that stored it, or a sweep).
@@ -91,6 +96,7 @@ impl Default for StorageConfig {
             output_roots: Vec::new(),
             tenant_roots: Vec::new(),
             keep_failed_scratch: false,
+            keep_failed_results_secs: 24 * 3600,
             keep_outputs_secs: 3600,
             sweep_interval_secs: 600,
             abandoned_after_secs: 6 * 3600,

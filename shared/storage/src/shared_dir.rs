@@ -1,8 +1,9 @@
 //! `SharedDir`: storage as a directory tree every node mounts (compose volume, NFS). Commits are
 //! renames within the tree, so readers never see half-written media.
 
-use super::{Local, Storage, StorageError, Stored, WorkDir, check_key, io};
+use super::{Aged, Local, Storage, StorageError, Stored, Survey, WorkDir, check_key, io};
 use async_trait::async_trait;
+use ffleet_protocol::keys;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -129,12 +130,63 @@ impl Storage for SharedDir {
         }
     }
 
+    /// Every file under the jobs' scratch (`jobs/`), aged by its modification time: what a
+    /// sweep judges (failed jobs' kept results, cleanups that never ran). Nothing else here
+    /// is the fleet's to remove.
+    async fn survey(&self, _quiet: std::time::Duration) -> Result<Survey, StorageError> {
+        let root = self.root.clone();
+        let objects = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            walk(&root, &root.join(keys::SCRATCH), &mut found);
+            found
+        })
+        .await
+        .map_err(|e| StorageError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(Survey {
+            objects,
+            orphans_removed: 0,
+        })
+    }
+
     fn is_shared(&self) -> bool {
         true
     }
 
     fn work_dir(&self) -> &Path {
         self.work.path()
+    }
+}
+
+/// Appends every file under `dir` (named by its path below `root`, `/`-separated) with its
+/// age. What cannot be read is skipped: a sweep judges what it sees.
+fn walk(root: &Path, dir: &Path, found: &mut Vec<Aged>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk(root, &path, found);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            let name = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            found.push(Aged { name, age });
+        }
     }
 }
 
@@ -161,5 +213,38 @@ mod tests {
             Err(StorageError::Missing(_))
         ));
         s.delete_prefix("jobs/j").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_survey_lists_the_jobs_scratch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = Arc::new(WorkDir::open(&dir.path().join("work")).unwrap());
+        let s = SharedDir::open(dir.path().join("scratch"), work).unwrap();
+        assert!(
+            s.survey(Default::default())
+                .await
+                .unwrap()
+                .objects
+                .is_empty()
+        );
+        for key in ["jobs/j/enc/v00000.a1.nut", "jobs/k/src/seg00000.nut"] {
+            let staged = s.staging_path(key).await.unwrap();
+            tokio::fs::write(&staged, b"x").await.unwrap();
+            s.commit(&staged, key).await.unwrap();
+        }
+        std::fs::write(dir.path().join("scratch").join("other.txt"), b"y").unwrap();
+        let mut names: Vec<_> = s
+            .survey(Default::default())
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["jobs/j/enc/v00000.a1.nut", "jobs/k/src/seg00000.nut"]
+        );
     }
 }

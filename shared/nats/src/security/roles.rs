@@ -98,6 +98,8 @@ impl Role {
                 g.publish(subjects::API_STATUS);
                 // Stopping a job (`ffleet cancel`): plain ids only, so no tenant's job.
                 g.publish(subjects::API_CANCEL);
+                // Running a failed or cancelled job again (`ffleet retry`): plain ids only.
+                g.publish(subjects::API_RETRY);
                 for k in PUBLIC_EVENTS {
                     g.sub(subjects::event_any_job(k));
                 }
@@ -111,6 +113,9 @@ impl Role {
                 g.publish(subjects::API_CANCEL);
                 // An operator may stop any tenant's job (`ffleet cancel <tenant>=<id>`).
                 g.publish(subjects::api_cancel_any_tenant());
+                // ...and run any job again (`ffleet retry <tenant>=<id>`).
+                g.publish(subjects::API_RETRY);
+                g.publish(subjects::api_retry_any_tenant());
                 // Changing a queued job's priority (`ffleet priority`).
                 g.publish(subjects::API_PRIORITY);
                 // Draining and undraining encoder nodes (`ffleet drain`).
@@ -175,6 +180,22 @@ impl Role {
                 }
                 // Word that a job ended: a split under way for it stops.
                 g.sub(subjects::jobs_ended());
+                // The retry service (`retry`): its endpoints (queue subscriptions), the service
+                // API's discovery verbs, one answer to each request (`allow_responses`). A
+                // retry is a new request, on the subject its job's first came in by (a plain
+                // job's on the privileged one: its priority was admitted once already).
+                g.sub(subjects::API_RETRY);
+                g.sub(subjects::api_retry_any_tenant());
+                for d in subjects::service_api::discovery() {
+                    g.sub(d);
+                }
+                g.responses = true;
+                g.publish(subjects::JOBS_SUBMIT_PRIVILEGED);
+                g.publish(subjects::jobs_submit_any_tenant());
+                // A retry's units reused from the job it runs again are reported done as an
+                // encoder reports them. A splitter writes unit records already, and the merger
+                // counts a report only if the record agrees, so this grants no new power.
+                g.publish(subjects::event_any_job(EventKind::SegmentDone));
                 g.media(self.purges_media(), self.uses_scratch());
             }
             Role::Scheduler => {
@@ -348,6 +369,7 @@ pub fn tenant_permissions(tenant: &Tenant) -> Permissions {
     g.publish(subjects::jobs_submit_tenant(tenant));
     g.publish(subjects::api_status_tenant(tenant));
     g.publish(subjects::api_cancel_tenant(tenant));
+    g.publish(subjects::api_retry_tenant(tenant));
     for k in PUBLIC_EVENTS {
         g.sub(subjects::tenant_event(tenant, Some("*"), k));
     }
@@ -713,6 +735,54 @@ mod tests {
                 "{r}"
             );
         }
+    }
+
+    /// Retrying: clients ask (a tenant on its own subject only), splitters answer and alone
+    /// resubmit; the submit subjects a splitter may publish on are the privileged one and the
+    /// tenants', never the plain one a submitter uses.
+    #[test]
+    fn clients_ask_for_retries_and_splitters_resubmit() {
+        let acme = Tenant::new("acme").unwrap();
+        let other = Tenant::new("other").unwrap();
+        for r in Role::ALL {
+            let p = r.permissions();
+            assert_eq!(
+                p.may_publish(subjects::API_RETRY),
+                matches!(r, Role::Submitter | Role::Admin),
+                "{r}"
+            );
+            assert_eq!(
+                p.may_publish(&subjects::api_retry_tenant(&acme)),
+                r == Role::Admin,
+                "{r}"
+            );
+            assert_eq!(
+                p.may_subscribe(subjects::API_RETRY),
+                r == Role::Splitter,
+                "{r}"
+            );
+            assert_eq!(
+                p.may_subscribe(&subjects::api_retry_tenant(&acme)),
+                r == Role::Splitter,
+                "{r}"
+            );
+        }
+        let t = tenant_permissions(&acme);
+        assert!(t.may_publish(&subjects::api_retry_tenant(&acme)));
+        assert!(!t.may_publish(&subjects::api_retry_tenant(&other)));
+        assert!(!t.may_publish(subjects::API_RETRY));
+        let s = Role::Splitter.permissions();
+        assert!(s.may_publish(subjects::JOBS_SUBMIT_PRIVILEGED));
+        assert!(s.may_publish(&subjects::jobs_submit_tenant(&acme)));
+        assert!(!s.may_publish(subjects::JOBS_SUBMIT));
+        assert!(s.may_publish(&event(
+            Some(&JobId::new("j1").unwrap()),
+            EventKind::SegmentDone
+        )));
+        assert!(!s.may_publish(&event(
+            Some(&JobId::new("j1").unwrap()),
+            EventKind::Cancelled
+        )));
     }
 
     #[test]

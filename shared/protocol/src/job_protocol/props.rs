@@ -335,3 +335,33 @@ fn a_cancel_and_a_complete_racing_on_one_merging_record_end_it_once() {
     );
     assert!(apply(Some(&finalizing), &JobStep::Complete { output: &out }, "t3").is_ok());
 }
+
+#[test]
+fn only_a_failed_or_cancelled_job_is_retried_and_only_once() {
+    let mut rec = splitting();
+    let again = JobId::new("j-r1").unwrap();
+    assert_eq!(
+        super::retry(Some(&rec), &again, "t").unwrap_err(),
+        super::RetryRefused::NotEnded(JobState::Splitting)
+    );
+    assert_eq!(
+        super::retry(None, &again, "t").unwrap_err(),
+        super::RetryRefused::Missing
+    );
+    for ended in [JobState::Failed, JobState::Cancelled] {
+        rec.state = ended;
+        let retried = super::retry(Some(&rec), &again, "t1").expect("retry");
+        assert_eq!(retried.retried_as.as_ref(), Some(&again));
+        assert_eq!(retried.state, ended);
+        let other = JobId::new("j-r2").unwrap();
+        assert_eq!(
+            super::retry(Some(&retried), &other, "t2").unwrap_err(),
+            super::RetryRefused::Retried(again.clone())
+        );
+    }
+    rec.state = JobState::Completed;
+    assert!(matches!(
+        super::retry(Some(&rec), &again, "t").unwrap_err(),
+        super::RetryRefused::NotEnded(JobState::Completed)
+    ));
+}

@@ -54,6 +54,11 @@ pub struct JobRequest {
     /// reads only an object with this digest, so nobody can swap the input in between.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_digest: Option<String>,
+    /// Set by the fleet on a retried job (`ffleet retry`, `ffleet.api.retry`): the failed or
+    /// cancelled job it runs again, whose encoded segments it reuses. A request naming a job
+    /// that was not retried as this one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<JobId>,
 }
 
 /// The kind of encoder a job asks for. `gpu` means any accelerator capability (`nvenc`, `qsv`,

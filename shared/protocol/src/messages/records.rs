@@ -185,6 +185,10 @@ pub struct Plan {
     /// Object-store key of the final output (`object:` outputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_key: Option<String>,
+    /// Earlier runs of this job (a retry's) whose encoded units this one merges: their kept
+    /// results go when this job completes or is cancelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reuses: Vec<JobId>,
 }
 
 impl Plan {
@@ -265,6 +269,9 @@ pub struct JobRecord {
     /// request's for every unit not yet released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// The job that runs this one again (`ffleet retry`), once one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_as: Option<JobId>,
     /// Bytes the splitter and merger moved through the object store for this job (the units'
     /// own transfers are in their unit records, and summed into `output`).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -290,6 +297,7 @@ impl JobRecord {
             output: None,
             cancelled_during: None,
             priority: None,
+            retried_as: None,
             media_bytes: 0,
             accepted_at: now.clone(),
             updated_at: now,
@@ -367,6 +375,10 @@ pub struct SegmentRecord {
     /// attempts, so a re-issued attempt can prefer a node whose NVENC gives the same bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_class: Option<GpuClass>,
+    /// The earlier run of the job (a retry's) whose result this unit reuses: the split wrote
+    /// it done, and no task of it ever runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<JobId>,
     pub updated_at: String,
 }
 
@@ -405,7 +417,25 @@ impl SegmentRecord {
             failure: None,
             failures: Vec::new(),
             gpu_class: None,
+            reused_from: None,
             updated_at: crate::time::now_rfc3339(),
+        }
+    }
+
+    /// Attempt 1 of a unit, done already: the result `done` (a unit record of job `from`, an
+    /// earlier run of this job) recorded for the same cut.
+    pub fn reused(cut: Option<SegmentPlan>, done: &SegmentRecord, from: &JobId) -> Self {
+        Self {
+            state: SegmentState::Done,
+            capability: done.capability.clone(),
+            owner: done.owner.clone(),
+            result_key: done.result_key.clone(),
+            frames: done.frames,
+            decode_errors: done.decode_errors,
+            digest: done.digest.clone(),
+            gpu_class: done.gpu_class.clone(),
+            reused_from: Some(from.clone()),
+            ..Self::planned(cut)
         }
     }
 }
@@ -462,6 +492,7 @@ mod tests {
             source_key: None,
             source_digest: None,
             output_key: None,
+            reuses: Vec::new(),
         };
         for u in plan.units() {
             rec.collected.insert(u);

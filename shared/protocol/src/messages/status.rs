@@ -142,6 +142,9 @@ pub struct JobStatus {
     /// The job's priority now (an operator's change, else its request's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// The job that runs this failed or cancelled one again (`ffleet retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_as: Option<JobId>,
     /// With `refused`: the `FFLEET_JOBS` stream sequence of the refused request (what its
     /// publisher's ack said), so a client can tell its own request's refusal from an older one
     /// under the same id.
@@ -168,6 +171,7 @@ impl JobStatus {
             failed: None,
             cancelled: None,
             priority: None,
+            retried_as: None,
             request_seq: None,
             tenant: None,
         }
@@ -190,6 +194,7 @@ impl JobStatus {
         if let Some(c) = &mut self.cancelled {
             c.job_id = local(&c.job_id);
         }
+        self.retried_as = self.retried_as.as_ref().map(local);
         self.tenant = Some(tenant);
         self
     }
@@ -242,6 +247,7 @@ impl JobStatus {
             failed,
             cancelled,
             priority: Some(rec.priority()),
+            retried_as: rec.retried_as.clone(),
             request_seq: None,
             tenant: None,
         }

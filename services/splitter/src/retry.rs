@@ -1,0 +1,277 @@
+//! The job retry service: every splitter replica answers `ffleet.api.retry` requests (NATS
+//! service `ffleet`, endpoint `retry`, one replica answering each), and tenants' on
+//! `ffleet.api.retry.t.<tenant>` (endpoint `tenant-retry`, ids in them their own). The request
+//! is the status request's shape; the answer is the old job's status, with `retried_as`.
+//!
+//! A retry is a new job, linked both ways: the old record gets `retried_as` in one
+//! revision-checked write (`job_protocol::retry`), so a job is retried once and a retry asked
+//! twice is answered with the same job; the new request is the old one under the new id, with
+//! `retry_of` naming the old job, submitted as its first request was (a tenant's on its
+//! tenant's subject, held to its quota; a plain job's on the privileged subject, since its
+//! priority was admitted once already). Splitting it, the splitter reuses the old job's
+//! encoded units where their cut comes out the same (`reuse`).
+
+use async_nats::service;
+use ffleet_runtime::job_protocol::{self, RetryRefused};
+use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
+use ffleet_runtime::messages::{self, JobRecord, JobRequest};
+use ffleet_runtime::nats::kv::Change;
+use ffleet_runtime::nats::service::{self as service_nats, error};
+use ffleet_runtime::nats::{NatsError, publish};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::subjects::{self, service_api};
+use ffleet_runtime::time::now_rfc3339;
+use ffleet_runtime::{JobId, Tenant};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Service error code of a retry naming a job that does not exist.
+pub const ERROR_UNKNOWN_JOB: u16 = 404;
+/// Service error code of a retry of a job that has not failed or been cancelled.
+pub const ERROR_NOT_ENDED: u16 = 409;
+/// Requests answered at once by one replica; more wait in the subscription.
+const IN_FLIGHT: usize = 16;
+/// How long the record's write and the new request's publish may take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Registers this splitter as an instance of the `ffleet` service and answers retry requests
+/// until `shutdown` fires; the returned task ends once the service is stopped.
+pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<()>, NatsError> {
+    let service = service_nats::start(&ctx.client, "job retry requests").await?;
+    let endpoint = service
+        .endpoint_builder()
+        .name(service_api::RETRY_ENDPOINT)
+        .add(subjects::API_RETRY)
+        .await
+        .map_err(|e| NatsError::op("retry endpoint", e))?;
+    let tenants = service
+        .endpoint_builder()
+        .name(service_api::TENANT_RETRY_ENDPOINT)
+        .add(subjects::api_retry_any_tenant())
+        .await
+        .map_err(|e| NatsError::op("tenant retry endpoint", e))?;
+    tracing::info!(subject = subjects::API_RETRY, "job retry service running");
+    Ok(tokio::spawn(async move {
+        futures::stream::select(endpoint, tenants)
+            .take_until(shutdown.cancelled_owned())
+            .for_each_concurrent(IN_FLIGHT, |req| answer(&ctx, req))
+            .await;
+        let _ = service.stop().await;
+    }))
+}
+
+async fn answer(ctx: &Ctx, req: service::Request) {
+    let (subject, payload) = (req.message.subject.clone(), req.message.payload.clone());
+    let retry = retry(ctx, &subject, &payload);
+    let late = "the retry was not recorded (a retry is idempotent)";
+    service_nats::answer_within(req, ANSWER_WITHIN, late, retry).await
+}
+
+/// The answer to one request: the old job's status with `retried_as`, or a service error.
+async fn retry(
+    ctx: &Ctx,
+    subject: &str,
+    payload: &[u8],
+) -> Result<JobStatus, service::error::Error> {
+    let (job, tenant) = requested_job(subject, payload)?;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::warn!(job = %job, error = %e, "retry request: job records unavailable");
+        error(
+            wire::ERROR_UNAVAILABLE,
+            format!("job records unavailable, ask again: {e}"),
+        )
+    };
+    let Some((old, _)) = ctx
+        .jobs
+        .get(job.as_str())
+        .await
+        .map_err(|e| unavailable(&e))?
+    else {
+        return Err(unknown(&job));
+    };
+    let again = next_id(&old);
+    // Written in a task of its own: an answer that runs out of time does not drop a write
+    // that lands after it, nor the request that must follow it.
+    let written = tokio::spawn({
+        let (ctx, job, again) = (ctx.clone(), job.clone(), again.clone());
+        async move {
+            let marked = ctx
+                .jobs
+                .modify(job.as_str(), |rec| {
+                    match job_protocol::retry(rec, &again, &now_rfc3339()) {
+                        Ok(n) => Change::Write(n.clone(), Ok(n)),
+                        Err(why) => Change::Keep(Err((why, rec.cloned()))),
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let (rec, publish_it) = match marked {
+                Ok(rec) => (rec, true),
+                // Asked again: the first answer's request may not have gone out (its splitter
+                // stopped), so it goes again unless its job exists.
+                Err((RetryRefused::Retried(retry), Some(rec))) => {
+                    let exists = ctx
+                        .jobs
+                        .get(retry.as_str())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_some();
+                    (rec, !exists)
+                }
+                Err((why, rec)) => return Ok(Err((why, rec))),
+            };
+            if publish_it {
+                submit(&ctx, &rec, tenant.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(Ok((rec, publish_it)))
+        }
+    })
+    .await
+    .map_err(|e| error(wire::ERROR_UNAVAILABLE, format!("retry interrupted: {e}")))?;
+    match written {
+        Ok(Ok((rec, published))) => {
+            if published {
+                tracing::info!(job = %job, retry = ?rec.retried_as.as_ref().map(JobId::as_str), "job retried");
+            }
+            Ok(JobStatus::of_record(&rec).for_tenant())
+        }
+        Ok(Err((RetryRefused::NotEnded(state), _))) => Err(error(
+            ERROR_NOT_ENDED,
+            format!(
+                "job {} is {}: only a failed or cancelled job can be retried",
+                job.local(),
+                state.name()
+            ),
+        )),
+        Ok(Err((RetryRefused::Missing | RetryRefused::Retried(_), _))) => Err(unknown(&job)),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+fn unknown(job: &JobId) -> service::error::Error {
+    error(
+        ERROR_UNKNOWN_JOB,
+        format!(
+            "no job {} (never submitted, not yet taken in, or expired)",
+            job.local()
+        ),
+    )
+}
+
+/// Submits the retry of `old` (whose record names it in `retried_as`): the old request under
+/// the new id, `retry_of` naming the old job.
+async fn submit(ctx: &Ctx, old: &JobRecord, tenant: Option<&Tenant>) -> Result<(), NatsError> {
+    let Some(again) = &old.retried_as else {
+        return Ok(());
+    };
+    let local = |j: &JobId| JobId::plain(j.local()).unwrap_or_else(|_| j.clone());
+    let owner = old.job_id.tenant();
+    let mut req: JobRequest = old.request.clone();
+    // A tenant's request names its jobs as the tenant does; the splitter scopes them again.
+    req.job_id = local(again);
+    req.retry_of = Some(local(&old.job_id));
+    let subject = match owner.as_ref().or(tenant) {
+        Some(t) => subjects::jobs_submit_tenant(t),
+        None => {
+            req.priority = old.priority();
+            subjects::JOBS_SUBMIT_PRIVILEGED.to_owned()
+        }
+    };
+    // Unguessable, as a client's: the stream's duplicate window is shared by every client, and
+    // a guessable id could be sent first to have this request dropped.
+    let msg_id = format!("{again}.{}", uuid::Uuid::new_v4().simple());
+    publish::raw(&ctx.js, ctx.retry, subject, messages::encode(&req), &msg_id).await?;
+    Ok(())
+}
+
+/// The retry's id: `<id>-r<n>`, counting on from the job's own `-r<n>` when it is a retry,
+/// its base shortened where the whole would pass the id's length.
+fn next_id(old: &JobRecord) -> JobId {
+    let local = old.job_id.local();
+    let (base, n) = match old.request.retry_of {
+        Some(_) => match local.rsplit_once("-r") {
+            Some((base, n)) if n.parse::<u32>().is_ok() => (base, n.parse::<u32>().unwrap_or(0)),
+            _ => (local, 0),
+        },
+        None => (local, 0),
+    };
+    let suffix = format!("-r{}", n.saturating_add(1));
+    let keep = base.len().min(JobId::MAX_LEN - suffix.len());
+    let id = JobId::plain(format!("{}{suffix}", &base[..keep]))
+        .expect("a job id's prefix and a suffix of id characters make an id");
+    match old.job_id.tenant() {
+        Some(t) => JobId::scoped(&t, &id),
+        None => id,
+    }
+}
+
+/// The job a request names: a plain id, scoped to the tenant the subject names (a tenant can
+/// name only its own jobs, and the plain subject names no tenant's).
+fn requested_job(
+    subject: &str,
+    payload: &[u8],
+) -> Result<(JobId, Option<Tenant>), service::error::Error> {
+    let bad = |e: String| error(wire::ERROR_BAD_REQUEST, e);
+    let req = StatusRequest::parse(payload).map_err(|e| bad(e.to_string()))?;
+    JobId::plain(req.job_id.as_str()).map_err(|e| bad(e.to_string()))?;
+    let tenant = subjects::tenant_of_retry(subject).map_err(|e| bad(e.to_string()))?;
+    Ok(match tenant {
+        Some(t) => (JobId::scoped(&t, &req.job_id), Some(t)),
+        None => (req.job_id, None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, retry_of: Option<&str>) -> JobRecord {
+        let mut req: JobRequest = serde_json::from_value(serde_json::json!({
+            "version": 1, "job_id": "x", "input": "/in/a.mp4", "output": "/out/a.mp4"
+        }))
+        .unwrap();
+        req.job_id = JobId::new(id).unwrap();
+        req.retry_of = retry_of.map(|r| JobId::new(r).unwrap());
+        JobRecord::new(req, "h264".into())
+    }
+
+    #[test]
+    fn a_retry_counts_on_from_the_job_it_retries() {
+        assert_eq!(next_id(&record("clip", None)).as_str(), "clip-r1");
+        assert_eq!(
+            next_id(&record("clip-r1", Some("clip"))).as_str(),
+            "clip-r2"
+        );
+        // Only a retry's own suffix counts: a first job that happens to end so does not.
+        assert_eq!(next_id(&record("take-r7", None)).as_str(), "take-r7-r1");
+        assert_eq!(
+            next_id(&record("acme=clip-r3", Some("acme=clip"))).as_str(),
+            "acme=clip-r4"
+        );
+        let long = "a".repeat(JobId::MAX_LEN);
+        let again = next_id(&record(&long, None));
+        assert!(again.as_str().len() <= JobId::MAX_LEN);
+        assert!(again.as_str().ends_with("-r1"));
+    }
+
+    #[test]
+    fn a_request_names_a_plain_job_scoped_to_the_subjects_tenant() {
+        let body = br#"{"version":1,"job_id":"j-1"}"#;
+        let (job, tenant) = requested_job(subjects::API_RETRY, body).unwrap();
+        assert_eq!((job.as_str(), tenant), ("j-1", None));
+        let acme = Tenant::new("acme").unwrap();
+        let (scoped, _) = requested_job(&subjects::api_retry_tenant(&acme), body).unwrap();
+        assert_eq!(scoped.tenant(), Some(acme));
+        let forged = format!(
+            r#"{{"version":1,"job_id":"acme{}j-1"}}"#,
+            ffleet_runtime::ids::TENANT_SEPARATOR
+        );
+        assert!(requested_job(subjects::API_RETRY, forged.as_bytes()).is_err());
+        assert!(requested_job(subjects::API_RETRY, b"{}").is_err());
+        assert!(requested_job("ffleet.api.retry.x", body).is_err());
+    }
+}
