@@ -822,9 +822,12 @@ async fn a_sweep_removes_an_ended_jobs_recent_media_and_keeps_a_running_ones() -
     }
     let swept = ffleet_splitter::sweep::once(&splitter).await?;
     ensure!(swept.abandoned_jobs == 1, "{swept:?}");
-    let left = stored_names(&splitter).await?;
+    let mut left = stored_names(&splitter).await?;
+    left.sort();
+    let mut kept = cuts[1..].to_vec();
+    kept.sort();
     ensure!(
-        left == cuts[1..],
+        left == kept,
         "left {left:?}: the running job's media stays, and the failed one's for a retry"
     );
     // Once a failed job's media is older than its keep time, it goes too.

@@ -88,15 +88,23 @@ pub async fn complete(ctx: &Ctx, job: &JobId, out: OutputInfo) -> Result<Complet
                     Change::Write(n, Ok((segments, reuses.unwrap_or_default())))
                 }
                 Err(JobRefused::Terminal(JobState::Completed)) => {
-                    Change::Keep(Err(Completion::AlreadyCompleted))
+                    let reuses = rec.and_then(|r| r.plan.as_ref()).map(|p| p.reuses.clone());
+                    Change::Keep(Err((Completion::AlreadyCompleted, reuses)))
                 }
-                Err(_) => Change::Keep(Err(Completion::Ended)),
+                Err(_) => Change::Keep(Err((Completion::Ended, None))),
             }
         })
         .await?;
     let (segments, reuses) = match segments {
         Ok(s) => s,
-        Err(not) => return Ok(not),
+        Err((not, reuses)) => {
+            // Completed by an earlier run that may have stopped before its cleanup.
+            if let Some(reuses) = reuses {
+                clean_scratch(ctx, job).await;
+                clean_reused(ctx, &reuses).await;
+            }
+            return Ok(not);
+        }
     };
     crate::tenants::release(ctx, job).await;
     telemetry::metrics::job_completed();

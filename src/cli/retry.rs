@@ -13,6 +13,9 @@ pub async fn run(cli: &Cli, id: &str, wait: bool) -> Result<i32> {
     let Some(st) = super::ask::retry(&link.client, &job).await? else {
         bail!("no job {id:?} (never submitted, not yet taken in, or expired)");
     };
+    // The retry's request, when this answer submitted it: a refusal of it (a tenant at its
+    // quota) ends the wait as a refused submit does.
+    let sequence = st.request_seq;
     let Some(again) = st.retried_as else {
         bail!("the fleet answered the retry of {id:?} without naming the new job");
     };
@@ -25,7 +28,10 @@ pub async fn run(cli: &Cli, id: &str, wait: bool) -> Result<i32> {
     if !wait {
         return Ok(0);
     }
-    let sub = super::follow::subscribe(&link.client, &again).await?;
+    let mut sub = super::follow::subscribe(&link.client, &again).await?;
+    if let Some(seq) = sequence {
+        sub = sub.request(seq);
+    }
     let outcome = super::follow::follow(&link.follow, &again, sub, true).await?;
     Ok(outcome.report(None))
 }

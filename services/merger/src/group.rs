@@ -243,6 +243,7 @@ mod tests {
             source_key: None,
             source_digest: None,
             output_key: None,
+            sized_for_slots: 0,
             reuses: Vec::new(),
         });
         rec

@@ -39,12 +39,26 @@ pub struct JobsView {
     ending: Arc<Notify>,
     /// How long a finished job's records are kept (`scheduler.keep_finished_records_secs`).
     keep: Duration,
-    /// Failed jobs seen to finish, oldest first, with when: their unit records are what
-    /// `ffleet retry` reuses results by, so they are kept as long as those results
-    /// (`storage.keep_failed_results_secs`, or `keep` if longer).
-    failed: Arc<Mutex<VecDeque<(JobId, Instant)>>>,
+    /// Failed jobs seen to finish, oldest first, with when and how many units: their unit
+    /// records are what `ffleet retry` reuses results by, so they are kept as long as those
+    /// results (`storage.keep_failed_results_secs`, or `keep` if longer), up to
+    /// `MAX_KEPT_FAILED_UNITS` in all.
+    failed: Arc<Mutex<Failed>>,
     keep_failed: Duration,
 }
+
+/// The failed jobs whose records are kept for retries.
+#[derive(Default)]
+struct Failed {
+    jobs: VecDeque<(JobId, Instant, usize)>,
+    units: usize,
+}
+
+/// Unit records of failed jobs kept past `keep` for retries, in all: a burst of failures (a
+/// broken profile, an output root gone) must not fill the unit-record bucket
+/// (`streams.max_msgs`, each record up to five revisions), where every new job would then be
+/// refused. Past it, the oldest failed jobs' records go at the usual time.
+const MAX_KEPT_FAILED_UNITS: usize = 100_000;
 
 impl JobsView {
     /// An empty view that keeps finished jobs' records for `keep`.
@@ -124,12 +138,23 @@ impl JobsView {
                         self.ending.notify_one();
                     }
                     drop(map);
-                    let (queue, keep) = match r.state {
-                        JobState::Failed => (&self.failed, self.keep_failed),
-                        _ => (&self.finished, self.keep),
-                    };
-                    let mut finished = queue.lock().expect("finished lock");
                     let now = Instant::now();
+                    if r.state == JobState::Failed {
+                        let units = r.plan.as_ref().map_or(1, |p| p.unit_count().max(1));
+                        let mut failed = self.failed.lock().expect("failed lock");
+                        // A replica that never leads forgets them as it does finished jobs.
+                        while let Some(&(_, at, n)) = failed.jobs.front()
+                            && now.duration_since(at) > self.keep_failed + FORGET_AFTER
+                        {
+                            failed.units -= n;
+                            failed.jobs.pop_front();
+                        }
+                        failed.units += units;
+                        failed.jobs.push_back((id, now, units));
+                        return;
+                    }
+                    let (queue, keep) = (&self.finished, self.keep);
+                    let mut finished = queue.lock().expect("finished lock");
                     while finished
                         .front()
                         .is_some_and(|(_, at)| now.duration_since(*at) > keep + FORGET_AFTER)
@@ -198,17 +223,23 @@ impl JobsView {
     pub fn take_due(&self) -> Vec<JobId> {
         let now = Instant::now();
         let mut due = Vec::new();
-        for (queue, keep) in [
-            (&self.finished, self.keep),
-            (&self.failed, self.keep_failed),
-        ] {
-            let mut finished = queue.lock().expect("finished lock");
-            while let Some((_, at)) = finished.front() {
-                if now.duration_since(*at) < keep {
-                    break;
-                }
-                due.extend(finished.pop_front().map(|(id, _)| id));
+        let mut finished = self.finished.lock().expect("finished lock");
+        while let Some((_, at)) = finished.front() {
+            if now.duration_since(*at) < self.keep {
+                break;
             }
+            due.extend(finished.pop_front().map(|(id, _)| id));
+        }
+        drop(finished);
+        let mut failed = self.failed.lock().expect("failed lock");
+        while let Some(&(_, at, units)) = failed.jobs.front() {
+            let age = now.duration_since(at);
+            let over = failed.units > MAX_KEPT_FAILED_UNITS;
+            if age < self.keep || (age < self.keep_failed && !over) {
+                break;
+            }
+            failed.units -= units;
+            due.extend(failed.jobs.pop_front().map(|(id, _, _)| id));
         }
         due
     }

@@ -199,6 +199,7 @@ pub fn encoding_job(mem: &Mem, id: &str, segments: u32) -> JobRecord {
         source_key: None,
         source_digest: None,
         output_key: None,
+        sized_for_slots: 0,
         reuses: Vec::new(),
     });
     for i in 0..segments {

@@ -290,9 +290,6 @@ async fn process(
         Ok(v) => v,
         Err(failure) => return fail(ctx, job, &failure).await,
     };
-    if let Err(failure) = reuse::check(ctx, req).await.map_err(transient)? {
-        return fail(ctx, job, &failure).await;
-    }
     tracing::info!(job = %job, input = %valid.input.shown(), profile = %valid.profile, "job accepted");
     telemetry::metrics::job_accepted();
     accept_and_split(ctx, sp, req, &valid).await
@@ -312,6 +309,10 @@ async fn accept_and_split(
     let watched = sp.ended.watch(job);
     if ffleet_runtime::ended::confirmed(ctx, job).await {
         return Ok(());
+    }
+    // Checked on every delivery: a request naming `retry_of` must be that job's retry.
+    if let Err(failure) = reuse::check(ctx, req).await.map_err(transient)? {
+        return fail(ctx, job, &failure).await;
     }
     publish::event(
         &ctx.js,
@@ -455,7 +456,14 @@ async fn split_and_plan(
         Err(done) => return done,
     };
     let mut moved = _fetched.as_ref().map_or(0, |l| l.bytes_moved);
-    let sizing = sizing_for(ctx, sp, req).await;
+    let sizing = match reuse::sized_for(ctx, req).await {
+        // A retry cuts as its first run did, so the units it finished are reused.
+        Some(slots) => sizing::Sizing {
+            slots,
+            ..sizing_for(ctx, sp, req).await
+        },
+        None => sizing_for(ctx, sp, req).await,
+    };
     let prepared = sp
         .media
         .prepare(ctx, job, &source, valid.container, &valid.profile, sizing)
@@ -497,8 +505,15 @@ async fn split_and_plan(
     };
     let tracks = audio.then_some(src.tracks.tracks.as_slice());
     let reuse = reuse::find(ctx, req, &valid.profile, &src.info, &segments, tracks).await;
+    let mut reuses = reuse.from.clone();
+    if let Some(owner) = reuse::upload_owner(req)
+        && !reuses.contains(&owner)
+    {
+        reuses.push(owner);
+    }
     let plan = Plan {
-        reuses: reuse.from.clone(),
+        sized_for_slots: sizing.slots.max(1),
+        reuses,
         audio,
         tracks: src.tracks.tracks.clone(),
         warnings,

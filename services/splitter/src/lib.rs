@@ -92,6 +92,11 @@ pub async fn run_with(
         )),
     );
     sweeping.abort();
+    if served.is_err() {
+        // A consumer failed: the process ends (to be restarted) rather than answer retries
+        // it cannot split.
+        retries.abort();
+    }
     let _ = retries.await;
     served?;
     tracing::info!("splitter stopped");

@@ -14,10 +14,10 @@
 use async_nats::service;
 use ffleet_runtime::job_protocol::{self, RetryRefused};
 use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
-use ffleet_runtime::messages::{self, JobRecord, JobRequest};
+use ffleet_runtime::messages::{self, JobRecord, JobRequest, JobState};
 use ffleet_runtime::nats::kv::Change;
 use ffleet_runtime::nats::service::{self as service_nats, error};
-use ffleet_runtime::nats::{NatsError, publish};
+use ffleet_runtime::nats::{BoxError, NatsError, publish};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::subjects::{self, service_api};
 use ffleet_runtime::time::now_rfc3339;
@@ -76,70 +76,21 @@ async fn retry(
     payload: &[u8],
 ) -> Result<JobStatus, service::error::Error> {
     let (job, tenant) = requested_job(subject, payload)?;
-    let unavailable = |e: &dyn std::fmt::Display| {
-        tracing::warn!(job = %job, error = %e, "retry request: job records unavailable");
-        error(
-            wire::ERROR_UNAVAILABLE,
-            format!("job records unavailable, ask again: {e}"),
-        )
-    };
-    let Some((old, _)) = ctx
-        .jobs
-        .get(job.as_str())
-        .await
-        .map_err(|e| unavailable(&e))?
-    else {
-        return Err(unknown(&job));
-    };
-    let again = next_id(&old);
-    // Written in a task of its own: an answer that runs out of time does not drop a write
-    // that lands after it, nor the request that must follow it.
-    let written = tokio::spawn({
-        let (ctx, job, again) = (ctx.clone(), job.clone(), again.clone());
-        async move {
-            let marked = ctx
-                .jobs
-                .modify(job.as_str(), |rec| {
-                    match job_protocol::retry(rec, &again, &now_rfc3339()) {
-                        Ok(n) => Change::Write(n.clone(), Ok(n)),
-                        Err(why) => Change::Keep(Err((why, rec.cloned()))),
-                    }
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            let (rec, publish_it) = match marked {
-                Ok(rec) => (rec, true),
-                // Asked again: the first answer's request may not have gone out (its splitter
-                // stopped), so it goes again unless its job exists.
-                Err((RetryRefused::Retried(retry), Some(rec))) => {
-                    let exists = ctx
-                        .jobs
-                        .get(retry.as_str())
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .is_some();
-                    (rec, !exists)
-                }
-                Err((why, rec)) => return Ok(Err((why, rec))),
-            };
-            if publish_it {
-                submit(&ctx, &rec, tenant.as_ref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok::<_, String>(Ok((rec, publish_it)))
-        }
+    // Decided, written and submitted in a task of its own: an answer that runs out of time
+    // does not drop a write that lands after it, nor the request that must follow it.
+    let done = tokio::spawn({
+        let (ctx, job) = (ctx.clone(), job.clone());
+        async move { retry_job(&ctx, &job, tenant.as_ref()).await }
     })
     .await
     .map_err(|e| error(wire::ERROR_UNAVAILABLE, format!("retry interrupted: {e}")))?;
-    match written {
-        Ok(Ok((rec, published))) => {
-            if published {
-                tracing::info!(job = %job, retry = ?rec.retried_as.as_ref().map(JobId::as_str), "job retried");
-            }
-            Ok(JobStatus::of_record(&rec).for_tenant())
+    match done {
+        Ok(Retried::Done { record, sequence }) => {
+            let mut status = JobStatus::of_record(&record).for_tenant();
+            status.request_seq = sequence;
+            Ok(status)
         }
-        Ok(Err((RetryRefused::NotEnded(state), _))) => Err(error(
+        Ok(Retried::NotEnded(state)) => Err(error(
             ERROR_NOT_ENDED,
             format!(
                 "job {} is {}: only a failed or cancelled job can be retried",
@@ -147,27 +98,107 @@ async fn retry(
                 state.name()
             ),
         )),
-        Ok(Err((RetryRefused::Missing | RetryRefused::Retried(_), _))) => Err(unknown(&job)),
-        Err(e) => Err(unavailable(&e)),
+        Ok(Retried::Unknown) => Err(error(
+            ERROR_UNKNOWN_JOB,
+            format!(
+                "no job {} (never submitted, not yet taken in, or expired)",
+                job.local()
+            ),
+        )),
+        Err(e) => {
+            tracing::warn!(job = %job, error = %e, "retry request: job records unavailable");
+            Err(error(
+                wire::ERROR_UNAVAILABLE,
+                format!("job records unavailable, ask again: {e}"),
+            ))
+        }
     }
 }
 
-fn unknown(job: &JobId) -> service::error::Error {
-    error(
-        ERROR_UNKNOWN_JOB,
-        format!(
-            "no job {} (never submitted, not yet taken in, or expired)",
-            job.local()
-        ),
-    )
+/// What a retry request came to.
+enum Retried {
+    /// The old job's record, naming its retry; the sequence of the retry's request when this
+    /// call submitted it.
+    Done {
+        record: Box<JobRecord>,
+        sequence: Option<u64>,
+    },
+    NotEnded(JobState),
+    Unknown,
 }
 
-/// Submits the retry of `old` (whose record names it in `retried_as`): the old request under
-/// the new id, `retry_of` naming the old job.
-async fn submit(ctx: &Ctx, old: &JobRecord, tenant: Option<&Tenant>) -> Result<(), NatsError> {
-    let Some(again) = &old.retried_as else {
-        return Ok(());
+/// Retries `job`: names a retry in its record (a fresh id, or the one it names already) and
+/// submits the retry's request unless that job exists.
+async fn retry_job(ctx: &Ctx, job: &JobId, tenant: Option<&Tenant>) -> Result<Retried, BoxError> {
+    let Some((old, _)) = ctx.jobs.get(job.as_str()).await? else {
+        return Ok(Retried::Unknown);
     };
+    if !matches!(old.state, JobState::Failed | JobState::Cancelled) {
+        return Ok(Retried::NotEnded(old.state));
+    }
+    let stale = match &old.retried_as {
+        None => None,
+        Some(named) => match ctx.jobs.get(named.as_str()).await? {
+            // Retried already: the same answer, nothing new.
+            Some((r, _)) if r.request.retry_of.as_ref() == Some(job) => {
+                return Ok(Retried::Done {
+                    record: Box::new(old),
+                    sequence: None,
+                });
+            }
+            // Another job took the id before the retry's request arrived: a new id.
+            Some(_) => Some(named.clone()),
+            // Not taken in yet, or its request never arrived (its splitter stopped) or was
+            // refused (a tenant at its quota): sent again.
+            None => {
+                let sequence = submit(ctx, &old, named, tenant).await?;
+                return Ok(Retried::Done {
+                    record: Box::new(old),
+                    sequence: Some(sequence),
+                });
+            }
+        },
+    };
+    let again = free_id(ctx, &old).await?;
+    let marked = ctx
+        .jobs
+        .modify(job.as_str(), |rec| {
+            match job_protocol::retry(rec, &again, stale.as_ref(), &now_rfc3339()) {
+                Ok(n) => Change::Write(n.clone(), Ok(n)),
+                Err(why) => Change::Keep(Err(why)),
+            }
+        })
+        .await?;
+    match marked {
+        Ok(rec) => {
+            let sequence = submit(ctx, &rec, &again, tenant).await?;
+            tracing::info!(job = %job, retry = %again, "job retried");
+            Ok(Retried::Done {
+                record: Box::new(rec),
+                sequence: Some(sequence),
+            })
+        }
+        // Another replica's retry won the write: its answer, and its request.
+        Err(RetryRefused::Retried(_)) => match ctx.jobs.get(job.as_str()).await? {
+            Some((rec, _)) => Ok(Retried::Done {
+                record: Box::new(rec),
+                sequence: None,
+            }),
+            None => Ok(Retried::Unknown),
+        },
+        Err(RetryRefused::NotEnded(state)) => Ok(Retried::NotEnded(state)),
+        Err(RetryRefused::Missing) => Ok(Retried::Unknown),
+    }
+}
+
+/// Submits `again`, the retry of `old`: the old request under the new id, `retry_of` naming
+/// the old job. Returns the request's stream sequence.
+async fn submit(
+    ctx: &Ctx,
+    old: &JobRecord,
+    again: &JobId,
+    tenant: Option<&Tenant>,
+) -> Result<u64, NatsError> {
     let local = |j: &JobId| JobId::plain(j.local()).unwrap_or_else(|_| j.clone());
     let owner = old.job_id.tenant();
     let mut req: JobRequest = old.request.clone();
@@ -175,6 +206,7 @@ async fn submit(ctx: &Ctx, old: &JobRecord, tenant: Option<&Tenant>) -> Result<(
     req.job_id = local(again);
     req.retry_of = Some(local(&old.job_id));
     let subject = match owner.as_ref().or(tenant) {
+        // Held to the tenant's own cap again: its request's priority, not an operator's.
         Some(t) => subjects::jobs_submit_tenant(t),
         None => {
             req.priority = old.priority();
@@ -184,22 +216,46 @@ async fn submit(ctx: &Ctx, old: &JobRecord, tenant: Option<&Tenant>) -> Result<(
     // Unguessable, as a client's: the stream's duplicate window is shared by every client, and
     // a guessable id could be sent first to have this request dropped.
     let msg_id = format!("{again}.{}", uuid::Uuid::new_v4().simple());
-    publish::raw(&ctx.js, ctx.retry, subject, messages::encode(&req), &msg_id).await?;
-    Ok(())
+    let stored = publish::raw(&ctx.js, ctx.retry, subject, messages::encode(&req), &msg_id).await?;
+    Ok(stored.sequence)
 }
 
-/// The retry's id: `<id>-r<n>`, counting on from the job's own `-r<n>` when it is a retry,
-/// its base shortened where the whole would pass the id's length.
-fn next_id(old: &JobRecord) -> JobId {
+/// The first retry id of `old` that names no job yet (`retry_id`, counting on).
+async fn free_id(ctx: &Ctx, old: &JobRecord) -> Result<JobId, BoxError> {
+    let (base, from) = base_of(old);
+    for n in from.saturating_add(1)..from.saturating_add(MAX_TAKEN) {
+        let id = retry_id(old, base, n);
+        if ctx.jobs.get(id.as_str()).await?.is_none() {
+            return Ok(id);
+        }
+    }
+    Err(format!(
+        "the next {MAX_TAKEN} retry ids of job {} are taken",
+        old.job_id.local()
+    )
+    .into())
+}
+
+/// Retry ids tried before a retry is refused as having none free.
+const MAX_TAKEN: u32 = 100;
+
+/// The base a retry of `old` is named from, and the count it goes on from: a retry's own
+/// `-r<n>` counts (`clip-r1` is retried as `clip-r2`), a first job's id is the base.
+fn base_of(old: &JobRecord) -> (&str, u32) {
     let local = old.job_id.local();
-    let (base, n) = match old.request.retry_of {
-        Some(_) => match local.rsplit_once("-r") {
-            Some((base, n)) if n.parse::<u32>().is_ok() => (base, n.parse::<u32>().unwrap_or(0)),
-            _ => (local, 0),
-        },
-        None => (local, 0),
-    };
-    let suffix = format!("-r{}", n.saturating_add(1));
+    if old.request.retry_of.is_some()
+        && let Some((base, n)) = local.rsplit_once("-r")
+        && let Ok(n) = n.parse::<u32>()
+    {
+        return (base, n);
+    }
+    (local, 0)
+}
+
+/// Retry `n` of `old`: `<base>-r<n>`, the base shortened where the whole would pass the id's
+/// length, in `old`'s tenant.
+fn retry_id(old: &JobRecord, base: &str, n: u32) -> JobId {
+    let suffix = format!("-r{n}");
     let keep = base.len().min(JobId::MAX_LEN - suffix.len());
     let id = JobId::plain(format!("{}{suffix}", &base[..keep]))
         .expect("a job id's prefix and a suffix of id characters make an id");
@@ -207,6 +263,13 @@ fn next_id(old: &JobRecord) -> JobId {
         Some(t) => JobId::scoped(&t, &id),
         None => id,
     }
+}
+
+/// The first retry id of `old`, before any is found taken.
+#[cfg(test)]
+fn next_id(old: &JobRecord) -> JobId {
+    let (base, n) = base_of(old);
+    retry_id(old, base, n + 1)
 }
 
 /// The job a request names: a plain id, scoped to the tenant the subject names (a tenant can

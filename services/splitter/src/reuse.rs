@@ -117,6 +117,7 @@ pub async fn find(
         tracing::info!(job = %req.job_id, retry_of = %of, "source or profile changed since the retried job: nothing reused");
         return Reuse::default();
     }
+    let plan_reuses = &plan.reuses;
     // Owned, so the reads' futures borrow nothing of the caller's but `ctx`.
     let mut wanted: Vec<(Unit, Option<SegmentPlan>)> = segments
         .iter()
@@ -138,6 +139,13 @@ pub async fn find(
             }
             let result = rec.result_key.as_deref()?;
             let holder = JobId::new(keys::job_of(result)?).ok()?;
+            // Only where a run of this job keeps its encoded units: a key elsewhere (a record
+            // an encoder wrote wrongly) would have the retry's cleanup remove another job's
+            // media.
+            let enc = format!("{}/enc/", keys::job_prefix(&holder));
+            if !(holder == *of || plan_reuses.contains(&holder)) || !result.starts_with(&enc) {
+                return None;
+            }
             matches!(ctx.storage.exists(result).await, Ok(true)).then_some((unit, rec, holder))
         })
         .buffer_unordered(READS)
@@ -152,6 +160,25 @@ pub async fn find(
     reuse.from = from.into_iter().collect();
     tracing::info!(job = %req.job_id, retry_of = %of, reused = reuse.units.len(), "retry reuses encoded units");
     reuse
+}
+
+/// The pool slots the job `req` retries was sized for, so the retry cuts the same.
+pub async fn sized_for(ctx: &Ctx, req: &JobRequest) -> Option<u32> {
+    let of = req.retry_of.as_ref()?;
+    let (old, _) = ctx.jobs.get(of.as_str()).await.ok()??;
+    let slots = old.plan?.sized_for_slots;
+    (slots > 0).then_some(slots)
+}
+
+/// The earlier run whose upload a retry reads (`submit --upload`): its scratch goes with the
+/// retry's when the retry completes or is cancelled.
+pub fn upload_owner(req: &JobRequest) -> Option<JobId> {
+    req.retry_of.as_ref()?;
+    let key = req
+        .input
+        .strip_prefix(ffleet_runtime::storage::OBJECT_SCHEME)?;
+    let owner = JobId::new(keys::input_job_of(key)?).ok()?;
+    (owner != req.job_id).then_some(owner)
 }
 
 /// Whether the split wrote `rec` done with a result reused from an earlier run of the job.
@@ -199,7 +226,14 @@ fn reusable(rec: &SegmentRecord, cut: Option<&SegmentPlan>) -> bool {
     match (cut, &rec.cut) {
         (None, None) => true,
         (Some(new), Some(old)) => {
-            new.index == old.index
+            // Cut by the same ffmpeg from the same bytes, a cut has the same digest: where both
+            // are known, a source replaced by one that probes the same is told apart.
+            let same_bytes = match (&new.source_digest, &old.source_digest) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            same_bytes
+                && new.index == old.index
                 && new.first_frame == old.first_frame
                 && new.frames == old.frames
                 && new.start_pts == old.start_pts

@@ -118,8 +118,7 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
     // place or that pass their deadline, has no grant to remove media itself.
     for job in quiet_jobs.union(&live_jobs) {
         let quiet = !live_jobs.contains(job);
-        let since = untouched.get(job).copied().unwrap_or_default();
-        if !abandoned_job(ctx, job, quiet, queue_empty, since).await {
+        if !abandoned_job(ctx, job, quiet, queue_empty, &untouched).await {
             continue;
         }
         let Ok(id) = JobId::new(job.as_str()) else {
@@ -152,6 +151,46 @@ pub async fn once(ctx: &Ctx) -> Result<Swept, ffleet_runtime::storage::StorageEr
     Ok(swept)
 }
 
+/// Retries in a chain followed at most: each is a job someone asked for by hand.
+const MAX_CHAIN: usize = 32;
+
+/// Whether a retry of failed job `rec` may still read its scratch (its kept results, its
+/// upload): a retry down its chain (`retried_as`, then that job's) that is still running, or
+/// that failed and keeps its own results (which may name this job's) for a retry of its own.
+async fn retry_reads(
+    ctx: &Ctx,
+    rec: &ffleet_runtime::messages::JobRecord,
+    untouched: &BTreeMap<String, Duration>,
+    keep: Duration,
+) -> bool {
+    let mut next = rec.retried_as.clone();
+    for _ in 0..MAX_CHAIN {
+        let Some(id) = next else {
+            return false;
+        };
+        let retry = match ctx.jobs.get(id.as_str()).await {
+            Ok(Some((r, _))) => r,
+            // Not taken in yet (or refused): nothing reads this job's media yet.
+            Ok(None) => return false,
+            Err(_) => return true,
+        };
+        match retry.state {
+            JobState::Failed => {
+                if untouched
+                    .get(id.as_str())
+                    .is_some_and(|since| *since < keep)
+                {
+                    return true;
+                }
+            }
+            s if s.is_terminal() => return false,
+            _ => return true,
+        }
+        next = retry.retried_as;
+    }
+    false
+}
+
 /// Requests not yet delivered to a splitter (every submit subject), or `None` when that cannot
 /// be read.
 async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
@@ -175,24 +214,28 @@ async fn requests_waiting(ctx: &Ctx) -> Option<u64> {
 /// or its record is long gone), its media is `quiet` (untouched for `abandoned_after_secs`) and
 /// no request waits undelivered in the queue (`queue_empty`); or it has ended (its cleanup did
 /// not finish, or the service that ended it may not remove media), unless a failed job's
-/// scratch is kept on purpose, or for a retry and written less than
-/// `storage.keep_failed_results_secs` ago (`untouched`). A record that cannot be read keeps
+/// scratch is kept on purpose, or for a retry: written less than
+/// `storage.keep_failed_results_secs` ago (`untouched`: each job's scratch, how long since its
+/// last write), or still read by a retry (`retry_reads`). A record that cannot be read keeps
 /// the media.
 async fn abandoned_job(
     ctx: &Ctx,
     job: &str,
     quiet: bool,
     queue_empty: bool,
-    untouched: Duration,
+    untouched: &BTreeMap<String, Duration>,
 ) -> bool {
     let cfg = &ctx.config.storage;
+    let keep = Duration::from_secs(cfg.keep_failed_results_secs);
+    let since = untouched.get(job).copied().unwrap_or_default();
     match ctx.jobs.get(job).await {
         Ok(None) => quiet && queue_empty,
         Ok(Some((rec, _))) => match rec.state {
             JobState::Completed | JobState::Cancelled => true,
             JobState::Failed => {
                 !cfg.keep_failed_scratch
-                    && untouched >= Duration::from_secs(cfg.keep_failed_results_secs)
+                    && since >= keep
+                    && !retry_reads(ctx, &rec, untouched, keep).await
             }
             _ => false,
         },

@@ -212,13 +212,22 @@ pub enum RetryRefused {
 
 /// Marks `rec`, a failed or cancelled job, as retried by job `retry`. A job is retried once
 /// (the retry is retried in turn), so two retries never merge the same kept results, and a
-/// retry asked twice is answered with the same job.
-pub fn retry(rec: Option<&JobRecord>, retry: &JobId, now: &str) -> Result<JobRecord, RetryRefused> {
+/// retry asked twice is answered with the same job. `stale` is a retry the record names whose
+/// id turned out to be another job's (taken before the retry's request arrived): it is
+/// replaced.
+pub fn retry(
+    rec: Option<&JobRecord>,
+    retry: &JobId,
+    stale: Option<&JobId>,
+    now: &str,
+) -> Result<JobRecord, RetryRefused> {
     let r = rec.ok_or(RetryRefused::Missing)?;
     if !matches!(r.state, JobState::Failed | JobState::Cancelled) {
         return Err(RetryRefused::NotEnded(r.state));
     }
-    if let Some(done) = &r.retried_as {
+    if let Some(done) = &r.retried_as
+        && Some(done) != stale
+    {
         return Err(RetryRefused::Retried(done.clone()));
     }
     let mut n = r.clone();

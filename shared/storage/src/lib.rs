@@ -171,8 +171,9 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// Every stored object with its age, for a sweep to judge; chunks that belong to no
     /// object and have been quiet for `quiet` (uploads that never finished) are removed on the
-    /// way. A shared directory has nothing a sweep removes: its jobs' cleanup is a directory
-    /// removal that cannot half-fail.
+    /// way. A shared directory lists its jobs' scratch files (aged by modification time): its
+    /// cleanups cannot half-fail, but a failed job's results are kept for a retry and swept
+    /// later.
     async fn survey(&self, quiet: std::time::Duration) -> Result<Survey, StorageError> {
         let _ = quiet;
         Ok(Survey::default())

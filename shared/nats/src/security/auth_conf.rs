@@ -101,8 +101,8 @@ mod tests {
         assert!(text.contains("\"ffleet.jobs.t.acme.submit\""), "{text}");
         assert!(text.contains("\"$JS.ACK.FFLEET_TASKS.*.>\""), "{text}");
         assert!(text.contains("deny:"));
-        // The scheduler (status requests), the encoder (the operator's node requests) and the
-        // merger (cancel requests).
-        assert_eq!(text.matches("allow_responses: true").count(), 3, "{text}");
+        // The scheduler (status requests), the encoder (the operator's node requests), the
+        // merger (cancel requests) and the splitter (retry requests).
+        assert_eq!(text.matches("allow_responses: true").count(), 4, "{text}");
     }
 }

@@ -886,9 +886,10 @@ mod tests {
     fn only_admin_submits_privileged_and_provisions() {
         for r in Role::ALL {
             let p = r.permissions();
+            // The splitter resubmits a plain job's retry there.
             assert_eq!(
                 p.may_publish(subjects::JOBS_SUBMIT_PRIVILEGED),
-                r == Role::Admin,
+                matches!(r, Role::Admin | Role::Splitter),
                 "{r}"
             );
             assert_eq!(
@@ -930,11 +931,12 @@ mod tests {
             let serves = r == Role::Scheduler;
             assert_eq!(p.may_subscribe(subjects::API_STATUS), serves, "{r}");
             // The encoder answers the operator's requests to its node (`ffleet drain`), the
-            // merger cancel requests.
-            let answers = serves || matches!(r, Role::Encoder | Role::Merger);
+            // merger cancel requests, the splitter retry requests.
+            let answers = serves || matches!(r, Role::Encoder | Role::Merger | Role::Splitter);
             assert_eq!(p.responses, answers, "{r}");
-            // The schedulers' and the mergers' instances of the service are discoverable.
-            let instance = serves || r == Role::Merger;
+            // The schedulers', mergers' and splitters' instances of the service are
+            // discoverable.
+            let instance = serves || matches!(r, Role::Merger | Role::Splitter);
             for d in subjects::service_api::discovery() {
                 assert_eq!(
                     p.may_subscribe(&d.replace('*', "Xk3id")),

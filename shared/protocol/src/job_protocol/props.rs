@@ -341,27 +341,34 @@ fn only_a_failed_or_cancelled_job_is_retried_and_only_once() {
     let mut rec = splitting();
     let again = JobId::new("j-r1").unwrap();
     assert_eq!(
-        super::retry(Some(&rec), &again, "t").unwrap_err(),
+        super::retry(Some(&rec), &again, None, "t").unwrap_err(),
         super::RetryRefused::NotEnded(JobState::Splitting)
     );
     assert_eq!(
-        super::retry(None, &again, "t").unwrap_err(),
+        super::retry(None, &again, None, "t").unwrap_err(),
         super::RetryRefused::Missing
     );
     for ended in [JobState::Failed, JobState::Cancelled] {
         rec.state = ended;
-        let retried = super::retry(Some(&rec), &again, "t1").expect("retry");
+        let retried = super::retry(Some(&rec), &again, None, "t1").expect("retry");
         assert_eq!(retried.retried_as.as_ref(), Some(&again));
         assert_eq!(retried.state, ended);
         let other = JobId::new("j-r2").unwrap();
         assert_eq!(
-            super::retry(Some(&retried), &other, "t2").unwrap_err(),
+            super::retry(Some(&retried), &other, None, "t2").unwrap_err(),
             super::RetryRefused::Retried(again.clone())
         );
+        // Only the retry named as stale is replaced.
+        assert_eq!(
+            super::retry(Some(&retried), &other, Some(&other), "t2").unwrap_err(),
+            super::RetryRefused::Retried(again.clone())
+        );
+        let replaced = super::retry(Some(&retried), &other, Some(&again), "t3").expect("replace");
+        assert_eq!(replaced.retried_as.as_ref(), Some(&other));
     }
     rec.state = JobState::Completed;
     assert!(matches!(
-        super::retry(Some(&rec), &again, "t").unwrap_err(),
+        super::retry(Some(&rec), &again, None, "t").unwrap_err(),
         super::RetryRefused::NotEnded(JobState::Completed)
     ));
 }

@@ -216,8 +216,10 @@ impl JobRequest {
                 format!("request does not match the JobRequest v1 schema: {e}"),
             )
         })?;
-        // A scoped id is the fleet's, and a few ids are its own subjects' tokens.
-        if let Err(e) = JobId::plain(req.job_id.as_str()) {
+        // A scoped id is the fleet's, and a few ids are its own subjects' tokens; a retried
+        // job names the job it runs again as its submitter does.
+        let plain = std::iter::once(&req.job_id).chain(req.retry_of.as_ref());
+        if let Some(e) = plain.filter_map(|j| JobId::plain(j.as_str()).err()).next() {
             return Err(fail(
                 None,
                 Reason::InvalidRequest,

@@ -185,6 +185,10 @@ pub struct Plan {
     /// Object-store key of the final output (`object:` outputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_key: Option<String>,
+    /// The pool's slots the segment length was sized for (0: not recorded): a retry sizes for
+    /// the same, so its cuts come out the same whatever the pool is now.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub sized_for_slots: u32,
     /// Earlier runs of this job (a retry's) whose encoded units this one merges: their kept
     /// results go when this job completes or is cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -212,6 +216,10 @@ impl Plan {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -492,6 +500,7 @@ mod tests {
             source_key: None,
             source_digest: None,
             output_key: None,
+            sized_for_slots: 0,
             reuses: Vec::new(),
         };
         for u in plan.units() {

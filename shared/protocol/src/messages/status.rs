@@ -147,7 +147,8 @@ pub struct JobStatus {
     pub retried_as: Option<JobId>,
     /// With `refused`: the `FFLEET_JOBS` stream sequence of the refused request (what its
     /// publisher's ack said), so a client can tell its own request's refusal from an older one
-    /// under the same id.
+    /// under the same id. In a retry's answer: the sequence of the retry's request, when that
+    /// answer submitted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_seq: Option<u64>,
     /// The tenant whose job this is: its ids here are as the tenant named them.
