@@ -3,6 +3,7 @@
 
 mod ask;
 mod capabilities;
+mod dashboard;
 mod display;
 mod follow;
 mod health;
@@ -87,6 +88,8 @@ pub enum Command {
     },
     /// Show the live encoder pool.
     Workers,
+    /// Serve the web dashboard: the fleet and its jobs, live, with cancel, retry and drain.
+    Dashboard(dashboard::DashboardArgs),
     /// Stop routing work to an encoder node; what it runs finishes (admin credentials).
     Drain {
         /// Node id, as `ffleet workers` lists it.
@@ -144,6 +147,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Retry { job, wait } => retry::run(&cli, job, *wait).await,
         Command::Priority { job, priority } => status::priority(&cli, job, *priority).await,
         Command::Workers => status::workers(&cli).await,
+        Command::Dashboard(a) => dashboard::run(&cli, a).await,
         Command::Drain { node, wait } => {
             nodes::control(
                 &cli,

@@ -242,6 +242,19 @@ impl ProcFleet {
         self.dir.path().join("media")
     }
 
+    /// `ffleet -s URL` with the fleet's settings (what its services run with), for a command
+    /// the test runs itself (`ffleet dashboard`).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(["-s", &self.url])
+            .env_remove("NATS_URL")
+            .env_remove("FFLEET_CONFIG");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
     /// Starts `ffleet run <svc>`; returns its index in `services`.
     pub fn spawn(&mut self, svc: &str, env: &[(&str, &str)]) -> Result<usize> {
         let idx = self.services.len();

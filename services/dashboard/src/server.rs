@@ -1,0 +1,272 @@
+//! The HTTP side: routes, the sign-in gate, the live stream and the actions. Pages are
+//! rendered from the view in memory; the live stream (`/events`, server-sent events) pushes a
+//! section's HTML when it changes, checked at each change of the view and once a second (a
+//! node goes lost by silence, which no watch reports), and only sent when it differs.
+
+use crate::actions::{self, JobAction};
+use crate::auth::{self, Gate};
+use crate::render::{self, Forms, Live};
+use crate::view::View;
+use axum::Router;
+use axum::extract::{Form, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use ffleet_runtime::messages::{NodeAction, SegmentRecord};
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::{JobId, NodeId, Unit, subjects};
+use futures::Stream;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Everything a request handler reads.
+pub struct App {
+    pub view: View,
+    pub ctx: Ctx,
+    pub gate: Gate,
+    /// The operator's connection for actions (`None`: the page offers none).
+    pub operator: Option<async_nats::Client>,
+}
+
+type Shared = Arc<App>;
+
+/// Units shown on a job's page at most (one cell each).
+const MAX_CELLS: u32 = 5_000;
+/// How often the live stream looks again without a change (heartbeat ages, lost nodes).
+const TICK: Duration = Duration::from_secs(1);
+/// Least time between two pushes of one stream: a busy fleet changes many times a second.
+const MIN_PUSH: Duration = Duration::from_millis(200);
+
+pub fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/events", get(events))
+        .route("/jobs/{id}", get(job_page))
+        .route("/jobs/{id}/{action}", post(job_action))
+        .route("/nodes/{id}/{action}", post(node_action))
+        .route("/healthz", get(|| async { "ok" }))
+        .route_layer(middleware::from_fn_with_state(app.clone(), signed_in))
+        .route("/login", get(login_form).post(login))
+        .with_state(app)
+}
+
+/// Requests without the token go to the sign-in form (pages) or are refused (the rest).
+async fn signed_in(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    if app.gate.admits(req.headers()) || req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    if req.method() == axum::http::Method::GET && req.uri().path() != "/events" {
+        return Redirect::to("/login").into_response();
+    }
+    (StatusCode::UNAUTHORIZED, "sign in first").into_response()
+}
+
+async fn login_form() -> Html<String> {
+    Html(render::login(false))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+}
+
+async fn login(State(app): State<Shared>, Form(f): Form<Login>) -> Response {
+    if !app.gate.accepts(&f.token) {
+        return (StatusCode::UNAUTHORIZED, Html(render::login(true))).into_response();
+    }
+    let cookie = format!(
+        "{}={}; HttpOnly; SameSite=Strict; Path=/",
+        auth::COOKIE,
+        f.token
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+fn forms(app: &App) -> Forms<'_> {
+    Forms {
+        csrf: &app.gate.csrf,
+        actions: app.operator.is_some(),
+    }
+}
+
+/// The fleet and jobs sections as they are now.
+fn sections(app: &App) -> (String, String) {
+    let nodes = app.view.nodes(SystemTime::now());
+    let mut live: HashMap<JobId, Live> = HashMap::new();
+    for (n, _, _) in &nodes {
+        for h in &n.beat.holding {
+            let l = live.entry(h.job_id.clone()).or_default();
+            l.frames += h.frame;
+            l.fps += h.fps;
+        }
+    }
+    let fleet = render::fleet(&nodes, forms(app)).into_string();
+    let jobs = render::jobs(&app.view.jobs(), &live, forms(app)).into_string();
+    (fleet, jobs)
+}
+
+async fn overview(State(app): State<Shared>) -> Html<String> {
+    let (fleet, jobs) = sections(&app);
+    Html(render::overview(
+        maud::PreEscaped(fleet),
+        maud::PreEscaped(jobs),
+    ))
+}
+
+async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut changes = app.view.changes();
+    let stream = async_stream(move |tx| async move {
+        let mut sent: (String, String) = Default::default();
+        loop {
+            let now = sections(&app);
+            for (name, html, last) in [
+                ("fleet", &now.0, &mut sent.0),
+                ("jobs", &now.1, &mut sent.1),
+            ] {
+                if html != last {
+                    if tx
+                        .send(Event::default().event(name).data(html.as_str()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    last.clone_from(html);
+                }
+            }
+            tokio::time::sleep(MIN_PUSH).await;
+            tokio::select! {
+                c = changes.changed() => if c.is_err() { return },
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A stream fed by `body` through a small channel; it ends when the client goes.
+fn async_stream<F, Fut>(body: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(body(tx));
+    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+}
+
+async fn job_page(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    let Ok(job) = JobId::new(id.as_str()) else {
+        return (StatusCode::BAD_REQUEST, "not a job id").into_response();
+    };
+    let Some(row) = app.view.job(&job) else {
+        return (StatusCode::NOT_FOUND, format!("no job {job}")).into_response();
+    };
+    let units = units_of(&app.ctx, &job).await;
+    Html(render::job(&row, &units, forms(&app))).into_response()
+}
+
+/// The job's unit records, read when its page is asked for.
+async fn units_of(ctx: &Ctx, job: &JobId) -> Vec<(Unit, Option<SegmentRecord>)> {
+    let Ok(Some((rec, _))) = ctx.jobs.get(job.as_str()).await else {
+        return Vec::new();
+    };
+    let Some(plan) = rec.plan else {
+        return Vec::new();
+    };
+    let units: Vec<Unit> = plan
+        .units()
+        .filter(|u| !matches!(u, Unit::Video(i) if *i >= MAX_CELLS))
+        .collect();
+    let reads = units.into_iter().map(|u| async move {
+        let rec = ctx
+            .segments
+            .get(&subjects::segment_key(job, u))
+            .await
+            .ok()
+            .flatten()
+            .map(|(r, _)| r);
+        (u, rec)
+    });
+    futures::StreamExt::collect(futures::StreamExt::buffered(
+        futures::stream::iter(reads),
+        16,
+    ))
+    .await
+}
+
+#[derive(Deserialize)]
+struct Action {
+    csrf: String,
+}
+
+async fn job_action(
+    State(app): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(f): Form<Action>,
+) -> Response {
+    if !app.gate.action_allowed(&headers, &f.csrf) {
+        return (StatusCode::FORBIDDEN, "not from this dashboard's page").into_response();
+    }
+    let (Ok(job), Some(action)) = (JobId::new(id.as_str()), JobAction::parse(&action)) else {
+        return (StatusCode::NOT_FOUND, "no such action").into_response();
+    };
+    let Some(client) = &app.operator else {
+        return (
+            StatusCode::FORBIDDEN,
+            "this dashboard has no operator credentials",
+        )
+            .into_response();
+    };
+    match actions::job(client, &job, action).await {
+        Ok(st) => {
+            tracing::info!(job = %job, action = ?action, state = ?st.state, "dashboard action");
+            let to = match st.retried_as {
+                Some(again) if action == JobAction::Retry => format!("/jobs/{again}"),
+                _ => format!("/jobs/{job}"),
+            };
+            Redirect::to(&to).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{action:?} of {job}: {e}")).into_response(),
+    }
+}
+
+async fn node_action(
+    State(app): State<Shared>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(f): Form<Action>,
+) -> Response {
+    if !app.gate.action_allowed(&headers, &f.csrf) {
+        return (StatusCode::FORBIDDEN, "not from this dashboard's page").into_response();
+    }
+    let action = match action.as_str() {
+        "drain" => NodeAction::Drain,
+        "undrain" => NodeAction::Undrain,
+        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
+    };
+    let Ok(node) = NodeId::new(id.as_str()) else {
+        return (StatusCode::BAD_REQUEST, "not a node id").into_response();
+    };
+    let Some(client) = &app.operator else {
+        return (
+            StatusCode::FORBIDDEN,
+            "this dashboard has no operator credentials",
+        )
+            .into_response();
+    };
+    match actions::node(client, &node, action).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{action:?} of {node}: {e}"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,272 @@
+//! The dashboard's picture of the fleet, kept from two KV watches (the workers bucket's
+//! heartbeats, the jobs bucket's records), never from reading keys one by one: each change
+//! bumps a version that open pages wait on (`changed`). Jobs are kept as small rows, so a
+//! bucket of ten thousand finished jobs costs a few megabytes.
+
+use async_nats::jetstream::kv::{Entry, Operation};
+use ffleet_runtime::messages::{self, Heartbeat, JobRecord, JobState};
+use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::kv;
+use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::{JobId, NodeId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A node as its last heartbeat said, and when that was written.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub beat: Heartbeat,
+    pub written: SystemTime,
+}
+
+/// How a node stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Ready,
+    Draining,
+    /// No heartbeat within the TTL: killed, hung or cut off.
+    Lost,
+}
+
+impl NodeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Draining => "draining",
+            NodeState::Lost => "lost",
+        }
+    }
+}
+
+/// What the pages show of a job (its record, less the plan and request details).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: JobId,
+    pub state: JobState,
+    pub priority: i32,
+    pub profile: String,
+    pub input: String,
+    pub units_done: usize,
+    pub units_total: usize,
+    pub frames_done: u64,
+    pub frames_total: u64,
+    pub reason: Option<String>,
+    pub output_bytes: Option<u64>,
+    pub speed: Option<f64>,
+    pub retried_as: Option<JobId>,
+    pub updated_at: String,
+}
+
+impl JobRow {
+    fn of(rec: &JobRecord) -> JobRow {
+        let (frames_done, frames_total) = rec.frame_progress();
+        JobRow {
+            id: rec.job_id.clone(),
+            state: rec.state,
+            priority: rec.priority(),
+            profile: rec.profile.clone(),
+            input: rec.request.input.clone(),
+            units_done: rec.collected.len(),
+            units_total: rec.plan.as_ref().map_or(0, |p| p.unit_count()),
+            frames_done,
+            frames_total,
+            reason: rec
+                .failure
+                .as_ref()
+                .map(|f| format!("{}: {}", f.reason, f.message)),
+            output_bytes: rec.output.as_ref().map(|o| o.bytes),
+            speed: rec
+                .output
+                .as_ref()
+                .filter(|o| o.wall_secs > 0.0)
+                .map(|o| o.duration_secs / o.wall_secs),
+            retried_as: rec.retried_as.clone(),
+            updated_at: rec.updated_at.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    nodes: BTreeMap<NodeId, Node>,
+    jobs: HashMap<JobId, JobRow>,
+}
+
+/// The shared picture; cheap to clone.
+#[derive(Clone)]
+pub struct View {
+    inner: Arc<Mutex<Inner>>,
+    version: Arc<watch::Sender<u64>>,
+    ttl: Duration,
+    /// Buckets whose watch has not delivered its first pass yet (the first page waits).
+    loading: Arc<watch::Sender<usize>>,
+}
+
+/// A workers watch silent this long is rebuilt (see `kv::follow`).
+const HEARTBEAT_QUIET: Duration = Duration::from_secs(30);
+
+/// A node unheard of this many TTLs is dropped from the page (its key may stay in the bucket
+/// until its max age).
+const FORGET_NODE_TTLS: u32 = 30;
+
+impl View {
+    pub fn new(ttl: Duration) -> View {
+        View {
+            inner: Arc::default(),
+            version: Arc::new(watch::channel(0).0),
+            ttl,
+            loading: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Waits until every watch delivered its first pass (what the buckets held when the
+    /// dashboard started), for at most `within`.
+    pub async fn loaded(&self, within: Duration) {
+        let mut rx = self.loading.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|n| *n == 0)).await;
+    }
+
+    /// Counts bucket `store` as loading unless it holds nothing; returns whether it does.
+    async fn expect(&self, store: &async_nats::jetstream::kv::Store) -> bool {
+        let empty = store.status().await.is_ok_and(|s| s.values() == 0);
+        if !empty {
+            self.loading.send_modify(|n| *n += 1);
+        }
+        !empty
+    }
+
+    /// Marks one bucket's first pass delivered, when `e` is its last entry (`delta` 0).
+    fn first_pass(&self, e: &Entry, pending: &mut bool) {
+        if *pending && e.delta == 0 {
+            *pending = false;
+            self.loading.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    /// Watches the workers and jobs buckets into a new view until `shutdown` fires.
+    pub async fn watch(ctx: &Ctx, shutdown: CancellationToken) -> Result<View, NatsError> {
+        let view = View::new(ctx.config.fleet.heartbeat_ttl());
+        let v = view.clone();
+        let mut pending = view.expect(ctx.workers.store()).await;
+        kv::follow(
+            ctx.workers.store(),
+            ctx.workers.policy(),
+            shutdown.clone(),
+            "workers",
+            // Heartbeats change every second: a quiet watch is one to rebuild.
+            Some(HEARTBEAT_QUIET),
+            move |e| {
+                v.node_entry(e);
+                v.first_pass(e, &mut pending);
+            },
+        )
+        .await?;
+        let v = view.clone();
+        let mut pending = view.expect(ctx.jobs.store()).await;
+        kv::follow(
+            ctx.jobs.store(),
+            ctx.jobs.policy(),
+            shutdown,
+            "jobs",
+            None,
+            move |e| {
+                v.job_entry(e);
+                v.first_pass(e, &mut pending);
+            },
+        )
+        .await?;
+        Ok(view)
+    }
+
+    fn node_entry(&self, e: &Entry) {
+        let Ok(id) = NodeId::new(e.key.as_str()) else {
+            return;
+        };
+        let beat = match e.operation {
+            Operation::Put => messages::decode::<Heartbeat>("heartbeat", &e.value).ok(),
+            Operation::Delete | Operation::Purge => None,
+        };
+        let written = SystemTime::from(e.created);
+        self.set_node(id, beat.map(|beat| Node { beat, written }));
+    }
+
+    fn job_entry(&self, e: &Entry) {
+        let Ok(id) = JobId::new(e.key.as_str()) else {
+            return;
+        };
+        let rec = match e.operation {
+            Operation::Put => messages::decode::<JobRecord>("job record", &e.value).ok(),
+            Operation::Delete | Operation::Purge => None,
+        };
+        self.set_job(id, rec.as_ref());
+    }
+
+    /// A node's latest heartbeat (`None`: it stopped and removed its key).
+    pub fn set_node(&self, id: NodeId, node: Option<Node>) {
+        let mut inner = self.inner.lock().expect("view lock");
+        match node {
+            Some(n) => inner.nodes.insert(id, n),
+            None => inner.nodes.remove(&id),
+        };
+        drop(inner);
+        self.bump();
+    }
+
+    /// A job's record as it now is (`None`: deleted).
+    pub fn set_job(&self, id: JobId, rec: Option<&JobRecord>) {
+        let mut inner = self.inner.lock().expect("view lock");
+        match rec {
+            Some(r) => inner.jobs.insert(id, JobRow::of(r)),
+            None => inner.jobs.remove(&id),
+        };
+        drop(inner);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees each change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The nodes now, each with its state, nodes long unheard left out.
+    pub fn nodes(&self, now: SystemTime) -> Vec<(Node, NodeState, Duration)> {
+        let inner = self.inner.lock().expect("view lock");
+        inner
+            .nodes
+            .values()
+            .filter_map(|n| {
+                let age = now.duration_since(n.written).unwrap_or_default();
+                let state = if age > self.ttl {
+                    NodeState::Lost
+                } else if n.beat.draining {
+                    NodeState::Draining
+                } else {
+                    NodeState::Ready
+                };
+                (age < self.ttl * FORGET_NODE_TTLS).then(|| (n.clone(), state, age))
+            })
+            .collect()
+    }
+
+    /// Every job row (unordered).
+    pub fn jobs(&self) -> Vec<JobRow> {
+        self.inner
+            .lock()
+            .expect("view lock")
+            .jobs
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn job(&self, id: &JobId) -> Option<JobRow> {
+        self.inner.lock().expect("view lock").jobs.get(id).cloned()
+    }
+}

@@ -1,0 +1,83 @@
+//! `ffleet dashboard`: serves the web dashboard (`ffleet-dashboard`) until Ctrl-C. It reads
+//! with this command's own credentials (the read-only `viewer` role in a secured fleet) and acts
+//! (cancel, retry, drain) with the operator's, given in a second configuration file; an
+//! unsecured fleet's single connection does both.
+
+use super::Cli;
+use anyhow::{Context, Result};
+use clap::Args;
+use ffleet_runtime::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    /// Address to serve on. Beyond loopback a token is required (`--token-file`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// File holding the token every request must carry (`ffleet secrets init` writes
+    /// `dashboard.token`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Configuration with the operator's (admin) credentials, used only for the page's
+    /// actions. Without it a secured dashboard only shows.
+    #[arg(long)]
+    pub operator_config: Option<PathBuf>,
+}
+
+pub async fn run(cli: &Cli, a: &DashboardArgs) -> Result<i32> {
+    let shutdown = ffleet_runtime::shutdown::on_signals();
+    let bound = bind(cli, a, shutdown.clone()).await?;
+    println!("dashboard: http://{}/", bound.local_addr()?);
+    bound.serve(shutdown).await?;
+    Ok(0)
+}
+
+/// Connects, watches the fleet and binds the address (what `ffleet up` starts too).
+pub async fn bind(
+    cli: &Cli,
+    a: &DashboardArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<ffleet_dashboard::Bound> {
+    let cfg = cli.load_config()?;
+    let token = match &a.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the token file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        )
+        .filter(|t| !t.is_empty()),
+        None => None,
+    };
+    let secured = cfg.nats.role.is_some();
+    let ctx =
+        ffleet_runtime::runtime::Ctx::connect(Arc::new(cfg), ffleet_dashboard::SERVICE, false)
+            .await
+            .context("connecting to the fleet")?;
+    let operator = match &a.operator_config {
+        Some(path) => {
+            let mut op = Config::load(Some(path))?;
+            if let Some(url) = &cli.server {
+                op.nats.url = url.clone();
+            }
+            Some(
+                ffleet_runtime::nats::connect::connect(
+                    &op.nats,
+                    "ffleet-dashboard-operator",
+                    false,
+                )
+                .await
+                .context("connecting with the operator's credentials")?,
+            )
+        }
+        None if !secured => Some(ctx.client.clone()),
+        None => None,
+    };
+    let settings = ffleet_dashboard::Settings {
+        listen: a.listen,
+        token,
+    };
+    Ok(ffleet_dashboard::bind(ctx, operator, settings, shutdown).await?)
+}

@@ -1,0 +1,358 @@
+//! The web dashboard (`ffleet dashboard`) against a real fleet (nats-server, the services as
+//! processes, ffmpeg), spoken to over HTTP as a browser does: the page lists the node; the live
+//! stream shows a running job's progress advancing; a cancel from the page (with the page's
+//! CSRF token, and refused without it) stops the job with one `cancelled` event; a SIGKILLed
+//! encoder shows as lost within the heartbeat TTL + 1 s; and beyond loopback nothing is served
+//! without the token.
+
+mod common;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::JobClient;
+use common::media;
+use common::procs::ProcFleet;
+use ffleet_runtime::messages::{JobEvent, JobState};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A dashboard process, killed on drop.
+struct Dashboard {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `ffleet dashboard ARGS` on `host` and waits until it answers.
+async fn dashboard(fleet: &ProcFleet, host: &str, args: &[&str]) -> Result<Dashboard> {
+    let port = free_port()?;
+    let listen = format!("{host}:{port}");
+    let child = fleet
+        .command()
+        .args(["dashboard", "--listen", &listen])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let d = Dashboard {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&d, "/healthz", &[]).await.is_err() {
+        ensure!(Instant::now() < deadline, "the dashboard did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(d)
+}
+
+/// A response: status and body.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request, as a browser would send it (`extra` headers), read to its end.
+async fn send(
+    d: &Dashboard,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: &str,
+) -> Result<Reply> {
+    let mut s = TcpStream::connect(&d.addr).await?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        d.addr
+    );
+    for h in extra {
+        req += h;
+        req += "\r\n";
+    }
+    if !body.is_empty() {
+        req += "Content-Type: application/x-www-form-urlencoded\r\n";
+        req += &format!("Content-Length: {}\r\n", body.len());
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    Ok(Reply {
+        status,
+        headers: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+async fn get(d: &Dashboard, path: &str, extra: &[&str]) -> Result<Reply> {
+    send(d, "GET", path, extra, "").await
+}
+
+/// The live stream's events as (name, data), read as they come.
+struct Live {
+    lines: tokio::io::Lines<BufReader<TcpStream>>,
+}
+
+impl Live {
+    async fn open(d: &Dashboard) -> Result<Live> {
+        let mut s = TcpStream::connect(&d.addr).await?;
+        let req = format!(
+            "GET /events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            d.addr
+        );
+        s.write_all(req.as_bytes()).await?;
+        Ok(Live {
+            lines: BufReader::new(s).lines(),
+        })
+    }
+
+    /// The next event, within `within`. (Chunked transfer: chunk sizes come as lines of
+    /// their own and are skipped.)
+    async fn next(&mut self, within: Duration) -> Result<(String, String)> {
+        let (mut name, mut data) = (String::new(), String::new());
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = tokio::time::timeout(left, self.lines.next_line())
+                .await
+                .context("no event in time")??
+                .context("stream ended")?;
+            if let Some(n) = line.strip_prefix("event: ").or(line.strip_prefix("event:")) {
+                name = n.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                data += v;
+            } else if line.is_empty() && !name.is_empty() {
+                return Ok((name, data));
+            }
+        }
+    }
+
+    /// Reads events until `name`'s data satisfies `check`.
+    async fn until(
+        &mut self,
+        name: &str,
+        within: Duration,
+        check: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(
+                !left.is_zero(),
+                "no {name} event as awaited within {within:?}"
+            );
+            let (n, data) = self.next(left).await?;
+            if n == name && check(&data) {
+                return Ok(data);
+            }
+        }
+    }
+}
+
+/// The progress shown for `job` in a jobs section (`value="12.3"` of its bar).
+fn progress_of(html: &str, job: &str) -> Option<f64> {
+    let row = html.split(&format!("data-job=\"{job}\"")).nth(1)?;
+    let row = row.split("</tr>").next()?;
+    row.split("value=\"")
+        .nth(1)?
+        .split('"')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn csrf_of(page: &str) -> Result<String> {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(str::to_owned)
+        .context("no csrf token on the page")
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_fleet_live_and_acts_for_the_operator() -> Result<()> {
+    let mut fleet = ProcFleet::standard(1, &[]).await?;
+    let d = dashboard(&fleet, "127.0.0.1", &[]).await?;
+    let page = get(&d, "/", &[]).await?;
+    ensure!(page.status == 200, "GET / answered {}", page.status);
+    ensure!(
+        page.body.contains("data-node=\"enc-1\""),
+        "no node on the page"
+    );
+    ensure!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "the page fetches from elsewhere"
+    );
+
+    // A running job's progress advances on the live stream.
+    let mut live = Live::open(&d).await?;
+    let src = media::ntsc_source(&fleet.media(), "src.mp4", 12, "640x360")?;
+    let mut req = fleet.request("job", &src, "job.mp4");
+    req.segment_seconds = Some(2.0);
+    fleet.submit(&req).await?;
+    let first = live
+        .until("jobs", Duration::from_secs(60), |h| {
+            progress_of(h, "job").is_some_and(|p| p > 0.0)
+        })
+        .await?;
+    let p1 = progress_of(&first, "job").unwrap_or(0.0);
+    let later = live
+        .until("jobs", Duration::from_secs(60), |h| {
+            progress_of(h, "job").is_some_and(|p| p > p1)
+        })
+        .await?;
+    println!(
+        "progress on the page: {p1:.1}% then {:.1}%",
+        progress_of(&later, "job").unwrap_or(0.0)
+    );
+
+    // A cancel without the page's token is refused; with it, the job stops.
+    let forged = send(&d, "POST", "/jobs/job/cancel", &[], "csrf=guess").await?;
+    ensure!(
+        forged.status == 403,
+        "a forged cancel answered {}",
+        forged.status
+    );
+    let cross = send(
+        &d,
+        "POST",
+        "/jobs/job/cancel",
+        &["Origin: https://evil.example"],
+        &format!("csrf={}", csrf_of(&page.body)?),
+    )
+    .await?;
+    ensure!(
+        cross.status == 403,
+        "a cross-origin cancel answered {}",
+        cross.status
+    );
+    ensure!(fleet.job("job").await.map(|r| r.state) != Some(JobState::Cancelled));
+    let page = get(&d, "/", &[]).await?;
+    let csrf = csrf_of(&page.body)?;
+    let cancel = send(&d, "POST", "/jobs/job/cancel", &[], &format!("csrf={csrf}")).await?;
+    ensure!(
+        cancel.status == 303,
+        "cancel answered {}: {}",
+        cancel.status,
+        cancel.body
+    );
+    match fleet.wait_terminal("job", Duration::from_secs(30)).await? {
+        JobEvent::Cancelled(_) => {}
+        other => bail!("the job ended {other:?}"),
+    }
+    ensure!(
+        fleet.terminal_count("job").await? == 1,
+        "more than one terminal event"
+    );
+    live.until("jobs", Duration::from_secs(5), |h| {
+        h.contains("data-job=\"job\" data-state=\"cancelled\"")
+    })
+    .await?;
+    let job_page = get(&d, "/jobs/job", &[]).await?;
+    ensure!(
+        job_page.status == 200 && job_page.body.contains("class=\"cell "),
+        "no segment map"
+    );
+
+    // A SIGKILLed encoder shows as lost within the heartbeat TTL + 1 s.
+    let ttl = fleet_ttl();
+    let enc = fleet.services_named("encoder")[0];
+    fleet.kill(enc);
+    let killed = Instant::now();
+    live.until("fleet", ttl + Duration::from_secs(2), |h| {
+        h.contains("data-node=\"enc-1\" data-state=\"lost\"")
+    })
+    .await?;
+    let took = killed.elapsed();
+    println!(
+        "lost on the page {:.2} s after the kill (TTL {:.1} s)",
+        took.as_secs_f64(),
+        ttl.as_secs_f64()
+    );
+    ensure!(took <= ttl + Duration::from_secs(1), "lost after {took:?}");
+    fleet.passed();
+    Ok(())
+}
+
+/// The heartbeat TTL the test fleet runs with (the default).
+fn fleet_ttl() -> Duration {
+    ffleet_runtime::config::Config::default()
+        .fleet
+        .heartbeat_ttl()
+}
+
+#[tokio::test]
+async fn beyond_loopback_nothing_is_served_without_the_token() -> Result<()> {
+    let fleet = ProcFleet::start(&[]).await?;
+    // No token: it refuses to start.
+    let out = fleet
+        .command()
+        .args([
+            "dashboard",
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()?),
+        ])
+        .output()?;
+    ensure!(
+        !out.status.success(),
+        "it served beyond loopback without a token"
+    );
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("needs a token"));
+    let dir = tempfile::tempdir()?;
+    let token = dir.path().join("dashboard.token");
+    std::fs::write(&token, "t0ken-for-the-test\n")?;
+    let d = dashboard(
+        &fleet,
+        "0.0.0.0",
+        &["--token-file", &token.to_string_lossy()],
+    )
+    .await?;
+    let page = get(&d, "/", &[]).await?;
+    ensure!(
+        page.status == 303 && page.headers.contains("/login"),
+        "GET / answered {}",
+        page.status
+    );
+    ensure!(get(&d, "/events", &[]).await?.status == 401);
+    let post = send(&d, "POST", "/jobs/x/cancel", &[], "csrf=x").await?;
+    ensure!(
+        post.status == 401,
+        "a POST without the token answered {}",
+        post.status
+    );
+    let wrong = send(&d, "POST", "/login", &[], "token=guess").await?;
+    ensure!(wrong.status == 401);
+    let bearer = get(&d, "/", &["Authorization: Bearer t0ken-for-the-test"]).await?;
+    ensure!(bearer.status == 200, "with the token: {}", bearer.status);
+    let login = send(&d, "POST", "/login", &[], "token=t0ken-for-the-test").await?;
+    ensure!(
+        login.status == 303 && login.headers.contains("HttpOnly"),
+        "{}",
+        login.headers
+    );
+    let cookie = get(&d, "/", &["Cookie: ffleet_token=t0ken-for-the-test"]).await?;
+    ensure!(cookie.status == 200);
+    Ok(())
+}
