@@ -356,3 +356,50 @@ async fn beyond_loopback_nothing_is_served_without_the_token() -> Result<()> {
     ensure!(cookie.status == 200);
     Ok(())
 }
+
+/// In a secured fleet the dashboard reads as the `viewer` role, which suffices (no permission
+/// violation in the server's log), and without the operator's credentials offers no action.
+#[tokio::test]
+async fn a_secured_dashboard_reads_as_the_viewer_and_offers_no_action_without_an_operator()
+-> Result<()> {
+    let mut fleet = ProcFleet::standard_secure(1, &[]).await?;
+    let secure = fleet.secure.as_ref().context("a secured fleet")?;
+    let seed = secure.secrets.seed(ffleet_runtime::security::Role::Viewer);
+    let port = free_port()?;
+    let child = fleet
+        .command()
+        .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
+        .env("FFLEET_NATS__NKEY_SEED_FILE", &seed)
+        .env("FFLEET_NATS__ROLE", "viewer")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let d = Dashboard {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&d, "/healthz", &[]).await.is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "the viewer's dashboard did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = get(&d, "/", &[]).await?;
+    ensure!(page.status == 200 && page.body.contains("data-node=\"enc-1\""));
+    ensure!(
+        !page.body.contains("<form"),
+        "actions offered without an operator"
+    );
+    let post = send(&d, "POST", "/nodes/enc-1/drain", &[], "csrf=x").await?;
+    ensure!(post.status == 403, "a drain answered {}", post.status);
+    let violations = fleet
+        .secure
+        .as_ref()
+        .map(|s| s.violations())
+        .unwrap_or_default();
+    ensure!(violations.is_empty(), "{violations:#?}");
+    fleet.passed();
+    Ok(())
+}

@@ -37,7 +37,14 @@ impl Secrets {
             s.auth_conf(),
             s.server_conf(),
         ];
-        needed.extend(Role::ALL.map(|r| s.seed(r)));
+        // A directory made before a role existed lacks it (the viewer came with the
+        // dashboard): `ffleet secrets init` in a fresh directory makes it.
+        needed.extend(
+            Role::ALL
+                .into_iter()
+                .filter(|r| !r.added_later())
+                .map(|r| s.seed(r)),
+        );
         for f in needed {
             if !f.is_file() {
                 bail!("{} is missing: run `ffleet secrets init`", f.display());
@@ -83,6 +90,11 @@ impl Secrets {
     /// The nkey seed of `role` (mode 0600).
     pub fn seed(&self, role: Role) -> PathBuf {
         self.seed_of(role.name())
+    }
+
+    /// The token `ffleet dashboard --token-file` asks of every request (mode 0600).
+    pub fn dashboard_token(&self) -> PathBuf {
+        self.dir.join("dashboard.token")
     }
 
     /// The nkey seed of tenant `tenant`'s submitter identity (mode 0600).

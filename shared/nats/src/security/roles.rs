@@ -23,16 +23,20 @@ pub enum Role {
     /// Operators: provisions streams and buckets, reads state (`ffleet status`, `workers`),
     /// submits with uncapped priority.
     Admin,
+    /// The dashboard's reads (`ffleet dashboard`): watches and gets of the jobs, unit-record
+    /// and workers buckets, and nothing else; it publishes nothing but those reads.
+    Viewer,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Submitter,
         Role::Splitter,
         Role::Scheduler,
         Role::Encoder,
         Role::Merger,
         Role::Admin,
+        Role::Viewer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Role {
             Role::Encoder => "encoder",
             Role::Merger => "merger",
             Role::Admin => "admin",
+            Role::Viewer => "viewer",
         }
     }
 
@@ -71,6 +76,12 @@ impl Role {
             self,
             Role::Splitter | Role::Encoder | Role::Merger | Role::Admin
         )
+    }
+
+    /// Whether this role came after the first secured release: a secrets directory made
+    /// before it may lack its credentials, and works on without them.
+    pub fn added_later(self) -> bool {
+        self == Role::Viewer
     }
 
     /// Whether this role may create streams and buckets.
@@ -291,6 +302,19 @@ impl Role {
                 g.sub(subjects::node_drop_wildcard());
                 g.sub(subjects::jobs_ended());
                 g.media(self.purges_media(), self.uses_scratch());
+            }
+            Role::Viewer => {
+                // Its buckets' lookups and the media stores' (a connection opens them), then
+                // gets and watches: a live picture, no writes, no requests.
+                g.lookup_all();
+                for b in [
+                    subjects::BUCKET_JOBS,
+                    subjects::BUCKET_SEGMENTS,
+                    subjects::BUCKET_WORKERS,
+                ] {
+                    g.kv_read(b);
+                    g.kv_watch(b);
+                }
             }
             Role::Merger => {
                 g.lookup_all();
@@ -783,6 +807,34 @@ mod tests {
             Some(&JobId::new("j1").unwrap()),
             EventKind::Cancelled
         )));
+    }
+
+    /// The dashboard's role reads and watches, and publishes nothing but the JetStream API
+    /// calls of those reads: no request, event, task, KV write or object.
+    #[test]
+    fn the_viewer_only_reads() {
+        let p = Role::Viewer.permissions();
+        for pattern in &p.publish {
+            assert!(
+                pattern.starts_with("$JS.API.") || pattern.starts_with("$JS.FC."),
+                "{pattern}"
+            );
+        }
+        assert!(!p.responses);
+        for s in [
+            subjects::JOBS_SUBMIT,
+            subjects::API_CANCEL,
+            subjects::API_RETRY,
+            subjects::API_STATUS,
+            subjects::TASKS_PLAN,
+        ] {
+            assert!(!p.may_publish(s), "{s}");
+        }
+        assert!(!p.may_publish(&format!("$KV.{}.j1", subjects::BUCKET_JOBS)));
+        assert!(p.may_publish(&js_api::stream_msg_get(&subjects::kv_stream(
+            subjects::BUCKET_JOBS
+        ))));
+        assert!(!p.may_subscribe(&subjects::events_wildcard()));
     }
 
     #[test]
