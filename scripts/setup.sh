@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything ffleet needs on a fresh Debian 12 machine and builds it:
-# system packages (ffmpeg, nats-server, debootstrap; libfaketime for the clock-skew test), a Rust
+# system packages (ffmpeg, nats-server, debootstrap; libfaketime for the clock-skew test; chromium
+# and its WebDriver for the dashboard's browser test), a Rust
 # toolchain if none is there, a pinned current nats-server for the compatibility test run, the
 # workspace, the `ffleet` binary on PATH,
 # and, where Docker runs, the images compose.yaml uses (scripts/images.sh; kept when present).
@@ -15,7 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   ffmpeg nats-server ca-certificates curl build-essential pkg-config \
-  python3 python3-pip python3-numpy unzip debootstrap libfaketime time >/dev/null
+  python3 python3-pip python3-numpy unzip debootstrap libfaketime time \
+  chromium chromium-driver >/dev/null
 # The compose tool, where Docker is installed without one (the deployment and tests/compose.rs).
 if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 \
   && ! command -v docker-compose >/dev/null 2>&1; then

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 const PROJECT: &str = "ffleet-compose-test";
 /// Host ports of the three NATS nodes (off the defaults, so a user's own fleet is left alone).
 const PORTS: [u16; 3] = [14222, 14223, 14224];
+/// Where the project publishes its dashboard.
+const DASHBOARD_PORT: u16 = 18080;
 const JOB_TIMEOUT: Duration = Duration::from_secs(240);
 /// Short enough that the suite's stops and faults stay quick; the encoder's drain and the
 /// container's stop grace period keep the ratio compose.yaml has (drain + 10 s).
@@ -196,6 +198,7 @@ impl Fleet {
         for (i, p) in PORTS.iter().enumerate() {
             cmd.env(format!("FFLEET_NATS_PORT_{}", i + 1), p.to_string());
         }
+        cmd.env("FFLEET_DASHBOARD_PORT", DASHBOARD_PORT.to_string());
         cmd
     }
 
@@ -1067,6 +1070,26 @@ impl Drop for Fleet {
     }
 }
 
+/// GET `path` of the project's dashboard (with `token`): the status and the body.
+fn dashboard_get(path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", DASHBOARD_PORT))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    Ok((status, raw))
+}
+
 fn host_url() -> String {
     PORTS
         .iter()
@@ -1273,6 +1296,23 @@ async fn compose_fleet_survives_scaling_node_loss_partitions_restarts_and_down()
         .collect::<Result<Vec<_>>>()?;
     fleet.check_all(&mut jobs).await?;
     fleet.record("five jobs at once", started.elapsed(), String::new());
+
+    // The dashboard container serves the fleet and its jobs, only with its token.
+    let token = std::fs::read_to_string(fleet.secrets.dashboard_token())?;
+    let (status, _) = dashboard_get("/", None)?;
+    ensure!(
+        status == 303,
+        "the dashboard answered {status} without its token"
+    );
+    let (status, page) = dashboard_get("/", Some(token.trim()))?;
+    ensure!(
+        status == 200,
+        "the dashboard answered {status} with its token"
+    );
+    ensure!(
+        page.contains("data-job=\"five-0\"") && page.contains("data-node="),
+        "the dashboard does not show the fleet and its jobs"
+    );
 
     // 2. Scale encoders 1 -> 4 while a job runs: the new ones take segments of it.
     fleet.up_wait(&["--scale", "encoder=1"]).await?;

@@ -403,3 +403,193 @@ async fn a_secured_dashboard_reads_as_the_viewer_and_offers_no_action_without_an
     fleet.passed();
     Ok(())
 }
+
+/// chromedriver, killed on drop.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Evaluates `script` (which returns a value) in the page.
+async fn eval(c: &fantoccini::Client, script: &str) -> Result<serde_json::Value> {
+    Ok(c.execute(script, Vec::new()).await?)
+}
+
+/// Polls `script` in the page until it returns true, for at most `within`.
+async fn page_until(
+    c: &fantoccini::Client,
+    within: Duration,
+    what: &str,
+    script: &str,
+) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if eval(c, script).await?.as_bool() == Some(true) {
+            return Ok(start.elapsed());
+        }
+        ensure!(start.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where the browser test leaves its screenshots (docs/images/ holds copies).
+fn shots_dir() -> Result<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-shots");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Debian's chromium, headless, driven through chromedriver (WebDriver) as an operator's
+/// browser: the page updates itself (a job's progress advances, a killed node turns lost)
+/// without reloading, and the cancel button stops the job.
+#[tokio::test]
+async fn in_a_real_browser_the_page_lives_and_cancels() -> Result<()> {
+    for tool in ["chromium", "chromedriver"] {
+        ensure!(
+            std::process::Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "{tool} is not installed (scripts/setup.sh installs chromium and chromium-driver)"
+        );
+    }
+    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    let d = dashboard(&fleet, "127.0.0.1", &[]).await?;
+    let port = free_port()?;
+    let driver = Driver(
+        std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+            "--disable-dev-shm-usage", "--window-size=1280,800"]}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = loop {
+        match fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps.clone())
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "chromedriver not ready");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => bail!("no browser session: {e}"),
+        }
+    };
+    let url = format!("http://{}/", d.addr);
+    c.goto(&url).await?;
+    page_until(
+        &c,
+        Duration::from_secs(10),
+        "both nodes on the page",
+        "return document.querySelectorAll('tr.node[data-state=\"ready\"]').length == 2",
+    )
+    .await?;
+
+    let src = media::ntsc_source(&fleet.media(), "src.mp4", 12, "640x360")?;
+    let mut req = fleet.request("job", &src, "job.mp4");
+    req.segment_seconds = Some(2.0);
+    fleet.submit(&req).await?;
+    let bar = "document.querySelector('tr[data-job=\"job\"] progress')";
+    page_until(
+        &c,
+        Duration::from_secs(60),
+        "the job's progress on the page",
+        &format!("var b = {bar}; return !!b && b.value > 0"),
+    )
+    .await?;
+    let first: f64 = eval(&c, &format!("return {bar}.value"))
+        .await?
+        .as_f64()
+        .unwrap_or(0.0);
+    page_until(
+        &c,
+        Duration::from_secs(60),
+        "the progress advancing without a reload",
+        &format!("var b = {bar}; return !!b && b.value > {first}"),
+    )
+    .await?;
+    let shots = shots_dir()?;
+    std::fs::write(shots.join("fleet.png"), c.screenshot().await?)?;
+
+    // The job's page, then back; the cancel button in its row stops it.
+    c.goto(&format!("{url}jobs/job")).await?;
+    page_until(
+        &c,
+        Duration::from_secs(5),
+        "the segment map and the timeline",
+        "return document.querySelectorAll('.cell').length > 0 \
+         && document.querySelectorAll('svg.timeline rect').length > 0",
+    )
+    .await?;
+    std::fs::write(shots.join("job.png"), c.screenshot().await?)?;
+    c.goto(&url).await?;
+    page_until(
+        &c,
+        Duration::from_secs(10),
+        "the job's row",
+        &format!("return !!{bar}"),
+    )
+    .await?;
+    // The live stream replaces the section under the pointer now and then: a button found
+    // just before is then gone, and is looked up again, as a user would click again.
+    let button = fantoccini::Locator::Css("tr[data-job=\"job\"] form[action$=\"/cancel\"] button");
+    let mut tries = 0;
+    loop {
+        let clicked = match c.find(button).await {
+            Ok(b) => b.click().await,
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => break,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::debug!(error = %e, "cancel button replaced, clicking again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => bail!("cannot click cancel: {e}"),
+        }
+    }
+    match fleet.wait_terminal("job", Duration::from_secs(30)).await? {
+        JobEvent::Cancelled(_) => {}
+        other => bail!("the job ended {other:?}"),
+    }
+    ensure!(
+        fleet.terminal_count("job").await? == 1,
+        "more than one terminal event"
+    );
+
+    // A SIGKILLed node turns lost on the open page within the TTL + 1 s.
+    c.goto(&url).await?;
+    let enc = fleet.services_named("encoder")[1];
+    fleet.kill(enc);
+    let took = page_until(
+        &c,
+        fleet_ttl() + Duration::from_secs(1),
+        "the killed node shown lost",
+        "return !!document.querySelector('tr.node[data-node=\"enc-2\"][data-state=\"lost\"]')",
+    )
+    .await?;
+    println!(
+        "browser: enc-2 lost on the page {:.2} s after the kill",
+        took.as_secs_f64()
+    );
+    c.close().await?;
+    drop(driver);
+    fleet.passed();
+    Ok(())
+}

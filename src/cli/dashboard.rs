@@ -34,7 +34,8 @@ pub async fn run(cli: &Cli, a: &DashboardArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Connects, watches the fleet and binds the address (what `ffleet up` starts too).
+/// Connects with this command's configuration (and the operator's, when given), watches the
+/// fleet and binds the address.
 pub async fn bind(
     cli: &Cli,
     a: &DashboardArgs,
@@ -51,33 +52,42 @@ pub async fn bind(
         .filter(|t| !t.is_empty()),
         None => None,
     };
-    let secured = cfg.nats.role.is_some();
-    let ctx =
-        ffleet_runtime::runtime::Ctx::connect(Arc::new(cfg), ffleet_dashboard::SERVICE, false)
-            .await
-            .context("connecting to the fleet")?;
     let operator = match &a.operator_config {
         Some(path) => {
             let mut op = Config::load(Some(path))?;
             if let Some(url) = &cli.server {
                 op.nats.url = url.clone();
             }
-            Some(
-                ffleet_runtime::nats::connect::connect(
-                    &op.nats,
-                    "ffleet-dashboard-operator",
-                    false,
-                )
+            Some(op)
+        }
+        None => None,
+    };
+    start(cfg, operator, a.listen, token, shutdown).await
+}
+
+/// The dashboard reading with `cfg` and acting with `operator` (an unsecured `cfg` acts
+/// itself), on `listen` (what `ffleet up` starts too).
+pub async fn start(
+    cfg: Config,
+    operator: Option<Config>,
+    listen: SocketAddr,
+    token: Option<String>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<ffleet_dashboard::Bound> {
+    let secured = cfg.nats.role.is_some();
+    let ctx =
+        ffleet_runtime::runtime::Ctx::connect(Arc::new(cfg), ffleet_dashboard::SERVICE, false)
+            .await
+            .context("connecting to the fleet")?;
+    let operator = match operator {
+        Some(op) => Some(
+            ffleet_runtime::nats::connect::connect(&op.nats, "ffleet-dashboard-operator", false)
                 .await
                 .context("connecting with the operator's credentials")?,
-            )
-        }
+        ),
         None if !secured => Some(ctx.client.clone()),
         None => None,
     };
-    let settings = ffleet_dashboard::Settings {
-        listen: a.listen,
-        token,
-    };
+    let settings = ffleet_dashboard::Settings { listen, token };
     Ok(ffleet_dashboard::bind(ctx, operator, settings, shutdown).await?)
 }

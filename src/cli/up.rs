@@ -29,6 +29,12 @@ pub struct UpArgs {
     /// DATA/secrets (made on first use).
     #[arg(long)]
     pub secure: bool,
+    /// Address of the web dashboard (`ffleet dashboard`); on loopback unless told.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub dashboard: std::net::SocketAddr,
+    /// Do not start the web dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -110,6 +116,11 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
     )
     .await?;
     println!("ffleet is up: NATS at {url}");
+    let _dashboard = if a.no_dashboard {
+        None
+    } else {
+        dashboard(&cfg, secrets.as_ref(), a.dashboard, shutdown.child_token()).await
+    };
     println!(
         "roots: {}",
         cfg.storage
@@ -142,6 +153,56 @@ pub async fn up(cli: &Cli, a: &UpArgs) -> Result<i32> {
     };
     cluster.stop().await;
     Ok(code)
+}
+
+/// Starts the dashboard beside the cluster (reading as the viewer, acting as the admin in a
+/// secured one; the dashboard token from the secrets beyond loopback) and prints its URL. A
+/// dashboard that cannot start (its port taken) is reported, not fatal: the fleet runs on.
+async fn dashboard(
+    cfg: &ffleet_runtime::config::Config,
+    secrets: Option<&crate::secrets::Secrets>,
+    listen: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use ffleet_runtime::config::Config;
+    use ffleet_runtime::security::Role;
+    let as_role = |role: Role| match secrets {
+        Some(s) => Config {
+            nats: s.nats_config(&cfg.nats, role),
+            ..cfg.clone()
+        },
+        None => cfg.clone(),
+    };
+    let token = secrets
+        .filter(|_| !listen.ip().is_loopback())
+        .and_then(|s| std::fs::read_to_string(s.dashboard_token()).ok())
+        .map(|t| t.trim().to_owned());
+    let operator = secrets.map(|_| as_role(Role::Admin));
+    match super::dashboard::start(
+        as_role(Role::Viewer),
+        operator,
+        listen,
+        token,
+        shutdown.clone(),
+    )
+    .await
+    {
+        Ok(bound) => {
+            match bound.local_addr() {
+                Ok(addr) => println!("dashboard: http://{addr}/"),
+                Err(e) => eprintln!("ffleet: dashboard address unknown: {e}"),
+            }
+            Some(tokio::spawn(async move {
+                if let Err(e) = bound.serve(shutdown).await {
+                    eprintln!("ffleet: the dashboard stopped: {e}");
+                }
+            }))
+        }
+        Err(e) => {
+            eprintln!("ffleet: the dashboard did not start ({e:#}); the fleet runs without it");
+            None
+        }
+    }
 }
 
 pub async fn run_service(cli: &Cli, service: Service) -> Result<i32> {

@@ -7,7 +7,7 @@ use ffleet_runtime::messages::{JobState, SegmentRecord, SegmentState};
 use ffleet_runtime::{JobId, Unit};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The page's own style and script, embedded: nothing is fetched at run time.
 const STYLE: &str = include_str!("../assets/style.css");
@@ -201,9 +201,113 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// A job's page: its state, and one cell per unit coloured by its state, naming the node
-/// that holds or encoded it and the attempts it took.
-pub fn job(row: &JobRow, units: &[(Unit, Option<SegmentRecord>)], forms: Forms) -> String {
+/// One attempt of a unit on a node, from its claim to its end (or now).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub unit: Unit,
+    pub node: String,
+    pub attempt: u32,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// `done`, `failed`, `running` or `handed-on` (released, re-issued).
+    pub outcome: &'static str,
+}
+
+/// The attempts a unit record's revisions (oldest first, each with when it was written) show:
+/// each claim (`running` with an owner) to the next revision of another state or attempt.
+pub fn spans_of_history(
+    unit: Unit,
+    revs: &[(SystemTime, SegmentRecord)],
+    now: SystemTime,
+) -> Vec<Span> {
+    let mut out = Vec::new();
+    let mut open: Option<(SystemTime, &SegmentRecord)> = None;
+    for (at, r) in revs {
+        if let Some((start, claimed)) = open
+            && (r.attempt != claimed.attempt || r.state != SegmentState::Running)
+        {
+            let outcome = match (r.attempt == claimed.attempt, r.state) {
+                (true, SegmentState::Done) => "done",
+                (true, SegmentState::Failed) => "failed",
+                _ => "handed-on",
+            };
+            out.push(Span {
+                unit,
+                node: claimed.owner.as_ref().map_or("-".into(), |n| n.to_string()),
+                attempt: claimed.attempt,
+                start,
+                end: *at,
+                outcome,
+            });
+            open = None;
+        }
+        if r.state == SegmentState::Running && r.owner.is_some() && open.is_none() {
+            open = Some((*at, r));
+        }
+    }
+    if let Some((start, claimed)) = open {
+        out.push(Span {
+            unit,
+            node: claimed.owner.as_ref().map_or("-".into(), |n| n.to_string()),
+            attempt: claimed.attempt,
+            start,
+            end: now.max(start),
+            outcome: "running",
+        });
+    }
+    out
+}
+
+/// The job's timeline as SVG: one row per node, each attempt a bar over time.
+fn timeline(spans: &[Span]) -> Markup {
+    const WIDTH: f64 = 1000.0;
+    const ROW: f64 = 22.0;
+    const LABEL: f64 = 120.0;
+    let Some(t0) = spans.iter().map(|s| s.start).min() else {
+        return html! { p.sub { "no unit has run yet" } };
+    };
+    let t1 = spans.iter().map(|s| s.end).max().unwrap_or(t0);
+    let total = t1
+        .duration_since(t0)
+        .unwrap_or_default()
+        .as_secs_f64()
+        .max(0.001);
+    let mut nodes: Vec<&str> = spans.iter().map(|s| s.node.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let height = ROW * nodes.len() as f64 + 20.0;
+    let x = |t: SystemTime| {
+        LABEL + (WIDTH - LABEL) * t.duration_since(t0).unwrap_or_default().as_secs_f64() / total
+    };
+    html! {
+        svg.timeline xmlns="http://www.w3.org/2000/svg" width=(WIDTH) height=(height)
+            viewBox=(format!("0 0 {WIDTH} {height}")) {
+            @for (row, node) in nodes.iter().enumerate() {
+                @let y = ROW * row as f64;
+                text x="4" y=(format!("{:.1}", y + 15.0)) { (node) }
+                @for s in spans.iter().filter(|s| s.node == *node) {
+                    @let (a, b) = (x(s.start), x(s.end));
+                    rect class={"bar " (s.outcome)} x=(format!("{a:.1}")) y=(format!("{:.1}", y + 3.0))
+                        width=(format!("{:.1}", (b - a).max(2.0))) height=(format!("{:.1}", ROW - 6.0)) {
+                        title { (s.unit) " attempt " (s.attempt) ": " (s.outcome) ", "
+                            (format!("{:.2}", s.end.duration_since(s.start).unwrap_or_default().as_secs_f64())) " s" }
+                    }
+                }
+            }
+            text x=(LABEL) y=(format!("{:.1}", height - 4.0)) { "0 s" }
+            text x=(WIDTH - 4.0) y=(format!("{:.1}", height - 4.0)) text-anchor="end" { (format!("{total:.1} s")) }
+        }
+    }
+}
+
+/// A job's page: its state, its timeline, and one cell per unit coloured by its state, naming
+/// the node that holds or encoded it and the attempts it took.
+pub fn job(
+    row: &JobRow,
+    units: &[(Unit, Option<SegmentRecord>)],
+    spans: &[Span],
+    forms: Forms,
+) -> String {
     frame(
         row.id.as_str(),
         html! {
@@ -218,6 +322,10 @@ pub fn job(row: &JobRow, units: &[(Unit, Option<SegmentRecord>)], forms: Forms) 
                     @if matches!(row.state, JobState::Failed | JobState::Cancelled) && row.retried_as.is_none() {
                         (action_form(&row.id, "retry", forms))
                     }
+                }
+                section {
+                    h3 { "Timeline" }
+                    (timeline(spans))
                 }
                 section {
                     h3 { "Segments" }
@@ -269,4 +377,52 @@ pub fn login(failed: bool) -> String {
         },
     )
     .into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ffleet_runtime::NodeId;
+
+    fn rev(
+        secs: u64,
+        attempt: u32,
+        state: SegmentState,
+        owner: Option<&str>,
+    ) -> (SystemTime, SegmentRecord) {
+        let mut r = SegmentRecord::planned(None);
+        r.attempt = attempt;
+        r.state = state;
+        r.owner = owner.map(|o| NodeId::new(o).unwrap());
+        (SystemTime::UNIX_EPOCH + Duration::from_secs(secs), r)
+    }
+
+    #[test]
+    fn a_units_history_gives_one_bar_per_attempt_that_ran() {
+        use SegmentState::*;
+        let revs = [
+            rev(0, 1, Planned, None),
+            rev(1, 1, Queued, None),
+            rev(2, 1, Running, Some("n1")),
+            rev(4, 2, Planned, None),
+            rev(5, 2, Running, Some("n2")),
+            rev(9, 2, Done, Some("n2")),
+        ];
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let spans = spans_of_history(Unit::Video(3), &revs, now);
+        let got: Vec<(&str, u32, u64, u64, &str)> = spans
+            .iter()
+            .map(|s| {
+                let t = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+                (s.node.as_str(), s.attempt, t(s.start), t(s.end), s.outcome)
+            })
+            .collect();
+        assert_eq!(got, [("n1", 1, 2, 4, "handed-on"), ("n2", 2, 5, 9, "done")]);
+        // Still running: its bar ends now.
+        let spans = spans_of_history(Unit::Audio, &revs[..3], now);
+        assert_eq!(spans.len(), 1);
+        assert_eq!((spans[0].end, spans[0].outcome), (now, "running"));
+        let svg = timeline(&spans).into_string();
+        assert!(svg.starts_with("<svg") && svg.contains("n1"), "{svg}");
+    }
 }

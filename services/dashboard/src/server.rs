@@ -37,6 +37,8 @@ type Shared = Arc<App>;
 
 /// Units shown on a job's page at most (one cell each).
 const MAX_CELLS: u32 = 5_000;
+/// Units whose history the timeline reads at most.
+const MAX_TIMELINE: usize = 400;
 /// How often the live stream looks again without a change (heartbeat ages, lost nodes).
 const TICK: Duration = Duration::from_secs(1);
 /// Least time between two pushes of one stream: a busy fleet changes many times a second.
@@ -168,7 +170,47 @@ async fn job_page(State(app): State<Shared>, Path(id): Path<String>) -> Response
         return (StatusCode::NOT_FOUND, format!("no job {job}")).into_response();
     };
     let units = units_of(&app.ctx, &job).await;
-    Html(render::job(&row, &units, forms(&app))).into_response()
+    let spans = spans_of(&app.ctx, &job, &units).await;
+    Html(render::job(&row, &units, &spans, forms(&app))).into_response()
+}
+
+/// Each unit's encode as its record's history says it ran: claimed (running) on a node, then
+/// done, failed or handed on (or still running). Read for the first `MAX_TIMELINE` units that
+/// have run: a record's few revisions each.
+async fn spans_of(
+    ctx: &Ctx,
+    job: &JobId,
+    units: &[(Unit, Option<SegmentRecord>)],
+) -> Vec<render::Span> {
+    let ran: Vec<Unit> = units
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_some_and(|r| r.owner.is_some()))
+        .map(|(u, _)| *u)
+        .take(MAX_TIMELINE)
+        .collect();
+    let reads = ran.into_iter().map(|u| async move {
+        let key = subjects::segment_key(job, u);
+        let Ok(history) = ctx.segments.store().history(&key).await else {
+            return Vec::new();
+        };
+        let entries: Vec<_> = futures::StreamExt::collect::<Vec<_>>(history).await;
+        let revs: Vec<(SystemTime, SegmentRecord)> = entries
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let r =
+                    ffleet_runtime::messages::decode::<SegmentRecord>("segment", &e.value).ok()?;
+                Some((SystemTime::from(e.created), r))
+            })
+            .collect();
+        render::spans_of_history(u, &revs, SystemTime::now())
+    });
+    let all: Vec<Vec<render::Span>> = futures::StreamExt::collect(futures::StreamExt::buffered(
+        futures::stream::iter(reads),
+        16,
+    ))
+    .await;
+    all.into_iter().flatten().collect()
 }
 
 /// The job's unit records, read when its page is asked for.
