@@ -27,6 +27,11 @@ pub struct DashboardArgs {
 }
 
 pub async fn run(cli: &Cli, a: &DashboardArgs) -> Result<i32> {
+    let cfg = cli.load_config()?;
+    let _log = ffleet_runtime::telemetry::init(
+        &cfg.log,
+        ffleet_runtime::telemetry::Role::Service(ffleet_dashboard::SERVICE),
+    );
     let shutdown = ffleet_runtime::shutdown::on_signals();
     let bound = bind(cli, a, shutdown.clone()).await?;
     println!("dashboard: http://{}/", bound.local_addr()?);

@@ -41,8 +41,9 @@ const MAX_CELLS: u32 = 5_000;
 const MAX_TIMELINE: usize = 400;
 /// How often the live stream looks again without a change (heartbeat ages, lost nodes).
 const TICK: Duration = Duration::from_secs(1);
-/// Least time between two pushes of one stream: a busy fleet changes many times a second.
-const MIN_PUSH: Duration = Duration::from_millis(200);
+/// Least time between two pushes of one stream: a busy fleet changes many times a second, and
+/// a change must reach an open page within a second.
+const MIN_PUSH: Duration = Duration::from_millis(500);
 
 pub fn router(app: Shared) -> Router {
     Router::new()

@@ -22,6 +22,14 @@ pub struct Node {
     pub written: SystemTime,
 }
 
+/// A heartbeat as it came, decoded only when a page shows it: a thousand nodes beat a thousand
+/// times a second, and nobody may be looking.
+#[derive(Debug, Clone)]
+struct Beat {
+    raw: bytes::Bytes,
+    written: SystemTime,
+}
+
 /// How a node stands now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeState {
@@ -91,7 +99,7 @@ impl JobRow {
 
 #[derive(Default)]
 struct Inner {
-    nodes: BTreeMap<NodeId, Node>,
+    nodes: BTreeMap<NodeId, Beat>,
     jobs: HashMap<JobId, JobRow>,
 }
 
@@ -142,6 +150,7 @@ impl View {
     fn first_pass(&self, e: &Entry, pending: &mut bool) {
         if *pending && e.delta == 0 {
             *pending = false;
+            tracing::debug!(bucket = %e.bucket, revision = e.revision, "bucket's first pass delivered");
             self.loading.send_modify(|n| *n = n.saturating_sub(1));
         }
     }
@@ -151,7 +160,7 @@ impl View {
         let view = View::new(ctx.config.fleet.heartbeat_ttl());
         let v = view.clone();
         let mut pending = view.expect(ctx.workers.store()).await;
-        kv::follow(
+        kv::follow_current(
             ctx.workers.store(),
             ctx.workers.policy(),
             shutdown.clone(),
@@ -166,7 +175,7 @@ impl View {
         .await?;
         let v = view.clone();
         let mut pending = view.expect(ctx.jobs.store()).await;
-        kv::follow(
+        kv::follow_current(
             ctx.jobs.store(),
             ctx.jobs.policy(),
             shutdown,
@@ -186,11 +195,19 @@ impl View {
             return;
         };
         let beat = match e.operation {
-            Operation::Put => messages::decode::<Heartbeat>("heartbeat", &e.value).ok(),
+            Operation::Put => Some(Beat {
+                raw: e.value.clone(),
+                written: SystemTime::from(e.created),
+            }),
             Operation::Delete | Operation::Purge => None,
         };
-        let written = SystemTime::from(e.created);
-        self.set_node(id, beat.map(|beat| Node { beat, written }));
+        let mut inner = self.inner.lock().expect("view lock");
+        match beat {
+            Some(b) => inner.nodes.insert(id, b),
+            None => inner.nodes.remove(&id),
+        };
+        drop(inner);
+        self.bump();
     }
 
     fn job_entry(&self, e: &Entry) {
@@ -202,17 +219,6 @@ impl View {
             Operation::Delete | Operation::Purge => None,
         };
         self.set_job(id, rec.as_ref());
-    }
-
-    /// A node's latest heartbeat (`None`: it stopped and removed its key).
-    pub fn set_node(&self, id: NodeId, node: Option<Node>) {
-        let mut inner = self.inner.lock().expect("view lock");
-        match node {
-            Some(n) => inner.nodes.insert(id, n),
-            None => inner.nodes.remove(&id),
-        };
-        drop(inner);
-        self.bump();
     }
 
     /// A job's record as it now is (`None`: deleted).
@@ -237,11 +243,18 @@ impl View {
 
     /// The nodes now, each with its state, nodes long unheard left out.
     pub fn nodes(&self, now: SystemTime) -> Vec<(Node, NodeState, Duration)> {
-        let inner = self.inner.lock().expect("view lock");
-        inner
-            .nodes
-            .values()
-            .filter_map(|n| {
+        let beats: Vec<Beat> = {
+            let inner = self.inner.lock().expect("view lock");
+            inner.nodes.values().cloned().collect()
+        };
+        beats
+            .into_iter()
+            .filter_map(|b| {
+                let beat = messages::decode::<Heartbeat>("heartbeat", &b.raw).ok()?;
+                let n = Node {
+                    beat,
+                    written: b.written,
+                };
                 let age = now.duration_since(n.written).unwrap_or_default();
                 let state = if age > self.ttl {
                     NodeState::Lost

@@ -457,8 +457,9 @@ where
 /// How long `mine` reads again while the entry reads no newer than the refused revision.
 const MINE_PATIENCE: Duration = Duration::from_secs(3);
 
-/// Follows every key of `store` from its current values on, calling `apply` for each entry,
-/// until `shutdown` fires: how services keep a live view of a bucket. A watch that fails (a
+/// Follows every change of `store` from now on (values written before the watch opens are not
+/// delivered: `follow_current` starts with them), calling `apply` for each entry, until
+/// `shutdown` fires: how services keep a live view of a bucket. A watch that fails (a
 /// missed heartbeat after its server died, a consumer lost in an election) or ends is rebuilt
 /// from the revision after the last one it delivered, so no change is missed or lost; creating
 /// it waits for JetStream as long as it takes, each try bounded by `policy`.
@@ -475,8 +476,41 @@ pub async fn follow(
     idle: Option<std::time::Duration>,
     apply: impl FnMut(&Entry) + Send + 'static,
 ) -> Result<(), NatsError> {
+    start_following(store, policy, shutdown, what, idle, false, apply).await
+}
+
+/// Like `follow`, delivering first every key's current value (its last revision, a delete
+/// marker included), then every change: how a view that starts empty learns what the bucket
+/// holds. The first pass's last entry has `delta` 0.
+pub async fn follow_current(
+    store: &Store,
+    policy: Policy,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: &'static str,
+    idle: Option<std::time::Duration>,
+    apply: impl FnMut(&Entry) + Send + 'static,
+) -> Result<(), NatsError> {
+    start_following(store, policy, shutdown, what, idle, true, apply).await
+}
+
+async fn start_following(
+    store: &Store,
+    policy: Policy,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: &'static str,
+    idle: Option<std::time::Duration>,
+    current: bool,
+    apply: impl FnMut(&Entry) + Send + 'static,
+) -> Result<(), NatsError> {
+    let open = async {
+        if current {
+            open_current(store, policy, what).await
+        } else {
+            open_watch(store, policy, what, 0).await
+        }
+    };
     let first = tokio::select! {
-        w = open_watch(store, policy, what, 0) => w?,
+        w = open => w?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let following = Following {
@@ -498,7 +532,23 @@ struct Following {
     idle: Option<std::time::Duration>,
 }
 
-/// A watch of every key, from revision `from` on (0: the current values).
+/// A watch of every key's last revision, then of every change.
+async fn open_current(
+    store: &Store,
+    policy: Policy,
+    what: &'static str,
+) -> Result<async_nats::jetstream::kv::Watch, NatsError> {
+    retry::retry(
+        policy,
+        "kv watch",
+        what,
+        Patience::Forever,
+        |_| async move { store.watch_with_history(">").await },
+    )
+    .await
+}
+
+/// A watch of every key, from revision `from` on (0: changes from now on).
 async fn open_watch(
     store: &Store,
     policy: Policy,
