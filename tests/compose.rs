@@ -198,7 +198,8 @@ impl Fleet {
         for (i, p) in PORTS.iter().enumerate() {
             cmd.env(format!("FFLEET_NATS_PORT_{}", i + 1), p.to_string());
         }
-        cmd.env("FFLEET_DASHBOARD_PORT", DASHBOARD_PORT.to_string());
+        cmd.env("FFLEET_DASHBOARD_PORT", DASHBOARD_PORT.to_string())
+            .env("COMPOSE_PROFILES", "dashboard");
         cmd
     }
 

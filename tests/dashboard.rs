@@ -201,6 +201,23 @@ async fn the_dashboard_shows_the_fleet_live_and_acts_for_the_operator() -> Resul
         page.body.contains("data-node=\"enc-1\""),
         "no node on the page"
     );
+    // Without a token only loopback names are answered: a page elsewhere whose name was
+    // rebound to 127.0.0.1 names its own host.
+    let mut s = TcpStream::connect(&d.addr).await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    ensure!(
+        raw.starts_with(b"HTTP/1.1 421"),
+        "a rebound name was answered: {}",
+        String::from_utf8_lossy(&raw[..raw.len().min(40)])
+    );
+    ensure!(
+        page.headers
+            .to_ascii_lowercase()
+            .contains("x-frame-options: deny")
+    );
     ensure!(
         !page.body.contains("http://") && !page.body.contains("https://"),
         "the page fetches from elsewhere"

@@ -77,7 +77,7 @@ pub async fn bind(
     if !settings.listen.ip().is_loopback() && settings.token.is_none() {
         return Err(Error::NoToken(settings.listen));
     }
-    let view = view::View::watch(&ctx, shutdown).await?;
+    let view = view::View::watch(&ctx, shutdown.clone()).await?;
     // The first page shows what the buckets hold, not a fleet still loading.
     view.loaded(FIRST_PASS_WITHIN).await;
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -89,8 +89,9 @@ pub async fn bind(
     let app = Arc::new(server::App {
         view,
         ctx,
-        gate: auth::Gate::new(settings.token),
+        gate: auth::Gate::new(settings.token, settings.listen.ip()),
         operator,
+        shutdown: shutdown.clone(),
     });
     Ok(Bound { listener, app })
 }

@@ -31,6 +31,9 @@ pub struct App {
     pub gate: Gate,
     /// The operator's connection for actions (`None`: the page offers none).
     pub operator: Option<async_nats::Client>,
+    /// Fired at shutdown: open live streams end, so the server's graceful stop is not held
+    /// by pages left open.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 type Shared = Arc<App>;
@@ -40,10 +43,12 @@ const MAX_CELLS: u32 = 5_000;
 /// Units whose history the timeline reads at most.
 const MAX_TIMELINE: usize = 400;
 /// How often the live stream looks again without a change (heartbeat ages, lost nodes).
-const TICK: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(500);
 /// Least time between two pushes of one stream: a busy fleet changes many times a second, and
-/// a change must reach an open page within a second.
-const MIN_PUSH: Duration = Duration::from_millis(500);
+/// a change must reach an open page within a second (`MIN_PUSH` + `TICK` at most).
+const MIN_PUSH: Duration = Duration::from_millis(300);
+/// Longest a job's page waits for its unit records and their history.
+const PAGE_READS_WITHIN: Duration = Duration::from_secs(5);
 
 pub fn router(app: Shared) -> Router {
     Router::new()
@@ -55,7 +60,36 @@ pub fn router(app: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route_layer(middleware::from_fn_with_state(app.clone(), signed_in))
         .route("/login", get(login_form).post(login))
+        .layer(middleware::from_fn_with_state(app.clone(), guarded))
         .with_state(app)
+}
+
+/// Every answer: only for a host name this dashboard answers for, never framed by another
+/// page, never cached (pages carry the CSRF token), no content sniffing, nothing loaded from
+/// elsewhere.
+async fn guarded(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    if !app.gate.host_allowed(req.headers()) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this dashboard answers loopback names only (it has no token)",
+        )
+            .into_response();
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+        (
+            "content-security-policy",
+            "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+             frame-ancestors 'none'; form-action 'self'",
+        ),
+    ] {
+        h.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    res
 }
 
 /// Requests without the token go to the sign-in form (pages) or are refused (the rest).
@@ -101,11 +135,15 @@ fn forms(app: &App) -> Forms<'_> {
 fn sections(app: &App) -> (String, String) {
     let nodes = app.view.nodes(SystemTime::now());
     let mut live: HashMap<JobId, Live> = HashMap::new();
-    for (n, _, _) in &nodes {
+    // A lost node's last word counts for nothing: its units run elsewhere now.
+    for (n, _, _) in nodes
+        .iter()
+        .filter(|(_, s, _)| *s != crate::view::NodeState::Lost)
+    {
         for h in &n.beat.holding {
             let l = live.entry(h.job_id.clone()).or_default();
-            l.frames += h.frame;
-            l.fps += h.fps;
+            l.frames = l.frames.saturating_add(h.frame);
+            l.fps += h.fps.max(0.0);
         }
     }
     let fleet = render::fleet(&nodes, forms(app)).into_string();
@@ -123,6 +161,7 @@ async fn overview(State(app): State<Shared>) -> Html<String> {
 
 async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut changes = app.view.changes();
+    let shutdown = app.shutdown.clone();
     let stream = async_stream(move |tx| async move {
         let mut sent: (String, String) = Default::default();
         loop {
@@ -142,10 +181,19 @@ async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<Even
                     last.clone_from(html);
                 }
             }
-            tokio::time::sleep(MIN_PUSH).await;
+            tokio::select! {
+                _ = tokio::time::sleep(MIN_PUSH) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            // Awake when the next node turns lost by silence, which no watch reports.
+            let quiet = app
+                .view
+                .next_lost_in(SystemTime::now())
+                .map_or(TICK, |d| TICK.min(d + Duration::from_millis(20)));
             tokio::select! {
                 c = changes.changed() => if c.is_err() { return },
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(quiet) => {}
+                _ = shutdown.cancelled() => return,
             }
         }
     });
@@ -170,8 +218,16 @@ async fn job_page(State(app): State<Shared>, Path(id): Path<String>) -> Response
     let Some(row) = app.view.job(&job) else {
         return (StatusCode::NOT_FOUND, format!("no job {job}")).into_response();
     };
-    let units = units_of(&app.ctx, &job).await;
-    let spans = spans_of(&app.ctx, &job, &units).await;
+    // Bounded: a cluster electing a leader, or records vanishing mid-read, must not hold the
+    // page (it shows what it read, or the job without its map).
+    let reads = async {
+        let units = units_of(&app.ctx, &job).await;
+        let spans = spans_of(&app.ctx, &job, &units).await;
+        (units, spans)
+    };
+    let (units, spans) = tokio::time::timeout(PAGE_READS_WITHIN, reads)
+        .await
+        .unwrap_or_default();
     Html(render::job(&row, &units, &spans, forms(&app))).into_response()
 }
 
@@ -270,9 +326,10 @@ async fn job_action(
     match actions::job(client, &job, action).await {
         Ok(st) => {
             tracing::info!(job = %job, action = ?action, state = ?st.state, "dashboard action");
-            let to = match st.retried_as {
-                Some(again) if action == JobAction::Retry => format!("/jobs/{again}"),
-                _ => format!("/jobs/{job}"),
+            // A retry's new job is not on the page until its request is taken in.
+            let to = match action {
+                JobAction::Retry => "/".to_owned(),
+                JobAction::Cancel => format!("/jobs/{job}"),
             };
             Redirect::to(&to).into_response()
         }

@@ -243,14 +243,26 @@ impl View {
 
     /// The nodes now, each with its state, nodes long unheard left out.
     pub fn nodes(&self, now: SystemTime) -> Vec<(Node, NodeState, Duration)> {
-        let beats: Vec<Beat> = {
+        let beats: Vec<(NodeId, Beat)> = {
             let inner = self.inner.lock().expect("view lock");
-            inner.nodes.values().cloned().collect()
+            inner
+                .nodes
+                .iter()
+                .filter(|(_, b)| {
+                    now.duration_since(b.written).unwrap_or_default() < self.ttl * FORGET_NODE_TTLS
+                })
+                .map(|(k, b)| (k.clone(), b.clone()))
+                .collect()
         };
         beats
             .into_iter()
-            .filter_map(|b| {
+            .filter_map(|(key, b)| {
                 let beat = messages::decode::<Heartbeat>("heartbeat", &b.raw).ok()?;
+                // A heartbeat under another node's key is not that node's (the page's drain
+                // button names the node).
+                if beat.node_id != key {
+                    return None;
+                }
                 let n = Node {
                     beat,
                     written: b.written,
@@ -266,6 +278,16 @@ impl View {
                 (age < self.ttl * FORGET_NODE_TTLS).then(|| (n.clone(), state, age))
             })
             .collect()
+    }
+
+    /// How long until the next node not yet lost turns lost by silence (`None`: none will).
+    pub fn next_lost_in(&self, now: SystemTime) -> Option<Duration> {
+        let inner = self.inner.lock().expect("view lock");
+        inner
+            .nodes
+            .values()
+            .filter_map(|b| (b.written + self.ttl).duration_since(now).ok())
+            .min()
     }
 
     /// Every job row (unordered).
