@@ -139,7 +139,9 @@ impl JobsView {
                     }
                     drop(map);
                     let now = Instant::now();
-                    if r.state == JobState::Failed {
+                    // Kept for a retry only when the job has encoded units to reuse: one that
+                    // failed before any was collected (at its split, say) has nothing to keep.
+                    if r.state == JobState::Failed && !r.collected.is_empty() {
                         let units = r.plan.as_ref().map_or(1, |p| p.unit_count().max(1));
                         let mut failed = self.failed.lock().expect("failed lock");
                         // A replica that never leads forgets them as it does finished jobs.

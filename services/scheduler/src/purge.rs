@@ -128,14 +128,25 @@ mod tests {
             mem::encoding_job(&mem, "failed", 2),
             mem::encoding_job(&mem, "done", 2),
         );
-        for (rec, end) in [(&failed, JobState::Failed), (&done, JobState::Completed)] {
+        let early = mem::encoding_job(&mem, "failed-early", 2);
+        for (rec, end, collected) in [
+            (&failed, JobState::Failed, true),
+            (&done, JobState::Completed, true),
+            (&early, JobState::Failed, false),
+        ] {
             jobs.record(rec.job_id.clone(), Some(rec.clone()));
             let mut ended = rec.clone();
             ended.state = end;
+            if collected {
+                ended.collected.insert(Unit::Video(0));
+            }
             jobs.record(rec.job_id.clone(), Some(ended));
         }
         sleep(S(61)).await;
-        assert_eq!(jobs.take_due(), vec![done.job_id.clone()]);
+        // A failed job with nothing collected has nothing to reuse: it goes at the usual time.
+        let mut due = jobs.take_due();
+        due.sort();
+        assert_eq!(due, vec![done.job_id.clone(), early.job_id.clone()]);
         sleep(S(3000)).await;
         assert!(
             jobs.take_due().is_empty(),
