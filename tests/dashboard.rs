@@ -38,12 +38,23 @@ fn free_port() -> Result<u16> {
 
 /// Starts `ffleet dashboard ARGS` on `host` and waits until it answers.
 async fn dashboard(fleet: &ProcFleet, host: &str, args: &[&str]) -> Result<Dashboard> {
+    dashboard_with(fleet, host, args, &[]).await
+}
+
+/// `dashboard` with more settings in its environment (`env`: another role's credentials).
+async fn dashboard_with(
+    fleet: &ProcFleet,
+    host: &str,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> Result<Dashboard> {
     let port = free_port()?;
     let listen = format!("{host}:{port}");
     let child = fleet
         .command()
         .args(["dashboard", "--listen", &listen])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -382,27 +393,12 @@ async fn a_secured_dashboard_reads_as_the_viewer_and_offers_no_action_without_an
     let mut fleet = ProcFleet::standard_secure(1, &[]).await?;
     let secure = fleet.secure.as_ref().context("a secured fleet")?;
     let seed = secure.secrets.seed(ffleet_runtime::security::Role::Viewer);
-    let port = free_port()?;
-    let child = fleet
-        .command()
-        .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
-        .env("FFLEET_NATS__NKEY_SEED_FILE", &seed)
-        .env("FFLEET_NATS__ROLE", "viewer")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let d = Dashboard {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&d, "/healthz", &[]).await.is_err() {
-        ensure!(
-            Instant::now() < deadline,
-            "the viewer's dashboard did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let viewer = std::path::Path::new("viewer");
+    let env = [
+        ("FFLEET_NATS__NKEY_SEED_FILE", seed.as_path()),
+        ("FFLEET_NATS__ROLE", viewer),
+    ];
+    let d = dashboard_with(&fleet, "127.0.0.1", &[], &env).await?;
     let page = get(&d, "/", &[]).await?;
     ensure!(page.status == 200 && page.body.contains("data-node=\"enc-1\""));
     ensure!(

@@ -304,24 +304,34 @@ struct Action {
     csrf: String,
 }
 
+/// The operator's connection for an action from one of this dashboard's pages, or why it is
+/// refused.
+fn operator<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    f: &Action,
+) -> Result<&'a async_nats::Client, (StatusCode, &'static str)> {
+    if !app.gate.action_allowed(headers, &f.csrf) {
+        return Err((StatusCode::FORBIDDEN, "not from this dashboard's page"));
+    }
+    app.operator.as_ref().ok_or((
+        StatusCode::FORBIDDEN,
+        "this dashboard has no operator credentials",
+    ))
+}
+
 async fn job_action(
     State(app): State<Shared>,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     Form(f): Form<Action>,
 ) -> Response {
-    if !app.gate.action_allowed(&headers, &f.csrf) {
-        return (StatusCode::FORBIDDEN, "not from this dashboard's page").into_response();
-    }
+    let client = match operator(&app, &headers, &f) {
+        Ok(c) => c,
+        Err(refused) => return refused.into_response(),
+    };
     let (Ok(job), Some(action)) = (JobId::new(id.as_str()), JobAction::parse(&action)) else {
         return (StatusCode::NOT_FOUND, "no such action").into_response();
-    };
-    let Some(client) = &app.operator else {
-        return (
-            StatusCode::FORBIDDEN,
-            "this dashboard has no operator credentials",
-        )
-            .into_response();
     };
     match actions::job(client, &job, action).await {
         Ok(st) => {
@@ -343,9 +353,10 @@ async fn node_action(
     headers: HeaderMap,
     Form(f): Form<Action>,
 ) -> Response {
-    if !app.gate.action_allowed(&headers, &f.csrf) {
-        return (StatusCode::FORBIDDEN, "not from this dashboard's page").into_response();
-    }
+    let client = match operator(&app, &headers, &f) {
+        Ok(c) => c,
+        Err(refused) => return refused.into_response(),
+    };
     let action = match action.as_str() {
         "drain" => NodeAction::Drain,
         "undrain" => NodeAction::Undrain,
@@ -353,13 +364,6 @@ async fn node_action(
     };
     let Ok(node) = NodeId::new(id.as_str()) else {
         return (StatusCode::BAD_REQUEST, "not a node id").into_response();
-    };
-    let Some(client) = &app.operator else {
-        return (
-            StatusCode::FORBIDDEN,
-            "this dashboard has no operator credentials",
-        )
-            .into_response();
     };
     match actions::node(client, &node, action).await {
         Ok(_) => Redirect::to("/").into_response(),
