@@ -6,6 +6,9 @@
 //! without the token.
 
 mod common;
+#[path = "common/otlp.rs"]
+#[allow(dead_code)]
+mod otlp;
 
 use anyhow::{Context, Result, bail, ensure};
 use common::JobClient;
@@ -380,17 +383,49 @@ async fn beyond_loopback_nothing_is_served_without_the_token() -> Result<()> {
         "{}",
         login.headers
     );
-    let cookie = get(&d, "/", &["Cookie: ffleet_token=t0ken-for-the-test"]).await?;
-    ensure!(cookie.status == 200);
+    // The cookie signs the browser in without holding the token.
+    let session = set_cookie(&login.headers)?;
+    ensure!(!session.contains("t0ken"), "the cookie holds the token");
+    let cookie = get(&d, "/", &[&format!("Cookie: {session}")]).await?;
+    ensure!(
+        cookie.status == 200,
+        "with the session cookie: {}",
+        cookie.status
+    );
+    let raw = get(&d, "/", &["Cookie: ffleet_token=t0ken-for-the-test"]).await?;
+    ensure!(
+        raw.status == 303,
+        "a cookie of the token itself answered {}",
+        raw.status
+    );
     Ok(())
+}
+
+/// The `name=value` of a response's `Set-Cookie`.
+fn set_cookie(headers: &str) -> Result<String> {
+    headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().split(';').next().unwrap_or_default().to_owned())
+        })
+        .context("no Set-Cookie")
 }
 
 /// In a secured fleet the dashboard reads as the `viewer` role, which suffices (no permission
 /// violation in the server's log), and without the operator's credentials offers no action.
+/// A finished job's page lists its events and links its trace (the one the collector got) to
+/// the tracing UI; the throughput section counts its segments for the node that encoded them.
 #[tokio::test]
 async fn a_secured_dashboard_reads_as_the_viewer_and_offers_no_action_without_an_operator()
 -> Result<()> {
-    let mut fleet = ProcFleet::standard_secure(1, &[]).await?;
+    let collector = otlp::Receiver::start().await?;
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut fleet = ProcFleet::standard_secure(1, &otel).await?;
     let secure = fleet.secure.as_ref().context("a secured fleet")?;
     let seed = secure.secrets.seed(ffleet_runtime::security::Role::Viewer);
     let viewer = std::path::Path::new("viewer");
@@ -398,7 +433,8 @@ async fn a_secured_dashboard_reads_as_the_viewer_and_offers_no_action_without_an
         ("FFLEET_NATS__NKEY_SEED_FILE", seed.as_path()),
         ("FFLEET_NATS__ROLE", viewer),
     ];
-    let d = dashboard_with(&fleet, "127.0.0.1", &[], &env).await?;
+    let trace_ui = "http://traces.example/trace/{trace_id}";
+    let d = dashboard_with(&fleet, "127.0.0.1", &["--trace-url", trace_ui], &env).await?;
     let page = get(&d, "/", &[]).await?;
     ensure!(page.status == 200 && page.body.contains("data-node=\"enc-1\""));
     ensure!(
@@ -407,6 +443,54 @@ async fn a_secured_dashboard_reads_as_the_viewer_and_offers_no_action_without_an
     );
     let post = send(&d, "POST", "/nodes/enc-1/drain", &[], "csrf=x").await?;
     ensure!(post.status == 403, "a drain answered {}", post.status);
+
+    let src = media::ntsc_source(&fleet.media(), "src.mp4", 4, "320x240")?;
+    let mut req = fleet.request("done", &src, "done.mp4");
+    req.segment_seconds = Some(2.0);
+    fleet.submit(&req).await?;
+    match fleet.wait_terminal("done", Duration::from_secs(90)).await? {
+        JobEvent::Completed(_) => {}
+        other => bail!("the job ended {other:?}"),
+    }
+    let job = get(&d, "/jobs/done", &[]).await?;
+    ensure!(job.status == 200, "the job's page answered {}", job.status);
+    for kind in ["accepted", "completed"] {
+        ensure!(
+            job.body.contains(&format!("data-kind=\"{kind}\"")),
+            "no {kind} event on the job's page"
+        );
+    }
+    let link = job
+        .body
+        .split("href=\"http://traces.example/trace/")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .context("no trace link on the job's page")?
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !collector.spans().iter().any(|s| s.trace_id == link) {
+        ensure!(
+            Instant::now() < deadline,
+            "the linked trace {link} is not one the collector received"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Throughput: the job's segments, counted for the node that encoded them.
+    let page = get(&d, "/", &[]).await?;
+    let row = page
+        .body
+        .split("<section id=\"throughput\">")
+        .nth(1)
+        .and_then(|t| t.split("data-node=\"enc-1\"").nth(1))
+        .context("no throughput row for enc-1")?;
+    // The row's cells: node, segments, frames, ...
+    let segments: u64 = row
+        .split("<td>")
+        .nth(2)
+        .and_then(|c| c.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .context("no segment count")?;
+    ensure!(segments >= 2, "{segments} segments counted for enc-1");
     let violations = fleet
         .secure
         .as_ref()
@@ -604,5 +688,132 @@ async fn in_a_real_browser_the_page_lives_and_cancels() -> Result<()> {
     c.close().await?;
     drop(driver);
     fleet.passed();
+    Ok(())
+}
+
+/// One HTTPS request to `addr`, trusting `ca` (PEM) only (`body`: a form, POSTed).
+async fn https(addr: &str, path: &str, body: &str, ca: &str) -> Result<Reply> {
+    use tokio_rustls::rustls::{self, pki_types};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        <pki_types::CertificateDer as pki_types::pem::PemObject>::pem_slice_iter(ca.as_bytes())
+    {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let name = pki_types::ServerName::try_from("localhost")?;
+    let mut s = connector.connect(name, tcp).await?;
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        req += "Content-Type: application/x-www-form-urlencoded\r\n";
+        req += &format!("Content-Length: {}\r\n", body.len());
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    // A server may close without TLS's close_notify once it has answered.
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    Ok(Reply {
+        status,
+        headers: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+/// Given a certificate, the dashboard serves HTTPS only (a plain request gets no page), and
+/// its session cookie is `Secure`; a key that does not fit the certificate stops it at start.
+#[tokio::test]
+async fn with_a_certificate_it_serves_https_only() -> Result<()> {
+    let fleet = ProcFleet::start(&[]).await?;
+    let dir = tempfile::tempdir()?;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem())?;
+    std::fs::write(&key, ck.signing_key.serialize_pem())?;
+    let token = dir.path().join("dashboard.token");
+    std::fs::write(&token, "t0ken-over-tls\n")?;
+
+    // A key of another certificate: refused at start, saying why.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let wrong_key = dir.path().join("other-key.pem");
+    std::fs::write(&wrong_key, other.signing_key.serialize_pem())?;
+    let port = free_port()?;
+    let out = fleet
+        .command()
+        .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&wrong_key)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("certificate"),
+        "a mismatched key: {err}"
+    );
+
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let child = fleet
+        .command()
+        .args(["dashboard", "--listen", &format!("0.0.0.0:{port}")])
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let d = Dashboard {
+        child,
+        addr: addr.clone(),
+    };
+    let ca = ck.cert.pem();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        match https(&addr, "/healthz", "", &ca).await {
+            Ok(r) => break r,
+            Err(e) => {
+                ensure!(Instant::now() < deadline, "no HTTPS answer: {e:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    ensure!(health.status == 200 && health.body.contains("ok"));
+    let page = https(&addr, "/", "", &ca).await?;
+    ensure!(
+        page.status == 303,
+        "GET / without the token: {}",
+        page.status
+    );
+    // Plain HTTP on the same port gets no page.
+    ensure!(
+        get(&d, "/healthz", &[]).await.map(|r| r.status).ok() != Some(200),
+        "a plain HTTP request was answered"
+    );
+    // The sign-in over HTTPS sets a Secure cookie.
+    let login = https(&addr, "/login", "token=t0ken-over-tls", &ca).await?;
+    ensure!(
+        login.status == 303 && login.headers.contains("Secure"),
+        "{}",
+        login.headers
+    );
     Ok(())
 }

@@ -24,6 +24,52 @@ pub struct DashboardArgs {
     /// actions. Without it a secured dashboard only shows.
     #[arg(long)]
     pub operator_config: Option<PathBuf>,
+    /// A tracing UI's page for one trace, `{trace_id}` standing for the id (Jaeger:
+    /// `http://localhost:16686/trace/{trace_id}`): each job's page links its trace there.
+    #[arg(long, env = "FFLEET_DASHBOARD_TRACE_URL")]
+    pub trace_url: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl DashboardArgs {
+    /// How it serves, less the token.
+    fn serving(&self) -> Serving {
+        Serving {
+            listen: self.listen,
+            trace_url: self.trace_url.clone(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(ffleet_dashboard::tls::CertFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Where and how the dashboard serves.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub listen: SocketAddr,
+    pub trace_url: Option<String>,
+    pub tls: Option<ffleet_dashboard::tls::CertFiles>,
+}
+
+impl Serving {
+    /// Plain HTTP on `listen`, no trace links.
+    pub fn on(listen: SocketAddr) -> Serving {
+        Serving {
+            listen,
+            trace_url: None,
+            tls: None,
+        }
+    }
 }
 
 pub async fn run(cli: &Cli, a: &DashboardArgs) -> Result<i32> {
@@ -34,7 +80,7 @@ pub async fn run(cli: &Cli, a: &DashboardArgs) -> Result<i32> {
     );
     let shutdown = ffleet_runtime::shutdown::on_signals();
     let bound = bind(cli, a, shutdown.clone()).await?;
-    println!("dashboard: http://{}/", bound.local_addr()?);
+    println!("dashboard: {}", bound.url()?);
     bound.serve(shutdown).await?;
     Ok(0)
 }
@@ -67,15 +113,23 @@ pub async fn bind(
         }
         None => None,
     };
-    start(cfg, operator, a.listen, token, shutdown).await
+    if let Some(url) = &a.trace_url {
+        anyhow::ensure!(
+            url.contains("{trace_id}")
+                && (url.starts_with("http://") || url.starts_with("https://")),
+            "--trace-url must be an http(s) URL holding {{trace_id}}, e.g. \
+             http://localhost:16686/trace/{{trace_id}}"
+        );
+    }
+    start(cfg, operator, a.serving(), token, shutdown).await
 }
 
 /// The dashboard reading with `cfg` and acting with `operator` (an unsecured `cfg` acts
-/// itself), on `listen` (what `ffleet up` starts too).
+/// itself), serving as `serving` says (what `ffleet up` starts too).
 pub async fn start(
     cfg: Config,
     operator: Option<Config>,
-    listen: SocketAddr,
+    serving: Serving,
     token: Option<String>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<ffleet_dashboard::Bound> {
@@ -93,6 +147,11 @@ pub async fn start(
         None if !secured => Some(ctx.client.clone()),
         None => None,
     };
-    let settings = ffleet_dashboard::Settings { listen, token };
+    let settings = ffleet_dashboard::Settings {
+        listen: serving.listen,
+        token,
+        trace_url: serving.trace_url,
+        tls: serving.tls,
+    };
     Ok(ffleet_dashboard::bind(ctx, operator, settings, shutdown).await?)
 }

@@ -181,15 +181,15 @@ async fn dashboard(
     match super::dashboard::start(
         as_role(Role::Viewer),
         operator,
-        listen,
+        super::dashboard::Serving::on(listen),
         token,
         shutdown.clone(),
     )
     .await
     {
         Ok(bound) => {
-            match bound.local_addr() {
-                Ok(addr) => println!("dashboard: http://{addr}/"),
+            match bound.url() {
+                Ok(url) => println!("dashboard: {url}"),
                 Err(e) => eprintln!("ffleet: dashboard address unknown: {e}"),
             }
             Some(tokio::spawn(async move {

@@ -4,7 +4,7 @@
   var main = document.querySelector('main[data-live]');
   if (!main || !window.EventSource) return;
   var es = new EventSource('/' + main.getAttribute('data-live'));
-  ['fleet', 'jobs'].forEach(function (id) {
+  ['fleet', 'jobs', 'throughput'].forEach(function (id) {
     es.addEventListener(id, function (e) {
       var el = document.getElementById(id);
       if (el) el.innerHTML = e.data;

@@ -6,8 +6,12 @@
 
 mod actions;
 mod auth;
+pub mod charts;
+pub mod job_events;
 pub mod render;
 mod server;
+pub mod throughput;
+pub mod tls;
 pub mod view;
 
 use ffleet_runtime::runtime::Ctx;
@@ -34,6 +38,8 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
     Nats(#[from] ffleet_runtime::nats::NatsError),
 }
 
@@ -43,11 +49,17 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Required of every request when set (and required to listen beyond loopback).
     pub token: Option<String>,
+    /// A tracing UI's page of one trace, `{trace_id}` standing for its id (Jaeger:
+    /// `http://host:16686/trace/{trace_id}`): a job's page links its trace there.
+    pub trace_url: Option<String>,
+    /// Serve HTTPS with this certificate (`None`: plain HTTP).
+    pub tls: Option<tls::CertFiles>,
 }
 
 /// A dashboard bound to its address, not serving yet (`serve`).
 pub struct Bound {
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Arc<server::App>,
 }
 
@@ -57,12 +69,28 @@ impl Bound {
         self.listener.local_addr()
     }
 
+    /// Its address as a URL.
+    pub fn url(&self) -> std::io::Result<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{}/", self.local_addr()?))
+    }
+
     /// Serves until `shutdown` fires.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let router = server::router(self.app);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        match self.tls {
+            Some(acceptor) => {
+                let listener = tls::TlsListener::new(self.listener, acceptor)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, router)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+        }
     }
 }
 
@@ -77,6 +105,8 @@ pub async fn bind(
     if !settings.listen.ip().is_loopback() && settings.token.is_none() {
         return Err(Error::NoToken(settings.listen));
     }
+    // A certificate that does not fit is refused before anything starts.
+    let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
     let view = view::View::watch(&ctx, shutdown.clone()).await?;
     // The first page shows what the buckets hold, not a fleet still loading.
     view.loaded(FIRST_PASS_WITHIN).await;
@@ -89,9 +119,10 @@ pub async fn bind(
     let app = Arc::new(server::App {
         view,
         ctx,
-        gate: auth::Gate::new(settings.token, settings.listen.ip()),
+        gate: auth::Gate::new(settings.token, settings.listen.ip(), tls.is_some()),
         operator,
         shutdown: shutdown.clone(),
+        trace_url: settings.trace_url,
     });
-    Ok(Bound { listener, app })
+    Ok(Bound { listener, tls, app })
 }

@@ -1,7 +1,8 @@
 //! The pages, as HTML compiled into the binary (maud): the overview (fleet and jobs, whose
-//! sections the page replaces as the server pushes them), a job's page (its segment map), and
-//! the sign-in form. Every value shown is escaped by maud; nothing is fetched from elsewhere.
+//! sections the page replaces as the server pushes them), a job's page (its timeline, events and
+//! segment map), and the sign-in form. Every value shown is escaped by maud; nothing is fetched from elsewhere.
 
+use crate::job_events::Events;
 use crate::view::{JobRow, Node, NodeState};
 use ffleet_runtime::messages::{JobState, SegmentRecord, SegmentState};
 use ffleet_runtime::{JobId, Unit};
@@ -42,14 +43,16 @@ fn frame(title: &str, body: Markup) -> Markup {
     }
 }
 
-/// The overview: the fleet and the jobs, each a section the server replaces live.
-pub fn overview(fleet: Markup, jobs: Markup) -> String {
+/// The overview: the fleet, the jobs and the throughput, each a section the server replaces
+/// live.
+pub fn overview(fleet: Markup, jobs: Markup, throughput: Markup) -> String {
     frame(
         "fleet",
         html! {
             main data-live="events" {
                 section #fleet { (fleet) }
                 section #jobs { (jobs) }
+                section #throughput { (throughput) }
             }
         },
     )
@@ -306,6 +309,8 @@ pub fn job(
     row: &JobRow,
     units: &[(Unit, Option<SegmentRecord>)],
     spans: &[Span],
+    events: &Events,
+    trace_url: Option<&str>,
     forms: Forms,
 ) -> String {
     frame(
@@ -318,6 +323,12 @@ pub fn job(
                         (row.units_done) "/" (row.units_total) " units, "
                         (row.frames_done) "/" (row.frames_total) " frames" }
                     @if let Some(why) = &row.reason { p.reason { (why) } }
+                    @if let Some(id) = &events.trace_id {
+                        p.trace { "trace " @match trace_url {
+                            Some(url) => a href=(url.replace("{trace_id}", id)) rel="noopener noreferrer" { (id) },
+                            None => code { (id) },
+                        } }
+                    }
                     @if !row.state.is_terminal() { (cancel_form(&row.id, forms)) }
                     @if matches!(row.state, JobState::Failed | JobState::Cancelled) && row.retried_as.is_none() {
                         (action_form(&row.id, "retry", forms))
@@ -326,6 +337,10 @@ pub fn job(
                 section {
                     h3 { "Timeline" }
                     (timeline(spans))
+                }
+                section {
+                    h3 { "Events" }
+                    (events_table(events))
                 }
                 section {
                     h3 { "Segments" }
@@ -340,6 +355,25 @@ pub fn job(
         },
     )
     .into_string()
+}
+
+/// The job's events, oldest first.
+fn events_table(events: &Events) -> Markup {
+    html! {
+        @if events.rows.is_empty() {
+            p.sub { "no event of this job is stored" }
+        } @else {
+            table.events { tbody {
+                @for r in &events.rows {
+                    tr data-kind=(r.kind) { td.sub { (r.at) } td { (r.kind) } td { (r.text) } }
+                }
+            } }
+        }
+        @if events.progress + events.segments > 0 {
+            p.sub { (events.progress) " progress events (the last listed), "
+                (events.segments) " segment reports (on the timeline)" }
+        }
+    }
 }
 
 /// A unit's cell: its state's class and what hovering it says.

@@ -4,7 +4,7 @@
 //! node goes lost by silence, which no watch reports), and only sent when it differs.
 
 use crate::actions::{self, JobAction};
-use crate::auth::{self, Gate};
+use crate::auth::Gate;
 use crate::render::{self, Forms, Live};
 use crate::view::View;
 use axum::Router;
@@ -34,6 +34,8 @@ pub struct App {
     /// Fired at shutdown: open live streams end, so the server's graceful stop is not held
     /// by pages left open.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Where a job's trace is shown (`Settings::trace_url`).
+    pub trace_url: Option<String>,
 }
 
 type Shared = Arc<App>;
@@ -116,11 +118,7 @@ async fn login(State(app): State<Shared>, Form(f): Form<Login>) -> Response {
     if !app.gate.accepts(&f.token) {
         return (StatusCode::UNAUTHORIZED, Html(render::login(true))).into_response();
     }
-    let cookie = format!(
-        "{}={}; HttpOnly; SameSite=Strict; Path=/",
-        auth::COOKIE,
-        f.token
-    );
+    let cookie = app.gate.session_cookie();
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
@@ -131,8 +129,8 @@ fn forms(app: &App) -> Forms<'_> {
     }
 }
 
-/// The fleet and jobs sections as they are now.
-fn sections(app: &App) -> (String, String) {
+/// The fleet, jobs and throughput sections as they are now.
+fn sections(app: &App) -> [String; 3] {
     let nodes = app.view.nodes(SystemTime::now());
     let mut live: HashMap<JobId, Live> = HashMap::new();
     // A lost node's last word counts for nothing: its units run elsewhere now.
@@ -148,14 +146,20 @@ fn sections(app: &App) -> (String, String) {
     }
     let fleet = render::fleet(&nodes, forms(app)).into_string();
     let jobs = render::jobs(&app.view.jobs(), &live, forms(app)).into_string();
-    (fleet, jobs)
+    let throughput = crate::charts::throughput(&app.view.throughput(SystemTime::now()));
+    [fleet, jobs, throughput.into_string()]
 }
 
+/// The live sections' names, as the page's elements and the stream's events call them.
+const SECTIONS: [&str; 3] = ["fleet", "jobs", "throughput"];
+
 async fn overview(State(app): State<Shared>) -> Html<String> {
-    let (fleet, jobs) = sections(&app);
+    app.view.want().await;
+    let [fleet, jobs, throughput] = sections(&app);
     Html(render::overview(
         maud::PreEscaped(fleet),
         maud::PreEscaped(jobs),
+        maud::PreEscaped(throughput),
     ))
 }
 
@@ -163,16 +167,15 @@ async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<Even
     let mut changes = app.view.changes();
     let shutdown = app.shutdown.clone();
     let stream = async_stream(move |tx| async move {
-        let mut sent: (String, String) = Default::default();
+        // Heartbeats are followed while this stream is open.
+        let _watching = app.view.watching().await;
+        let mut sent: [String; 3] = Default::default();
         loop {
             let now = sections(&app);
-            for (name, html, last) in [
-                ("fleet", &now.0, &mut sent.0),
-                ("jobs", &now.1, &mut sent.1),
-            ] {
+            for ((name, html), last) in SECTIONS.iter().zip(&now).zip(&mut sent) {
                 if html != last {
                     if tx
-                        .send(Event::default().event(name).data(html.as_str()))
+                        .send(Event::default().event(*name).data(html.as_str()))
                         .await
                         .is_err()
                     {
@@ -225,10 +228,23 @@ async fn job_page(State(app): State<Shared>, Path(id): Path<String>) -> Response
         let spans = spans_of(&app.ctx, &job, &units).await;
         (units, spans)
     };
-    let (units, spans) = tokio::time::timeout(PAGE_READS_WITHIN, reads)
-        .await
-        .unwrap_or_default();
-    Html(render::job(&row, &units, &spans, forms(&app))).into_response()
+    let ((units, spans), events) = tokio::join!(
+        async {
+            tokio::time::timeout(PAGE_READS_WITHIN, reads)
+                .await
+                .unwrap_or_default()
+        },
+        crate::job_events::read(&app.ctx, &job, PAGE_READS_WITHIN),
+    );
+    Html(render::job(
+        &row,
+        &units,
+        &spans,
+        &events,
+        app.trace_url.as_deref(),
+        forms(&app),
+    ))
+    .into_response()
 }
 
 /// Each unit's encode as its record's history says it ran: claimed (running) on a node, then

@@ -1,17 +1,27 @@
-//! The dashboard's picture of the fleet, kept from two KV watches (the workers bucket's
-//! heartbeats, the jobs bucket's records), never from reading keys one by one: each change
-//! bumps a version that open pages wait on (`changed`). Jobs are kept as small rows, so a
-//! bucket of ten thousand finished jobs costs a few megabytes.
+//! The dashboard's picture of the fleet, kept from KV watches (the workers bucket's heartbeats,
+//! the jobs bucket's records) and from the events stream (segments done, for throughput),
+//! never from reading keys one by one: each change bumps a version that open pages wait on
+//! (`changed`). Jobs are kept as small rows, so a bucket of ten thousand finished jobs costs a
+//! few megabytes.
+//!
+//! Heartbeats are followed only while someone looks: a thousand nodes beat a thousand times a
+//! second, and following them costs a dashboard nobody has open most of its CPU. The first
+//! page after a quiet while waits for the bucket's current values (a few milliseconds), and the
+//! watch stops a minute after the last page or live stream went.
 
+use crate::throughput::{self, Bins, Series};
 use async_nats::jetstream::kv::{Entry, Operation};
 use ffleet_runtime::messages::{self, Heartbeat, JobRecord, JobState};
 use ffleet_runtime::nats::NatsError;
+use ffleet_runtime::nats::follow;
 use ffleet_runtime::nats::kv;
 use ffleet_runtime::runtime::Ctx;
+use ffleet_runtime::subjects;
 use ffleet_runtime::{JobId, NodeId};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -101,6 +111,29 @@ impl JobRow {
 struct Inner {
     nodes: BTreeMap<NodeId, Beat>,
     jobs: HashMap<JobId, JobRow>,
+    throughput: Bins,
+}
+
+/// Whether heartbeats are followed, and who asks for them.
+struct Looking {
+    /// When a page last asked (`want`).
+    last: Mutex<Instant>,
+    /// Live streams open now: while any is, the watch goes on.
+    streams: AtomicUsize,
+    /// Each watch's number: entries of a watch that was stopped are ignored.
+    generation: AtomicU64,
+    /// Set while a watch runs: what stops it, and whether its first pass is still awaited.
+    running: Mutex<Option<(CancellationToken, Arc<AtomicBool>)>>,
+}
+
+/// Held by a live stream while it is open.
+pub struct Watching(Arc<Looking>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        *self.0.last.lock().expect("looking lock") = Instant::now();
+    }
 }
 
 /// The shared picture; cheap to clone.
@@ -111,10 +144,19 @@ pub struct View {
     ttl: Duration,
     /// Buckets whose watch has not delivered its first pass yet (the first page waits).
     loading: Arc<watch::Sender<usize>>,
+    looking: Arc<Looking>,
+    /// What starts a heartbeat watch (`None`: a view fed by hand, in tests and benches).
+    source: Option<(Ctx, CancellationToken)>,
 }
+
+/// Longest a page waits for the heartbeats' first pass.
+const FIRST_PASS: Duration = Duration::from_secs(5);
 
 /// A workers watch silent this long is rebuilt (see `kv::follow`).
 const HEARTBEAT_QUIET: Duration = Duration::from_secs(30);
+
+/// How long heartbeats are still followed after the last page or live stream went.
+const LINGER: Duration = Duration::from_secs(60);
 
 /// A node unheard of this many TTLs is dropped from the page (its key may stay in the bucket
 /// until its max age).
@@ -127,6 +169,13 @@ impl View {
             version: Arc::new(watch::channel(0).0),
             ttl,
             loading: Arc::new(watch::channel(0).0),
+            looking: Arc::new(Looking {
+                last: Mutex::new(Instant::now()),
+                streams: AtomicUsize::new(0),
+                generation: AtomicU64::new(0),
+                running: Mutex::new(None),
+            }),
+            source: None,
         }
     }
 
@@ -155,30 +204,17 @@ impl View {
         }
     }
 
-    /// Watches the workers and jobs buckets into a new view until `shutdown` fires.
+    /// Watches the jobs bucket and the segments done into a new view until `shutdown` fires;
+    /// heartbeats are followed while pages ask for them (`want`).
     pub async fn watch(ctx: &Ctx, shutdown: CancellationToken) -> Result<View, NatsError> {
-        let view = View::new(ctx.config.fleet.heartbeat_ttl());
-        let v = view.clone();
-        let mut pending = view.expect(ctx.workers.store()).await;
-        kv::follow_current(
-            ctx.workers.store(),
-            ctx.workers.policy(),
-            shutdown.clone(),
-            "workers",
-            // Heartbeats change every second: a quiet watch is one to rebuild.
-            Some(HEARTBEAT_QUIET),
-            move |e| {
-                v.node_entry(e);
-                v.first_pass(e, &mut pending);
-            },
-        )
-        .await?;
+        let mut view = View::new(ctx.config.fleet.heartbeat_ttl());
+        view.source = Some((ctx.clone(), shutdown.clone()));
         let v = view.clone();
         let mut pending = view.expect(ctx.jobs.store()).await;
         kv::follow_current(
             ctx.jobs.store(),
             ctx.jobs.policy(),
-            shutdown,
+            shutdown.clone(),
             "jobs",
             None,
             move |e| {
@@ -187,7 +223,144 @@ impl View {
             },
         )
         .await?;
+        let v = view.clone();
+        let since = time::OffsetDateTime::now_utc() - throughput::WINDOW;
+        follow::follow(
+            &ctx.js,
+            ctx.retry,
+            subjects::STREAM_EVENTS,
+            subjects::segment_done_wildcard(),
+            follow::Start::At(since),
+            shutdown.clone(),
+            move |m| v.segment_done(m),
+        )
+        .await?;
+        view.stop_looking_when_idle(shutdown);
         Ok(view)
+    }
+
+    /// Heartbeats are wanted now: follows them if it does not yet, and waits (up to
+    /// `FIRST_PASS`) for the bucket's current values.
+    pub async fn want(&self) {
+        *self.looking.last.lock().expect("looking lock") = Instant::now();
+        self.start_following().await;
+        self.loaded(FIRST_PASS).await;
+    }
+
+    /// Heartbeats are wanted for as long as the returned guard lives (a live stream).
+    pub async fn watching(&self) -> Watching {
+        self.looking.streams.fetch_add(1, Ordering::Relaxed);
+        let w = Watching(self.looking.clone());
+        self.want().await;
+        w
+    }
+
+    async fn start_following(&self) {
+        let Some((ctx, shutdown)) = &self.source else {
+            return;
+        };
+        let (stop, pending) = {
+            let mut running = self.looking.running.lock().expect("looking lock");
+            if running.is_some() {
+                return;
+            }
+            let stop = shutdown.child_token();
+            let pending = Arc::new(AtomicBool::new(false));
+            *running = Some((stop.clone(), pending.clone()));
+            (stop, pending)
+        };
+        let generation = self.looking.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        pending.store(self.expect(ctx.workers.store()).await, Ordering::Relaxed);
+        let v = self.clone();
+        let p = pending.clone();
+        let followed = kv::follow_current(
+            ctx.workers.store(),
+            ctx.workers.policy(),
+            stop,
+            "workers",
+            // Heartbeats change every second: a quiet watch is one to rebuild.
+            Some(HEARTBEAT_QUIET),
+            move |e| {
+                if v.looking.generation.load(Ordering::Relaxed) == generation {
+                    v.node_entry(e);
+                }
+                if e.delta == 0 {
+                    v.pass_done(&p);
+                }
+            },
+        )
+        .await;
+        match followed {
+            Ok(()) => tracing::debug!("following heartbeats"),
+            Err(e) => {
+                tracing::warn!(error = %e, "following heartbeats");
+                self.looking.running.lock().expect("looking lock").take();
+                self.pass_done(&pending);
+            }
+        }
+    }
+
+    /// A watch's first pass is over (or the watch is): the page need not wait for it.
+    fn pass_done(&self, pending: &AtomicBool) {
+        if pending.swap(false, Ordering::Relaxed) {
+            self.loading.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    /// Stops following heartbeats once nobody has looked for `LINGER`.
+    fn stop_looking_when_idle(&self, shutdown: CancellationToken) {
+        let v = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER / 4) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let idle = v.looking.streams.load(Ordering::Relaxed) == 0
+                    && v.looking.last.lock().expect("looking lock").elapsed() > LINGER;
+                if !idle {
+                    continue;
+                }
+                let Some((stop, pending)) = v.looking.running.lock().expect("looking lock").take()
+                else {
+                    continue;
+                };
+                v.looking.generation.fetch_add(1, Ordering::Relaxed);
+                stop.cancel();
+                v.pass_done(&pending);
+                v.inner.lock().expect("view lock").nodes.clear();
+                tracing::debug!("nobody looks: heartbeats no longer followed");
+            }
+        });
+    }
+
+    fn segment_done(&self, m: &async_nats::jetstream::Message) {
+        let Ok(ce) = serde_json::from_slice::<messages::CloudEvent>(&m.payload) else {
+            return;
+        };
+        let Ok(messages::JobEvent::SegmentDone(done)) = messages::JobEvent::from_cloudevent(&ce)
+        else {
+            return;
+        };
+        let at = m
+            .info()
+            .map_or(SystemTime::now(), |i| SystemTime::from(i.published));
+        self.record_segment(&done, at);
+    }
+
+    /// Counts a segment-done report stored at `at`.
+    pub fn record_segment(&self, done: &messages::SegmentDone, at: SystemTime) {
+        self.inner
+            .lock()
+            .expect("view lock")
+            .throughput
+            .record(done, at, SystemTime::now());
+        self.bump();
+    }
+
+    /// Throughput over the last `throughput::WINDOW`.
+    pub fn throughput(&self, now: SystemTime) -> Series {
+        self.inner.lock().expect("view lock").throughput.series(now)
     }
 
     fn node_entry(&self, e: &Entry) {

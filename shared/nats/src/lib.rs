@@ -3,13 +3,14 @@
 //! updates, publishing with stable message ids, and message acknowledgement through one handler
 //! outcome (`ack`); all of it retried through the leader elections and lost servers of a
 //! JetStream cluster (`retry`), with what a refusal means read from its JetStream error code
-//! (`refusal`). Also the process's health for healthchecks (`health`), who may do what on the
+//! (`refusal`), and reading retained streams without a durable (`follow`). Also the process's health for healthchecks (`health`), who may do what on the
 //! server (`security`), ffleet's request endpoints (`service`), and the `[nats]` and `[streams]` configuration sections (`config`).
 
 pub mod ack;
 pub mod config;
 pub mod connect;
 pub mod durable;
+pub mod follow;
 pub mod health;
 pub mod kv;
 pub mod ops;

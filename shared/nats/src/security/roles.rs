@@ -146,17 +146,8 @@ impl Role {
                     g.kv_watch(b);
                 }
                 // Reading the retained streams (events for other systems, dead letters).
-                for s in [subjects::STREAM_EVENTS, subjects::STREAM_DEAD] {
-                    g.reader(s);
-                }
-                // A reader's consumers are ordered ones with generated names, so the grant is
-                // any name: the merger's durable, the one consumer of these streams that is
-                // work, is held back by name (pulling it would take reports from the merger,
-                // deleting it would lose them).
-                let merger = subjects::CONSUMER_MERGER;
-                g.deny(js_api::consumer_next(subjects::STREAM_EVENTS, merger));
-                g.deny(js_api::ack(subjects::STREAM_EVENTS, merger));
-                g.deny(js_api::consumer_delete(subjects::STREAM_EVENTS, merger));
+                g.events_reader();
+                g.reader(subjects::STREAM_DEAD);
                 g.sub(subjects::events_wildcard());
                 g.sub(subjects::live_wildcard());
                 g.sub(subjects::live_any_tenant());
@@ -315,6 +306,9 @@ impl Role {
                     g.kv_read(b);
                     g.kv_watch(b);
                 }
+                // A job's events on its page, and the segments done in the last minutes
+                // (throughput): read from the stream, never subscribed to as they are sent.
+                g.events_reader();
             }
             Role::Merger => {
                 g.lookup_all();
@@ -528,6 +522,18 @@ impl Permissions {
         self.publish(js_api::consumer_delete(stream, js_api::ANY));
         self.publish(js_api::flow_control(stream));
         self.publish(js_api::stream_msg_get(stream));
+    }
+
+    /// Reading the events stream. A reader's consumers are ordered ones with generated names,
+    /// so the grant is any name: the merger's durable, the one consumer of this stream that is
+    /// work, is held back by name (pulling it would take reports from the merger, deleting it
+    /// would lose them).
+    fn events_reader(&mut self) {
+        self.reader(subjects::STREAM_EVENTS);
+        let merger = subjects::CONSUMER_MERGER;
+        self.deny(js_api::consumer_next(subjects::STREAM_EVENTS, merger));
+        self.deny(js_api::ack(subjects::STREAM_EVENTS, merger));
+        self.deny(js_api::consumer_delete(subjects::STREAM_EVENTS, merger));
     }
 
     /// The media object store: chunks and metadata written and read (message gets: no consumer
@@ -835,6 +841,16 @@ mod tests {
             subjects::BUCKET_JOBS
         ))));
         assert!(!p.may_subscribe(&subjects::events_wildcard()));
+        // It reads the events stream, but never takes the merger's reports.
+        let events = subjects::STREAM_EVENTS;
+        assert!(p.may_publish(&js_api::stream_msg_get(events)));
+        for denied in [
+            js_api::consumer_next(events, subjects::CONSUMER_MERGER),
+            js_api::ack(events, subjects::CONSUMER_MERGER),
+            js_api::consumer_delete(events, subjects::CONSUMER_MERGER),
+        ] {
+            assert!(!p.may_publish(&denied), "{denied}");
+        }
     }
 
     #[test]
