@@ -542,7 +542,8 @@ fn shots_dir() -> Result<std::path::PathBuf> {
 
 /// Debian's chromium, headless, driven through chromedriver (WebDriver) as an operator's
 /// browser: the page updates itself (a job's progress advances, a killed node turns lost)
-/// without reloading, and the cancel button stops the job.
+/// without reloading, the cancel button stops the job, and a file chosen in the upload form
+/// runs to completion with its output offered for download.
 #[tokio::test]
 async fn in_a_real_browser_the_page_lives_and_cancels() -> Result<()> {
     for tool in ["chromium", "chromedriver"] {
@@ -554,7 +555,8 @@ async fn in_a_real_browser_the_page_lives_and_cancels() -> Result<()> {
             "{tool} is not installed (scripts/setup.sh installs chromium and chromium-driver)"
         );
     }
-    let mut fleet = ProcFleet::standard(2, &[]).await?;
+    // Over the object store, where the page's uploads go.
+    let mut fleet = ProcFleet::standard(2, &[("FFLEET_STORAGE__BACKEND", "object-store")]).await?;
     let d = dashboard(&fleet, "127.0.0.1", &[]).await?;
     let port = free_port()?;
     let driver = Driver(
@@ -684,6 +686,58 @@ async fn in_a_real_browser_the_page_lives_and_cancels() -> Result<()> {
     println!(
         "browser: enc-2 lost on the page {:.2} s after the kill",
         took.as_secs_f64()
+    );
+
+    // A file chosen on the page runs to completion on the node left, and its output is
+    // offered for download.
+    let clip = media::ntsc_source(&fleet.media(), "clip.mp4", 2, "320x240")?;
+    c.find(fantoccini::Locator::Css("form.upload input[type=file]"))
+        .await?
+        .send_keys(&clip.to_string_lossy())
+        .await?;
+    c.find(fantoccini::Locator::Css("form.upload button"))
+        .await?
+        .click()
+        .await?;
+    let row = "document.querySelector('tr[data-job^=\"clip-\"]')";
+    page_until(
+        &c,
+        Duration::from_secs(30),
+        "the uploaded file's job on the page",
+        &format!("return !!{row}"),
+    )
+    .await?;
+    let job = eval(&c, &format!("return {row}.getAttribute('data-job')"))
+        .await?
+        .as_str()
+        .context("no job id")?
+        .to_owned();
+    let done = match fleet.wait_terminal(&job, Duration::from_secs(90)).await? {
+        JobEvent::Completed(done) => done,
+        other => bail!("the uploaded job ended {other:?}"),
+    };
+    c.goto(&format!("{url}jobs/{job}")).await?;
+    page_until(
+        &c,
+        Duration::from_secs(5),
+        "the download link",
+        "return !!document.querySelector('a.download')",
+    )
+    .await?;
+    let out = get(&d, &format!("/jobs/{job}/output"), &[]).await?;
+    ensure!(
+        out.status == 200
+            && out
+                .headers
+                .to_ascii_lowercase()
+                .contains(&format!("content-length: {}", done.bytes)),
+        "the download answered {}: {}",
+        out.status,
+        out.headers
+    );
+    println!(
+        "browser: uploaded {job} completed, {} bytes offered",
+        done.bytes
     );
     c.close().await?;
     drop(driver);
@@ -816,4 +870,178 @@ async fn with_a_certificate_it_serves_https_only() -> Result<()> {
         login.headers
     );
     Ok(())
+}
+
+/// A multipart form of `(name, file name, content)` parts, in order: the body and its type.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (Vec<u8>, String) {
+    let boundary = "----ffleet-test-boundary";
+    let mut body = Vec::new();
+    for (name, file, content) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(f) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (body, format!("multipart/form-data; boundary={boundary}"))
+}
+
+/// POSTs a multipart form to the dashboard: the status and body.
+async fn post_form(
+    d: &Dashboard,
+    path: &str,
+    parts: &[(&str, Option<&str>, &[u8])],
+) -> Result<(u16, String)> {
+    let (body, ty) = multipart(parts);
+    let mut s = TcpStream::connect(&d.addr).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: {ty}\r\n\
+         Content-Length: {}\r\n\r\n",
+        d.addr,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    // A server that refuses early may close before the whole body is sent.
+    let _ = s.write_all(&body).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    Ok((status, text))
+}
+
+/// What a page's upload form may send, held as an attacker would send it: without the page's
+/// token, with the file before it, over the size limit, empty, or naming no profile of the
+/// fleet. Each is refused with its reason, no job is submitted, and nothing is left in the
+/// dashboard's work directory; a good one is taken.
+#[tokio::test]
+async fn uploads_from_the_page_are_checked_before_anything_is_kept() -> Result<()> {
+    let fleet = ProcFleet::start(&[
+        ("FFLEET_STORAGE__BACKEND", "object-store"),
+        ("FFLEET_STORAGE__MAX_UPLOAD_BYTES", "4096"),
+    ])
+    .await?;
+    let work = tempfile::tempdir()?;
+    let d = dashboard_with(
+        &fleet,
+        "127.0.0.1",
+        &[],
+        &[("FFLEET_STORAGE__WORK_DIR", work.path())],
+    )
+    .await?;
+    let page = get(&d, "/", &[]).await?;
+    ensure!(
+        page.body.contains("form class=\"upload\""),
+        "no upload form"
+    );
+    let csrf = csrf_of(&page.body)?;
+    let small = vec![7u8; 1000];
+    let big = vec![7u8; 5000];
+    let cases: [(&str, Vec<(&str, Option<&str>, &[u8])>, u16, &str); 5] = [
+        (
+            "no token",
+            vec![("file", Some("a.mp4"), &small)],
+            403,
+            "not from this dashboard",
+        ),
+        (
+            "the file before the token",
+            vec![
+                ("file", Some("a.mp4"), &small),
+                ("csrf", None, csrf.as_bytes()),
+            ],
+            403,
+            "not from this dashboard",
+        ),
+        (
+            "over the limit",
+            vec![
+                ("csrf", None, csrf.as_bytes()),
+                ("file", Some("a.mp4"), &big),
+            ],
+            413,
+            "upload limit",
+        ),
+        (
+            "an empty file",
+            vec![
+                ("csrf", None, csrf.as_bytes()),
+                ("file", Some("a.mp4"), b""),
+            ],
+            400,
+            "no file",
+        ),
+        (
+            "an unknown profile",
+            vec![
+                ("csrf", None, csrf.as_bytes()),
+                ("profile", None, b"nope"),
+                ("file", Some("a.mp4"), &small),
+            ],
+            400,
+            "no profile",
+        ),
+    ];
+    for (what, parts, want, says) in &cases {
+        let (status, text) = post_form(&d, "/upload", parts).await?;
+        ensure!(
+            status == *want && text.contains(says),
+            "{what}: answered {status}: {text}"
+        );
+    }
+    let left: Vec<_> = walk(work.path())
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != ".lock"))
+        .collect();
+    ensure!(left.is_empty(), "left in the work directory: {left:?}");
+    let mut jobs = fleet
+        .ctx()
+        .js
+        .get_stream(ffleet_runtime::subjects::STREAM_JOBS)
+        .await?;
+    ensure!(
+        jobs.info().await?.state.messages == 0,
+        "a refused upload submitted a job"
+    );
+    let (status, text) = post_form(
+        &d,
+        "/upload",
+        &[
+            ("csrf", None, csrf.as_bytes()),
+            ("file", Some("../../x y.mp4"), &small),
+        ],
+    )
+    .await?;
+    ensure!(status == 303, "a good upload answered {status}: {text}");
+    ensure!(jobs.info().await?.state.messages == 1, "no job submitted");
+    Ok(())
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

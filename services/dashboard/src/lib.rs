@@ -12,6 +12,7 @@ pub mod render;
 mod server;
 pub mod throughput;
 pub mod tls;
+mod upload;
 pub mod view;
 
 use ffleet_runtime::runtime::Ctx;
@@ -39,6 +40,12 @@ pub enum Error {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("the work directory {dir}: {source}")]
+    WorkDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Nats(#[from] ffleet_runtime::nats::NatsError),
 }
@@ -116,7 +123,21 @@ pub async fn bind(
             addr: settings.listen,
             source,
         })?;
+    // Uploads go through the operator's connection, staged in a work directory of its own.
+    // Only where media travels through the bucket: a shared-directory fleet reads files.
+    let bucket =
+        ctx.config.storage.backend == ffleet_runtime::storage::config::StorageBackend::ObjectStore;
+    let uploads = match &operator {
+        Some(op) if bucket => Some(upload::Uploads::new(op, ctx.config.clone()).map_err(
+            |source| Error::WorkDir {
+                dir: ctx.config.storage.work_dir.clone(),
+                source,
+            },
+        )?),
+        _ => None,
+    };
     let app = Arc::new(server::App {
+        uploads,
         view,
         ctx,
         gate: auth::Gate::new(settings.token, settings.listen.ip(), tls.is_some()),

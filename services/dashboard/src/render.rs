@@ -17,11 +17,16 @@ const SCRIPT: &str = include_str!("../assets/live.js");
 /// Finished jobs listed on the overview, newest first.
 pub const FINISHED_SHOWN: usize = 50;
 
-/// What forms need: the CSRF token, and whether actions are possible at all.
-#[derive(Clone, Copy)]
+/// What forms need: the CSRF token, whether actions are possible at all, and what the upload
+/// form offers.
+#[derive(Clone)]
 pub struct Forms<'a> {
     pub csrf: &'a str,
     pub actions: bool,
+    /// The most a file may be (`None`: no upload form).
+    pub upload_limit: Option<u64>,
+    pub profiles: Vec<&'a str>,
+    pub default_profile: &'a str,
 }
 
 fn frame(title: &str, body: Markup) -> Markup {
@@ -45,12 +50,14 @@ fn frame(title: &str, body: Markup) -> Markup {
 
 /// The overview: the fleet, the jobs and the throughput, each a section the server replaces
 /// live.
-pub fn overview(fleet: Markup, jobs: Markup, throughput: Markup) -> String {
+pub fn overview(fleet: Markup, jobs: Markup, throughput: Markup, forms: &Forms) -> String {
     frame(
         "fleet",
         html! {
             main data-live="events" {
                 section #fleet { (fleet) }
+                // Not a live section: replacing it would drop a file being chosen.
+                @if let Some(limit) = forms.upload_limit { section #submit { (upload_form(forms, limit)) } }
                 section #jobs { (jobs) }
                 section #throughput { (throughput) }
             }
@@ -59,8 +66,28 @@ pub fn overview(fleet: Markup, jobs: Markup, throughput: Markup) -> String {
     .into_string()
 }
 
+/// A file to transcode, sent through the media bucket (as `ffleet submit --upload`).
+fn upload_form(forms: &Forms, limit: u64) -> Markup {
+    html! {
+        h2 { "Submit a file " span.count { "up to " (mib(limit)) } }
+        form.upload method="post" action="/upload" enctype="multipart/form-data" {
+            // First, so the server checks it before it reads the file.
+            input type="hidden" name="csrf" value=(forms.csrf);
+            label { "profile " select name="profile" {
+                @for p in &forms.profiles {
+                    option value=(p) selected[*p == forms.default_profile] { (p) }
+                }
+            } } " "
+            label { "priority " input type="number" name="priority" value="0" min="-100" max="100" step="1"; } " "
+            input type="file" name="file" required;
+            " "
+            button { "submit" }
+        }
+    }
+}
+
 /// The fleet section: one row per node.
-pub fn fleet(nodes: &[(Node, NodeState, Duration)], forms: Forms) -> Markup {
+pub fn fleet(nodes: &[(Node, NodeState, Duration)], forms: &Forms) -> Markup {
     html! {
         h2 { "Fleet " span.count { (nodes.len()) " nodes" } }
         table.nodes {
@@ -111,7 +138,7 @@ pub struct Live {
 }
 
 /// The jobs section: queued by priority, running with progress, the latest finished.
-pub fn jobs(rows: &[JobRow], live: &HashMap<JobId, Live>, forms: Forms) -> Markup {
+pub fn jobs(rows: &[JobRow], live: &HashMap<JobId, Live>, forms: &Forms) -> Markup {
     let mut queued: Vec<&JobRow> = Vec::new();
     let mut running: Vec<&JobRow> = Vec::new();
     let mut finished: Vec<&JobRow> = Vec::new();
@@ -176,11 +203,11 @@ pub fn jobs(rows: &[JobRow], live: &HashMap<JobId, Live>, forms: Forms) -> Marku
     }
 }
 
-fn cancel_form(job: &JobId, forms: Forms) -> Markup {
+fn cancel_form(job: &JobId, forms: &Forms) -> Markup {
     action_form(job, "cancel", forms)
 }
 
-fn action_form(job: &JobId, action: &str, forms: Forms) -> Markup {
+fn action_form(job: &JobId, action: &str, forms: &Forms) -> Markup {
     html! {
         @if forms.actions {
             form method="post" action={"/jobs/" (job) "/" (action)} {
@@ -311,7 +338,7 @@ pub fn job(
     spans: &[Span],
     events: &Events,
     trace_url: Option<&str>,
-    forms: Forms,
+    forms: &Forms,
 ) -> String {
     frame(
         row.id.as_str(),
@@ -330,6 +357,9 @@ pub fn job(
                         } }
                     }
                     @if !row.state.is_terminal() { (cancel_form(&row.id, forms)) }
+                    @if row.state == JobState::Completed && row.output_kept && forms.actions {
+                        p { a.download href={"/jobs/" (row.id) "/output"} { "download the output" } }
+                    }
                     @if matches!(row.state, JobState::Failed | JobState::Cancelled) && row.retried_as.is_none() {
                         (action_form(&row.id, "retry", forms))
                     }

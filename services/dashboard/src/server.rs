@@ -8,13 +8,13 @@ use crate::auth::Gate;
 use crate::render::{self, Forms, Live};
 use crate::view::View;
 use axum::Router;
-use axum::extract::{Form, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Form, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use ffleet_runtime::messages::{NodeAction, SegmentRecord};
+use ffleet_runtime::messages::{JobState, NodeAction, SegmentRecord};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::{JobId, NodeId, Unit, subjects};
 use futures::Stream;
@@ -36,6 +36,8 @@ pub struct App {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Where a job's trace is shown (`Settings::trace_url`).
     pub trace_url: Option<String>,
+    /// Files submitted from the page (with the operator's connection; `None` without one).
+    pub uploads: Option<crate::upload::Uploads>,
 }
 
 type Shared = Arc<App>;
@@ -58,6 +60,11 @@ pub fn router(app: Shared) -> Router {
         .route("/events", get(events))
         .route("/jobs/{id}", get(job_page))
         .route("/jobs/{id}/{action}", post(job_action))
+        .route("/jobs/{id}/output", get(download))
+        .route(
+            "/upload",
+            post(upload).layer(DefaultBodyLimit::max(upload_limit(&app))),
+        )
         .route("/nodes/{id}/{action}", post(node_action))
         .route("/healthz", get(|| async { "ok" }))
         .route_layer(middleware::from_fn_with_state(app.clone(), signed_in))
@@ -126,7 +133,166 @@ fn forms(app: &App) -> Forms<'_> {
     Forms {
         csrf: &app.gate.csrf,
         actions: app.operator.is_some(),
+        upload_limit: app.uploads.as_ref().map(|u| u.limit()),
+        profiles: app.ctx.config.profiles.keys().map(String::as_str).collect(),
+        default_profile: &app.ctx.config.default_profile,
     }
+}
+
+/// The largest upload request body: the file's limit and room for the form's other fields.
+fn upload_limit(app: &App) -> usize {
+    let file = app.uploads.as_ref().map_or(0, |u| u.limit());
+    usize::try_from(file.saturating_add(1 << 20)).unwrap_or(usize::MAX)
+}
+
+/// A file from the page's form becomes a job: the form's CSRF token comes first (a form
+/// whose file comes before it is refused unread), the file streams to disk within the limit.
+async fn upload(State(app): State<Shared>, headers: HeaderMap, mut form: Multipart) -> Response {
+    let Some(uploads) = app.uploads.as_ref() else {
+        return (
+            StatusCode::FORBIDDEN,
+            "this dashboard has no operator credentials",
+        )
+            .into_response();
+    };
+    let refuse = |status: StatusCode, why: String| (status, why).into_response();
+    let mut allowed = false;
+    let mut choices = crate::upload::Choices::default();
+    let mut received = None;
+    loop {
+        let mut field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return refuse(e.status(), format!("reading the form: {e}")),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "csrf" {
+            let csrf = field.text().await.unwrap_or_default();
+            if operator(&app, &headers, &Action { csrf }).is_err() {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "not from this dashboard's page".into(),
+                );
+            }
+            allowed = true;
+            continue;
+        }
+        if !allowed {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "not from this dashboard's page".into(),
+            );
+        }
+        match name.as_str() {
+            "profile" => {
+                let p = field.text().await.unwrap_or_default();
+                choices.profile = Some(p).filter(|p| !p.is_empty());
+            }
+            "priority" => {
+                let p = field.text().await.unwrap_or_default();
+                match p.trim().parse::<i32>() {
+                    Ok(n) => choices.priority = n,
+                    Err(_) if p.trim().is_empty() => {}
+                    Err(_) => {
+                        return refuse(
+                            StatusCode::BAD_REQUEST,
+                            format!("priority {p:?} is not a number"),
+                        );
+                    }
+                }
+            }
+            "file" => {
+                let browser_name = field.file_name().unwrap_or_default().to_owned();
+                let (mut file, got) = match uploads.receiving(&browser_name).await {
+                    Ok(r) => r,
+                    Err(e) => return refuse(e.status(), e.to_string()),
+                };
+                let mut written = 0u64;
+                loop {
+                    match field.chunk().await {
+                        Ok(Some(chunk)) => {
+                            if let Err(e) = uploads.write(&mut file, &mut written, &chunk).await {
+                                return refuse(e.status(), e.to_string());
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return refuse(e.status(), format!("reading the file: {e}")),
+                    }
+                }
+                if let Err(e) = tokio::io::AsyncWriteExt::flush(&mut file).await {
+                    return refuse(StatusCode::INSUFFICIENT_STORAGE, e.to_string());
+                }
+                received = Some(got).filter(|_| written > 0);
+            }
+            _ => {}
+        }
+    }
+    let Some(got) = received else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            crate::upload::UploadError::NoFile.to_string(),
+        );
+    };
+    match uploads.submit(got, choices).await {
+        Ok(job) => {
+            tracing::info!(job = %job, "dashboard upload submitted");
+            Redirect::to("/").into_response()
+        }
+        Err(e) => refuse(e.status(), e.to_string()),
+    }
+}
+
+/// A completed job's kept output (an upload's), streamed from the bucket.
+async fn download(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    let Some(uploads) = app.uploads.as_ref() else {
+        return (
+            StatusCode::FORBIDDEN,
+            "this dashboard has no operator credentials",
+        )
+            .into_response();
+    };
+    let Ok(job) = JobId::new(id.as_str()) else {
+        return (StatusCode::BAD_REQUEST, "not a job id").into_response();
+    };
+    let rec = match app.ctx.jobs.get(job.as_str()).await {
+        Ok(Some((rec, _))) => rec,
+        Ok(None) => return (StatusCode::NOT_FOUND, format!("no job {job}")).into_response(),
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let Some(out) = rec
+        .output
+        .as_ref()
+        .filter(|_| rec.state == JobState::Completed)
+    else {
+        return (StatusCode::CONFLICT, format!("{job} has not completed")).into_response();
+    };
+    let file = match uploads
+        .fetch(&rec.request.output, out.digest.as_deref())
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return (e.status(), e.to_string()).into_response(),
+    };
+    let name = rec
+        .request
+        .output
+        .rsplit('/')
+        .next()
+        .map(ffleet_runtime::storage::keys::sanitize_name)
+        .unwrap_or_else(|| "output.mp4".into());
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, out.bytes.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// The fleet, jobs and throughput sections as they are now.
@@ -144,8 +310,8 @@ fn sections(app: &App) -> [String; 3] {
             l.fps += h.fps.max(0.0);
         }
     }
-    let fleet = render::fleet(&nodes, forms(app)).into_string();
-    let jobs = render::jobs(&app.view.jobs(), &live, forms(app)).into_string();
+    let fleet = render::fleet(&nodes, &forms(app)).into_string();
+    let jobs = render::jobs(&app.view.jobs(), &live, &forms(app)).into_string();
     let throughput = crate::charts::throughput(&app.view.throughput(SystemTime::now()));
     [fleet, jobs, throughput.into_string()]
 }
@@ -160,6 +326,7 @@ async fn overview(State(app): State<Shared>) -> Html<String> {
         maud::PreEscaped(fleet),
         maud::PreEscaped(jobs),
         maud::PreEscaped(throughput),
+        &forms(&app),
     ))
 }
 
@@ -242,7 +409,7 @@ async fn job_page(State(app): State<Shared>, Path(id): Path<String>) -> Response
         &spans,
         &events,
         app.trace_url.as_deref(),
-        forms(&app),
+        &forms(&app),
     ))
     .into_response()
 }

@@ -76,6 +76,8 @@ pub struct JobRow {
     pub speed: Option<f64>,
     pub retried_as: Option<JobId>,
     pub updated_at: String,
+    /// Its output is kept in the media bucket (an upload's): the page offers it for download.
+    pub output_kept: bool,
 }
 
 impl JobRow {
@@ -103,6 +105,10 @@ impl JobRow {
                 .map(|o| o.duration_secs / o.wall_secs),
             retried_as: rec.retried_as.clone(),
             updated_at: rec.updated_at.clone(),
+            output_kept: rec
+                .request
+                .output
+                .starts_with(ffleet_runtime::storage::OBJECT_SCHEME),
         }
     }
 }
