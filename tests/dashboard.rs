@@ -872,8 +872,11 @@ async fn with_a_certificate_it_serves_https_only() -> Result<()> {
     Ok(())
 }
 
-/// A multipart form of `(name, file name, content)` parts, in order: the body and its type.
-fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (Vec<u8>, String) {
+/// One part of a multipart form: its name, its file name (a file's), its content.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// A multipart form of `parts`, in order: the body and its type.
+fn multipart(parts: &[Part]) -> (Vec<u8>, String) {
     let boundary = "----ffleet-test-boundary";
     let mut body = Vec::new();
     for (name, file, content) in parts {
@@ -898,11 +901,7 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (Vec<u8>, String) {
 }
 
 /// POSTs a multipart form to the dashboard: the status and body.
-async fn post_form(
-    d: &Dashboard,
-    path: &str,
-    parts: &[(&str, Option<&str>, &[u8])],
-) -> Result<(u16, String)> {
+async fn post_form(d: &Dashboard, path: &str, parts: &[Part<'_>]) -> Result<(u16, String)> {
     let (body, ty) = multipart(parts);
     let mut s = TcpStream::connect(&d.addr).await?;
     let head = format!(
@@ -952,7 +951,7 @@ async fn uploads_from_the_page_are_checked_before_anything_is_kept() -> Result<(
     let csrf = csrf_of(&page.body)?;
     let small = vec![7u8; 1000];
     let big = vec![7u8; 5000];
-    let cases: [(&str, Vec<(&str, Option<&str>, &[u8])>, u16, &str); 5] = [
+    let cases: [(&str, Vec<Part>, u16, &str); 5] = [
         (
             "no token",
             vec![("file", Some("a.mp4"), &small)],
