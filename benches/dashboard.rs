@@ -2,15 +2,20 @@
 //! nodes heartbeating at 1 Hz into the workers bucket and 10,000 jobs in the jobs bucket (the
 //! control plane bench's simulation), then `ffleet dashboard` as its own process. Prints a
 //! table: how long until it serves (its watches' first pass), the first page's time and size,
-//! its CPU while nobody looks and while one page is open (its live stream), and its RSS. The
-//! baseline, measured in the same run: `ffleet workers`, which reads the same 1,000 heartbeats
-//! one key at a time. Targets (issue 25): first page ≤ 1 s, ≤ 5 % of a core idle, ≤ 50 MB RSS.
-//! `NODES`, `JOBS` and `SECS` change the sizes.
+//! its CPU while one page is open (its live stream), in the minute after it closed (heartbeats
+//! still followed) and once nobody has looked for longer (they no longer are), and its RSS.
+//! Meanwhile every node reports a segment done every 10 s into the events stream (what the
+//! throughput charts count). The baseline, measured in the same run: `ffleet workers`, which
+//! reads the same 1,000 heartbeats one key at a time. Targets (issue 25): first page ≤ 1 s,
+//! ≤ 5 % of a core idle, ≤ 50 MB RSS. `NODES`, `JOBS` and `SECS` change the sizes.
 
 mod common;
 
 use common::*;
-use ffleet_runtime::messages::{self, Heartbeat, JobRecord, JobRequest, JobState};
+use ffleet_runtime::messages::{
+    self, CURRENT, Heartbeat, JobEvent, JobRecord, JobRequest, JobState, SegmentDone,
+    SegmentOutcome,
+};
 use ffleet_runtime::{Capability, JobId, NodeId, Unit};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -55,9 +60,10 @@ async fn run(nodes: usize, jobs: usize, secs: u64) {
         started.elapsed().as_secs_f64()
     );
 
-    // 1,000 nodes heartbeating at 1 Hz, each holding a unit.
+    // 1,000 nodes heartbeating at 1 Hz, each holding a unit and finishing one every 10 s.
     let stop = tokio_util::sync::CancellationToken::new();
     let beating = tokio::spawn(heartbeats(ctx.clone(), nodes, stop.clone()));
+    let reporting = tokio::spawn(segments_done(ctx.clone(), nodes, stop.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The baseline: the CLI reading every heartbeat key.
@@ -106,12 +112,6 @@ async fn run(nodes: usize, jobs: usize, secs: u64) {
     }
     let render_median = median(&mut renders);
 
-    // Idle: nobody looks, the fleet heartbeats on.
-    let before = cpu_secs(pid);
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let idle = (cpu_secs(pid) - before) / secs as f64;
-    let rss_idle = rss_mb(pid);
-
     // One page open: its live stream pushes the sections as they change.
     let stream = open_stream(port);
     let before = cpu_secs(pid);
@@ -120,8 +120,27 @@ async fn run(nodes: usize, jobs: usize, secs: u64) {
     let rss_watched = rss_mb(pid);
     drop(stream);
 
+    // The page closed: heartbeats are still followed for a minute.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cpu_secs(pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let lingering = (cpu_secs(pid) - before) / secs as f64;
+
+    // Nobody has looked for longer than that: the fleet heartbeats on, unfollowed.
+    tokio::time::sleep(Duration::from_secs(80).saturating_sub(Duration::from_secs(secs + 2))).await;
+    let before = cpu_secs(pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let idle = (cpu_secs(pid) - before) / secs as f64;
+    let rss_idle = rss_mb(pid);
+    // And the next page still shows every node.
+    let t = Instant::now();
+    let again = get(port, "/").expect("a page after the quiet");
+    let again_secs = t.elapsed().as_secs_f64();
+    let shown_again = again.matches("data-node=").count();
+
     stop.cancel();
     let _ = beating.await;
+    let _ = reporting.await;
     let _ = child.kill();
     let _ = child.wait();
 
@@ -136,13 +155,18 @@ async fn run(nodes: usize, jobs: usize, secs: u64) {
     );
     println!("| page, median of 5 more | {render_median:.3} s | |");
     println!(
-        "| CPU, nobody looking | {:.1} % of a core | ≤ 5 % |",
-        100.0 * idle
-    );
-    println!(
         "| CPU, one page open | {:.1} % of a core | |",
         100.0 * watched
     );
+    println!(
+        "| CPU, the minute after it closed | {:.1} % of a core | |",
+        100.0 * lingering
+    );
+    println!(
+        "| CPU, nobody looking | {:.1} % of a core | ≤ 5 % |",
+        100.0 * idle
+    );
+    println!("| first page after the quiet | {again_secs:.3} s, {shown_again} nodes | ≤ 1 s |");
     println!("| RSS, idle / one page open | {rss_idle:.1} / {rss_watched:.1} MB | ≤ 50 MB |");
     println!("| baseline: `ffleet workers` (reads each heartbeat key) | {workers_secs:.2} s | |");
 }
@@ -196,6 +220,37 @@ async fn heartbeats(
         let store = ctx.workers.store().clone();
         tokio::spawn(async move {
             let _ = store.put(node, messages::encode(&hb)).await;
+        });
+        i += 1;
+    }
+}
+
+/// Each of `n` nodes reports a segment done every 10 s, as an encoder does.
+async fn segments_done(
+    ctx: ffleet_runtime::runtime::Ctx,
+    n: usize,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let gap = Duration::from_secs(10) / n.max(1) as u32;
+    let mut tick = tokio::time::interval(gap);
+    let mut i = 0usize;
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let ev = JobEvent::SegmentDone(SegmentDone {
+            version: CURRENT,
+            job_id: JobId::new(format!("bench-{:05}", (i % n) * 10)).expect("job id"),
+            unit: Unit::Video((i / n) as u32),
+            attempt: 1,
+            node: NodeId::new(format!("sim-{:05}", i % n)).expect("node id"),
+            outcome: SegmentOutcome::Encoded {
+                result_key: format!("k{i}"),
+                frames: 50,
+                encode_secs: 1.0,
+            },
+        });
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _ = ffleet_runtime::nats::publish::event(&ctx.js, ctx.retry, "bench", &ev).await;
         });
         i += 1;
     }

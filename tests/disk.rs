@@ -285,11 +285,18 @@ async fn a_node_whose_disk_fills_drops_out_and_rejoins_when_restarted_with_space
     }
     let (fill, took) = fill_disk(&disk)?;
     let filled = Instant::now();
-    // The job is in flight while the disk is full, or the test shows nothing.
-    ensure!(
-        f.terminal_count("job").await? == 0,
-        "the job ended before the disk filled"
-    );
+    // The job is in flight while the disk is full, or the test shows nothing. 2.9's stalled
+    // JetStream may leave this read unanswered: then nothing can have ended meanwhile either
+    // (a terminal event is stored there too), and the read 20 s on says how the job stands.
+    let ended = match f.terminal_count("job").await {
+        Ok(n) => n > 0,
+        Err(e) if !carries_on => {
+            println!("nats-server 2.9 stalled as the disk filled: {e:#}");
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    ensure!(!ended, "the job ended before the disk filled");
     for &e in &encoders {
         f.signal(e, "CONT")?;
     }
