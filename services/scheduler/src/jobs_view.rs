@@ -87,7 +87,9 @@ impl JobsView {
         let view = JobsView::new(keep).keeping_failed(keep_failed);
         let v = view.clone();
         let policy = jobs.policy();
-        kv::follow(jobs.store(), policy, shutdown, "jobs", None, move |e| {
+        // Every job's current record first: a job that runs on, unchanged, while this
+        // scheduler starts (a replica taking over, a restart) is live work all the same.
+        kv::follow_current(jobs.store(), policy, shutdown, "jobs", None, move |e| {
             v.apply(e)
         })
         .await?;
