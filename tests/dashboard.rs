@@ -249,9 +249,12 @@ async fn the_dashboard_shows_the_fleet_live_and_acts_for_the_operator() -> Resul
         })
         .await?;
     let p1 = progress_of(&first, "job").unwrap_or(0.0);
+    // ...and its row carries its segment map, units coloured by state.
     let later = live
         .until("jobs", Duration::from_secs(60), |h| {
             progress_of(h, "job").is_some_and(|p| p > p1)
+                && h.contains("class=\"segmap mini\"")
+                && h.contains("class=\"cell done\"")
         })
         .await?;
     println!(

@@ -3,7 +3,7 @@
 //! segment map), and the sign-in form. Every value shown is escaped by maud; nothing is fetched from elsewhere.
 
 use crate::job_events::Events;
-use crate::view::{JobRow, Node, NodeState};
+use crate::view::{Cell, JobRow, Node, NodeState};
 use ffleet_runtime::messages::{JobState, SegmentRecord, SegmentState};
 use ffleet_runtime::{JobId, Unit};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -138,7 +138,19 @@ pub struct Live {
 }
 
 /// The jobs section: queued by priority, running with progress, the latest finished.
-pub fn jobs(rows: &[JobRow], live: &HashMap<JobId, Live>, forms: &Forms) -> Markup {
+/// A running job's segment map as the overview shows it: its first units, and how many it
+/// has in all.
+pub type Minimap = (Vec<(Unit, Cell)>, usize);
+
+/// Units a running job's row shows at most (its page shows them all).
+pub const MINIMAP_CELLS: usize = 60;
+
+pub fn jobs(
+    rows: &[JobRow],
+    live: &HashMap<JobId, Live>,
+    maps: &HashMap<JobId, Minimap>,
+    forms: &Forms,
+) -> Markup {
     let mut queued: Vec<&JobRow> = Vec::new();
     let mut running: Vec<&JobRow> = Vec::new();
     let mut finished: Vec<&JobRow> = Vec::new();
@@ -164,7 +176,16 @@ pub fn jobs(rows: &[JobRow], live: &HashMap<JobId, Live>, forms: &Forms) -> Mark
                     td { a href={"/jobs/" (r.id)} { (r.id) } }
                     td { (r.state.name()) }
                     td.progress { progress max="100" value=(format!("{pct:.1}")) {} " " span.pct { (format!("{pct:.0}")) "%" }
-                        " " span.sub { (r.units_done) "/" (r.units_total) " units" } }
+                        " " span.sub { (r.units_done) "/" (r.units_total) " units" }
+                        @if let Some((cells, all)) = maps.get(&r.id).filter(|(c, _)| !c.is_empty()) {
+                            div.segmap.mini {
+                                @for (unit, c) in cells {
+                                    @let (state, title) = mini_cell(*unit, c);
+                                    span class={"cell " (state)} title=(title) {}
+                                }
+                                @if *all > cells.len() { span.sub { " +" (all - cells.len()) } }
+                            }
+                        } }
                     td { (format!("{:.0}", l.fps)) " fps" }
                     td { (eta(r.frames_total.saturating_sub(done), l.fps)) }
                     td { (cancel_form(&r.id, forms)) }
@@ -411,19 +432,33 @@ fn events_table(events: &Events) -> Markup {
     }
 }
 
+/// A unit's cell in a running job's row: its state's class, and the node and attempts.
+fn mini_cell(unit: Unit, c: &Cell) -> (&'static str, String) {
+    let state = state_class(c.state, c.reused);
+    let node = c.node.as_ref().map_or("-", |n| n.as_str());
+    (
+        state,
+        format!("{unit}: {state}, node {node}, attempt {}", c.attempt),
+    )
+}
+
+fn state_class(state: SegmentState, reused: bool) -> &'static str {
+    match state {
+        SegmentState::Planned => "planned",
+        SegmentState::Queued => "queued",
+        SegmentState::Running => "running",
+        SegmentState::Done if reused => "reused",
+        SegmentState::Done => "done",
+        SegmentState::Failed => "failed",
+    }
+}
+
 /// A unit's cell: its state's class and what hovering it says.
 fn cell(unit: Unit, rec: Option<&SegmentRecord>) -> (&'static str, String) {
     let Some(r) = rec else {
         return ("missing", format!("{unit}: no record"));
     };
-    let state = match r.state {
-        SegmentState::Planned => "planned",
-        SegmentState::Queued => "queued",
-        SegmentState::Running => "running",
-        SegmentState::Done if r.reused_from.is_some() => "reused",
-        SegmentState::Done => "done",
-        SegmentState::Failed => "failed",
-    };
+    let state = state_class(r.state, r.reused_from.is_some());
     let node = r.owner.as_ref().map_or("-", |n| n.as_str());
     (
         state,

@@ -311,7 +311,13 @@ fn sections(app: &App) -> [String; 3] {
         }
     }
     let fleet = render::fleet(&nodes, &forms(app)).into_string();
-    let jobs = render::jobs(&app.view.jobs(), &live, &forms(app)).into_string();
+    let rows = app.view.jobs();
+    let maps: HashMap<JobId, render::Minimap> = rows
+        .iter()
+        .filter(|r| !r.state.is_terminal())
+        .map(|r| (r.id.clone(), app.view.cells(&r.id, render::MINIMAP_CELLS)))
+        .collect();
+    let jobs = render::jobs(&rows, &live, &maps, &forms(app)).into_string();
     let throughput = crate::charts::throughput(&app.view.throughput(SystemTime::now()));
     [fleet, jobs, throughput.into_string()]
 }

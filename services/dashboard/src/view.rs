@@ -11,13 +11,13 @@
 
 use crate::throughput::{self, Bins, Series};
 use async_nats::jetstream::kv::{Entry, Operation};
-use ffleet_runtime::messages::{self, Heartbeat, JobRecord, JobState};
+use ffleet_runtime::messages::{self, Heartbeat, JobRecord, JobState, SegmentRecord, SegmentState};
 use ffleet_runtime::nats::NatsError;
 use ffleet_runtime::nats::follow;
 use ffleet_runtime::nats::kv;
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::subjects;
-use ffleet_runtime::{JobId, NodeId};
+use ffleet_runtime::{JobId, NodeId, Unit};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,7 +117,18 @@ impl JobRow {
 struct Inner {
     nodes: BTreeMap<NodeId, Beat>,
     jobs: HashMap<JobId, JobRow>,
+    /// Each job's units as their records say, while heartbeats are followed.
+    units: HashMap<JobId, BTreeMap<Unit, Cell>>,
     throughput: Bins,
+}
+
+/// A unit as the running jobs' segment maps show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub state: SegmentState,
+    pub reused: bool,
+    pub node: Option<NodeId>,
+    pub attempt: u32,
 }
 
 /// Whether heartbeats are followed, and who asks for them.
@@ -129,7 +140,7 @@ struct Looking {
     /// Each watch's number: entries of a watch that was stopped are ignored.
     generation: AtomicU64,
     /// Set while a watch runs: what stops it, and whether its first pass is still awaited.
-    running: Mutex<Option<(CancellationToken, Arc<AtomicBool>)>>,
+    running: Mutex<Option<(CancellationToken, [Arc<AtomicBool>; 2])>>,
 }
 
 /// Held by a live stream while it is open.
@@ -265,24 +276,37 @@ impl View {
         let Some((ctx, shutdown)) = &self.source else {
             return;
         };
-        let (stop, pending) = {
+        // Counted as loading before anyone else can see the watch running, so a page asking
+        // meanwhile waits for the same first passes.
+        let (stop, passes) = {
             let mut running = self.looking.running.lock().expect("looking lock");
             if running.is_some() {
                 return;
             }
             let stop = shutdown.child_token();
-            let pending = Arc::new(AtomicBool::new(false));
-            *running = Some((stop.clone(), pending.clone()));
-            (stop, pending)
+            let passes = [
+                Arc::new(AtomicBool::new(true)),
+                Arc::new(AtomicBool::new(true)),
+            ];
+            self.loading.send_modify(|n| *n += passes.len());
+            *running = Some((stop.clone(), passes.clone()));
+            (stop, passes)
         };
         let generation = self.looking.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        pending.store(self.expect(ctx.workers.store()).await, Ordering::Relaxed);
-        let v = self.clone();
-        let p = pending.clone();
+        let [beats, units] = passes;
+        for (store, pending) in [
+            (ctx.workers.store(), &beats),
+            (ctx.segments.store(), &units),
+        ] {
+            if store.status().await.is_ok_and(|s| s.values() == 0) {
+                self.pass_done(pending);
+            }
+        }
+        let (v, p) = (self.clone(), beats.clone());
         let followed = kv::follow_current(
             ctx.workers.store(),
             ctx.workers.policy(),
-            stop,
+            stop.clone(),
             "workers",
             // Heartbeats change every second: a quiet watch is one to rebuild.
             Some(HEARTBEAT_QUIET),
@@ -296,12 +320,37 @@ impl View {
             },
         )
         .await;
+        let followed = match followed {
+            Ok(()) => {
+                let (v, p) = (self.clone(), units.clone());
+                kv::follow_current(
+                    ctx.segments.store(),
+                    ctx.segments.policy(),
+                    stop,
+                    "segments",
+                    None,
+                    move |e| {
+                        if v.looking.generation.load(Ordering::Relaxed) == generation {
+                            v.unit_entry(e);
+                        }
+                        if e.delta == 0 {
+                            v.pass_done(&p);
+                        }
+                    },
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match followed {
-            Ok(()) => tracing::debug!("following heartbeats"),
+            Ok(()) => tracing::debug!("following heartbeats and unit records"),
             Err(e) => {
-                tracing::warn!(error = %e, "following heartbeats");
-                self.looking.running.lock().expect("looking lock").take();
-                self.pass_done(&pending);
+                tracing::warn!(error = %e, "following heartbeats and unit records");
+                if let Some((stop, _)) = self.looking.running.lock().expect("looking lock").take() {
+                    stop.cancel();
+                }
+                self.pass_done(&beats);
+                self.pass_done(&units);
             }
         }
     }
@@ -327,14 +376,18 @@ impl View {
                 if !idle {
                     continue;
                 }
-                let Some((stop, pending)) = v.looking.running.lock().expect("looking lock").take()
+                let Some((stop, passes)) = v.looking.running.lock().expect("looking lock").take()
                 else {
                     continue;
                 };
                 v.looking.generation.fetch_add(1, Ordering::Relaxed);
                 stop.cancel();
-                v.pass_done(&pending);
-                v.inner.lock().expect("view lock").nodes.clear();
+                for p in &passes {
+                    v.pass_done(p);
+                }
+                let mut inner = v.inner.lock().expect("view lock");
+                inner.nodes.clear();
+                inner.units.clear();
                 tracing::debug!("nobody looks: heartbeats no longer followed");
             }
         });
@@ -387,6 +440,57 @@ impl View {
         };
         drop(inner);
         self.bump();
+    }
+
+    fn unit_entry(&self, e: &Entry) {
+        let Some((job, unit)) = e.key.rsplit_once('.') else {
+            return;
+        };
+        let (Ok(job), Ok(unit)) = (JobId::new(job), unit.parse::<Unit>()) else {
+            return;
+        };
+        let cell = match e.operation {
+            Operation::Put => messages::decode::<SegmentRecord>("unit record", &e.value)
+                .ok()
+                .map(|r| Cell {
+                    state: r.state,
+                    reused: r.reused_from.is_some(),
+                    node: r.owner,
+                    attempt: r.attempt,
+                }),
+            Operation::Delete | Operation::Purge => None,
+        };
+        let mut inner = self.inner.lock().expect("view lock");
+        match cell {
+            Some(c) => {
+                inner.units.entry(job).or_default().insert(unit, c);
+            }
+            None => {
+                if let Some(units) = inner.units.get_mut(&job) {
+                    units.remove(&unit);
+                    if units.is_empty() {
+                        inner.units.remove(&job);
+                    }
+                }
+            }
+        }
+        drop(inner);
+        self.bump();
+    }
+
+    /// Job `job`'s units as their records say (empty while heartbeats are not followed), the
+    /// first `at_most`, and how many there are in all.
+    pub fn cells(&self, job: &JobId, at_most: usize) -> (Vec<(Unit, Cell)>, usize) {
+        let inner = self.inner.lock().expect("view lock");
+        let Some(units) = inner.units.get(job) else {
+            return (Vec::new(), 0);
+        };
+        let cells = units
+            .iter()
+            .take(at_most)
+            .map(|(u, c)| (*u, c.clone()))
+            .collect();
+        (cells, units.len())
     }
 
     fn job_entry(&self, e: &Entry) {
