@@ -269,17 +269,25 @@ fn get(port: u16, path: &str) -> Option<String> {
     raw.starts_with("HTTP/1.1 200").then_some(raw)
 }
 
-/// An open live stream, read in the background so the server's pushes are taken.
-fn open_stream(port: u16) -> std::thread::JoinHandle<()> {
+/// An open live stream, read in the background so the server's pushes are taken; closed
+/// (as a browser tab is) when dropped.
+struct Stream(std::net::TcpStream);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn open_stream(port: u16) -> Stream {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut reader = s.try_clone().expect("clone");
     std::thread::spawn(move || {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return;
-        };
-        let _ = write!(s, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
         let mut buf = [0u8; 65536];
-        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-    })
+        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    Stream(s)
 }
 
 /// Resident memory of `pid` in MB.

@@ -27,10 +27,9 @@ FFLEET_NATS_SERVER="$(command -v nats-server)" cargo nextest run --locked --work
 
 # This run also generates its media instead of reading ../shared, as machines without it must,
 # and moves every fleet's media through the JetStream Object Store instead of a shared directory.
-# What ffmpeg makes of odd and damaged media, the command line, configuration files and
-# schemas depend on neither the server nor the storage: the first pass covers them, and
-# leaving them out here keeps CI well inside its time.
-once='binary(cli) | binary(configs) | binary(schema) | binary(layouts) | binary(hostile) | binary(damaged) | binary(sources)'
+# The command line, configuration files, schemas and stored layouts depend on neither the
+# server nor the storage: the first pass covers them.
+once='binary(cli) | binary(configs) | binary(schema) | binary(layouts)'
 echo "== integration tests against $("$current" --version), without ../shared media, over the object store"
 FFLEET_NATS_SERVER="$PWD/$current" FFLEET_TEST_NO_SHARED=1 FFLEET_TEST_STORAGE=object-store \
   cargo nextest run --locked --workspace --no-fail-fast -E "kind(test) and not binary(compose) and not ($once)"

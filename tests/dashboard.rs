@@ -78,6 +78,8 @@ struct Reply {
     status: u16,
     headers: String,
     body: String,
+    /// The body's length in bytes, as it came.
+    body_len: usize,
 }
 
 /// One HTTP/1.1 request, as a browser would send it (`extra` headers), read to its end.
@@ -106,8 +108,16 @@ async fn send(
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    reply(&raw)
+}
+
+fn reply(raw: &[u8]) -> Result<Reply> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no header end")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = &raw[end + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
@@ -115,8 +125,9 @@ async fn send(
         .context("no status")?;
     Ok(Reply {
         status,
-        headers: head.to_owned(),
-        body: body.to_owned(),
+        headers: head,
+        body: String::from_utf8_lossy(body).into_owned(),
+        body_len: body.len(),
     })
 }
 
@@ -727,16 +738,26 @@ async fn in_a_real_browser_the_page_lives_and_cancels() -> Result<()> {
         "return !!document.querySelector('a.download')",
     )
     .await?;
+    // The bytes themselves, as many as the merger wrote (the length the completed event says).
     let out = get(&d, &format!("/jobs/{job}/output"), &[]).await?;
     ensure!(
-        out.status == 200
-            && out
-                .headers
-                .to_ascii_lowercase()
-                .contains(&format!("content-length: {}", done.bytes)),
-        "the download answered {}: {}",
+        out.status == 200 && out.body_len as u64 == done.bytes,
+        "the download answered {} with {} bytes of {}: {}",
         out.status,
+        out.body_len,
+        done.bytes,
         out.headers
+    );
+    let cross = get(
+        &d,
+        &format!("/jobs/{job}/output"),
+        &["Sec-Fetch-Site: cross-site"],
+    )
+    .await?;
+    ensure!(
+        cross.status == 403,
+        "a download for another site answered {}",
+        cross.status
     );
     println!(
         "browser: uploaded {job} completed, {} bytes offered",
@@ -778,18 +799,7 @@ async fn https(addr: &str, path: &str, body: &str, ca: &str) -> Result<Reply> {
     let mut raw = Vec::new();
     // A server may close without TLS's close_notify once it has answered.
     let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status")?;
-    Ok(Reply {
-        status,
-        headers: head.to_owned(),
-        body: body.to_owned(),
-    })
+    reply(&raw)
 }
 
 /// Given a certificate, the dashboard serves HTTPS only (a plain request gets no page), and
@@ -1046,4 +1056,70 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Watches of the workers bucket that someone listens to now (the fleet's services' and, while
+/// someone looks, the dashboard's): consumers with a subscriber on their inbox. The server
+/// forgets a consumer left without one only after its inactivity threshold (30 s for a watch),
+/// but it sees the subscriber go at once.
+async fn workers_watches(fleet: &ProcFleet) -> Result<usize> {
+    use futures::TryStreamExt;
+    let s = fleet
+        .ctx()
+        .js
+        .get_stream(ffleet_runtime::subjects::kv_stream(
+            ffleet_runtime::subjects::BUCKET_WORKERS,
+        ))
+        .await?;
+    let infos: Vec<_> = s.consumers().try_collect().await?;
+    Ok(infos.iter().filter(|c| c.push_bound).count())
+}
+
+/// Heartbeats are followed only while someone looks: a page starts the dashboard's watch, it
+/// stops once nobody has looked for the linger time (here 1 s), and the next page starts it
+/// again and shows the fleet as it is.
+#[tokio::test]
+async fn heartbeats_are_followed_only_while_someone_looks() -> Result<()> {
+    let fleet = ProcFleet::standard(1, &[]).await?;
+    let d = dashboard(&fleet, "127.0.0.1", &["--linger-secs", "1"]).await?;
+    let idle = workers_watches(&fleet).await?;
+    let page = get(&d, "/", &[]).await?;
+    ensure!(
+        page.body.contains("data-node=\"enc-1\""),
+        "no node on the page"
+    );
+    ensure!(
+        workers_watches(&fleet).await? == idle + 1,
+        "a page did not start a heartbeat watch"
+    );
+    // Nobody looks: the watch goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while workers_watches(&fleet).await? > idle {
+        ensure!(
+            Instant::now() < deadline,
+            "the heartbeat watch outlived the linger time"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let again = get(&d, "/", &[]).await?;
+    ensure!(
+        again
+            .body
+            .contains("data-node=\"enc-1\" data-state=\"ready\""),
+        "the page after the quiet lost the node"
+    );
+    // A live stream keeps it however long it stays open.
+    let mut live = Live::open(&d).await?;
+    live.until("fleet", Duration::from_secs(5), |h| h.contains("enc-1"))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        workers_watches(&fleet).await? == idle + 1,
+        "the watch stopped under an open stream"
+    );
+    live.until("fleet", Duration::from_secs(5), |h| {
+        h.contains("data-state=\"ready\"")
+    })
+    .await?;
+    Ok(())
 }

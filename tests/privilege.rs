@@ -514,6 +514,28 @@ fn operations(role: Who) -> Vec<(&'static str, Op)> {
             ),
         ),
         (
+            "rewrite-the-mergers-consumer",
+            // The merger's own settings: where it is allowed, this makes (or keeps) its
+            // durable as it would.
+            req(
+                js_api::consumer_create(
+                    subjects::STREAM_EVENTS,
+                    subjects::CONSUMER_MERGER,
+                    &subjects::segment_done_wildcard(),
+                ),
+                serde_json::json!({
+                    "stream_name": subjects::STREAM_EVENTS,
+                    "config": {
+                        "durable_name": subjects::CONSUMER_MERGER,
+                        "filter_subject": subjects::segment_done_wildcard(),
+                        "ack_policy": "explicit",
+                        "deliver_policy": "all",
+                    },
+                })
+                .to_string(),
+            ),
+        ),
+        (
             "delete-the-mergers-consumer",
             req(
                 js_api::consumer_delete(subjects::STREAM_EVENTS, subjects::CONSUMER_MERGER),

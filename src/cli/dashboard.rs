@@ -34,6 +34,9 @@ pub struct DashboardArgs {
     /// The certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds heartbeats are still followed after the last page closed (tests shorten it).
+    #[arg(long, default_value_t = 60.0, hide = true)]
+    pub linger_secs: f64,
 }
 
 impl DashboardArgs {
@@ -42,6 +45,7 @@ impl DashboardArgs {
         Serving {
             listen: self.listen,
             trace_url: self.trace_url.clone(),
+            linger: std::time::Duration::from_secs_f64(self.linger_secs.clamp(0.1, 86_400.0)),
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(ffleet_dashboard::tls::CertFiles {
                     cert: cert.clone(),
@@ -58,6 +62,7 @@ impl DashboardArgs {
 pub struct Serving {
     pub listen: SocketAddr,
     pub trace_url: Option<String>,
+    pub linger: std::time::Duration,
     pub tls: Option<ffleet_dashboard::tls::CertFiles>,
 }
 
@@ -67,6 +72,7 @@ impl Serving {
         Serving {
             listen,
             trace_url: None,
+            linger: ffleet_dashboard::view::LINGER,
             tls: None,
         }
     }
@@ -152,6 +158,7 @@ pub async fn start(
         token,
         trace_url: serving.trace_url,
         tls: serving.tls,
+        linger: serving.linger,
     };
     Ok(ffleet_dashboard::bind(ctx, operator, settings, shutdown).await?)
 }

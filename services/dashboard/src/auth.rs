@@ -105,9 +105,13 @@ impl Gate {
     /// Whether an action's form carries this process's CSRF token and comes from this origin
     /// (a browser names the origin of a cross-site form; a form on these pages is same-origin).
     pub fn action_allowed(&self, headers: &HeaderMap, csrf: &str) -> bool {
-        if !same(csrf, &self.csrf) {
-            return false;
-        }
+        same(csrf, &self.csrf) && self.same_site(headers)
+    }
+
+    /// Whether the request does not come from another site's page, as far as the browser
+    /// says (`Sec-Fetch-Site`, `Origin`): asked before a form's body is read, and of
+    /// downloads.
+    pub fn same_site(&self, headers: &HeaderMap) -> bool {
         let cross_site = headers
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())

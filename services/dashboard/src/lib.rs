@@ -61,6 +61,8 @@ pub struct Settings {
     pub trace_url: Option<String>,
     /// Serve HTTPS with this certificate (`None`: plain HTTP).
     pub tls: Option<tls::CertFiles>,
+    /// How long heartbeats are still followed after the last page went.
+    pub linger: std::time::Duration,
 }
 
 /// A dashboard bound to its address, not serving yet (`serve`).
@@ -114,7 +116,7 @@ pub async fn bind(
     }
     // A certificate that does not fit is refused before anything starts.
     let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
-    let view = view::View::watch(&ctx, shutdown.clone()).await?;
+    let view = view::View::watch(&ctx, settings.linger, shutdown.clone()).await?;
     // The first page shows what the buckets hold, not a fleet still loading.
     view.loaded(FIRST_PASS_WITHIN).await;
     let listener = tokio::net::TcpListener::bind(settings.listen)

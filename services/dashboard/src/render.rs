@@ -425,10 +425,7 @@ fn events_table(events: &Events) -> Markup {
                 }
             } }
         }
-        @if events.progress + events.segments > 0 {
-            p.sub { (events.progress) " progress events (the last listed), "
-                (events.segments) " segment reports (on the timeline)" }
-        }
+        p.sub { "the last progress is listed; segment reports are on the timeline" }
     }
 }
 

@@ -156,6 +156,13 @@ async fn upload(State(app): State<Shared>, headers: HeaderMap, mut form: Multipa
             .into_response();
     };
     let refuse = |status: StatusCode, why: String| (status, why).into_response();
+    // Another site's page is refused before a byte of its form is read.
+    if !app.gate.same_site(&headers) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "not from this dashboard's page".into(),
+        );
+    }
     let mut allowed = false;
     let mut choices = crate::upload::Choices::default();
     let mut received = None;
@@ -167,7 +174,10 @@ async fn upload(State(app): State<Shared>, headers: HeaderMap, mut form: Multipa
         };
         let name = field.name().unwrap_or_default().to_owned();
         if name == "csrf" {
-            let csrf = field.text().await.unwrap_or_default();
+            let csrf = match small_field(&mut field).await {
+                Ok(t) => t,
+                Err(refused) => return refused,
+            };
             if operator(&app, &headers, &Action { csrf }).is_err() {
                 return refuse(
                     StatusCode::FORBIDDEN,
@@ -185,11 +195,17 @@ async fn upload(State(app): State<Shared>, headers: HeaderMap, mut form: Multipa
         }
         match name.as_str() {
             "profile" => {
-                let p = field.text().await.unwrap_or_default();
+                let p = match small_field(&mut field).await {
+                    Ok(t) => t,
+                    Err(refused) => return refused,
+                };
                 choices.profile = Some(p).filter(|p| !p.is_empty());
             }
             "priority" => {
-                let p = field.text().await.unwrap_or_default();
+                let p = match small_field(&mut field).await {
+                    Ok(t) => t,
+                    Err(refused) => return refused,
+                };
                 match p.trim().parse::<i32>() {
                     Ok(n) => choices.priority = n,
                     Err(_) if p.trim().is_empty() => {}
@@ -242,8 +258,40 @@ async fn upload(State(app): State<Shared>, headers: HeaderMap, mut form: Multipa
     }
 }
 
+/// The most a form's field other than the file may hold.
+const SMALL_FIELD: usize = 256;
+
+/// A form field other than the file, read whole up to `SMALL_FIELD` bytes.
+async fn small_field(field: &mut axum::extract::multipart::Field<'_>) -> Result<String, Response> {
+    let mut got = Vec::new();
+    loop {
+        match field.chunk().await {
+            Ok(Some(c)) if got.len() + c.len() <= SMALL_FIELD => got.extend_from_slice(&c),
+            Ok(Some(_)) => {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a form field over {SMALL_FIELD} bytes"),
+                )
+                    .into_response());
+            }
+            Ok(None) => break,
+            Err(e) => return Err((e.status(), format!("reading the form: {e}")).into_response()),
+        }
+    }
+    String::from_utf8(got)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "a form field is not UTF-8").into_response())
+}
+
 /// A completed job's kept output (an upload's), streamed from the bucket.
-async fn download(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+async fn download(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    // Another site's page may not make this dashboard fetch whole outputs.
+    if !app.gate.same_site(&headers) {
+        return (StatusCode::FORBIDDEN, "not from this dashboard's page").into_response();
+    }
     let Some(uploads) = app.uploads.as_ref() else {
         return (
             StatusCode::FORBIDDEN,
@@ -266,7 +314,7 @@ async fn download(State(app): State<Shared>, Path(id): Path<String>) -> Response
     else {
         return (StatusCode::CONFLICT, format!("{job} has not completed")).into_response();
     };
-    let file = match uploads
+    let (file, len) = match uploads
         .fetch(&rec.request.output, out.digest.as_deref())
         .await
     {
@@ -284,7 +332,7 @@ async fn download(State(app): State<Shared>, Path(id): Path<String>) -> Response
     (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, out.bytes.to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),

@@ -1,6 +1,6 @@
 //! HTTPS when the dashboard is given a certificate: a listener whose connections are TLS
-//! streams, handshaken apart from the accept loop (each within `HANDSHAKE_WITHIN`), so a client
-//! that connects and says nothing holds up nobody else.
+//! streams, handshaken apart from the accept loop (each within `HANDSHAKE_WITHIN`, at most
+//! `HANDSHAKING` at once), so a client that connects and says nothing holds up nobody else.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,9 @@ use tokio_rustls::server::TlsStream;
 const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const WAITING: usize = 64;
+/// Handshakes under way at most: a connection past them is closed at once, so silent clients
+/// cannot take every file descriptor.
+const HANDSHAKING: usize = 256;
 
 /// A certificate chain and its private key, PEM files.
 #[derive(Debug, Clone)]
@@ -78,6 +81,7 @@ impl TlsListener {
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
         let addr = listener.local_addr()?;
         let (tx, ready) = tokio::sync::mpsc::channel(WAITING);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKING));
         let accepting = tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
@@ -89,8 +93,13 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many tls handshakes under way: connection closed");
+                    continue;
+                };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

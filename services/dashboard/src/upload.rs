@@ -23,8 +23,8 @@ pub enum UploadError {
     TooLarge(u64),
     #[error("no file was sent")]
     NoFile,
-    #[error("{0}")]
-    Form(String),
+    #[error("the job's output is not kept in the bucket (only an upload's is)")]
+    NotKept,
     #[error("no profile {0:?} (this fleet has: {1})")]
     Profile(String, String),
     #[error("writing the upload to the work directory: {0}")]
@@ -41,9 +41,8 @@ impl UploadError {
         use axum::http::StatusCode;
         match self {
             UploadError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            UploadError::NoFile | UploadError::Form(_) | UploadError::Profile(..) => {
-                StatusCode::BAD_REQUEST
-            }
+            UploadError::NoFile | UploadError::Profile(..) => StatusCode::BAD_REQUEST,
+            UploadError::NotKept => StatusCode::CONFLICT,
             UploadError::Disk(_) => StatusCode::INSUFFICIENT_STORAGE,
             UploadError::Store(_) | UploadError::Submit(_) => StatusCode::BAD_GATEWAY,
         }
@@ -194,29 +193,26 @@ impl Uploads {
     }
 
     /// Fetches a completed job's kept output (`output`: its request's output URI) into a
-    /// temporary file, checked against `digest`: the open file, already unlinked.
+    /// temporary file, checked against `digest`: the open file, already unlinked, and its
+    /// length.
     pub async fn fetch(
         &self,
         output: &str,
         digest: Option<&str>,
-    ) -> Result<tokio::fs::File, UploadError> {
+    ) -> Result<(tokio::fs::File, u64), UploadError> {
         let Ok(MediaUri::Object(key)) = MediaUri::output(output) else {
-            return Err(UploadError::Form(
-                "the job's output is not in the bucket".into(),
-            ));
+            return Err(UploadError::NotKept);
         };
         let store = self.store().await?;
-        let path = self.work.temp_path("output");
-        let fetched = store.download(&key, digest, &path).await;
-        let file = match fetched {
-            Ok(_) => tokio::fs::File::open(&path).await,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&path).await;
-                return Err(e.into());
-            }
+        // Removed however this ends, a client gone mid-fetch included.
+        let tmp = Received {
+            path: self.work.temp_path("output"),
+            name: String::new(),
         };
-        let _ = tokio::fs::remove_file(&path).await;
-        Ok(file?)
+        store.download(&key, digest, &tmp.path).await?;
+        let file = tokio::fs::File::open(&tmp.path).await?;
+        let len = file.metadata().await?.len();
+        Ok((file, len))
     }
 }
 

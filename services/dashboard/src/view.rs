@@ -137,10 +137,21 @@ struct Looking {
     last: Mutex<Instant>,
     /// Live streams open now: while any is, the watch goes on.
     streams: AtomicUsize,
-    /// Each watch's number: entries of a watch that was stopped are ignored.
+    /// Each watch's number: entries of a watch that was stopped are ignored. Changed only
+    /// with `running` held.
     generation: AtomicU64,
-    /// Set while a watch runs: what stops it, and whether its first pass is still awaited.
-    running: Mutex<Option<(CancellationToken, [Arc<AtomicBool>; 2])>>,
+    /// Set while a watch runs. Starting and stopping decide under this lock, so a page that
+    /// asks as the watch stops either keeps it or starts the next.
+    running: Mutex<Option<Run>>,
+    /// How long after the last look the watch stops.
+    linger: Duration,
+}
+
+/// A running watch: what stops it, its number, and whether each first pass is still awaited.
+struct Run {
+    stop: CancellationToken,
+    generation: u64,
+    passes: [Arc<AtomicBool>; 2],
 }
 
 /// Held by a live stream while it is open.
@@ -172,8 +183,9 @@ const FIRST_PASS: Duration = Duration::from_secs(5);
 /// A workers watch silent this long is rebuilt (see `kv::follow`).
 const HEARTBEAT_QUIET: Duration = Duration::from_secs(30);
 
-/// How long heartbeats are still followed after the last page or live stream went.
-const LINGER: Duration = Duration::from_secs(60);
+/// How long heartbeats are still followed after the last page or live stream went, unless
+/// told (`Settings::linger`).
+pub const LINGER: Duration = Duration::from_secs(60);
 
 /// A node unheard of this many TTLs is dropped from the page (its key may stay in the bucket
 /// until its max age).
@@ -191,6 +203,7 @@ impl View {
                 streams: AtomicUsize::new(0),
                 generation: AtomicU64::new(0),
                 running: Mutex::new(None),
+                linger: LINGER,
             }),
             source: None,
         }
@@ -223,9 +236,16 @@ impl View {
 
     /// Watches the jobs bucket and the segments done into a new view until `shutdown` fires;
     /// heartbeats are followed while pages ask for them (`want`).
-    pub async fn watch(ctx: &Ctx, shutdown: CancellationToken) -> Result<View, NatsError> {
+    pub async fn watch(
+        ctx: &Ctx,
+        linger: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<View, NatsError> {
         let mut view = View::new(ctx.config.fleet.heartbeat_ttl());
         view.source = Some((ctx.clone(), shutdown.clone()));
+        Arc::get_mut(&mut view.looking)
+            .expect("a new view's own")
+            .linger = linger;
         let v = view.clone();
         let mut pending = view.expect(ctx.jobs.store()).await;
         kv::follow_current(
@@ -240,18 +260,26 @@ impl View {
             },
         )
         .await?;
-        let v = view.clone();
-        let since = time::OffsetDateTime::now_utc() - throughput::WINDOW;
-        follow::follow(
-            &ctx.js,
-            ctx.retry,
-            subjects::STREAM_EVENTS,
-            subjects::segment_done_wildcard(),
-            follow::Start::At(since),
-            shutdown.clone(),
-            move |m| v.segment_done(m),
-        )
-        .await?;
+        // Throughput is the page's least part: the dashboard serves while its reader opens
+        // (and, where the credentials do not allow it, without throughput).
+        let (v, c, s) = (view.clone(), ctx.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let since = time::OffsetDateTime::now_utc() - throughput::WINDOW;
+            let w = v.clone();
+            let followed = follow::follow(
+                &c.js,
+                c.retry,
+                subjects::STREAM_EVENTS,
+                subjects::segment_done_wildcard(),
+                follow::Start::At(since),
+                s,
+                move |m| w.segment_done(m),
+            )
+            .await;
+            if let Err(e) = followed {
+                tracing::warn!(error = %e, "throughput: the events stream cannot be read");
+            }
+        });
         view.stop_looking_when_idle(shutdown);
         Ok(view)
     }
@@ -260,7 +288,7 @@ impl View {
     /// `FIRST_PASS`) for the bucket's current values.
     pub async fn want(&self) {
         *self.looking.last.lock().expect("looking lock") = Instant::now();
-        self.start_following().await;
+        self.start_following();
         self.loaded(FIRST_PASS).await;
     }
 
@@ -272,38 +300,70 @@ impl View {
         w
     }
 
-    async fn start_following(&self) {
+    /// Starts the heartbeat and unit-record watches unless they run. They open in a task of
+    /// their own: a page that goes away meanwhile leaves them opening, and a page waits for
+    /// them only as long as `want` does.
+    fn start_following(&self) {
         let Some((ctx, shutdown)) = &self.source else {
             return;
         };
         // Counted as loading before anyone else can see the watch running, so a page asking
         // meanwhile waits for the same first passes.
-        let (stop, passes) = {
+        let (stop, generation, [beats, units]) = {
             let mut running = self.looking.running.lock().expect("looking lock");
             if running.is_some() {
                 return;
             }
-            let stop = shutdown.child_token();
             let passes = [
                 Arc::new(AtomicBool::new(true)),
                 Arc::new(AtomicBool::new(true)),
             ];
             self.loading.send_modify(|n| *n += passes.len());
-            *running = Some((stop.clone(), passes.clone()));
-            (stop, passes)
+            let generation = self.looking.generation.fetch_add(1, Ordering::Relaxed) + 1;
+            let run = Run {
+                stop: shutdown.child_token(),
+                generation,
+                passes: passes.clone(),
+            };
+            let stop = run.stop.clone();
+            *running = Some(run);
+            (stop, generation, passes)
         };
-        let generation = self.looking.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let [beats, units] = passes;
-        for (store, pending) in [
-            (ctx.workers.store(), &beats),
-            (ctx.segments.store(), &units),
-        ] {
-            if store.status().await.is_ok_and(|s| s.values() == 0) {
-                self.pass_done(pending);
+        let (v, ctx) = (self.clone(), ctx.clone());
+        tokio::spawn(async move {
+            for (store, pending) in [
+                (ctx.workers.store(), &beats),
+                (ctx.segments.store(), &units),
+            ] {
+                if store.status().await.is_ok_and(|s| s.values() == 0) {
+                    v.pass_done(pending);
+                }
             }
-        }
-        let (v, p) = (self.clone(), beats.clone());
-        let followed = kv::follow_current(
+            let followed = v.follow_beats(&ctx, &stop, generation, &beats).await;
+            let followed = match followed {
+                Ok(()) => v.follow_units(&ctx, &stop, generation, &units).await,
+                Err(e) => Err(e),
+            };
+            match followed {
+                Ok(()) => tracing::debug!("following heartbeats and unit records"),
+                Err(e) => {
+                    // Only at shutdown: opening waits for JetStream as long as it takes.
+                    tracing::warn!(error = %e, "following heartbeats and unit records");
+                    v.stop_following(generation);
+                }
+            }
+        });
+    }
+
+    async fn follow_beats(
+        &self,
+        ctx: &Ctx,
+        stop: &CancellationToken,
+        generation: u64,
+        pending: &Arc<AtomicBool>,
+    ) -> Result<(), NatsError> {
+        let (v, p) = (self.clone(), pending.clone());
+        kv::follow_current(
             ctx.workers.store(),
             ctx.workers.policy(),
             stop.clone(),
@@ -319,40 +379,68 @@ impl View {
                 }
             },
         )
-        .await;
-        let followed = match followed {
-            Ok(()) => {
-                let (v, p) = (self.clone(), units.clone());
-                kv::follow_current(
-                    ctx.segments.store(),
-                    ctx.segments.policy(),
-                    stop,
-                    "segments",
-                    None,
-                    move |e| {
-                        if v.looking.generation.load(Ordering::Relaxed) == generation {
-                            v.unit_entry(e);
-                        }
-                        if e.delta == 0 {
-                            v.pass_done(&p);
-                        }
-                    },
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match followed {
-            Ok(()) => tracing::debug!("following heartbeats and unit records"),
-            Err(e) => {
-                tracing::warn!(error = %e, "following heartbeats and unit records");
-                if let Some((stop, _)) = self.looking.running.lock().expect("looking lock").take() {
-                    stop.cancel();
+        .await
+    }
+
+    async fn follow_units(
+        &self,
+        ctx: &Ctx,
+        stop: &CancellationToken,
+        generation: u64,
+        pending: &Arc<AtomicBool>,
+    ) -> Result<(), NatsError> {
+        let (v, p) = (self.clone(), pending.clone());
+        kv::follow_current(
+            ctx.segments.store(),
+            ctx.segments.policy(),
+            stop.clone(),
+            "segments",
+            None,
+            move |e| {
+                if v.looking.generation.load(Ordering::Relaxed) == generation {
+                    v.unit_entry(e);
                 }
-                self.pass_done(&beats);
-                self.pass_done(&units);
+                if e.delta == 0 {
+                    v.pass_done(&p);
+                }
+            },
+        )
+        .await
+    }
+
+    /// Stops watch `generation` if it is the one running (`None`: whichever runs, when nobody
+    /// has looked for `linger`), forgetting what it showed.
+    fn stop_following(&self, generation: impl Into<Option<u64>>) {
+        let generation = generation.into();
+        let run = {
+            let mut running = self.looking.running.lock().expect("looking lock");
+            let due = match generation {
+                Some(g) => running.as_ref().is_some_and(|r| r.generation == g),
+                None => {
+                    self.looking.streams.load(Ordering::Relaxed) == 0
+                        && self.looking.last.lock().expect("looking lock").elapsed()
+                            > self.looking.linger
+                }
+            };
+            if !due {
+                return;
             }
+            let Some(run) = running.take() else {
+                return;
+            };
+            self.looking.generation.fetch_add(1, Ordering::Relaxed);
+            run
+        };
+        run.stop.cancel();
+        for p in &run.passes {
+            self.pass_done(p);
         }
+        let mut inner = self.inner.lock().expect("view lock");
+        inner.nodes.clear();
+        inner.units.clear();
+        drop(inner);
+        tracing::debug!("nobody looks: heartbeats and unit records no longer followed");
+        self.bump();
     }
 
     /// A watch's first pass is over (or the watch is): the page need not wait for it.
@@ -362,33 +450,17 @@ impl View {
         }
     }
 
-    /// Stops following heartbeats once nobody has looked for `LINGER`.
+    /// Stops following heartbeats once nobody has looked for the linger time.
     fn stop_looking_when_idle(&self, shutdown: CancellationToken) {
         let v = self.clone();
+        let every = (self.looking.linger / 4).max(Duration::from_millis(100));
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(LINGER / 4) => {}
+                    _ = tokio::time::sleep(every) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                let idle = v.looking.streams.load(Ordering::Relaxed) == 0
-                    && v.looking.last.lock().expect("looking lock").elapsed() > LINGER;
-                if !idle {
-                    continue;
-                }
-                let Some((stop, passes)) = v.looking.running.lock().expect("looking lock").take()
-                else {
-                    continue;
-                };
-                v.looking.generation.fetch_add(1, Ordering::Relaxed);
-                stop.cancel();
-                for p in &passes {
-                    v.pass_done(p);
-                }
-                let mut inner = v.inner.lock().expect("view lock");
-                inner.nodes.clear();
-                inner.units.clear();
-                tracing::debug!("nobody looks: heartbeats no longer followed");
+                v.stop_following(None);
             }
         });
     }
@@ -461,10 +533,13 @@ impl View {
             Operation::Delete | Operation::Purge => None,
         };
         let mut inner = self.inner.lock().expect("view lock");
+        // Kept for unfinished jobs only: a finished job's map is on its page.
+        let finished = inner.jobs.get(&job).is_some_and(|r| r.state.is_terminal());
         match cell {
-            Some(c) => {
+            Some(c) if !finished => {
                 inner.units.entry(job).or_default().insert(unit, c);
             }
+            Some(_) => {}
             None => {
                 if let Some(units) = inner.units.get_mut(&job) {
                     units.remove(&unit);
@@ -507,6 +582,9 @@ impl View {
     /// A job's record as it now is (`None`: deleted).
     pub fn set_job(&self, id: JobId, rec: Option<&JobRecord>) {
         let mut inner = self.inner.lock().expect("view lock");
+        if rec.is_none_or(|r| r.state.is_terminal()) {
+            inner.units.remove(&id);
+        }
         match rec {
             Some(r) => inner.jobs.insert(id, JobRow::of(r)),
             None => inner.jobs.remove(&id),

@@ -1,7 +1,7 @@
-//! Reading a retained stream (the events stream) by subject without a durable consumer:
-//! `follow` keeps a live view fed from a point in time on, and `read` takes what is stored now.
-//! Both use ordered push consumers, which the server forgets when the reader goes, so a reader
-//! leaves nothing behind and needs no write grant (`security`'s `reader`).
+//! Following a retained stream (the events stream) by subject without a durable consumer: a
+//! live view fed from a point in time on, through an ordered push consumer, which the server
+//! forgets when the reader goes, so a reader leaves nothing behind and needs no write grant
+//! (`security`'s `reader`).
 
 use super::NatsError;
 use super::retry::{self, Patience, Policy};
@@ -9,7 +9,6 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig};
 use async_nats::jetstream::{Context, Message};
 use futures::StreamExt;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Where a reader starts.
@@ -28,10 +27,11 @@ async fn open(
     stream: &str,
     filter: &str,
     from: DeliverPolicy,
-) -> Result<(Ordered, u64), NatsError> {
-    let inbox = js.client().new_inbox();
+) -> Result<Ordered, NatsError> {
     retry::retry(policy, "ordered consumer", stream, patience, |_| {
-        let (inbox, from) = (inbox.clone(), from);
+        // A fresh inbox each try: a try that timed out may still have made its consumer,
+        // which would push into the old one.
+        let inbox = js.client().new_inbox();
         async move {
             let s = js.get_stream_no_info(stream).await?;
             let consumer = s
@@ -42,10 +42,7 @@ async fn open(
                     ..OrderedConfig::default()
                 })
                 .await?;
-            // Matching messages stored when it was made: none, and nothing is coming to wait for.
-            let pending = consumer.cached_info().num_pending;
-            let messages = consumer.messages().await?;
-            Ok::<_, super::BoxError>((messages, pending))
+            Ok::<_, super::BoxError>(consumer.messages().await?)
         }
     })
     .await
@@ -72,7 +69,7 @@ pub async fn follow(
     mut apply: impl FnMut(&Message) + Send + 'static,
 ) -> Result<(), NatsError> {
     let first = tokio::select! {
-        o = open(js, policy, Patience::Forever, stream, &filter, deliver_from(start)) => o?.0,
+        o = open(js, policy, Patience::Forever, stream, &filter, deliver_from(start)) => o?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let js = js.clone();
@@ -86,9 +83,13 @@ pub async fn follow(
             };
             let why = match next {
                 Some(Ok(m)) => {
-                    if let Ok(info) = m.info() {
-                        last = last.max(info.stream_sequence);
+                    // A rebuilt consumer starts after the last delivered: anything at or
+                    // before it (a consumer of an earlier try still pushing) was applied.
+                    let seq = m.info().map_or(0, |i| i.stream_sequence);
+                    if seq != 0 && seq <= last {
+                        continue;
                     }
+                    last = last.max(seq);
                     apply(&m);
                     continue;
                 }
@@ -106,56 +107,15 @@ pub async fn follow(
             };
             messages = tokio::select! {
                 o = open(&js, policy, Patience::Forever, stream, &filter, from) => match o {
-                    Ok((m, _)) => m,
-                    Err(_) => return,
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(stream, filter = %filter, error = %e, "stream reader not rebuilt: it stops");
+                        return;
+                    }
                 },
                 _ = shutdown.cancelled() => return,
             };
         }
     });
     Ok(())
-}
-
-/// What `stream` holds on `filter` now, oldest first: at most `limit` messages, read for at most
-/// `within` (what was read by then is returned). The newest are kept when there are more.
-pub async fn read(
-    js: &Context,
-    policy: Policy,
-    stream: &str,
-    filter: &str,
-    limit: usize,
-    within: Duration,
-) -> Result<Vec<Message>, NatsError> {
-    let mut out: std::collections::VecDeque<Message> = std::collections::VecDeque::new();
-    let reading = async {
-        let (mut messages, stored) = open(
-            js,
-            policy,
-            policy.window(),
-            stream,
-            filter,
-            DeliverPolicy::All,
-        )
-        .await?;
-        if stored == 0 {
-            return Ok(());
-        }
-        while let Some(m) = messages.next().await {
-            let m = m.map_err(|e| NatsError::op("reading a stream", e))?;
-            let pending = m.info().map_or(0, |i| i.pending);
-            out.push_back(m);
-            if out.len() > limit {
-                out.pop_front();
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok::<(), NatsError>(())
-    };
-    match tokio::time::timeout(within, reading).await {
-        Ok(r) => r?,
-        Err(_) => tracing::debug!(stream, filter, read = out.len(), "stream read cut short"),
-    }
-    Ok(out.into())
 }

@@ -530,10 +530,16 @@ impl Permissions {
     /// would lose them).
     fn events_reader(&mut self) {
         self.reader(subjects::STREAM_EVENTS);
-        let merger = subjects::CONSUMER_MERGER;
-        self.deny(js_api::consumer_next(subjects::STREAM_EVENTS, merger));
-        self.deny(js_api::ack(subjects::STREAM_EVENTS, merger));
-        self.deny(js_api::consumer_delete(subjects::STREAM_EVENTS, merger));
+        let (events, merger) = (subjects::STREAM_EVENTS, subjects::CONSUMER_MERGER);
+        self.deny(js_api::consumer_next(events, merger));
+        self.deny(js_api::ack(events, merger));
+        self.deny(js_api::consumer_delete(events, merger));
+        // Creating a consumer of that name would update the merger's: its filter, its limits.
+        self.deny(js_api::consumer_create_unfiltered(events, merger));
+        self.deny(format!(
+            "{}.>",
+            js_api::consumer_create_unfiltered(events, merger)
+        ));
     }
 
     /// The media object store: chunks and metadata written and read (message gets: no consumer
@@ -848,6 +854,12 @@ mod tests {
             js_api::consumer_next(events, subjects::CONSUMER_MERGER),
             js_api::ack(events, subjects::CONSUMER_MERGER),
             js_api::consumer_delete(events, subjects::CONSUMER_MERGER),
+            js_api::consumer_create_unfiltered(events, subjects::CONSUMER_MERGER),
+            js_api::consumer_create(
+                events,
+                subjects::CONSUMER_MERGER,
+                &subjects::segment_done_wildcard(),
+            ),
         ] {
             assert!(!p.may_publish(&denied), "{denied}");
         }
