@@ -15,8 +15,10 @@ pub enum SecretsCommand {
     Init(InitArgs),
     /// Print what each role may publish and subscribe to, as the server enforces it.
     Permissions,
-    /// Write DIR's `auth.conf` again with this release's permissions (after an upgrade); reload
-    /// the servers afterwards (`nats-server --signal reload`, or SIGHUP).
+    /// Write DIR's `auth.conf` again with this release's permissions (after an upgrade),
+    /// first adding what this release makes and DIR lacks (the dashboard's `viewer.nk` and
+    /// `dashboard.token`); reload the servers afterwards (`nats-server --signal reload`, or
+    /// SIGHUP).
     Auth(AuthArgs),
     /// Add a tenant to DIR: its own submitter credentials (`tenant-NAME.nk`), and `auth.conf`
     /// written again with them; reload the servers afterwards.
@@ -96,7 +98,10 @@ pub fn run(cli: &Cli, cmd: &SecretsCommand) -> Result<i32> {
             Ok(0)
         }
         SecretsCommand::Auth(a) => {
-            let path = crate::secrets::rewrite_auth(&a.dir, &media, a.upgrade)?;
+            let (made, path) = crate::secrets::upgrade_dir(&a.dir, &media, a.upgrade)?;
+            for f in &made {
+                println!("{} added", f.display());
+            }
             println!(
                 "{} written; reload every nats-server to apply it",
                 path.display()

@@ -71,13 +71,7 @@ pub fn init_for(dir: &Path, hosts: &[String], media: &str, tenants: &[Tenant]) -
     for role in Role::ALL {
         user(&s, &role.to_string())?;
     }
-    // Two random UUIDs: 244 bits, hex, nothing a shell or a header must escape.
-    let token = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    write(&s.dashboard_token(), &format!("{token}\n"), true)?;
+    dashboard_token(&s)?;
     for t in tenants {
         user(&s, &subjects::tenant_identity(t))?;
     }
@@ -89,6 +83,45 @@ pub fn init_for(dir: &Path, hosts: &[String], media: &str, tenants: &[Tenant]) -
     )?;
     write(&s.server_conf(), &server_conf(&s), false)?;
     Ok(s)
+}
+
+/// A new dashboard token: two random UUIDs, 244 bits, hex, nothing a shell or a header must
+/// escape.
+fn dashboard_token(s: &Secrets) -> Result<()> {
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write(&s.dashboard_token(), &format!("{token}\n"), true)
+}
+
+/// Adds to `s` what this release makes and a directory from an earlier one lacks: the roles
+/// that came later (the dashboard's viewer) and the dashboard's token. Returns the files made;
+/// nothing existing is touched.
+pub fn complete(s: &Secrets) -> Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    for role in Role::ALL.into_iter().filter(|r| r.added_later()) {
+        let (seed, public) = (s.seed(role), s.dir().join(format!("{role}.pub")));
+        match (seed.is_file(), public.is_file()) {
+            (true, true) => {}
+            (false, false) => {
+                user(s, role.name())?;
+                made.extend([seed, public]);
+            }
+            // Half a user: made by hand, or cut short. Not guessed at.
+            _ => bail!(
+                "{} and {} must both exist or both be missing",
+                seed.display(),
+                public.display()
+            ),
+        }
+    }
+    if !s.dashboard_token().is_file() {
+        dashboard_token(s)?;
+        made.push(s.dashboard_token());
+    }
+    Ok(made)
 }
 
 /// A new nkey user `identity` (a role's or a tenant's name): its seed and its public key.
@@ -157,7 +190,26 @@ fn public_keys(s: &Secrets) -> Result<PublicKeys> {
 pub fn rewrite_auth(dir: &Path, media: &str, upgrade: bool) -> Result<PathBuf> {
     let s = Secrets::open(dir)?;
     let (users, tenants) = public_keys(&s)?;
-    let text = auth_conf::render_with(&users, &tenants, media, upgrade);
+    write_auth(&s, &users, &tenants, media, upgrade)
+}
+
+/// `rewrite_auth`, first adding what this release makes and `dir` lacks (`complete`): the
+/// files it added, and `auth.conf`'s path.
+pub fn upgrade_dir(dir: &Path, media: &str, upgrade: bool) -> Result<(Vec<PathBuf>, PathBuf)> {
+    let s = Secrets::open(dir)?;
+    let made = complete(&s)?;
+    let (users, tenants) = public_keys(&s)?;
+    Ok((made, write_auth(&s, &users, &tenants, media, upgrade)?))
+}
+
+fn write_auth(
+    s: &Secrets,
+    users: &[(Role, String)],
+    tenants: &[(Tenant, String)],
+    media: &str,
+    upgrade: bool,
+) -> Result<PathBuf> {
+    let text = auth_conf::render_with(users, tenants, media, upgrade);
     let path = s.auth_conf();
     // The file is rewritten in place (see above), so a write cut short would leave half of it:
     // the previous one is kept beside it first.

@@ -11,7 +11,7 @@ use ffleet_runtime::security::Role;
 use ffleet_runtime::{Tenant, subjects};
 use std::path::{Path, PathBuf};
 
-pub use generate::{add_tenant, init, init_for, rewrite_auth};
+pub use generate::{add_tenant, init, init_for, rewrite_auth, upgrade_dir};
 
 /// Names every certificate carries besides the `--host`s given.
 pub const DEFAULT_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
@@ -204,6 +204,42 @@ mod tests {
         rewrite_auth(&path, subjects::BUCKET_MEDIA, true)?;
         let auth = std::fs::read_to_string(s.auth_conf())?;
         assert!(auth.contains("# tenant later"), "{auth}");
+        Ok(())
+    }
+
+    /// A directory made before the dashboard (no viewer, no token) works as it is, and
+    /// `secrets auth` adds what it lacks, with the viewer in `auth.conf`, touching nothing else.
+    #[test]
+    fn an_earlier_releases_directory_gains_the_viewer_and_the_token() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s");
+        let s = init(&path, &[])?;
+        let admin = std::fs::read_to_string(s.seed(Role::Admin))?;
+        for f in [
+            s.seed(Role::Viewer),
+            path.join("viewer.pub"),
+            s.dashboard_token(),
+        ] {
+            std::fs::remove_file(f)?;
+        }
+        rewrite_auth(&path, subjects::BUCKET_MEDIA, false)?;
+        let auth = std::fs::read_to_string(s.auth_conf())?;
+        assert!(!auth.contains("# viewer"), "{auth}");
+        Secrets::open(&path)?;
+
+        let (made, _) = upgrade_dir(&path, subjects::BUCKET_MEDIA, false)?;
+        assert_eq!(made.len(), 3, "{made:?}");
+        assert!(s.seed(Role::Viewer).is_file() && s.dashboard_token().is_file());
+        let auth = std::fs::read_to_string(s.auth_conf())?;
+        let viewer = std::fs::read_to_string(path.join("viewer.pub"))?;
+        assert!(auth.contains(viewer.trim()), "{auth}");
+        assert_eq!(std::fs::read_to_string(s.seed(Role::Admin))?, admin);
+        // Again: nothing more to add.
+        let (made, _) = upgrade_dir(&path, subjects::BUCKET_MEDIA, false)?;
+        assert!(made.is_empty(), "{made:?}");
+        // Half a user is not guessed at.
+        std::fs::remove_file(path.join("viewer.pub"))?;
+        assert!(upgrade_dir(&path, subjects::BUCKET_MEDIA, false).is_err());
         Ok(())
     }
 

@@ -339,9 +339,29 @@ impl View {
                     v.pass_done(pending);
                 }
             }
-            let followed = v.follow_beats(&ctx, &stop, generation, &beats).await;
+            let followed = v
+                .follow_while_looking(
+                    ctx.workers.store(),
+                    ctx.workers.policy(),
+                    "workers",
+                    // Heartbeats change every second: a quiet watch is one to rebuild.
+                    Some(HEARTBEAT_QUIET),
+                    (&stop, generation, &beats),
+                    View::node_entry,
+                )
+                .await;
             let followed = match followed {
-                Ok(()) => v.follow_units(&ctx, &stop, generation, &units).await,
+                Ok(()) => {
+                    v.follow_while_looking(
+                        ctx.segments.store(),
+                        ctx.segments.policy(),
+                        "segments",
+                        None,
+                        (&stop, generation, &units),
+                        View::unit_entry,
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             };
             match followed {
@@ -355,56 +375,26 @@ impl View {
         });
     }
 
-    async fn follow_beats(
+    /// Follows `store` for watch `generation`: `apply` takes its entries while that watch is
+    /// the one running, and the end of its first pass clears `pending`.
+    async fn follow_while_looking(
         &self,
-        ctx: &Ctx,
-        stop: &CancellationToken,
-        generation: u64,
-        pending: &Arc<AtomicBool>,
+        store: &async_nats::jetstream::kv::Store,
+        policy: ffleet_runtime::nats::retry::Policy,
+        what: &'static str,
+        idle: Option<Duration>,
+        (stop, generation, pending): (&CancellationToken, u64, &Arc<AtomicBool>),
+        apply: fn(&View, &Entry),
     ) -> Result<(), NatsError> {
         let (v, p) = (self.clone(), pending.clone());
-        kv::follow_current(
-            ctx.workers.store(),
-            ctx.workers.policy(),
-            stop.clone(),
-            "workers",
-            // Heartbeats change every second: a quiet watch is one to rebuild.
-            Some(HEARTBEAT_QUIET),
-            move |e| {
-                if v.looking.generation.load(Ordering::Relaxed) == generation {
-                    v.node_entry(e);
-                }
-                if e.delta == 0 {
-                    v.pass_done(&p);
-                }
-            },
-        )
-        .await
-    }
-
-    async fn follow_units(
-        &self,
-        ctx: &Ctx,
-        stop: &CancellationToken,
-        generation: u64,
-        pending: &Arc<AtomicBool>,
-    ) -> Result<(), NatsError> {
-        let (v, p) = (self.clone(), pending.clone());
-        kv::follow_current(
-            ctx.segments.store(),
-            ctx.segments.policy(),
-            stop.clone(),
-            "segments",
-            None,
-            move |e| {
-                if v.looking.generation.load(Ordering::Relaxed) == generation {
-                    v.unit_entry(e);
-                }
-                if e.delta == 0 {
-                    v.pass_done(&p);
-                }
-            },
-        )
+        kv::follow_current(store, policy, stop.clone(), what, idle, move |e| {
+            if v.looking.generation.load(Ordering::Relaxed) == generation {
+                apply(&v, e);
+            }
+            if e.delta == 0 {
+                v.pass_done(&p);
+            }
+        })
         .await
     }
 
