@@ -38,7 +38,7 @@ impl Secrets {
             s.server_conf(),
         ];
         // A directory made before a role existed lacks it (the viewer came with the
-        // dashboard): `ffleet secrets init` in a fresh directory makes it.
+        // dashboard): `ffleet secrets auth` adds it.
         needed.extend(
             Role::ALL
                 .into_iter()
@@ -54,9 +54,15 @@ impl Secrets {
     }
 
     /// Opens `dir`, making it first (granting `media` as the object store bucket) when it holds
-    /// no secrets yet.
+    /// no secrets yet. One made by an earlier release gets what this one adds, and this
+    /// release's `auth.conf` (`ffleet up` starts its server after this: every process is of
+    /// this release).
     pub fn open_or_init(dir: &Path, hosts: &[String], media: &str) -> Result<Secrets> {
         if dir.join(CA).is_file() {
+            let (made, _) = upgrade_dir(dir, media, false)?;
+            for f in made {
+                tracing::info!(file = %f.display(), "secrets: added what this release makes");
+            }
             Secrets::open(dir)
         } else {
             init_for(dir, hosts, media, &[])

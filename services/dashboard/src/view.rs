@@ -218,7 +218,9 @@ impl View {
 
     /// Counts bucket `store` as loading unless it holds nothing; returns whether it does.
     async fn expect(&self, store: &async_nats::jetstream::kv::Store) -> bool {
-        let empty = store.status().await.is_ok_and(|s| s.values() == 0);
+        // A bucket whose status cannot be had (an election) is not waited for: an empty
+        // one would never end its first pass.
+        let empty = !matches!(store.status().await, Ok(s) if s.values() > 0);
         if !empty {
             self.loading.send_modify(|n| *n += 1);
         }
@@ -335,7 +337,8 @@ impl View {
                 (ctx.workers.store(), &beats),
                 (ctx.segments.store(), &units),
             ] {
-                if store.status().await.is_ok_and(|s| s.values() == 0) {
+                // As in `expect`: unknown is not waited for.
+                if !matches!(store.status().await, Ok(s) if s.values() > 0) {
                     v.pass_done(pending);
                 }
             }
@@ -384,13 +387,11 @@ impl View {
         what: &'static str,
         idle: Option<Duration>,
         (stop, generation, pending): (&CancellationToken, u64, &Arc<AtomicBool>),
-        apply: fn(&View, &Entry),
+        apply: fn(&View, &Entry, u64),
     ) -> Result<(), NatsError> {
         let (v, p) = (self.clone(), pending.clone());
         kv::follow_current(store, policy, stop.clone(), what, idle, move |e| {
-            if v.looking.generation.load(Ordering::Relaxed) == generation {
-                apply(&v, e);
-            }
+            apply(&v, e, generation);
             if e.delta == 0 {
                 v.pass_done(&p);
             }
@@ -484,7 +485,14 @@ impl View {
         self.inner.lock().expect("view lock").throughput.series(now)
     }
 
-    fn node_entry(&self, e: &Entry) {
+    /// Whether watch `generation` is the one running, asked with the view's lock held: a
+    /// stop bumps the number before it clears the view under that lock, so an entry of the
+    /// watch it stopped is either cleared with the rest or not applied.
+    fn current(&self, generation: u64) -> bool {
+        self.looking.generation.load(Ordering::Relaxed) == generation
+    }
+
+    fn node_entry(&self, e: &Entry, generation: u64) {
         let Ok(id) = NodeId::new(e.key.as_str()) else {
             return;
         };
@@ -496,6 +504,9 @@ impl View {
             Operation::Delete | Operation::Purge => None,
         };
         let mut inner = self.inner.lock().expect("view lock");
+        if !self.current(generation) {
+            return;
+        }
         match beat {
             Some(b) => inner.nodes.insert(id, b),
             None => inner.nodes.remove(&id),
@@ -504,7 +515,7 @@ impl View {
         self.bump();
     }
 
-    fn unit_entry(&self, e: &Entry) {
+    fn unit_entry(&self, e: &Entry, generation: u64) {
         let Some((job, unit)) = e.key.rsplit_once('.') else {
             return;
         };
@@ -523,6 +534,9 @@ impl View {
             Operation::Delete | Operation::Purge => None,
         };
         let mut inner = self.inner.lock().expect("view lock");
+        if !self.current(generation) {
+            return;
+        }
         // Kept for unfinished jobs only: a finished job's map is on its page.
         let finished = inner.jobs.get(&job).is_some_and(|r| r.state.is_terminal());
         match cell {

@@ -12,7 +12,8 @@ pub fn render(users: &[(Role, String)], tenants: &[(Tenant, String)], media: &st
 }
 
 /// `render`, with `upgrade` adding what an earlier release's processes need during a rolling
-/// upgrade (`Permissions::with_upgrade_grants`; tenants are new, so theirs stay as they are).
+/// upgrade (`Permissions::with_upgrade_grants`; tenants and roles added later, such as the
+/// viewer, are new, so theirs stay as they are).
 pub fn render_with(
     users: &[(Role, String)],
     tenants: &[(Tenant, String)],
@@ -30,7 +31,13 @@ pub fn render_with(
     out.push_str("authorization {\n  users = [\n");
     let roles = users.iter().map(|(role, nkey)| {
         let p = role.permissions_for(media);
-        let p = if upgrade { p.with_upgrade_grants() } else { p };
+        // A role this release added has no earlier processes to serve: `_INBOX.>` and the
+        // other old grants would only widen it.
+        let p = if upgrade && !role.added_later() {
+            p.with_upgrade_grants()
+        } else {
+            p
+        };
         (role.to_string(), nkey, p)
     });
     let tenants = tenants
@@ -104,5 +111,25 @@ mod tests {
         // The scheduler (status requests), the encoder (the operator's node requests), the
         // merger (cancel requests) and the splitter (retry requests).
         assert_eq!(text.matches("allow_responses: true").count(), 4, "{text}");
+    }
+
+    /// An upgrade's file grants an earlier release's processes what they need, but never a
+    /// role that had none: the viewer gets no `_INBOX.>`.
+    #[test]
+    fn upgrade_grants_go_to_the_roles_earlier_releases_had() {
+        let users: Vec<(Role, String)> = Role::ALL
+            .into_iter()
+            .map(|r| (r, format!("U{}", r.name().to_uppercase())))
+            .collect();
+        let text = render_with(&users, &[], ffleet_protocol::subjects::BUCKET_MEDIA, true);
+        let entry = |role: Role| -> &str {
+            let start = text
+                .find(&format!("# {role}\n"))
+                .unwrap_or_else(|| panic!("no {role}: {text}"));
+            let rest = &text[start..];
+            &rest[..rest[1..].find("    # ").map_or(rest.len(), |i| i + 1)]
+        };
+        assert!(entry(Role::Submitter).contains("\"_INBOX.>\""), "{text}");
+        assert!(!entry(Role::Viewer).contains("\"_INBOX.>\""), "{}", entry(Role::Viewer));
     }
 }
