@@ -130,6 +130,10 @@ mod tests {
             &rest[..rest[1..].find("    # ").map_or(rest.len(), |i| i + 1)]
         };
         assert!(entry(Role::Submitter).contains("\"_INBOX.>\""), "{text}");
-        assert!(!entry(Role::Viewer).contains("\"_INBOX.>\""), "{}", entry(Role::Viewer));
+        assert!(
+            !entry(Role::Viewer).contains("\"_INBOX.>\""),
+            "{}",
+            entry(Role::Viewer)
+        );
     }
 }
