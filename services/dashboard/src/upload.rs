@@ -59,17 +59,20 @@ pub struct Uploads {
     store: tokio::sync::OnceCell<ObjectStore>,
 }
 
-/// A file received from the browser, in the work directory until dropped.
-pub struct Received {
-    path: PathBuf,
-    /// The browser's name for it, reduced to key characters.
-    name: String,
+/// A file of the work directory, removed when dropped (however the request ends).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
-impl Drop for Received {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// A file received from the browser, in the work directory until dropped.
+pub struct Received {
+    file: TempFile,
+    /// The browser's name for it, reduced to key characters.
+    name: String,
 }
 
 /// The request's settings the form gives.
@@ -122,10 +125,10 @@ impl Uploads {
     ) -> Result<(tokio::fs::File, Received), UploadError> {
         let name = base_name(browser_name);
         let received = Received {
-            path: self.work.temp_path(&name),
+            file: TempFile(self.work.temp_path(&name)),
             name,
         };
-        let file = tokio::fs::File::create(&received.path).await?;
+        let file = tokio::fs::File::create(&received.file.0).await?;
         Ok((file, received))
     }
 
@@ -159,7 +162,7 @@ impl Uploads {
         let input_key = storage::keys::job_input(&job, &got.name);
         let output_key = storage::keys::kept_output(&job, &format!("{stem}.mp4"));
         let store = self.store().await?;
-        let stored = store.put_file(&got.path, &input_key).await?;
+        let stored = store.put_file(&got.file.0, &input_key).await?;
         drop(got);
         let req = JobRequest {
             version: CURRENT,
@@ -205,12 +208,9 @@ impl Uploads {
         };
         let store = self.store().await?;
         // Removed however this ends, a client gone mid-fetch included.
-        let tmp = Received {
-            path: self.work.temp_path("output"),
-            name: String::new(),
-        };
-        store.download(&key, digest, &tmp.path).await?;
-        let file = tokio::fs::File::open(&tmp.path).await?;
+        let tmp = TempFile(self.work.temp_path("output"));
+        store.download(&key, digest, &tmp.0).await?;
+        let file = tokio::fs::File::open(&tmp.0).await?;
         let len = file.metadata().await?.len();
         Ok((file, len))
     }

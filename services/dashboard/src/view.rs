@@ -216,24 +216,16 @@ impl View {
         let _ = tokio::time::timeout(within, rx.wait_for(|n| *n == 0)).await;
     }
 
-    /// Counts bucket `store` as loading unless it holds nothing; returns whether it does.
-    async fn expect(&self, store: &async_nats::jetstream::kv::Store) -> bool {
-        // A bucket whose status cannot be had (an election) is not waited for: an empty
-        // one would never end its first pass.
-        let empty = !matches!(store.status().await, Ok(s) if s.values() > 0);
-        if !empty {
-            self.loading.send_modify(|n| *n += 1);
+    /// A first pass of `store` to wait for, counted as loading from now until `pass_done`:
+    /// none when the bucket holds nothing, or when its size cannot be had (an election), as
+    /// an empty bucket's pass never ends.
+    async fn first_pass_of(&self, store: &async_nats::jetstream::kv::Store) -> Arc<AtomicBool> {
+        let pending = Arc::new(AtomicBool::new(true));
+        self.loading.send_modify(|n| *n += 1);
+        if !matches!(store.status().await, Ok(s) if s.values() > 0) {
+            self.pass_done(&pending);
         }
-        !empty
-    }
-
-    /// Marks one bucket's first pass delivered, when `e` is its last entry (`delta` 0).
-    fn first_pass(&self, e: &Entry, pending: &mut bool) {
-        if *pending && e.delta == 0 {
-            *pending = false;
-            tracing::debug!(bucket = %e.bucket, revision = e.revision, "bucket's first pass delivered");
-            self.loading.send_modify(|n| *n = n.saturating_sub(1));
-        }
+        pending
     }
 
     /// Watches the jobs bucket and the segments done into a new view until `shutdown` fires;
@@ -249,7 +241,7 @@ impl View {
             .expect("a new view's own")
             .linger = linger;
         let v = view.clone();
-        let mut pending = view.expect(ctx.jobs.store()).await;
+        let pending = view.first_pass_of(ctx.jobs.store()).await;
         kv::follow_current(
             ctx.jobs.store(),
             ctx.jobs.policy(),
@@ -258,7 +250,9 @@ impl View {
             None,
             move |e| {
                 v.job_entry(e);
-                v.first_pass(e, &mut pending);
+                if e.delta == 0 {
+                    v.pass_done(&pending);
+                }
             },
         )
         .await?;
@@ -273,7 +267,7 @@ impl View {
                 c.retry,
                 subjects::STREAM_EVENTS,
                 subjects::segment_done_wildcard(),
-                follow::Start::At(since),
+                since,
                 s,
                 move |m| w.segment_done(m),
             )
@@ -337,7 +331,7 @@ impl View {
                 (ctx.workers.store(), &beats),
                 (ctx.segments.store(), &units),
             ] {
-                // As in `expect`: unknown is not waited for.
+                // As in `first_pass_of`: nothing, or unknown, is not waited for.
                 if !matches!(store.status().await, Ok(s) if s.values() > 0) {
                     v.pass_done(pending);
                 }

@@ -11,15 +11,6 @@ use async_nats::jetstream::{Context, Message};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-/// Where a reader starts.
-#[derive(Debug, Clone, Copy)]
-pub enum Start {
-    /// The oldest message stored.
-    Oldest,
-    /// The first message stored at or after this time.
-    At(time::OffsetDateTime),
-}
-
 async fn open(
     js: &Context,
     policy: Policy,
@@ -48,14 +39,7 @@ async fn open(
     .await
 }
 
-fn deliver_from(start: Start) -> DeliverPolicy {
-    match start {
-        Start::Oldest => DeliverPolicy::All,
-        Start::At(t) => DeliverPolicy::ByStartTime { start_time: t },
-    }
-}
-
-/// Calls `apply` for every message of `stream` on `filter` from `start` on, until `shutdown`
+/// Calls `apply` for every message of `stream` on `filter` stored from `since` on, until `shutdown`
 /// fires. A consumer that fails or ends is rebuilt from the sequence after the last message
 /// delivered, so none is missed or delivered twice; opening it waits for JetStream as long as
 /// it takes, each try bounded by `policy`.
@@ -64,12 +48,12 @@ pub async fn follow(
     policy: Policy,
     stream: &'static str,
     filter: String,
-    start: Start,
+    since: time::OffsetDateTime,
     shutdown: CancellationToken,
     mut apply: impl FnMut(&Message) + Send + 'static,
 ) -> Result<(), NatsError> {
     let first = tokio::select! {
-        o = open(js, policy, Patience::Forever, stream, &filter, deliver_from(start)) => o?,
+        o = open(js, policy, Patience::Forever, stream, &filter, DeliverPolicy::ByStartTime { start_time: since }) => o?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let js = js.clone();
@@ -99,7 +83,7 @@ pub async fn follow(
             tracing::warn!(stream, filter = %filter, error = %why, from_sequence = last + 1, "stream reader lost, rebuilding");
             tokio::time::sleep(retry::backoff(1)).await;
             let from = if last == 0 {
-                deliver_from(start)
+                DeliverPolicy::ByStartTime { start_time: since }
             } else {
                 DeliverPolicy::ByStartSequence {
                     start_sequence: last + 1,
