@@ -1,7 +1,7 @@
 //! Sources as users have them, end to end on real nats-server and ffmpeg: rotated and mirrored
 //! phone video, odd sizes and chroma layouts, colour tags and full range, several audio and
-//! subtitle tracks with chapters, damaged packets, HDR10 metadata, and segments of one or two
-//! frames. Every output is compared frame by frame
+//! subtitle tracks with chapters, damaged packets, HDR10 metadata, segments of one or two
+//! frames, and segments that start between keyframes (sparse keyframes, open GOP). Every output is compared frame by frame
 //! with the source as displayed (and with `../shared/tools/check-output.py` where present).
 
 mod common;
@@ -562,6 +562,115 @@ async fn segments_of_one_or_two_frames_merge_frame_exact() -> Result<()> {
             a.count,
             a.duration()
         );
+        assert_displays_like(&src, &out)?;
+    }
+    fleet.stop().await;
+    Ok(())
+}
+
+/// Segments start at any frame: a source with one keyframe, open-GOP sources (MPEG-2 with
+/// B-frames, x265 with `open-gop`: no keyframe is a safe cut) and a 2 fps source cut into
+/// one-frame segments between its keyframes each get as many segments as a source with a
+/// keyframe every second would, and come out frame-exact: every frame at its source time and
+/// within 30 dB of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn segments_start_between_keyframes_and_merge_frame_exact() -> Result<()> {
+    let fleet = TestFleet::spawn().await?;
+    let dir = fleet.media.path();
+    // (name, frame rate, seconds, encoder options, segment seconds, segments wanted)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], f64, u32);
+    let cases: [Case; 4] = [
+        (
+            "sparse.mp4",
+            "25",
+            "6",
+            &[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-bf",
+                "2",
+                "-pix_fmt",
+                "yuv420p",
+                "-x264-params",
+                "keyint=1000:min-keyint=1000:scenecut=0",
+            ],
+            1.0,
+            6,
+        ),
+        (
+            "open.mpg",
+            "25",
+            "4",
+            &["-c:v", "mpeg2video", "-g", "50", "-bf", "2", "-q:v", "4"],
+            1.0,
+            4,
+        ),
+        (
+            "open265.mkv",
+            "25",
+            "4",
+            &[
+                "-c:v",
+                "libx265",
+                "-pix_fmt",
+                "yuv420p",
+                "-x265-params",
+                "keyint=50:min-keyint=50:open-gop=1:scenecut=0:log-level=error",
+            ],
+            1.0,
+            4,
+        ),
+        (
+            "slow.mp4",
+            "2",
+            "6",
+            &[
+                "-c:v", "libx264", "-preset", "veryfast", "-g", "12", "-bf", "1", "-pix_fmt",
+                "yuv420p",
+            ],
+            0.5,
+            12,
+        ),
+    ];
+    for (name, rate, secs, enc, seg, _) in &cases {
+        let src = dir.join(name);
+        let pattern = format!("testsrc2=size=160x96:rate={rate}");
+        let mut args = vec!["-f", "lavfi", "-i", &pattern, "-t", secs];
+        args.extend(enc.iter().copied());
+        args.push(src.to_str().context("utf-8 path")?);
+        media::ffmpeg(&args)?;
+        let mut req = fleet.request(name, &src, &format!("{name}.out.mkv"));
+        req.segment_seconds = Some(*seg);
+        fleet.submit(&req).await?;
+    }
+    for (name, _, _, _, _, segments) in &cases {
+        let src = dir.join(name);
+        let keyframes = media::ffprobe_text(&src, "v:0", "packet=flags", "csv=p=0")?
+            .lines()
+            .filter(|l| l.contains('K'))
+            .count();
+        let done = fleet.wait_completed(name, JOB_TIMEOUT).await?;
+        ensure!(
+            done.segments as u32 == *segments && done.segments as usize > keyframes,
+            "{name}: {} segments from {keyframes} keyframes, wanted {segments}",
+            done.segments
+        );
+        let out = fleet.out_path(&format!("{name}.out.mkv"));
+        let (want, got) = (frame_times(&src)?, frame_times(&out)?);
+        ensure!(
+            want.len() == got.len(),
+            "{name}: {} frames, the source {}",
+            got.len(),
+            want.len()
+        );
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            ensure!(
+                (a - b).abs() < 1e-3,
+                "{name}: frame {i} at {b:.3} s, in the source at {a:.3} s"
+            );
+        }
         assert_displays_like(&src, &out)?;
     }
     fleet.stop().await;

@@ -164,6 +164,21 @@ fn command_for(
             output,
         ));
     }
+    let within = match (&task.within, start) {
+        (Some(w), Some(_)) => Some((w, task.expected_frames.unwrap_or(0))),
+        (Some(_), None) => {
+            // The segment is found in its cut by time: without the cut's times it cannot be.
+            return Err(EncodeError::CutShort(Failure::new(
+                Reason::EncodeFailed,
+                format!(
+                    "{} of job {}: the cut's first frame time is unread, so the segment \
+                     cannot be found inside it",
+                    task.unit, task.job_id
+                ),
+            )));
+        }
+        (None, _) => None,
+    };
     let settings = profiles::video_settings(variant, task.quality);
     let conversion = match &task.picture {
         Some(p) => Some(p.conversion(variant.pix_fmt()).ok_or_else(|| {
@@ -179,6 +194,7 @@ fn command_for(
         &settings,
         conversion.as_ref(),
         start,
+        within,
         output,
     ))
 }

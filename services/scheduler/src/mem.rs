@@ -211,6 +211,7 @@ pub fn encoding_job(mem: &Mem, id: &str, segments: u32) -> JobRecord {
             duration_ticks: 12800,
             source_key: format!("jobs/{id}/src/v{i:05}.nut"),
             source_digest: None,
+            within: None,
         };
         mem.put_unit(
             &rec.job_id,

@@ -17,6 +17,12 @@ pub struct SplitterConfig {
     /// Shortest segment the pool rule cuts, against per-segment start-up cost (a request's own
     /// shorter `segment_seconds` is still honoured).
     pub min_segment_secs: f64,
+    /// Whether a segment may start between the source's keyframes (its encoder decodes from the
+    /// keyframe before it and drops the lead-in), so that sources with keyframes far apart are cut
+    /// as finely as any. Off: segments start on keyframes only, as earlier releases cut them
+    /// (for a fleet whose encoders are not all upgraded yet: an earlier encoder fails such a
+    /// segment).
+    pub cut_anywhere: bool,
     /// Highest priority a request on `ffleet.jobs.submit` may ask for; requests above it are
     /// refused (`priority_not_allowed`). Requests on `ffleet.jobs.submit-privileged` (clients
     /// allowed to publish there) are not capped.
@@ -53,6 +59,7 @@ impl Default for SplitterConfig {
             concurrency: 2,
             default_segment_secs: 10.0,
             min_segment_secs: 1.0,
+            cut_anywhere: true,
             max_submitter_priority: 0,
             tenants: BTreeMap::new(),
             tenant_defaults: TenantLimits::default(),

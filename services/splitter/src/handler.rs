@@ -12,6 +12,7 @@ use crate::validate::{Input, Output};
 use crate::{quota, reuse, sizing, validate};
 use async_nats::jetstream::Message;
 use ffleet_runtime::job_protocol::{self, JobRefused, JobStep};
+use ffleet_runtime::media::cuts;
 use ffleet_runtime::messages::events::Accepted;
 use ffleet_runtime::messages::records::{Plan, SegmentPlan};
 use ffleet_runtime::messages::{
@@ -728,7 +729,16 @@ async fn sizing_for(ctx: &Ctx, sp: &Splitter, req: &JobRequest) -> sizing::Sizin
         tracing::warn!(job = %req.job_id, error = %e, "cannot read the pool; sizing for one slot");
         0
     });
-    sizing::Sizing { rule, slots }
+    let starts = if cfg.cut_anywhere {
+        cuts::Starts::AnyFrame
+    } else {
+        cuts::Starts::SafePoints
+    };
+    sizing::Sizing {
+        rule,
+        slots,
+        starts,
+    }
 }
 
 /// Publishes the first attempt of every unit to the plan queue (de-duplicated by id). Audio

@@ -1,5 +1,5 @@
 //! The splitter's media work for one job: probe the source, check the profile can encode it,
-//! plan keyframe-aligned cuts and stream-copy them into scratch storage. `Ffmpeg` (ffprobe and
+//! plan the segments and stream-copy their cuts into scratch storage. `Ffmpeg` (ffprobe and
 //! ffmpeg children) is what `run` uses; a program embedding the splitter library may pass
 //! another to `run_with` (the control-plane benchmark does, to measure the control plane without
 //! media work). Nothing in a job request or in configuration selects it.
@@ -60,7 +60,7 @@ impl Media for Ffmpeg {
         let segment_secs = sizing.secs(v.duration_secs(), v.frame_rate.as_f64());
         tracing::debug!(job = %job, slots = sizing.slots, segment_secs, "segment length chosen");
         let (segments, bytes_moved) =
-            split::split(ctx, job, source, &src.video_map, &src, segment_secs).await?;
+            split::split(ctx, job, source, &src, segment_secs, sizing.starts).await?;
         Ok(Prepared {
             info: src.info,
             tracks: src.tracks,

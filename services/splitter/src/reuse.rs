@@ -238,6 +238,7 @@ fn reusable(rec: &SegmentRecord, cut: Option<&SegmentPlan>) -> bool {
                 && new.frames == old.frames
                 && new.start_pts == old.start_pts
                 && new.duration_ticks == old.duration_ticks
+                && new.within == old.within
         }
         _ => false,
     }
@@ -263,6 +264,7 @@ mod tests {
             duration_ticks: 25 * 512,
             source_key: format!("jobs/j/src/seg{index:05}.nut"),
             source_digest: None,
+            within: None,
         }
     }
 

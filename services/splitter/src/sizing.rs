@@ -46,6 +46,8 @@ pub fn segment_secs(rule: Rule, duration_secs: f64, slots: u32) -> f64 {
 pub struct Sizing {
     pub rule: Rule,
     pub slots: u32,
+    /// Where segments may start (`splitter.cut_anywhere`).
+    pub starts: ffleet_runtime::media::cuts::Starts,
 }
 
 /// Fewest frames the pool rule puts in a segment: at very low frame rates (1 or 2 fps) a
@@ -194,6 +196,7 @@ mod tests {
                 min_secs: 1.0,
             },
             slots: 32,
+            starts: ffleet_runtime::media::cuts::Starts::AnyFrame,
         };
         assert_eq!(sizing(10.0).secs(60.0, 25.0), 1.0);
         assert_eq!(sizing(10.0).secs(60.0, 1.0), 10.0);

@@ -1,6 +1,7 @@
-//! Cutting: plan keyframe-aligned segments and stream-copy them into scratch storage in one
-//! ffmpeg pass. Frame counts are checked where it costs no extra ffprobe run (~0.2 s each): the
-//! encoder compares what it encoded with the plan, and the merger verifies the whole output.
+//! Cutting: plan the segments (`cuts::plan`) and stream-copy the spans holding them into scratch
+//! storage in one ffmpeg pass; segments inside one span share its cut. Frame counts are checked
+//! where it costs no extra ffprobe run (~0.2 s each): the encoder compares what it encoded with
+//! the plan, and the merger verifies the whole output.
 
 use crate::inspect::Inspected;
 use ffleet_runtime::media::{args, command, cuts};
@@ -45,25 +46,26 @@ pub async fn split(
     ctx: &Ctx,
     job: &JobId,
     source: &Path,
-    video_map: &str,
     src: &Inspected,
     segment_secs: f64,
+    starts: cuts::Starts,
 ) -> Result<(Vec<SegmentPlan>, u64), SplitError> {
     let v = &src.info.video;
     let tb = v.time_base;
     let target_ticks = (segment_secs * tb.den as f64 / tb.num as f64).round() as i64;
-    let plan = cuts::plan(&src.packets, target_ticks)
+    let ticks_per_sec = tb.den as f64 / tb.num as f64;
+    let plan = cuts::plan(&src.packets, target_ticks, starts, ticks_per_sec)
         .map_err(|e| Failure::new(Reason::UnsupportedInput, e.to_string()))?;
     // Refused before a byte is cut: more units than one job may have.
     crate::sizing::check_count(plan.len(), v.duration_secs(), segment_secs)?;
+    tracing::debug!(job = %job, segments = plan.len(), spans = plan.spans(), "segments planned");
 
     let prefix = storage::keys::cuts_prefix(job);
     let staging = ctx.storage.staging_path(&prefix).await.map_err(internal)?;
     tokio::fs::create_dir_all(&staging)
         .await
         .map_err(internal)?;
-    let cut_at: Vec<u64> = plan.iter().skip(1).map(|c| c.first).collect();
-    let cmd = args::cut(source, video_map, &cut_at, &staging);
+    let cmd = args::cut(source, &src.video_map, &plan.span_starts, &staging);
     // Stream copy runs far faster than real time; the bound only catches a hung child.
     let limit = Duration::from_secs_f64(600.0_f64.max(v.duration_secs()));
     let result = command::capture(&ctx.config.tools().ffmpeg, &cmd, limit).await;
@@ -76,17 +78,15 @@ pub async fn split(
         };
         return Err(Failure::new(reason, format!("cutting failed: {e}")).into());
     }
-    // The muxer must have written exactly one non-empty file per planned segment.
-    for i in 0..=plan.len() {
+    // The muxer must have written exactly one non-empty file per planned span.
+    let spans = plan.spans();
+    for i in 0..=spans {
         let size = std::fs::metadata(staging.join(args::cut_name(i as u32))).map_or(0, |m| m.len());
-        if (i < plan.len()) != (size > 0) {
+        if (i < spans) != (size > 0) {
             let _ = tokio::fs::remove_dir_all(&staging).await;
             return Err(Failure::new(
                 Reason::SplitFailed,
-                format!(
-                    "cutting produced a different set of segments than the {} planned",
-                    plan.len()
-                ),
+                format!("cutting produced a different set of pieces than the {spans} planned"),
             )
             .into());
         }
@@ -104,10 +104,11 @@ pub async fn split(
         }
     })?;
     let segments = plan
+        .segments
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
-            let source_key = storage::keys::cut(job, &args::cut_name(i as u32));
+            let source_key = storage::keys::cut(job, &args::cut_name(c.span));
             SegmentPlan {
                 index: i as u32,
                 first_frame: c.first,
@@ -116,6 +117,7 @@ pub async fn split(
                 duration_ticks: c.duration_ticks,
                 source_digest: stored.digests.get(&source_key).cloned(),
                 source_key,
+                within: c.within.map(|w| w.with_time_base(tb)),
             }
         })
         .collect();

@@ -2,6 +2,7 @@
 //! demuxer whitelist; nothing here goes through a shell.
 
 use super::container::Container;
+use super::cuts::Within;
 use super::picture::Conversion;
 use super::probe::file_arg;
 use super::rational::micros_to_secs_string;
@@ -79,10 +80,38 @@ impl SegmentStart {
     pub fn filter(&self) -> String {
         // Clamped at 0: a time a tick off, rounded the other way than the cut's ffmpeg rounded
         // it, would be a negative time, which NUT refuses.
-        format!(
-            "setpts=max(0\\,PTS-round({}*{}/{}/TB))",
-            self.pts, self.time_base.num, self.time_base.den
-        )
+        format!("setpts=max(0\\,PTS-round({}/TB))", self.secs_expr())
+    }
+
+    /// The cut's first frame's time in seconds, as an expression.
+    fn secs_expr(&self) -> String {
+        format!("{}*{}/{}", self.pts, self.time_base.num, self.time_base.den)
+    }
+
+    /// The filters of a segment that lies inside its cut (`within`): a `select` keeping the
+    /// segment's frames by their time in the cut (frames dropped for damage move no bound, and a
+    /// filter graph rebuilt mid-segment restarts no count), then the segment's first frame put
+    /// at 0.
+    pub fn filters_within(&self, within: &Within) -> Vec<String> {
+        let base = self.secs_expr();
+        let tb = within.time_base;
+        let (from, to) = within.bounds_secs();
+        let mut keep = Vec::new();
+        if let Some(from) = from {
+            keep.push(format!("gte(t\\,{base}+{from:.9})"));
+        }
+        if let Some(to) = to {
+            keep.push(format!("lt(t\\,{base}+{to:.9})"));
+        }
+        let mut out = Vec::new();
+        if !keep.is_empty() {
+            out.push(format!("select={}", keep.join("*")));
+        }
+        out.push(format!(
+            "setpts=max(0\\,PTS-round(({base}+{}*{}/{})/TB))",
+            within.start_ticks, tb.num, tb.den
+        ));
+        out
     }
 }
 
@@ -101,11 +130,16 @@ impl SegmentStart {
 /// presentation times only, so nothing needs the muxer's shift of a B-frame encoder's delay
 /// either (`-avoid_negative_ts disabled`). Without `start` (the cut's times could not be read),
 /// the encode runs as earlier releases ran it.
+///
+/// With `within` (a segment inside its cut, and its frame count), the lead-in and the frames
+/// after the segment are decoded and dropped by their times (`SegmentStart::filters_within`),
+/// and the decode stops once the segment's frames are out. It needs `start`.
 pub fn encode_video(
     input: &Path,
     video_settings: &[String],
     conversion: Option<&Conversion>,
     start: Option<&SegmentStart>,
+    within: Option<(&Within, u64)>,
     output: &Path,
 ) -> Vec<OsString> {
     let mut a = common();
@@ -120,10 +154,19 @@ pub fn encode_video(
     a.extend(os(["-format_whitelist", INTERMEDIATE_FORMAT, "-i"]));
     a.push(file_arg(input));
     a.extend(os(["-map", "0:v:0", "-an", "-sn", "-dn"]));
-    let leading: Vec<String> = start.map(SegmentStart::filter).into_iter().collect();
+    let leading: Vec<String> = match (start, within) {
+        (Some(s), Some((w, _))) => s.filters_within(w),
+        (s, _) => s.map(SegmentStart::filter).into_iter().collect(),
+    };
     a.extend(os(with_filters(video_settings, &leading, conversion)));
     if start.is_some() {
         a.extend(os(["-avoid_negative_ts", "disabled"]));
+    }
+    if let (Some(_), Some((_, frames))) = (start, within) {
+        // Stops the decode once the segment's frames are out: the rest of the cut is the next
+        // segments'.
+        a.push("-frames:v".into());
+        a.push(frames.to_string().into());
     }
     a.extend(os([
         "-fflags",
@@ -347,6 +390,7 @@ mod tests {
             &["-c:v".into(), "libx264".into()],
             None,
             Some(&start),
+            None,
             Path::new("/s/o.nut"),
         ));
         assert!(plain.windows(2).any(|w| w[0] == "-vf" && w[1] == filter));
@@ -363,6 +407,7 @@ mod tests {
                 &[flag.into(), "scale=64:-2".into()],
                 None,
                 Some(&start),
+                None,
                 Path::new("/s/o.nut"),
             ));
             assert_eq!(
@@ -379,6 +424,7 @@ mod tests {
         let old = strs(encode_video(
             Path::new("/s/v.nut"),
             &["-c:v".into(), "libx264".into()],
+            None,
             None,
             None,
             Path::new("/s/o.nut"),
@@ -404,5 +450,52 @@ mod tests {
             s.windows(2)
                 .any(|w| w[0] == "-protocol_whitelist" && w[1] == "file,pipe")
         );
+    }
+
+    #[test]
+    fn a_segment_inside_its_cut_keeps_its_frames_by_time() {
+        let strs = |a: Vec<OsString>| -> Vec<String> {
+            a.iter().map(|x| x.to_string_lossy().into_owned()).collect()
+        };
+        let start = SegmentStart {
+            pts: 512,
+            time_base: Rational::new(1, 12_800),
+        };
+        let within = Within {
+            skip_frames: 25,
+            start_ticks: 12_800,
+            before_ticks: Some(12_288),
+            last_ticks: 24_576,
+            next_ticks: Some(25_600),
+            time_base: Rational::new(1, 12_800),
+        };
+        let a = strs(encode_video(
+            Path::new("/s/v.nut"),
+            &["-c:v".into(), "libx264".into()],
+            None,
+            Some(&start),
+            Some((&within, 25)),
+            Path::new("/s/o.nut"),
+        ));
+        let vf = a
+            .windows(2)
+            .find(|w| w[0] == "-vf")
+            .map(|w| w[1].clone())
+            .unwrap();
+        assert_eq!(
+            vf,
+            "select=gte(t\\,512*1/12800+0.980000000)*lt(t\\,512*1/12800+1.960000000),\
+             setpts=max(0\\,PTS-round((512*1/12800+12800*1/12800)/TB))"
+        );
+        assert!(a.windows(2).any(|w| w[0] == "-frames:v" && w[1] == "25"));
+        // The first segment of a shared cut has no lower bound.
+        let first = Within {
+            skip_frames: 0,
+            start_ticks: 0,
+            before_ticks: None,
+            ..within
+        };
+        let f = start.filters_within(&first);
+        assert!(f[0].starts_with("select=lt(t"), "{f:?}");
     }
 }

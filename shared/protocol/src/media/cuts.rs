@@ -4,8 +4,14 @@
 //! A cut before decode-order packet `i` is safe when the packet is a keyframe, every earlier
 //! packet is presented before it and no later one is. Then decode order and presentation order
 //! split the stream at the same place: no open-GOP leading frame refers back across the cut, and
-//! the segment's frame count is simply the packet count. Sources with few safe points get fewer,
-//! longer segments, down to one.
+//! the segment's frame count is simply the packet count.
+//!
+//! The stream is stream-copied into pieces ("spans") at safe points only, but a segment may start
+//! at any frame: where no safe point lies near the length the pool asks for, a segment starts
+//! inside a span and its encoder decodes the span from its first frame, dropping the frames before
+//! the segment's (the lead-in) and those after it ([`Within`]). Sizing so follows the pool, not
+//! the source's keyframes: a source with a keyframe every 20 s, or an open-GOP source with no safe
+//! point at all, is cut as finely as one with a keyframe every second.
 
 use super::probe::Packet;
 
@@ -17,17 +23,102 @@ pub enum CutError {
     MissingTimestamps(usize),
 }
 
+/// Where a segment lies inside its span, when it is not the whole span. Every time is the
+/// frame's, counted from the span's first frame in source ticks. The encoder keeps the frames
+/// whose time in the cut lies halfway or more from the lead-in's last frame to the segment's
+/// first, and less than halfway from the segment's last frame to the next segment's first: a
+/// tick of rounding in the cut's own time base cannot move a frame across such a bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Within {
+    /// Frames of the span before the segment's first (decoded, then dropped).
+    pub skip_frames: u64,
+    /// The segment's first frame.
+    pub start_ticks: i64,
+    /// The lead-in's last frame (absent: the segment starts the span).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_ticks: Option<i64>,
+    /// The segment's last frame.
+    pub last_ticks: i64,
+    /// The next segment's first frame (absent: the segment ends the span).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_ticks: Option<i64>,
+    /// The source's time base, which every tick count here is in.
+    pub time_base: super::Rational,
+}
+
+impl Within {
+    /// The kept frames' bounds in seconds from the span's first frame: from (inclusive), to
+    /// (exclusive).
+    pub fn bounds_secs(&self) -> (Option<f64>, Option<f64>) {
+        let mid =
+            |a: i64, b: i64| self.time_base.seconds(a) / 2.0 + self.time_base.seconds(b) / 2.0;
+        (
+            self.before_ticks.map(|b| mid(b, self.start_ticks)),
+            self.next_ticks.map(|n| mid(self.last_ticks, n)),
+        )
+    }
+}
+
 /// One planned segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
-    /// Index of the segment's first packet in decode order, which for a safe cut is also its
-    /// first frame's presentation index.
+    /// Presentation index of the segment's first frame (for a segment that starts its span, also
+    /// its first packet's index in decode order).
     pub first: u64,
     pub frames: u64,
     /// Presentation timestamp of the first frame, in stream ticks.
     pub start_pts: i64,
     /// Up to the next segment's first frame, or the end of the last frame.
     pub duration_ticks: i64,
+    /// The span (stream-copied piece) holding the segment.
+    pub span: u32,
+    /// Where in its span the segment lies, when it is not the whole span.
+    pub within: Option<WithinTicks>,
+}
+
+/// [`Within`] without its time base (the planner works in one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WithinTicks {
+    pub skip_frames: u64,
+    pub start_ticks: i64,
+    pub before_ticks: Option<i64>,
+    pub last_ticks: i64,
+    pub next_ticks: Option<i64>,
+}
+
+impl WithinTicks {
+    pub fn with_time_base(self, time_base: super::Rational) -> Within {
+        Within {
+            skip_frames: self.skip_frames,
+            start_ticks: self.start_ticks,
+            before_ticks: self.before_ticks,
+            last_ticks: self.last_ticks,
+            next_ticks: self.next_ticks,
+            time_base,
+        }
+    }
+}
+
+/// A plan: the segments and the decode-order packet indices where spans begin (after the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub segments: Vec<Cut>,
+    pub span_starts: Vec<u64>,
+}
+
+impl Plan {
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Spans (stream-copied pieces) the plan cuts the stream into.
+    pub fn spans(&self) -> usize {
+        self.span_starts.len() + 1
+    }
 }
 
 /// Decode-order indices where a cut is safe (never 0).
@@ -85,68 +176,144 @@ pub fn stream_end(packets: &[Packet]) -> Result<i64, CutError> {
     Ok(last_pts + dur)
 }
 
-/// Plans segments of about `target_ticks` each, cutting only at safe points. A cut is taken at
-/// the safe point closest to the target, never making a segment shorter than half the target,
-/// and a tail shorter than a quarter of the target joins the segment before it.
-pub fn plan(packets: &[Packet], target_ticks: i64) -> Result<Vec<Cut>, CutError> {
+/// Where segments may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Starts {
+    /// At safe points only (as releases before cut-anywhere did): sources with few safe points
+    /// get fewer, longer segments, down to one.
+    SafePoints,
+    /// At any frame where no safe point lies within half a target of the length asked for.
+    AnyFrame,
+}
+
+/// A jump in the source's times longer than this (an MPEG-TS discontinuity, say) leaves the
+/// stream cut at safe points only: the cutting ffmpeg may close such a jump, and a segment inside
+/// a span is then no longer found at its source time in the cut.
+const MAX_GAP_SECS_FOR_ANY_FRAME: f64 = 10.0;
+
+/// Plans segments of about `target_ticks` each. A safe point within half a target of the length
+/// asked for is taken (the closest one; a segment then never falls below half the target);
+/// without one, `AnyFrame` starts the segment at the frame closest to the target, inside the span
+/// that holds it. A tail shorter than a quarter of the target joins the segment before it.
+/// `ticks_per_sec` only judges jumps in the source's times (see `MAX_GAP_SECS_FOR_ANY_FRAME`).
+pub fn plan(
+    packets: &[Packet],
+    target_ticks: i64,
+    starts: Starts,
+    ticks_per_sec: f64,
+) -> Result<Plan, CutError> {
     let pts = all_pts(packets)?;
     let safe = safe_cut_points(packets)?;
-    let first_pts = *pts.iter().min().expect("non-empty");
     let end = stream_end(packets)?;
     let target = target_ticks.max(1);
+    // Presentation order; a safe point's decode index is also its presentation index.
+    let mut sorted = pts.clone();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    let jumps = sorted
+        .windows(2)
+        .any(|w| (w[1] - w[0]) as f64 > MAX_GAP_SECS_FOR_ANY_FRAME * ticks_per_sec);
+    let any_frame = starts == Starts::AnyFrame && !jumps;
 
-    let mut starts: Vec<usize> = vec![0];
-    let mut seg_start_pts = first_pts;
+    // Segment starts, as presentation indices, each marked whether it is a safe point.
+    let mut begins: Vec<(usize, bool)> = vec![(0, true)];
     let mut k = 0; // next candidate in `safe`
     loop {
-        let want = seg_start_pts + target;
-        while k < safe.len() && pts[safe[k]] <= seg_start_pts {
+        let (cur, _) = *begins.last().expect("non-empty");
+        let cur_pts = sorted[cur];
+        let want = cur_pts + target;
+        while k < safe.len() && safe[k] <= cur {
             k += 1;
         }
-        // Candidates around `want`: the last one before it and the first one at or after it.
         let mut hi = k;
-        while hi < safe.len() && pts[safe[hi]] < want {
+        while hi < safe.len() && sorted[safe[hi]] < want {
             hi += 1;
         }
         let below = (hi > k).then(|| safe[hi - 1]);
         let above = safe.get(hi).copied();
-        let pick = match (below, above) {
-            (Some(b), Some(a)) => {
-                let too_short = pts[b] - seg_start_pts < target / 2;
-                if !too_short && want - pts[b] <= pts[a] - want {
-                    Some(b)
-                } else {
-                    Some(a)
+        let safe_pick = if any_frame {
+            // The closest safe point, if it lies within half a target.
+            [below, above]
+                .into_iter()
+                .flatten()
+                .filter(|&s| (sorted[s] - want).abs() <= target / 2)
+                .min_by_key(|&s| (sorted[s] - want).abs())
+        } else {
+            match (below, above) {
+                (Some(b), Some(a)) => {
+                    let too_short = sorted[b] - cur_pts < target / 2;
+                    if !too_short && want - sorted[b] <= sorted[a] - want {
+                        Some(b)
+                    } else {
+                        Some(a)
+                    }
                 }
+                (Some(b), None) if sorted[b] - cur_pts >= target / 2 => Some(b),
+                (_, a) => a,
             }
-            (Some(b), None) if pts[b] - seg_start_pts >= target / 2 => Some(b),
-            (_, a) => a,
         };
-        let Some(cut) = pick else { break };
-        if end - pts[cut] < target / 4 {
+        let pick = match safe_pick {
+            Some(s) => Some((s, true)),
+            None if any_frame => nearest_frame(&sorted, cur, want).map(|p| (p, false)),
+            None => None,
+        };
+        let Some((cut, is_safe)) = pick else { break };
+        if end - sorted[cut] < target / 4 {
             break;
         }
-        starts.push(cut);
-        seg_start_pts = pts[cut];
+        begins.push((cut, is_safe));
     }
 
-    let n = packets.len();
-    Ok(starts
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| {
-            let next = starts.get(i + 1).copied();
-            let stop = next.unwrap_or(n);
-            let next_pts = next.map_or(end, |nx| pts[nx]);
-            let start_pts = if i == 0 { first_pts } else { pts[s] };
-            Cut {
-                first: s as u64,
-                frames: (stop - s) as u64,
-                start_pts,
-                duration_ticks: next_pts - start_pts,
-            }
-        })
-        .collect())
+    let mut segments = Vec::with_capacity(begins.len());
+    let mut span_starts = Vec::new();
+    let mut span = 0u32;
+    let mut span_first = 0usize;
+    for (i, &(s, is_safe)) in begins.iter().enumerate() {
+        if is_safe && i > 0 {
+            span += 1;
+            span_first = s;
+            span_starts.push(s as u64);
+        }
+        let next = begins.get(i + 1).copied();
+        let stop = next.map_or(n, |(nx, _)| nx);
+        let next_pts = next.map_or(end, |(nx, _)| sorted[nx]);
+        // The span goes on past this segment when the next segment starts inside it.
+        let shares_next = next.is_some_and(|(_, safe)| !safe);
+        let at = |p: usize| sorted[p] - sorted[span_first];
+        let within = (s > span_first || shares_next).then(|| WithinTicks {
+            skip_frames: (s - span_first) as u64,
+            start_ticks: at(s),
+            before_ticks: (s > span_first).then(|| at(s - 1)),
+            last_ticks: at(stop - 1),
+            next_ticks: shares_next.then(|| at(stop)),
+        });
+        segments.push(Cut {
+            first: s as u64,
+            frames: (stop - s) as u64,
+            start_pts: sorted[s],
+            duration_ticks: next_pts - sorted[s],
+            span,
+            within,
+        });
+    }
+    Ok(Plan {
+        segments,
+        span_starts,
+    })
+}
+
+/// The frame after `cur` whose time is closest to `want`, skipping frames that share a time with
+/// the frame before them (a segment must start at a time of its own). `None` past the last frame.
+fn nearest_frame(sorted: &[i64], cur: usize, want: i64) -> Option<usize> {
+    let distinct = |p: usize| p > cur && p < sorted.len() && sorted[p] > sorted[p - 1];
+    let at = sorted.partition_point(|&t| t < want).max(cur + 1);
+    let after = (at..sorted.len()).find(|&p| distinct(p));
+    let before = (cur + 1..at).rev().find(|&p| distinct(p));
+    match (before, after) {
+        (Some(b), Some(a)) if want - sorted[b] < sorted[a] - want => Some(b),
+        (_, Some(a)) => Some(a),
+        (b, None) => b,
+    }
 }
 
 #[cfg(test)]
@@ -192,7 +359,7 @@ mod tests {
     #[test]
     fn cuts_land_on_keyframes_and_cover_every_frame_once() {
         let p = closed_gop(600, 48);
-        let cuts = plan(&p, 150).unwrap();
+        let cuts = plan(&p, 150, Starts::SafePoints, 1.0).unwrap().segments;
         assert!(cuts.len() >= 3, "{cuts:?}");
         let mut next = 0;
         for c in &cuts {
@@ -225,13 +392,13 @@ mod tests {
         })
         .collect();
         assert_eq!(safe_cut_points(&p).unwrap(), Vec::<usize>::new());
-        assert_eq!(plan(&p, 2).unwrap().len(), 1);
+        assert_eq!(plan(&p, 2, Starts::SafePoints, 1.0).unwrap().len(), 1);
     }
 
     #[test]
     fn a_single_keyframe_gives_one_segment() {
         let p = closed_gop(132, 1000);
-        let cuts = plan(&p, 10).unwrap();
+        let cuts = plan(&p, 10, Starts::SafePoints, 1.0).unwrap().segments;
         assert_eq!(cuts.len(), 1);
         assert_eq!(cuts[0].frames, 132);
         assert_eq!(cuts[0].duration_ticks, 132);
@@ -240,7 +407,7 @@ mod tests {
     #[test]
     fn tiny_tails_join_the_previous_segment() {
         let p = closed_gop(105, 10);
-        let cuts = plan(&p, 50).unwrap();
+        let cuts = plan(&p, 50, Starts::SafePoints, 1.0).unwrap().segments;
         assert_eq!(
             cuts.iter().map(|c| c.frames).collect::<Vec<_>>(),
             vec![50, 55]
@@ -255,7 +422,167 @@ mod tests {
             duration: None,
             key: true,
         }];
-        assert_eq!(plan(&p, 10), Err(CutError::MissingTimestamps(1)));
-        assert_eq!(plan(&[], 10), Err(CutError::Empty));
+        for starts in [Starts::SafePoints, Starts::AnyFrame] {
+            assert_eq!(
+                plan(&p, 10, starts, 1.0),
+                Err(CutError::MissingTimestamps(1))
+            );
+            assert_eq!(plan(&[], 10, starts, 1.0), Err(CutError::Empty));
+        }
+    }
+
+    /// Every frame in exactly one segment, in order, each segment's times consistent with its
+    /// span, and spans starting only at safe points.
+    fn check_cover(p: &[Packet], plan: &Plan) {
+        let safe = safe_cut_points(p).unwrap();
+        let mut sorted: Vec<i64> = p.iter().map(|x| x.pts.unwrap()).collect();
+        sorted.sort_unstable();
+        for s in &plan.span_starts {
+            assert!(
+                safe.contains(&(*s as usize)),
+                "span at {s} is no safe point"
+            );
+        }
+        let mut next = 0;
+        for (i, c) in plan.segments.iter().enumerate() {
+            assert_eq!(c.first, next, "segment {i}");
+            assert!(c.frames >= 1);
+            assert_eq!(c.start_pts, sorted[c.first as usize]);
+            let span_first = if c.span == 0 {
+                0
+            } else {
+                plan.span_starts[c.span as usize - 1] as usize
+            };
+            match c.within {
+                None => {
+                    assert_eq!(c.first as usize, span_first);
+                }
+                Some(w) => {
+                    let at = |q: usize| sorted[q] - sorted[span_first];
+                    assert_eq!(w.skip_frames, c.first - span_first as u64);
+                    assert_eq!(w.start_ticks, at(c.first as usize));
+                    let last = (c.first + c.frames - 1) as usize;
+                    assert_eq!(w.last_ticks, at(last));
+                    assert_eq!(
+                        w.before_ticks,
+                        (w.skip_frames > 0).then(|| at(c.first as usize - 1))
+                    );
+                    if let Some(n) = w.next_ticks {
+                        assert_eq!(n, at(last + 1));
+                    }
+                }
+            }
+            next += c.frames;
+        }
+        assert_eq!(next as usize, p.len());
+    }
+
+    #[test]
+    fn sparse_keyframes_are_cut_as_finely_as_dense_ones() {
+        // One keyframe every 500 frames, segments of about 50 wanted.
+        let p = closed_gop(1500, 500);
+        let sparse = plan(&p, 50, Starts::AnyFrame, 25.0).unwrap();
+        check_cover(&p, &sparse);
+        assert_eq!(sparse.len(), 30);
+        assert_eq!(sparse.spans(), 3);
+        assert!(sparse.segments.iter().all(|c| c.frames == 50));
+        // Segments inside a span carry where they lie; those starting a span keep the keyframe.
+        let inner = &sparse.segments[3];
+        let w = inner.within.unwrap();
+        assert_eq!(
+            (
+                w.skip_frames,
+                w.start_ticks,
+                w.before_ticks,
+                w.last_ticks,
+                w.next_ticks
+            ),
+            (150, 150, Some(149), 199, Some(200))
+        );
+        assert_eq!(sparse.segments[10].span, 1);
+        assert_eq!(sparse.segments[10].within.unwrap().before_ticks, None);
+        // The old rule: one segment per keyframe.
+        assert_eq!(plan(&p, 50, Starts::SafePoints, 25.0).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn safe_points_near_the_target_are_preferred() {
+        // Keyframes every 48 frames, segments of about 50 wanted: every cut on a keyframe.
+        let p = closed_gop(600, 48);
+        let dense = plan(&p, 50, Starts::AnyFrame, 25.0).unwrap();
+        check_cover(&p, &dense);
+        assert!(
+            dense.segments.iter().all(|c| c.within.is_none()),
+            "{dense:?}"
+        );
+        assert_eq!(dense.spans(), dense.len());
+        // Keyframes every 100, segments of 40: a segment at a keyframe wherever one lies within
+        // half a target, between keyframes elsewhere.
+        let p = closed_gop(400, 100);
+        let mixed = plan(&p, 40, Starts::AnyFrame, 25.0).unwrap();
+        check_cover(&p, &mixed);
+        assert_eq!(mixed.spans(), 4);
+        assert!(mixed.segments.iter().any(|c| c.within.is_some()));
+        assert!(
+            mixed
+                .segments
+                .iter()
+                .all(|c| c.frames >= 20 && c.frames <= 60),
+            "{mixed:?}"
+        );
+    }
+
+    #[test]
+    fn open_gop_sources_and_one_frame_segments_are_cut_anywhere() {
+        let p: Vec<Packet> = [
+            (0, true),
+            (1, false),
+            (4, true),
+            (2, false),
+            (3, false),
+            (5, false),
+        ]
+        .iter()
+        .map(|&(pts, key)| Packet {
+            pts: Some(pts),
+            dts: None,
+            duration: Some(1),
+            key,
+        })
+        .collect();
+        let one = plan(&p, 1, Starts::AnyFrame, 1.0).unwrap();
+        check_cover(&p, &one);
+        assert_eq!(one.len(), 6);
+        assert_eq!(one.spans(), 1);
+    }
+
+    #[test]
+    fn a_jump_in_the_source_times_keeps_cuts_on_safe_points() {
+        let mut p = closed_gop(200, 200);
+        for x in p.iter_mut().filter(|x| x.pts.unwrap() >= 100) {
+            x.pts = x.pts.map(|t| t + 100_000);
+        }
+        assert_eq!(plan(&p, 20, Starts::AnyFrame, 25.0).unwrap().len(), 1);
+        assert!(
+            plan(&closed_gop(200, 200), 20, Starts::AnyFrame, 25.0)
+                .unwrap()
+                .len()
+                > 1
+        );
+    }
+
+    #[test]
+    fn bounds_lie_halfway_between_frames() {
+        let w = Within {
+            skip_frames: 3,
+            start_ticks: 3,
+            before_ticks: Some(2),
+            last_ticks: 5,
+            next_ticks: Some(6),
+            time_base: crate::media::Rational::new(1, 25),
+        };
+        let (from, to) = w.bounds_secs();
+        assert!((from.unwrap() - 0.1).abs() < 1e-9);
+        assert!((to.unwrap() - 0.22).abs() < 1e-9);
     }
 }

@@ -138,7 +138,7 @@ pub struct AudioInfo {
     pub packets: u64,
 }
 
-/// One video segment of the plan: a keyframe-aligned run of source frames. Kept in the unit's
+/// One video segment of the plan: a run of source frames, and the stream-copied cut that holds it. Kept in the unit's
 /// own record (`SegmentRecord::cut`), never in the job record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentPlan {
@@ -156,6 +156,10 @@ pub struct SegmentPlan {
     /// object with this digest, whatever the object's own metadata says by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_digest: Option<String>,
+    /// Where the segment lies in its cut when the cut holds more than the segment (it starts
+    /// between keyframes, or shares its cut with the next segment): see `cuts::Within`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<crate::media::cuts::Within>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -517,6 +521,7 @@ mod tests {
             duration_ticks: 12800,
             source_key: format!("jobs/long-job/src/seg{last:05}.nut"),
             source_digest: None,
+            within: None,
         }));
         seg.state = SegmentState::Done;
         seg.result_key = Some(format!("jobs/long-job/enc/v{last:05}.a1.nut"));

@@ -48,6 +48,10 @@ pub struct Task {
     /// Frames the result must have (video only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_frames: Option<u64>,
+    /// Which of the cut's frames are the segment's, when the cut holds more (see
+    /// `cuts::Within`): the encoder decodes the whole lead-in and keeps only these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<crate::media::cuts::Within>,
     /// Media duration of the unit, for progress and time limits.
     pub duration_secs: f64,
     /// Where the unit starts in the source, in seconds from the video's first frame (for
@@ -149,9 +153,11 @@ impl Task {
                 .map_or(0.0, |a| cost::audio_work(a.duration_secs)),
         };
         let tb = src.video.time_base;
+        let mut within = None;
         let (input, expected_frames, duration_secs, start_secs, result_ext) = match unit {
             Unit::Video(i) => {
                 let s = cut.filter(|s| s.index == i && i < plan.segments)?;
+                within = s.within;
                 (
                     TaskInput::Scratch {
                         key: s.source_key.clone(),
@@ -195,6 +201,7 @@ impl Task {
             quality: rec.request.overrides.quality,
             input,
             expected_frames,
+            within,
             duration_secs,
             start_secs,
             picture,

@@ -210,6 +210,7 @@ fn run(
                 duration_ticks: 10,
                 source_key: format!("cut{key}"),
                 source_digest: None,
+                within: None,
             }));
             Step::Replan { fresh: &fresh }
         }
