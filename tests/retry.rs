@@ -98,7 +98,10 @@ async fn a_failed_job_runs_again_reusing_what_it_encoded() -> Result<()> {
     std::fs::write(&flag, b"")?;
     let ffmpeg = wrapper(&tools, &log, &flag)?;
     let ffmpeg = ffmpeg.to_string_lossy().into_owned();
-    for svc in ["splitter", "scheduler", "merger"] {
+    // Segments on keyframes only: the test tells an encode's unit by its cut's name, which
+    // segments between keyframes share.
+    fleet.spawn("splitter", &[("FFLEET_SPLITTER__CUT_ANYWHERE", "false")])?;
+    for svc in ["scheduler", "merger"] {
         fleet.spawn(svc, &[])?;
     }
     for node in ["enc-1", "enc-2"] {

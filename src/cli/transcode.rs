@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
+/// Longest the command waits for its encoders to be counted before it submits (they start in
+/// well under a second; a start-up test encode on a slow machine takes longer).
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone, Args)]
 pub struct TranscodeArgs {
     #[command(flatten)]
@@ -102,6 +106,12 @@ pub async fn run(cli: &Cli, a: &TranscodeArgs) -> Result<i32> {
         },
     )
     .await?;
+    if !cluster.pool_settled(POOL_WAIT).await {
+        tracing::warn!(
+            wait_secs = POOL_WAIT.as_secs(),
+            "encoders not all seen yet; the job is sized for the pool seen so far"
+        );
+    }
     let req = build_request(&SubmitArgs {
         job: JobArgs {
             input: input.clone(),

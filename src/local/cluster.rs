@@ -168,6 +168,49 @@ impl Cluster {
         }
     }
 
+    /// Waits, at most `within`, until the splitter would size a job for this cluster's whole
+    /// pool: every encoder's heartbeat is in the bucket, and the scheduler's lease either
+    /// publishes their slots or publishes none yet (the splitter then counts the heartbeats
+    /// itself). A job submitted before sizes for the pool seen so far (as few as one slot),
+    /// which on a many-slot machine cuts a short file into a few long segments. Whether it
+    /// settled.
+    pub async fn pool_settled(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.pool_seen().await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn pool_seen(&self) -> bool {
+        use ffleet_runtime::messages::{SchedulerLease, heartbeat::offered_slots};
+        let mut beats = Vec::with_capacity(self.node_ids.len());
+        for node in &self.node_ids {
+            match self.ctx.workers.get(node.as_str()).await {
+                Ok(Some((hb, _))) => beats.push(hb),
+                _ => return false,
+            }
+        }
+        let want = offered_slots(&beats);
+        match self
+            .ctx
+            .leases
+            .get(ffleet_runtime::subjects::LEASE_SCHEDULER)
+            .await
+        {
+            Ok(Some(v)) => SchedulerLease::read(&v)
+                .pool_slots
+                .is_none_or(|slots| slots == want),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
     /// Waits until some service stops on its own (an error) or `stop` is requested elsewhere.
     pub async fn join_next(&mut self) -> Option<(String, Result<()>)> {
         self.tasks.join_next().await.and_then(Result::ok)

@@ -165,7 +165,18 @@ fn command_for(
         ));
     }
     let within = match (&task.within, start) {
-        (Some(w), Some(_)) => Some((w, task.expected_frames.unwrap_or(0))),
+        (Some(w), Some(_)) => match task.expected_frames {
+            Some(frames) => Some((w, frames)),
+            None => {
+                return Err(EncodeError::Permanent(Failure::new(
+                    Reason::Internal,
+                    format!(
+                        "{} of job {}: a segment inside its cut came without its frame count",
+                        task.unit, task.job_id
+                    ),
+                )));
+            }
+        },
         (Some(_), None) => {
             // The segment is found in its cut by time: without the cut's times it cannot be.
             return Err(EncodeError::CutShort(Failure::new(

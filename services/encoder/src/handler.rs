@@ -333,10 +333,11 @@ async fn encode_claimed(
         profile,
         variant,
         released: msg.info().ok().map(|i| i.published),
-        limits: c
-            .state
-            .settings
-            .limits(task.duration_secs, ctx.config.ffmpeg.stall_timeout()),
+        // A segment inside its cut decodes its lead-in first: that media counts toward the limit.
+        limits: c.state.settings.limits(
+            task.duration_secs + task.within.map_or(0.0, |w| w.lead_secs()),
+            ctx.config.ffmpeg.stall_timeout(),
+        ),
     };
     let result = exec
         .run(

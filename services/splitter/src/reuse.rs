@@ -303,6 +303,17 @@ mod tests {
         assert!(!reusable(&done, Some(&cut(2, 51))));
         assert!(!reusable(&done, Some(&cut(3, 50))));
         assert!(!reusable(&done, None));
+        // The same frames taken from another span (a lead-in where there was none) differ.
+        let mut inside = cut(2, 50);
+        inside.within = Some(ffleet_runtime::media::cuts::Within {
+            skip_frames: 25,
+            start_ticks: 25 * 512,
+            before_ticks: Some(24 * 512),
+            last_ticks: 49 * 512,
+            next_ticks: None,
+            time_base: ffleet_runtime::media::Rational::new(1, 12_800),
+        });
+        assert!(!reusable(&done, Some(&inside)));
         let mut running = done.clone();
         running.state = SegmentState::Running;
         assert!(!reusable(&running, Some(&cut(2, 50))));

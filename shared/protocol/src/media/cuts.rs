@@ -47,6 +47,11 @@ pub struct Within {
 }
 
 impl Within {
+    /// Media decoded before the segment's first frame, in seconds.
+    pub fn lead_secs(&self) -> f64 {
+        self.time_base.seconds(self.start_ticks)
+    }
+
     /// The kept frames' bounds in seconds from the span's first frame: from (inclusive), to
     /// (exclusive).
     pub fn bounds_secs(&self) -> (Option<f64>, Option<f64>) {
@@ -191,6 +196,39 @@ pub enum Starts {
 /// a span is then no longer found at its source time in the cut.
 const MAX_GAP_SECS_FOR_ANY_FRAME: f64 = 10.0;
 
+/// The longest lead-in a segment may decode, in seconds and in targets (the larger holds): a
+/// source with no safe point for hours (open GOP throughout) would otherwise have its last
+/// segments decode the whole file to keep a few seconds of it.
+const MAX_LEAD_SECS: f64 = 30.0;
+const MAX_LEAD_TARGETS: i64 = 4;
+
+/// Whether the source's times jump: forward by more than `MAX_GAP_SECS_FOR_ANY_FRAME` between
+/// frames, or back in decode order (a decode timestamp lower than the one before it, or a
+/// presentation time that far below an earlier one), as a splice or a reset clock makes them.
+/// ffmpeg moves such times when it reads some formats, so a segment inside a span would not be
+/// found at its source time.
+fn jumps(packets: &[Packet], sorted: &[i64], ticks_per_sec: f64) -> bool {
+    let far = (MAX_GAP_SECS_FOR_ANY_FRAME * ticks_per_sec) as i64;
+    if sorted.windows(2).any(|w| w[1] - w[0] > far) {
+        return true;
+    }
+    let (mut max_pts, mut last_dts) = (i64::MIN, None);
+    for p in packets {
+        if let (Some(d), Some(l)) = (p.dts, last_dts)
+            && d < l
+        {
+            return true;
+        }
+        last_dts = p.dts.or(last_dts);
+        let pts = p.pts.unwrap_or_default();
+        if pts < max_pts.saturating_sub(far) {
+            return true;
+        }
+        max_pts = max_pts.max(pts);
+    }
+    false
+}
+
 /// Plans segments of about `target_ticks` each. A safe point within half a target of the length
 /// asked for is taken (the closest one; a segment then never falls below half the target);
 /// without one, `AnyFrame` starts the segment at the frame closest to the target, inside the span
@@ -210,13 +248,12 @@ pub fn plan(
     let mut sorted = pts.clone();
     sorted.sort_unstable();
     let n = sorted.len();
-    let jumps = sorted
-        .windows(2)
-        .any(|w| (w[1] - w[0]) as f64 > MAX_GAP_SECS_FOR_ANY_FRAME * ticks_per_sec);
-    let any_frame = starts == Starts::AnyFrame && !jumps;
+    let any_frame = starts == Starts::AnyFrame && !jumps(packets, &sorted, ticks_per_sec);
+    let max_lead = ((MAX_LEAD_SECS * ticks_per_sec) as i64).max(MAX_LEAD_TARGETS * target);
 
     // Segment starts, as presentation indices, each marked whether it is a safe point.
     let mut begins: Vec<(usize, bool)> = vec![(0, true)];
+    let mut span_first = 0usize; // the last safe start
     let mut k = 0; // next candidate in `safe`
     loop {
         let (cur, _) = *begins.last().expect("non-empty");
@@ -254,12 +291,36 @@ pub fn plan(
         };
         let pick = match safe_pick {
             Some(s) => Some((s, true)),
-            None if any_frame => nearest_frame(&sorted, cur, want).map(|p| (p, false)),
+            None if any_frame => {
+                // Up to the next safe point past half a target (else the end) in pieces of about
+                // the target each: even segments, not a run of full ones and a short last one.
+                let next = safe[k..]
+                    .iter()
+                    .copied()
+                    .find(|&s| sorted[s] >= cur_pts + target / 2);
+                let stop = next.map_or(end, |s| sorted[s]);
+                let pieces = ((stop - cur_pts) as f64 / target as f64).round() as i64;
+                let inner = if pieces >= 2 {
+                    nearest_frame(&sorted, cur, cur_pts + (stop - cur_pts) / pieces)
+                } else {
+                    None
+                };
+                match inner {
+                    // A lead-in past the cap costs more decoding than the parallelism pays
+                    // for: the span's rest is one segment, up to its next safe point.
+                    Some(p) if sorted[p] - sorted[span_first] > max_lead => next.map(|s| (s, true)),
+                    Some(p) => Some((p, safe.binary_search(&p).is_ok())),
+                    None => next.filter(|_| pieces >= 2).map(|s| (s, true)),
+                }
+            }
             None => None,
         };
         let Some((cut, is_safe)) = pick else { break };
         if end - sorted[cut] < target / 4 {
             break;
+        }
+        if is_safe {
+            span_first = cut;
         }
         begins.push((cut, is_safe));
     }
@@ -584,5 +645,52 @@ mod tests {
         let (from, to) = w.bounds_secs();
         assert!((from.unwrap() - 0.1).abs() < 1e-9);
         assert!((to.unwrap() - 0.22).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_lead_in_is_capped_and_the_rest_of_the_span_is_one_segment() {
+        // One keyframe in 400 s (25 ticks a second), 10 s segments: lead-ins up to 40 s.
+        let p = closed_gop(10_000, 100_000);
+        let capped = plan(&p, 250, Starts::AnyFrame, 25.0).unwrap();
+        check_cover(&p, &capped);
+        let frames: Vec<u64> = capped.segments.iter().map(|c| c.frames).collect();
+        assert_eq!(frames, vec![250, 250, 250, 250, 9_000]);
+    }
+
+    #[test]
+    fn times_going_back_in_decode_order_keep_cuts_on_safe_points() {
+        let mut p = closed_gop(200, 200);
+        for (i, x) in p.iter_mut().enumerate() {
+            // A decode clock reset half way.
+            x.dts = Some(if i < 100 { i as i64 } else { i as i64 - 100 });
+        }
+        assert_eq!(plan(&p, 20, Starts::AnyFrame, 25.0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_frame_cut_on_a_keyframe_starts_a_span() {
+        // A frame every 2 ticks, each a keyframe, segments of 1 tick: every frame its own span.
+        let p: Vec<Packet> = (0..12)
+            .map(|i| Packet {
+                pts: Some(i * 2),
+                dts: None,
+                duration: Some(2),
+                key: true,
+            })
+            .collect();
+        let each = plan(&p, 1, Starts::AnyFrame, 1.0).unwrap();
+        check_cover(&p, &each);
+        assert_eq!((each.len(), each.spans()), (12, 12));
+        assert!(each.segments.iter().all(|c| c.within.is_none()));
+    }
+
+    #[test]
+    fn the_last_stretch_is_not_split_below_one_and_a_half_targets() {
+        // Keyframes every 132 frames over 396, segments of 99 asked (the pipeline test's
+        // sample): one segment per keyframe, none inside the last.
+        let p = closed_gop(396, 132);
+        let plan = plan(&p, 99, Starts::AnyFrame, 25.0).unwrap();
+        check_cover(&p, &plan);
+        assert_eq!(plan.len(), 3, "{plan:?}");
     }
 }
