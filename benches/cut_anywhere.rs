@@ -1,8 +1,8 @@
 //! `cargo bench --bench cut_anywhere`: how sources whose keyframes lie far apart are cut, and
 //! what starting segments between keyframes costs. The same 60 s of 1280x720 (the pipeline
 //! benchmark's source) is encoded with a keyframe every 1, 2, 10 and 20 s; each is transcoded
-//! by `ffleet transcode` sized for a 16-slot pool, and the 20 s one also with segments on
-//! keyframes only (`splitter.cut_anywhere = false`, as releases before cut-anywhere cut it).
+//! by `ffleet transcode` sized for a 16-slot pool, and the 10 s and 20 s ones also with segments
+//! on keyframes only (`splitter.cut_anywhere = false`, as releases before cut-anywhere cut it).
 //!
 //! Printed per run: segments, wall, the CPU of the ffmpeg children, and the lead-in: the frames
 //! decoded only to be dropped (summed over the plan, which `cuts::plan` gives from the source's
@@ -52,6 +52,7 @@ fn main() {
         (1u32, Starts::AnyFrame),
         (2, Starts::AnyFrame),
         (10, Starts::AnyFrame),
+        (10, Starts::SafePoints),
         (20, Starts::AnyFrame),
         (20, Starts::SafePoints),
     ] {

@@ -569,7 +569,7 @@ async fn segments_of_one_or_two_frames_merge_frame_exact() -> Result<()> {
 }
 
 /// Segments start at any frame: a source with one keyframe, open-GOP sources (MPEG-2 with
-/// B-frames, x265 with `open-gop`: no keyframe is a safe cut) and a 2 fps source cut into
+/// B-frames in MPEG-TS, x265 with `open-gop`: no keyframe is a safe cut) and a 1 fps source cut into
 /// one-frame segments between its keyframes each get as many segments as a source with a
 /// keyframe every second would, and come out frame-exact: every frame at its source time and
 /// within 30 dB of it.
@@ -600,7 +600,7 @@ async fn segments_start_between_keyframes_and_merge_frame_exact() -> Result<()> 
             6,
         ),
         (
-            "open.mpg",
+            "open.ts",
             "25",
             "4",
             &["-c:v", "mpeg2video", "-g", "50", "-bf", "2", "-q:v", "4"],
@@ -624,13 +624,13 @@ async fn segments_start_between_keyframes_and_merge_frame_exact() -> Result<()> 
         ),
         (
             "slow.mp4",
-            "2",
-            "6",
+            "1",
+            "12",
             &[
                 "-c:v", "libx264", "-preset", "veryfast", "-g", "12", "-bf", "1", "-pix_fmt",
                 "yuv420p",
             ],
-            0.5,
+            1.0,
             12,
         ),
     ];
@@ -641,7 +641,7 @@ async fn segments_start_between_keyframes_and_merge_frame_exact() -> Result<()> 
         args.extend(enc.iter().copied());
         args.push(src.to_str().context("utf-8 path")?);
         media::ffmpeg(&args)?;
-        let mut req = fleet.request(name, &src, &format!("{name}.out.mkv"));
+        let mut req = fleet.request(&name.replace('.', "-"), &src, &format!("{name}.out.mkv"));
         req.segment_seconds = Some(*seg);
         fleet.submit(&req).await?;
     }
@@ -651,7 +651,9 @@ async fn segments_start_between_keyframes_and_merge_frame_exact() -> Result<()> 
             .lines()
             .filter(|l| l.contains('K'))
             .count();
-        let done = fleet.wait_completed(name, JOB_TIMEOUT).await?;
+        let done = fleet
+            .wait_completed(&name.replace('.', "-"), JOB_TIMEOUT)
+            .await?;
         ensure!(
             done.segments as u32 == *segments && done.segments as usize > keyframes,
             "{name}: {} segments from {keyframes} keyframes, wanted {segments}",
