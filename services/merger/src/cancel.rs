@@ -16,18 +16,15 @@ use ffleet_runtime::jobs::{self, Cancel};
 use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
 use ffleet_runtime::messages::{JobRecord, JobState};
 use ffleet_runtime::nats::NatsError;
-use ffleet_runtime::nats::service::{self as service_nats, error};
+use ffleet_runtime::nats::service::{self as service_nats, Endpoint, error};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::subjects::{self, service_api};
-use futures::StreamExt;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Service error code of a cancel naming a job that does not exist.
 pub const ERROR_UNKNOWN_JOB: u16 = 404;
-/// Requests answered at once by one replica; more wait in the subscription.
-const IN_FLIGHT: usize = 16;
 /// How long the record's write may take before the request is answered as unavailable (ask
 /// again: a cancel is idempotent).
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -35,27 +32,24 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// Registers this merger as an instance of the `ffleet` service and answers cancel requests
 /// until `shutdown` fires; the returned task ends once the service is stopped.
 pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<()>, NatsError> {
-    let service = service_nats::start(&ctx.client, "job cancel requests").await?;
-    let endpoint = service
-        .endpoint_builder()
-        .name(service_api::CANCEL_ENDPOINT)
-        .add(subjects::API_CANCEL)
-        .await
-        .map_err(|e| NatsError::op("cancel endpoint", e))?;
-    let tenants = service
-        .endpoint_builder()
-        .name(service_api::TENANT_CANCEL_ENDPOINT)
-        .add(subjects::api_cancel_any_tenant())
-        .await
-        .map_err(|e| NatsError::op("tenant cancel endpoint", e))?;
-    tracing::info!(subject = subjects::API_CANCEL, "job cancel service running");
-    Ok(tokio::spawn(async move {
-        futures::stream::select(endpoint, tenants)
-            .take_until(shutdown.cancelled_owned())
-            .for_each_concurrent(IN_FLIGHT, |req| answer(&ctx, req))
-            .await;
-        let _ = service.stop().await;
-    }))
+    let tenants = subjects::api_cancel_any_tenant();
+    let endpoints = [
+        Endpoint {
+            name: service_api::CANCEL_ENDPOINT,
+            subject: subjects::API_CANCEL,
+        },
+        Endpoint {
+            name: service_api::TENANT_CANCEL_ENDPOINT,
+            subject: &tenants,
+        },
+    ];
+    let client = ctx.client.clone();
+    let about = "job cancel requests";
+    service_nats::serve_job_action(&client, about, endpoints, shutdown, move |req| {
+        let ctx = ctx.clone();
+        async move { answer(&ctx, req).await }
+    })
+    .await
 }
 
 async fn answer(ctx: &Ctx, req: service::Request) {

@@ -276,8 +276,14 @@ async fn scan(
 /// when it cannot be cut exactly or lasts longer than the limit.
 fn extent(cfg: &Config, packets: &[Packet], time_base: Rational) -> Result<(i64, i64), Failure> {
     let first = packets.iter().filter_map(|p| p.pts).min();
-    let end = cuts::stream_end(packets);
-    let (Some(start_pts), Ok(end)) = (first, end) else {
+    let end = match cuts::stream_end(packets) {
+        Ok(end) => Some(end),
+        Err(e @ cuts::CutError::MissingTimestamps(_)) => {
+            return Err(Failure::new(Reason::UnsupportedInput, e.to_string()));
+        }
+        Err(cuts::CutError::Empty) => None,
+    };
+    let (Some(start_pts), Some(end)) = (first, end) else {
         return Err(Failure::new(
             Reason::InputUnreadable,
             "the video stream has no readable frames",

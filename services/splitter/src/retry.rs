@@ -16,13 +16,12 @@ use ffleet_runtime::job_protocol::{self, RetryRefused};
 use ffleet_runtime::messages::status::{self as wire, JobStatus, StatusRequest};
 use ffleet_runtime::messages::{self, JobRecord, JobRequest, JobState};
 use ffleet_runtime::nats::kv::Change;
-use ffleet_runtime::nats::service::{self as service_nats, error};
+use ffleet_runtime::nats::service::{self as service_nats, Endpoint, error};
 use ffleet_runtime::nats::{BoxError, NatsError, publish};
 use ffleet_runtime::runtime::Ctx;
 use ffleet_runtime::subjects::{self, service_api};
 use ffleet_runtime::time::now_rfc3339;
 use ffleet_runtime::{JobId, Tenant};
-use futures::StreamExt;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,35 +30,30 @@ use tokio_util::sync::CancellationToken;
 pub const ERROR_UNKNOWN_JOB: u16 = 404;
 /// Service error code of a retry of a job that has not failed or been cancelled.
 pub const ERROR_NOT_ENDED: u16 = 409;
-/// Requests answered at once by one replica; more wait in the subscription.
-const IN_FLIGHT: usize = 16;
 /// How long the record's write and the new request's publish may take.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// Registers this splitter as an instance of the `ffleet` service and answers retry requests
 /// until `shutdown` fires; the returned task ends once the service is stopped.
 pub async fn start(ctx: Ctx, shutdown: CancellationToken) -> Result<JoinHandle<()>, NatsError> {
-    let service = service_nats::start(&ctx.client, "job retry requests").await?;
-    let endpoint = service
-        .endpoint_builder()
-        .name(service_api::RETRY_ENDPOINT)
-        .add(subjects::API_RETRY)
-        .await
-        .map_err(|e| NatsError::op("retry endpoint", e))?;
-    let tenants = service
-        .endpoint_builder()
-        .name(service_api::TENANT_RETRY_ENDPOINT)
-        .add(subjects::api_retry_any_tenant())
-        .await
-        .map_err(|e| NatsError::op("tenant retry endpoint", e))?;
-    tracing::info!(subject = subjects::API_RETRY, "job retry service running");
-    Ok(tokio::spawn(async move {
-        futures::stream::select(endpoint, tenants)
-            .take_until(shutdown.cancelled_owned())
-            .for_each_concurrent(IN_FLIGHT, |req| answer(&ctx, req))
-            .await;
-        let _ = service.stop().await;
-    }))
+    let tenants = subjects::api_retry_any_tenant();
+    let endpoints = [
+        Endpoint {
+            name: service_api::RETRY_ENDPOINT,
+            subject: subjects::API_RETRY,
+        },
+        Endpoint {
+            name: service_api::TENANT_RETRY_ENDPOINT,
+            subject: &tenants,
+        },
+    ];
+    let client = ctx.client.clone();
+    let about = "job retry requests";
+    service_nats::serve_job_action(&client, about, endpoints, shutdown, move |req| {
+        let ctx = ctx.clone();
+        async move { answer(&ctx, req).await }
+    })
+    .await
 }
 
 async fn answer(ctx: &Ctx, req: service::Request) {

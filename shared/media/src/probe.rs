@@ -188,6 +188,11 @@ pub async fn scan_packets(
     let mut args = base_args(formats);
     args.extend(
         [
+            // Packets an MPEG program stream leaves unstamped (it stamps only some frames) get
+            // the time their decode time and order give them, as the cutting ffmpeg gives them
+            // (`args::cut`): the plan and the cuts agree.
+            "-fflags",
+            "+genpts",
             "-show_entries",
             "packet=stream_index,pts,dts,duration,flags",
             "-of",

@@ -30,6 +30,53 @@ pub async fn answer_within<T: serde::Serialize>(
     }
 }
 
+/// One endpoint of the service: its name and the subject it answers on.
+pub struct Endpoint<'a> {
+    pub name: &'a str,
+    pub subject: &'a str,
+}
+
+/// Requests of a job action answered at once by one replica; more wait in the subscription.
+const ACTION_IN_FLIGHT: usize = 16;
+
+/// Registers this process as an instance of ffleet's service (`about`) with a job action's
+/// endpoints (the plain one and the one every tenant's subject reaches), and answers their
+/// requests with `answer` until `shutdown` fires; the returned task ends once the service is
+/// stopped. What the mergers' cancel and the splitters' retry run.
+pub async fn serve_job_action<F, Fut>(
+    client: &async_nats::Client,
+    about: &str,
+    endpoints: [Endpoint<'_>; 2],
+    shutdown: tokio_util::sync::CancellationToken,
+    answer: F,
+) -> Result<tokio::task::JoinHandle<()>, NatsError>
+where
+    F: Fn(service::Request) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use futures::StreamExt;
+    let service = start(client, about).await?;
+    let [plain, tenants] = endpoints;
+    let mut added = Vec::with_capacity(2);
+    for e in [&plain, &tenants] {
+        let endpoint = service
+            .endpoint_builder()
+            .name(e.name)
+            .add(e.subject)
+            .await
+            .map_err(|err| NatsError::op("service endpoint", err))?;
+        added.push(endpoint);
+    }
+    tracing::info!(subject = plain.subject, about, "service endpoints running");
+    Ok(tokio::spawn(async move {
+        futures::stream::select_all(added)
+            .take_until(shutdown.cancelled_owned())
+            .for_each_concurrent(ACTION_IN_FLIGHT, answer)
+            .await;
+        let _ = service.stop().await;
+    }))
+}
+
 /// Longest error text sent: it travels in a header.
 const MAX_ERROR_CHARS: usize = 300;
 

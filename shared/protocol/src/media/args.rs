@@ -43,7 +43,14 @@ pub fn cut_name(index: u32) -> String {
 /// given decode-order packet indices (each a safe keyframe, see `cuts`).
 pub fn cut(source: &Path, map: &str, cut_at: &[u64], out_dir: &Path) -> Vec<OsString> {
     let mut a = common();
-    a.extend(os(["-format_whitelist", SOURCE_FORMATS, "-i"]));
+    // Unstamped packets get the times the probe gave them (`probe::scan_packets`).
+    a.extend(os([
+        "-fflags",
+        "+genpts",
+        "-format_whitelist",
+        SOURCE_FORMATS,
+        "-i",
+    ]));
     a.push(file_arg(source));
     a.extend(os(["-map", map, "-c", "copy", "-fflags", "+bitexact"]));
     if cut_at.is_empty() {
@@ -374,11 +381,12 @@ mod tests {
         );
     }
 
+    fn strs(a: Vec<OsString>) -> Vec<String> {
+        a.iter().map(|x| x.to_string_lossy().into_owned()).collect()
+    }
+
     #[test]
     fn every_segment_encode_starts_its_first_frame_at_zero() {
-        let strs = |a: Vec<OsString>| -> Vec<String> {
-            a.iter().map(|x| x.to_string_lossy().into_owned()).collect()
-        };
         let start = SegmentStart {
             pts: 123_456,
             time_base: Rational::new(1, 12_800),
@@ -454,9 +462,6 @@ mod tests {
 
     #[test]
     fn a_segment_inside_its_cut_keeps_its_frames_by_time() {
-        let strs = |a: Vec<OsString>| -> Vec<String> {
-            a.iter().map(|x| x.to_string_lossy().into_owned()).collect()
-        };
         let start = SegmentStart {
             pts: 512,
             time_base: Rational::new(1, 12_800),

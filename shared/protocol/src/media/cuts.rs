@@ -433,10 +433,9 @@ mod tests {
         assert_eq!(next, 600);
     }
 
-    #[test]
-    fn open_gop_keyframes_are_not_safe() {
-        // I(4) B(2) B(3) | I(8) B(6) B(7) with the Bs of the second GOP before its I: open GOP.
-        let p: Vec<Packet> = [
+    /// I(0) P(1) | I(4) B(2) B(3) P(5): the Bs after the second keyframe come before it.
+    fn open_gop() -> Vec<Packet> {
+        [
             (0, true),
             (1, false),
             (4, true),
@@ -451,7 +450,12 @@ mod tests {
             duration: Some(1),
             key,
         })
-        .collect();
+        .collect()
+    }
+
+    #[test]
+    fn open_gop_keyframes_are_not_safe() {
+        let p = open_gop();
         assert_eq!(safe_cut_points(&p).unwrap(), Vec::<usize>::new());
         assert_eq!(plan(&p, 2, Starts::SafePoints, 1.0).unwrap().len(), 1);
     }
@@ -595,22 +599,7 @@ mod tests {
 
     #[test]
     fn open_gop_sources_and_one_frame_segments_are_cut_anywhere() {
-        let p: Vec<Packet> = [
-            (0, true),
-            (1, false),
-            (4, true),
-            (2, false),
-            (3, false),
-            (5, false),
-        ]
-        .iter()
-        .map(|&(pts, key)| Packet {
-            pts: Some(pts),
-            dts: None,
-            duration: Some(1),
-            key,
-        })
-        .collect();
+        let p = open_gop();
         let one = plan(&p, 1, Starts::AnyFrame, 1.0).unwrap();
         check_cover(&p, &one);
         assert_eq!(one.len(), 6);
