@@ -1,6 +1,7 @@
 //! A corpus of damaged media, generated from one clean clip with a seeded generator: random
 //! bytes over the middle, a zeroed range, a truncated file, a destroyed keyframe, corrupt audio
-//! packets, and a file mostly destroyed (with and without audio). What a single ffmpeg makes of each is the reference.
+//! packets (one in ten, and nine in ten), and a file mostly destroyed (with and without
+//! audio). What a single ffmpeg makes of each is the reference.
 
 use super::media::{ffmpeg, ffprobe_text};
 use anyhow::{Context, Result};
@@ -110,6 +111,15 @@ pub fn corpus(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
         noise.fill(&mut d[pos..pos + size]);
     }
     write("audio-corrupt", &d)?;
+    // Nine audio packets in ten, random: past two thirds of the audio's decodes, not of the
+    // file's (the video's count too).
+    let mut d = data.clone();
+    for (i, (pos, size, _)) in packets(&clean, "a:0")?.into_iter().enumerate() {
+        if i % 10 != 0 {
+            noise.fill(&mut d[pos..pos + size]);
+        }
+    }
+    write("audio-mostly-corrupt", &d)?;
     // All but the first second destroyed: a single ffmpeg gives up on it.
     let (first_gop_end, ..) = video.iter().filter(|p| p.2).nth(1).context("keyframe")?;
     let mut d = data.clone();

@@ -32,7 +32,8 @@ pub enum EncodeError {
 pub struct Encoded {
     pub frames: u64,
     pub secs: f64,
-    /// Error lines the decoder wrote (damaged input it concealed or skipped).
+    /// Error lines the decoder wrote (damaged input it concealed or skipped); for the tracks
+    /// unit, the decode calls that failed.
     pub decode_errors: u64,
 }
 
@@ -115,7 +116,13 @@ pub async fn run(
     })
     .await
     .map_err(|e| classify(e, task))?;
-    let decode_errors = ran.stderr_lines;
+    // The tracks unit reports its failed decode calls: the merge judges the file's error rate
+    // by them, beside the video frames the segments could not decode.
+    let decode_errors = if task.unit.is_audio() {
+        ran.decode_failures
+    } else {
+        ran.stderr_lines
+    };
     let secs = started.elapsed().as_secs_f64();
     if !last.end {
         return Err(EncodeError::CutShort(Failure::new(

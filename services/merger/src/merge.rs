@@ -66,10 +66,13 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
     let units = results(ctx, rec).await?;
     let segments = plan.segments as usize;
     let audio_packets = src.audio.as_ref().map_or(0, |a| a.packets);
+    // The tracks unit, after the segments, reports its failed decode calls.
+    let audio_failures = units.get(segments).map_or(0, |u| u.decode_errors);
     mostly_undecodable(
         src.video.frames,
         audio_packets,
         units[..segments].iter().map(|u| u.frames),
+        audio_failures,
     )?;
     let fetched = fetch_all(ctx, rec, &units, segments, src.video.time_base, dir.path()).await?;
     if fetched.entries.is_empty() {
@@ -104,6 +107,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
     let expected = verify::Expected {
         frames: units[..segments].iter().map(|c| c.frames).sum(),
         tracks: &plan.tracks,
+        audio_lost: audio_failures,
     };
     let checked = verify::verify(&ctx.config, src, &expected, &tmp).await;
     let verified = match checked {
@@ -188,24 +192,27 @@ pub async fn withdraw(ctx: &Ctx, rec: &JobRecord, merged: &Merged) {
 /// Refuses an output most of whose frames the decoder could not decode, as a single ffmpeg
 /// does: it exits with an error once more than two thirds of its decode calls failed
 /// (`-max_error_rate`, 2/3 by default), counting the audio it decodes beside the video. Each
-/// segment's encoder allows any rate (a damaged stretch concentrates in one segment, whose rate
-/// says nothing of the file's), so the file's rate is judged here: the video frames the units
-/// could not decode against the source's video frames and audio packets. (Audio the tracks unit
-/// cannot decode fails that unit on its own, as `input_damaged`.)
+/// unit's encoder allows any rate (a damaged stretch concentrates in one segment, and the audio
+/// alone is not the file, so neither one's rate says anything of the file's), so the file's
+/// rate is judged here: the video frames the units could not decode and the audio decode calls
+/// that failed, against the source's video frames and audio packets.
 fn mostly_undecodable(
     source_frames: u64,
     audio_packets: u64,
     encoded: impl Iterator<Item = u64>,
+    audio_failures: u64,
 ) -> Result<(), Failure> {
     let encoded: u64 = encoded.sum();
     let dropped = source_frames.saturating_sub(encoded);
+    let failed = u128::from(dropped) + u128::from(audio_failures.min(audio_packets));
     let calls = u128::from(source_frames) + u128::from(audio_packets);
-    if u128::from(dropped) * 3 > calls * 2 {
+    if failed * 3 > calls * 2 {
         return Err(Failure::new(
             Reason::InputDamaged,
             format!(
-                "{dropped} of the source's {source_frames} video frames could not be decoded \
-                 (more than two thirds of what a single ffmpeg decodes, where it gives up too)"
+                "{dropped} of the source's {source_frames} video frames and {audio_failures} of \
+                 its {audio_packets} audio packets could not be decoded (more than two thirds of \
+                 what a single ffmpeg decodes, where it gives up too)"
             ),
         ));
     }
@@ -485,12 +492,22 @@ mod tests {
     #[test]
     fn a_file_is_refused_where_a_single_ffmpeg_gives_up() {
         // Two thirds exactly is still decoded; one frame more is not.
-        assert!(mostly_undecodable(300, 0, [100].into_iter()).is_ok());
-        assert!(mostly_undecodable(300, 0, [99].into_iter()).is_err());
+        assert!(mostly_undecodable(300, 0, [100].into_iter(), 0).is_ok());
+        assert!(mostly_undecodable(300, 0, [99].into_iter(), 0).is_err());
         // Audio decoded beside the video keeps the rate down, as it does for ffmpeg.
-        assert!(mostly_undecodable(200, 375, [25].into_iter()).is_ok());
+        assert!(mostly_undecodable(200, 375, [25].into_iter(), 0).is_ok());
         // The units' frames add up; more than the source (a count gone wrong) is no damage.
-        assert!(mostly_undecodable(200, 0, [20, 30, 20].into_iter()).is_ok());
-        assert!(mostly_undecodable(200, 0, [300].into_iter()).is_ok());
+        assert!(mostly_undecodable(200, 0, [20, 30, 20].into_iter(), 0).is_ok());
+        assert!(mostly_undecodable(200, 0, [300].into_iter(), 0).is_ok());
+    }
+
+    #[test]
+    fn failed_audio_decodes_count_with_the_video_as_ffmpeg_counts_them() {
+        // 336 of 376 audio packets lost, the video whole: 58 % of the calls, decoded.
+        assert!(mostly_undecodable(200, 376, [200].into_iter(), 336).is_ok());
+        // Beside half the video lost, past two thirds: refused.
+        assert!(mostly_undecodable(200, 376, [50].into_iter(), 336).is_err());
+        // More failures than packets (a count gone wrong) count as every packet.
+        assert!(mostly_undecodable(200, 376, [200].into_iter(), 10_000).is_ok());
     }
 }

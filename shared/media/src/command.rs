@@ -93,6 +93,9 @@ pub struct RunOutput {
     /// Lines the child wrote to stderr. ffleet runs ffmpeg at `-loglevel error`, where a clean
     /// run writes none: for a decode these are the decoder's errors (concealed or not).
     pub stderr_lines: u64,
+    /// Decode calls that failed, as ffmpeg reports each (`Error while decoding stream`): what
+    /// its `-max_error_rate` counts against the calls made.
+    pub decode_failures: u64,
 }
 
 /// The end of a child's stderr: its last lines, and how many there were.
@@ -100,7 +103,11 @@ pub struct RunOutput {
 struct Tail {
     text: String,
     lines: u64,
+    decode_failures: u64,
 }
+
+/// What ffmpeg writes (at `-loglevel error`) for each decode call that failed.
+const DECODE_FAILED: &str = "Error while decoding stream";
 
 /// Limits for a supervised run.
 #[derive(Debug, Clone, Copy)]
@@ -135,12 +142,15 @@ fn spawn(program: &Tool, args: &[OsString]) -> Result<Child, RunError> {
 async fn tail_of(stream: impl AsyncRead + Unpin) -> Tail {
     let mut lines = BufReader::new(stream).lines();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    let mut count = 0;
+    let (mut count, mut decode_failures) = (0, 0);
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim().is_empty() {
             continue;
         }
         count += 1;
+        if line.contains(DECODE_FAILED) {
+            decode_failures += 1;
+        }
         if tail.len() == STDERR_TAIL_LINES {
             tail.pop_front();
         }
@@ -149,6 +159,7 @@ async fn tail_of(stream: impl AsyncRead + Unpin) -> Tail {
     Tail {
         text: Vec::from(tail).join("\n"),
         lines: count,
+        decode_failures,
     }
 }
 
@@ -167,6 +178,7 @@ fn finished(
             stdout,
             stderr_tail,
             stderr_lines: tail.lines,
+            decode_failures: tail.decode_failures,
         });
     }
     let (status, signalled) = match (status.code(), status.signal()) {

@@ -241,6 +241,9 @@ pub fn encode_tracks(
     output: &Path,
 ) -> Vec<OsString> {
     let mut a = common();
+    // Alone, the audio's error rate is not the file's: a single ffmpeg counts the video's
+    // decode calls beside it. The merge judges the file's rate from the failures reported.
+    a.extend(os(["-max_error_rate", "1"]));
     a.extend(os(["-format_whitelist", SOURCE_FORMATS, "-i"]));
     a.push(file_arg(source));
     a.extend(os(["-map_metadata", "0", "-map_chapters", "0"]));
