@@ -240,8 +240,10 @@ fn check_result(
     let (frames, decode_errors) = (encoded.frames, encoded.decode_errors);
     match task.expected_frames {
         // Damaged input: the decoder dropped frames it could not conceal, exactly as a single
-        // ffmpeg decoding the file drops them. What it could not decode at all is an error.
-        Some(want) if frames < want && frames > 0 && decode_errors > 0 => {
+        // ffmpeg decoding the file drops them, down to every frame of the segment (a damaged
+        // stretch cut into several segments). Frames missing without a decode error are an
+        // error.
+        Some(want) if frames < want && decode_errors > 0 => {
             tracing::warn!(job = %task.job_id, unit = %task.unit, frames, want, decode_errors, "damaged input: decoder dropped frames");
             Ok(encoded)
         }

@@ -76,7 +76,11 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
     )?;
     let fetched = fetch_all(ctx, rec, &units, segments, src.video.time_base, dir.path()).await?;
     if fetched.entries.is_empty() {
-        return Err(internal("plan has no segments").into());
+        return Err(Failure::new(
+            Reason::InputDamaged,
+            "not one of the source's video frames could be decoded",
+        )
+        .into());
     }
     let list = dir.path().join("list.ffconcat");
     tokio::fs::write(&list, args::concat_list(&fetched.entries))
@@ -101,7 +105,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
     let hevc = ctx.config.profile(&rec.profile).is_some_and(|p| {
         !p.variants.is_empty() && p.variants.values().all(|v| profiles::is_hevc(&v.args))
     });
-    concat(ctx, src, plan, hevc, &list, fetched.tracks.as_deref(), &tmp).await?;
+    concat(ctx, src, plan, hevc, &list, &fetched, &tmp).await?;
     // Frames the decoder dropped from damaged input are missing from the output as they are
     // from a single ffmpeg's: the encoded units say how many frames there are.
     let expected = verify::Expected {
@@ -222,6 +226,9 @@ fn mostly_undecodable(
 /// What a merge fetched: the concat list's entries, the tracks unit's file, bytes moved.
 struct Fetched {
     entries: Vec<ConcatEntry>,
+    /// Source time before the first segment that has frames (segments before it decoded to
+    /// nothing): the video starts that much later.
+    lead_us: i64,
     tracks: Option<PathBuf>,
     moved: u64,
 }
@@ -238,6 +245,7 @@ async fn fetch_all(
 ) -> Result<Fetched, MergeError> {
     let mut fetched = Fetched {
         entries: Vec::with_capacity(segments),
+        lead_us: 0,
         tracks: None,
         moved: 0,
     };
@@ -245,15 +253,26 @@ async fn fetch_all(
     let (video, tracks) = units.split_at(segments);
     let mut offset_ticks = 0_i64;
     for c in video {
-        let name = file_name(&c.result_key).to_owned();
-        fetch_one(ctx, rec, c, &dir.join(&name), &mut fetched.moved, &mut bad).await?;
         // Durations from cumulative source time, rounded once per boundary, so microsecond
         // rounding never accumulates across segments.
         let start_us = tb.micros(offset_ticks);
         offset_ticks += c.duration_ticks;
+        let duration_us = tb.micros(offset_ticks) - start_us;
+        if c.frames == 0 {
+            // Every frame of it undecodable (its encoder accepted that only with decode errors):
+            // its time goes to the segment before, as a single ffmpeg leaves a gap where it
+            // dropped frames, or before the first frame.
+            match fetched.entries.last_mut() {
+                Some(prev) => prev.duration_us += duration_us,
+                None => fetched.lead_us += duration_us,
+            }
+            continue;
+        }
+        let name = file_name(&c.result_key).to_owned();
+        fetch_one(ctx, rec, c, &dir.join(&name), &mut fetched.moved, &mut bad).await?;
         fetched.entries.push(ConcatEntry {
             file_name: name,
-            duration_us: tb.micros(offset_ticks) - start_us,
+            duration_us,
         });
     }
     if let Some(c) = tracks.first() {
@@ -297,20 +316,23 @@ async fn fetch_one(
     }
 }
 
-/// Concatenates the segments listed in `list` and muxes the tracks into `tmp`, in one
-/// stream-copy ffmpeg run.
+/// Concatenates the segments listed in `list` (what `fetched` holds) and muxes the tracks into
+/// `tmp`, in one stream-copy ffmpeg run.
 async fn concat(
     ctx: &Ctx,
     src: &SourceInfo,
     plan: &Plan,
     hevc: bool,
     list: &Path,
-    tracks: Option<&Path>,
+    fetched: &Fetched,
     tmp: &Path,
 ) -> Result<(), MergeError> {
     // Where the first frame sat relative to the source's start, which is where a single ffmpeg
-    // run would put it relative to the audio.
-    let video_offset_us = ((src.video.start_secs() - src.format_start_secs) * 1e6).round() as i64;
+    // run would put it relative to the audio (later by segments that decoded to nothing).
+    let video_offset_us = ((src.video.start_secs() - src.format_start_secs) * 1e6).round()
+        as i64
+        + fetched.lead_us;
+    let tracks = fetched.tracks.as_deref();
     let cmd = args::merge(list, tracks, video_offset_us, plan.container, hevc, tmp);
     let limits = Limits {
         timeout: Duration::from_secs_f64(600.0_f64.max(src.video.duration_secs())),
