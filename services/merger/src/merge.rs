@@ -211,12 +211,17 @@ fn mostly_undecodable(
     let failed = u128::from(dropped) + u128::from(audio_failures.min(audio_packets));
     let calls = u128::from(source_frames) + u128::from(audio_packets);
     if failed * 3 > calls * 2 {
+        let audio = if audio_packets > 0 {
+            format!(" and {audio_failures} of its {audio_packets} audio packets")
+        } else {
+            String::new()
+        };
         return Err(Failure::new(
             Reason::InputDamaged,
             format!(
-                "{dropped} of the source's {source_frames} video frames and {audio_failures} of \
-                 its {audio_packets} audio packets could not be decoded (more than two thirds of \
-                 what a single ffmpeg decodes, where it gives up too)"
+                "{dropped} of the source's {source_frames} video frames{audio} could not be \
+                 decoded (more than two thirds of what a single ffmpeg decodes, where it gives \
+                 up too)"
             ),
         ));
     }
@@ -329,9 +334,8 @@ async fn concat(
 ) -> Result<(), MergeError> {
     // Where the first frame sat relative to the source's start, which is where a single ffmpeg
     // run would put it relative to the audio (later by segments that decoded to nothing).
-    let video_offset_us = ((src.video.start_secs() - src.format_start_secs) * 1e6).round()
-        as i64
-        + fetched.lead_us;
+    let video_offset_us =
+        ((src.video.start_secs() - src.format_start_secs) * 1e6).round() as i64 + fetched.lead_us;
     let tracks = fetched.tracks.as_deref();
     let cmd = args::merge(list, tracks, video_offset_us, plan.container, hevc, tmp);
     let limits = Limits {
