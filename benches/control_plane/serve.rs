@@ -64,6 +64,7 @@ impl ffleet_encoder::Executor for NoMedia {
             frames: unit.task.expected_frames.unwrap_or(0),
             secs: 0.0,
             decode_errors: 0,
+            decode_failures: 0,
         })
     }
 }

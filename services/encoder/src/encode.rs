@@ -35,6 +35,8 @@ pub struct Encoded {
     /// Error lines the decoder wrote (damaged input it concealed or skipped); for the tracks
     /// unit, the decode calls that failed.
     pub decode_errors: u64,
+    /// Decode calls that failed (`Error while decoding stream`), every stream.
+    pub decode_failures: u64,
 }
 
 fn classify(e: RunError, task: &Task) -> EncodeError {
@@ -116,13 +118,20 @@ pub async fn run(
     })
     .await
     .map_err(|e| classify(e, task))?;
-    // The tracks unit reports its failed decode calls: the merge judges the file's error rate
-    // by them, beside the video frames the segments could not decode.
+    // The tracks unit reports the failed decode calls of the first audio track (the one whose
+    // packets the source's facts count): the merge judges the file's error rate by them, beside
+    // the video frames the segments could not decode.
     let decode_errors = if task.unit.is_audio() {
-        ran.decode_failures
+        task.tracks
+            .iter()
+            .find(|t| t.kind == ffleet_runtime::media::tracks::TrackKind::Audio)
+            .and_then(|t| ran.decode_failures.get(&t.index))
+            .copied()
+            .unwrap_or(0)
     } else {
         ran.stderr_lines
     };
+    let video_decode_failures: u64 = ran.decode_failures.values().sum();
     let secs = started.elapsed().as_secs_f64();
     if !last.end {
         return Err(EncodeError::CutShort(Failure::new(
@@ -137,6 +146,7 @@ pub async fn run(
     let video = !task.unit.is_audio();
     telemetry::spans::encoded(&cap, &cmd, &last, task.duration_secs, secs, video);
     let encoded = Encoded {
+        decode_failures: video_decode_failures,
         frames: if task.unit.is_audio() {
             0
         } else {
@@ -243,7 +253,12 @@ fn check_result(
         // ffmpeg decoding the file drops them, down to every frame of the segment (a damaged
         // stretch cut into several segments). Frames missing without a decode error are an
         // error.
-        Some(want) if frames < want && decode_errors > 0 => {
+        // A segment of no frames at all needs decode calls that failed, not just any error line.
+        Some(want)
+            if frames < want
+                && decode_errors > 0
+                && (frames > 0 || encoded.decode_failures > 0) =>
+        {
             tracing::warn!(job = %task.job_id, unit = %task.unit, frames, want, decode_errors, "damaged input: decoder dropped frames");
             Ok(encoded)
         }

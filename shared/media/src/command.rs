@@ -93,9 +93,10 @@ pub struct RunOutput {
     /// Lines the child wrote to stderr. ffleet runs ffmpeg at `-loglevel error`, where a clean
     /// run writes none: for a decode these are the decoder's errors (concealed or not).
     pub stderr_lines: u64,
-    /// Decode calls that failed, as ffmpeg reports each (`Error while decoding stream`): what
-    /// its `-max_error_rate` counts against the calls made.
-    pub decode_failures: u64,
+    /// Decode calls that failed, by input stream index, as ffmpeg reports each (`Error while
+    /// decoding stream #0:N`): what its `-max_error_rate` counts against the calls made. Whole
+    /// only where repeated lines are not folded (`-loglevel repeat+error`).
+    pub decode_failures: std::collections::BTreeMap<u32, u64>,
 }
 
 /// The end of a child's stderr: its last lines, and how many there were.
@@ -103,11 +104,22 @@ pub struct RunOutput {
 struct Tail {
     text: String,
     lines: u64,
-    decode_failures: u64,
+    decode_failures: std::collections::BTreeMap<u32, u64>,
 }
 
-/// What ffmpeg writes (at `-loglevel error`) for each decode call that failed.
-const DECODE_FAILED: &str = "Error while decoding stream";
+/// What ffmpeg writes (at `-loglevel error`) for each decode call that failed, before the
+/// stream's `#<file>:<index>`.
+const DECODE_FAILED: &str = "Error while decoding stream #";
+
+/// The input stream index a decode-failure line names.
+fn failed_stream(line: &str) -> Option<u32> {
+    let rest = &line[line.find(DECODE_FAILED)? + DECODE_FAILED.len()..];
+    let (_file, rest) = rest.split_once(':')?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
 
 /// Limits for a supervised run.
 #[derive(Debug, Clone, Copy)]
@@ -142,14 +154,14 @@ fn spawn(program: &Tool, args: &[OsString]) -> Result<Child, RunError> {
 async fn tail_of(stream: impl AsyncRead + Unpin) -> Tail {
     let mut lines = BufReader::new(stream).lines();
     let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    let (mut count, mut decode_failures) = (0, 0);
+    let (mut count, mut decode_failures) = (0, std::collections::BTreeMap::new());
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim().is_empty() {
             continue;
         }
         count += 1;
-        if line.contains(DECODE_FAILED) {
-            decode_failures += 1;
+        if let Some(stream) = failed_stream(&line) {
+            *decode_failures.entry(stream).or_insert(0) += 1;
         }
         if tail.len() == STDERR_TAIL_LINES {
             tail.pop_front();
@@ -377,6 +389,24 @@ fn timed_out(program: String, limit: Duration) -> RunError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn decode_failures_are_told_by_stream() {
+        assert_eq!(
+            failed_stream(
+                "Error while decoding stream #0:1: Invalid data found when processing input"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            failed_stream("Error while decoding stream #0:12: x"),
+            Some(12)
+        );
+        assert_eq!(
+            failed_stream("[aac @ 0x55] channel element 3.10 is not allocated"),
+            None
+        );
+    }
     use super::*;
     use crate::sandbox::ChildLimits;
 

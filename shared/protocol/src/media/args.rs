@@ -242,8 +242,9 @@ pub fn encode_tracks(
 ) -> Vec<OsString> {
     let mut a = common();
     // Alone, the audio's error rate is not the file's: a single ffmpeg counts the video's
-    // decode calls beside it. The merge judges the file's rate from the failures reported.
-    a.extend(os(["-max_error_rate", "1"]));
+    // decode calls beside it. The merge judges the file's rate from the failures reported,
+    // every one of them (repeated lines unfolded).
+    a.extend(os(["-loglevel", "repeat+error", "-max_error_rate", "1"]));
     a.extend(os(["-format_whitelist", SOURCE_FORMATS, "-i"]));
     a.push(file_arg(source));
     a.extend(os(["-map_metadata", "0", "-map_chapters", "0"]));
@@ -290,7 +291,10 @@ pub struct ConcatEntry {
 }
 
 /// ffconcat list text. Durations come from the source's timestamps, so the concat demuxer
-/// places every segment exactly where its frames were in the source.
+/// places every segment exactly where its frames were in the source. (It places each file by
+/// the file's own start, its first frame: a segment whose first frames the decoder dropped
+/// moves early by them. An `inpoint 0` would keep it in place, but the concat demuxer then
+/// seeks the NUT file, which NUT refuses.)
 pub fn concat_list(entries: &[ConcatEntry]) -> String {
     let mut s = String::from("ffconcat version 1.0\n");
     for e in entries {
