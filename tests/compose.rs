@@ -1245,8 +1245,12 @@ async fn bring_up(ffleet_image: String, cli: PathBuf) -> Result<Option<(Fleet, C
     // The clips and their references, made while nothing else runs.
     let started = Instant::now();
     let tiny = clip(dir.path(), "tiny", 4, "320x240", 1.0)?;
-    // Segments that take a few seconds each, so a fault lands in the middle of one.
-    let slow = clip(dir.path(), "slow", 8, "1280x720", 2.0)?;
+    // Segments that take a second or more each, so a fault lands in the middle of one. Both
+    // clips ask for 1 s segments, the pool rule's floor: whatever the pool's size (2 slots on the
+    // host, more in the fleet, changing as it scales), the plan and so the bytes are the
+    // reference's. A longer cap would let the plan follow the pool, and segments that start
+    // between keyframes follow their target exactly.
+    let slow = clip(dir.path(), "slow", 8, "1280x720", 1.0)?;
     println!(
         "compose: clips and references made in {:.1} s",
         started.elapsed().as_secs_f64()
