@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::{Context, Result, ensure};
-use common::{JobClient, TestFleet, media, quality, sources};
+use common::{FleetOptions, JobClient, TestFleet, media, quality, sources};
 use ffleet_runtime::profiles;
 use std::path::Path;
 use std::time::Duration;
@@ -701,6 +701,63 @@ async fn segments_start_between_keyframes_and_merge_frame_exact() -> Result<()> 
             assert_displays_like(&src, &out)?;
         }
     }
+    fleet.stop().await;
+    Ok(())
+}
+
+/// Presentation times (s) of a file's video keyframes.
+fn keyframe_times(path: &Path) -> Result<Vec<f64>> {
+    let text = media::ffprobe_text(path, "v:0", "packet=pts_time,flags", "csv=p=0")?;
+    let mut out: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains('K'))
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect();
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn segments_start_on_shot_changes_near_the_length_asked_for() -> Result<()> {
+    // x264 as `h264-fast`, but without keyframes of its own at scene changes: the output's
+    // keyframes are then exactly the segments' first frames.
+    let fleet = TestFleet::spawn_with(FleetOptions {
+        tweak: Box::new(|cfg| {
+            let mut p = cfg.profiles["h264-fast"].clone();
+            let cpu = p.variants.get_mut("cpu").expect("a cpu variant");
+            let at = cpu
+                .args
+                .iter()
+                .position(|a| a == "-x264-params")
+                .expect("x264 params");
+            cpu.args[at + 1].push_str(":scenecut=0:keyint=1000");
+            p.variants.retain(|k, _| k == "cpu");
+            cfg.profiles.insert("shots".into(), p);
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let src = sources::shots(fleet.media.path(), "shots.mp4")?;
+    let mut req = fleet.request("shots", &src, "shots.out.mkv");
+    req.segment_seconds = Some(2.0);
+    req.profile = Some("shots".into());
+    fleet.submit(&req).await?;
+    let done = fleet.wait_completed("shots", JOB_TIMEOUT).await?;
+    let out = fleet.out_path("shots.out.mkv");
+    // Without the shots: even 2 s pieces (0, 2, 4, 6, 8). Each change lies within a quarter of
+    // a target of the length asked for, so every one starts a segment.
+    let mut wanted = vec![0.0];
+    wanted.extend(sources::SHOT_CHANGES);
+    let got = keyframe_times(&out)?;
+    ensure!(
+        done.segments as usize == wanted.len()
+            && got.len() == wanted.len()
+            && got.iter().zip(&wanted).all(|(g, w)| (g - w).abs() < 0.001),
+        "{} segments starting at {got:?}, wanted {wanted:?}",
+        done.segments
+    );
+    assert_same_frame_times("shots", &src, &out)?;
+    assert_displays_like(&src, &out)?;
     fleet.stop().await;
     Ok(())
 }

@@ -12,6 +12,54 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Shot changes (s) of [`shots`]: five unlike test patterns, each a whole number of frames.
+pub const SHOT_CHANGES: [f64; 4] = [2.4, 4.2, 6.6, 8.2];
+
+/// 10 s at 25 fps in five shots (changes at [`SHOT_CHANGES`]) with a single keyframe and
+/// B-frames: where its segments start is up to the planner, not the source's GOP.
+pub fn shots(dir: &Path, name: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    let mut ends = SHOT_CHANGES.to_vec();
+    ends.push(10.0);
+    let patterns = [
+        "testsrc2",
+        "smptehdbars",
+        "mandelbrot",
+        "rgbtestsrc",
+        "testsrc",
+    ];
+    let mut inputs: Vec<String> = Vec::new();
+    let mut start = 0.0;
+    for (pattern, end) in patterns.iter().zip(&ends) {
+        inputs.extend([
+            "-f".into(),
+            "lavfi".into(),
+            "-i".into(),
+            format!(
+                "{pattern}=size=160x96:rate=25,trim=duration={:.2}",
+                end - start
+            ),
+        ]);
+        start = *end;
+    }
+    let mut args: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    args.extend([
+        "-filter_complex",
+        "[0][1][2][3][4]concat=n=5:v=1:a=0,format=yuv420p",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-bf",
+        "2",
+        "-x264-params",
+        "keyint=1000:min-keyint=1000:scenecut=0",
+        s(&p),
+    ]);
+    ffmpeg(&args)?;
+    Ok(p)
+}
+
 /// A 3 s 25 fps H.264 clip of `size`, made from `filters` (after the test pattern), with extra
 /// encoder options.
 pub fn clip(dir: &Path, name: &str, size: &str, filters: &str, extra: &[&str]) -> Result<PathBuf> {

@@ -23,6 +23,12 @@ pub struct SplitterConfig {
     /// (for a fleet whose encoders are not all upgraded yet: an earlier encoder fails such a
     /// segment).
     pub cut_anywhere: bool,
+    /// Whether segments start on scene changes near the length asked for: one downscaled decode
+    /// of the source's video before cutting (a few percent of the job's CPU) finds them. Off, or
+    /// with `cut_anywhere` off, cuts ignore the picture.
+    pub scene_cuts: bool,
+    /// Scene score (0 to 1, ffmpeg's `select` `scene`) above which a frame starts a new shot.
+    pub scene_threshold: f64,
     /// Highest priority a request on `ffleet.jobs.submit` may ask for; requests above it are
     /// refused (`priority_not_allowed`). Requests on `ffleet.jobs.submit-privileged` (clients
     /// allowed to publish there) are not capped.
@@ -46,6 +52,9 @@ pub struct TenantLimits {
     pub max_active_jobs: Option<u32>,
 }
 
+/// A shot change scores well above this; motion within a shot (a pan, a flash) mostly below.
+pub const DEFAULT_SCENE_THRESHOLD: f64 = 0.3;
+
 /// Jobs in flight a tenant may have when nothing sets its limit.
 pub const DEFAULT_TENANT_ACTIVE_JOBS: u32 = 100;
 
@@ -60,6 +69,8 @@ impl Default for SplitterConfig {
             default_segment_secs: 10.0,
             min_segment_secs: 1.0,
             cut_anywhere: true,
+            scene_cuts: true,
+            scene_threshold: DEFAULT_SCENE_THRESHOLD,
             max_submitter_priority: 0,
             tenants: BTreeMap::new(),
             tenant_defaults: TenantLimits::default(),
@@ -134,6 +145,11 @@ impl Section for SplitterConfig {
                 )));
             }
         }
+        if !(self.scene_threshold > 0.0 && self.scene_threshold < 1.0) {
+            return Err(Invalid(
+                "splitter.scene_threshold must lie between 0 and 1 (exclusive)".into(),
+            ));
+        }
         if self.concurrency == 0 {
             return Err(Invalid("splitter.concurrency must be >= 1".into()));
         }
@@ -168,6 +184,13 @@ mod tests {
         assert_eq!(c.max_priority(Some(&other)), 1);
         assert_eq!(c.max_priority(None), 3);
         assert_eq!(c.max_active_jobs(&other), 0);
+        for bad in [0.0, 1.0, f64::NAN, -0.2] {
+            let c = SplitterConfig {
+                scene_threshold: bad,
+                ..Default::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
         c.tenants
             .insert("not a tenant".into(), TenantLimits::default());
         assert!(c.validate().is_err());

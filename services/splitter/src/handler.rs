@@ -738,6 +738,7 @@ async fn sizing_for(ctx: &Ctx, sp: &Splitter, req: &JobRequest) -> sizing::Sizin
         rule,
         slots,
         starts,
+        scenes: (cfg.cut_anywhere && cfg.scene_cuts).then_some(cfg.scene_threshold),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod media;
 mod quota;
 mod retry;
 mod reuse;
+mod scenes;
 pub mod sizing;
 pub mod split;
 pub mod sweep;

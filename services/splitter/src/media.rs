@@ -1,5 +1,5 @@
 //! The splitter's media work for one job: probe the source, check the profile can encode it,
-//! plan the segments and stream-copy their cuts into scratch storage. `Ffmpeg` (ffprobe and
+//! find its scene changes, plan the segments and stream-copy their cuts into scratch storage. `Ffmpeg` (ffprobe and
 //! ffmpeg children) is what `run` uses; a program embedding the splitter library may pass
 //! another to `run_with` (the control-plane benchmark does, to measure the control plane without
 //! media work). Nothing in a job request or in configuration selects it.
@@ -59,8 +59,19 @@ impl Media for Ffmpeg {
         let v = &src.info.video;
         let segment_secs = sizing.secs(v.duration_secs(), v.frame_rate.as_f64());
         tracing::debug!(job = %job, slots = sizing.slots, segment_secs, "segment length chosen");
-        let (segments, bytes_moved) =
-            split::split(ctx, job, source, &src, segment_secs, sizing.starts).await?;
+        // A source of one segment has no cut to place.
+        let scenes = match sizing.scenes {
+            Some(threshold) if v.duration_secs() > 1.25 * segment_secs => {
+                crate::scenes::find(ctx, job, source, &src, threshold).await
+            }
+            _ => Vec::new(),
+        };
+        let cutting = split::Cutting {
+            segment_secs,
+            starts: sizing.starts,
+            scenes: &scenes,
+        };
+        let (segments, bytes_moved) = split::split(ctx, job, source, &src, cutting).await?;
         Ok(Prepared {
             info: src.info,
             tracks: src.tracks,

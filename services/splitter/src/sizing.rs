@@ -48,6 +48,8 @@ pub struct Sizing {
     pub slots: u32,
     /// Where segments may start (`splitter.cut_anywhere`).
     pub starts: ffleet_runtime::media::cuts::Starts,
+    /// The scene score above which a cut is preferred (`splitter.scene_cuts`), if any.
+    pub scenes: Option<f64>,
 }
 
 /// Fewest frames the pool rule puts in a segment: at very low frame rates (1 or 2 fps) a
@@ -197,6 +199,7 @@ mod tests {
             },
             slots: 32,
             starts: ffleet_runtime::media::cuts::Starts::AnyFrame,
+            scenes: None,
         };
         assert_eq!(sizing(10.0).secs(60.0, 25.0), 1.0);
         assert_eq!(sizing(10.0).secs(60.0, 1.0), 10.0);

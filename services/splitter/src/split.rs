@@ -41,24 +41,40 @@ fn internal(e: impl std::fmt::Display) -> Failure {
     Failure::new(Reason::Internal, e.to_string())
 }
 
+/// How one job is cut.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutting<'a> {
+    /// Length asked for.
+    pub segment_secs: f64,
+    pub starts: cuts::Starts,
+    /// Scene changes, in the video's ticks.
+    pub scenes: &'a [i64],
+}
+
 #[tracing::instrument(name = "split", skip_all, err(Debug, level = "warn"), fields(ffleet.service = crate::SERVICE, ffleet.job = %job))]
 pub async fn split(
     ctx: &Ctx,
     job: &JobId,
     source: &Path,
     src: &Inspected,
-    segment_secs: f64,
-    starts: cuts::Starts,
+    cutting: Cutting<'_>,
 ) -> Result<(Vec<SegmentPlan>, u64), SplitError> {
     let v = &src.info.video;
     let tb = v.time_base;
+    let segment_secs = cutting.segment_secs;
     let target_ticks = (segment_secs * tb.den as f64 / tb.num as f64).round() as i64;
     let ticks_per_sec = tb.den as f64 / tb.num as f64;
-    let plan = cuts::plan(&src.packets, target_ticks, starts, ticks_per_sec)
-        .map_err(|e| Failure::new(Reason::UnsupportedInput, e.to_string()))?;
+    let plan = cuts::plan_with_scenes(
+        &src.packets,
+        target_ticks,
+        cutting.starts,
+        ticks_per_sec,
+        cutting.scenes,
+    )
+    .map_err(|e| Failure::new(Reason::UnsupportedInput, e.to_string()))?;
     // Refused before a byte is cut: more units than one job may have.
     crate::sizing::check_count(plan.len(), v.duration_secs(), segment_secs)?;
-    tracing::debug!(job = %job, segments = plan.len(), spans = plan.spans(), "segments planned");
+    tracing::debug!(job = %job, segments = plan.len(), spans = plan.spans(), on_scenes = plan.on_scenes, scenes = cutting.scenes.len(), "segments planned");
 
     let prefix = storage::keys::cuts_prefix(job);
     let staging = ctx.storage.staging_path(&prefix).await.map_err(internal)?;

@@ -10,6 +10,6 @@ pub mod sandbox;
 pub use command::{RunError, RunOutput};
 pub use ffleet_protocol::media::{
     INTERMEDIATE_FORMAT, PROTOCOLS, Rational, SOURCE_FORMATS, args, cuts, hdr, picture, progress,
-    rational, tracks,
+    rational, scenes, tracks,
 };
 pub use sandbox::{Tool, Tools};

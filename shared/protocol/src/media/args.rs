@@ -11,7 +11,7 @@ use super::{INTERMEDIATE_FORMAT, PROTOCOLS, Rational, SOURCE_FORMATS};
 use std::ffi::OsString;
 use std::path::Path;
 
-fn os<I, S>(items: I) -> Vec<OsString>
+pub(super) fn os<I, S>(items: I) -> Vec<OsString>
 where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
@@ -19,7 +19,7 @@ where
     items.into_iter().map(Into::into).collect()
 }
 
-fn common() -> Vec<OsString> {
+pub(super) fn common() -> Vec<OsString> {
     os([
         "-nostdin",
         "-hide_banner",

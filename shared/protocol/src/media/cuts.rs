@@ -109,6 +109,8 @@ impl WithinTicks {
 pub struct Plan {
     pub segments: Vec<Cut>,
     pub span_starts: Vec<u64>,
+    /// Segments after the first that start on a scene change.
+    pub on_scenes: usize,
 }
 
 impl Plan {
@@ -229,16 +231,41 @@ fn jumps(packets: &[Packet], sorted: &[i64], ticks_per_sec: f64) -> bool {
     false
 }
 
-/// Plans segments of about `target_ticks` each. A safe point within half a target of the length
-/// asked for is taken (the closest one; a segment then never falls below half the target);
-/// without one, `AnyFrame` starts the segment at the frame closest to the target, inside the span
-/// that holds it. A tail shorter than a quarter of the target joins the segment before it.
-/// `ticks_per_sec` only judges jumps in the source's times (see `MAX_GAP_SECS_FOR_ANY_FRAME`).
+/// Plans segments of about `target_ticks` each, with no scene changes known (see
+/// [`plan_with_scenes`]).
 pub fn plan(
     packets: &[Packet],
     target_ticks: i64,
     starts: Starts,
     ticks_per_sec: f64,
+) -> Result<Plan, CutError> {
+    plan_with_scenes(packets, target_ticks, starts, ticks_per_sec, &[])
+}
+
+/// A scene change counts for a cut within this share of a target of the length asked for
+/// (either way): segments then stay between three quarters and five quarters of the target.
+const SCENE_WINDOW_DIV: i64 = 4;
+
+/// Plans segments of about `target_ticks` each.
+///
+/// - A scene change (`scenes`: the times of frames that start a new shot, in source ticks)
+///   within a quarter of a target of the length asked for is taken first, the closest one: a new
+///   shot costs the encoder a keyframe anyway, so a segment that starts on one costs nothing at
+///   its seam. With `SafePoints` only scene changes on safe points count.
+/// - Else a safe point within half a target is taken (the closest one; a segment then never
+///   falls below half the target).
+/// - Else `AnyFrame` starts the segment at the frame closest to the target, inside the span that
+///   holds it.
+///
+/// A tail shorter than a quarter of the target joins the segment before it. `ticks_per_sec`
+/// only judges jumps in the source's times (see `MAX_GAP_SECS_FOR_ANY_FRAME`) and how near a
+/// scene change's time must lie to a frame's to name it.
+pub fn plan_with_scenes(
+    packets: &[Packet],
+    target_ticks: i64,
+    starts: Starts,
+    ticks_per_sec: f64,
+    scenes: &[i64],
 ) -> Result<Plan, CutError> {
     let pts = all_pts(packets)?;
     let safe = safe_cut_points(packets)?;
@@ -250,6 +277,8 @@ pub fn plan(
     let n = sorted.len();
     let any_frame = starts == Starts::AnyFrame && !jumps(packets, &sorted, ticks_per_sec);
     let max_lead = ((MAX_LEAD_SECS * ticks_per_sec) as i64).max(MAX_LEAD_TARGETS * target);
+    let scene_frames = scene_frames(&sorted, scenes, ticks_per_sec);
+    let is_safe = |p: usize| safe.binary_search(&p).is_ok();
 
     // Segment starts, as presentation indices, each marked whether it is a safe point.
     let mut begins: Vec<(usize, bool)> = vec![(0, true)];
@@ -266,6 +295,17 @@ pub fn plan(
         while hi < safe.len() && sorted[safe[hi]] < want {
             hi += 1;
         }
+        // The scene change closest to the length asked for, within the window; a lead-in past
+        // the cap is not worth a seam saved.
+        let window = target / SCENE_WINDOW_DIV;
+        let lo_at = scene_frames.partition_point(|&f| sorted[f] < want - window);
+        let scene_pick = scene_frames[lo_at..]
+            .iter()
+            .copied()
+            .take_while(|&f| sorted[f] <= want + window)
+            .filter(|&f| f > cur && (is_safe(f) || any_frame))
+            .filter(|&f| is_safe(f) || sorted[f] - sorted[span_first] <= max_lead)
+            .min_by_key(|&f| ((sorted[f] - want).abs(), !is_safe(f)));
         let below = (hi > k).then(|| safe[hi - 1]);
         let above = safe.get(hi).copied();
         let safe_pick = if any_frame {
@@ -289,9 +329,10 @@ pub fn plan(
                 (_, a) => a,
             }
         };
-        let pick = match safe_pick {
-            Some(s) => Some((s, true)),
-            None if any_frame => {
+        let pick = match (scene_pick, safe_pick) {
+            (Some(f), _) => Some((f, is_safe(f))),
+            (None, Some(s)) => Some((s, true)),
+            (None, None) if any_frame => {
                 // Up to the next safe point past half a target (else the end) in pieces of about
                 // the target each: even segments, not a run of full ones and a short last one.
                 let next = safe[k..]
@@ -309,22 +350,28 @@ pub fn plan(
                     // A lead-in past the cap costs more decoding than the parallelism pays
                     // for: the span's rest is one segment, up to its next safe point.
                     Some(p) if sorted[p] - sorted[span_first] > max_lead => next.map(|s| (s, true)),
-                    Some(p) => Some((p, safe.binary_search(&p).is_ok())),
+                    Some(p) => Some((p, is_safe(p))),
                     None => next.filter(|_| pieces >= 2).map(|s| (s, true)),
                 }
             }
-            None => None,
+            (None, None) => None,
         };
-        let Some((cut, is_safe)) = pick else { break };
+        let Some((cut, starts_span)) = pick else {
+            break;
+        };
         if end - sorted[cut] < target / 4 {
             break;
         }
-        if is_safe {
+        if starts_span {
             span_first = cut;
         }
-        begins.push((cut, is_safe));
+        begins.push((cut, starts_span));
     }
 
+    let on_scenes = begins[1..]
+        .iter()
+        .filter(|(b, _)| scene_frames.binary_search(b).is_ok())
+        .count();
     let mut segments = Vec::with_capacity(begins.len());
     let mut span_starts = Vec::new();
     let mut span = 0u32;
@@ -360,7 +407,39 @@ pub fn plan(
     Ok(Plan {
         segments,
         span_starts,
+        on_scenes,
     })
+}
+
+/// Presentation indices (ascending, never 0) of the frames that `scenes` name: a scene change's
+/// time names the frame nearest it when it lies within a millisecond of it and nearer to it than
+/// to its neighbours (a scan's times are rounded to microseconds). Frames sharing a time with
+/// the frame before them are never named: a segment must start at a time of its own.
+fn scene_frames(sorted: &[i64], scenes: &[i64], ticks_per_sec: f64) -> Vec<usize> {
+    let slack = (ticks_per_sec / 1000.0).ceil() as i64;
+    let mut out: Vec<usize> = scenes
+        .iter()
+        .filter_map(|&t| {
+            let at = sorted.partition_point(|&p| p < t);
+            let nearest = [at.checked_sub(1), Some(at)]
+                .into_iter()
+                .flatten()
+                .filter(|&p| p < sorted.len())
+                .min_by_key(|&p| (sorted[p] - t).abs())?;
+            let gap = |q: Option<usize>| {
+                q.filter(|&q| q < sorted.len())
+                    .map_or(i64::MAX, |q| (sorted[q] - sorted[nearest]).abs())
+            };
+            let off = (sorted[nearest] - t).abs();
+            let near = off <= slack
+                && 2 * off < gap(nearest.checked_sub(1))
+                && 2 * off < gap(Some(nearest + 1));
+            (near && nearest > 0 && sorted[nearest] > sorted[nearest - 1]).then_some(nearest)
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The frame after `cur` whose time is closest to `want`, skipping frames that share a time with
@@ -681,5 +760,75 @@ mod tests {
         let plan = plan(&p, 99, Starts::AnyFrame, 25.0).unwrap();
         check_cover(&p, &plan);
         assert_eq!(plan.len(), 3, "{plan:?}");
+    }
+
+    fn starts(plan: &Plan) -> Vec<u64> {
+        plan.segments.iter().map(|c| c.first).collect()
+    }
+
+    #[test]
+    fn segments_start_on_scene_changes_near_the_target() {
+        // One keyframe in 250 frames; shots start at frames 60, 105, 165 and 205.
+        let p = closed_gop(250, 250);
+        let scenes = [60, 105, 165, 205];
+        let cut = plan_with_scenes(&p, 50, Starts::AnyFrame, 25.0, &scenes).unwrap();
+        check_cover(&p, &cut);
+        assert_eq!(starts(&cut), [0, 60, 105, 165, 205]);
+        assert_eq!((cut.spans(), cut.on_scenes), (1, 4));
+        // Without them: even pieces.
+        let even = plan(&p, 50, Starts::AnyFrame, 25.0).unwrap();
+        assert_eq!(starts(&even), [0, 50, 100, 150, 200]);
+        // A shot further than a quarter of a target from the length asked for does not count.
+        let far = plan_with_scenes(&p, 50, Starts::AnyFrame, 25.0, &[63, 137]).unwrap();
+        assert_eq!(starts(&far), [0, 50, 100, 150, 200]);
+    }
+
+    #[test]
+    fn a_scene_change_wins_over_a_nearby_keyframe_and_keyframes_on_shots_start_spans() {
+        let p = closed_gop(300, 50);
+        // A shot at 45 wins over the keyframe at 50; the shot at 100 is a keyframe too.
+        let cut = plan_with_scenes(&p, 50, Starts::AnyFrame, 25.0, &[45, 100]).unwrap();
+        check_cover(&p, &cut);
+        assert_eq!(starts(&cut), [0, 45, 100, 150, 200, 250]);
+        assert_eq!(cut.span_starts, [100, 150, 200, 250]);
+        assert!(cut.segments[1].within.is_some());
+        // Keyframe cuts only: a shot counts where it is a safe point.
+        let p = closed_gop(300, 10);
+        let safe = plan_with_scenes(&p, 50, Starts::SafePoints, 25.0, &[40, 95, 105]).unwrap();
+        check_cover(&p, &safe);
+        assert_eq!(starts(&safe), [0, 40, 90, 140, 190, 240]);
+    }
+
+    #[test]
+    fn scene_cuts_keep_segments_within_a_quarter_of_the_target() {
+        // A "scene change" at every frame: the window bounds every segment but the last (all
+        // within the lead-in cap, 30 s).
+        let p = closed_gop(600, 600);
+        let every: Vec<i64> = (1..600).collect();
+        let cut = plan_with_scenes(&p, 40, Starts::AnyFrame, 25.0, &every).unwrap();
+        check_cover(&p, &cut);
+        let (last, rest) = cut.segments.split_last().unwrap();
+        assert!(
+            rest.iter().all(|c| (30..=50).contains(&c.frames)),
+            "{cut:?}"
+        );
+        assert!(last.frames <= 60);
+        // Past the lead-in cap a shot inside the span is not taken: the span's rest is one
+        // segment, as without shots.
+        let capped = plan_with_scenes(&p, 100, Starts::AnyFrame, 1.0, &every).unwrap();
+        let plain = plan(&p, 100, Starts::AnyFrame, 1.0).unwrap();
+        assert_eq!(capped.segments, plain.segments);
+    }
+
+    #[test]
+    fn a_scene_time_names_the_frame_within_a_millisecond_of_it() {
+        let sorted: Vec<i64> = (0..100).map(|i| i * 3600).collect();
+        let t = 60 * 3600;
+        assert_eq!(scene_frames(&sorted, &[t + 40], 90000.0), [60]);
+        assert_eq!(scene_frames(&sorted, &[t - 80, t + 80], 90000.0), [60]);
+        assert!(scene_frames(&sorted, &[t + 200, 0, 100 * 3600], 90000.0).is_empty());
+        // Two frames at one time: the time names neither (a segment must start at a time of its
+        // own, and which of the two the scan saw is not known).
+        assert!(scene_frames(&[0, 10, 10, 20], &[10], 1000.0).is_empty());
     }
 }

@@ -13,6 +13,7 @@ pub mod picture;
 pub mod probe;
 pub mod progress;
 pub mod rational;
+pub mod scenes;
 pub mod tracks;
 
 pub use rational::Rational;
