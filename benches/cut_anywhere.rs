@@ -69,6 +69,8 @@ fn main() {
             .arg("-o")
             .arg(dir.path().join("out.mp4"))
             .env("FFLEET_SPLITTER__CUT_ANYWHERE", &anywhere)
+            // The plan predicted here knows no shots (`benches/scene_cuts.rs` measures them).
+            .env("FFLEET_SPLITTER__SCENE_CUTS", "false")
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
             .status()

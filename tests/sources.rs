@@ -705,14 +705,15 @@ async fn segments_start_between_keyframes_and_merge_frame_exact() -> Result<()> 
     Ok(())
 }
 
-/// Presentation times (s) of a file's video keyframes.
+/// Presentation times (s) of a file's video keyframes, from its first frame's.
 fn keyframe_times(path: &Path) -> Result<Vec<f64>> {
     let text = media::ffprobe_text(path, "v:0", "packet=pts_time,flags", "csv=p=0")?;
-    let mut out: Vec<f64> = text
+    let times: Vec<(f64, bool)> = text
         .lines()
-        .filter(|l| l.contains('K'))
-        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .filter_map(|l| Some((l.split(',').next()?.parse().ok()?, l.contains('K'))))
         .collect();
+    let first = times.iter().map(|t| t.0).fold(f64::INFINITY, f64::min);
+    let mut out: Vec<f64> = times.iter().filter(|t| t.1).map(|t| t.0 - first).collect();
     out.sort_by(f64::total_cmp);
     Ok(out)
 }
@@ -737,27 +738,51 @@ async fn segments_start_on_shot_changes_near_the_length_asked_for() -> Result<()
         ..Default::default()
     })
     .await?;
-    let src = sources::shots(fleet.media.path(), "shots.mp4")?;
-    let mut req = fleet.request("shots", &src, "shots.out.mkv");
-    req.segment_seconds = Some(2.0);
-    req.profile = Some("shots".into());
-    fleet.submit(&req).await?;
-    let done = fleet.wait_completed("shots", JOB_TIMEOUT).await?;
-    let out = fleet.out_path("shots.out.mkv");
-    // Without the shots: even 2 s pieces (0, 2, 4, 6, 8). Each change lies within a quarter of
-    // a target of the length asked for, so every one starts a segment.
-    let mut wanted = vec![0.0];
-    wanted.extend(sources::SHOT_CHANGES);
-    let got = keyframe_times(&out)?;
-    ensure!(
-        done.segments as usize == wanted.len()
-            && got.len() == wanted.len()
-            && got.iter().zip(&wanted).all(|(g, w)| (g - w).abs() < 0.001),
-        "{} segments starting at {got:?}, wanted {wanted:?}",
-        done.segments
-    );
-    assert_same_frame_times("shots", &src, &out)?;
-    assert_displays_like(&src, &out)?;
+    let dir = fleet.media.path();
+    let mp4 = sources::shots(dir, "shots.mp4")?;
+    // The same stream in MPEG-TS, whose times start at 1.4 s: the scan's times are the source's.
+    let ts = dir.join("shots.ts");
+    media::ffmpeg(&[
+        "-i",
+        mp4.to_str().context("utf-8")?,
+        "-c",
+        "copy",
+        ts.to_str().context("utf-8")?,
+    ])?;
+    for src in [&mp4, &ts] {
+        let name = src
+            .file_name()
+            .context("name")?
+            .to_string_lossy()
+            .replace('.', "-");
+        let mut req = fleet.request(&name, src, &format!("{name}.out.mkv"));
+        req.segment_seconds = Some(2.0);
+        req.profile = Some("shots".into());
+        fleet.submit(&req).await?;
+    }
+    for src in [&mp4, &ts] {
+        let name = src
+            .file_name()
+            .context("name")?
+            .to_string_lossy()
+            .replace('.', "-");
+        let done = fleet.wait_completed(&name, JOB_TIMEOUT).await?;
+        let out = fleet.out_path(&format!("{name}.out.mkv"));
+        // Without the shots: even 2 s pieces (0, 2, 4, 6, 8). Each change lies within a quarter
+        // of a target of the length asked for, so every one starts a segment.
+        let mut wanted = vec![0.0];
+        wanted.extend(sources::SHOT_CHANGES);
+        let got = keyframe_times(&out)?;
+        ensure!(
+            done.segments as usize == wanted.len()
+                && got.len() == wanted.len()
+                && got.iter().zip(&wanted).all(|(g, w)| (g - w).abs() < 0.001),
+            "{name}: {} segments starting at {got:?}, wanted {wanted:?}",
+            done.segments
+        );
+        assert_same_frame_times(&name, src, &out)?;
+        assert_displays_like(src, &out)?;
+    }
     fleet.stop().await;
     Ok(())
 }

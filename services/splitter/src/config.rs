@@ -55,6 +55,9 @@ pub struct TenantLimits {
 /// A shot change scores well above this; motion within a shot (a pan, a flash) mostly below.
 pub const DEFAULT_SCENE_THRESHOLD: f64 = 0.3;
 
+/// Lowest scene threshold accepted.
+pub const MIN_SCENE_THRESHOLD: f64 = 0.05;
+
 /// Jobs in flight a tenant may have when nothing sets its limit.
 pub const DEFAULT_TENANT_ACTIVE_JOBS: u32 = 100;
 
@@ -145,10 +148,11 @@ impl Section for SplitterConfig {
                 )));
             }
         }
-        if !(self.scene_threshold > 0.0 && self.scene_threshold < 1.0) {
-            return Err(Invalid(
-                "splitter.scene_threshold must lie between 0 and 1 (exclusive)".into(),
-            ));
+        // Below the floor ordinary motion scores as a new shot, and every frame is printed.
+        if !(MIN_SCENE_THRESHOLD..1.0).contains(&self.scene_threshold) {
+            return Err(Invalid(format!(
+                "splitter.scene_threshold must be at least {MIN_SCENE_THRESHOLD} and below 1"
+            )));
         }
         if self.concurrency == 0 {
             return Err(Invalid("splitter.concurrency must be >= 1".into()));
@@ -184,7 +188,7 @@ mod tests {
         assert_eq!(c.max_priority(Some(&other)), 1);
         assert_eq!(c.max_priority(None), 3);
         assert_eq!(c.max_active_jobs(&other), 0);
-        for bad in [0.0, 1.0, f64::NAN, -0.2] {
+        for bad in [0.0, 0.01, 1.0, f64::NAN, -0.2] {
             let c = SplitterConfig {
                 scene_threshold: bad,
                 ..Default::default()

@@ -1,7 +1,7 @@
 //! Finding the source's scene changes before it is cut (`splitter.scene_cuts`): one ffmpeg
 //! decode of its video at thumbnail size (`media::scenes::scan`). They only steer where cuts
-//! fall, so a scan that fails (a damaged stream, a hung decode) leaves the job cut without them
-//! rather than failing it.
+//! fall, so a scan that fails (a hung decode, times that are not the probe's) leaves the job cut
+//! without them rather than failing it.
 
 use crate::inspect::Inspected;
 use ffleet_runtime::JobId;
@@ -21,19 +21,41 @@ pub async fn find(
 ) -> Vec<i64> {
     let v = &src.info.video;
     let cmd = scenes::scan(source, &src.video_map, threshold);
-    // A decode runs well above real time even on one core; the bound only catches a hung child.
-    let limit = Duration::from_secs_f64(600.0_f64.max(2.0 * v.duration_secs()));
+    // Most sources decode far faster than real time; one that decodes slower than half real
+    // time (or hangs) is cut without its shots rather than held up further.
+    let limit = Duration::from_secs_f64(60.0_f64.max(2.0 * v.duration_secs()));
     let started = std::time::Instant::now();
     match command::capture(&ctx.config.tools().ffmpeg, &cmd, limit).await {
         Ok(out) => {
-            let found = scenes::parse(&String::from_utf8_lossy(&out.stdout));
-            tracing::debug!(
-                job = %job,
-                scenes = found.len(),
-                secs = started.elapsed().as_secs_f64(),
-                "scene changes found"
+            let times = scenes::to_ticks(
+                &scenes::parse(&String::from_utf8_lossy(&out.stdout)),
+                v.time_base,
             );
-            scenes::to_ticks(&found, v.time_base)
+            // The scan's first frame must be the probe's: else its times are not the source's
+            // (a decoder that dropped its first frames, a timeline ffmpeg moved), and a shot
+            // would name the wrong frame.
+            let first = src.packets.iter().filter_map(|p| p.pts).min();
+            let slack = (v.time_base.den as f64 / v.time_base.num as f64 / 1000.0).ceil() as i64;
+            match (times.split_first(), first) {
+                (Some((&t0, rest)), Some(f)) if (t0 - f).abs() <= slack => {
+                    tracing::debug!(
+                        job = %job,
+                        scenes = rest.len(),
+                        secs = started.elapsed().as_secs_f64(),
+                        "scene changes found"
+                    );
+                    rest.to_vec()
+                }
+                (t0, first) => {
+                    tracing::warn!(
+                        job = %job,
+                        scan_first = ?t0.map(|(t, _)| *t),
+                        probe_first = ?first,
+                        "scene scan times do not match the source's; cutting without scene changes"
+                    );
+                    Vec::new()
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(job = %job, error = %e, "scene scan failed; cutting without scene changes");

@@ -1,7 +1,7 @@
-//! Cutting: plan the segments (`cuts::plan`) and stream-copy the spans holding them into scratch
-//! storage in one ffmpeg pass; segments inside one span share its cut. Frame counts are checked
-//! where it costs no extra ffprobe run (~0.2 s each): the encoder compares what it encoded with
-//! the plan, and the merger verifies the whole output.
+//! Cutting: plan the segments (`cuts::plan_with_scenes`) and stream-copy the spans holding them
+//! into scratch storage in one ffmpeg pass; segments inside one span share its cut. Frame counts
+//! are checked where it costs no extra ffprobe run (~0.2 s each): the encoder compares what it
+//! encoded with the plan, and the merger verifies the whole output.
 
 use crate::inspect::Inspected;
 use ffleet_runtime::media::{args, command, cuts};

@@ -249,9 +249,11 @@ const SCENE_WINDOW_DIV: i64 = 4;
 /// Plans segments of about `target_ticks` each.
 ///
 /// - A scene change (`scenes`: the times of frames that start a new shot, in source ticks)
-///   within a quarter of a target of the length asked for is taken first, the closest one: a new
+///   within a quarter of a target of the length asked for is taken first, the closest: a new
 ///   shot costs the encoder a keyframe anyway, so a segment that starts on one costs nothing at
-///   its seam. With `SafePoints` only scene changes on safe points count.
+///   its seam. One between safe points counts only with `AnyFrame`, where no safe point lies
+///   within half a target (the segment would start inside its span anyway), and within the
+///   lead-in cap. None leaves a last segment shorter than three quarters of a target.
 /// - Else a safe point within half a target is taken (the closest one; a segment then never
 ///   falls below half the target).
 /// - Else `AnyFrame` starts the segment at the frame closest to the target, inside the span that
@@ -295,17 +297,6 @@ pub fn plan_with_scenes(
         while hi < safe.len() && sorted[safe[hi]] < want {
             hi += 1;
         }
-        // The scene change closest to the length asked for, within the window; a lead-in past
-        // the cap is not worth a seam saved.
-        let window = target / SCENE_WINDOW_DIV;
-        let lo_at = scene_frames.partition_point(|&f| sorted[f] < want - window);
-        let scene_pick = scene_frames[lo_at..]
-            .iter()
-            .copied()
-            .take_while(|&f| sorted[f] <= want + window)
-            .filter(|&f| f > cur && (is_safe(f) || any_frame))
-            .filter(|&f| is_safe(f) || sorted[f] - sorted[span_first] <= max_lead)
-            .min_by_key(|&f| ((sorted[f] - want).abs(), !is_safe(f)));
         let below = (hi > k).then(|| safe[hi - 1]);
         let above = safe.get(hi).copied();
         let safe_pick = if any_frame {
@@ -329,6 +320,23 @@ pub fn plan_with_scenes(
                 (_, a) => a,
             }
         };
+        // The scene change closest to the length asked for, within the window. One inside the
+        // span (a lead-in for its segment) only where no safe point is near enough to take
+        // instead, and within the lead-in cap: a run of shots just before each keyframe would
+        // otherwise never start a span, and every segment would decode a longer lead-in than
+        // the last. None leaves a last segment shorter than the window's lower bound.
+        let window = target / SCENE_WINDOW_DIV;
+        let lo_at = scene_frames.partition_point(|&f| sorted[f] < want - window);
+        let inside_ok = |f: usize| {
+            any_frame && safe_pick.is_none() && sorted[f] - sorted[span_first] <= max_lead
+        };
+        let scene_pick = scene_frames[lo_at..]
+            .iter()
+            .copied()
+            .take_while(|&f| sorted[f] <= want + window)
+            .filter(|&f| f > cur && end - sorted[f] >= target - window)
+            .filter(|&f| is_safe(f) || inside_ok(f))
+            .min_by_key(|&f| (sorted[f] - want).abs());
         let pick = match (scene_pick, safe_pick) {
             (Some(f), _) => Some((f, is_safe(f))),
             (None, Some(s)) => Some((s, true)),
@@ -413,9 +421,15 @@ pub fn plan_with_scenes(
 
 /// Presentation indices (ascending, never 0) of the frames that `scenes` name: a scene change's
 /// time names the frame nearest it when it lies within a millisecond of it and nearer to it than
-/// to its neighbours (a scan's times are rounded to microseconds). Frames sharing a time with
-/// the frame before them are never named: a segment must start at a time of its own.
+/// to its neighbours (a scan's times are rounded to microseconds). A stream with two frames at
+/// one time has none named.
 fn scene_frames(sorted: &[i64], scenes: &[i64], ticks_per_sec: f64) -> Vec<usize> {
+    // Two frames at one time make the decoder distrust presentation times and stamp its frames
+    // from decode times instead: the scan's times then need not name the frames they were taken
+    // on, so none is trusted.
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Vec::new();
+    }
     let slack = (ticks_per_sec / 1000.0).ceil() as i64;
     let mut out: Vec<usize> = scenes
         .iter()
@@ -434,7 +448,7 @@ fn scene_frames(sorted: &[i64], scenes: &[i64], ticks_per_sec: f64) -> Vec<usize
             let near = off <= slack
                 && 2 * off < gap(nearest.checked_sub(1))
                 && 2 * off < gap(Some(nearest + 1));
-            (near && nearest > 0 && sorted[nearest] > sorted[nearest - 1]).then_some(nearest)
+            (near && nearest > 0).then_some(nearest)
         })
         .collect();
     out.sort_unstable();
@@ -785,13 +799,18 @@ mod tests {
 
     #[test]
     fn a_scene_change_wins_over_a_nearby_keyframe_and_keyframes_on_shots_start_spans() {
-        let p = closed_gop(300, 50);
-        // A shot at 45 wins over the keyframe at 50; the shot at 100 is a keyframe too.
+        // Keyframes every 100 frames, 50 asked: a shot at 45 starts a segment inside the span
+        // (one would start there anyway); the shot at 100 is a keyframe and starts a span.
+        let p = closed_gop(300, 100);
         let cut = plan_with_scenes(&p, 50, Starts::AnyFrame, 25.0, &[45, 100]).unwrap();
         check_cover(&p, &cut);
         assert_eq!(starts(&cut), [0, 45, 100, 150, 200, 250]);
-        assert_eq!(cut.span_starts, [100, 150, 200, 250]);
+        assert_eq!(cut.span_starts, [100, 200]);
         assert!(cut.segments[1].within.is_some());
+        // With a keyframe near enough to take, a shot inside the span is not taken.
+        let p = closed_gop(300, 50);
+        let near = plan_with_scenes(&p, 50, Starts::AnyFrame, 25.0, &[45]).unwrap();
+        assert_eq!(starts(&near), [0, 50, 100, 150, 200, 250]);
         // Keyframe cuts only: a shot counts where it is a safe point.
         let p = closed_gop(300, 10);
         let safe = plan_with_scenes(&p, 50, Starts::SafePoints, 25.0, &[40, 95, 105]).unwrap();
@@ -821,14 +840,38 @@ mod tests {
     }
 
     #[test]
+    fn shots_just_before_each_keyframe_do_not_grow_the_lead_ins() {
+        // Keyframes every 50 frames and a shot 5 frames before each: the keyframes are taken,
+        // so spans still start and no segment decodes a lead-in.
+        let p = closed_gop(300, 50);
+        let scenes = [45, 95, 145, 195, 245];
+        let cut = plan_with_scenes(&p, 50, Starts::AnyFrame, 25.0, &scenes).unwrap();
+        check_cover(&p, &cut);
+        let lead: u64 = cut
+            .segments
+            .iter()
+            .filter_map(|c| c.within.map(|w| w.skip_frames))
+            .sum();
+        assert_eq!((lead, cut.spans()), (0, 6), "{cut:?}");
+    }
+
+    #[test]
+    fn a_shot_never_leaves_a_short_last_segment() {
+        // One keyframe, 110 frames, 100 asked: one segment, shot at 80 or not.
+        let p = closed_gop(110, 110);
+        let cut = plan_with_scenes(&p, 100, Starts::AnyFrame, 25.0, &[80]).unwrap();
+        assert_eq!(cut.len(), 1, "{cut:?}");
+    }
+
+    #[test]
     fn a_scene_time_names_the_frame_within_a_millisecond_of_it() {
         let sorted: Vec<i64> = (0..100).map(|i| i * 3600).collect();
         let t = 60 * 3600;
         assert_eq!(scene_frames(&sorted, &[t + 40], 90000.0), [60]);
         assert_eq!(scene_frames(&sorted, &[t - 80, t + 80], 90000.0), [60]);
         assert!(scene_frames(&sorted, &[t + 200, 0, 100 * 3600], 90000.0).is_empty());
-        // Two frames at one time: the time names neither (a segment must start at a time of its
-        // own, and which of the two the scan saw is not known).
-        assert!(scene_frames(&[0, 10, 10, 20], &[10], 1000.0).is_empty());
+        // Two frames at one time anywhere: the decoder's times may follow decode times, so no
+        // time is trusted.
+        assert!(scene_frames(&[0, 10, 10, 20, 30], &[10, 30], 1000.0).is_empty());
     }
 }

@@ -12,22 +12,31 @@ use std::path::Path;
 /// The picture the score is taken on: small enough that scoring costs little beside the
 /// decode, large enough that a cut between two similar shots still moves it. The pixel format is
 /// fixed so the score does not depend on the source's bit depth or chroma layout.
-const THUMBNAIL: &str = "scale=160:90:flags=bilinear,format=yuv420p";
+/// Bit-exact scaling keeps the scores, and so the cuts, the same on every CPU a splitter runs on.
+const THUMBNAIL: &str = "scale=160:90:flags=bilinear+bitexact+accurate_rnd,format=yuv420p";
 
 /// The times the scan reports are in this time base (microseconds), whatever the source's.
 const SCAN_TICKS_PER_SEC: i64 = 1_000_000;
 
-/// One ffmpeg pass over the video stream `map` that prints, on stdout, the time of every frame
-/// whose scene score (ffmpeg's `select` `scene`, 0 to 1) exceeds `threshold`, as
-/// `frame:N pts:MICROSECONDS ...` lines. Times are the source's own (`-copyts`, with the
-/// unstamped packets stamped as the probe and the cut stamp them).
+/// One ffmpeg pass over the video stream `map` that prints, on stdout, the time of its first
+/// frame and of every frame whose scene score (ffmpeg's `select` `scene`, 0 to 1) exceeds
+/// `threshold`, as `frame:N pts:MICROSECONDS ...` lines. Times are the source's own (`-copyts`,
+/// with the unstamped packets stamped as the probe and the cut stamp them); the first frame's
+/// lets the caller check that they are.
 pub fn scan(source: &Path, map: &str, threshold: f64) -> Vec<OsString> {
     let mut a = common();
     // Deblocking is skipped: a thumbnail's score does not see it, and it is a fifth or more of
-    // an H.264 decode (decoders without a loop filter ignore the option).
+    // an H.264 decode (decoders without a loop filter ignore the option). Damage is decoded
+    // past as a whole-file decode would (the merge judges it, not the scan), and a size change
+    // mid-stream keeps the graph, so `select` still scores the frame after it against the one
+    // before.
     a.extend(os([
+        "-max_error_rate",
+        "1",
         "-skip_loop_filter",
         "all",
+        "-reinit_filter",
+        "0",
         "-fflags",
         "+genpts",
         "-copyts",
@@ -37,7 +46,7 @@ pub fn scan(source: &Path, map: &str, threshold: f64) -> Vec<OsString> {
     ]));
     a.push(file_arg(source));
     let graph = format!(
-        "{THUMBNAIL},select='gt(scene\\,{threshold})',settb=1/{SCAN_TICKS_PER_SEC},\
+        "{THUMBNAIL},select='eq(n\\,0)+gt(scene\\,{threshold})',settb=1/{SCAN_TICKS_PER_SEC},\
          metadata=mode=print:file=/dev/stdout"
     );
     a.extend(os([
@@ -54,8 +63,8 @@ pub fn scan(source: &Path, map: &str, threshold: f64) -> Vec<OsString> {
     a
 }
 
-/// The scan's scene changes, in seconds of the source's timeline, ascending. Lines that are not
-/// a frame's heading (its score, anything else) are skipped.
+/// The scan's times, in seconds of the source's timeline, ascending: the first frame's, then the
+/// scene changes. Lines that are not a frame's heading (its score, anything else) are skipped.
 pub fn parse(stdout: &str) -> Vec<f64> {
     let mut out: Vec<f64> = stdout
         .lines()
@@ -100,8 +109,16 @@ mod tests {
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
         let vf = &a[a.iter().position(|x| x == "-vf").unwrap() + 1];
-        assert!(vf.contains("select='gt(scene\\,0.3)'"), "{vf}");
+        assert!(vf.contains("select='eq(n\\,0)+gt(scene\\,0.3)'"), "{vf}");
         assert!(vf.ends_with("file=/dev/stdout"), "{vf}");
-        assert!(a.contains(&"-copyts".to_owned()));
+        // Decoder and input options go before the input.
+        let input = a.iter().position(|x| x == "-i").unwrap();
+        for opt in ["-copyts", "+genpts", "-skip_loop_filter", "-reinit_filter"] {
+            assert!(
+                a[..input].iter().any(|x| x == opt),
+                "{opt} before -i: {a:?}"
+            );
+        }
+        assert!(vf.contains("settb=1/1000000"), "{vf}");
     }
 }
