@@ -1,7 +1,7 @@
 //! A corpus of damaged media, generated from one clean clip with a seeded generator: random
 //! bytes over the middle, a zeroed range, a truncated file, a destroyed keyframe, corrupt audio
-//! packets (one in ten, and nine in ten), and a file mostly destroyed (with and without
-//! audio). What a single ffmpeg makes of each is the reference.
+//! packets (one in ten, and nine in ten), the first or the last second's video destroyed, and a
+//! file mostly destroyed (with and without audio). What a single ffmpeg makes of each is the reference.
 
 use super::media::{ffmpeg, ffprobe_text};
 use anyhow::{Context, Result};
@@ -120,6 +120,25 @@ pub fn corpus(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
         }
     }
     write("audio-mostly-corrupt", &d)?;
+    // Every video packet of the first second, and of the last, random: the first (or last)
+    // 1 s segment decodes no frame at all, and the output starts (or ends) a second in.
+    let keys: Vec<usize> = video
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.2)
+        .map(|(i, _)| i)
+        .collect();
+    let last_gop = *keys.last().context("a keyframe")?;
+    for (name, range) in [
+        ("first-second-lost", 0..keys[1]),
+        ("last-second-lost", last_gop..video.len()),
+    ] {
+        let mut d = data.clone();
+        for &(pos, size, _) in &video[range] {
+            noise.fill(&mut d[pos..pos + size]);
+        }
+        write(name, &d)?;
+    }
     // All but the first second destroyed: a single ffmpeg gives up on it.
     let (first_gop_end, ..) = video.iter().filter(|p| p.2).nth(1).context("keyframe")?;
     let mut d = data.clone();

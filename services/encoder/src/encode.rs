@@ -116,8 +116,14 @@ pub async fn run(
         last = b.clone();
         on_progress(b);
     })
-    .await
-    .map_err(|e| classify(e, task))?;
+    .await;
+    let ran = match ran {
+        Err(e) if !task.unit.is_audio() && nothing_decodable(&e) => {
+            let encoded = nothing_decoded(task, &e, output, started).await?;
+            return check_result(task, &last, encoded);
+        }
+        r => r.map_err(|e| classify(e, task))?,
+    };
     // The tracks unit reports the failed decode calls of the first audio track (the one whose
     // packets the source's facts count): the merge judges the file's error rate by them, beside
     // the video frames the segments could not decode.
@@ -227,6 +233,44 @@ fn command_for(
     ))
 }
 
+/// ffmpeg's message when a stream's filters never saw a frame: every decode call of the segment
+/// failed, so it never learnt the picture's format.
+const NO_FRAME_DECODED: &str = "Cannot determine format of input stream";
+
+/// Whether a failed encode failed only because not one frame of its segment could be decoded
+/// (a destroyed first second, say): a single ffmpeg decoding the file drops those frames and
+/// goes on, so the segment holds no frames rather than failing.
+fn nothing_decodable(e: &RunError) -> bool {
+    matches!(e, RunError::Failed { signalled: false, stderr_tail, decode_failures, .. }
+        if stderr_tail.contains(NO_FRAME_DECODED) && decode_failures.values().sum::<u64>() > 0)
+}
+
+/// The result of a segment none of whose frames decoded: an empty file (the merge fetches no
+/// result of no frames), no frames, its failed decode calls counted.
+async fn nothing_decoded(
+    task: &Task,
+    e: &RunError,
+    output: &Path,
+    started: Instant,
+) -> Result<Encoded, EncodeError> {
+    let failed = match e {
+        RunError::Failed {
+            decode_failures, ..
+        } => decode_failures.values().sum::<u64>(),
+        _ => 0,
+    };
+    tokio::fs::write(output, b"")
+        .await
+        .map_err(|io| EncodeError::NodeFault(format!("writing an empty result: {io}")))?;
+    tracing::warn!(job = %task.job_id, unit = %task.unit, decode_failures = failed, "damaged input: no frame of the segment decodes");
+    Ok(Encoded {
+        decode_failures: failed,
+        frames: 0,
+        secs: started.elapsed().as_secs_f64(),
+        decode_errors: failed,
+    })
+}
+
 /// Checks a finished encode against what the unit should hold, from ffmpeg's final progress
 /// report: audio that holds audio, a segment with its planned frame count (fewer only when the
 /// decoder dropped damaged frames, as a single ffmpeg does).
@@ -267,5 +311,34 @@ fn check_result(
              source frames?)"
         ))),
         _ => Ok(encoded),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(tail: &str, failures: u64, signalled: bool) -> RunError {
+        RunError::Failed {
+            program: "ffmpeg".into(),
+            status: "exit code 1".into(),
+            signalled,
+            stderr_tail: tail.into(),
+            decode_failures: [(0, failures)].into_iter().filter(|f| f.1 > 0).collect(),
+        }
+    }
+
+    #[test]
+    fn only_a_segment_whose_every_decode_failed_counts_as_holding_no_frames() {
+        let none = "Error while decoding stream #0:0: Invalid data found when processing input\n\
+                    Cannot determine format of input stream 0:0 after EOF\n\
+                    Error marking filters as finished";
+        assert!(nothing_decodable(&failed(none, 3, false)));
+        // No failed decode call: another fault, not damage.
+        assert!(!nothing_decodable(&failed(none, 0, false)));
+        // Killed: the node's fault.
+        assert!(!nothing_decodable(&failed(none, 3, true)));
+        // Failed decodes, but the encode failed for another reason.
+        assert!(!nothing_decodable(&failed("Unknown encoder 'x'", 3, false)));
     }
 }

@@ -46,6 +46,8 @@ pub enum RunError {
         /// True when a signal ended it (OOM killer, operator): worth retrying elsewhere.
         signalled: bool,
         stderr_tail: String,
+        /// Failed decode calls by input stream index, as in [`RunOutput`].
+        decode_failures: std::collections::BTreeMap<u32, u64>,
     },
     #[error("{program} wrote more than {limit} bytes of output")]
     OutputTooLarge { program: String, limit: usize },
@@ -204,6 +206,7 @@ fn finished(
         status,
         signalled,
         stderr_tail,
+        decode_failures: tail.decode_failures,
     })
 }
 

@@ -52,7 +52,18 @@ pub fn cut(source: &Path, map: &str, cut_at: &[u64], out_dir: &Path) -> Vec<OsSt
         "-i",
     ]));
     a.push(file_arg(source));
-    a.extend(os(["-map", map, "-c", "copy", "-fflags", "+bitexact"]));
+    // Packets before the first keyframe (a damaged keyframe that lost its flag, a capture that
+    // starts mid-GOP) are kept, not dropped as a stream copy drops them by default: the plan
+    // counts them, and each segment's decoder judges them as a single ffmpeg's decoder would.
+    a.extend(os([
+        "-map",
+        map,
+        "-c",
+        "copy",
+        "-copyinkf",
+        "-fflags",
+        "+bitexact",
+    ]));
     if cut_at.is_empty() {
         a.extend(os(["-f", INTERMEDIATE_FORMAT, "-y"]));
         a.push(file_arg(&out_dir.join(cut_name(0))));
