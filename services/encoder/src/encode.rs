@@ -118,6 +118,9 @@ pub async fn run(
     })
     .await;
     let ran = match ran {
+        // A stop asked for ends the run however ffmpeg exited (one that caught the signal
+        // itself flushes and exits 1).
+        Err(_) if cancel.is_cancelled() => return Err(EncodeError::Cancelled),
         Err(e) if !task.unit.is_audio() && nothing_decodable(&e) => {
             let encoded = nothing_decoded(task, &e, output, started).await?;
             return check_result(task, &last, encoded);
@@ -237,12 +240,33 @@ fn command_for(
 /// failed, so it never learnt the picture's format.
 const NO_FRAME_DECODED: &str = "Cannot determine format of input stream";
 
+/// How ffmpeg reports a decode call that failed on the data itself (damage), as opposed to one
+/// that failed for the decoder's own want (memory, an unimplemented feature, a missing decoder).
+const DAMAGED_DATA: &str = "Invalid data found when processing input";
+
 /// Whether a failed encode failed only because not one frame of its segment could be decoded
 /// (a destroyed first second, say): a single ffmpeg decoding the file drops those frames and
-/// goes on, so the segment holds no frames rather than failing.
+/// goes on, so the segment holds no frames rather than failing. Every failed decode call in
+/// the stderr kept must have failed on its data: a decoder that failed for want of memory or of
+/// support is no damage, and fails the unit as before.
 fn nothing_decodable(e: &RunError) -> bool {
-    matches!(e, RunError::Failed { signalled: false, stderr_tail, decode_failures, .. }
-        if stderr_tail.contains(NO_FRAME_DECODED) && decode_failures.values().sum::<u64>() > 0)
+    let RunError::Failed {
+        signalled: false,
+        stderr_tail,
+        decode_failures,
+        ..
+    } = e
+    else {
+        return false;
+    };
+    let decode_lines: Vec<&str> = stderr_tail
+        .lines()
+        .filter(|l| l.contains("Error while decoding stream"))
+        .collect();
+    stderr_tail.contains(NO_FRAME_DECODED)
+        && decode_failures.values().sum::<u64>() > 0
+        && !decode_lines.is_empty()
+        && decode_lines.iter().all(|l| l.contains(DAMAGED_DATA))
 }
 
 /// The result of a segment none of whose frames decoded: an empty file (the merge fetches no
@@ -340,5 +364,13 @@ mod tests {
         assert!(!nothing_decodable(&failed(none, 3, true)));
         // Failed decodes, but the encode failed for another reason.
         assert!(!nothing_decodable(&failed("Unknown encoder 'x'", 3, false)));
+        // A decoder that failed for want of memory or of support is no damage.
+        for why in ["Cannot allocate memory", "Function not implemented"] {
+            let tail = format!(
+                "Error while decoding stream #0:0: {why}\n\
+                 Cannot determine format of input stream 0:0 after EOF"
+            );
+            assert!(!nothing_decodable(&failed(&tail, 3, false)), "{why}");
+        }
     }
 }

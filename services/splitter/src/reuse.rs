@@ -220,7 +220,12 @@ pub async fn report(
 /// Whether the old unit record `rec` holds a result for the cut `cut` (the new plan's; `None`
 /// for the tracks unit): done, with a result, cut at the same frames.
 fn reusable(rec: &SegmentRecord, cut: Option<&SegmentPlan>) -> bool {
-    if rec.state != SegmentState::Done || rec.result_key.is_none() {
+    // A segment recorded as holding no frames (every decode failed) is encoded again: it costs
+    // little, and a retry may be what the fault that emptied it needed.
+    if rec.state != SegmentState::Done
+        || rec.result_key.is_none()
+        || (rec.frames == Some(0) && cut.is_some())
+    {
         return false;
     }
     match (cut, &rec.cut) {

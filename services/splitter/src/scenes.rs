@@ -31,7 +31,7 @@ pub async fn find(
                 &scenes::parse(&String::from_utf8_lossy(&out.stdout)),
                 v.time_base,
             );
-            // The scan's first frame must be the probe's: else its times are not the source's
+            // The scan's first frame (printed first) must be the probe's: else its times are not the source's
             // (a decoder that dropped its first frames, a timeline ffmpeg moved), and a shot
             // would name the wrong frame.
             let first = src.packets.iter().filter_map(|p| p.pts).min();
@@ -44,7 +44,10 @@ pub async fn find(
                         secs = started.elapsed().as_secs_f64(),
                         "scene changes found"
                     );
-                    rest.to_vec()
+                    let mut rest = rest.to_vec();
+                    rest.sort_unstable();
+                    rest.dedup();
+                    rest
                 }
                 (t0, first) => {
                     tracing::warn!(

@@ -72,7 +72,8 @@ pub async fn probe_head(
 
 /// The earliest presentation time among the first video packets of one of ffleet's own
 /// intermediates (a cut), with the stream's time base: where its first frame is. The first 32
-/// packets cover any reordering depth (a cut starts on a keyframe nothing is shown before).
+/// packets cover any reordering depth (a cut starts on a keyframe nothing is shown before, or,
+/// the first, with the source's own first packets).
 /// `None` when the file has no timed video packet.
 pub async fn first_video_pts(
     ffprobe: &Tool,

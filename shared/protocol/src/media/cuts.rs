@@ -328,7 +328,13 @@ pub fn plan_with_scenes(
         let window = target / SCENE_WINDOW_DIV;
         let lo_at = scene_frames.partition_point(|&f| sorted[f] < want - window);
         let inside_ok = |f: usize| {
-            any_frame && safe_pick.is_none() && sorted[f] - sorted[span_first] <= max_lead
+            // The next safe point must lie half a target past the shot, else the next segment
+            // would pass it by and keep decoding this span's lead-in.
+            let next_safe = safe[safe.partition_point(|&s| s <= f)..].first();
+            any_frame
+                && safe_pick.is_none()
+                && sorted[f] - sorted[span_first] <= max_lead
+                && next_safe.is_none_or(|&a| sorted[a] - sorted[f] >= target / 2)
         };
         let scene_pick = scene_frames[lo_at..]
             .iter()
@@ -853,6 +859,17 @@ mod tests {
             .filter_map(|c| c.within.map(|w| w.skip_frames))
             .sum();
         assert_eq!((lead, cut.spans()), (0, 6), "{cut:?}");
+    }
+
+    #[test]
+    fn a_shot_inside_a_span_does_not_pass_by_the_next_keyframe() {
+        // Keyframes every 65 frames, 40 asked, a shot at 48: the keyframe at 65 would be passed
+        // by, and the span's lead-in carried on; the shot is not taken.
+        let p = closed_gop(260, 65);
+        let with = plan_with_scenes(&p, 40, Starts::AnyFrame, 25.0, &[48]).unwrap();
+        let without = plan(&p, 40, Starts::AnyFrame, 25.0).unwrap();
+        assert_eq!(with.segments, without.segments);
+        assert!(with.span_starts.contains(&65), "{with:?}");
     }
 
     #[test]

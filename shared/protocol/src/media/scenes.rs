@@ -63,10 +63,11 @@ pub fn scan(source: &Path, map: &str, threshold: f64) -> Vec<OsString> {
     a
 }
 
-/// The scan's times, in seconds of the source's timeline, ascending: the first frame's, then the
-/// scene changes. Lines that are not a frame's heading (its score, anything else) are skipped.
+/// The scan's times, in seconds of the source's timeline, in the order printed: the first
+/// frame's, then the scene changes. Lines that are not a frame's heading (its score, anything
+/// else) are skipped.
 pub fn parse(stdout: &str) -> Vec<f64> {
-    let mut out: Vec<f64> = stdout
+    stdout
         .lines()
         .filter(|l| l.starts_with("frame:"))
         .filter_map(|l| {
@@ -75,10 +76,7 @@ pub fn parse(stdout: &str) -> Vec<f64> {
                 .and_then(|p| p.parse::<i64>().ok())
         })
         .map(|us| us as f64 / SCAN_TICKS_PER_SEC as f64)
-        .collect();
-    out.sort_by(f64::total_cmp);
-    out.dedup();
-    out
+        .collect()
 }
 
 /// Seconds on the source's timeline to ticks of `time_base` (nearest).
@@ -97,9 +95,9 @@ mod tests {
         let out = "frame:0    pts:2600000 pts_time:2.6\nlavfi.scene_score=0.47\n\
                    frame:1    pts:1040000 pts_time:1.04\nlavfi.scene_score=0.9\n\
                    frame:2    pts:oops\ngarbage\n";
-        assert_eq!(parse(out), [1.04, 2.6]);
+        assert_eq!(parse(out), [2.6, 1.04]);
         let tb = super::super::Rational { num: 1, den: 90000 };
-        assert_eq!(to_ticks(&parse(out), tb), [93600, 234000]);
+        assert_eq!(to_ticks(&parse(out), tb), [234000, 93600]);
     }
 
     #[test]
