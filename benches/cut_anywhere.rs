@@ -16,10 +16,8 @@ mod common;
 use common::*;
 
 use ffleet_runtime::media::cuts::{self, Starts};
-use ffleet_runtime::media::probe::parse_packets;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -59,30 +57,18 @@ fn main() {
         let src = with_gop(dir.path(), &base, gop);
         let (segments, spans, lead_frames, frames) = planned(&src, segment_secs, starts);
         let per_frame = decode_cpu_secs(&src) / frames as f64;
-        let stats = dir.path().join("stats.json");
-        let t = Instant::now();
         let anywhere = (starts == Starts::AnyFrame).to_string();
-        let st = Command::new(env!("CARGO_BIN_EXE_ffleet"))
-            .args(["transcode", "-q", "--slots", &slots.to_string(), "--stats"])
-            .arg(&stats)
-            .arg(&src)
-            .arg("-o")
-            .arg(dir.path().join("out.mp4"))
-            .env("FFLEET_SPLITTER__CUT_ANYWHERE", &anywhere)
-            // The plan predicted here knows no shots (`benches/scene_cuts.rs` measures them).
-            .env("FFLEET_SPLITTER__SCENE_CUTS", "false")
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("ffleet runs");
-        assert!(st.success(), "ffleet transcode failed");
-        let wall = t.elapsed().as_secs_f64();
-        let st: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
-        let cpu = st["ffmpeg_cpu_secs"].as_f64().unwrap();
-        let ran: u64 = st["units_by_capability"]
-            .as_object()
-            .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum());
+        let run = transcode(
+            &src,
+            &dir.path().join("out.mp4"),
+            slots,
+            &[
+                ("FFLEET_SPLITTER__CUT_ANYWHERE", &anywhere),
+                // The plan predicted here knows no shots (`benches/scene_cuts.rs` measures them).
+                ("FFLEET_SPLITTER__SCENE_CUTS", "false"),
+            ],
+        );
+        let (wall, cpu, ran) = (run.wall_secs, run.ffmpeg_cpu_secs, run.units);
         // The tracks unit is the one beside the video segments.
         assert_eq!(
             ran.saturating_sub(1),
@@ -130,27 +116,7 @@ fn with_gop(dir: &Path, base: &Path, gop: u32) -> PathBuf {
 
 /// The splitter's plan for `src`: segments, spans, lead-in frames summed, frames.
 fn planned(src: &Path, segment_secs: f64, starts: Starts) -> (usize, usize, u64, u64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["packet=pts,dts,duration,flags:stream=time_base"])
-        .args(["-of", "compact=p=0"])
-        .arg(src)
-        .output()
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tb_line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("time_base="))
-        .expect("time base");
-    let (num, den) = tb_line.split_once('/').expect("n/d");
-    let ticks_per_sec = den.trim().parse::<f64>().unwrap() / num.parse::<f64>().unwrap();
-    let packets = parse_packets(
-        &text
-            .lines()
-            .filter(|l| l.starts_with("pts="))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
+    let (packets, ticks_per_sec) = video_packets(src);
     let target = (segment_secs * ticks_per_sec).round() as i64;
     let plan = cuts::plan(&packets, target, starts, ticks_per_sec).expect("plan");
     let lead: u64 = plan
@@ -176,12 +142,5 @@ fn decode_cpu_secs(src: &Path) -> f64 {
         .args(["-map", "0:v:0", "-f", "null", "-"])
         .output()
         .expect("ffmpeg runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let field = |name: &str| -> f64 {
-        err.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.trim_end_matches('s').parse().ok())
-            .unwrap_or(0.0)
-    };
-    field("utime=") + field("stime=")
+    benchmark_cpu_secs(&String::from_utf8_lossy(&out.stderr))
 }

@@ -21,7 +21,6 @@ mod common;
 use common::*;
 
 use ffleet_runtime::media::cuts::{self, Starts};
-use ffleet_runtime::media::probe::parse_packets;
 use ffleet_runtime::media::scenes;
 use ffleet_runtime::profiles;
 use std::path::{Path, PathBuf};
@@ -39,7 +38,7 @@ fn main() {
     let slots: u32 = env_or("FFLEET_BENCH_SLOTS", 16);
     let dir = tempfile::tempdir().expect("tempdir");
     let (src, shots) = edited(dir.path(), secs);
-    let (packets, ticks_per_sec) = packets(&src);
+    let (packets, ticks_per_sec) = video_packets(&src);
     // The pool rule (`sizing::segment_secs`) on the probed duration, as the splitter applies it.
     let duration = cuts::stream_end(&packets).unwrap() as f64 / ticks_per_sec;
     let segment_secs = (duration / (2.0 * f64::from(slots))).clamp(1.0, 10.0);
@@ -100,27 +99,16 @@ fn main() {
         )
         .expect("plan");
         let out = dir.path().join(format!("out-{on}.mp4"));
-        let stats = dir.path().join("stats.json");
-        let t = Instant::now();
-        let st = Command::new(env!("CARGO_BIN_EXE_ffleet"))
-            .args(["transcode", "-q", "--slots", &slots.to_string(), "--stats"])
-            .arg(&stats)
-            .arg(&src)
-            .arg("-o")
-            .arg(&out)
-            .env("FFLEET_SPLITTER__SCENE_CUTS", on.to_string())
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("ffleet runs");
-        assert!(st.success(), "ffleet transcode failed");
-        let wall = t.elapsed().as_secs_f64();
-        let st: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
-        let cpu = st["ffmpeg_cpu_secs"].as_f64().unwrap();
-        let ran: u64 = st["units_by_capability"]
-            .as_object()
-            .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum());
+        let run = transcode(
+            &src,
+            &out,
+            slots,
+            &[(
+                "FFLEET_SPLITTER__SCENE_CUTS",
+                if on { "true" } else { "false" },
+            )],
+        );
+        let (wall, cpu, ran) = (run.wall_secs, run.ffmpeg_cpu_secs, run.units);
         // Video only: no tracks unit beside the segments.
         assert_eq!(ran, plan.len() as u64, "the plan ran as computed");
         let bytes = std::fs::metadata(&out).unwrap().len();
@@ -232,45 +220,12 @@ fn scan(src: &Path) -> (f64, f64, Vec<f64>) {
         .expect("ffmpeg runs");
     let wall = t.elapsed().as_secs_f64();
     assert!(out.status.success(), "the scan failed");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let field = |name: &str| -> f64 {
-        err.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.trim_end_matches('s').parse().ok())
-            .unwrap_or(0.0)
-    };
-    let cpu = field("utime=") + field("stime=");
+    let cpu = benchmark_cpu_secs(&String::from_utf8_lossy(&out.stderr));
     (
         wall,
         cpu,
         scenes::parse(&String::from_utf8_lossy(&out.stdout)),
     )
-}
-
-/// The video packets of `src` and its ticks per second.
-fn packets(src: &Path) -> (Vec<ffleet_runtime::media::probe::Packet>, f64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["packet=pts,dts,duration,flags:stream=time_base"])
-        .args(["-of", "compact=p=0"])
-        .arg(src)
-        .output()
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tb_line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("time_base="))
-        .expect("time base");
-    let (num, den) = tb_line.split_once('/').expect("n/d");
-    let ticks_per_sec = den.trim().parse::<f64>().unwrap() / num.parse::<f64>().unwrap();
-    let packets = parse_packets(
-        &text
-            .lines()
-            .filter(|l| l.starts_with("pts="))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
-    (packets, ticks_per_sec)
 }
 
 /// One ffmpeg process with the default profile's CPU settings (as the tests' baseline).

@@ -280,3 +280,77 @@ pub fn start_servers(dir: &Path, n: usize, always: bool) -> Vec<Server> {
         })
         .collect()
 }
+
+/// The video packets of `src` (decode order) and its video time base's ticks per second.
+pub fn video_packets(src: &Path) -> (Vec<ffleet_runtime::media::probe::Packet>, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=pts,dts,duration,flags:stream=time_base"])
+        .args(["-of", "compact=p=0"])
+        .arg(src)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tb_line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("time_base="))
+        .expect("time base");
+    let (num, den) = tb_line.split_once('/').expect("n/d");
+    let ticks_per_sec = den.trim().parse::<f64>().unwrap() / num.parse::<f64>().unwrap();
+    let packets = ffleet_runtime::media::probe::parse_packets(
+        &text
+            .lines()
+            .filter(|l| l.starts_with("pts="))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    (packets, ticks_per_sec)
+}
+
+/// CPU seconds (user + system) from the `bench:` line an ffmpeg run with `-benchmark` printed.
+pub fn benchmark_cpu_secs(stderr: &str) -> f64 {
+    let field = |name: &str| -> f64 {
+        stderr
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.trim_end_matches('s').parse().ok())
+            .unwrap_or(0.0)
+    };
+    field("utime=") + field("stime=")
+}
+
+/// What one `ffleet transcode --stats` run took.
+pub struct Transcoded {
+    pub wall_secs: f64,
+    /// Every ffmpeg and ffprobe child's CPU.
+    pub ffmpeg_cpu_secs: f64,
+    /// Units run, the tracks unit included.
+    pub units: u64,
+}
+
+/// `ffleet transcode SRC -o OUT` sized for `slots`, with `env` set, quiet; panics if it fails.
+pub fn transcode(src: &Path, out: &Path, slots: u32, env: &[(&str, &str)]) -> Transcoded {
+    let stats = out.with_extension("stats.json");
+    let t = std::time::Instant::now();
+    let st = Command::new(env!("CARGO_BIN_EXE_ffleet"))
+        .args(["transcode", "-q", "--slots", &slots.to_string(), "--stats"])
+        .arg(&stats)
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .status()
+        .expect("ffleet runs");
+    assert!(st.success(), "ffleet transcode failed");
+    let wall_secs = t.elapsed().as_secs_f64();
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    Transcoded {
+        wall_secs,
+        ffmpeg_cpu_secs: st["ffmpeg_cpu_secs"].as_f64().unwrap(),
+        units: st["units_by_capability"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum()),
+    }
+}
