@@ -1,5 +1,6 @@
 //! Damaged sources end as a single ffmpeg ends on them, on real nats-server and ffmpeg: the
-//! same video frames (±0) where it succeeds, with the decode errors reported, and a failure at
+//! same video frames (±0), starting as far after the audio, where it succeeds, with the decode
+//! errors reported, and a failure at
 //! once (`input_damaged`, or `input_unreadable` where not even the probe reads it) where it
 //! gives up. Never after a unit burned its retry budget.
 
@@ -24,23 +25,40 @@ async fn a_damaged_corpus_ends_as_a_single_ffmpeg_ends_on_it() -> Result<()> {
     }
     let mut failures = Vec::new();
     for (name, src) in &corpus {
-        let (single_ok, single_frames) = damage::single_ffmpeg(src)?;
+        let single = damage::single_ffmpeg(src)?;
+        let single_frames = single.frames;
         let ended = fleet.wait_terminal(name, JOB_TIMEOUT).await?;
-        let verdict = match (&ended, single_ok) {
+        let verdict = match (&ended, single.ok) {
             (JobEvent::Completed(done), true) => {
                 let out = fleet.out_path(&format!("{name}.mkv"));
-                let ours = media::span(&out, "v:0")?.context("output video")?.count;
+                let video = media::span(&out, "v:0")?.context("output video")?;
+                let ours = video.count;
+                // Where the video starts against the audio: frames lost at the start (a
+                // destroyed first second, a capture joined mid-GOP) start it later, as they
+                // start a single ffmpeg's, never earlier.
+                let ours_after = media::span(&out, "a:0")?.map(|a| video.start - a.start);
                 println!(
-                    "{name}: {ours} frames, a single ffmpeg {single_frames}; {} decode errors \
-                     reported, {} segments",
-                    done.decode_errors, done.segments
+                    "{name}: {ours} frames, a single ffmpeg {single_frames}; video starts \
+                     {ours_after:?} s after the audio, a single ffmpeg's {:?} s; {} decode \
+                     errors reported, {} segments",
+                    single.video_after_audio, done.decode_errors, done.segments
                 );
-                if ours == single_frames && done.frames == single_frames {
-                    Ok(())
-                } else {
+                let in_sync = match (ours_after, single.video_after_audio) {
+                    // One 25 fps frame, beside Matroska's millisecond clock.
+                    (Some(a), Some(b)) => (a - b).abs() <= 0.041,
+                    (a, b) => a.is_none() == b.is_none(),
+                };
+                if ours != single_frames || done.frames != single_frames {
                     Err(format!(
                         "{ours} frames, a single ffmpeg decodes {single_frames}"
                     ))
+                } else if !in_sync {
+                    Err(format!(
+                        "video starts {ours_after:?} s after the audio, a single ffmpeg's {:?} s",
+                        single.video_after_audio
+                    ))
+                } else {
+                    Ok(())
                 }
             }
             (JobEvent::Failed(f), false) => {

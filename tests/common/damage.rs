@@ -1,10 +1,11 @@
 //! A corpus of damaged media, generated from one clean clip with a seeded generator: random
 //! bytes over the middle, a zeroed range, a truncated file, a destroyed keyframe, corrupt audio
-//! packets (one in ten, and nine in ten), the first or the last second's video destroyed, and a
-//! file mostly destroyed (with and without audio). What a single ffmpeg makes of each is the reference.
+//! packets (one in ten, and nine in ten), the first or the last second's video destroyed, a
+//! file mostly destroyed (with and without audio), and MPEG-TS captures joined mid-GOP. What a
+//! single ffmpeg makes of each is the reference.
 
 use super::media::{ffmpeg, ffprobe_text};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -165,12 +166,92 @@ pub fn corpus(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
         .context("keyframe")?;
     noise.fill(&mut d[first_gop_end..]);
     write("video-destroyed", &d)?;
+    for (name, path) in captures(dir)? {
+        out.push((name, path));
+    }
     Ok(out)
 }
 
-/// What a single ffmpeg makes of `path`, decoding its video and audio as a transcode does:
-/// whether it succeeds, and the video frames it decodes (frame timing passed through).
-pub fn single_ffmpeg(path: &Path) -> Result<(bool, u64)> {
+/// MPEG-TS recordings joined mid-GOP, as a capture cut at a random byte is: the same clip with
+/// a keyframe every 2 s, its first bytes gone up to a 188-byte packet. The frames before the
+/// first keyframe cannot be decoded, and no decode call fails on them.
+/// - `capture-joined-mid-gop`: joined 30 % in, 1.44 s before a keyframe: with 1 s segments the
+///   first segment holds no frame that decodes.
+/// - `capture-joined-before-keyframe`: joined at the video packet four before the third
+///   keyframe: the first segment holds those frames and the keyframe's first ones, and its
+///   video must start where the keyframe was (the concat demuxer places a file by its first
+///   frame, which would move it early by the frames lost).
+fn captures(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
+    let ts = dir.join("capture.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "8",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "50",
+        "-keyint_min",
+        "50",
+        "-sc_threshold",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-f",
+        "mpegts",
+        s(&ts),
+    ])?;
+    let data = std::fs::read(&ts)?;
+    let video = packets(&ts, "v:0")?;
+    let third_key = video
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.2)
+        .nth(2)
+        .context("a third keyframe")?
+        .0;
+    let before_key = video[third_key - 4].0;
+    let mut out = Vec::new();
+    for (name, at) in [
+        ("capture-joined-mid-gop", data.len() * 30 / 100),
+        ("capture-joined-before-keyframe", before_key),
+    ] {
+        let at = at / 188 * 188;
+        let p = dir.join(format!("{name}.ts"));
+        std::fs::write(&p, &data[at..])?;
+        let first = packets(&p, "v:0")?;
+        ensure!(
+            first.first().is_some_and(|p| !p.2),
+            "{name}: the cut should land mid-GOP"
+        );
+        out.push((name, p));
+    }
+    Ok(out)
+}
+
+/// What a single ffmpeg made of a file.
+pub struct Single {
+    pub ok: bool,
+    /// Video frames decoded (frame timing passed through).
+    pub frames: u64,
+    /// Where the first video frame lies after the first audio sample, in seconds (none
+    /// without both).
+    pub video_after_audio: Option<f64>,
+}
+
+/// What a single ffmpeg makes of `path`, decoding its video and audio as a transcode does.
+pub fn single_ffmpeg(path: &Path) -> Result<Single> {
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "quiet", "-i"])
         .arg(path)
@@ -186,9 +267,26 @@ pub fn single_ffmpeg(path: &Path) -> Result<(bool, u64)> {
             "-",
         ])
         .output()?;
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("0,"))
-        .count() as u64;
-    Ok((out.status.success(), frames))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames = text.lines().filter(|l| l.starts_with("0,")).count() as u64;
+    // `#tb 0: 1/25` heads each stream; each frame line is `stream, dts, pts, duration, ...`.
+    let time_base = |stream: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("#tb {stream}: ")))
+            .and_then(|r| r.trim().parse::<ffleet_runtime::media::Rational>().ok())
+    };
+    let first = |stream: &str| {
+        let tb = time_base(stream)?;
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{stream},")))
+            .filter_map(|l| l.split(',').nth(2)?.trim().parse::<i64>().ok())
+            .min()
+            .map(|pts| tb.seconds(pts))
+    };
+    let video_after_audio = first("0").zip(first("1")).map(|(v, a)| v - a);
+    Ok(Single {
+        ok: out.status.success(),
+        frames,
+        video_after_audio,
+    })
 }

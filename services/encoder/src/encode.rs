@@ -121,7 +121,7 @@ pub async fn run(
         // A stop asked for ends the run however ffmpeg exited (one that caught the signal
         // itself flushes and exits 1).
         Err(_) if cancel.is_cancelled() => return Err(EncodeError::Cancelled),
-        Err(e) if !task.unit.is_audio() && nothing_decodable(&e) => {
+        Err(e) if !task.unit.is_audio() && nothing_decodable(&e, all_headless(task)) => {
             let encoded = nothing_decoded(task, &e, output, started).await?;
             return check_result(task, &last, encoded);
         }
@@ -244,12 +244,19 @@ const NO_FRAME_DECODED: &str = "Cannot determine format of input stream";
 /// that failed for the decoder's own want (memory, an unimplemented feature, a missing decoder).
 const DAMAGED_DATA: &str = "Invalid data found when processing input";
 
+/// Whether every frame of the segment lies before the source's first keyframe (a capture that
+/// starts mid-GOP): none may decode, with no failed decode call.
+fn all_headless(task: &Task) -> bool {
+    task.headless > 0 && task.expected_frames == Some(task.headless)
+}
+
 /// Whether a failed encode failed only because not one frame of its segment could be decoded
-/// (a destroyed first second, say): a single ffmpeg decoding the file drops those frames and
-/// goes on, so the segment holds no frames rather than failing. Every failed decode call in
-/// the stderr kept must have failed on its data: a decoder that failed for want of memory or of
-/// support is no damage, and fails the unit as before.
-fn nothing_decodable(e: &RunError) -> bool {
+/// (a destroyed first second, say, or a segment wholly before a capture's first keyframe,
+/// `headless`): a single ffmpeg decoding the file drops those frames and goes on, so the
+/// segment holds no frames rather than failing. Every failed decode call in the stderr kept
+/// must have failed on its data: a decoder that failed for want of memory or of support is no
+/// damage, and fails the unit as before. Only a headless segment may have no failed call.
+fn nothing_decodable(e: &RunError, headless: bool) -> bool {
     let RunError::Failed {
         signalled: false,
         stderr_tail,
@@ -263,9 +270,9 @@ fn nothing_decodable(e: &RunError) -> bool {
         .lines()
         .filter(|l| l.contains("Error while decoding stream"))
         .collect();
+    let failed_calls = decode_failures.values().sum::<u64>() > 0 && !decode_lines.is_empty();
     stderr_tail.contains(NO_FRAME_DECODED)
-        && decode_failures.values().sum::<u64>() > 0
-        && !decode_lines.is_empty()
+        && (failed_calls || headless)
         && decode_lines.iter().all(|l| l.contains(DAMAGED_DATA))
 }
 
@@ -317,6 +324,12 @@ fn check_result(
     }
     let (frames, decode_errors) = (encoded.frames, encoded.decode_errors);
     match task.expected_frames {
+        // A capture that starts mid-GOP: the decoder dropped frames before the source's first
+        // keyframe, which it cannot reconstruct, as a single ffmpeg's decoder drops them.
+        Some(want) if frames < want && want - frames <= task.headless => {
+            tracing::info!(job = %task.job_id, unit = %task.unit, frames, want, headless = task.headless, "frames before the source's first keyframe dropped (capture starts mid-GOP)");
+            Ok(encoded)
+        }
         // Damaged input: the decoder dropped frames it could not conceal, exactly as a single
         // ffmpeg decoding the file drops them, down to every frame of the segment (a damaged
         // stretch cut into several segments). Frames missing without a decode error are an
@@ -357,20 +370,36 @@ mod tests {
         let none = "Error while decoding stream #0:0: Invalid data found when processing input\n\
                     Cannot determine format of input stream 0:0 after EOF\n\
                     Error marking filters as finished";
-        assert!(nothing_decodable(&failed(none, 3, false)));
+        assert!(nothing_decodable(&failed(none, 3, false), false));
         // No failed decode call: another fault, not damage.
-        assert!(!nothing_decodable(&failed(none, 0, false)));
+        assert!(!nothing_decodable(&failed(none, 0, false), false));
         // Killed: the node's fault.
-        assert!(!nothing_decodable(&failed(none, 3, true)));
+        assert!(!nothing_decodable(&failed(none, 3, true), false));
         // Failed decodes, but the encode failed for another reason.
-        assert!(!nothing_decodable(&failed("Unknown encoder 'x'", 3, false)));
+        assert!(!nothing_decodable(
+            &failed("Unknown encoder 'x'", 3, false),
+            false
+        ));
         // A decoder that failed for want of memory or of support is no damage.
         for why in ["Cannot allocate memory", "Function not implemented"] {
             let tail = format!(
                 "Error while decoding stream #0:0: {why}\n\
                  Cannot determine format of input stream 0:0 after EOF"
             );
-            assert!(!nothing_decodable(&failed(&tail, 3, false)), "{why}");
+            assert!(!nothing_decodable(&failed(&tail, 3, false), true), "{why}");
         }
+    }
+
+    #[test]
+    fn a_segment_wholly_before_a_capture_s_first_keyframe_may_decode_nothing_silently() {
+        // The H.264 decoder drops frames it cannot reconstruct without failing a call.
+        let silent = "Cannot determine format of input stream 0:0 after EOF\n\
+                      Error marking filters as finished";
+        assert!(nothing_decodable(&failed(silent, 0, false), true));
+        assert!(!nothing_decodable(&failed(silent, 0, false), false));
+        // Still not for a decoder that failed for want of memory, nor for a killed run.
+        let oom = format!("Error while decoding stream #0:0: Cannot allocate memory\n{silent}");
+        assert!(!nothing_decodable(&failed(&oom, 1, false), true));
+        assert!(!nothing_decodable(&failed(silent, 0, true), true));
     }
 }

@@ -112,6 +112,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
         frames: units[..segments].iter().map(|c| c.frames).sum(),
         tracks: &plan.tracks,
         audio_lost: audio_failures,
+        lead_secs: fetched.lead_us as f64 / 1e6,
     };
     let checked = verify::verify(&ctx.config, src, &expected, &tmp).await;
     let verified = match checked {
@@ -274,11 +275,14 @@ async fn fetch_all(
             continue;
         }
         let name = file_name(&c.result_key).to_owned();
-        fetch_one(ctx, rec, c, &dir.join(&name), &mut fetched.moved, &mut bad).await?;
-        fetched.entries.push(ConcatEntry {
-            file_name: name,
-            duration_us,
-        });
+        let dest = dir.join(&name);
+        let fetched_ok = fetch_one(ctx, rec, c, &dest, &mut fetched.moved, &mut bad).await?;
+        let gap_us = if fetched_ok && c.frames < c.planned_frames {
+            first_frame_gap_us(ctx, rec, c, &dest).await
+        } else {
+            0
+        };
+        fetched.push(name, duration_us, gap_us);
     }
     if let Some(c) = tracks.first() {
         let dest = dir.join(format!("tracks-{}", file_name(&c.result_key)));
@@ -290,6 +294,45 @@ async fn fetch_all(
         return Err(MergeError::Reissue(bad));
     }
     Ok(fetched)
+}
+
+impl Fetched {
+    /// Adds a segment lasting `duration_us` whose first frame lies `gap_us` after its planned
+    /// start (its decoder dropped its first frames). The concat demuxer places each file by its
+    /// first frame, which would move the segment early by the gap: the gap goes to the segment
+    /// before instead (or before the first frame), where a single ffmpeg leaves it.
+    fn push(&mut self, file_name: String, duration_us: i64, gap_us: i64) {
+        let gap_us = gap_us.clamp(0, duration_us.max(0));
+        match self.entries.last_mut() {
+            Some(prev) => prev.duration_us += gap_us,
+            None => self.lead_us += gap_us,
+        }
+        self.entries.push(ConcatEntry {
+            file_name,
+            duration_us: duration_us - gap_us,
+        });
+    }
+}
+
+/// Where the first frame of a segment that lost frames lies after its planned start, in
+/// microseconds (the encoder puts the planned start at 0). 0 when unread: the segment is then
+/// placed by its first frame, as before.
+async fn first_frame_gap_us(ctx: &Ctx, rec: &JobRecord, c: &UnitResult, path: &Path) -> i64 {
+    let tools = ctx.config.tools();
+    let read = ffleet_runtime::media::probe::first_video_pts(
+        &tools.ffprobe,
+        path,
+        ctx.config.limits.probe_timeout(),
+    )
+    .await;
+    match read {
+        Ok(Some(start)) => start.time_base.micros(start.pts),
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::warn!(job = %rec.job_id, unit = %c.unit, error = %e, "first frame time of a segment that lost frames unread; placed by its first frame");
+            0
+        }
+    }
 }
 
 /// Fetches one result to `dest`: `true` when it is there, `false` (and its unit added to
@@ -422,6 +465,8 @@ pub struct UnitResult {
     bytes_moved: u64,
     /// The video segment's planned length, in source ticks (0 for the tracks unit).
     duration_ticks: i64,
+    /// The video segment's planned frame count (0 for the tracks unit).
+    planned_frames: u64,
 }
 
 /// Units read from the segments bucket at once, a bounded number at a time.
@@ -473,7 +518,8 @@ fn accepted(unit: Unit, r: SegmentRecord) -> Result<UnitResult, MergeError> {
         frames: r.frames.unwrap_or(0),
         decode_errors: r.decode_errors,
         bytes_moved: r.bytes_moved,
-        duration_ticks: r.cut.map_or(0, |c| c.duration_ticks),
+        duration_ticks: r.cut.as_ref().map_or(0, |c| c.duration_ticks),
+        planned_frames: r.cut.as_ref().map_or(0, |c| c.frames),
     })
 }
 
@@ -513,7 +559,32 @@ async fn place(ctx: &Ctx, rec: &JobRecord, merged: &Path) -> Result<Placed, Fail
 
 #[cfg(test)]
 mod tests {
-    use super::mostly_undecodable;
+    use super::{Fetched, mostly_undecodable};
+
+    #[test]
+    fn a_segment_that_lost_its_first_frames_keeps_its_place() {
+        let mut f = Fetched {
+            entries: Vec::new(),
+            lead_us: 0,
+            tracks: None,
+            moved: 0,
+        };
+        // The first segment's first 0.4 s and the third's first 0.25 s did not decode.
+        f.push("a".into(), 1_000_000, 400_000);
+        f.push("b".into(), 1_000_000, 0);
+        f.push("c".into(), 1_000_000, 250_000);
+        let durations: Vec<i64> = f.entries.iter().map(|e| e.duration_us).collect();
+        assert_eq!(f.lead_us, 400_000);
+        assert_eq!(durations, [600_000, 1_250_000, 750_000]);
+        // Each file's first frame where it was in the source: the concat demuxer starts a file
+        // where the durations before it end.
+        assert_eq!(f.lead_us + durations[0] + durations[1], 2_250_000);
+        assert_eq!(f.lead_us + durations.iter().sum::<i64>(), 3_000_000);
+        // A gap read longer than the segment (a clock gone wrong) moves no later segment.
+        f.push("d".into(), 1_000_000, 5_000_000);
+        assert_eq!(f.entries[2].duration_us, 1_750_000);
+        assert_eq!(f.entries[3].duration_us, 0);
+    }
 
     #[test]
     fn a_file_is_refused_where_a_single_ffmpeg_gives_up() {

@@ -17,6 +17,10 @@ pub struct Expected<'a> {
     /// Audio packets the tracks unit could not decode: the audio may come out shorter by them
     /// (lost at its end, as a single ffmpeg loses them), never longer.
     pub audio_lost: u64,
+    /// Source time before the output's first frame (segments that decoded to nothing, frames a
+    /// segment lost at its start): the video may be shorter by it, beside the frames dropped.
+    /// A capture joined mid-GOP loses a stretch whose frames are fewer than its time holds.
+    pub lead_secs: f64,
 }
 
 /// What the output got wrong.
@@ -83,7 +87,8 @@ pub async fn verify(
     let frame = v.frame_secs();
     let tolerance = frame * 1.01 + 1e-3;
     // Frames the decoder dropped at either end shorten the video, as they do a single ffmpeg's.
-    let dropped = v.frames.saturating_sub(expected.frames) as f64 * frame;
+    let dropped =
+        v.frames.saturating_sub(expected.frames) as f64 * frame + expected.lead_secs.max(0.0);
     let got = video.duration();
     if got > v.duration_secs() + tolerance || got < v.duration_secs() - dropped - tolerance {
         return Err(Mismatch::VideoDuration {

@@ -212,6 +212,7 @@ pub fn encoding_job(mem: &Mem, id: &str, segments: u32) -> JobRecord {
             source_key: format!("jobs/{id}/src/v{i:05}.nut"),
             source_digest: None,
             within: None,
+            headless: 0,
         };
         mem.put_unit(
             &rec.job_id,

@@ -244,6 +244,7 @@ fn reusable(rec: &SegmentRecord, cut: Option<&SegmentPlan>) -> bool {
                 && new.start_pts == old.start_pts
                 && new.duration_ticks == old.duration_ticks
                 && new.within == old.within
+                && new.headless == old.headless
         }
         _ => false,
     }
@@ -270,6 +271,7 @@ mod tests {
             source_key: format!("jobs/j/src/seg{index:05}.nut"),
             source_digest: None,
             within: None,
+            headless: 0,
         }
     }
 

@@ -31,13 +31,16 @@ pub async fn find(
                 &scenes::parse(&String::from_utf8_lossy(&out.stdout)),
                 v.time_base,
             );
-            // The scan's first frame (printed first) must be the probe's: else its times are not the source's
-            // (a decoder that dropped its first frames, a timeline ffmpeg moved), and a shot
-            // would name the wrong frame.
+            // The scan's first frame (printed first) must be the probe's, or the first keyframe's
+            // where the stream starts mid-GOP (a decoder drops what comes before it): else its
+            // times are not the source's (a decoder that dropped frames, a timeline ffmpeg
+            // moved), and a shot would name the wrong frame.
             let first = src.packets.iter().filter_map(|p| p.pts).min();
+            let first_key = src.packets.iter().find(|p| p.key).and_then(|p| p.pts);
             let slack = (v.time_base.den as f64 / v.time_base.num as f64 / 1000.0).ceil() as i64;
+            let near = |t0: i64, t: Option<i64>| t.is_some_and(|t| (t0 - t).abs() <= slack);
             match (times.split_first(), first) {
-                (Some((&t0, rest)), Some(f)) if (t0 - f).abs() <= slack => {
+                (Some((&t0, rest)), _) if near(t0, first) || near(t0, first_key) => {
                     tracing::debug!(
                         job = %job,
                         scenes = rest.len(),

@@ -134,6 +134,7 @@ pub async fn split(
                 source_digest: stored.digests.get(&source_key).cloned(),
                 source_key,
                 within: c.within.map(|w| w.with_time_base(tb)),
+                headless: c.headless,
             }
         })
         .collect();

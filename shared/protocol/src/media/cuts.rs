@@ -79,6 +79,9 @@ pub struct Cut {
     pub span: u32,
     /// Where in its span the segment lies, when it is not the whole span.
     pub within: Option<WithinTicks>,
+    /// Frames of the segment that come before the stream's first keyframe (see [`headless`]):
+    /// a decoder may drop them, as a single ffmpeg's does.
+    pub headless: u64,
 }
 
 /// [`Within`] without its time base (the planner works in one).
@@ -382,6 +385,7 @@ pub fn plan_with_scenes(
         begins.push((cut, starts_span));
     }
 
+    let headless = Headless::of(packets);
     let on_scenes = begins[1..]
         .iter()
         .filter(|(b, _)| scene_frames.binary_search(b).is_ok())
@@ -416,6 +420,7 @@ pub fn plan_with_scenes(
             duration_ticks: next_pts - sorted[s],
             span,
             within,
+            headless: headless.count(&sorted, s, stop),
         });
     }
     Ok(Plan {
@@ -423,6 +428,54 @@ pub fn plan_with_scenes(
         span_starts,
         on_scenes,
     })
+}
+
+/// The frames a stream that starts mid-GOP (a capture cut at a random byte, a live recording
+/// joined late) holds before its first keyframe: those decoded before it, and those presented
+/// before it (leading pictures that refer back past the stream's start). A decoder cannot
+/// reconstruct them and drops them without a failed decode call (the H.264 decoder waits for
+/// a keyframe or recovery point): a single ffmpeg's output starts at the keyframe. What a
+/// decoder does drop of them is allowed, not expected: one that conceals them keeps them.
+/// A stream with no keyframe flagged at all allows nothing (its demuxer flags none).
+struct Headless {
+    /// The first keyframe's presentation time: every frame presented before it.
+    before: Option<i64>,
+    /// Times of frames decoded before the first keyframe but presented after it, ascending.
+    late: Vec<i64>,
+}
+
+impl Headless {
+    fn of(packets: &[Packet]) -> Headless {
+        let Some(first_key) = packets.iter().position(|p| p.key) else {
+            return Headless {
+                before: None,
+                late: Vec::new(),
+            };
+        };
+        let key_pts = packets[first_key].pts.unwrap_or_default();
+        let mut late: Vec<i64> = packets[..first_key]
+            .iter()
+            .filter_map(|p| p.pts)
+            .filter(|&t| t >= key_pts)
+            .collect();
+        late.sort_unstable();
+        Headless {
+            before: Some(key_pts),
+            late,
+        }
+    }
+
+    /// How many of the presentation-ordered frames `sorted[from..to]` are headless.
+    fn count(&self, sorted: &[i64], from: usize, to: usize) -> u64 {
+        let Some(key_pts) = self.before else {
+            return 0;
+        };
+        let before_key = sorted.partition_point(|&t| t < key_pts);
+        let leading = before_key.min(to).saturating_sub(from);
+        let (lo, hi) = (sorted[from], sorted[to - 1]);
+        let late = self.late.partition_point(|&t| t <= hi) - self.late.partition_point(|&t| t < lo);
+        (leading + late) as u64
+    }
 }
 
 /// Presentation indices (ascending, never 0) of the frames that `scenes` name: a scene change's
@@ -514,6 +567,67 @@ mod tests {
             g += len;
         }
         out
+    }
+
+    #[test]
+    fn frames_before_a_capture_s_first_keyframe_are_headless() {
+        // A capture joined mid-GOP (at the B-frame shown 14th of a 25-frame GOP): its first
+        // keyframe, at 25, and the GOPs after it are whole.
+        let whole = closed_gop(75, 25);
+        let joined: Vec<Packet> = whole
+            .iter()
+            .skip_while(|p| p.pts != Some(14))
+            .copied()
+            .collect();
+        assert!(!joined[0].key);
+        let mut sorted: Vec<i64> = joined.iter().filter_map(|p| p.pts).collect();
+        sorted.sort_unstable();
+        let before_key = sorted.iter().filter(|&&t| t < 25).count() as u64;
+        assert!(before_key > 5, "{sorted:?}");
+        let planned = plan(&joined, 5, Starts::AnyFrame, 25.0).unwrap();
+        let headless: Vec<u64> = planned.segments.iter().map(|c| c.headless).collect();
+        assert_eq!(headless.iter().sum::<u64>(), before_key, "{headless:?}");
+        for c in &planned.segments {
+            let mine = &sorted[c.first as usize..(c.first + c.frames) as usize];
+            let want = mine.iter().filter(|&&t| t < 25).count() as u64;
+            assert_eq!(c.headless, want, "{c:?}");
+        }
+        // A stream that starts on its keyframe has none; one with no keyframe flagged allows
+        // nothing either.
+        let plan_whole = plan_with_scenes(&whole, 5, Starts::AnyFrame, 25.0, &[]).unwrap();
+        assert!(plan_whole.segments.iter().all(|c| c.headless == 0));
+        let unflagged: Vec<Packet> = whole.iter().map(|p| Packet { key: false, ..*p }).collect();
+        let plan_unflagged = plan_with_scenes(&unflagged, 5, Starts::AnyFrame, 25.0, &[]).unwrap();
+        assert!(plan_unflagged.segments.iter().all(|c| c.headless == 0));
+    }
+
+    #[test]
+    fn a_frame_decoded_before_the_first_keyframe_but_shown_after_it_is_headless() {
+        // P(5) decoded first, then the keyframe at 2 and its frames: the P refers back past the
+        // start, so it cannot decode though it is shown after the keyframe.
+        let p = |pts: i64, key: bool| Packet {
+            pts: Some(pts),
+            dts: None,
+            duration: Some(1),
+            key,
+        };
+        let packets = vec![
+            p(1, false),
+            p(9, false),
+            p(2, true),
+            p(3, false),
+            p(4, false),
+        ]
+        .into_iter()
+        .chain((5..9).map(|t| p(t, false)))
+        .collect::<Vec<_>>();
+        let h = Headless::of(&packets);
+        let mut sorted: Vec<i64> = packets.iter().filter_map(|p| p.pts).collect();
+        sorted.sort_unstable();
+        // Frame 1 (shown before the keyframe) and frame 9 (decoded before it).
+        assert_eq!(h.count(&sorted, 0, sorted.len()), 2);
+        assert_eq!(h.count(&sorted, 1, sorted.len() - 1), 0);
+        assert_eq!(h.count(&sorted, sorted.len() - 1, sorted.len()), 1);
     }
 
     #[test]

@@ -160,6 +160,11 @@ pub struct SegmentPlan {
     /// between keyframes, or shares its cut with the next segment): see `cuts::Within`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<crate::media::cuts::Within>,
+    /// Frames of the segment before the source's first keyframe (a capture that starts
+    /// mid-GOP): its encoder may lose them without a failed decode call, as a single ffmpeg's
+    /// decoder drops them (see `cuts::Cut::headless`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub headless: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -522,6 +527,7 @@ mod tests {
             source_key: format!("jobs/long-job/src/seg{last:05}.nut"),
             source_digest: None,
             within: None,
+            headless: 0,
         }));
         seg.state = SegmentState::Done;
         seg.result_key = Some(format!("jobs/long-job/enc/v{last:05}.a1.nut"));

@@ -52,6 +52,11 @@ pub struct Task {
     /// `cuts::Within`): the encoder decodes the whole lead-in and keeps only these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<crate::media::cuts::Within>,
+    /// Of `expected_frames`, those before the source's first keyframe (a capture that starts
+    /// mid-GOP): the decoder may drop them without a failed decode call, as a single ffmpeg's
+    /// does.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub headless: u64,
     /// Media duration of the unit, for progress and time limits.
     pub duration_secs: f64,
     /// Where the unit starts in the source, in seconds from the video's first frame (for
@@ -126,6 +131,10 @@ fn one() -> u32 {
     1
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Task {
     /// Attempt `attempt` of `unit`, built from the job's plan and, for a video segment, its cut
     /// (kept in the unit's record): the splitter issues attempt 1 of every unit this way, and the
@@ -153,11 +162,12 @@ impl Task {
                 .map_or(0.0, |a| cost::audio_work(a.duration_secs)),
         };
         let tb = src.video.time_base;
-        let mut within = None;
+        let (mut within, mut headless) = (None, 0);
         let (input, expected_frames, duration_secs, start_secs, result_ext) = match unit {
             Unit::Video(i) => {
                 let s = cut.filter(|s| s.index == i && i < plan.segments)?;
                 within = s.within;
+                headless = s.headless;
                 (
                     TaskInput::Scratch {
                         key: s.source_key.clone(),
@@ -202,6 +212,7 @@ impl Task {
             input,
             expected_frames,
             within,
+            headless,
             duration_secs,
             start_secs,
             picture,

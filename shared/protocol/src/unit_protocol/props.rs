@@ -211,6 +211,7 @@ fn run(
                 source_key: format!("cut{key}"),
                 source_digest: None,
                 within: None,
+                headless: 0,
             }));
             Step::Replan { fresh: &fresh }
         }
