@@ -16,23 +16,35 @@ if [ ! -x "$current" ]; then
   exit 1
 fi
 
+# One nextest pass, then its slowest tests from the JUnit report (.config/nextest.toml), so that
+# CI's log says where its minutes went; the pass's own status is returned.
+run_pass() {
+  local rc=0
+  cargo nextest run --locked --no-fail-fast "$@" || rc=$?
+  python3 scripts/slowest.py target/nextest/default/junit.xml 12
+  return "$rc"
+}
+
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # No import loops between the modules of any crate (the layering docs/architecture.md draws).
 python3 scripts/module-loops.py
 
 echo "== tests against $(nats-server --version) (Debian)"
-FFLEET_NATS_SERVER="$(command -v nats-server)" cargo nextest run --locked --workspace --no-fail-fast \
-  -E 'not binary(compose)'
+FFLEET_NATS_SERVER="$(command -v nats-server)" run_pass --workspace -E 'not binary(compose)'
 
 # This run also generates its media instead of reading ../shared, as machines without it must,
 # and moves every fleet's media through the JetStream Object Store instead of a shared directory.
 # The command line, configuration files, schemas and stored layouts depend on neither the
-# server nor the storage: the first pass covers them.
-once='binary(cli) | binary(configs) | binary(schema) | binary(layouts)'
+# server nor the storage: the first pass covers them. So do what ffmpeg makes of sources and
+# damaged media (their media moves as the pipeline's does, which runs here), trace
+# propagation, draining and status: none reads ../shared but through an optional check, and
+# together they were a seventh of this pass.
+once='binary(cli) | binary(configs) | binary(schema) | binary(layouts) | binary(sources)'
+once="$once | binary(damaged) | binary(telemetry) | binary(drain) | binary(status)"
 echo "== integration tests against $("$current" --version), without ../shared media, over the object store"
 FFLEET_NATS_SERVER="$PWD/$current" FFLEET_TEST_NO_SHARED=1 FFLEET_TEST_STORAGE=object-store \
-  cargo nextest run --locked --workspace --no-fail-fast -E "kind(test) and not binary(compose) and not ($once)"
+  run_pass --workspace -E "kind(test) and not binary(compose) and not ($once)"
 
 # Its own nats-servers run in the containers: one pass is enough. The images take the release
 # binary setup.sh built (rebuilt from Docker's cache in seconds when it did not change).
@@ -45,4 +57,4 @@ if command -v docker >/dev/null 2>&1; then
     ./scripts/images.sh
   fi
 fi
-cargo nextest run --locked --test compose --no-fail-fast --no-capture
+run_pass --test compose --no-capture

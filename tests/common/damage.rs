@@ -181,8 +181,53 @@ pub fn corpus(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
 ///   keyframe: the first segment holds those frames and the keyframe's first ones, and its
 ///   video must start where the keyframe was (the concat demuxer places a file by its first
 ///   frame, which would move it early by the frames lost).
+/// - `capture-joined-open-gop`: as the first, from an open-GOP encode.
 fn captures(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
-    let ts = dir.join("capture.ts");
+    let closed = capture_source(dir, "capture.ts", false)?;
+    let open = capture_source(dir, "capture-open.ts", true)?;
+    let data = std::fs::read(&closed)?;
+    let video = packets(&closed, "v:0")?;
+    let third_key = video
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.2)
+        .nth(2)
+        .context("a third keyframe")?
+        .0;
+    let open_data = std::fs::read(&open)?;
+    let mut out = Vec::new();
+    for (name, bytes, at) in [
+        ("capture-joined-mid-gop", &data, data.len() * 30 / 100),
+        (
+            "capture-joined-before-keyframe",
+            &data,
+            video[third_key - 4].0,
+        ),
+        (
+            "capture-joined-open-gop",
+            &open_data,
+            open_data.len() * 30 / 100,
+        ),
+    ] {
+        let at = at / 188 * 188;
+        let p = dir.join(format!("{name}.ts"));
+        std::fs::write(&p, &bytes[at..])?;
+        let first = packets(&p, "v:0")?;
+        ensure!(
+            first.first().is_some_and(|p| !p.2),
+            "{name}: the cut should land mid-GOP"
+        );
+        out.push((name, p));
+    }
+    Ok(out)
+}
+
+/// The clean clip as an MPEG-TS recording with a keyframe every 2 s; `open`: open GOPs (the
+/// B-frames after each keyframe refer back to the GOP before it, as broadcast encoders make
+/// them), so the first keyframe's leading frames cannot decode either.
+fn capture_source(dir: &Path, name: &str, open: bool) -> Result<PathBuf> {
+    let ts = dir.join(name);
+    let x264 = if open { "open-gop=1" } else { "open-gop=0" };
     ffmpeg(&[
         "-f",
         "lavfi",
@@ -204,6 +249,10 @@ fn captures(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
         "50",
         "-sc_threshold",
         "0",
+        "-bf",
+        "3",
+        "-x264-params",
+        x264,
         "-pix_fmt",
         "yuv420p",
         "-c:a",
@@ -212,32 +261,7 @@ fn captures(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
         "mpegts",
         s(&ts),
     ])?;
-    let data = std::fs::read(&ts)?;
-    let video = packets(&ts, "v:0")?;
-    let third_key = video
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.2)
-        .nth(2)
-        .context("a third keyframe")?
-        .0;
-    let before_key = video[third_key - 4].0;
-    let mut out = Vec::new();
-    for (name, at) in [
-        ("capture-joined-mid-gop", data.len() * 30 / 100),
-        ("capture-joined-before-keyframe", before_key),
-    ] {
-        let at = at / 188 * 188;
-        let p = dir.join(format!("{name}.ts"));
-        std::fs::write(&p, &data[at..])?;
-        let first = packets(&p, "v:0")?;
-        ensure!(
-            first.first().is_some_and(|p| !p.2),
-            "{name}: the cut should land mid-GOP"
-        );
-        out.push((name, p));
-    }
-    Ok(out)
+    Ok(ts)
 }
 
 /// What a single ffmpeg made of a file.

@@ -123,7 +123,7 @@ pub async fn run(
         Err(_) if cancel.is_cancelled() => return Err(EncodeError::Cancelled),
         Err(e) if !task.unit.is_audio() && nothing_decodable(&e, all_headless(task)) => {
             let encoded = nothing_decoded(task, &e, output, started).await?;
-            return check_result(task, &last, encoded);
+            return check_result(task, &last, encoded, None);
         }
         r => r.map_err(|e| classify(e, task))?,
     };
@@ -164,7 +164,29 @@ pub async fn run(
         secs,
         decode_errors,
     };
-    check_result(task, &last, encoded)
+    // A result short of frames where the segment has frames before the source's first
+    // keyframe: where its first frame lies says whether those are the ones lost. Only an encode
+    // that put the segment's first frame at 0 (`start`) says it.
+    let first_secs = match (&start, task.expected_frames) {
+        (Some(_), Some(want)) if task.headless > 0 && encoded.frames < want => {
+            first_frame_secs(cfg, task, output).await
+        }
+        _ => None,
+    };
+    check_result(task, &last, encoded, first_secs)
+}
+
+/// The result's first frame time in seconds (its encode put the segment's first frame at 0);
+/// `None` when unread.
+async fn first_frame_secs(cfg: &Config, task: &Task, output: &Path) -> Option<f64> {
+    let (ffprobe, bound) = (cfg.tools().ffprobe, cfg.ffmpeg.stall_timeout());
+    match probe::first_video_pts(&ffprobe, output, bound).await {
+        Ok(start) => start.map(|s| s.time_base.seconds(s.pts)),
+        Err(e) => {
+            tracing::warn!(job = %task.job_id, unit = %task.unit, error = %e, "result's first frame time unread");
+            None
+        }
+    }
 }
 
 /// The ffmpeg command for the unit: the tracks unit's audio (and other tracks) encode, or a
@@ -305,10 +327,14 @@ async fn nothing_decoded(
 /// Checks a finished encode against what the unit should hold, from ffmpeg's final progress
 /// report: audio that holds audio, a segment with its planned frame count (fewer only when the
 /// decoder dropped damaged frames, as a single ffmpeg does).
+///
+/// `first_secs`: where the result's first frame lies, read only for a result short of frames
+/// whose segment has frames before the source's first keyframe (`Task::headless`).
 fn check_result(
     task: &Task,
     last: &ProgressBlock,
     encoded: Encoded,
+    first_secs: Option<f64>,
 ) -> Result<Encoded, EncodeError> {
     let check = |what: String| {
         EncodeError::Permanent(Failure::new(
@@ -325,8 +351,17 @@ fn check_result(
     let (frames, decode_errors) = (encoded.frames, encoded.decode_errors);
     match task.expected_frames {
         // A capture that starts mid-GOP: the decoder dropped frames before the source's first
-        // keyframe, which it cannot reconstruct, as a single ffmpeg's decoder drops them.
-        Some(want) if frames < want && want - frames <= task.headless => {
+        // keyframe, which it cannot reconstruct, as a single ffmpeg's decoder drops them. No
+        // more than those, and the ones leading the segment among them: the result starts no
+        // earlier than where they end (half a frame aside), else frames went missing elsewhere.
+        Some(want)
+            if frames < want
+                && want - frames <= task.headless
+                && (frames == 0
+                    || first_secs.is_some_and(|f| {
+                        f + task.duration_secs / want as f64 / 2.0 >= task.headless_secs
+                    })) =>
+        {
             tracing::info!(job = %task.job_id, unit = %task.unit, frames, want, headless = task.headless, "frames before the source's first keyframe dropped (capture starts mid-GOP)");
             Ok(encoded)
         }
@@ -401,5 +436,45 @@ mod tests {
         let oom = format!("Error while decoding stream #0:0: Cannot allocate memory\n{silent}");
         assert!(!nothing_decodable(&failed(&oom, 1, false), true));
         assert!(!nothing_decodable(&failed(silent, 0, true), true));
+    }
+
+    /// A 25-frame segment at 25 fps whose first `headless` frames (the first `secs` of it)
+    /// precede the source's first keyframe.
+    fn capture_task(headless: u64, secs: f64) -> Task {
+        serde_json::from_value(
+            serde_json::json!({"version": 1, "job_id": "j", "unit": "v00000",
+            "attempt": 1, "profile": "h264", "input": {"kind": "scratch", "key": "k"},
+            "expected_frames": 25, "headless": headless, "headless_secs": secs,
+            "duration_secs": 1.0, "result_ext": "nut", "priority": 0}),
+        )
+        .unwrap()
+    }
+
+    fn encoded(frames: u64) -> Encoded {
+        Encoded {
+            frames,
+            secs: 0.1,
+            decode_errors: 0,
+            decode_failures: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_frames_before_a_capture_s_first_keyframe_may_go_missing_silently() {
+        let last = ProgressBlock::default();
+        let task = capture_task(10, 0.4);
+        // The ten leading frames lost: the result starts at 0.4 s.
+        assert!(check_result(&task, &last, encoded(15), Some(0.4)).is_ok());
+        // Ten frames lost, but the result starts at 0: they went missing elsewhere.
+        assert!(check_result(&task, &last, encoded(15), Some(0.0)).is_err());
+        // Where the result starts unread: not allowed.
+        assert!(check_result(&task, &last, encoded(15), None).is_err());
+        // More lost than lie before the keyframe.
+        assert!(check_result(&task, &last, encoded(14), Some(0.44)).is_err());
+        // A segment wholly before the keyframe may hold nothing; one partly before may not.
+        assert!(check_result(&capture_task(25, 1.0), &last, encoded(0), None).is_ok());
+        assert!(check_result(&task, &last, encoded(0), None).is_err());
+        // No frame before the keyframe: every frame is owed.
+        assert!(check_result(&capture_task(0, 0.0), &last, encoded(24), Some(0.04)).is_err());
     }
 }

@@ -68,10 +68,14 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
     let audio_packets = src.audio.as_ref().map_or(0, |a| a.packets);
     // The tracks unit, after the segments, reports its failed decode calls.
     let audio_failures = units.get(segments).map_or(0, |u| u.decode_errors);
+    // Frames before a capture's first keyframe fail no decode call in a single ffmpeg either:
+    // counted as decoded here.
     mostly_undecodable(
         src.video.frames,
         audio_packets,
-        units[..segments].iter().map(|u| u.frames),
+        units[..segments]
+            .iter()
+            .map(|u| u.frames + u.headless.min(u.planned_frames.saturating_sub(u.frames))),
         audio_failures,
     )?;
     let fetched = fetch_all(ctx, rec, &units, segments, src.video.time_base, dir.path()).await?;
@@ -113,6 +117,7 @@ pub async fn merge(ctx: &Ctx, rec: &JobRecord) -> Result<Merged, MergeError> {
         tracks: &plan.tracks,
         audio_lost: audio_failures,
         lead_secs: fetched.lead_us as f64 / 1e6,
+        lead_frames: fetched.lead_frames,
     };
     let checked = verify::verify(&ctx.config, src, &expected, &tmp).await;
     let verified = match checked {
@@ -235,6 +240,8 @@ struct Fetched {
     /// Source time before the first segment that has frames (segments before it decoded to
     /// nothing): the video starts that much later.
     lead_us: i64,
+    /// Of the frames the segments lack, those lost before the video's first frame (`lead_us`).
+    lead_frames: u64,
     tracks: Option<PathBuf>,
     moved: u64,
 }
@@ -252,6 +259,7 @@ async fn fetch_all(
     let mut fetched = Fetched {
         entries: Vec::with_capacity(segments),
         lead_us: 0,
+        lead_frames: 0,
         tracks: None,
         moved: 0,
     };
@@ -270,7 +278,10 @@ async fn fetch_all(
             // dropped frames, or before the first frame.
             match fetched.entries.last_mut() {
                 Some(prev) => prev.duration_us += duration_us,
-                None => fetched.lead_us += duration_us,
+                None => {
+                    fetched.lead_us += duration_us;
+                    fetched.lead_frames += c.planned_frames;
+                }
             }
             continue;
         }
@@ -278,10 +289,17 @@ async fn fetch_all(
         let dest = dir.join(&name);
         let fetched_ok = fetch_one(ctx, rec, c, &dest, &mut fetched.moved, &mut bad).await?;
         let gap_us = if fetched_ok && c.frames < c.planned_frames {
-            first_frame_gap_us(ctx, rec, c, &dest).await
+            first_frame_gap_us(ctx, rec, c, &dest, duration_us).await?
         } else {
             0
         };
+        if fetched.entries.is_empty() && gap_us > 0 {
+            // Frames lost at the video's start (the gap shortens it, as it does a single
+            // ffmpeg's): at most the ones the result lacks.
+            let frame_us = duration_us / c.planned_frames.max(1) as i64;
+            let lost = (gap_us + frame_us / 2) / frame_us.max(1);
+            fetched.lead_frames += (lost as u64).min(c.planned_frames - c.frames);
+        }
         fetched.push(name, duration_us, gap_us);
     }
     if let Some(c) = tracks.first() {
@@ -315,24 +333,29 @@ impl Fetched {
 }
 
 /// Where the first frame of a segment that lost frames lies after its planned start, in
-/// microseconds (the encoder puts the planned start at 0). 0 when unread: the segment is then
-/// placed by its first frame, as before.
-async fn first_frame_gap_us(ctx: &Ctx, rec: &JobRecord, c: &UnitResult, path: &Path) -> i64 {
+/// microseconds (the encoder puts the planned start at 0). A probe that fails retries the
+/// merge; a time outside the segment (an encode that could not put its start at 0) is no gap,
+/// and the segment is placed by its first frame.
+async fn first_frame_gap_us(
+    ctx: &Ctx,
+    rec: &JobRecord,
+    c: &UnitResult,
+    path: &Path,
+    duration_us: i64,
+) -> Result<i64, MergeError> {
     let tools = ctx.config.tools();
-    let read = ffleet_runtime::media::probe::first_video_pts(
-        &tools.ffprobe,
-        path,
-        ctx.config.limits.probe_timeout(),
-    )
-    .await;
-    match read {
-        Ok(Some(start)) => start.time_base.micros(start.pts),
-        Ok(None) => 0,
-        Err(e) => {
-            tracing::warn!(job = %rec.job_id, unit = %c.unit, error = %e, "first frame time of a segment that lost frames unread; placed by its first frame");
-            0
-        }
+    let timeout = ctx.config.limits.probe_timeout();
+    let start = ffleet_runtime::media::probe::first_video_pts(&tools.ffprobe, path, timeout)
+        .await
+        .map_err(|e| {
+            MergeError::Retry(format!("reading where unit {} starts: {e}", c.unit).into())
+        })?;
+    let gap_us = start.map_or(0, |s| s.time_base.micros(s.pts));
+    if !(0..duration_us).contains(&gap_us) {
+        tracing::warn!(job = %rec.job_id, unit = %c.unit, gap_us, duration_us, "first frame of a segment that lost frames lies outside it; placed by its first frame");
+        return Ok(0);
     }
+    Ok(gap_us)
 }
 
 /// Fetches one result to `dest`: `true` when it is there, `false` (and its unit added to
@@ -467,6 +490,8 @@ pub struct UnitResult {
     duration_ticks: i64,
     /// The video segment's planned frame count (0 for the tracks unit).
     planned_frames: u64,
+    /// Of them, those before the source's first keyframe (a capture joined mid-GOP).
+    headless: u64,
 }
 
 /// Units read from the segments bucket at once, a bounded number at a time.
@@ -520,6 +545,7 @@ fn accepted(unit: Unit, r: SegmentRecord) -> Result<UnitResult, MergeError> {
         bytes_moved: r.bytes_moved,
         duration_ticks: r.cut.as_ref().map_or(0, |c| c.duration_ticks),
         planned_frames: r.cut.as_ref().map_or(0, |c| c.frames),
+        headless: r.cut.as_ref().map_or(0, |c| c.headless),
     })
 }
 
@@ -566,6 +592,7 @@ mod tests {
         let mut f = Fetched {
             entries: Vec::new(),
             lead_us: 0,
+            lead_frames: 0,
             tracks: None,
             moved: 0,
         };

@@ -21,6 +21,9 @@ pub struct Expected<'a> {
     /// segment lost at its start): the video may be shorter by it, beside the frames dropped.
     /// A capture joined mid-GOP loses a stretch whose frames are fewer than its time holds.
     pub lead_secs: f64,
+    /// Of the frames the output lacks, those lost before its first frame (`lead_secs` holds
+    /// their time).
+    pub lead_frames: u64,
 }
 
 /// What the output got wrong.
@@ -87,8 +90,11 @@ pub async fn verify(
     let frame = v.frame_secs();
     let tolerance = frame * 1.01 + 1e-3;
     // Frames the decoder dropped at either end shorten the video, as they do a single ffmpeg's.
+    // Those before the first frame, by the time they took (a capture joined mid-GOP loses a
+    // stretch whose frames are fewer than its time holds); the others, a frame's time each.
+    let lost = v.frames.saturating_sub(expected.frames);
     let dropped =
-        v.frames.saturating_sub(expected.frames) as f64 * frame + expected.lead_secs.max(0.0);
+        lost.saturating_sub(expected.lead_frames) as f64 * frame + expected.lead_secs.max(0.0);
     let got = video.duration();
     if got > v.duration_secs() + tolerance || got < v.duration_secs() - dropped - tolerance {
         return Err(Mismatch::VideoDuration {

@@ -213,6 +213,7 @@ pub fn encoding_job(mem: &Mem, id: &str, segments: u32) -> JobRecord {
             source_digest: None,
             within: None,
             headless: 0,
+            headless_ticks: 0,
         };
         mem.put_unit(
             &rec.job_id,

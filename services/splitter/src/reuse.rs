@@ -245,6 +245,7 @@ fn reusable(rec: &SegmentRecord, cut: Option<&SegmentPlan>) -> bool {
                 && new.duration_ticks == old.duration_ticks
                 && new.within == old.within
                 && new.headless == old.headless
+                && new.headless_ticks == old.headless_ticks
         }
         _ => false,
     }
@@ -272,6 +273,7 @@ mod tests {
             source_digest: None,
             within: None,
             headless: 0,
+            headless_ticks: 0,
         }
     }
 

@@ -36,7 +36,12 @@ pub async fn find(
             // times are not the source's (a decoder that dropped frames, a timeline ffmpeg
             // moved), and a shot would name the wrong frame.
             let first = src.packets.iter().filter_map(|p| p.pts).min();
-            let first_key = src.packets.iter().find(|p| p.key).and_then(|p| p.pts);
+            let first_key = src
+                .packets
+                .first()
+                .filter(|p| !p.key)
+                .and_then(|_| src.packets.iter().find(|p| p.key))
+                .and_then(|p| p.pts);
             let slack = (v.time_base.den as f64 / v.time_base.num as f64 / 1000.0).ceil() as i64;
             let near = |t0: i64, t: Option<i64>| t.is_some_and(|t| (t0 - t).abs() <= slack);
             match (times.split_first(), first) {

@@ -135,6 +135,7 @@ pub async fn split(
                 source_key,
                 within: c.within.map(|w| w.with_time_base(tb)),
                 headless: c.headless,
+                headless_ticks: c.headless_ticks,
             }
         })
         .collect();

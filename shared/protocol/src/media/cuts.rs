@@ -79,9 +79,13 @@ pub struct Cut {
     pub span: u32,
     /// Where in its span the segment lies, when it is not the whole span.
     pub within: Option<WithinTicks>,
-    /// Frames of the segment that come before the stream's first keyframe (see [`headless`]):
-    /// a decoder may drop them, as a single ffmpeg's does.
+    /// Frames of the segment that come before the stream's first keyframe (see `Headless`): a
+    /// decoder may drop them, as a single ffmpeg's does.
     pub headless: u64,
+    /// Those of them that lead the segment end this long after its first frame, in stream ticks
+    /// (the segment's whole duration when none of its frames can decode; 0 when none leads):
+    /// a result that lost them starts no earlier.
+    pub headless_ticks: i64,
 }
 
 /// [`Within`] without its time base (the planner works in one).
@@ -385,7 +389,7 @@ pub fn plan_with_scenes(
         begins.push((cut, starts_span));
     }
 
-    let headless = Headless::of(packets);
+    let headless = Headless::of(packets, &sorted);
     let on_scenes = begins[1..]
         .iter()
         .filter(|(b, _)| scene_frames.binary_search(b).is_ok())
@@ -413,6 +417,7 @@ pub fn plan_with_scenes(
             last_ticks: at(stop - 1),
             next_ticks: shares_next.then(|| at(stop)),
         });
+        let (count, leading) = headless.count(s, stop);
         segments.push(Cut {
             first: s as u64,
             frames: (stop - s) as u64,
@@ -420,7 +425,16 @@ pub fn plan_with_scenes(
             duration_ticks: next_pts - sorted[s],
             span,
             within,
-            headless: headless.count(&sorted, s, stop),
+            headless: count,
+            headless_ticks: if leading > 0 {
+                sorted
+                    .get(s + leading as usize)
+                    .copied()
+                    .unwrap_or(next_pts)
+                    - sorted[s]
+            } else {
+                0
+            },
         });
     }
     Ok(Plan {
@@ -431,50 +445,51 @@ pub fn plan_with_scenes(
 }
 
 /// The frames a stream that starts mid-GOP (a capture cut at a random byte, a live recording
-/// joined late) holds before its first keyframe: those decoded before it, and those presented
-/// before it (leading pictures that refer back past the stream's start). A decoder cannot
-/// reconstruct them and drops them without a failed decode call (the H.264 decoder waits for
-/// a keyframe or recovery point): a single ffmpeg's output starts at the keyframe. What a
-/// decoder does drop of them is allowed, not expected: one that conceals them keeps them.
-/// A stream with no keyframe flagged at all allows nothing (its demuxer flags none).
+/// joined late) holds before its first keyframe: those presented before it, and those decoded
+/// before it but presented after it (they refer back past the stream's start). A decoder cannot
+/// reconstruct them and drops them without a failed decode call (the H.264 decoder waits for a
+/// keyframe or recovery point): a single ffmpeg's output starts at the keyframe. What a
+/// decoder does drop of them is allowed, not expected: one that conceals them keeps them. A
+/// stream with no keyframe flagged at all allows nothing (its demuxer flags none).
 struct Headless {
-    /// The first keyframe's presentation time: every frame presented before it.
-    before: Option<i64>,
-    /// Times of frames decoded before the first keyframe but presented after it, ascending.
-    late: Vec<i64>,
+    /// Presentation indices before the first keyframe's: `0..before`.
+    before: usize,
+    /// Presentation indices of frames decoded before the first keyframe but shown after it,
+    /// ascending.
+    late: Vec<usize>,
 }
 
 impl Headless {
-    fn of(packets: &[Packet]) -> Headless {
+    /// `sorted`: the stream's presentation times in order.
+    fn of(packets: &[Packet], sorted: &[i64]) -> Headless {
         let Some(first_key) = packets.iter().position(|p| p.key) else {
             return Headless {
-                before: None,
+                before: 0,
                 late: Vec::new(),
             };
         };
         let key_pts = packets[first_key].pts.unwrap_or_default();
-        let mut late: Vec<i64> = packets[..first_key]
+        let mut late: Vec<usize> = packets[..first_key]
             .iter()
             .filter_map(|p| p.pts)
             .filter(|&t| t >= key_pts)
+            .map(|t| sorted.partition_point(|&x| x < t))
             .collect();
         late.sort_unstable();
+        late.dedup();
         Headless {
-            before: Some(key_pts),
+            before: sorted.partition_point(|&t| t < key_pts),
             late,
         }
     }
 
-    /// How many of the presentation-ordered frames `sorted[from..to]` are headless.
-    fn count(&self, sorted: &[i64], from: usize, to: usize) -> u64 {
-        let Some(key_pts) = self.before else {
-            return 0;
-        };
-        let before_key = sorted.partition_point(|&t| t < key_pts);
-        let leading = before_key.min(to).saturating_sub(from);
-        let (lo, hi) = (sorted[from], sorted[to - 1]);
-        let late = self.late.partition_point(|&t| t <= hi) - self.late.partition_point(|&t| t < lo);
-        (leading + late) as u64
+    /// Of the presentation-ordered frames `from..to`: how many are headless, and how many of
+    /// them lead the range (the frames before its first one that can decode).
+    fn count(&self, from: usize, to: usize) -> (u64, u64) {
+        let leading = self.before.min(to).saturating_sub(from);
+        let late =
+            self.late.partition_point(|&i| i < to) - self.late.partition_point(|&i| i < from);
+        ((leading + late) as u64, leading as u64)
     }
 }
 
@@ -591,6 +606,15 @@ mod tests {
             let mine = &sorted[c.first as usize..(c.first + c.frames) as usize];
             let want = mine.iter().filter(|&&t| t < 25).count() as u64;
             assert_eq!(c.headless, want, "{c:?}");
+            // The first frame that decodes is the keyframe, at 25.
+            let decodable_from = if want == 0 {
+                0
+            } else if want == c.frames {
+                c.duration_ticks
+            } else {
+                25 - c.start_pts
+            };
+            assert_eq!(c.headless_ticks, decodable_from, "{c:?}");
         }
         // A stream that starts on its keyframe has none; one with no keyframe flagged allows
         // nothing either.
@@ -621,13 +645,13 @@ mod tests {
         .into_iter()
         .chain((5..9).map(|t| p(t, false)))
         .collect::<Vec<_>>();
-        let h = Headless::of(&packets);
         let mut sorted: Vec<i64> = packets.iter().filter_map(|p| p.pts).collect();
         sorted.sort_unstable();
+        let h = Headless::of(&packets, &sorted);
         // Frame 1 (shown before the keyframe) and frame 9 (decoded before it).
-        assert_eq!(h.count(&sorted, 0, sorted.len()), 2);
-        assert_eq!(h.count(&sorted, 1, sorted.len() - 1), 0);
-        assert_eq!(h.count(&sorted, sorted.len() - 1, sorted.len()), 1);
+        assert_eq!(h.count(0, sorted.len()), (2, 1));
+        assert_eq!(h.count(1, sorted.len() - 1), (0, 0));
+        assert_eq!(h.count(sorted.len() - 1, sorted.len()), (1, 0));
     }
 
     #[test]

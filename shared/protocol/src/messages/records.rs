@@ -165,6 +165,10 @@ pub struct SegmentPlan {
     /// decoder drops them (see `cuts::Cut::headless`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub headless: u64,
+    /// Where those of them that lead the segment end, from its first frame, in source ticks
+    /// (`cuts::Cut::headless_ticks`).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub headless_ticks: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +226,10 @@ impl Plan {
     pub fn unit_count(&self) -> usize {
         self.segments as usize + usize::from(self.audio)
     }
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -528,6 +536,7 @@ mod tests {
             source_digest: None,
             within: None,
             headless: 0,
+            headless_ticks: 0,
         }));
         seg.state = SegmentState::Done;
         seg.result_key = Some(format!("jobs/long-job/enc/v{last:05}.a1.nut"));

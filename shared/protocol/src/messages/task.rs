@@ -57,6 +57,10 @@ pub struct Task {
     /// does.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub headless: u64,
+    /// Where those of them that lead the segment end, in seconds from its first frame: a
+    /// result that lost them must start no earlier (0: none leads).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub headless_secs: f64,
     /// Media duration of the unit, for progress and time limits.
     pub duration_secs: f64,
     /// Where the unit starts in the source, in seconds from the video's first frame (for
@@ -135,6 +139,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
+}
+
 impl Task {
     /// Attempt `attempt` of `unit`, built from the job's plan and, for a video segment, its cut
     /// (kept in the unit's record): the splitter issues attempt 1 of every unit this way, and the
@@ -162,12 +170,13 @@ impl Task {
                 .map_or(0.0, |a| cost::audio_work(a.duration_secs)),
         };
         let tb = src.video.time_base;
-        let (mut within, mut headless) = (None, 0);
+        let (mut within, mut headless, mut headless_secs) = (None, 0, 0.0);
         let (input, expected_frames, duration_secs, start_secs, result_ext) = match unit {
             Unit::Video(i) => {
                 let s = cut.filter(|s| s.index == i && i < plan.segments)?;
                 within = s.within;
                 headless = s.headless;
+                headless_secs = tb.seconds(s.headless_ticks);
                 (
                     TaskInput::Scratch {
                         key: s.source_key.clone(),
@@ -213,6 +222,7 @@ impl Task {
             expected_frames,
             within,
             headless,
+            headless_secs,
             duration_secs,
             start_secs,
             picture,

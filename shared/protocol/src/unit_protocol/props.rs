@@ -212,6 +212,7 @@ fn run(
                 source_digest: None,
                 within: None,
                 headless: 0,
+                headless_ticks: 0,
             }));
             Step::Replan { fresh: &fresh }
         }
