@@ -167,13 +167,26 @@ pub async fn run(
     // A result short of frames where the segment has frames before the source's first
     // keyframe: where its first frame lies says whether those are the ones lost. Only an encode
     // that put the segment's first frame at 0 (`start`) says it.
-    let first_secs = match (&start, task.expected_frames) {
-        (Some(_), Some(want)) if task.headless > 0 && encoded.frames < want => {
-            first_frame_secs(cfg, task, output).await
-        }
+    let short_headless = task.headless > 0
+        && encoded.frames > 0
+        && task
+            .expected_frames
+            .is_some_and(|want| encoded.frames < want);
+    let first_secs = match &start {
+        Some(_) if short_headless => tokio::select! {
+            _ = cancel.cancelled() => return Err(EncodeError::Cancelled),
+            f = first_frame_secs(cfg, task, output) => f,
+        },
         _ => None,
     };
-    check_result(task, &last, encoded, first_secs)
+    match check_result(task, &last, encoded, first_secs) {
+        // Where the result starts went unread (a probe that failed, or a cut whose first frame
+        // time was unread): no verdict on the input, and another attempt reads it again.
+        Err(EncodeError::Permanent(f)) if short_headless && first_secs.is_none() => {
+            Err(EncodeError::CutShort(f))
+        }
+        r => r,
+    }
 }
 
 /// The result's first frame time in seconds (its encode put the segment's first frame at 0);
@@ -353,14 +366,12 @@ fn check_result(
         // A capture that starts mid-GOP: the decoder dropped frames before the source's first
         // keyframe, which it cannot reconstruct, as a single ffmpeg's decoder drops them. No
         // more than those, and the ones leading the segment among them: the result starts no
-        // earlier than where they end (half a frame aside), else frames went missing elsewhere.
+        // earlier than halfway to the first frame that can decode, else frames went missing
+        // elsewhere.
         Some(want)
             if frames < want
                 && want - frames <= task.headless
-                && (frames == 0
-                    || first_secs.is_some_and(|f| {
-                        f + task.duration_secs / want as f64 / 2.0 >= task.headless_secs
-                    })) =>
+                && (frames == 0 || first_secs.is_some_and(|f| f >= task.headless_secs)) =>
         {
             tracing::info!(job = %task.job_id, unit = %task.unit, frames, want, headless = task.headless, "frames before the source's first keyframe dropped (capture starts mid-GOP)");
             Ok(encoded)
@@ -438,8 +449,8 @@ mod tests {
         assert!(!nothing_decodable(&failed(silent, 0, true), true));
     }
 
-    /// A 25-frame segment at 25 fps whose first `headless` frames (the first `secs` of it)
-    /// precede the source's first keyframe.
+    /// A 25-frame segment at 25 fps whose first `headless` frames precede the source's first
+    /// keyframe; a result that lost them starts at `secs` or later.
     fn capture_task(headless: u64, secs: f64) -> Task {
         serde_json::from_value(
             serde_json::json!({"version": 1, "job_id": "j", "unit": "v00000",
@@ -462,11 +473,12 @@ mod tests {
     #[test]
     fn only_the_frames_before_a_capture_s_first_keyframe_may_go_missing_silently() {
         let last = ProgressBlock::default();
-        let task = capture_task(10, 0.4);
+        let task = capture_task(10, 0.38);
         // The ten leading frames lost: the result starts at 0.4 s.
         assert!(check_result(&task, &last, encoded(15), Some(0.4)).is_ok());
         // Ten frames lost, but the result starts at 0: they went missing elsewhere.
         assert!(check_result(&task, &last, encoded(15), Some(0.0)).is_err());
+        assert!(check_result(&task, &last, encoded(15), Some(0.36)).is_err());
         // Where the result starts unread: not allowed.
         assert!(check_result(&task, &last, encoded(15), None).is_err());
         // More lost than lie before the keyframe.

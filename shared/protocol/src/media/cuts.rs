@@ -82,9 +82,9 @@ pub struct Cut {
     /// Frames of the segment that come before the stream's first keyframe (see `Headless`): a
     /// decoder may drop them, as a single ffmpeg's does.
     pub headless: u64,
-    /// Those of them that lead the segment end this long after its first frame, in stream ticks
-    /// (the segment's whole duration when none of its frames can decode; 0 when none leads):
-    /// a result that lost them starts no earlier.
+    /// A result that lost those of them that lead the segment starts at least this long after
+    /// its first frame, in stream ticks: halfway from the last of them to the first frame that
+    /// can decode (the segment's whole duration when none can; 0 when none leads).
     pub headless_ticks: i64,
 }
 
@@ -426,14 +426,12 @@ pub fn plan_with_scenes(
             span,
             within,
             headless: count,
-            headless_ticks: if leading > 0 {
-                sorted
-                    .get(s + leading as usize)
-                    .copied()
-                    .unwrap_or(next_pts)
-                    - sorted[s]
-            } else {
-                0
+            headless_ticks: match leading as usize {
+                0 => 0,
+                // Halfway from the last that cannot decode to the first that can: a tick of
+                // rounding in the result's time base moves no frame across it.
+                l if s + l < stop => (sorted[s + l - 1] + sorted[s + l]) / 2 - sorted[s],
+                _ => next_pts - sorted[s],
             },
         });
     }
@@ -606,13 +604,13 @@ mod tests {
             let mine = &sorted[c.first as usize..(c.first + c.frames) as usize];
             let want = mine.iter().filter(|&&t| t < 25).count() as u64;
             assert_eq!(c.headless, want, "{c:?}");
-            // The first frame that decodes is the keyframe, at 25.
+            // The first frame that decodes is the keyframe, at 25; the last that does not, 24.
             let decodable_from = if want == 0 {
                 0
             } else if want == c.frames {
                 c.duration_ticks
             } else {
-                25 - c.start_pts
+                (24 + 25) / 2 - c.start_pts
             };
             assert_eq!(c.headless_ticks, decodable_from, "{c:?}");
         }

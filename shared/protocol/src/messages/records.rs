@@ -165,8 +165,8 @@ pub struct SegmentPlan {
     /// decoder drops them (see `cuts::Cut::headless`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub headless: u64,
-    /// Where those of them that lead the segment end, from its first frame, in source ticks
-    /// (`cuts::Cut::headless_ticks`).
+    /// Where a result that lost those of them that lead the segment starts at the earliest,
+    /// from its first frame, in source ticks (`cuts::Cut::headless_ticks`).
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub headless_ticks: i64,
 }

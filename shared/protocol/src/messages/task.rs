@@ -57,8 +57,9 @@ pub struct Task {
     /// does.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub headless: u64,
-    /// Where those of them that lead the segment end, in seconds from its first frame: a
-    /// result that lost them must start no earlier (0: none leads).
+    /// Where a result that lost those of them that lead the segment starts at the earliest, in
+    /// seconds from its first frame (halfway to the first frame that can decode; 0: none
+    /// leads).
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub headless_secs: f64,
     /// Media duration of the unit, for progress and time limits.
