@@ -27,11 +27,10 @@ impl Noise {
     }
 }
 
-/// An 8 s 320x240 25 fps H.264 + AAC clip, one keyframe a second, its index at the front (so a
-/// truncated copy still opens, as a streamed or interrupted upload's would).
-pub fn clean(dir: &Path) -> Result<PathBuf> {
-    let p = dir.join("clean.mp4");
-    ffmpeg(&[
+/// An 8 s 320x240 25 fps H.264 (x264 `veryfast`, `video` added) + AAC clip, written with the
+/// output options `container` to `out`.
+fn clip(out: &Path, video: &[&str], container: &[&str]) -> Result<()> {
+    let mut args = vec![
         "-f",
         "lavfi",
         "-i",
@@ -46,16 +45,21 @@ pub fn clean(dir: &Path) -> Result<PathBuf> {
         "libx264",
         "-preset",
         "veryfast",
-        "-g",
-        "25",
         "-pix_fmt",
         "yuv420p",
-        "-c:a",
-        "aac",
-        "-movflags",
-        "+faststart",
-        s(&p),
-    ])?;
+    ];
+    args.extend_from_slice(video);
+    args.extend_from_slice(&["-c:a", "aac"]);
+    args.extend_from_slice(container);
+    args.push(s(out));
+    ffmpeg(&args)
+}
+
+/// The clip with one keyframe a second, in MP4 with its index at the front (so a truncated
+/// copy still opens, as a streamed or interrupted upload's would).
+pub fn clean(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join("clean.mp4");
+    clip(&p, &["-g", "25"], &["-movflags", "+faststart"])?;
     Ok(p)
 }
 
@@ -222,27 +226,13 @@ fn captures(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
     Ok(out)
 }
 
-/// The clean clip as an MPEG-TS recording with a keyframe every 2 s; `open`: open GOPs (the
+/// The clip as an MPEG-TS recording with a keyframe every 2 s; `open`: open GOPs (the
 /// B-frames after each keyframe refer back to the GOP before it, as broadcast encoders make
 /// them), so the first keyframe's leading frames cannot decode either.
 fn capture_source(dir: &Path, name: &str, open: bool) -> Result<PathBuf> {
     let ts = dir.join(name);
     let x264 = if open { "open-gop=1" } else { "open-gop=0" };
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "8",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
+    let gop = [
         "-g",
         "50",
         "-keyint_min",
@@ -253,14 +243,8 @@ fn capture_source(dir: &Path, name: &str, open: bool) -> Result<PathBuf> {
         "3",
         "-x264-params",
         x264,
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-f",
-        "mpegts",
-        s(&ts),
-    ])?;
+    ];
+    clip(&ts, &gop, &["-f", "mpegts"])?;
     Ok(ts)
 }
 
