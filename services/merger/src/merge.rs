@@ -234,6 +234,9 @@ fn mostly_undecodable(
     Ok(())
 }
 
+/// Segments short of frames whose first frame time is read at once (one ffprobe each).
+const GAP_PROBES: usize = 4;
+
 /// What a merge fetched: the concat list's entries, the tracks unit's file, bytes moved.
 struct Fetched {
     entries: Vec<ConcatEntry>,
@@ -265,6 +268,9 @@ async fn fetch_all(
     };
     let mut bad = Vec::new();
     let (video, tracks) = units.split_at(segments);
+    // Fetched in order; then where each segment short of frames starts, read a few at a time
+    // (one ffprobe each: a long, heavily damaged file has many); then placed in order.
+    let mut placed = Vec::with_capacity(video.len());
     let mut offset_ticks = 0_i64;
     for c in video {
         // Durations from cumulative source time, rounded once per boundary, so microsecond
@@ -273,9 +279,38 @@ async fn fetch_all(
         offset_ticks += c.duration_ticks;
         let duration_us = tb.micros(offset_ticks) - start_us;
         if c.frames == 0 {
-            // Every frame of it undecodable (its encoder accepted that only with decode errors):
-            // its time goes to the segment before, as a single ffmpeg leaves a gap where it
-            // dropped frames, or before the first frame.
+            placed.push((c, duration_us, None));
+            continue;
+        }
+        let dest = dir.join(file_name(&c.result_key));
+        let fetched_ok = fetch_one(ctx, rec, c, &dest, &mut fetched.moved, &mut bad).await?;
+        let probe = fetched_ok && c.frames < c.planned_frames;
+        placed.push((c, duration_us, Some((dest, probe))));
+    }
+    let probes: Vec<Option<(PathBuf, i64, Unit)>> = placed
+        .iter()
+        .map(|(c, duration_us, file)| match file {
+            Some((dest, true)) => Some((dest.clone(), *duration_us, c.unit)),
+            _ => None,
+        })
+        .collect();
+    let gaps: Vec<i64> = futures::stream::iter(probes)
+        .map(|probe| async move {
+            match probe {
+                Some((dest, duration_us, unit)) => {
+                    first_frame_gap_us(ctx, rec, unit, &dest, duration_us).await
+                }
+                None => Ok(0),
+            }
+        })
+        .buffered(GAP_PROBES)
+        .try_collect()
+        .await?;
+    for ((c, duration_us, file), gap_us) in placed.into_iter().zip(gaps) {
+        if file.is_none() {
+            // Every frame of it undecodable (its encoder accepted that only with decode errors,
+            // or before a capture's first keyframe): its time goes to the segment before, as a
+            // single ffmpeg leaves a gap where it dropped frames, or before the first frame.
             match fetched.entries.last_mut() {
                 Some(prev) => prev.duration_us += duration_us,
                 None => {
@@ -285,14 +320,6 @@ async fn fetch_all(
             }
             continue;
         }
-        let name = file_name(&c.result_key).to_owned();
-        let dest = dir.join(&name);
-        let fetched_ok = fetch_one(ctx, rec, c, &dest, &mut fetched.moved, &mut bad).await?;
-        let gap_us = if fetched_ok && c.frames < c.planned_frames {
-            first_frame_gap_us(ctx, rec, c, &dest, duration_us).await?
-        } else {
-            0
-        };
         if fetched.entries.is_empty() && gap_us > 0 {
             // Frames lost at the video's start (the gap shortens it, as it does a single
             // ffmpeg's): at most the ones the result lacks.
@@ -300,7 +327,7 @@ async fn fetch_all(
             let lost = (gap_us + frame_us / 2) / frame_us.max(1);
             fetched.lead_frames += (lost as u64).min(c.planned_frames - c.frames);
         }
-        fetched.push(name, duration_us, gap_us);
+        fetched.push(file_name(&c.result_key).to_owned(), duration_us, gap_us);
     }
     if let Some(c) = tracks.first() {
         let dest = dir.join(format!("tracks-{}", file_name(&c.result_key)));
@@ -339,7 +366,7 @@ impl Fetched {
 async fn first_frame_gap_us(
     ctx: &Ctx,
     rec: &JobRecord,
-    c: &UnitResult,
+    unit: Unit,
     path: &Path,
     duration_us: i64,
 ) -> Result<i64, MergeError> {
@@ -347,12 +374,10 @@ async fn first_frame_gap_us(
     let timeout = ctx.config.limits.probe_timeout();
     let start = ffleet_runtime::media::probe::first_video_pts(&tools.ffprobe, path, timeout)
         .await
-        .map_err(|e| {
-            MergeError::Retry(format!("reading where unit {} starts: {e}", c.unit).into())
-        })?;
+        .map_err(|e| MergeError::Retry(format!("reading where unit {unit} starts: {e}").into()))?;
     let gap_us = start.map_or(0, |s| s.time_base.micros(s.pts));
     if !(0..duration_us).contains(&gap_us) {
-        tracing::warn!(job = %rec.job_id, unit = %c.unit, gap_us, duration_us, "first frame of a segment that lost frames lies outside it; placed by its first frame");
+        tracing::warn!(job = %rec.job_id, unit = %unit, gap_us, duration_us, "first frame of a segment that lost frames lies outside it; placed by its first frame");
         return Ok(0);
     }
     Ok(gap_us)
