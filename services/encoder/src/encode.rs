@@ -303,7 +303,7 @@ fn nothing_decodable(e: &RunError, headless: bool) -> bool {
     };
     let decode_lines: Vec<&str> = stderr_tail
         .lines()
-        .filter(|l| l.contains("Error while decoding stream"))
+        .filter(|l| l.contains(command::DECODE_FAILED))
         .collect();
     let failed_calls = decode_failures.values().sum::<u64>() > 0 && !decode_lines.is_empty();
     stderr_tail.contains(NO_FRAME_DECODED)

@@ -111,7 +111,7 @@ struct Tail {
 
 /// What ffmpeg writes (at `-loglevel error`) for each decode call that failed, before the
 /// stream's `#<file>:<index>`.
-const DECODE_FAILED: &str = "Error while decoding stream #";
+pub const DECODE_FAILED: &str = "Error while decoding stream #";
 
 /// The input stream index a decode-failure line names.
 fn failed_stream(line: &str) -> Option<u32> {
